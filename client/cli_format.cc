@@ -1,0 +1,305 @@
+#include "client/cli_format.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/time/time.h"
+#include "core/grpc_status.h"
+#include "core/identity.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace casebridge::cli {
+namespace {
+
+using google::protobuf::EnumDescriptor;
+using google::protobuf::EnumValueDescriptor;
+
+// Prefix shared by the values of an enum: "CASE_STATUS_" for CaseStatus.
+std::string EnumPrefix(const EnumDescriptor* type) {
+  std::string prefix;
+  for (const char c : type->name()) {
+    if (absl::ascii_isupper(static_cast<unsigned char>(c)) && !prefix.empty()) {
+      prefix.push_back('_');
+    }
+    prefix.push_back(absl::ascii_toupper(static_cast<unsigned char>(c)));
+  }
+  return prefix + "_";
+}
+
+// Decodes one code point at `i` (input is valid UTF-8 from the gateway);
+// returns its byte length.
+size_t CodePointAt(const std::string& s, size_t i, uint32_t* cp) {
+  const auto b = static_cast<unsigned char>(s[i]);
+  size_t len = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : 4;
+  if (i + len > s.size()) len = s.size() - i;
+  uint32_t v = len == 1 ? b : len == 2 ? (b & 0x1F) : len == 3 ? (b & 0x0F) : (b & 0x07);
+  for (size_t k = 1; k < len; ++k) {
+    v = (v << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+  }
+  *cp = v;
+  return len;
+}
+
+int CellWidth(uint32_t cp) {
+  const bool wide = (cp >= 0x1100 && cp <= 0x115F) || (cp >= 0x2E80 && cp <= 0xA4CF) ||
+                    (cp >= 0xAC00 && cp <= 0xD7A3) || (cp >= 0xF900 && cp <= 0xFAFF) ||
+                    (cp >= 0xFE30 && cp <= 0xFE4F) || (cp >= 0xFF00 && cp <= 0xFF60) ||
+                    (cp >= 0xFFE0 && cp <= 0xFFE6) || cp >= 0x20000;
+  return wide ? 2 : 1;
+}
+
+size_t DisplayWidth(const std::string& s) {
+  size_t width = 0;
+  for (size_t i = 0; i < s.size();) {
+    uint32_t cp = 0;
+    i += CodePointAt(s, i, &cp);
+    width += static_cast<size_t>(CellWidth(cp));
+  }
+  return width;
+}
+
+std::string Time(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0 && t.nanos() == 0) return "-";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC",
+                          absl::FromUnixSeconds(t.seconds()), absl::UTCTimeZone());
+}
+
+template <typename E>
+std::string Spell(const EnumDescriptor* type, E value) {
+  const EnumValueDescriptor* v = type->FindValueByNumber(static_cast<int>(value));
+  return v == nullptr ? absl::StrCat(static_cast<int>(value)) : EnumSpelling(v);
+}
+
+std::string HandlingText(const v1::CaseReference& c) {
+  const std::string code = Spell(v1::HandlingCode_descriptor(), c.handling_code());
+  const std::string upper = absl::AsciiStrToUpper(code);
+  return c.handling_restriction().empty()
+             ? upper
+             : absl::StrCat(upper, " (", c.handling_restriction(), ")");
+}
+
+}  // namespace
+
+std::string EnumSpelling(const EnumValueDescriptor* value) {
+  std::string name = value->name();
+  const std::string prefix = EnumPrefix(value->type());
+  if (absl::StartsWith(name, prefix)) name = name.substr(prefix.size());
+  return absl::StrReplaceAll(absl::AsciiStrToLower(name), {{"_", "-"}});
+}
+
+absl::StatusOr<int> ParseEnum(const EnumDescriptor* type, const std::string& flag,
+                              const std::string& text) {
+  const std::string wanted =
+      absl::StrReplaceAll(absl::AsciiStrToLower(text), {{"_", "-"}});
+  std::vector<std::string> accepted;
+  for (int i = 0; i < type->value_count(); ++i) {
+    const EnumValueDescriptor* v = type->value(i);
+    if (v->number() == 0) continue;  // UNSPECIFIED is never a choice
+    const std::string spelling = EnumSpelling(v);
+    if (spelling == wanted ||
+        absl::StrReplaceAll(absl::AsciiStrToLower(v->name()), {{"_", "-"}}) == wanted) {
+      return v->number();
+    }
+    accepted.push_back(spelling);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      flag, ": \"", text, "\" is not one of ", absl::StrJoin(accepted, ", ")));
+}
+
+absl::StatusOr<v1::Evaluation> ParseEvaluation(const std::string& text) {
+  if (text.size() != 2) {
+    return absl::InvalidArgumentError(
+        "--evaluation: expected source reliability A-D or X and accuracy 1-4, "
+        "e.g. B2");
+  }
+  v1::Evaluation e;
+  switch (absl::ascii_toupper(static_cast<unsigned char>(text[0]))) {
+    case 'A': e.set_source_reliability(v1::SOURCE_RELIABILITY_A); break;
+    case 'B': e.set_source_reliability(v1::SOURCE_RELIABILITY_B); break;
+    case 'C': e.set_source_reliability(v1::SOURCE_RELIABILITY_C); break;
+    case 'D': e.set_source_reliability(v1::SOURCE_RELIABILITY_D); break;
+    case 'X': e.set_source_reliability(v1::SOURCE_RELIABILITY_X); break;
+    default:
+      return absl::InvalidArgumentError(
+          "--evaluation: source reliability must be A, B, C, D or X");
+  }
+  if (text[1] < '1' || text[1] > '4') {
+    return absl::InvalidArgumentError(
+        "--evaluation: information accuracy must be 1, 2, 3 or 4");
+  }
+  e.set_information_accuracy(static_cast<v1::InformationAccuracy>(text[1] - '0'));
+  return e;
+}
+
+std::string FormatEvaluation(const v1::Evaluation& e) {
+  static constexpr char kSources[] = "?ABCDX";
+  const int s = e.source_reliability();
+  const int a = e.information_accuracy();
+  return absl::StrCat(std::string(1, s >= 0 && s <= 5 ? kSources[s] : '?'),
+                      a >= 1 && a <= 4 ? absl::StrCat(a) : "?");
+}
+
+absl::StatusOr<v1::VictimReference> ParseVictim(const std::string& text) {
+  v1::VictimReference v;
+  const size_t colon = text.find(':');
+  v.set_pseudonym(text.substr(0, colon));
+  if (colon != std::string::npos) v.set_remarks(text.substr(colon + 1));
+  if (v.pseudonym().empty()) {
+    return absl::InvalidArgumentError("--victim: expected PSEUDONYM or PSEUDONYM:REMARKS");
+  }
+  return v;
+}
+
+absl::StatusOr<v1::Location> ParseLocation(const std::string& text) {
+  const size_t at = text.rfind('@');
+  if (at == std::string::npos) {
+    return absl::InvalidArgumentError(
+        "--location: expected DESCRIPTION@PK or DESCRIPTION@CN");
+  }
+  v1::Location l;
+  l.set_description(text.substr(0, at));
+  l.set_country(CountryFromCode(absl::AsciiStrToUpper(text.substr(at + 1))));
+  if (l.country() == v1::COUNTRY_UNSPECIFIED) {
+    return absl::InvalidArgumentError("--location: country after '@' must be PK or CN");
+  }
+  return l;
+}
+
+std::string ToJson(const google::protobuf::Message& message) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  return out;
+}
+
+std::string Truncate(const std::string& text, size_t max) {
+  std::string out;
+  size_t width = 0;
+  for (size_t i = 0; i < text.size();) {
+    uint32_t cp = 0;
+    const size_t len = CodePointAt(text, i, &cp);
+    const auto w = static_cast<size_t>(CellWidth(cp));
+    if (cp == '\n' || cp == '\t') {
+      out.push_back(' ');
+      width += 1;
+      i += len;
+      continue;
+    }
+    if (width + w > max) {
+      // Make room for the ellipsis.
+      while (!out.empty() && width + 1 > max) {
+        size_t back = out.size() - 1;
+        while (back > 0 && (static_cast<unsigned char>(out[back]) & 0xC0) == 0x80) --back;
+        uint32_t last = 0;
+        CodePointAt(out, back, &last);
+        width -= static_cast<size_t>(CellWidth(last));
+        out.resize(back);
+      }
+      return out + "…";
+    }
+    out.append(text, i, len);
+    width += w;
+    i += len;
+  }
+  return out;
+}
+
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    if (widths.size() < row.size()) widths.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) {
+      widths[i] = std::max(widths[i], DisplayWidth(row[i]));
+    }
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) {
+        line.append(widths[i] - DisplayWidth(row[i]) + 2, ' ');
+      }
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string FormatCase(const v1::CaseReference& c) {
+  std::vector<std::vector<std::string>> rows = {
+      {"Exchange id:", c.exchange_id()},
+      {"Local reference:", c.local_reference()},
+      {"Status:", Spell(v1::CaseStatus_descriptor(), c.status())},
+      {"Category:", Spell(v1::CaseCategory_descriptor(), c.category())},
+      {"Handling:", HandlingText(c)},
+      {"Evaluation:", FormatEvaluation(c.evaluation())},
+      {"Owner:", c.owner_office()},
+      {"Version:", absl::StrCat(c.version())},
+      {"Opened:", Time(c.created_at())},
+      {"Updated:", absl::StrCat(Time(c.updated_at()), " by ", c.updated_by())},
+  };
+  std::string out = FormatTable(rows);
+  out += absl::StrCat("Summary:\n  ", absl::StrReplaceAll(c.summary(), {{"\n", "\n  "}}), "\n");
+  if (c.victims_size() > 0) {
+    out += "Victims (pseudonymous):\n";
+    for (const auto& v : c.victims()) {
+      out += absl::StrCat("  ", v.pseudonym(), v.remarks().empty() ? "" : " — ",
+                          v.remarks(), "\n");
+    }
+  }
+  if (c.last_known_locations_size() > 0) {
+    out += "Last known locations:\n";
+    for (const auto& l : c.last_known_locations()) {
+      out += absl::StrCat("  ", l.description(), " (", CountryCode(l.country()),
+                          l.has_observed_at() ? absl::StrCat(", ", Time(l.observed_at())) : "",
+                          ")\n");
+    }
+  }
+  return out;
+}
+
+std::string FormatCaseTable(const std::vector<v1::CaseReference>& cases) {
+  std::vector<std::vector<std::string>> rows = {
+      {"EXCHANGE ID", "STATUS", "CATEGORY", "H", "EVAL", "VER", "OWNER", "SUMMARY"}};
+  for (const auto& c : cases) {
+    std::string owner = c.owner_office();
+    if (auto id = ParseSpiffeId(owner); id.ok()) owner = id->name;
+    rows.push_back({c.exchange_id(), Spell(v1::CaseStatus_descriptor(), c.status()),
+                    Spell(v1::CaseCategory_descriptor(), c.category()),
+                    absl::AsciiStrToUpper(Spell(v1::HandlingCode_descriptor(), c.handling_code())),
+                    FormatEvaluation(c.evaluation()), absl::StrCat(c.version()), owner,
+                    Truncate(c.summary(), 48)});
+  }
+  return FormatTable(rows);
+}
+
+std::string FormatWhoAmI(const v1::WhoAmIResponse& who) {
+  return FormatTable({{"Identity:", who.identity()},
+                      {"Name:", who.display_name()},
+                      {"Role:", Spell(v1::Role_descriptor(), who.role())},
+                      {"Country:", std::string(CountryCode(who.country()))},
+                      {"Gateway:", who.gateway_identity()}});
+}
+
+std::string FormatAuditEntries(const v1::GetEntriesResponse& entries) {
+  std::vector<std::vector<std::string>> rows = {
+      {"#", "TIME", "ACTOR", "ACTION", "SUBJECTS", "OUTCOME"}};
+  for (const auto& e : entries.entries()) {
+    rows.push_back({absl::StrCat(e.index()), Time(e.time()), e.actor(), e.action(),
+                    absl::StrJoin(e.subjects(), ","),
+                    e.status_code() == 0
+                        ? "OK"
+                        : Truncate(absl::StrCat(GrpcCodeName(static_cast<grpc::StatusCode>(
+                                                    e.status_code())),
+                                                ": ", e.status_message()),
+                                   60)});
+  }
+  return FormatTable(rows);
+}
+
+}  // namespace casebridge::cli

@@ -1,0 +1,51 @@
+// Text and JSON rendering for the casebridge CLI, and parsing of the
+// human spellings of enums ("forced-marriage-fraud", "victim-located", "B2").
+#ifndef CASEBRIDGE_CLIENT_CLI_FORMAT_H_
+#define CASEBRIDGE_CLIENT_CLI_FORMAT_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "casebridge/v1/audit.pb.h"
+#include "casebridge/v1/common.pb.h"
+#include "casebridge/v1/office.pb.h"
+#include "google/protobuf/descriptor.h"
+
+namespace casebridge::cli {
+
+// The CLI spelling of an enum value: its name without the enum's prefix, in
+// lower case with '-' for '_' (CASE_STATUS_VICTIM_LOCATED -> victim-located).
+std::string EnumSpelling(const google::protobuf::EnumValueDescriptor* value);
+
+// Parses a CLI spelling (case-insensitive; '_' or '-') of a value of `type`,
+// or its full proto name. INVALID_ARGUMENT listing the accepted spellings.
+absl::StatusOr<int> ParseEnum(const google::protobuf::EnumDescriptor* type,
+                              const std::string& flag, const std::string& text);
+
+// "B2" -> source B, accuracy 2.
+absl::StatusOr<v1::Evaluation> ParseEvaluation(const std::string& text);
+std::string FormatEvaluation(const v1::Evaluation& evaluation);
+
+// "V1" or "V1:remarks".
+absl::StatusOr<v1::VictimReference> ParseVictim(const std::string& text);
+// "description@PK" or "description@CN".
+absl::StatusOr<v1::Location> ParseLocation(const std::string& text);
+
+// Protobuf JSON (field names as in the .proto, enums by name).
+std::string ToJson(const google::protobuf::Message& message);
+
+// Readable renderings.
+std::string FormatCase(const v1::CaseReference& c);
+std::string FormatCaseTable(const std::vector<v1::CaseReference>& cases);
+std::string FormatWhoAmI(const v1::WhoAmIResponse& who);
+std::string FormatAuditEntries(const v1::GetEntriesResponse& entries);
+
+// Columns padded by display width (CJK characters take two cells).
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows);
+// Cuts `text` to at most `max` display cells, adding "…" when cut.
+std::string Truncate(const std::string& text, size_t max);
+
+}  // namespace casebridge::cli
+
+#endif  // CASEBRIDGE_CLIENT_CLI_FORMAT_H_

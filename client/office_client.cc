@@ -1,0 +1,126 @@
+#include "client/office_client.h"
+
+#include "core/grpc_status.h"
+#include "core/status_macros.h"
+#include "core/tls.h"
+
+namespace casebridge::client {
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(
+    const config::Client& config) {
+  tls::ChannelOptions options;
+  options.cert_file = config.cert;
+  options.key_file = config.key;
+  options.ca_file = config.ca;
+  options.expected_server_identity = config.gateway_identity;
+  CB_ASSIGN_OR_RETURN(auto creds, tls::MakeChannelCredentials(options));
+  grpc::ChannelArguments args;
+  // Fail fast with UNAVAILABLE instead of waiting out the deadline when the
+  // gateway refuses us or is down.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
+  return grpc::CreateCustomChannel(config.endpoint, creds, args);
+}
+
+OfficeClient::OfficeClient(
+    std::unique_ptr<v1::OfficeService::StubInterface> office,
+    std::unique_ptr<v1::AuditService::StubInterface> audit,
+    std::unique_ptr<grpc::health::v1::Health::StubInterface> health,
+    absl::Duration timeout)
+    : office_(std::move(office)),
+      audit_(std::move(audit)),
+      health_(std::move(health)),
+      timeout_(timeout) {}
+
+absl::StatusOr<std::unique_ptr<OfficeClient>> OfficeClient::Create(
+    const config::Client& config) {
+  CB_ASSIGN_OR_RETURN(auto channel, Connect(config));
+  return std::make_unique<OfficeClient>(
+      v1::OfficeService::NewStub(channel), v1::AuditService::NewStub(channel),
+      grpc::health::v1::Health::NewStub(channel),
+      absl::Seconds(config.timeout_seconds));
+}
+
+void OfficeClient::Prepare(grpc::ClientContext& context) const {
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+}
+
+absl::StatusOr<v1::WhoAmIResponse> OfficeClient::WhoAmI() {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::WhoAmIResponse response;
+  CB_RETURN_IF_ERROR(
+      FromGrpcStatus(office_->WhoAmI(&context, v1::WhoAmIRequest(), &response)));
+  return response;
+}
+
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus>
+OfficeClient::Health(const std::string& service) {
+  grpc::ClientContext context;
+  Prepare(context);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  CB_RETURN_IF_ERROR(
+      FromGrpcStatus(health_->Check(&context, request, &response)));
+  return response.status();
+}
+
+absl::StatusOr<v1::CaseReference> OfficeClient::OpenCase(
+    const v1::CaseReference& draft, const std::string& request_id) {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::OpenCaseRequest request;
+  request.set_request_id(request_id);
+  *request.mutable_case_reference() = draft;
+  v1::OpenCaseResponse response;
+  CB_RETURN_IF_ERROR(
+      FromGrpcStatus(office_->OpenCase(&context, request, &response)));
+  return std::move(*response.mutable_case_reference());
+}
+
+absl::StatusOr<v1::CaseReference> OfficeClient::GetCase(
+    const std::string& exchange_id) {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::GetCaseRequest request;
+  request.set_exchange_id(exchange_id);
+  v1::GetCaseResponse response;
+  CB_RETURN_IF_ERROR(
+      FromGrpcStatus(office_->GetCase(&context, request, &response)));
+  return std::move(*response.mutable_case_reference());
+}
+
+absl::StatusOr<v1::ListCasesResponse> OfficeClient::ListCases(
+    const v1::ListCasesRequest& request) {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::ListCasesResponse response;
+  CB_RETURN_IF_ERROR(
+      FromGrpcStatus(office_->ListCases(&context, request, &response)));
+  return response;
+}
+
+absl::StatusOr<v1::CaseReference> OfficeClient::UpdateCase(
+    const v1::UpdateCaseRequest& request) {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::UpdateCaseResponse response;
+  CB_RETURN_IF_ERROR(
+      FromGrpcStatus(office_->UpdateCase(&context, request, &response)));
+  return std::move(*response.mutable_case_reference());
+}
+
+absl::StatusOr<v1::GetEntriesResponse> OfficeClient::GetAuditEntries(
+    uint64_t start, int page_size) {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::GetEntriesRequest request;
+  request.set_start(start);
+  request.set_page_size(page_size);
+  v1::GetEntriesResponse response;
+  CB_RETURN_IF_ERROR(
+      FromGrpcStatus(audit_->GetEntries(&context, request, &response)));
+  return response;
+}
+
+}  // namespace casebridge::client

@@ -1,0 +1,63 @@
+// The C++ client of a gateway's office port. Written against the generated
+// StubInterface, so tests can hand it a MockOfficeServiceStub.
+#ifndef CASEBRIDGE_CLIENT_OFFICE_CLIENT_H_
+#define CASEBRIDGE_CLIENT_OFFICE_CLIENT_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "casebridge/v1/audit.grpc.pb.h"
+#include "casebridge/v1/office.grpc.pb.h"
+#include "core/config.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace casebridge::client {
+
+// A mutual-TLS channel to the gateway named in `config`, which must present
+// `config.gateway_identity`.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(
+    const config::Client& config);
+
+class OfficeClient {
+ public:
+  // Every call gets a deadline of `timeout`. The stubs may be mocks.
+  OfficeClient(std::unique_ptr<v1::OfficeService::StubInterface> office,
+               std::unique_ptr<v1::AuditService::StubInterface> audit,
+               std::unique_ptr<grpc::health::v1::Health::StubInterface> health,
+               absl::Duration timeout);
+
+  // Connects per `config` (no network traffic until the first call).
+  static absl::StatusOr<std::unique_ptr<OfficeClient>> Create(
+      const config::Client& config);
+
+  // Errors are the gateway's status (code and reason) as absl::Status.
+  absl::StatusOr<v1::WhoAmIResponse> WhoAmI();
+  // SERVING / NOT_SERVING of `service` ("" for the whole gateway).
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
+      const std::string& service = "");
+  absl::StatusOr<v1::CaseReference> OpenCase(const v1::CaseReference& draft,
+                                             const std::string& request_id = "");
+  absl::StatusOr<v1::CaseReference> GetCase(const std::string& exchange_id);
+  absl::StatusOr<v1::ListCasesResponse> ListCases(
+      const v1::ListCasesRequest& request);
+  absl::StatusOr<v1::CaseReference> UpdateCase(
+      const v1::UpdateCaseRequest& request);
+  absl::StatusOr<v1::GetEntriesResponse> GetAuditEntries(uint64_t start,
+                                                         int page_size);
+
+ private:
+  void Prepare(grpc::ClientContext& context) const;
+
+  std::unique_ptr<v1::OfficeService::StubInterface> office_;
+  std::unique_ptr<v1::AuditService::StubInterface> audit_;
+  std::unique_ptr<grpc::health::v1::Health::StubInterface> health_;
+  absl::Duration timeout_;
+};
+
+}  // namespace casebridge::client
+
+#endif  // CASEBRIDGE_CLIENT_OFFICE_CLIENT_H_

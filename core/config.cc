@@ -1,0 +1,381 @@
+#include "core/config.h"
+
+#include <toml++/toml.h>
+
+#include <filesystem>
+#include <functional>
+#include <set>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/crypto.h"
+#include "core/identity.h"
+#include "core/status_macros.h"
+
+namespace casebridge::config {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Reads one TOML table, remembering which keys were used, so that unknown keys
+// can be refused by name. Errors carry the dotted path of the key.
+class TableReader {
+ public:
+  TableReader(const toml::table& table, std::string prefix, fs::path base_dir)
+      : table_(table), prefix_(std::move(prefix)), base_dir_(std::move(base_dir)) {}
+
+  std::string Path(absl::string_view key) const {
+    return prefix_.empty() ? std::string(key) : absl::StrCat(prefix_, ".", key);
+  }
+
+  absl::Status Error(absl::string_view key, absl::string_view what) const {
+    return absl::InvalidArgumentError(absl::StrCat(Path(key), ": ", what));
+  }
+
+  const toml::node* Get(absl::string_view key) {
+    used_.insert(std::string(key));
+    return table_.get(std::string_view(key.data(), key.size()));
+  }
+
+  absl::StatusOr<std::string> String(absl::string_view key, bool required,
+                                     std::string fallback = "") {
+    const toml::node* node = Get(key);
+    if (node == nullptr) {
+      if (required) return Error(key, "is required");
+      return fallback;
+    }
+    auto value = node->value<std::string>();
+    if (!node->is_string() || !value) return Error(key, "must be a string");
+    if (required && value->empty()) return Error(key, "must not be empty");
+    return *value;
+  }
+
+  // A file path, resolved against the config's folder, that must be readable.
+  absl::StatusOr<std::string> File(absl::string_view key, bool required) {
+    CB_ASSIGN_OR_RETURN(std::string raw, String(key, required));
+    if (raw.empty()) return raw;
+    std::string path = Resolve(raw);
+    auto contents = crypto::ReadFile(path);
+    if (!contents.ok()) return Error(key, contents.status().message());
+    return path;
+  }
+
+  absl::StatusOr<std::string> Directory(absl::string_view key, bool required,
+                                        bool must_exist) {
+    CB_ASSIGN_OR_RETURN(std::string raw, String(key, required));
+    if (raw.empty()) return raw;
+    std::string path = Resolve(raw);
+    std::error_code ec;
+    if (must_exist && !fs::is_directory(path, ec)) {
+      return Error(key, absl::StrCat(path, " is not a directory"));
+    }
+    return path;
+  }
+
+  absl::StatusOr<int64_t> Integer(absl::string_view key, int64_t fallback,
+                                  int64_t min, int64_t max) {
+    const toml::node* node = Get(key);
+    if (node == nullptr) return fallback;
+    if (!node->is_integer()) return Error(key, "must be an integer");
+    const int64_t value = *node->value<int64_t>();
+    if (value < min || value > max) {
+      return Error(key, absl::StrCat("must be between ", min, " and ", max,
+                                     ", is ", value));
+    }
+    return value;
+  }
+
+  absl::StatusOr<const toml::table*> Table(absl::string_view key, bool required) {
+    const toml::node* node = Get(key);
+    if (node == nullptr) {
+      if (required) return Error(key, "section is required");
+      return nullptr;
+    }
+    if (!node->is_table()) return Error(key, "must be a table");
+    return node->as_table();
+  }
+
+  absl::Status CheckNoUnknownKeys() const {
+    for (const auto& [key, node] : table_) {
+      if (!used_.contains(std::string(key.str()))) {
+        return Error(std::string(key.str()), "unknown key");
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  std::string Resolve(const std::string& raw) const {
+    fs::path p(raw);
+    if (p.is_absolute()) return p.lexically_normal().string();
+    return (base_dir_ / p).lexically_normal().string();
+  }
+
+  const fs::path& base_dir() const { return base_dir_; }
+
+ private:
+  const toml::table& table_;
+  std::string prefix_;
+  fs::path base_dir_;
+  std::set<std::string> used_;
+};
+
+absl::Status CheckAddress(TableReader& reader, absl::string_view key,
+                          const std::string& address) {
+  const size_t colon = address.rfind(':');
+  uint32_t port = 0;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &port) || port > 65535) {
+    return reader.Error(key, absl::StrCat("\"", address,
+                                          "\" is not host:port"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<toml::table> ParseToml(const std::string& text,
+                                      const std::string& source_path) {
+  try {
+    return toml::parse(text, source_path);
+  } catch (const toml::parse_error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "line ", e.source().begin.line, ", column ", e.source().begin.column,
+        ": ", std::string(e.description())));
+  }
+}
+
+absl::Status WithFile(const absl::Status& status, const std::string& path) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));
+}
+
+absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
+                                         const fs::path& base_dir) {
+  Gateway config;
+  TableReader top(root, "", base_dir);
+
+  CB_ASSIGN_OR_RETURN(const std::string country, top.String("country", true));
+  config.country = CountryFromCode(country);
+  if (config.country == v1::COUNTRY_UNSPECIFIED) {
+    return top.Error("country", "must be \"PK\" or \"CN\"");
+  }
+  CB_ASSIGN_OR_RETURN(config.identity, top.String("identity", true));
+  if (config.identity != GatewayIdentity(config.country)) {
+    return top.Error("identity", absl::StrCat("must be ",
+                                              GatewayIdentity(config.country),
+                                              " for country ", country));
+  }
+  CB_ASSIGN_OR_RETURN(config.data_dir, top.Directory("data_dir", true, false));
+  CB_ASSIGN_OR_RETURN(config.log_level, top.String("log_level", false, "info"));
+  if (config.log_level != "debug" && config.log_level != "info" &&
+      config.log_level != "warning" && config.log_level != "error") {
+    return top.Error("log_level", "must be debug, info, warning or error");
+  }
+
+  {
+    CB_ASSIGN_OR_RETURN(const toml::table* t, top.Table("listen", true));
+    TableReader listen(*t, "listen", base_dir);
+    CB_ASSIGN_OR_RETURN(config.office_address, listen.String("office", true));
+    CB_RETURN_IF_ERROR(CheckAddress(listen, "office", config.office_address));
+    CB_ASSIGN_OR_RETURN(config.peer_address, listen.String("peer", true));
+    CB_RETURN_IF_ERROR(CheckAddress(listen, "peer", config.peer_address));
+    CB_RETURN_IF_ERROR(listen.CheckNoUnknownKeys());
+  }
+  {
+    CB_ASSIGN_OR_RETURN(const toml::table* t, top.Table("tls", true));
+    TableReader tls(*t, "tls", base_dir);
+    CB_ASSIGN_OR_RETURN(config.tls_cert, tls.File("cert", true));
+    CB_ASSIGN_OR_RETURN(config.tls_key, tls.File("key", true));
+    CB_ASSIGN_OR_RETURN(config.own_ca, tls.File("own_ca", true));
+    CB_ASSIGN_OR_RETURN(config.peer_ca, tls.File("peer_ca", true));
+    CB_ASSIGN_OR_RETURN(config.crl_dir, tls.Directory("crl_dir", true, true));
+    CB_ASSIGN_OR_RETURN(config.cert_refresh_seconds,
+                        tls.Integer("refresh_seconds", 60, 1, 86400));
+    CB_RETURN_IF_ERROR(tls.CheckNoUnknownKeys());
+  }
+  {
+    CB_ASSIGN_OR_RETURN(const toml::table* t, top.Table("signing", true));
+    TableReader signing(*t, "signing", base_dir);
+    CB_ASSIGN_OR_RETURN(config.envelope_signing_key,
+                        signing.File("envelope_key", true));
+    CB_ASSIGN_OR_RETURN(config.checkpoint_signing_key,
+                        signing.File("checkpoint_key", true));
+    CB_ASSIGN_OR_RETURN(config.witness_signing_key,
+                        signing.File("witness_key", true));
+    CB_RETURN_IF_ERROR(signing.CheckNoUnknownKeys());
+  }
+  {
+    CB_ASSIGN_OR_RETURN(const toml::table* t, top.Table("peer", true));
+    TableReader peer(*t, "peer", base_dir);
+    CB_ASSIGN_OR_RETURN(config.peer_identity, peer.String("identity", true));
+    const v1::Country peer_country = config.country == v1::COUNTRY_PK
+                                         ? v1::COUNTRY_CN
+                                         : v1::COUNTRY_PK;
+    if (config.peer_identity != GatewayIdentity(peer_country)) {
+      return peer.Error("identity",
+                        absl::StrCat("must be ", GatewayIdentity(peer_country)));
+    }
+    CB_ASSIGN_OR_RETURN(config.peer_endpoint, peer.String("endpoint", true));
+    CB_RETURN_IF_ERROR(CheckAddress(peer, "endpoint", config.peer_endpoint));
+    CB_ASSIGN_OR_RETURN(config.peer_envelope_public_key,
+                        peer.File("envelope_public_key", true));
+    CB_ASSIGN_OR_RETURN(config.peer_checkpoint_public_key,
+                        peer.File("checkpoint_public_key", true));
+    CB_ASSIGN_OR_RETURN(config.peer_witness_public_key,
+                        peer.File("witness_public_key", true));
+    CB_RETURN_IF_ERROR(peer.CheckNoUnknownKeys());
+  }
+  {
+    const toml::node* node = top.Get("offices");
+    if (node == nullptr || !node->is_array_of_tables() ||
+        node->as_array()->empty()) {
+      return top.Error("offices", "at least one [[offices]] entry is required");
+    }
+    std::set<std::string> seen;
+    size_t i = 0;
+    for (const toml::node& element : *node->as_array()) {
+      TableReader office(*element.as_table(), absl::StrCat("offices[", i, "]"),
+                         base_dir);
+      Office entry;
+      CB_ASSIGN_OR_RETURN(entry.identity, office.String("identity", true));
+      auto id = ParseSpiffeId(entry.identity);
+      if (!id.ok()) return office.Error("identity", id.status().message());
+      if (id->country != config.country || id->kind == PrincipalKind::kGateway) {
+        return office.Error("identity",
+                            "must be an office or auditor of this gateway's "
+                            "country");
+      }
+      if (!seen.insert(entry.identity).second) {
+        return office.Error("identity", "is listed twice");
+      }
+      CB_ASSIGN_OR_RETURN(entry.display_name, office.String("name", true));
+      CB_ASSIGN_OR_RETURN(const std::string role, office.String("role", true));
+      entry.role = RoleFromName(role);
+      if (entry.role == v1::ROLE_UNSPECIFIED) {
+        return office.Error("role",
+                            "must be liaison_officer, embassy_officer, "
+                            "supervisor, auditor or read_only");
+      }
+      if ((entry.role == v1::ROLE_AUDITOR) !=
+          (id->kind == PrincipalKind::kAuditor)) {
+        return office.Error("role",
+                            "auditor role goes with an /auditor/ identity, and "
+                            "only there");
+      }
+      CB_RETURN_IF_ERROR(office.CheckNoUnknownKeys());
+      config.offices.push_back(std::move(entry));
+      ++i;
+    }
+  }
+  {
+    CB_ASSIGN_OR_RETURN(const toml::table* t, top.Table("limits", false));
+    static const toml::table kEmpty;
+    TableReader limits(t != nullptr ? *t : kEmpty, "limits", base_dir);
+    Limits& l = config.limits;
+    CB_ASSIGN_OR_RETURN(l.max_message_bytes,
+                        limits.Integer("max_message_bytes", l.max_message_bytes,
+                                       64 << 10, 64 << 20));
+    CB_ASSIGN_OR_RETURN(l.max_concurrent_streams,
+                        limits.Integer("max_concurrent_streams",
+                                       l.max_concurrent_streams, 1, 10000));
+    CB_ASSIGN_OR_RETURN(l.keepalive_time_seconds,
+                        limits.Integer("keepalive_time_seconds",
+                                       l.keepalive_time_seconds, 10, 7200));
+    CB_ASSIGN_OR_RETURN(l.keepalive_timeout_seconds,
+                        limits.Integer("keepalive_timeout_seconds",
+                                       l.keepalive_timeout_seconds, 1, 600));
+    CB_ASSIGN_OR_RETURN(l.max_connection_age_seconds,
+                        limits.Integer("max_connection_age_seconds",
+                                       l.max_connection_age_seconds, 10,
+                                       7 * 86400));
+    CB_ASSIGN_OR_RETURN(l.drain_seconds,
+                        limits.Integer("drain_seconds", l.drain_seconds, 0, 600));
+    CB_ASSIGN_OR_RETURN(l.default_deadline_seconds,
+                        limits.Integer("default_deadline_seconds",
+                                       l.default_deadline_seconds, 1, 3600));
+    CB_RETURN_IF_ERROR(limits.CheckNoUnknownKeys());
+  }
+  CB_RETURN_IF_ERROR(top.CheckNoUnknownKeys());
+  return config;
+}
+
+absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
+  auto text = crypto::ReadFile(path);
+  if (!text.ok()) {
+    return absl::NotFoundError(std::string(text.status().message()));
+  }
+  return text;
+}
+
+}  // namespace
+
+v1::Role RoleFromName(const std::string& name) {
+  if (name == "liaison_officer") return v1::ROLE_LIAISON_OFFICER;
+  if (name == "embassy_officer") return v1::ROLE_EMBASSY_OFFICER;
+  if (name == "supervisor") return v1::ROLE_SUPERVISOR;
+  if (name == "auditor") return v1::ROLE_AUDITOR;
+  if (name == "read_only") return v1::ROLE_READ_ONLY;
+  return v1::ROLE_UNSPECIFIED;
+}
+
+std::string RoleName(v1::Role role) {
+  switch (role) {
+    case v1::ROLE_LIAISON_OFFICER:
+      return "liaison_officer";
+    case v1::ROLE_EMBASSY_OFFICER:
+      return "embassy_officer";
+    case v1::ROLE_SUPERVISOR:
+      return "supervisor";
+    case v1::ROLE_AUDITOR:
+      return "auditor";
+    case v1::ROLE_READ_ONLY:
+      return "read_only";
+    default:
+      return "unspecified";
+  }
+}
+
+absl::StatusOr<Gateway> ParseGateway(const std::string& toml_text,
+                                     const std::string& source_path) {
+  auto root = ParseToml(toml_text, source_path);
+  if (!root.ok()) return WithFile(root.status(), source_path);
+  const fs::path base_dir = fs::absolute(source_path).parent_path();
+  auto config = ParseGatewayImpl(*root, base_dir);
+  if (!config.ok()) return WithFile(config.status(), source_path);
+  config->source_path = source_path;
+  return config;
+}
+
+absl::StatusOr<Gateway> LoadGateway(const std::string& path) {
+  CB_ASSIGN_OR_RETURN(const std::string text, ReadConfigFile(path));
+  return ParseGateway(text, path);
+}
+
+absl::StatusOr<Client> LoadClient(const std::string& path) {
+  CB_ASSIGN_OR_RETURN(const std::string text, ReadConfigFile(path));
+  auto root = ParseToml(text, path);
+  if (!root.ok()) return WithFile(root.status(), path);
+  TableReader top(*root, "", fs::absolute(path).parent_path());
+  Client client;
+  client.source_path = path;
+  auto read = [&]() -> absl::Status {
+    CB_ASSIGN_OR_RETURN(client.endpoint, top.String("endpoint", true));
+    CB_RETURN_IF_ERROR(CheckAddress(top, "endpoint", client.endpoint));
+    CB_ASSIGN_OR_RETURN(client.gateway_identity,
+                        top.String("gateway_identity", true));
+    auto id = ParseSpiffeId(client.gateway_identity);
+    if (!id.ok() || id->kind != PrincipalKind::kGateway) {
+      return top.Error("gateway_identity", "must be a gateway SPIFFE id");
+    }
+    CB_ASSIGN_OR_RETURN(client.cert, top.File("cert", true));
+    CB_ASSIGN_OR_RETURN(client.key, top.File("key", true));
+    CB_ASSIGN_OR_RETURN(client.ca, top.File("ca", true));
+    CB_ASSIGN_OR_RETURN(client.timeout_seconds,
+                        top.Integer("timeout_seconds", 10, 1, 3600));
+    return top.CheckNoUnknownKeys();
+  };
+  CB_RETURN_IF_ERROR(WithFile(read(), path));
+  return client;
+}
+
+}  // namespace casebridge::config

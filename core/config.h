@@ -1,0 +1,91 @@
+// Gateway and client configuration, read from TOML. Every key is documented
+// in docs/configuration.md; unknown keys are refused so a typo never silently
+// drops a setting. Relative paths are relative to the config file's folder.
+#ifndef CASEBRIDGE_CORE_CONFIG_H_
+#define CASEBRIDGE_CORE_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "casebridge/v1/common.pb.h"
+#include "casebridge/v1/office.pb.h"
+
+namespace casebridge::config {
+
+struct Office {
+  std::string identity;      // SPIFFE id (office or auditor of our country)
+  std::string display_name;  // shown to humans
+  v1::Role role = v1::ROLE_UNSPECIFIED;
+};
+
+struct Limits {
+  int64_t max_message_bytes = 4 << 20;
+  int max_concurrent_streams = 100;
+  int keepalive_time_seconds = 60;
+  int keepalive_timeout_seconds = 20;
+  int max_connection_age_seconds = 3600;
+  // How long SIGTERM waits for in-flight calls before cancelling them.
+  int drain_seconds = 10;
+  // Deadline applied to office calls that come without one.
+  int default_deadline_seconds = 30;
+};
+
+struct Gateway {
+  std::string source_path;  // the file this was read from
+  v1::Country country = v1::COUNTRY_UNSPECIFIED;
+  std::string identity;  // our gateway's SPIFFE id
+  std::string data_dir;
+
+  std::string office_address;  // host:port; port 0 picks a free one
+  std::string peer_address;
+
+  std::string tls_cert;      // our gateway certificate (chain), PEM
+  std::string tls_key;       // its private key, PEM
+  std::string own_ca;        // trusted on the office port
+  std::string peer_ca;       // trusted on the peer port
+  std::string crl_dir;       // hashed CRL files (<hash>.rN) for both CAs
+  int cert_refresh_seconds = 60;
+
+  std::string envelope_signing_key;    // Ed25519, PKCS#8 PEM
+  std::string checkpoint_signing_key;  // Ed25519, PKCS#8 PEM
+  std::string witness_signing_key;     // Ed25519, PKCS#8 PEM
+
+  std::string peer_identity;  // pinned SPIFFE id of the peer gateway
+  std::string peer_endpoint;  // host:port of the peer's peer port
+  std::string peer_envelope_public_key;    // PEM
+  std::string peer_checkpoint_public_key;  // PEM
+  std::string peer_witness_public_key;     // PEM
+
+  std::vector<Office> offices;
+  Limits limits;
+  std::string log_level = "info";
+};
+
+struct Client {
+  std::string source_path;
+  std::string endpoint;          // host:port of the gateway's office port
+  std::string gateway_identity;  // expected SPIFFE id of the gateway
+  std::string cert;              // our client certificate, PEM
+  std::string key;               // its private key, PEM
+  std::string ca;                // CA that issued the gateway's certificate
+  int timeout_seconds = 10;      // deadline of each call
+};
+
+// Reads and validates a gateway config. Errors read
+//   "<file>: <dotted.key>: <what is wrong>"
+// and have code INVALID_ARGUMENT (bad content) or NOT_FOUND (file missing).
+absl::StatusOr<Gateway> LoadGateway(const std::string& path);
+absl::StatusOr<Gateway> ParseGateway(const std::string& toml_text,
+                                     const std::string& source_path);
+
+absl::StatusOr<Client> LoadClient(const std::string& path);
+
+// "liaison_officer" and the like; ROLE_UNSPECIFIED if unknown.
+v1::Role RoleFromName(const std::string& name);
+std::string RoleName(v1::Role role);
+
+}  // namespace casebridge::config
+
+#endif  // CASEBRIDGE_CORE_CONFIG_H_

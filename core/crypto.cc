@@ -1,0 +1,268 @@
+#include "core/crypto.h"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+
+namespace casebridge::crypto {
+namespace {
+
+struct BioDeleter {
+  void operator()(BIO* bio) const { BIO_free(bio); }
+};
+using BioPtr = std::unique_ptr<BIO, BioDeleter>;
+
+struct MdCtxDeleter {
+  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
+};
+using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxDeleter>;
+
+BioPtr MemBio(absl::string_view data) {
+  return BioPtr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
+}
+
+absl::StatusOr<std::string> RawPublicKey(EVP_PKEY* key) {
+  if (EVP_PKEY_get_base_id(key) != EVP_PKEY_ED25519) {
+    return absl::InvalidArgumentError("key is not an Ed25519 key");
+  }
+  std::string raw(kEd25519PublicKeySize, '\0');
+  size_t len = raw.size();
+  if (EVP_PKEY_get_raw_public_key(
+          key, reinterpret_cast<unsigned char*>(raw.data()), &len) != 1 ||
+      len != kEd25519PublicKeySize) {
+    return absl::InternalError(
+        absl::StrCat("reading Ed25519 public key: ", OpenSslErrorText()));
+  }
+  return raw;
+}
+
+}  // namespace
+
+std::string OpenSslErrorText() {
+  const unsigned long code = ERR_get_error();  // NOLINT(google-runtime-int)
+  ERR_clear_error();
+  if (code == 0) return "no OpenSSL error";
+  char buf[256];
+  ERR_error_string_n(code, buf, sizeof(buf));
+  return buf;
+}
+
+std::string Sha256(absl::string_view data) {
+  Sha256Hasher hasher;
+  hasher.Update(data);
+  return hasher.Finish();
+}
+
+Sha256Hasher::Sha256Hasher() : ctx_(EVP_MD_CTX_new()) {
+  if (ctx_ == nullptr || EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1) {
+    std::fprintf(stderr, "fatal: SHA-256 init failed: %s\n",
+                 OpenSslErrorText().c_str());
+    std::abort();
+  }
+}
+
+Sha256Hasher::~Sha256Hasher() { EVP_MD_CTX_free(ctx_); }
+
+void Sha256Hasher::Update(absl::string_view data) {
+  if (EVP_DigestUpdate(ctx_, data.data(), data.size()) != 1) {
+    std::fprintf(stderr, "fatal: SHA-256 update failed\n");
+    std::abort();
+  }
+}
+
+std::string Sha256Hasher::Finish() {
+  std::string out(kSha256Size, '\0');
+  unsigned int len = 0;
+  if (EVP_DigestFinal_ex(ctx_, reinterpret_cast<unsigned char*>(out.data()),
+                         &len) != 1 ||
+      len != kSha256Size) {
+    std::fprintf(stderr, "fatal: SHA-256 final failed\n");
+    std::abort();
+  }
+  return out;
+}
+
+std::string RandomBytes(size_t n) {
+  std::string out(n, '\0');
+  if (n > 0 && RAND_bytes(reinterpret_cast<unsigned char*>(out.data()),
+                          static_cast<int>(n)) != 1) {
+    std::fprintf(stderr, "fatal: RAND_bytes failed: %s\n",
+                 OpenSslErrorText().c_str());
+    std::abort();
+  }
+  return out;
+}
+
+std::string HexEncode(absl::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (const char c : bytes) {
+    const auto b = static_cast<unsigned char>(c);
+    out.push_back(kDigits[b >> 4]);
+    out.push_back(kDigits[b & 0x0F]);
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    const std::string reason = std::strerror(err);
+    if (err == EACCES) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("cannot read ", path, ": ", reason));
+    }
+    return absl::NotFoundError(absl::StrCat("cannot read ", path, ": ", reason));
+  }
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  if (in.bad()) {
+    return absl::DataLossError(absl::StrCat("error reading ", path));
+  }
+  return contents.str();
+}
+
+// --- Ed25519Signer -----------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<Ed25519Signer>> Ed25519Signer::FromPemFile(
+    const std::string& path) {
+  CB_ASSIGN_OR_RETURN(const std::string pem, ReadFile(path));
+  auto signer = FromPem(pem);
+  if (!signer.ok()) {
+    return absl::Status(signer.status().code(),
+                        absl::StrCat(path, ": ", signer.status().message()));
+  }
+  return signer;
+}
+
+absl::StatusOr<std::unique_ptr<Ed25519Signer>> Ed25519Signer::FromPem(
+    absl::string_view pem) {
+  BioPtr bio = MemBio(pem);
+  if (bio == nullptr) return absl::InternalError("BIO_new_mem_buf failed");
+  EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "not a PEM private key (", OpenSslErrorText(), ")"));
+  }
+  CB_ASSIGN_OR_RETURN(std::string raw, RawPublicKey(key.get()));
+  return std::unique_ptr<Ed25519Signer>(
+      new Ed25519Signer(std::move(key), std::move(raw)));
+}
+
+std::unique_ptr<Ed25519Signer> Ed25519Signer::Generate() {
+  EVP_PKEY* raw_key = nullptr;
+  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, nullptr);
+  if (ctx == nullptr || EVP_PKEY_keygen_init(ctx) != 1 ||
+      EVP_PKEY_keygen(ctx, &raw_key) != 1) {
+    std::fprintf(stderr, "fatal: Ed25519 keygen failed: %s\n",
+                 OpenSslErrorText().c_str());
+    std::abort();
+  }
+  EVP_PKEY_CTX_free(ctx);
+  EvpPkeyPtr key(raw_key);
+  auto pub = RawPublicKey(key.get());
+  if (!pub.ok()) std::abort();
+  return std::unique_ptr<Ed25519Signer>(
+      new Ed25519Signer(std::move(key), *std::move(pub)));
+}
+
+absl::StatusOr<std::string> Ed25519Signer::Sign(
+    absl::string_view message) const {
+  MdCtxPtr ctx(EVP_MD_CTX_new());
+  std::string sig(kEd25519SignatureSize, '\0');
+  size_t len = sig.size();
+  if (ctx == nullptr ||
+      EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key_.get()) !=
+          1 ||
+      EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()),
+                     &len,
+                     reinterpret_cast<const unsigned char*>(message.data()),
+                     message.size()) != 1 ||
+      len != kEd25519SignatureSize) {
+    return absl::InternalError(
+        absl::StrCat("Ed25519 sign failed: ", OpenSslErrorText()));
+  }
+  return sig;
+}
+
+// --- Ed25519Verifier ---------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<Ed25519Verifier>> Ed25519Verifier::FromPemFile(
+    const std::string& path) {
+  CB_ASSIGN_OR_RETURN(const std::string pem, ReadFile(path));
+  auto verifier = FromPem(pem);
+  if (!verifier.ok()) {
+    return absl::Status(verifier.status().code(),
+                        absl::StrCat(path, ": ", verifier.status().message()));
+  }
+  return verifier;
+}
+
+absl::StatusOr<std::unique_ptr<Ed25519Verifier>> Ed25519Verifier::FromPem(
+    absl::string_view pem) {
+  BioPtr bio = MemBio(pem);
+  if (bio == nullptr) return absl::InternalError("BIO_new_mem_buf failed");
+  EvpPkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a PEM public key (", OpenSslErrorText(), ")"));
+  }
+  CB_ASSIGN_OR_RETURN(std::string raw, RawPublicKey(key.get()));
+  return std::unique_ptr<Ed25519Verifier>(
+      new Ed25519Verifier(std::move(key), std::move(raw)));
+}
+
+absl::StatusOr<std::unique_ptr<Ed25519Verifier>>
+Ed25519Verifier::FromRawPublicKey(absl::string_view raw) {
+  if (raw.size() != kEd25519PublicKeySize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Ed25519 public key must be 32 bytes, got ", raw.size()));
+  }
+  EvpPkeyPtr key(EVP_PKEY_new_raw_public_key(
+      EVP_PKEY_ED25519, nullptr,
+      reinterpret_cast<const unsigned char*>(raw.data()), raw.size()));
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad Ed25519 public key: ", OpenSslErrorText()));
+  }
+  return std::unique_ptr<Ed25519Verifier>(
+      new Ed25519Verifier(std::move(key), std::string(raw)));
+}
+
+absl::Status Ed25519Verifier::Verify(absl::string_view message,
+                                     absl::string_view signature) const {
+  if (signature.size() != kEd25519SignatureSize) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "Ed25519 signature must be 64 bytes, got ", signature.size()));
+  }
+  MdCtxPtr ctx(EVP_MD_CTX_new());
+  if (ctx == nullptr || EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr,
+                                             nullptr, key_.get()) != 1) {
+    return absl::InternalError(
+        absl::StrCat("Ed25519 verify init failed: ", OpenSslErrorText()));
+  }
+  const int rc = EVP_DigestVerify(
+      ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()),
+      signature.size(), reinterpret_cast<const unsigned char*>(message.data()),
+      message.size());
+  if (rc != 1) {
+    ERR_clear_error();
+    return absl::UnauthenticatedError("Ed25519 signature does not verify");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace casebridge::crypto

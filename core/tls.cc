@@ -1,0 +1,270 @@
+#include "core/tls.h"
+
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_certificate_verifier.h>
+#include <grpcpp/security/tls_credentials_options.h>
+#include <openssl/asn1.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/crypto.h"
+#include "core/status_macros.h"
+
+namespace casebridge::tls {
+namespace {
+
+namespace fs = std::filesystem;
+using grpc::experimental::ExternalCertificateVerifier;
+using grpc::experimental::TlsCustomVerificationCheckRequest;
+
+struct X509Deleter {
+  void operator()(X509* x) const { X509_free(x); }
+};
+using X509Ptr = std::unique_ptr<X509, X509Deleter>;
+struct X509CrlDeleter {
+  void operator()(X509_CRL* x) const { X509_CRL_free(x); }
+};
+using X509CrlPtr = std::unique_ptr<X509_CRL, X509CrlDeleter>;
+struct BioDeleter {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+using BioPtr = std::unique_ptr<BIO, BioDeleter>;
+
+BioPtr MemBio(const std::string& data) {
+  return BioPtr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
+}
+
+absl::StatusOr<std::vector<X509Ptr>> ReadPemCertificates(
+    const std::string& path) {
+  CB_ASSIGN_OR_RETURN(const std::string pem, crypto::ReadFile(path));
+  BioPtr bio = MemBio(pem);
+  std::vector<X509Ptr> certs;
+  while (true) {
+    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    if (cert == nullptr) break;
+    certs.push_back(std::move(cert));
+  }
+  ERR_clear_error();  // the loop ends on "no start line"
+  if (certs.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": no PEM certificate in file"));
+  }
+  return certs;
+}
+
+absl::Time Asn1ToTime(const ASN1_TIME* t) {
+  struct tm tm {};
+  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) return absl::InfinitePast();
+  return absl::FromTM(tm, absl::UTCTimeZone());
+}
+
+std::string SubjectOf(X509* cert) {
+  char buf[512];
+  X509_NAME_oneline(X509_get_subject_name(cert), buf, sizeof(buf));
+  return buf;
+}
+
+// Post-handshake check on the client: the server must present the pinned
+// SPIFFE id. The chain itself is verified by gRPC against the CA.
+class SpiffeIdVerifier final : public ExternalCertificateVerifier {
+ public:
+  explicit SpiffeIdVerifier(std::string expected)
+      : expected_(std::move(expected)) {}
+
+  bool Verify(TlsCustomVerificationCheckRequest* request,
+              std::function<void(grpc::Status)> /*callback*/,
+              grpc::Status* sync_status) override {
+    int matches = 0;
+    int spiffe = 0;
+    for (const grpc::string_ref& uri : request->uri_names()) {
+      const std::string value(uri.data(), uri.size());
+      if (absl::StartsWith(value, "spiffe://")) ++spiffe;
+      if (value == expected_) ++matches;
+    }
+    if (spiffe == 1 && matches == 1) {
+      *sync_status = grpc::Status::OK;
+    } else {
+      *sync_status = grpc::Status(
+          grpc::StatusCode::UNAUTHENTICATED,
+          absl::StrCat("server certificate is not ", expected_));
+    }
+    return true;  // decided synchronously
+  }
+
+  void Cancel(TlsCustomVerificationCheckRequest* /*request*/) override {}
+
+ private:
+  const std::string expected_;
+};
+
+}  // namespace
+
+absl::Status CheckKeyPair(const std::string& cert_file,
+                          const std::string& key_file) {
+  CB_ASSIGN_OR_RETURN(std::vector<X509Ptr> certs,
+                      ReadPemCertificates(cert_file));
+  CB_ASSIGN_OR_RETURN(const std::string key_pem, crypto::ReadFile(key_file));
+  BioPtr bio = MemBio(key_pem);
+  crypto::EvpPkeyPtr key(
+      PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  if (key == nullptr) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(
+        absl::StrCat(key_file, ": not a PEM private key"));
+  }
+  if (X509_check_private_key(certs.front().get(), key.get()) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(absl::StrCat(
+        key_file, ": private key does not match the certificate in ",
+        cert_file));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const ServerOptions& options) {
+  CB_RETURN_IF_ERROR(CheckKeyPair(options.cert_file, options.key_file));
+  CB_RETURN_IF_ERROR(ReadPemCertificates(options.trusted_ca_file).status());
+  auto provider =
+      std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+          options.key_file, options.cert_file, options.trusted_ca_file,
+          options.refresh_seconds);
+  grpc::experimental::TlsServerCredentialsOptions tls_options(provider);
+  tls_options.watch_root_certs();
+  tls_options.watch_identity_key_cert_pairs();  // without it 1.51 aborts
+  tls_options.set_cert_request_type(
+      GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  if (!options.crl_dir.empty()) tls_options.set_crl_directory(options.crl_dir);
+  auto creds = grpc::experimental::TlsServerCredentials(tls_options);
+  if (creds == nullptr) {
+    return absl::InternalError("gRPC refused the TLS server options");
+  }
+  return creds;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>>
+MakeChannelCredentials(const ChannelOptions& options) {
+  CB_RETURN_IF_ERROR(CheckKeyPair(options.cert_file, options.key_file));
+  CB_ASSIGN_OR_RETURN(const std::string roots,
+                      crypto::ReadFile(options.ca_file));
+  CB_ASSIGN_OR_RETURN(const std::string cert,
+                      crypto::ReadFile(options.cert_file));
+  CB_ASSIGN_OR_RETURN(const std::string key, crypto::ReadFile(options.key_file));
+  auto provider =
+      std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
+          roots, std::vector<grpc::experimental::IdentityKeyCertPair>{
+                     {key, cert}});
+  grpc::experimental::TlsChannelCredentialsOptions tls_options;
+  tls_options.set_certificate_provider(provider);
+  tls_options.watch_root_certs();
+  tls_options.watch_identity_key_cert_pairs();
+  tls_options.set_verify_server_certs(true);
+  // Identity is pinned by SPIFFE id rather than by host name.
+  tls_options.set_certificate_verifier(
+      ExternalCertificateVerifier::Create<SpiffeIdVerifier>(
+          options.expected_server_identity));
+  tls_options.set_check_call_host(false);
+  auto creds = grpc::experimental::TlsCredentials(tls_options);
+  if (creds == nullptr) {
+    return absl::InternalError("gRPC refused the TLS channel options");
+  }
+  return creds;
+}
+
+absl::Status CheckCrlCoverage(const std::string& ca_file,
+                              const std::string& crl_dir, absl::Time now) {
+  CB_ASSIGN_OR_RETURN(std::vector<X509Ptr> cas, ReadPemCertificates(ca_file));
+  for (const X509Ptr& ca : cas) {
+    int ok = 0;
+    const unsigned long hash = X509_NAME_hash_ex(  // NOLINT(google-runtime-int)
+        X509_get_subject_name(ca.get()), nullptr, nullptr, &ok);
+    if (ok != 1) {
+      return absl::InternalError(absl::StrCat("hashing subject of CA in ",
+                                              ca_file));
+    }
+    const std::string stem = absl::StrFormat("%08lx.r", hash);
+    const std::string subject = SubjectOf(ca.get());
+    absl::Time newest_next_update = absl::InfinitePast();
+    bool found = false;
+    for (int n = 0; n < 1000; ++n) {
+      const std::string path = (fs::path(crl_dir) / absl::StrCat(stem, n)).string();
+      std::error_code ec;
+      if (!fs::exists(path, ec)) break;
+      CB_ASSIGN_OR_RETURN(const std::string data, crypto::ReadFile(path));
+      BioPtr bio = MemBio(data);
+      X509CrlPtr crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+      if (crl == nullptr) {
+        ERR_clear_error();
+        BioPtr der = MemBio(data);
+        crl.reset(d2i_X509_CRL_bio(der.get(), nullptr));
+      }
+      if (crl == nullptr) {
+        ERR_clear_error();
+        return absl::FailedPreconditionError(
+            absl::StrCat(path, ": not a CRL"));
+      }
+      if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()),
+                        X509_get_subject_name(ca.get())) != 0 ||
+          X509_CRL_verify(crl.get(), X509_get0_pubkey(ca.get())) != 1) {
+        ERR_clear_error();
+        return absl::FailedPreconditionError(absl::StrCat(
+            path, ": CRL is not signed by CA ", subject, " from ", ca_file));
+      }
+      found = true;
+      newest_next_update = std::max(
+          newest_next_update, Asn1ToTime(X509_CRL_get0_nextUpdate(crl.get())));
+    }
+    if (!found) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "CRL directory ", crl_dir, " has no CRL for trusted CA ", subject,
+          " (expected ", stem, "0); without it revoked certificates of that "
+          "CA would be accepted"));
+    }
+    if (newest_next_update <= now) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "CRL for trusted CA ", subject, " in ", crl_dir, " expired at ",
+          absl::FormatTime(newest_next_update, absl::UTCTimeZone()),
+          "; publish a new one"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<CertificateInfo>> ReadCertificates(
+    const std::string& pem_file) {
+  CB_ASSIGN_OR_RETURN(std::vector<X509Ptr> certs,
+                      ReadPemCertificates(pem_file));
+  std::vector<CertificateInfo> out;
+  for (const X509Ptr& cert : certs) {
+    CertificateInfo info;
+    info.subject = SubjectOf(cert.get());
+    info.not_before = Asn1ToTime(X509_get0_notBefore(cert.get()));
+    info.not_after = Asn1ToTime(X509_get0_notAfter(cert.get()));
+    auto* names = static_cast<GENERAL_NAMES*>(
+        X509_get_ext_d2i(cert.get(), NID_subject_alt_name, nullptr, nullptr));
+    if (names != nullptr) {
+      for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+        const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, i);
+        if (name->type == GEN_URI) {
+          const ASN1_IA5STRING* uri = name->d.uniformResourceIdentifier;
+          info.uri_sans.emplace_back(
+              reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+              ASN1_STRING_length(uri));
+        }
+      }
+      GENERAL_NAMES_free(names);
+    }
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+}  // namespace casebridge::tls

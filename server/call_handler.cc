@@ -1,0 +1,142 @@
+#include "server/call_handler.h"
+
+#include "absl/strings/str_cat.h"
+#include "core/grpc_status.h"
+#include "core/identity.h"
+#include "core/log.h"
+#include "core/utf8.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+
+namespace casebridge::server {
+
+std::string DeterministicBytes(const google::protobuf::Message& message) {
+  std::string out;
+  {
+    google::protobuf::io::StringOutputStream stream(&out);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    message.SerializeToCodedStream(&coded);
+  }
+  return out;
+}
+
+std::vector<std::string> SafeSubjects(std::vector<std::string> candidates) {
+  std::vector<std::string> out;
+  for (std::string& s : candidates) {
+    if (!s.empty() && s.size() <= 128 && IsValidUtf8(s)) out.push_back(std::move(s));
+  }
+  return out;
+}
+
+CallHandler::CallHandler(Port port, const config::Gateway* config,
+                         AuditLog* audit, WorkQueue* work, const Clock* clock)
+    : port_(port),
+      config_(config),
+      audit_(audit),
+      work_(work),
+      clock_(clock),
+      office_authorizer_(config->offices),
+      peer_{config->peer_identity, "peer gateway", v1::ROLE_UNSPECIFIED} {}
+
+AuditEvent CallHandler::Event(const Caller& caller, std::string action,
+                              const google::protobuf::Message& request,
+                              std::vector<std::string> subjects) {
+  AuditEvent event;
+  event.actor = caller.identity;
+  event.action = std::move(action);
+  event.subjects = std::move(subjects);
+  event.payload = DeterministicBytes(request);
+  event.outcome = absl::OkStatus();
+  return event;
+}
+
+absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
+                                          Action action,
+                                          std::string* identity) const {
+  auto auth = context->auth_context();
+  if (auth == nullptr) return absl::UnauthenticatedError("no TLS peer");
+  auto id = PeerSpiffeId(*auth);
+  if (!id.ok()) return id.status();
+  *identity = *id;
+  if (port_ == Port::kOffice) {
+    auto caller = office_authorizer_.Identify(*id);
+    if (!caller.ok()) return caller.status();
+    if (auto allowed = OfficeAuthorizer::Authorize(*caller, action); !allowed.ok()) {
+      return allowed;
+    }
+    return caller;
+  }
+  // Peer port: only the pinned peer gateway, and only peer and audit calls.
+  if (*id != config_->peer_identity) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "identity ", *id, " is not the configured peer gateway"));
+  }
+  if (action != Action::kDeliver && action != Action::kAddCheckpoint &&
+      action != Action::kReadAudit) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "the peer gateway may not call ", ActionName(action)));
+  }
+  return Caller{*id, &peer_};
+}
+
+void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
+                      std::string audit_action, std::string payload,
+                      std::vector<std::string> subjects, Body body,
+                      std::function<void(const grpc::Status&)> finish) {
+  work_->Post([this, context, action, audit_action = std::move(audit_action),
+               payload = std::move(payload), subjects = std::move(subjects),
+               body = std::move(body), finish = std::move(finish)]() {
+    const absl::Time start = clock_->Now();
+    std::string identity = "unauthenticated";
+    absl::Status status;
+    if (context->IsCancelled()) {
+      status = absl::CancelledError("call cancelled before it ran");
+    } else if (absl::FromChrono(context->deadline()) <= absl::Now()) {
+      status = absl::DeadlineExceededError("deadline passed before the call ran");
+    } else {
+      auto caller = Admit(context, action, &identity);
+      status = caller.ok() ? body(*caller) : caller.status();
+    }
+    const bool refused = !status.ok() &&
+                         status.code() != absl::StatusCode::kCancelled &&
+                         status.code() != absl::StatusCode::kDeadlineExceeded;
+    if (refused) {
+      AuditEvent event;
+      event.actor = identity;
+      event.action = audit_action;
+      event.subjects = subjects;
+      event.payload = payload;
+      event.outcome = status;
+      auto appended = audit_->Append(event);
+      if (!appended.ok()) {
+        log::Error("audit.append_failed",
+                   {{"action", audit_action},
+                    {"error", std::string(appended.status().message())}});
+      }
+    }
+    const grpc::Status reply = ToGrpcStatus(status);
+    log::Write(status.ok() ? log::Level::kInfo : log::Level::kWarning,
+               status.ok() ? "rpc.ok" : "rpc.refused",
+               {{"port", port_ == Port::kOffice ? "office" : "peer"},
+                {"action", audit_action},
+                {"identity", identity},
+                {"code", GrpcCodeName(reply.error_code())},
+                {"reason", reply.error_message()},
+                {"ms", absl::ToDoubleMilliseconds(clock_->Now() - start)}});
+    finish(reply);
+  });
+}
+
+grpc::ServerUnaryReactor* CallHandler::Unary(
+    grpc::CallbackServerContext* context, Action action,
+    std::string audit_action, const google::protobuf::Message& request,
+    std::vector<std::string> subjects, Body body) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Run(context, action, std::move(audit_action), DeterministicBytes(request),
+      SafeSubjects(std::move(subjects)), std::move(body),
+      [reactor](const grpc::Status& status) { reactor->Finish(status); });
+  return reactor;
+}
+
+}  // namespace casebridge::server

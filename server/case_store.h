@@ -1,0 +1,77 @@
+// Storage of case references. Every change commits together with the audit
+// entry that records it, or not at all.
+#ifndef CASEBRIDGE_SERVER_CASE_STORE_H_
+#define CASEBRIDGE_SERVER_CASE_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "casebridge/v1/common.pb.h"
+#include "server/audit_log.h"
+
+namespace casebridge::server {
+
+struct CaseFilter {
+  v1::CaseStatus status = v1::CASE_STATUS_UNSPECIFIED;        // any if unset
+  v1::CaseCategory category = v1::CASE_CATEGORY_UNSPECIFIED;  // any if unset
+  std::string owner_office;                                   // any if empty
+  std::string text;  // substring of exchange id, local reference or summary
+};
+
+struct CasePage {
+  std::vector<v1::CaseReference> cases;
+  // Position after the last case returned; pass as `after` for the next page.
+  int64_t last_position = 0;
+  bool has_more = false;
+};
+
+struct OpenedCase {
+  v1::CaseReference case_reference;
+  bool replayed = false;  // the request id had already opened this case
+};
+
+// The idempotency key of an OpenCase call.
+struct RequestKey {
+  std::string request_id;    // empty: not idempotent
+  std::string request_hash;  // SHA-256 of the request
+};
+
+class CaseStore {
+ public:
+  virtual ~CaseStore() = default;
+
+  // Mints the next exchange id and stores `draft` as version 1, status OPEN,
+  // owned by `owner`; appends `audit` (with the new id added as a subject) in
+  // the same transaction. A request id already used by `owner` returns the
+  // case it opened if the hash matches (replayed = true, nothing written), or
+  // ALREADY_EXISTS if not.
+  virtual absl::StatusOr<OpenedCase> OpenCase(const v1::CaseReference& draft,
+                                              const std::string& owner,
+                                              const RequestKey& key,
+                                              const AuditEvent& audit) = 0;
+
+  // NOT_FOUND if there is no such case.
+  virtual absl::StatusOr<v1::CaseReference> GetCase(
+      const std::string& exchange_id) = 0;
+
+  // Cases matching `filter` after position `after` (0: from the start),
+  // oldest first, at most `page_size`.
+  virtual absl::StatusOr<CasePage> ListCases(const CaseFilter& filter,
+                                             int64_t after, int page_size) = 0;
+
+  // In one transaction: reads the case (NOT_FOUND), checks that its version
+  // is `expected_version` (ABORTED otherwise), lets `apply` change it (an
+  // error from `apply` aborts everything), stamps version+1, time and
+  // `actor`, stores it and appends `audit`. Returns the stored case.
+  virtual absl::StatusOr<v1::CaseReference> UpdateCase(
+      const std::string& exchange_id, int64_t expected_version,
+      const std::function<absl::Status(v1::CaseReference&)>& apply,
+      const std::string& actor, const AuditEvent& audit) = 0;
+};
+
+}  // namespace casebridge::server
+
+#endif  // CASEBRIDGE_SERVER_CASE_STORE_H_

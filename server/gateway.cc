@@ -1,0 +1,200 @@
+#include "server/gateway.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/log.h"
+#include "core/status_macros.h"
+#include "core/tls.h"
+#include "server/audit_service.h"
+#include "server/call_handler.h"
+#include "server/office_service.h"
+#include "server/peer_service.h"
+#include "server/sqlite_case_store.h"
+#include "server/work_queue.h"
+
+namespace casebridge::server {
+namespace {
+
+constexpr int kWorkThreads = 8;
+
+// Prefixes a status with the config field it concerns.
+absl::Status AtField(absl::string_view field, const absl::Status& status) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(),
+                      absl::StrCat(field, ": ", status.message()));
+}
+
+template <typename T>
+absl::StatusOr<T> AtField(absl::string_view field, absl::StatusOr<T> value) {
+  if (value.ok()) return value;
+  return AtField(field, value.status());
+}
+
+void ApplyLimits(grpc::ServerBuilder& builder, const config::Limits& limits) {
+  builder.SetMaxReceiveMessageSize(static_cast<int>(limits.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(limits.max_message_bytes));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             limits.keepalive_time_seconds * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             limits.keepalive_timeout_seconds * 1000);
+  // Connections are re-handshaken at this age, so rotated certificates and
+  // new CRLs apply to long-lived clients too.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                             limits.max_connection_age_seconds * 1000);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                             limits.drain_seconds * 1000);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             limits.max_concurrent_streams);
+}
+
+void MarkServing(grpc::Server& server, const std::vector<std::string>& services) {
+  grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
+  if (health == nullptr) return;
+  health->SetServingStatus("", true);
+  for (const std::string& name : services) health->SetServingStatus(name, true);
+}
+
+}  // namespace
+
+Gateway::Gateway(config::Gateway config) : config_(std::move(config)) {}
+
+absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(config::Gateway config,
+                                                        const Clock* clock) {
+  std::unique_ptr<Gateway> gateway(new Gateway(std::move(config)));
+  CB_RETURN_IF_ERROR(gateway->Init(clock));
+  return gateway;
+}
+
+absl::Status Gateway::Init(const Clock* clock) {
+  const config::Gateway& c = config_;
+  // Keys first: a gateway that cannot sign must not take calls.
+  CB_ASSIGN_OR_RETURN(envelope_signer_,
+                      AtField("signing.envelope_key",
+                              crypto::Ed25519Signer::FromPemFile(c.envelope_signing_key)));
+  CB_ASSIGN_OR_RETURN(checkpoint_signer_,
+                      AtField("signing.checkpoint_key",
+                              crypto::Ed25519Signer::FromPemFile(c.checkpoint_signing_key)));
+  CB_ASSIGN_OR_RETURN(witness_signer_,
+                      AtField("signing.witness_key",
+                              crypto::Ed25519Signer::FromPemFile(c.witness_signing_key)));
+  if (envelope_signer_->public_key() == checkpoint_signer_->public_key() ||
+      envelope_signer_->public_key() == witness_signer_->public_key() ||
+      checkpoint_signer_->public_key() == witness_signer_->public_key()) {
+    return absl::InvalidArgumentError(
+        "signing: envelope_key, checkpoint_key and witness_key must be three "
+        "different keys");
+  }
+  CB_ASSIGN_OR_RETURN(peer_envelope_verifier_,
+                      AtField("peer.envelope_public_key",
+                              crypto::Ed25519Verifier::FromPemFile(c.peer_envelope_public_key)));
+  CB_ASSIGN_OR_RETURN(peer_checkpoint_verifier_,
+                      AtField("peer.checkpoint_public_key",
+                              crypto::Ed25519Verifier::FromPemFile(c.peer_checkpoint_public_key)));
+  CB_ASSIGN_OR_RETURN(peer_witness_verifier_,
+                      AtField("peer.witness_public_key",
+                              crypto::Ed25519Verifier::FromPemFile(c.peer_witness_public_key)));
+
+  CB_RETURN_IF_ERROR(AtField("tls.key", tls::CheckKeyPair(c.tls_cert, c.tls_key)));
+  {
+    CB_ASSIGN_OR_RETURN(auto certs, AtField("tls.cert", tls::ReadCertificates(c.tls_cert)));
+    const auto& sans = certs.front().uri_sans;
+    if (std::find(sans.begin(), sans.end(), c.identity) == sans.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tls.cert: ", c.tls_cert, " does not carry our identity ", c.identity,
+          " as a URI SAN"));
+    }
+  }
+  // gRPC admits clients of a CA whose CRL is missing: refuse to start instead.
+  CB_RETURN_IF_ERROR(AtField("tls.crl_dir", tls::CheckCrlCoverage(c.own_ca, c.crl_dir, clock->Now())));
+  CB_RETURN_IF_ERROR(AtField("tls.crl_dir", tls::CheckCrlCoverage(c.peer_ca, c.crl_dir, clock->Now())));
+
+  CB_ASSIGN_OR_RETURN(store_, AtField("data_dir", GatewayStore::Open(c.data_dir, c.country, clock)));
+
+  work_ = std::make_unique<WorkQueue>(kWorkThreads);
+  office_handler_ = std::make_unique<CallHandler>(Port::kOffice, &config_,
+                                                  &store_->audit_log(), work_.get(), clock);
+  peer_handler_ = std::make_unique<CallHandler>(Port::kPeer, &config_,
+                                                &store_->audit_log(), work_.get(), clock);
+  office_service_ = std::make_unique<OfficeServiceImpl>(
+      &config_, office_handler_.get(), &store_->cases(), &store_->audit_log());
+  office_audit_service_ =
+      std::make_unique<AuditServiceImpl>(office_handler_.get(), &store_->audit_log());
+  peer_service_ = std::make_unique<PeerServiceImpl>(peer_handler_.get());
+  peer_audit_service_ =
+      std::make_unique<AuditServiceImpl>(peer_handler_.get(), &store_->audit_log());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  // Office port: only our own CA's clients.
+  {
+    tls::ServerOptions options{c.tls_cert, c.tls_key, c.own_ca, c.crl_dir,
+                               c.cert_refresh_seconds};
+    CB_ASSIGN_OR_RETURN(auto creds, AtField("tls", tls::MakeServerCredentials(options)));
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(c.office_address, creds, &office_port_);
+    builder.RegisterService(office_service_.get());
+    builder.RegisterService(office_audit_service_.get());
+    ApplyLimits(builder, c.limits);
+    office_server_ = builder.BuildAndStart();
+    if (office_server_ == nullptr || office_port_ == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "listen.office: cannot listen on ", c.office_address,
+          " (address in use or not local?)"));
+    }
+    MarkServing(*office_server_, {v1::OfficeService::service_full_name(),
+                                  v1::AuditService::service_full_name()});
+  }
+  // Peer port: only the peer country's CA.
+  {
+    tls::ServerOptions options{c.tls_cert, c.tls_key, c.peer_ca, c.crl_dir,
+                               c.cert_refresh_seconds};
+    CB_ASSIGN_OR_RETURN(auto creds, AtField("tls", tls::MakeServerCredentials(options)));
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(c.peer_address, creds, &peer_port_);
+    builder.RegisterService(peer_service_.get());
+    builder.RegisterService(peer_audit_service_.get());
+    ApplyLimits(builder, c.limits);
+    peer_server_ = builder.BuildAndStart();
+    if (peer_server_ == nullptr || peer_port_ == 0) {
+      office_server_->Shutdown();
+      return absl::FailedPreconditionError(absl::StrCat(
+          "listen.peer: cannot listen on ", c.peer_address,
+          " (address in use or not local?)"));
+    }
+    MarkServing(*peer_server_, {v1::PeerService::service_full_name(),
+                                v1::AuditService::service_full_name()});
+  }
+  log::Info("gateway.started",
+            {{"identity", c.identity},
+             {"office_port", office_port_},
+             {"peer_port", peer_port_},
+             {"data_dir", c.data_dir},
+             {"offices", c.offices.size()},
+             {"schema_version", store_->database().schema_version()}});
+  return absl::OkStatus();
+}
+
+void Gateway::Shutdown(absl::Duration drain) {
+  if (stopped_) return;
+  stopped_ = true;
+  const auto deadline = absl::ToChronoTime(absl::Now() + drain);
+  for (grpc::Server* server : {office_server_.get(), peer_server_.get()}) {
+    if (server == nullptr) continue;
+    if (auto* health = server->GetHealthCheckService()) health->Shutdown();
+  }
+  // Both listeners drain in parallel: Shutdown() blocks until done or deadline.
+  std::thread office([&] {
+    if (office_server_) office_server_->Shutdown(deadline);
+  });
+  if (peer_server_) peer_server_->Shutdown(deadline);
+  office.join();
+  work_.reset();  // finishes queued work, joins threads
+  log::Info("gateway.stopped", {{"identity", config_.identity}});
+}
+
+Gateway::~Gateway() { Shutdown(absl::ZeroDuration()); }
+
+}  // namespace casebridge::server

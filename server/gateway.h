@@ -1,0 +1,71 @@
+// One country's gateway: the office and peer listeners over mutual TLS, the
+// services behind them, and the store. main.cc is a thin wrapper around it.
+#ifndef CASEBRIDGE_SERVER_GATEWAY_H_
+#define CASEBRIDGE_SERVER_GATEWAY_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/crypto.h"
+
+namespace casebridge::server {
+
+class GatewayStore;
+class WorkQueue;
+class CallHandler;
+class OfficeServiceImpl;
+class PeerServiceImpl;
+class AuditServiceImpl;
+
+class Gateway {
+ public:
+  // Checks the configuration's files (keys load, key matches certificate,
+  // every trusted CA has a current CRL), opens the store and starts both
+  // listeners. FAILED_PRECONDITION / INVALID_ARGUMENT name the field or file
+  // at fault. `clock` must outlive the gateway.
+  static absl::StatusOr<std::unique_ptr<Gateway>> Start(
+      config::Gateway config, const Clock* clock);
+  ~Gateway();
+
+  int office_port() const { return office_port_; }
+  int peer_port() const { return peer_port_; }
+  const config::Gateway& config() const { return config_; }
+
+  // Stops taking calls, lets in-flight calls finish for up to `drain`, then
+  // cancels the rest. Idempotent.
+  void Shutdown(absl::Duration drain);
+
+ private:
+  explicit Gateway(config::Gateway config);
+  absl::Status Init(const Clock* clock);
+
+  config::Gateway config_;
+  std::unique_ptr<crypto::Ed25519Signer> envelope_signer_;
+  std::unique_ptr<crypto::Ed25519Signer> checkpoint_signer_;
+  std::unique_ptr<crypto::Ed25519Signer> witness_signer_;
+  std::unique_ptr<crypto::Ed25519Verifier> peer_envelope_verifier_;
+  std::unique_ptr<crypto::Ed25519Verifier> peer_checkpoint_verifier_;
+  std::unique_ptr<crypto::Ed25519Verifier> peer_witness_verifier_;
+  std::unique_ptr<GatewayStore> store_;
+  std::unique_ptr<WorkQueue> work_;
+  std::unique_ptr<CallHandler> office_handler_;
+  std::unique_ptr<CallHandler> peer_handler_;
+  std::unique_ptr<OfficeServiceImpl> office_service_;
+  std::unique_ptr<AuditServiceImpl> office_audit_service_;
+  std::unique_ptr<PeerServiceImpl> peer_service_;
+  std::unique_ptr<AuditServiceImpl> peer_audit_service_;
+  std::unique_ptr<grpc::Server> office_server_;
+  std::unique_ptr<grpc::Server> peer_server_;
+  int office_port_ = 0;
+  int peer_port_ = 0;
+  bool stopped_ = false;
+};
+
+}  // namespace casebridge::server
+
+#endif  // CASEBRIDGE_SERVER_GATEWAY_H_

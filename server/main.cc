@@ -1,0 +1,113 @@
+// casebridge-gateway --config FILE [--ready-file FILE]
+//
+// Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 if the gateway
+// cannot start (bad config, unreadable key, missing CRL, port taken), 1 on
+// any other failure.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "server/gateway.h"
+
+namespace {
+
+namespace cb = casebridge;
+
+int Fail(int code, const std::string& message) {
+  std::fprintf(stderr, "casebridge-gateway: %s\n", message.c_str());
+  return code;
+}
+
+// Written once both listeners are up: {"office_port":..,"peer_port":..,"pid":..}
+// Renamed into place, so a reader never sees half a file.
+bool WriteReadyFile(const std::string& path, int office_port, int peer_port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << "{\"office_port\":" << office_port << ",\"peer_port\":" << peer_port
+        << ",\"pid\":" << ::getpid() << "}\n";
+    if (!out) return false;
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  return !ec;
+}
+
+cb::log::Level ParseLevel(const std::string& name) {
+  if (name == "debug") return cb::log::Level::kDebug;
+  if (name == "warning") return cb::log::Level::kWarning;
+  if (name == "error") return cb::log::Level::kError;
+  return cb::log::Level::kInfo;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"CaseBridge gateway: one country's end of the exchange"};
+  std::string config_path;
+  std::string ready_file;
+  app.add_option("--config", config_path, "gateway configuration (TOML)")
+      ->required();
+  app.add_option("--ready-file", ready_file,
+                 "write the bound ports here as JSON once serving");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  // Files we create (database, WAL) are for this user only.
+  ::umask(077);
+
+  // Signals are taken by sigwait below, never by a gRPC thread: block them
+  // before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto config = cb::config::LoadGateway(config_path);
+  if (!config.ok()) return Fail(2, std::string(config.status().message()));
+  cb::log::SetMinLevel(ParseLevel(config->log_level));
+  const absl::Duration drain = absl::Seconds(config->limits.drain_seconds);
+
+  auto gateway = cb::server::Gateway::Start(*std::move(config),
+                                            &cb::RealClock::Get());
+  if (!gateway.ok()) {
+    return Fail(2, absl::StrCat(config_path, ": ", gateway.status().message()));
+  }
+  if (!ready_file.empty() &&
+      !WriteReadyFile(ready_file, (*gateway)->office_port(),
+                      (*gateway)->peer_port())) {
+    (*gateway)->Shutdown(absl::ZeroDuration());
+    return Fail(1, absl::StrCat("cannot write ready file ", ready_file));
+  }
+
+  while (true) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      cb::log::Info("gateway.sighup",
+                    {{"note", "configuration reload is not supported yet; "
+                              "restart to apply changes"}});
+      continue;
+    }
+    cb::log::Info("gateway.stopping",
+                  {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"},
+                   {"drain_seconds", absl::ToInt64Seconds(drain)}});
+    (*gateway)->Shutdown(drain);
+    return 0;
+  }
+}

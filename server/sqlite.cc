@@ -1,0 +1,249 @@
+#include "server/sqlite.h"
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+
+namespace casebridge::sqlite {
+namespace {
+
+absl::Status SqliteError(sqlite3* db, absl::string_view what) {
+  const int code = sqlite3_extended_errcode(db);
+  const std::string message =
+      absl::StrCat(what, ": ", sqlite3_errmsg(db), " (sqlite ", code, ")");
+  switch (code & 0xFF) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return absl::UnavailableError(message);
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return absl::DataLossError(message);
+    case SQLITE_CONSTRAINT:
+      return absl::AlreadyExistsError(message);
+    case SQLITE_FULL:
+      return absl::ResourceExhaustedError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+}  // namespace
+
+// --- Statement ---------------------------------------------------------------
+
+Statement::~Statement() {
+  if (stmt_ != nullptr) {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+}
+
+Statement& Statement::Bind(int index, int64_t value) {
+  sqlite3_bind_int64(stmt_, index, value);
+  return *this;
+}
+
+Statement& Statement::Bind(int index, absl::string_view text) {
+  sqlite3_bind_text64(stmt_, index, text.data(), text.size(), SQLITE_TRANSIENT,
+                      SQLITE_UTF8);
+  return *this;
+}
+
+Statement& Statement::BindBlob(int index, absl::string_view bytes) {
+  // A zero-length blob must still be a blob, not NULL.
+  sqlite3_bind_blob64(stmt_, index, bytes.empty() ? "" : bytes.data(),
+                      bytes.size(), SQLITE_TRANSIENT);
+  return *this;
+}
+
+Statement& Statement::BindNull(int index) {
+  sqlite3_bind_null(stmt_, index);
+  return *this;
+}
+
+absl::StatusOr<bool> Statement::Step() {
+  const int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return SqliteError(connection_->raw(),
+                     absl::StrCat("executing \"", sqlite3_sql(stmt_), "\""));
+}
+
+absl::Status Statement::Run() {
+  CB_ASSIGN_OR_RETURN(const bool row, Step());
+  if (row) return absl::InternalError("statement returned a row unexpectedly");
+  return absl::OkStatus();
+}
+
+int64_t Statement::ColumnInt(int column) const {
+  return sqlite3_column_int64(stmt_, column);
+}
+
+std::string Statement::ColumnText(int column) const {
+  const auto* text = sqlite3_column_text(stmt_, column);
+  const int size = sqlite3_column_bytes(stmt_, column);
+  if (text == nullptr) return "";
+  return std::string(reinterpret_cast<const char*>(text),
+                     static_cast<size_t>(size));
+}
+
+std::string Statement::ColumnBlob(int column) const {
+  const void* blob = sqlite3_column_blob(stmt_, column);
+  const int size = sqlite3_column_bytes(stmt_, column);
+  if (blob == nullptr) return "";
+  return std::string(static_cast<const char*>(blob), static_cast<size_t>(size));
+}
+
+bool Statement::ColumnIsNull(int column) const {
+  return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
+}
+
+// --- Connection --------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(
+    const std::string& path, bool create) {
+  sqlite3* db = nullptr;
+  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
+                    (create ? SQLITE_OPEN_CREATE : 0);
+  const int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    const std::string message =
+        db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close_v2(db);
+    return absl::FailedPreconditionError(
+        absl::StrCat("opening database ", path, ": ", message));
+  }
+  sqlite3_extended_result_codes(db, 1);
+  std::unique_ptr<Connection> connection(new Connection(db));
+  // FULL: a commit is on disk before the office is told OK.
+  CB_RETURN_IF_ERROR(connection->Exec(
+      "PRAGMA journal_mode=WAL;"
+      "PRAGMA synchronous=FULL;"
+      "PRAGMA foreign_keys=ON;"
+      "PRAGMA busy_timeout=10000;"));
+  return connection;
+}
+
+Connection::~Connection() {
+  for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+  sqlite3_close_v2(db_);
+}
+
+absl::Status Connection::Exec(absl::string_view sql) {
+  const std::string text(sql);
+  char* error = nullptr;
+  const int rc = sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &error);
+  if (rc != SQLITE_OK) {
+    const std::string message = error != nullptr ? error : sqlite3_errstr(rc);
+    sqlite3_free(error);
+    return SqliteError(db_, absl::StrCat("executing SQL: ", message));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Statement> Connection::Prepare(absl::string_view sql) {
+  auto it = cache_.find(sql);
+  if (it == cache_.end()) {
+    sqlite3_stmt* stmt = nullptr;
+    const int rc =
+        sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                           SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+    if (rc != SQLITE_OK) {
+      return SqliteError(db_, absl::StrCat("preparing \"", sql, "\""));
+    }
+    it = cache_.emplace(std::string(sql), stmt).first;
+  }
+  return Statement(this, it->second);
+}
+
+// --- Database ----------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<Database>> Database::Open(
+    const std::string& path, const std::vector<Migration>& migrations,
+    int readers) {
+  std::unique_ptr<Database> db(new Database());
+  db->path_ = path;
+  CB_ASSIGN_OR_RETURN(auto writer, Connection::Open(path, /*create=*/true));
+
+  // Schema version lives in PRAGMA user_version.
+  int current = 0;
+  {
+    CB_ASSIGN_OR_RETURN(auto stmt, writer->Prepare("PRAGMA user_version"));
+    CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+    if (row) current = static_cast<int>(stmt.ColumnInt(0));
+  }
+  const int newest = migrations.empty() ? 0 : migrations.back().version;
+  if (current > newest) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "database ", path, " has schema version ", current,
+        ", newer than this gateway supports (", newest,
+        "); run the newer gateway or restore a backup"));
+  }
+  for (const Migration& m : migrations) {
+    if (m.version <= current) continue;
+    CB_RETURN_IF_ERROR(writer->Exec("BEGIN IMMEDIATE"));
+    absl::Status status = writer->Exec(m.sql);
+    if (status.ok()) {
+      status = writer->Exec(absl::StrCat("PRAGMA user_version=", m.version));
+    }
+    if (status.ok()) status = writer->Exec("COMMIT");
+    if (!status.ok()) {
+      (void)writer->Exec("ROLLBACK");
+      return absl::Status(status.code(),
+                          absl::StrCat("migrating ", path, " to version ",
+                                       m.version, " (", m.description,
+                                       "): ", status.message()));
+    }
+    current = m.version;
+  }
+  db->schema_version_ = current;
+  {
+    absl::MutexLock lock(&db->write_mu_);
+    db->writer_ = std::move(writer);
+  }
+  absl::MutexLock lock(&db->read_mu_);
+  for (int i = 0; i < readers; ++i) {
+    CB_ASSIGN_OR_RETURN(auto reader, Connection::Open(path, /*create=*/false));
+    db->idle_readers_.push_back(std::move(reader));
+  }
+  return db;
+}
+
+absl::Status Database::Write(
+    const std::function<absl::Status(Connection&)>& work) {
+  absl::MutexLock lock(&write_mu_);
+  CB_RETURN_IF_ERROR(writer_->Exec("BEGIN IMMEDIATE"));
+  absl::Status status = work(*writer_);
+  if (status.ok()) {
+    status = writer_->Exec("COMMIT");
+    if (status.ok()) return status;
+  }
+  const absl::Status rollback = writer_->Exec("ROLLBACK");
+  (void)rollback;  // fails harmlessly when COMMIT already ended it
+  return status;
+}
+
+absl::Status Database::Read(
+    const std::function<absl::Status(Connection&)>& work) {
+  std::unique_ptr<Connection> reader;
+  {
+    absl::MutexLock lock(&read_mu_);
+    read_mu_.Await(absl::Condition(
+        +[](std::vector<std::unique_ptr<Connection>>* idle) {
+          return !idle->empty();
+        },
+        &idle_readers_));
+    reader = std::move(idle_readers_.back());
+    idle_readers_.pop_back();
+  }
+  absl::Status status = reader->Exec("BEGIN");
+  if (status.ok()) {
+    status = work(*reader);
+    const absl::Status end = reader->Exec("COMMIT");
+    if (status.ok()) status = end;
+  }
+  absl::MutexLock lock(&read_mu_);
+  idle_readers_.push_back(std::move(reader));
+  return status;
+}
+
+}  // namespace casebridge::sqlite

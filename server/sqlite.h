@@ -1,0 +1,128 @@
+// A thin, checked layer over the SQLite C API: connections, cached prepared
+// statements, and a Database with one writer connection and a pool of
+// readers (WAL lets reads proceed while the writer commits).
+#ifndef CASEBRIDGE_SERVER_SQLITE_H_
+#define CASEBRIDGE_SERVER_SQLITE_H_
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+
+namespace casebridge::sqlite {
+
+class Connection;
+
+// A prepared statement borrowed from its connection's cache. Reset and
+// unbound when destroyed. Must not outlive the Connection.
+class Statement {
+ public:
+  Statement(Connection* connection, sqlite3_stmt* stmt)
+      : connection_(connection), stmt_(stmt) {}
+  ~Statement();
+  Statement(Statement&& other) noexcept
+      : connection_(other.connection_), stmt_(other.stmt_) {
+    other.stmt_ = nullptr;
+  }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  Statement& operator=(Statement&&) = delete;
+
+  // Parameters are 1-based, as in SQLite.
+  Statement& Bind(int index, int64_t value);
+  Statement& Bind(int index, absl::string_view text);  // TEXT
+  Statement& BindBlob(int index, absl::string_view bytes);
+  Statement& BindNull(int index);
+
+  // true: a row is ready; false: done. Errors carry SQLite's message.
+  absl::StatusOr<bool> Step();
+  // Runs to completion, expecting no rows.
+  absl::Status Run();
+
+  int64_t ColumnInt(int column) const;
+  std::string ColumnText(int column) const;
+  std::string ColumnBlob(int column) const;
+  bool ColumnIsNull(int column) const;
+
+ private:
+  Connection* connection_;
+  sqlite3_stmt* stmt_;  // owned by the connection's cache
+};
+
+// One SQLite connection. Not thread-safe: used by one thread at a time.
+class Connection {
+ public:
+  // Opens (creating if asked) the file and applies the project's pragmas:
+  // WAL, synchronous=FULL, foreign keys, a busy timeout.
+  static absl::StatusOr<std::unique_ptr<Connection>> Open(
+      const std::string& path, bool create);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Runs SQL that returns no rows (may hold several statements).
+  absl::Status Exec(absl::string_view sql);
+  // A cached statement for `sql`.
+  absl::StatusOr<Statement> Prepare(absl::string_view sql);
+
+  int64_t changes() const { return sqlite3_changes64(db_); }
+  std::string ErrorMessage() const { return sqlite3_errmsg(db_); }
+  sqlite3* raw() { return db_; }
+
+ private:
+  explicit Connection(sqlite3* db) : db_(db) {}
+  sqlite3* db_;
+  std::map<std::string, sqlite3_stmt*, std::less<>> cache_;
+};
+
+// A schema migration: applied once, in order, inside one transaction.
+struct Migration {
+  int version;
+  const char* description;
+  const char* sql;
+};
+
+// The gateway's database file. Write() runs one unit of work at a time on
+// the writer connection inside BEGIN IMMEDIATE ... COMMIT; Read() runs on a
+// pooled reader inside a read transaction (a consistent snapshot).
+// Thread-safe.
+class Database {
+ public:
+  // Opens or creates `path` and brings its schema up to the newest of
+  // `migrations` (sorted, versions 1..N). FAILED_PRECONDITION if the file
+  // was written by a newer schema than this build knows.
+  static absl::StatusOr<std::unique_ptr<Database>> Open(
+      const std::string& path, const std::vector<Migration>& migrations,
+      int readers = 4);
+
+  // Commits if `work` returns OK, rolls back otherwise; returns its status.
+  absl::Status Write(const std::function<absl::Status(Connection&)>& work);
+  absl::Status Read(const std::function<absl::Status(Connection&)>& work);
+
+  int schema_version() const { return schema_version_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  Database() = default;
+
+  std::string path_;
+  int schema_version_ = 0;
+  absl::Mutex write_mu_;
+  std::unique_ptr<Connection> writer_ ABSL_GUARDED_BY(write_mu_);
+  absl::Mutex read_mu_;
+  std::vector<std::unique_ptr<Connection>> idle_readers_ ABSL_GUARDED_BY(read_mu_);
+};
+
+}  // namespace casebridge::sqlite
+
+#endif  // CASEBRIDGE_SERVER_SQLITE_H_

@@ -1,0 +1,312 @@
+#include "server/validation.h"
+
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "core/identity.h"
+#include "core/status_macros.h"
+#include "core/utf8.h"
+
+namespace casebridge::server {
+namespace {
+
+absl::Status Invalid(absl::string_view field, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
+}
+
+std::string Field(absl::string_view prefix, absl::string_view name) {
+  return prefix.empty() ? std::string(name) : absl::StrCat(prefix, ".", name);
+}
+
+absl::Status CheckTimestamp(absl::string_view field,
+                            const google::protobuf::Timestamp& t) {
+  // 0001-01-01 .. 9999-12-31, as google.protobuf.Timestamp defines.
+  if (t.seconds() < -62135596800 || t.seconds() > 253402300799 ||
+      t.nanos() < 0 || t.nanos() > 999999999) {
+    return Invalid(field, "is not a valid timestamp");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckEvaluation(absl::string_view field, const v1::Evaluation& e) {
+  if (!v1::SourceReliability_IsValid(e.source_reliability()) ||
+      e.source_reliability() == v1::SOURCE_RELIABILITY_UNSPECIFIED) {
+    return Invalid(Field(field, "source_reliability"),
+                   "is required (A, B, C, D or X)");
+  }
+  if (!v1::InformationAccuracy_IsValid(e.information_accuracy()) ||
+      e.information_accuracy() == v1::INFORMATION_ACCURACY_UNSPECIFIED) {
+    return Invalid(Field(field, "information_accuracy"),
+                   "is required (1, 2, 3 or 4)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckHandlingCode(absl::string_view field, v1::HandlingCode code) {
+  if (!v1::HandlingCode_IsValid(code) ||
+      code == v1::HANDLING_CODE_UNSPECIFIED) {
+    return Invalid(field, "is required (H0, H1, H2 or H3)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCategory(absl::string_view field, v1::CaseCategory category) {
+  if (!v1::CaseCategory_IsValid(category) ||
+      category == v1::CASE_CATEGORY_UNSPECIFIED) {
+    return Invalid(field, "is required");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckVictims(absl::string_view prefix,
+                          const v1::CaseReference& c) {
+  const std::string field = Field(prefix, "victims");
+  if (static_cast<size_t>(c.victims_size()) > kMaxVictims) {
+    return Invalid(field, absl::StrCat("at most ", kMaxVictims, " entries"));
+  }
+  std::set<std::string> seen;
+  for (int i = 0; i < c.victims_size(); ++i) {
+    const std::string item = absl::StrCat(field, "[", i, "]");
+    const v1::VictimReference& v = c.victims(i);
+    CB_RETURN_IF_ERROR(CheckText(Field(item, "pseudonym"), v.pseudonym(), 1,
+                                 kMaxPseudonymChars));
+    if (!seen.insert(v.pseudonym()).second) {
+      return Invalid(Field(item, "pseudonym"), "is used twice in this case");
+    }
+    CB_RETURN_IF_ERROR(
+        CheckText(Field(item, "remarks"), v.remarks(), 0, kMaxRemarksChars));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLocations(absl::string_view prefix,
+                            const v1::CaseReference& c) {
+  const std::string field = Field(prefix, "last_known_locations");
+  if (static_cast<size_t>(c.last_known_locations_size()) > kMaxLocations) {
+    return Invalid(field, absl::StrCat("at most ", kMaxLocations, " entries"));
+  }
+  for (int i = 0; i < c.last_known_locations_size(); ++i) {
+    const std::string item = absl::StrCat(field, "[", i, "]");
+    const v1::Location& l = c.last_known_locations(i);
+    CB_RETURN_IF_ERROR(CheckText(Field(item, "description"), l.description(), 1,
+                                 kMaxLocationChars));
+    if (!v1::Country_IsValid(l.country()) ||
+        l.country() == v1::COUNTRY_UNSPECIFIED) {
+      return Invalid(Field(item, "country"), "is required (PK or CN)");
+    }
+    if (l.has_observed_at()) {
+      CB_RETURN_IF_ERROR(
+          CheckTimestamp(Field(item, "observed_at"), l.observed_at()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckText(absl::string_view field, absl::string_view value,
+                       size_t min, size_t max) {
+  const std::optional<size_t> length = Utf8Length(value);
+  if (!length.has_value()) return Invalid(field, "is not valid UTF-8");
+  if (*length < min) {
+    return Invalid(field, min == 1 ? "is required"
+                                   : absl::StrCat("needs at least ", min,
+                                                  " characters"));
+  }
+  if (*length > max) {
+    return Invalid(field, absl::StrCat("is longer than ", max, " characters"));
+  }
+  for (const char ch : value) {
+    const auto b = static_cast<unsigned char>(ch);
+    if ((b < 0x20 && b != '\t' && b != '\n') || b == 0x7F) {
+      return Invalid(field, "contains a control character");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckExchangeId(absl::string_view field, absl::string_view value) {
+  // <PK|CN>-<4 digits>-<6 digits>
+  auto digits = [&](size_t from, size_t n) {
+    for (size_t i = from; i < from + n; ++i) {
+      if (!absl::ascii_isdigit(static_cast<unsigned char>(value[i]))) return false;
+    }
+    return true;
+  };
+  if (value.empty()) return Invalid(field, "is required");
+  if (value.size() != 14 || !(value.substr(0, 3) == "PK-" || value.substr(0, 3) == "CN-") ||
+      !digits(3, 4) || value[7] != '-' || !digits(8, 6)) {
+    return Invalid(field, absl::StrCat("\"", IsValidUtf8(value) ? value : "?",
+                                       "\" is not an exchange id like "
+                                       "PK-2026-000123"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRequestId(absl::string_view field, absl::string_view value) {
+  if (value.empty()) return absl::OkStatus();
+  if (value.size() > 64) return Invalid(field, "is longer than 64 characters");
+  for (const char c : value) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' &&
+        c != '_' && c != '-') {
+      return Invalid(field, "may only hold A-Z, a-z, 0-9, '.', '_' and '-'");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateCaseConsistency(const v1::CaseReference& c,
+                                     absl::string_view prefix) {
+  if (c.handling_code() == v1::HANDLING_CODE_H3) {
+    if (c.handling_restriction().empty()) {
+      return Invalid(Field(prefix, "handling_restriction"),
+                     "is required with handling code H3");
+    }
+  } else if (!c.handling_restriction().empty()) {
+    return Invalid(Field(prefix, "handling_restriction"),
+                   "is only allowed with handling code H3");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateOpenCase(const v1::OpenCaseRequest& request) {
+  CB_RETURN_IF_ERROR(CheckRequestId("request_id", request.request_id()));
+  if (!request.has_case_reference()) {
+    return Invalid("case_reference", "is required");
+  }
+  const v1::CaseReference& c = request.case_reference();
+  const std::string p = "case_reference";
+  // Output-only fields: the gateway sets them.
+  if (!c.exchange_id().empty()) return Invalid(Field(p, "exchange_id"), "is output only");
+  if (c.status() != v1::CASE_STATUS_UNSPECIFIED) return Invalid(Field(p, "status"), "is output only (new cases are OPEN)");
+  if (!c.owner_office().empty()) return Invalid(Field(p, "owner_office"), "is output only");
+  if (c.origin_country() != v1::COUNTRY_UNSPECIFIED) return Invalid(Field(p, "origin_country"), "is output only");
+  if (c.version() != 0) return Invalid(Field(p, "version"), "is output only");
+  if (c.has_created_at()) return Invalid(Field(p, "created_at"), "is output only");
+  if (c.has_updated_at()) return Invalid(Field(p, "updated_at"), "is output only");
+  if (!c.updated_by().empty()) return Invalid(Field(p, "updated_by"), "is output only");
+
+  CB_RETURN_IF_ERROR(CheckText(Field(p, "local_reference"), c.local_reference(),
+                               1, kMaxLocalReferenceChars));
+  CB_RETURN_IF_ERROR(CheckCategory(Field(p, "category"), c.category()));
+  CB_RETURN_IF_ERROR(
+      CheckText(Field(p, "summary"), c.summary(), 1, kMaxSummaryChars));
+  CB_RETURN_IF_ERROR(CheckVictims(p, c));
+  CB_RETURN_IF_ERROR(CheckLocations(p, c));
+  CB_RETURN_IF_ERROR(CheckHandlingCode(Field(p, "handling_code"), c.handling_code()));
+  CB_RETURN_IF_ERROR(CheckText(Field(p, "handling_restriction"),
+                               c.handling_restriction(), 0,
+                               kMaxRestrictionChars));
+  if (!c.has_evaluation()) return Invalid(Field(p, "evaluation"), "is required");
+  CB_RETURN_IF_ERROR(CheckEvaluation(Field(p, "evaluation"), c.evaluation()));
+  return ValidateCaseConsistency(c, p);
+}
+
+absl::Status ValidateUpdateCase(const v1::UpdateCaseRequest& request) {
+  if (!request.has_case_reference()) {
+    return Invalid("case_reference", "is required");
+  }
+  const v1::CaseReference& c = request.case_reference();
+  const std::string p = "case_reference";
+  CB_RETURN_IF_ERROR(CheckExchangeId(Field(p, "exchange_id"), c.exchange_id()));
+  if (request.expected_version() <= 0) {
+    return Invalid("expected_version",
+                   "is required: the version you read (1 or more)");
+  }
+  if (request.update_mask().paths_size() == 0) {
+    return Invalid("update_mask", "must name at least one field");
+  }
+  for (const std::string& path : request.update_mask().paths()) {
+    if (path == "status") {
+      if (!v1::CaseStatus_IsValid(c.status()) ||
+          c.status() == v1::CASE_STATUS_UNSPECIFIED) {
+        return Invalid(Field(p, "status"), "is required when updated");
+      }
+    } else if (path == "summary") {
+      CB_RETURN_IF_ERROR(
+          CheckText(Field(p, "summary"), c.summary(), 1, kMaxSummaryChars));
+    } else if (path == "local_reference") {
+      CB_RETURN_IF_ERROR(CheckText(Field(p, "local_reference"),
+                                   c.local_reference(), 1,
+                                   kMaxLocalReferenceChars));
+    } else if (path == "victims") {
+      CB_RETURN_IF_ERROR(CheckVictims(p, c));
+    } else if (path == "last_known_locations") {
+      CB_RETURN_IF_ERROR(CheckLocations(p, c));
+    } else if (path == "handling_code") {
+      CB_RETURN_IF_ERROR(
+          CheckHandlingCode(Field(p, "handling_code"), c.handling_code()));
+    } else if (path == "handling_restriction") {
+      CB_RETURN_IF_ERROR(CheckText(Field(p, "handling_restriction"),
+                                   c.handling_restriction(), 0,
+                                   kMaxRestrictionChars));
+    } else if (path == "evaluation") {
+      CB_RETURN_IF_ERROR(CheckEvaluation(Field(p, "evaluation"), c.evaluation()));
+    } else {
+      return Invalid("update_mask",
+                     absl::StrCat("\"", IsValidUtf8(path) ? path : "?",
+                                  "\" cannot be updated (allowed: status, "
+                                  "summary, local_reference, victims, "
+                                  "last_known_locations, handling_code, "
+                                  "handling_restriction, evaluation)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateListCases(const v1::ListCasesRequest& request) {
+  if (!v1::CaseStatus_IsValid(request.status())) {
+    return Invalid("status", "is not a known case status");
+  }
+  if (!v1::CaseCategory_IsValid(request.category())) {
+    return Invalid("category", "is not a known category");
+  }
+  if (!request.owner_office().empty()) {
+    auto id = ParseSpiffeId(request.owner_office());
+    if (!id.ok() || id->kind == PrincipalKind::kGateway) {
+      return Invalid("owner_office", "is not an office SPIFFE id");
+    }
+  }
+  CB_RETURN_IF_ERROR(CheckText("text", request.text(), 0, kMaxSearchTextChars));
+  if (request.page_size() < 0 || request.page_size() > kMaxPageSize) {
+    return Invalid("page_size",
+                   absl::StrCat("must be between 1 and ", kMaxPageSize,
+                                " (0 for ", kDefaultPageSize, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckTransition(v1::CaseStatus from, v1::CaseStatus to) {
+  using S = v1::CaseStatus;
+  if (from == to) return absl::OkStatus();
+  auto allowed = [](S f, S t) {
+    switch (f) {
+      case v1::CASE_STATUS_OPEN:
+        return t == v1::CASE_STATUS_UNDER_INVESTIGATION ||
+               t == v1::CASE_STATUS_VICTIM_LOCATED || t == v1::CASE_STATUS_CLOSED;
+      case v1::CASE_STATUS_UNDER_INVESTIGATION:
+        return t == v1::CASE_STATUS_VICTIM_LOCATED || t == v1::CASE_STATUS_CLOSED;
+      case v1::CASE_STATUS_VICTIM_LOCATED:
+        return t == v1::CASE_STATUS_VICTIM_RESCUED ||
+               t == v1::CASE_STATUS_UNDER_INVESTIGATION ||
+               t == v1::CASE_STATUS_CLOSED;
+      case v1::CASE_STATUS_VICTIM_RESCUED:
+        return t == v1::CASE_STATUS_REPATRIATED || t == v1::CASE_STATUS_CLOSED;
+      case v1::CASE_STATUS_REPATRIATED:
+        return t == v1::CASE_STATUS_CLOSED;
+      case v1::CASE_STATUS_CLOSED:
+        return t == v1::CASE_STATUS_UNDER_INVESTIGATION;  // reopened
+      default:
+        return false;
+    }
+  };
+  if (!allowed(from, to)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "case_reference.status: a case cannot go from ", v1::CaseStatus_Name(from),
+        " to ", v1::CaseStatus_Name(to), " (see docs/api.md#status-transitions)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace casebridge::server

@@ -1,0 +1,55 @@
+// Validation of office requests. Every error is INVALID_ARGUMENT (or
+// FAILED_PRECONDITION for a disallowed status transition) and names the
+// field path, e.g. "case_reference.victims[2].pseudonym: ...". Rules are
+// listed in docs/api.md.
+#ifndef CASEBRIDGE_SERVER_VALIDATION_H_
+#define CASEBRIDGE_SERVER_VALIDATION_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "casebridge/v1/common.pb.h"
+#include "casebridge/v1/office.pb.h"
+
+namespace casebridge::server {
+
+inline constexpr size_t kMaxLocalReferenceChars = 64;
+inline constexpr size_t kMaxSummaryChars = 4000;
+inline constexpr size_t kMaxVictims = 50;
+inline constexpr size_t kMaxPseudonymChars = 64;
+inline constexpr size_t kMaxRemarksChars = 1000;
+inline constexpr size_t kMaxLocations = 50;
+inline constexpr size_t kMaxLocationChars = 500;
+inline constexpr size_t kMaxRestrictionChars = 1000;
+inline constexpr size_t kMaxSearchTextChars = 200;
+inline constexpr int kDefaultPageSize = 50;
+inline constexpr int kMaxPageSize = 500;
+
+// UTF-8 text of `min`..`max` code points with no control characters other
+// than tab and newline.
+absl::Status CheckText(absl::string_view field, absl::string_view value,
+                       size_t min, size_t max);
+
+// "PK-2026-000123".
+absl::Status CheckExchangeId(absl::string_view field, absl::string_view value);
+
+// Optional idempotency key: empty, or 1-64 of [A-Za-z0-9._-].
+absl::Status CheckRequestId(absl::string_view field, absl::string_view value);
+
+absl::Status ValidateOpenCase(const v1::OpenCaseRequest& request);
+absl::Status ValidateUpdateCase(const v1::UpdateCaseRequest& request);
+absl::Status ValidateListCases(const v1::ListCasesRequest& request);
+
+// The complete case after a change: fields that depend on each other
+// (handling code and restriction).
+absl::Status ValidateCaseConsistency(const v1::CaseReference& c,
+                                     absl::string_view prefix);
+
+// OK if a case may go from `from` to `to` (docs/api.md#status-transitions);
+// FAILED_PRECONDITION otherwise. Staying in the same status is allowed.
+absl::Status CheckTransition(v1::CaseStatus from, v1::CaseStatus to);
+
+}  // namespace casebridge::server
+
+#endif  // CASEBRIDGE_SERVER_VALIDATION_H_

@@ -1,0 +1,38 @@
+// A fixed pool of threads for work that blocks (SQLite commits, fsync), so
+// that gRPC's callback threads never do.
+#ifndef CASEBRIDGE_SERVER_WORK_QUEUE_H_
+#define CASEBRIDGE_SERVER_WORK_QUEUE_H_
+
+#include <deque>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+
+namespace casebridge::server {
+
+class WorkQueue {
+ public:
+  explicit WorkQueue(int threads);
+  // Runs every task already posted, then joins the threads.
+  ~WorkQueue();
+  WorkQueue(const WorkQueue&) = delete;
+  WorkQueue& operator=(const WorkQueue&) = delete;
+
+  // Runs `task` on a pool thread. Thread-safe.
+  void Post(std::function<void()> task);
+
+ private:
+  void Run();
+
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace casebridge::server
+
+#endif  // CASEBRIDGE_SERVER_WORK_QUEUE_H_

@@ -1,0 +1,155 @@
+#include "tests/testing/test_pki.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+
+namespace casebridge::testing {
+namespace {
+namespace fs = std::filesystem;
+}  // namespace
+
+std::string SourceDir() { return CASEBRIDGE_SOURCE_DIR; }
+std::string BinaryDir() { return CASEBRIDGE_BINARY_DIR; }
+
+const std::string& TestPkiDir() {
+  static const std::string* dir = [] {
+    auto* path = new std::string(
+        absl::StrCat(::testing::TempDir(), "casebridge-pki-", ::getpid()));
+    const std::string command =
+        absl::StrCat("'", SourceDir(), "/certs/make-dev-pki' '", *path,
+                     "' >/dev/null");
+    if (std::system(command.c_str()) != 0) {
+      std::fprintf(stderr, "fatal: %s failed\n", command.c_str());
+      std::abort();
+    }
+    return path;
+  }();
+  return *dir;
+}
+
+std::string Pki(const std::string& relative) {
+  return (fs::path(TestPkiDir()) / relative).string();
+}
+
+std::string WriteFile(const std::string& path, const std::string& contents) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream out(path, std::ios::trunc | std::ios::binary);
+  out << contents;
+  out.close();
+  if (!out) {
+    ADD_FAILURE() << "cannot write " << path;
+  }
+  return path;
+}
+
+std::string NewTempDir(const std::string& name) {
+  static std::atomic<int> counter{0};
+  const std::string path = absl::StrCat(::testing::TempDir(), "cb-", ::getpid(),
+                                        "-", counter++, "-", name);
+  fs::remove_all(path);
+  fs::create_directories(path);
+  return path;
+}
+
+std::string GatewayConfigToml(const GatewayConfigOptions& o) {
+  const bool pk = o.country == "PK";
+  const std::string us = pk ? "pk" : "cn";
+  const std::string them = pk ? "cn" : "pk";
+  std::string offices =
+      pk ? R"([[offices]]
+identity = "spiffe://pk.casebridge/office/fia-liaison-desk"
+name = "FIA liaison desk"
+role = "liaison_officer"
+
+[[offices]]
+identity = "spiffe://pk.casebridge/office/embassy-beijing"
+name = "Embassy of Pakistan, Beijing"
+role = "embassy_officer"
+
+[[offices]]
+identity = "spiffe://pk.casebridge/auditor/pk-auditor"
+name = "PK auditor"
+role = "auditor"
+)"
+         : R"([[offices]]
+identity = "spiffe://cn.casebridge/office/mps-liaison"
+name = "MPS liaison"
+role = "liaison_officer"
+
+[[offices]]
+identity = "spiffe://cn.casebridge/auditor/cn-auditor"
+name = "CN auditor"
+role = "auditor"
+)";
+  return absl::StrReplaceAll(
+      R"(country = "$COUNTRY"
+identity = "spiffe://$US.casebridge/gateway"
+data_dir = "$DATA"
+log_level = "warning"
+
+[listen]
+office = "$OFFICE"
+peer = "$PEER"
+
+[tls]
+cert = "$PKI/$US/gateway-chain.crt"
+key = "$PKI/$US/gateway.key"
+own_ca = "$PKI/$US/ca.crt"
+peer_ca = "$PKI/$THEM/ca.crt"
+crl_dir = "$PKI/crl"
+refresh_seconds = 1
+
+[signing]
+envelope_key = "$PKI/$US/signing/envelope.key"
+checkpoint_key = "$PKI/$US/signing/checkpoint.key"
+witness_key = "$PKI/$US/signing/witness.key"
+
+[peer]
+identity = "spiffe://$THEM.casebridge/gateway"
+endpoint = "$PEER_ENDPOINT"
+envelope_public_key = "$PKI/$THEM/signing/envelope.pub"
+checkpoint_public_key = "$PKI/$THEM/signing/checkpoint.pub"
+witness_public_key = "$PKI/$THEM/signing/witness.pub"
+
+[limits]
+drain_seconds = $DRAIN
+
+)" + offices + o.extra_offices,
+      {{"$COUNTRY", o.country},
+       {"$US", us},
+       {"$THEM", them},
+       {"$DATA", o.data_dir},
+       {"$OFFICE", o.office_address},
+       {"$PEER_ENDPOINT", o.peer_endpoint},
+       {"$PEER", o.peer_address},
+       {"$PKI", TestPkiDir()},
+       {"$DRAIN", absl::StrCat(o.drain_seconds)}});
+}
+
+std::string ClientConfigToml(const std::string& endpoint,
+                             const std::string& cert_stem,
+                             const std::string& gateway_country) {
+  const std::string gw = gateway_country == "PK" ? "pk" : "cn";
+  return absl::StrReplaceAll(R"(endpoint = "$EP"
+gateway_identity = "spiffe://$GW.casebridge/gateway"
+cert = "$PKI/$STEM.crt"
+key = "$PKI/$STEM.key"
+ca = "$PKI/$GW/ca.crt"
+timeout_seconds = 10
+)",
+                             {{"$EP", endpoint},
+                              {"$GW", gw},
+                              {"$STEM", cert_stem},
+                              {"$PKI", TestPkiDir()}});
+}
+
+}  // namespace casebridge::testing
