@@ -164,7 +164,7 @@ int AuditVerify(const Options& options, const std::string& data_dir) {
     std::cout << "}\n";
   } else if (report->ok()) {
     std::cout << "audit log " << path << ": OK, " << report->entries
-              << " entries, hash chain intact\n";
+              << (report->entries == 1 ? " entry" : " entries") << ", hash chain intact\n";
   } else {
     std::cout << "audit log " << path << ": DAMAGED at entry "
               << *report->first_bad << ": " << report->problem << "\n";
