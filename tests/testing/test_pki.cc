@@ -122,6 +122,7 @@ witness_public_key = "$PKI/$THEM/signing/witness.pub"
 
 [limits]
 drain_seconds = $DRAIN
+max_message_bytes = $MAXMSG
 
 )" + offices + o.extra_offices,
       {{"$COUNTRY", o.country},
@@ -132,7 +133,8 @@ drain_seconds = $DRAIN
        {"$PEER_ENDPOINT", o.peer_endpoint},
        {"$PEER", o.peer_address},
        {"$PKI", TestPkiDir()},
-       {"$DRAIN", absl::StrCat(o.drain_seconds)}});
+       {"$DRAIN", absl::StrCat(o.drain_seconds)},
+       {"$MAXMSG", absl::StrCat(o.max_message_bytes)}});
 }
 
 std::string ClientConfigToml(const std::string& endpoint,

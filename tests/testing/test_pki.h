@@ -29,6 +29,7 @@ struct GatewayConfigOptions {
   std::string peer_endpoint = "127.0.0.1:1";
   std::string extra_offices;    // appended TOML, e.g. more [[offices]]
   int drain_seconds = 5;
+  int max_message_bytes = 4 << 20;
 };
 
 // TOML text of a gateway config using the test PKI. PK's office table has

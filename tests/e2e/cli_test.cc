@@ -1,0 +1,132 @@
+// The casebridge CLI against a real gateway: output, --json, exit codes and
+// the one-line error format.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/testing/process.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = NewTempDir("cli");
+    GatewayConfigOptions options;
+    options.data_dir = dir_ + "/data";
+    ASSERT_OK_AND_ASSIGN(
+        gateway_, GatewayProcess::Start(WriteFile(dir_ + "/pk.toml", GatewayConfigToml(options))));
+    fia_ = WriteFile(dir_ + "/fia.toml", ClientConfigToml(gateway_->office_endpoint(),
+                                                          "pk/offices/fia-liaison-desk"));
+  }
+
+  CommandResult Cli(std::vector<std::string> args) {
+    args.insert(args.begin(), {CliBinary(), "--config", fia_});
+    return RunCommand(args);
+  }
+
+  std::string OpenCase(const std::string& summary) {
+    CommandResult r = Cli({"--json", "case", "open", "--local-ref", "FIR-7", "--category",
+                           "forced-labour", "--summary", summary, "--handling", "H3",
+                           "--restriction", "not to be shared with the recruiting agency",
+                           "--evaluation", "C3", "--victim", "V1:age 22",
+                           "--location", "Yiwu, Zhejiang@CN"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out).at("exchange_id").get<std::string>();
+  }
+
+  std::string dir_;
+  std::string fia_;
+  std::unique_ptr<GatewayProcess> gateway_;
+};
+
+TEST_F(CliTest, WhoAmIPrintsIdentityAndRole) {
+  CommandResult r = Cli({"whoami"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("spiffe://pk.casebridge/office/fia-liaison-desk"));
+  EXPECT_THAT(r.out, HasSubstr("liaison-officer"));
+}
+
+TEST_F(CliTest, OpenGetListUpdateRoundTrip) {
+  const std::string id = OpenCase("两名男子护照被没收 / passports taken");
+  EXPECT_EQ(id, "PK-2026-000001");
+
+  CommandResult get = Cli({"case", "get", id});
+  EXPECT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_THAT(get.out, HasSubstr("forced-labour"));
+  EXPECT_THAT(get.out, HasSubstr("H3 (not to be shared with the recruiting agency)"));
+  EXPECT_THAT(get.out, HasSubstr("两名男子护照被没收"));
+
+  CommandResult list = Cli({"case", "list", "--status", "open"});
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_THAT(list.out, HasSubstr(id));
+  EXPECT_THAT(list.out, HasSubstr("1 case"));
+
+  CommandResult update =
+      Cli({"--json", "case", "update", id, "--expected-version", "1", "--status",
+           "under-investigation"});
+  EXPECT_EQ(update.exit_code, 0) << update.err;
+  const auto json = nlohmann::json::parse(update.out);
+  EXPECT_EQ(json.at("status"), "CASE_STATUS_UNDER_INVESTIGATION");
+  EXPECT_EQ(json.at("version"), "2");
+}
+
+TEST_F(CliTest, ListFollowsEveryPageWithAll) {
+  for (int i = 0; i < 5; ++i) OpenCase("case " + std::to_string(i));
+  CommandResult one_page = Cli({"--json", "case", "list", "--page-size", "2"});
+  ASSERT_EQ(one_page.exit_code, 0) << one_page.err;
+  const auto first = nlohmann::json::parse(one_page.out);
+  EXPECT_EQ(first.at("cases").size(), 2u);
+  EXPECT_FALSE(first.at("next_page_token").get<std::string>().empty());
+
+  CommandResult all = Cli({"--json", "case", "list", "--page-size", "2", "--all"});
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  EXPECT_EQ(nlohmann::json::parse(all.out).at("cases").size(), 5u);
+}
+
+TEST_F(CliTest, GatewayRefusalIsOneLineNamingTheStatusAndExits1) {
+  CommandResult r = Cli({"case", "get", "PK-2026-000042"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(r.out.empty());
+  EXPECT_THAT(r.err, MatchesRegex("casebridge: NOT_FOUND: case PK-2026-000042 not found\n"));
+
+  CommandResult bad = Cli({"case", "open", "--local-ref", "FIR-8", "--category", "other",
+                           "--summary", "x", "--handling", "H3", "--evaluation", "B2"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, MatchesRegex("casebridge: INVALID_ARGUMENT: "
+                                    "case_reference.handling_restriction: .*\n"));
+}
+
+TEST_F(CliTest, UsageErrorsExit2) {
+  EXPECT_EQ(Cli({"case", "frobnicate"}).exit_code, 2);
+  CommandResult bad_enum = Cli({"case", "list", "--status", "lost"});
+  EXPECT_EQ(bad_enum.exit_code, 2);
+  EXPECT_THAT(bad_enum.err, HasSubstr("victim-located"));
+  CommandResult no_config = RunCommand({CliBinary(), "whoami"});
+  EXPECT_EQ(no_config.exit_code, 2);
+  EXPECT_THAT(no_config.err, HasSubstr("--config"));
+}
+
+TEST_F(CliTest, UnreachableGatewayIsUnavailable) {
+  const std::string dead = WriteFile(dir_ + "/dead.toml",
+                                     ClientConfigToml("127.0.0.1:1", "pk/offices/fia-liaison-desk"));
+  CommandResult r = RunCommand({CliBinary(), "--config", dead, "whoami"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("casebridge: UNAVAILABLE: "));
+}
+
+TEST_F(CliTest, HealthReportsServing) {
+  CommandResult r = Cli({"--json", "health"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("status"), "SERVING");
+}
+
+}  // namespace
+}  // namespace casebridge::testing

@@ -1,0 +1,66 @@
+#include "tests/e2e/e2e_util.h"
+
+#include <gtest/gtest.h>
+
+#include "core/config.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::testing {
+
+namespace {
+config::Client ClientConfig(const std::string& cert_stem,
+                            const std::string& endpoint,
+                            const std::string& gateway_country) {
+  const std::string gw = gateway_country == "PK" ? "pk" : "cn";
+  config::Client c;
+  c.endpoint = endpoint;
+  c.gateway_identity = "spiffe://" + gw + ".casebridge/gateway";
+  c.cert = Pki(cert_stem + ".crt");
+  c.key = Pki(cert_stem + ".key");
+  c.ca = Pki(gw + "/ca.crt");
+  c.timeout_seconds = 10;
+  return c;
+}
+}  // namespace
+
+std::unique_ptr<client::OfficeClient> OfficeClientFor(
+    const std::string& cert_stem, const std::string& endpoint,
+    const std::string& gateway_country) {
+  auto client =
+      client::OfficeClient::Create(ClientConfig(cert_stem, endpoint, gateway_country));
+  if (!client.ok()) {
+    ADD_FAILURE() << client.status();
+    return nullptr;
+  }
+  return *std::move(client);
+}
+
+std::shared_ptr<grpc::Channel> ChannelFor(const std::string& cert_stem,
+                                          const std::string& endpoint,
+                                          const std::string& gateway_country) {
+  auto channel = client::Connect(ClientConfig(cert_stem, endpoint, gateway_country));
+  if (!channel.ok()) {
+    ADD_FAILURE() << channel.status();
+    return nullptr;
+  }
+  return *channel;
+}
+
+v1::CaseReference ValidDraft(const std::string& summary) {
+  v1::CaseReference c;
+  c.set_local_reference("FIR 118/2026 PS Gujranwala");
+  c.set_category(v1::CASE_CATEGORY_FORCED_MARRIAGE_FRAUD);
+  c.set_summary(summary);
+  c.set_handling_code(v1::HANDLING_CODE_H2);
+  c.mutable_evaluation()->set_source_reliability(v1::SOURCE_RELIABILITY_B);
+  c.mutable_evaluation()->set_information_accuracy(v1::INFORMATION_ACCURACY_2);
+  v1::VictimReference* v = c.add_victims();
+  v->set_pseudonym("V1");
+  v->set_remarks("age 19");
+  v1::Location* l = c.add_last_known_locations();
+  l->set_description("Handan, Hebei");
+  l->set_country(v1::COUNTRY_CN);
+  return c;
+}
+
+}  // namespace casebridge::testing

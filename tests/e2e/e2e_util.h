@@ -1,0 +1,30 @@
+// Clients of a gateway process for end-to-end tests, over real mutual TLS.
+#ifndef CASEBRIDGE_TESTS_E2E_E2E_UTIL_H_
+#define CASEBRIDGE_TESTS_E2E_E2E_UTIL_H_
+
+#include <memory>
+#include <string>
+
+#include "casebridge/v1/common.pb.h"
+#include "client/office_client.h"
+
+namespace casebridge::testing {
+
+// An office client presenting the test PKI's `cert_stem` (e.g.
+// "pk/offices/fia-liaison-desk", "bad/revoked") to `endpoint`, expecting
+// the gateway of `gateway_country`.
+std::unique_ptr<client::OfficeClient> OfficeClientFor(
+    const std::string& cert_stem, const std::string& endpoint,
+    const std::string& gateway_country = "PK");
+
+// A channel to `endpoint` presenting `cert_stem`.
+std::shared_ptr<grpc::Channel> ChannelFor(const std::string& cert_stem,
+                                          const std::string& endpoint,
+                                          const std::string& gateway_country);
+
+// A complete, valid new case.
+v1::CaseReference ValidDraft(const std::string& summary = "Woman held in Handan after a brokered marriage");
+
+}  // namespace casebridge::testing
+
+#endif  // CASEBRIDGE_TESTS_E2E_E2E_UTIL_H_

@@ -1,0 +1,153 @@
+#include "tests/testing/process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::testing {
+namespace {
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string TempPath(const std::string& stem) {
+  static std::atomic<int> n{0};
+  return absl::StrCat(::testing::TempDir(), "proc-", ::getpid(), "-", n++, "-", stem);
+}
+
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& out_path,
+            const std::string& err_path) {
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  // Child: redirect, exec.
+  const int null_in = ::open("/dev/null", O_RDONLY);
+  const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ::dup2(null_in, 0);
+  ::dup2(out, 1);
+  ::dup2(err, 2);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  ::execv(args[0], args.data());
+  ::_exit(127);
+}
+
+// Waits for `pid` until `deadline`; the exit code, or -1 (signal / timeout).
+int WaitFor(pid_t pid, absl::Time deadline, bool* exited) {
+  *exited = false;
+  while (true) {
+    int status = 0;
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) {
+      *exited = true;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    if (r < 0) {
+      *exited = true;
+      return -1;
+    }
+    if (absl::Now() >= deadline) return -1;
+    absl::SleepFor(absl::Milliseconds(10));  // polling the condition
+  }
+}
+
+}  // namespace
+
+std::string GatewayBinary() { return BinaryDir() + "/server/casebridge-gateway"; }
+std::string CliBinary() { return BinaryDir() + "/client/casebridge"; }
+
+CommandResult RunCommand(const std::vector<std::string>& argv,
+                         absl::Duration timeout) {
+  const std::string out = TempPath("out");
+  const std::string err = TempPath("err");
+  CommandResult result;
+  const pid_t pid = Spawn(argv, out, err);
+  bool exited = false;
+  result.exit_code = WaitFor(pid, absl::Now() + timeout, &exited);
+  if (!exited) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+  result.out = ReadAll(out);
+  result.err = ReadAll(err);
+  std::filesystem::remove(out);
+  std::filesystem::remove(err);
+  return result;
+}
+
+absl::StatusOr<std::unique_ptr<GatewayProcess>> GatewayProcess::Start(
+    const std::string& config_path, absl::Duration timeout) {
+  std::unique_ptr<GatewayProcess> p(new GatewayProcess());
+  const std::string ready = TempPath("ready.json");
+  p->log_path_ = TempPath("gateway.log");
+  p->pid_ = Spawn({GatewayBinary(), "--config", config_path, "--ready-file", ready},
+                  TempPath("gateway.out"), p->log_path_);
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    std::error_code ec;
+    if (std::filesystem::exists(ready, ec)) break;
+    int status = 0;
+    if (::waitpid(p->pid_, &status, WNOHANG) == p->pid_) {
+      p->pid_ = -1;
+      return absl::FailedPreconditionError(absl::StrCat(
+          "gateway exited with ", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+          " before it was ready: ", p->Log()));
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("gateway not ready in time: ", p->Log()));
+    }
+    absl::SleepFor(absl::Milliseconds(10));  // polling the condition
+  }
+  const auto json = nlohmann::json::parse(ReadAll(ready));
+  p->office_port_ = json.at("office_port").get<int>();
+  p->peer_port_ = json.at("peer_port").get<int>();
+  return p;
+}
+
+GatewayProcess::~GatewayProcess() { Kill(); }
+
+std::string GatewayProcess::office_endpoint() const {
+  return absl::StrCat("127.0.0.1:", office_port_);
+}
+std::string GatewayProcess::peer_endpoint() const {
+  return absl::StrCat("127.0.0.1:", peer_port_);
+}
+
+int GatewayProcess::Stop(absl::Duration timeout) {
+  if (pid_ < 0) return -1;
+  ::kill(pid_, SIGTERM);
+  bool exited = false;
+  const int code = WaitFor(pid_, absl::Now() + timeout, &exited);
+  if (exited) pid_ = -1;
+  return code;
+}
+
+void GatewayProcess::Kill() {
+  if (pid_ < 0) return;
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+std::string GatewayProcess::Log() const { return ReadAll(log_path_); }
+
+}  // namespace casebridge::testing
