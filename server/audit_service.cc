@@ -6,44 +6,48 @@
 
 namespace casebridge::server {
 
+template <typename Request, typename Response>
 grpc::ServerUnaryReactor* AuditServiceImpl::NotYet(
-    grpc::CallbackServerContext* context,
-    const google::protobuf::Message& request, const char* name) {
-  return handler_->Unary(context, Action::kReadAudit,
-                         absl::StrCat("audit.", name), request, {},
-                         [name](const Caller&) {
-                           return absl::UnimplementedError(absl::StrCat(
-                               name, " arrives with the verifiable audit log"));
-                         });
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response, const char* name) {
+  return handler_->Unary<Request, Response>(
+      context, request, response, Action::kReadAudit,
+      absl::StrCat("audit.", name), nullptr,
+      [name](const Incoming<Request>&, Response*) {
+        return absl::UnimplementedError(
+            absl::StrCat(name, " arrives with the verifiable audit log"));
+      });
 }
 
 grpc::ServerUnaryReactor* AuditServiceImpl::GetCheckpoint(
-    grpc::CallbackServerContext* context,
-    const v1::GetCheckpointRequest* request,
-    v1::GetCheckpointResponse* /*response*/) {
-  return NotYet(context, *request, "GetCheckpoint");
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return NotYet<v1::GetCheckpointRequest, v1::GetCheckpointResponse>(
+      context, request, response, "GetCheckpoint");
 }
 
 grpc::ServerUnaryReactor* AuditServiceImpl::GetEntries(
-    grpc::CallbackServerContext* context, const v1::GetEntriesRequest* request,
-    v1::GetEntriesResponse* response) {
-  return handler_->Unary(
-      context, Action::kReadAudit, "audit.get_entries", *request, {},
-      [this, request, response](const Caller&) -> absl::Status {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::GetEntriesRequest, v1::GetEntriesResponse>(
+      context, request, response, Action::kReadAudit, "audit.get_entries",
+      nullptr,
+      [this](const Incoming<v1::GetEntriesRequest>& in,
+             v1::GetEntriesResponse* out) -> absl::Status {
         if (handler_->port() == Port::kPeer) {
           return absl::PermissionDeniedError(
               "the peer gateway may fetch checkpoints and proofs, not entries");
         }
-        if (request->page_size() < 0 || request->page_size() > 1000) {
+        const int page_size = in.request.page_size();
+        if (page_size < 0 || page_size > 1000) {
           return absl::InvalidArgumentError(
               "page_size: must be between 1 and 1000 (0 for 100)");
         }
-        const size_t max =
-            request->page_size() == 0 ? 100 : static_cast<size_t>(request->page_size());
-        CB_ASSIGN_OR_RETURN(auto entries, audit_->Read(request->start(), max));
-        uint64_t next = request->start();
+        const size_t max = page_size == 0 ? 100 : static_cast<size_t>(page_size);
+        CB_ASSIGN_OR_RETURN(auto entries, audit_->Read(in.request.start(), max));
+        uint64_t next = in.request.start();
         for (const StoredEntry& stored : entries) {
-          v1::AuditEntry* e = response->add_entries();
+          v1::AuditEntry* e = out->add_entries();
           e->set_index(stored.index);
           e->set_encoded(stored.bytes);
           *e->mutable_time() =
@@ -57,29 +61,31 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetEntries(
           e->set_status_message(stored.entry.status_message);
           next = stored.index + 1;
         }
-        response->set_next_start(next);
+        out->set_next_start(next);
         return absl::OkStatus();
       });
 }
 
 grpc::ServerUnaryReactor* AuditServiceImpl::GetInclusionProof(
-    grpc::CallbackServerContext* context,
-    const v1::GetInclusionProofRequest* request,
-    v1::GetInclusionProofResponse* /*response*/) {
-  return NotYet(context, *request, "GetInclusionProof");
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return NotYet<v1::GetInclusionProofRequest, v1::GetInclusionProofResponse>(
+      context, request, response, "GetInclusionProof");
 }
 
 grpc::ServerUnaryReactor* AuditServiceImpl::GetConsistencyProof(
-    grpc::CallbackServerContext* context,
-    const v1::GetConsistencyProofRequest* request,
-    v1::GetConsistencyProofResponse* /*response*/) {
-  return NotYet(context, *request, "GetConsistencyProof");
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return NotYet<v1::GetConsistencyProofRequest,
+                v1::GetConsistencyProofResponse>(context, request, response,
+                                                 "GetConsistencyProof");
 }
 
 grpc::ServerUnaryReactor* AuditServiceImpl::GetEvidence(
-    grpc::CallbackServerContext* context, const v1::GetEvidenceRequest* request,
-    v1::GetEvidenceResponse* /*response*/) {
-  return NotYet(context, *request, "GetEvidence");
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return NotYet<v1::GetEvidenceRequest, v1::GetEvidenceResponse>(
+      context, request, response, "GetEvidence");
 }
 
 }  // namespace casebridge::server

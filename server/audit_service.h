@@ -7,38 +7,43 @@
 
 namespace casebridge::server {
 
-// AuditService, on both ports. GetEntries serves the hash-chained log now;
-// checkpoints, proofs and evidence answer UNIMPLEMENTED until the Merkle log
-// lands.
-class AuditServiceImpl final : public v1::AuditService::CallbackService {
+using AuditServiceBase = v1::AuditService::WithRawCallbackMethod_GetCheckpoint<
+    v1::AuditService::WithRawCallbackMethod_GetEntries<
+        v1::AuditService::WithRawCallbackMethod_GetInclusionProof<
+            v1::AuditService::WithRawCallbackMethod_GetConsistencyProof<
+                v1::AuditService::WithRawCallbackMethod_GetEvidence<
+                    v1::AuditService::Service>>>>>;
+
+// AuditService, on both ports. GetEntries serves the hash-chained log to
+// auditors now; checkpoints, proofs and evidence answer UNIMPLEMENTED until
+// the Merkle log lands.
+class AuditServiceImpl final : public AuditServiceBase {
  public:
   // Pointers must outlive the service.
   AuditServiceImpl(CallHandler* handler, AuditLog* audit)
       : handler_(handler), audit_(audit) {}
 
-  grpc::ServerUnaryReactor* GetCheckpoint(
-      grpc::CallbackServerContext* context,
-      const v1::GetCheckpointRequest* request,
-      v1::GetCheckpointResponse* response) override;
+  grpc::ServerUnaryReactor* GetCheckpoint(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetEntries(grpc::CallbackServerContext* context,
-                                       const v1::GetEntriesRequest* request,
-                                       v1::GetEntriesResponse* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetInclusionProof(
-      grpc::CallbackServerContext* context,
-      const v1::GetInclusionProofRequest* request,
-      v1::GetInclusionProofResponse* response) override;
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetConsistencyProof(
-      grpc::CallbackServerContext* context,
-      const v1::GetConsistencyProofRequest* request,
-      v1::GetConsistencyProofResponse* response) override;
-  grpc::ServerUnaryReactor* GetEvidence(
-      grpc::CallbackServerContext* context,
-      const v1::GetEvidenceRequest* request,
-      v1::GetEvidenceResponse* response) override;
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetEvidence(grpc::CallbackServerContext* context,
+                                        const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
 
  private:
+  template <typename Request, typename Response>
   grpc::ServerUnaryReactor* NotYet(grpc::CallbackServerContext* context,
-                                   const google::protobuf::Message& request,
+                                   const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response,
                                    const char* name);
 
   CallHandler* const handler_;

@@ -4,6 +4,7 @@
 #include "core/grpc_status.h"
 #include "core/identity.h"
 #include "core/log.h"
+#include "core/proto_utf8.h"
 #include "core/utf8.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
@@ -19,6 +20,40 @@ std::string DeterministicBytes(const google::protobuf::Message& message) {
     message.SerializeToCodedStream(&coded);
   }
   return out;
+}
+
+absl::Status ParseRequest(const std::string& bytes,
+                          google::protobuf::Message* message) {
+  if (message->ParseFromString(bytes)) return absl::OkStatus();
+  if (auto field = FindInvalidUtf8Field(message->GetDescriptor(), bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(*field, ": is not valid UTF-8"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "request: not a well-formed ", message->GetDescriptor()->full_name(),
+      " message"));
+}
+
+std::string ByteBufferToString(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  std::string out;
+  if (!buffer.Dump(&slices).ok()) return out;
+  out.reserve(buffer.Length());
+  for (const grpc::Slice& slice : slices) {
+    out.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  return out;
+}
+
+absl::Status SerializeToByteBuffer(const google::protobuf::Message& message,
+                                   grpc::ByteBuffer* buffer) {
+  std::string bytes;
+  if (!message.SerializeToString(&bytes)) {
+    return absl::InternalError(absl::StrCat("serializing ",
+                                            message.GetDescriptor()->full_name()));
+  }
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer(&slice, 1).Swap(buffer);
+  return absl::OkStatus();
 }
 
 std::vector<std::string> SafeSubjects(std::vector<std::string> candidates) {
@@ -38,18 +73,6 @@ CallHandler::CallHandler(Port port, const config::Gateway* config,
       clock_(clock),
       office_authorizer_(config->offices),
       peer_{config->peer_identity, "peer gateway", v1::ROLE_UNSPECIFIED} {}
-
-AuditEvent CallHandler::Event(const Caller& caller, std::string action,
-                              const google::protobuf::Message& request,
-                              std::vector<std::string> subjects) {
-  AuditEvent event;
-  event.actor = caller.identity;
-  event.action = std::move(action);
-  event.subjects = std::move(subjects);
-  event.payload = DeterministicBytes(request);
-  event.outcome = absl::OkStatus();
-  return event;
-}
 
 absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
                                           Action action,
@@ -126,17 +149,6 @@ void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
                 {"ms", absl::ToDoubleMilliseconds(clock_->Now() - start)}});
     finish(reply);
   });
-}
-
-grpc::ServerUnaryReactor* CallHandler::Unary(
-    grpc::CallbackServerContext* context, Action action,
-    std::string audit_action, const google::protobuf::Message& request,
-    std::vector<std::string> subjects, Body body) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Run(context, action, std::move(audit_action), DeterministicBytes(request),
-      SafeSubjects(std::move(subjects)), std::move(body),
-      [reactor](const grpc::Status& status) { reactor->Finish(status); });
-  return reactor;
 }
 
 }  // namespace casebridge::server

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "core/clock.h"
+#include "core/status_macros.h"
 #include "core/config.h"
 #include "google/protobuf/message.h"
 #include "server/audit_log.h"
@@ -30,20 +31,75 @@ std::string DeterministicBytes(const google::protobuf::Message& message);
 // Audit subject from untrusted input: kept only if short, valid UTF-8.
 std::vector<std::string> SafeSubjects(std::vector<std::string> candidates);
 
+// Parses request bytes into `message`. INVALID_ARGUMENT naming the field for
+// invalid UTF-8 (e.g. "case_reference.summary: is not valid UTF-8"), or
+// saying the bytes are not a message of that type.
+absl::Status ParseRequest(const std::string& bytes,
+                          google::protobuf::Message* message);
+
+std::string ByteBufferToString(const grpc::ByteBuffer& buffer);
+absl::Status SerializeToByteBuffer(const google::protobuf::Message& message,
+                                   grpc::ByteBuffer* buffer);
+
+// One admitted call: who made it, what they asked, and the exact bytes
+// received (what audit entries commit to).
+template <typename Request>
+struct Incoming {
+  const Caller& caller;
+  const Request& request;
+  const std::string& bytes;
+
+  // An AuditEvent recording this call's success.
+  AuditEvent Event(std::string action,
+                   std::vector<std::string> subjects = {}) const {
+    AuditEvent event;
+    event.actor = caller.identity;
+    event.action = std::move(action);
+    event.subjects = std::move(subjects);
+    event.payload = bytes;
+    return event;
+  }
+};
+
 class CallHandler {
  public:
   using Body = std::function<absl::Status(const Caller&)>;
 
+  // A unary RPC served from raw bytes, so that a request gRPC's parser would
+  // refuse without a reason (invalid UTF-8) is refused here naming the field,
+  // and audited like any other refusal. Parses, admits the caller, runs
+  // `body` on the work queue, and finishes the call. `subjects` picks the ids
+  // an audit entry of a refusal names.
+  template <typename Request, typename Response>
+  grpc::ServerUnaryReactor* Unary(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request,
+      grpc::ByteBuffer* raw_response, Action action, std::string audit_action,
+      std::function<std::vector<std::string>(const Request&)> subjects,
+      std::function<absl::Status(const Incoming<Request>&, Response*)> body) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    auto bytes = std::make_shared<const std::string>(ByteBufferToString(*raw_request));
+    auto request = std::make_shared<Request>();
+    const absl::Status parsed = ParseRequest(*bytes, request.get());
+    std::vector<std::string> names;
+    if (parsed.ok() && subjects) names = subjects(*request);
+    Run(
+        context, action, std::move(audit_action), *bytes,
+        SafeSubjects(std::move(names)),
+        [bytes, request, parsed, raw_response,
+         body = std::move(body)](const Caller& caller) -> absl::Status {
+          if (!parsed.ok()) return parsed;
+          Response response;
+          CB_RETURN_IF_ERROR(
+              body(Incoming<Request>{caller, *request, *bytes}, &response));
+          return SerializeToByteBuffer(response, raw_response);
+        },
+        [reactor](const grpc::Status& status) { reactor->Finish(status); });
+    return reactor;
+  }
+
   // All pointers must outlive the handler.
   CallHandler(Port port, const config::Gateway* config, AuditLog* audit,
               WorkQueue* work, const Clock* clock);
-
-  // For a unary RPC: runs `body` on the work queue for an admitted caller and
-  // finishes the call with its status.
-  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context,
-                                  Action action, std::string audit_action,
-                                  const google::protobuf::Message& request,
-                                  std::vector<std::string> subjects, Body body);
 
   // The same checks for any call shape: runs on the work queue and calls
   // `finish` with the outcome.
@@ -51,11 +107,6 @@ class CallHandler {
            std::string audit_action, std::string payload,
            std::vector<std::string> subjects, Body body,
            std::function<void(const grpc::Status&)> finish);
-
-  // An AuditEvent for a successful call by `caller`.
-  static AuditEvent Event(const Caller& caller, std::string action,
-                          const google::protobuf::Message& request,
-                          std::vector<std::string> subjects = {});
 
   Port port() const { return port_; }
 

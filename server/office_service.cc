@@ -17,7 +17,7 @@ constexpr absl::string_view kUnimplementedExchange =
 
 // Finishes a server-streaming call with a status and nothing else.
 class FinishOnlyWriter final
-    : public grpc::ServerWriteReactor<v1::WatchInboxResponse> {
+    : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   void OnDone() override { delete this; }
 };
@@ -65,110 +65,122 @@ OfficeServiceImpl::OfficeServiceImpl(const config::Gateway* config,
     : config_(config), handler_(handler), cases_(cases), audit_(audit) {}
 
 grpc::ServerUnaryReactor* OfficeServiceImpl::WhoAmI(
-    grpc::CallbackServerContext* context, const v1::WhoAmIRequest* request,
-    v1::WhoAmIResponse* response) {
-  return handler_->Unary(
-      context, Action::kWhoAmI, "office.whoami", *request, {},
-      [this, response](const Caller& caller) {
-        response->set_identity(caller.identity);
-        response->set_display_name(caller.office->display_name);
-        response->set_role(caller.office->role);
-        response->set_country(config_->country);
-        response->set_gateway_identity(config_->identity);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::WhoAmIRequest, v1::WhoAmIResponse>(
+      context, request, response, Action::kWhoAmI, "office.whoami", nullptr,
+      [this](const Incoming<v1::WhoAmIRequest>& in, v1::WhoAmIResponse* out) {
+        out->set_identity(in.caller.identity);
+        out->set_display_name(in.caller.office->display_name);
+        out->set_role(in.caller.office->role);
+        out->set_country(config_->country);
+        out->set_gateway_identity(config_->identity);
         return absl::OkStatus();
       });
 }
 
 grpc::ServerUnaryReactor* OfficeServiceImpl::OpenCase(
-    grpc::CallbackServerContext* context, const v1::OpenCaseRequest* request,
-    v1::OpenCaseResponse* response) {
-  return handler_->Unary(
-      context, Action::kOpenCase, "case.open", *request, {},
-      [this, request, response](const Caller& caller) -> absl::Status {
-        CB_RETURN_IF_ERROR(ValidateOpenCase(*request));
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::OpenCaseRequest, v1::OpenCaseResponse>(
+      context, request, response, Action::kOpenCase, "case.open", nullptr,
+      [this](const Incoming<v1::OpenCaseRequest>& in,
+             v1::OpenCaseResponse* out) -> absl::Status {
+        CB_RETURN_IF_ERROR(ValidateOpenCase(in.request));
         RequestKey key;
-        key.request_id = request->request_id();
+        key.request_id = in.request.request_id();
         if (!key.request_id.empty()) {
-          key.request_hash = crypto::Sha256(DeterministicBytes(*request));
+          // Over the parsed request: a retry from another client library
+          // may encode the same request differently.
+          key.request_hash = crypto::Sha256(DeterministicBytes(in.request));
         }
         CB_ASSIGN_OR_RETURN(
             OpenedCase opened,
-            cases_->OpenCase(request->case_reference(), caller.identity, key,
-                             CallHandler::Event(caller, "case.open", *request)));
+            cases_->OpenCase(in.request.case_reference(), in.caller.identity,
+                             key, in.Event("case.open")));
         if (opened.replayed) {
           // Not a change, but still a call worth a line in the log.
           CB_RETURN_IF_ERROR(
               audit_
-                  ->Append(CallHandler::Event(
-                      caller, "case.open.replayed", *request,
-                      {opened.case_reference.exchange_id()}))
+                  ->Append(in.Event("case.open.replayed",
+                                    {opened.case_reference.exchange_id()}))
                   .status());
         }
-        *response->mutable_case_reference() = std::move(opened.case_reference);
+        *out->mutable_case_reference() = std::move(opened.case_reference);
         return absl::OkStatus();
       });
 }
 
 grpc::ServerUnaryReactor* OfficeServiceImpl::GetCase(
-    grpc::CallbackServerContext* context, const v1::GetCaseRequest* request,
-    v1::GetCaseResponse* response) {
-  return handler_->Unary(
-      context, Action::kGetCase, "case.get", *request, {request->exchange_id()},
-      [this, request, response](const Caller&) -> absl::Status {
-        CB_RETURN_IF_ERROR(CheckExchangeId("exchange_id", request->exchange_id()));
-        CB_ASSIGN_OR_RETURN(*response->mutable_case_reference(),
-                            cases_->GetCase(request->exchange_id()));
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::GetCaseRequest, v1::GetCaseResponse>(
+      context, request, response, Action::kGetCase, "case.get",
+      [](const v1::GetCaseRequest& r) {
+        return std::vector<std::string>{r.exchange_id()};
+      },
+      [this](const Incoming<v1::GetCaseRequest>& in,
+             v1::GetCaseResponse* out) -> absl::Status {
+        CB_RETURN_IF_ERROR(
+            CheckExchangeId("exchange_id", in.request.exchange_id()));
+        CB_ASSIGN_OR_RETURN(*out->mutable_case_reference(),
+                            cases_->GetCase(in.request.exchange_id()));
         return absl::OkStatus();
       });
 }
 
 grpc::ServerUnaryReactor* OfficeServiceImpl::ListCases(
-    grpc::CallbackServerContext* context, const v1::ListCasesRequest* request,
-    v1::ListCasesResponse* response) {
-  return handler_->Unary(
-      context, Action::kListCases, "case.list", *request, {},
-      [this, request, response](const Caller&) -> absl::Status {
-        CB_RETURN_IF_ERROR(ValidateListCases(*request));
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::ListCasesRequest, v1::ListCasesResponse>(
+      context, request, response, Action::kListCases, "case.list", nullptr,
+      [this](const Incoming<v1::ListCasesRequest>& in,
+             v1::ListCasesResponse* out) -> absl::Status {
+        const v1::ListCasesRequest& r = in.request;
+        CB_RETURN_IF_ERROR(ValidateListCases(r));
         int64_t after = 0;
-        if (!request->page_token().empty()) {
-          CB_ASSIGN_OR_RETURN(after,
-                              DecodePageToken(request->page_token(), *request));
+        if (!r.page_token().empty()) {
+          CB_ASSIGN_OR_RETURN(after, DecodePageToken(r.page_token(), r));
         }
         CaseFilter filter;
-        filter.status = request->status();
-        filter.category = request->category();
-        filter.owner_office = request->owner_office();
-        filter.text = request->text();
+        filter.status = r.status();
+        filter.category = r.category();
+        filter.owner_office = r.owner_office();
+        filter.text = r.text();
         const int page_size =
-            request->page_size() == 0 ? kDefaultPageSize : request->page_size();
+            r.page_size() == 0 ? kDefaultPageSize : r.page_size();
         CB_ASSIGN_OR_RETURN(CasePage page,
                             cases_->ListCases(filter, after, page_size));
-        for (auto& c : page.cases) *response->add_cases() = std::move(c);
+        for (auto& c : page.cases) *out->add_cases() = std::move(c);
         if (page.has_more) {
-          response->set_next_page_token(
-              EncodePageToken(page.last_position, *request));
+          out->set_next_page_token(EncodePageToken(page.last_position, r));
         }
         return absl::OkStatus();
       });
 }
 
 grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
-    grpc::CallbackServerContext* context, const v1::UpdateCaseRequest* request,
-    v1::UpdateCaseResponse* response) {
-  const std::string& id = request->case_reference().exchange_id();
-  return handler_->Unary(
-      context, Action::kUpdateCase, "case.update", *request, {id},
-      [this, request, response, id](const Caller& caller) -> absl::Status {
-        CB_RETURN_IF_ERROR(ValidateUpdateCase(*request));
-        const v1::CaseReference& changes = request->case_reference();
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::UpdateCaseRequest, v1::UpdateCaseResponse>(
+      context, request, response, Action::kUpdateCase, "case.update",
+      [](const v1::UpdateCaseRequest& r) {
+        return std::vector<std::string>{r.case_reference().exchange_id()};
+      },
+      [this](const Incoming<v1::UpdateCaseRequest>& in,
+             v1::UpdateCaseResponse* out) -> absl::Status {
+        const v1::UpdateCaseRequest& r = in.request;
+        CB_RETURN_IF_ERROR(ValidateUpdateCase(r));
+        const v1::CaseReference& changes = r.case_reference();
+        const std::string& id = changes.exchange_id();
         auto apply = [&](v1::CaseReference& c) -> absl::Status {
-          if (c.owner_office() != caller.identity &&
-              caller.office->role != v1::ROLE_SUPERVISOR) {
+          if (c.owner_office() != in.caller.identity &&
+              in.caller.office->role != v1::ROLE_SUPERVISOR) {
             return absl::PermissionDeniedError(absl::StrCat(
                 "case ", id, " is owned by ", c.owner_office(),
                 "; only its owner or a supervisor may update it"));
           }
-          for (const std::string& path : request->update_mask().paths()) {
+          for (const std::string& path : r.update_mask().paths()) {
             if (path == "status") {
               CB_RETURN_IF_ERROR(CheckTransition(c.status(), changes.status()));
               c.set_status(changes.status());
@@ -191,68 +203,85 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
           return ValidateCaseConsistency(c, "case_reference");
         };
         CB_ASSIGN_OR_RETURN(
-            *response->mutable_case_reference(),
-            cases_->UpdateCase(id, request->expected_version(), apply,
-                               caller.identity,
-                               CallHandler::Event(caller, "case.update",
-                                                  *request, {id})));
+            *out->mutable_case_reference(),
+            cases_->UpdateCase(id, r.expected_version(), apply,
+                               in.caller.identity,
+                               in.Event("case.update", {id})));
         return absl::OkStatus();
       });
 }
 
 grpc::ServerUnaryReactor* OfficeServiceImpl::ShareCase(
-    grpc::CallbackServerContext* context, const v1::ShareCaseRequest* request,
-    v1::ShareCaseResponse* /*response*/) {
-  return handler_->Unary(context, Action::kShareCase, "case.share", *request,
-                         {request->exchange_id()}, [](const Caller&) {
-                           return absl::UnimplementedError(
-                               absl::StrCat("ShareCase ", kUnimplementedExchange));
-                         });
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::ShareCaseRequest, v1::ShareCaseResponse>(
+      context, request, response, Action::kShareCase, "case.share",
+      [](const v1::ShareCaseRequest& r) {
+        return std::vector<std::string>{r.exchange_id()};
+      },
+      [](const Incoming<v1::ShareCaseRequest>&, v1::ShareCaseResponse*) {
+        return absl::UnimplementedError(
+            absl::StrCat("ShareCase ", kUnimplementedExchange));
+      });
 }
 
 grpc::ServerUnaryReactor* OfficeServiceImpl::SendMessage(
-    grpc::CallbackServerContext* context, const v1::SendMessageRequest* request,
-    v1::SendMessageResponse* /*response*/) {
-  return handler_->Unary(context, Action::kSendMessage, "message.send",
-                         *request, {request->message().exchange_id()},
-                         [](const Caller&) {
-                           return absl::UnimplementedError(absl::StrCat(
-                               "SendMessage ", kUnimplementedExchange));
-                         });
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::SendMessageRequest, v1::SendMessageResponse>(
+      context, request, response, Action::kSendMessage, "message.send",
+      [](const v1::SendMessageRequest& r) {
+        return std::vector<std::string>{r.message().exchange_id()};
+      },
+      [](const Incoming<v1::SendMessageRequest>&, v1::SendMessageResponse*) {
+        return absl::UnimplementedError(
+            absl::StrCat("SendMessage ", kUnimplementedExchange));
+      });
 }
 
-grpc::ServerWriteReactor<v1::WatchInboxResponse>* OfficeServiceImpl::WatchInbox(
-    grpc::CallbackServerContext* context, const v1::WatchInboxRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* OfficeServiceImpl::WatchInbox(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
   auto* reactor = new FinishOnlyWriter();
-  handler_->Run(context, Action::kWatchInbox, "inbox.watch",
-                DeterministicBytes(*request), {},
-                [](const Caller&) {
-                  return absl::UnimplementedError(
-                      absl::StrCat("WatchInbox ", kUnimplementedExchange));
-                },
-                [reactor](const grpc::Status& status) { reactor->Finish(status); });
+  handler_->Run(
+      context, Action::kWatchInbox, "inbox.watch", ByteBufferToString(*request),
+      {},
+      [](const Caller&) {
+        return absl::UnimplementedError(
+            absl::StrCat("WatchInbox ", kUnimplementedExchange));
+      },
+      [reactor](const grpc::Status& status) { reactor->Finish(status); });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* OfficeServiceImpl::Acknowledge(
-    grpc::CallbackServerContext* context, const v1::AcknowledgeRequest* request,
-    v1::AcknowledgeResponse* /*response*/) {
-  return handler_->Unary(context, Action::kAcknowledge, "message.acknowledge",
-                         *request, {request->message_id()}, [](const Caller&) {
-                           return absl::UnimplementedError(absl::StrCat(
-                               "Acknowledge ", kUnimplementedExchange));
-                         });
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::AcknowledgeRequest, v1::AcknowledgeResponse>(
+      context, request, response, Action::kAcknowledge, "message.acknowledge",
+      [](const v1::AcknowledgeRequest& r) {
+        return std::vector<std::string>{r.message_id()};
+      },
+      [](const Incoming<v1::AcknowledgeRequest>&, v1::AcknowledgeResponse*) {
+        return absl::UnimplementedError(
+            absl::StrCat("Acknowledge ", kUnimplementedExchange));
+      });
 }
 
 grpc::ServerUnaryReactor* OfficeServiceImpl::GetDeliveryStatus(
-    grpc::CallbackServerContext* context,
-    const v1::GetDeliveryStatusRequest* request,
-    v1::GetDeliveryStatusResponse* /*response*/) {
-  return handler_->Unary(context, Action::kGetDeliveryStatus, "message.status",
-                         *request, {request->message_id()}, [](const Caller&) {
-                           return absl::UnimplementedError(absl::StrCat(
-                               "GetDeliveryStatus ", kUnimplementedExchange));
-                         });
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::GetDeliveryStatusRequest,
+                         v1::GetDeliveryStatusResponse>(
+      context, request, response, Action::kGetDeliveryStatus,
+      "message.status",
+      [](const v1::GetDeliveryStatusRequest& r) {
+        return std::vector<std::string>{r.message_id()};
+      },
+      [](const Incoming<v1::GetDeliveryStatusRequest>&,
+         v1::GetDeliveryStatusResponse*) {
+        return absl::UnimplementedError(
+            absl::StrCat("GetDeliveryStatus ", kUnimplementedExchange));
+      });
 }
 
 }  // namespace casebridge::server

@@ -8,48 +8,58 @@
 
 namespace casebridge::server {
 
+// Every method is served from raw bytes through CallHandler::Unary, which
+// parses, authorizes and audits (see call_handler.h).
+using OfficeServiceBase = v1::OfficeService::WithRawCallbackMethod_WhoAmI<
+    v1::OfficeService::WithRawCallbackMethod_OpenCase<
+    v1::OfficeService::WithRawCallbackMethod_GetCase<
+    v1::OfficeService::WithRawCallbackMethod_ListCases<
+    v1::OfficeService::WithRawCallbackMethod_UpdateCase<
+    v1::OfficeService::WithRawCallbackMethod_ShareCase<
+    v1::OfficeService::WithRawCallbackMethod_SendMessage<
+    v1::OfficeService::WithRawCallbackMethod_WatchInbox<
+    v1::OfficeService::WithRawCallbackMethod_Acknowledge<
+    v1::OfficeService::WithRawCallbackMethod_GetDeliveryStatus<
+    v1::OfficeService::Service>>>>>>>>>>;
+
 // OfficeService on the office port. Case references now; the exchange RPCs
 // answer UNIMPLEMENTED until the cross-border exchange lands.
-class OfficeServiceImpl final : public v1::OfficeService::CallbackService {
+class OfficeServiceImpl final : public OfficeServiceBase {
  public:
   // All pointers must outlive the service.
   OfficeServiceImpl(const config::Gateway* config, CallHandler* handler,
                     CaseStore* cases, AuditLog* audit);
 
   grpc::ServerUnaryReactor* WhoAmI(grpc::CallbackServerContext* context,
-                                   const v1::WhoAmIRequest* request,
-                                   v1::WhoAmIResponse* response) override;
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* OpenCase(grpc::CallbackServerContext* context,
-                                     const v1::OpenCaseRequest* request,
-                                     v1::OpenCaseResponse* response) override;
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetCase(grpc::CallbackServerContext* context,
-                                    const v1::GetCaseRequest* request,
-                                    v1::GetCaseResponse* response) override;
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ListCases(grpc::CallbackServerContext* context,
-                                      const v1::ListCasesRequest* request,
-                                      v1::ListCasesResponse* response) override;
-  grpc::ServerUnaryReactor* UpdateCase(
-      grpc::CallbackServerContext* context,
-      const v1::UpdateCaseRequest* request,
-      v1::UpdateCaseResponse* response) override;
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* UpdateCase(grpc::CallbackServerContext* context,
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ShareCase(grpc::CallbackServerContext* context,
-                                      const v1::ShareCaseRequest* request,
-                                      v1::ShareCaseResponse* response) override;
-  grpc::ServerUnaryReactor* SendMessage(
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* SendMessage(grpc::CallbackServerContext* context,
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchInbox(
       grpc::CallbackServerContext* context,
-      const v1::SendMessageRequest* request,
-      v1::SendMessageResponse* response) override;
-  grpc::ServerWriteReactor<v1::WatchInboxResponse>* WatchInbox(
-      grpc::CallbackServerContext* context,
-      const v1::WatchInboxRequest* request) override;
-  grpc::ServerUnaryReactor* Acknowledge(
-      grpc::CallbackServerContext* context,
-      const v1::AcknowledgeRequest* request,
-      v1::AcknowledgeResponse* response) override;
-  grpc::ServerUnaryReactor* GetDeliveryStatus(
-      grpc::CallbackServerContext* context,
-      const v1::GetDeliveryStatusRequest* request,
-      v1::GetDeliveryStatusResponse* response) override;
+      const grpc::ByteBuffer* request) override;
+  grpc::ServerUnaryReactor* Acknowledge(grpc::CallbackServerContext* context,
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetDeliveryStatus(grpc::CallbackServerContext* context,
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
 
  private:
   const config::Gateway* const config_;

@@ -4,14 +4,14 @@ namespace casebridge::server {
 namespace {
 
 class FinishOnlyBidi final
-    : public grpc::ServerBidiReactor<v1::DeliverRequest, v1::DeliverResponse> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   void OnDone() override { delete this; }
 };
 
 }  // namespace
 
-grpc::ServerBidiReactor<v1::DeliverRequest, v1::DeliverResponse>*
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 PeerServiceImpl::Deliver(grpc::CallbackServerContext* context) {
   auto* reactor = new FinishOnlyBidi();
   handler_->Run(
@@ -25,15 +25,15 @@ PeerServiceImpl::Deliver(grpc::CallbackServerContext* context) {
 }
 
 grpc::ServerUnaryReactor* PeerServiceImpl::AddCheckpoint(
-    grpc::CallbackServerContext* context,
-    const v1::AddCheckpointRequest* request,
-    v1::AddCheckpointResponse* /*response*/) {
-  return handler_->Unary(context, Action::kAddCheckpoint, "peer.add_checkpoint",
-                         *request, {}, [](const Caller&) {
-                           return absl::UnimplementedError(
-                               "AddCheckpoint arrives with the verifiable audit "
-                               "log");
-                         });
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::AddCheckpointRequest, v1::AddCheckpointResponse>(
+      context, request, response, Action::kAddCheckpoint, "peer.add_checkpoint",
+      nullptr,
+      [](const Incoming<v1::AddCheckpointRequest>&, v1::AddCheckpointResponse*) {
+        return absl::UnimplementedError(
+            "AddCheckpoint arrives with the verifiable audit log");
+      });
 }
 
 }  // namespace casebridge::server

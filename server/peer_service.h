@@ -6,19 +6,22 @@
 
 namespace casebridge::server {
 
+using PeerServiceBase = v1::PeerService::WithRawCallbackMethod_Deliver<
+    v1::PeerService::WithRawCallbackMethod_AddCheckpoint<
+        v1::PeerService::Service>>;
+
 // PeerService on the peer port. Admits only the pinned peer gateway; the
 // exchange and witnessing answer UNIMPLEMENTED until they land.
-class PeerServiceImpl final : public v1::PeerService::CallbackService {
+class PeerServiceImpl final : public PeerServiceBase {
  public:
   // `handler` must outlive the service.
   explicit PeerServiceImpl(CallHandler* handler) : handler_(handler) {}
 
-  grpc::ServerBidiReactor<v1::DeliverRequest, v1::DeliverResponse>* Deliver(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Deliver(
       grpc::CallbackServerContext* context) override;
-  grpc::ServerUnaryReactor* AddCheckpoint(
-      grpc::CallbackServerContext* context,
-      const v1::AddCheckpointRequest* request,
-      v1::AddCheckpointResponse* response) override;
+  grpc::ServerUnaryReactor* AddCheckpoint(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
 
  private:
   CallHandler* const handler_;

@@ -290,9 +290,13 @@ TEST_F(GatewayTest, InvalidUtf8IsRefusedAndNothingIsStored) {
   bytes[at + 1] = '\xAF';
   const grpc::Status status =
       RawOpenCase(ChannelFor(kFia, gateway_->office_endpoint(), "PK"), bytes);
-  EXPECT_FALSE(status.ok());
-  EXPECT_NE(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "case_reference.summary: is not valid UTF-8");
   EXPECT_EQ(CaseCount(), 0);
+  const auto entries = AuditEntries();
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].action(), "case.open");
+  EXPECT_EQ(entries[0].status_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 class SmallLimitGatewayTest : public GatewayTest {
