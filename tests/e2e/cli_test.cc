@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/e2e/e2e_util.h"
 #include "tests/testing/process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_pki.h"
@@ -56,7 +57,7 @@ TEST_F(CliTest, WhoAmIPrintsIdentityAndRole) {
 
 TEST_F(CliTest, OpenGetListUpdateRoundTrip) {
   const std::string id = OpenCase("两名男子护照被没收 / passports taken");
-  EXPECT_EQ(id, "PK-2026-000001");
+  EXPECT_EQ(id, PkExchangeId(1));
 
   CommandResult get = Cli({"case", "get", id});
   EXPECT_EQ(get.exit_code, 0) << get.err;
@@ -92,10 +93,10 @@ TEST_F(CliTest, ListFollowsEveryPageWithAll) {
 }
 
 TEST_F(CliTest, GatewayRefusalIsOneLineNamingTheStatusAndExits1) {
-  CommandResult r = Cli({"case", "get", "PK-2026-000042"});
+  CommandResult r = Cli({"case", "get", PkExchangeId(42)});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(r.out.empty());
-  EXPECT_THAT(r.err, MatchesRegex("casebridge: NOT_FOUND: case PK-2026-000042 not found\n"));
+  EXPECT_EQ(r.err, "casebridge: NOT_FOUND: case " + PkExchangeId(42) + " not found\n");
 
   CommandResult bad = Cli({"case", "open", "--local-ref", "FIR-8", "--category", "other",
                            "--summary", "x", "--handling", "H3", "--evaluation", "B2"});

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "core/config.h"
 #include "tests/testing/test_pki.h"
 
@@ -44,6 +47,11 @@ std::shared_ptr<grpc::Channel> ChannelFor(const std::string& cert_stem,
     return nullptr;
   }
   return *channel;
+}
+
+std::string PkExchangeId(int n) {
+  const auto year = absl::ToCivilYear(absl::Now(), absl::UTCTimeZone()).year();
+  return absl::StrFormat("PK-%04d-%06d", year, n);
 }
 
 v1::CaseReference ValidDraft(const std::string& summary) {

@@ -22,6 +22,10 @@ std::shared_ptr<grpc::Channel> ChannelFor(const std::string& cert_stem,
                                           const std::string& endpoint,
                                           const std::string& gateway_country);
 
+// The exchange id the PK gateway mints for its `n`th case this year
+// (gateway processes run on the real clock).
+std::string PkExchangeId(int n);
+
 // A complete, valid new case.
 v1::CaseReference ValidDraft(const std::string& summary = "Woman held in Handan after a brokered marriage");
 

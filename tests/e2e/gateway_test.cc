@@ -234,8 +234,8 @@ TEST_F(GatewayTest, TwoOfficesCannotSilentlyOverwriteEachOther) {
 }
 
 TEST_F(GatewayTest, UnknownCaseIsNotFound) {
-  EXPECT_THAT(Office(kFia)->GetCase("PK-2026-999999"),
-              StatusIs(absl::StatusCode::kNotFound, HasSubstr("PK-2026-999999")));
+  EXPECT_THAT(Office(kFia)->GetCase(PkExchangeId(999999)),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(PkExchangeId(999999))));
   EXPECT_THAT(Office(kFia)->GetCase("not-an-id"),
               StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("exchange_id: ")));
 }
@@ -349,7 +349,7 @@ TEST_F(GatewayTest, RestartKeepsAllData) {
         << read.DebugString() << " vs " << c.DebugString();
   }
   ASSERT_OK_AND_ASSIGN(auto next, fia->OpenCase(ValidDraft("after restart")));
-  EXPECT_EQ(next.exchange_id(), "PK-2026-000004");
+  EXPECT_EQ(next.exchange_id(), PkExchangeId(4));
   const auto audit_after = AuditEntries();
   ASSERT_EQ(audit_after.size(), audit_before.size() + 1);
   for (size_t i = 0; i < audit_before.size(); ++i) {

@@ -1,0 +1,104 @@
+#include "client/cli_format.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tests/testing/status_matchers.h"
+
+namespace casebridge::cli {
+namespace {
+
+using ::casebridge::testing::StatusIs;
+using ::testing::HasSubstr;
+
+TEST(CliFormatTest, EnumSpellingDropsPrefixAndUsesDashes) {
+  EXPECT_EQ(EnumSpelling(v1::CaseStatus_descriptor()->FindValueByNumber(
+                v1::CASE_STATUS_VICTIM_LOCATED)),
+            "victim-located");
+  EXPECT_EQ(EnumSpelling(v1::CaseCategory_descriptor()->FindValueByNumber(
+                v1::CASE_CATEGORY_FORCED_MARRIAGE_FRAUD)),
+            "forced-marriage-fraud");
+  EXPECT_EQ(EnumSpelling(v1::HandlingCode_descriptor()->FindValueByNumber(
+                v1::HANDLING_CODE_H2)),
+            "h2");
+}
+
+TEST(CliFormatTest, ParseEnumAcceptsSpellingsAndFullNames) {
+  ASSERT_OK_AND_ASSIGN(int a, ParseEnum(v1::CaseStatus_descriptor(), "--status",
+                                        "Victim_Located"));
+  EXPECT_EQ(a, v1::CASE_STATUS_VICTIM_LOCATED);
+  ASSERT_OK_AND_ASSIGN(int b, ParseEnum(v1::CaseStatus_descriptor(), "--status",
+                                        "CASE_STATUS_CLOSED"));
+  EXPECT_EQ(b, v1::CASE_STATUS_CLOSED);
+  ASSERT_OK_AND_ASSIGN(int c, ParseEnum(v1::HandlingCode_descriptor(),
+                                        "--handling", "H3"));
+  EXPECT_EQ(c, v1::HANDLING_CODE_H3);
+}
+
+TEST(CliFormatTest, ParseEnumRefusesUnknownAndUnspecifiedListingChoices) {
+  EXPECT_THAT(ParseEnum(v1::CaseStatus_descriptor(), "--status", "lost"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--status: \"lost\" is not one of open, "
+                                 "under-investigation")));
+  EXPECT_THAT(ParseEnum(v1::CaseStatus_descriptor(), "--status", "unspecified"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--status")));
+}
+
+TEST(CliFormatTest, EvaluationCodeRoundTrips) {
+  for (const char* code : {"A1", "B2", "C3", "D4", "X4"}) {
+    ASSERT_OK_AND_ASSIGN(v1::Evaluation e, ParseEvaluation(code));
+    EXPECT_EQ(FormatEvaluation(e), code);
+  }
+  EXPECT_THAT(ParseEvaluation("E1"), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              HasSubstr("A, B, C, D or X")));
+  EXPECT_THAT(ParseEvaluation("B5"), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              HasSubstr("1, 2, 3 or 4")));
+  EXPECT_THAT(ParseEvaluation("B"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("B2")));
+}
+
+TEST(CliFormatTest, VictimAndLocationFlags) {
+  ASSERT_OK_AND_ASSIGN(auto v, ParseVictim("V1:age 19: speaks Punjabi"));
+  EXPECT_EQ(v.pseudonym(), "V1");
+  EXPECT_EQ(v.remarks(), "age 19: speaks Punjabi");
+  EXPECT_THAT(ParseVictim(":x"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--victim")));
+  ASSERT_OK_AND_ASSIGN(auto l, ParseLocation("near gate @3, Handan@cn"));
+  EXPECT_EQ(l.description(), "near gate @3, Handan");
+  EXPECT_EQ(l.country(), v1::COUNTRY_CN);
+  EXPECT_THAT(ParseLocation("Handan"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("@")));
+  EXPECT_THAT(ParseLocation("Handan@IN"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("PK or CN")));
+}
+
+TEST(CliFormatTest, TruncateCountsDisplayCellsAndNeverSplitsCharacters) {
+  EXPECT_EQ(Truncate("short", 10), "short");
+  EXPECT_EQ(Truncate("abcdefghij", 5), "abcd…");
+  // CJK characters take two cells each.
+  EXPECT_EQ(Truncate("护照被没收了", 7), "护照被…");
+  // Urdu letters take one cell; the cut lands between code points.
+  EXPECT_EQ(Truncate("پاسپورٹ ضبط", 4), "پاس…");
+  EXPECT_EQ(Truncate("line one\nline two", 40), "line one line two");
+}
+
+TEST(CliFormatTest, TableColumnsAlignWithWideCharacters) {
+  const std::string table = FormatTable({{"ID", "SUMMARY"}, {"护照", "x"}, {"ab", "y"}});
+  EXPECT_EQ(table, "ID    SUMMARY\n护照  x\nab    y\n");
+}
+
+TEST(CliFormatTest, CaseRenderingShowsHandlingRestrictionAndEvaluation) {
+  v1::CaseReference c;
+  c.set_exchange_id("PK-2026-000007");
+  c.set_status(v1::CASE_STATUS_VICTIM_RESCUED);
+  c.set_handling_code(v1::HANDLING_CODE_H3);
+  c.set_handling_restriction("no contact with the broker");
+  c.mutable_evaluation()->set_source_reliability(v1::SOURCE_RELIABILITY_B);
+  c.mutable_evaluation()->set_information_accuracy(v1::INFORMATION_ACCURACY_2);
+  c.set_summary("两名男子\nrescued");
+  const std::string text = FormatCase(c);
+  EXPECT_THAT(text, HasSubstr("PK-2026-000007"));
+  EXPECT_THAT(text, HasSubstr("victim-rescued"));
+  EXPECT_THAT(text, HasSubstr("H3 (no contact with the broker)"));
+  EXPECT_THAT(text, HasSubstr("B2"));
+  EXPECT_THAT(text, HasSubstr("  两名男子\n  rescued\n"));
+}
+
+}  // namespace
+}  // namespace casebridge::cli
