@@ -35,7 +35,10 @@ size_t CodePointAt(const std::string& s, size_t i, uint32_t* cp) {
   const auto b = static_cast<unsigned char>(s[i]);
   size_t len = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : 4;
   if (i + len > s.size()) len = s.size() - i;
-  uint32_t v = len == 1 ? b : len == 2 ? (b & 0x1F) : len == 3 ? (b & 0x0F) : (b & 0x07);
+  uint32_t v = len == 1   ? b
+               : len == 2 ? (b & 0x1F)
+               : len == 3 ? (b & 0x0F)
+                          : (b & 0x07);
   for (size_t k = 1; k < len; ++k) {
     v = (v << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
   }
@@ -44,10 +47,11 @@ size_t CodePointAt(const std::string& s, size_t i, uint32_t* cp) {
 }
 
 int CellWidth(uint32_t cp) {
-  const bool wide = (cp >= 0x1100 && cp <= 0x115F) || (cp >= 0x2E80 && cp <= 0xA4CF) ||
-                    (cp >= 0xAC00 && cp <= 0xD7A3) || (cp >= 0xF900 && cp <= 0xFAFF) ||
-                    (cp >= 0xFE30 && cp <= 0xFE4F) || (cp >= 0xFF00 && cp <= 0xFF60) ||
-                    (cp >= 0xFFE0 && cp <= 0xFFE6) || cp >= 0x20000;
+  const bool wide =
+      (cp >= 0x1100 && cp <= 0x115F) || (cp >= 0x2E80 && cp <= 0xA4CF) ||
+      (cp >= 0xAC00 && cp <= 0xD7A3) || (cp >= 0xF900 && cp <= 0xFAFF) ||
+      (cp >= 0xFE30 && cp <= 0xFE4F) || (cp >= 0xFF00 && cp <= 0xFF60) ||
+      (cp >= 0xFFE0 && cp <= 0xFFE6) || cp >= 0x20000;
   return wide ? 2 : 1;
 }
 
@@ -64,17 +68,20 @@ size_t DisplayWidth(const std::string& s) {
 std::string Time(const google::protobuf::Timestamp& t) {
   if (t.seconds() == 0 && t.nanos() == 0) return "-";
   return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC",
-                          absl::FromUnixSeconds(t.seconds()), absl::UTCTimeZone());
+                          absl::FromUnixSeconds(t.seconds()),
+                          absl::UTCTimeZone());
 }
 
 template <typename E>
 std::string Spell(const EnumDescriptor* type, E value) {
-  const EnumValueDescriptor* v = type->FindValueByNumber(static_cast<int>(value));
+  const EnumValueDescriptor* v =
+      type->FindValueByNumber(static_cast<int>(value));
   return v == nullptr ? absl::StrCat(static_cast<int>(value)) : EnumSpelling(v);
 }
 
 std::string HandlingText(const v1::CaseReference& c) {
-  const std::string code = Spell(v1::HandlingCode_descriptor(), c.handling_code());
+  const std::string code =
+      Spell(v1::HandlingCode_descriptor(), c.handling_code());
   const std::string upper = absl::AsciiStrToUpper(code);
   return c.handling_restriction().empty()
              ? upper
@@ -90,7 +97,8 @@ std::string EnumSpelling(const EnumValueDescriptor* value) {
   return absl::StrReplaceAll(absl::AsciiStrToLower(name), {{"_", "-"}});
 }
 
-absl::StatusOr<int> ParseEnum(const EnumDescriptor* type, const std::string& flag,
+absl::StatusOr<int> ParseEnum(const EnumDescriptor* type,
+                              const std::string& flag,
                               const std::string& text) {
   const std::string wanted =
       absl::StrReplaceAll(absl::AsciiStrToLower(text), {{"_", "-"}});
@@ -100,7 +108,8 @@ absl::StatusOr<int> ParseEnum(const EnumDescriptor* type, const std::string& fla
     if (v->number() == 0) continue;  // UNSPECIFIED is never a choice
     const std::string spelling = EnumSpelling(v);
     if (spelling == wanted ||
-        absl::StrReplaceAll(absl::AsciiStrToLower(v->name()), {{"_", "-"}}) == wanted) {
+        absl::StrReplaceAll(absl::AsciiStrToLower(v->name()), {{"_", "-"}}) ==
+            wanted) {
       return v->number();
     }
     accepted.push_back(spelling);
@@ -117,11 +126,21 @@ absl::StatusOr<v1::Evaluation> ParseEvaluation(const std::string& text) {
   }
   v1::Evaluation e;
   switch (absl::ascii_toupper(static_cast<unsigned char>(text[0]))) {
-    case 'A': e.set_source_reliability(v1::SOURCE_RELIABILITY_A); break;
-    case 'B': e.set_source_reliability(v1::SOURCE_RELIABILITY_B); break;
-    case 'C': e.set_source_reliability(v1::SOURCE_RELIABILITY_C); break;
-    case 'D': e.set_source_reliability(v1::SOURCE_RELIABILITY_D); break;
-    case 'X': e.set_source_reliability(v1::SOURCE_RELIABILITY_X); break;
+    case 'A':
+      e.set_source_reliability(v1::SOURCE_RELIABILITY_A);
+      break;
+    case 'B':
+      e.set_source_reliability(v1::SOURCE_RELIABILITY_B);
+      break;
+    case 'C':
+      e.set_source_reliability(v1::SOURCE_RELIABILITY_C);
+      break;
+    case 'D':
+      e.set_source_reliability(v1::SOURCE_RELIABILITY_D);
+      break;
+    case 'X':
+      e.set_source_reliability(v1::SOURCE_RELIABILITY_X);
+      break;
     default:
       return absl::InvalidArgumentError(
           "--evaluation: source reliability must be A, B, C, D or X");
@@ -130,7 +149,8 @@ absl::StatusOr<v1::Evaluation> ParseEvaluation(const std::string& text) {
     return absl::InvalidArgumentError(
         "--evaluation: information accuracy must be 1, 2, 3 or 4");
   }
-  e.set_information_accuracy(static_cast<v1::InformationAccuracy>(text[1] - '0'));
+  e.set_information_accuracy(
+      static_cast<v1::InformationAccuracy>(text[1] - '0'));
   return e;
 }
 
@@ -148,7 +168,8 @@ absl::StatusOr<v1::VictimReference> ParseVictim(const std::string& text) {
   v.set_pseudonym(text.substr(0, colon));
   if (colon != std::string::npos) v.set_remarks(text.substr(colon + 1));
   if (v.pseudonym().empty()) {
-    return absl::InvalidArgumentError("--victim: expected PSEUDONYM or PSEUDONYM:REMARKS");
+    return absl::InvalidArgumentError(
+        "--victim: expected PSEUDONYM or PSEUDONYM:REMARKS");
   }
   return v;
 }
@@ -163,7 +184,8 @@ absl::StatusOr<v1::Location> ParseLocation(const std::string& text) {
   l.set_description(text.substr(0, at));
   l.set_country(CountryFromCode(absl::AsciiStrToUpper(text.substr(at + 1))));
   if (l.country() == v1::COUNTRY_UNSPECIFIED) {
-    return absl::InvalidArgumentError("--location: country after '@' must be PK or CN");
+    return absl::InvalidArgumentError(
+        "--location: country after '@' must be PK or CN");
   }
   return l;
 }
@@ -193,7 +215,9 @@ std::string Truncate(const std::string& text, size_t max) {
       // Make room for the ellipsis.
       while (!out.empty() && width + 1 > max) {
         size_t back = out.size() - 1;
-        while (back > 0 && (static_cast<unsigned char>(out[back]) & 0xC0) == 0x80) --back;
+        while (back > 0 &&
+               (static_cast<unsigned char>(out[back]) & 0xC0) == 0x80)
+          --back;
         uint32_t last = 0;
         CodePointAt(out, back, &last);
         width -= static_cast<size_t>(CellWidth(last));
@@ -244,7 +268,8 @@ std::string FormatCase(const v1::CaseReference& c) {
       {"Updated:", absl::StrCat(Time(c.updated_at()), " by ", c.updated_by())},
   };
   std::string out = FormatTable(rows);
-  out += absl::StrCat("Summary:\n  ", absl::StrReplaceAll(c.summary(), {{"\n", "\n  "}}), "\n");
+  out += absl::StrCat("Summary:\n  ",
+                      absl::StrReplaceAll(c.summary(), {{"\n", "\n  "}}), "\n");
   if (c.victims_size() > 0) {
     out += "Victims (pseudonymous):\n";
     for (const auto& v : c.victims()) {
@@ -255,25 +280,29 @@ std::string FormatCase(const v1::CaseReference& c) {
   if (c.last_known_locations_size() > 0) {
     out += "Last known locations:\n";
     for (const auto& l : c.last_known_locations()) {
-      out += absl::StrCat("  ", l.description(), " (", CountryCode(l.country()),
-                          l.has_observed_at() ? absl::StrCat(", ", Time(l.observed_at())) : "",
-                          ")\n");
+      out += absl::StrCat(
+          "  ", l.description(), " (", CountryCode(l.country()),
+          l.has_observed_at() ? absl::StrCat(", ", Time(l.observed_at())) : "",
+          ")\n");
     }
   }
   return out;
 }
 
 std::string FormatCaseTable(const std::vector<v1::CaseReference>& cases) {
-  std::vector<std::vector<std::string>> rows = {
-      {"EXCHANGE ID", "STATUS", "CATEGORY", "H", "EVAL", "VER", "OWNER", "SUMMARY"}};
+  std::vector<std::vector<std::string>> rows = {{"EXCHANGE ID", "STATUS",
+                                                 "CATEGORY", "H", "EVAL", "VER",
+                                                 "OWNER", "SUMMARY"}};
   for (const auto& c : cases) {
     std::string owner = c.owner_office();
     if (auto id = ParseSpiffeId(owner); id.ok()) owner = id->name;
-    rows.push_back({c.exchange_id(), Spell(v1::CaseStatus_descriptor(), c.status()),
+    rows.push_back({c.exchange_id(),
+                    Spell(v1::CaseStatus_descriptor(), c.status()),
                     Spell(v1::CaseCategory_descriptor(), c.category()),
-                    absl::AsciiStrToUpper(Spell(v1::HandlingCode_descriptor(), c.handling_code())),
-                    FormatEvaluation(c.evaluation()), absl::StrCat(c.version()), owner,
-                    Truncate(c.summary(), 48)});
+                    absl::AsciiStrToUpper(Spell(v1::HandlingCode_descriptor(),
+                                                c.handling_code())),
+                    FormatEvaluation(c.evaluation()), absl::StrCat(c.version()),
+                    owner, Truncate(c.summary(), 48)});
   }
   return FormatTable(rows);
 }
@@ -290,14 +319,15 @@ std::string FormatAuditEntries(const v1::GetEntriesResponse& entries) {
   std::vector<std::vector<std::string>> rows = {
       {"#", "TIME", "ACTOR", "ACTION", "SUBJECTS", "OUTCOME"}};
   for (const auto& e : entries.entries()) {
-    rows.push_back({absl::StrCat(e.index()), Time(e.time()), e.actor(), e.action(),
-                    absl::StrJoin(e.subjects(), ","),
-                    e.status_code() == 0
-                        ? "OK"
-                        : Truncate(absl::StrCat(GrpcCodeName(static_cast<grpc::StatusCode>(
-                                                    e.status_code())),
-                                                ": ", e.status_message()),
-                                   60)});
+    rows.push_back(
+        {absl::StrCat(e.index()), Time(e.time()), e.actor(), e.action(),
+         absl::StrJoin(e.subjects(), ","),
+         e.status_code() == 0
+             ? "OK"
+             : Truncate(absl::StrCat(GrpcCodeName(static_cast<grpc::StatusCode>(
+                                         e.status_code())),
+                                     ": ", e.status_message()),
+                        60)});
   }
   return FormatTable(rows);
 }

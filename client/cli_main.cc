@@ -78,10 +78,12 @@ struct CaseFlags {
   std::vector<std::string> victims, locations;
 
   void Add(CLI::App* cmd) {
-    cmd->add_option("--local-ref", local_ref, "your own reference (FIR number)");
-    cmd->add_option("--category", category,
-                    "forced-marriage-fraud | forced-labour | sexual-exploitation | "
-                    "suspected-organ-trade | other");
+    cmd->add_option("--local-ref", local_ref,
+                    "your own reference (FIR number)");
+    cmd->add_option(
+        "--category", category,
+        "forced-marriage-fraud | forced-labour | sexual-exploitation | "
+        "suspected-organ-trade | other");
     cmd->add_option("--summary", summary, "what is known (UTF-8)");
     cmd->add_option("--handling", handling, "handling code: H0 | H1 | H2 | H3");
     cmd->add_option("--restriction", restriction, "restriction text (with H3)");
@@ -99,7 +101,8 @@ struct CaseFlags {
       paths->push_back("local_reference");
     }
     if (given("--category")) {
-      auto v = cb::cli::ParseEnum(v1::CaseCategory_descriptor(), "--category", category);
+      auto v = cb::cli::ParseEnum(v1::CaseCategory_descriptor(), "--category",
+                                  category);
       if (!v.ok()) return v.status();
       c->set_category(static_cast<v1::CaseCategory>(*v));
     }
@@ -108,7 +111,8 @@ struct CaseFlags {
       paths->push_back("summary");
     }
     if (given("--handling")) {
-      auto v = cb::cli::ParseEnum(v1::HandlingCode_descriptor(), "--handling", handling);
+      auto v = cb::cli::ParseEnum(v1::HandlingCode_descriptor(), "--handling",
+                                  handling);
       if (!v.ok()) return v.status();
       c->set_handling_code(static_cast<v1::HandlingCode>(*v));
       paths->push_back("handling_code");
@@ -164,7 +168,8 @@ int AuditVerify(const Options& options, const std::string& data_dir) {
     std::cout << "}\n";
   } else if (report->ok()) {
     std::cout << "audit log " << path << ": OK, " << report->entries
-              << (report->entries == 1 ? " entry" : " entries") << ", hash chain intact\n";
+              << (report->entries == 1 ? " entry" : " entries")
+              << ", hash chain intact\n";
   } else {
     std::cout << "audit log " << path << ": DAMAGED at entry "
               << *report->first_bad << ": " << report->problem << "\n";
@@ -200,7 +205,8 @@ int main(int argc, char** argv) {
 
   std::string get_id;
   auto* case_get = case_cmd->add_subcommand("get", "show one case");
-  case_get->add_option("exchange_id", get_id, "e.g. PK-2026-000123")->required();
+  case_get->add_option("exchange_id", get_id, "e.g. PK-2026-000123")
+      ->required();
 
   std::string list_status, list_category, list_owner, list_text, list_token;
   int list_page_size = 0;
@@ -208,19 +214,25 @@ int main(int argc, char** argv) {
   auto* case_list = case_cmd->add_subcommand("list", "list cases");
   case_list->add_option("--status", list_status, "only cases in this status");
   case_list->add_option("--category", list_category, "only this category");
-  case_list->add_option("--owner", list_owner, "only cases of this office (SPIFFE id)");
-  case_list->add_option("--text", list_text, "text in id, reference or summary");
-  case_list->add_option("--page-size", list_page_size, "cases per page (1-500)");
-  case_list->add_option("--page-token", list_token, "continue from a previous page");
+  case_list->add_option("--owner", list_owner,
+                        "only cases of this office (SPIFFE id)");
+  case_list->add_option("--text", list_text,
+                        "text in id, reference or summary");
+  case_list->add_option("--page-size", list_page_size,
+                        "cases per page (1-500)");
+  case_list->add_option("--page-token", list_token,
+                        "continue from a previous page");
   case_list->add_flag("--all", list_all, "fetch every page");
 
   CaseFlags update_flags;
   std::string update_id, update_status;
   int64_t expected_version = 0;
   auto* case_update = case_cmd->add_subcommand("update", "change a case");
-  case_update->add_option("exchange_id", update_id, "e.g. PK-2026-000123")->required();
-  case_update->add_option("--expected-version", expected_version,
-                          "the version you read (from case get)")
+  case_update->add_option("exchange_id", update_id, "e.g. PK-2026-000123")
+      ->required();
+  case_update
+      ->add_option("--expected-version", expected_version,
+                   "the version you read (from case get)")
       ->required();
   case_update->add_option("--status", update_status,
                           "open | under-investigation | victim-located | "
@@ -232,12 +244,15 @@ int main(int argc, char** argv) {
   std::string data_dir;
   auto* audit_verify = audit_cmd->add_subcommand(
       "verify", "check a gateway's audit log offline (no server needed)");
-  audit_verify->add_option("--data-dir", data_dir, "the gateway's data_dir")->required();
+  audit_verify->add_option("--data-dir", data_dir, "the gateway's data_dir")
+      ->required();
   uint64_t entries_start = 0;
   int entries_page = 50;
-  auto* audit_entries = audit_cmd->add_subcommand("entries", "read audit entries (auditors)");
+  auto* audit_entries =
+      audit_cmd->add_subcommand("entries", "read audit entries (auditors)");
   audit_entries->add_option("--start", entries_start, "first entry index");
-  audit_entries->add_option("--page-size", entries_page, "entries to read (1-1000)");
+  audit_entries->add_option("--page-size", entries_page,
+                            "entries to read (1-1000)");
 
   try {
     app.parse(argc, argv);
@@ -261,12 +276,15 @@ int main(int argc, char** argv) {
   if (health->parsed()) {
     auto status = c.Health(health_service);
     if (!status.ok()) return ReportStatus(status.status(), kExitRpc);
-    const bool serving = *status == grpc::health::v1::HealthCheckResponse::SERVING;
-    const std::string name = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(*status);
+    const bool serving =
+        *status == grpc::health::v1::HealthCheckResponse::SERVING;
+    const std::string name =
+        grpc::health::v1::HealthCheckResponse::ServingStatus_Name(*status);
     if (options.json) {
       std::cout << "{\"status\":\"" << name << "\"}\n";
     } else {
-      std::cout << (health_service.empty() ? "gateway" : health_service) << ": " << name << "\n";
+      std::cout << (health_service.empty() ? "gateway" : health_service) << ": "
+                << name << "\n";
     }
     return serving ? kExitOk : kExitRpc;
   }
@@ -278,8 +296,9 @@ int main(int argc, char** argv) {
     }
     auto opened = c.OpenCase(draft, request_id);
     if (!opened.ok()) return ReportStatus(opened.status(), kExitRpc);
-    Print(options, *opened, absl::StrCat("Opened case ", opened->exchange_id(), "\n",
-                                         cb::cli::FormatCase(*opened)));
+    Print(options, *opened,
+          absl::StrCat("Opened case ", opened->exchange_id(), "\n",
+                       cb::cli::FormatCase(*opened)));
     return kExitOk;
   }
   if (case_get->parsed()) {
@@ -291,12 +310,14 @@ int main(int argc, char** argv) {
   if (case_list->parsed()) {
     v1::ListCasesRequest request;
     if (!list_status.empty()) {
-      auto v = cb::cli::ParseEnum(v1::CaseStatus_descriptor(), "--status", list_status);
+      auto v = cb::cli::ParseEnum(v1::CaseStatus_descriptor(), "--status",
+                                  list_status);
       if (!v.ok()) return Usage(std::string(v.status().message()));
       request.set_status(static_cast<v1::CaseStatus>(*v));
     }
     if (!list_category.empty()) {
-      auto v = cb::cli::ParseEnum(v1::CaseCategory_descriptor(), "--category", list_category);
+      auto v = cb::cli::ParseEnum(v1::CaseCategory_descriptor(), "--category",
+                                  list_category);
       if (!v.ok()) return Usage(std::string(v.status().message()));
       request.set_category(static_cast<v1::CaseCategory>(*v));
     }
@@ -308,12 +329,14 @@ int main(int argc, char** argv) {
     while (true) {
       auto page = c.ListCases(request);
       if (!page.ok()) return ReportStatus(page.status(), kExitRpc);
-      for (auto& item : *page->mutable_cases()) *all.add_cases() = std::move(item);
+      for (auto& item : *page->mutable_cases())
+        *all.add_cases() = std::move(item);
       all.set_next_page_token(page->next_page_token());
       if (!list_all || page->next_page_token().empty()) break;
       request.set_page_token(page->next_page_token());
     }
-    std::vector<v1::CaseReference> cases(all.cases().begin(), all.cases().end());
+    std::vector<v1::CaseReference> cases(all.cases().begin(),
+                                         all.cases().end());
     std::string text = cb::cli::FormatCaseTable(cases);
     text += absl::StrCat(cases.size(), cases.size() == 1 ? " case" : " cases");
     if (!all.next_page_token().empty()) {
@@ -330,7 +353,8 @@ int main(int argc, char** argv) {
     request.set_expected_version(expected_version);
     std::vector<std::string> paths;
     if (!update_status.empty()) {
-      auto v = cb::cli::ParseEnum(v1::CaseStatus_descriptor(), "--status", update_status);
+      auto v = cb::cli::ParseEnum(v1::CaseStatus_descriptor(), "--status",
+                                  update_status);
       if (!v.ok()) return Usage(std::string(v.status().message()));
       changes->set_status(static_cast<v1::CaseStatus>(*v));
       paths.push_back("status");
@@ -341,13 +365,15 @@ int main(int argc, char** argv) {
     if (case_update->count("--category") > 0) {
       return Usage("--category cannot be changed once a case is open");
     }
-    if (paths.empty()) return Usage("case update: give at least one field to change");
+    if (paths.empty())
+      return Usage("case update: give at least one field to change");
     for (const auto& p : paths) request.mutable_update_mask()->add_paths(p);
     auto updated = c.UpdateCase(request);
     if (!updated.ok()) return ReportStatus(updated.status(), kExitRpc);
-    Print(options, *updated,
-          absl::StrCat("Updated case ", updated->exchange_id(), " to version ",
-                       updated->version(), "\n", cb::cli::FormatCase(*updated)));
+    Print(
+        options, *updated,
+        absl::StrCat("Updated case ", updated->exchange_id(), " to version ",
+                     updated->version(), "\n", cb::cli::FormatCase(*updated)));
     return kExitOk;
   }
   if (audit_entries->parsed()) {

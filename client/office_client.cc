@@ -48,8 +48,8 @@ absl::StatusOr<v1::WhoAmIResponse> OfficeClient::WhoAmI() {
   grpc::ClientContext context;
   Prepare(context);
   v1::WhoAmIResponse response;
-  CB_RETURN_IF_ERROR(
-      FromGrpcStatus(office_->WhoAmI(&context, v1::WhoAmIRequest(), &response)));
+  CB_RETURN_IF_ERROR(FromGrpcStatus(
+      office_->WhoAmI(&context, v1::WhoAmIRequest(), &response)));
   return response;
 }
 

@@ -39,8 +39,8 @@ class OfficeClient {
   // SERVING / NOT_SERVING of `service` ("" for the whole gateway).
   absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
       const std::string& service = "");
-  absl::StatusOr<v1::CaseReference> OpenCase(const v1::CaseReference& draft,
-                                             const std::string& request_id = "");
+  absl::StatusOr<v1::CaseReference> OpenCase(
+      const v1::CaseReference& draft, const std::string& request_id = "");
   absl::StatusOr<v1::CaseReference> GetCase(const std::string& exchange_id);
   absl::StatusOr<v1::ListCasesResponse> ListCases(
       const v1::ListCasesRequest& request);

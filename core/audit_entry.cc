@@ -36,13 +36,15 @@ class Reader {
   bool U32(uint32_t& v) {
     if (!Need(4)) return false;
     v = 0;
-    for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(data_[pos_++]);
+    for (int i = 0; i < 4; ++i)
+      v = (v << 8) | static_cast<uint8_t>(data_[pos_++]);
     return true;
   }
   bool U64(uint64_t& v) {
     if (!Need(8)) return false;
     v = 0;
-    for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(data_[pos_++]);
+    for (int i = 0; i < 8; ++i)
+      v = (v << 8) | static_cast<uint8_t>(data_[pos_++]);
     return true;
   }
   bool String(std::string& s) {
@@ -64,8 +66,8 @@ class Reader {
  private:
   bool Need(size_t n) {
     if (data_.size() - pos_ < n) {
-      error_ = absl::StrCat("entry ends at offset ", data_.size(),
-                            ", needed ", n, " bytes at offset ", pos_);
+      error_ = absl::StrCat("entry ends at offset ", data_.size(), ", needed ",
+                            n, " bytes at offset ", pos_);
       return false;
     }
     return true;
@@ -115,7 +117,8 @@ absl::StatusOr<Entry> Decode(absl::string_view bytes) {
   }
   e.time = absl::FromUnixMicros(static_cast<int64_t>(time_us));
   e.status_code = static_cast<int32_t>(code);
-  if (!r.String(e.actor) || !r.String(e.action)) return fail("bad actor/action");
+  if (!r.String(e.actor) || !r.String(e.action))
+    return fail("bad actor/action");
   uint32_t n = 0;
   if (!r.U32(n)) return fail("truncated subject count");
   if (n > kMaxSubjects) return fail(absl::StrCat(n, " subjects"));

@@ -15,18 +15,18 @@
 namespace casebridge::audit {
 
 inline constexpr uint8_t kEntryVersion = 1;
-inline constexpr size_t kMaxStringBytes = 16 * 1024;
+inline constexpr size_t kMaxStringBytes = size_t{16} * 1024;
 inline constexpr size_t kMaxSubjects = 64;
 
 struct Entry {
-  uint64_t index = 0;        // 0-based position in the log
-  absl::Time time;           // microsecond precision
-  std::string actor;         // SPIFFE id of the caller or the gateway
-  std::string action;        // e.g. "case.open"
+  uint64_t index = 0;                 // 0-based position in the log
+  absl::Time time;                    // microsecond precision
+  std::string actor;                  // SPIFFE id of the caller or the gateway
+  std::string action;                 // e.g. "case.open"
   std::vector<std::string> subjects;  // exchange ids, message ids...
-  std::string payload_hash;  // SHA-256(salt || payload), 32 bytes
-  int32_t status_code = 0;   // grpc::StatusCode of the outcome
-  std::string status_message;  // reason of a refusal; empty on success
+  std::string payload_hash;           // SHA-256(salt || payload), 32 bytes
+  int32_t status_code = 0;            // grpc::StatusCode of the outcome
+  std::string status_message;         // reason of a refusal; empty on success
 
   bool operator==(const Entry&) const = default;
 };

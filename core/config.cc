@@ -24,7 +24,9 @@ namespace fs = std::filesystem;
 class TableReader {
  public:
   TableReader(const toml::table& table, std::string prefix, fs::path base_dir)
-      : table_(table), prefix_(std::move(prefix)), base_dir_(std::move(base_dir)) {}
+      : table_(table),
+        prefix_(std::move(prefix)),
+        base_dir_(std::move(base_dir)) {}
 
   std::string Path(absl::string_view key) const {
     return prefix_.empty() ? std::string(key) : absl::StrCat(prefix_, ".", key);
@@ -87,7 +89,8 @@ class TableReader {
     return value;
   }
 
-  absl::StatusOr<const toml::table*> Table(absl::string_view key, bool required) {
+  absl::StatusOr<const toml::table*> Table(absl::string_view key,
+                                           bool required) {
     const toml::node* node = Get(key);
     if (node == nullptr) {
       if (required) return Error(key, "section is required");
@@ -127,8 +130,8 @@ absl::Status CheckAddress(TableReader& reader, absl::string_view key,
   uint32_t port = 0;
   if (colon == std::string::npos || colon == 0 ||
       !absl::SimpleAtoi(address.substr(colon + 1), &port) || port > 65535) {
-    return reader.Error(key, absl::StrCat("\"", address,
-                                          "\" is not host:port"));
+    return reader.Error(key,
+                        absl::StrCat("\"", address, "\" is not host:port"));
   }
   return absl::OkStatus();
 }
@@ -146,7 +149,8 @@ absl::StatusOr<toml::table> ParseToml(const std::string& text,
 
 absl::Status WithFile(const absl::Status& status, const std::string& path) {
   if (status.ok()) return status;
-  return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));
+  return absl::Status(status.code(),
+                      absl::StrCat(path, ": ", status.message()));
 }
 
 absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
@@ -161,9 +165,9 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
   }
   CB_ASSIGN_OR_RETURN(config.identity, top.String("identity", true));
   if (config.identity != GatewayIdentity(config.country)) {
-    return top.Error("identity", absl::StrCat("must be ",
-                                              GatewayIdentity(config.country),
-                                              " for country ", country));
+    return top.Error("identity",
+                     absl::StrCat("must be ", GatewayIdentity(config.country),
+                                  " for country ", country));
   }
   CB_ASSIGN_OR_RETURN(config.data_dir, top.Directory("data_dir", true, false));
   CB_ASSIGN_OR_RETURN(config.log_level, top.String("log_level", false, "info"));
@@ -208,12 +212,11 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
     CB_ASSIGN_OR_RETURN(const toml::table* t, top.Table("peer", true));
     TableReader peer(*t, "peer", base_dir);
     CB_ASSIGN_OR_RETURN(config.peer_identity, peer.String("identity", true));
-    const v1::Country peer_country = config.country == v1::COUNTRY_PK
-                                         ? v1::COUNTRY_CN
-                                         : v1::COUNTRY_PK;
+    const v1::Country peer_country =
+        config.country == v1::COUNTRY_PK ? v1::COUNTRY_CN : v1::COUNTRY_PK;
     if (config.peer_identity != GatewayIdentity(peer_country)) {
-      return peer.Error("identity",
-                        absl::StrCat("must be ", GatewayIdentity(peer_country)));
+      return peer.Error(
+          "identity", absl::StrCat("must be ", GatewayIdentity(peer_country)));
     }
     CB_ASSIGN_OR_RETURN(config.peer_endpoint, peer.String("endpoint", true));
     CB_RETURN_IF_ERROR(CheckAddress(peer, "endpoint", config.peer_endpoint));
@@ -240,7 +243,8 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
       CB_ASSIGN_OR_RETURN(entry.identity, office.String("identity", true));
       auto id = ParseSpiffeId(entry.identity);
       if (!id.ok()) return office.Error("identity", id.status().message());
-      if (id->country != config.country || id->kind == PrincipalKind::kGateway) {
+      if (id->country != config.country ||
+          id->kind == PrincipalKind::kGateway) {
         return office.Error("identity",
                             "must be an office or auditor of this gateway's "
                             "country");
@@ -284,12 +288,13 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
     CB_ASSIGN_OR_RETURN(l.keepalive_timeout_seconds,
                         limits.Integer("keepalive_timeout_seconds",
                                        l.keepalive_timeout_seconds, 1, 600));
-    CB_ASSIGN_OR_RETURN(l.max_connection_age_seconds,
-                        limits.Integer("max_connection_age_seconds",
-                                       l.max_connection_age_seconds, 10,
-                                       7 * 86400));
-    CB_ASSIGN_OR_RETURN(l.drain_seconds,
-                        limits.Integer("drain_seconds", l.drain_seconds, 0, 600));
+    CB_ASSIGN_OR_RETURN(
+        l.max_connection_age_seconds,
+        limits.Integer("max_connection_age_seconds",
+                       l.max_connection_age_seconds, 10, int64_t{7} * 86400));
+    CB_ASSIGN_OR_RETURN(
+        l.drain_seconds,
+        limits.Integer("drain_seconds", l.drain_seconds, 0, 600));
     CB_ASSIGN_OR_RETURN(l.default_deadline_seconds,
                         limits.Integer("default_deadline_seconds",
                                        l.default_deadline_seconds, 1, 3600));

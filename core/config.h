@@ -41,20 +41,20 @@ struct Gateway {
   std::string office_address;  // host:port; port 0 picks a free one
   std::string peer_address;
 
-  std::string tls_cert;      // our gateway certificate (chain), PEM
-  std::string tls_key;       // its private key, PEM
-  std::string own_ca;        // trusted on the office port
-  std::string peer_ca;       // trusted on the peer port
-  std::string crl_dir;       // hashed CRL files (<hash>.rN) for both CAs
+  std::string tls_cert;  // our gateway certificate (chain), PEM
+  std::string tls_key;   // its private key, PEM
+  std::string own_ca;    // trusted on the office port
+  std::string peer_ca;   // trusted on the peer port
+  std::string crl_dir;   // hashed CRL files (<hash>.rN) for both CAs
   int cert_refresh_seconds = 60;
 
   std::string envelope_signing_key;    // Ed25519, PKCS#8 PEM
   std::string checkpoint_signing_key;  // Ed25519, PKCS#8 PEM
   std::string witness_signing_key;     // Ed25519, PKCS#8 PEM
 
-  std::string peer_identity;  // pinned SPIFFE id of the peer gateway
-  std::string peer_endpoint;  // host:port of the peer's peer port
-  std::string peer_envelope_public_key;    // PEM
+  std::string peer_identity;             // pinned SPIFFE id of the peer gateway
+  std::string peer_endpoint;             // host:port of the peer's peer port
+  std::string peer_envelope_public_key;  // PEM
   std::string peer_checkpoint_public_key;  // PEM
   std::string peer_witness_public_key;     // PEM
 

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -120,12 +121,13 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     const int err = errno;
-    const std::string reason = std::strerror(err);
+    const std::string reason = std::generic_category().message(err);
     if (err == EACCES) {
       return absl::PermissionDeniedError(
           absl::StrCat("cannot read ", path, ": ", reason));
     }
-    return absl::NotFoundError(absl::StrCat("cannot read ", path, ": ", reason));
+    return absl::NotFoundError(
+        absl::StrCat("cannot read ", path, ": ", reason));
   }
   std::ostringstream contents;
   contents << in.rdbuf();
@@ -154,8 +156,8 @@ absl::StatusOr<std::unique_ptr<Ed25519Signer>> Ed25519Signer::FromPem(
   if (bio == nullptr) return absl::InternalError("BIO_new_mem_buf failed");
   EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
   if (key == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "not a PEM private key (", OpenSslErrorText(), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a PEM private key (", OpenSslErrorText(), ")"));
   }
   CB_ASSIGN_OR_RETURN(std::string raw, RawPublicKey(key.get()));
   return std::unique_ptr<Ed25519Signer>(

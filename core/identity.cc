@@ -17,7 +17,8 @@ constexpr absl::string_view kTrustDomainSuffix = ".casebridge";
 bool IsValidName(absl::string_view name) {
   if (name.empty() || name.size() > 64) return false;
   for (const char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
     if (!ok) return false;
   }
   return true;
@@ -52,7 +53,8 @@ absl::StatusOr<SpiffeId> ParseSpiffeId(absl::string_view uri) {
     return absl::InvalidArgumentError(
         absl::StrCat("identity \"", uri, "\" ", why));
   };
-  if (!absl::StartsWith(uri, kScheme)) return bad("does not start with spiffe://");
+  if (!absl::StartsWith(uri, kScheme))
+    return bad("does not start with spiffe://");
   const absl::string_view rest = uri.substr(kScheme.size());
   const std::vector<absl::string_view> parts = absl::StrSplit(rest, '/');
   SpiffeId id;
@@ -68,7 +70,8 @@ absl::StatusOr<SpiffeId> ParseSpiffeId(absl::string_view uri) {
     id.kind = PrincipalKind::kGateway;
     return id;
   }
-  if (parts.size() != 3) return bad("is not <domain>/gateway, /office/<name> or /auditor/<name>");
+  if (parts.size() != 3)
+    return bad("is not <domain>/gateway, /office/<name> or /auditor/<name>");
   if (parts[1] == "office") {
     id.kind = PrincipalKind::kOffice;
   } else if (parts[1] == "auditor") {
@@ -76,7 +79,8 @@ absl::StatusOr<SpiffeId> ParseSpiffeId(absl::string_view uri) {
   } else {
     return bad("is not <domain>/gateway, /office/<name> or /auditor/<name>");
   }
-  if (!IsValidName(parts[2])) return bad("has a name that is not 1-64 of [a-z0-9-]");
+  if (!IsValidName(parts[2]))
+    return bad("has a name that is not 1-64 of [a-z0-9-]");
   id.name = std::string(parts[2]);
   return id;
 }
@@ -87,8 +91,7 @@ absl::StatusOr<std::string> PeerSpiffeId(const grpc::AuthContext& context) {
   }
   std::string found;
   int count = 0;
-  for (const grpc::string_ref& value :
-       context.FindPropertyValues("peer_uri")) {
+  for (const grpc::string_ref& value : context.FindPropertyValues("peer_uri")) {
     const std::string san(value.data(), value.size());
     if (absl::StartsWith(san, kScheme)) {
       found = san;

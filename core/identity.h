@@ -22,10 +22,10 @@ namespace casebridge {
 enum class PrincipalKind { kGateway, kOffice, kAuditor };
 
 struct SpiffeId {
-  std::string uri;           // the whole id, as parsed
+  std::string uri;  // the whole id, as parsed
   v1::Country country = v1::COUNTRY_UNSPECIFIED;
   PrincipalKind kind = PrincipalKind::kGateway;
-  std::string name;          // empty for a gateway
+  std::string name;  // empty for a gateway
 };
 
 // INVALID_ARGUMENT naming what is wrong.

@@ -42,8 +42,8 @@ void Write(Level level, absl::string_view event, const nlohmann::json& fields) {
     for (const auto& [key, value] : fields.items()) line[key] = value;
   }
   // Invalid UTF-8 from a peer must not make logging throw.
-  std::string text =
-      line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+  std::string text = line.dump(
+      -1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
   text.push_back('\n');
   // One write(2) per line keeps lines whole across threads.
   const char* data = text.data();

@@ -19,15 +19,16 @@ constexpr int kMaxDepth = 32;
 
 std::string FieldPath(const std::string& prefix, const FieldDescriptor* field,
                       int index) {
-  std::string name = prefix.empty() ? field->name()
-                                    : absl::StrCat(prefix, ".", field->name());
+  std::string name =
+      prefix.empty() ? field->name() : absl::StrCat(prefix, ".", field->name());
   if (field->is_repeated()) absl::StrAppend(&name, "[", index, "]");
   return name;
 }
 
 // Returns false on malformed input; sets *found on the first bad string.
-bool Walk(const Descriptor* type, CodedInputStream& in, const std::string& prefix,
-          int depth, std::optional<std::string>* found) {
+bool Walk(const Descriptor* type, CodedInputStream& in,
+          const std::string& prefix, int depth,
+          std::optional<std::string>* found) {
   if (depth > kMaxDepth) return false;
   std::map<int, int> seen;  // occurrences per field number, for indices
   while (true) {

@@ -17,17 +17,20 @@
 
 #define CB_RETURN_IF_ERROR_IMPL_(status, expr) \
   do {                                         \
-    const ::absl::Status status = (expr);      \
+    ::absl::Status status = (expr);            \
     if (!status.ok()) return status;           \
   } while (false)
 
 // `lhs = value of expr`, or returns its status from the enclosing function.
 // `lhs` may declare a variable: CB_ASSIGN_OR_RETURN(auto x, MakeX());
-#define CB_ASSIGN_OR_RETURN(lhs, expr) \
-  CB_ASSIGN_OR_RETURN_IMPL_(CB_STATUS_CONCAT_(cb_statusor_, __COUNTER__), lhs, expr)
+// NOLINTNEXTLINE(bugprone-macro-parentheses): lhs may be a declaration.
+#define CB_ASSIGN_OR_RETURN(lhs, expr)                                         \
+  CB_ASSIGN_OR_RETURN_IMPL_(CB_STATUS_CONCAT_(cb_statusor_, __COUNTER__), lhs, \
+                            expr)
 
-#define CB_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr) \
-  auto statusor = (expr);                              \
+// NOLINTNEXTLINE(bugprone-macro-parentheses): lhs may be a declaration.
+#define CB_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr)     \
+  auto statusor = (expr);                                  \
   if (!statusor.ok()) return std::move(statusor).status(); \
   lhs = std::move(statusor).value()
 

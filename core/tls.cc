@@ -92,9 +92,9 @@ class SpiffeIdVerifier final : public ExternalCertificateVerifier {
     if (spiffe == 1 && matches == 1) {
       *sync_status = grpc::Status::OK;
     } else {
-      *sync_status = grpc::Status(
-          grpc::StatusCode::UNAUTHENTICATED,
-          absl::StrCat("server certificate is not ", expected_));
+      *sync_status =
+          grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                       absl::StrCat("server certificate is not ", expected_));
     }
     return true;  // decided synchronously
   }
@@ -157,11 +157,12 @@ MakeChannelCredentials(const ChannelOptions& options) {
                       crypto::ReadFile(options.ca_file));
   CB_ASSIGN_OR_RETURN(const std::string cert,
                       crypto::ReadFile(options.cert_file));
-  CB_ASSIGN_OR_RETURN(const std::string key, crypto::ReadFile(options.key_file));
+  CB_ASSIGN_OR_RETURN(const std::string key,
+                      crypto::ReadFile(options.key_file));
   auto provider =
       std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
-          roots, std::vector<grpc::experimental::IdentityKeyCertPair>{
-                     {key, cert}});
+          roots,
+          std::vector<grpc::experimental::IdentityKeyCertPair>{{key, cert}});
   grpc::experimental::TlsChannelCredentialsOptions tls_options;
   tls_options.set_certificate_provider(provider);
   tls_options.watch_root_certs();
@@ -187,20 +188,22 @@ absl::Status CheckCrlCoverage(const std::string& ca_file,
     const unsigned long hash = X509_NAME_hash_ex(  // NOLINT(google-runtime-int)
         X509_get_subject_name(ca.get()), nullptr, nullptr, &ok);
     if (ok != 1) {
-      return absl::InternalError(absl::StrCat("hashing subject of CA in ",
-                                              ca_file));
+      return absl::InternalError(
+          absl::StrCat("hashing subject of CA in ", ca_file));
     }
     const std::string stem = absl::StrFormat("%08lx.r", hash);
     const std::string subject = SubjectOf(ca.get());
     absl::Time newest_next_update = absl::InfinitePast();
     bool found = false;
     for (int n = 0; n < 1000; ++n) {
-      const std::string path = (fs::path(crl_dir) / absl::StrCat(stem, n)).string();
+      const std::string path =
+          (fs::path(crl_dir) / absl::StrCat(stem, n)).string();
       std::error_code ec;
       if (!fs::exists(path, ec)) break;
       CB_ASSIGN_OR_RETURN(const std::string data, crypto::ReadFile(path));
       BioPtr bio = MemBio(data);
-      X509CrlPtr crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+      X509CrlPtr crl(
+          PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
       if (crl == nullptr) {
         ERR_clear_error();
         BioPtr der = MemBio(data);
@@ -208,8 +211,7 @@ absl::Status CheckCrlCoverage(const std::string& ca_file,
       }
       if (crl == nullptr) {
         ERR_clear_error();
-        return absl::FailedPreconditionError(
-            absl::StrCat(path, ": not a CRL"));
+        return absl::FailedPreconditionError(absl::StrCat(path, ": not a CRL"));
       }
       if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()),
                         X509_get_subject_name(ca.get())) != 0 ||
@@ -223,10 +225,11 @@ absl::Status CheckCrlCoverage(const std::string& ca_file,
           newest_next_update, Asn1ToTime(X509_CRL_get0_nextUpdate(crl.get())));
     }
     if (!found) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "CRL directory ", crl_dir, " has no CRL for trusted CA ", subject,
-          " (expected ", stem, "0); without it revoked certificates of that "
-          "CA would be accepted"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("CRL directory ", crl_dir, " has no CRL for trusted CA ",
+                       subject, " (expected ", stem,
+                       "0); without it revoked certificates of that "
+                       "CA would be accepted"));
     }
     if (newest_next_update <= now) {
       return absl::FailedPreconditionError(absl::StrCat(

@@ -21,8 +21,8 @@ struct AuditEvent {
   std::string actor;                  // verified SPIFFE id of the caller
   std::string action;                 // e.g. "case.open"
   std::vector<std::string> subjects;  // ids the action concerned
-  std::string payload;    // bytes committed to as SHA-256(salt || payload)
-  absl::Status outcome;   // OK, or the refusal sent to the caller
+  std::string payload;   // bytes committed to as SHA-256(salt || payload)
+  absl::Status outcome;  // OK, or the refusal sent to the caller
 };
 
 // An entry as stored: its exact bytes, its chain link, and the decoded form.
@@ -34,9 +34,9 @@ struct StoredEntry {
 };
 
 struct VerifyReport {
-  uint64_t entries = 0;                  // entries examined
-  std::optional<uint64_t> first_bad;     // index of the first bad entry
-  std::string problem;                   // what is wrong with it
+  uint64_t entries = 0;               // entries examined
+  std::optional<uint64_t> first_bad;  // index of the first bad entry
+  std::string problem;                // what is wrong with it
   bool ok() const { return !first_bad.has_value(); }
 };
 

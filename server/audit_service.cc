@@ -43,8 +43,10 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetEntries(
           return absl::InvalidArgumentError(
               "page_size: must be between 1 and 1000 (0 for 100)");
         }
-        const size_t max = page_size == 0 ? 100 : static_cast<size_t>(page_size);
-        CB_ASSIGN_OR_RETURN(auto entries, audit_->Read(in.request.start(), max));
+        const size_t max =
+            page_size == 0 ? 100 : static_cast<size_t>(page_size);
+        CB_ASSIGN_OR_RETURN(auto entries,
+                            audit_->Read(in.request.start(), max));
         uint64_t next = in.request.start();
         for (const StoredEntry& stored : entries) {
           v1::AuditEntry* e = out->add_entries();

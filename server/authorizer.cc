@@ -8,19 +8,32 @@ namespace casebridge::server {
 
 const char* ActionName(Action action) {
   switch (action) {
-    case Action::kWhoAmI: return "WhoAmI";
-    case Action::kOpenCase: return "OpenCase";
-    case Action::kGetCase: return "GetCase";
-    case Action::kListCases: return "ListCases";
-    case Action::kUpdateCase: return "UpdateCase";
-    case Action::kShareCase: return "ShareCase";
-    case Action::kSendMessage: return "SendMessage";
-    case Action::kWatchInbox: return "WatchInbox";
-    case Action::kAcknowledge: return "Acknowledge";
-    case Action::kGetDeliveryStatus: return "GetDeliveryStatus";
-    case Action::kReadAudit: return "ReadAudit";
-    case Action::kDeliver: return "Deliver";
-    case Action::kAddCheckpoint: return "AddCheckpoint";
+    case Action::kWhoAmI:
+      return "WhoAmI";
+    case Action::kOpenCase:
+      return "OpenCase";
+    case Action::kGetCase:
+      return "GetCase";
+    case Action::kListCases:
+      return "ListCases";
+    case Action::kUpdateCase:
+      return "UpdateCase";
+    case Action::kShareCase:
+      return "ShareCase";
+    case Action::kSendMessage:
+      return "SendMessage";
+    case Action::kWatchInbox:
+      return "WatchInbox";
+    case Action::kAcknowledge:
+      return "Acknowledge";
+    case Action::kGetDeliveryStatus:
+      return "GetDeliveryStatus";
+    case Action::kReadAudit:
+      return "ReadAudit";
+    case Action::kDeliver:
+      return "Deliver";
+    case Action::kAddCheckpoint:
+      return "AddCheckpoint";
   }
   return "unknown";
 }
@@ -35,9 +48,8 @@ absl::StatusOr<Caller> OfficeAuthorizer::Identify(
     const std::string& identity) const {
   auto it = by_identity_.find(identity);
   if (it == by_identity_.end()) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("identity ", identity,
-                     " is not in this gateway's office table"));
+    return absl::PermissionDeniedError(absl::StrCat(
+        "identity ", identity, " is not in this gateway's office table"));
   }
   return Caller{identity, it->second};
 }
@@ -47,12 +59,13 @@ absl::Status OfficeAuthorizer::Authorize(const Caller& caller, Action action) {
   static const auto* kReaders = new std::set<Action>{
       Action::kWhoAmI, Action::kGetCase, Action::kListCases};
   static const auto* kOfficers = new std::set<Action>{
-      Action::kWhoAmI,      Action::kOpenCase,    Action::kGetCase,
-      Action::kListCases,   Action::kUpdateCase,  Action::kShareCase,
-      Action::kSendMessage, Action::kWatchInbox,  Action::kAcknowledge,
+      Action::kWhoAmI,           Action::kOpenCase,   Action::kGetCase,
+      Action::kListCases,        Action::kUpdateCase, Action::kShareCase,
+      Action::kSendMessage,      Action::kWatchInbox, Action::kAcknowledge,
       Action::kGetDeliveryStatus};
-  static const auto* kAuditors = new std::set<Action>{
-      Action::kWhoAmI, Action::kGetCase, Action::kListCases, Action::kReadAudit};
+  static const auto* kAuditors =
+      new std::set<Action>{Action::kWhoAmI, Action::kGetCase,
+                           Action::kListCases, Action::kReadAudit};
 
   const std::set<Action>* allowed = nullptr;
   switch (caller.office->role) {

@@ -26,11 +26,12 @@ absl::Status ParseRequest(const std::string& bytes,
                           google::protobuf::Message* message) {
   if (message->ParseFromString(bytes)) return absl::OkStatus();
   if (auto field = FindInvalidUtf8Field(message->GetDescriptor(), bytes)) {
-    return absl::InvalidArgumentError(absl::StrCat(*field, ": is not valid UTF-8"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(*field, ": is not valid UTF-8"));
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "request: not a well-formed ", message->GetDescriptor()->full_name(),
-      " message"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("request: not a well-formed ",
+                   message->GetDescriptor()->full_name(), " message"));
 }
 
 std::string ByteBufferToString(const grpc::ByteBuffer& buffer) {
@@ -48,8 +49,8 @@ absl::Status SerializeToByteBuffer(const google::protobuf::Message& message,
                                    grpc::ByteBuffer* buffer) {
   std::string bytes;
   if (!message.SerializeToString(&bytes)) {
-    return absl::InternalError(absl::StrCat("serializing ",
-                                            message.GetDescriptor()->full_name()));
+    return absl::InternalError(
+        absl::StrCat("serializing ", message.GetDescriptor()->full_name()));
   }
   grpc::Slice slice(bytes);
   grpc::ByteBuffer(&slice, 1).Swap(buffer);
@@ -59,7 +60,8 @@ absl::Status SerializeToByteBuffer(const google::protobuf::Message& message,
 std::vector<std::string> SafeSubjects(std::vector<std::string> candidates) {
   std::vector<std::string> out;
   for (std::string& s : candidates) {
-    if (!s.empty() && s.size() <= 128 && IsValidUtf8(s)) out.push_back(std::move(s));
+    if (!s.empty() && s.size() <= 128 && IsValidUtf8(s))
+      out.push_back(std::move(s));
   }
   return out;
 }
@@ -85,20 +87,21 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
   if (port_ == Port::kOffice) {
     auto caller = office_authorizer_.Identify(*id);
     if (!caller.ok()) return caller.status();
-    if (auto allowed = OfficeAuthorizer::Authorize(*caller, action); !allowed.ok()) {
+    if (auto allowed = OfficeAuthorizer::Authorize(*caller, action);
+        !allowed.ok()) {
       return allowed;
     }
     return caller;
   }
   // Peer port: only the pinned peer gateway, and only peer and audit calls.
   if (*id != config_->peer_identity) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "identity ", *id, " is not the configured peer gateway"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("identity ", *id, " is not the configured peer gateway"));
   }
   if (action != Action::kDeliver && action != Action::kAddCheckpoint &&
       action != Action::kReadAudit) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "the peer gateway may not call ", ActionName(action)));
+    return absl::PermissionDeniedError(
+        absl::StrCat("the peer gateway may not call ", ActionName(action)));
   }
   return Caller{*id, &peer_};
 }
@@ -116,7 +119,8 @@ void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
     if (context->IsCancelled()) {
       status = absl::CancelledError("call cancelled before it ran");
     } else if (absl::FromChrono(context->deadline()) <= absl::Now()) {
-      status = absl::DeadlineExceededError("deadline passed before the call ran");
+      status =
+          absl::DeadlineExceededError("deadline passed before the call ran");
     } else {
       auto caller = Admit(context, action, &identity);
       status = caller.ok() ? body(*caller) : caller.status();

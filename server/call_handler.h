@@ -13,8 +13,8 @@
 
 #include "absl/status/status.h"
 #include "core/clock.h"
-#include "core/status_macros.h"
 #include "core/config.h"
+#include "core/status_macros.h"
 #include "google/protobuf/message.h"
 #include "server/audit_log.h"
 #include "server/authorizer.h"
@@ -77,7 +77,8 @@ class CallHandler {
       std::function<std::vector<std::string>(const Request&)> subjects,
       std::function<absl::Status(const Incoming<Request>&, Response*)> body) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    auto bytes = std::make_shared<const std::string>(ByteBufferToString(*raw_request));
+    auto bytes =
+        std::make_shared<const std::string>(ByteBufferToString(*raw_request));
     auto request = std::make_shared<Request>();
     const absl::Status parsed = ParseRequest(*bytes, request.get());
     std::vector<std::string> names;

@@ -49,7 +49,8 @@ void ApplyLimits(grpc::ServerBuilder& builder, const config::Limits& limits) {
                              limits.max_concurrent_streams);
 }
 
-void MarkServing(grpc::Server& server, const std::vector<std::string>& services) {
+void MarkServing(grpc::Server& server,
+                 const std::vector<std::string>& services) {
   grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
   if (health == nullptr) return;
   health->SetServingStatus("", true);
@@ -70,15 +71,18 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(config::Gateway config,
 absl::Status Gateway::Init(const Clock* clock) {
   const config::Gateway& c = config_;
   // Keys first: a gateway that cannot sign must not take calls.
-  CB_ASSIGN_OR_RETURN(envelope_signer_,
-                      AtField("signing.envelope_key",
-                              crypto::Ed25519Signer::FromPemFile(c.envelope_signing_key)));
-  CB_ASSIGN_OR_RETURN(checkpoint_signer_,
-                      AtField("signing.checkpoint_key",
-                              crypto::Ed25519Signer::FromPemFile(c.checkpoint_signing_key)));
-  CB_ASSIGN_OR_RETURN(witness_signer_,
-                      AtField("signing.witness_key",
-                              crypto::Ed25519Signer::FromPemFile(c.witness_signing_key)));
+  CB_ASSIGN_OR_RETURN(
+      envelope_signer_,
+      AtField("signing.envelope_key",
+              crypto::Ed25519Signer::FromPemFile(c.envelope_signing_key)));
+  CB_ASSIGN_OR_RETURN(
+      checkpoint_signer_,
+      AtField("signing.checkpoint_key",
+              crypto::Ed25519Signer::FromPemFile(c.checkpoint_signing_key)));
+  CB_ASSIGN_OR_RETURN(
+      witness_signer_,
+      AtField("signing.witness_key",
+              crypto::Ed25519Signer::FromPemFile(c.witness_signing_key)));
   if (envelope_signer_->public_key() == checkpoint_signer_->public_key() ||
       envelope_signer_->public_key() == witness_signer_->public_key() ||
       checkpoint_signer_->public_key() == witness_signer_->public_key()) {
@@ -86,19 +90,24 @@ absl::Status Gateway::Init(const Clock* clock) {
         "signing: envelope_key, checkpoint_key and witness_key must be three "
         "different keys");
   }
-  CB_ASSIGN_OR_RETURN(peer_envelope_verifier_,
-                      AtField("peer.envelope_public_key",
-                              crypto::Ed25519Verifier::FromPemFile(c.peer_envelope_public_key)));
+  CB_ASSIGN_OR_RETURN(
+      peer_envelope_verifier_,
+      AtField("peer.envelope_public_key", crypto::Ed25519Verifier::FromPemFile(
+                                              c.peer_envelope_public_key)));
   CB_ASSIGN_OR_RETURN(peer_checkpoint_verifier_,
                       AtField("peer.checkpoint_public_key",
-                              crypto::Ed25519Verifier::FromPemFile(c.peer_checkpoint_public_key)));
-  CB_ASSIGN_OR_RETURN(peer_witness_verifier_,
-                      AtField("peer.witness_public_key",
-                              crypto::Ed25519Verifier::FromPemFile(c.peer_witness_public_key)));
+                              crypto::Ed25519Verifier::FromPemFile(
+                                  c.peer_checkpoint_public_key)));
+  CB_ASSIGN_OR_RETURN(
+      peer_witness_verifier_,
+      AtField("peer.witness_public_key",
+              crypto::Ed25519Verifier::FromPemFile(c.peer_witness_public_key)));
 
-  CB_RETURN_IF_ERROR(AtField("tls.key", tls::CheckKeyPair(c.tls_cert, c.tls_key)));
+  CB_RETURN_IF_ERROR(
+      AtField("tls.key", tls::CheckKeyPair(c.tls_cert, c.tls_key)));
   {
-    CB_ASSIGN_OR_RETURN(auto certs, AtField("tls.cert", tls::ReadCertificates(c.tls_cert)));
+    CB_ASSIGN_OR_RETURN(auto certs,
+                        AtField("tls.cert", tls::ReadCertificates(c.tls_cert)));
     const auto& sans = certs.front().uri_sans;
     if (std::find(sans.begin(), sans.end(), c.identity) == sans.end()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -107,23 +116,28 @@ absl::Status Gateway::Init(const Clock* clock) {
     }
   }
   // gRPC admits clients of a CA whose CRL is missing: refuse to start instead.
-  CB_RETURN_IF_ERROR(AtField("tls.crl_dir", tls::CheckCrlCoverage(c.own_ca, c.crl_dir, clock->Now())));
-  CB_RETURN_IF_ERROR(AtField("tls.crl_dir", tls::CheckCrlCoverage(c.peer_ca, c.crl_dir, clock->Now())));
+  CB_RETURN_IF_ERROR(AtField(
+      "tls.crl_dir", tls::CheckCrlCoverage(c.own_ca, c.crl_dir, clock->Now())));
+  CB_RETURN_IF_ERROR(
+      AtField("tls.crl_dir",
+              tls::CheckCrlCoverage(c.peer_ca, c.crl_dir, clock->Now())));
 
-  CB_ASSIGN_OR_RETURN(store_, AtField("data_dir", GatewayStore::Open(c.data_dir, c.country, clock)));
+  CB_ASSIGN_OR_RETURN(
+      store_,
+      AtField("data_dir", GatewayStore::Open(c.data_dir, c.country, clock)));
 
   work_ = std::make_unique<WorkQueue>(kWorkThreads);
-  office_handler_ = std::make_unique<CallHandler>(Port::kOffice, &config_,
-                                                  &store_->audit_log(), work_.get(), clock);
-  peer_handler_ = std::make_unique<CallHandler>(Port::kPeer, &config_,
-                                                &store_->audit_log(), work_.get(), clock);
+  office_handler_ = std::make_unique<CallHandler>(
+      Port::kOffice, &config_, &store_->audit_log(), work_.get(), clock);
+  peer_handler_ = std::make_unique<CallHandler>(
+      Port::kPeer, &config_, &store_->audit_log(), work_.get(), clock);
   office_service_ = std::make_unique<OfficeServiceImpl>(
       &config_, office_handler_.get(), &store_->cases(), &store_->audit_log());
-  office_audit_service_ =
-      std::make_unique<AuditServiceImpl>(office_handler_.get(), &store_->audit_log());
+  office_audit_service_ = std::make_unique<AuditServiceImpl>(
+      office_handler_.get(), &store_->audit_log());
   peer_service_ = std::make_unique<PeerServiceImpl>(peer_handler_.get());
-  peer_audit_service_ =
-      std::make_unique<AuditServiceImpl>(peer_handler_.get(), &store_->audit_log());
+  peer_audit_service_ = std::make_unique<AuditServiceImpl>(
+      peer_handler_.get(), &store_->audit_log());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -132,7 +146,8 @@ absl::Status Gateway::Init(const Clock* clock) {
   {
     tls::ServerOptions options{c.tls_cert, c.tls_key, c.own_ca, c.crl_dir,
                                c.cert_refresh_seconds};
-    CB_ASSIGN_OR_RETURN(auto creds, AtField("tls", tls::MakeServerCredentials(options)));
+    CB_ASSIGN_OR_RETURN(auto creds,
+                        AtField("tls", tls::MakeServerCredentials(options)));
     grpc::ServerBuilder builder;
     builder.AddListeningPort(c.office_address, creds, &office_port_);
     builder.RegisterService(office_service_.get());
@@ -140,9 +155,9 @@ absl::Status Gateway::Init(const Clock* clock) {
     ApplyLimits(builder, c.limits);
     office_server_ = builder.BuildAndStart();
     if (office_server_ == nullptr || office_port_ == 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "listen.office: cannot listen on ", c.office_address,
-          " (address in use or not local?)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("listen.office: cannot listen on ", c.office_address,
+                       " (address in use or not local?)"));
     }
     MarkServing(*office_server_, {v1::OfficeService::service_full_name(),
                                   v1::AuditService::service_full_name()});
@@ -151,7 +166,8 @@ absl::Status Gateway::Init(const Clock* clock) {
   {
     tls::ServerOptions options{c.tls_cert, c.tls_key, c.peer_ca, c.crl_dir,
                                c.cert_refresh_seconds};
-    CB_ASSIGN_OR_RETURN(auto creds, AtField("tls", tls::MakeServerCredentials(options)));
+    CB_ASSIGN_OR_RETURN(auto creds,
+                        AtField("tls", tls::MakeServerCredentials(options)));
     grpc::ServerBuilder builder;
     builder.AddListeningPort(c.peer_address, creds, &peer_port_);
     builder.RegisterService(peer_service_.get());
@@ -160,9 +176,9 @@ absl::Status Gateway::Init(const Clock* clock) {
     peer_server_ = builder.BuildAndStart();
     if (peer_server_ == nullptr || peer_port_ == 0) {
       office_server_->Shutdown();
-      return absl::FailedPreconditionError(absl::StrCat(
-          "listen.peer: cannot listen on ", c.peer_address,
-          " (address in use or not local?)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("listen.peer: cannot listen on ", c.peer_address,
+                       " (address in use or not local?)"));
     }
     MarkServing(*peer_server_, {v1::PeerService::service_full_name(),
                                 v1::AuditService::service_full_name()});

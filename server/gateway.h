@@ -28,8 +28,8 @@ class Gateway {
   // every trusted CA has a current CRL), opens the store and starts both
   // listeners. FAILED_PRECONDITION / INVALID_ARGUMENT name the field or file
   // at fault. `clock` must outlive the gateway.
-  static absl::StatusOr<std::unique_ptr<Gateway>> Start(
-      config::Gateway config, const Clock* clock);
+  static absl::StatusOr<std::unique_ptr<Gateway>> Start(config::Gateway config,
+                                                        const Clock* clock);
   ~Gateway();
 
   int office_port() const { return office_port_; }

@@ -28,8 +28,9 @@ int Fail(int code, const std::string& message) {
   return code;
 }
 
-// Written once both listeners are up: {"office_port":..,"peer_port":..,"pid":..}
-// Renamed into place, so a reader never sees half a file.
+// Written once both listeners are up:
+// {"office_port":..,"peer_port":..,"pid":..} Renamed into place, so a reader
+// never sees half a file.
 bool WriteReadyFile(const std::string& path, int office_port, int peer_port) {
   const std::string tmp = path + ".tmp";
   {
@@ -83,8 +84,8 @@ int main(int argc, char** argv) {
   cb::log::SetMinLevel(ParseLevel(config->log_level));
   const absl::Duration drain = absl::Seconds(config->limits.drain_seconds);
 
-  auto gateway = cb::server::Gateway::Start(*std::move(config),
-                                            &cb::RealClock::Get());
+  auto gateway =
+      cb::server::Gateway::Start(*std::move(config), &cb::RealClock::Get());
   if (!gateway.ok()) {
     return Fail(2, absl::StrCat(config_path, ": ", gateway.status().message()));
   }
@@ -100,8 +101,9 @@ int main(int argc, char** argv) {
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
       cb::log::Info("gateway.sighup",
-                    {{"note", "configuration reload is not supported yet; "
-                              "restart to apply changes"}});
+                    {{"note",
+                      "configuration reload is not supported yet; "
+                      "restart to apply changes"}});
       continue;
     }
     cb::log::Info("gateway.stopping",

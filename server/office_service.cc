@@ -26,7 +26,8 @@ std::string FilterFingerprint(const v1::ListCasesRequest& filters) {
   v1::ListCasesRequest copy = filters;
   copy.clear_page_size();
   copy.clear_page_token();
-  return crypto::HexEncode(crypto::Sha256(DeterministicBytes(copy)).substr(0, 8));
+  return crypto::HexEncode(
+      crypto::Sha256(DeterministicBytes(copy)).substr(0, 8));
 }
 
 }  // namespace
@@ -44,12 +45,14 @@ absl::StatusOr<int64_t> DecodePageToken(const std::string& token,
   std::string raw;
   int64_t position = 0;
   if (!absl::WebSafeBase64Unescape(token, &raw)) {
-    return absl::InvalidArgumentError("page_token: is not a token this gateway issued");
+    return absl::InvalidArgumentError(
+        "page_token: is not a token this gateway issued");
   }
   const std::vector<std::string> parts = absl::StrSplit(raw, ':');
   if (parts.size() != 3 || parts[0] != "v1" ||
       !absl::SimpleAtoi(parts[1], &position) || position < 0) {
-    return absl::InvalidArgumentError("page_token: is not a token this gateway issued");
+    return absl::InvalidArgumentError(
+        "page_token: is not a token this gateway issued");
   }
   if (parts[2] != FilterFingerprint(filters)) {
     return absl::InvalidArgumentError(
@@ -176,9 +179,9 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
         auto apply = [&](v1::CaseReference& c) -> absl::Status {
           if (c.owner_office() != in.caller.identity &&
               in.caller.office->role != v1::ROLE_SUPERVISOR) {
-            return absl::PermissionDeniedError(absl::StrCat(
-                "case ", id, " is owned by ", c.owner_office(),
-                "; only its owner or a supervisor may update it"));
+            return absl::PermissionDeniedError(
+                absl::StrCat("case ", id, " is owned by ", c.owner_office(),
+                             "; only its owner or a supervisor may update it"));
           }
           for (const std::string& path : r.update_mask().paths()) {
             if (path == "status") {
@@ -191,7 +194,8 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
             } else if (path == "victims") {
               *c.mutable_victims() = changes.victims();
             } else if (path == "last_known_locations") {
-              *c.mutable_last_known_locations() = changes.last_known_locations();
+              *c.mutable_last_known_locations() =
+                  changes.last_known_locations();
             } else if (path == "handling_code") {
               c.set_handling_code(changes.handling_code());
             } else if (path == "handling_restriction") {
@@ -202,11 +206,10 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
           }
           return ValidateCaseConsistency(c, "case_reference");
         };
-        CB_ASSIGN_OR_RETURN(
-            *out->mutable_case_reference(),
-            cases_->UpdateCase(id, r.expected_version(), apply,
-                               in.caller.identity,
-                               in.Event("case.update", {id})));
+        CB_ASSIGN_OR_RETURN(*out->mutable_case_reference(),
+                            cases_->UpdateCase(id, r.expected_version(), apply,
+                                               in.caller.identity,
+                                               in.Event("case.update", {id})));
         return absl::OkStatus();
       });
 }
@@ -270,18 +273,18 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::Acknowledge(
 grpc::ServerUnaryReactor* OfficeServiceImpl::GetDeliveryStatus(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
-  return handler_->Unary<v1::GetDeliveryStatusRequest,
-                         v1::GetDeliveryStatusResponse>(
-      context, request, response, Action::kGetDeliveryStatus,
-      "message.status",
-      [](const v1::GetDeliveryStatusRequest& r) {
-        return std::vector<std::string>{r.message_id()};
-      },
-      [](const Incoming<v1::GetDeliveryStatusRequest>&,
-         v1::GetDeliveryStatusResponse*) {
-        return absl::UnimplementedError(
-            absl::StrCat("GetDeliveryStatus ", kUnimplementedExchange));
-      });
+  return handler_
+      ->Unary<v1::GetDeliveryStatusRequest, v1::GetDeliveryStatusResponse>(
+          context, request, response, Action::kGetDeliveryStatus,
+          "message.status",
+          [](const v1::GetDeliveryStatusRequest& r) {
+            return std::vector<std::string>{r.message_id()};
+          },
+          [](const Incoming<v1::GetDeliveryStatusRequest>&,
+             v1::GetDeliveryStatusResponse*) {
+            return absl::UnimplementedError(
+                absl::StrCat("GetDeliveryStatus ", kUnimplementedExchange));
+          });
 }
 
 }  // namespace casebridge::server

@@ -12,15 +12,18 @@ namespace casebridge::server {
 // parses, authorizes and audits (see call_handler.h).
 using OfficeServiceBase = v1::OfficeService::WithRawCallbackMethod_WhoAmI<
     v1::OfficeService::WithRawCallbackMethod_OpenCase<
-    v1::OfficeService::WithRawCallbackMethod_GetCase<
-    v1::OfficeService::WithRawCallbackMethod_ListCases<
-    v1::OfficeService::WithRawCallbackMethod_UpdateCase<
-    v1::OfficeService::WithRawCallbackMethod_ShareCase<
-    v1::OfficeService::WithRawCallbackMethod_SendMessage<
-    v1::OfficeService::WithRawCallbackMethod_WatchInbox<
-    v1::OfficeService::WithRawCallbackMethod_Acknowledge<
-    v1::OfficeService::WithRawCallbackMethod_GetDeliveryStatus<
-    v1::OfficeService::Service>>>>>>>>>>;
+        v1::OfficeService::WithRawCallbackMethod_GetCase<
+            v1::OfficeService::WithRawCallbackMethod_ListCases<
+                v1::OfficeService::WithRawCallbackMethod_UpdateCase<
+                    v1::OfficeService::WithRawCallbackMethod_ShareCase<
+                        v1::OfficeService::WithRawCallbackMethod_SendMessage<
+                            v1::OfficeService::WithRawCallbackMethod_WatchInbox<
+                                v1::OfficeService::
+                                    WithRawCallbackMethod_Acknowledge<
+                                        v1::OfficeService::
+                                            WithRawCallbackMethod_GetDeliveryStatus<
+                                                v1::OfficeService::
+                                                    Service>>>>>>>>>>;
 
 // OfficeService on the office port. Case references now; the exchange RPCs
 // answer UNIMPLEMENTED until the cross-border exchange lands.
@@ -31,35 +34,35 @@ class OfficeServiceImpl final : public OfficeServiceBase {
                     CaseStore* cases, AuditLog* audit);
 
   grpc::ServerUnaryReactor* WhoAmI(grpc::CallbackServerContext* context,
-                                  const grpc::ByteBuffer* request,
-                                  grpc::ByteBuffer* response) override;
+                                   const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* OpenCase(grpc::CallbackServerContext* context,
-                                  const grpc::ByteBuffer* request,
-                                  grpc::ByteBuffer* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetCase(grpc::CallbackServerContext* context,
-                                  const grpc::ByteBuffer* request,
-                                  grpc::ByteBuffer* response) override;
+                                    const grpc::ByteBuffer* request,
+                                    grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ListCases(grpc::CallbackServerContext* context,
-                                  const grpc::ByteBuffer* request,
-                                  grpc::ByteBuffer* response) override;
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* UpdateCase(grpc::CallbackServerContext* context,
-                                  const grpc::ByteBuffer* request,
-                                  grpc::ByteBuffer* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ShareCase(grpc::CallbackServerContext* context,
-                                  const grpc::ByteBuffer* request,
-                                  grpc::ByteBuffer* response) override;
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* SendMessage(grpc::CallbackServerContext* context,
-                                  const grpc::ByteBuffer* request,
-                                  grpc::ByteBuffer* response) override;
+                                        const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
   grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchInbox(
       grpc::CallbackServerContext* context,
       const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* Acknowledge(grpc::CallbackServerContext* context,
-                                  const grpc::ByteBuffer* request,
-                                  grpc::ByteBuffer* response) override;
-  grpc::ServerUnaryReactor* GetDeliveryStatus(grpc::CallbackServerContext* context,
-                                  const grpc::ByteBuffer* request,
-                                  grpc::ByteBuffer* response) override;
+                                        const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetDeliveryStatus(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
 
  private:
   const config::Gateway* const config_;
@@ -70,7 +73,8 @@ class OfficeServiceImpl final : public OfficeServiceBase {
 
 // Encodes / decodes ListCases page tokens: the position after the last case
 // of the page, bound to a fingerprint of the filters it was made for.
-std::string EncodePageToken(int64_t position, const v1::ListCasesRequest& filters);
+std::string EncodePageToken(int64_t position,
+                            const v1::ListCasesRequest& filters);
 absl::StatusOr<int64_t> DecodePageToken(const std::string& token,
                                         const v1::ListCasesRequest& filters);
 

@@ -30,7 +30,8 @@ grpc::ServerUnaryReactor* PeerServiceImpl::AddCheckpoint(
   return handler_->Unary<v1::AddCheckpointRequest, v1::AddCheckpointResponse>(
       context, request, response, Action::kAddCheckpoint, "peer.add_checkpoint",
       nullptr,
-      [](const Incoming<v1::AddCheckpointRequest>&, v1::AddCheckpointResponse*) {
+      [](const Incoming<v1::AddCheckpointRequest>&,
+         v1::AddCheckpointResponse*) {
         return absl::UnimplementedError(
             "AddCheckpoint arrives with the verifiable audit log");
       });

@@ -115,11 +115,11 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(
   sqlite3_extended_result_codes(db, 1);
   std::unique_ptr<Connection> connection(new Connection(db));
   // FULL: a commit is on disk before the office is told OK.
-  CB_RETURN_IF_ERROR(connection->Exec(
-      "PRAGMA journal_mode=WAL;"
-      "PRAGMA synchronous=FULL;"
-      "PRAGMA foreign_keys=ON;"
-      "PRAGMA busy_timeout=10000;"));
+  CB_RETURN_IF_ERROR(
+      connection->Exec("PRAGMA journal_mode=WAL;"
+                       "PRAGMA synchronous=FULL;"
+                       "PRAGMA foreign_keys=ON;"
+                       "PRAGMA busy_timeout=10000;"));
   return connection;
 }
 
@@ -173,10 +173,10 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
   }
   const int newest = migrations.empty() ? 0 : migrations.back().version;
   if (current > newest) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "database ", path, " has schema version ", current,
-        ", newer than this gateway supports (", newest,
-        "); run the newer gateway or restore a backup"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("database ", path, " has schema version ", current,
+                     ", newer than this gateway supports (", newest,
+                     "); run the newer gateway or restore a backup"));
   }
   for (const Migration& m : migrations) {
     if (m.version <= current) continue;
@@ -188,10 +188,10 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
     if (status.ok()) status = writer->Exec("COMMIT");
     if (!status.ok()) {
       (void)writer->Exec("ROLLBACK");
-      return absl::Status(status.code(),
-                          absl::StrCat("migrating ", path, " to version ",
-                                       m.version, " (", m.description,
-                                       "): ", status.message()));
+      return absl::Status(
+          status.code(),
+          absl::StrCat("migrating ", path, " to version ", m.version, " (",
+                       m.description, "): ", status.message()));
     }
     current = m.version;
   }

@@ -17,8 +17,9 @@ absl::StatusOr<uint64_t> SqliteAuditLog::AppendInTransaction(
   std::string previous = audit::GenesisLink();
   {
     CB_ASSIGN_OR_RETURN(
-        auto last, connection.Prepare(
-                       "SELECT idx, link FROM audit_log ORDER BY idx DESC LIMIT 1"));
+        auto last,
+        connection.Prepare(
+            "SELECT idx, link FROM audit_log ORDER BY idx DESC LIMIT 1"));
     CB_ASSIGN_OR_RETURN(const bool row, last.Step());
     if (row) {
       index = static_cast<uint64_t>(last.ColumnInt(0)) + 1;
@@ -41,8 +42,9 @@ absl::StatusOr<uint64_t> SqliteAuditLog::AppendInTransaction(
 
   CB_ASSIGN_OR_RETURN(
       auto insert,
-      connection.Prepare("INSERT INTO audit_log(idx, entry, link, time_us, actor, "
-                         "action, status_code) VALUES(?, ?, ?, ?, ?, ?, ?)"));
+      connection.Prepare(
+          "INSERT INTO audit_log(idx, entry, link, time_us, actor, "
+          "action, status_code) VALUES(?, ?, ?, ?, ?, ?, ?)"));
   insert.Bind(1, static_cast<int64_t>(index))
       .BindBlob(2, bytes)
       .BindBlob(3, link)
@@ -53,7 +55,8 @@ absl::StatusOr<uint64_t> SqliteAuditLog::AppendInTransaction(
   CB_RETURN_IF_ERROR(insert.Run());
   CB_ASSIGN_OR_RETURN(
       auto salt_insert,
-      connection.Prepare("INSERT INTO audit_payload_salts(idx, salt) VALUES(?, ?)"));
+      connection.Prepare(
+          "INSERT INTO audit_payload_salts(idx, salt) VALUES(?, ?)"));
   salt_insert.Bind(1, static_cast<int64_t>(index)).BindBlob(2, salt);
   CB_RETURN_IF_ERROR(salt_insert.Run());
   return index;
@@ -71,8 +74,9 @@ absl::StatusOr<uint64_t> SqliteAuditLog::Append(const AuditEvent& event) {
 absl::StatusOr<uint64_t> SqliteAuditLog::Size() {
   uint64_t size = 0;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
-    CB_ASSIGN_OR_RETURN(auto stmt,
-                        c.Prepare("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log"));
+    CB_ASSIGN_OR_RETURN(
+        auto stmt,
+        c.Prepare("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log"));
     CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
     if (row) size = static_cast<uint64_t>(stmt.ColumnInt(0));
     return absl::OkStatus();
@@ -85,9 +89,11 @@ absl::StatusOr<std::vector<StoredEntry>> SqliteAuditLog::Read(uint64_t start,
   std::vector<StoredEntry> out;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
     CB_ASSIGN_OR_RETURN(
-        auto stmt, c.Prepare("SELECT idx, entry, link FROM audit_log WHERE idx >= ? "
-                             "ORDER BY idx LIMIT ?"));
-    stmt.Bind(1, static_cast<int64_t>(start)).Bind(2, static_cast<int64_t>(max));
+        auto stmt,
+        c.Prepare("SELECT idx, entry, link FROM audit_log WHERE idx >= ? "
+                  "ORDER BY idx LIMIT ?"));
+    stmt.Bind(1, static_cast<int64_t>(start))
+        .Bind(2, static_cast<int64_t>(max));
     while (true) {
       CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
       if (!row) break;
@@ -107,7 +113,8 @@ absl::StatusOr<VerifyReport> SqliteAuditLog::VerifyChain(
     sqlite::Connection& reader) {
   VerifyReport report;
   CB_ASSIGN_OR_RETURN(
-      auto stmt, reader.Prepare("SELECT idx, entry, link FROM audit_log ORDER BY idx"));
+      auto stmt,
+      reader.Prepare("SELECT idx, entry, link FROM audit_log ORDER BY idx"));
   std::string previous = audit::GenesisLink();
   uint64_t expected = 0;
   while (true) {
@@ -122,9 +129,9 @@ absl::StatusOr<VerifyReport> SqliteAuditLog::VerifyChain(
       return report;
     };
     if (index != expected) {
-      return fail(expected, absl::StrCat("entry ", expected,
-                                         " is missing (next stored is ", index,
-                                         ")"));
+      return fail(expected,
+                  absl::StrCat("entry ", expected,
+                               " is missing (next stored is ", index, ")"));
     }
     auto entry = audit::Decode(bytes);
     if (!entry.ok()) return fail(index, std::string(entry.status().message()));
@@ -134,8 +141,9 @@ absl::StatusOr<VerifyReport> SqliteAuditLog::VerifyChain(
     }
     const std::string recomputed = audit::ChainLink(previous, bytes);
     if (recomputed != link) {
-      return fail(index, "chain link does not match the entry's bytes and the "
-                         "previous link (entry edited, removed or reordered)");
+      return fail(index,
+                  "chain link does not match the entry's bytes and the "
+                  "previous link (entry edited, removed or reordered)");
     }
     previous = link;
     ++expected;

@@ -53,21 +53,22 @@ absl::Status WriteRow(sqlite::Connection& conn, const v1::CaseReference& c) {
       .Bind(8, c.exchange_id());
   CB_RETURN_IF_ERROR(stmt.Run());
   if (conn.changes() != 1) {
-    return absl::InternalError(
-        absl::StrCat("updating case ", c.exchange_id(), " changed ",
-                     conn.changes(), " rows"));
+    return absl::InternalError(absl::StrCat("updating case ", c.exchange_id(),
+                                            " changed ", conn.changes(),
+                                            " rows"));
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<v1::CaseReference> ReadCase(sqlite::Connection& conn,
                                            const std::string& exchange_id) {
-  CB_ASSIGN_OR_RETURN(auto stmt,
-                      conn.Prepare("SELECT body FROM cases WHERE exchange_id = ?"));
+  CB_ASSIGN_OR_RETURN(
+      auto stmt, conn.Prepare("SELECT body FROM cases WHERE exchange_id = ?"));
   stmt.Bind(1, exchange_id);
   CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
   if (!row) {
-    return absl::NotFoundError(absl::StrCat("case ", exchange_id, " not found"));
+    return absl::NotFoundError(
+        absl::StrCat("case ", exchange_id, " not found"));
   }
   return ParseBody(stmt.ColumnBlob(0), exchange_id);
 }
@@ -103,9 +104,10 @@ absl::StatusOr<OpenedCase> SqliteCaseStore::OpenCase(
     const int64_t year = absl::ToCivilYear(now, absl::UTCTimeZone()).year();
     CB_ASSIGN_OR_RETURN(
         auto bump,
-        conn.Prepare("INSERT INTO exchange_id_counters(year, last) VALUES(?, 1) "
-                     "ON CONFLICT(year) DO UPDATE SET last = last + 1 "
-                     "RETURNING last"));
+        conn.Prepare(
+            "INSERT INTO exchange_id_counters(year, last) VALUES(?, 1) "
+            "ON CONFLICT(year) DO UPDATE SET last = last + 1 "
+            "RETURNING last"));
     bump.Bind(1, year);
     CB_ASSIGN_OR_RETURN(const bool got, bump.Step());
     if (!got) return absl::InternalError("exchange id counter returned no row");
@@ -126,10 +128,11 @@ absl::StatusOr<OpenedCase> SqliteCaseStore::OpenCase(
 
     CB_ASSIGN_OR_RETURN(
         auto insert,
-        conn.Prepare("INSERT INTO cases(exchange_id, local_reference, category, "
-                     "status, owner_office, summary, version, created_us, "
-                     "updated_us, body, request_id, request_hash) "
-                     "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+        conn.Prepare(
+            "INSERT INTO cases(exchange_id, local_reference, category, "
+            "status, owner_office, summary, version, created_us, "
+            "updated_us, body, request_id, request_hash) "
+            "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     insert.Bind(1, c.exchange_id())
         .Bind(2, c.local_reference())
         .Bind(3, static_cast<int64_t>(c.category()))

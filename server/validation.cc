@@ -110,9 +110,9 @@ absl::Status CheckText(absl::string_view field, absl::string_view value,
   const std::optional<size_t> length = Utf8Length(value);
   if (!length.has_value()) return Invalid(field, "is not valid UTF-8");
   if (*length < min) {
-    return Invalid(field, min == 1 ? "is required"
-                                   : absl::StrCat("needs at least ", min,
-                                                  " characters"));
+    return Invalid(
+        field, min == 1 ? "is required"
+                        : absl::StrCat("needs at least ", min, " characters"));
   }
   if (*length > max) {
     return Invalid(field, absl::StrCat("is longer than ", max, " characters"));
@@ -130,12 +130,14 @@ absl::Status CheckExchangeId(absl::string_view field, absl::string_view value) {
   // <PK|CN>-<4 digits>-<6 digits>
   auto digits = [&](size_t from, size_t n) {
     for (size_t i = from; i < from + n; ++i) {
-      if (!absl::ascii_isdigit(static_cast<unsigned char>(value[i]))) return false;
+      if (!absl::ascii_isdigit(static_cast<unsigned char>(value[i])))
+        return false;
     }
     return true;
   };
   if (value.empty()) return Invalid(field, "is required");
-  if (value.size() != 14 || !(value.substr(0, 3) == "PK-" || value.substr(0, 3) == "CN-") ||
+  if (value.size() != 14 ||
+      !(value.substr(0, 3) == "PK-" || value.substr(0, 3) == "CN-") ||
       !digits(3, 4) || value[7] != '-' || !digits(8, 6)) {
     return Invalid(field, absl::StrCat("\"", IsValidUtf8(value) ? value : "?",
                                        "\" is not an exchange id like "
@@ -178,14 +180,21 @@ absl::Status ValidateOpenCase(const v1::OpenCaseRequest& request) {
   const v1::CaseReference& c = request.case_reference();
   const std::string p = "case_reference";
   // Output-only fields: the gateway sets them.
-  if (!c.exchange_id().empty()) return Invalid(Field(p, "exchange_id"), "is output only");
-  if (c.status() != v1::CASE_STATUS_UNSPECIFIED) return Invalid(Field(p, "status"), "is output only (new cases are OPEN)");
-  if (!c.owner_office().empty()) return Invalid(Field(p, "owner_office"), "is output only");
-  if (c.origin_country() != v1::COUNTRY_UNSPECIFIED) return Invalid(Field(p, "origin_country"), "is output only");
+  if (!c.exchange_id().empty())
+    return Invalid(Field(p, "exchange_id"), "is output only");
+  if (c.status() != v1::CASE_STATUS_UNSPECIFIED)
+    return Invalid(Field(p, "status"), "is output only (new cases are OPEN)");
+  if (!c.owner_office().empty())
+    return Invalid(Field(p, "owner_office"), "is output only");
+  if (c.origin_country() != v1::COUNTRY_UNSPECIFIED)
+    return Invalid(Field(p, "origin_country"), "is output only");
   if (c.version() != 0) return Invalid(Field(p, "version"), "is output only");
-  if (c.has_created_at()) return Invalid(Field(p, "created_at"), "is output only");
-  if (c.has_updated_at()) return Invalid(Field(p, "updated_at"), "is output only");
-  if (!c.updated_by().empty()) return Invalid(Field(p, "updated_by"), "is output only");
+  if (c.has_created_at())
+    return Invalid(Field(p, "created_at"), "is output only");
+  if (c.has_updated_at())
+    return Invalid(Field(p, "updated_at"), "is output only");
+  if (!c.updated_by().empty())
+    return Invalid(Field(p, "updated_by"), "is output only");
 
   CB_RETURN_IF_ERROR(CheckText(Field(p, "local_reference"), c.local_reference(),
                                1, kMaxLocalReferenceChars));
@@ -194,11 +203,13 @@ absl::Status ValidateOpenCase(const v1::OpenCaseRequest& request) {
       CheckText(Field(p, "summary"), c.summary(), 1, kMaxSummaryChars));
   CB_RETURN_IF_ERROR(CheckVictims(p, c));
   CB_RETURN_IF_ERROR(CheckLocations(p, c));
-  CB_RETURN_IF_ERROR(CheckHandlingCode(Field(p, "handling_code"), c.handling_code()));
+  CB_RETURN_IF_ERROR(
+      CheckHandlingCode(Field(p, "handling_code"), c.handling_code()));
   CB_RETURN_IF_ERROR(CheckText(Field(p, "handling_restriction"),
                                c.handling_restriction(), 0,
                                kMaxRestrictionChars));
-  if (!c.has_evaluation()) return Invalid(Field(p, "evaluation"), "is required");
+  if (!c.has_evaluation())
+    return Invalid(Field(p, "evaluation"), "is required");
   CB_RETURN_IF_ERROR(CheckEvaluation(Field(p, "evaluation"), c.evaluation()));
   return ValidateCaseConsistency(c, p);
 }
@@ -242,7 +253,8 @@ absl::Status ValidateUpdateCase(const v1::UpdateCaseRequest& request) {
                                    c.handling_restriction(), 0,
                                    kMaxRestrictionChars));
     } else if (path == "evaluation") {
-      CB_RETURN_IF_ERROR(CheckEvaluation(Field(p, "evaluation"), c.evaluation()));
+      CB_RETURN_IF_ERROR(
+          CheckEvaluation(Field(p, "evaluation"), c.evaluation()));
     } else {
       return Invalid("update_mask",
                      absl::StrCat("\"", IsValidUtf8(path) ? path : "?",
@@ -284,9 +296,11 @@ absl::Status CheckTransition(v1::CaseStatus from, v1::CaseStatus to) {
     switch (f) {
       case v1::CASE_STATUS_OPEN:
         return t == v1::CASE_STATUS_UNDER_INVESTIGATION ||
-               t == v1::CASE_STATUS_VICTIM_LOCATED || t == v1::CASE_STATUS_CLOSED;
+               t == v1::CASE_STATUS_VICTIM_LOCATED ||
+               t == v1::CASE_STATUS_CLOSED;
       case v1::CASE_STATUS_UNDER_INVESTIGATION:
-        return t == v1::CASE_STATUS_VICTIM_LOCATED || t == v1::CASE_STATUS_CLOSED;
+        return t == v1::CASE_STATUS_VICTIM_LOCATED ||
+               t == v1::CASE_STATUS_CLOSED;
       case v1::CASE_STATUS_VICTIM_LOCATED:
         return t == v1::CASE_STATUS_VICTIM_RESCUED ||
                t == v1::CASE_STATUS_UNDER_INVESTIGATION ||
@@ -302,9 +316,10 @@ absl::Status CheckTransition(v1::CaseStatus from, v1::CaseStatus to) {
     }
   };
   if (!allowed(from, to)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "case_reference.status: a case cannot go from ", v1::CaseStatus_Name(from),
-        " to ", v1::CaseStatus_Name(to), " (see docs/api.md#status-transitions)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("case_reference.status: a case cannot go from ",
+                     v1::CaseStatus_Name(from), " to ", v1::CaseStatus_Name(to),
+                     " (see docs/api.md#status-transitions)"));
   }
   return absl::OkStatus();
 }

@@ -30,8 +30,8 @@ TEST(CliFormatTest, ParseEnumAcceptsSpellingsAndFullNames) {
   ASSERT_OK_AND_ASSIGN(int b, ParseEnum(v1::CaseStatus_descriptor(), "--status",
                                         "CASE_STATUS_CLOSED"));
   EXPECT_EQ(b, v1::CASE_STATUS_CLOSED);
-  ASSERT_OK_AND_ASSIGN(int c, ParseEnum(v1::HandlingCode_descriptor(),
-                                        "--handling", "H3"));
+  ASSERT_OK_AND_ASSIGN(
+      int c, ParseEnum(v1::HandlingCode_descriptor(), "--handling", "H3"));
   EXPECT_EQ(c, v1::HANDLING_CODE_H3);
 }
 
@@ -40,8 +40,9 @@ TEST(CliFormatTest, ParseEnumRefusesUnknownAndUnspecifiedListingChoices) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("--status: \"lost\" is not one of open, "
                                  "under-investigation")));
-  EXPECT_THAT(ParseEnum(v1::CaseStatus_descriptor(), "--status", "unspecified"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--status")));
+  EXPECT_THAT(
+      ParseEnum(v1::CaseStatus_descriptor(), "--status", "unspecified"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--status")));
 }
 
 TEST(CliFormatTest, EvaluationCodeRoundTrips) {
@@ -49,23 +50,30 @@ TEST(CliFormatTest, EvaluationCodeRoundTrips) {
     ASSERT_OK_AND_ASSIGN(v1::Evaluation e, ParseEvaluation(code));
     EXPECT_EQ(FormatEvaluation(e), code);
   }
-  EXPECT_THAT(ParseEvaluation("E1"), StatusIs(absl::StatusCode::kInvalidArgument,
-                                              HasSubstr("A, B, C, D or X")));
-  EXPECT_THAT(ParseEvaluation("B5"), StatusIs(absl::StatusCode::kInvalidArgument,
-                                              HasSubstr("1, 2, 3 or 4")));
-  EXPECT_THAT(ParseEvaluation("B"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("B2")));
+  EXPECT_THAT(ParseEvaluation("E1"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("A, B, C, D or X")));
+  EXPECT_THAT(
+      ParseEvaluation("B5"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("1, 2, 3 or 4")));
+  EXPECT_THAT(ParseEvaluation("B"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("B2")));
 }
 
 TEST(CliFormatTest, VictimAndLocationFlags) {
   ASSERT_OK_AND_ASSIGN(auto v, ParseVictim("V1:age 19: speaks Punjabi"));
   EXPECT_EQ(v.pseudonym(), "V1");
   EXPECT_EQ(v.remarks(), "age 19: speaks Punjabi");
-  EXPECT_THAT(ParseVictim(":x"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--victim")));
+  EXPECT_THAT(ParseVictim(":x"), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr("--victim")));
   ASSERT_OK_AND_ASSIGN(auto l, ParseLocation("near gate @3, Handan@cn"));
   EXPECT_EQ(l.description(), "near gate @3, Handan");
   EXPECT_EQ(l.country(), v1::COUNTRY_CN);
-  EXPECT_THAT(ParseLocation("Handan"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("@")));
-  EXPECT_THAT(ParseLocation("Handan@IN"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("PK or CN")));
+  EXPECT_THAT(ParseLocation("Handan"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("@")));
+  EXPECT_THAT(
+      ParseLocation("Handan@IN"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("PK or CN")));
 }
 
 TEST(CliFormatTest, TruncateCountsDisplayCellsAndNeverSplitsCharacters) {
@@ -79,7 +87,8 @@ TEST(CliFormatTest, TruncateCountsDisplayCellsAndNeverSplitsCharacters) {
 }
 
 TEST(CliFormatTest, TableColumnsAlignWithWideCharacters) {
-  const std::string table = FormatTable({{"ID", "SUMMARY"}, {"护照", "x"}, {"ab", "y"}});
+  const std::string table =
+      FormatTable({{"ID", "SUMMARY"}, {"护照", "x"}, {"ab", "y"}});
   EXPECT_EQ(table, "ID    SUMMARY\n护照  x\nab    y\n");
 }
 

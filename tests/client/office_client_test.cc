@@ -42,7 +42,8 @@ TEST_F(OfficeClientTest, OpenCaseSendsDraftAndRequestIdWithADeadline) {
   const auto before = std::chrono::system_clock::now();
   EXPECT_CALL(*office_, OpenCase(_, _, _))
       .WillOnce(DoAll(
-          [&](grpc::ClientContext* context, const v1::OpenCaseRequest& r, auto) {
+          [&](grpc::ClientContext* context, const v1::OpenCaseRequest& r,
+              auto) {
             sent = r;
             deadline = context->deadline();  // the context dies with the call
           },
@@ -52,15 +53,17 @@ TEST_F(OfficeClientTest, OpenCaseSendsDraftAndRequestIdWithADeadline) {
   EXPECT_EQ(sent.request_id(), "retry-1");
   EXPECT_EQ(sent.case_reference().summary(), "Handan");
   EXPECT_GE(deadline, before + std::chrono::seconds(6));
-  EXPECT_LE(deadline, std::chrono::system_clock::now() + std::chrono::seconds(7));
+  EXPECT_LE(deadline,
+            std::chrono::system_clock::now() + std::chrono::seconds(7));
 }
 
 TEST_F(OfficeClientTest, GatewayStatusComesBackWithCodeAndReason) {
   EXPECT_CALL(*office_, GetCase(_, _, _))
       .WillOnce(Return(grpc::Status(grpc::StatusCode::NOT_FOUND,
                                     "case PK-2026-000009 not found")));
-  EXPECT_THAT(client_->GetCase("PK-2026-000009"),
-              StatusIs(absl::StatusCode::kNotFound, "case PK-2026-000009 not found"));
+  EXPECT_THAT(
+      client_->GetCase("PK-2026-000009"),
+      StatusIs(absl::StatusCode::kNotFound, "case PK-2026-000009 not found"));
 }
 
 TEST_F(OfficeClientTest, UpdateCasePassesTheRequestThrough) {
@@ -69,9 +72,11 @@ TEST_F(OfficeClientTest, UpdateCasePassesTheRequestThrough) {
   request.mutable_update_mask()->add_paths("status");
   v1::UpdateCaseRequest sent;
   EXPECT_CALL(*office_, UpdateCase(_, _, _))
-      .WillOnce(DoAll([&](auto, const v1::UpdateCaseRequest& r, auto) { sent = r; },
-                      Return(grpc::Status(grpc::StatusCode::ABORTED, "stale"))));
-  EXPECT_THAT(client_->UpdateCase(request), StatusIs(absl::StatusCode::kAborted, "stale"));
+      .WillOnce(
+          DoAll([&](auto, const v1::UpdateCaseRequest& r, auto) { sent = r; },
+                Return(grpc::Status(grpc::StatusCode::ABORTED, "stale"))));
+  EXPECT_THAT(client_->UpdateCase(request),
+              StatusIs(absl::StatusCode::kAborted, "stale"));
   EXPECT_EQ(sent.expected_version(), 3);
   EXPECT_EQ(sent.update_mask().paths(0), "status");
 }

@@ -23,9 +23,11 @@ class CliTest : public ::testing::Test {
     GatewayConfigOptions options;
     options.data_dir = dir_ + "/data";
     ASSERT_OK_AND_ASSIGN(
-        gateway_, GatewayProcess::Start(WriteFile(dir_ + "/pk.toml", GatewayConfigToml(options))));
-    fia_ = WriteFile(dir_ + "/fia.toml", ClientConfigToml(gateway_->office_endpoint(),
-                                                          "pk/offices/fia-liaison-desk"));
+        gateway_, GatewayProcess::Start(WriteFile(dir_ + "/pk.toml",
+                                                  GatewayConfigToml(options))));
+    fia_ = WriteFile(dir_ + "/fia.toml",
+                     ClientConfigToml(gateway_->office_endpoint(),
+                                      "pk/offices/fia-liaison-desk"));
   }
 
   CommandResult Cli(std::vector<std::string> args) {
@@ -34,11 +36,12 @@ class CliTest : public ::testing::Test {
   }
 
   std::string OpenCase(const std::string& summary) {
-    CommandResult r = Cli({"--json", "case", "open", "--local-ref", "FIR-7", "--category",
-                           "forced-labour", "--summary", summary, "--handling", "H3",
-                           "--restriction", "not to be shared with the recruiting agency",
-                           "--evaluation", "C3", "--victim", "V1:age 22",
-                           "--location", "Yiwu, Zhejiang@CN"});
+    CommandResult r =
+        Cli({"--json", "case", "open", "--local-ref", "FIR-7", "--category",
+             "forced-labour", "--summary", summary, "--handling", "H3",
+             "--restriction", "not to be shared with the recruiting agency",
+             "--evaluation", "C3", "--victim", "V1:age 22", "--location",
+             "Yiwu, Zhejiang@CN"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return nlohmann::json::parse(r.out).at("exchange_id").get<std::string>();
   }
@@ -51,7 +54,8 @@ class CliTest : public ::testing::Test {
 TEST_F(CliTest, WhoAmIPrintsIdentityAndRole) {
   CommandResult r = Cli({"whoami"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_THAT(r.out, HasSubstr("spiffe://pk.casebridge/office/fia-liaison-desk"));
+  EXPECT_THAT(r.out,
+              HasSubstr("spiffe://pk.casebridge/office/fia-liaison-desk"));
   EXPECT_THAT(r.out, HasSubstr("liaison-officer"));
 }
 
@@ -62,7 +66,8 @@ TEST_F(CliTest, OpenGetListUpdateRoundTrip) {
   CommandResult get = Cli({"case", "get", id});
   EXPECT_EQ(get.exit_code, 0) << get.err;
   EXPECT_THAT(get.out, HasSubstr("forced-labour"));
-  EXPECT_THAT(get.out, HasSubstr("H3 (not to be shared with the recruiting agency)"));
+  EXPECT_THAT(get.out,
+              HasSubstr("H3 (not to be shared with the recruiting agency)"));
   EXPECT_THAT(get.out, HasSubstr("两名男子护照被没收"));
 
   CommandResult list = Cli({"case", "list", "--status", "open"});
@@ -71,8 +76,8 @@ TEST_F(CliTest, OpenGetListUpdateRoundTrip) {
   EXPECT_THAT(list.out, HasSubstr("1 case"));
 
   CommandResult update =
-      Cli({"--json", "case", "update", id, "--expected-version", "1", "--status",
-           "under-investigation"});
+      Cli({"--json", "case", "update", id, "--expected-version", "1",
+           "--status", "under-investigation"});
   EXPECT_EQ(update.exit_code, 0) << update.err;
   const auto json = nlohmann::json::parse(update.out);
   EXPECT_EQ(json.at("status"), "CASE_STATUS_UNDER_INVESTIGATION");
@@ -87,7 +92,8 @@ TEST_F(CliTest, ListFollowsEveryPageWithAll) {
   EXPECT_EQ(first.at("cases").size(), 2u);
   EXPECT_FALSE(first.at("next_page_token").get<std::string>().empty());
 
-  CommandResult all = Cli({"--json", "case", "list", "--page-size", "2", "--all"});
+  CommandResult all =
+      Cli({"--json", "case", "list", "--page-size", "2", "--all"});
   ASSERT_EQ(all.exit_code, 0) << all.err;
   EXPECT_EQ(nlohmann::json::parse(all.out).at("cases").size(), 5u);
 }
@@ -96,13 +102,16 @@ TEST_F(CliTest, GatewayRefusalIsOneLineNamingTheStatusAndExits1) {
   CommandResult r = Cli({"case", "get", PkExchangeId(42)});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(r.out.empty());
-  EXPECT_EQ(r.err, "casebridge: NOT_FOUND: case " + PkExchangeId(42) + " not found\n");
+  EXPECT_EQ(r.err,
+            "casebridge: NOT_FOUND: case " + PkExchangeId(42) + " not found\n");
 
-  CommandResult bad = Cli({"case", "open", "--local-ref", "FIR-8", "--category", "other",
-                           "--summary", "x", "--handling", "H3", "--evaluation", "B2"});
+  CommandResult bad =
+      Cli({"case", "open", "--local-ref", "FIR-8", "--category", "other",
+           "--summary", "x", "--handling", "H3", "--evaluation", "B2"});
   EXPECT_EQ(bad.exit_code, 1);
-  EXPECT_THAT(bad.err, MatchesRegex("casebridge: INVALID_ARGUMENT: "
-                                    "case_reference.handling_restriction: .*\n"));
+  EXPECT_THAT(bad.err,
+              MatchesRegex("casebridge: INVALID_ARGUMENT: "
+                           "case_reference.handling_restriction: .*\n"));
 }
 
 TEST_F(CliTest, UsageErrorsExit2) {
@@ -116,8 +125,9 @@ TEST_F(CliTest, UsageErrorsExit2) {
 }
 
 TEST_F(CliTest, UnreachableGatewayIsUnavailable) {
-  const std::string dead = WriteFile(dir_ + "/dead.toml",
-                                     ClientConfigToml("127.0.0.1:1", "pk/offices/fia-liaison-desk"));
+  const std::string dead =
+      WriteFile(dir_ + "/dead.toml",
+                ClientConfigToml("127.0.0.1:1", "pk/offices/fia-liaison-desk"));
   CommandResult r = RunCommand({CliBinary(), "--config", dead, "whoami"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("casebridge: UNAVAILABLE: "));

@@ -29,8 +29,8 @@ config::Client ClientConfig(const std::string& cert_stem,
 std::unique_ptr<client::OfficeClient> OfficeClientFor(
     const std::string& cert_stem, const std::string& endpoint,
     const std::string& gateway_country) {
-  auto client =
-      client::OfficeClient::Create(ClientConfig(cert_stem, endpoint, gateway_country));
+  auto client = client::OfficeClient::Create(
+      ClientConfig(cert_stem, endpoint, gateway_country));
   if (!client.ok()) {
     ADD_FAILURE() << client.status();
     return nullptr;
@@ -41,7 +41,8 @@ std::unique_ptr<client::OfficeClient> OfficeClientFor(
 std::shared_ptr<grpc::Channel> ChannelFor(const std::string& cert_stem,
                                           const std::string& endpoint,
                                           const std::string& gateway_country) {
-  auto channel = client::Connect(ClientConfig(cert_stem, endpoint, gateway_country));
+  auto channel =
+      client::Connect(ClientConfig(cert_stem, endpoint, gateway_country));
   if (!channel.ok()) {
     ADD_FAILURE() << channel.status();
     return nullptr;

@@ -27,7 +27,9 @@ std::shared_ptr<grpc::Channel> ChannelFor(const std::string& cert_stem,
 std::string PkExchangeId(int n);
 
 // A complete, valid new case.
-v1::CaseReference ValidDraft(const std::string& summary = "Woman held in Handan after a brokered marriage");
+v1::CaseReference ValidDraft(
+    const std::string& summary =
+        "Woman held in Handan after a brokered marriage");
 
 }  // namespace casebridge::testing
 

@@ -1,12 +1,11 @@
 // End-to-end tests of one gateway process over real mutual TLS: who gets in,
 // what is refused, what is audited, what survives a restart.
 #include <gmock/gmock.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
 #include <future>
-
-#include <grpcpp/generic/generic_stub.h>
 
 #include "casebridge/v1/peer.grpc.pb.h"
 #include "client/office_client.h"
@@ -83,12 +82,14 @@ TEST_F(GatewayTest, ConfiguredOfficeIsKnownByItsUriSan) {
 TEST_F(GatewayTest, HealthIsServingOnBothPorts) {
   ASSERT_OK_AND_ASSIGN(auto office, Office(kFia)->Health());
   EXPECT_EQ(office, grpc::health::v1::HealthCheckResponse::SERVING);
-  ASSERT_OK_AND_ASSIGN(auto service, Office(kFia)->Health("casebridge.v1.OfficeService"));
+  ASSERT_OK_AND_ASSIGN(auto service,
+                       Office(kFia)->Health("casebridge.v1.OfficeService"));
   EXPECT_EQ(service, grpc::health::v1::HealthCheckResponse::SERVING);
   auto peer = grpc::health::v1::Health::NewStub(
       ChannelFor("cn/gateway", gateway_->peer_endpoint(), "PK"));
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(10));
   grpc::health::v1::HealthCheckRequest request;
   request.set_service("casebridge.v1.PeerService");
   grpc::health::v1::HealthCheckResponse response;
@@ -111,25 +112,28 @@ TEST_P(BadCertificateTest, IsRefusedAtTheHandshakeAndNothingIsStored) {
   EXPECT_EQ(AuditEntries().size(), audit_before);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Certificates, BadCertificateTest,
-    ::testing::Values("bad/expired", "bad/not-yet-valid", "bad/unknown-ca",
-                      "bad/self-signed", "bad/revoked", "bad/cn-office"),
-    [](const auto& param_info) {
-      std::string name = std::string(param_info.param).substr(4);
-      std::replace(name.begin(), name.end(), '-', '_');
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Certificates, BadCertificateTest,
+                         ::testing::Values("bad/expired", "bad/not-yet-valid",
+                                           "bad/unknown-ca", "bad/self-signed",
+                                           "bad/revoked", "bad/cn-office"),
+                         [](const auto& param_info) {
+                           std::string name =
+                               std::string(param_info.param).substr(4);
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 TEST_F(GatewayTest, UnconfiguredIdentityIsDeniedAndAudited) {
   auto unlisted = Office("bad/unconfigured");
-  EXPECT_THAT(unlisted->OpenCase(ValidDraft()),
-              StatusIs(absl::StatusCode::kPermissionDenied,
-                       HasSubstr("spiffe://pk.casebridge/office/unlisted-office")));
+  EXPECT_THAT(
+      unlisted->OpenCase(ValidDraft()),
+      StatusIs(absl::StatusCode::kPermissionDenied,
+               HasSubstr("spiffe://pk.casebridge/office/unlisted-office")));
   EXPECT_EQ(CaseCount(), 0);
   const auto entries = AuditEntries();
   ASSERT_EQ(entries.size(), 1u);
-  EXPECT_EQ(entries[0].actor(), "spiffe://pk.casebridge/office/unlisted-office");
+  EXPECT_EQ(entries[0].actor(),
+            "spiffe://pk.casebridge/office/unlisted-office");
   EXPECT_EQ(entries[0].action(), "case.open");
   EXPECT_EQ(entries[0].status_code(), grpc::StatusCode::PERMISSION_DENIED);
 }
@@ -146,20 +150,25 @@ TEST_F(GatewayTest, PeerGatewayCertificateCannotUseTheOfficePort) {
 }
 
 TEST_F(GatewayTest, OfficeCertificateCannotUseThePeerPort) {
-  auto stub = v1::PeerService::NewStub(ChannelFor(kFia, gateway_->peer_endpoint(), "PK"));
+  auto stub = v1::PeerService::NewStub(
+      ChannelFor(kFia, gateway_->peer_endpoint(), "PK"));
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(10));
   v1::AddCheckpointResponse response;
   const grpc::Status status =
       stub->AddCheckpoint(&context, v1::AddCheckpointRequest(), &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << status.error_message();
 }
 
 TEST_F(GatewayTest, PeerPortAdmitsOnlyThePinnedPeerGateway) {
   auto call = [&](const std::string& stem) {
-    auto stub = v1::PeerService::NewStub(ChannelFor(stem, gateway_->peer_endpoint(), "PK"));
+    auto stub = v1::PeerService::NewStub(
+        ChannelFor(stem, gateway_->peer_endpoint(), "PK"));
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(10));
     v1::AddCheckpointResponse response;
     return stub->AddCheckpoint(&context, v1::AddCheckpointRequest(), &response);
   };
@@ -168,10 +177,12 @@ TEST_F(GatewayTest, PeerPortAdmitsOnlyThePinnedPeerGateway) {
   // A CN office has a certificate of the trusted CN CA, but is not the peer.
   const grpc::Status office = call("cn/offices/mps-liaison");
   EXPECT_EQ(office.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(office.error_message(), HasSubstr("not the configured peer gateway"));
+  EXPECT_THAT(office.error_message(),
+              HasSubstr("not the configured peer gateway"));
   const auto entries = AuditEntries();
   ASSERT_FALSE(entries.empty());
-  EXPECT_EQ(entries.back().actor(), "spiffe://cn.casebridge/office/mps-liaison");
+  EXPECT_EQ(entries.back().actor(),
+            "spiffe://cn.casebridge/office/mps-liaison");
   EXPECT_EQ(entries.back().action(), "peer.add_checkpoint");
 }
 
@@ -180,15 +191,17 @@ TEST_F(GatewayTest, SuccessAndRefusalBothLeaveAuditEntries) {
   ASSERT_OK_AND_ASSIGN(auto opened, fia->OpenCase(ValidDraft()));
   v1::CaseReference bad = ValidDraft();
   bad.clear_summary();
-  EXPECT_THAT(fia->OpenCase(bad), StatusIs(absl::StatusCode::kInvalidArgument,
-                                           StartsWith("case_reference.summary: ")));
+  EXPECT_THAT(fia->OpenCase(bad),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       StartsWith("case_reference.summary: ")));
   EXPECT_EQ(CaseCount(), 1);
 
   const auto entries = AuditEntries();
   ASSERT_EQ(entries.size(), 2u);
   EXPECT_EQ(entries[0].action(), "case.open");
   EXPECT_EQ(entries[0].status_code(), 0);
-  EXPECT_THAT(entries[0].subjects(), ::testing::ElementsAre(opened.exchange_id()));
+  EXPECT_THAT(entries[0].subjects(),
+              ::testing::ElementsAre(opened.exchange_id()));
   EXPECT_EQ(entries[0].payload_hash().size(), 32u);
   EXPECT_EQ(entries[1].action(), "case.open");
   EXPECT_EQ(entries[1].status_code(), grpc::StatusCode::INVALID_ARGUMENT);
@@ -202,8 +215,9 @@ TEST_F(GatewayTest, ForbiddenUpdateIsDeniedAuditedAndChangesNothing) {
   request.mutable_case_reference()->set_status(v1::CASE_STATUS_CLOSED);
   request.mutable_update_mask()->add_paths("status");
   request.set_expected_version(1);
-  EXPECT_THAT(Office(kEmbassy)->UpdateCase(request),
-              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("owned by")));
+  EXPECT_THAT(
+      Office(kEmbassy)->UpdateCase(request),
+      StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("owned by")));
   EXPECT_THAT(Office(kAuditor)->UpdateCase(request),
               StatusIs(absl::StatusCode::kPermissionDenied,
                        HasSubstr("role auditor may not call UpdateCase")));
@@ -234,21 +248,25 @@ TEST_F(GatewayTest, TwoOfficesCannotSilentlyOverwriteEachOther) {
 }
 
 TEST_F(GatewayTest, UnknownCaseIsNotFound) {
-  EXPECT_THAT(Office(kFia)->GetCase(PkExchangeId(999999)),
-              StatusIs(absl::StatusCode::kNotFound, HasSubstr(PkExchangeId(999999))));
+  EXPECT_THAT(
+      Office(kFia)->GetCase(PkExchangeId(999999)),
+      StatusIs(absl::StatusCode::kNotFound, HasSubstr(PkExchangeId(999999))));
   EXPECT_THAT(Office(kFia)->GetCase("not-an-id"),
-              StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("exchange_id: ")));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       StartsWith("exchange_id: ")));
 }
 
 TEST_F(GatewayTest, UrduAndChineseTextRoundTripsByteForByte) {
   const std::string urdu = "خاندان کے مطابق اسے زبردستی روکا گیا ہے۔";
-  const std::string chinese = "河北邯郸警方接报：一名巴基斯坦籍女子被限制人身自由。";
+  const std::string chinese =
+      "河北邯郸警方接报：一名巴基斯坦籍女子被限制人身自由。";
   v1::CaseReference draft = ValidDraft(urdu + "\n" + chinese);
   draft.set_local_reference("冀公刑〔2026〕118号");
   draft.mutable_victims(0)->set_remarks("عمر 19 سال، پنجابی");
   draft.mutable_last_known_locations(0)->set_description("邯郸市丛台区");
   ASSERT_OK_AND_ASSIGN(auto opened, Office(kFia)->OpenCase(draft));
-  ASSERT_OK_AND_ASSIGN(auto read, Office(kEmbassy)->GetCase(opened.exchange_id()));
+  ASSERT_OK_AND_ASSIGN(auto read,
+                       Office(kEmbassy)->GetCase(opened.exchange_id()));
   EXPECT_EQ(read.summary(), urdu + "\n" + chinese);
   EXPECT_EQ(read.local_reference(), "冀公刑〔2026〕118号");
   EXPECT_EQ(read.victims(0).remarks(), "عمر 19 سال، پنجابی");
@@ -265,7 +283,8 @@ grpc::Status RawOpenCase(const std::shared_ptr<grpc::Channel>& channel,
                          const std::string& bytes) {
   grpc::GenericStub stub(channel);
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(10));
   grpc::Slice slice(bytes);
   grpc::ByteBuffer request(&slice, 1);
   grpc::ByteBuffer response;
@@ -291,7 +310,8 @@ TEST_F(GatewayTest, InvalidUtf8IsRefusedAndNothingIsStored) {
   const grpc::Status status =
       RawOpenCase(ChannelFor(kFia, gateway_->office_endpoint(), "PK"), bytes);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(status.error_message(), "case_reference.summary: is not valid UTF-8");
+  EXPECT_EQ(status.error_message(),
+            "case_reference.summary: is not valid UTF-8");
   EXPECT_EQ(CaseCount(), 0);
   const auto entries = AuditEntries();
   ASSERT_EQ(entries.size(), 1u);
@@ -327,7 +347,8 @@ TEST_F(GatewayTest, RestartKeepsAllData) {
   auto fia = Office(kFia);
   std::vector<v1::CaseReference> opened;
   for (int i = 0; i < 3; ++i) {
-    ASSERT_OK_AND_ASSIGN(auto c, fia->OpenCase(ValidDraft("case " + std::to_string(i))));
+    ASSERT_OK_AND_ASSIGN(
+        auto c, fia->OpenCase(ValidDraft("case " + std::to_string(i))));
     opened.push_back(c);
   }
   v1::UpdateCaseRequest update;
@@ -353,7 +374,8 @@ TEST_F(GatewayTest, RestartKeepsAllData) {
   const auto audit_after = AuditEntries();
   ASSERT_EQ(audit_after.size(), audit_before.size() + 1);
   for (size_t i = 0; i < audit_before.size(); ++i) {
-    EXPECT_EQ(audit_after[i].encoded(), audit_before[i].encoded()) << "entry " << i;
+    EXPECT_EQ(audit_after[i].encoded(), audit_before[i].encoded())
+        << "entry " << i;
   }
 }
 
@@ -364,13 +386,15 @@ TEST_F(GatewayTest, OfflineVerifierFindsAnEditedAuditRow) {
   ASSERT_EQ(gateway_->Stop(), 0) << gateway_->Log();
   const std::string data = dir_ + "/data";
 
-  CommandResult clean = RunCommand({CliBinary(), "audit", "verify", "--data-dir", data});
+  CommandResult clean =
+      RunCommand({CliBinary(), "audit", "verify", "--data-dir", data});
   EXPECT_EQ(clean.exit_code, 0) << clean.err;
   EXPECT_THAT(clean.out, HasSubstr("OK, 4 entries"));
 
   // An insider changes the actor of entry 2 in place.
   sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(server::GatewayStore::DatabasePath(data).c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_open(server::GatewayStore::DatabasePath(data).c_str(), &db),
+            SQLITE_OK);
   char* error = nullptr;
   ASSERT_EQ(sqlite3_exec(db,
                          "UPDATE audit_log SET entry = replace(entry, "
@@ -382,7 +406,8 @@ TEST_F(GatewayTest, OfflineVerifierFindsAnEditedAuditRow) {
   ASSERT_EQ(sqlite3_changes(db), 1);
   sqlite3_close(db);
 
-  CommandResult damaged = RunCommand({CliBinary(), "audit", "verify", "--data-dir", data});
+  CommandResult damaged =
+      RunCommand({CliBinary(), "audit", "verify", "--data-dir", data});
   EXPECT_EQ(damaged.exit_code, 3);
   EXPECT_THAT(damaged.out, HasSubstr("DAMAGED at entry 2"));
 }
@@ -394,7 +419,8 @@ class BadConfigTest : public ::testing::Test {
   void ExpectStartFails(const std::string& toml, const std::string& expected) {
     const std::string dir = NewTempDir("badconfig");
     const std::string path = WriteFile(dir + "/gw.toml", toml);
-    CommandResult r = RunCommand({GatewayBinary(), "--config", path}, absl::Seconds(30));
+    CommandResult r =
+        RunCommand({GatewayBinary(), "--config", path}, absl::Seconds(30));
     EXPECT_EQ(r.exit_code, 2) << r.err;
     EXPECT_THAT(r.err, HasSubstr(expected));
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
@@ -407,7 +433,8 @@ class BadConfigTest : public ::testing::Test {
 };
 
 TEST_F(BadConfigTest, MissingFileExits2) {
-  CommandResult r = RunCommand({GatewayBinary(), "--config", "/nonexistent/gw.toml"});
+  CommandResult r =
+      RunCommand({GatewayBinary(), "--config", "/nonexistent/gw.toml"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("/nonexistent/gw.toml"));
 }
@@ -452,7 +479,8 @@ TEST_F(BadConfigTest, CrlDirectoryWithoutOurCasCrlExits2) {
 TEST_F(BadConfigTest, WrongIdentityForCountryExits2) {
   std::string toml = Valid();
   const std::string ours = "identity = \"spiffe://pk.casebridge/gateway\"";
-  toml.replace(toml.find(ours), ours.size(), "identity = \"spiffe://cn.casebridge/gateway\"");
+  toml.replace(toml.find(ours), ours.size(),
+               "identity = \"spiffe://cn.casebridge/gateway\"");
   ExpectStartFails(toml, "identity: must be spiffe://pk.casebridge/gateway");
 }
 

@@ -1,6 +1,7 @@
 #include "tests/testing/process.h"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -8,10 +9,8 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -29,7 +28,8 @@ std::string ReadAll(const std::string& path) {
 
 std::string TempPath(const std::string& stem) {
   static std::atomic<int> n{0};
-  return absl::StrCat(::testing::TempDir(), "proc-", ::getpid(), "-", n++, "-", stem);
+  return absl::StrCat(::testing::TempDir(), "proc-", ::getpid(), "-", n++, "-",
+                      stem);
 }
 
 pid_t Spawn(const std::vector<std::string>& argv, const std::string& out_path,
@@ -71,7 +71,9 @@ int WaitFor(pid_t pid, absl::Time deadline, bool* exited) {
 
 }  // namespace
 
-std::string GatewayBinary() { return BinaryDir() + "/server/casebridge-gateway"; }
+std::string GatewayBinary() {
+  return BinaryDir() + "/server/casebridge-gateway";
+}
 std::string CliBinary() { return BinaryDir() + "/client/casebridge"; }
 
 CommandResult RunCommand(const std::vector<std::string>& argv,
@@ -98,8 +100,9 @@ absl::StatusOr<std::unique_ptr<GatewayProcess>> GatewayProcess::Start(
   std::unique_ptr<GatewayProcess> p(new GatewayProcess());
   const std::string ready = TempPath("ready.json");
   p->log_path_ = TempPath("gateway.log");
-  p->pid_ = Spawn({GatewayBinary(), "--config", config_path, "--ready-file", ready},
-                  TempPath("gateway.out"), p->log_path_);
+  p->pid_ =
+      Spawn({GatewayBinary(), "--config", config_path, "--ready-file", ready},
+            TempPath("gateway.out"), p->log_path_);
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
     std::error_code ec;

@@ -16,7 +16,9 @@
 
 namespace casebridge::testing {
 
-inline const absl::Status& GetStatus(const absl::Status& status) { return status; }
+inline const absl::Status& GetStatus(const absl::Status& status) {
+  return status;
+}
 template <typename T>
 const absl::Status& GetStatus(const absl::StatusOr<T>& status_or) {
   return status_or.status();
@@ -27,9 +29,8 @@ MATCHER_P2(StatusIs, code, message_matcher,
   const absl::Status& status = ::casebridge::testing::GetStatus(arg);
   *result_listener << "status is " << status.ToString();
   return status.code() == code &&
-         ::testing::ExplainMatchResult(message_matcher,
-                                       std::string(status.message()),
-                                       result_listener);
+         ::testing::ExplainMatchResult(
+             message_matcher, std::string(status.message()), result_listener);
 }
 
 MATCHER(IsOk, "is OK") {

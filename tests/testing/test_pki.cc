@@ -24,9 +24,8 @@ const std::string& TestPkiDir() {
   static const std::string* dir = [] {
     auto* path = new std::string(
         absl::StrCat(::testing::TempDir(), "casebridge-pki-", ::getpid()));
-    const std::string command =
-        absl::StrCat("'", SourceDir(), "/certs/make-dev-pki' '", *path,
-                     "' >/dev/null");
+    const std::string command = absl::StrCat(
+        "'", SourceDir(), "/certs/make-dev-pki' '", *path, "' >/dev/null");
     if (std::system(command.c_str()) != 0) {
       std::fprintf(stderr, "fatal: %s failed\n", command.c_str());
       std::abort();
@@ -64,8 +63,7 @@ std::string GatewayConfigToml(const GatewayConfigOptions& o) {
   const bool pk = o.country == "PK";
   const std::string us = pk ? "pk" : "cn";
   const std::string them = pk ? "cn" : "pk";
-  std::string offices =
-      pk ? R"([[offices]]
+  std::string offices = pk ? R"([[offices]]
 identity = "spiffe://pk.casebridge/office/fia-liaison-desk"
 name = "FIA liaison desk"
 role = "liaison_officer"
@@ -80,7 +78,7 @@ identity = "spiffe://pk.casebridge/auditor/pk-auditor"
 name = "PK auditor"
 role = "auditor"
 )"
-         : R"([[offices]]
+                           : R"([[offices]]
 identity = "spiffe://cn.casebridge/office/mps-liaison"
 name = "MPS liaison"
 role = "liaison_officer"
@@ -124,7 +122,8 @@ witness_public_key = "$PKI/$THEM/signing/witness.pub"
 drain_seconds = $DRAIN
 max_message_bytes = $MAXMSG
 
-)" + offices + o.extra_offices,
+)" + offices +
+          o.extra_offices,
       {{"$COUNTRY", o.country},
        {"$US", us},
        {"$THEM", them},

@@ -22,12 +22,12 @@ const std::string& TestPkiDir();
 std::string Pki(const std::string& relative);
 
 struct GatewayConfigOptions {
-  std::string country = "PK";   // "PK" or "CN"
-  std::string data_dir;         // required
+  std::string country = "PK";  // "PK" or "CN"
+  std::string data_dir;        // required
   std::string office_address = "127.0.0.1:0";
   std::string peer_address = "127.0.0.1:0";
   std::string peer_endpoint = "127.0.0.1:1";
-  std::string extra_offices;    // appended TOML, e.g. more [[offices]]
+  std::string extra_offices;  // appended TOML, e.g. more [[offices]]
   int drain_seconds = 5;
   int max_message_bytes = 4 << 20;
 };
