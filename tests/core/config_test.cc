@@ -1,0 +1,510 @@
+#include "core/config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::config {
+namespace {
+
+namespace fs = std::filesystem;
+using ::casebridge::testing::ClientConfigToml;
+using ::casebridge::testing::GatewayConfigOptions;
+using ::casebridge::testing::GatewayConfigToml;
+using ::casebridge::testing::NewTempDir;
+using ::casebridge::testing::Pki;
+using ::casebridge::testing::StatusIs;
+using ::casebridge::testing::TestPkiDir;
+using ::casebridge::testing::WriteFile;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+// Replaces exactly one occurrence of `from`; fails the test otherwise.
+std::string ReplaceOnce(const std::string& text, const std::string& from,
+                        const std::string& to) {
+  const size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << "\"" << from << "\" not in config";
+  EXPECT_EQ(text.find(from, at + 1), std::string::npos)
+      << "\"" << from << "\" is in the config more than once";
+  if (at == std::string::npos) return text;
+  std::string out = text;
+  out.replace(at, from.size(), to);
+  return out;
+}
+
+class GatewayConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = NewTempDir("gateway-config");
+    path_ = dir_ + "/gateway.toml";
+  }
+
+  std::string Toml(GatewayConfigOptions options = {}) const {
+    options.data_dir = dir_ + "/data";
+    return GatewayConfigToml(options);
+  }
+
+  absl::StatusOr<Gateway> Parse(const std::string& text) const {
+    return ParseGateway(text, path_);
+  }
+
+  std::string dir_;
+  std::string path_;
+};
+
+TEST_F(GatewayConfigTest, ParsesValidPakistanConfig) {
+  ASSERT_OK_AND_ASSIGN(const Gateway config, Parse(Toml()));
+  EXPECT_EQ(config.source_path, path_);
+  EXPECT_EQ(config.country, v1::COUNTRY_PK);
+  EXPECT_EQ(config.identity, "spiffe://pk.casebridge/gateway");
+  EXPECT_EQ(config.data_dir, dir_ + "/data");
+  EXPECT_EQ(config.office_address, "127.0.0.1:0");
+  EXPECT_EQ(config.peer_address, "127.0.0.1:0");
+  EXPECT_EQ(config.tls_cert, Pki("pk/gateway-chain.crt"));
+  EXPECT_EQ(config.tls_key, Pki("pk/gateway.key"));
+  EXPECT_EQ(config.own_ca, Pki("pk/ca.crt"));
+  EXPECT_EQ(config.peer_ca, Pki("cn/ca.crt"));
+  EXPECT_EQ(config.crl_dir, Pki("crl"));
+  EXPECT_EQ(config.cert_refresh_seconds, 1);
+  EXPECT_EQ(config.envelope_signing_key, Pki("pk/signing/envelope.key"));
+  EXPECT_EQ(config.checkpoint_signing_key, Pki("pk/signing/checkpoint.key"));
+  EXPECT_EQ(config.witness_signing_key, Pki("pk/signing/witness.key"));
+  EXPECT_EQ(config.peer_identity, "spiffe://cn.casebridge/gateway");
+  EXPECT_EQ(config.peer_endpoint, "127.0.0.1:1");
+  EXPECT_EQ(config.peer_envelope_public_key, Pki("cn/signing/envelope.pub"));
+  EXPECT_EQ(config.log_level, "warning");
+  EXPECT_EQ(config.limits.drain_seconds, 5);
+  // Limits not in the file keep their defaults.
+  EXPECT_EQ(config.limits.max_message_bytes, 4 << 20);
+  EXPECT_EQ(config.limits.default_deadline_seconds, 30);
+
+  ASSERT_EQ(config.offices.size(), 3u);
+  EXPECT_EQ(config.offices[0].identity,
+            "spiffe://pk.casebridge/office/fia-liaison-desk");
+  EXPECT_EQ(config.offices[0].display_name, "FIA liaison desk");
+  EXPECT_EQ(config.offices[0].role, v1::ROLE_LIAISON_OFFICER);
+  EXPECT_EQ(config.offices[1].role, v1::ROLE_EMBASSY_OFFICER);
+  EXPECT_EQ(config.offices[2].identity,
+            "spiffe://pk.casebridge/auditor/pk-auditor");
+  EXPECT_EQ(config.offices[2].role, v1::ROLE_AUDITOR);
+}
+
+TEST_F(GatewayConfigTest, ParsesValidChinaConfig) {
+  GatewayConfigOptions options;
+  options.country = "CN";
+  ASSERT_OK_AND_ASSIGN(const Gateway config, Parse(Toml(options)));
+  EXPECT_EQ(config.country, v1::COUNTRY_CN);
+  EXPECT_EQ(config.identity, "spiffe://cn.casebridge/gateway");
+  EXPECT_EQ(config.peer_identity, "spiffe://pk.casebridge/gateway");
+  EXPECT_EQ(config.tls_key, Pki("cn/gateway.key"));
+  ASSERT_EQ(config.offices.size(), 2u);
+  EXPECT_EQ(config.offices[0].identity,
+            "spiffe://cn.casebridge/office/mps-liaison");
+}
+
+TEST_F(GatewayConfigTest, LoadGatewayReadsFile) {
+  WriteFile(path_, Toml());
+  ASSERT_OK_AND_ASSIGN(const Gateway config, LoadGateway(path_));
+  EXPECT_EQ(config.source_path, path_);
+  EXPECT_EQ(config.country, v1::COUNTRY_PK);
+}
+
+TEST_F(GatewayConfigTest, ResolvesRelativePathsAgainstConfigFolder) {
+  // The PKI is reachable as ./pki next to the config; the process's working
+  // directory is elsewhere.
+  const std::string config_dir = dir_ + "/etc";
+  fs::create_directories(config_dir);
+  fs::create_directory_symlink(TestPkiDir(), config_dir + "/pki");
+  std::string text = absl::StrReplaceAll(Toml(), {{TestPkiDir(), "pki"}});
+  text = ReplaceOnce(text, absl::StrCat("data_dir = \"", dir_, "/data\""),
+                     "data_dir = \"../var/data\"");
+  ASSERT_THAT(text, Not(HasSubstr(TestPkiDir())));
+  const std::string path = WriteFile(config_dir + "/gateway.toml", text);
+
+  ASSERT_OK_AND_ASSIGN(const Gateway config, LoadGateway(path));
+  const fs::path base(config_dir);
+  auto resolved = [&](const std::string& relative) {
+    return (base / relative).lexically_normal().string();
+  };
+  EXPECT_EQ(config.data_dir,
+            (fs::path(dir_) / "var/data").lexically_normal().string());
+  EXPECT_EQ(config.tls_cert, resolved("pki/pk/gateway-chain.crt"));
+  EXPECT_EQ(config.tls_key, resolved("pki/pk/gateway.key"));
+  EXPECT_EQ(config.own_ca, resolved("pki/pk/ca.crt"));
+  EXPECT_EQ(config.peer_ca, resolved("pki/cn/ca.crt"));
+  EXPECT_EQ(config.crl_dir, resolved("pki/crl"));
+  EXPECT_EQ(config.envelope_signing_key,
+            resolved("pki/pk/signing/envelope.key"));
+  EXPECT_EQ(config.peer_witness_public_key,
+            resolved("pki/cn/signing/witness.pub"));
+}
+
+TEST_F(GatewayConfigTest, MissingConfigFileIsNotFoundNamingPath) {
+  EXPECT_THAT(LoadGateway(path_),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(path_)));
+}
+
+TEST_F(GatewayConfigTest, ErrorsStartWithTheFileName) {
+  EXPECT_THAT(Parse(ReplaceOnce(Toml(), "country = \"PK\"", "")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       StartsWith(absl::StrCat(path_, ": country: "))));
+}
+
+// One broken config and the text its error must contain.
+struct BadConfig {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> edits;  // replace once
+  std::string extra_offices;
+  std::vector<std::string> message_parts;
+};
+
+class GatewayConfigRejectTest
+    : public GatewayConfigTest,
+      public ::testing::WithParamInterface<BadConfig> {};
+
+TEST_P(GatewayConfigRejectTest, FailsWithInvalidArgumentNamingTheField) {
+  const BadConfig& bad = GetParam();
+  GatewayConfigOptions options;
+  options.extra_offices = bad.extra_offices;
+  std::string text = Toml(options);
+  auto expand = [&](const std::string& s) {
+    return absl::StrReplaceAll(s, {{"$PKI", TestPkiDir()}, {"$DIR", dir_}});
+  };
+  for (const auto& [from, to] : bad.edits) {
+    text = ReplaceOnce(text, expand(from), expand(to));
+  }
+  const absl::StatusOr<Gateway> config = Parse(text);
+  ASSERT_THAT(config, StatusIs(absl::StatusCode::kInvalidArgument,
+                               StartsWith(absl::StrCat(path_, ": "))));
+  for (const std::string& part : bad.message_parts) {
+    EXPECT_THAT(std::string(config.status().message()),
+                HasSubstr(expand(part)));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, GatewayConfigRejectTest,
+    ::testing::Values(
+        BadConfig{"MissingCountry",
+                  {{"country = \"PK\"\n", ""}},
+                  "",
+                  {": country: is required"}},
+        BadConfig{"CountryIndia",
+                  {{"country = \"PK\"", "country = \"IN\""}},
+                  "",
+                  {": country: must be \"PK\" or \"CN\""}},
+        BadConfig{"CountryLowerCase",
+                  {{"country = \"PK\"", "country = \"pk\""}},
+                  "",
+                  {": country: "}},
+        BadConfig{"CountryNotAString",
+                  {{"country = \"PK\"", "country = 1"}},
+                  "",
+                  {": country: must be a string"}},
+        BadConfig{"IdentityOfOtherCountry",
+                  {{"identity = \"spiffe://pk.casebridge/gateway\"",
+                    "identity = \"spiffe://cn.casebridge/gateway\""}},
+                  "",
+                  {": identity: must be spiffe://pk.casebridge/gateway"}},
+        BadConfig{"IdentityNotAGateway",
+                  {{"identity = \"spiffe://pk.casebridge/gateway\"",
+                    "identity = "
+                    "\"spiffe://pk.casebridge/office/fia-liaison-desk\""}},
+                  "",
+                  {": identity: "}},
+        BadConfig{"UnknownTopLevelKey",
+                  {{"log_level = \"warning\"\n",
+                    "log_level = \"warning\"\ncolour = \"green\"\n"}},
+                  "",
+                  {": colour: unknown key"}},
+        BadConfig{"UnknownKeyInTls",
+                  {{"refresh_seconds = 1\n",
+                    "refresh_seconds = 1\nverify_peer = false\n"}},
+                  "",
+                  {": tls.verify_peer: unknown key"}},
+        BadConfig{"UnknownKeyInListen",
+                  {{"[listen]\n", "[listen]\nadmin = \"127.0.0.1:9\"\n"}},
+                  "",
+                  {": listen.admin: unknown key"}},
+        BadConfig{"UnknownKeyInOffice",
+                  {},
+                  "\n[[offices]]\nidentity = "
+                  "\"spiffe://pk.casebridge/office/karachi\"\nname = "
+                  "\"Karachi\"\nrole = \"liaison_officer\"\nclearance = 3\n",
+                  {": offices[3].clearance: unknown key"}},
+        BadConfig{"MisspelledLimit",
+                  {{"drain_seconds = 5", "drain_secs = 5"}},
+                  "",
+                  {": limits.drain_secs: unknown key"}},
+        BadConfig{"TlsKeyMissing",
+                  {{"$PKI/pk/gateway.key", "$PKI/pk/no-such.key"}},
+                  "",
+                  {": tls.key: ", "$PKI/pk/no-such.key"}},
+        BadConfig{"TlsSectionMissing",
+                  {{"[tls]\n", "[tls_settings]\n"}},
+                  "",
+                  {": tls: section is required"}},
+        BadConfig{"CrlDirNotADirectory",
+                  {{"crl_dir = \"$PKI/crl\"", "crl_dir = \"$PKI/pk/ca.crt\""}},
+                  "",
+                  {": tls.crl_dir: ", "is not a directory"}},
+        BadConfig{"SigningKeyMissing",
+                  {{"$PKI/pk/signing/witness.key", "$DIR/witness.key"}},
+                  "",
+                  {": signing.witness_key: ", "$DIR/witness.key"}},
+        BadConfig{"PeerIdentityOfOwnCountry",
+                  {{"identity = \"spiffe://cn.casebridge/gateway\"",
+                    "identity = \"spiffe://pk.casebridge/gateway\""}},
+                  "",
+                  {": peer.identity: must be spiffe://cn.casebridge/gateway"}},
+        BadConfig{"PeerEndpointWithoutPort",
+                  {{"endpoint = \"127.0.0.1:1\"", "endpoint = \"127.0.0.1\""}},
+                  "",
+                  {": peer.endpoint: ", "is not host:port"}},
+        BadConfig{"OfficeOfOtherCountry",
+                  {},
+                  "\n[[offices]]\nidentity = "
+                  "\"spiffe://cn.casebridge/office/mps-liaison\"\nname = "
+                  "\"MPS\"\nrole = \"liaison_officer\"\n",
+                  {": offices[3].identity: ", "this gateway's country"}},
+        BadConfig{"OfficeIsAGateway",
+                  {},
+                  "\n[[offices]]\nidentity = "
+                  "\"spiffe://pk.casebridge/gateway\"\nname = "
+                  "\"Us\"\nrole = \"liaison_officer\"\n",
+                  {": offices[3].identity: "}},
+        BadConfig{"OfficeIdentityMalformed",
+                  {},
+                  "\n[[offices]]\nidentity = "
+                  "\"spiffe://pk.casebridge/office/Karachi\"\nname = "
+                  "\"Karachi\"\nrole = \"liaison_officer\"\n",
+                  {": offices[3].identity: "}},
+        BadConfig{"DuplicateOffice",
+                  {},
+                  "\n[[offices]]\nidentity = "
+                  "\"spiffe://pk.casebridge/office/fia-liaison-desk\"\nname = "
+                  "\"FIA again\"\nrole = \"supervisor\"\n",
+                  {": offices[3].identity: is listed twice"}},
+        BadConfig{"BadRole",
+                  {},
+                  "\n[[offices]]\nidentity = "
+                  "\"spiffe://pk.casebridge/office/karachi\"\nname = "
+                  "\"Karachi\"\nrole = \"administrator\"\n",
+                  {": offices[3].role: must be liaison_officer"}},
+        BadConfig{"AuditorRoleWithOfficeIdentity",
+                  {},
+                  "\n[[offices]]\nidentity = "
+                  "\"spiffe://pk.casebridge/office/karachi\"\nname = "
+                  "\"Karachi\"\nrole = \"auditor\"\n",
+                  {": offices[3].role: ", "auditor"}},
+        BadConfig{"OfficeRoleWithAuditorIdentity",
+                  {},
+                  "\n[[offices]]\nidentity = "
+                  "\"spiffe://pk.casebridge/auditor/second\"\nname = "
+                  "\"Second auditor\"\nrole = \"supervisor\"\n",
+                  {": offices[3].role: "}},
+        BadConfig{"OfficeWithoutName",
+                  {},
+                  "\n[[offices]]\nidentity = "
+                  "\"spiffe://pk.casebridge/office/karachi\"\n"
+                  "role = \"liaison_officer\"\n",
+                  {": offices[3].name: is required"}},
+        BadConfig{"ListenOfficeWithoutPort",
+                  {{"office = \"127.0.0.1:0\"", "office = \"127.0.0.1\""}},
+                  "",
+                  {": listen.office: \"127.0.0.1\" is not host:port"}},
+        BadConfig{"ListenPeerPortTooLarge",
+                  {{"peer = \"127.0.0.1:0\"", "peer = \"127.0.0.1:65536\""}},
+                  "",
+                  {": listen.peer: "}},
+        BadConfig{
+            "LimitAboveRange",
+            {{"drain_seconds = 5", "drain_seconds = 601"}},
+            "",
+            {": limits.drain_seconds: must be between 0 and 600, is 601"}},
+        BadConfig{"LimitBelowRange",
+                  {{"drain_seconds = 5", "max_concurrent_streams = 0"}},
+                  "",
+                  {": limits.max_concurrent_streams: must be between 1 and "
+                   "10000, is 0"}},
+        BadConfig{"LimitNotAnInteger",
+                  {{"drain_seconds = 5", "drain_seconds = \"5\""}},
+                  "",
+                  {": limits.drain_seconds: must be an integer"}},
+        BadConfig{"RefreshOutOfRange",
+                  {{"refresh_seconds = 1", "refresh_seconds = 0"}},
+                  "",
+                  {": tls.refresh_seconds: must be between 1 and 86400"}},
+        BadConfig{"BadLogLevel",
+                  {{"log_level = \"warning\"", "log_level = \"verbose\""}},
+                  "",
+                  {": log_level: "}}),
+    [](const ::testing::TestParamInfo<BadConfig>& param) {
+      return param.param.name;
+    });
+
+TEST_F(GatewayConfigTest, NoOfficesIsRefused) {
+  std::string text = Toml();
+  text = text.substr(0, text.find("[[offices]]"));
+  EXPECT_THAT(Parse(text), StatusIs(absl::StatusCode::kInvalidArgument,
+                                    HasSubstr(": offices: at least one")));
+}
+
+TEST_F(GatewayConfigTest, TomlSyntaxErrorNamesTheLine) {
+  const std::string text = Toml();
+  const std::vector<std::string> lines = absl::StrSplit(text, '\n');
+  ASSERT_EQ(lines[3], "log_level = \"warning\"");
+  const std::string broken =
+      ReplaceOnce(text, "log_level = \"warning\"\n", "log_level = \"warning\n");
+  EXPECT_THAT(Parse(broken),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(StartsWith(path_ + ": "), HasSubstr("line 4"))));
+}
+
+TEST_F(GatewayConfigTest, TomlSyntaxErrorFromFileNamesTheLine) {
+  const std::string text = Toml() + "\n[limits\n";
+  const size_t line =
+      static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
+  WriteFile(path_, text);
+  EXPECT_THAT(LoadGateway(path_),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr(path_),
+                             HasSubstr(absl::StrCat("line ", line, ",")))));
+}
+
+class ClientConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = NewTempDir("client-config");
+    path_ = dir_ + "/client.toml";
+  }
+  std::string dir_;
+  std::string path_;
+};
+
+TEST_F(ClientConfigTest, LoadsValidConfig) {
+  WriteFile(path_,
+            ClientConfigToml("127.0.0.1:7443", "pk/offices/fia-liaison-desk"));
+  ASSERT_OK_AND_ASSIGN(const Client client, LoadClient(path_));
+  EXPECT_EQ(client.source_path, path_);
+  EXPECT_EQ(client.endpoint, "127.0.0.1:7443");
+  EXPECT_EQ(client.gateway_identity, "spiffe://pk.casebridge/gateway");
+  EXPECT_EQ(client.cert, Pki("pk/offices/fia-liaison-desk.crt"));
+  EXPECT_EQ(client.key, Pki("pk/offices/fia-liaison-desk.key"));
+  EXPECT_EQ(client.ca, Pki("pk/ca.crt"));
+  EXPECT_EQ(client.timeout_seconds, 10);
+}
+
+TEST_F(ClientConfigTest, LoadsConfigForChineseGateway) {
+  WriteFile(path_,
+            ClientConfigToml("127.0.0.1:8443", "cn/offices/mps-liaison", "CN"));
+  ASSERT_OK_AND_ASSIGN(const Client client, LoadClient(path_));
+  EXPECT_EQ(client.gateway_identity, "spiffe://cn.casebridge/gateway");
+  EXPECT_EQ(client.ca, Pki("cn/ca.crt"));
+}
+
+TEST_F(ClientConfigTest, MissingFileIsNotFound) {
+  EXPECT_THAT(LoadClient(path_),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(path_)));
+}
+
+TEST_F(ClientConfigTest, MissingFieldsAreNamed) {
+  const std::string valid =
+      ClientConfigToml("127.0.0.1:7443", "pk/offices/fia-liaison-desk");
+  for (const char* key :
+       {"endpoint", "gateway_identity", "cert", "key", "ca"}) {
+    SCOPED_TRACE(key);
+    std::string text;
+    for (absl::string_view line : absl::StrSplit(valid, '\n')) {
+      if (absl::StartsWith(line, absl::StrCat(key, " = "))) continue;
+      absl::StrAppend(&text, line, "\n");
+    }
+    ASSERT_NE(text, valid + "\n");
+    WriteFile(path_, text);
+    EXPECT_THAT(
+        LoadClient(path_),
+        StatusIs(absl::StatusCode::kInvalidArgument,
+                 StartsWith(absl::StrCat(path_, ": ", key, ": is required"))));
+  }
+}
+
+TEST_F(ClientConfigTest, RejectsOfficeAsGatewayIdentity) {
+  WriteFile(path_,
+            ReplaceOnce(ClientConfigToml("127.0.0.1:7443",
+                                         "pk/offices/fia-liaison-desk"),
+                        "spiffe://pk.casebridge/gateway",
+                        "spiffe://pk.casebridge/office/fia-liaison-desk"));
+  EXPECT_THAT(LoadClient(path_), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr(": gateway_identity: ")));
+}
+
+TEST_F(ClientConfigTest, RejectsEndpointWithoutPort) {
+  WriteFile(path_,
+            ClientConfigToml("localhost", "pk/offices/fia-liaison-desk"));
+  EXPECT_THAT(LoadClient(path_), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr(": endpoint: ")));
+}
+
+TEST_F(ClientConfigTest, RejectsMissingKeyFileNamingIt) {
+  WriteFile(path_, ClientConfigToml("127.0.0.1:7443", "pk/offices/nobody"));
+  EXPECT_THAT(LoadClient(path_),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr(": cert: "),
+                             HasSubstr(Pki("pk/offices/nobody.crt")))));
+}
+
+TEST_F(ClientConfigTest, RejectsUnknownKey) {
+  WriteFile(path_,
+            ClientConfigToml("127.0.0.1:7443", "pk/offices/fia-liaison-desk") +
+                "insecure = true\n");
+  EXPECT_THAT(LoadClient(path_),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr(": insecure: unknown key")));
+}
+
+TEST_F(ClientConfigTest, RejectsTimeoutOutOfRange) {
+  WriteFile(path_, ReplaceOnce(ClientConfigToml("127.0.0.1:7443",
+                                                "pk/offices/fia-liaison-desk"),
+                               "timeout_seconds = 10", "timeout_seconds = 0"));
+  EXPECT_THAT(LoadClient(path_),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr(": timeout_seconds: must be between 1")));
+}
+
+TEST(RoleTest, NamesRoundTrip) {
+  for (const v1::Role role :
+       {v1::ROLE_LIAISON_OFFICER, v1::ROLE_EMBASSY_OFFICER, v1::ROLE_SUPERVISOR,
+        v1::ROLE_AUDITOR, v1::ROLE_READ_ONLY}) {
+    EXPECT_EQ(RoleFromName(RoleName(role)), role) << RoleName(role);
+  }
+  EXPECT_EQ(RoleName(v1::ROLE_LIAISON_OFFICER), "liaison_officer");
+  EXPECT_EQ(RoleName(v1::ROLE_EMBASSY_OFFICER), "embassy_officer");
+  EXPECT_EQ(RoleName(v1::ROLE_SUPERVISOR), "supervisor");
+  EXPECT_EQ(RoleName(v1::ROLE_AUDITOR), "auditor");
+  EXPECT_EQ(RoleName(v1::ROLE_READ_ONLY), "read_only");
+}
+
+TEST(RoleTest, UnknownNamesAreUnspecified) {
+  for (const char* name :
+       {"", "Auditor", "admin", "unspecified", "liaison officer"}) {
+    EXPECT_EQ(RoleFromName(name), v1::ROLE_UNSPECIFIED) << name;
+  }
+  EXPECT_EQ(RoleName(v1::ROLE_UNSPECIFIED), "unspecified");
+}
+
+}  // namespace
+}  // namespace casebridge::config

@@ -1,0 +1,253 @@
+#include "server/sqlite.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "server/schema.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::sqlite {
+namespace {
+
+namespace fs = std::filesystem;
+using ::casebridge::server::GatewayMigrations;
+using ::casebridge::testing::NewTempDir;
+using ::casebridge::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+// Runs `sql` on a plain SQLite connection to `path`, outside Database.
+void RawExec(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* error = nullptr;
+  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
+  EXPECT_EQ(rc, SQLITE_OK) << (error != nullptr ? error : "");
+  sqlite3_free(error);
+  sqlite3_close(db);
+}
+
+// Number of rows of `table` whose year is `year`, read through `db`.
+absl::StatusOr<int64_t> CountYear(Database& db, int64_t year) {
+  int64_t count = -1;
+  absl::Status status = db.Read([&](Connection& c) -> absl::Status {
+    auto stmt =
+        c.Prepare("SELECT COUNT(*) FROM exchange_id_counters WHERE year = ?");
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, year);
+    auto row = stmt->Step();
+    if (!row.ok()) return row.status();
+    count = stmt->ColumnInt(0);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return count;
+}
+
+absl::Status InsertYear(Connection& c, int64_t year, int64_t last) {
+  auto stmt =
+      c.Prepare("INSERT INTO exchange_id_counters(year, last) VALUES(?, ?)");
+  if (!stmt.ok()) return stmt.status();
+  stmt->Bind(1, year).Bind(2, last);
+  return stmt->Run();
+}
+
+class DatabaseTest : public ::testing::Test {
+ protected:
+  void SetUp() override { path_ = NewTempDir("sqlite") + "/gateway.db"; }
+  std::string path_;
+};
+
+TEST_F(DatabaseTest, OpenCreatesFileAndAppliesMigrations) {
+  ASSERT_FALSE(fs::exists(path_));
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  EXPECT_TRUE(fs::exists(path_));
+  EXPECT_EQ(db->path(), path_);
+  EXPECT_EQ(db->schema_version(), 1);
+  EXPECT_EQ(GatewayMigrations().back().version, 1);
+  // The tables of migration 1 exist.
+  EXPECT_OK(db->Read([](Connection& c) {
+    return c.Exec(
+        "SELECT seq FROM cases; SELECT idx FROM audit_log; "
+        "SELECT idx FROM audit_payload_salts; "
+        "SELECT year FROM exchange_id_counters;");
+  }));
+}
+
+TEST_F(DatabaseTest, OpenRecordsSchemaVersionInFile) {
+  { ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations())); }
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(raw, "PRAGMA user_version", -1, &stmt, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), 1);
+  sqlite3_finalize(stmt);
+  sqlite3_close(raw);
+}
+
+TEST_F(DatabaseTest, ReopenKeepsDataAndSchema) {
+  {
+    ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+    ASSERT_OK(db->Write([](Connection& c) { return InsertYear(c, 2026, 7); }));
+  }
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  EXPECT_EQ(db->schema_version(), 1);
+  ASSERT_OK_AND_ASSIGN(const int64_t count, CountYear(*db, 2026));
+  EXPECT_EQ(count, 1);
+}
+
+TEST_F(DatabaseTest, RefusesFileFromNewerSchema) {
+  { ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations())); }
+  RawExec(path_, "PRAGMA user_version = 2");
+  EXPECT_THAT(Database::Open(path_, GatewayMigrations()),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr(path_), HasSubstr("schema version 2"))));
+}
+
+TEST_F(DatabaseTest, AppliesOnlyNewMigrations) {
+  std::vector<Migration> migrations = {
+      {1, "first", "CREATE TABLE a(x INTEGER);"}};
+  {
+    ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, migrations));
+    EXPECT_EQ(db->schema_version(), 1);
+    ASSERT_OK(db->Write(
+        [](Connection& c) { return c.Exec("INSERT INTO a VALUES(1)"); }));
+  }
+  // Re-running migration 1 would fail (table exists); it must be skipped.
+  migrations.push_back({2, "second", "CREATE TABLE b(y INTEGER);"});
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, migrations));
+  EXPECT_EQ(db->schema_version(), 2);
+  EXPECT_OK(db->Read([](Connection& c) {
+    return c.Exec("SELECT x FROM a; SELECT y FROM b;");
+  }));
+}
+
+TEST_F(DatabaseTest, FailedMigrationRollsBackAndKeepsOldVersion) {
+  const std::vector<Migration> v1 = {{1, "first", "CREATE TABLE a(x);"}};
+  { ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, v1)); }
+  std::vector<Migration> broken = v1;
+  broken.push_back(
+      {2, "broken", "CREATE TABLE b(y); INSERT INTO nowhere VALUES(1);"});
+  EXPECT_THAT(Database::Open(path_, broken),
+              StatusIs(absl::StatusCode::kInternal,
+                       AllOf(HasSubstr("version 2"), HasSubstr("broken"))));
+  // Table b of the failed migration was rolled back with it.
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, v1));
+  EXPECT_EQ(db->schema_version(), 1);
+  EXPECT_THAT(
+      db->Read([](Connection& c) { return c.Exec("SELECT y FROM b"); }),
+      StatusIs(absl::StatusCode::kInternal, HasSubstr("no such table")));
+}
+
+TEST_F(DatabaseTest, WriteCommitsWhenWorkSucceeds) {
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  ASSERT_OK(db->Write([](Connection& c) { return InsertYear(c, 2026, 1); }));
+  ASSERT_OK_AND_ASSIGN(const int64_t count, CountYear(*db, 2026));
+  EXPECT_EQ(count, 1);
+}
+
+TEST_F(DatabaseTest, WriteRollsBackWhenWorkFails) {
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  const absl::Status status = db->Write([](Connection& c) -> absl::Status {
+    absl::Status inserted = InsertYear(c, 2026, 1);
+    if (!inserted.ok()) return inserted;
+    return absl::AbortedError("changed my mind");
+  });
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kAborted,
+                               HasSubstr("changed my mind")));
+  ASSERT_OK_AND_ASSIGN(const int64_t count, CountYear(*db, 2026));
+  EXPECT_EQ(count, 0);
+  // The writer is usable again afterwards.
+  ASSERT_OK(db->Write([](Connection& c) { return InsertYear(c, 2027, 1); }));
+  ASSERT_OK_AND_ASSIGN(const int64_t later, CountYear(*db, 2027));
+  EXPECT_EQ(later, 1);
+}
+
+TEST_F(DatabaseTest, WriteReportsConstraintViolationAndRollsBack) {
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  ASSERT_OK(db->Write([](Connection& c) { return InsertYear(c, 2026, 1); }));
+  const absl::Status status = db->Write([](Connection& c) -> absl::Status {
+    absl::Status first = InsertYear(c, 2030, 1);
+    if (!first.ok()) return first;
+    return InsertYear(c, 2026, 2);  // duplicate primary key
+  });
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kAlreadyExists,
+                               HasSubstr("UNIQUE constraint")));
+  ASSERT_OK_AND_ASSIGN(const int64_t count, CountYear(*db, 2030));
+  EXPECT_EQ(count, 0);
+}
+
+TEST_F(DatabaseTest, ReadSeesCommittedData) {
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  ASSERT_OK_AND_ASSIGN(const int64_t before, CountYear(*db, 2026));
+  EXPECT_EQ(before, 0);
+  ASSERT_OK(db->Write([](Connection& c) { return InsertYear(c, 2026, 42); }));
+  int64_t last = 0;
+  ASSERT_OK(db->Read([&](Connection& c) -> absl::Status {
+    auto stmt =
+        c.Prepare("SELECT last FROM exchange_id_counters WHERE year = 2026");
+    if (!stmt.ok()) return stmt.status();
+    auto row = stmt->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return absl::NotFoundError("no row");
+    last = stmt->ColumnInt(0);
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(last, 42);
+}
+
+TEST_F(DatabaseTest, ReadReturnsWorkError) {
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  EXPECT_THAT(db->Read([](Connection&) { return absl::NotFoundError("gone"); }),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("gone")));
+  // The reader went back to the pool in a usable state.
+  EXPECT_OK(CountYear(*db, 2026).status());
+}
+
+TEST_F(DatabaseTest, StatementsRoundTripTextBlobsAndNull) {
+  ASSERT_OK_AND_ASSIGN(
+      auto db, Database::Open(path_, {{1, "t", "CREATE TABLE t(a, b, c);"}}));
+  const std::string text = "受害者已获救 متاثرہ";
+  const std::string blob("\0\x01\xff", 3);
+  ASSERT_OK(db->Write([&](Connection& c) -> absl::Status {
+    auto stmt = c.Prepare("INSERT INTO t(a, b, c) VALUES(?, ?, ?)");
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, text).BindBlob(2, blob).BindNull(3);
+    return stmt->Run();
+  }));
+  ASSERT_OK(db->Write([&](Connection& c) -> absl::Status {
+    auto stmt = c.Prepare("INSERT INTO t(a, b, c) VALUES('', ?, 5)");
+    if (!stmt.ok()) return stmt.status();
+    stmt->BindBlob(1, "");
+    return stmt->Run();
+  }));
+  ASSERT_OK(db->Read([&](Connection& c) -> absl::Status {
+    auto stmt = c.Prepare("SELECT a, b, c, typeof(b) FROM t ORDER BY rowid");
+    if (!stmt.ok()) return stmt.status();
+    auto row = stmt->Step();
+    EXPECT_TRUE(row.ok() && *row);
+    EXPECT_EQ(stmt->ColumnText(0), text);
+    EXPECT_EQ(stmt->ColumnBlob(1), blob);
+    EXPECT_TRUE(stmt->ColumnIsNull(2));
+    row = stmt->Step();
+    EXPECT_TRUE(row.ok() && *row);
+    EXPECT_EQ(stmt->ColumnBlob(1), "");
+    EXPECT_EQ(stmt->ColumnText(3), "blob");  // empty blob is not NULL
+    EXPECT_FALSE(stmt->ColumnIsNull(2));
+    EXPECT_EQ(stmt->ColumnInt(2), 5);
+    return absl::OkStatus();
+  }));
+}
+
+}  // namespace
+}  // namespace casebridge::sqlite
