@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <system_error>
@@ -118,6 +119,11 @@ std::string HexEncode(absl::string_view bytes) {
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", path, ": is a directory"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     const int err = errno;

@@ -44,6 +44,7 @@ v1::Country CountryFromCode(absl::string_view code) {
 }
 
 std::string GatewayIdentity(v1::Country country) {
+  if (country != v1::COUNTRY_PK && country != v1::COUNTRY_CN) return "";
   const absl::string_view code = country == v1::COUNTRY_PK ? "pk" : "cn";
   return absl::StrCat(kScheme, code, kTrustDomainSuffix, "/gateway");
 }

@@ -35,7 +35,7 @@ absl::StatusOr<SpiffeId> ParseSpiffeId(absl::string_view uri);
 absl::string_view CountryCode(v1::Country country);
 // COUNTRY_UNSPECIFIED unless `code` is "PK" or "CN".
 v1::Country CountryFromCode(absl::string_view code);
-// "spiffe://pk.casebridge/gateway" and the like.
+// "spiffe://pk.casebridge/gateway" and the like; "" for an unknown country.
 std::string GatewayIdentity(v1::Country country);
 
 // The caller's verified SPIFFE id from the TLS handshake: the one URI SAN of

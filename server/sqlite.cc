@@ -43,8 +43,9 @@ Statement& Statement::Bind(int index, int64_t value) {
 }
 
 Statement& Statement::Bind(int index, absl::string_view text) {
-  sqlite3_bind_text64(stmt_, index, text.data(), text.size(), SQLITE_TRANSIENT,
-                      SQLITE_UTF8);
+  // An empty view may have a null data(): that would bind NULL, not ''.
+  sqlite3_bind_text64(stmt_, index, text.empty() ? "" : text.data(),
+                      text.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
   return *this;
 }
 

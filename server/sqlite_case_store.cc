@@ -16,6 +16,9 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 
+// Exchange ids carry six digits per year.
+constexpr int64_t kMaxCasesPerYear = 999999;
+
 google::protobuf::Timestamp ToProto(absl::Time t) {
   return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
 }
@@ -114,6 +117,12 @@ absl::StatusOr<OpenedCase> SqliteCaseStore::OpenCase(
     const int64_t number = bump.ColumnInt(0);
     CB_ASSIGN_OR_RETURN(const bool extra, bump.Step());
     (void)extra;
+    if (number > kMaxCasesPerYear) {
+      // Rolled back with the rest: the counter stays at the limit.
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "this gateway has minted ", kMaxCasesPerYear, " exchange ids in ",
+          year, "; the id format has no room for more"));
+    }
 
     v1::CaseReference c = draft;
     c.set_exchange_id(

@@ -11,6 +11,21 @@
 namespace casebridge::server {
 namespace {
 
+// Caller-supplied text for an error message: at most 64 bytes of valid
+// UTF-8, control characters shown as '?'.
+std::string Quote(absl::string_view text) {
+  if (!IsValidUtf8(text)) return "\"(not UTF-8)\"";
+  std::string out;
+  for (size_t i = 0; i < text.size() && out.size() < 64; ++i) {
+    const auto b = static_cast<unsigned char>(text[i]);
+    out.push_back(b < 0x20 || b == 0x7F ? '?' : text[i]);
+  }
+  // Never end inside a multi-byte character.
+  while (!out.empty() && !IsValidUtf8(out)) out.pop_back();
+  if (out.size() < text.size()) out += "…";
+  return absl::StrCat("\"", out, "\"");
+}
+
 absl::Status Invalid(absl::string_view field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
 }
@@ -139,8 +154,8 @@ absl::Status CheckExchangeId(absl::string_view field, absl::string_view value) {
   if (value.size() != 14 ||
       !(value.substr(0, 3) == "PK-" || value.substr(0, 3) == "CN-") ||
       !digits(3, 4) || value[7] != '-' || !digits(8, 6)) {
-    return Invalid(field, absl::StrCat("\"", IsValidUtf8(value) ? value : "?",
-                                       "\" is not an exchange id like "
+    return Invalid(field, absl::StrCat(Quote(value),
+                                       " is not an exchange id like "
                                        "PK-2026-000123"));
   }
   return absl::OkStatus();
@@ -257,8 +272,8 @@ absl::Status ValidateUpdateCase(const v1::UpdateCaseRequest& request) {
           CheckEvaluation(Field(p, "evaluation"), c.evaluation()));
     } else {
       return Invalid("update_mask",
-                     absl::StrCat("\"", IsValidUtf8(path) ? path : "?",
-                                  "\" cannot be updated (allowed: status, "
+                     absl::StrCat(Quote(path),
+                                  " cannot be updated (allowed: status, "
                                   "summary, local_reference, victims, "
                                   "last_known_locations, handling_code, "
                                   "handling_restriction, evaluation)"));

@@ -1,9 +1,13 @@
 #include "tests/testing/test_pki.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <vector>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -11,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/synchronization/mutex.h"
 
 namespace casebridge::testing {
 namespace {
@@ -21,15 +26,32 @@ std::string SourceDir() { return CASEBRIDGE_SOURCE_DIR; }
 std::string BinaryDir() { return CASEBRIDGE_BINARY_DIR; }
 
 const std::string& TestPkiDir() {
+  // One PKI per build tree, shared by every test process (ctest runs each
+  // test in a process of its own), made once under a lock and renewed when a
+  // week old, well before its CRLs expire.
   static const std::string* dir = [] {
-    auto* path = new std::string(
-        absl::StrCat(::testing::TempDir(), "casebridge-pki-", ::getpid()));
-    const std::string command = absl::StrCat(
-        "'", SourceDir(), "/certs/make-dev-pki' '", *path, "' >/dev/null");
-    if (std::system(command.c_str()) != 0) {
-      std::fprintf(stderr, "fatal: %s failed\n", command.c_str());
+    auto* path = new std::string(BinaryDir() + "/test-pki");
+    const std::string lock_path = BinaryDir() + "/test-pki.lock";
+    const int lock = ::open(lock_path.c_str(), O_CREAT | O_RDWR, 0600);
+    if (lock < 0 || ::flock(lock, LOCK_EX) != 0) {
+      std::fprintf(stderr, "fatal: cannot lock %s\n", lock_path.c_str());
       std::abort();
     }
+    const fs::path marker = fs::path(*path) / ".casebridge-dev-pki";
+    std::error_code ec;
+    const auto made = fs::last_write_time(marker, ec);
+    const bool fresh =
+        !ec && fs::file_time_type::clock::now() - made < std::chrono::hours(24 * 7);
+    if (!fresh) {
+      const std::string command = absl::StrCat(
+          "'", SourceDir(), "/certs/make-dev-pki' '", *path, "' >/dev/null");
+      if (std::system(command.c_str()) != 0) {
+        std::fprintf(stderr, "fatal: %s failed\n", command.c_str());
+        std::abort();
+      }
+    }
+    ::flock(lock, LOCK_UN);
+    ::close(lock);
     return path;
   }();
   return *dir;
@@ -50,12 +72,41 @@ std::string WriteFile(const std::string& path, const std::string& contents) {
   return path;
 }
 
+namespace {
+
+// Folders made by NewTempDir in this process, removed when it exits (set
+// CASEBRIDGE_KEEP_TEST_DIRS=1 to keep them for a post-mortem).
+class TempDirRegistry {
+ public:
+  ~TempDirRegistry() {
+    if (std::getenv("CASEBRIDGE_KEEP_TEST_DIRS") != nullptr) return;
+    std::error_code ec;
+    for (const auto& dir : dirs_) fs::remove_all(dir, ec);
+  }
+  void Add(const std::string& dir) {
+    absl::MutexLock lock(&mu_);
+    dirs_.push_back(dir);
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> dirs_;
+};
+
+TempDirRegistry& Registry() {
+  static TempDirRegistry registry;  // destroyed at exit, on purpose
+  return registry;
+}
+
+}  // namespace
+
 std::string NewTempDir(const std::string& name) {
   static std::atomic<int> counter{0};
   const std::string path = absl::StrCat(::testing::TempDir(), "cb-", ::getpid(),
                                         "-", counter++, "-", name);
   fs::remove_all(path);
   fs::create_directories(path);
+  Registry().Add(path);
   return path;
 }
 

@@ -13,9 +13,9 @@ namespace casebridge::testing {
 std::string SourceDir();
 std::string BinaryDir();
 
-// Creates the PKI once per test binary under `::testing::TempDir()` and
-// returns its folder (layout: certs/README.md). Aborts the test binary if the
-// script fails.
+// The test PKI's folder (layout: certs/README.md): made once per build tree
+// in <build>/test-pki and shared by all test processes, which only read it.
+// Aborts the test binary if the script fails.
 const std::string& TestPkiDir();
 
 // Path of one PKI file, e.g. Pki("pk/offices/fia-liaison-desk.crt").
@@ -47,7 +47,8 @@ std::string ClientConfigToml(const std::string& endpoint,
                              const std::string& cert_stem,
                              const std::string& gateway_country = "PK");
 
-// A fresh folder under TempDir() for one test.
+// A fresh folder under TempDir() for one test, removed when the process
+// exits.
 std::string NewTempDir(const std::string& name);
 
 }  // namespace casebridge::testing
