@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -159,13 +160,14 @@ int AuditVerify(const Options& options, const std::string& data_dir) {
   (void)(*conn)->Exec("COMMIT");
   if (!report.ok()) return ReportStatus(report.status(), kExitDamaged);
   if (options.json) {
-    std::cout << "{\"ok\":" << (report->ok() ? "true" : "false")
-              << ",\"entries\":" << report->entries;
+    nlohmann::ordered_json out;
+    out["ok"] = report->ok();
+    out["entries"] = report->entries;
     if (!report->ok()) {
-      std::cout << ",\"first_bad_entry\":" << *report->first_bad
-                << ",\"problem\":\"" << report->problem << "\"";
+      out["first_bad_entry"] = *report->first_bad;
+      out["problem"] = report->problem;
     }
-    std::cout << "}\n";
+    std::cout << out.dump() << "\n";
   } else if (report->ok()) {
     std::cout << "audit log " << path << ": OK, " << report->entries
               << (report->entries == 1 ? " entry" : " entries")

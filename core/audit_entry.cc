@@ -19,7 +19,13 @@ void PutU64(std::string& out, uint64_t v) {
 }
 
 void PutString(std::string& out, absl::string_view s) {
-  if (s.size() > kMaxStringBytes) s = s.substr(0, kMaxStringBytes);
+  if (s.size() > kMaxStringBytes) {
+    // Cut on a character boundary: never leave half a UTF-8 sequence.
+    size_t cut = kMaxStringBytes;
+    while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80)
+      --cut;
+    s = s.substr(0, cut);
+  }
   PutU32(out, static_cast<uint32_t>(s.size()));
   out.append(s.data(), s.size());
 }

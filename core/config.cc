@@ -295,9 +295,6 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
     CB_ASSIGN_OR_RETURN(
         l.drain_seconds,
         limits.Integer("drain_seconds", l.drain_seconds, 0, 600));
-    CB_ASSIGN_OR_RETURN(l.default_deadline_seconds,
-                        limits.Integer("default_deadline_seconds",
-                                       l.default_deadline_seconds, 1, 3600));
     CB_RETURN_IF_ERROR(limits.CheckNoUnknownKeys());
   }
   CB_RETURN_IF_ERROR(top.CheckNoUnknownKeys());
@@ -305,11 +302,7 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
 }
 
 absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
-  auto text = crypto::ReadFile(path);
-  if (!text.ok()) {
-    return absl::NotFoundError(std::string(text.status().message()));
-  }
-  return text;
+  return crypto::ReadFile(path);  // NOT_FOUND, PERMISSION_DENIED, ...
 }
 
 }  // namespace

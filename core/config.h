@@ -28,8 +28,6 @@ struct Limits {
   int max_connection_age_seconds = 3600;
   // How long SIGTERM waits for in-flight calls before cancelling them.
   int drain_seconds = 10;
-  // Deadline applied to office calls that come without one.
-  int default_deadline_seconds = 30;
 };
 
 struct Gateway {

@@ -1,6 +1,6 @@
 // Structured log lines: one JSON object per line on stderr, e.g.
 //   {"time":"2026-11-29T11:40:02.123456Z","level":"info",
-//    "event":"rpc.refused","method":"/casebridge.v1.OfficeService/OpenCase",...}
+//    "event":"rpc.refused","port":"office","action":"case.open",...}
 // Event names are dotted and stable; fields are data, never prose to parse.
 #ifndef CASEBRIDGE_CORE_LOG_H_
 #define CASEBRIDGE_CORE_LOG_H_

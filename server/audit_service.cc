@@ -9,10 +9,9 @@ namespace casebridge::server {
 template <typename Request, typename Response>
 grpc::ServerUnaryReactor* AuditServiceImpl::NotYet(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-    grpc::ByteBuffer* response, const char* name) {
+    grpc::ByteBuffer* response, const char* name, const char* audit_action) {
   return handler_->Unary<Request, Response>(
-      context, request, response, Action::kReadAudit,
-      absl::StrCat("audit.", name), nullptr,
+      context, request, response, Action::kReadAudit, audit_action, nullptr,
       [name](const Incoming<Request>&, Response*) {
         return absl::UnimplementedError(
             absl::StrCat(name, " arrives with the verifiable audit log"));
@@ -23,7 +22,7 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetCheckpoint(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
   return NotYet<v1::GetCheckpointRequest, v1::GetCheckpointResponse>(
-      context, request, response, "GetCheckpoint");
+      context, request, response, "GetCheckpoint", "audit.get_checkpoint");
 }
 
 grpc::ServerUnaryReactor* AuditServiceImpl::GetEntries(
@@ -72,7 +71,8 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetInclusionProof(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
   return NotYet<v1::GetInclusionProofRequest, v1::GetInclusionProofResponse>(
-      context, request, response, "GetInclusionProof");
+      context, request, response, "GetInclusionProof",
+      "audit.get_inclusion_proof");
 }
 
 grpc::ServerUnaryReactor* AuditServiceImpl::GetConsistencyProof(
@@ -80,14 +80,15 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetConsistencyProof(
     grpc::ByteBuffer* response) {
   return NotYet<v1::GetConsistencyProofRequest,
                 v1::GetConsistencyProofResponse>(context, request, response,
-                                                 "GetConsistencyProof");
+                                                 "GetConsistencyProof",
+                                                 "audit.get_consistency_proof");
 }
 
 grpc::ServerUnaryReactor* AuditServiceImpl::GetEvidence(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
   return NotYet<v1::GetEvidenceRequest, v1::GetEvidenceResponse>(
-      context, request, response, "GetEvidence");
+      context, request, response, "GetEvidence", "audit.get_evidence");
 }
 
 }  // namespace casebridge::server

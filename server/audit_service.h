@@ -43,8 +43,8 @@ class AuditServiceImpl final : public AuditServiceBase {
   template <typename Request, typename Response>
   grpc::ServerUnaryReactor* NotYet(grpc::CallbackServerContext* context,
                                    const grpc::ByteBuffer* request,
-                                   grpc::ByteBuffer* response,
-                                   const char* name);
+                                   grpc::ByteBuffer* response, const char* name,
+                                   const char* audit_action);
 
   CallHandler* const handler_;
   AuditLog* const audit_;

@@ -119,6 +119,7 @@ void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
     if (context->IsCancelled()) {
       status = absl::CancelledError("call cancelled before it ran");
     } else if (absl::FromChrono(context->deadline()) <= absl::Now()) {
+      // gRPC deadlines are wall-clock instants: compared with real time.
       status =
           absl::DeadlineExceededError("deadline passed before the call ran");
     } else {
@@ -134,7 +135,14 @@ void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
       event.action = audit_action;
       event.subjects = subjects;
       event.payload = payload;
-      event.outcome = status;
+      // Internal details go to the log only, never to auditors' screens.
+      const bool internal = status.code() == absl::StatusCode::kInternal ||
+                            status.code() == absl::StatusCode::kDataLoss ||
+                            status.code() == absl::StatusCode::kUnknown;
+      event.outcome = internal
+                          ? absl::Status(status.code(),
+                                         "internal error; see the gateway log")
+                          : status;
       auto appended = audit_->Append(event);
       if (!appended.ok()) {
         log::Error("audit.append_failed",

@@ -33,6 +33,9 @@ absl::StatusOr<T> AtField(absl::string_view field, absl::StatusOr<T> value) {
 }
 
 void ApplyLimits(grpc::ServerBuilder& builder, const config::Limits& limits) {
+  // Without this gRPC binds with SO_REUSEPORT, and a second gateway on the
+  // same address would start and share the port instead of failing.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(static_cast<int>(limits.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(limits.max_message_bytes));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
@@ -108,11 +111,16 @@ absl::Status Gateway::Init(const Clock* clock) {
   {
     CB_ASSIGN_OR_RETURN(auto certs,
                         AtField("tls.cert", tls::ReadCertificates(c.tls_cert)));
+    // Exactly one spiffe:// URI SAN, ours: what clients and the peer check.
     const auto& sans = certs.front().uri_sans;
-    if (std::find(sans.begin(), sans.end(), c.identity) == sans.end()) {
+    const auto spiffe = std::count_if(
+        sans.begin(), sans.end(),
+        [](const std::string& s) { return s.rfind("spiffe://", 0) == 0; });
+    if (spiffe != 1 ||
+        std::find(sans.begin(), sans.end(), c.identity) == sans.end()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "tls.cert: ", c.tls_cert, " does not carry our identity ", c.identity,
-          " as a URI SAN"));
+          "tls.cert: ", c.tls_cert,
+          " must carry exactly one spiffe:// URI SAN, ", c.identity));
     }
   }
   // gRPC admits clients of a CA whose CRL is missing: refuse to start instead.
@@ -183,6 +191,7 @@ absl::Status Gateway::Init(const Clock* clock) {
     MarkServing(*peer_server_, {v1::PeerService::service_full_name(),
                                 v1::AuditService::service_full_name()});
   }
+  started_ = true;
   log::Info("gateway.started",
             {{"identity", c.identity},
              {"office_port", office_port_},
@@ -208,7 +217,7 @@ void Gateway::Shutdown(absl::Duration drain) {
   if (peer_server_) peer_server_->Shutdown(deadline);
   office.join();
   work_.reset();  // finishes queued work, joins threads
-  log::Info("gateway.stopped", {{"identity", config_.identity}});
+  if (started_) log::Info("gateway.stopped", {{"identity", config_.identity}});
 }
 
 Gateway::~Gateway() { Shutdown(absl::ZeroDuration()); }

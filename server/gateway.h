@@ -63,6 +63,7 @@ class Gateway {
   std::unique_ptr<grpc::Server> peer_server_;
   int office_port_ = 0;
   int peer_port_ = 0;
+  bool started_ = false;  // both listeners came up
   bool stopped_ = false;
 };
 

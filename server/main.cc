@@ -110,6 +110,7 @@ int main(int argc, char** argv) {
                   {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"},
                    {"drain_seconds", absl::ToInt64Seconds(drain)}});
     (*gateway)->Shutdown(drain);
+    if (!ready_file.empty()) std::filesystem::remove(ready_file);
     return 0;
   }
 }

@@ -1,6 +1,9 @@
 #include "server/sqlite_case_store.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -243,6 +246,10 @@ absl::StatusOr<v1::CaseReference> SqliteCaseStore::UpdateCase(
 
 // --- GatewayStore ------------------------------------------------------------
 
+GatewayStore::LockFile::~LockFile() {
+  if (fd >= 0) ::close(fd);  // releases the flock
+}
+
 std::string GatewayStore::DatabasePath(const std::string& data_dir) {
   return (std::filesystem::path(data_dir) / "gateway.db").string();
 }
@@ -257,6 +264,19 @@ absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
   }
   ::chmod(data_dir.c_str(), 0700);
   std::unique_ptr<GatewayStore> store(new GatewayStore());
+  const std::string lock_path =
+      (std::filesystem::path(data_dir) / "gateway.lock").string();
+  store->lock_.fd =
+      ::open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+  if (store->lock_.fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create ", lock_path));
+  }
+  if (::flock(store->lock_.fd, LOCK_EX | LOCK_NB) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(data_dir, " is in use by another running gateway (",
+                     lock_path, " is locked)"));
+  }
   CB_ASSIGN_OR_RETURN(store->db_, sqlite::Database::Open(DatabasePath(data_dir),
                                                          GatewayMigrations()));
   store->audit_ = std::make_unique<SqliteAuditLog>(store->db_.get(), clock);

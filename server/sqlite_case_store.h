@@ -55,6 +55,13 @@ class GatewayStore {
 
  private:
   GatewayStore() = default;
+  // An exclusive lock on <data_dir>/gateway.lock, held while open: two
+  // gateways must never write one database.
+  struct LockFile {
+    int fd = -1;
+    ~LockFile();
+  };
+  LockFile lock_;
   std::unique_ptr<sqlite::Database> db_;
   std::unique_ptr<SqliteAuditLog> audit_;
   std::unique_ptr<SqliteCaseStore> cases_;

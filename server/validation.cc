@@ -292,7 +292,7 @@ absl::Status ValidateListCases(const v1::ListCasesRequest& request) {
   if (!request.owner_office().empty()) {
     auto id = ParseSpiffeId(request.owner_office());
     if (!id.ok() || id->kind == PrincipalKind::kGateway) {
-      return Invalid("owner_office", "is not an office SPIFFE id");
+      return Invalid("owner_office", "is not an office or auditor SPIFFE id");
     }
   }
   CB_RETURN_IF_ERROR(CheckText("text", request.text(), 0, kMaxSearchTextChars));

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "core/crypto.h"
+#include "core/utf8.h"
 #include "tests/testing/status_matchers.h"
 
 namespace casebridge::audit {
@@ -169,6 +170,19 @@ TEST(AuditEntryTest, EncodeTruncatesLongStringsAndKeepsAtMostMaxSubjects) {
   ASSERT_OK_AND_ASSIGN(const Entry decoded, Decode(Encode(entry)));
   EXPECT_EQ(decoded.status_message, std::string(kMaxStringBytes, 'x'));
   EXPECT_EQ(decoded.subjects.size(), kMaxSubjects);
+}
+
+TEST(AuditEntryTest, TruncationNeverSplitsAUtf8Character) {
+  Entry entry;
+  std::string chinese;
+  for (int i = 0; i < 6000; ++i) chinese += "字";  // 18,000 bytes
+  entry.status_message = chinese;
+  ASSERT_OK_AND_ASSIGN(Entry decoded, Decode(Encode(entry)));
+  EXPECT_LE(decoded.status_message.size(), kMaxStringBytes);
+  EXPECT_EQ(decoded.status_message.size() % 3, 0u);
+  EXPECT_TRUE(casebridge::IsValidUtf8(decoded.status_message));
+  EXPECT_EQ(decoded.status_message,
+            chinese.substr(0, decoded.status_message.size()));
 }
 
 TEST(AuditEntryTest, GenesisLinkIsThirtyTwoZeroBytes) {

@@ -90,7 +90,6 @@ TEST_F(GatewayConfigTest, ParsesValidPakistanConfig) {
   EXPECT_EQ(config.limits.drain_seconds, 5);
   // Limits not in the file keep their defaults.
   EXPECT_EQ(config.limits.max_message_bytes, 4 << 20);
-  EXPECT_EQ(config.limits.default_deadline_seconds, 30);
 
   ASSERT_EQ(config.offices.size(), 3u);
   EXPECT_EQ(config.offices[0].identity,

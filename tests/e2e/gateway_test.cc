@@ -412,6 +412,29 @@ TEST_F(GatewayTest, OfflineVerifierFindsAnEditedAuditRow) {
   EXPECT_THAT(damaged.out, HasSubstr("DAMAGED at entry 2"));
 }
 
+TEST_F(GatewayTest, SecondGatewayOnTheSameDataDirRefusesToStart) {
+  GatewayConfigOptions options;
+  options.data_dir = dir_ + "/data";
+  const std::string second =
+      WriteFile(dir_ + "/second.toml", GatewayConfigToml(options));
+  CommandResult r = RunCommand({GatewayBinary(), "--config", second});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("in use by another running gateway"));
+  EXPECT_OK(Office(kFia)->WhoAmI());  // the first one is unharmed
+}
+
+TEST_F(GatewayTest, SecondGatewayOnATakenPortRefusesToStart) {
+  GatewayConfigOptions options;
+  options.data_dir = NewTempDir("second-data");
+  options.office_address = gateway_->office_endpoint();
+  const std::string second =
+      WriteFile(dir_ + "/second.toml", GatewayConfigToml(options));
+  CommandResult r = RunCommand({GatewayBinary(), "--config", second});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("listen.office: cannot listen on " +
+                               gateway_->office_endpoint()));
+}
+
 class BadConfigTest : public ::testing::Test {
  protected:
   // Runs the gateway on `toml`; expects exit 2 and one stderr line with

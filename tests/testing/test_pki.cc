@@ -1,17 +1,17 @@
 #include "tests/testing/test_pki.h"
 
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/file.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <vector>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -40,8 +40,8 @@ const std::string& TestPkiDir() {
     const fs::path marker = fs::path(*path) / ".casebridge-dev-pki";
     std::error_code ec;
     const auto made = fs::last_write_time(marker, ec);
-    const bool fresh =
-        !ec && fs::file_time_type::clock::now() - made < std::chrono::hours(24 * 7);
+    const bool fresh = !ec && fs::file_time_type::clock::now() - made <
+                                  std::chrono::hours(24 * 7);
     if (!fresh) {
       const std::string command = absl::StrCat(
           "'", SourceDir(), "/certs/make-dev-pki' '", *path, "' >/dev/null");
