@@ -1,5 +1,8 @@
 #include "server/sqlite.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 
@@ -197,10 +200,7 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
     current = m.version;
   }
   db->schema_version_ = current;
-  {
-    absl::MutexLock lock(&db->write_mu_);
-    db->writer_ = std::move(writer);
-  }
+  db->writer_ = std::move(writer);
   absl::MutexLock lock(&db->read_mu_);
   for (int i = 0; i < readers; ++i) {
     CB_ASSIGN_OR_RETURN(auto reader, Connection::Open(path, /*create=*/false));
@@ -209,18 +209,60 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
   return db;
 }
 
+bool Database::DoneOrLeading(WaitArg* arg) {
+  arg->db->queue_mu_.AssertHeld();
+  return arg->write->done || arg->db->queue_.front() == arg->write;
+}
+
 absl::Status Database::Write(
     const std::function<absl::Status(Connection&)>& work) {
-  absl::MutexLock lock(&write_mu_);
-  CB_RETURN_IF_ERROR(writer_->Exec("BEGIN IMMEDIATE"));
-  absl::Status status = work(*writer_);
-  if (status.ok()) {
-    status = writer_->Exec("COMMIT");
-    if (status.ok()) return status;
+  PendingWrite me{&work, absl::OkStatus(), false};
+  WaitArg arg{this, &me};
+  queue_mu_.Lock();
+  queue_.push_back(&me);
+  queue_mu_.Await(absl::Condition(&DoneOrLeading, &arg));
+  if (me.done) {  // a leader ran it
+    queue_mu_.Unlock();
+    return me.status;
   }
-  const absl::Status rollback = writer_->Exec("ROLLBACK");
-  (void)rollback;  // fails harmlessly when COMMIT already ended it
-  return status;
+  // We lead: take the front of the queue (us first) as one batch.
+  const size_t n = std::min(queue_.size(), kMaxBatch);
+  std::vector<PendingWrite*> batch(
+      queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+  queue_mu_.Unlock();
+
+  RunBatch(batch);
+
+  queue_mu_.Lock();
+  for (PendingWrite* write : batch) {
+    queue_.pop_front();  // the batch is still the front of the queue
+    write->done = true;
+  }
+  queue_mu_.Unlock();  // wakes the batch's waiters and the next leader
+  return me.status;
+}
+
+void Database::RunBatch(const std::vector<PendingWrite*>& batch) {
+  const absl::Status begin = writer_->Exec("BEGIN IMMEDIATE");
+  if (!begin.ok()) {
+    for (PendingWrite* write : batch) write->status = begin;
+    return;
+  }
+  for (PendingWrite* write : batch) {
+    absl::Status status = writer_->Exec("SAVEPOINT unit");
+    if (status.ok()) status = (*write->work)(*writer_);
+    if (!status.ok()) (void)writer_->Exec("ROLLBACK TO unit");
+    const absl::Status release = writer_->Exec("RELEASE unit");
+    if (status.ok() && !release.ok()) status = release;
+    write->status = status;
+  }
+  const absl::Status commit = writer_->Exec("COMMIT");
+  if (!commit.ok()) {
+    (void)writer_->Exec("ROLLBACK");
+    for (PendingWrite* write : batch) {
+      if (write->status.ok()) write->status = commit;
+    }
+  }
 }
 
 absl::Status Database::Read(

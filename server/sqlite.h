@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -92,10 +93,18 @@ struct Migration {
   const char* sql;
 };
 
-// The gateway's database file. Write() runs one unit of work at a time on
-// the writer connection inside BEGIN IMMEDIATE ... COMMIT; Read() runs on a
-// pooled reader inside a read transaction (a consistent snapshot).
-// Thread-safe.
+// The gateway's database file, with one writer connection and a pool of
+// readers. Thread-safe.
+//
+// Writes are group-committed: callers of Write() queue up; the caller at the
+// front leads, running up to kMaxBatch queued units of work in one
+// transaction, each inside its own SAVEPOINT, and one COMMIT (one fsync)
+// makes them all durable. A unit that fails is rolled back to its savepoint
+// alone; if the COMMIT fails, every unit of the batch fails. Write() returns
+// only once its unit is durable or has failed.
+//
+// Read() runs on a pooled reader inside a read transaction (a consistent
+// snapshot); WAL lets it proceed while the writer commits.
 class Database {
  public:
   // Opens or creates `path` and brings its schema up to the newest of
@@ -105,7 +114,9 @@ class Database {
       const std::string& path, const std::vector<Migration>& migrations,
       int readers = 4);
 
-  // Commits if `work` returns OK, rolls back otherwise; returns its status.
+  // Runs `work` in a write transaction; its changes are committed (durably)
+  // if it returns OK and rolled back otherwise. Returns its status, or the
+  // commit's error. `work` must not call Write() or Read().
   absl::Status Write(const std::function<absl::Status(Connection&)>& work);
   absl::Status Read(const std::function<absl::Status(Connection&)>& work);
 
@@ -115,10 +126,27 @@ class Database {
  private:
   Database() = default;
 
+  static constexpr size_t kMaxBatch = 64;
+
+  struct PendingWrite {
+    const std::function<absl::Status(Connection&)>* work;
+    absl::Status status;
+    bool done = false;
+  };
+  struct WaitArg {
+    Database* db;
+    PendingWrite* write;
+  };
+  static bool DoneOrLeading(WaitArg* arg);
+  // Runs `batch` in one transaction on writer_. Called by the leader only.
+  void RunBatch(const std::vector<PendingWrite*>& batch);
+
   std::string path_;
   int schema_version_ = 0;
-  absl::Mutex write_mu_;
-  std::unique_ptr<Connection> writer_ ABSL_GUARDED_BY(write_mu_);
+  absl::Mutex queue_mu_;
+  std::deque<PendingWrite*> queue_ ABSL_GUARDED_BY(queue_mu_);
+  // Used only by the leader of the write queue, one at a time.
+  std::unique_ptr<Connection> writer_;
   absl::Mutex read_mu_;
   std::vector<std::unique_ptr<Connection>> idle_readers_
       ABSL_GUARDED_BY(read_mu_);
