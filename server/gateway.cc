@@ -64,6 +64,28 @@ void MarkServing(grpc::Server& server,
 
 Gateway::Gateway(config::Gateway config) : config_(std::move(config)) {}
 
+absl::StatusOr<std::unique_ptr<grpc::Server>> Gateway::StartListener(
+    absl::string_view field, const std::string& address,
+    const std::string& trusted_ca, const std::vector<grpc::Service*>& services,
+    int* port) {
+  const config::Gateway& c = config_;
+  tls::ServerOptions options{c.tls_cert, c.tls_key, trusted_ca, c.crl_dir,
+                             c.cert_refresh_seconds};
+  CB_ASSIGN_OR_RETURN(auto creds,
+                      AtField("tls", tls::MakeServerCredentials(options)));
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(address, creds, port);
+  for (grpc::Service* service : services) builder.RegisterService(service);
+  ApplyLimits(builder, c.limits);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || *port == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(field, ": cannot listen on ", address,
+                     " (address in use or not local?)"));
+  }
+  return server;
+}
+
 absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(config::Gateway config,
                                                         const Clock* clock) {
   std::unique_ptr<Gateway> gateway(new Gateway(std::move(config)));
@@ -150,47 +172,22 @@ absl::Status Gateway::Init(const Clock* clock) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
-  // Office port: only our own CA's clients.
-  {
-    tls::ServerOptions options{c.tls_cert, c.tls_key, c.own_ca, c.crl_dir,
-                               c.cert_refresh_seconds};
-    CB_ASSIGN_OR_RETURN(auto creds,
-                        AtField("tls", tls::MakeServerCredentials(options)));
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort(c.office_address, creds, &office_port_);
-    builder.RegisterService(office_service_.get());
-    builder.RegisterService(office_audit_service_.get());
-    ApplyLimits(builder, c.limits);
-    office_server_ = builder.BuildAndStart();
-    if (office_server_ == nullptr || office_port_ == 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("listen.office: cannot listen on ", c.office_address,
-                       " (address in use or not local?)"));
-    }
-    MarkServing(*office_server_, {v1::OfficeService::service_full_name(),
-                                  v1::AuditService::service_full_name()});
-  }
-  // Peer port: only the peer country's CA.
-  {
-    tls::ServerOptions options{c.tls_cert, c.tls_key, c.peer_ca, c.crl_dir,
-                               c.cert_refresh_seconds};
-    CB_ASSIGN_OR_RETURN(auto creds,
-                        AtField("tls", tls::MakeServerCredentials(options)));
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort(c.peer_address, creds, &peer_port_);
-    builder.RegisterService(peer_service_.get());
-    builder.RegisterService(peer_audit_service_.get());
-    ApplyLimits(builder, c.limits);
-    peer_server_ = builder.BuildAndStart();
-    if (peer_server_ == nullptr || peer_port_ == 0) {
-      office_server_->Shutdown();
-      return absl::FailedPreconditionError(
-          absl::StrCat("listen.peer: cannot listen on ", c.peer_address,
-                       " (address in use or not local?)"));
-    }
-    MarkServing(*peer_server_, {v1::PeerService::service_full_name(),
+  // Office port: only our own CA's clients. Peer port: only the peer
+  // country's CA. Same certificate, different trust.
+  CB_ASSIGN_OR_RETURN(
+      office_server_,
+      StartListener("listen.office", c.office_address, c.own_ca,
+                    {office_service_.get(), office_audit_service_.get()},
+                    &office_port_));
+  CB_ASSIGN_OR_RETURN(
+      peer_server_,
+      StartListener("listen.peer", c.peer_address, c.peer_ca,
+                    {peer_service_.get(), peer_audit_service_.get()},
+                    &peer_port_));
+  MarkServing(*office_server_, {v1::OfficeService::service_full_name(),
                                 v1::AuditService::service_full_name()});
-  }
+  MarkServing(*peer_server_, {v1::PeerService::service_full_name(),
+                              v1::AuditService::service_full_name()});
   started_ = true;
   log::Info("gateway.started",
             {{"identity", c.identity},

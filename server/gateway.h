@@ -6,6 +6,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -43,6 +45,12 @@ class Gateway {
  private:
   explicit Gateway(config::Gateway config);
   absl::Status Init(const Clock* clock);
+  // Starts one TLS listener on `address` admitting clients of `trusted_ca`;
+  // `field` names the config key in errors. Sets *port to the bound port.
+  absl::StatusOr<std::unique_ptr<grpc::Server>> StartListener(
+      absl::string_view field, const std::string& address,
+      const std::string& trusted_ca,
+      const std::vector<grpc::Service*>& services, int* port);
 
   config::Gateway config_;
   std::unique_ptr<crypto::Ed25519Signer> envelope_signer_;
