@@ -123,4 +123,64 @@ absl::StatusOr<v1::GetEntriesResponse> OfficeClient::GetAuditEntries(
   return response;
 }
 
+absl::StatusOr<v1::ShareCaseResponse> OfficeClient::ShareCase(
+    const v1::ShareCaseRequest& request) {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::ShareCaseResponse response;
+  CB_RETURN_IF_ERROR(
+      FromGrpcStatus(office_->ShareCase(&context, request, &response)));
+  return response;
+}
+
+absl::StatusOr<v1::SendMessageResponse> OfficeClient::SendMessage(
+    const v1::SendMessageRequest& request) {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::SendMessageResponse response;
+  CB_RETURN_IF_ERROR(
+      FromGrpcStatus(office_->SendMessage(&context, request, &response)));
+  return response;
+}
+
+absl::StatusOr<v1::DeliveryStatus> OfficeClient::GetDeliveryStatus(
+    const std::string& message_id) {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::GetDeliveryStatusRequest request;
+  request.set_message_id(message_id);
+  v1::GetDeliveryStatusResponse response;
+  CB_RETURN_IF_ERROR(
+      FromGrpcStatus(office_->GetDeliveryStatus(&context, request, &response)));
+  return std::move(*response.mutable_status());
+}
+
+absl::Status OfficeClient::WatchInbox(
+    const std::string& cursor, absl::Duration max_wait,
+    const std::function<bool(const v1::WatchInboxResponse&)>& on_message) {
+  grpc::ClientContext context;
+  if (max_wait != absl::InfiniteDuration()) {
+    context.set_deadline(absl::ToChronoTime(absl::Now() + max_wait));
+  }
+  v1::WatchInboxRequest request;
+  request.set_cursor(cursor);
+  auto reader = office_->WatchInbox(&context, request);
+  v1::WatchInboxResponse response;
+  bool stopped = false;
+  while (reader->Read(&response)) {
+    if (!on_message(response)) {
+      stopped = true;
+      context.TryCancel();
+      break;
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  if (stopped) return absl::OkStatus();
+  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+      max_wait != absl::InfiniteDuration()) {
+    return absl::OkStatus();  // waited as long as asked
+  }
+  return FromGrpcStatus(status);
+}
+
 }  // namespace casebridge::client

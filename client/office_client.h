@@ -5,6 +5,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -48,6 +49,20 @@ class OfficeClient {
       const v1::UpdateCaseRequest& request);
   absl::StatusOr<v1::GetEntriesResponse> GetAuditEntries(uint64_t start,
                                                          int page_size);
+  absl::StatusOr<v1::ShareCaseResponse> ShareCase(
+      const v1::ShareCaseRequest& request);
+  absl::StatusOr<v1::SendMessageResponse> SendMessage(
+      const v1::SendMessageRequest& request);
+  absl::StatusOr<v1::DeliveryStatus> GetDeliveryStatus(
+      const std::string& message_id);
+
+  // Streams the inbox after `cursor` ("" from the start) and calls
+  // `on_message` for each message until it returns false, `max_wait` passes
+  // (absl::InfiniteDuration() for no limit), or the stream ends. Returns the
+  // stream's end status (OK when stopped by `on_message` or `max_wait`).
+  absl::Status WatchInbox(
+      const std::string& cursor, absl::Duration max_wait,
+      const std::function<bool(const v1::WatchInboxResponse&)>& on_message);
 
  private:
   void Prepare(grpc::ClientContext& context) const;

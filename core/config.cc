@@ -226,6 +226,32 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
                         peer.File("checkpoint_public_key", true));
     CB_ASSIGN_OR_RETURN(config.peer_witness_public_key,
                         peer.File("witness_public_key", true));
+    const toml::node* offices = peer.Get("offices");
+    if (offices == nullptr || !offices->is_array() ||
+        offices->as_array()->empty()) {
+      return peer.Error("offices",
+                        "is required: a list of the peer country's office "
+                        "identities that may send messages");
+    }
+    std::set<std::string> seen;
+    for (const toml::node& element : *offices->as_array()) {
+      const auto value = element.value<std::string>();
+      if (!element.is_string() || !value) {
+        return peer.Error("offices", "must be a list of strings");
+      }
+      auto id = ParseSpiffeId(*value);
+      if (!id.ok() || id->country != peer_country ||
+          id->kind != PrincipalKind::kOffice) {
+        return peer.Error("offices",
+                          absl::StrCat("\"", *value,
+                                       "\" is not an office of the peer's "
+                                       "country"));
+      }
+      if (!seen.insert(*value).second) {
+        return peer.Error("offices", absl::StrCat(*value, " is listed twice"));
+      }
+      config.peer_offices.push_back(*value);
+    }
     CB_RETURN_IF_ERROR(peer.CheckNoUnknownKeys());
   }
   {
@@ -295,6 +321,24 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
     CB_ASSIGN_OR_RETURN(
         l.drain_seconds,
         limits.Integer("drain_seconds", l.drain_seconds, 0, 600));
+    CB_ASSIGN_OR_RETURN(
+        l.max_envelope_bytes,
+        limits.Integer("max_envelope_bytes", l.max_envelope_bytes, 4 << 10,
+                       l.max_message_bytes / 2));
+    CB_ASSIGN_OR_RETURN(l.max_clock_skew_seconds,
+                        limits.Integer("max_clock_skew_seconds",
+                                       l.max_clock_skew_seconds, 1, 86400));
+    CB_ASSIGN_OR_RETURN(
+        l.delivery_window,
+        limits.Integer("delivery_window", l.delivery_window, 1, 1024));
+    CB_ASSIGN_OR_RETURN(
+        l.retry_max_seconds,
+        limits.Integer("retry_max_seconds", l.retry_max_seconds, 1, 3600));
+    // The default must fit inside a message, whatever its size limit.
+    if (limits.Get("max_envelope_bytes") == nullptr) {
+      l.max_envelope_bytes =
+          std::min(l.max_envelope_bytes, l.max_message_bytes / 2);
+    }
     CB_RETURN_IF_ERROR(limits.CheckNoUnknownKeys());
   }
   CB_RETURN_IF_ERROR(top.CheckNoUnknownKeys());

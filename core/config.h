@@ -28,6 +28,16 @@ struct Limits {
   int max_connection_age_seconds = 3600;
   // How long SIGTERM waits for in-flight calls before cancelling them.
   int drain_seconds = 10;
+  // Largest serialized envelope accepted from the peer (and sent to it).
+  int64_t max_envelope_bytes = 1 << 20;
+  // An envelope created further in the future than this is refused. (Age is
+  // not limited: an envelope may wait out a long outage in the outbox;
+  // replays are caught by envelope id.)
+  int max_clock_skew_seconds = 300;
+  // Envelopes in flight to the peer at once (one per case at most).
+  int delivery_window = 64;
+  // Longest wait between two delivery attempts of one envelope.
+  int retry_max_seconds = 60;
 };
 
 struct Gateway {
@@ -55,6 +65,8 @@ struct Gateway {
   std::string peer_envelope_public_key;  // PEM
   std::string peer_checkpoint_public_key;  // PEM
   std::string peer_witness_public_key;     // PEM
+  // The peer country's offices allowed to send us messages (SPIFFE ids).
+  std::vector<std::string> peer_offices;
 
   std::vector<Office> offices;
   Limits limits;

@@ -9,7 +9,10 @@
 #include "core/tls.h"
 #include "server/audit_service.h"
 #include "server/call_handler.h"
+#include "server/inbound.h"
+#include "server/inbox_watchers.h"
 #include "server/office_service.h"
+#include "server/peer_link.h"
 #include "server/peer_service.h"
 #include "server/sqlite_case_store.h"
 #include "server/work_queue.h"
@@ -116,9 +119,9 @@ absl::Status Gateway::Init(const Clock* clock) {
         "different keys");
   }
   CB_ASSIGN_OR_RETURN(
-      peer_envelope_verifier_,
-      AtField("peer.envelope_public_key", crypto::Ed25519Verifier::FromPemFile(
-                                              c.peer_envelope_public_key)));
+      peer_envelope_keys_,
+      AtField("peer.envelope_public_key",
+              exchange::KeyRing::FromPemFiles({c.peer_envelope_public_key})));
   CB_ASSIGN_OR_RETURN(peer_checkpoint_verifier_,
                       AtField("peer.checkpoint_public_key",
                               crypto::Ed25519Verifier::FromPemFile(
@@ -161,11 +164,27 @@ absl::Status Gateway::Init(const Clock* clock) {
       Port::kOffice, &config_, &store_->audit_log(), work_.get(), clock);
   peer_handler_ = std::make_unique<CallHandler>(
       Port::kPeer, &config_, &store_->audit_log(), work_.get(), clock);
+  CB_ASSIGN_OR_RETURN(peer_link_, PeerLink::Start(&config_, &store_->exchange(),
+                                                  &store_->audit_log(),
+                                                  &peer_envelope_keys_, clock));
+  inbox_watchers_ = std::make_unique<InboxWatchers>(&store_->exchange());
+  OfficeServiceImpl::Exchange exchange;
+  exchange.store = &store_->exchange();
+  exchange.envelope_signer = envelope_signer_.get();
+  exchange.wake_sender = [link = peer_link_.get()] { link->Wake(); };
+  exchange.watchers = inbox_watchers_.get();
+  exchange.work = work_.get();
+  exchange.clock = clock;
   office_service_ = std::make_unique<OfficeServiceImpl>(
-      &config_, office_handler_.get(), &store_->cases(), &store_->audit_log());
+      &config_, office_handler_.get(), &store_->cases(), &store_->audit_log(),
+      std::move(exchange));
   office_audit_service_ = std::make_unique<AuditServiceImpl>(
       office_handler_.get(), &store_->audit_log());
-  peer_service_ = std::make_unique<PeerServiceImpl>(peer_handler_.get());
+  inbound_ = std::make_unique<Inbound>(
+      &config_, &store_->exchange(), &store_->audit_log(), &peer_envelope_keys_,
+      envelope_signer_.get(), clock);
+  peer_service_ = std::make_unique<PeerServiceImpl>(
+      peer_handler_.get(), inbound_.get(), work_.get());
   peer_audit_service_ = std::make_unique<AuditServiceImpl>(
       peer_handler_.get(), &store_->audit_log());
 
@@ -213,7 +232,10 @@ void Gateway::Shutdown(absl::Duration drain) {
   });
   if (peer_server_) peer_server_->Shutdown(deadline);
   office.join();
-  work_.reset();  // finishes queued work, joins threads
+  // Envelopes in flight stay in the outbox and go again after a restart.
+  if (peer_link_) peer_link_->Stop();
+  inbox_watchers_.reset();  // no stream is left to poke
+  work_.reset();            // finishes queued work, joins threads
   if (started_) log::Info("gateway.stopped", {{"identity", config_.identity}});
 }
 

@@ -14,6 +14,7 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/crypto.h"
+#include "core/envelope.h"
 
 namespace casebridge::server {
 
@@ -22,6 +23,9 @@ class WorkQueue;
 class CallHandler;
 class OfficeServiceImpl;
 class PeerServiceImpl;
+class Inbound;
+class InboxWatchers;
+class PeerLink;
 class AuditServiceImpl;
 
 class Gateway {
@@ -56,15 +60,18 @@ class Gateway {
   std::unique_ptr<crypto::Ed25519Signer> envelope_signer_;
   std::unique_ptr<crypto::Ed25519Signer> checkpoint_signer_;
   std::unique_ptr<crypto::Ed25519Signer> witness_signer_;
-  std::unique_ptr<crypto::Ed25519Verifier> peer_envelope_verifier_;
+  exchange::KeyRing peer_envelope_keys_;
   std::unique_ptr<crypto::Ed25519Verifier> peer_checkpoint_verifier_;
   std::unique_ptr<crypto::Ed25519Verifier> peer_witness_verifier_;
   std::unique_ptr<GatewayStore> store_;
   std::unique_ptr<WorkQueue> work_;
   std::unique_ptr<CallHandler> office_handler_;
   std::unique_ptr<CallHandler> peer_handler_;
+  std::unique_ptr<PeerLink> peer_link_;
+  std::unique_ptr<InboxWatchers> inbox_watchers_;
   std::unique_ptr<OfficeServiceImpl> office_service_;
   std::unique_ptr<AuditServiceImpl> office_audit_service_;
+  std::unique_ptr<Inbound> inbound_;
   std::unique_ptr<PeerServiceImpl> peer_service_;
   std::unique_ptr<AuditServiceImpl> peer_audit_service_;
   std::unique_ptr<grpc::Server> office_server_;

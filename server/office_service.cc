@@ -11,17 +11,6 @@
 namespace casebridge::server {
 namespace {
 
-constexpr absl::string_view kUnimplementedExchange =
-    "arrives with the cross-border exchange; not served by this gateway "
-    "version";
-
-// Finishes a server-streaming call with a status and nothing else.
-class FinishOnlyWriter final
-    : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
- public:
-  void OnDone() override { delete this; }
-};
-
 std::string FilterFingerprint(const v1::ListCasesRequest& filters) {
   v1::ListCasesRequest copy = filters;
   copy.clear_page_size();
@@ -64,8 +53,12 @@ absl::StatusOr<int64_t> DecodePageToken(const std::string& token,
 
 OfficeServiceImpl::OfficeServiceImpl(const config::Gateway* config,
                                      CallHandler* handler, CaseStore* cases,
-                                     AuditLog* audit)
-    : config_(config), handler_(handler), cases_(cases), audit_(audit) {}
+                                     AuditLog* audit, Exchange exchange)
+    : config_(config),
+      handler_(handler),
+      cases_(cases),
+      audit_(audit),
+      exchange_(std::move(exchange)) {}
 
 grpc::ServerUnaryReactor* OfficeServiceImpl::WhoAmI(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
@@ -212,79 +205,6 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
                                                in.Event("case.update", {id})));
         return absl::OkStatus();
       });
-}
-
-grpc::ServerUnaryReactor* OfficeServiceImpl::ShareCase(
-    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-    grpc::ByteBuffer* response) {
-  return handler_->Unary<v1::ShareCaseRequest, v1::ShareCaseResponse>(
-      context, request, response, Action::kShareCase, "case.share",
-      [](const v1::ShareCaseRequest& r) {
-        return std::vector<std::string>{r.exchange_id()};
-      },
-      [](const Incoming<v1::ShareCaseRequest>&, v1::ShareCaseResponse*) {
-        return absl::UnimplementedError(
-            absl::StrCat("ShareCase ", kUnimplementedExchange));
-      });
-}
-
-grpc::ServerUnaryReactor* OfficeServiceImpl::SendMessage(
-    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-    grpc::ByteBuffer* response) {
-  return handler_->Unary<v1::SendMessageRequest, v1::SendMessageResponse>(
-      context, request, response, Action::kSendMessage, "message.send",
-      [](const v1::SendMessageRequest& r) {
-        return std::vector<std::string>{r.message().exchange_id()};
-      },
-      [](const Incoming<v1::SendMessageRequest>&, v1::SendMessageResponse*) {
-        return absl::UnimplementedError(
-            absl::StrCat("SendMessage ", kUnimplementedExchange));
-      });
-}
-
-grpc::ServerWriteReactor<grpc::ByteBuffer>* OfficeServiceImpl::WatchInbox(
-    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
-  auto* reactor = new FinishOnlyWriter();
-  handler_->Run(
-      context, Action::kWatchInbox, "inbox.watch", ByteBufferToString(*request),
-      {},
-      [](const Caller&) {
-        return absl::UnimplementedError(
-            absl::StrCat("WatchInbox ", kUnimplementedExchange));
-      },
-      [reactor](const grpc::Status& status) { reactor->Finish(status); });
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* OfficeServiceImpl::Acknowledge(
-    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-    grpc::ByteBuffer* response) {
-  return handler_->Unary<v1::AcknowledgeRequest, v1::AcknowledgeResponse>(
-      context, request, response, Action::kAcknowledge, "message.acknowledge",
-      [](const v1::AcknowledgeRequest& r) {
-        return std::vector<std::string>{r.message_id()};
-      },
-      [](const Incoming<v1::AcknowledgeRequest>&, v1::AcknowledgeResponse*) {
-        return absl::UnimplementedError(
-            absl::StrCat("Acknowledge ", kUnimplementedExchange));
-      });
-}
-
-grpc::ServerUnaryReactor* OfficeServiceImpl::GetDeliveryStatus(
-    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-    grpc::ByteBuffer* response) {
-  return handler_
-      ->Unary<v1::GetDeliveryStatusRequest, v1::GetDeliveryStatusResponse>(
-          context, request, response, Action::kGetDeliveryStatus,
-          "message.status",
-          [](const v1::GetDeliveryStatusRequest& r) {
-            return std::vector<std::string>{r.message_id()};
-          },
-          [](const Incoming<v1::GetDeliveryStatusRequest>&,
-             v1::GetDeliveryStatusResponse*) {
-            return absl::UnimplementedError(
-                absl::StrCat("GetDeliveryStatus ", kUnimplementedExchange));
-          });
 }
 
 }  // namespace casebridge::server

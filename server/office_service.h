@@ -2,9 +2,14 @@
 #define CASEBRIDGE_SERVER_OFFICE_SERVICE_H_
 
 #include "casebridge/v1/office.grpc.pb.h"
+#include "core/clock.h"
 #include "core/config.h"
+#include "core/crypto.h"
 #include "server/call_handler.h"
 #include "server/case_store.h"
+#include "server/exchange_store.h"
+#include "server/inbox_watchers.h"
+#include "server/work_queue.h"
 
 namespace casebridge::server {
 
@@ -29,9 +34,19 @@ using OfficeServiceBase = v1::OfficeService::WithRawCallbackMethod_WhoAmI<
 // answer UNIMPLEMENTED until the cross-border exchange lands.
 class OfficeServiceImpl final : public OfficeServiceBase {
  public:
+  // What the exchange RPCs need. Pointers must outlive the service.
+  struct Exchange {
+    ExchangeStore* store = nullptr;
+    const crypto::Ed25519Signer* envelope_signer = nullptr;
+    std::function<void()> wake_sender;  // something was queued
+    InboxWatchers* watchers = nullptr;
+    WorkQueue* work = nullptr;
+    const Clock* clock = nullptr;
+  };
+
   // All pointers must outlive the service.
   OfficeServiceImpl(const config::Gateway* config, CallHandler* handler,
-                    CaseStore* cases, AuditLog* audit);
+                    CaseStore* cases, AuditLog* audit, Exchange exchange);
 
   grpc::ServerUnaryReactor* WhoAmI(grpc::CallbackServerContext* context,
                                    const grpc::ByteBuffer* request,
@@ -65,10 +80,17 @@ class OfficeServiceImpl final : public OfficeServiceBase {
       grpc::ByteBuffer* response) override;
 
  private:
+  // Mints ids, signs and queues `message` (kind, priority, content set by
+  // the caller) from `caller`, and wakes the sender.
+  absl::StatusOr<QueuedMessage> Queue(const Caller& caller,
+                                      v1::CaseMessage message,
+                                      const RequestKey& key, AuditEvent event);
+
   const config::Gateway* const config_;
   CallHandler* const handler_;
   CaseStore* const cases_;
   AuditLog* const audit_;
+  const Exchange exchange_;
 };
 
 // Encodes / decodes ListCases page tokens: the position after the last case

@@ -3,6 +3,8 @@
 
 #include "casebridge/v1/peer.grpc.pb.h"
 #include "server/call_handler.h"
+#include "server/inbound.h"
+#include "server/work_queue.h"
 
 namespace casebridge::server {
 
@@ -10,12 +12,17 @@ using PeerServiceBase = v1::PeerService::WithRawCallbackMethod_Deliver<
     v1::PeerService::WithRawCallbackMethod_AddCheckpoint<
         v1::PeerService::Service>>;
 
-// PeerService on the peer port. Admits only the pinned peer gateway; the
-// exchange and witnessing answer UNIMPLEMENTED until they land.
+// PeerService on the peer port. Admits only the pinned peer gateway.
+// Deliver takes envelopes pipelined on one stream: each is checked and
+// stored on the work queue as it arrives, and answered (receipt or refusal)
+// as soon as it is done, so answers may come out of order; `sequence`
+// matches them. Witnessing (AddCheckpoint) answers UNIMPLEMENTED until the
+// Merkle log lands.
 class PeerServiceImpl final : public PeerServiceBase {
  public:
-  // `handler` must outlive the service.
-  explicit PeerServiceImpl(CallHandler* handler) : handler_(handler) {}
+  // Pointers must outlive the service.
+  PeerServiceImpl(CallHandler* handler, Inbound* inbound, WorkQueue* work)
+      : handler_(handler), inbound_(inbound), work_(work) {}
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Deliver(
       grpc::CallbackServerContext* context) override;
@@ -25,6 +32,8 @@ class PeerServiceImpl final : public PeerServiceBase {
 
  private:
   CallHandler* const handler_;
+  Inbound* const inbound_;
+  WorkQueue* const work_;
 };
 
 }  // namespace casebridge::server

@@ -52,6 +52,74 @@ CREATE TABLE audit_payload_salts (
   salt BLOB NOT NULL                -- 16 random bytes
 );
 )sql"},
+      {2, "outbox, inbound envelopes and inboxes", R"sql(
+-- Case messages sent and received (docs/exchange.md#outbox-inbound-and-inbox).
+CREATE TABLE messages (
+  seq              INTEGER PRIMARY KEY,    -- insertion order
+  message_id       TEXT UNIQUE NOT NULL,   -- "<PK|CN>-M-..." minted by the origin gateway
+  exchange_id      TEXT NOT NULL,          -- the case (copy of body's)
+  direction        INTEGER NOT NULL,       -- 1 outgoing (sent from here), 2 incoming (from the peer)
+  kind             INTEGER,                -- v1.MessageKind (copy of body's)
+  priority         INTEGER,                -- v1.Priority (copy of body's)
+  sender_office    TEXT,                   -- SPIFFE id (copy of body's)
+  recipient_office TEXT,                   -- SPIFFE id, '' for the liaison desk (copy of body's)
+  body             BLOB NOT NULL,          -- serialized v1.CaseMessage: the authoritative record
+  created_us       INTEGER NOT NULL,       -- queued or received, unix microseconds
+  request_id       TEXT,                   -- SendMessage/ShareCase idempotency key, NULL if none
+  request_hash     BLOB                    -- SHA-256 of that request, NULL with request_id
+);
+CREATE UNIQUE INDEX messages_by_request ON messages(sender_office, request_id)
+  WHERE request_id IS NOT NULL;
+
+-- Envelopes to deliver to the peer gateway, one per outgoing message.
+CREATE TABLE outbox (
+  seq             INTEGER PRIMARY KEY,    -- queue order
+  envelope_id     TEXT UNIQUE NOT NULL,   -- Envelope.envelope_id
+  message_id      TEXT NOT NULL REFERENCES messages(message_id),  -- the message carried
+  exchange_id     TEXT NOT NULL,          -- the case: per-case order is kept by this
+  priority        INTEGER NOT NULL,       -- v1.Priority: URGENT (3) goes first
+  signed_envelope BLOB NOT NULL,          -- serialized v1.SignedEnvelope, exactly as signed
+  state           INTEGER NOT NULL,       -- v1.DeliveryState: 1 QUEUED, 2 SENT, 3 DELIVERED, 5 FAILED
+  attempts        INTEGER NOT NULL DEFAULT 0,  -- delivery attempts so far
+  next_attempt_us INTEGER NOT NULL,       -- not sent again before this, unix microseconds
+  last_error      TEXT,                   -- why the last attempt failed or the peer refused; NULL if none
+  receipt         BLOB,                   -- serialized v1.SignedReceipt from the peer, once DELIVERED
+  queued_us       INTEGER NOT NULL,       -- unix microseconds
+  delivered_us    INTEGER                 -- receipt stored, unix microseconds; NULL until then
+);
+CREATE UNIQUE INDEX outbox_by_message ON outbox(message_id);
+-- The sender's scheduler: envelopes not yet delivered, by case.
+CREATE INDEX outbox_pending ON outbox(exchange_id, seq) WHERE state IN (1, 2);
+
+-- Envelopes received from the peer, with the receipt we gave for each.
+CREATE TABLE inbound (
+  envelope_id     TEXT PRIMARY KEY,       -- Envelope.envelope_id: the deduplication key
+  envelope_sha256 BLOB NOT NULL,          -- SHA-256 of the envelope bytes (32 bytes)
+  signed_envelope BLOB NOT NULL,          -- serialized v1.SignedEnvelope, exactly as received
+  receipt         BLOB NOT NULL,          -- our serialized v1.SignedReceipt, returned again to replays
+  received_us     INTEGER NOT NULL,       -- unix microseconds, as in the receipt
+  audit_index     INTEGER NOT NULL        -- our audit entry recording the receipt
+);
+
+-- Envelopes that reused a received envelope id with other bytes: evidence.
+CREATE TABLE envelope_conflicts (
+  id              INTEGER PRIMARY KEY,    -- arrival order
+  envelope_id     TEXT NOT NULL,          -- the id reused (inbound.envelope_id)
+  signed_envelope BLOB NOT NULL,          -- serialized v1.SignedEnvelope, exactly as received
+  received_us     INTEGER NOT NULL        -- unix microseconds
+);
+CREATE INDEX envelope_conflicts_by_envelope ON envelope_conflicts(envelope_id, id);
+
+-- Received messages per addressed office, in delivery order.
+CREATE TABLE inbox (
+  cursor          INTEGER PRIMARY KEY AUTOINCREMENT,  -- position; never reused
+  office          TEXT NOT NULL,          -- SPIFFE id of the office addressed
+  message_id      TEXT NOT NULL REFERENCES messages(message_id),  -- the message
+  acknowledged_us INTEGER,                -- unix microseconds; NULL until acknowledged
+  UNIQUE(office, message_id)
+);
+CREATE INDEX inbox_by_office ON inbox(office, cursor);
+)sql"},
   };
   return *migrations;
 }

@@ -282,6 +282,9 @@ absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
   store->audit_ = std::make_unique<SqliteAuditLog>(store->db_.get(), clock);
   store->cases_ = std::make_unique<SqliteCaseStore>(
       store->db_.get(), store->audit_.get(), clock, country);
+  CB_ASSIGN_OR_RETURN(store->exchange_,
+                      SqliteExchangeStore::Create(store->db_.get(),
+                                                  store->audit_.get(), clock));
   return store;
 }
 

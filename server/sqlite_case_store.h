@@ -8,6 +8,7 @@
 #include "server/case_store.h"
 #include "server/sqlite.h"
 #include "server/sqlite_audit_log.h"
+#include "server/sqlite_exchange_store.h"
 
 namespace casebridge::server {
 
@@ -52,6 +53,7 @@ class GatewayStore {
   sqlite::Database& database() { return *db_; }
   SqliteAuditLog& audit_log() { return *audit_; }
   SqliteCaseStore& cases() { return *cases_; }
+  SqliteExchangeStore& exchange() { return *exchange_; }
 
  private:
   GatewayStore() = default;
@@ -65,6 +67,7 @@ class GatewayStore {
   std::unique_ptr<sqlite::Database> db_;
   std::unique_ptr<SqliteAuditLog> audit_;
   std::unique_ptr<SqliteCaseStore> cases_;
+  std::unique_ptr<SqliteExchangeStore> exchange_;
 };
 
 }  // namespace casebridge::server

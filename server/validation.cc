@@ -173,6 +173,54 @@ absl::Status CheckRequestId(absl::string_view field, absl::string_view value) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateMessageContent(const v1::CaseMessage& m,
+                                    absl::string_view prefix) {
+  const std::string p(prefix);
+  CB_RETURN_IF_ERROR(CheckExchangeId(Field(p, "exchange_id"), m.exchange_id()));
+  if (!v1::MessageKind_IsValid(m.kind()) ||
+      m.kind() == v1::MESSAGE_KIND_UNSPECIFIED) {
+    return Invalid(Field(p, "kind"), "is required");
+  }
+  if (!v1::Priority_IsValid(m.priority()) ||
+      m.priority() == v1::PRIORITY_UNSPECIFIED) {
+    return Invalid(Field(p, "priority"),
+                   "is required (ROUTINE, PRIORITY or URGENT)");
+  }
+  const bool update = m.kind() == v1::MESSAGE_KIND_RESCUE_UPDATE;
+  if (!v1::RescueStage_IsValid(m.rescue_stage())) {
+    return Invalid(Field(p, "rescue_stage"), "is not a known stage");
+  }
+  if (update && m.rescue_stage() == v1::RESCUE_STAGE_UNSPECIFIED) {
+    return Invalid(Field(p, "rescue_stage"), "is required with RESCUE_UPDATE");
+  }
+  if (!update && m.rescue_stage() != v1::RESCUE_STAGE_UNSPECIFIED) {
+    return Invalid(Field(p, "rescue_stage"),
+                   "is only allowed with RESCUE_UPDATE");
+  }
+  const bool share = m.kind() == v1::MESSAGE_KIND_CASE_SHARE;
+  CB_RETURN_IF_ERROR(CheckText(Field(p, "body"), m.body(), share ? 0 : 1,
+                               kMaxMessageBodyChars));
+  if (share != m.has_case_reference()) {
+    return Invalid(Field(p, "case_reference"),
+                   share ? "is required with CASE_SHARE"
+                         : "is only allowed with CASE_SHARE");
+  }
+  const bool reply = m.kind() == v1::MESSAGE_KIND_INFORMATION_RESPONSE ||
+                     m.kind() == v1::MESSAGE_KIND_ACKNOWLEDGEMENT;
+  if (reply && m.in_reply_to().empty()) {
+    return Invalid(Field(p, "in_reply_to"), "is required with this kind");
+  }
+  CB_RETURN_IF_ERROR(
+      CheckText(Field(p, "in_reply_to"), m.in_reply_to(), 0, 64));
+  if (!v1::HandlingCode_IsValid(m.handling_code())) {
+    return Invalid(Field(p, "handling_code"), "is not a known handling code");
+  }
+  if (m.has_evaluation()) {
+    CB_RETURN_IF_ERROR(CheckEvaluation(Field(p, "evaluation"), m.evaluation()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateCaseConsistency(const v1::CaseReference& c,
                                      absl::string_view prefix) {
   if (c.handling_code() == v1::HANDLING_CODE_H3) {

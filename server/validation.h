@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "casebridge/v1/common.pb.h"
+#include "casebridge/v1/exchange.pb.h"
 #include "casebridge/v1/office.pb.h"
 
 namespace casebridge::server {
@@ -40,6 +41,17 @@ absl::Status CheckRequestId(absl::string_view field, absl::string_view value);
 absl::Status ValidateOpenCase(const v1::OpenCaseRequest& request);
 absl::Status ValidateUpdateCase(const v1::UpdateCaseRequest& request);
 absl::Status ValidateListCases(const v1::ListCasesRequest& request);
+
+inline constexpr size_t kMaxMessageBodyChars = 16000;
+
+// The content of a rescue-coordination message, as sent by an office or
+// received from the peer: kind and priority required; rescue_stage exactly
+// with RESCUE_UPDATE; body 1-16,000 characters (may be empty on CASE_SHARE,
+// which needs case_reference instead); in_reply_to required on
+// INFORMATION_RESPONSE and ACKNOWLEDGEMENT; handling code and evaluation
+// valid if set. Field paths start with `prefix` ("message").
+absl::Status ValidateMessageContent(const v1::CaseMessage& message,
+                                    absl::string_view prefix);
 
 // The complete case after a change: fields that depend on each other
 // (handling code and restriction).

@@ -60,6 +60,7 @@ endpoint = "127.0.0.1:1"
 envelope_public_key = "{pki}/cn/signing/envelope.pub"
 checkpoint_public_key = "{pki}/cn/signing/checkpoint.pub"
 witness_public_key = "{pki}/cn/signing/witness.pub"
+offices = ["spiffe://cn.casebridge/office/mps-liaison"]
 [[offices]]
 identity = "spiffe://pk.casebridge/office/fia-liaison-desk"
 name = "FIA liaison desk"

@@ -62,6 +62,8 @@ absl::Status InsertYear(Connection& c, int64_t year, int64_t last) {
   return stmt->Run();
 }
 
+const int kNewest = GatewayMigrations().back().version;
+
 class DatabaseTest : public ::testing::Test {
  protected:
   void SetUp() override { path_ = NewTempDir("sqlite") + "/gateway.db"; }
@@ -73,14 +75,15 @@ TEST_F(DatabaseTest, OpenCreatesFileAndAppliesMigrations) {
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
   EXPECT_TRUE(fs::exists(path_));
   EXPECT_EQ(db->path(), path_);
-  EXPECT_EQ(db->schema_version(), 1);
-  EXPECT_EQ(GatewayMigrations().back().version, 1);
-  // The tables of migration 1 exist.
+  EXPECT_EQ(db->schema_version(), kNewest);
+  // The tables of every migration exist.
   EXPECT_OK(db->Read([](Connection& c) {
     return c.Exec(
         "SELECT seq FROM cases; SELECT idx FROM audit_log; "
         "SELECT idx FROM audit_payload_salts; "
-        "SELECT year FROM exchange_id_counters;");
+        "SELECT year FROM exchange_id_counters; SELECT seq FROM messages; "
+        "SELECT seq FROM outbox; SELECT envelope_id FROM inbound; "
+        "SELECT cursor FROM inbox; SELECT id FROM envelope_conflicts;");
   }));
 }
 
@@ -92,7 +95,7 @@ TEST_F(DatabaseTest, OpenRecordsSchemaVersionInFile) {
   ASSERT_EQ(sqlite3_prepare_v2(raw, "PRAGMA user_version", -1, &stmt, nullptr),
             SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(stmt, 0), 1);
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), kNewest);
   sqlite3_finalize(stmt);
   sqlite3_close(raw);
 }
@@ -103,17 +106,19 @@ TEST_F(DatabaseTest, ReopenKeepsDataAndSchema) {
     ASSERT_OK(db->Write([](Connection& c) { return InsertYear(c, 2026, 7); }));
   }
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
-  EXPECT_EQ(db->schema_version(), 1);
+  EXPECT_EQ(db->schema_version(), kNewest);
   ASSERT_OK_AND_ASSIGN(const int64_t count, CountYear(*db, 2026));
   EXPECT_EQ(count, 1);
 }
 
 TEST_F(DatabaseTest, RefusesFileFromNewerSchema) {
   { ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations())); }
-  RawExec(path_, "PRAGMA user_version = 2");
-  EXPECT_THAT(Database::Open(path_, GatewayMigrations()),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       AllOf(HasSubstr(path_), HasSubstr("schema version 2"))));
+  RawExec(path_, absl::StrCat("PRAGMA user_version = ", kNewest + 1));
+  EXPECT_THAT(
+      Database::Open(path_, GatewayMigrations()),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               AllOf(HasSubstr(path_),
+                     HasSubstr(absl::StrCat("schema version ", kNewest + 1)))));
 }
 
 TEST_F(DatabaseTest, AppliesOnlyNewMigrations) {

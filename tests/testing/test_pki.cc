@@ -1,8 +1,11 @@
 #include "tests/testing/test_pki.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -100,6 +103,25 @@ TempDirRegistry& Registry() {
 
 }  // namespace
 
+int ReserveFreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (fd < 0 ||
+      ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ADD_FAILURE() << "cannot reserve a port";
+    if (fd >= 0) ::close(fd);
+    return 0;
+  }
+  const int port = ntohs(addr.sin_port);
+  ::close(fd);
+  return port;
+}
+
 std::string NewTempDir(const std::string& name) {
   static std::atomic<int> counter{0};
   const std::string path = absl::StrCat(::testing::TempDir(), "cb-", ::getpid(),
@@ -168,10 +190,12 @@ endpoint = "$PEER_ENDPOINT"
 envelope_public_key = "$PKI/$THEM/signing/envelope.pub"
 checkpoint_public_key = "$PKI/$THEM/signing/checkpoint.pub"
 witness_public_key = "$PKI/$THEM/signing/witness.pub"
+offices = $PEER_OFFICES
 
 [limits]
 drain_seconds = $DRAIN
 max_message_bytes = $MAXMSG
+retry_max_seconds = $RETRYMAX
 
 )" + offices +
           o.extra_offices,
@@ -184,7 +208,12 @@ max_message_bytes = $MAXMSG
        {"$PEER", o.peer_address},
        {"$PKI", TestPkiDir()},
        {"$DRAIN", absl::StrCat(o.drain_seconds)},
-       {"$MAXMSG", absl::StrCat(o.max_message_bytes)}});
+       {"$PEER_OFFICES",
+        pk ? "[\"spiffe://cn.casebridge/office/mps-liaison\"]"
+           : "[\"spiffe://pk.casebridge/office/fia-liaison-desk\", "
+             "\"spiffe://pk.casebridge/office/embassy-beijing\"]"},
+       {"$MAXMSG", absl::StrCat(o.max_message_bytes)},
+       {"$RETRYMAX", absl::StrCat(o.retry_max_seconds)}});
 }
 
 std::string ClientConfigToml(const std::string& endpoint,

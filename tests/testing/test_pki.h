@@ -30,7 +30,12 @@ struct GatewayConfigOptions {
   std::string extra_offices;  // appended TOML, e.g. more [[offices]]
   int drain_seconds = 5;
   int max_message_bytes = 4 << 20;
+  int retry_max_seconds = 60;
 };
+
+// A loopback port that was free a moment ago (bind to port 0, read, close),
+// for configs that must name each other's ports before either starts.
+int ReserveFreePort();
 
 // TOML text of a gateway config using the test PKI. PK's office table has
 // fia-liaison-desk (liaison_officer), embassy-beijing (embassy_officer) and

@@ -1,0 +1,196 @@
+// Storage of the cross-border exchange (DESIGN.md section 4): outgoing
+// messages and their outbox envelopes, envelopes received from the peer with
+// the receipts given for them, and each office's inbox. Every change commits
+// together with the audit entry that records it, or not at all. Semantics:
+// docs/exchange.md#outbox-inbound-and-inbox; tables: docs/storage.md.
+#ifndef CASEBRIDGE_SERVER_EXCHANGE_STORE_H_
+#define CASEBRIDGE_SERVER_EXCHANGE_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "casebridge/v1/exchange.pb.h"
+#include "casebridge/v1/office.pb.h"
+#include "server/audit_log.h"
+#include "server/case_store.h"
+
+namespace casebridge::server {
+
+// A message on its way out, as the service finished it.
+struct OutgoingMessage {
+  // Complete: message_id, exchange_id, kind, priority, sender_office,
+  // recipient_office, sent_at... are set by the caller and stored as given.
+  v1::CaseMessage message;
+  // Id of the envelope that will carry it, minted by the caller (it is an
+  // audit subject, so it must be known before the envelope is signed).
+  std::string envelope_id;
+  // Builds and signs the envelope once the audit entry recording the send
+  // exists: `audit_index` is that entry's index, for
+  // Envelope.origin_audit_index. Called at most once, inside the store's write
+  // transaction: it must be quick and must not call the store. An error from
+  // it aborts everything and is returned as is.
+  std::function<absl::StatusOr<v1::SignedEnvelope>(uint64_t audit_index)> seal;
+};
+
+struct QueuedMessage {
+  std::string message_id;
+  std::string envelope_id;
+  bool replayed = false;      // the request id had already queued this message
+  v1::DeliveryStatus status;  // QUEUED for a new message
+};
+
+// An outbox envelope the sender may deliver now.
+struct OutboxItem {
+  int64_t seq = 0;  // queue order
+  std::string envelope_id;
+  std::string message_id;
+  std::string exchange_id;
+  v1::Priority priority = v1::PRIORITY_UNSPECIFIED;
+  v1::DeliveryState state = v1::DELIVERY_STATE_UNSPECIFIED;  // QUEUED or SENT
+  int32_t attempts = 0;
+  absl::Time next_attempt;
+  v1::SignedEnvelope signed_envelope;  // exactly the bytes signed
+};
+
+struct InboundResult {
+  v1::SignedReceipt receipt;  // byte for byte the receipt first given
+  bool replay = false;        // the envelope had already been received
+};
+
+struct InboxItem {
+  int64_t cursor = 0;  // position in the gateway's inbox, increasing
+  v1::CaseMessage message;
+  std::optional<absl::Time> acknowledged_at;  // unset until acknowledged
+};
+
+class ExchangeStore {
+ public:
+  virtual ~ExchangeStore() = default;
+
+  // --- Outgoing ------------------------------------------------------------
+
+  // In one transaction: appends `audit` (with the message id and envelope id
+  // added as subjects), calls `outgoing.seal` with that entry's index, and
+  // stores the message and its envelope in the outbox (QUEUED, due now).
+  //
+  // A request id already used by the message's sender_office returns the
+  // message it queued (replayed = true, its current status, nothing written,
+  // seal not called) if the request hash matches, or ALREADY_EXISTS if not.
+  // INVALID_ARGUMENT if message_id, exchange_id, envelope_id or seal is
+  // missing; ALREADY_EXISTS if the message id is taken; INTERNAL if the sealed
+  // envelope does not carry this envelope id, message id and audit index.
+  virtual absl::StatusOr<QueuedMessage> QueueOutgoing(
+      const OutgoingMessage& outgoing, const RequestKey& key,
+      const AuditEvent& audit) = 0;
+
+  // Up to `max` envelopes due for delivery, in sending order. Per-case order
+  // is kept: of each case only the oldest envelope not yet delivered (QUEUED
+  // or SENT; FAILED ones no longer hold the case back) is a candidate, and it
+  // is returned if its next attempt is due (<= now) and its exchange id is
+  // not in `busy_cases` (cases with a delivery in flight). Candidates come
+  // URGENT first, then PRIORITY, then ROUTINE, and in queue order within a
+  // priority. Reads only.
+  virtual absl::StatusOr<std::vector<OutboxItem>> ReadyToSend(
+      absl::Time now, size_t max, const std::set<std::string>& busy_cases) = 0;
+
+  // Records one delivery attempt that brought no receipt: attempts + 1, state
+  // SENT, last_error = `error` (cleared if OK, e.g. an attempt still
+  // running), next attempt due at `next_attempt`. Not audited: attempts are
+  // the gateway log's business. NOT_FOUND for an unknown envelope;
+  // FAILED_PRECONDITION if it is already DELIVERED or FAILED.
+  virtual absl::Status RecordAttempt(const std::string& envelope_id,
+                                     const absl::Status& error,
+                                     absl::Time next_attempt) = 0;
+
+  // In one transaction: stores the peer's signed receipt (state DELIVERED,
+  // delivered at `delivered_at`) and appends `audit` (message id and envelope
+  // id added as subjects). The caller has verified the receipt and checked it
+  // against the envelope (exchange::CheckReceiptMatches). A receipt ends a
+  // FAILED state too: it proves delivery. The same receipt bytes again: OK,
+  // nothing written. NOT_FOUND for an unknown envelope; FAILED_PRECONDITION
+  // if it is DELIVERED with another receipt.
+  virtual absl::Status RecordDelivered(const std::string& envelope_id,
+                                       const v1::SignedReceipt& receipt,
+                                       absl::Time delivered_at,
+                                       const AuditEvent& audit) = 0;
+
+  // In one transaction: marks the envelope FAILED (the peer refused it for
+  // good; it is never sent again), keeps `refusal` as last_error and appends
+  // `audit` (message id and envelope id added as subjects). NOT_FOUND for an
+  // unknown envelope; FAILED_PRECONDITION if it is already DELIVERED or
+  // FAILED.
+  virtual absl::Status RecordRefused(const std::string& envelope_id,
+                                     const absl::Status& refusal,
+                                     const AuditEvent& audit) = 0;
+
+  // Where an outgoing message is. NOT_FOUND if no outgoing message has this
+  // id (received messages have no delivery status here).
+  virtual absl::StatusOr<v1::DeliveryStatus> GetDeliveryStatus(
+      const std::string& message_id) = 0;
+
+  // An outgoing message as queued (sender_office tells who may see it).
+  // NOT_FOUND if no outgoing message has this id.
+  virtual absl::StatusOr<v1::CaseMessage> GetOutgoingMessage(
+      const std::string& message_id) = 0;
+
+  // --- Incoming ------------------------------------------------------------
+
+  // Takes an envelope from the peer. `parsed` must be what
+  // exchange::VerifyEnvelope returned for `signed_envelope`, its content
+  // checked by the caller. Deduplicates by envelope id first:
+  //  - received before with the same bytes (SHA-256 of the envelope bytes):
+  //    returns the receipt given then, replay = true; nothing written;
+  //  - received before with other bytes: in a transaction of its own, keeps
+  //    `signed_envelope` as evidence and appends `audit` with outcome
+  //    ALREADY_EXISTS (envelope id added as subject), then returns
+  //    ALREADY_EXISTS "envelope_id <id> was already received with other
+  //    content; kept as evidence". The first envelope is untouched;
+  //  - new: in one transaction, appends `audit` (envelope id and message id
+  //    added as subjects), calls `make_receipt` with that entry's index and
+  //    the receiving time (whole microseconds), stores the envelope with the
+  //    receipt, the message (received_at set) and one inbox entry per office
+  //    in `inbox_offices` (duplicates ignored). Returns the receipt.
+  // `make_receipt` runs inside the write transaction: quick, no store calls;
+  // its error aborts everything and is returned as is. ALREADY_EXISTS, nothing
+  // stored, if another envelope already brought this message id.
+  virtual absl::StatusOr<InboundResult> AcceptInbound(
+      const v1::SignedEnvelope& signed_envelope, const v1::Envelope& parsed,
+      const std::vector<std::string>& inbox_offices,
+      const std::function<absl::StatusOr<v1::SignedReceipt>(
+          uint64_t audit_index, absl::Time received_at)>& make_receipt,
+      const AuditEvent& audit) = 0;
+
+  // Up to `max` messages of `office`'s inbox after `after_cursor` (0: from the
+  // start), in cursor order, acknowledged ones included. Cursors are stable
+  // across restarts: resuming after the last cursor seen loses and repeats
+  // nothing.
+  virtual absl::StatusOr<std::vector<InboxItem>> ReadInbox(
+      const std::string& office, int64_t after_cursor, size_t max) = 0;
+
+  // The newest cursor of all inboxes (0 if none), from memory. A stream
+  // notes InboxHead(), reads its office's inbox, and when that is drained
+  // waits with WaitForInbox on the head it noted.
+  virtual int64_t InboxHead() const = 0;
+  // Waits until InboxHead() > `seen_head` or `timeout` has passed; returns
+  // whether the head moved. Thread-safe; wakes on commits of AcceptInbound.
+  virtual bool WaitForInbox(int64_t seen_head, absl::Duration timeout) = 0;
+
+  // In one transaction: marks `message_id` in `office`'s inbox acknowledged
+  // at `at` and appends `audit` (message id added as subject). NOT_FOUND if
+  // the message is not in that office's inbox; FAILED_PRECONDITION if the
+  // office already acknowledged it.
+  virtual absl::Status Acknowledge(const std::string& office,
+                                   const std::string& message_id, absl::Time at,
+                                   const AuditEvent& audit) = 0;
+};
+
+}  // namespace casebridge::server
+
+#endif  // CASEBRIDGE_SERVER_EXCHANGE_STORE_H_

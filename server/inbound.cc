@@ -1,0 +1,211 @@
+#include "server/inbound.h"
+
+#include <algorithm>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/crypto.h"
+#include "core/grpc_status.h"
+#include "core/ids.h"
+#include "core/log.h"
+#include "core/status_macros.h"
+#include "google/protobuf/util/time_util.h"
+#include "server/validation.h"
+
+namespace casebridge::server {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+absl::Time FromProto(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixMicros(TimeUtil::TimestampToMicroseconds(t));
+}
+
+google::protobuf::Timestamp ToProto(absl::Time t) {
+  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
+}
+
+}  // namespace
+
+Inbound::Inbound(const config::Gateway* config, ExchangeStore* store,
+                 AuditLog* audit, const exchange::KeyRing* peer_keys,
+                 const crypto::Ed25519Signer* signer, const Clock* clock)
+    : config_(config),
+      store_(store),
+      audit_(audit),
+      peer_keys_(peer_keys),
+      signer_(signer),
+      clock_(clock),
+      peer_country_(config->country == v1::COUNTRY_PK ? v1::COUNTRY_CN
+                                                      : v1::COUNTRY_PK) {}
+
+bool Inbound::IsPermanent(const absl::Status& refusal) {
+  switch (refusal.code()) {
+    case absl::StatusCode::kInvalidArgument:    // malformed: bytes never change
+    case absl::StatusCode::kAlreadyExists:      // id reused with other bytes
+    case absl::StatusCode::kResourceExhausted:  // oversized
+      return true;
+    case absl::StatusCode::kUnauthenticated:
+      // A signature that does not verify never will; an unknown key may be
+      // configured later.
+      return absl::StartsWith(refusal.message(), "signature:");
+    default:
+      // Configuration (unknown sender or recipient office, destination),
+      // clock skew and our own trouble may all be fixed: keep it coming.
+      return false;
+  }
+}
+
+absl::Status Inbound::CheckContent(const v1::Envelope& e) const {
+  if (e.origin_gateway() != config_->peer_identity) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "origin_gateway: envelope claims to come from \"",
+        e.origin_gateway().substr(0, 64), "\", not ", config_->peer_identity));
+  }
+  if (e.destination_gateway() != config_->identity) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "destination_gateway: envelope is addressed to \"",
+        e.destination_gateway().substr(0, 64), "\", not ", config_->identity));
+  }
+  if (!IsValidId(e.envelope_id(), peer_country_, IdKind::kEnvelope)) {
+    return absl::InvalidArgumentError(
+        "envelope_id: not an envelope id of the peer's country");
+  }
+  if (!e.has_created_at()) {
+    return absl::InvalidArgumentError("created_at: is required");
+  }
+  const absl::Duration ahead = FromProto(e.created_at()) - clock_->Now();
+  const absl::Duration skew =
+      absl::Seconds(config_->limits.max_clock_skew_seconds);
+  if (ahead > skew) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("created_at: envelope is ", absl::ToInt64Seconds(ahead),
+                     " s ahead of this gateway's clock (limit ",
+                     config_->limits.max_clock_skew_seconds, " s)"));
+  }
+  if (!e.has_message())
+    return absl::InvalidArgumentError("message: is required");
+  const v1::CaseMessage& m = e.message();
+  if (!IsValidId(m.message_id(), peer_country_, IdKind::kMessage)) {
+    return absl::InvalidArgumentError(
+        "message.message_id: not a message id of the peer's country");
+  }
+  if (m.sender_country() != peer_country_) {
+    return absl::InvalidArgumentError(
+        "message.sender_country: is not the peer's country");
+  }
+  const auto& senders = config_->peer_offices;
+  if (std::find(senders.begin(), senders.end(), m.sender_office()) ==
+      senders.end()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "message.sender_office: \"", m.sender_office().substr(0, 80),
+        "\" is not among the peer offices this gateway accepts "
+        "(peer.offices)"));
+  }
+  if (!m.recipient_office().empty()) {
+    const bool ours = std::any_of(
+        config_->offices.begin(), config_->offices.end(),
+        [&](const config::Office& o) {
+          return o.identity == m.recipient_office() &&
+                 o.role != v1::ROLE_AUDITOR && o.role != v1::ROLE_READ_ONLY;
+        });
+    if (!ours) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "message.recipient_office: \"", m.recipient_office().substr(0, 80),
+          "\" is not an office of this gateway that takes messages"));
+    }
+  }
+  return ValidateMessageContent(m, "message");
+}
+
+std::vector<std::string> Inbound::InboxOffices(const v1::CaseMessage& m) const {
+  if (!m.recipient_office().empty()) return {m.recipient_office()};
+  // Addressed to the country: the liaison desk(s) take it.
+  std::vector<std::string> offices;
+  for (const config::Office& o : config_->offices) {
+    if (o.role == v1::ROLE_LIAISON_OFFICER) offices.push_back(o.identity);
+  }
+  if (offices.empty()) {
+    for (const config::Office& o : config_->offices) {
+      if (o.role == v1::ROLE_SUPERVISOR || o.role == v1::ROLE_EMBASSY_OFFICER) {
+        offices.push_back(o.identity);
+      }
+    }
+  }
+  return offices;
+}
+
+v1::DeliverResponse Inbound::Receive(const std::string& peer_identity,
+                                     const v1::DeliverRequest& request) {
+  v1::DeliverResponse response;
+  response.set_sequence(request.sequence());
+  const v1::SignedEnvelope& signed_envelope = request.signed_envelope();
+
+  AuditEvent event;
+  event.actor = peer_identity;
+  event.action = "envelope.received";
+  // The entry commits to the sender's signature: non-repudiation of origin.
+  event.payload = signed_envelope.signature();
+
+  absl::StatusOr<InboundResult> result =
+      [&]() -> absl::StatusOr<InboundResult> {
+    CB_ASSIGN_OR_RETURN(
+        v1::Envelope envelope,
+        exchange::VerifyEnvelope(
+            signed_envelope, *peer_keys_,
+            static_cast<size_t>(config_->limits.max_envelope_bytes)));
+    response.set_envelope_id(envelope.envelope_id());
+    CB_RETURN_IF_ERROR(CheckContent(envelope));
+    event.subjects = {envelope.message().exchange_id()};
+    const std::string digest = exchange::EnvelopeDigest(signed_envelope);
+    return store_->AcceptInbound(
+        signed_envelope, envelope, InboxOffices(envelope.message()),
+        [&](uint64_t audit_index,
+            absl::Time received_at) -> absl::StatusOr<v1::SignedReceipt> {
+          v1::Receipt receipt;
+          receipt.set_envelope_id(envelope.envelope_id());
+          receipt.set_envelope_sha256(digest);
+          *receipt.mutable_received_at() = ToProto(received_at);
+          receipt.set_receiver_audit_index(audit_index);
+          receipt.set_receiver_gateway(config_->identity);
+          return exchange::SignReceipt(receipt, *signer_);
+        },
+        event);
+  }();
+
+  if (result.ok()) {
+    *response.mutable_receipt() = std::move(result->receipt);
+    log::Info(result->replay ? "envelope.replayed" : "envelope.received",
+              {{"envelope_id", response.envelope_id()}});
+    return response;
+  }
+  const absl::Status& refusal = result.status();
+  v1::DeliveryRefusal* r = response.mutable_refusal();
+  r->set_code(static_cast<int32_t>(refusal.code()));
+  const bool internal = refusal.code() == absl::StatusCode::kInternal ||
+                        refusal.code() == absl::StatusCode::kDataLoss ||
+                        refusal.code() == absl::StatusCode::kUnknown;
+  r->set_message(internal ? "internal error at the receiving gateway"
+                          : std::string(refusal.message()));
+  r->set_permanent(IsPermanent(refusal));
+  log::Warning(
+      "envelope.refused",
+      {{"envelope_id", response.envelope_id()},
+       {"code", GrpcCodeName(static_cast<grpc::StatusCode>(refusal.code()))},
+       {"reason", std::string(refusal.message())}});
+  // An id reused with other bytes was audited (and kept) by the store.
+  if (refusal.code() != absl::StatusCode::kAlreadyExists) {
+    event.outcome = absl::Status(refusal.code(), r->message());
+    if (!response.envelope_id().empty()) {
+      event.subjects.push_back(response.envelope_id());
+    }
+    if (auto appended = audit_->Append(event); !appended.ok()) {
+      log::Error("audit.append_failed",
+                 {{"action", event.action},
+                  {"error", std::string(appended.status().message())}});
+    }
+  }
+  return response;
+}
+
+}  // namespace casebridge::server

@@ -1,0 +1,387 @@
+// OfficeService's exchange RPCs: ShareCase, SendMessage, WatchInbox,
+// Acknowledge and GetDeliveryStatus (docs/exchange.md).
+#include <deque>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "core/crypto.h"
+#include "core/envelope.h"
+#include "core/ids.h"
+#include "core/log.h"
+#include "core/status_macros.h"
+#include "google/protobuf/util/time_util.h"
+#include "server/office_service.h"
+#include "server/validation.h"
+
+namespace casebridge::server {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+google::protobuf::Timestamp ToProto(absl::Time t) {
+  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
+}
+
+absl::Status CheckRecipient(const config::Gateway& config,
+                            const std::string& field,
+                            const std::string& recipient) {
+  if (recipient.empty()) return absl::OkStatus();
+  const auto& known = config.peer_offices;
+  if (std::find(known.begin(), known.end(), recipient) == known.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field,
+        ": not an office of the peer country known to this gateway "
+        "(peer.offices)"));
+  }
+  return absl::OkStatus();
+}
+
+// Output-only fields of a message an office sends.
+absl::Status CheckOutputOnly(const v1::CaseMessage& m) {
+  if (!m.message_id().empty())
+    return absl::InvalidArgumentError("message.message_id: is output only");
+  if (!m.sender_office().empty())
+    return absl::InvalidArgumentError("message.sender_office: is output only");
+  if (m.sender_country() != v1::COUNTRY_UNSPECIFIED)
+    return absl::InvalidArgumentError("message.sender_country: is output only");
+  if (m.has_sent_at())
+    return absl::InvalidArgumentError("message.sent_at: is output only");
+  if (m.has_received_at())
+    return absl::InvalidArgumentError("message.received_at: is output only");
+  return absl::OkStatus();
+}
+
+// WatchInbox: writes the office's inbox after the cursor, then every new
+// message as it arrives. Reads run on the work queue; the stream waits for
+// news by being poked by InboxWatchers, holding no thread.
+class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  InboxStream(ExchangeStore* store, WorkQueue* work, InboxWatchers* watchers)
+      : store_(store), work_(work), watchers_(watchers) {}
+
+  void Begin(std::string office, int64_t cursor) {
+    // Lock order: the watchers' lock, then ours (pokes come with theirs
+    // held), so registering happens before taking ours.
+    handle_ = watchers_->Register([this] { Poke(); });
+    absl::MutexLock lock(&mu_);
+    office_ = std::move(office);
+    cursor_ = cursor;
+    started_ = true;
+    FetchLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "stream broken"));
+      return;
+    }
+    cursor_ = queue_.front().first;
+    queue_.pop_front();
+    if (!queue_.empty()) {
+      WriteNextLocked();
+    } else {
+      FetchLocked();  // more may have come, or a page was full
+    }
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+  }
+
+  void OnDone() override {
+    if (handle_ != 0) watchers_->Unregister(handle_);
+    // No fetch can be running: Finish waits for them (fetching_).
+    delete this;
+  }
+
+ private:
+  void Poke() {
+    absl::MutexLock lock(&mu_);
+    if (!started_) return;  // Begin fetches first anyway
+    if (!writing_ && !fetching_)
+      FetchLocked();
+    else
+      stale_ = true;
+  }
+
+  void FetchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || fetching_) return;
+    fetching_ = true;
+    stale_ = false;
+    const int64_t after = cursor_;
+    const std::string office = office_;
+    work_->Post([this, after, office] {
+      auto items = store_->ReadInbox(office, after, 100);
+      absl::MutexLock lock(&mu_);
+      fetching_ = false;
+      if (finish_pending_) {
+        FinishLocked(pending_status_);
+        return;
+      }
+      if (!items.ok()) {
+        log::Error("inbox.read_failed",
+                   {{"error", std::string(items.status().message())}});
+        FinishLocked(
+            grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                         "inbox could not be read; resume from your cursor"));
+        return;
+      }
+      for (InboxItem& item : *items) {
+        v1::WatchInboxResponse response;
+        response.set_cursor(absl::StrCat(item.cursor));
+        *response.mutable_message() = std::move(item.message);
+        grpc::ByteBuffer buffer;
+        (void)SerializeToByteBuffer(response, &buffer);
+        queue_.emplace_back(item.cursor, std::move(buffer));
+      }
+      if (!queue_.empty()) {
+        WriteNextLocked();
+      } else if (stale_) {
+        FetchLocked();
+      }
+    });
+  }
+
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || writing_ || queue_.empty()) return;
+    writing_ = true;
+    StartWrite(&queue_.front().second);
+  }
+
+  void FinishLocked(const grpc::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    if (fetching_) {  // the fetch touches this object: finish after it
+      finish_pending_ = true;
+      pending_status_ = status;
+      return;
+    }
+    finished_ = true;
+    Finish(status);
+  }
+
+  ExchangeStore* const store_;
+  WorkQueue* const work_;
+  InboxWatchers* const watchers_;
+  int handle_ = 0;
+
+  absl::Mutex mu_;
+  std::string office_ ABSL_GUARDED_BY(mu_);
+  int64_t cursor_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<std::pair<int64_t, grpc::ByteBuffer>> queue_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool fetching_ ABSL_GUARDED_BY(mu_) = false;
+  bool stale_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_pending_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status pending_status_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<QueuedMessage> OfficeServiceImpl::Queue(const Caller& caller,
+                                                       v1::CaseMessage message,
+                                                       const RequestKey& key,
+                                                       AuditEvent event) {
+  const absl::Time now = exchange_.clock->Now();
+  message.set_message_id(MintId(config_->country, IdKind::kMessage, now));
+  message.set_sender_office(caller.identity);
+  message.set_sender_country(config_->country);
+  *message.mutable_sent_at() = ToProto(now);
+  CB_RETURN_IF_ERROR(ValidateMessageContent(message, "message"));
+  OutgoingMessage outgoing;
+  outgoing.envelope_id = MintId(config_->country, IdKind::kEnvelope, now);
+  outgoing.message = message;
+  outgoing.seal =
+      [&](uint64_t audit_index) -> absl::StatusOr<v1::SignedEnvelope> {
+    v1::Envelope envelope;
+    envelope.set_envelope_id(outgoing.envelope_id);
+    envelope.set_origin_gateway(config_->identity);
+    envelope.set_destination_gateway(config_->peer_identity);
+    *envelope.mutable_created_at() = ToProto(now);
+    *envelope.mutable_message() = message;
+    envelope.set_origin_audit_index(audit_index);
+    CB_ASSIGN_OR_RETURN(
+        v1::SignedEnvelope sealed,
+        exchange::SignEnvelope(envelope, *exchange_.envelope_signer));
+    if (sealed.envelope().size() >
+        static_cast<size_t>(config_->limits.max_envelope_bytes)) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("message: ", sealed.envelope().size(),
+                       " bytes once sealed, more than the limit of ",
+                       config_->limits.max_envelope_bytes));
+    }
+    return sealed;
+  };
+  event.subjects.insert(event.subjects.begin(), message.exchange_id());
+  CB_ASSIGN_OR_RETURN(QueuedMessage queued,
+                      exchange_.store->QueueOutgoing(outgoing, key, event));
+  if (!queued.replayed && exchange_.wake_sender) exchange_.wake_sender();
+  return queued;
+}
+
+grpc::ServerUnaryReactor* OfficeServiceImpl::ShareCase(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::ShareCaseRequest, v1::ShareCaseResponse>(
+      context, request, response, Action::kShareCase, "case.share",
+      [](const v1::ShareCaseRequest& r) {
+        return std::vector<std::string>{r.exchange_id()};
+      },
+      [this](const Incoming<v1::ShareCaseRequest>& in,
+             v1::ShareCaseResponse* out) -> absl::Status {
+        const v1::ShareCaseRequest& r = in.request;
+        CB_RETURN_IF_ERROR(CheckRequestId("request_id", r.request_id()));
+        CB_RETURN_IF_ERROR(CheckExchangeId("exchange_id", r.exchange_id()));
+        if (r.recipient_offices_size() > 1) {
+          return absl::InvalidArgumentError(
+              "recipient_offices: at most one office for now; share once per "
+              "office");
+        }
+        const std::string recipient =
+            r.recipient_offices_size() == 1 ? r.recipient_offices(0) : "";
+        CB_RETURN_IF_ERROR(
+            CheckRecipient(*config_, "recipient_offices[0]", recipient));
+        CB_ASSIGN_OR_RETURN(v1::CaseReference c,
+                            cases_->GetCase(r.exchange_id()));
+        if (c.origin_country() != config_->country) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("case ", c.exchange_id(),
+                           " came from the peer; only cases opened "
+                           "on this side can be shared"));
+        }
+        if (c.owner_office() != in.caller.identity &&
+            in.caller.office->role != v1::ROLE_SUPERVISOR) {
+          return absl::PermissionDeniedError(absl::StrCat(
+              "case ", c.exchange_id(), " is owned by ", c.owner_office(),
+              "; only its owner or a supervisor may share it"));
+        }
+        v1::CaseMessage message;
+        message.set_exchange_id(c.exchange_id());
+        message.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
+        message.set_priority(v1::PRIORITY_PRIORITY);
+        message.set_recipient_office(recipient);
+        message.set_handling_code(c.handling_code());
+        *message.mutable_evaluation() = c.evaluation();
+        *message.mutable_case_reference() = c;
+        RequestKey key{r.request_id(),
+                       r.request_id().empty()
+                           ? ""
+                           : crypto::Sha256(DeterministicBytes(r))};
+        CB_ASSIGN_OR_RETURN(
+            QueuedMessage queued,
+            Queue(in.caller, std::move(message), key, in.Event("case.share")));
+        out->set_message_id(queued.message_id);
+        *out->mutable_status() = std::move(queued.status);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* OfficeServiceImpl::SendMessage(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::SendMessageRequest, v1::SendMessageResponse>(
+      context, request, response, Action::kSendMessage, "message.send",
+      [](const v1::SendMessageRequest& r) {
+        return std::vector<std::string>{r.message().exchange_id()};
+      },
+      [this](const Incoming<v1::SendMessageRequest>& in,
+             v1::SendMessageResponse* out) -> absl::Status {
+        const v1::SendMessageRequest& r = in.request;
+        CB_RETURN_IF_ERROR(CheckRequestId("request_id", r.request_id()));
+        if (!r.has_message())
+          return absl::InvalidArgumentError("message: is required");
+        const v1::CaseMessage& m = r.message();
+        CB_RETURN_IF_ERROR(CheckOutputOnly(m));
+        if (m.kind() == v1::MESSAGE_KIND_CASE_SHARE ||
+            m.kind() == v1::MESSAGE_KIND_ACKNOWLEDGEMENT) {
+          return absl::InvalidArgumentError(
+              "message.kind: CASE_SHARE and ACKNOWLEDGEMENT are sent with "
+              "ShareCase and Acknowledge");
+        }
+        CB_RETURN_IF_ERROR(ValidateMessageContent(m, "message"));
+        CB_RETURN_IF_ERROR(CheckRecipient(*config_, "message.recipient_office",
+                                          m.recipient_office()));
+        // The case must be known here (opened here, or shared by the peer).
+        CB_RETURN_IF_ERROR(cases_->GetCase(m.exchange_id()).status());
+        RequestKey key{r.request_id(),
+                       r.request_id().empty()
+                           ? ""
+                           : crypto::Sha256(DeterministicBytes(r))};
+        CB_ASSIGN_OR_RETURN(QueuedMessage queued,
+                            Queue(in.caller, m, key, in.Event("message.send")));
+        out->set_message_id(queued.message_id);
+        *out->mutable_status() = std::move(queued.status);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* OfficeServiceImpl::WatchInbox(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
+  auto* stream =
+      new InboxStream(exchange_.store, exchange_.work, exchange_.watchers);
+  const std::string bytes = ByteBufferToString(*request);
+  handler_->Run(
+      context, Action::kWatchInbox, "inbox.watch", bytes, {},
+      [stream, bytes](const Caller& caller) -> absl::Status {
+        v1::WatchInboxRequest r;
+        CB_RETURN_IF_ERROR(ParseRequest(bytes, &r));
+        int64_t cursor = 0;
+        if (!r.cursor().empty() &&
+            (!absl::SimpleAtoi(r.cursor(), &cursor) || cursor < 0)) {
+          return absl::InvalidArgumentError(
+              "cursor: not a cursor this gateway issued");
+        }
+        stream->Begin(caller.identity, cursor);
+        return absl::OkStatus();
+      },
+      [stream](const grpc::Status& status) {
+        if (!status.ok()) stream->Finish(status);
+      });
+  return stream;
+}
+
+grpc::ServerUnaryReactor* OfficeServiceImpl::Acknowledge(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::AcknowledgeRequest, v1::AcknowledgeResponse>(
+      context, request, response, Action::kAcknowledge, "message.acknowledge",
+      [](const v1::AcknowledgeRequest& r) {
+        return std::vector<std::string>{r.message_id()};
+      },
+      [](const Incoming<v1::AcknowledgeRequest>&, v1::AcknowledgeResponse*) {
+        return absl::UnimplementedError(
+            "Acknowledge is not served by this gateway version yet");
+      });
+}
+
+grpc::ServerUnaryReactor* OfficeServiceImpl::GetDeliveryStatus(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::GetDeliveryStatusRequest,
+                         v1::GetDeliveryStatusResponse>(
+      context, request, response, Action::kGetDeliveryStatus, "message.status",
+      [](const v1::GetDeliveryStatusRequest& r) {
+        return std::vector<std::string>{r.message_id()};
+      },
+      [this](const Incoming<v1::GetDeliveryStatusRequest>& in,
+             v1::GetDeliveryStatusResponse* out) -> absl::Status {
+        CB_ASSIGN_OR_RETURN(
+            v1::CaseMessage m,
+            exchange_.store->GetOutgoingMessage(in.request.message_id()));
+        if (m.sender_office() != in.caller.identity &&
+            in.caller.office->role != v1::ROLE_SUPERVISOR) {
+          return absl::PermissionDeniedError(absl::StrCat(
+              "message ", m.message_id(), " was sent by another office"));
+        }
+        CB_ASSIGN_OR_RETURN(*out->mutable_status(),
+                            exchange_.store->GetDeliveryStatus(m.message_id()));
+        return absl::OkStatus();
+      });
+}
+
+}  // namespace casebridge::server

@@ -1,0 +1,311 @@
+#include "server/peer_link.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/grpc_status.h"
+#include "core/log.h"
+#include "core/status_macros.h"
+#include "core/tls.h"
+
+namespace casebridge::server {
+namespace {
+
+constexpr absl::Duration kIdlePoll = absl::Seconds(1);
+constexpr absl::Duration kFirstBackoff = absl::Milliseconds(200);
+
+}  // namespace
+
+absl::Duration PeerLink::Backoff(int attempts, absl::Duration cap,
+                                 double jitter) {
+  const int doublings = std::clamp(attempts - 1, 0, 30);
+  const absl::Duration full =
+      std::min(cap, kFirstBackoff * std::pow(2.0, doublings));
+  return full * std::clamp(jitter, 0.5, 1.0);
+}
+
+absl::StatusOr<std::unique_ptr<PeerLink>> PeerLink::Start(
+    const config::Gateway* config, ExchangeStore* store, AuditLog* audit,
+    const exchange::KeyRing* peer_keys, const Clock* clock) {
+  tls::ChannelOptions options;
+  options.cert_file = config->tls_cert;
+  options.key_file = config->tls_key;
+  options.ca_file = config->peer_ca;
+  options.expected_server_identity = config->peer_identity;
+  CB_ASSIGN_OR_RETURN(auto creds, tls::MakeChannelCredentials(options));
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+              config->limits.retry_max_seconds * 1000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
+              config->limits.keepalive_time_seconds * 1000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+              config->limits.keepalive_timeout_seconds * 1000);
+  args.SetMaxReceiveMessageSize(
+      static_cast<int>(config->limits.max_message_bytes));
+  args.SetMaxSendMessageSize(
+      static_cast<int>(config->limits.max_message_bytes));
+  auto channel = grpc::CreateCustomChannel(config->peer_endpoint, creds, args);
+  std::unique_ptr<PeerLink> link(
+      new PeerLink(config, store, audit, peer_keys, clock, std::move(channel)));
+  link->thread_ = std::thread([raw = link.get()] { raw->Run(); });
+  return link;
+}
+
+PeerLink::PeerLink(const config::Gateway* config, ExchangeStore* store,
+                   AuditLog* audit, const exchange::KeyRing* peer_keys,
+                   const Clock* clock, std::shared_ptr<grpc::Channel> channel)
+    : config_(config),
+      store_(store),
+      audit_(audit),
+      peer_keys_(peer_keys),
+      clock_(clock),
+      stub_(v1::PeerService::NewStub(channel)) {}
+
+PeerLink::~PeerLink() { Stop(); }
+
+void PeerLink::Wake() {
+  absl::MutexLock lock(&mu_);
+  woken_ = true;
+}
+
+void PeerLink::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ && !thread_.joinable()) return;
+    stopping_ = true;
+    if (context_ != nullptr) context_->TryCancel();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::Duration PeerLink::NextBackoff(int attempts) {
+  double jitter = 1.0;
+  {
+    absl::MutexLock lock(&mu_);
+    jitter = absl::Uniform(random_, 0.5, 1.0);
+  }
+  return Backoff(attempts, absl::Seconds(config_->limits.retry_max_seconds),
+                 jitter);
+}
+
+AuditEvent PeerLink::Event(std::string action, const OutboxItem& item,
+                           std::string payload) const {
+  AuditEvent event;
+  event.actor = config_->identity;
+  event.action = std::move(action);
+  event.subjects = {item.exchange_id};
+  event.payload = std::move(payload);
+  return event;
+}
+
+void PeerLink::Run() {
+  int failures = 0;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      stream_broken_ = false;
+    }
+    const absl::Time started = clock_->Now();
+    RunStream();
+    // A stream that lived a while was healthy: start backing off afresh.
+    failures = clock_->Now() - started > absl::Seconds(10) ? 1 : failures + 1;
+    const absl::Duration wait = NextBackoff(failures);
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), wait);
+    if (stopping_) return;
+  }
+}
+
+void PeerLink::RunStream() {
+  grpc::ClientContext context;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    context_ = &context;
+  }
+  std::unique_ptr<
+      grpc::ClientReaderWriter<v1::DeliverRequest, v1::DeliverResponse>>
+      stream = stub_->Deliver(&context);
+  std::thread reader([this, raw = stream.get()] { ReadResponses(raw); });
+
+  while (true) {
+    std::set<std::string> busy;
+    size_t room = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_ || stream_broken_) break;
+      busy = busy_cases_;
+      const auto window = static_cast<size_t>(config_->limits.delivery_window);
+      room = window > in_flight_.size() ? window - in_flight_.size() : 0;
+      woken_ = false;
+    }
+    std::vector<OutboxItem> ready;
+    if (room > 0) {
+      auto items = store_->ReadyToSend(clock_->Now(), room, busy);
+      if (!items.ok()) {
+        log::Error("outbox.read_failed",
+                   {{"error", std::string(items.status().message())}});
+      } else {
+        ready = *std::move(items);
+      }
+    }
+    bool write_failed = false;
+    for (OutboxItem& item : ready) {
+      if (item.attempts == 0) {
+        // The first transmission is an audit event; retries are logged only.
+        auto sent = audit_->Append(
+            Event("envelope.sent", item, item.signed_envelope.signature()));
+        if (!sent.ok()) {
+          log::Error("audit.append_failed",
+                     {{"action", "envelope.sent"},
+                      {"error", std::string(sent.status().message())}});
+          break;  // try again on the next round
+        }
+      }
+      // Marks the attempt (SENT, attempts + 1); due again at once should this
+      // process die, since a restarted sender holds nothing in flight.
+      const absl::Status marked = store_->RecordAttempt(
+          item.envelope_id, absl::OkStatus(), clock_->Now());
+      if (!marked.ok()) {
+        log::Error("outbox.record_failed",
+                   {{"envelope_id", item.envelope_id},
+                    {"error", std::string(marked.message())}});
+        continue;
+      }
+      v1::DeliverRequest request;
+      *request.mutable_signed_envelope() = item.signed_envelope;
+      {
+        absl::MutexLock lock(&mu_);
+        request.set_sequence(next_sequence_++);
+        busy_cases_.insert(item.exchange_id);
+        ++item.attempts;
+        in_flight_[request.sequence()] = InFlight{item};
+      }
+      if (!stream->Write(request)) {
+        write_failed = true;
+        break;
+      }
+    }
+    absl::MutexLock lock(&mu_);
+    if (write_failed) stream_broken_ = true;
+    // Sleep until an answer frees room, something is queued, the stream
+    // breaks or we stop; poll the outbox at least once a second (retries
+    // come due by time).
+    const size_t in_flight = in_flight_.size();
+    auto progress = [this, in_flight]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stopping_ || stream_broken_ || woken_ ||
+             in_flight_.size() < in_flight;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&progress), kIdlePoll);
+  }
+
+  context.TryCancel();
+  reader.join();
+  const grpc::Status finished = stream->Finish();
+  std::map<uint64_t, InFlight> orphans;
+  {
+    absl::MutexLock lock(&mu_);
+    context_ = nullptr;
+    orphans.swap(in_flight_);
+    busy_cases_.clear();
+  }
+  const absl::Status error = absl::UnavailableError(absl::StrCat(
+      "peer link ended before a receipt came: ",
+      GrpcCodeName(finished.error_code()), " ", finished.error_message()));
+  for (const auto& [sequence, in_flight] : orphans)
+    Retry(in_flight.item, error);
+  if (!finished.ok() && finished.error_code() != grpc::StatusCode::CANCELLED) {
+    log::Warning("peer.link_down",
+                 {{"peer", config_->peer_endpoint},
+                  {"code", GrpcCodeName(finished.error_code())},
+                  {"reason", finished.error_message()}});
+  }
+}
+
+void PeerLink::ReadResponses(
+    grpc::ClientReaderWriter<v1::DeliverRequest, v1::DeliverResponse>* stream) {
+  v1::DeliverResponse response;
+  while (stream->Read(&response)) HandleResponse(response);
+  absl::MutexLock lock(&mu_);
+  stream_broken_ = true;
+}
+
+void PeerLink::Retry(const OutboxItem& item, const absl::Status& error) {
+  const absl::Status recorded = store_->RecordAttempt(
+      item.envelope_id, error, clock_->Now() + NextBackoff(item.attempts));
+  if (!recorded.ok()) {
+    log::Error("outbox.record_failed",
+               {{"envelope_id", item.envelope_id},
+                {"error", std::string(recorded.message())}});
+  }
+}
+
+void PeerLink::HandleResponse(const v1::DeliverResponse& response) {
+  OutboxItem item;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = in_flight_.find(response.sequence());
+    if (it == in_flight_.end()) {
+      log::Warning("peer.unexpected_answer",
+                   {{"sequence", response.sequence()}});
+      return;
+    }
+    item = std::move(it->second.item);
+    // Left busy until the answer is recorded, so the next envelope of this
+    // case cannot overtake it.
+    in_flight_.erase(it);
+  }
+  if (response.has_receipt()) {
+    absl::Status checked;
+    auto receipt = exchange::VerifyReceipt(response.receipt(), *peer_keys_);
+    if (!receipt.ok()) {
+      checked = receipt.status();
+    } else {
+      checked = exchange::CheckReceiptMatches(*receipt, item.signed_envelope,
+                                              config_->peer_identity);
+    }
+    if (checked.ok()) {
+      const absl::Status stored = store_->RecordDelivered(
+          item.envelope_id, response.receipt(), clock_->Now(),
+          Event("receipt.stored", item, response.receipt().receipt()));
+      if (!stored.ok()) {
+        log::Error("outbox.record_failed",
+                   {{"envelope_id", item.envelope_id},
+                    {"error", std::string(stored.message())}});
+        Retry(item, stored);
+      }
+    } else {
+      log::Error("peer.bad_receipt",
+                 {{"envelope_id", item.envelope_id},
+                  {"error", std::string(checked.message())}});
+      Retry(item,
+            absl::Status(checked.code(),
+                         absl::StrCat("receipt refused: ", checked.message())));
+    }
+  } else {
+    const v1::DeliveryRefusal& refusal = response.refusal();
+    const absl::Status status(
+        static_cast<absl::StatusCode>(refusal.code()),
+        absl::StrCat("peer refused: ", refusal.message()));
+    if (refusal.permanent()) {
+      const absl::Status recorded =
+          store_->RecordRefused(item.envelope_id, status,
+                                Event("envelope.refused_by_peer", item, ""));
+      if (!recorded.ok()) Retry(item, status);
+    } else {
+      Retry(item, status);
+    }
+    log::Warning("peer.refused", {{"envelope_id", item.envelope_id},
+                                  {"permanent", refusal.permanent()},
+                                  {"reason", refusal.message()}});
+  }
+  absl::MutexLock lock(&mu_);
+  busy_cases_.erase(item.exchange_id);
+  woken_ = true;  // the case's next envelope may go now
+}
+
+}  // namespace casebridge::server

@@ -1,0 +1,103 @@
+// The sending end of the exchange: one thread that keeps a Deliver stream
+// open to the peer gateway and feeds it from the outbox
+// (docs/exchange.md#sending).
+//
+// Up to limits.delivery_window envelopes are in flight at once, at most one
+// per case, so a case's messages reach the peer in the order they were
+// queued while other cases overtake (URGENT first: ExchangeStore::
+// ReadyToSend). A receipt is verified against the peer's keys and the
+// envelope sent before it is stored; a permanent refusal marks the envelope
+// FAILED; anything else (refusal, broken stream, peer away) is retried with
+// capped exponential backoff and jitter, for as long as it takes and across
+// restarts (the outbox is durable; the peer answers a resent envelope with
+// the receipt it gave first).
+#ifndef CASEBRIDGE_SERVER_PEER_LINK_H_
+#define CASEBRIDGE_SERVER_PEER_LINK_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "casebridge/v1/peer.grpc.pb.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/envelope.h"
+#include "server/audit_log.h"
+#include "server/exchange_store.h"
+
+namespace casebridge::server {
+
+class PeerLink {
+ public:
+  // Connects lazily and starts the sender thread. All pointers must outlive
+  // the link.
+  static absl::StatusOr<std::unique_ptr<PeerLink>> Start(
+      const config::Gateway* config, ExchangeStore* store, AuditLog* audit,
+      const exchange::KeyRing* peer_keys, const Clock* clock);
+  ~PeerLink();
+  PeerLink(const PeerLink&) = delete;
+  PeerLink& operator=(const PeerLink&) = delete;
+
+  // Something was queued: look at the outbox now. Thread-safe, never blocks.
+  void Wake();
+  // Ends the stream (envelopes in flight stay in the outbox, to be sent
+  // again) and joins the thread. Idempotent.
+  void Stop();
+
+  // Delay before attempt number `attempts` + 1: 200 ms doubling per attempt,
+  // capped at `cap`, then scaled by `jitter` in [0.5, 1].
+  static absl::Duration Backoff(int attempts, absl::Duration cap,
+                                double jitter);
+
+ private:
+  PeerLink(const config::Gateway* config, ExchangeStore* store, AuditLog* audit,
+           const exchange::KeyRing* peer_keys, const Clock* clock,
+           std::shared_ptr<grpc::Channel> channel);
+
+  struct InFlight {
+    OutboxItem item;
+  };
+
+  void Run();
+  // One stream's life: returns when it broke or Stop() was called.
+  void RunStream();
+  void ReadResponses(grpc::ClientReaderWriter<v1::DeliverRequest,
+                                              v1::DeliverResponse>* stream);
+  void HandleResponse(const v1::DeliverResponse& response);
+  // Puts an envelope back for a later attempt.
+  void Retry(const OutboxItem& item, const absl::Status& error);
+  absl::Duration NextBackoff(int attempts);
+  AuditEvent Event(std::string action, const OutboxItem& item,
+                   std::string payload) const;
+
+  const config::Gateway* const config_;
+  ExchangeStore* const store_;
+  AuditLog* const audit_;
+  const exchange::KeyRing* const peer_keys_;
+  const Clock* const clock_;
+  std::unique_ptr<v1::PeerService::Stub> stub_;
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool woken_ ABSL_GUARDED_BY(mu_) = false;
+  bool stream_broken_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;  // current
+  std::map<uint64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> busy_cases_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::BitGen random_ ABSL_GUARDED_BY(mu_);
+
+  std::thread thread_;
+};
+
+}  // namespace casebridge::server
+
+#endif  // CASEBRIDGE_SERVER_PEER_LINK_H_

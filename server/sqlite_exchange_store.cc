@@ -1,0 +1,641 @@
+#include "server/sqlite_exchange_store.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/envelope.h"
+#include "core/status_macros.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace casebridge::server {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+// messages.direction
+constexpr int64_t kOutgoing = 1;
+constexpr int64_t kIncoming = 2;
+
+google::protobuf::Timestamp ToProto(absl::Time t) {
+  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
+}
+
+// What the database keeps: whole microseconds.
+absl::Time TruncateToMicros(absl::Time t) {
+  return absl::FromUnixMicros(absl::ToUnixMicros(t));
+}
+
+int64_t Limit(size_t max) {
+  return static_cast<int64_t>(
+      std::min<size_t>(max, std::numeric_limits<int64_t>::max()));
+}
+
+template <typename Message>
+absl::StatusOr<Message> ParseStored(const std::string& bytes,
+                                    absl::string_view what,
+                                    absl::string_view id) {
+  Message message;
+  if (!message.ParseFromString(bytes)) {
+    return absl::DataLossError(
+        absl::StrCat("stored ", what, " of ", id, " does not parse"));
+  }
+  return message;
+}
+
+// The outbox columns a state change or a delivery status needs.
+struct OutboxRow {
+  std::string envelope_id;
+  std::string message_id;
+  v1::DeliveryState state = v1::DELIVERY_STATE_UNSPECIFIED;
+  int32_t attempts = 0;
+  std::string last_error;
+  std::optional<std::string> receipt;  // serialized v1.SignedReceipt
+  int64_t queued_us = 0;
+  std::optional<int64_t> delivered_us;
+};
+
+constexpr char kOutboxColumns[] =
+    "envelope_id, message_id, state, attempts, last_error, receipt, "
+    "queued_us, delivered_us";
+
+OutboxRow ReadOutboxRow(const sqlite::Statement& stmt) {
+  OutboxRow row;
+  row.envelope_id = stmt.ColumnText(0);
+  row.message_id = stmt.ColumnText(1);
+  row.state = static_cast<v1::DeliveryState>(stmt.ColumnInt(2));
+  row.attempts = static_cast<int32_t>(stmt.ColumnInt(3));
+  row.last_error = stmt.ColumnText(4);
+  if (!stmt.ColumnIsNull(5)) row.receipt = stmt.ColumnBlob(5);
+  row.queued_us = stmt.ColumnInt(6);
+  if (!stmt.ColumnIsNull(7)) row.delivered_us = stmt.ColumnInt(7);
+  return row;
+}
+
+// The outbox row whose `column` ("envelope_id" or "message_id") is `value`;
+// nullopt if there is none.
+absl::StatusOr<std::optional<OutboxRow>> FindOutbox(sqlite::Connection& conn,
+                                                    absl::string_view column,
+                                                    const std::string& value) {
+  CB_ASSIGN_OR_RETURN(auto stmt, conn.Prepare(absl::StrCat(
+                                     "SELECT ", kOutboxColumns,
+                                     " FROM outbox WHERE ", column, " = ?")));
+  stmt.Bind(1, value);
+  CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+  if (!row) return std::nullopt;
+  return ReadOutboxRow(stmt);
+}
+
+absl::StatusOr<OutboxRow> GetEnvelopeRow(sqlite::Connection& conn,
+                                         const std::string& envelope_id) {
+  CB_ASSIGN_OR_RETURN(std::optional<OutboxRow> row,
+                      FindOutbox(conn, "envelope_id", envelope_id));
+  if (!row.has_value()) {
+    return absl::NotFoundError(
+        absl::StrCat("envelope ", envelope_id, " is not in the outbox"));
+  }
+  return *std::move(row);
+}
+
+absl::StatusOr<v1::DeliveryStatus> ToDeliveryStatus(const OutboxRow& row) {
+  v1::DeliveryStatus status;
+  status.set_message_id(row.message_id);
+  status.set_state(row.state);
+  status.set_attempts(row.attempts);
+  status.set_last_error(row.last_error);
+  *status.mutable_queued_at() =
+      TimeUtil::MicrosecondsToTimestamp(row.queued_us);
+  if (row.delivered_us.has_value()) {
+    *status.mutable_delivered_at() =
+        TimeUtil::MicrosecondsToTimestamp(*row.delivered_us);
+  }
+  if (row.receipt.has_value()) {
+    CB_ASSIGN_OR_RETURN(*status.mutable_receipt(),
+                        ParseStored<v1::SignedReceipt>(*row.receipt, "receipt",
+                                                       row.envelope_id));
+  }
+  return status;
+}
+
+bool Pending(v1::DeliveryState state) {
+  return state == v1::DELIVERY_STATE_QUEUED || state == v1::DELIVERY_STATE_SENT;
+}
+
+absl::Status NotPending(const OutboxRow& row) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "envelope ", row.envelope_id, " is already ",
+      row.state == v1::DELIVERY_STATE_DELIVERED ? "delivered" : "failed"));
+}
+
+absl::StatusOr<bool> MessageExists(sqlite::Connection& conn,
+                                   const std::string& message_id) {
+  CB_ASSIGN_OR_RETURN(
+      auto stmt, conn.Prepare("SELECT 1 FROM messages WHERE message_id = ?"));
+  stmt.Bind(1, message_id);
+  return stmt.Step();
+}
+
+absl::Status InsertMessage(sqlite::Connection& conn,
+                           const v1::CaseMessage& message, int64_t direction,
+                           absl::Time created, const RequestKey& key) {
+  CB_ASSIGN_OR_RETURN(
+      auto insert,
+      conn.Prepare("INSERT INTO messages(message_id, exchange_id, direction, "
+                   "kind, priority, sender_office, recipient_office, body, "
+                   "created_us, request_id, request_hash) "
+                   "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  insert.Bind(1, message.message_id())
+      .Bind(2, message.exchange_id())
+      .Bind(3, direction)
+      .Bind(4, static_cast<int64_t>(message.kind()))
+      .Bind(5, static_cast<int64_t>(message.priority()))
+      .Bind(6, message.sender_office())
+      .Bind(7, message.recipient_office())
+      .BindBlob(8, message.SerializeAsString())
+      .Bind(9, absl::ToUnixMicros(created));
+  if (key.request_id.empty()) {
+    insert.BindNull(10).BindNull(11);
+  } else {
+    insert.Bind(10, key.request_id).BindBlob(11, key.request_hash);
+  }
+  return insert.Run();
+}
+
+absl::Status ChangedOneRow(sqlite::Connection& conn, absl::string_view what) {
+  if (conn.changes() != 1) {
+    return absl::InternalError(
+        absl::StrCat(what, " changed ", conn.changes(), " rows"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SqliteExchangeStore>>
+SqliteExchangeStore::Create(sqlite::Database* db, SqliteAuditLog* audit,
+                            const Clock* clock) {
+  int64_t head = 0;
+  CB_RETURN_IF_ERROR(db->Read([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto stmt, conn.Prepare("SELECT COALESCE(MAX(cursor), 0) FROM inbox"));
+    CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+    if (row) head = stmt.ColumnInt(0);
+    return absl::OkStatus();
+  }));
+  return std::unique_ptr<SqliteExchangeStore>(
+      new SqliteExchangeStore(db, audit, clock, head));
+}
+
+// --- Outgoing ----------------------------------------------------------------
+
+absl::StatusOr<QueuedMessage> SqliteExchangeStore::QueueOutgoing(
+    const OutgoingMessage& outgoing, const RequestKey& key,
+    const AuditEvent& audit) {
+  const v1::CaseMessage& message = outgoing.message;
+  if (message.message_id().empty()) {
+    return absl::InvalidArgumentError("message.message_id: missing");
+  }
+  if (message.exchange_id().empty()) {
+    return absl::InvalidArgumentError("message.exchange_id: missing");
+  }
+  if (outgoing.envelope_id.empty()) {
+    return absl::InvalidArgumentError("envelope_id: missing");
+  }
+  if (!outgoing.seal) return absl::InvalidArgumentError("seal: missing");
+
+  QueuedMessage result;
+  CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+    if (!key.request_id.empty()) {
+      CB_ASSIGN_OR_RETURN(
+          auto find,
+          conn.Prepare("SELECT message_id, request_hash FROM messages "
+                       "WHERE sender_office = ? AND request_id = ?"));
+      find.Bind(1, message.sender_office()).Bind(2, key.request_id);
+      CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+      if (row) {
+        const std::string message_id = find.ColumnText(0);
+        if (find.ColumnBlob(1) != key.request_hash) {
+          return absl::AlreadyExistsError(absl::StrCat(
+              "request_id \"", key.request_id, "\" already sent message ",
+              message_id, " with different content"));
+        }
+        CB_ASSIGN_OR_RETURN(std::optional<OutboxRow> queued,
+                            FindOutbox(conn, "message_id", message_id));
+        if (!queued.has_value()) {
+          return absl::DataLossError(absl::StrCat(
+              "outgoing message ", message_id, " has no outbox envelope"));
+        }
+        result.message_id = message_id;
+        result.envelope_id = queued->envelope_id;
+        result.replayed = true;
+        CB_ASSIGN_OR_RETURN(result.status, ToDeliveryStatus(*queued));
+        return absl::OkStatus();
+      }
+    }
+    CB_ASSIGN_OR_RETURN(const bool taken,
+                        MessageExists(conn, message.message_id()));
+    if (taken) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("message_id ", message.message_id(), " already exists"));
+    }
+    CB_ASSIGN_OR_RETURN(std::optional<OutboxRow> envelope_taken,
+                        FindOutbox(conn, "envelope_id", outgoing.envelope_id));
+    if (envelope_taken.has_value()) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "envelope_id ", outgoing.envelope_id, " already exists"));
+    }
+
+    const absl::Time now = TruncateToMicros(clock_->Now());
+    AuditEvent event = audit;
+    event.subjects.push_back(message.message_id());
+    event.subjects.push_back(outgoing.envelope_id);
+    CB_ASSIGN_OR_RETURN(const uint64_t index,
+                        audit_->AppendInTransaction(conn, event));
+    CB_ASSIGN_OR_RETURN(const v1::SignedEnvelope sealed, outgoing.seal(index));
+
+    // The sealed envelope must be the one the audit entry names.
+    v1::Envelope envelope;
+    if (!envelope.ParseFromString(sealed.envelope())) {
+      return absl::InternalError(
+          absl::StrCat("sealed envelope ", outgoing.envelope_id,
+                       " is not a well-formed casebridge.v1.Envelope"));
+    }
+    if (envelope.envelope_id() != outgoing.envelope_id ||
+        envelope.message().message_id() != message.message_id() ||
+        envelope.origin_audit_index() != index) {
+      return absl::InternalError(absl::StrCat(
+          "sealed envelope does not carry envelope id ", outgoing.envelope_id,
+          ", message id ", message.message_id(), " and audit index ", index));
+    }
+
+    CB_RETURN_IF_ERROR(InsertMessage(conn, message, kOutgoing, now, key));
+    CB_ASSIGN_OR_RETURN(
+        auto insert,
+        conn.Prepare("INSERT INTO outbox(envelope_id, message_id, "
+                     "exchange_id, priority, signed_envelope, state, "
+                     "attempts, next_attempt_us, queued_us) "
+                     "VALUES(?, ?, ?, ?, ?, ?, 0, ?, ?)"));
+    insert.Bind(1, outgoing.envelope_id)
+        .Bind(2, message.message_id())
+        .Bind(3, message.exchange_id())
+        .Bind(4, static_cast<int64_t>(message.priority()))
+        .BindBlob(5, sealed.SerializeAsString())
+        .Bind(6, static_cast<int64_t>(v1::DELIVERY_STATE_QUEUED))
+        .Bind(7, absl::ToUnixMicros(now))
+        .Bind(8, absl::ToUnixMicros(now));
+    CB_RETURN_IF_ERROR(insert.Run());
+
+    result.message_id = message.message_id();
+    result.envelope_id = outgoing.envelope_id;
+    result.replayed = false;
+    result.status.set_message_id(message.message_id());
+    result.status.set_state(v1::DELIVERY_STATE_QUEUED);
+    *result.status.mutable_queued_at() = ToProto(now);
+    return absl::OkStatus();
+  }));
+  return result;
+}
+
+absl::StatusOr<std::vector<OutboxItem>> SqliteExchangeStore::ReadyToSend(
+    absl::Time now, size_t max, const std::set<std::string>& busy_cases) {
+  std::vector<OutboxItem> items;
+  if (max == 0) return items;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
+    // The head of each case: pending, with no older pending envelope of the
+    // same case. Both scans use the partial index outbox_pending.
+    CB_ASSIGN_OR_RETURN(
+        auto stmt,
+        conn.Prepare(
+            "SELECT o.seq, o.envelope_id, o.message_id, o.exchange_id, "
+            "o.priority, o.state, o.attempts, o.next_attempt_us, "
+            "o.signed_envelope FROM outbox o "
+            "WHERE o.state IN (1, 2) AND o.next_attempt_us <= ?1 "
+            "AND NOT EXISTS (SELECT 1 FROM outbox p "
+            "  WHERE p.exchange_id = o.exchange_id AND p.state IN (1, 2) "
+            "  AND p.seq < o.seq) "
+            "ORDER BY o.priority DESC, o.seq"));
+    stmt.Bind(1, absl::ToUnixMicros(now));
+    while (items.size() < max) {
+      CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+      if (!row) break;
+      std::string exchange_id = stmt.ColumnText(3);
+      if (busy_cases.count(exchange_id) != 0) continue;
+      OutboxItem item;
+      item.seq = stmt.ColumnInt(0);
+      item.envelope_id = stmt.ColumnText(1);
+      item.message_id = stmt.ColumnText(2);
+      item.exchange_id = std::move(exchange_id);
+      item.priority = static_cast<v1::Priority>(stmt.ColumnInt(4));
+      item.state = static_cast<v1::DeliveryState>(stmt.ColumnInt(5));
+      item.attempts = static_cast<int32_t>(stmt.ColumnInt(6));
+      item.next_attempt = absl::FromUnixMicros(stmt.ColumnInt(7));
+      CB_ASSIGN_OR_RETURN(
+          item.signed_envelope,
+          ParseStored<v1::SignedEnvelope>(stmt.ColumnBlob(8), "envelope",
+                                          item.envelope_id));
+      items.push_back(std::move(item));
+    }
+    return absl::OkStatus();
+  }));
+  return items;
+}
+
+absl::Status SqliteExchangeStore::RecordAttempt(const std::string& envelope_id,
+                                                const absl::Status& error,
+                                                absl::Time next_attempt) {
+  return db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(const OutboxRow row, GetEnvelopeRow(conn, envelope_id));
+    if (!Pending(row.state)) return NotPending(row);
+    CB_ASSIGN_OR_RETURN(
+        auto update,
+        conn.Prepare("UPDATE outbox SET attempts = attempts + 1, state = ?, "
+                     "last_error = ?, next_attempt_us = ? "
+                     "WHERE envelope_id = ?"));
+    update.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_SENT));
+    if (error.ok()) {
+      update.BindNull(2);
+    } else {
+      update.Bind(2, error.ToString());
+    }
+    update.Bind(3, absl::ToUnixMicros(next_attempt)).Bind(4, envelope_id);
+    CB_RETURN_IF_ERROR(update.Run());
+    return ChangedOneRow(conn, "recording a delivery attempt");
+  });
+}
+
+absl::Status SqliteExchangeStore::RecordDelivered(
+    const std::string& envelope_id, const v1::SignedReceipt& receipt,
+    absl::Time delivered_at, const AuditEvent& audit) {
+  const std::string receipt_bytes = receipt.SerializeAsString();
+  return db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(const OutboxRow row, GetEnvelopeRow(conn, envelope_id));
+    if (row.state == v1::DELIVERY_STATE_DELIVERED) {
+      if (row.receipt == receipt_bytes) return absl::OkStatus();
+      return absl::FailedPreconditionError(
+          absl::StrCat("envelope ", envelope_id,
+                       " is already delivered with another receipt"));
+    }
+    CB_ASSIGN_OR_RETURN(
+        auto update, conn.Prepare("UPDATE outbox SET state = ?, receipt = ?, "
+                                  "delivered_us = ? WHERE envelope_id = ?"));
+    update.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_DELIVERED))
+        .BindBlob(2, receipt_bytes)
+        .Bind(3, absl::ToUnixMicros(delivered_at))
+        .Bind(4, envelope_id);
+    CB_RETURN_IF_ERROR(update.Run());
+    CB_RETURN_IF_ERROR(ChangedOneRow(conn, "storing a receipt"));
+    AuditEvent event = audit;
+    event.subjects.push_back(row.message_id);
+    event.subjects.push_back(envelope_id);
+    return audit_->AppendInTransaction(conn, event).status();
+  });
+}
+
+absl::Status SqliteExchangeStore::RecordRefused(const std::string& envelope_id,
+                                                const absl::Status& refusal,
+                                                const AuditEvent& audit) {
+  return db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(const OutboxRow row, GetEnvelopeRow(conn, envelope_id));
+    if (!Pending(row.state)) return NotPending(row);
+    CB_ASSIGN_OR_RETURN(
+        auto update, conn.Prepare("UPDATE outbox SET state = ?, last_error = ? "
+                                  "WHERE envelope_id = ?"));
+    update.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_FAILED))
+        .Bind(2, refusal.ToString())
+        .Bind(3, envelope_id);
+    CB_RETURN_IF_ERROR(update.Run());
+    CB_RETURN_IF_ERROR(ChangedOneRow(conn, "recording a refusal"));
+    AuditEvent event = audit;
+    event.subjects.push_back(row.message_id);
+    event.subjects.push_back(envelope_id);
+    return audit_->AppendInTransaction(conn, event).status();
+  });
+}
+
+absl::StatusOr<v1::DeliveryStatus> SqliteExchangeStore::GetDeliveryStatus(
+    const std::string& message_id) {
+  v1::DeliveryStatus status;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(std::optional<OutboxRow> row,
+                        FindOutbox(conn, "message_id", message_id));
+    if (!row.has_value()) {
+      return absl::NotFoundError(
+          absl::StrCat("outgoing message ", message_id, " not found"));
+    }
+    CB_ASSIGN_OR_RETURN(status, ToDeliveryStatus(*row));
+    return absl::OkStatus();
+  }));
+  return status;
+}
+
+absl::StatusOr<v1::CaseMessage> SqliteExchangeStore::GetOutgoingMessage(
+    const std::string& message_id) {
+  v1::CaseMessage message;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(auto stmt,
+                        conn.Prepare("SELECT body FROM messages "
+                                     "WHERE message_id = ? AND direction = ?"));
+    stmt.Bind(1, message_id).Bind(2, kOutgoing);
+    CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+    if (!row) {
+      return absl::NotFoundError(
+          absl::StrCat("outgoing message ", message_id, " not found"));
+    }
+    CB_ASSIGN_OR_RETURN(
+        message, ParseStored<v1::CaseMessage>(stmt.ColumnBlob(0), "message",
+                                              message_id));
+    return absl::OkStatus();
+  }));
+  return message;
+}
+
+// --- Incoming ----------------------------------------------------------------
+
+absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInbound(
+    const v1::SignedEnvelope& signed_envelope, const v1::Envelope& parsed,
+    const std::vector<std::string>& inbox_offices,
+    const std::function<absl::StatusOr<v1::SignedReceipt>(
+        uint64_t audit_index, absl::Time received_at)>& make_receipt,
+    const AuditEvent& audit) {
+  const std::string& envelope_id = parsed.envelope_id();
+  const std::string digest = exchange::EnvelopeDigest(signed_envelope);
+  InboundResult result;
+  bool conflict = false;
+  int64_t newest_cursor = 0;
+  CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto find, conn.Prepare("SELECT envelope_sha256, receipt FROM inbound "
+                                "WHERE envelope_id = ?"));
+    find.Bind(1, envelope_id);
+    CB_ASSIGN_OR_RETURN(const bool seen, find.Step());
+    const absl::Time now = TruncateToMicros(clock_->Now());
+    if (seen) {
+      if (find.ColumnBlob(0) == digest) {
+        CB_ASSIGN_OR_RETURN(result.receipt,
+                            ParseStored<v1::SignedReceipt>(
+                                find.ColumnBlob(1), "receipt", envelope_id));
+        result.replay = true;
+        return absl::OkStatus();
+      }
+      // Committed on its own: the evidence outlives the refusal.
+      CB_ASSIGN_OR_RETURN(
+          auto keep,
+          conn.Prepare("INSERT INTO envelope_conflicts(envelope_id, "
+                       "signed_envelope, received_us) VALUES(?, ?, ?)"));
+      keep.Bind(1, envelope_id)
+          .BindBlob(2, signed_envelope.SerializeAsString())
+          .Bind(3, absl::ToUnixMicros(now));
+      CB_RETURN_IF_ERROR(keep.Run());
+      AuditEvent event = audit;
+      event.subjects.push_back(envelope_id);
+      event.outcome = absl::AlreadyExistsError(
+          absl::StrCat("envelope_id ", envelope_id,
+                       " was already received with other content; kept as "
+                       "evidence"));
+      CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
+      conflict = true;
+      return absl::OkStatus();
+    }
+
+    v1::CaseMessage message = parsed.message();
+    CB_ASSIGN_OR_RETURN(const bool taken,
+                        MessageExists(conn, message.message_id()));
+    if (taken) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("message_id ", message.message_id(),
+                       " was already received in another envelope"));
+    }
+
+    AuditEvent event = audit;
+    event.subjects.push_back(envelope_id);
+    event.subjects.push_back(message.message_id());
+    CB_ASSIGN_OR_RETURN(const uint64_t index,
+                        audit_->AppendInTransaction(conn, event));
+    CB_ASSIGN_OR_RETURN(result.receipt, make_receipt(index, now));
+
+    CB_ASSIGN_OR_RETURN(
+        auto insert,
+        conn.Prepare("INSERT INTO inbound(envelope_id, envelope_sha256, "
+                     "signed_envelope, receipt, received_us, audit_index) "
+                     "VALUES(?, ?, ?, ?, ?, ?)"));
+    insert.Bind(1, envelope_id)
+        .BindBlob(2, digest)
+        .BindBlob(3, signed_envelope.SerializeAsString())
+        .BindBlob(4, result.receipt.SerializeAsString())
+        .Bind(5, absl::ToUnixMicros(now))
+        .Bind(6, static_cast<int64_t>(index));
+    CB_RETURN_IF_ERROR(insert.Run());
+
+    *message.mutable_received_at() = ToProto(now);
+    CB_RETURN_IF_ERROR(InsertMessage(conn, message, kIncoming, now, {}));
+
+    for (const std::string& office : inbox_offices) {
+      // Prepared per office: a statement is reset only when released.
+      CB_ASSIGN_OR_RETURN(
+          auto deliver,
+          conn.Prepare("INSERT INTO inbox(office, message_id) VALUES(?, ?) "
+                       "ON CONFLICT DO NOTHING RETURNING cursor"));
+      deliver.Bind(1, office).Bind(2, message.message_id());
+      CB_ASSIGN_OR_RETURN(const bool inserted, deliver.Step());
+      if (inserted) {
+        newest_cursor = std::max(newest_cursor, deliver.ColumnInt(0));
+      }
+    }
+    result.replay = false;
+    return absl::OkStatus();
+  }));
+  if (conflict) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("envelope_id ", envelope_id,
+                     " was already received with other content; kept as "
+                     "evidence"));
+  }
+  if (newest_cursor > 0) AdvanceInboxHead(newest_cursor);
+  return result;
+}
+
+absl::StatusOr<std::vector<InboxItem>> SqliteExchangeStore::ReadInbox(
+    const std::string& office, int64_t after_cursor, size_t max) {
+  std::vector<InboxItem> items;
+  if (max == 0) return items;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto stmt,
+        conn.Prepare("SELECT i.cursor, i.message_id, i.acknowledged_us, "
+                     "m.body FROM inbox i JOIN messages m "
+                     "ON m.message_id = i.message_id "
+                     "WHERE i.office = ? AND i.cursor > ? "
+                     "ORDER BY i.cursor LIMIT ?"));
+    stmt.Bind(1, office).Bind(2, after_cursor).Bind(3, Limit(max));
+    while (true) {
+      CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+      if (!row) break;
+      InboxItem item;
+      item.cursor = stmt.ColumnInt(0);
+      if (!stmt.ColumnIsNull(2)) {
+        item.acknowledged_at = absl::FromUnixMicros(stmt.ColumnInt(2));
+      }
+      CB_ASSIGN_OR_RETURN(
+          item.message, ParseStored<v1::CaseMessage>(
+                            stmt.ColumnBlob(3), "message", stmt.ColumnText(1)));
+      items.push_back(std::move(item));
+    }
+    return absl::OkStatus();
+  }));
+  return items;
+}
+
+int64_t SqliteExchangeStore::InboxHead() const {
+  absl::MutexLock lock(&head_mu_);
+  return inbox_head_;
+}
+
+bool SqliteExchangeStore::WaitForInbox(int64_t seen_head,
+                                       absl::Duration timeout) {
+  absl::MutexLock lock(&head_mu_);
+  const auto moved = [this, seen_head] {
+    head_mu_.AssertHeld();
+    return inbox_head_ > seen_head;
+  };
+  return head_mu_.AwaitWithTimeout(absl::Condition(&moved), timeout);
+}
+
+void SqliteExchangeStore::AdvanceInboxHead(int64_t cursor) {
+  absl::MutexLock lock(&head_mu_);
+  inbox_head_ = std::max(inbox_head_, cursor);
+}
+
+absl::Status SqliteExchangeStore::Acknowledge(const std::string& office,
+                                              const std::string& message_id,
+                                              absl::Time at,
+                                              const AuditEvent& audit) {
+  return db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(auto find,
+                        conn.Prepare("SELECT acknowledged_us FROM inbox "
+                                     "WHERE office = ? AND message_id = ?"));
+    find.Bind(1, office).Bind(2, message_id);
+    CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+    if (!row) {
+      return absl::NotFoundError(absl::StrCat(
+          "message ", message_id, " is not in the inbox of ", office));
+    }
+    if (!find.ColumnIsNull(0)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "message ", message_id, " is already acknowledged by ", office));
+    }
+    CB_ASSIGN_OR_RETURN(auto update,
+                        conn.Prepare("UPDATE inbox SET acknowledged_us = ? "
+                                     "WHERE office = ? AND message_id = ?"));
+    update.Bind(1, absl::ToUnixMicros(at)).Bind(2, office).Bind(3, message_id);
+    CB_RETURN_IF_ERROR(update.Run());
+    CB_RETURN_IF_ERROR(ChangedOneRow(conn, "acknowledging a message"));
+    AuditEvent event = audit;
+    event.subjects.push_back(message_id);
+    return audit_->AppendInTransaction(conn, event).status();
+  });
+}
+
+}  // namespace casebridge::server

@@ -1,0 +1,81 @@
+#ifndef CASEBRIDGE_SERVER_SQLITE_EXCHANGE_STORE_H_
+#define CASEBRIDGE_SERVER_SQLITE_EXCHANGE_STORE_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "core/clock.h"
+#include "server/exchange_store.h"
+#include "server/sqlite.h"
+#include "server/sqlite_audit_log.h"
+
+namespace casebridge::server {
+
+// ExchangeStore in the gateway's SQLite database (tables messages, outbox,
+// inbound, envelope_conflicts and inbox: schema.cc, docs/storage.md).
+// Thread-safe.
+//
+// The inbox head is kept in memory, read once at Create: the data directory's
+// lock guarantees this process is the database's only writer.
+class SqliteExchangeStore final : public ExchangeStore {
+ public:
+  // All pointers must outlive the store.
+  static absl::StatusOr<std::unique_ptr<SqliteExchangeStore>> Create(
+      sqlite::Database* db, SqliteAuditLog* audit, const Clock* clock);
+
+  absl::StatusOr<QueuedMessage> QueueOutgoing(const OutgoingMessage& outgoing,
+                                              const RequestKey& key,
+                                              const AuditEvent& audit) override;
+  absl::StatusOr<std::vector<OutboxItem>> ReadyToSend(
+      absl::Time now, size_t max,
+      const std::set<std::string>& busy_cases) override;
+  absl::Status RecordAttempt(const std::string& envelope_id,
+                             const absl::Status& error,
+                             absl::Time next_attempt) override;
+  absl::Status RecordDelivered(const std::string& envelope_id,
+                               const v1::SignedReceipt& receipt,
+                               absl::Time delivered_at,
+                               const AuditEvent& audit) override;
+  absl::Status RecordRefused(const std::string& envelope_id,
+                             const absl::Status& refusal,
+                             const AuditEvent& audit) override;
+  absl::StatusOr<v1::DeliveryStatus> GetDeliveryStatus(
+      const std::string& message_id) override;
+  absl::StatusOr<v1::CaseMessage> GetOutgoingMessage(
+      const std::string& message_id) override;
+
+  absl::StatusOr<InboundResult> AcceptInbound(
+      const v1::SignedEnvelope& signed_envelope, const v1::Envelope& parsed,
+      const std::vector<std::string>& inbox_offices,
+      const std::function<absl::StatusOr<v1::SignedReceipt>(
+          uint64_t audit_index, absl::Time received_at)>& make_receipt,
+      const AuditEvent& audit) override;
+  absl::StatusOr<std::vector<InboxItem>> ReadInbox(const std::string& office,
+                                                   int64_t after_cursor,
+                                                   size_t max) override;
+  int64_t InboxHead() const override;
+  bool WaitForInbox(int64_t seen_head, absl::Duration timeout) override;
+  absl::Status Acknowledge(const std::string& office,
+                           const std::string& message_id, absl::Time at,
+                           const AuditEvent& audit) override;
+
+ private:
+  SqliteExchangeStore(sqlite::Database* db, SqliteAuditLog* audit,
+                      const Clock* clock, int64_t inbox_head)
+      : db_(db), audit_(audit), clock_(clock), inbox_head_(inbox_head) {}
+
+  // Moves the head forward to `cursor` (never back) and wakes waiters.
+  void AdvanceInboxHead(int64_t cursor);
+
+  sqlite::Database* const db_;
+  SqliteAuditLog* const audit_;
+  const Clock* const clock_;
+  mutable absl::Mutex head_mu_;
+  int64_t inbox_head_ ABSL_GUARDED_BY(head_mu_);
+};
+
+}  // namespace casebridge::server
+
+#endif  // CASEBRIDGE_SERVER_SQLITE_EXCHANGE_STORE_H_

@@ -1,0 +1,275 @@
+// The cross-border exchange between two real gateway processes on loopback:
+// signed envelopes, verified receipts, inboxes, outages.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "core/envelope.h"
+#include "tests/e2e/e2e_util.h"
+#include "tests/testing/process.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::testing {
+namespace {
+
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+
+constexpr char kFia[] = "pk/offices/fia-liaison-desk";
+constexpr char kEmbassy[] = "pk/offices/embassy-beijing";
+constexpr char kMps[] = "cn/offices/mps-liaison";
+constexpr char kPkAuditor[] = "pk/auditors/pk-auditor";
+constexpr char kCnAuditor[] = "cn/auditors/cn-auditor";
+
+// Polls `condition` every 20 ms until it holds or `timeout` passes.
+bool WaitUntil(const std::function<bool()>& condition,
+               absl::Duration timeout = absl::Seconds(30)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (condition()) return true;
+    absl::SleepFor(absl::Milliseconds(20));  // polling the condition
+  }
+  return condition();
+}
+
+class ExchangeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = NewTempDir("exchange");
+    pk_peer_port_ = ReserveFreePort();
+    cn_peer_port_ = ReserveFreePort();
+    pk_config_ = WriteConfig("PK", pk_peer_port_, cn_peer_port_);
+    cn_config_ = WriteConfig("CN", cn_peer_port_, pk_peer_port_);
+    ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(pk_config_));
+    ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config_));
+  }
+
+  std::string WriteConfig(const std::string& country, int own_peer,
+                          int their_peer) {
+    GatewayConfigOptions o;
+    o.country = country;
+    o.data_dir = dir_ + "/" + country + "-data";
+    o.peer_address = absl::StrCat("127.0.0.1:", own_peer);
+    o.peer_endpoint = absl::StrCat("127.0.0.1:", their_peer);
+    o.retry_max_seconds = 1;  // outages in tests are short
+    return WriteFile(dir_ + "/" + country + ".toml", GatewayConfigToml(o));
+  }
+
+  std::unique_ptr<client::OfficeClient> Pk(const std::string& stem) {
+    return OfficeClientFor(stem, pk_->office_endpoint(), "PK");
+  }
+  std::unique_ptr<client::OfficeClient> Cn(const std::string& stem) {
+    return OfficeClientFor(stem, cn_->office_endpoint(), "CN");
+  }
+
+  std::string OpenCase() {
+    auto opened = Pk(kFia)->OpenCase(ValidDraft());
+    EXPECT_OK(opened);
+    return opened.ok() ? opened->exchange_id() : "";
+  }
+
+  absl::StatusOr<std::string> Send(const std::string& exchange_id,
+                                   const std::string& body,
+                                   v1::Priority priority = v1::PRIORITY_ROUTINE,
+                                   const std::string& stem = kFia) {
+    v1::SendMessageRequest request;
+    v1::CaseMessage* m = request.mutable_message();
+    m->set_exchange_id(exchange_id);
+    m->set_kind(v1::MESSAGE_KIND_RESCUE_REQUEST);
+    m->set_priority(priority);
+    m->set_body(body);
+    auto sent = Pk(stem)->SendMessage(request);
+    if (!sent.ok()) return sent.status();
+    return sent->message_id();
+  }
+
+  v1::DeliveryState StateOf(const std::string& message_id) {
+    auto status = Pk(kFia)->GetDeliveryStatus(message_id);
+    return status.ok() ? status->state() : v1::DELIVERY_STATE_UNSPECIFIED;
+  }
+
+  // Everything in MPS's inbox after `cursor`, waiting up to `wait`.
+  std::vector<v1::WatchInboxResponse> Inbox(
+      const std::string& cursor, size_t expected,
+      absl::Duration wait = absl::Seconds(30)) {
+    std::vector<v1::WatchInboxResponse> seen;
+    EXPECT_OK(Cn(kMps)->WatchInbox(cursor, wait, [&](const auto& item) {
+      seen.push_back(item);
+      return seen.size() < expected;
+    }));
+    return seen;
+  }
+
+  std::vector<std::string> Actions(const std::string& stem, bool cn) {
+    auto auditor = cn ? Cn(stem) : Pk(stem);
+    auto entries = auditor->GetAuditEntries(0, 1000);
+    EXPECT_OK(entries);
+    std::vector<std::string> actions;
+    if (entries.ok()) {
+      for (const auto& e : entries->entries()) actions.push_back(e.action());
+    }
+    return actions;
+  }
+
+  std::string dir_;
+  int pk_peer_port_ = 0;
+  int cn_peer_port_ = 0;
+  std::string pk_config_;
+  std::string cn_config_;
+  std::unique_ptr<GatewayProcess> pk_;
+  std::unique_ptr<GatewayProcess> cn_;
+};
+
+TEST_F(ExchangeTest, MessageIsDeliveredWithAVerifiableReceipt) {
+  const std::string id = OpenCase();
+  const std::string body =
+      "URGENT: victim V1 seen at Handan station. متاثرہ کو فوری مدد درکار ہے۔";
+  ASSERT_OK_AND_ASSIGN(std::string message_id,
+                       Send(id, body, v1::PRIORITY_URGENT));
+  ASSERT_TRUE(WaitUntil([&] {
+    return StateOf(message_id) == v1::DELIVERY_STATE_DELIVERED;
+  })) << "state "
+      << StateOf(message_id) << "\nPK log:\n"
+      << pk_->Log() << "\nCN log:\n"
+      << cn_->Log();
+
+  ASSERT_OK_AND_ASSIGN(v1::DeliveryStatus status,
+                       Pk(kFia)->GetDeliveryStatus(message_id));
+  EXPECT_GE(status.attempts(), 1);
+  // The receipt verifies with nothing but the CN gateway's public key.
+  ASSERT_OK_AND_ASSIGN(auto keys, exchange::KeyRing::FromPemFiles(
+                                      {Pki("cn/signing/envelope.pub")}));
+  ASSERT_OK_AND_ASSIGN(v1::Receipt receipt,
+                       exchange::VerifyReceipt(status.receipt(), keys));
+  EXPECT_EQ(receipt.receiver_gateway(), "spiffe://cn.casebridge/gateway");
+  EXPECT_EQ(receipt.envelope_sha256().size(), 32u);
+
+  const auto inbox = Inbox("", 1);
+  ASSERT_EQ(inbox.size(), 1u);
+  const v1::CaseMessage& m = inbox[0].message();
+  EXPECT_EQ(m.message_id(), message_id);
+  EXPECT_EQ(m.exchange_id(), id);
+  EXPECT_EQ(m.body(), body);
+  EXPECT_EQ(m.priority(), v1::PRIORITY_URGENT);
+  EXPECT_EQ(m.sender_office(),
+            "spiffe://pk.casebridge/office/fia-liaison-desk");
+  EXPECT_EQ(m.sender_country(), v1::COUNTRY_PK);
+  EXPECT_TRUE(m.has_received_at());
+
+  // Both sides' audit logs record their half.
+  const auto pk_actions = Actions(kPkAuditor, false);
+  EXPECT_THAT(pk_actions,
+              ::testing::IsSupersetOf(
+                  {"message.send", "envelope.sent", "receipt.stored"}));
+  EXPECT_THAT(Actions(kCnAuditor, true),
+              ::testing::Contains("envelope.received"));
+}
+
+TEST_F(ExchangeTest, InboxResumesFromItsCursorWithoutLossOrRepeats) {
+  const std::string id = OpenCase();
+  std::vector<std::string> sent;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_OK_AND_ASSIGN(std::string m,
+                         Send(id, "update " + std::to_string(i)));
+    sent.push_back(m);
+  }
+  auto first = Inbox("", 2);
+  ASSERT_EQ(first.size(), 2u);
+  // Disconnected after two; more arrive meanwhile.
+  for (int i = 3; i < 5; ++i) {
+    ASSERT_OK_AND_ASSIGN(std::string m,
+                         Send(id, "update " + std::to_string(i)));
+    sent.push_back(m);
+  }
+  auto rest = Inbox(first.back().cursor(), 3);
+  std::vector<std::string> received;
+  for (const auto& r : first) received.push_back(r.message().message_id());
+  for (const auto& r : rest) received.push_back(r.message().message_id());
+  // All five, once each, in the order they were sent (one case).
+  EXPECT_THAT(received, ElementsAreArray(sent));
+  // Nothing more is waiting.
+  EXPECT_TRUE(Inbox(rest.back().cursor(), 1, absl::Milliseconds(500)).empty());
+}
+
+TEST_F(ExchangeTest, LiveMessageReachesAWatchingOffice) {
+  const std::string id = OpenCase();
+  std::vector<v1::WatchInboxResponse> seen;
+  std::thread watcher([&] {
+    EXPECT_OK(
+        Cn(kMps)->WatchInbox("", absl::Seconds(30), [&](const auto& item) {
+          seen.push_back(item);
+          return false;  // one is enough
+        }));
+  });
+  // The stream is open before the message exists.
+  ASSERT_OK_AND_ASSIGN(std::string message_id, Send(id, "live"));
+  watcher.join();
+  ASSERT_EQ(seen.size(), 1u) << cn_->Log();
+  EXPECT_EQ(seen[0].message().message_id(), message_id);
+}
+
+TEST_F(ExchangeTest, EverythingQueuedDuringAnOutageIsDeliveredExactlyOnce) {
+  const std::string id = OpenCase();
+  ASSERT_EQ(cn_->Stop(), 0) << cn_->Log();
+  std::vector<std::string> sent;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_OK_AND_ASSIGN(std::string m,
+                         Send(id, "during outage " + std::to_string(i)));
+    sent.push_back(m);
+  }
+  // Accepted and durable, but not delivered while the peer is away.
+  ASSERT_TRUE(WaitUntil([&] {
+    auto s = Pk(kFia)->GetDeliveryStatus(sent[0]);
+    return s.ok() && s->attempts() >= 1 && !s->last_error().empty();
+  })) << pk_->Log();
+  EXPECT_NE(StateOf(sent[0]), v1::DELIVERY_STATE_DELIVERED);
+
+  ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config_));
+  for (const auto& m : sent) {
+    ASSERT_TRUE(WaitUntil([&] {
+      return StateOf(m) == v1::DELIVERY_STATE_DELIVERED;
+    })) << m
+        << "\n"
+        << pk_->Log();
+  }
+  auto inbox = Inbox("", sent.size());
+  std::vector<std::string> received;
+  for (const auto& r : inbox) received.push_back(r.message().message_id());
+  EXPECT_THAT(received, ElementsAreArray(sent));
+  EXPECT_TRUE(Inbox(inbox.back().cursor(), 1, absl::Milliseconds(500)).empty());
+}
+
+TEST_F(ExchangeTest, RefusedSendsStoreNothing) {
+  const std::string id = OpenCase();
+  // Unknown case.
+  EXPECT_THAT(Send(PkExchangeId(999), "x"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("not found")));
+  // Missing body.
+  EXPECT_THAT(Send(id, ""), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     HasSubstr("message.body")));
+  // A recipient that is not a known CN office.
+  v1::SendMessageRequest request;
+  request.mutable_message()->set_exchange_id(id);
+  request.mutable_message()->set_kind(v1::MESSAGE_KIND_NOTE);
+  request.mutable_message()->set_priority(v1::PRIORITY_ROUTINE);
+  request.mutable_message()->set_body("note");
+  request.mutable_message()->set_recipient_office(
+      "spiffe://cn.casebridge/office/unknown");
+  EXPECT_THAT(Pk(kFia)->SendMessage(request),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("message.recipient_office")));
+  // Someone else's message status is not readable.
+  ASSERT_OK_AND_ASSIGN(std::string message_id, Send(id, "mine"));
+  EXPECT_THAT(Pk(kEmbassy)->GetDeliveryStatus(message_id),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("another office")));
+  // Only the accepted message reaches the peer.
+  auto inbox = Inbox("", 2, absl::Seconds(5));
+  ASSERT_EQ(inbox.size(), 1u);
+  EXPECT_EQ(inbox[0].message().message_id(), message_id);
+}
+
+}  // namespace
+}  // namespace casebridge::testing

@@ -1,0 +1,987 @@
+#include "server/exchange_store.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <latch>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "core/crypto.h"
+#include "core/envelope.h"
+#include "google/protobuf/util/time_util.h"
+#include "server/sqlite_case_store.h"
+#include "tests/testing/fake_clock.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::server {
+namespace {
+
+using ::casebridge::testing::FakeClock;
+using ::casebridge::testing::NewTempDir;
+using ::casebridge::testing::StatusIs;
+using ::google::protobuf::util::TimeUtil;
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+constexpr char kPkGateway[] = "spiffe://pk.casebridge/gateway";
+constexpr char kCnGateway[] = "spiffe://cn.casebridge/gateway";
+constexpr char kFia[] = "spiffe://pk.casebridge/office/fia-liaison-desk";
+constexpr char kEmbassy[] = "spiffe://pk.casebridge/office/embassy-beijing";
+constexpr char kMps[] = "spiffe://cn.casebridge/office/mps-liaison";
+constexpr char kUrdu[] =
+    "متاثرہ کو گوانگژو کے ایک گھر سے بازیاب کرا لیا گیا، فوری طبی امداد درکار";
+constexpr char kChinese[] =
+    "受害者已在广州获救，需要紧急医疗救助。请确认遣返安排。";
+
+constexpr char kCaseA[] = "PK-2026-000001";
+constexpr char kCaseB[] = "PK-2026-000002";
+constexpr char kCaseC[] = "PK-2026-000003";
+
+absl::Status Unavailable() {
+  return absl::UnavailableError("connection refused");
+}
+
+v1::CaseMessage Message(const std::string& message_id,
+                        const std::string& exchange_id,
+                        v1::Priority priority = v1::PRIORITY_ROUTINE,
+                        const std::string& body = "Please confirm.",
+                        const std::string& sender = kFia) {
+  v1::CaseMessage m;
+  m.set_message_id(message_id);
+  m.set_exchange_id(exchange_id);
+  m.set_kind(v1::MESSAGE_KIND_NOTE);
+  m.set_priority(priority);
+  m.set_body(body);
+  m.set_sender_office(sender);
+  m.set_recipient_office(kMps);
+  m.set_sender_country(v1::COUNTRY_PK);
+  return m;
+}
+
+AuditEvent Event(const std::string& action, const std::string& actor = kFia) {
+  AuditEvent event;
+  event.actor = actor;
+  event.action = action;
+  event.subjects = {"from-caller"};
+  event.payload = "payload bytes";
+  return event;
+}
+
+class ExchangeStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = NewTempDir("exchange-store");
+    Reopen();
+    ASSERT_OK(peer_keys_.Add(
+        *crypto::Ed25519Verifier::FromRawPublicKey(cn_key_->public_key())));
+    ASSERT_OK(our_keys_.Add(
+        *crypto::Ed25519Verifier::FromRawPublicKey(pk_key_->public_key())));
+  }
+
+  void Reopen() {
+    store_.reset();
+    auto store = GatewayStore::Open(dir_, v1::COUNTRY_PK, &clock_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+
+  SqliteExchangeStore& exchange() { return store_->exchange(); }
+  SqliteAuditLog& audit() { return store_->audit_log(); }
+
+  uint64_t AuditSize() {
+    auto size = audit().Size();
+    EXPECT_TRUE(size.ok()) << size.status();
+    return size.ok() ? *size : 0;
+  }
+
+  StoredEntry AuditEntry(uint64_t index) {
+    auto entries = audit().Read(index, 1);
+    EXPECT_TRUE(entries.ok()) << entries.status();
+    if (!entries.ok() || entries->size() != 1) return {};
+    return (*entries)[0];
+  }
+
+  int64_t CountRows(const std::string& table) {
+    int64_t count = -1;
+    EXPECT_OK(store_->database().Read([&](sqlite::Connection& c) {
+      auto stmt = c.Prepare(absl::StrCat("SELECT COUNT(*) FROM ", table));
+      if (!stmt.ok()) return stmt.status();
+      auto row = stmt->Step();
+      if (!row.ok()) return row.status();
+      count = stmt->ColumnInt(0);
+      return absl::OkStatus();
+    }));
+    return count;
+  }
+
+  // Seals like the gateway will: the audit index goes into the envelope,
+  // which the origin's key signs.
+  OutgoingMessage Outgoing(const v1::CaseMessage& message,
+                           const std::string& envelope_id) {
+    OutgoingMessage out;
+    out.message = message;
+    out.envelope_id = envelope_id;
+    out.seal = [this, message, envelope_id](
+                   uint64_t index) -> absl::StatusOr<v1::SignedEnvelope> {
+      ++seals_;
+      v1::Envelope envelope;
+      envelope.set_envelope_id(envelope_id);
+      envelope.set_origin_gateway(kPkGateway);
+      envelope.set_destination_gateway(kCnGateway);
+      *envelope.mutable_created_at() =
+          TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_.Now()));
+      *envelope.mutable_message() = message;
+      envelope.set_origin_audit_index(index);
+      return exchange::SignEnvelope(envelope, *pk_key_);
+    };
+    return out;
+  }
+
+  // Queues `message` in envelope "E-<message id>" without a request id.
+  QueuedMessage Queue(const v1::CaseMessage& message) {
+    auto queued =
+        exchange().QueueOutgoing(Outgoing(message, "E-" + message.message_id()),
+                                 {}, Event("message.send"));
+    EXPECT_TRUE(queued.ok()) << queued.status();
+    return queued.ok() ? *queued : QueuedMessage{};
+  }
+
+  // The peer's signed receipt for an envelope we sent.
+  v1::SignedReceipt PeerReceipt(const std::string& envelope_id,
+                                uint64_t peer_index = 7) {
+    v1::Receipt receipt;
+    receipt.set_envelope_id(envelope_id);
+    receipt.set_envelope_sha256(crypto::Sha256(envelope_id));
+    *receipt.mutable_received_at() =
+        TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_.Now()));
+    receipt.set_receiver_audit_index(peer_index);
+    receipt.set_receiver_gateway(kCnGateway);
+    auto signed_receipt = exchange::SignReceipt(receipt, *cn_key_);
+    EXPECT_TRUE(signed_receipt.ok()) << signed_receipt.status();
+    return signed_receipt.ok() ? *signed_receipt : v1::SignedReceipt{};
+  }
+
+  std::vector<std::string> ReadyIds(const std::set<std::string>& busy = {},
+                                    size_t max = 100) {
+    auto ready = exchange().ReadyToSend(clock_.Now(), max, busy);
+    EXPECT_TRUE(ready.ok()) << ready.status();
+    std::vector<std::string> ids;
+    if (ready.ok()) {
+      for (const OutboxItem& item : *ready) ids.push_back(item.message_id);
+    }
+    return ids;
+  }
+
+  // An envelope from the Chinese gateway carrying `message`.
+  v1::SignedEnvelope PeerEnvelope(const std::string& envelope_id,
+                                  const v1::CaseMessage& message) {
+    v1::Envelope envelope;
+    envelope.set_envelope_id(envelope_id);
+    envelope.set_origin_gateway(kCnGateway);
+    envelope.set_destination_gateway(kPkGateway);
+    *envelope.mutable_created_at() =
+        TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_.Now()));
+    *envelope.mutable_message() = message;
+    envelope.set_origin_audit_index(41);
+    auto sealed = exchange::SignEnvelope(envelope, *cn_key_);
+    EXPECT_TRUE(sealed.ok()) << sealed.status();
+    return sealed.ok() ? *sealed : v1::SignedEnvelope{};
+  }
+
+  v1::CaseMessage PeerMessage(const std::string& message_id,
+                              const std::string& body = "Victim located.") {
+    v1::CaseMessage m;
+    m.set_message_id(message_id);
+    m.set_exchange_id(kCaseA);
+    m.set_kind(v1::MESSAGE_KIND_RESCUE_UPDATE);
+    m.set_rescue_stage(v1::RESCUE_STAGE_LOCATED);
+    m.set_priority(v1::PRIORITY_URGENT);
+    m.set_body(body);
+    m.set_sender_office(kMps);
+    m.set_recipient_office(kFia);
+    m.set_sender_country(v1::COUNTRY_CN);
+    return m;
+  }
+
+  // What the receiving gateway signs: a receipt over the exact bytes.
+  std::function<absl::StatusOr<v1::SignedReceipt>(uint64_t, absl::Time)>
+  MakeReceipt(const v1::SignedEnvelope& signed_envelope,
+              const std::string& envelope_id) {
+    return [this, signed_envelope, envelope_id](
+               uint64_t index,
+               absl::Time received_at) -> absl::StatusOr<v1::SignedReceipt> {
+      ++receipts_made_;
+      v1::Receipt receipt;
+      receipt.set_envelope_id(envelope_id);
+      receipt.set_envelope_sha256(exchange::EnvelopeDigest(signed_envelope));
+      *receipt.mutable_received_at() =
+          TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(received_at));
+      receipt.set_receiver_audit_index(index);
+      receipt.set_receiver_gateway(kPkGateway);
+      return exchange::SignReceipt(receipt, *pk_key_);
+    };
+  }
+
+  absl::StatusOr<InboundResult> Accept(
+      const v1::SignedEnvelope& signed_envelope,
+      const std::vector<std::string>& offices = {kFia}) {
+    auto parsed =
+        exchange::VerifyEnvelope(signed_envelope, peer_keys_, 1 << 20);
+    if (!parsed.ok()) return parsed.status();
+    return exchange().AcceptInbound(
+        signed_envelope, *parsed, offices,
+        MakeReceipt(signed_envelope, parsed->envelope_id()),
+        Event("envelope.receive", kCnGateway));
+  }
+
+  std::vector<InboxItem> Inbox(const std::string& office, int64_t after = 0,
+                               size_t max = 100) {
+    auto items = exchange().ReadInbox(office, after, max);
+    EXPECT_TRUE(items.ok()) << items.status();
+    return items.ok() ? *items : std::vector<InboxItem>{};
+  }
+
+  static std::vector<std::string> MessageIds(
+      const std::vector<InboxItem>& items) {
+    std::vector<std::string> ids;
+    for (const InboxItem& item : items)
+      ids.push_back(item.message.message_id());
+    return ids;
+  }
+
+  FakeClock clock_;  // 2026-11-29 12:00 UTC
+  std::string dir_;
+  std::unique_ptr<GatewayStore> store_;
+  std::unique_ptr<crypto::Ed25519Signer> pk_key_ =
+      crypto::Ed25519Signer::Generate();
+  std::unique_ptr<crypto::Ed25519Signer> cn_key_ =
+      crypto::Ed25519Signer::Generate();
+  exchange::KeyRing peer_keys_;  // the CN gateway's envelope key
+  exchange::KeyRing our_keys_;   // the PK gateway's own key
+  std::atomic<int> seals_{0};
+  std::atomic<int> receipts_made_{0};
+};
+
+// --- QueueOutgoing -----------------------------------------------------------
+
+TEST_F(ExchangeStoreTest, QueueOutgoingStoresMessageEnvelopeAndAuditEntry) {
+  const uint64_t before = AuditSize();
+  const v1::CaseMessage message =
+      Message("PK-M-1", kCaseA, v1::PRIORITY_PRIORITY);
+  ASSERT_OK_AND_ASSIGN(const QueuedMessage queued,
+                       exchange().QueueOutgoing(Outgoing(message, "E-1"), {},
+                                                Event("message.send")));
+  EXPECT_EQ(queued.message_id, "PK-M-1");
+  EXPECT_EQ(queued.envelope_id, "E-1");
+  EXPECT_FALSE(queued.replayed);
+  EXPECT_EQ(queued.status.state(), v1::DELIVERY_STATE_QUEUED);
+  EXPECT_EQ(queued.status.attempts(), 0);
+  EXPECT_EQ(TimeUtil::TimestampToMicroseconds(queued.status.queued_at()),
+            absl::ToUnixMicros(clock_.Now()));
+  EXPECT_EQ(seals_, 1);
+
+  // One audit entry, in the same transaction, naming message and envelope.
+  ASSERT_EQ(AuditSize(), before + 1);
+  const StoredEntry entry = AuditEntry(before);
+  EXPECT_EQ(entry.entry.action, "message.send");
+  EXPECT_EQ(entry.entry.actor, kFia);
+  EXPECT_THAT(entry.entry.subjects,
+              ElementsAre("from-caller", "PK-M-1", "E-1"));
+
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus status,
+                       exchange().GetDeliveryStatus("PK-M-1"));
+  EXPECT_EQ(status.SerializeAsString(), queued.status.SerializeAsString());
+  ASSERT_OK_AND_ASSIGN(const v1::CaseMessage stored,
+                       exchange().GetOutgoingMessage("PK-M-1"));
+  EXPECT_EQ(stored.SerializeAsString(), message.SerializeAsString());
+  EXPECT_EQ(stored.sender_office(), kFia);
+
+  // The envelope is ready now, signed, and names the audit entry.
+  ASSERT_OK_AND_ASSIGN(const auto ready,
+                       exchange().ReadyToSend(clock_.Now(), 10, {}));
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(ready[0].envelope_id, "E-1");
+  EXPECT_EQ(ready[0].exchange_id, kCaseA);
+  EXPECT_EQ(ready[0].priority, v1::PRIORITY_PRIORITY);
+  EXPECT_EQ(ready[0].state, v1::DELIVERY_STATE_QUEUED);
+  ASSERT_OK_AND_ASSIGN(
+      const v1::Envelope envelope,
+      exchange::VerifyEnvelope(ready[0].signed_envelope, our_keys_, 1 << 20));
+  EXPECT_EQ(envelope.origin_audit_index(), before);
+  EXPECT_EQ(envelope.message().SerializeAsString(),
+            message.SerializeAsString());
+  ASSERT_OK_AND_ASSIGN(const VerifyReport report, audit().Verify());
+  EXPECT_TRUE(report.ok()) << report.problem;
+}
+
+TEST_F(ExchangeStoreTest, ReplayedRequestIdReturnsSameMessageAndWritesNothing) {
+  const RequestKey key{"req-1", crypto::Sha256("request one")};
+  ASSERT_OK_AND_ASSIGN(
+      const QueuedMessage first,
+      exchange().QueueOutgoing(Outgoing(Message("PK-M-1", kCaseA), "E-1"), key,
+                               Event("message.send")));
+  ASSERT_OK(exchange().RecordAttempt("E-1", Unavailable(),
+                                     clock_.Now() + absl::Seconds(1)));
+  const uint64_t audit_size = AuditSize();
+  clock_.Advance(absl::Minutes(5));
+
+  // A retry mints new ids; the stored ones come back.
+  ASSERT_OK_AND_ASSIGN(
+      const QueuedMessage again,
+      exchange().QueueOutgoing(Outgoing(Message("PK-M-2", kCaseA), "E-2"), key,
+                               Event("message.send")));
+  EXPECT_TRUE(again.replayed);
+  EXPECT_EQ(again.message_id, first.message_id);
+  EXPECT_EQ(again.envelope_id, "E-1");
+  EXPECT_EQ(again.status.state(), v1::DELIVERY_STATE_SENT);
+  EXPECT_EQ(again.status.attempts(), 1);
+  EXPECT_EQ(seals_, 1);
+  EXPECT_EQ(AuditSize(), audit_size);
+  EXPECT_EQ(CountRows("messages"), 1);
+  EXPECT_EQ(CountRows("outbox"), 1);
+  EXPECT_THAT(exchange().GetDeliveryStatus("PK-M-2"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("PK-M-2")));
+}
+
+TEST_F(ExchangeStoreTest, ReusedRequestIdWithOtherContentIsAlreadyExists) {
+  ASSERT_OK(exchange()
+                .QueueOutgoing(Outgoing(Message("PK-M-1", kCaseA), "E-1"),
+                               {"req-1", crypto::Sha256("one")},
+                               Event("message.send"))
+                .status());
+  const uint64_t audit_size = AuditSize();
+  EXPECT_THAT(exchange().QueueOutgoing(
+                  Outgoing(Message("PK-M-2", kCaseA), "E-2"),
+                  {"req-1", crypto::Sha256("two")}, Event("message.send")),
+              StatusIs(absl::StatusCode::kAlreadyExists,
+                       AllOf(HasSubstr("req-1"), HasSubstr("PK-M-1"))));
+  EXPECT_EQ(AuditSize(), audit_size);
+  EXPECT_EQ(CountRows("messages"), 1);
+  EXPECT_EQ(CountRows("outbox"), 1);
+  EXPECT_EQ(seals_, 1);
+}
+
+TEST_F(ExchangeStoreTest, RequestIdsAreScopedToTheSendingOffice) {
+  const RequestKey key{"req-1", crypto::Sha256("same")};
+  ASSERT_OK(exchange()
+                .QueueOutgoing(Outgoing(Message("PK-M-1", kCaseA), "E-1"), key,
+                               Event("message.send"))
+                .status());
+  ASSERT_OK_AND_ASSIGN(
+      const QueuedMessage embassy,
+      exchange().QueueOutgoing(
+          Outgoing(
+              Message("PK-M-2", kCaseA, v1::PRIORITY_ROUTINE, "x", kEmbassy),
+              "E-2"),
+          key, Event("message.send", kEmbassy)));
+  EXPECT_FALSE(embassy.replayed);
+  EXPECT_EQ(CountRows("outbox"), 2);
+}
+
+TEST_F(ExchangeStoreTest, SealFailureStoresNothing) {
+  OutgoingMessage out = Outgoing(Message("PK-M-1", kCaseA), "E-1");
+  out.seal = [](uint64_t) -> absl::StatusOr<v1::SignedEnvelope> {
+    return absl::InvalidArgumentError("envelope.message.body: not valid UTF-8");
+  };
+  EXPECT_THAT(exchange().QueueOutgoing(out, {"req-1", crypto::Sha256("r")},
+                                       Event("message.send")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("not valid UTF-8")));
+  EXPECT_EQ(AuditSize(), 0u);
+  EXPECT_EQ(CountRows("messages"), 0);
+  EXPECT_EQ(CountRows("outbox"), 0);
+  EXPECT_THAT(exchange().GetDeliveryStatus("PK-M-1"),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  EXPECT_THAT(ReadyIds(), IsEmpty());
+
+  // The request id was not used up.
+  ASSERT_OK_AND_ASSIGN(
+      const QueuedMessage queued,
+      exchange().QueueOutgoing(Outgoing(Message("PK-M-1", kCaseA), "E-1"),
+                               {"req-1", crypto::Sha256("r")},
+                               Event("message.send")));
+  EXPECT_FALSE(queued.replayed);
+  EXPECT_EQ(AuditSize(), 1u);
+}
+
+TEST_F(ExchangeStoreTest, SealedEnvelopeMustNameTheAuditEntryAndIds) {
+  OutgoingMessage out = Outgoing(Message("PK-M-1", kCaseA), "E-1");
+  const auto honest = out.seal;
+  out.seal = [&honest](uint64_t index) { return honest(index + 1); };
+  EXPECT_THAT(exchange().QueueOutgoing(out, {}, Event("message.send")),
+              StatusIs(absl::StatusCode::kInternal, HasSubstr("audit index")));
+  out = Outgoing(Message("PK-M-1", kCaseA), "E-other");
+  const auto other_id = out.seal;
+  out.envelope_id = "E-1";
+  out.seal = other_id;
+  EXPECT_THAT(exchange().QueueOutgoing(out, {}, Event("message.send")),
+              StatusIs(absl::StatusCode::kInternal, HasSubstr("E-1")));
+  EXPECT_EQ(AuditSize(), 0u);
+  EXPECT_EQ(CountRows("outbox"), 0);
+}
+
+TEST_F(ExchangeStoreTest, QueueOutgoingRefusesTakenIdsAndMissingFields) {
+  Queue(Message("PK-M-1", kCaseA));
+  const uint64_t audit_size = AuditSize();
+  EXPECT_THAT(
+      exchange().QueueOutgoing(Outgoing(Message("PK-M-1", kCaseB), "E-9"), {},
+                               Event("message.send")),
+      StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("PK-M-1")));
+  EXPECT_THAT(
+      exchange().QueueOutgoing(Outgoing(Message("PK-M-2", kCaseB), "E-PK-M-1"),
+                               {}, Event("message.send")),
+      StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("E-PK-M-1")));
+  EXPECT_THAT(
+      exchange().QueueOutgoing(Outgoing(Message("", kCaseB), "E-3"), {},
+                               Event("message.send")),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("message_id")));
+  EXPECT_THAT(
+      exchange().QueueOutgoing(Outgoing(Message("PK-M-3", kCaseB), ""), {},
+                               Event("message.send")),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("envelope_id")));
+  EXPECT_EQ(AuditSize(), audit_size);
+  EXPECT_EQ(CountRows("outbox"), 1);
+}
+
+// --- ReadyToSend -------------------------------------------------------------
+
+TEST_F(ExchangeStoreTest, UrgentOfAnotherCaseOvertakesOlderRoutine) {
+  Queue(Message("A-1", kCaseA, v1::PRIORITY_ROUTINE));
+  clock_.Advance(absl::Seconds(1));
+  Queue(Message("C-1", kCaseC, v1::PRIORITY_PRIORITY));
+  clock_.Advance(absl::Seconds(1));
+  Queue(Message("B-1", kCaseB, v1::PRIORITY_URGENT));
+  EXPECT_THAT(ReadyIds(), ElementsAre("B-1", "C-1", "A-1"));
+  EXPECT_THAT(ReadyIds({}, 2), ElementsAre("B-1", "C-1"));
+}
+
+TEST_F(ExchangeStoreTest, SamePriorityGoesInQueueOrder) {
+  Queue(Message("B-1", kCaseB));
+  Queue(Message("A-1", kCaseA));
+  Queue(Message("C-1", kCaseC));
+  EXPECT_THAT(ReadyIds(), ElementsAre("B-1", "A-1", "C-1"));
+}
+
+TEST_F(ExchangeStoreTest, MessagesOfOneCaseNeverOvertakeEachOther) {
+  Queue(Message("A-1", kCaseA, v1::PRIORITY_ROUTINE));
+  Queue(Message("A-2", kCaseA, v1::PRIORITY_URGENT));
+  Queue(Message("B-1", kCaseB, v1::PRIORITY_ROUTINE));
+  // A-2 is URGENT but waits for A-1.
+  EXPECT_THAT(ReadyIds(), ElementsAre("A-1", "B-1"));
+
+  // Still waiting while A-1 is being retried.
+  ASSERT_OK(exchange().RecordAttempt("E-A-1", Unavailable(),
+                                     clock_.Now() + absl::Minutes(1)));
+  EXPECT_THAT(ReadyIds(), ElementsAre("B-1"));
+
+  ASSERT_OK(exchange().RecordDelivered("E-A-1", PeerReceipt("E-A-1"),
+                                       clock_.Now(),
+                                       Event("receipt.store", kCnGateway)));
+  EXPECT_THAT(ReadyIds(), ElementsAre("A-2", "B-1"));
+}
+
+TEST_F(ExchangeStoreTest, RefusedEnvelopeNoLongerHoldsItsCaseBack) {
+  Queue(Message("A-1", kCaseA));
+  Queue(Message("A-2", kCaseA));
+  ASSERT_OK(exchange().RecordRefused(
+      "E-A-1", absl::InvalidArgumentError("message.body: empty"),
+      Event("envelope.refused", kCnGateway)));
+  EXPECT_THAT(ReadyIds(), ElementsAre("A-2"));
+}
+
+TEST_F(ExchangeStoreTest, BusyCasesAreSkipped) {
+  Queue(Message("A-1", kCaseA, v1::PRIORITY_URGENT));
+  Queue(Message("A-2", kCaseA));
+  Queue(Message("B-1", kCaseB));
+  Queue(Message("C-1", kCaseC));
+  EXPECT_THAT(ReadyIds({kCaseA}), ElementsAre("B-1", "C-1"));
+  EXPECT_THAT(ReadyIds({kCaseA, kCaseC}), ElementsAre("B-1"));
+  EXPECT_THAT(ReadyIds({kCaseA}, 1), ElementsAre("B-1"));
+}
+
+TEST_F(ExchangeStoreTest, EnvelopesWaitForTheirNextAttempt) {
+  Queue(Message("A-1", kCaseA, v1::PRIORITY_URGENT));
+  Queue(Message("B-1", kCaseB));
+  ASSERT_OK(exchange().RecordAttempt("E-A-1", Unavailable(),
+                                     clock_.Now() + absl::Seconds(30)));
+  EXPECT_THAT(ReadyIds(), ElementsAre("B-1"));
+  clock_.Advance(absl::Seconds(29));
+  EXPECT_THAT(ReadyIds(), ElementsAre("B-1"));
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_THAT(ReadyIds(), ElementsAre("A-1", "B-1"));
+  ASSERT_OK_AND_ASSIGN(const auto ready,
+                       exchange().ReadyToSend(clock_.Now(), 1, {}));
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(ready[0].state, v1::DELIVERY_STATE_SENT);
+  EXPECT_EQ(ready[0].attempts, 1);
+  EXPECT_EQ(ready[0].next_attempt, clock_.Now());
+}
+
+TEST_F(ExchangeStoreTest, OutboxSurvivesRestart) {
+  Queue(Message("A-1", kCaseA));
+  Queue(Message("B-1", kCaseB, v1::PRIORITY_URGENT));
+  ASSERT_OK(exchange().RecordAttempt("E-A-1", Unavailable(), clock_.Now()));
+  Reopen();
+  EXPECT_THAT(ReadyIds(), ElementsAre("B-1", "A-1"));
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus status,
+                       exchange().GetDeliveryStatus("A-1"));
+  EXPECT_EQ(status.attempts(), 1);
+}
+
+// --- Delivery states ---------------------------------------------------------
+
+TEST_F(ExchangeStoreTest, DeliveryGoesQueuedSentDelivered) {
+  const absl::Time queued_at = clock_.Now();
+  Queue(Message("PK-M-1", kCaseA));
+  ASSERT_OK_AND_ASSIGN(v1::DeliveryStatus status,
+                       exchange().GetDeliveryStatus("PK-M-1"));
+  EXPECT_EQ(status.state(), v1::DELIVERY_STATE_QUEUED);
+  EXPECT_EQ(status.attempts(), 0);
+
+  const uint64_t audit_size = AuditSize();
+  clock_.Advance(absl::Seconds(2));
+  ASSERT_OK(exchange().RecordAttempt("E-PK-M-1", Unavailable(),
+                                     clock_.Now() + absl::Seconds(1)));
+  ASSERT_OK_AND_ASSIGN(status, exchange().GetDeliveryStatus("PK-M-1"));
+  EXPECT_EQ(status.state(), v1::DELIVERY_STATE_SENT);
+  EXPECT_EQ(status.attempts(), 1);
+  EXPECT_THAT(status.last_error(),
+              AllOf(HasSubstr("UNAVAILABLE"), HasSubstr("connection refused")));
+
+  clock_.Advance(absl::Seconds(2));
+  ASSERT_OK(exchange().RecordAttempt("E-PK-M-1", absl::OkStatus(),
+                                     clock_.Now() + absl::Seconds(10)));
+  ASSERT_OK_AND_ASSIGN(status, exchange().GetDeliveryStatus("PK-M-1"));
+  EXPECT_EQ(status.state(), v1::DELIVERY_STATE_SENT);
+  EXPECT_EQ(status.attempts(), 2);
+  EXPECT_EQ(status.last_error(), "");
+  // Attempts are not audited.
+  EXPECT_EQ(AuditSize(), audit_size);
+
+  const v1::SignedReceipt receipt = PeerReceipt("E-PK-M-1");
+  const absl::Time delivered_at = clock_.Now();
+  ASSERT_OK(exchange().RecordDelivered("E-PK-M-1", receipt, delivered_at,
+                                       Event("receipt.store", kCnGateway)));
+  ASSERT_OK_AND_ASSIGN(status, exchange().GetDeliveryStatus("PK-M-1"));
+  EXPECT_EQ(status.state(), v1::DELIVERY_STATE_DELIVERED);
+  EXPECT_EQ(status.attempts(), 2);
+  EXPECT_EQ(status.receipt().SerializeAsString(), receipt.SerializeAsString());
+  EXPECT_EQ(TimeUtil::TimestampToMicroseconds(status.delivered_at()),
+            absl::ToUnixMicros(delivered_at));
+  EXPECT_EQ(TimeUtil::TimestampToMicroseconds(status.queued_at()),
+            absl::ToUnixMicros(queued_at));
+  EXPECT_THAT(ReadyIds(), IsEmpty());
+
+  ASSERT_EQ(AuditSize(), audit_size + 1);
+  const StoredEntry entry = AuditEntry(audit_size);
+  EXPECT_EQ(entry.entry.action, "receipt.store");
+  EXPECT_THAT(entry.entry.subjects,
+              ElementsAre("from-caller", "PK-M-1", "E-PK-M-1"));
+
+  // Nothing more to attempt or refuse.
+  EXPECT_THAT(
+      exchange().RecordAttempt("E-PK-M-1", Unavailable(), clock_.Now()),
+      StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("delivered")));
+  EXPECT_THAT(
+      exchange().RecordRefused("E-PK-M-1", absl::InternalError("x"),
+                               Event("envelope.refused")),
+      StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("delivered")));
+  EXPECT_EQ(AuditSize(), audit_size + 1);
+}
+
+TEST_F(ExchangeStoreTest, RecordDeliveredIsIdempotentForTheSameReceipt) {
+  Queue(Message("PK-M-1", kCaseA));
+  const v1::SignedReceipt receipt = PeerReceipt("E-PK-M-1", 7);
+  ASSERT_OK(exchange().RecordDelivered("E-PK-M-1", receipt, clock_.Now(),
+                                       Event("receipt.store")));
+  const uint64_t audit_size = AuditSize();
+  clock_.Advance(absl::Seconds(5));
+  EXPECT_OK(exchange().RecordDelivered("E-PK-M-1", receipt, clock_.Now(),
+                                       Event("receipt.store")));
+  EXPECT_EQ(AuditSize(), audit_size);
+
+  const v1::SignedReceipt other = PeerReceipt("E-PK-M-1", 8);
+  EXPECT_THAT(exchange().RecordDelivered("E-PK-M-1", other, clock_.Now(),
+                                         Event("receipt.store")),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("another receipt")));
+  EXPECT_EQ(AuditSize(), audit_size);
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus status,
+                       exchange().GetDeliveryStatus("PK-M-1"));
+  EXPECT_EQ(status.receipt().SerializeAsString(), receipt.SerializeAsString());
+}
+
+TEST_F(ExchangeStoreTest, RecordRefusedMarksFailedAndAudits) {
+  Queue(Message("PK-M-1", kCaseA));
+  const uint64_t audit_size = AuditSize();
+  const absl::Status refusal =
+      absl::PermissionDeniedError("case PK-2026-000001 was never shared");
+  ASSERT_OK(exchange().RecordRefused("E-PK-M-1", refusal,
+                                     Event("envelope.refused", kCnGateway)));
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus status,
+                       exchange().GetDeliveryStatus("PK-M-1"));
+  EXPECT_EQ(status.state(), v1::DELIVERY_STATE_FAILED);
+  EXPECT_THAT(status.last_error(), HasSubstr("never shared"));
+  EXPECT_THAT(ReadyIds(), IsEmpty());
+  ASSERT_EQ(AuditSize(), audit_size + 1);
+  EXPECT_THAT(AuditEntry(audit_size).entry.subjects,
+              ElementsAre("from-caller", "PK-M-1", "E-PK-M-1"));
+
+  EXPECT_THAT(
+      exchange().RecordRefused("E-PK-M-1", refusal, Event("envelope.refused")),
+      StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("failed")));
+  EXPECT_THAT(exchange().RecordAttempt("E-PK-M-1", Unavailable(), clock_.Now()),
+              StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::_));
+  EXPECT_EQ(AuditSize(), audit_size + 1);
+
+  // A signed receipt is proof of delivery all the same.
+  ASSERT_OK(exchange().RecordDelivered("E-PK-M-1", PeerReceipt("E-PK-M-1"),
+                                       clock_.Now(), Event("receipt.store")));
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus delivered,
+                       exchange().GetDeliveryStatus("PK-M-1"));
+  EXPECT_EQ(delivered.state(), v1::DELIVERY_STATE_DELIVERED);
+}
+
+TEST_F(ExchangeStoreTest, UnknownIdsAreNotFound) {
+  const uint64_t audit_size = AuditSize();
+  EXPECT_THAT(exchange().GetDeliveryStatus("PK-M-404"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("PK-M-404")));
+  EXPECT_THAT(exchange().GetOutgoingMessage("PK-M-404"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("PK-M-404")));
+  EXPECT_THAT(exchange().RecordAttempt("E-404", Unavailable(), clock_.Now()),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("E-404")));
+  EXPECT_THAT(exchange().RecordDelivered("E-404", v1::SignedReceipt(),
+                                         clock_.Now(), Event("receipt.store")),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("E-404")));
+  EXPECT_THAT(exchange().RecordRefused("E-404", absl::InternalError("x"),
+                                       Event("envelope.refused")),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("E-404")));
+  EXPECT_EQ(AuditSize(), audit_size);
+}
+
+TEST_F(ExchangeStoreTest, ReceivedMessagesAreNotOutgoing) {
+  ASSERT_OK(Accept(PeerEnvelope("CN-E-1", PeerMessage("CN-M-1"))).status());
+  EXPECT_THAT(exchange().GetOutgoingMessage("CN-M-1"),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  EXPECT_THAT(exchange().GetDeliveryStatus("CN-M-1"),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+}
+
+// --- AcceptInbound -----------------------------------------------------------
+
+TEST_F(ExchangeStoreTest, AcceptInboundStoresAuditsAndFillsInboxes) {
+  const uint64_t before = AuditSize();
+  const v1::CaseMessage message = PeerMessage("CN-M-1");
+  const v1::SignedEnvelope sealed = PeerEnvelope("CN-E-1", message);
+  ASSERT_OK_AND_ASSIGN(const InboundResult result,
+                       Accept(sealed, {kFia, kEmbassy, kFia}));
+  EXPECT_FALSE(result.replay);
+
+  // The receipt is ours, over the exact bytes, naming the audit entry.
+  ASSERT_OK_AND_ASSIGN(const v1::Receipt receipt,
+                       exchange::VerifyReceipt(result.receipt, our_keys_));
+  EXPECT_EQ(receipt.envelope_id(), "CN-E-1");
+  EXPECT_EQ(receipt.envelope_sha256(), exchange::EnvelopeDigest(sealed));
+  EXPECT_EQ(receipt.receiver_audit_index(), before);
+  EXPECT_EQ(TimeUtil::TimestampToMicroseconds(receipt.received_at()),
+            absl::ToUnixMicros(clock_.Now()));
+
+  ASSERT_EQ(AuditSize(), before + 1);
+  const StoredEntry entry = AuditEntry(before);
+  EXPECT_EQ(entry.entry.action, "envelope.receive");
+  EXPECT_EQ(entry.entry.actor, kCnGateway);
+  EXPECT_EQ(entry.entry.status_code, 0);
+  EXPECT_THAT(entry.entry.subjects,
+              ElementsAre("from-caller", "CN-E-1", "CN-M-1"));
+
+  for (const char* office : {kFia, kEmbassy}) {
+    const std::vector<InboxItem> inbox = Inbox(office);
+    ASSERT_EQ(inbox.size(), 1u) << office;
+    v1::CaseMessage expected = message;
+    *expected.mutable_received_at() = receipt.received_at();
+    EXPECT_EQ(inbox[0].message.SerializeAsString(),
+              expected.SerializeAsString());
+    EXPECT_FALSE(inbox[0].acknowledged_at.has_value());
+  }
+  EXPECT_THAT(Inbox(kMps), IsEmpty());
+  EXPECT_EQ(CountRows("inbox"), 2);
+  EXPECT_EQ(CountRows("inbound"), 1);
+  EXPECT_EQ(exchange().InboxHead(), Inbox(kEmbassy)[0].cursor);
+}
+
+TEST_F(ExchangeStoreTest, ReplayedEnvelopeGetsTheSameReceiptAndAddsNothing) {
+  const v1::SignedEnvelope sealed =
+      PeerEnvelope("CN-E-1", PeerMessage("CN-M-1"));
+  ASSERT_OK_AND_ASSIGN(const InboundResult first, Accept(sealed));
+  const uint64_t audit_size = AuditSize();
+  const int64_t head = exchange().InboxHead();
+  clock_.Advance(absl::Minutes(3));
+
+  ASSERT_OK_AND_ASSIGN(const InboundResult again, Accept(sealed));
+  EXPECT_TRUE(again.replay);
+  EXPECT_EQ(again.receipt.SerializeAsString(),
+            first.receipt.SerializeAsString());
+  EXPECT_EQ(receipts_made_, 1);
+  EXPECT_EQ(AuditSize(), audit_size);
+  EXPECT_EQ(CountRows("inbox"), 1);
+  EXPECT_EQ(CountRows("messages"), 1);
+  EXPECT_EQ(exchange().InboxHead(), head);
+
+  // Also after a restart.
+  Reopen();
+  ASSERT_OK_AND_ASSIGN(const InboundResult later, Accept(sealed));
+  EXPECT_TRUE(later.replay);
+  EXPECT_EQ(later.receipt.SerializeAsString(),
+            first.receipt.SerializeAsString());
+}
+
+TEST_F(ExchangeStoreTest, SameEnvelopeIdWithOtherBytesIsKeptAsEvidence) {
+  const v1::SignedEnvelope original =
+      PeerEnvelope("CN-E-1", PeerMessage("CN-M-1", "Victim located."));
+  ASSERT_OK_AND_ASSIGN(const InboundResult first, Accept(original));
+  const uint64_t audit_size = AuditSize();
+
+  const v1::SignedEnvelope altered =
+      PeerEnvelope("CN-E-1", PeerMessage("CN-M-1", "Victim not found."));
+  EXPECT_THAT(Accept(altered),
+              StatusIs(absl::StatusCode::kAlreadyExists,
+                       "envelope_id CN-E-1 was already received with other "
+                       "content; kept as evidence"));
+  EXPECT_EQ(receipts_made_, 1);
+
+  // Evidence row and an audit entry recording the refusal, committed.
+  EXPECT_EQ(CountRows("envelope_conflicts"), 1);
+  std::string kept;
+  ASSERT_OK(store_->database().Read([&](sqlite::Connection& c) {
+    auto stmt = c.Prepare(
+        "SELECT signed_envelope FROM envelope_conflicts WHERE envelope_id = "
+        "'CN-E-1'");
+    if (!stmt.ok()) return stmt.status();
+    auto row = stmt->Step();
+    if (!row.ok()) return row.status();
+    kept = stmt->ColumnBlob(0);
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(kept, altered.SerializeAsString());
+  ASSERT_EQ(AuditSize(), audit_size + 1);
+  const StoredEntry entry = AuditEntry(audit_size);
+  EXPECT_EQ(entry.entry.action, "envelope.receive");
+  EXPECT_EQ(entry.entry.status_code,
+            static_cast<int32_t>(absl::StatusCode::kAlreadyExists));
+  EXPECT_THAT(entry.entry.status_message, HasSubstr("CN-E-1"));
+  EXPECT_THAT(entry.entry.subjects, ElementsAre("from-caller", "CN-E-1"));
+
+  // The original is untouched and still answers replays.
+  const std::vector<InboxItem> inbox = Inbox(kFia);
+  ASSERT_EQ(inbox.size(), 1u);
+  EXPECT_EQ(inbox[0].message.body(), "Victim located.");
+  ASSERT_OK_AND_ASSIGN(const InboundResult replay, Accept(original));
+  EXPECT_TRUE(replay.replay);
+  EXPECT_EQ(replay.receipt.SerializeAsString(),
+            first.receipt.SerializeAsString());
+}
+
+TEST_F(ExchangeStoreTest, ReceiptFailureStoresNothing) {
+  const v1::SignedEnvelope sealed =
+      PeerEnvelope("CN-E-1", PeerMessage("CN-M-1"));
+  ASSERT_OK_AND_ASSIGN(const v1::Envelope parsed,
+                       exchange::VerifyEnvelope(sealed, peer_keys_, 1 << 20));
+  EXPECT_THAT(
+      exchange().AcceptInbound(
+          sealed, parsed, {kFia},
+          [](uint64_t, absl::Time) -> absl::StatusOr<v1::SignedReceipt> {
+            return absl::InternalError("signing failed");
+          },
+          Event("envelope.receive", kCnGateway)),
+      StatusIs(absl::StatusCode::kInternal, "signing failed"));
+  EXPECT_EQ(AuditSize(), 0u);
+  EXPECT_EQ(CountRows("inbound"), 0);
+  EXPECT_EQ(CountRows("messages"), 0);
+  EXPECT_EQ(CountRows("inbox"), 0);
+  EXPECT_EQ(exchange().InboxHead(), 0);
+
+  // The next delivery of the same envelope is taken as new.
+  ASSERT_OK_AND_ASSIGN(const InboundResult result, Accept(sealed));
+  EXPECT_FALSE(result.replay);
+  EXPECT_EQ(AuditSize(), 1u);
+}
+
+TEST_F(ExchangeStoreTest, MessageIdBroughtByAnotherEnvelopeIsRefused) {
+  ASSERT_OK(Accept(PeerEnvelope("CN-E-1", PeerMessage("CN-M-1"))).status());
+  const uint64_t audit_size = AuditSize();
+  EXPECT_THAT(Accept(PeerEnvelope("CN-E-2", PeerMessage("CN-M-1"))),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("CN-M-1")));
+  EXPECT_EQ(AuditSize(), audit_size);
+  EXPECT_EQ(CountRows("inbound"), 1);
+  EXPECT_EQ(CountRows("inbox"), 1);
+}
+
+// --- Inbox -------------------------------------------------------------------
+
+TEST_F(ExchangeStoreTest, InboxResumesFromCursorAcrossRestart) {
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_OK(Accept(PeerEnvelope(absl::StrCat("CN-E-", i),
+                                  PeerMessage(absl::StrCat("CN-M-", i))),
+                     {kFia})
+                  .status());
+    // Another office's traffic interleaves.
+    ASSERT_OK(Accept(PeerEnvelope(absl::StrCat("CN-E-x", i),
+                                  PeerMessage(absl::StrCat("CN-M-x", i))),
+                     {kEmbassy})
+                  .status());
+  }
+  const std::vector<InboxItem> first = Inbox(kFia, 0, 2);
+  EXPECT_THAT(MessageIds(first), ElementsAre("CN-M-1", "CN-M-2"));
+  const int64_t cursor = first.back().cursor;
+  const int64_t head = exchange().InboxHead();
+
+  Reopen();
+  EXPECT_EQ(exchange().InboxHead(), head);
+  ASSERT_OK(Accept(PeerEnvelope("CN-E-4", PeerMessage("CN-M-4"))).status());
+  EXPECT_GT(exchange().InboxHead(), head);
+  const std::vector<InboxItem> rest = Inbox(kFia, cursor);
+  EXPECT_THAT(MessageIds(rest), ElementsAre("CN-M-3", "CN-M-4"));
+  EXPECT_GT(rest[0].cursor, cursor);
+  EXPECT_LT(rest[0].cursor, rest[1].cursor);
+  EXPECT_THAT(Inbox(kFia, rest.back().cursor), IsEmpty());
+  EXPECT_THAT(MessageIds(Inbox(kEmbassy)),
+              ElementsAre("CN-M-x1", "CN-M-x2", "CN-M-x3"));
+}
+
+TEST_F(ExchangeStoreTest, WaitForInboxWakesOnNewMessages) {
+  const int64_t seen = exchange().InboxHead();
+  EXPECT_FALSE(exchange().WaitForInbox(seen, absl::Milliseconds(10)));
+  bool woke = false;
+  std::thread waiter(
+      [&] { woke = exchange().WaitForInbox(seen, absl::Seconds(30)); });
+  ASSERT_OK(Accept(PeerEnvelope("CN-E-1", PeerMessage("CN-M-1"))).status());
+  waiter.join();
+  EXPECT_TRUE(woke);
+  EXPECT_TRUE(exchange().WaitForInbox(seen, absl::ZeroDuration()));
+}
+
+TEST_F(ExchangeStoreTest, AcknowledgeOncePerOffice) {
+  ASSERT_OK(
+      Accept(PeerEnvelope("CN-E-1", PeerMessage("CN-M-1")), {kFia, kEmbassy})
+          .status());
+  const uint64_t audit_size = AuditSize();
+  clock_.Advance(absl::Minutes(10));
+  const absl::Time at = clock_.Now();
+  ASSERT_OK(
+      exchange().Acknowledge(kFia, "CN-M-1", at, Event("message.acknowledge")));
+  ASSERT_EQ(AuditSize(), audit_size + 1);
+  const StoredEntry entry = AuditEntry(audit_size);
+  EXPECT_EQ(entry.entry.action, "message.acknowledge");
+  EXPECT_THAT(entry.entry.subjects, ElementsAre("from-caller", "CN-M-1"));
+
+  const std::vector<InboxItem> inbox = Inbox(kFia);
+  ASSERT_EQ(inbox.size(), 1u);
+  ASSERT_TRUE(inbox[0].acknowledged_at.has_value());
+  EXPECT_EQ(*inbox[0].acknowledged_at, at);
+  EXPECT_FALSE(Inbox(kEmbassy)[0].acknowledged_at.has_value());
+
+  EXPECT_THAT(
+      exchange().Acknowledge(kFia, "CN-M-1", at, Event("message.acknowledge")),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               HasSubstr("already acknowledged")));
+  EXPECT_THAT(exchange().Acknowledge(kMps, "CN-M-1", at,
+                                     Event("message.acknowledge", kMps)),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("CN-M-1")));
+  EXPECT_THAT(exchange().Acknowledge(kFia, "CN-M-404", at,
+                                     Event("message.acknowledge")),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("CN-M-404")));
+  EXPECT_EQ(AuditSize(), audit_size + 1);
+  ASSERT_OK(exchange().Acknowledge(kEmbassy, "CN-M-1", at,
+                                   Event("message.acknowledge", kEmbassy)));
+}
+
+// --- Text and concurrency ----------------------------------------------------
+
+TEST_F(ExchangeStoreTest, UrduAndChineseBodiesRoundTripByteForByte) {
+  Queue(Message("PK-M-1", kCaseA, v1::PRIORITY_URGENT, kUrdu));
+  Queue(Message("PK-M-2", kCaseB, v1::PRIORITY_URGENT, kChinese));
+  ASSERT_OK_AND_ASSIGN(const v1::CaseMessage urdu,
+                       exchange().GetOutgoingMessage("PK-M-1"));
+  ASSERT_OK_AND_ASSIGN(const v1::CaseMessage chinese,
+                       exchange().GetOutgoingMessage("PK-M-2"));
+  EXPECT_EQ(urdu.body(), std::string(kUrdu));
+  EXPECT_EQ(chinese.body(), std::string(kChinese));
+  ASSERT_OK_AND_ASSIGN(const auto ready,
+                       exchange().ReadyToSend(clock_.Now(), 10, {}));
+  ASSERT_EQ(ready.size(), 2u);
+  ASSERT_OK_AND_ASSIGN(
+      const v1::Envelope envelope,
+      exchange::VerifyEnvelope(ready[0].signed_envelope, our_keys_, 1 << 20));
+  EXPECT_EQ(envelope.message().body(), std::string(kUrdu));
+
+  ASSERT_OK(
+      Accept(PeerEnvelope("CN-E-1", PeerMessage("CN-M-1", kChinese))).status());
+  ASSERT_OK(
+      Accept(PeerEnvelope("CN-E-2", PeerMessage("CN-M-2", kUrdu))).status());
+  Reopen();
+  const std::vector<InboxItem> inbox = Inbox(kFia);
+  ASSERT_EQ(inbox.size(), 2u);
+  EXPECT_EQ(inbox[0].message.body(), std::string(kChinese));
+  EXPECT_EQ(inbox[1].message.body(), std::string(kUrdu));
+}
+
+TEST_F(ExchangeStoreTest, ConcurrentQueueOutgoingStoresEveryMessage) {
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 8;
+  std::latch start(kThreads);
+  std::vector<int> failures(kThreads, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      start.arrive_and_wait();
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string id = absl::StrCat("M-", t, "-", i);
+        // Each message its own case, so every one is ready.
+        auto queued = exchange().QueueOutgoing(
+            Outgoing(Message(id, absl::StrCat("PK-2026-", t, "-", i)),
+                     "E-" + id),
+            {absl::StrCat("req-", t, "-", i), crypto::Sha256(id)},
+            Event("message.send"));
+        if (!queued.ok() || queued->replayed) ++failures[t];
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(failures[t], 0) << t;
+
+  constexpr size_t kTotal = kThreads * kPerThread;
+  ASSERT_OK_AND_ASSIGN(const auto ready,
+                       exchange().ReadyToSend(clock_.Now(), 1000, {}));
+  ASSERT_EQ(ready.size(), kTotal);
+  std::set<int64_t> seqs;
+  std::set<std::string> messages;
+  for (const OutboxItem& item : ready) {
+    seqs.insert(item.seq);
+    messages.insert(item.message_id);
+    // Each envelope names its own audit entry.
+    ASSERT_OK_AND_ASSIGN(
+        const v1::Envelope envelope,
+        exchange::VerifyEnvelope(item.signed_envelope, our_keys_, 1 << 20));
+    EXPECT_EQ(AuditEntry(envelope.origin_audit_index()).entry.subjects.back(),
+              item.envelope_id);
+  }
+  EXPECT_EQ(seqs.size(), kTotal);
+  EXPECT_EQ(messages.size(), kTotal);
+  EXPECT_EQ(AuditSize(), kTotal);
+  ASSERT_OK_AND_ASSIGN(const VerifyReport report, audit().Verify());
+  EXPECT_TRUE(report.ok()) << report.problem;
+}
+
+}  // namespace
+}  // namespace casebridge::server
