@@ -315,6 +315,47 @@ std::string FormatWhoAmI(const v1::WhoAmIResponse& who) {
                       {"Gateway:", who.gateway_identity()}});
 }
 
+std::string FormatInboxLine(const v1::WatchInboxResponse& item) {
+  const v1::CaseMessage& m = item.message();
+  std::string kind = Spell(v1::MessageKind_descriptor(), m.kind());
+  if (m.rescue_stage() != v1::RESCUE_STAGE_UNSPECIFIED) {
+    absl::StrAppend(&kind, "/",
+                    Spell(v1::RescueStage_descriptor(), m.rescue_stage()));
+  }
+  std::string sender = m.sender_office();
+  if (auto id = ParseSpiffeId(sender); id.ok()) {
+    sender = absl::StrCat(CountryCode(id->country), ":", id->name);
+  }
+  const std::string priority =
+      absl::AsciiStrToUpper(Spell(v1::Priority_descriptor(), m.priority()));
+  return absl::StrCat(
+      Time(m.received_at()), "  ", m.exchange_id(), "  ", kind, "  ", priority,
+      "  from ", sender, "  ", m.message_id(), "\n    ",
+      Truncate(
+          m.body().empty() && m.has_case_reference()
+              ? absl::StrCat("[case shared] ", m.case_reference().summary())
+              : m.body(),
+          100),
+      "\n");
+}
+
+std::string FormatDeliveryStatus(const v1::DeliveryStatus& s) {
+  std::vector<std::vector<std::string>> rows = {
+      {"Message:", s.message_id()},
+      {"State:", Spell(v1::DeliveryState_descriptor(), s.state())},
+      {"Attempts:", absl::StrCat(s.attempts())},
+      {"Queued:", Time(s.queued_at())},
+      {"Delivered:", Time(s.delivered_at())},
+  };
+  if (!s.last_error().empty()) rows.push_back({"Last error:", s.last_error()});
+  if (s.has_receipt()) {
+    rows.push_back({"Receipt:", absl::StrCat(s.receipt().receipt().size(),
+                                             " bytes, signed by key ",
+                                             s.receipt().key_id())});
+  }
+  return FormatTable(rows);
+}
+
 std::string FormatAuditEntries(const v1::GetEntriesResponse& entries) {
   std::vector<std::vector<std::string>> rows = {
       {"#", "TIME", "ACTOR", "ACTION", "SUBJECTS", "OUTCOME"}};

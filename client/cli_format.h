@@ -40,6 +40,10 @@ std::string FormatCase(const v1::CaseReference& c);
 std::string FormatCaseTable(const std::vector<v1::CaseReference>& cases);
 std::string FormatWhoAmI(const v1::WhoAmIResponse& who);
 std::string FormatAuditEntries(const v1::GetEntriesResponse& entries);
+// One line for an inbox message: time, case, kind[/stage], priority,
+// sender, then the body (cut to fit).
+std::string FormatInboxLine(const v1::WatchInboxResponse& item);
+std::string FormatDeliveryStatus(const v1::DeliveryStatus& status);
 
 // Columns padded by display width (CJK characters take two cells).
 std::string FormatTable(const std::vector<std::vector<std::string>>& rows);

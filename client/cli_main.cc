@@ -241,6 +241,57 @@ int main(int argc, char** argv) {
                           "victim-rescued | repatriated | closed");
   update_flags.Add(case_update);
 
+  // --- the exchange -----------------------------------------------------
+  std::string share_id, share_to, share_request_id;
+  auto* case_share = case_cmd->add_subcommand(
+      "share", "send a case reference to the counterpart country");
+  case_share->add_option("exchange_id", share_id, "e.g. PK-2026-000123")
+      ->required();
+  case_share->add_option("--to", share_to, "a counterpart office (SPIFFE id)");
+  case_share->add_option("--request-id", share_request_id, "idempotency key");
+
+  auto* message_cmd =
+      app.add_subcommand("message", "rescue-coordination messages");
+  message_cmd->require_subcommand(1);
+  std::string send_case, send_kind, send_priority = "routine", send_stage,
+                                    send_body, send_to, send_reply_to,
+                                    send_request_id;
+  auto* message_send = message_cmd->add_subcommand(
+      "send", "send a message within a shared case");
+  message_send->add_option("exchange_id", send_case, "the case")->required();
+  message_send
+      ->add_option("--kind", send_kind,
+                   "rescue-request | rescue-update | information-request | "
+                   "information-response | note")
+      ->required();
+  message_send->add_option("--priority", send_priority,
+                           "routine | priority | urgent");
+  message_send->add_option(
+      "--stage", send_stage,
+      "with rescue-update: located | rescued | in-shelter | "
+      "in-medical-care | repatriated | closed");
+  message_send->add_option("--body", send_body, "the text (UTF-8)")->required();
+  message_send->add_option("--to", send_to, "a counterpart office (SPIFFE id)");
+  message_send->add_option("--reply-to", send_reply_to, "message id answered");
+  message_send->add_option("--request-id", send_request_id, "idempotency key");
+  std::string status_id;
+  auto* message_status =
+      message_cmd->add_subcommand("status", "where an outgoing message is");
+  message_status->add_option("message_id", status_id, "from message send")
+      ->required();
+
+  auto* inbox_cmd = app.add_subcommand("inbox", "your office's inbox");
+  inbox_cmd->require_subcommand(1);
+  std::string watch_cursor;
+  int watch_count = 0;
+  double watch_seconds = 0;
+  auto* inbox_watch =
+      inbox_cmd->add_subcommand("watch", "print messages as they arrive");
+  inbox_watch->add_option("--cursor", watch_cursor, "resume after this cursor");
+  inbox_watch->add_option("--count", watch_count,
+                          "stop after this many messages");
+  inbox_watch->add_option("--seconds", watch_seconds, "stop after this long");
+
   auto* audit_cmd = app.add_subcommand("audit", "the audit log");
   audit_cmd->require_subcommand(1);
   std::string data_dir;
@@ -376,6 +427,73 @@ int main(int argc, char** argv) {
         options, *updated,
         absl::StrCat("Updated case ", updated->exchange_id(), " to version ",
                      updated->version(), "\n", cb::cli::FormatCase(*updated)));
+    return kExitOk;
+  }
+  if (case_share->parsed()) {
+    v1::ShareCaseRequest request;
+    request.set_exchange_id(share_id);
+    request.set_request_id(share_request_id);
+    if (!share_to.empty()) request.add_recipient_offices(share_to);
+    auto shared = c.ShareCase(request);
+    if (!shared.ok()) return ReportStatus(shared.status(), kExitRpc);
+    Print(options, *shared,
+          absl::StrCat("Shared case ", share_id, " as message ",
+                       shared->message_id(), " (",
+                       cb::cli::EnumSpelling(
+                           v1::DeliveryState_descriptor()->FindValueByNumber(
+                               shared->status().state())),
+                       ")\n"));
+    return kExitOk;
+  }
+  if (message_send->parsed()) {
+    v1::SendMessageRequest request;
+    request.set_request_id(send_request_id);
+    v1::CaseMessage* m = request.mutable_message();
+    m->set_exchange_id(send_case);
+    auto kind =
+        cb::cli::ParseEnum(v1::MessageKind_descriptor(), "--kind", send_kind);
+    if (!kind.ok()) return Usage(std::string(kind.status().message()));
+    m->set_kind(static_cast<v1::MessageKind>(*kind));
+    auto priority = cb::cli::ParseEnum(v1::Priority_descriptor(), "--priority",
+                                       send_priority);
+    if (!priority.ok()) return Usage(std::string(priority.status().message()));
+    m->set_priority(static_cast<v1::Priority>(*priority));
+    if (!send_stage.empty()) {
+      auto stage = cb::cli::ParseEnum(v1::RescueStage_descriptor(), "--stage",
+                                      send_stage);
+      if (!stage.ok()) return Usage(std::string(stage.status().message()));
+      m->set_rescue_stage(static_cast<v1::RescueStage>(*stage));
+    }
+    m->set_body(send_body);
+    m->set_recipient_office(send_to);
+    m->set_in_reply_to(send_reply_to);
+    auto sent = c.SendMessage(request);
+    if (!sent.ok()) return ReportStatus(sent.status(), kExitRpc);
+    Print(options, *sent,
+          absl::StrCat("Queued message ", sent->message_id(), "\n"));
+    return kExitOk;
+  }
+  if (message_status->parsed()) {
+    auto status = c.GetDeliveryStatus(status_id);
+    if (!status.ok()) return ReportStatus(status.status(), kExitRpc);
+    Print(options, *status, cb::cli::FormatDeliveryStatus(*status));
+    return kExitOk;
+  }
+  if (inbox_watch->parsed()) {
+    int seen = 0;
+    const absl::Duration wait = watch_seconds > 0 ? absl::Seconds(watch_seconds)
+                                                  : absl::InfiniteDuration();
+    const absl::Status status = c.WatchInbox(
+        watch_cursor, wait, [&](const v1::WatchInboxResponse& item) {
+          if (options.json) {
+            std::cout << cb::cli::ToJson(item) << std::endl;
+          } else {
+            std::cout << cb::cli::FormatInboxLine(item) << std::flush;
+          }
+          ++seen;
+          return watch_count <= 0 || seen < watch_count;
+        });
+    if (!status.ok()) return ReportStatus(status, kExitRpc);
     return kExitOk;
   }
   if (audit_entries->parsed()) {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/crypto.h"
 #include "core/grpc_status.h"
+#include "core/identity.h"
 #include "core/ids.h"
 #include "core/log.h"
 #include "core/status_macros.h"
@@ -115,7 +116,35 @@ absl::Status Inbound::CheckContent(const v1::Envelope& e) const {
           "\" is not an office of this gateway that takes messages"));
     }
   }
-  return ValidateMessageContent(m, "message");
+  CB_RETURN_IF_ERROR(ValidateMessageContent(m, "message"));
+  if (m.kind() == v1::MESSAGE_KIND_CASE_SHARE) {
+    const v1::CaseReference& c = m.case_reference();
+    if (c.exchange_id() != m.exchange_id()) {
+      return absl::InvalidArgumentError(
+          "message.case_reference.exchange_id: differs from "
+          "message.exchange_id");
+    }
+    if (c.origin_country() != peer_country_ ||
+        c.exchange_id().substr(0, 3) !=
+            absl::StrCat(CountryCode(peer_country_), "-")) {
+      return absl::InvalidArgumentError(
+          "message.case_reference: only the peer's own cases can be shared by "
+          "it");
+    }
+    if (c.owner_office() != m.sender_office() && c.version() < 1) {
+      return absl::InvalidArgumentError(
+          "message.case_reference.version: is required");
+    }
+    if (!v1::CaseStatus_IsValid(c.status()) ||
+        c.status() == v1::CASE_STATUS_UNSPECIFIED) {
+      return absl::InvalidArgumentError(
+          "message.case_reference.status: is required");
+    }
+    CB_RETURN_IF_ERROR(CheckText("message.case_reference.summary", c.summary(),
+                                 1, kMaxSummaryChars));
+    CB_RETURN_IF_ERROR(ValidateCaseConsistency(c, "message.case_reference"));
+  }
+  return absl::OkStatus();
 }
 
 std::vector<std::string> Inbound::InboxOffices(const v1::CaseMessage& m) const {

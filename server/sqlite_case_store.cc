@@ -171,6 +171,41 @@ absl::StatusOr<OpenedCase> SqliteCaseStore::OpenCase(
   return result;
 }
 
+absl::Status SqliteCaseStore::StoreSharedInTransaction(
+    sqlite::Connection& conn, const v1::CaseReference& shared) {
+  if (shared.origin_country() == country_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "case_reference.origin_country: case ", shared.exchange_id(),
+        " claims to come from this gateway's own country"));
+  }
+  CB_ASSIGN_OR_RETURN(
+      auto find,
+      conn.Prepare("SELECT version FROM cases WHERE exchange_id = ?"));
+  find.Bind(1, shared.exchange_id());
+  CB_ASSIGN_OR_RETURN(const bool held, find.Step());
+  if (held) {
+    if (find.ColumnInt(0) >= shared.version())
+      return absl::OkStatus();  // not newer
+    return WriteRow(conn, shared);
+  }
+  CB_ASSIGN_OR_RETURN(
+      auto insert,
+      conn.Prepare("INSERT INTO cases(exchange_id, local_reference, category, "
+                   "status, owner_office, summary, version, created_us, "
+                   "updated_us, body) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  insert.Bind(1, shared.exchange_id())
+      .Bind(2, shared.local_reference())
+      .Bind(3, static_cast<int64_t>(shared.category()))
+      .Bind(4, static_cast<int64_t>(shared.status()))
+      .Bind(5, shared.owner_office())
+      .Bind(6, shared.summary())
+      .Bind(7, shared.version())
+      .Bind(8, TimeUtil::TimestampToMicroseconds(shared.created_at()))
+      .Bind(9, TimeUtil::TimestampToMicroseconds(shared.updated_at()))
+      .BindBlob(10, Serialize(shared));
+  return insert.Run();
+}
+
 absl::StatusOr<v1::CaseReference> SqliteCaseStore::GetCase(
     const std::string& exchange_id) {
   v1::CaseReference c;
@@ -285,6 +320,11 @@ absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
   CB_ASSIGN_OR_RETURN(store->exchange_,
                       SqliteExchangeStore::Create(store->db_.get(),
                                                   store->audit_.get(), clock));
+  store->exchange_->set_shared_case_sink(
+      [cases = store->cases_.get()](sqlite::Connection& conn,
+                                    const v1::CaseReference& shared) {
+        return cases->StoreSharedInTransaction(conn, shared);
+      });
   return store;
 }
 

@@ -28,6 +28,12 @@ class SqliteCaseStore final : public CaseStore {
       const std::string& exchange_id) override;
   absl::StatusOr<CasePage> ListCases(const CaseFilter& filter, int64_t after,
                                      int page_size) override;
+  // Keeps a case reference the peer shared, inside the caller's write
+  // transaction: inserted if new, replaced if `shared` is a newer version of
+  // the copy held. A case of our own country is refused.
+  absl::Status StoreSharedInTransaction(sqlite::Connection& conn,
+                                        const v1::CaseReference& shared);
+
   absl::StatusOr<v1::CaseReference> UpdateCase(
       const std::string& exchange_id, int64_t expected_version,
       const std::function<absl::Status(v1::CaseReference&)>& apply,

@@ -531,6 +531,9 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInbound(
 
     *message.mutable_received_at() = ToProto(now);
     CB_RETURN_IF_ERROR(InsertMessage(conn, message, kIncoming, now, {}));
+    if (message.kind() == v1::MESSAGE_KIND_CASE_SHARE && shared_case_sink_) {
+      CB_RETURN_IF_ERROR(shared_case_sink_(conn, message.case_reference()));
+    }
 
     for (const std::string& office : inbox_offices) {
       // Prepared per office: a statement is reset only when released.

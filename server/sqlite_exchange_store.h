@@ -66,6 +66,20 @@ class SqliteExchangeStore final : public ExchangeStore {
                       const Clock* clock, int64_t inbox_head)
       : db_(db), audit_(audit), clock_(clock), inbox_head_(inbox_head) {}
 
+ public:
+  // Where case references carried by CASE_SHARE messages are kept, in the
+  // same transaction as the message (set once, before use; may be unset in
+  // tests of the exchange alone).
+  void set_shared_case_sink(
+      std::function<absl::Status(sqlite::Connection&, const v1::CaseReference&)>
+          sink) {
+    shared_case_sink_ = std::move(sink);
+  }
+
+ private:
+  std::function<absl::Status(sqlite::Connection&, const v1::CaseReference&)>
+      shared_case_sink_;
+
   // Moves the head forward to `cursor` (never back) and wakes waiters.
   void AdvanceInboxHead(int64_t cursor);
 

@@ -241,6 +241,53 @@ TEST_F(ExchangeTest, EverythingQueuedDuringAnOutageIsDeliveredExactlyOnce) {
   EXPECT_TRUE(Inbox(inbox.back().cursor(), 1, absl::Milliseconds(500)).empty());
 }
 
+TEST_F(ExchangeTest, SharedCaseIsHeldByTheCounterpartWhoCanAnswerInIt) {
+  const std::string id = OpenCase();
+  v1::ShareCaseRequest share;
+  share.set_exchange_id(id);
+  share.add_recipient_offices("spiffe://cn.casebridge/office/mps-liaison");
+  ASSERT_OK_AND_ASSIGN(auto shared, Pk(kFia)->ShareCase(share));
+  // The embassy may not share the FIA desk's case.
+  EXPECT_THAT(
+      Pk(kEmbassy)->ShareCase(share),
+      StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("owned by")));
+  ASSERT_TRUE(WaitUntil([&] { return Cn(kMps)->GetCase(id).ok(); }))
+      << cn_->Log();
+  ASSERT_OK_AND_ASSIGN(auto held, Cn(kMps)->GetCase(id));
+  EXPECT_EQ(held.origin_country(), v1::COUNTRY_PK);
+  EXPECT_EQ(held.summary(), ValidDraft().summary());
+  EXPECT_EQ(StateOf(shared.message_id()), v1::DELIVERY_STATE_DELIVERED);
+
+  // MPS answers within the case, addressed to the embassy.
+  v1::SendMessageRequest answer;
+  v1::CaseMessage* m = answer.mutable_message();
+  m->set_exchange_id(id);
+  m->set_kind(v1::MESSAGE_KIND_RESCUE_UPDATE);
+  m->set_rescue_stage(v1::RESCUE_STAGE_RESCUED);
+  m->set_priority(v1::PRIORITY_URGENT);
+  m->set_body("已解救 — rescued");
+  m->set_recipient_office("spiffe://pk.casebridge/office/embassy-beijing");
+  ASSERT_OK_AND_ASSIGN(auto sent, Cn(kMps)->SendMessage(answer));
+  std::vector<v1::WatchInboxResponse> seen;
+  EXPECT_OK(
+      Pk(kEmbassy)->WatchInbox("", absl::Seconds(30), [&](const auto& item) {
+        seen.push_back(item);
+        return false;
+      }));
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].message().message_id(), sent.message_id());
+  EXPECT_EQ(seen[0].message().rescue_stage(), v1::RESCUE_STAGE_RESCUED);
+  EXPECT_EQ(seen[0].message().body(), "已解救 — rescued");
+  // Not in the FIA desk's inbox: it was addressed to the embassy.
+  std::vector<v1::WatchInboxResponse> fia;
+  EXPECT_OK(
+      Pk(kFia)->WatchInbox("", absl::Milliseconds(500), [&](const auto& item) {
+        fia.push_back(item);
+        return true;
+      }));
+  EXPECT_TRUE(fia.empty());
+}
+
 TEST_F(ExchangeTest, RefusedSendsStoreNothing) {
   const std::string id = OpenCase();
   // Unknown case.
