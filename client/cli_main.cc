@@ -292,6 +292,13 @@ int main(int argc, char** argv) {
                           "stop after this many messages");
   inbox_watch->add_option("--seconds", watch_seconds, "stop after this long");
 
+  std::string ack_id, ack_note;
+  bool ack_acted = false;
+  auto* ack = app.add_subcommand("ack", "acknowledge a message in your inbox");
+  ack->add_option("message_id", ack_id, "from inbox watch")->required();
+  ack->add_flag("--acted", ack_acted, "acted on it (default: read)");
+  ack->add_option("--note", ack_note, "a short remark for the sender");
+
   auto* audit_cmd = app.add_subcommand("audit", "the audit log");
   audit_cmd->require_subcommand(1);
   std::string data_dir;
@@ -494,6 +501,19 @@ int main(int argc, char** argv) {
           return watch_count <= 0 || seen < watch_count;
         });
     if (!status.ok()) return ReportStatus(status, kExitRpc);
+    return kExitOk;
+  }
+  if (ack->parsed()) {
+    auto id = c.Acknowledge(ack_id,
+                            ack_acted ? v1::ACKNOWLEDGEMENT_KIND_ACTED
+                                      : v1::ACKNOWLEDGEMENT_KIND_READ,
+                            ack_note);
+    if (!id.ok()) return ReportStatus(id.status(), kExitRpc);
+    v1::AcknowledgeResponse response;
+    response.set_acknowledgement_id(*id);
+    Print(options, response,
+          absl::StrCat("Acknowledged ", ack_id, "; acknowledgement ", *id,
+                       " is on its way back\n"));
     return kExitOk;
   }
   if (audit_entries->parsed()) {

@@ -155,6 +155,21 @@ absl::StatusOr<v1::DeliveryStatus> OfficeClient::GetDeliveryStatus(
   return std::move(*response.mutable_status());
 }
 
+absl::StatusOr<std::string> OfficeClient::Acknowledge(
+    const std::string& message_id, v1::AcknowledgementKind kind,
+    const std::string& note) {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::AcknowledgeRequest request;
+  request.set_message_id(message_id);
+  request.set_kind(kind);
+  request.set_note(note);
+  v1::AcknowledgeResponse response;
+  CB_RETURN_IF_ERROR(
+      FromGrpcStatus(office_->Acknowledge(&context, request, &response)));
+  return response.acknowledgement_id();
+}
+
 absl::Status OfficeClient::WatchInbox(
     const std::string& cursor, absl::Duration max_wait,
     const std::function<bool(const v1::WatchInboxResponse&)>& on_message) {

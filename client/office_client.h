@@ -55,6 +55,10 @@ class OfficeClient {
       const v1::SendMessageRequest& request);
   absl::StatusOr<v1::DeliveryStatus> GetDeliveryStatus(
       const std::string& message_id);
+  // Returns the id of the acknowledgement message travelling back.
+  absl::StatusOr<std::string> Acknowledge(const std::string& message_id,
+                                          v1::AcknowledgementKind kind,
+                                          const std::string& note);
 
   // Streams the inbox after `cursor` ("" from the start) and calls
   // `on_message` for each message until it returns false, `max_wait` passes

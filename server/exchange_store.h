@@ -189,6 +189,17 @@ class ExchangeStore {
   virtual absl::Status Acknowledge(const std::string& office,
                                    const std::string& message_id, absl::Time at,
                                    const AuditEvent& audit) = 0;
+
+  // As Acknowledge, and in the same transaction queues the acknowledgement
+  // that travels back: `reply` gets the acknowledged message and returns the
+  // outgoing message to queue (as QueueOutgoing would, with `reply_audit`),
+  // so an acknowledgement is never recorded without its way back.
+  virtual absl::StatusOr<QueuedMessage> AcknowledgeAndReply(
+      const std::string& office, const std::string& message_id, absl::Time at,
+      const AuditEvent& audit,
+      const std::function<absl::StatusOr<OutgoingMessage>(
+          const v1::CaseMessage& acknowledged)>& reply,
+      const AuditEvent& reply_audit) = 0;
 };
 
 }  // namespace casebridge::server

@@ -183,11 +183,9 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
 }  // namespace
 
-absl::StatusOr<QueuedMessage> OfficeServiceImpl::Queue(const Caller& caller,
-                                                       v1::CaseMessage message,
-                                                       const RequestKey& key,
-                                                       AuditEvent event) {
-  const absl::Time now = exchange_.clock->Now();
+absl::StatusOr<OutgoingMessage> OfficeServiceImpl::Seal(const Caller& caller,
+                                                        v1::CaseMessage message,
+                                                        absl::Time now) {
   message.set_message_id(MintId(config_->country, IdKind::kMessage, now));
   message.set_sender_office(caller.identity);
   message.set_sender_country(config_->country);
@@ -196,10 +194,12 @@ absl::StatusOr<QueuedMessage> OfficeServiceImpl::Queue(const Caller& caller,
   OutgoingMessage outgoing;
   outgoing.envelope_id = MintId(config_->country, IdKind::kEnvelope, now);
   outgoing.message = message;
+  // Runs inside the store's transaction, once the audit index is known.
   outgoing.seal =
-      [&](uint64_t audit_index) -> absl::StatusOr<v1::SignedEnvelope> {
+      [this, message, now, envelope_id = outgoing.envelope_id](
+          uint64_t audit_index) -> absl::StatusOr<v1::SignedEnvelope> {
     v1::Envelope envelope;
-    envelope.set_envelope_id(outgoing.envelope_id);
+    envelope.set_envelope_id(envelope_id);
     envelope.set_origin_gateway(config_->identity);
     envelope.set_destination_gateway(config_->peer_identity);
     *envelope.mutable_created_at() = ToProto(now);
@@ -217,7 +217,17 @@ absl::StatusOr<QueuedMessage> OfficeServiceImpl::Queue(const Caller& caller,
     }
     return sealed;
   };
-  event.subjects.insert(event.subjects.begin(), message.exchange_id());
+  return outgoing;
+}
+
+absl::StatusOr<QueuedMessage> OfficeServiceImpl::Queue(const Caller& caller,
+                                                       v1::CaseMessage message,
+                                                       const RequestKey& key,
+                                                       AuditEvent event) {
+  const std::string exchange_id = message.exchange_id();
+  CB_ASSIGN_OR_RETURN(OutgoingMessage outgoing,
+                      Seal(caller, std::move(message), exchange_.clock->Now()));
+  event.subjects.insert(event.subjects.begin(), exchange_id);
   CB_ASSIGN_OR_RETURN(QueuedMessage queued,
                       exchange_.store->QueueOutgoing(outgoing, key, event));
   if (!queued.replayed && exchange_.wake_sender) exchange_.wake_sender();
@@ -353,9 +363,44 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::Acknowledge(
       [](const v1::AcknowledgeRequest& r) {
         return std::vector<std::string>{r.message_id()};
       },
-      [](const Incoming<v1::AcknowledgeRequest>&, v1::AcknowledgeResponse*) {
-        return absl::UnimplementedError(
-            "Acknowledge is not served by this gateway version yet");
+      [this](const Incoming<v1::AcknowledgeRequest>& in,
+             v1::AcknowledgeResponse* out) -> absl::Status {
+        const v1::AcknowledgeRequest& r = in.request;
+        if (r.message_id().empty() || r.message_id().size() > 64) {
+          return absl::InvalidArgumentError("message_id: is required");
+        }
+        if (!v1::AcknowledgementKind_IsValid(r.kind()) ||
+            r.kind() == v1::ACKNOWLEDGEMENT_KIND_UNSPECIFIED) {
+          return absl::InvalidArgumentError(
+              "kind: is required (READ or ACTED)");
+        }
+        CB_RETURN_IF_ERROR(CheckText("note", r.note(), 0, 1000));
+        const absl::Time now = exchange_.clock->Now();
+        CB_ASSIGN_OR_RETURN(
+            QueuedMessage queued,
+            exchange_.store->AcknowledgeAndReply(
+                in.caller.identity, r.message_id(), now,
+                in.Event("message.acknowledge"),
+                [&](const v1::CaseMessage& acknowledged)
+                    -> absl::StatusOr<OutgoingMessage> {
+                  // The acknowledgement goes back to the office that sent
+                  // the message.
+                  v1::CaseMessage ack;
+                  ack.set_exchange_id(acknowledged.exchange_id());
+                  ack.set_kind(v1::MESSAGE_KIND_ACKNOWLEDGEMENT);
+                  ack.set_priority(acknowledged.priority());
+                  ack.set_in_reply_to(acknowledged.message_id());
+                  ack.set_recipient_office(acknowledged.sender_office());
+                  ack.set_body(absl::StrCat(
+                      r.kind() == v1::ACKNOWLEDGEMENT_KIND_ACTED ? "Acted on"
+                                                                 : "Read",
+                      r.note().empty() ? "" : ": ", r.note()));
+                  return Seal(in.caller, std::move(ack), now);
+                },
+                in.Event("message.send")));
+        if (exchange_.wake_sender) exchange_.wake_sender();
+        out->set_acknowledgement_id(queued.message_id);
+        return absl::OkStatus();
       });
 }
 

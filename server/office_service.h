@@ -80,8 +80,11 @@ class OfficeServiceImpl final : public OfficeServiceBase {
       grpc::ByteBuffer* response) override;
 
  private:
-  // Mints ids, signs and queues `message` (kind, priority, content set by
-  // the caller) from `caller`, and wakes the sender.
+  // Mints ids for `message` (kind, priority, content set by the caller) from
+  // `caller` and readies it for the outbox: the seal signs the envelope.
+  absl::StatusOr<OutgoingMessage> Seal(const Caller& caller,
+                                       v1::CaseMessage message, absl::Time now);
+  // Seals and queues `message`, and wakes the sender.
   absl::StatusOr<QueuedMessage> Queue(const Caller& caller,
                                       v1::CaseMessage message,
                                       const RequestKey& key, AuditEvent event);

@@ -85,7 +85,8 @@ CREATE TABLE outbox (
   last_error      TEXT,                   -- why the last attempt failed or the peer refused; NULL if none
   receipt         BLOB,                   -- serialized v1.SignedReceipt from the peer, once DELIVERED
   queued_us       INTEGER NOT NULL,       -- unix microseconds
-  delivered_us    INTEGER                 -- receipt stored, unix microseconds; NULL until then
+  delivered_us    INTEGER,                -- receipt stored, unix microseconds; NULL until then
+  acknowledged_us INTEGER                 -- the addressed office's acknowledgement arrived; NULL until then
 );
 CREATE UNIQUE INDEX outbox_by_message ON outbox(message_id);
 -- The sender's scheduler: envelopes not yet delivered, by case.

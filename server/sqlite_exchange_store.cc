@@ -56,11 +56,12 @@ struct OutboxRow {
   std::optional<std::string> receipt;  // serialized v1.SignedReceipt
   int64_t queued_us = 0;
   std::optional<int64_t> delivered_us;
+  std::optional<int64_t> acknowledged_us;
 };
 
 constexpr char kOutboxColumns[] =
     "envelope_id, message_id, state, attempts, last_error, receipt, "
-    "queued_us, delivered_us";
+    "queued_us, delivered_us, acknowledged_us";
 
 OutboxRow ReadOutboxRow(const sqlite::Statement& stmt) {
   OutboxRow row;
@@ -72,6 +73,7 @@ OutboxRow ReadOutboxRow(const sqlite::Statement& stmt) {
   if (!stmt.ColumnIsNull(5)) row.receipt = stmt.ColumnBlob(5);
   row.queued_us = stmt.ColumnInt(6);
   if (!stmt.ColumnIsNull(7)) row.delivered_us = stmt.ColumnInt(7);
+  if (!stmt.ColumnIsNull(8)) row.acknowledged_us = stmt.ColumnInt(8);
   return row;
 }
 
@@ -111,6 +113,14 @@ absl::StatusOr<v1::DeliveryStatus> ToDeliveryStatus(const OutboxRow& row) {
   if (row.delivered_us.has_value()) {
     *status.mutable_delivered_at() =
         TimeUtil::MicrosecondsToTimestamp(*row.delivered_us);
+  }
+  // Acknowledged is reported once delivered (the acknowledgement may
+  // overtake our receipt on the wire; the stored state stays DELIVERED).
+  if (row.acknowledged_us.has_value() &&
+      row.state == v1::DELIVERY_STATE_DELIVERED) {
+    status.set_state(v1::DELIVERY_STATE_ACKNOWLEDGED);
+    *status.mutable_acknowledged_at() =
+        TimeUtil::MicrosecondsToTimestamp(*row.acknowledged_us);
   }
   if (row.receipt.has_value()) {
     CB_ASSIGN_OR_RETURN(*status.mutable_receipt(),
@@ -208,6 +218,18 @@ absl::StatusOr<QueuedMessage> SqliteExchangeStore::QueueOutgoing(
 
   QueuedMessage result;
   CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(result, QueueInTransaction(conn, outgoing, key, audit));
+    return absl::OkStatus();
+  }));
+  return result;
+}
+
+absl::StatusOr<QueuedMessage> SqliteExchangeStore::QueueInTransaction(
+    sqlite::Connection& conn, const OutgoingMessage& outgoing,
+    const RequestKey& key, const AuditEvent& audit) {
+  const v1::CaseMessage& message = outgoing.message;
+  QueuedMessage result;
+  const absl::Status status = [&]() -> absl::Status {
     if (!key.request_id.empty()) {
       CB_ASSIGN_OR_RETURN(
           auto find,
@@ -295,7 +317,8 @@ absl::StatusOr<QueuedMessage> SqliteExchangeStore::QueueOutgoing(
     result.status.set_state(v1::DELIVERY_STATE_QUEUED);
     *result.status.mutable_queued_at() = ToProto(now);
     return absl::OkStatus();
-  }));
+  }();
+  if (!status.ok()) return status;
   return result;
 }
 
@@ -534,6 +557,15 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInbound(
     if (message.kind() == v1::MESSAGE_KIND_CASE_SHARE && shared_case_sink_) {
       CB_RETURN_IF_ERROR(shared_case_sink_(conn, message.case_reference()));
     }
+    if (message.kind() == v1::MESSAGE_KIND_ACKNOWLEDGEMENT) {
+      // The first acknowledgement of one of our messages is recorded on it.
+      CB_ASSIGN_OR_RETURN(
+          auto acked,
+          conn.Prepare("UPDATE outbox SET acknowledged_us = ? WHERE "
+                       "message_id = ? AND acknowledged_us IS NULL"));
+      acked.Bind(1, absl::ToUnixMicros(now)).Bind(2, message.in_reply_to());
+      CB_RETURN_IF_ERROR(acked.Run());
+    }
 
     for (const std::string& office : inbox_offices) {
       // Prepared per office: a statement is reset only when released.
@@ -611,34 +643,70 @@ void SqliteExchangeStore::AdvanceInboxHead(int64_t cursor) {
   inbox_head_ = std::max(inbox_head_, cursor);
 }
 
+absl::Status SqliteExchangeStore::AcknowledgeInTransaction(
+    sqlite::Connection& conn, const std::string& office,
+    const std::string& message_id, absl::Time at, const AuditEvent& audit) {
+  CB_ASSIGN_OR_RETURN(auto find,
+                      conn.Prepare("SELECT acknowledged_us FROM inbox "
+                                   "WHERE office = ? AND message_id = ?"));
+  find.Bind(1, office).Bind(2, message_id);
+  CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+  if (!row) {
+    return absl::NotFoundError(absl::StrCat(
+        "message ", message_id, " is not in the inbox of ", office));
+  }
+  if (!find.ColumnIsNull(0)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "message ", message_id, " is already acknowledged by ", office));
+  }
+  CB_ASSIGN_OR_RETURN(auto update,
+                      conn.Prepare("UPDATE inbox SET acknowledged_us = ? "
+                                   "WHERE office = ? AND message_id = ?"));
+  update.Bind(1, absl::ToUnixMicros(at)).Bind(2, office).Bind(3, message_id);
+  CB_RETURN_IF_ERROR(update.Run());
+  CB_RETURN_IF_ERROR(ChangedOneRow(conn, "acknowledging a message"));
+  AuditEvent event = audit;
+  event.subjects.push_back(message_id);
+  return audit_->AppendInTransaction(conn, event).status();
+}
+
 absl::Status SqliteExchangeStore::Acknowledge(const std::string& office,
                                               const std::string& message_id,
                                               absl::Time at,
                                               const AuditEvent& audit) {
-  return db_->Write([&](sqlite::Connection& conn) -> absl::Status {
-    CB_ASSIGN_OR_RETURN(auto find,
-                        conn.Prepare("SELECT acknowledged_us FROM inbox "
-                                     "WHERE office = ? AND message_id = ?"));
-    find.Bind(1, office).Bind(2, message_id);
+  return db_->Write([&](sqlite::Connection& conn) {
+    return AcknowledgeInTransaction(conn, office, message_id, at, audit);
+  });
+}
+
+absl::StatusOr<QueuedMessage> SqliteExchangeStore::AcknowledgeAndReply(
+    const std::string& office, const std::string& message_id, absl::Time at,
+    const AuditEvent& audit,
+    const std::function<absl::StatusOr<OutgoingMessage>(
+        const v1::CaseMessage& acknowledged)>& reply,
+    const AuditEvent& reply_audit) {
+  QueuedMessage result;
+  CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+    CB_RETURN_IF_ERROR(
+        AcknowledgeInTransaction(conn, office, message_id, at, audit));
+    CB_ASSIGN_OR_RETURN(
+        auto find,
+        conn.Prepare("SELECT body FROM messages WHERE message_id = ?"));
+    find.Bind(1, message_id);
     CB_ASSIGN_OR_RETURN(const bool row, find.Step());
     if (!row) {
-      return absl::NotFoundError(absl::StrCat(
-          "message ", message_id, " is not in the inbox of ", office));
+      return absl::DataLossError(
+          absl::StrCat("inbox message ", message_id, " has no stored message"));
     }
-    if (!find.ColumnIsNull(0)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "message ", message_id, " is already acknowledged by ", office));
-    }
-    CB_ASSIGN_OR_RETURN(auto update,
-                        conn.Prepare("UPDATE inbox SET acknowledged_us = ? "
-                                     "WHERE office = ? AND message_id = ?"));
-    update.Bind(1, absl::ToUnixMicros(at)).Bind(2, office).Bind(3, message_id);
-    CB_RETURN_IF_ERROR(update.Run());
-    CB_RETURN_IF_ERROR(ChangedOneRow(conn, "acknowledging a message"));
-    AuditEvent event = audit;
-    event.subjects.push_back(message_id);
-    return audit_->AppendInTransaction(conn, event).status();
-  });
+    CB_ASSIGN_OR_RETURN(v1::CaseMessage acknowledged,
+                        ParseStored<v1::CaseMessage>(find.ColumnBlob(0),
+                                                     "message", message_id));
+    CB_ASSIGN_OR_RETURN(OutgoingMessage outgoing, reply(acknowledged));
+    CB_ASSIGN_OR_RETURN(
+        result, QueueInTransaction(conn, outgoing, RequestKey{}, reply_audit));
+    return absl::OkStatus();
+  }));
+  return result;
 }
 
 }  // namespace casebridge::server

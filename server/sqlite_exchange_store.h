@@ -57,6 +57,12 @@ class SqliteExchangeStore final : public ExchangeStore {
                                                    size_t max) override;
   int64_t InboxHead() const override;
   bool WaitForInbox(int64_t seen_head, absl::Duration timeout) override;
+  absl::StatusOr<QueuedMessage> AcknowledgeAndReply(
+      const std::string& office, const std::string& message_id, absl::Time at,
+      const AuditEvent& audit,
+      const std::function<absl::StatusOr<OutgoingMessage>(
+          const v1::CaseMessage& acknowledged)>& reply,
+      const AuditEvent& reply_audit) override;
   absl::Status Acknowledge(const std::string& office,
                            const std::string& message_id, absl::Time at,
                            const AuditEvent& audit) override;
@@ -79,6 +85,16 @@ class SqliteExchangeStore final : public ExchangeStore {
  private:
   std::function<absl::Status(sqlite::Connection&, const v1::CaseReference&)>
       shared_case_sink_;
+
+  // QueueOutgoing's work inside the caller's transaction.
+  absl::StatusOr<QueuedMessage> QueueInTransaction(
+      sqlite::Connection& conn, const OutgoingMessage& outgoing,
+      const RequestKey& key, const AuditEvent& audit);
+  // Acknowledge's work inside the caller's transaction.
+  absl::Status AcknowledgeInTransaction(sqlite::Connection& conn,
+                                        const std::string& office,
+                                        const std::string& message_id,
+                                        absl::Time at, const AuditEvent& audit);
 
   // Moves the head forward to `cursor` (never back) and wakes waiters.
   void AdvanceInboxHead(int64_t cursor);

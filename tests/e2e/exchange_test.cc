@@ -288,6 +288,36 @@ TEST_F(ExchangeTest, SharedCaseIsHeldByTheCounterpartWhoCanAnswerInIt) {
   EXPECT_TRUE(fia.empty());
 }
 
+TEST_F(ExchangeTest, AcknowledgementTravelsBackToTheSender) {
+  const std::string id = OpenCase();
+  ASSERT_OK_AND_ASSIGN(std::string message_id, Send(id, "please confirm"));
+  ASSERT_EQ(Inbox("", 1).size(), 1u);
+  ASSERT_OK_AND_ASSIGN(
+      std::string ack_id,
+      Cn(kMps)->Acknowledge(message_id, v1::ACKNOWLEDGEMENT_KIND_ACTED,
+                            "team dispatched"));
+  // Twice is refused; someone else's message is not found.
+  EXPECT_THAT(
+      Cn(kMps)->Acknowledge(message_id, v1::ACKNOWLEDGEMENT_KIND_READ, ""),
+      StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("already")));
+  EXPECT_THAT(Cn(kMps)->Acknowledge("CN-M-00000000000000000000000000",
+                                    v1::ACKNOWLEDGEMENT_KIND_READ, ""),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  ASSERT_TRUE(WaitUntil([&] {
+    return StateOf(message_id) == v1::DELIVERY_STATE_ACKNOWLEDGED;
+  })) << StateOf(message_id);
+  std::vector<v1::WatchInboxResponse> fia;
+  EXPECT_OK(Pk(kFia)->WatchInbox("", absl::Seconds(30), [&](const auto& item) {
+    fia.push_back(item);
+    return false;
+  }));
+  ASSERT_EQ(fia.size(), 1u);
+  EXPECT_EQ(fia[0].message().message_id(), ack_id);
+  EXPECT_EQ(fia[0].message().kind(), v1::MESSAGE_KIND_ACKNOWLEDGEMENT);
+  EXPECT_EQ(fia[0].message().in_reply_to(), message_id);
+  EXPECT_EQ(fia[0].message().body(), "Acted on: team dispatched");
+}
+
 TEST_F(ExchangeTest, RefusedSendsStoreNothing) {
   const std::string id = OpenCase();
   // Unknown case.
