@@ -190,6 +190,15 @@ class ExchangeStore {
                                    const std::string& message_id, absl::Time at,
                                    const AuditEvent& audit) = 0;
 
+  // Records that `message_id` was written to `office`'s inbox stream at
+  // `at`, appending `audit` (message id added as subject) the first time
+  // only; later calls (a resumed stream sending it again) change nothing.
+  // NOT_FOUND if the message is not in that office's inbox.
+  virtual absl::Status RecordInboxDelivery(const std::string& office,
+                                           const std::string& message_id,
+                                           absl::Time at,
+                                           const AuditEvent& audit) = 0;
+
   // As Acknowledge, and in the same transaction queues the acknowledgement
   // that travels back: `reply` gets the acknowledged message and returns the
   // outgoing message to queue (as QueueOutgoing would, with `reply_audit`),

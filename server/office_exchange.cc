@@ -56,8 +56,9 @@ absl::Status CheckOutputOnly(const v1::CaseMessage& m) {
 // news by being poked by InboxWatchers, holding no thread.
 class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  InboxStream(ExchangeStore* store, WorkQueue* work, InboxWatchers* watchers)
-      : store_(store), work_(work), watchers_(watchers) {}
+  InboxStream(ExchangeStore* store, WorkQueue* work, InboxWatchers* watchers,
+              const Clock* clock)
+      : store_(store), work_(work), watchers_(watchers), clock_(clock) {}
 
   void Begin(std::string office, int64_t cursor) {
     // Lock order: the watchers' lock, then ours (pokes come with theirs
@@ -78,6 +79,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       return;
     }
     cursor_ = queue_.front().first;
+    RecordDeliveryLocked(queue_.front().second_message_id);
     queue_.pop_front();
     if (!queue_.empty()) {
       WriteNextLocked();
@@ -118,7 +120,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       absl::MutexLock lock(&mu_);
       fetching_ = false;
       if (finish_pending_) {
-        FinishLocked(pending_status_);
+        if (recording_ == 0) FinishLocked(pending_status_);
         return;
       }
       if (!items.ok()) {
@@ -135,12 +137,38 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
         *response.mutable_message() = std::move(item.message);
         grpc::ByteBuffer buffer;
         (void)SerializeToByteBuffer(response, &buffer);
-        queue_.emplace_back(item.cursor, std::move(buffer));
+        queue_.push_back(Pending{item.cursor, std::move(buffer),
+                                 response.message().message_id()});
       }
       if (!queue_.empty()) {
         WriteNextLocked();
       } else if (stale_) {
         FetchLocked();
+      }
+    });
+  }
+
+  // "Delivered to office" is audited once per office and message; the
+  // write to the store happens on the work queue.
+  void RecordDeliveryLocked(const std::string& message_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ++recording_;
+    work_->Post([this, message_id, office = office_] {
+      AuditEvent event;
+      event.actor = office;
+      event.action = "inbox.delivered";
+      event.payload = message_id;
+      const absl::Status recorded =
+          store_->RecordInboxDelivery(office, message_id, clock_->Now(), event);
+      if (!recorded.ok()) {
+        log::Error("inbox.record_failed",
+                   {{"message_id", message_id},
+                    {"error", std::string(recorded.message())}});
+      }
+      absl::MutexLock lock(&mu_);
+      --recording_;
+      if (finish_pending_ && !fetching_ && recording_ == 0) {
+        FinishLocked(pending_status_);
       }
     });
   }
@@ -154,7 +182,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   void FinishLocked(const grpc::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
-    if (fetching_) {  // the fetch touches this object: finish after it
+    if (fetching_ || recording_ > 0) {  // they touch this object: finish after
       finish_pending_ = true;
       pending_status_ = status;
       return;
@@ -166,12 +194,19 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   ExchangeStore* const store_;
   WorkQueue* const work_;
   InboxWatchers* const watchers_;
+  const Clock* const clock_;
   int handle_ = 0;
 
   absl::Mutex mu_;
   std::string office_ ABSL_GUARDED_BY(mu_);
   int64_t cursor_ ABSL_GUARDED_BY(mu_) = 0;
-  std::deque<std::pair<int64_t, grpc::ByteBuffer>> queue_ ABSL_GUARDED_BY(mu_);
+  struct Pending {
+    int64_t first;                  // cursor
+    grpc::ByteBuffer second;        // the serialized response
+    std::string second_message_id;  // for the delivery record
+  };
+  std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  int recording_ ABSL_GUARDED_BY(mu_) = 0;  // delivery records in flight
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool fetching_ ABSL_GUARDED_BY(mu_) = false;
@@ -332,8 +367,8 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::SendMessage(
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* OfficeServiceImpl::WatchInbox(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
-  auto* stream =
-      new InboxStream(exchange_.store, exchange_.work, exchange_.watchers);
+  auto* stream = new InboxStream(exchange_.store, exchange_.work,
+                                 exchange_.watchers, exchange_.clock);
   const std::string bytes = ByteBufferToString(*request);
   handler_->Run(
       context, Action::kWatchInbox, "inbox.watch", bytes, {},

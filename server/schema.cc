@@ -116,6 +116,7 @@ CREATE TABLE inbox (
   cursor          INTEGER PRIMARY KEY AUTOINCREMENT,  -- position; never reused
   office          TEXT NOT NULL,          -- SPIFFE id of the office addressed
   message_id      TEXT NOT NULL REFERENCES messages(message_id),  -- the message
+  delivered_us    INTEGER,                -- first written to the office's WatchInbox stream; NULL until then
   acknowledged_us INTEGER,                -- unix microseconds; NULL until acknowledged
   UNIQUE(office, message_id)
 );

@@ -670,6 +670,31 @@ absl::Status SqliteExchangeStore::AcknowledgeInTransaction(
   return audit_->AppendInTransaction(conn, event).status();
 }
 
+absl::Status SqliteExchangeStore::RecordInboxDelivery(
+    const std::string& office, const std::string& message_id, absl::Time at,
+    const AuditEvent& audit) {
+  return db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(auto find,
+                        conn.Prepare("SELECT delivered_us FROM inbox "
+                                     "WHERE office = ? AND message_id = ?"));
+    find.Bind(1, office).Bind(2, message_id);
+    CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+    if (!row) {
+      return absl::NotFoundError(absl::StrCat(
+          "message ", message_id, " is not in the inbox of ", office));
+    }
+    if (!find.ColumnIsNull(0)) return absl::OkStatus();  // delivered before
+    CB_ASSIGN_OR_RETURN(auto update,
+                        conn.Prepare("UPDATE inbox SET delivered_us = ? "
+                                     "WHERE office = ? AND message_id = ?"));
+    update.Bind(1, absl::ToUnixMicros(at)).Bind(2, office).Bind(3, message_id);
+    CB_RETURN_IF_ERROR(update.Run());
+    AuditEvent event = audit;
+    event.subjects.push_back(message_id);
+    return audit_->AppendInTransaction(conn, event).status();
+  });
+}
+
 absl::Status SqliteExchangeStore::Acknowledge(const std::string& office,
                                               const std::string& message_id,
                                               absl::Time at,

@@ -63,6 +63,9 @@ class SqliteExchangeStore final : public ExchangeStore {
       const std::function<absl::StatusOr<OutgoingMessage>(
           const v1::CaseMessage& acknowledged)>& reply,
       const AuditEvent& reply_audit) override;
+  absl::Status RecordInboxDelivery(const std::string& office,
+                                   const std::string& message_id, absl::Time at,
+                                   const AuditEvent& audit) override;
   absl::Status Acknowledge(const std::string& office,
                            const std::string& message_id, absl::Time at,
                            const AuditEvent& audit) override;
