@@ -165,6 +165,16 @@ TEST_F(ExchangeTest, MessageIsDeliveredWithAVerifiableReceipt) {
                   {"message.send", "envelope.sent", "receipt.stored"}));
   EXPECT_THAT(Actions(kCnAuditor, true),
               ::testing::Contains("envelope.received"));
+  auto delivered_count = [&] {
+    const auto actions = Actions(kCnAuditor, true);
+    return std::count(actions.begin(), actions.end(), "inbox.delivered");
+  };
+  // Delivery to the office is recorded (just after the write), once, however
+  // often a resumed stream sends the message again.
+  ASSERT_TRUE(WaitUntil([&] { return delivered_count() == 1; }));
+  ASSERT_EQ(Inbox("", 1).size(), 1u);
+  EXPECT_FALSE(
+      WaitUntil([&] { return delivered_count() > 1; }, absl::Milliseconds(500)));
 }
 
 TEST_F(ExchangeTest, InboxResumesFromItsCursorWithoutLossOrRepeats) {
