@@ -328,15 +328,15 @@ std::string FormatInboxLine(const v1::WatchInboxResponse& item) {
   }
   const std::string priority =
       absl::AsciiStrToUpper(Spell(v1::Priority_descriptor(), m.priority()));
-  return absl::StrCat(
-      Time(m.received_at()), "  ", m.exchange_id(), "  ", kind, "  ", priority,
-      "  from ", sender, "  ", m.message_id(), "\n    ",
-      Truncate(
-          m.body().empty() && m.has_case_reference()
-              ? absl::StrCat("[case shared] ", m.case_reference().summary())
-              : m.body(),
-          100),
-      "\n");
+  return absl::StrCat(Time(m.received_at()), "  ", m.exchange_id(), "  ", kind,
+                      "  ", priority, "  from ", sender, "  ", m.message_id(),
+                      "  (cursor ", item.cursor(), ")\n    ",
+                      Truncate(m.body().empty() && m.has_case_reference()
+                                   ? absl::StrCat("[case shared] ",
+                                                  m.case_reference().summary())
+                                   : m.body(),
+                               100),
+                      "\n");
 }
 
 std::string FormatDeliveryStatus(const v1::DeliveryStatus& s) {

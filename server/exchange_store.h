@@ -105,6 +105,14 @@ class ExchangeStore {
   // running), next attempt due at `next_attempt`. Not audited: attempts are
   // the gateway log's business. NOT_FOUND for an unknown envelope;
   // FAILED_PRECONDITION if it is already DELIVERED or FAILED.
+  // An attempt already counted by RecordAttempt failed: keeps `error` as
+  // last_error and makes the envelope due again at `next_attempt`, without
+  // counting another attempt. OK and nothing changed if the envelope is no
+  // longer pending (a receipt came meanwhile); NOT_FOUND if unknown.
+  virtual absl::Status RecordRetry(const std::string& envelope_id,
+                                   const absl::Status& error,
+                                   absl::Time next_attempt) = 0;
+
   virtual absl::Status RecordAttempt(const std::string& envelope_id,
                                      const absl::Status& error,
                                      absl::Time next_attempt) = 0;

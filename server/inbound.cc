@@ -42,10 +42,12 @@ Inbound::Inbound(const config::Gateway* config, ExchangeStore* store,
 
 bool Inbound::IsPermanent(const absl::Status& refusal) {
   switch (refusal.code()) {
-    case absl::StatusCode::kInvalidArgument:    // malformed: bytes never change
-    case absl::StatusCode::kAlreadyExists:      // id reused with other bytes
-    case absl::StatusCode::kResourceExhausted:  // oversized
+    case absl::StatusCode::kInvalidArgument:  // malformed: bytes never change
+    case absl::StatusCode::kAlreadyExists:    // id reused with other bytes
       return true;
+    case absl::StatusCode::kResourceExhausted:
+      // Oversized never changes; a full disk here may be cleared.
+      return absl::StartsWith(refusal.message(), "envelope:");
     case absl::StatusCode::kUnauthenticated:
       // A signature that does not verify never will; an unknown key may be
       // configured later.
@@ -60,13 +62,13 @@ bool Inbound::IsPermanent(const absl::Status& refusal) {
 absl::Status Inbound::CheckContent(const v1::Envelope& e) const {
   if (e.origin_gateway() != config_->peer_identity) {
     return absl::PermissionDeniedError(absl::StrCat(
-        "origin_gateway: envelope claims to come from \"",
-        e.origin_gateway().substr(0, 64), "\", not ", config_->peer_identity));
+        "origin_gateway: envelope claims to come from ",
+        Quote(e.origin_gateway()), ", not ", config_->peer_identity));
   }
   if (e.destination_gateway() != config_->identity) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "destination_gateway: envelope is addressed to \"",
-        e.destination_gateway().substr(0, 64), "\", not ", config_->identity));
+        "destination_gateway: envelope is addressed to ",
+        Quote(e.destination_gateway()), ", not ", config_->identity));
   }
   if (!IsValidId(e.envelope_id(), peer_country_, IdKind::kEnvelope)) {
     return absl::InvalidArgumentError(
@@ -98,10 +100,10 @@ absl::Status Inbound::CheckContent(const v1::Envelope& e) const {
   const auto& senders = config_->peer_offices;
   if (std::find(senders.begin(), senders.end(), m.sender_office()) ==
       senders.end()) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "message.sender_office: \"", m.sender_office().substr(0, 80),
-        "\" is not among the peer offices this gateway accepts "
-        "(peer.offices)"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("message.sender_office: ", Quote(m.sender_office()),
+                     " is not among the peer offices this gateway accepts "
+                     "(peer.offices)"));
   }
   if (!m.recipient_office().empty()) {
     const bool ours = std::any_of(
@@ -112,8 +114,8 @@ absl::Status Inbound::CheckContent(const v1::Envelope& e) const {
         });
     if (!ours) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "message.recipient_office: \"", m.recipient_office().substr(0, 80),
-          "\" is not an office of this gateway that takes messages"));
+          "message.recipient_office: ", Quote(m.recipient_office()),
+          " is not an office of this gateway that takes messages"));
     }
   }
   CB_RETURN_IF_ERROR(ValidateMessageContent(m, "message"));
@@ -131,7 +133,7 @@ absl::Status Inbound::CheckContent(const v1::Envelope& e) const {
           "message.case_reference: only the peer's own cases can be shared by "
           "it");
     }
-    if (c.owner_office() != m.sender_office() && c.version() < 1) {
+    if (c.version() < 1) {
       return absl::InvalidArgumentError(
           "message.case_reference.version: is required");
     }
@@ -183,7 +185,11 @@ v1::DeliverResponse Inbound::Receive(const std::string& peer_identity,
         exchange::VerifyEnvelope(
             signed_envelope, *peer_keys_,
             static_cast<size_t>(config_->limits.max_envelope_bytes)));
-    response.set_envelope_id(envelope.envelope_id());
+    // Echoed only once it has the shape of an id (it goes into the answer
+    // and the audit log).
+    if (IsValidId(envelope.envelope_id(), peer_country_, IdKind::kEnvelope)) {
+      response.set_envelope_id(envelope.envelope_id());
+    }
     CB_RETURN_IF_ERROR(CheckContent(envelope));
     event.subjects = {envelope.message().exchange_id()};
     const std::string digest = exchange::EnvelopeDigest(signed_envelope);
@@ -222,8 +228,12 @@ v1::DeliverResponse Inbound::Receive(const std::string& peer_identity,
       {{"envelope_id", response.envelope_id()},
        {"code", GrpcCodeName(static_cast<grpc::StatusCode>(refusal.code()))},
        {"reason", std::string(refusal.message())}});
-  // An id reused with other bytes was audited (and kept) by the store.
-  if (refusal.code() != absl::StatusCode::kAlreadyExists) {
+  // An envelope id reused with other bytes was audited (and kept as
+  // evidence) by the store itself.
+  const bool audited_by_store =
+      refusal.code() == absl::StatusCode::kAlreadyExists &&
+      absl::StrContains(refusal.message(), "kept as evidence");
+  if (!audited_by_store) {
     event.outcome = absl::Status(refusal.code(), r->message());
     if (!response.envelope_id().empty()) {
       event.subjects.push_back(response.envelope_id());

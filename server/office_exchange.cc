@@ -68,7 +68,20 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     office_ = std::move(office);
     cursor_ = cursor;
     started_ = true;
+    admitting_ = false;
+    if (finish_pending_) {  // cancelled while being admitted
+      FinishLocked(pending_status_);
+      return;
+    }
     FetchLocked();
+  }
+
+  // Called instead of Begin when the caller is refused.
+  void Refuse(const grpc::Status& status) {
+    absl::MutexLock lock(&mu_);
+    admitting_ = false;
+    finish_pending_ = false;
+    FinishLocked(status);
   }
 
   void OnWriteDone(bool ok) override {
@@ -182,7 +195,9 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   void FinishLocked(const grpc::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
-    if (fetching_ || recording_ > 0) {  // they touch this object: finish after
+    // Admission, a fetch or a delivery record still holds `this`: finish
+    // once they are done.
+    if (admitting_ || fetching_ || recording_ > 0) {
       finish_pending_ = true;
       pending_status_ = status;
       return;
@@ -208,6 +223,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
   int recording_ ABSL_GUARDED_BY(mu_) = 0;  // delivery records in flight
   bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool admitting_ ABSL_GUARDED_BY(mu_) = true;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool fetching_ ABSL_GUARDED_BY(mu_) = false;
   bool stale_ ABSL_GUARDED_BY(mu_) = false;
@@ -385,7 +401,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* OfficeServiceImpl::WatchInbox(
         return absl::OkStatus();
       },
       [stream](const grpc::Status& status) {
-        if (!status.ok()) stream->Finish(status);
+        if (!status.ok()) stream->Refuse(status);
       });
   return stream;
 }
@@ -401,8 +417,12 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::Acknowledge(
       [this](const Incoming<v1::AcknowledgeRequest>& in,
              v1::AcknowledgeResponse* out) -> absl::Status {
         const v1::AcknowledgeRequest& r = in.request;
-        if (r.message_id().empty() || r.message_id().size() > 64) {
+        if (r.message_id().empty()) {
           return absl::InvalidArgumentError("message_id: is required");
+        }
+        if (r.message_id().size() > 64) {
+          return absl::InvalidArgumentError(
+              "message_id: is longer than 64 characters");
         }
         if (!v1::AcknowledgementKind_IsValid(r.kind()) ||
             r.kind() == v1::ACKNOWLEDGEMENT_KIND_UNSPECIFIED) {

@@ -170,6 +170,14 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
         const v1::CaseReference& changes = r.case_reference();
         const std::string& id = changes.exchange_id();
         auto apply = [&](v1::CaseReference& c) -> absl::Status {
+          if (c.origin_country() != config_->country) {
+            // The owner's copy is the shared record; a local edit would be
+            // overwritten by (or hide) the owner's next share.
+            return absl::FailedPreconditionError(
+                absl::StrCat("case ", id,
+                             " was shared by the peer; only its owner's "
+                             "gateway changes it"));
+          }
           if (c.owner_office() != in.caller.identity &&
               in.caller.office->role != v1::ROLE_SUPERVISOR) {
             return absl::PermissionDeniedError(

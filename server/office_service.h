@@ -30,8 +30,8 @@ using OfficeServiceBase = v1::OfficeService::WithRawCallbackMethod_WhoAmI<
                                                 v1::OfficeService::
                                                     Service>>>>>>>>>>;
 
-// OfficeService on the office port. Case references now; the exchange RPCs
-// answer UNIMPLEMENTED until the cross-border exchange lands.
+// OfficeService on the office port: case references (office_service.cc) and
+// the exchange RPCs (office_exchange.cc).
 class OfficeServiceImpl final : public OfficeServiceBase {
  public:
   // What the exchange RPCs need. Pointers must outlive the service.

@@ -96,7 +96,7 @@ AuditEvent PeerLink::Event(std::string action, const OutboxItem& item,
   AuditEvent event;
   event.actor = config_->identity;
   event.action = std::move(action);
-  event.subjects = {item.exchange_id};
+  event.subjects = {item.exchange_id, item.message_id, item.envelope_id};
   event.payload = std::move(payload);
   return event;
 }
@@ -216,8 +216,18 @@ void PeerLink::RunStream() {
   const absl::Status error = absl::UnavailableError(absl::StrCat(
       "peer link ended before a receipt came: ",
       GrpcCodeName(finished.error_code()), " ", finished.error_message()));
-  for (const auto& [sequence, in_flight] : orphans)
-    Retry(in_flight.item, error);
+  // Due again at once: the link's own reconnect delay paces the retry, and
+  // a per-envelope delay here would let due ROUTINE traffic overtake a
+  // waiting URGENT envelope once the link is back.
+  for (const auto& [sequence, in_flight] : orphans) {
+    const absl::Status recorded =
+        store_->RecordRetry(in_flight.item.envelope_id, error, clock_->Now());
+    if (!recorded.ok()) {
+      log::Error("outbox.record_failed",
+                 {{"envelope_id", in_flight.item.envelope_id},
+                  {"error", std::string(recorded.message())}});
+    }
+  }
   if (!finished.ok() && finished.error_code() != grpc::StatusCode::CANCELLED) {
     log::Warning("peer.link_down",
                  {{"peer", config_->peer_endpoint},
@@ -235,7 +245,8 @@ void PeerLink::ReadResponses(
 }
 
 void PeerLink::Retry(const OutboxItem& item, const absl::Status& error) {
-  const absl::Status recorded = store_->RecordAttempt(
+  // The attempt was counted when it was sent.
+  const absl::Status recorded = store_->RecordRetry(
       item.envelope_id, error, clock_->Now() + NextBackoff(item.attempts));
   if (!recorded.ok()) {
     log::Error("outbox.record_failed",
@@ -292,9 +303,11 @@ void PeerLink::HandleResponse(const v1::DeliverResponse& response) {
         static_cast<absl::StatusCode>(refusal.code()),
         absl::StrCat("peer refused: ", refusal.message()));
     if (refusal.permanent()) {
+      AuditEvent refused = Event("envelope.refused_by_peer", item,
+                                 item.signed_envelope.signature());
+      refused.outcome = status;  // the peer's code and reason
       const absl::Status recorded =
-          store_->RecordRefused(item.envelope_id, status,
-                                Event("envelope.refused_by_peer", item, ""));
+          store_->RecordRefused(item.envelope_id, status, refused);
       if (!recorded.ok()) Retry(item, status);
     } else {
       Retry(item, status);

@@ -24,7 +24,22 @@ class DeliverReactor final
   // Called once the caller is admitted as the peer gateway.
   void Begin(std::string peer_identity) {
     peer_identity_ = std::move(peer_identity);
+    absl::MutexLock lock(&mu_);
+    admitting_ = false;
+    if (broken_) {  // cancelled while being admitted
+      MaybeFinishLocked();
+      return;
+    }
     StartRead(&incoming_);
+  }
+
+  // Called instead of Begin when the caller is refused.
+  void Refuse(const grpc::Status& status) {
+    absl::MutexLock lock(&mu_);
+    admitting_ = false;
+    if (finished_) return;
+    finished_ = true;
+    Finish(status);
   }
 
   void OnReadDone(bool ok) override {
@@ -95,7 +110,8 @@ class DeliverReactor final
   }
 
   void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_ || pending_ > 0 || writing_) return;
+    // Never before admission has answered: its task still holds `this`.
+    if (finished_ || admitting_ || pending_ > 0 || writing_) return;
     if (!(reads_done_ || broken_)) return;
     if (!broken_ && !outgoing_.empty()) return;
     finished_ = true;
@@ -115,6 +131,7 @@ class DeliverReactor final
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool admitting_ ABSL_GUARDED_BY(mu_) = true;
 };
 
 }  // namespace
@@ -129,7 +146,7 @@ PeerServiceImpl::Deliver(grpc::CallbackServerContext* context) {
         return absl::OkStatus();
       },
       [reactor](const grpc::Status& status) {
-        if (!status.ok()) reactor->Finish(status);  // refused at admission
+        if (!status.ok()) reactor->Refuse(status);  // refused at admission
       });
   return reactor;
 }

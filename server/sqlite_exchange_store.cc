@@ -366,6 +366,24 @@ absl::StatusOr<std::vector<OutboxItem>> SqliteExchangeStore::ReadyToSend(
   return items;
 }
 
+absl::Status SqliteExchangeStore::RecordRetry(const std::string& envelope_id,
+                                              const absl::Status& error,
+                                              absl::Time next_attempt) {
+  return db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(const OutboxRow row, GetEnvelopeRow(conn, envelope_id));
+    if (!Pending(row.state)) return absl::OkStatus();
+    CB_ASSIGN_OR_RETURN(
+        auto update,
+        conn.Prepare("UPDATE outbox SET last_error = ?, next_attempt_us = ? "
+                     "WHERE envelope_id = ?"));
+    update.Bind(1, error.ToString())
+        .Bind(2, absl::ToUnixMicros(next_attempt))
+        .Bind(3, envelope_id);
+    CB_RETURN_IF_ERROR(update.Run());
+    return ChangedOneRow(conn, "recording a failed attempt");
+  });
+}
+
 absl::Status SqliteExchangeStore::RecordAttempt(const std::string& envelope_id,
                                                 const absl::Status& error,
                                                 absl::Time next_attempt) {

@@ -31,6 +31,9 @@ class SqliteExchangeStore final : public ExchangeStore {
   absl::StatusOr<std::vector<OutboxItem>> ReadyToSend(
       absl::Time now, size_t max,
       const std::set<std::string>& busy_cases) override;
+  absl::Status RecordRetry(const std::string& envelope_id,
+                           const absl::Status& error,
+                           absl::Time next_attempt) override;
   absl::Status RecordAttempt(const std::string& envelope_id,
                              const absl::Status& error,
                              absl::Time next_attempt) override;

@@ -11,21 +11,6 @@
 namespace casebridge::server {
 namespace {
 
-// Caller-supplied text for an error message: at most 64 bytes of valid
-// UTF-8, control characters shown as '?'.
-std::string Quote(absl::string_view text) {
-  if (!IsValidUtf8(text)) return "\"(not UTF-8)\"";
-  std::string out;
-  for (size_t i = 0; i < text.size() && out.size() < 64; ++i) {
-    const auto b = static_cast<unsigned char>(text[i]);
-    out.push_back(b < 0x20 || b == 0x7F ? '?' : text[i]);
-  }
-  // Never end inside a multi-byte character.
-  while (!out.empty() && !IsValidUtf8(out)) out.pop_back();
-  if (out.size() < text.size()) out += "…";
-  return absl::StrCat("\"", out, "\"");
-}
-
 absl::Status Invalid(absl::string_view field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
 }
@@ -119,6 +104,19 @@ absl::Status CheckLocations(absl::string_view prefix,
 }
 
 }  // namespace
+
+std::string Quote(absl::string_view text) {
+  if (!IsValidUtf8(text)) return "\"(not UTF-8)\"";
+  std::string out;
+  for (size_t i = 0; i < text.size() && out.size() < 64; ++i) {
+    const auto b = static_cast<unsigned char>(text[i]);
+    out.push_back(b < 0x20 || b == 0x7F ? '?' : text[i]);
+  }
+  // Never end inside a multi-byte character.
+  while (!out.empty() && !IsValidUtf8(out)) out.pop_back();
+  if (out.size() < text.size()) out += "…";
+  return absl::StrCat("\"", out, "\"");
+}
 
 absl::Status CheckText(absl::string_view field, absl::string_view value,
                        size_t min, size_t max) {

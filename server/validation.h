@@ -27,6 +27,11 @@ inline constexpr size_t kMaxSearchTextChars = 200;
 inline constexpr int kDefaultPageSize = 50;
 inline constexpr int kMaxPageSize = 500;
 
+// Caller-supplied text for an error message: at most 64 bytes of valid
+// UTF-8 cut on a character boundary, control characters shown as '?',
+// in double quotes; "(not UTF-8)" for invalid input.
+std::string Quote(absl::string_view text);
+
 // UTF-8 text of `min`..`max` code points with no control characters other
 // than tab and newline.
 absl::Status CheckText(absl::string_view field, absl::string_view value,

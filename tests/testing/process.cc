@@ -99,6 +99,7 @@ absl::StatusOr<std::unique_ptr<GatewayProcess>> GatewayProcess::Start(
     const std::string& config_path, absl::Duration timeout) {
   std::unique_ptr<GatewayProcess> p(new GatewayProcess());
   const std::string ready = TempPath("ready.json");
+  std::filesystem::remove(ready);  // never trust a file left by someone else
   p->log_path_ = TempPath("gateway.log");
   p->pid_ =
       Spawn({GatewayBinary(), "--config", config_path, "--ready-file", ready},
