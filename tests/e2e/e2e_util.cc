@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -53,6 +54,31 @@ std::shared_ptr<grpc::Channel> ChannelFor(const std::string& cert_stem,
 std::string PkExchangeId(int n) {
   const auto year = absl::ToCivilYear(absl::Now(), absl::UTCTimeZone()).year();
   return absl::StrFormat("PK-%04d-%06d", year, n);
+}
+
+bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (condition()) return true;
+    absl::SleepFor(absl::Milliseconds(20));  // polling the condition
+  }
+  return condition();
+}
+
+GatewayPairConfigs WriteGatewayPairConfigs(const std::string& dir,
+                                           int retry_max_seconds) {
+  const int pk_peer = ReserveFreePort();
+  const int cn_peer = ReserveFreePort();
+  auto write = [&](const std::string& country, int own, int theirs) {
+    GatewayConfigOptions o;
+    o.country = country;
+    o.data_dir = dir + "/" + country + "-data";
+    o.peer_address = absl::StrCat("127.0.0.1:", own);
+    o.peer_endpoint = absl::StrCat("127.0.0.1:", theirs);
+    o.retry_max_seconds = retry_max_seconds;
+    return WriteFile(dir + "/" + country + ".toml", GatewayConfigToml(o));
+  };
+  return {write("PK", pk_peer, cn_peer), write("CN", cn_peer, pk_peer)};
 }
 
 v1::CaseReference ValidDraft(const std::string& summary) {

@@ -2,9 +2,11 @@
 #ifndef CASEBRIDGE_TESTS_E2E_E2E_UTIL_H_
 #define CASEBRIDGE_TESTS_E2E_E2E_UTIL_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
+#include "absl/time/time.h"
 #include "casebridge/v1/common.pb.h"
 #include "client/office_client.h"
 
@@ -25,6 +27,21 @@ std::shared_ptr<grpc::Channel> ChannelFor(const std::string& cert_stem,
 // The exchange id the PK gateway mints for its `n`th case this year
 // (gateway processes run on the real clock).
 std::string PkExchangeId(int n);
+
+// Polls `condition` every 20 ms until it holds or `timeout` passes; the
+// condition's last value.
+bool WaitUntil(const std::function<bool()>& condition,
+               absl::Duration timeout = absl::Seconds(30));
+
+// Configs of a PK and a CN gateway in `dir` that name each other's peer
+// ports. The peer ports are fixed, so a restarted gateway is found where its
+// peer looks for it; office ports are picked anew at each start.
+struct GatewayPairConfigs {
+  std::string pk;  // path of the PK gateway's config
+  std::string cn;  // path of the CN gateway's config
+};
+GatewayPairConfigs WriteGatewayPairConfigs(const std::string& dir,
+                                           int retry_max_seconds = 1);
 
 // A complete, valid new case.
 v1::CaseReference ValidDraft(

@@ -40,17 +40,6 @@ constexpr char kMps[] = "cn/offices/mps-liaison";
 // configs leave it alone).
 constexpr int kDeliveryWindow = 64;
 
-// Polls `condition` every 20 ms until it holds or `timeout` passes.
-bool WaitUntil(const std::function<bool()>& condition,
-               absl::Duration timeout = absl::Seconds(30)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (condition()) return true;
-    absl::SleepFor(absl::Milliseconds(20));  // polling the condition
-  }
-  return condition();
-}
-
 // The last `n` bytes of a gateway log, for failure messages.
 std::string Tail(const std::string& log, size_t n = 6000) {
   return log.size() <= n ? log : "..." + log.substr(log.size() - n);
@@ -230,25 +219,11 @@ class ExchangeCrashTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = NewTempDir("exchange-crash");
-    // Peer ports are fixed so that a restarted gateway is where its peer
-    // looks for it; office ports are new after each start.
-    const int pk_peer_port = ReserveFreePort();
-    const int cn_peer_port = ReserveFreePort();
-    pk_config_ = WriteConfig("PK", pk_peer_port, cn_peer_port);
-    cn_config_ = WriteConfig("CN", cn_peer_port, pk_peer_port);
+    const GatewayPairConfigs configs = WriteGatewayPairConfigs(dir_);
+    pk_config_ = configs.pk;
+    cn_config_ = configs.cn;
     ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(pk_config_));
     ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config_));
-  }
-
-  std::string WriteConfig(const std::string& country, int own_peer,
-                          int their_peer) {
-    GatewayConfigOptions o;
-    o.country = country;
-    o.data_dir = dir_ + "/" + country + "-data";
-    o.peer_address = absl::StrCat("127.0.0.1:", own_peer);
-    o.peer_endpoint = absl::StrCat("127.0.0.1:", their_peer);
-    o.retry_max_seconds = 1;  // reconnect quickly after a restart
-    return WriteFile(dir_ + "/" + country + ".toml", GatewayConfigToml(o));
   }
 
   std::unique_ptr<client::OfficeClient> Pk() {

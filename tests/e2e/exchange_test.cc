@@ -23,38 +23,15 @@ constexpr char kMps[] = "cn/offices/mps-liaison";
 constexpr char kPkAuditor[] = "pk/auditors/pk-auditor";
 constexpr char kCnAuditor[] = "cn/auditors/cn-auditor";
 
-// Polls `condition` every 20 ms until it holds or `timeout` passes.
-bool WaitUntil(const std::function<bool()>& condition,
-               absl::Duration timeout = absl::Seconds(30)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (condition()) return true;
-    absl::SleepFor(absl::Milliseconds(20));  // polling the condition
-  }
-  return condition();
-}
-
 class ExchangeTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = NewTempDir("exchange");
-    pk_peer_port_ = ReserveFreePort();
-    cn_peer_port_ = ReserveFreePort();
-    pk_config_ = WriteConfig("PK", pk_peer_port_, cn_peer_port_);
-    cn_config_ = WriteConfig("CN", cn_peer_port_, pk_peer_port_);
+    const GatewayPairConfigs configs = WriteGatewayPairConfigs(dir_);
+    pk_config_ = configs.pk;
+    cn_config_ = configs.cn;
     ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(pk_config_));
     ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config_));
-  }
-
-  std::string WriteConfig(const std::string& country, int own_peer,
-                          int their_peer) {
-    GatewayConfigOptions o;
-    o.country = country;
-    o.data_dir = dir_ + "/" + country + "-data";
-    o.peer_address = absl::StrCat("127.0.0.1:", own_peer);
-    o.peer_endpoint = absl::StrCat("127.0.0.1:", their_peer);
-    o.retry_max_seconds = 1;  // outages in tests are short
-    return WriteFile(dir_ + "/" + country + ".toml", GatewayConfigToml(o));
   }
 
   std::unique_ptr<client::OfficeClient> Pk(const std::string& stem) {
@@ -114,8 +91,6 @@ class ExchangeTest : public ::testing::Test {
   }
 
   std::string dir_;
-  int pk_peer_port_ = 0;
-  int cn_peer_port_ = 0;
   std::string pk_config_;
   std::string cn_config_;
   std::unique_ptr<GatewayProcess> pk_;
@@ -173,8 +148,8 @@ TEST_F(ExchangeTest, MessageIsDeliveredWithAVerifiableReceipt) {
   // often a resumed stream sends the message again.
   ASSERT_TRUE(WaitUntil([&] { return delivered_count() == 1; }));
   ASSERT_EQ(Inbox("", 1).size(), 1u);
-  EXPECT_FALSE(
-      WaitUntil([&] { return delivered_count() > 1; }, absl::Milliseconds(500)));
+  EXPECT_FALSE(WaitUntil([&] { return delivered_count() > 1; },
+                         absl::Milliseconds(500)));
 }
 
 TEST_F(ExchangeTest, InboxResumesFromItsCursorWithoutLossOrRepeats) {

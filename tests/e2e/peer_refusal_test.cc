@@ -197,7 +197,6 @@ class DeliverStream {
 class PeerRefusalTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    RemoveStaleProcessFiles();
     dir_ = NewTempDir("peer-refusal");
     GatewayConfigOptions o;
     o.country = "PK";
@@ -211,20 +210,6 @@ class PeerRefusalTest : public ::testing::Test {
     cn_key_id_ = exchange::KeyId(cn_key_->public_key());
   }
 
-  // GatewayProcess names its ready file after the process id and a counter
-  // in TempDir(), and does not remove it. One left by an earlier process
-  // that had this process's id would pass for the new gateway's, with dead
-  // ports. Files named for this id belong to no other live process.
-  static void RemoveStaleProcessFiles() {
-    const std::string prefix = absl::StrCat("proc-", ::getpid(), "-");
-    std::error_code ec;
-    for (const auto& entry :
-         std::filesystem::directory_iterator(::testing::TempDir(), ec)) {
-      if (absl::StartsWith(entry.path().filename().string(), prefix)) {
-        std::filesystem::remove(entry.path(), ec);
-      }
-    }
-  }
 
   std::string DataDir() const { return dir_ + "/data"; }
 
