@@ -210,7 +210,6 @@ class PeerRefusalTest : public ::testing::Test {
     cn_key_id_ = exchange::KeyId(cn_key_->public_key());
   }
 
-
   std::string DataDir() const { return dir_ + "/data"; }
 
   // A valid envelope from the CN gateway's MPS liaison office to PK's
