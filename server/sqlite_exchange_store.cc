@@ -745,8 +745,12 @@ absl::StatusOr<QueuedMessage> SqliteExchangeStore::AcknowledgeAndReply(
                         ParseStored<v1::CaseMessage>(find.ColumnBlob(0),
                                                      "message", message_id));
     CB_ASSIGN_OR_RETURN(OutgoingMessage outgoing, reply(acknowledged));
+    // The reply's entry names its case first, like any other send.
+    AuditEvent event = reply_audit;
+    event.subjects.insert(event.subjects.begin(),
+                          outgoing.message.exchange_id());
     CB_ASSIGN_OR_RETURN(
-        result, QueueInTransaction(conn, outgoing, RequestKey{}, reply_audit));
+        result, QueueInTransaction(conn, outgoing, RequestKey{}, event));
     return absl::OkStatus();
   }));
   return result;

@@ -301,6 +301,25 @@ TEST_F(ExchangeTest, AcknowledgementTravelsBackToTheSender) {
   EXPECT_EQ(fia[0].message().kind(), v1::MESSAGE_KIND_ACKNOWLEDGEMENT);
   EXPECT_EQ(fia[0].message().in_reply_to(), message_id);
   EXPECT_EQ(fia[0].message().body(), "Acted on: team dispatched");
+  // On the CN side the acknowledgement and its way back are audited, the
+  // reply naming its case, message and envelope.
+  ASSERT_OK_AND_ASSIGN(auto entries, Cn(kCnAuditor)->GetAuditEntries(0, 1000));
+  bool acknowledged = false;
+  bool reply_sent = false;
+  for (const auto& e : entries.entries()) {
+    if (e.action() == "message.acknowledge" && e.status_code() == 0) {
+      acknowledged =
+          std::count(e.subjects().begin(), e.subjects().end(), message_id) == 1;
+    }
+    if (e.action() == "message.send") {
+      ASSERT_GE(e.subjects_size(), 3);
+      EXPECT_EQ(e.subjects(0), id);
+      EXPECT_EQ(e.subjects(1), ack_id);
+      reply_sent = true;
+    }
+  }
+  EXPECT_TRUE(acknowledged);
+  EXPECT_TRUE(reply_sent);
 }
 
 TEST_F(ExchangeTest, RefusedSendsStoreNothing) {
