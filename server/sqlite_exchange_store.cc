@@ -661,28 +661,56 @@ void SqliteExchangeStore::AdvanceInboxHead(int64_t cursor) {
   inbox_head_ = std::max(inbox_head_, cursor);
 }
 
-absl::Status SqliteExchangeStore::AcknowledgeInTransaction(
-    sqlite::Connection& conn, const std::string& office,
-    const std::string& message_id, absl::Time at, const AuditEvent& audit) {
-  CB_ASSIGN_OR_RETURN(auto find,
-                      conn.Prepare("SELECT acknowledged_us FROM inbox "
-                                   "WHERE office = ? AND message_id = ?"));
+namespace {
+
+// Which inbox event a row is being marked with.
+enum class InboxMark { kDelivered, kAcknowledged };
+
+// Stamps `office`'s inbox row of `message_id` with `at` in the column of
+// `mark`, inside the caller's transaction. Returns whether the row was
+// stamped now (false: it already was). NOT_FOUND if there is no such row.
+absl::StatusOr<bool> MarkInboxRow(sqlite::Connection& conn, InboxMark mark,
+                                  const std::string& office,
+                                  const std::string& message_id,
+                                  absl::Time at) {
+  const bool delivered = mark == InboxMark::kDelivered;
+  CB_ASSIGN_OR_RETURN(
+      auto find,
+      conn.Prepare(delivered ? "SELECT delivered_us FROM inbox "
+                               "WHERE office = ? AND message_id = ?"
+                             : "SELECT acknowledged_us FROM inbox "
+                               "WHERE office = ? AND message_id = ?"));
   find.Bind(1, office).Bind(2, message_id);
   CB_ASSIGN_OR_RETURN(const bool row, find.Step());
   if (!row) {
     return absl::NotFoundError(absl::StrCat(
         "message ", message_id, " is not in the inbox of ", office));
   }
-  if (!find.ColumnIsNull(0)) {
+  if (!find.ColumnIsNull(0)) return false;
+  CB_ASSIGN_OR_RETURN(
+      auto update,
+      conn.Prepare(delivered ? "UPDATE inbox SET delivered_us = ? "
+                               "WHERE office = ? AND message_id = ?"
+                             : "UPDATE inbox SET acknowledged_us = ? "
+                               "WHERE office = ? AND message_id = ?"));
+  update.Bind(1, absl::ToUnixMicros(at)).Bind(2, office).Bind(3, message_id);
+  CB_RETURN_IF_ERROR(update.Run());
+  CB_RETURN_IF_ERROR(ChangedOneRow(conn, "marking an inbox message"));
+  return true;
+}
+
+}  // namespace
+
+absl::Status SqliteExchangeStore::AcknowledgeInTransaction(
+    sqlite::Connection& conn, const std::string& office,
+    const std::string& message_id, absl::Time at, const AuditEvent& audit) {
+  CB_ASSIGN_OR_RETURN(
+      const bool marked,
+      MarkInboxRow(conn, InboxMark::kAcknowledged, office, message_id, at));
+  if (!marked) {
     return absl::FailedPreconditionError(absl::StrCat(
         "message ", message_id, " is already acknowledged by ", office));
   }
-  CB_ASSIGN_OR_RETURN(auto update,
-                      conn.Prepare("UPDATE inbox SET acknowledged_us = ? "
-                                   "WHERE office = ? AND message_id = ?"));
-  update.Bind(1, absl::ToUnixMicros(at)).Bind(2, office).Bind(3, message_id);
-  CB_RETURN_IF_ERROR(update.Run());
-  CB_RETURN_IF_ERROR(ChangedOneRow(conn, "acknowledging a message"));
   AuditEvent event = audit;
   event.subjects.push_back(message_id);
   return audit_->AppendInTransaction(conn, event).status();
@@ -692,21 +720,10 @@ absl::Status SqliteExchangeStore::RecordInboxDelivery(
     const std::string& office, const std::string& message_id, absl::Time at,
     const AuditEvent& audit) {
   return db_->Write([&](sqlite::Connection& conn) -> absl::Status {
-    CB_ASSIGN_OR_RETURN(auto find,
-                        conn.Prepare("SELECT delivered_us FROM inbox "
-                                     "WHERE office = ? AND message_id = ?"));
-    find.Bind(1, office).Bind(2, message_id);
-    CB_ASSIGN_OR_RETURN(const bool row, find.Step());
-    if (!row) {
-      return absl::NotFoundError(absl::StrCat(
-          "message ", message_id, " is not in the inbox of ", office));
-    }
-    if (!find.ColumnIsNull(0)) return absl::OkStatus();  // delivered before
-    CB_ASSIGN_OR_RETURN(auto update,
-                        conn.Prepare("UPDATE inbox SET delivered_us = ? "
-                                     "WHERE office = ? AND message_id = ?"));
-    update.Bind(1, absl::ToUnixMicros(at)).Bind(2, office).Bind(3, message_id);
-    CB_RETURN_IF_ERROR(update.Run());
+    CB_ASSIGN_OR_RETURN(
+        const bool marked,
+        MarkInboxRow(conn, InboxMark::kDelivered, office, message_id, at));
+    if (!marked) return absl::OkStatus();  // delivered before: audited then
     AuditEvent event = audit;
     event.subjects.push_back(message_id);
     return audit_->AppendInTransaction(conn, event).status();
