@@ -156,7 +156,7 @@ int AuditVerify(const Options& options, const std::string& data_dir) {
   if (auto begin = (*conn)->Exec("BEGIN"); !begin.ok()) {
     return ReportStatus(begin, kExitUsage);
   }
-  report = cb::server::SqliteAuditLog::VerifyChain(**conn);
+  report = cb::server::SqliteAuditLog::VerifyTree(**conn);
   (void)(*conn)->Exec("COMMIT");
   if (!report.ok()) return ReportStatus(report.status(), kExitDamaged);
   if (options.json) {
@@ -171,7 +171,7 @@ int AuditVerify(const Options& options, const std::string& data_dir) {
   } else if (report->ok()) {
     std::cout << "audit log " << path << ": OK, " << report->entries
               << (report->entries == 1 ? " entry" : " entries")
-              << ", hash chain intact\n";
+              << ", Merkle tree intact\n";
   } else {
     std::cout << "audit log " << path << ": DAMAGED at entry "
               << *report->first_bad << ": " << report->problem << "\n";

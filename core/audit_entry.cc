@@ -1,5 +1,6 @@
 #include "core/audit_entry.h"
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "core/crypto.h"
 
@@ -141,23 +142,19 @@ absl::StatusOr<Entry> Decode(absl::string_view bytes) {
   return e;
 }
 
-std::string GenesisLink() { return std::string(crypto::kSha256Size, '\0'); }
-
-std::string ChainLink(absl::string_view previous_link,
-                      absl::string_view entry_bytes) {
-  static constexpr absl::string_view kDomain("casebridge/audit-chain/v1\0", 26);
-  crypto::Sha256Hasher hasher;
-  hasher.Update(kDomain);
-  hasher.Update(previous_link);
-  hasher.Update(crypto::Sha256(entry_bytes));
-  return hasher.Finish();
-}
-
 std::string PayloadHash(absl::string_view salt, absl::string_view payload) {
   crypto::Sha256Hasher hasher;
   hasher.Update(salt);
   hasher.Update(payload);
   return hasher.Finish();
+}
+
+std::string LogOrigin(absl::string_view country) {
+  return absl::StrCat(absl::AsciiStrToLower(country), ".casebridge/audit");
+}
+
+std::string WitnessName(absl::string_view country) {
+  return absl::StrCat(absl::AsciiStrToLower(country), ".casebridge/witness");
 }
 
 }  // namespace casebridge::audit

@@ -39,14 +39,20 @@ std::string Encode(const Entry& entry);
 // malformed: wrong version, short input, oversized field, trailing bytes.
 absl::StatusOr<Entry> Decode(absl::string_view bytes);
 
-// The hash chain: link(i) = SHA-256("casebridge/audit-chain/v1" || 0x00 ||
-// link(i-1) || SHA-256(entry_i)), with link(-1) = 32 zero bytes.
-std::string ChainLink(absl::string_view previous_link,
-                      absl::string_view entry_bytes);
-std::string GenesisLink();
-
 // SHA-256(salt || payload).
 std::string PayloadHash(absl::string_view salt, absl::string_view payload);
+
+// The names a gateway's log and keys go by in signed notes
+// (docs/audit-log.md#checkpoints): "pk.casebridge/audit" is the origin line
+// of PK's checkpoints and the name of its checkpoint key;
+// "pk.casebridge/witness" names the key PK cosigns CN's checkpoints with.
+// `country` is "PK" or "CN" (any case).
+std::string LogOrigin(absl::string_view country);
+std::string WitnessName(absl::string_view country);
+
+// The entry action of a witnessed peer checkpoint: these entries alone do not
+// call for a new checkpoint, or two witnesses would keep each other busy.
+inline constexpr char kWitnessAction[] = "witness.cosign";
 
 }  // namespace casebridge::audit
 

@@ -341,6 +341,19 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
     }
     CB_RETURN_IF_ERROR(limits.CheckNoUnknownKeys());
   }
+  {
+    CB_ASSIGN_OR_RETURN(const toml::table* t, top.Table("audit", false));
+    static const toml::table kEmpty;
+    TableReader audit(t != nullptr ? *t : kEmpty, "audit", base_dir);
+    AuditSettings& a = config.audit;
+    CB_ASSIGN_OR_RETURN(a.checkpoint_interval_ms,
+                        audit.Integer("checkpoint_interval_ms",
+                                      a.checkpoint_interval_ms, 50, 60000));
+    CB_ASSIGN_OR_RETURN(a.payload_retention_days,
+                        audit.Integer("payload_retention_days",
+                                      a.payload_retention_days, 0, 36500));
+    CB_RETURN_IF_ERROR(audit.CheckNoUnknownKeys());
+  }
   CB_RETURN_IF_ERROR(top.CheckNoUnknownKeys());
   return config;
 }

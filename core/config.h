@@ -40,6 +40,15 @@ struct Limits {
   int retry_max_seconds = 60;
 };
 
+struct AuditSettings {
+  // A checkpoint is signed at most this often while entries arrive.
+  int checkpoint_interval_ms = 1000;
+  // Message payloads (bodies, envelopes) and the salts of the audit entries
+  // about them are purged this many days after the message was queued or
+  // received. 0 keeps them for ever.
+  int payload_retention_days = 0;
+};
+
 struct Gateway {
   std::string source_path;  // the file this was read from
   v1::Country country = v1::COUNTRY_UNSPECIFIED;
@@ -70,6 +79,7 @@ struct Gateway {
 
   std::vector<Office> offices;
   Limits limits;
+  AuditSettings audit;
   std::string log_level = "info";
 };
 

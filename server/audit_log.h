@@ -1,6 +1,7 @@
 // The gateway's audit log: every state change and every refused call, in
-// order. This is the interface; sqlite_audit_log.h keeps it in the gateway's
-// database, in the same transaction as the change it records.
+// order, as an RFC 6962 Merkle tree with signed checkpoints
+// (docs/audit-log.md). This is the interface; sqlite_audit_log.h keeps it in
+// the gateway's database, in the same transaction as the change it records.
 #ifndef CASEBRIDGE_SERVER_AUDIT_LOG_H_
 #define CASEBRIDGE_SERVER_AUDIT_LOG_H_
 
@@ -11,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "core/audit_entry.h"
 
 namespace casebridge::server {
@@ -25,12 +27,20 @@ struct AuditEvent {
   absl::Status outcome;  // OK, or the refusal sent to the caller
 };
 
-// An entry as stored: its exact bytes, its chain link, and the decoded form.
+// An entry as stored: its exact bytes and the decoded form.
 struct StoredEntry {
   uint64_t index = 0;
   std::string bytes;
-  std::string link;
   audit::Entry entry;
+};
+
+// One of our signed checkpoints.
+struct StoredCheckpoint {
+  uint64_t size = 0;
+  std::string root;  // 32 bytes
+  std::string note;  // C2SP signed note, with the peer's cosignature if any
+  absl::Time created;
+  bool cosigned = false;  // the note carries the peer's verified cosignature
 };
 
 struct VerifyReport {
@@ -52,7 +62,30 @@ class AuditLog {
   // Up to `max` entries starting at `start`.
   virtual absl::StatusOr<std::vector<StoredEntry>> Read(uint64_t start,
                                                         size_t max) = 0;
-  // Re-reads every entry and recomputes the hash chain.
+  // Up to `max` entries from `start` on that an office may see: those it
+  // made and those naming a message it sent or that was addressed to it.
+  // `*next` is set to the index after the last entry examined.
+  virtual absl::StatusOr<std::vector<StoredEntry>> ReadVisibleTo(
+      const std::string& office, uint64_t start, size_t max,
+      uint64_t* next) = 0;
+
+  // Proofs over the tree of the first `size` entries (size <= Size()).
+  virtual absl::StatusOr<std::string> RootAt(uint64_t size) = 0;
+  virtual absl::StatusOr<std::vector<std::string>> InclusionProof(
+      uint64_t index, uint64_t size) = 0;
+  virtual absl::StatusOr<std::vector<std::string>> ConsistencyProof(
+      uint64_t size1, uint64_t size2) = 0;
+
+  // The newest checkpoint; nullopt before the first.
+  virtual absl::StatusOr<std::optional<StoredCheckpoint>>
+  LatestCheckpoint() = 0;
+  // The newest checkpoint the peer cosigned; nullopt if none.
+  virtual absl::StatusOr<std::optional<StoredCheckpoint>>
+  LatestCosignedCheckpoint() = 0;
+
+  // Recomputes every leaf from the entry bytes and checks the stored tree
+  // nodes and the entries' indexes (no keys needed; the offline verifier,
+  // server/audit_verifier.h, checks checkpoints and signatures too).
   virtual absl::StatusOr<VerifyReport> Verify() = 0;
 };
 

@@ -62,7 +62,7 @@ absl::Status OfficeAuthorizer::Authorize(const Caller& caller, Action action) {
       Action::kWhoAmI,           Action::kOpenCase,   Action::kGetCase,
       Action::kListCases,        Action::kUpdateCase, Action::kShareCase,
       Action::kSendMessage,      Action::kWatchInbox, Action::kAcknowledge,
-      Action::kGetDeliveryStatus};
+      Action::kGetDeliveryStatus, Action::kReadAudit};
   static const auto* kAuditors =
       new std::set<Action>{Action::kWhoAmI, Action::kGetCase,
                            Action::kListCases, Action::kReadAudit};

@@ -4,23 +4,36 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/identity.h"
 #include "core/log.h"
+#include "core/note.h"
 #include "core/status_macros.h"
 #include "core/tls.h"
 #include "server/audit_service.h"
 #include "server/call_handler.h"
+#include "server/checkpointer.h"
+#include "server/evidence.h"
 #include "server/inbound.h"
 #include "server/inbox_watchers.h"
 #include "server/office_service.h"
 #include "server/peer_link.h"
 #include "server/peer_service.h"
 #include "server/sqlite_case_store.h"
+#include "server/witness.h"
 #include "server/work_queue.h"
 
 namespace casebridge::server {
 namespace {
 
 constexpr int kWorkThreads = 8;
+
+// Health status name that turns NOT_SERVING while a fork of the peer's log
+// is on record (docs/operations.md#forks).
+constexpr char kWitnessHealth[] = "casebridge.audit.witness";
+
+v1::Country PeerCountry(v1::Country ours) {
+  return ours == v1::COUNTRY_PK ? v1::COUNTRY_CN : v1::COUNTRY_PK;
+}
 
 // Prefixes a status with the config field it concerns.
 absl::Status AtField(absl::string_view field, const absl::Status& status) {
@@ -178,15 +191,30 @@ absl::Status Gateway::Init(const Clock* clock) {
   office_service_ = std::make_unique<OfficeServiceImpl>(
       &config_, office_handler_.get(), &store_->cases(), &store_->audit_log(),
       std::move(exchange));
+  evidence_ = std::make_unique<Evidence>(
+      &store_->database(), &store_->audit_log(), peer_link_->channel());
   office_audit_service_ = std::make_unique<AuditServiceImpl>(
-      office_handler_.get(), &store_->audit_log());
+      office_handler_.get(), &store_->audit_log(), evidence_.get());
   inbound_ = std::make_unique<Inbound>(
       &config_, &store_->exchange(), &store_->audit_log(), &peer_envelope_keys_,
       envelope_signer_.get(), clock);
+
+  const std::string our_country(CountryCode(c.country));
+  const std::string peer_country(CountryCode(PeerCountry(c.country)));
+  Witness::Options witness;
+  witness.peer_origin = audit::LogOrigin(peer_country);
+  witness.peer_checkpoint_key =
+      note::MakeVerifierKey(witness.peer_origin, note::kTypeEd25519,
+                            peer_checkpoint_verifier_->public_key());
+  witness.witness_name = audit::WitnessName(our_country);
+  witness.signer = witness_signer_.get();
+  witness_ = std::make_unique<Witness>(std::move(witness), &store_->database(),
+                                       &store_->audit_log(), clock);
+  CB_RETURN_IF_ERROR(AtField("data_dir", witness_->Load()));
   peer_service_ = std::make_unique<PeerServiceImpl>(
-      peer_handler_.get(), inbound_.get(), work_.get());
+      peer_handler_.get(), inbound_.get(), work_.get(), witness_.get());
   peer_audit_service_ = std::make_unique<AuditServiceImpl>(
-      peer_handler_.get(), &store_->audit_log());
+      peer_handler_.get(), &store_->audit_log(), evidence_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -207,6 +235,50 @@ absl::Status Gateway::Init(const Clock* clock) {
                                 v1::AuditService::service_full_name()});
   MarkServing(*peer_server_, {v1::PeerService::service_full_name(),
                               v1::AuditService::service_full_name()});
+  for (grpc::Server* server : {office_server_.get(), peer_server_.get()}) {
+    if (auto* health = server->GetHealthCheckService()) {
+      health->SetServingStatus(kWitnessHealth, !witness_->fork_on_record());
+    }
+  }
+  witness_->set_on_fork([this] {
+    for (grpc::Server* server : {office_server_.get(), peer_server_.get()}) {
+      if (auto* health = server->GetHealthCheckService()) {
+        health->SetServingStatus(kWitnessHealth, false);
+      }
+    }
+  });
+  if (witness_->fork_on_record()) {
+    log::Error("witness.fork_on_record",
+               {{"origin", audit::LogOrigin(peer_country)},
+                {"hint", "see table checkpoint_forks; docs/operations.md"}});
+  }
+
+  Checkpointer::Options checkpoints;
+  checkpoints.origin = audit::LogOrigin(our_country);
+  checkpoints.signer = checkpoint_signer_.get();
+  checkpoints.peer_witness_key =
+      note::MakeVerifierKey(audit::WitnessName(peer_country),
+                            note::kTypeCosignatureV1,
+                            peer_witness_verifier_->public_key());
+  checkpoints.interval = absl::Milliseconds(c.audit.checkpoint_interval_ms);
+  checkpoints.retry_max = absl::Seconds(c.limits.retry_max_seconds);
+  if (c.audit.payload_retention_days > 0) {
+    checkpoints.maintenance = [this, clock] {
+      const absl::Time cutoff =
+          clock->Now() - absl::Hours(24) * config_.audit.payload_retention_days;
+      auto purged = store_->exchange().PurgeExpired(cutoff, config_.identity);
+      if (!purged.ok()) {
+        log::Error("retention.purge_failed",
+                   {{"error", std::string(purged.status().message())}});
+      } else if (*purged > 0) {
+        log::Info("retention.purged", {{"messages", *purged}});
+      }
+    };
+  }
+  checkpointer_ = std::make_unique<Checkpointer>(
+      std::move(checkpoints), &store_->database(), &store_->audit_log(),
+      peer_link_->channel(), clock);
+  checkpointer_->Start();
   started_ = true;
   log::Info("gateway.started",
             {{"identity", c.identity},
@@ -234,6 +306,7 @@ void Gateway::Shutdown(absl::Duration drain) {
   office.join();
   // Envelopes in flight stay in the outbox and go again after a restart.
   if (peer_link_) peer_link_->Stop();
+  if (checkpointer_) checkpointer_->Stop();
   inbox_watchers_.reset();  // no stream is left to poke
   work_.reset();            // finishes queued work, joins threads
   if (started_) log::Info("gateway.stopped", {{"identity", config_.identity}});

@@ -27,6 +27,9 @@ class Inbound;
 class InboxWatchers;
 class PeerLink;
 class AuditServiceImpl;
+class Checkpointer;
+class Evidence;
+class Witness;
 
 class Gateway {
  public:
@@ -68,6 +71,9 @@ class Gateway {
   std::unique_ptr<CallHandler> office_handler_;
   std::unique_ptr<CallHandler> peer_handler_;
   std::unique_ptr<PeerLink> peer_link_;
+  std::unique_ptr<Witness> witness_;
+  std::unique_ptr<Evidence> evidence_;
+  std::unique_ptr<Checkpointer> checkpointer_;
   std::unique_ptr<InboxWatchers> inbox_watchers_;
   std::unique_ptr<OfficeServiceImpl> office_service_;
   std::unique_ptr<AuditServiceImpl> office_audit_service_;

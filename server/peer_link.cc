@@ -62,7 +62,8 @@ PeerLink::PeerLink(const config::Gateway* config, ExchangeStore* store,
       audit_(audit),
       peer_keys_(peer_keys),
       clock_(clock),
-      stub_(v1::PeerService::NewStub(channel)) {}
+      channel_(std::move(channel)),
+      stub_(v1::PeerService::NewStub(channel_)) {}
 
 PeerLink::~PeerLink() { Stop(); }
 

@@ -52,6 +52,10 @@ class PeerLink {
   // again) and joins the thread. Idempotent.
   void Stop();
 
+  // The channel to the peer's peer port, shared with witnessing and evidence
+  // requests.
+  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
+
   // Delay before attempt number `attempts` + 1: 200 ms doubling per attempt,
   // capped at `cap`, then scaled by `jitter` in [0.5, 1].
   static absl::Duration Backoff(int attempts, absl::Duration cap,
@@ -83,6 +87,7 @@ class PeerLink {
   AuditLog* const audit_;
   const exchange::KeyRing* const peer_keys_;
   const Clock* const clock_;
+  const std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::PeerService::Stub> stub_;
 
   absl::Mutex mu_;

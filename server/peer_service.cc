@@ -4,6 +4,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "core/log.h"
+#include "core/status_macros.h"
 
 namespace casebridge::server {
 namespace {
@@ -157,10 +158,12 @@ grpc::ServerUnaryReactor* PeerServiceImpl::AddCheckpoint(
   return handler_->Unary<v1::AddCheckpointRequest, v1::AddCheckpointResponse>(
       context, request, response, Action::kAddCheckpoint, "peer.add_checkpoint",
       nullptr,
-      [](const Incoming<v1::AddCheckpointRequest>&,
-         v1::AddCheckpointResponse*) {
-        return absl::UnimplementedError(
-            "AddCheckpoint arrives with the verifiable audit log");
+      [this](const Incoming<v1::AddCheckpointRequest>& in,
+             v1::AddCheckpointResponse* out) -> absl::Status {
+        CB_ASSIGN_OR_RETURN(
+            *out->mutable_cosignature(),
+            witness_->AddCheckpoint(in.caller.identity, in.request));
+        return absl::OkStatus();
       });
 }
 

@@ -4,6 +4,7 @@
 #include "casebridge/v1/peer.grpc.pb.h"
 #include "server/call_handler.h"
 #include "server/inbound.h"
+#include "server/witness.h"
 #include "server/work_queue.h"
 
 namespace casebridge::server {
@@ -16,13 +17,13 @@ using PeerServiceBase = v1::PeerService::WithRawCallbackMethod_Deliver<
 // Deliver takes envelopes pipelined on one stream: each is checked and
 // stored on the work queue as it arrives, and answered (receipt or refusal)
 // as soon as it is done, so answers may come out of order; `sequence`
-// matches them. Witnessing (AddCheckpoint) answers UNIMPLEMENTED until the
-// Merkle log lands.
+// matches them. AddCheckpoint is the witness (server/witness.h).
 class PeerServiceImpl final : public PeerServiceBase {
  public:
   // Pointers must outlive the service.
-  PeerServiceImpl(CallHandler* handler, Inbound* inbound, WorkQueue* work)
-      : handler_(handler), inbound_(inbound), work_(work) {}
+  PeerServiceImpl(CallHandler* handler, Inbound* inbound, WorkQueue* work,
+                  Witness* witness)
+      : handler_(handler), inbound_(inbound), work_(work), witness_(witness) {}
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Deliver(
       grpc::CallbackServerContext* context) override;
@@ -34,6 +35,7 @@ class PeerServiceImpl final : public PeerServiceBase {
   CallHandler* const handler_;
   Inbound* const inbound_;
   WorkQueue* const work_;
+  Witness* const witness_;
 };
 
 }  // namespace casebridge::server

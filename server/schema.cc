@@ -122,6 +122,59 @@ CREATE TABLE inbox (
 );
 CREATE INDEX inbox_by_office ON inbox(office, cursor);
 )sql"},
+      {3, "Merkle tree, checkpoints, witnessing and retention", R"sql(
+-- The log is an RFC 6962 Merkle tree (docs/audit-log.md#merkle-tree); the
+-- hash chain it replaces is dropped. Node (level, idx) is the hash of the
+-- complete subtree of 2^level entries starting at entry idx * 2^level; level
+-- 0 holds the leaf hashes. Derived data: verification recomputes it.
+ALTER TABLE audit_log DROP COLUMN link;
+CREATE TABLE audit_nodes (
+  level INTEGER NOT NULL,
+  idx   INTEGER NOT NULL,
+  hash  BLOB NOT NULL,               -- 32 bytes
+  PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+
+-- Which entries name which ids (copies of the entries' subjects), so an
+-- office can be shown the entries about its own messages.
+CREATE TABLE audit_subjects (
+  subject TEXT NOT NULL,
+  idx     INTEGER NOT NULL REFERENCES audit_log(idx),
+  PRIMARY KEY (subject, idx)
+) WITHOUT ROWID;
+
+-- Our signed checkpoints (C2SP signed notes), in size order. `note` gains
+-- the peer's cosignature line once the peer has witnessed it.
+CREATE TABLE checkpoints (
+  size        INTEGER PRIMARY KEY,  -- tree size
+  root        BLOB NOT NULL,        -- 32-byte root hash
+  note        TEXT NOT NULL,        -- signed note, with any cosignatures
+  created_us  INTEGER NOT NULL,     -- signed, unix microseconds
+  cosigned_us INTEGER               -- the peer's cosignature stored; NULL until then
+);
+
+-- The newest checkpoint of the peer's log that we cosigned: what the next
+-- one must be consistent with. One row per origin, replaced atomically.
+CREATE TABLE witness_state (
+  origin     TEXT PRIMARY KEY,      -- the peer log's origin line
+  size       INTEGER NOT NULL,      -- tree size cosigned
+  root       BLOB NOT NULL,         -- its 32-byte root hash
+  note       TEXT NOT NULL,         -- the checkpoint with our cosignature
+  updated_us INTEGER NOT NULL
+);
+
+-- Two signed checkpoints of the peer's log that cannot both be true.
+CREATE TABLE checkpoint_forks (
+  id           INTEGER PRIMARY KEY,
+  origin       TEXT NOT NULL,
+  held_note    TEXT NOT NULL,       -- the checkpoint we had cosigned
+  offered_note TEXT NOT NULL,       -- the conflicting one offered
+  received_us  INTEGER NOT NULL
+);
+
+-- Retention: when a message's payloads were purged (NULL while kept).
+ALTER TABLE messages ADD COLUMN purged_us INTEGER;
+)sql"},
   };
   return *migrations;
 }

@@ -9,23 +9,104 @@ namespace {
 
 constexpr size_t kSaltBytes = 16;
 
+absl::Status InsertNode(sqlite::Connection& c, int level, uint64_t index,
+                        absl::string_view hash) {
+  CB_ASSIGN_OR_RETURN(
+      auto insert,
+      c.Prepare("INSERT INTO audit_nodes(level, idx, hash) VALUES(?, ?, ?)"));
+  insert.Bind(1, level).Bind(2, static_cast<int64_t>(index)).BindBlob(3, hash);
+  return insert.Run();
+}
+
+// Adds leaf `index` and every node it completes.
+absl::Status AddLeaf(sqlite::Connection& c, uint64_t index,
+                     absl::string_view entry_bytes) {
+  std::string hash = merkle::LeafHash(entry_bytes);
+  CB_RETURN_IF_ERROR(InsertNode(c, 0, index, hash));
+  SqliteNodeSource nodes(c);
+  int level = 0;
+  for (uint64_t i = index; (i & 1) == 1; i >>= 1) {
+    CB_ASSIGN_OR_RETURN(const std::string left, nodes.Node(level, i - 1));
+    hash = merkle::NodeHash(left, hash);
+    ++level;
+    CB_RETURN_IF_ERROR(InsertNode(c, level, i >> 1, hash));
+  }
+  return absl::OkStatus();
+}
+
+StoredCheckpoint CheckpointFromRow(const sqlite::Statement& row) {
+  StoredCheckpoint checkpoint;
+  checkpoint.size = static_cast<uint64_t>(row.ColumnInt(0));
+  checkpoint.root = row.ColumnBlob(1);
+  checkpoint.note = row.ColumnText(2);
+  checkpoint.created = absl::FromUnixMicros(row.ColumnInt(3));
+  checkpoint.cosigned = !row.ColumnIsNull(4);
+  return checkpoint;
+}
+
+constexpr char kCheckpointColumns[] =
+    "SELECT size, root, note, created_us, cosigned_us FROM checkpoints ";
+
 }  // namespace
+
+absl::StatusOr<std::string> SqliteNodeSource::Node(int level, uint64_t index) {
+  CB_ASSIGN_OR_RETURN(
+      auto stmt, connection_.Prepare(
+                     "SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?"));
+  stmt.Bind(1, level).Bind(2, static_cast<int64_t>(index));
+  CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+  if (!row) {
+    return absl::DataLossError(absl::StrCat("audit tree node (level ", level,
+                                            ", index ", index,
+                                            ") is missing"));
+  }
+  std::string hash = stmt.ColumnBlob(0);
+  if (hash.size() != merkle::kHashSize) {
+    return absl::DataLossError(absl::StrCat("audit tree node (level ", level,
+                                            ", index ", index,
+                                            ") is not 32 bytes"));
+  }
+  return hash;
+}
+
+absl::StatusOr<uint64_t> SqliteAuditLog::SizeOn(sqlite::Connection& c) {
+  CB_ASSIGN_OR_RETURN(
+      auto stmt, c.Prepare("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log"));
+  CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+  return row ? static_cast<uint64_t>(stmt.ColumnInt(0)) : 0;
+}
+
+absl::Status SqliteAuditLog::CatchUpTree() {
+  return db_->Write([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto leaves, c.Prepare("SELECT COALESCE(MAX(idx) + 1, 0) FROM "
+                               "audit_nodes WHERE level = 0"));
+    CB_ASSIGN_OR_RETURN(const bool row, leaves.Step());
+    const int64_t from = row ? leaves.ColumnInt(0) : 0;
+    CB_ASSIGN_OR_RETURN(
+        auto entries,
+        c.Prepare("SELECT idx, entry FROM audit_log WHERE idx >= ? "
+                  "ORDER BY idx"));
+    entries.Bind(1, from);
+    auto expected = static_cast<uint64_t>(from);
+    while (true) {
+      CB_ASSIGN_OR_RETURN(const bool more, entries.Step());
+      if (!more) break;
+      const auto index = static_cast<uint64_t>(entries.ColumnInt(0));
+      if (index != expected) {
+        return absl::DataLossError(
+            absl::StrCat("audit entry ", expected, " is missing"));
+      }
+      CB_RETURN_IF_ERROR(AddLeaf(c, index, entries.ColumnBlob(1)));
+      ++expected;
+    }
+    return absl::OkStatus();
+  });
+}
 
 absl::StatusOr<uint64_t> SqliteAuditLog::AppendInTransaction(
     sqlite::Connection& connection, const AuditEvent& event) {
-  uint64_t index = 0;
-  std::string previous = audit::GenesisLink();
-  {
-    CB_ASSIGN_OR_RETURN(
-        auto last,
-        connection.Prepare(
-            "SELECT idx, link FROM audit_log ORDER BY idx DESC LIMIT 1"));
-    CB_ASSIGN_OR_RETURN(const bool row, last.Step());
-    if (row) {
-      index = static_cast<uint64_t>(last.ColumnInt(0)) + 1;
-      previous = last.ColumnBlob(1);
-    }
-  }
+  CB_ASSIGN_OR_RETURN(const uint64_t index, SizeOn(connection));
   const std::string salt = crypto::RandomBytes(kSaltBytes);
   audit::Entry entry;
   entry.index = index;
@@ -38,20 +119,17 @@ absl::StatusOr<uint64_t> SqliteAuditLog::AppendInTransaction(
   entry.status_code = static_cast<int32_t>(event.outcome.code());
   entry.status_message = std::string(event.outcome.message());
   const std::string bytes = audit::Encode(entry);
-  const std::string link = audit::ChainLink(previous, bytes);
 
   CB_ASSIGN_OR_RETURN(
       auto insert,
-      connection.Prepare(
-          "INSERT INTO audit_log(idx, entry, link, time_us, actor, "
-          "action, status_code) VALUES(?, ?, ?, ?, ?, ?, ?)"));
+      connection.Prepare("INSERT INTO audit_log(idx, entry, time_us, actor, "
+                         "action, status_code) VALUES(?, ?, ?, ?, ?, ?)"));
   insert.Bind(1, static_cast<int64_t>(index))
       .BindBlob(2, bytes)
-      .BindBlob(3, link)
-      .Bind(4, absl::ToUnixMicros(entry.time))
-      .Bind(5, entry.actor)
-      .Bind(6, entry.action)
-      .Bind(7, static_cast<int64_t>(entry.status_code));
+      .Bind(3, absl::ToUnixMicros(entry.time))
+      .Bind(4, entry.actor)
+      .Bind(5, entry.action)
+      .Bind(6, static_cast<int64_t>(entry.status_code));
   CB_RETURN_IF_ERROR(insert.Run());
   CB_ASSIGN_OR_RETURN(
       auto salt_insert,
@@ -59,6 +137,17 @@ absl::StatusOr<uint64_t> SqliteAuditLog::AppendInTransaction(
           "INSERT INTO audit_payload_salts(idx, salt) VALUES(?, ?)"));
   salt_insert.Bind(1, static_cast<int64_t>(index)).BindBlob(2, salt);
   CB_RETURN_IF_ERROR(salt_insert.Run());
+  // The subjects as encoded (the encoding caps their number).
+  CB_ASSIGN_OR_RETURN(const audit::Entry encoded, audit::Decode(bytes));
+  for (const std::string& subject : encoded.subjects) {
+    CB_ASSIGN_OR_RETURN(
+        auto subject_insert,
+        connection.Prepare("INSERT OR IGNORE INTO audit_subjects(subject, idx) "
+                           "VALUES(?, ?)"));
+    subject_insert.Bind(1, subject).Bind(2, static_cast<int64_t>(index));
+    CB_RETURN_IF_ERROR(subject_insert.Run());
+  }
+  CB_RETURN_IF_ERROR(AddLeaf(connection, index, bytes));
   return index;
 }
 
@@ -74,14 +163,28 @@ absl::StatusOr<uint64_t> SqliteAuditLog::Append(const AuditEvent& event) {
 absl::StatusOr<uint64_t> SqliteAuditLog::Size() {
   uint64_t size = 0;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
-    CB_ASSIGN_OR_RETURN(
-        auto stmt,
-        c.Prepare("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log"));
-    CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
-    if (row) size = static_cast<uint64_t>(stmt.ColumnInt(0));
+    CB_ASSIGN_OR_RETURN(size, SizeOn(c));
     return absl::OkStatus();
   }));
   return size;
+}
+
+absl::StatusOr<std::vector<StoredEntry>> SqliteAuditLog::ReadRows(
+    sqlite::Connection& c, const std::string& sql,
+    const std::function<void(sqlite::Statement&)>& bind) {
+  std::vector<StoredEntry> out;
+  CB_ASSIGN_OR_RETURN(auto stmt, c.Prepare(sql));
+  bind(stmt);
+  while (true) {
+    CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+    if (!row) break;
+    StoredEntry stored;
+    stored.index = static_cast<uint64_t>(stmt.ColumnInt(0));
+    stored.bytes = stmt.ColumnBlob(1);
+    CB_ASSIGN_OR_RETURN(stored.entry, audit::Decode(stored.bytes));
+    out.push_back(std::move(stored));
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<StoredEntry>> SqliteAuditLog::Read(uint64_t start,
@@ -89,49 +192,219 @@ absl::StatusOr<std::vector<StoredEntry>> SqliteAuditLog::Read(uint64_t start,
   std::vector<StoredEntry> out;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
     CB_ASSIGN_OR_RETURN(
-        auto stmt,
-        c.Prepare("SELECT idx, entry, link FROM audit_log WHERE idx >= ? "
-                  "ORDER BY idx LIMIT ?"));
-    stmt.Bind(1, static_cast<int64_t>(start))
-        .Bind(2, static_cast<int64_t>(max));
-    while (true) {
-      CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
-      if (!row) break;
-      StoredEntry stored;
-      stored.index = static_cast<uint64_t>(stmt.ColumnInt(0));
-      stored.bytes = stmt.ColumnBlob(1);
-      stored.link = stmt.ColumnBlob(2);
-      CB_ASSIGN_OR_RETURN(stored.entry, audit::Decode(stored.bytes));
-      out.push_back(std::move(stored));
-    }
+        out, ReadRows(c,
+                      "SELECT idx, entry FROM audit_log WHERE idx >= ? "
+                      "ORDER BY idx LIMIT ?",
+                      [&](sqlite::Statement& s) {
+                        s.Bind(1, static_cast<int64_t>(start))
+                            .Bind(2, static_cast<int64_t>(max));
+                      }));
     return absl::OkStatus();
   }));
   return out;
 }
 
-absl::StatusOr<VerifyReport> SqliteAuditLog::VerifyChain(
-    sqlite::Connection& reader) {
-  VerifyReport report;
+absl::StatusOr<std::vector<StoredEntry>> SqliteAuditLog::ReadVisibleTo(
+    const std::string& office, uint64_t start, size_t max, uint64_t* next) {
+  std::vector<StoredEntry> out;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(const uint64_t size, SizeOn(c));
+    CB_ASSIGN_OR_RETURN(
+        out,
+        ReadRows(c,
+                 "SELECT idx, entry FROM audit_log WHERE idx >= ?1 AND "
+                 "(actor = ?2 OR idx IN (SELECT s.idx FROM audit_subjects s "
+                 "WHERE s.idx >= ?1 AND s.subject IN ("
+                 "SELECT message_id FROM messages WHERE sender_office = ?2 "
+                 "UNION SELECT message_id FROM inbox WHERE office = ?2))) "
+                 "ORDER BY idx LIMIT ?3",
+                 [&](sqlite::Statement& s) {
+                   s.Bind(1, static_cast<int64_t>(start))
+                       .Bind(2, office)
+                       .Bind(3, static_cast<int64_t>(max));
+                 }));
+    // A short page examined everything up to the end of the log.
+    *next = out.size() < max ? std::max(size, start) : out.back().index + 1;
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::string> SqliteAuditLog::RootAt(uint64_t size) {
+  std::string root;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(const uint64_t have, SizeOn(c));
+    if (size > have) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "tree size ", size, " is larger than the log (", have, " entries)"));
+    }
+    SqliteNodeSource nodes(c);
+    CB_ASSIGN_OR_RETURN(root, merkle::RootAt(size, nodes));
+    return absl::OkStatus();
+  }));
+  return root;
+}
+
+absl::StatusOr<std::vector<std::string>> SqliteAuditLog::InclusionProof(
+    uint64_t index, uint64_t size) {
+  std::vector<std::string> proof;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(const uint64_t have, SizeOn(c));
+    if (size > have) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "tree_size ", size, " is larger than the log (", have, " entries)"));
+    }
+    SqliteNodeSource nodes(c);
+    CB_ASSIGN_OR_RETURN(proof, merkle::InclusionProof(index, size, nodes));
+    return absl::OkStatus();
+  }));
+  return proof;
+}
+
+absl::StatusOr<std::vector<std::string>> SqliteAuditLog::ConsistencyProof(
+    uint64_t size1, uint64_t size2) {
+  std::vector<std::string> proof;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(const uint64_t have, SizeOn(c));
+    if (size2 > have) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "tree size ", size2, " is larger than the log (", have, " entries)"));
+    }
+    SqliteNodeSource nodes(c);
+    CB_ASSIGN_OR_RETURN(proof, merkle::ConsistencyProof(size1, size2, nodes));
+    return absl::OkStatus();
+  }));
+  return proof;
+}
+
+absl::StatusOr<std::optional<StoredCheckpoint>>
+SqliteAuditLog::LatestCheckpointOn(sqlite::Connection& c, bool cosigned_only) {
   CB_ASSIGN_OR_RETURN(
       auto stmt,
-      reader.Prepare("SELECT idx, entry, link FROM audit_log ORDER BY idx"));
-  std::string previous = audit::GenesisLink();
+      c.Prepare(absl::StrCat(kCheckpointColumns,
+                             cosigned_only ? "WHERE cosigned_us IS NOT NULL " : "",
+                             "ORDER BY size DESC LIMIT 1")));
+  CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+  if (!row) return std::optional<StoredCheckpoint>();
+  return std::optional<StoredCheckpoint>(CheckpointFromRow(stmt));
+}
+
+absl::StatusOr<std::optional<StoredCheckpoint>>
+SqliteAuditLog::LatestCheckpoint() {
+  std::optional<StoredCheckpoint> out;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(out, LatestCheckpointOn(c, false));
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::optional<StoredCheckpoint>>
+SqliteAuditLog::LatestCosignedCheckpoint() {
+  std::optional<StoredCheckpoint> out;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(out, LatestCheckpointOn(c, true));
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::optional<StoredCheckpoint>>
+SqliteAuditLog::CosignedCheckpointCovering(uint64_t index) {
+  std::optional<StoredCheckpoint> out;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(auto latest, LatestCheckpointOn(c, true));
+    if (latest.has_value() && latest->size > index) out = std::move(latest);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteAuditLog::PayloadSalt(
+    uint64_t index) {
+  std::optional<std::string> out;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto stmt, c.Prepare("SELECT salt FROM audit_payload_salts WHERE idx = ?"));
+    stmt.Bind(1, static_cast<int64_t>(index));
+    CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+    if (row) out = stmt.ColumnBlob(0);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<bool> SqliteAuditLog::HasWorkSince(sqlite::Connection& c,
+                                                  uint64_t from) {
+  CB_ASSIGN_OR_RETURN(
+      auto stmt, c.Prepare("SELECT 1 FROM audit_log WHERE idx >= ? AND "
+                           "action != ? LIMIT 1"));
+  stmt.Bind(1, static_cast<int64_t>(from)).Bind(2, audit::kWitnessAction);
+  return stmt.Step();
+}
+
+absl::Status SqliteAuditLog::StoreCheckpoint(
+    const StoredCheckpoint& checkpoint) {
+  return db_->Write([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(auto latest, LatestCheckpointOn(c, false));
+    if (latest.has_value() && latest->size >= checkpoint.size) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("a checkpoint of size ", latest->size,
+                       " is already stored; ", checkpoint.size, " is not newer"));
+    }
+    CB_ASSIGN_OR_RETURN(
+        auto insert,
+        c.Prepare("INSERT INTO checkpoints(size, root, note, created_us) "
+                  "VALUES(?, ?, ?, ?)"));
+    insert.Bind(1, static_cast<int64_t>(checkpoint.size))
+        .BindBlob(2, checkpoint.root)
+        .Bind(3, checkpoint.note)
+        .Bind(4, absl::ToUnixMicros(checkpoint.created));
+    return insert.Run();
+  });
+}
+
+absl::Status SqliteAuditLog::StoreCosigned(uint64_t size,
+                                           const std::string& note) {
+  return db_->Write([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto update, c.Prepare("UPDATE checkpoints SET note = ?, cosigned_us = ? "
+                               "WHERE size = ?"));
+    update.Bind(1, note)
+        .Bind(2, absl::ToUnixMicros(clock_->Now()))
+        .Bind(3, static_cast<int64_t>(size));
+    CB_RETURN_IF_ERROR(update.Run());
+    if (c.changes() != 1) {
+      return absl::NotFoundError(
+          absl::StrCat("no checkpoint of size ", size, " is stored"));
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<VerifyReport> SqliteAuditLog::VerifyTree(
+    sqlite::Connection& reader) {
+  VerifyReport report;
+  auto fail = [&](uint64_t at, std::string why) {
+    report.first_bad = at;
+    report.problem = std::move(why);
+    return report;
+  };
+  CB_ASSIGN_OR_RETURN(
+      auto stmt,
+      reader.Prepare("SELECT idx, entry FROM audit_log ORDER BY idx"));
+  SqliteNodeSource nodes(reader);
+  merkle::CompactRange range;
   uint64_t expected = 0;
   while (true) {
     CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
     if (!row) break;
     const auto index = static_cast<uint64_t>(stmt.ColumnInt(0));
     const std::string bytes = stmt.ColumnBlob(1);
-    const std::string link = stmt.ColumnBlob(2);
-    auto fail = [&](uint64_t at, std::string why) {
-      report.first_bad = at;
-      report.problem = std::move(why);
-      return report;
-    };
     if (index != expected) {
-      return fail(expected,
-                  absl::StrCat("entry ", expected,
-                               " is missing (next stored is ", index, ")"));
+      return fail(expected, absl::StrCat("entry ", expected,
+                                         " is missing (next stored is ",
+                                         index, ")"));
     }
     auto entry = audit::Decode(bytes);
     if (!entry.ok()) return fail(index, std::string(entry.status().message()));
@@ -139,13 +412,21 @@ absl::StatusOr<VerifyReport> SqliteAuditLog::VerifyChain(
       return fail(index, absl::StrCat("entry stored at ", index,
                                       " says it is entry ", entry->index));
     }
-    const std::string recomputed = audit::ChainLink(previous, bytes);
-    if (recomputed != link) {
-      return fail(index,
-                  "chain link does not match the entry's bytes and the "
-                  "previous link (entry edited, removed or reordered)");
-    }
-    previous = link;
+    std::string mismatch;
+    range.Append(merkle::LeafHash(bytes),
+                 [&](int level, uint64_t node, absl::string_view hash) {
+                   if (!mismatch.empty()) return;
+                   auto stored = nodes.Node(level, node);
+                   if (!stored.ok()) {
+                     mismatch = std::string(stored.status().message());
+                   } else if (*stored != hash) {
+                     mismatch = absl::StrCat(
+                         level == 0 ? "leaf hash" : "tree node",
+                         " does not match the entry's bytes (level ", level,
+                         ", index ", node, ")");
+                   }
+                 });
+    if (!mismatch.empty()) return fail(index, mismatch);
     ++expected;
     report.entries = expected;
   }
@@ -155,7 +436,7 @@ absl::StatusOr<VerifyReport> SqliteAuditLog::VerifyChain(
 absl::StatusOr<VerifyReport> SqliteAuditLog::Verify() {
   VerifyReport report;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
-    CB_ASSIGN_OR_RETURN(report, VerifyChain(c));
+    CB_ASSIGN_OR_RETURN(report, VerifyTree(c));
     return absl::OkStatus();
   }));
   return report;

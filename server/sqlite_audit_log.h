@@ -2,23 +2,52 @@
 #define CASEBRIDGE_SERVER_SQLITE_AUDIT_LOG_H_
 
 #include "core/clock.h"
+#include "core/merkle.h"
 #include "server/audit_log.h"
 #include "server/sqlite.h"
 
 namespace casebridge::server {
 
-// AuditLog in the gateway's SQLite database (tables audit_log and
-// audit_payload_salts, see schema.cc and docs/audit-log.md).
+// Tree nodes of the audit log, read from table audit_nodes on one
+// connection (inside the caller's transaction).
+class SqliteNodeSource final : public merkle::NodeSource {
+ public:
+  explicit SqliteNodeSource(sqlite::Connection& connection)
+      : connection_(connection) {}
+  absl::StatusOr<std::string> Node(int level, uint64_t index) override;
+
+ private:
+  sqlite::Connection& connection_;
+};
+
+// AuditLog in the gateway's SQLite database (tables audit_log, audit_nodes,
+// audit_subjects, audit_payload_salts and checkpoints: schema.cc and
+// docs/audit-log.md).
 class SqliteAuditLog final : public AuditLog {
  public:
   // `db` and `clock` must outlive this object.
   SqliteAuditLog(sqlite::Database* db, const Clock* clock)
       : db_(db), clock_(clock) {}
 
+  // Adds the tree nodes of entries that have none (a log from before the
+  // Merkle tree, or one whose nodes were lost: they are derived data).
+  absl::Status CatchUpTree();
+
   absl::StatusOr<uint64_t> Append(const AuditEvent& event) override;
   absl::StatusOr<uint64_t> Size() override;
   absl::StatusOr<std::vector<StoredEntry>> Read(uint64_t start,
                                                 size_t max) override;
+  absl::StatusOr<std::vector<StoredEntry>> ReadVisibleTo(
+      const std::string& office, uint64_t start, size_t max,
+      uint64_t* next) override;
+  absl::StatusOr<std::string> RootAt(uint64_t size) override;
+  absl::StatusOr<std::vector<std::string>> InclusionProof(
+      uint64_t index, uint64_t size) override;
+  absl::StatusOr<std::vector<std::string>> ConsistencyProof(
+      uint64_t size1, uint64_t size2) override;
+  absl::StatusOr<std::optional<StoredCheckpoint>> LatestCheckpoint() override;
+  absl::StatusOr<std::optional<StoredCheckpoint>> LatestCosignedCheckpoint()
+      override;
   absl::StatusOr<VerifyReport> Verify() override;
 
   // Appends inside the caller's write transaction on `connection`, so the
@@ -26,11 +55,34 @@ class SqliteAuditLog final : public AuditLog {
   absl::StatusOr<uint64_t> AppendInTransaction(sqlite::Connection& connection,
                                                const AuditEvent& event);
 
-  // Verifies the chain of the database file at `path` without a running
-  // gateway (opened read-only as far as the log is concerned).
-  static absl::StatusOr<VerifyReport> VerifyChain(sqlite::Connection& reader);
+  // Entries at or after `from` that call for a checkpoint (all but witness
+  // records), counted on `connection`.
+  static absl::StatusOr<bool> HasWorkSince(sqlite::Connection& connection,
+                                           uint64_t from);
+  static absl::StatusOr<uint64_t> SizeOn(sqlite::Connection& connection);
+  static absl::StatusOr<std::optional<StoredCheckpoint>> LatestCheckpointOn(
+      sqlite::Connection& connection, bool cosigned_only);
+  // The newest cosigned checkpoint covering entry `index`; nullopt if none.
+  absl::StatusOr<std::optional<StoredCheckpoint>> CosignedCheckpointCovering(
+      uint64_t index);
+  // The salt of entry `index`'s payload hash; nullopt once purged.
+  absl::StatusOr<std::optional<std::string>> PayloadSalt(uint64_t index);
+
+  // Stores a newly signed checkpoint; FAILED_PRECONDITION unless it is
+  // larger than every stored one.
+  absl::Status StoreCheckpoint(const StoredCheckpoint& checkpoint);
+  // Replaces checkpoint `size`'s note with one carrying the peer's verified
+  // cosignature.
+  absl::Status StoreCosigned(uint64_t size, const std::string& note);
+
+  // Recomputes the leaves and checks them and the stored nodes, on a reader.
+  static absl::StatusOr<VerifyReport> VerifyTree(sqlite::Connection& reader);
 
  private:
+  absl::StatusOr<std::vector<StoredEntry>> ReadRows(
+      sqlite::Connection& c, const std::string& sql,
+      const std::function<void(sqlite::Statement&)>& bind);
+
   sqlite::Database* const db_;
   const Clock* const clock_;
 };

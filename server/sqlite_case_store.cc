@@ -315,6 +315,7 @@ absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
   CB_ASSIGN_OR_RETURN(store->db_, sqlite::Database::Open(DatabasePath(data_dir),
                                                          GatewayMigrations()));
   store->audit_ = std::make_unique<SqliteAuditLog>(store->db_.get(), clock);
+  CB_RETURN_IF_ERROR(store->audit_->CatchUpTree());
   store->cases_ = std::make_unique<SqliteCaseStore>(
       store->db_.get(), store->audit_.get(), clock, country);
   CB_ASSIGN_OR_RETURN(store->exchange_,

@@ -493,6 +493,58 @@ absl::StatusOr<v1::CaseMessage> SqliteExchangeStore::GetOutgoingMessage(
   return message;
 }
 
+// --- Retention ---------------------------------------------------------------
+
+absl::StatusOr<int> SqliteExchangeStore::PurgeExpired(
+    absl::Time cutoff, const std::string& actor) {
+  int purged = 0;
+  CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+    std::vector<std::string> expired;
+    {
+      CB_ASSIGN_OR_RETURN(
+          auto find,
+          conn.Prepare(
+              "SELECT m.message_id FROM messages m WHERE m.purged_us IS NULL "
+              "AND m.created_us < ? AND NOT EXISTS (SELECT 1 FROM outbox o "
+              "WHERE o.message_id = m.message_id AND o.state IN (1, 2)) "
+              "ORDER BY m.seq LIMIT 1000"));
+      find.Bind(1, absl::ToUnixMicros(cutoff));
+      while (true) {
+        CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+        if (!row) break;
+        expired.push_back(find.ColumnText(0));
+      }
+    }
+    const int64_t now = absl::ToUnixMicros(clock_->Now());
+    for (const std::string& message_id : expired) {
+      for (const char* sql : {
+               "UPDATE messages SET body = X'', purged_us = ?2 "
+               "WHERE message_id = ?1",
+               "UPDATE outbox SET signed_envelope = X'' WHERE message_id = ?1",
+               "UPDATE inbound SET signed_envelope = X'' WHERE audit_index IN "
+               "(SELECT idx FROM audit_subjects WHERE subject = ?1)",
+               "DELETE FROM audit_payload_salts WHERE idx IN "
+               "(SELECT idx FROM audit_subjects WHERE subject = ?1)",
+           }) {
+        CB_ASSIGN_OR_RETURN(auto stmt, conn.Prepare(sql));
+        stmt.Bind(1, message_id);
+        if (absl::string_view(sql).find("?2") != absl::string_view::npos) {
+          stmt.Bind(2, now);
+        }
+        CB_RETURN_IF_ERROR(stmt.Run());
+      }
+      AuditEvent event;
+      event.actor = actor;
+      event.action = "retention.purge";
+      event.subjects = {message_id};
+      CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
+      ++purged;
+    }
+    return absl::OkStatus();
+  }));
+  return purged;
+}
+
 // --- Incoming ----------------------------------------------------------------
 
 absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInbound(

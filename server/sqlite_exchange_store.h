@@ -49,6 +49,14 @@ class SqliteExchangeStore final : public ExchangeStore {
   absl::StatusOr<v1::CaseMessage> GetOutgoingMessage(
       const std::string& message_id) override;
 
+  // Retention (docs/audit-log.md#retention): purges the payloads of
+  // messages queued or received before `cutoff` (bodies, envelope bytes)
+  // and the salts of the audit entries about them, leaving ids, receipts and
+  // the log itself. Outgoing messages not yet delivered or failed are kept.
+  // Each purge is audited as "retention.purge" by `actor`. Returns the number
+  // of messages purged.
+  absl::StatusOr<int> PurgeExpired(absl::Time cutoff, const std::string& actor);
+
   absl::StatusOr<InboundResult> AcceptInbound(
       const v1::SignedEnvelope& signed_envelope, const v1::Envelope& parsed,
       const std::vector<std::string>& inbox_offices,

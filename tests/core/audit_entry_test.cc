@@ -185,35 +185,9 @@ TEST(AuditEntryTest, TruncationNeverSplitsAUtf8Character) {
             chinese.substr(0, decoded.status_message.size()));
 }
 
-TEST(AuditEntryTest, GenesisLinkIsThirtyTwoZeroBytes) {
-  EXPECT_EQ(GenesisLink(), std::string(32, '\0'));
-}
-
-TEST(AuditEntryTest, ChainLinkIsDomainSeparatedHashOfPreviousAndEntryHash) {
-  const std::string bytes = Encode(SampleEntry());
-  const std::string expected = crypto::Sha256(
-      absl::StrCat(std::string("casebridge/audit-chain/v1\0", 26),
-                   GenesisLink(), crypto::Sha256(bytes)));
-  EXPECT_EQ(ChainLink(GenesisLink(), bytes), expected);
-}
-
-TEST(AuditEntryTest, ChainLinkChangesWhenAnyInputChanges) {
-  const std::string bytes = Encode(SampleEntry());
-  const std::string link = ChainLink(GenesisLink(), bytes);
-  EXPECT_EQ(link.size(), crypto::kSha256Size);
-  EXPECT_EQ(ChainLink(GenesisLink(), bytes), link);
-
-  std::string other_previous = GenesisLink();
-  other_previous[31] = '\x01';
-  EXPECT_NE(ChainLink(other_previous, bytes), link);
-
-  for (size_t i = 0; i < bytes.size(); ++i) {
-    std::string edited = bytes;
-    edited[i] = static_cast<char>(edited[i] ^ 0x01);
-    EXPECT_NE(ChainLink(GenesisLink(), edited), link) << "byte " << i;
-  }
-  EXPECT_NE(ChainLink(GenesisLink(), bytes + "x"), link);
-  EXPECT_NE(ChainLink(link, bytes), link);
+TEST(AuditEntryTest, LogNamesAreLowerCaseCountryDomains) {
+  EXPECT_EQ(LogOrigin("PK"), "pk.casebridge/audit");
+  EXPECT_EQ(WitnessName("CN"), "cn.casebridge/witness");
 }
 
 TEST(AuditEntryTest, PayloadHashIsSha256OfSaltThenPayload) {

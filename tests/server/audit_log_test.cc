@@ -12,6 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "core/audit_entry.h"
+#include "core/crypto.h"
+#include "core/merkle.h"
 #include "server/sqlite_audit_log.h"
 #include "server/sqlite_case_store.h"
 #include "tests/testing/fake_clock.h"
@@ -69,15 +71,17 @@ class RawDb {
     return out;
   }
 
-  // Sets `entry` and `link` of row `idx`.
-  void SetRow(int64_t idx, const std::string& entry, const std::string& link) {
-    sqlite3_stmt* stmt =
-        Prepare("UPDATE audit_log SET entry = ?, link = ? WHERE idx = ?");
-    sqlite3_bind_blob(stmt, 1, entry.data(), static_cast<int>(entry.size()),
+  // Sets `entry` of row `idx`.
+  void SetRow(int64_t idx, const std::string& entry) {
+    SetBlob("UPDATE audit_log SET entry = ? WHERE idx = ?", idx, entry);
+  }
+
+  // Runs `sql` binding `blob` then `idx`; expects one row changed.
+  void SetBlob(const std::string& sql, int64_t idx, const std::string& blob) {
+    sqlite3_stmt* stmt = Prepare(sql);
+    sqlite3_bind_blob(stmt, 1, blob.data(), static_cast<int>(blob.size()),
                       SQLITE_TRANSIENT);
-    sqlite3_bind_blob(stmt, 2, link.data(), static_cast<int>(link.size()),
-                      SQLITE_TRANSIENT);
-    sqlite3_bind_int64(stmt, 3, idx);
+    sqlite3_bind_int64(stmt, 2, idx);
     EXPECT_EQ(sqlite3_step(stmt), SQLITE_DONE) << sqlite3_errmsg(db_);
     EXPECT_EQ(sqlite3_changes(db_), 1);
     sqlite3_finalize(stmt);
@@ -192,8 +196,6 @@ TEST_F(AuditLogTest, ReadReturnsDecodedEntries) {
   EXPECT_EQ(entries[0].entry.time, t0);
   EXPECT_EQ(entries[0].entry.payload_hash.size(), 32u);
   EXPECT_EQ(entries[0].bytes, audit::Encode(entries[0].entry));
-  EXPECT_EQ(entries[0].link,
-            audit::ChainLink(audit::GenesisLink(), entries[0].bytes));
 
   EXPECT_EQ(entries[1].index, 1u);
   EXPECT_EQ(entries[1].entry.actor,
@@ -202,8 +204,20 @@ TEST_F(AuditLogTest, ReadReturnsDecodedEntries) {
   EXPECT_THAT(entries[1].entry.subjects,
               ElementsAre("PK-2026-000001", "受害者已获救"));
   EXPECT_EQ(entries[1].entry.time, t0 + absl::Microseconds(1500));
-  EXPECT_EQ(entries[1].link,
-            audit::ChainLink(entries[0].link, entries[1].bytes));
+  // Each entry is a leaf of the tree: SHA-256(0x00 || bytes).
+  store_.reset();
+  RawDb raw(DbPath());
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(raw.Blob("SELECT hash FROM audit_nodes WHERE level = 0 AND "
+                       "idx = ?",
+                       i),
+              crypto::Sha256(std::string(1, '\0') + entries[i].bytes));
+  }
+  EXPECT_EQ(raw.Blob("SELECT hash FROM audit_nodes WHERE level = 1 AND "
+                     "idx = ?",
+                     0),
+            merkle::NodeHash(merkle::LeafHash(entries[0].bytes),
+                             merkle::LeafHash(entries[1].bytes)));
 }
 
 TEST_F(AuditLogTest, ReadHonoursStartAndMax) {
@@ -275,7 +289,7 @@ TEST_F(AuditLogTest, VerifyAcceptsIntactLog) {
   EXPECT_EQ(report.problem, "");
 }
 
-TEST_F(AuditLogTest, LogSurvivesRestartAndContinuesChain) {
+TEST_F(AuditLogTest, LogSurvivesRestartAndContinuesTree) {
   AppendEntries(3);
   Reopen();
   ASSERT_OK_AND_ASSIGN(const uint64_t index,
@@ -294,8 +308,7 @@ TEST_F(AuditLogTest, DetectsEditedEntryAtItsIndex) {
     ASSERT_FALSE(entry.empty());
     // Last byte of the payload hash: the entry still decodes.
     entry.back() = static_cast<char>(entry.back() ^ 0x01);
-    raw.SetRow(2, entry,
-               raw.Blob("SELECT link FROM audit_log WHERE idx = ?", 2));
+    raw.SetRow(2, entry);
   });
   EXPECT_EQ(report.first_bad, 2u);
   EXPECT_THAT(report.problem, Not(IsEmpty()));
@@ -310,11 +323,10 @@ TEST_F(AuditLogTest, DetectsEditedActionAtItsIndex) {
     auto entry = audit::Decode(bytes);
     ASSERT_TRUE(entry.ok()) << entry.status();
     entry->action = "case.get";
-    raw.SetRow(3, audit::Encode(*entry),
-               raw.Blob("SELECT link FROM audit_log WHERE idx = ?", 3));
+    raw.SetRow(3, audit::Encode(*entry));
   });
   EXPECT_EQ(report.first_bad, 3u);
-  EXPECT_THAT(report.problem, HasSubstr("chain link"));
+  EXPECT_THAT(report.problem, HasSubstr("leaf hash"));
 }
 
 TEST_F(AuditLogTest, DetectsUndecodableEntryAtItsIndex) {
@@ -323,8 +335,7 @@ TEST_F(AuditLogTest, DetectsUndecodableEntryAtItsIndex) {
     std::string entry =
         raw.Blob("SELECT entry FROM audit_log WHERE idx = ?", 1);
     entry.push_back('\0');
-    raw.SetRow(1, entry,
-               raw.Blob("SELECT link FROM audit_log WHERE idx = ?", 1));
+    raw.SetRow(1, entry);
   });
   EXPECT_EQ(report.first_bad, 1u);
   EXPECT_THAT(report.problem, HasSubstr("trailing"));
@@ -353,8 +364,8 @@ TEST_F(AuditLogTest, DetectsDeletedFirstEntry) {
 }
 
 TEST_F(AuditLogTest, DetectsDeletionWithRenumberingAtItsIndex) {
-  // Close the gap left by a deletion: the stored link of the entry that moved
-  // down no longer matches its new predecessor.
+  // Close the gap left by a deletion: the entry that moved down still says
+  // which entry it is.
   AppendEntries(5);
   const VerifyReport report = TamperAndVerify([](RawDb& raw) {
     raw.Exec(
@@ -371,14 +382,10 @@ TEST_F(AuditLogTest, DetectsSwappedEntriesAtTheFirstOfThem) {
   const VerifyReport report = TamperAndVerify([](RawDb& raw) {
     const std::string entry1 =
         raw.Blob("SELECT entry FROM audit_log WHERE idx = ?", 1);
-    const std::string link1 =
-        raw.Blob("SELECT link FROM audit_log WHERE idx = ?", 1);
     const std::string entry3 =
         raw.Blob("SELECT entry FROM audit_log WHERE idx = ?", 3);
-    const std::string link3 =
-        raw.Blob("SELECT link FROM audit_log WHERE idx = ?", 3);
-    raw.SetRow(1, entry3, link3);
-    raw.SetRow(3, entry1, link1);
+    raw.SetRow(1, entry3);
+    raw.SetRow(3, entry1);
   });
   EXPECT_EQ(report.first_bad, 1u);
   EXPECT_THAT(report.problem, Not(IsEmpty()));
@@ -386,28 +393,30 @@ TEST_F(AuditLogTest, DetectsSwappedEntriesAtTheFirstOfThem) {
 
 TEST_F(AuditLogTest, DetectsConsistentlyRewrittenEntryAtTheNextOne) {
   AppendEntries(5);
+  // The entry and its leaf hash are both rewritten: the parent node, made
+  // when entry 3 was appended, no longer matches.
   const VerifyReport report = TamperAndVerify([](RawDb& raw) {
-    const std::string previous_link =
-        raw.Blob("SELECT link FROM audit_log WHERE idx = ?", 1);
     auto entry =
         audit::Decode(raw.Blob("SELECT entry FROM audit_log WHERE idx = ?", 2));
     ASSERT_TRUE(entry.ok()) << entry.status();
     entry->subjects = {"PK-2026-000999"};
     const std::string bytes = audit::Encode(*entry);
-    raw.SetRow(2, bytes, audit::ChainLink(previous_link, bytes));
+    raw.SetRow(2, bytes);
+    raw.SetBlob("UPDATE audit_nodes SET hash = ? WHERE level = 0 AND idx = ?",
+                2, merkle::LeafHash(bytes));
   });
   EXPECT_EQ(report.first_bad, 3u);
-  EXPECT_THAT(report.problem, HasSubstr("chain link"));
+  EXPECT_THAT(report.problem, HasSubstr("tree node"));
   EXPECT_EQ(report.entries, 3u);
 }
 
-TEST_F(AuditLogTest, VerifyChainWorksOnAPlainConnection) {
+TEST_F(AuditLogTest, VerifyTreeWorksOnAPlainConnection) {
   AppendEntries(3);
   store_.reset();
   ASSERT_OK_AND_ASSIGN(auto connection,
                        sqlite::Connection::Open(DbPath(), /*create=*/false));
   ASSERT_OK_AND_ASSIGN(const VerifyReport report,
-                       SqliteAuditLog::VerifyChain(*connection));
+                       SqliteAuditLog::VerifyTree(*connection));
   EXPECT_TRUE(report.ok()) << report.problem;
   EXPECT_EQ(report.entries, 3u);
 }

@@ -1,0 +1,228 @@
+#include "server/checkpointer.h"
+
+#include <algorithm>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "core/grpc_status.h"
+#include "core/log.h"
+#include "core/merkle.h"
+#include "core/status_macros.h"
+
+namespace casebridge::server {
+namespace {
+
+constexpr absl::Duration kPeerDeadline = absl::Seconds(10);
+
+// The size a witness says it cosigned last, from its FAILED_PRECONDITION
+// message ("... (cosigned size: N)").
+std::optional<uint64_t> CosignedSizeIn(absl::string_view message) {
+  constexpr absl::string_view kMarker = "(cosigned size: ";
+  const size_t at = message.rfind(kMarker);
+  if (at == absl::string_view::npos) return std::nullopt;
+  absl::string_view rest = message.substr(at + kMarker.size());
+  const size_t end = rest.find(')');
+  if (end == absl::string_view::npos) return std::nullopt;
+  uint64_t size = 0;
+  if (!absl::SimpleAtoi(rest.substr(0, end), &size)) return std::nullopt;
+  return size;
+}
+
+}  // namespace
+
+Checkpointer::Checkpointer(Options options, sqlite::Database* db,
+                           SqliteAuditLog* audit,
+                           std::shared_ptr<grpc::Channel> peer,
+                           const Clock* clock)
+    : options_(std::move(options)),
+      db_(db),
+      audit_(audit),
+      clock_(clock),
+      peer_(peer ? v1::PeerService::NewStub(peer) : nullptr) {}
+
+Checkpointer::~Checkpointer() { Stop(); }
+
+void Checkpointer::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Checkpointer::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::StatusOr<std::optional<StoredCheckpoint>>
+Checkpointer::MakeCheckpoint() {
+  std::optional<StoredCheckpoint> next;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(const uint64_t size, SqliteAuditLog::SizeOn(c));
+    CB_ASSIGN_OR_RETURN(const std::optional<StoredCheckpoint> latest,
+                        SqliteAuditLog::LatestCheckpointOn(c, false));
+    if (size == 0) return absl::OkStatus();
+    if (latest.has_value()) {
+      if (size < latest->size) {
+        return absl::DataLossError(
+            absl::StrCat("the log has ", size, " entries but checkpoint ",
+                         latest->size, " was signed: entries were removed"));
+      }
+      if (size == latest->size) return absl::OkStatus();
+      CB_ASSIGN_OR_RETURN(const bool work,
+                          SqliteAuditLog::HasWorkSince(c, latest->size));
+      if (!work) return absl::OkStatus();
+    }
+    SqliteNodeSource nodes(c);
+    CB_ASSIGN_OR_RETURN(std::string root, merkle::RootAt(size, nodes));
+    if (latest.has_value()) {
+      // Never sign a tree that contradicts what was signed before: the
+      // stored nodes must still give the old root, and prove the new tree
+      // an extension of it.
+      CB_ASSIGN_OR_RETURN(const std::string old_root,
+                          merkle::RootAt(latest->size, nodes));
+      if (old_root != latest->root) {
+        return absl::DataLossError(absl::StrCat(
+            "the stored tree no longer gives the root of checkpoint ",
+            latest->size, ": the log was changed; not signing"));
+      }
+      CB_ASSIGN_OR_RETURN(const auto proof,
+                          merkle::ConsistencyProof(latest->size, size, nodes));
+      if (const absl::Status consistent = merkle::VerifyConsistency(
+              latest->size, size, latest->root, root, proof);
+          !consistent.ok()) {
+        return absl::DataLossError(absl::StrCat(
+            "tree of size ", size, " is not consistent with checkpoint ",
+            latest->size, ": ", consistent.message(), "; not signing"));
+      }
+    }
+    StoredCheckpoint checkpoint;
+    checkpoint.size = size;
+    checkpoint.root = std::move(root);
+    next = std::move(checkpoint);
+    return absl::OkStatus();
+  }));
+  if (!next.has_value()) return next;
+
+  note::Note signed_note;
+  signed_note.text = note::FormatCheckpoint({options_.origin, next->size,
+                                             next->root, {}});
+  CB_ASSIGN_OR_RETURN(note::Signature signature,
+                      note::Sign(signed_note.text, options_.origin,
+                                 *options_.signer));
+  signed_note.signatures.push_back(std::move(signature));
+  next->note = note::Format(signed_note);
+  next->created = absl::FromUnixMicros(absl::ToUnixMicros(clock_->Now()));
+  CB_RETURN_IF_ERROR(audit_->StoreCheckpoint(*next));
+  return next;
+}
+
+absl::Status Checkpointer::Offer(const StoredCheckpoint& checkpoint,
+                                 uint64_t old_size) {
+  v1::AddCheckpointRequest request;
+  request.set_checkpoint(checkpoint.note);
+  request.set_old_size(old_size);
+  if (old_size > 0) {
+    CB_ASSIGN_OR_RETURN(const auto proof,
+                        audit_->ConsistencyProof(old_size, checkpoint.size));
+    for (const std::string& hash : proof) request.add_consistency_proof(hash);
+  }
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kPeerDeadline));
+  v1::AddCheckpointResponse response;
+  const grpc::Status status = peer_->AddCheckpoint(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+
+  auto cosigned = note::Parse(checkpoint.note + response.cosignature());
+  if (!cosigned.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the peer's cosignature is malformed: ", cosigned.status().message()));
+  }
+  if (auto verified =
+          note::VerifyCosignature(*cosigned, options_.peer_witness_key);
+      !verified.ok()) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("the peer's cosignature does not verify with its "
+                     "witness key: ",
+                     verified.status().message()));
+  }
+  // Keep our signature and the verified cosignature only.
+  note::Note kept;
+  kept.text = cosigned->text;
+  for (const note::Signature& s : cosigned->signatures) {
+    const bool ours = s.name == options_.origin;
+    const bool witness = s.name == options_.peer_witness_key.name &&
+                         s.key_id == options_.peer_witness_key.key_id;
+    if (ours || witness) kept.signatures.push_back(s);
+  }
+  return audit_->StoreCosigned(checkpoint.size, note::Format(kept));
+}
+
+absl::Status Checkpointer::Witness() {
+  if (peer_ == nullptr) return absl::OkStatus();
+  CB_ASSIGN_OR_RETURN(const auto latest, audit_->LatestCheckpoint());
+  if (!latest.has_value() || latest->cosigned) return absl::OkStatus();
+  CB_ASSIGN_OR_RETURN(const auto cosigned, audit_->LatestCosignedCheckpoint());
+  const uint64_t old_size = cosigned.has_value() ? cosigned->size : 0;
+  absl::Status status = Offer(*latest, old_size);
+  if (status.code() == absl::StatusCode::kFailedPrecondition) {
+    // The witness holds another size (we lost a cosignature it gave, say):
+    // prove consistency from what it holds instead.
+    const std::optional<uint64_t> held = CosignedSizeIn(status.message());
+    if (held.has_value() && *held != old_size && *held <= latest->size) {
+      status = Offer(*latest, *held);
+    }
+  }
+  if (status.ok()) {
+    log::Info("checkpoint.cosigned", {{"size", latest->size}});
+  }
+  return status;
+}
+
+void Checkpointer::Run() {
+  absl::Time next_witness = absl::InfinitePast();
+  absl::Time next_maintenance = absl::InfinitePast();
+  int failures = 0;
+  std::string last_error;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_),
+                               options_.interval)) {
+        return;
+      }
+    }
+    if (auto made = MakeCheckpoint(); !made.ok()) {
+      log::Error("checkpoint.failed",
+                 {{"error", std::string(made.status().message())}});
+    } else if (made->has_value()) {
+      log::Write(log::Level::kDebug, "checkpoint.signed",
+                 {{"size", (*made)->size}});
+    }
+    const absl::Time now = absl::Now();
+    if (now >= next_witness) {
+      const absl::Status status = Witness();
+      if (status.ok()) {
+        failures = 0;
+        last_error.clear();
+      } else {
+        ++failures;
+        const absl::Duration delay = std::min(
+            options_.retry_max,
+            absl::Milliseconds(500) * (1 << std::min(failures, 10)));
+        next_witness = now + delay;
+        const std::string error(status.ToString());
+        if (error != last_error) {  // one line per new reason, not per retry
+          log::Warning("checkpoint.witness_failed", {{"error", error}});
+          last_error = error;
+        }
+      }
+    }
+    if (options_.maintenance && now >= next_maintenance) {
+      options_.maintenance();
+      next_maintenance = now + options_.maintenance_every;
+    }
+  }
+}
+
+}  // namespace casebridge::server

@@ -1,0 +1,88 @@
+// Makes our signed checkpoints and has the peer witness them
+// (docs/audit-log.md#checkpoints).
+//
+// One thread: while entries arrive it signs a checkpoint of the whole log at
+// most every `interval` (the office path never waits for a signature), after
+// checking that the new tree is consistent with the previous checkpoint; a
+// gateway never signs a tree that contradicts one it signed before. It then
+// offers the newest checkpoint to the peer's witness with a consistency
+// proof from the last size the peer cosigned, verifies the cosignature with
+// the peer's witness key and stores it with the checkpoint. A peer that is
+// away is asked again with capped backoff.
+#ifndef CASEBRIDGE_SERVER_CHECKPOINTER_H_
+#define CASEBRIDGE_SERVER_CHECKPOINTER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "casebridge/v1/peer.grpc.pb.h"
+#include "core/clock.h"
+#include "core/crypto.h"
+#include "core/note.h"
+#include "server/sqlite.h"
+#include "server/sqlite_audit_log.h"
+
+namespace casebridge::server {
+
+class Checkpointer {
+ public:
+  struct Options {
+    std::string origin;  // our log's origin line and checkpoint key name
+    const crypto::Ed25519Signer* signer = nullptr;  // our checkpoint key
+    note::VerifierKey peer_witness_key;  // verifies the peer's cosignatures
+    absl::Duration interval = absl::Seconds(1);
+    absl::Duration retry_max = absl::Seconds(60);
+    // Run every `maintenance_every` (retention); may be empty.
+    std::function<void()> maintenance;
+    absl::Duration maintenance_every = absl::Hours(1);
+  };
+
+  // Pointers must outlive the checkpointer. `peer` may be null (no
+  // witnessing: tests of checkpoint making alone).
+  Checkpointer(Options options, sqlite::Database* db, SqliteAuditLog* audit,
+               std::shared_ptr<grpc::Channel> peer, const Clock* clock);
+  ~Checkpointer();
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
+  // Starts the thread.
+  void Start();
+  // Joins it. Idempotent.
+  void Stop();
+
+  // One round of each job, also used by tests. MakeCheckpoint signs and
+  // stores a checkpoint if entries arrived since the last one (returns it),
+  // or returns nullopt. Refuses (DATA_LOSS) if the stored tree contradicts
+  // the newest checkpoint.
+  absl::StatusOr<std::optional<StoredCheckpoint>> MakeCheckpoint();
+  // Offers the newest checkpoint to the peer unless it is cosigned already.
+  // OK if nothing was to do or the cosignature is stored.
+  absl::Status Witness();
+
+ private:
+  void Run();
+  absl::Status Offer(const StoredCheckpoint& checkpoint, uint64_t old_size);
+
+  const Options options_;
+  sqlite::Database* const db_;
+  SqliteAuditLog* const audit_;
+  const Clock* const clock_;
+  std::unique_ptr<v1::PeerService::Stub> peer_;
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace casebridge::server
+
+#endif  // CASEBRIDGE_SERVER_CHECKPOINTER_H_

@@ -1,0 +1,179 @@
+#include "server/evidence.h"
+
+#include "absl/strings/str_cat.h"
+#include "casebridge/v1/exchange.pb.h"
+#include "core/grpc_status.h"
+#include "core/status_macros.h"
+
+namespace casebridge::server {
+namespace {
+
+constexpr absl::Duration kPeerDeadline = absl::Seconds(10);
+
+struct Found {
+  bool outgoing = false;
+  std::string signed_envelope;        // serialized v1.SignedEnvelope
+  std::optional<std::string> receipt;  // serialized v1.SignedReceipt
+  uint64_t received_index = 0;        // inbound only
+};
+
+}  // namespace
+
+Evidence::Evidence(sqlite::Database* db, SqliteAuditLog* audit,
+                   std::shared_ptr<grpc::Channel> peer)
+    : db_(db),
+      audit_(audit),
+      peer_(peer ? v1::AuditService::NewStub(peer) : nullptr) {}
+
+absl::StatusOr<v1::LogEvidence> Evidence::Prove(uint64_t index,
+                                                bool with_salt) {
+  CB_ASSIGN_OR_RETURN(const auto checkpoint,
+                      audit_->CosignedCheckpointCovering(index));
+  if (!checkpoint.has_value()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "audit entry ", index,
+        " is not yet covered by a checkpoint the peer cosigned; try again "
+        "in a few seconds"));
+  }
+  CB_ASSIGN_OR_RETURN(const auto entries, audit_->Read(index, 1));
+  if (entries.empty() || entries.front().index != index) {
+    return absl::DataLossError(
+        absl::StrCat("audit entry ", index, " is missing"));
+  }
+  CB_ASSIGN_OR_RETURN(const auto proof,
+                      audit_->InclusionProof(index, checkpoint->size));
+  v1::LogEvidence out;
+  out.set_entry(entries.front().bytes);
+  out.set_index(index);
+  out.set_checkpoint(checkpoint->note);
+  for (const std::string& hash : proof) out.add_inclusion_proof(hash);
+  if (with_salt) {
+    CB_ASSIGN_OR_RETURN(const auto salt, audit_->PayloadSalt(index));
+    if (salt.has_value()) out.set_payload_salt(*salt);
+  }
+  return out;
+}
+
+absl::StatusOr<v1::EvidenceBundle> Evidence::LocalPart(
+    const std::string& envelope_id) {
+  std::optional<Found> found;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto out, c.Prepare("SELECT signed_envelope, receipt FROM outbox "
+                            "WHERE envelope_id = ?"));
+    out.Bind(1, envelope_id);
+    CB_ASSIGN_OR_RETURN(const bool sent, out.Step());
+    if (sent) {
+      Found f;
+      f.outgoing = true;
+      f.signed_envelope = out.ColumnBlob(0);
+      if (!out.ColumnIsNull(1)) f.receipt = out.ColumnBlob(1);
+      found = std::move(f);
+      return absl::OkStatus();
+    }
+    CB_ASSIGN_OR_RETURN(
+        auto in, c.Prepare("SELECT signed_envelope, receipt, audit_index "
+                           "FROM inbound WHERE envelope_id = ?"));
+    in.Bind(1, envelope_id);
+    CB_ASSIGN_OR_RETURN(const bool received, in.Step());
+    if (received) {
+      Found f;
+      f.signed_envelope = in.ColumnBlob(0);
+      f.receipt = in.ColumnBlob(1);
+      f.received_index = static_cast<uint64_t>(in.ColumnInt(2));
+      found = std::move(f);
+    }
+    return absl::OkStatus();
+  }));
+  if (!found.has_value()) {
+    return absl::NotFoundError(
+        absl::StrCat("envelope ", envelope_id, " was not exchanged here"));
+  }
+  if (found->signed_envelope.empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "envelope ", envelope_id, " was purged under the retention policy"));
+  }
+  v1::EvidenceBundle bundle;
+  if (!bundle.mutable_envelope()->ParseFromString(found->signed_envelope)) {
+    return absl::DataLossError(
+        absl::StrCat("stored envelope ", envelope_id, " does not parse"));
+  }
+  if (found->receipt.has_value() &&
+      !bundle.mutable_receipt()->ParseFromString(*found->receipt)) {
+    return absl::DataLossError(
+        absl::StrCat("stored receipt of ", envelope_id, " does not parse"));
+  }
+  if (found->outgoing) {
+    if (!found->receipt.has_value()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "envelope ", envelope_id,
+          " has no receipt yet: evidence exists once it is delivered"));
+    }
+    v1::Envelope envelope;
+    if (!envelope.ParseFromString(bundle.envelope().envelope())) {
+      return absl::DataLossError(
+          absl::StrCat("stored envelope ", envelope_id, " does not parse"));
+    }
+    CB_ASSIGN_OR_RETURN(*bundle.mutable_sent(),
+                        Prove(envelope.origin_audit_index(), false));
+  } else {
+    CB_ASSIGN_OR_RETURN(*bundle.mutable_received(),
+                        Prove(found->received_index, true));
+  }
+  return bundle;
+}
+
+absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
+    const std::string& envelope_id) {
+  CB_ASSIGN_OR_RETURN(v1::EvidenceBundle bundle, LocalPart(envelope_id));
+  if (peer_ == nullptr) {
+    return absl::FailedPreconditionError("no peer gateway to ask");
+  }
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kPeerDeadline));
+  v1::GetEvidenceRequest request;
+  request.set_envelope_id(envelope_id);
+  v1::GetEvidenceResponse response;
+  const grpc::Status status = peer_->GetEvidence(&context, request, &response);
+  if (!status.ok()) {
+    const absl::Status peer = FromGrpcStatus(status);
+    return absl::Status(peer.code(), absl::StrCat("the peer gateway: ",
+                                                  peer.message()));
+  }
+  const v1::EvidenceBundle& theirs = response.bundle();
+  if (bundle.has_sent()) {
+    if (!theirs.has_received()) {
+      return absl::UnavailableError(
+          "the peer gateway sent no RECEIVED entry proof");
+    }
+    *bundle.mutable_received() = theirs.received();
+  } else {
+    if (!theirs.has_sent()) {
+      return absl::UnavailableError(
+          "the peer gateway sent no SENT entry proof");
+    }
+    *bundle.mutable_sent() = theirs.sent();
+  }
+  return bundle;
+}
+
+absl::StatusOr<bool> Evidence::VisibleTo(const std::string& office,
+                                         const std::string& envelope_id) {
+  bool visible = false;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
+    // The envelope's audit entries name it and its message id.
+    CB_ASSIGN_OR_RETURN(
+        auto stmt,
+        c.Prepare("SELECT 1 FROM audit_subjects e JOIN audit_subjects m "
+                  "ON m.idx = e.idx WHERE e.subject = ?1 AND ("
+                  "m.subject IN (SELECT message_id FROM messages WHERE "
+                  "sender_office = ?2) OR m.subject IN (SELECT message_id "
+                  "FROM inbox WHERE office = ?2)) LIMIT 1"));
+    stmt.Bind(1, envelope_id).Bind(2, office);
+    CB_ASSIGN_OR_RETURN(visible, stmt.Step());
+    return absl::OkStatus();
+  }));
+  return visible;
+}
+
+}  // namespace casebridge::server

@@ -1,0 +1,53 @@
+// Evidence bundles (docs/audit-log.md#evidence-bundles): everything needed
+// to prove one envelope's exchange offline with the two gateways' public
+// keys. The envelope and its origin signature, the receiver's signed
+// receipt, and for each log the entry (SENT in the origin's, RECEIVED in the
+// receiver's) with an inclusion proof under a checkpoint the other gateway
+// cosigned. A gateway holds its own log's part; it asks the peer for the
+// other part.
+#ifndef CASEBRIDGE_SERVER_EVIDENCE_H_
+#define CASEBRIDGE_SERVER_EVIDENCE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "casebridge/v1/audit.grpc.pb.h"
+#include "server/sqlite.h"
+#include "server/sqlite_audit_log.h"
+
+namespace casebridge::server {
+
+class Evidence {
+ public:
+  // Pointers must outlive this object. `peer` may be null (then only the
+  // local part can be given).
+  Evidence(sqlite::Database* db, SqliteAuditLog* audit,
+           std::shared_ptr<grpc::Channel> peer);
+
+  // The part our log proves, with the envelope and (once delivered) the
+  // receipt. NOT_FOUND if the envelope is unknown or its payload was
+  // purged; FAILED_PRECONDITION if no checkpoint the peer cosigned covers
+  // the entry yet (or, sending side, no receipt yet).
+  absl::StatusOr<v1::EvidenceBundle> LocalPart(const std::string& envelope_id);
+
+  // The whole bundle: our part and the peer's.
+  absl::StatusOr<v1::EvidenceBundle> Bundle(const std::string& envelope_id);
+
+  // Whether `office` sent the envelope's message or had it in its inbox.
+  absl::StatusOr<bool> VisibleTo(const std::string& office,
+                                 const std::string& envelope_id);
+
+ private:
+  absl::StatusOr<v1::LogEvidence> Prove(uint64_t index, bool with_salt);
+
+  sqlite::Database* const db_;
+  SqliteAuditLog* const audit_;
+  std::unique_ptr<v1::AuditService::Stub> peer_;
+};
+
+}  // namespace casebridge::server
+
+#endif  // CASEBRIDGE_SERVER_EVIDENCE_H_

@@ -1,0 +1,191 @@
+// Checkpoint making: what is signed, when, and the refusal to sign a tree
+// that contradicts an earlier checkpoint.
+#include "server/checkpointer.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "core/audit_entry.h"
+#include "core/merkle.h"
+#include "core/note.h"
+#include "server/sqlite_case_store.h"
+#include "tests/testing/fake_clock.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::server {
+namespace {
+
+using ::casebridge::testing::FakeClock;
+using ::casebridge::testing::NewTempDir;
+using ::casebridge::testing::StatusIs;
+using ::testing::HasSubstr;
+
+class CheckpointerTest : public ::testing::Test {
+ protected:
+  CheckpointerTest()
+      : dir_(NewTempDir("checkpointer")),
+        key_(crypto::Ed25519Signer::Generate()) {
+    Open();
+  }
+
+  void Open() {
+    checkpointer_.reset();
+    store_.reset();
+    auto opened = GatewayStore::Open(dir_, v1::COUNTRY_PK, &clock_);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    store_ = *std::move(opened);
+    Checkpointer::Options options;
+    options.origin = audit::LogOrigin("PK");
+    options.signer = key_.get();
+    checkpointer_ = std::make_unique<Checkpointer>(
+        options, &store_->database(), &log(), nullptr, &clock_);
+  }
+
+  SqliteAuditLog& log() { return store_->audit_log(); }
+
+  void Append(int n, const std::string& action = "case.open") {
+    for (int i = 0; i < n; ++i) {
+      AuditEvent event;
+      event.actor = "spiffe://pk.casebridge/office/fia-liaison-desk";
+      event.action = action;
+      ASSERT_OK(log().Append(event).status());
+    }
+  }
+
+  note::VerifierKey Key() const {
+    return note::MakeVerifierKey(audit::LogOrigin("PK"), note::kTypeEd25519,
+                                 key_->public_key());
+  }
+
+  FakeClock clock_;
+  std::string dir_;
+  std::unique_ptr<crypto::Ed25519Signer> key_;
+  std::unique_ptr<GatewayStore> store_;
+  std::unique_ptr<Checkpointer> checkpointer_;
+};
+
+TEST_F(CheckpointerTest, EmptyLogGetsNoCheckpoint) {
+  ASSERT_OK_AND_ASSIGN(const auto made, checkpointer_->MakeCheckpoint());
+  EXPECT_FALSE(made.has_value());
+  ASSERT_OK_AND_ASSIGN(const auto latest, log().LatestCheckpoint());
+  EXPECT_FALSE(latest.has_value());
+}
+
+TEST_F(CheckpointerTest, SignsTheWholeLogAsAC2spCheckpoint) {
+  Append(7);
+  ASSERT_OK_AND_ASSIGN(const auto made, checkpointer_->MakeCheckpoint());
+  ASSERT_TRUE(made.has_value());
+  EXPECT_EQ(made->size, 7u);
+  ASSERT_OK_AND_ASSIGN(const std::string root, log().RootAt(7));
+  EXPECT_EQ(made->root, root);
+  EXPECT_FALSE(made->cosigned);
+
+  ASSERT_OK_AND_ASSIGN(const note::Note parsed, note::Parse(made->note));
+  EXPECT_OK(note::Verify(parsed, Key()));
+  ASSERT_OK_AND_ASSIGN(const note::Checkpoint body,
+                       note::ParseCheckpoint(parsed.text));
+  EXPECT_EQ(body.origin, "pk.casebridge/audit");
+  EXPECT_EQ(body.size, 7u);
+  EXPECT_EQ(body.root, root);
+
+  ASSERT_OK_AND_ASSIGN(const auto latest, log().LatestCheckpoint());
+  ASSERT_TRUE(latest.has_value());
+  EXPECT_EQ(latest->note, made->note);
+}
+
+TEST_F(CheckpointerTest, NothingNewMeansNoNewCheckpoint) {
+  Append(3);
+  ASSERT_OK(checkpointer_->MakeCheckpoint().status());
+  ASSERT_OK_AND_ASSIGN(const auto again, checkpointer_->MakeCheckpoint());
+  EXPECT_FALSE(again.has_value());
+  // Witness records alone do not call for one either: two witnesses would
+  // otherwise keep each other busy for ever.
+  Append(2, audit::kWitnessAction);
+  ASSERT_OK_AND_ASSIGN(const auto witness_only,
+                       checkpointer_->MakeCheckpoint());
+  EXPECT_FALSE(witness_only.has_value());
+  // The next real entry brings them all under a checkpoint.
+  Append(1);
+  ASSERT_OK_AND_ASSIGN(const auto next, checkpointer_->MakeCheckpoint());
+  ASSERT_TRUE(next.has_value());
+  EXPECT_EQ(next->size, 6u);
+}
+
+TEST_F(CheckpointerTest, ConsecutiveCheckpointsAreConsistent) {
+  Append(5);
+  ASSERT_OK_AND_ASSIGN(const auto first, checkpointer_->MakeCheckpoint());
+  Append(6);
+  ASSERT_OK_AND_ASSIGN(const auto second, checkpointer_->MakeCheckpoint());
+  ASSERT_TRUE(first.has_value() && second.has_value());
+  ASSERT_OK_AND_ASSIGN(const auto proof, log().ConsistencyProof(5, 11));
+  EXPECT_OK(merkle::VerifyConsistency(5, 11, first->root, second->root, proof));
+}
+
+TEST_F(CheckpointerTest, RefusesToSignWhenTheStoredTreeContradictsTheLast) {
+  Append(4);
+  ASSERT_OK(checkpointer_->MakeCheckpoint().status());
+  Append(3);
+  checkpointer_.reset();
+  store_.reset();
+  {
+    // An entry and its leaf rewritten behind the gateway's back.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(GatewayStore::DatabasePath(dir_).c_str(), &db),
+              SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "UPDATE audit_nodes SET hash = zeroblob(32) "
+                           "WHERE level = 2 AND idx = 0",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  Open();
+  EXPECT_THAT(checkpointer_->MakeCheckpoint(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("not signing")));
+  ASSERT_OK_AND_ASSIGN(const auto latest, log().LatestCheckpoint());
+  ASSERT_TRUE(latest.has_value());
+  EXPECT_EQ(latest->size, 4u);
+}
+
+TEST_F(CheckpointerTest, RefusesWhenEntriesBehindACheckpointWereRemoved) {
+  Append(4);
+  ASSERT_OK(checkpointer_->MakeCheckpoint().status());
+  checkpointer_.reset();
+  store_.reset();
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(GatewayStore::DatabasePath(dir_).c_str(), &db),
+              SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "DELETE FROM audit_subjects WHERE idx = 3;"
+                           "DELETE FROM audit_payload_salts WHERE idx = 3;"
+                           "DELETE FROM audit_log WHERE idx = 3;",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  Open();
+  EXPECT_THAT(checkpointer_->MakeCheckpoint(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("removed")));
+}
+
+TEST_F(CheckpointerTest, StoredCheckpointsOnlyGrow) {
+  Append(3);
+  ASSERT_OK_AND_ASSIGN(const auto made, checkpointer_->MakeCheckpoint());
+  ASSERT_TRUE(made.has_value());
+  StoredCheckpoint stale = *made;
+  EXPECT_THAT(log().StoreCheckpoint(stale),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("newer")));
+  stale.size = 2;
+  EXPECT_THAT(log().StoreCheckpoint(stale),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("newer")));
+}
+
+}  // namespace
+}  // namespace casebridge::server
