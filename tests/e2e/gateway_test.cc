@@ -172,8 +172,11 @@ TEST_F(GatewayTest, PeerPortAdmitsOnlyThePinnedPeerGateway) {
     v1::AddCheckpointResponse response;
     return stub->AddCheckpoint(&context, v1::AddCheckpointRequest(), &response);
   };
-  // The CN gateway passes TLS and identity; witnessing itself is not built yet.
-  EXPECT_EQ(call("cn/gateway").error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  // The CN gateway passes TLS and identity and reaches the witness, which
+  // refuses an empty checkpoint.
+  const grpc::Status peer = call("cn/gateway");
+  EXPECT_EQ(peer.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(peer.error_message(), HasSubstr("checkpoint"));
   // A CN office has a certificate of the trusted CN CA, but is not the peer.
   const grpc::Status office = call("cn/offices/mps-liaison");
   EXPECT_EQ(office.error_code(), grpc::StatusCode::PERMISSION_DENIED);
