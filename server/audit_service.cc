@@ -10,8 +10,9 @@ namespace {
 void ToProto(const StoredEntry& stored, v1::AuditEntry* e) {
   e->set_index(stored.index);
   e->set_encoded(stored.bytes);
-  *e->mutable_time() = google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(
-      absl::ToUnixMicros(stored.entry.time));
+  *e->mutable_time() =
+      google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(
+          absl::ToUnixMicros(stored.entry.time));
   e->set_actor(stored.entry.actor);
   e->set_action(stored.entry.action);
   for (const auto& s : stored.entry.subjects) e->add_subjects(s);
@@ -125,32 +126,30 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetInclusionProof(
 grpc::ServerUnaryReactor* AuditServiceImpl::GetConsistencyProof(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
-  return handler_
-      ->Unary<v1::GetConsistencyProofRequest, v1::GetConsistencyProofResponse>(
-          context, request, response, Action::kReadAudit,
-          "audit.get_consistency_proof", nullptr,
-          [this](const Incoming<v1::GetConsistencyProofRequest>& in,
-                 v1::GetConsistencyProofResponse* out) -> absl::Status {
-            const uint64_t first = in.request.first_size();
-            const uint64_t second = in.request.second_size();
-            CB_ASSIGN_OR_RETURN(const uint64_t checkpointed,
-                                CheckpointedSize());
-            if (second == 0 || second > checkpointed) {
-              return absl::InvalidArgumentError(absl::StrCat(
-                  "second_size: must be between 1 and the newest "
-                  "checkpoint's size (",
-                  checkpointed, ")"));
-            }
-            if (first == 0 || first > second) {
-              return absl::InvalidArgumentError(absl::StrCat(
-                  "first_size: must be between 1 and second_size (", second,
-                  ")"));
-            }
-            CB_ASSIGN_OR_RETURN(const auto proof,
-                                audit_->ConsistencyProof(first, second));
-            for (const std::string& hash : proof) out->add_hashes(hash);
-            return absl::OkStatus();
-          });
+  return handler_->Unary<v1::GetConsistencyProofRequest,
+                         v1::GetConsistencyProofResponse>(
+      context, request, response, Action::kReadAudit,
+      "audit.get_consistency_proof", nullptr,
+      [this](const Incoming<v1::GetConsistencyProofRequest>& in,
+             v1::GetConsistencyProofResponse* out) -> absl::Status {
+        const uint64_t first = in.request.first_size();
+        const uint64_t second = in.request.second_size();
+        CB_ASSIGN_OR_RETURN(const uint64_t checkpointed, CheckpointedSize());
+        if (second == 0 || second > checkpointed) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("second_size: must be between 1 and the newest "
+                           "checkpoint's size (",
+                           checkpointed, ")"));
+        }
+        if (first == 0 || first > second) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "first_size: must be between 1 and second_size (", second, ")"));
+        }
+        CB_ASSIGN_OR_RETURN(const auto proof,
+                            audit_->ConsistencyProof(first, second));
+        for (const std::string& hash : proof) out->add_hashes(hash);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* AuditServiceImpl::GetEvidence(
@@ -176,9 +175,9 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetEvidence(
           CB_ASSIGN_OR_RETURN(const bool visible,
                               evidence_->VisibleTo(in.caller.identity, id));
           if (!visible) {
-            return absl::PermissionDeniedError(absl::StrCat(
-                "envelope ", id, " carries no message of ",
-                in.caller.identity));
+            return absl::PermissionDeniedError(
+                absl::StrCat("envelope ", id, " carries no message of ",
+                             in.caller.identity));
           }
         }
         CB_ASSIGN_OR_RETURN(*out->mutable_bundle(), evidence_->Bundle(id));

@@ -54,8 +54,7 @@ void Checkpointer::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-absl::StatusOr<std::optional<StoredCheckpoint>>
-Checkpointer::MakeCheckpoint() {
+absl::StatusOr<std::optional<StoredCheckpoint>> Checkpointer::MakeCheckpoint() {
   std::optional<StoredCheckpoint> next;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
     CB_ASSIGN_OR_RETURN(const uint64_t size, SqliteAuditLog::SizeOn(c));
@@ -105,11 +104,11 @@ Checkpointer::MakeCheckpoint() {
   if (!next.has_value()) return next;
 
   note::Note signed_note;
-  signed_note.text = note::FormatCheckpoint({options_.origin, next->size,
-                                             next->root, {}});
-  CB_ASSIGN_OR_RETURN(note::Signature signature,
-                      note::Sign(signed_note.text, options_.origin,
-                                 *options_.signer));
+  signed_note.text =
+      note::FormatCheckpoint({options_.origin, next->size, next->root, {}});
+  CB_ASSIGN_OR_RETURN(
+      note::Signature signature,
+      note::Sign(signed_note.text, options_.origin, *options_.signer));
   signed_note.signatures.push_back(std::move(signature));
   next->note = note::Format(signed_note);
   next->created = absl::FromUnixMicros(absl::ToUnixMicros(clock_->Now()));
@@ -130,7 +129,8 @@ absl::Status Checkpointer::Offer(const StoredCheckpoint& checkpoint,
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + kPeerDeadline));
   v1::AddCheckpointResponse response;
-  const grpc::Status status = peer_->AddCheckpoint(&context, request, &response);
+  const grpc::Status status =
+      peer_->AddCheckpoint(&context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
 
   auto cosigned = note::Parse(checkpoint.note + response.cosignature());
@@ -207,9 +207,9 @@ void Checkpointer::Run() {
         last_error.clear();
       } else {
         ++failures;
-        const absl::Duration delay = std::min(
-            options_.retry_max,
-            absl::Milliseconds(500) * (1 << std::min(failures, 10)));
+        const absl::Duration delay =
+            std::min(options_.retry_max,
+                     absl::Milliseconds(500) * (1 << std::min(failures, 10)));
         next_witness = now + delay;
         const std::string error(status.ToString());
         if (error != last_error) {  // one line per new reason, not per retry

@@ -12,9 +12,9 @@ constexpr absl::Duration kPeerDeadline = absl::Seconds(10);
 
 struct Found {
   bool outgoing = false;
-  std::string signed_envelope;        // serialized v1.SignedEnvelope
+  std::string signed_envelope;         // serialized v1.SignedEnvelope
   std::optional<std::string> receipt;  // serialized v1.SignedReceipt
-  uint64_t received_index = 0;        // inbound only
+  uint64_t received_index = 0;         // inbound only
 };
 
 }  // namespace
@@ -58,9 +58,9 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::LocalPart(
     const std::string& envelope_id) {
   std::optional<Found> found;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
-    CB_ASSIGN_OR_RETURN(
-        auto out, c.Prepare("SELECT signed_envelope, receipt FROM outbox "
-                            "WHERE envelope_id = ?"));
+    CB_ASSIGN_OR_RETURN(auto out,
+                        c.Prepare("SELECT signed_envelope, receipt FROM outbox "
+                                  "WHERE envelope_id = ?"));
     out.Bind(1, envelope_id);
     CB_ASSIGN_OR_RETURN(const bool sent, out.Step());
     if (sent) {
@@ -137,8 +137,8 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
   const grpc::Status status = peer_->GetEvidence(&context, request, &response);
   if (!status.ok()) {
     const absl::Status peer = FromGrpcStatus(status);
-    return absl::Status(peer.code(), absl::StrCat("the peer gateway: ",
-                                                  peer.message()));
+    return absl::Status(peer.code(),
+                        absl::StrCat("the peer gateway: ", peer.message()));
   }
   const v1::EvidenceBundle& theirs = response.bundle();
   if (bundle.has_sent()) {

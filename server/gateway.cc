@@ -256,10 +256,9 @@ absl::Status Gateway::Init(const Clock* clock) {
   Checkpointer::Options checkpoints;
   checkpoints.origin = audit::LogOrigin(our_country);
   checkpoints.signer = checkpoint_signer_.get();
-  checkpoints.peer_witness_key =
-      note::MakeVerifierKey(audit::WitnessName(peer_country),
-                            note::kTypeCosignatureV1,
-                            peer_witness_verifier_->public_key());
+  checkpoints.peer_witness_key = note::MakeVerifierKey(
+      audit::WitnessName(peer_country), note::kTypeCosignatureV1,
+      peer_witness_verifier_->public_key());
   checkpoints.interval = absl::Milliseconds(c.audit.checkpoint_interval_ms);
   checkpoints.retry_max = absl::Seconds(c.limits.retry_max_seconds);
   if (c.audit.payload_retention_days > 0) {

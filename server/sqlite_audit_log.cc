@@ -51,14 +51,14 @@ constexpr char kCheckpointColumns[] =
 
 absl::StatusOr<std::string> SqliteNodeSource::Node(int level, uint64_t index) {
   CB_ASSIGN_OR_RETURN(
-      auto stmt, connection_.Prepare(
-                     "SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?"));
+      auto stmt,
+      connection_.Prepare(
+          "SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?"));
   stmt.Bind(1, level).Bind(2, static_cast<int64_t>(index));
   CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
   if (!row) {
     return absl::DataLossError(absl::StrCat("audit tree node (level ", level,
-                                            ", index ", index,
-                                            ") is missing"));
+                                            ", index ", index, ") is missing"));
   }
   std::string hash = stmt.ColumnBlob(0);
   if (hash.size() != merkle::kHashSize) {
@@ -78,9 +78,9 @@ absl::StatusOr<uint64_t> SqliteAuditLog::SizeOn(sqlite::Connection& c) {
 
 absl::Status SqliteAuditLog::CatchUpTree() {
   return db_->Write([&](sqlite::Connection& c) -> absl::Status {
-    CB_ASSIGN_OR_RETURN(
-        auto leaves, c.Prepare("SELECT COALESCE(MAX(idx) + 1, 0) FROM "
-                               "audit_nodes WHERE level = 0"));
+    CB_ASSIGN_OR_RETURN(auto leaves,
+                        c.Prepare("SELECT COALESCE(MAX(idx) + 1, 0) FROM "
+                                  "audit_nodes WHERE level = 0"));
     CB_ASSIGN_OR_RETURN(const bool row, leaves.Step());
     const int64_t from = row ? leaves.ColumnInt(0) : 0;
     CB_ASSIGN_OR_RETURN(
@@ -279,11 +279,11 @@ absl::StatusOr<std::vector<std::string>> SqliteAuditLog::ConsistencyProof(
 
 absl::StatusOr<std::optional<StoredCheckpoint>>
 SqliteAuditLog::LatestCheckpointOn(sqlite::Connection& c, bool cosigned_only) {
-  CB_ASSIGN_OR_RETURN(
-      auto stmt,
-      c.Prepare(absl::StrCat(kCheckpointColumns,
-                             cosigned_only ? "WHERE cosigned_us IS NOT NULL " : "",
-                             "ORDER BY size DESC LIMIT 1")));
+  CB_ASSIGN_OR_RETURN(auto stmt,
+                      c.Prepare(absl::StrCat(
+                          kCheckpointColumns,
+                          cosigned_only ? "WHERE cosigned_us IS NOT NULL " : "",
+                          "ORDER BY size DESC LIMIT 1")));
   CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
   if (!row) return std::optional<StoredCheckpoint>();
   return std::optional<StoredCheckpoint>(CheckpointFromRow(stmt));
@@ -325,7 +325,8 @@ absl::StatusOr<std::optional<std::string>> SqliteAuditLog::PayloadSalt(
   std::optional<std::string> out;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
     CB_ASSIGN_OR_RETURN(
-        auto stmt, c.Prepare("SELECT salt FROM audit_payload_salts WHERE idx = ?"));
+        auto stmt,
+        c.Prepare("SELECT salt FROM audit_payload_salts WHERE idx = ?"));
     stmt.Bind(1, static_cast<int64_t>(index));
     CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
     if (row) out = stmt.ColumnBlob(0);
@@ -336,9 +337,9 @@ absl::StatusOr<std::optional<std::string>> SqliteAuditLog::PayloadSalt(
 
 absl::StatusOr<bool> SqliteAuditLog::HasWorkSince(sqlite::Connection& c,
                                                   uint64_t from) {
-  CB_ASSIGN_OR_RETURN(
-      auto stmt, c.Prepare("SELECT 1 FROM audit_log WHERE idx >= ? AND "
-                           "action != ? LIMIT 1"));
+  CB_ASSIGN_OR_RETURN(auto stmt,
+                      c.Prepare("SELECT 1 FROM audit_log WHERE idx >= ? AND "
+                                "action != ? LIMIT 1"));
   stmt.Bind(1, static_cast<int64_t>(from)).Bind(2, audit::kWitnessAction);
   return stmt.Step();
 }
@@ -348,9 +349,9 @@ absl::Status SqliteAuditLog::StoreCheckpoint(
   return db_->Write([&](sqlite::Connection& c) -> absl::Status {
     CB_ASSIGN_OR_RETURN(auto latest, LatestCheckpointOn(c, false));
     if (latest.has_value() && latest->size >= checkpoint.size) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("a checkpoint of size ", latest->size,
-                       " is already stored; ", checkpoint.size, " is not newer"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "a checkpoint of size ", latest->size, " is already stored; ",
+          checkpoint.size, " is not newer"));
     }
     CB_ASSIGN_OR_RETURN(
         auto insert,
@@ -368,8 +369,9 @@ absl::Status SqliteAuditLog::StoreCosigned(uint64_t size,
                                            const std::string& note) {
   return db_->Write([&](sqlite::Connection& c) -> absl::Status {
     CB_ASSIGN_OR_RETURN(
-        auto update, c.Prepare("UPDATE checkpoints SET note = ?, cosigned_us = ? "
-                               "WHERE size = ?"));
+        auto update,
+        c.Prepare("UPDATE checkpoints SET note = ?, cosigned_us = ? "
+                  "WHERE size = ?"));
     update.Bind(1, note)
         .Bind(2, absl::ToUnixMicros(clock_->Now()))
         .Bind(3, static_cast<int64_t>(size));
@@ -402,9 +404,9 @@ absl::StatusOr<VerifyReport> SqliteAuditLog::VerifyTree(
     const auto index = static_cast<uint64_t>(stmt.ColumnInt(0));
     const std::string bytes = stmt.ColumnBlob(1);
     if (index != expected) {
-      return fail(expected, absl::StrCat("entry ", expected,
-                                         " is missing (next stored is ",
-                                         index, ")"));
+      return fail(expected,
+                  absl::StrCat("entry ", expected,
+                               " is missing (next stored is ", index, ")"));
     }
     auto entry = audit::Decode(bytes);
     if (!entry.ok()) return fail(index, std::string(entry.status().message()));
@@ -413,19 +415,18 @@ absl::StatusOr<VerifyReport> SqliteAuditLog::VerifyTree(
                                       " says it is entry ", entry->index));
     }
     std::string mismatch;
-    range.Append(merkle::LeafHash(bytes),
-                 [&](int level, uint64_t node, absl::string_view hash) {
-                   if (!mismatch.empty()) return;
-                   auto stored = nodes.Node(level, node);
-                   if (!stored.ok()) {
-                     mismatch = std::string(stored.status().message());
-                   } else if (*stored != hash) {
-                     mismatch = absl::StrCat(
-                         level == 0 ? "leaf hash" : "tree node",
-                         " does not match the entry's bytes (level ", level,
-                         ", index ", node, ")");
-                   }
-                 });
+    range.Append(merkle::LeafHash(bytes), [&](int level, uint64_t node,
+                                              absl::string_view hash) {
+      if (!mismatch.empty()) return;
+      auto stored = nodes.Node(level, node);
+      if (!stored.ok()) {
+        mismatch = std::string(stored.status().message());
+      } else if (*stored != hash) {
+        mismatch = absl::StrCat(level == 0 ? "leaf hash" : "tree node",
+                                " does not match the entry's bytes (level ",
+                                level, ", index ", node, ")");
+      }
+    });
     if (!mismatch.empty()) return fail(index, mismatch);
     ++expected;
     report.entries = expected;

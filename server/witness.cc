@@ -74,9 +74,9 @@ absl::StatusOr<std::string> Witness::AddCheckpoint(
   if (const absl::Status signed_ok =
           note::Verify(*parsed, options_.peer_checkpoint_key);
       !signed_ok.ok()) {
-    return absl::UnauthenticatedError(absl::StrCat(
-        "checkpoint: no valid signature by ", options_.peer_origin,
-        "'s checkpoint key (", signed_ok.message(), ")"));
+    return absl::UnauthenticatedError(
+        absl::StrCat("checkpoint: no valid signature by ", options_.peer_origin,
+                     "'s checkpoint key (", signed_ok.message(), ")"));
   }
   if (checkpoint->size == 0) {
     return absl::InvalidArgumentError(
@@ -91,9 +91,9 @@ absl::StatusOr<std::string> Witness::AddCheckpoint(
                                  request.consistency_proof().end());
   for (size_t i = 0; i < proof.size(); ++i) {
     if (proof[i].size() != merkle::kHashSize) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("consistency_proof[", i, "]: ", proof[i].size(),
-                       " bytes; a hash is 32"));
+      return absl::InvalidArgumentError(absl::StrCat("consistency_proof[", i,
+                                                     "]: ", proof[i].size(),
+                                                     " bytes; a hash is 32"));
     }
   }
 
@@ -102,7 +102,8 @@ absl::StatusOr<std::string> Witness::AddCheckpoint(
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
     CB_ASSIGN_OR_RETURN(
         auto stmt,
-        c.Prepare("SELECT size, root, note FROM witness_state WHERE origin = ?"));
+        c.Prepare(
+            "SELECT size, root, note FROM witness_state WHERE origin = ?"));
     stmt.Bind(1, options_.peer_origin);
     CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
     if (row) {
@@ -122,19 +123,18 @@ absl::StatusOr<std::string> Witness::AddCheckpoint(
   const bool same_as_held = !held.note.empty() && size == held.size;
   if (same_as_held && checkpoint->root != held.root) {
     CB_RETURN_IF_ERROR(KeepFork(held.note, offered));
-    log::Error("witness.fork", {{"origin", options_.peer_origin},
-                                {"size", size},
-                                {"caller", caller}});
-    return absl::AlreadyExistsError(absl::StrCat(
-        "fork: a different checkpoint of size ", size,
-        " was already cosigned; both are kept as evidence"));
+    log::Error(
+        "witness.fork",
+        {{"origin", options_.peer_origin}, {"size", size}, {"caller", caller}});
+    return absl::AlreadyExistsError(
+        absl::StrCat("fork: a different checkpoint of size ", size,
+                     " was already cosigned; both are kept as evidence"));
   }
   if (!same_as_held) {
     if (request.old_size() != held.size) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("old_size ", request.old_size(),
-                       " is not the size last cosigned (cosigned size: ",
-                       held.size, ")"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "old_size ", request.old_size(),
+          " is not the size last cosigned (cosigned size: ", held.size, ")"));
     }
     if (held.size == 0) {
       // Nothing cosigned yet: the first checkpoint is taken on its
@@ -146,17 +146,18 @@ absl::StatusOr<std::string> Witness::AddCheckpoint(
     } else if (const absl::Status consistent = merkle::VerifyConsistency(
                    held.size, size, held.root, checkpoint->root, proof);
                !consistent.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "consistency_proof: does not prove size ", size,
-          " consistent with cosigned size ", held.size, ": ",
-          consistent.message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("consistency_proof: does not prove size ", size,
+                       " consistent with cosigned size ", held.size, ": ",
+                       consistent.message()));
     }
   }
 
-  const uint64_t now = static_cast<uint64_t>(absl::ToUnixSeconds(clock_->Now()));
-  CB_ASSIGN_OR_RETURN(note::Signature cosignature,
-                      note::Cosign(parsed->text, options_.witness_name, now,
-                                   *options_.signer));
+  const uint64_t now =
+      static_cast<uint64_t>(absl::ToUnixSeconds(clock_->Now()));
+  CB_ASSIGN_OR_RETURN(
+      note::Signature cosignature,
+      note::Cosign(parsed->text, options_.witness_name, now, *options_.signer));
   note::Note cosigned;
   cosigned.text = parsed->text;
   for (const note::Signature& s : parsed->signatures) {

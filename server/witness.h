@@ -35,9 +35,9 @@ namespace casebridge::server {
 class Witness {
  public:
   struct Options {
-    std::string peer_origin;                 // e.g. "cn.casebridge/audit"
-    note::VerifierKey peer_checkpoint_key;   // signs the peer's checkpoints
-    std::string witness_name;                // e.g. "pk.casebridge/witness"
+    std::string peer_origin;                // e.g. "cn.casebridge/audit"
+    note::VerifierKey peer_checkpoint_key;  // signs the peer's checkpoints
+    std::string witness_name;               // e.g. "pk.casebridge/witness"
     const crypto::Ed25519Signer* signer = nullptr;  // our witness key
   };
 

@@ -356,6 +356,33 @@ INSTANTIATE_TEST_SUITE_P(
       return param.param.name;
     });
 
+TEST_F(GatewayConfigTest, AuditSettingsHaveDefaultsAndAreRead) {
+  ASSERT_OK_AND_ASSIGN(const Gateway defaults, Parse(Toml()));
+  EXPECT_EQ(defaults.audit.checkpoint_interval_ms, 1000);
+  EXPECT_EQ(defaults.audit.payload_retention_days, 0);
+  ASSERT_OK_AND_ASSIGN(
+      const Gateway set,
+      Parse(Toml() + "\n[audit]\ncheckpoint_interval_ms = 250\n"
+                     "payload_retention_days = 365\n"));
+  EXPECT_EQ(set.audit.checkpoint_interval_ms, 250);
+  EXPECT_EQ(set.audit.payload_retention_days, 365);
+}
+
+TEST_F(GatewayConfigTest, BadAuditSettingsAreRefusedNamingTheKey) {
+  for (const auto& [table, named] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"checkpoint_interval_ms = 10", "audit.checkpoint_interval_ms"},
+           {"checkpoint_interval_ms = 60001", "audit.checkpoint_interval_ms"},
+           {"payload_retention_days = -1", "audit.payload_retention_days"},
+           {"payload_retention_days = \"forever\"",
+            "audit.payload_retention_days"},
+           {"checkpoint_every = 5", "audit.checkpoint_every"}}) {
+    EXPECT_THAT(Parse(Toml() + "\n[audit]\n" + table + "\n"),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(named)))
+        << table;
+  }
+}
+
 TEST_F(GatewayConfigTest, NoOfficesIsRefused) {
   std::string text = Toml();
   text = text.substr(0, text.find("[[offices]]"));

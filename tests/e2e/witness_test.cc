@@ -74,9 +74,9 @@ class WitnessE2eTest : public ::testing::Test {
                                       Pki("cn/signing/checkpoint.key")));
     ASSERT_OK_AND_ASSIGN(auto witness, crypto::Ed25519Verifier::FromPemFile(
                                            Pki("pk/signing/witness.pub")));
-    pk_witness_ = note::MakeVerifierKey("pk.casebridge/witness",
-                                        note::kTypeCosignatureV1,
-                                        witness->public_key());
+    pk_witness_ =
+        note::MakeVerifierKey("pk.casebridge/witness", note::kTypeCosignatureV1,
+                              witness->public_key());
   }
 
   void Start() {
@@ -90,9 +90,10 @@ class WitnessE2eTest : public ::testing::Test {
                          const crypto::Ed25519Signer* key = nullptr,
                          const std::string& origin = "cn.casebridge/audit") {
     note::Note signed_note;
-    signed_note.text = note::FormatCheckpoint({origin, log.size(), log.Root(), {}});
-    auto signature = note::Sign(signed_note.text, origin,
-                                key != nullptr ? *key : *cn_key_);
+    signed_note.text =
+        note::FormatCheckpoint({origin, log.size(), log.Root(), {}});
+    auto signature =
+        note::Sign(signed_note.text, origin, key != nullptr ? *key : *cn_key_);
     EXPECT_TRUE(signature.ok()) << signature.status();
     signed_note.signatures.push_back(*signature);
     return note::Format(signed_note);
@@ -183,22 +184,21 @@ TEST_F(WitnessE2eTest, CosignsConsistentCheckpointsAndRefusesEveryAttack) {
   std::vector<std::string> bad = Proof(cn, 9);
   ASSERT_FALSE(bad.empty());
   bad[0][3] = static_cast<char>(bad[0][3] ^ 0x10);
-  EXPECT_THAT(Offer(third, 9, bad),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("consistency_proof")));
+  EXPECT_THAT(Offer(third, 9, bad), StatusIs(absl::StatusCode::kInvalidArgument,
+                                             HasSubstr("consistency_proof")));
   // Wrong old size.
   EXPECT_THAT(Offer(third, 5, Proof(cn, 5)),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        HasSubstr("(cosigned size: 9)")));
   // Bad signature: CN's name, another key.
   auto impostor = crypto::Ed25519Signer::Generate();
-  EXPECT_THAT(Offer(Checkpoint(cn, impostor.get()), 9, Proof(cn, 9)),
-              StatusIs(absl::StatusCode::kUnauthenticated,
-                       HasSubstr("signature")));
+  EXPECT_THAT(
+      Offer(Checkpoint(cn, impostor.get()), 9, Proof(cn, 9)),
+      StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("signature")));
   // Unknown origin.
-  EXPECT_THAT(Offer(Checkpoint(cn, nullptr, "example.com/log"), 9,
-                    Proof(cn, 9)),
-              StatusIs(absl::StatusCode::kNotFound, HasSubstr("origin")));
+  EXPECT_THAT(
+      Offer(Checkpoint(cn, nullptr, "example.com/log"), 9, Proof(cn, 9)),
+      StatusIs(absl::StatusCode::kNotFound, HasSubstr("origin")));
   EXPECT_EQ(WitnessHealth(), grpc::health::v1::HealthCheckResponse::SERVING);
 
   // Fork: another tree of the size already cosigned, validly signed.
@@ -216,11 +216,10 @@ TEST_F(WitnessE2eTest, CosignsConsistentCheckpointsAndRefusesEveryAttack) {
     EXPECT_EQ(e.actor(), "spiffe://cn.casebridge/gateway");
     refused.insert(e.status_code());
   }
-  EXPECT_EQ(refused,
-            (std::multiset<int>{grpc::OUT_OF_RANGE, grpc::INVALID_ARGUMENT,
-                                grpc::FAILED_PRECONDITION,
-                                grpc::UNAUTHENTICATED, grpc::NOT_FOUND,
-                                grpc::ALREADY_EXISTS}));
+  EXPECT_EQ(refused, (std::multiset<int>{
+                         grpc::OUT_OF_RANGE, grpc::INVALID_ARGUMENT,
+                         grpc::FAILED_PRECONDITION, grpc::UNAUTHENTICATED,
+                         grpc::NOT_FOUND, grpc::ALREADY_EXISTS}));
 
   // The consistent extension is still taken; the fork stays raised across
   // a restart.
@@ -240,10 +239,10 @@ TEST(WitnessPairTest, GatewaysCosignEachOthersCheckpoints) {
   ASSERT_OK(OfficeClientFor(kFia, pk->office_endpoint())
                 ->OpenCase(ValidDraft())
                 .status());
-  ASSERT_OK(OfficeClientFor("cn/offices/mps-liaison", cn->office_endpoint(),
-                            "CN")
-                ->OpenCase(ValidDraft("Woman located in Hebei"))
-                .status());
+  ASSERT_OK(
+      OfficeClientFor("cn/offices/mps-liaison", cn->office_endpoint(), "CN")
+          ->OpenCase(ValidDraft("Woman located in Hebei"))
+          .status());
 
   struct Side {
     std::string auditor;
@@ -276,7 +275,8 @@ TEST(WitnessPairTest, GatewaysCosignEachOthersCheckpoints) {
       if (!parsed.ok()) return false;
       checkpoint = response.checkpoint();
       return note::VerifyCosignature(*parsed, witness).ok();
-    })) << "last checkpoint: " << checkpoint;
+    })) << "last checkpoint: "
+        << checkpoint;
     ASSERT_OK_AND_ASSIGN(const note::Note parsed, note::Parse(checkpoint));
     ASSERT_OK_AND_ASSIGN(const note::Checkpoint body,
                          note::ParseCheckpoint(parsed.text));
@@ -294,8 +294,7 @@ TEST(WitnessPairTest, GatewaysCosignEachOthersCheckpoints) {
       grpc::ClientContext entries_context;
       v1::GetEntriesRequest entries;
       entries.set_page_size(1);
-      ASSERT_TRUE(
-          audit->GetEntries(&entries_context, entries, &first).ok());
+      ASSERT_TRUE(audit->GetEntries(&entries_context, entries, &first).ok());
       ASSERT_EQ(first.entries_size(), 1);
     }
     EXPECT_OK(merkle::VerifyInclusion(

@@ -43,8 +43,8 @@ class CheckpointerTest : public ::testing::Test {
     Checkpointer::Options options;
     options.origin = audit::LogOrigin("PK");
     options.signer = key_.get();
-    checkpointer_ = std::make_unique<Checkpointer>(
-        options, &store_->database(), &log(), nullptr, &clock_);
+    checkpointer_ = std::make_unique<Checkpointer>(options, &store_->database(),
+                                                   &log(), nullptr, &clock_);
   }
 
   SqliteAuditLog& log() { return store_->audit_log(); }
@@ -180,11 +180,13 @@ TEST_F(CheckpointerTest, StoredCheckpointsOnlyGrow) {
   ASSERT_OK_AND_ASSIGN(const auto made, checkpointer_->MakeCheckpoint());
   ASSERT_TRUE(made.has_value());
   StoredCheckpoint stale = *made;
-  EXPECT_THAT(log().StoreCheckpoint(stale),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("newer")));
+  EXPECT_THAT(
+      log().StoreCheckpoint(stale),
+      StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("newer")));
   stale.size = 2;
-  EXPECT_THAT(log().StoreCheckpoint(stale),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("newer")));
+  EXPECT_THAT(
+      log().StoreCheckpoint(stale),
+      StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("newer")));
 }
 
 }  // namespace

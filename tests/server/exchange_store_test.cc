@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "core/crypto.h"
 #include "core/envelope.h"
+#include "core/status_macros.h"
 #include "google/protobuf/util/time_util.h"
 #include "server/sqlite_case_store.h"
 #include "tests/testing/fake_clock.h"
@@ -981,6 +982,77 @@ TEST_F(ExchangeStoreTest, ConcurrentQueueOutgoingStoresEveryMessage) {
   EXPECT_EQ(AuditSize(), kTotal);
   ASSERT_OK_AND_ASSIGN(const VerifyReport report, audit().Verify());
   EXPECT_TRUE(report.ok()) << report.problem;
+}
+
+// --- Retention
+// -----------------------------------------------------------------
+
+TEST_F(ExchangeStoreTest, RetentionPurgesOldPayloadsAndKeepsTheLogVerifiable) {
+  // Old: one delivered outgoing message, one received; one still queued.
+  Queue(Message("PK-M-OLD", kCaseA));
+  ASSERT_OK(exchange().RecordDelivered("E-PK-M-OLD", PeerReceipt("E-PK-M-OLD"),
+                                       clock_.Now(),
+                                       Event("receipt.store", kCnGateway)));
+  ASSERT_OK(Accept(PeerEnvelope("CN-E-OLD", PeerMessage("CN-M-OLD"))).status());
+  Queue(Message("PK-M-WAITING", kCaseB));
+  clock_.Advance(absl::Hours(24) * 40);
+  // Recent: received after the cutoff.
+  ASSERT_OK(Accept(PeerEnvelope("CN-E-NEW", PeerMessage("CN-M-NEW"))).status());
+  const int64_t salts_before = CountRows("audit_payload_salts");
+
+  const absl::Time cutoff = clock_.Now() - absl::Hours(24) * 30;
+  ASSERT_OK_AND_ASSIGN(const int purged,
+                       exchange().PurgeExpired(cutoff, kPkGateway));
+  EXPECT_EQ(purged, 2);
+
+  auto column = [&](const std::string& sql, const std::string& id) {
+    std::string out = "<no row>";
+    EXPECT_OK(
+        store_->database().Read([&](sqlite::Connection& c) -> absl::Status {
+          CB_ASSIGN_OR_RETURN(auto stmt, c.Prepare(sql));
+          stmt.Bind(1, id);
+          CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+          if (row) out = stmt.ColumnBlob(0);
+          return absl::OkStatus();
+        }));
+    return out;
+  };
+  // Payloads gone for the two old messages...
+  EXPECT_EQ(
+      column("SELECT body FROM messages WHERE message_id = ?", "PK-M-OLD"), "");
+  EXPECT_EQ(
+      column("SELECT body FROM messages WHERE message_id = ?", "CN-M-OLD"), "");
+  EXPECT_EQ(column("SELECT signed_envelope FROM outbox WHERE message_id = ?",
+                   "PK-M-OLD"),
+            "");
+  EXPECT_EQ(column("SELECT signed_envelope FROM inbound WHERE envelope_id = ?",
+                   "CN-E-OLD"),
+            "");
+  // ...ids, receipts and the undelivered and recent messages kept.
+  EXPECT_NE(
+      column("SELECT receipt FROM outbox WHERE message_id = ?", "PK-M-OLD"),
+      "");
+  EXPECT_NE(
+      column("SELECT body FROM messages WHERE message_id = ?", "PK-M-WAITING"),
+      "");
+  EXPECT_NE(column("SELECT signed_envelope FROM inbound WHERE envelope_id = ?",
+                   "CN-E-NEW"),
+            "");
+  // The salts of every entry about the old messages are gone; the purges are
+  // audited.
+  EXPECT_LT(CountRows("audit_payload_salts"), salts_before);
+  const uint64_t size = AuditSize();
+  const StoredEntry last = AuditEntry(size - 1);
+  EXPECT_EQ(last.entry.action, "retention.purge");
+  EXPECT_EQ(last.entry.actor, kPkGateway);
+  ASSERT_OK_AND_ASSIGN(const VerifyReport report, audit().Verify());
+  EXPECT_TRUE(report.ok()) << report.problem;
+  EXPECT_EQ(report.entries, size);
+
+  // Purged once: a second run finds nothing.
+  ASSERT_OK_AND_ASSIGN(const int again,
+                       exchange().PurgeExpired(cutoff, kPkGateway));
+  EXPECT_EQ(again, 0);
 }
 
 }  // namespace

@@ -72,10 +72,11 @@ struct PeerLog {
     request.set_checkpoint(checkpoint.note);
     request.set_old_size(old_size);
     if (old_size > 0 && old_size < checkpoint.size) {
-      auto proof = store->audit_log().ConsistencyProof(old_size,
-                                                       checkpoint.size);
+      auto proof =
+          store->audit_log().ConsistencyProof(old_size, checkpoint.size);
       EXPECT_TRUE(proof.ok()) << proof.status();
-      for (const std::string& hash : *proof) request.add_consistency_proof(hash);
+      for (const std::string& hash : *proof)
+        request.add_consistency_proof(hash);
     }
     return request;
   }
@@ -123,7 +124,8 @@ class WitnessTest : public ::testing::Test {
     uint64_t size = 0;
     EXPECT_OK(pk_->database().Read([&](sqlite::Connection& c) -> absl::Status {
       CB_ASSIGN_OR_RETURN(
-          auto stmt, c.Prepare("SELECT size FROM witness_state WHERE origin = ?"));
+          auto stmt,
+          c.Prepare("SELECT size FROM witness_state WHERE origin = ?"));
       stmt.Bind(1, audit::LogOrigin("CN"));
       CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
       if (row) size = static_cast<uint64_t>(stmt.ColumnInt(0));
@@ -175,14 +177,15 @@ class WitnessTest : public ::testing::Test {
 TEST_F(WitnessTest, FirstCheckpointIsCosignedAndRecordedInOurLog) {
   cn_.Append(5);
   const StoredCheckpoint checkpoint = cn_.Checkpoint();
-  ASSERT_OK_AND_ASSIGN(const std::string line,
-                       Offer(cn_.Offer(checkpoint, 0)));
+  ASSERT_OK_AND_ASSIGN(const std::string line, Offer(cn_.Offer(checkpoint, 0)));
 
   // The line is a cosignature/v1 by our witness key over CN's checkpoint.
-  ASSERT_OK_AND_ASSIGN(note::Note cosigned, note::Parse(checkpoint.note + line));
+  ASSERT_OK_AND_ASSIGN(note::Note cosigned,
+                       note::Parse(checkpoint.note + line));
   ASSERT_OK_AND_ASSIGN(const uint64_t timestamp,
                        note::VerifyCosignature(cosigned, WitnessKey()));
-  EXPECT_EQ(timestamp, static_cast<uint64_t>(absl::ToUnixSeconds(clock_.Now())));
+  EXPECT_EQ(timestamp,
+            static_cast<uint64_t>(absl::ToUnixSeconds(clock_.Now())));
   EXPECT_EQ(HeldSize(), 5u);
 
   const std::vector<StoredEntry> records = WitnessEntries();
@@ -313,9 +316,9 @@ TEST_F(WitnessTest, BadSignatureIsUnauthenticated) {
   auto impostor = crypto::Ed25519Signer::Generate();
   PeerLog fake(impostor.get(), &clock_);
   fake.Append(3);
-  EXPECT_THAT(Offer(fake.Offer(fake.Checkpoint(), 0)),
-              StatusIs(absl::StatusCode::kUnauthenticated,
-                       HasSubstr("signature")));
+  EXPECT_THAT(
+      Offer(fake.Offer(fake.Checkpoint(), 0)),
+      StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("signature")));
   // CN's own note with one signature byte changed.
   ASSERT_OK_AND_ASSIGN(note::Note parsed, note::Parse(checkpoint.note));
   parsed.signatures[0].bytes[5] =
@@ -361,9 +364,8 @@ TEST_F(WitnessTest, WrongOldSizeIsFailedPreconditionNamingTheHeldSize) {
   const StoredCheckpoint next = cn_.Checkpoint();
   v1::AddCheckpointRequest request = cn_.Offer(next, 5);
   request.set_old_size(4);
-  EXPECT_THAT(Offer(request),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("(cosigned size: 5)")));
+  EXPECT_THAT(Offer(request), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                       HasSubstr("(cosigned size: 5)")));
   EXPECT_EQ(HeldSize(), 5u);
 }
 
