@@ -7,9 +7,12 @@
 
 #include <future>
 
+#include "absl/strings/str_cat.h"
+#include "casebridge/v1/audit.grpc.pb.h"
 #include "casebridge/v1/peer.grpc.pb.h"
 #include "client/office_client.h"
 #include "core/config.h"
+#include "core/note.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "server/sqlite_case_store.h"
 #include "tests/e2e/e2e_util.h"
@@ -209,6 +212,100 @@ TEST_F(GatewayTest, SuccessAndRefusalBothLeaveAuditEntries) {
   EXPECT_EQ(entries[1].action(), "case.open");
   EXPECT_EQ(entries[1].status_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(entries[1].status_message(), HasSubstr("case_reference.summary"));
+}
+
+TEST_F(GatewayTest, OfficersSeeOnlyTheirOwnAuditEntries) {
+  ASSERT_OK(Office(kFia)->OpenCase(ValidDraft()).status());
+  ASSERT_OK(Office(kEmbassy)->OpenCase(ValidDraft("Walk-in report")).status());
+  v1::CaseReference bad = ValidDraft();
+  bad.clear_summary();
+  ASSERT_FALSE(Office(kEmbassy)->OpenCase(bad).ok());
+  ASSERT_OK(Office(kFia)->OpenCase(ValidDraft("Second report")).status());
+  ASSERT_EQ(AuditEntries().size(), 4u);
+
+  // Paged one at a time: skipped entries never stall the paging.
+  std::vector<uint64_t> seen;
+  uint64_t start = 0;
+  for (int page = 0; page < 10; ++page) {
+    ASSERT_OK_AND_ASSIGN(auto got, Office(kFia)->GetAuditEntries(start, 1));
+    for (const auto& e : got.entries()) {
+      EXPECT_EQ(e.actor(), "spiffe://pk.casebridge/office/fia-liaison-desk");
+      seen.push_back(e.index());
+    }
+    if (got.next_start() == start) break;
+    start = got.next_start();
+  }
+  EXPECT_EQ(seen, (std::vector<uint64_t>{0, 3}));
+  ASSERT_OK_AND_ASSIGN(auto embassy, Office(kEmbassy)->GetAuditEntries(0, 100));
+  ASSERT_EQ(embassy.entries_size(), 2);
+  EXPECT_EQ(embassy.entries(1).status_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_EQ(embassy.next_start(), 4u);
+}
+
+TEST_F(GatewayTest, ProofsAreServedUpToTheNewestCheckpoint) {
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_OK(
+        Office(kFia)->OpenCase(ValidDraft(absl::StrCat("case ", i))).status());
+  }
+  auto audit = v1::AuditService::NewStub(
+      ChannelFor(kAuditor, gateway_->office_endpoint(), "PK"));
+  auto call = [&](auto method, const auto& request, auto* response) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(10));
+    return (audit.get()->*method)(&context, request, response);
+  };
+  // The checkpointer signs the entries within about a second. (Asking
+  // before the first checkpoint is a refusal, audited: the log grows.)
+  uint64_t size = 0;
+  ASSERT_TRUE(WaitUntil([&] {
+    v1::GetCheckpointResponse response;
+    if (!call(&v1::AuditService::Stub::GetCheckpoint,
+              v1::GetCheckpointRequest(), &response)
+             .ok()) {
+      return false;
+    }
+    auto parsed = note::Parse(response.checkpoint());
+    if (!parsed.ok()) return false;
+    auto body = note::ParseCheckpoint(parsed->text);
+    if (!body.ok() || body->origin != "pk.casebridge/audit") return false;
+    size = body->size;
+    return size >= 5;
+  }));
+
+  v1::GetInclusionProofRequest inclusion;
+  v1::GetInclusionProofResponse proof;
+  inclusion.set_index(2);
+  inclusion.set_tree_size(size);
+  ASSERT_TRUE(
+      call(&v1::AuditService::Stub::GetInclusionProof, inclusion, &proof).ok());
+  EXPECT_EQ(proof.index(), 2u);
+  EXPECT_EQ(proof.tree_size(), size);
+  EXPECT_FALSE(proof.hashes().empty());
+  inclusion.set_tree_size(size + 1000);  // beyond the newest checkpoint
+  grpc::Status refused =
+      call(&v1::AuditService::Stub::GetInclusionProof, inclusion, &proof);
+  EXPECT_EQ(refused.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.error_message(), HasSubstr("tree_size"));
+  inclusion.set_index(size);
+  inclusion.set_tree_size(size);
+  refused = call(&v1::AuditService::Stub::GetInclusionProof, inclusion, &proof);
+  EXPECT_EQ(refused.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.error_message(), HasSubstr("index"));
+
+  v1::GetConsistencyProofRequest consistency;
+  v1::GetConsistencyProofResponse hashes;
+  consistency.set_first_size(3);
+  consistency.set_second_size(size);
+  ASSERT_TRUE(
+      call(&v1::AuditService::Stub::GetConsistencyProof, consistency, &hashes)
+          .ok());
+  EXPECT_FALSE(hashes.hashes().empty());
+  consistency.set_first_size(0);
+  refused =
+      call(&v1::AuditService::Stub::GetConsistencyProof, consistency, &hashes);
+  EXPECT_EQ(refused.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.error_message(), HasSubstr("first_size"));
 }
 
 TEST_F(GatewayTest, ForbiddenUpdateIsDeniedAuditedAndChangesNothing) {
