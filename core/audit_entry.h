@@ -50,9 +50,11 @@ std::string PayloadHash(absl::string_view salt, absl::string_view payload);
 std::string LogOrigin(absl::string_view country);
 std::string WitnessName(absl::string_view country);
 
-// The entry action of a witnessed peer checkpoint: these entries alone do not
-// call for a new checkpoint, or two witnesses would keep each other busy.
+// The entry actions of witnessing: a peer checkpoint cosigned, a peer
+// checkpoint refused. These entries alone do not call for a new checkpoint
+// at once, or two witnesses would keep each other busy.
 inline constexpr char kWitnessAction[] = "witness.cosign";
+inline constexpr char kWitnessRefusalAction[] = "peer.add_checkpoint";
 
 }  // namespace casebridge::audit
 

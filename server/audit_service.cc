@@ -1,5 +1,7 @@
 #include "server/audit_service.h"
 
+#include <limits>
+
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "google/protobuf/util/time_util.h"
@@ -70,6 +72,10 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetEntries(
         if (page_size < 0 || page_size > 1000) {
           return absl::InvalidArgumentError(
               "page_size: must be between 1 and 1000 (0 for 100)");
+        }
+        if (in.request.start() >
+            static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+          return absl::InvalidArgumentError("start: beyond any log");
         }
         const size_t max =
             page_size == 0 ? 100 : static_cast<size_t>(page_size);

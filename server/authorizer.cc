@@ -58,11 +58,13 @@ absl::Status OfficeAuthorizer::Authorize(const Caller& caller, Action action) {
   // Built-in role table (docs/api.md#roles).
   static const auto* kReaders = new std::set<Action>{
       Action::kWhoAmI, Action::kGetCase, Action::kListCases};
-  static const auto* kOfficers = new std::set<Action>{
-      Action::kWhoAmI,           Action::kOpenCase,   Action::kGetCase,
-      Action::kListCases,        Action::kUpdateCase, Action::kShareCase,
-      Action::kSendMessage,      Action::kWatchInbox, Action::kAcknowledge,
-      Action::kGetDeliveryStatus, Action::kReadAudit};
+  static const auto* kOfficers =
+      new std::set<Action>{Action::kWhoAmI,      Action::kOpenCase,
+                           Action::kGetCase,     Action::kListCases,
+                           Action::kUpdateCase,  Action::kShareCase,
+                           Action::kSendMessage, Action::kWatchInbox,
+                           Action::kAcknowledge, Action::kGetDeliveryStatus,
+                           Action::kReadAudit};
   static const auto* kAuditors =
       new std::set<Action>{Action::kWhoAmI, Action::kGetCase,
                            Action::kListCases, Action::kReadAudit};

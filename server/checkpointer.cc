@@ -70,7 +70,11 @@ absl::StatusOr<std::optional<StoredCheckpoint>> Checkpointer::MakeCheckpoint() {
       if (size == latest->size) return absl::OkStatus();
       CB_ASSIGN_OR_RETURN(const bool work,
                           SqliteAuditLog::HasWorkSince(c, latest->size));
-      if (!work) return absl::OkStatus();
+      // Witnessing records wait, but not for ever: they too must come
+      // under a checkpoint the peer holds.
+      const bool stale =
+          clock_->Now() - latest->created >= options_.quiet_max_age;
+      if (!work && !stale) return absl::OkStatus();
     }
     SqliteNodeSource nodes(c);
     CB_ASSIGN_OR_RETURN(std::string root, merkle::RootAt(size, nodes));
@@ -133,28 +137,39 @@ absl::Status Checkpointer::Offer(const StoredCheckpoint& checkpoint,
       peer_->AddCheckpoint(&context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
 
-  auto cosigned = note::Parse(checkpoint.note + response.cosignature());
-  if (!cosigned.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the peer's cosignature is malformed: ", cosigned.status().message()));
+  // Exactly one signature line, checked against our own text: a line that
+  // starts with a newline would otherwise move where the parsed note's text
+  // ends, and the peer could cosign something other than our checkpoint.
+  const std::string& line = response.cosignature();
+  if (line.empty() || line.find('\n') != line.size() - 1) {
+    return absl::InvalidArgumentError(
+        "the peer's cosignature is not exactly one signature line");
   }
+  CB_ASSIGN_OR_RETURN(note::Note ours, note::Parse(checkpoint.note));
+  auto with_line = note::Parse(checkpoint.note + line);
+  if (!with_line.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the peer's cosignature is malformed: ", with_line.status().message()));
+  }
+  if (with_line->text != ours.text ||
+      with_line->signatures.size() != ours.signatures.size() + 1) {
+    return absl::InvalidArgumentError(
+        "the peer's cosignature line does not extend our checkpoint");
+  }
+  note::Note cosignature_only;
+  cosignature_only.text = ours.text;
+  cosignature_only.signatures.push_back(with_line->signatures.back());
   if (auto verified =
-          note::VerifyCosignature(*cosigned, options_.peer_witness_key);
+          note::VerifyCosignature(cosignature_only, options_.peer_witness_key);
       !verified.ok()) {
     return absl::UnauthenticatedError(
         absl::StrCat("the peer's cosignature does not verify with its "
                      "witness key: ",
                      verified.status().message()));
   }
-  // Keep our signature and the verified cosignature only.
-  note::Note kept;
-  kept.text = cosigned->text;
-  for (const note::Signature& s : cosigned->signatures) {
-    const bool ours = s.name == options_.origin;
-    const bool witness = s.name == options_.peer_witness_key.name &&
-                         s.key_id == options_.peer_witness_key.key_id;
-    if (ours || witness) kept.signatures.push_back(s);
-  }
+  // Our note as signed, plus the one verified cosignature.
+  note::Note kept = ours;
+  kept.signatures.push_back(with_line->signatures.back());
   return audit_->StoreCosigned(checkpoint.size, note::Format(kept));
 }
 

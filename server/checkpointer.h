@@ -40,6 +40,9 @@ class Checkpointer {
     const crypto::Ed25519Signer* signer = nullptr;  // our checkpoint key
     note::VerifierKey peer_witness_key;  // verifies the peer's cosignatures
     absl::Duration interval = absl::Seconds(1);
+    // Entries that record witnessing alone get a checkpoint once the newest
+    // one is this old.
+    absl::Duration quiet_max_age = absl::Minutes(10);
     absl::Duration retry_max = absl::Seconds(60);
     // Run every `maintenance_every` (retention); may be empty.
     std::function<void()> maintenance;

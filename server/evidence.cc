@@ -146,11 +146,23 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
       return absl::UnavailableError(
           "the peer gateway sent no RECEIVED entry proof");
     }
+    v1::Receipt receipt;
+    if (!receipt.ParseFromString(bundle.receipt().receipt()) ||
+        theirs.received().index() != receipt.receiver_audit_index()) {
+      return absl::UnavailableError(
+          "the peer gateway's RECEIVED entry is not the one its receipt names");
+    }
     *bundle.mutable_received() = theirs.received();
   } else {
     if (!theirs.has_sent()) {
       return absl::UnavailableError(
           "the peer gateway sent no SENT entry proof");
+    }
+    v1::Envelope envelope;
+    if (!envelope.ParseFromString(bundle.envelope().envelope()) ||
+        theirs.sent().index() != envelope.origin_audit_index()) {
+      return absl::UnavailableError(
+          "the peer gateway's SENT entry is not the one its envelope names");
     }
     *bundle.mutable_sent() = theirs.sent();
   }

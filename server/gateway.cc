@@ -237,9 +237,11 @@ absl::Status Gateway::Init(const Clock* clock) {
                               v1::AuditService::service_full_name()});
   for (grpc::Server* server : {office_server_.get(), peer_server_.get()}) {
     if (auto* health = server->GetHealthCheckService()) {
-      health->SetServingStatus(kWitnessHealth, !witness_->fork_on_record());
+      health->SetServingStatus(kWitnessHealth, true);
     }
   }
+  // Called at once if a fork is on record (from an earlier run, or offered
+  // since the peer port opened).
   witness_->set_on_fork([this] {
     for (grpc::Server* server : {office_server_.get(), peer_server_.get()}) {
       if (auto* health = server->GetHealthCheckService()) {

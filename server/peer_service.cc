@@ -156,8 +156,8 @@ grpc::ServerUnaryReactor* PeerServiceImpl::AddCheckpoint(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
   return handler_->Unary<v1::AddCheckpointRequest, v1::AddCheckpointResponse>(
-      context, request, response, Action::kAddCheckpoint, "peer.add_checkpoint",
-      nullptr,
+      context, request, response, Action::kAddCheckpoint,
+      audit::kWitnessRefusalAction, nullptr,
       [this](const Incoming<v1::AddCheckpointRequest>& in,
              v1::AddCheckpointResponse* out) -> absl::Status {
         CB_ASSIGN_OR_RETURN(

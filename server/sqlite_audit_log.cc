@@ -34,6 +34,18 @@ absl::Status AddLeaf(sqlite::Connection& c, uint64_t index,
   return absl::OkStatus();
 }
 
+absl::Status AddSubjects(sqlite::Connection& c, uint64_t index,
+                         const std::vector<std::string>& subjects) {
+  for (const std::string& subject : subjects) {
+    CB_ASSIGN_OR_RETURN(
+        auto insert, c.Prepare("INSERT OR IGNORE INTO audit_subjects(subject, "
+                               "idx) VALUES(?, ?)"));
+    insert.Bind(1, subject).Bind(2, static_cast<int64_t>(index));
+    CB_RETURN_IF_ERROR(insert.Run());
+  }
+  return absl::OkStatus();
+}
+
 StoredCheckpoint CheckpointFromRow(const sqlite::Statement& row) {
   StoredCheckpoint checkpoint;
   checkpoint.size = static_cast<uint64_t>(row.ColumnInt(0));
@@ -97,7 +109,11 @@ absl::Status SqliteAuditLog::CatchUpTree() {
         return absl::DataLossError(
             absl::StrCat("audit entry ", expected, " is missing"));
       }
-      CB_RETURN_IF_ERROR(AddLeaf(c, index, entries.ColumnBlob(1)));
+      const std::string bytes = entries.ColumnBlob(1);
+      CB_RETURN_IF_ERROR(AddLeaf(c, index, bytes));
+      // Entries from before migration 3 have no subject rows either.
+      CB_ASSIGN_OR_RETURN(const audit::Entry entry, audit::Decode(bytes));
+      CB_RETURN_IF_ERROR(AddSubjects(c, index, entry.subjects));
       ++expected;
     }
     return absl::OkStatus();
@@ -139,14 +155,8 @@ absl::StatusOr<uint64_t> SqliteAuditLog::AppendInTransaction(
   CB_RETURN_IF_ERROR(salt_insert.Run());
   // The subjects as encoded (the encoding caps their number).
   CB_ASSIGN_OR_RETURN(const audit::Entry encoded, audit::Decode(bytes));
-  for (const std::string& subject : encoded.subjects) {
-    CB_ASSIGN_OR_RETURN(
-        auto subject_insert,
-        connection.Prepare("INSERT OR IGNORE INTO audit_subjects(subject, idx) "
-                           "VALUES(?, ?)"));
-    subject_insert.Bind(1, subject).Bind(2, static_cast<int64_t>(index));
-    CB_RETURN_IF_ERROR(subject_insert.Run());
-  }
+  CB_RETURN_IF_ERROR(AddSubjects(connection, index, encoded.subjects));
+
   CB_RETURN_IF_ERROR(AddLeaf(connection, index, bytes));
   return index;
 }
@@ -212,11 +222,12 @@ absl::StatusOr<std::vector<StoredEntry>> SqliteAuditLog::ReadVisibleTo(
     CB_ASSIGN_OR_RETURN(
         out,
         ReadRows(c,
-                 "SELECT idx, entry FROM audit_log WHERE idx >= ?1 AND "
-                 "(actor = ?2 OR idx IN (SELECT s.idx FROM audit_subjects s "
-                 "WHERE s.idx >= ?1 AND s.subject IN ("
-                 "SELECT message_id FROM messages WHERE sender_office = ?2 "
-                 "UNION SELECT message_id FROM inbox WHERE office = ?2))) "
+                 "SELECT idx, entry FROM audit_log WHERE idx IN ("
+                 "SELECT idx FROM audit_log WHERE actor = ?2 AND idx >= ?1 "
+                 "UNION SELECT s.idx FROM audit_subjects s WHERE s.idx >= ?1 "
+                 "AND s.subject IN (SELECT message_id FROM messages WHERE "
+                 "sender_office = ?2 UNION SELECT message_id FROM inbox "
+                 "WHERE office = ?2)) "
                  "ORDER BY idx LIMIT ?3",
                  [&](sqlite::Statement& s) {
                    s.Bind(1, static_cast<int64_t>(start))
@@ -339,8 +350,10 @@ absl::StatusOr<bool> SqliteAuditLog::HasWorkSince(sqlite::Connection& c,
                                                   uint64_t from) {
   CB_ASSIGN_OR_RETURN(auto stmt,
                       c.Prepare("SELECT 1 FROM audit_log WHERE idx >= ? AND "
-                                "action != ? LIMIT 1"));
-  stmt.Bind(1, static_cast<int64_t>(from)).Bind(2, audit::kWitnessAction);
+                                "action NOT IN (?, ?) LIMIT 1"));
+  stmt.Bind(1, static_cast<int64_t>(from))
+      .Bind(2, audit::kWitnessAction)
+      .Bind(3, audit::kWitnessRefusalAction);
   return stmt.Step();
 }
 

@@ -55,8 +55,9 @@ class SqliteAuditLog final : public AuditLog {
   absl::StatusOr<uint64_t> AppendInTransaction(sqlite::Connection& connection,
                                                const AuditEvent& event);
 
-  // Entries at or after `from` that call for a checkpoint (all but witness
-  // records), counted on `connection`.
+  // Whether entries at or after `from` call for a checkpoint at once: all
+  // but the records of witnessing (cosignatures given, offers refused),
+  // which wait for other entries or for Checkpointer::Options::quiet_max_age.
   static absl::StatusOr<bool> HasWorkSince(sqlite::Connection& connection,
                                            uint64_t from);
   static absl::StatusOr<uint64_t> SizeOn(sqlite::Connection& connection);

@@ -497,52 +497,72 @@ absl::StatusOr<v1::CaseMessage> SqliteExchangeStore::GetOutgoingMessage(
 
 absl::StatusOr<int> SqliteExchangeStore::PurgeExpired(
     absl::Time cutoff, const std::string& actor) {
+  // Bounded transactions, so office calls are never held up for long.
+  constexpr int kBatch = 500;
   int purged = 0;
-  CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
-    std::vector<std::string> expired;
-    {
-      CB_ASSIGN_OR_RETURN(
-          auto find,
-          conn.Prepare(
-              "SELECT m.message_id FROM messages m WHERE m.purged_us IS NULL "
-              "AND m.created_us < ? AND NOT EXISTS (SELECT 1 FROM outbox o "
-              "WHERE o.message_id = m.message_id AND o.state IN (1, 2)) "
-              "ORDER BY m.seq LIMIT 1000"));
-      find.Bind(1, absl::ToUnixMicros(cutoff));
-      while (true) {
-        CB_ASSIGN_OR_RETURN(const bool row, find.Step());
-        if (!row) break;
-        expired.push_back(find.ColumnText(0));
-      }
-    }
-    const int64_t now = absl::ToUnixMicros(clock_->Now());
-    for (const std::string& message_id : expired) {
-      for (const char* sql : {
-               "UPDATE messages SET body = X'', purged_us = ?2 "
-               "WHERE message_id = ?1",
-               "UPDATE outbox SET signed_envelope = X'' WHERE message_id = ?1",
-               "UPDATE inbound SET signed_envelope = X'' WHERE audit_index IN "
-               "(SELECT idx FROM audit_subjects WHERE subject = ?1)",
-               "DELETE FROM audit_payload_salts WHERE idx IN "
-               "(SELECT idx FROM audit_subjects WHERE subject = ?1)",
-           }) {
-        CB_ASSIGN_OR_RETURN(auto stmt, conn.Prepare(sql));
-        stmt.Bind(1, message_id);
-        if (absl::string_view(sql).find("?2") != absl::string_view::npos) {
-          stmt.Bind(2, now);
+  while (true) {
+    int batch = 0;
+    CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn)
+                                      -> absl::Status {
+      batch = 0;
+      std::vector<std::string> expired;
+      {
+        CB_ASSIGN_OR_RETURN(
+            auto find,
+            conn.Prepare(
+                "SELECT m.message_id FROM messages m WHERE m.purged_us IS "
+                "NULL AND m.created_us < ? AND NOT EXISTS (SELECT 1 FROM "
+                "outbox o WHERE o.message_id = m.message_id AND o.state "
+                "IN (1, 2)) ORDER BY m.seq LIMIT ?"));
+        find.Bind(1, absl::ToUnixMicros(cutoff)).Bind(2, kBatch);
+        while (true) {
+          CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+          if (!row) break;
+          expired.push_back(find.ColumnText(0));
         }
-        CB_RETURN_IF_ERROR(stmt.Run());
       }
-      AuditEvent event;
-      event.actor = actor;
-      event.action = "retention.purge";
-      event.subjects = {message_id};
-      CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
-      ++purged;
-    }
-    return absl::OkStatus();
-  }));
-  return purged;
+      const int64_t now = absl::ToUnixMicros(clock_->Now());
+      for (const std::string& message_id : expired) {
+        for (const char* sql : {
+                 "UPDATE messages SET body = X'', purged_us = ?2 "
+                 "WHERE message_id = ?1",
+                 "UPDATE outbox SET signed_envelope = X'' "
+                 "WHERE message_id = ?1",
+                 "UPDATE inbound SET signed_envelope = X'' WHERE "
+                 "audit_index IN (SELECT idx FROM audit_subjects "
+                 "WHERE subject = ?1)",
+                 "DELETE FROM audit_payload_salts WHERE idx IN "
+                 "(SELECT idx FROM audit_subjects WHERE subject = ?1)",
+             }) {
+          CB_ASSIGN_OR_RETURN(auto stmt, conn.Prepare(sql));
+          stmt.Bind(1, message_id);
+          if (absl::string_view(sql).find("?2") != absl::string_view::npos) {
+            stmt.Bind(2, now);
+          }
+          CB_RETURN_IF_ERROR(stmt.Run());
+        }
+        AuditEvent event;
+        event.actor = actor;
+        event.action = "retention.purge";
+        event.subjects = {message_id};
+        CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
+        ++batch;
+      }
+      if (batch < kBatch) {
+        // Envelopes kept as evidence of a reused id hold payloads too.
+        CB_ASSIGN_OR_RETURN(
+            auto conflicts,
+            conn.Prepare("UPDATE envelope_conflicts SET signed_envelope "
+                         "= X'' WHERE received_us < ? AND "
+                         "signed_envelope != X''"));
+        conflicts.Bind(1, absl::ToUnixMicros(cutoff));
+        CB_RETURN_IF_ERROR(conflicts.Run());
+      }
+      return absl::OkStatus();
+    }));
+    purged += batch;
+    if (batch < kBatch) return purged;
+  }
 }
 
 // --- Incoming ----------------------------------------------------------------

@@ -32,9 +32,17 @@ absl::Status Witness::Load() {
   });
 }
 
-absl::Status Witness::KeepFork(const std::string& held_note,
+absl::Status Witness::KeepFork(const std::string& caller, uint64_t size,
+                               const std::string& held_note,
                                const std::string& offered_note) {
   CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& c) -> absl::Status {
+    // The same pair offered again is already on record.
+    CB_ASSIGN_OR_RETURN(auto known,
+                        c.Prepare("SELECT 1 FROM checkpoint_forks WHERE "
+                                  "held_note = ? AND offered_note = ?"));
+    known.Bind(1, held_note).Bind(2, offered_note);
+    CB_ASSIGN_OR_RETURN(const bool seen, known.Step());
+    if (seen) return absl::OkStatus();
     CB_ASSIGN_OR_RETURN(
         auto insert,
         c.Prepare("INSERT INTO checkpoint_forks(origin, held_note, "
@@ -43,10 +51,26 @@ absl::Status Witness::KeepFork(const std::string& held_note,
         .Bind(2, held_note)
         .Bind(3, offered_note)
         .Bind(4, absl::ToUnixMicros(clock_->Now()));
-    return insert.Run();
+    CB_RETURN_IF_ERROR(insert.Run());
+    // Raised in our log with the evidence, whatever happens to the call.
+    AuditEvent event;
+    event.actor = caller;
+    event.action = "witness.fork";
+    event.subjects = {options_.peer_origin, absl::StrCat(size)};
+    event.payload = offered_note;
+    event.outcome = absl::AlreadyExistsError(
+        "fork: two signed checkpoints of one size with different roots");
+    return audit_->AppendInTransaction(c, event).status();
   }));
+  absl::MutexLock lock(&fork_mu_);
   if (!fork_.exchange(true) && on_fork_) on_fork_();
   return absl::OkStatus();
+}
+
+void Witness::set_on_fork(std::function<void()> on_fork) {
+  absl::MutexLock lock(&fork_mu_);
+  on_fork_ = std::move(on_fork);
+  if (fork_.load() && on_fork_) on_fork_();
 }
 
 absl::StatusOr<std::string> Witness::AddCheckpoint(
@@ -122,7 +146,7 @@ absl::StatusOr<std::string> Witness::AddCheckpoint(
   }
   const bool same_as_held = !held.note.empty() && size == held.size;
   if (same_as_held && checkpoint->root != held.root) {
-    CB_RETURN_IF_ERROR(KeepFork(held.note, offered));
+    CB_RETURN_IF_ERROR(KeepFork(caller, size, held.note, offered));
     log::Error(
         "witness.fork",
         {{"origin", options_.peer_origin}, {"size", size}, {"caller", caller}});
@@ -130,7 +154,15 @@ absl::StatusOr<std::string> Witness::AddCheckpoint(
         absl::StrCat("fork: a different checkpoint of size ", size,
                      " was already cosigned; both are kept as evidence"));
   }
-  if (!same_as_held) {
+  if (same_as_held) {
+    // The same tree again: only the very checkpoint cosigned is cosigned
+    // again (not the same root under other extension lines).
+    auto held_parsed = note::Parse(held.note);
+    if (!held_parsed.ok() || held_parsed->text != parsed->text) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint: differs from the checkpoint cosigned at size ", size));
+    }
+  } else {
     if (request.old_size() != held.size) {
       return absl::FailedPreconditionError(absl::StrCat(
           "old_size ", request.old_size(),

@@ -54,20 +54,22 @@ class Witness {
       const std::string& caller, const v1::AddCheckpointRequest& request);
 
   bool fork_on_record() const { return fork_.load(); }
-  // Called (once per fork) when one is detected.
-  void set_on_fork(std::function<void()> on_fork) {
-    on_fork_ = std::move(on_fork);
-  }
+  // Called when a fork is detected, and at once if one is on record already.
+  // Calls are serialised with detection, so a fork is never missed between
+  // start and this call.
+  void set_on_fork(std::function<void()> on_fork);
 
  private:
-  absl::Status KeepFork(const std::string& held_note,
+  absl::Status KeepFork(const std::string& caller, uint64_t size,
+                        const std::string& held_note,
                         const std::string& offered_note);
 
   const Options options_;
   sqlite::Database* const db_;
   SqliteAuditLog* const audit_;
   const Clock* const clock_;
-  std::function<void()> on_fork_;
+  absl::Mutex fork_mu_;
+  std::function<void()> on_fork_ ABSL_GUARDED_BY(fork_mu_);
   std::atomic<bool> fork_{false};
   // One offer at a time: each is checked against the state the previous
   // one left.

@@ -3,6 +3,7 @@
 #include "server/checkpointer.h"
 
 #include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
@@ -10,6 +11,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "casebridge/v1/peer.grpc.pb.h"
 #include "core/audit_entry.h"
 #include "core/merkle.h"
 #include "core/note.h"
@@ -110,11 +112,28 @@ TEST_F(CheckpointerTest, NothingNewMeansNoNewCheckpoint) {
   ASSERT_OK_AND_ASSIGN(const auto witness_only,
                        checkpointer_->MakeCheckpoint());
   EXPECT_FALSE(witness_only.has_value());
+  Append(1, audit::kWitnessRefusalAction);
+  ASSERT_OK_AND_ASSIGN(const auto refusal_only,
+                       checkpointer_->MakeCheckpoint());
+  EXPECT_FALSE(refusal_only.has_value());
   // The next real entry brings them all under a checkpoint.
   Append(1);
   ASSERT_OK_AND_ASSIGN(const auto next, checkpointer_->MakeCheckpoint());
   ASSERT_TRUE(next.has_value());
-  EXPECT_EQ(next->size, 6u);
+  EXPECT_EQ(next->size, 7u);
+}
+
+TEST_F(CheckpointerTest, WitnessRecordsAloneAreCoveredOnceTheCheckpointIsOld) {
+  Append(3);
+  ASSERT_OK(checkpointer_->MakeCheckpoint().status());
+  Append(2, audit::kWitnessAction);
+  clock_.Advance(absl::Minutes(9));
+  ASSERT_OK_AND_ASSIGN(const auto early, checkpointer_->MakeCheckpoint());
+  EXPECT_FALSE(early.has_value());
+  clock_.Advance(absl::Minutes(1));
+  ASSERT_OK_AND_ASSIGN(const auto due, checkpointer_->MakeCheckpoint());
+  ASSERT_TRUE(due.has_value());
+  EXPECT_EQ(due->size, 5u);
 }
 
 TEST_F(CheckpointerTest, ConsecutiveCheckpointsAreConsistent) {
@@ -187,6 +206,121 @@ TEST_F(CheckpointerTest, StoredCheckpointsOnlyGrow) {
   EXPECT_THAT(
       log().StoreCheckpoint(stale),
       StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("newer")));
+}
+
+// A peer whose witness answers what the test says, over a real (local,
+// plaintext) gRPC channel.
+class ScriptedWitness final : public v1::PeerService::Service {
+ public:
+  explicit ScriptedWitness(
+      std::function<std::string(const v1::AddCheckpointRequest&)> answer)
+      : answer_(std::move(answer)) {}
+  grpc::Status AddCheckpoint(grpc::ServerContext*,
+                             const v1::AddCheckpointRequest* request,
+                             v1::AddCheckpointResponse* response) override {
+    response->set_cosignature(answer_(*request));
+    return grpc::Status::OK;
+  }
+
+ private:
+  std::function<std::string(const v1::AddCheckpointRequest&)> answer_;
+};
+
+class CheckpointerWitnessTest : public CheckpointerTest {
+ protected:
+  // Serves `answer` and points a checkpointer at it.
+  void Peer(
+      std::function<std::string(const v1::AddCheckpointRequest&)> answer) {
+    service_ = std::make_unique<ScriptedWitness>(std::move(answer));
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    Checkpointer::Options options;
+    options.origin = audit::LogOrigin("PK");
+    options.signer = key_.get();
+    options.peer_witness_key = note::MakeVerifierKey(
+        audit::WitnessName("CN"), note::kTypeCosignatureV1,
+        witness_key_->public_key());
+    checkpointer_ = std::make_unique<Checkpointer>(
+        options, &store_->database(), &log(),
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
+                            grpc::InsecureChannelCredentials()),
+        &clock_);
+  }
+
+  // A genuine cosignature line of `text` by the CN witness key.
+  std::string Line(const std::string& text) {
+    auto signature =
+        note::Cosign(text, audit::WitnessName("CN"), 1795953084, *witness_key_);
+    EXPECT_TRUE(signature.ok()) << signature.status();
+    note::Note only;
+    only.text = text;
+    only.signatures.push_back(*signature);
+    return note::Format(only).substr(text.size() + 1);
+  }
+
+  static std::string TextOf(const std::string& signed_note) {
+    auto parsed = note::Parse(signed_note);
+    return parsed.ok() ? parsed->text : "";
+  }
+
+  void TearDown() override {
+    if (server_) server_->Shutdown();
+  }
+
+  std::unique_ptr<crypto::Ed25519Signer> witness_key_ =
+      crypto::Ed25519Signer::Generate();
+  std::unique_ptr<ScriptedWitness> service_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+TEST_F(CheckpointerWitnessTest, StoresAGenuineCosignature) {
+  Peer([&](const v1::AddCheckpointRequest& r) {
+    return Line(TextOf(r.checkpoint()));
+  });
+  Append(3);
+  ASSERT_OK(checkpointer_->MakeCheckpoint().status());
+  ASSERT_OK(checkpointer_->Witness());
+  ASSERT_OK_AND_ASSIGN(const auto latest, log().LatestCosignedCheckpoint());
+  ASSERT_TRUE(latest.has_value());
+  ASSERT_OK_AND_ASSIGN(const note::Note parsed, note::Parse(latest->note));
+  EXPECT_OK(note::Verify(parsed, Key()));
+  EXPECT_EQ(parsed.signatures.size(), 2u);
+}
+
+TEST_F(CheckpointerWitnessTest, RefusesCosignaturesOfAnythingButOurCheckpoint) {
+  std::string answer;
+  Peer([&](const v1::AddCheckpointRequest&) { return answer; });
+  Append(3);
+  ASSERT_OK_AND_ASSIGN(const auto made, checkpointer_->MakeCheckpoint());
+  ASSERT_TRUE(made.has_value());
+  const std::string text = TextOf(made->note);
+  // A line starting with a newline would make our whole signed note the
+  // "text" the witness cosigned.
+  const std::string shifted = "\n" + Line(made->note);
+  // Two lines: a genuine cosignature plus a forged line under our name.
+  const std::string two =
+      Line(text) + "— pk.casebridge/audit AAAAAAAAAAAAAAAAAAAAAAAA\n";
+  // Signed by another key under the witness's name.
+  auto stranger = crypto::Ed25519Signer::Generate();
+  auto forged = note::Cosign(text, audit::WitnessName("CN"), 1, *stranger);
+  ASSERT_TRUE(forged.ok());
+  note::Note forged_note;
+  forged_note.text = text;
+  forged_note.signatures.push_back(*forged);
+  const std::string wrong_key =
+      note::Format(forged_note).substr(text.size() + 1);
+  for (const std::string& bad :
+       {shifted, two, wrong_key, std::string(""), std::string("garbage\n")}) {
+    answer = bad;
+    EXPECT_FALSE(checkpointer_->Witness().ok()) << bad;
+    ASSERT_OK_AND_ASSIGN(const auto cosigned, log().LatestCosignedCheckpoint());
+    EXPECT_FALSE(cosigned.has_value()) << bad;
+  }
 }
 
 }  // namespace

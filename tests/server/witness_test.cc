@@ -215,6 +215,24 @@ TEST_F(WitnessTest, SameCheckpointAgainIsCosignedAgainWithoutANewRecord) {
   EXPECT_EQ(WitnessEntries().size(), 1u);
 }
 
+TEST_F(WitnessTest, SameTreeUnderOtherExtensionLinesIsRefused) {
+  const StoredCheckpoint first = CosignFirst(4);
+  ASSERT_OK_AND_ASSIGN(const note::Note held, note::Parse(first.note));
+  ASSERT_OK_AND_ASSIGN(note::Checkpoint body, note::ParseCheckpoint(held.text));
+  body.extensions.push_back("extra statement");
+  note::Note other;
+  other.text = note::FormatCheckpoint(body);
+  ASSERT_OK_AND_ASSIGN(note::Signature signature,
+                       note::Sign(other.text, "cn.casebridge/audit", *cn_key_));
+  other.signatures.push_back(signature);
+  v1::AddCheckpointRequest request;
+  request.set_checkpoint(note::Format(other));
+  request.set_old_size(4);
+  EXPECT_THAT(Offer(request), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       HasSubstr("differs")));
+  EXPECT_EQ(WitnessEntries().size(), 1u);
+}
+
 TEST_F(WitnessTest, RollbackIsOutOfRangeAndChangesNothing) {
   cn_.Append(3);
   const StoredCheckpoint old = cn_.Checkpoint();
