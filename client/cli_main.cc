@@ -2,28 +2,47 @@
 //
 //   casebridge --config office.toml whoami
 //   casebridge --config office.toml case open --local-ref FIR-1 ...
+//   casebridge --config office.toml audit checkpoint
+//   casebridge --config office.toml audit evidence get PK-E-... --out e.pb
 //   casebridge audit verify --data-dir /var/lib/casebridge/pk
+//       --keys public-keys.toml [--allow-unwitnessed]
+//   casebridge audit evidence verify e.pb --keys public-keys.toml
+//
+// `audit verify` and `audit evidence verify` need no server: they check a
+// gateway's data directory, or an evidence file, with the two gateways'
+// public keys alone (core/public_keys.h).
 //
 // Exit codes: 0 success; 1 the gateway refused or failed (one line naming
-// the gRPC status and the reason); 2 bad usage or configuration; 3 an audit
-// verification found damage.
+// the gRPC status and the reason); 2 bad usage or configuration (including
+// a missing keys file or data directory); 3 an audit log verification found
+// damage, or an evidence file is invalid.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "casebridge/v1/audit.pb.h"
 #include "client/cli_format.h"
 #include "client/office_client.h"
 #include "core/config.h"
+#include "core/crypto.h"
+#include "core/evidence_check.h"
 #include "core/grpc_status.h"
+#include "core/identity.h"
+#include "core/public_keys.h"
 #include "google/protobuf/util/json_util.h"
-#include "server/sqlite.h"
-#include "server/sqlite_audit_log.h"
-#include "server/sqlite_case_store.h"
+#include "server/audit_verifier.h"
 
 namespace {
 
@@ -148,35 +167,150 @@ struct CaseFlags {
   }
 };
 
-int AuditVerify(const Options& options, const std::string& data_dir) {
-  const std::string path = cb::server::GatewayStore::DatabasePath(data_dir);
-  auto conn = cb::sqlite::Connection::Open(path, /*create=*/false);
-  if (!conn.ok()) return ReportStatus(conn.status(), kExitUsage);
-  absl::StatusOr<cb::server::VerifyReport> report;
-  if (auto begin = (*conn)->Exec("BEGIN"); !begin.ok()) {
-    return ReportStatus(begin, kExitUsage);
+absl::StatusOr<cb::keys::PublicKeys> LoadKeys(const std::string& path) {
+  if (path.empty()) {
+    return absl::InvalidArgumentError(
+        "--keys FILE (the gateways' public keys file) is required");
   }
-  report = cb::server::SqliteAuditLog::VerifyTree(**conn);
-  (void)(*conn)->Exec("COMMIT");
-  if (!report.ok()) return ReportStatus(report.status(), kExitDamaged);
+  return cb::keys::LoadPublicKeys(path);
+}
+
+int AuditVerify(const Options& options, const std::string& data_dir,
+                const std::string& keys_path, bool allow_unwitnessed) {
+  auto keys = LoadKeys(keys_path);
+  if (!keys.ok()) return ReportStatus(keys.status(), kExitUsage);
+  cb::server::AuditVerifyOptions verify_options;
+  verify_options.allow_unwitnessed = allow_unwitnessed;
+  auto report = cb::server::VerifyDataDir(data_dir, *keys, verify_options);
+  // Not examined at all (no database, unreadable): nothing was found
+  // damaged, so this is the caller's to fix.
+  if (!report.ok()) return ReportStatus(report.status(), kExitUsage);
+  const cb::server::AuditVerifyReport& r = *report;
   if (options.json) {
     nlohmann::ordered_json out;
-    out["ok"] = report->ok();
-    out["entries"] = report->entries;
-    if (!report->ok()) {
-      out["first_bad_entry"] = *report->first_bad;
-      out["problem"] = report->problem;
+    out["ok"] = r.ok;
+    out["data_dir"] = data_dir;
+    out["origin"] = r.origin;
+    out["entries"] = r.entries;
+    out["checkpoints"] = r.checkpoints;
+    out["cosigned"] = r.cosigned;
+    out["witnessed_size"] = r.witnessed_size;
+    out["consistency_proofs"] = r.consistency_proofs;
+    out["purged_payloads"] = r.purged_payloads;
+    out["payloads_checked"] = r.payloads_checked;
+    if (r.first_bad_entry.has_value()) {
+      out["first_bad_entry"] = *r.first_bad_entry;
     }
+    if (r.first_bad_checkpoint.has_value()) {
+      out["first_bad_checkpoint"] = *r.first_bad_checkpoint;
+    }
+    if (!r.ok) out["problem"] = r.problem;
+    out["notes"] = r.notes;
     std::cout << out.dump() << "\n";
-  } else if (report->ok()) {
-    std::cout << "audit log " << path << ": OK, " << report->entries
-              << (report->entries == 1 ? " entry" : " entries")
-              << ", Merkle tree intact\n";
+  } else if (r.ok) {
+    std::cout << "audit log " << data_dir << ": OK, " << r.entries
+              << (r.entries == 1 ? " entry, " : " entries, ") << r.checkpoints
+              << (r.checkpoints == 1 ? " checkpoint (" : " checkpoints (")
+              << r.cosigned << " cosigned by the peer), " << r.purged_payloads
+              << (r.purged_payloads == 1 ? " payload" : " payloads")
+              << " purged under retention\n";
+    for (const std::string& note : r.notes) {
+      std::cout << "  note: " << note << "\n";
+    }
+  } else if (r.first_bad_entry.has_value()) {
+    std::cout << "audit log " << data_dir << ": DAMAGED at entry "
+              << *r.first_bad_entry << ": " << r.problem << "\n";
+  } else if (r.first_bad_checkpoint.has_value()) {
+    std::cout << "audit log " << data_dir << ": DAMAGED at checkpoint "
+              << *r.first_bad_checkpoint << ": " << r.problem << "\n";
   } else {
-    std::cout << "audit log " << path << ": DAMAGED at entry "
-              << *report->first_bad << ": " << report->problem << "\n";
+    std::cout << "audit log " << data_dir << ": FAILED: " << r.problem << "\n";
   }
-  return report->ok() ? kExitOk : kExitDamaged;
+  return r.ok ? kExitOk : kExitDamaged;
+}
+
+// Writes `bytes` to `path`, readable by the owner only: a bundle names
+// envelopes and offices.
+absl::Status WritePrivateFile(const std::string& path,
+                              const std::string& bytes) {
+  const int fd =
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", std::strerror(errno)));
+  }
+  // An existing file keeps its mode through O_CREAT: set it.
+  bool ok = ::fchmod(fd, 0600) == 0;
+  size_t written = 0;
+  while (ok && written < bytes.size()) {
+    const ssize_t n =
+        ::write(fd, bytes.data() + written, bytes.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) written += static_cast<size_t>(n);
+  }
+  const int write_error = ok ? 0 : errno;
+  if (::close(fd) != 0 && ok) {
+    return absl::InternalError(absl::StrCat(path, ": ", std::strerror(errno)));
+  }
+  if (!ok) {
+    return absl::InternalError(
+        absl::StrCat(path, ": ", std::strerror(write_error)));
+  }
+  return absl::OkStatus();
+}
+
+int EvidenceVerify(const Options& options, const std::string& path,
+                   const std::string& keys_path) {
+  auto keys = LoadKeys(keys_path);
+  if (!keys.ok()) return ReportStatus(keys.status(), kExitUsage);
+  auto bytes = cb::crypto::ReadFile(path);
+  if (!bytes.ok()) return ReportStatus(bytes.status(), kExitUsage);
+  v1::EvidenceBundle bundle;
+  cb::evidence::EvidenceReport report;
+  if (!bundle.ParseFromString(*bytes)) {
+    report.problem = "bundle: not a casebridge.v1.EvidenceBundle";
+  } else {
+    report = cb::evidence::VerifyEvidence(bundle, *keys);
+  }
+  auto lower = [](v1::Country c) {
+    return absl::AsciiStrToLower(cb::CountryCode(c));
+  };
+  if (options.json) {
+    nlohmann::ordered_json out;
+    out["ok"] = report.ok();
+    out["file"] = path;
+    if (report.ok()) {
+      out["envelope_id"] = report.envelope_id;
+      out["message_id"] = report.message_id;
+      out["origin"] = lower(report.origin);
+      out["receiver"] = lower(report.receiver);
+      out["sent_index"] = report.sent_index;
+      out["sent_checkpoint_size"] = report.sent_checkpoint_size;
+      out["received_index"] = report.received_index;
+      out["received_checkpoint_size"] = report.received_checkpoint_size;
+    } else {
+      out["problem"] = report.problem;
+    }
+    out["notes"] = report.notes;
+    std::cout << out.dump() << "\n";
+  } else if (report.ok()) {
+    const std::string origin = lower(report.origin);
+    const std::string receiver = lower(report.receiver);
+    std::cout << "evidence " << path << ": OK: envelope " << report.envelope_id
+              << ", sent entry " << report.sent_index << " in " << origin
+              << "'s log under checkpoint " << report.sent_checkpoint_size
+              << " cosigned by " << receiver << ", received entry "
+              << report.received_index << " in " << receiver
+              << "'s log under checkpoint " << report.received_checkpoint_size
+              << " cosigned by " << origin << "\n";
+    for (const std::string& note : report.notes) {
+      std::cout << "  note: " << note << "\n";
+    }
+  } else {
+    std::cout << "evidence " << path << ": INVALID: " << report.problem << "\n";
+  }
+  return report.ok() ? kExitOk : kExitDamaged;
 }
 
 }  // namespace
@@ -301,10 +435,46 @@ int main(int argc, char** argv) {
 
   auto* audit_cmd = app.add_subcommand("audit", "the audit log");
   audit_cmd->require_subcommand(1);
-  std::string data_dir;
+  // `casebridge audit verify ... --json` as well as `casebridge --json ...`.
+  audit_cmd->fallthrough();
+  std::string data_dir, keys_path;
+  bool allow_unwitnessed = false;
   auto* audit_verify = audit_cmd->add_subcommand(
       "verify", "check a gateway's audit log offline (no server needed)");
+  audit_verify->fallthrough();
   audit_verify->add_option("--data-dir", data_dir, "the gateway's data_dir")
+      ->required();
+  audit_verify
+      ->add_option("--keys", keys_path,
+                   "the gateways' public keys file (public-keys.toml)")
+      ->required();
+  audit_verify->add_flag(
+      "--allow-unwitnessed", allow_unwitnessed,
+      "accept a log no checkpoint of which the peer cosigned");
+  auto* audit_checkpoint = audit_cmd->add_subcommand(
+      "checkpoint", "print the gateway's newest signed checkpoint");
+  audit_checkpoint->fallthrough();
+  auto* evidence_cmd = audit_cmd->add_subcommand(
+      "evidence", "proof of one envelope's exchange, checkable offline");
+  evidence_cmd->require_subcommand(1);
+  evidence_cmd->fallthrough();
+  std::string evidence_id, evidence_out;
+  auto* evidence_get =
+      evidence_cmd->add_subcommand("get", "fetch an envelope's evidence");
+  evidence_get->fallthrough();
+  evidence_get->add_option("envelope_id", evidence_id, "e.g. PK-E-...")
+      ->required();
+  evidence_get->add_option("--out", evidence_out, "file to write (mode 0600)")
+      ->required();
+  std::string evidence_file, evidence_keys;
+  auto* evidence_verify = evidence_cmd->add_subcommand(
+      "verify", "check an evidence file offline (no server needed)");
+  evidence_verify->fallthrough();
+  evidence_verify->add_option("file", evidence_file, "from audit evidence get")
+      ->required();
+  evidence_verify
+      ->add_option("--keys", evidence_keys,
+                   "the gateways' public keys file (public-keys.toml)")
       ->required();
   uint64_t entries_start = 0;
   int entries_page = 50;
@@ -321,7 +491,12 @@ int main(int argc, char** argv) {
     return rc == 0 ? kExitOk : kExitUsage;
   }
 
-  if (audit_verify->parsed()) return AuditVerify(options, data_dir);
+  if (audit_verify->parsed()) {
+    return AuditVerify(options, data_dir, keys_path, allow_unwitnessed);
+  }
+  if (evidence_verify->parsed()) {
+    return EvidenceVerify(options, evidence_file, evidence_keys);
+  }
 
   auto client = MakeClient(options);
   if (!client.ok()) return Usage(std::string(client.status().message()));
@@ -514,6 +689,33 @@ int main(int argc, char** argv) {
     Print(options, response,
           absl::StrCat("Acknowledged ", ack_id, "; acknowledgement ", *id,
                        " is on its way back\n"));
+    return kExitOk;
+  }
+  if (audit_checkpoint->parsed()) {
+    auto checkpoint = c.GetCheckpoint();
+    if (!checkpoint.ok()) return ReportStatus(checkpoint.status(), kExitRpc);
+    v1::GetCheckpointResponse response;
+    response.set_checkpoint(*checkpoint);
+    Print(options, response, *checkpoint);
+    return kExitOk;
+  }
+  if (evidence_get->parsed()) {
+    auto bundle = c.GetEvidence(evidence_id);
+    if (!bundle.ok()) return ReportStatus(bundle.status(), kExitRpc);
+    const std::string bytes = bundle->SerializeAsString();
+    if (auto written = WritePrivateFile(evidence_out, bytes); !written.ok()) {
+      return ReportStatus(written, kExitUsage);
+    }
+    if (options.json) {
+      nlohmann::ordered_json out;
+      out["envelope_id"] = evidence_id;
+      out["file"] = evidence_out;
+      out["bytes"] = bytes.size();
+      std::cout << out.dump() << "\n";
+    } else {
+      std::cout << "evidence of envelope " << evidence_id << " written to "
+                << evidence_out << " (" << bytes.size() << " bytes)\n";
+    }
     return kExitOk;
   }
   if (audit_entries->parsed()) {

@@ -123,6 +123,27 @@ absl::StatusOr<v1::GetEntriesResponse> OfficeClient::GetAuditEntries(
   return response;
 }
 
+absl::StatusOr<std::string> OfficeClient::GetCheckpoint() {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::GetCheckpointResponse response;
+  CB_RETURN_IF_ERROR(FromGrpcStatus(
+      audit_->GetCheckpoint(&context, v1::GetCheckpointRequest(), &response)));
+  return std::move(*response.mutable_checkpoint());
+}
+
+absl::StatusOr<v1::EvidenceBundle> OfficeClient::GetEvidence(
+    const std::string& envelope_id) {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::GetEvidenceRequest request;
+  request.set_envelope_id(envelope_id);
+  v1::GetEvidenceResponse response;
+  CB_RETURN_IF_ERROR(
+      FromGrpcStatus(audit_->GetEvidence(&context, request, &response)));
+  return std::move(*response.mutable_bundle());
+}
+
 absl::StatusOr<v1::ShareCaseResponse> OfficeClient::ShareCase(
     const v1::ShareCaseRequest& request) {
   grpc::ClientContext context;

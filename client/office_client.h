@@ -49,6 +49,13 @@ class OfficeClient {
       const v1::UpdateCaseRequest& request);
   absl::StatusOr<v1::GetEntriesResponse> GetAuditEntries(uint64_t start,
                                                          int page_size);
+  // The gateway's newest signed checkpoint (a C2SP signed note, with the
+  // peer's cosignature once witnessed).
+  absl::StatusOr<std::string> GetCheckpoint();
+  // The evidence bundle of one envelope; FAILED_PRECONDITION until both
+  // logs' entries are covered by cosigned checkpoints.
+  absl::StatusOr<v1::EvidenceBundle> GetEvidence(
+      const std::string& envelope_id);
   absl::StatusOr<v1::ShareCaseResponse> ShareCase(
       const v1::ShareCaseRequest& request);
   absl::StatusOr<v1::SendMessageResponse> SendMessage(

@@ -43,8 +43,11 @@ const std::string& TestPkiDir() {
     const fs::path marker = fs::path(*path) / ".casebridge-dev-pki";
     std::error_code ec;
     const auto made = fs::last_write_time(marker, ec);
-    const bool fresh = !ec && fs::file_time_type::clock::now() - made <
-                                  std::chrono::hours(24 * 7);
+    // A PKI made before the script wrote public-keys.toml is remade too.
+    const bool fresh =
+        !ec &&
+        fs::file_time_type::clock::now() - made < std::chrono::hours(24 * 7) &&
+        fs::exists(fs::path(*path) / "public-keys.toml", ec);
     if (!fresh) {
       const std::string command = absl::StrCat(
           "'", SourceDir(), "/certs/make-dev-pki' '", *path, "' >/dev/null");

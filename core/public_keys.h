@@ -1,0 +1,65 @@
+// The public keys file: both gateways' Ed25519 public keys, all an offline
+// verifier (`casebridge audit verify`, `casebridge audit evidence verify`)
+// needs to check envelopes, receipts, checkpoints and cosignatures. TOML,
+// with paths of SubjectPublicKeyInfo PEM files relative to the file itself:
+//
+//   [pk]
+//   envelope_public_key = "pk/signing/envelope.pub"
+//   checkpoint_public_key = "pk/signing/checkpoint.pub"
+//   witness_public_key = "pk/signing/witness.pub"
+//   [cn]
+//   ...the same for cn...
+//
+// certs/make-dev-pki writes one (public-keys.toml); in production each side
+// writes its own from the keys exchanged out of band (certs/README.md 2.6).
+// Only public material: the file may be handed to any auditor.
+#ifndef CASEBRIDGE_CORE_PUBLIC_KEYS_H_
+#define CASEBRIDGE_CORE_PUBLIC_KEYS_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "casebridge/v1/common.pb.h"
+#include "core/envelope.h"
+#include "core/note.h"
+
+namespace casebridge::keys {
+
+// One gateway's public keys, in the forms the verifiers take.
+struct GatewayKeys {
+  v1::Country country = v1::COUNTRY_UNSPECIFIED;
+  // Verifies the envelopes it sends and the receipts it returns.
+  exchange::KeyRing envelope;
+  // Its checkpoint key: name audit::LogOrigin(country), type 0x01.
+  note::VerifierKey checkpoint;
+  // Its witness key: name audit::WitnessName(country), type 0x04
+  // (cosignature/v1), which cosigns the other gateway's checkpoints.
+  note::VerifierKey witness;
+};
+
+struct PublicKeys {
+  GatewayKeys pk;
+  GatewayKeys cn;
+
+  // The keys of `country`; nullptr unless it is COUNTRY_PK or COUNTRY_CN.
+  const GatewayKeys* For(v1::Country country) const;
+};
+
+// Reads the public keys file at `path`. INVALID_ARGUMENT (or the code of the
+// failing read) with a message "<path>: <dotted.key>: <what>" for a missing
+// table or key, an unknown key, an unreadable file or a PEM that is not an
+// Ed25519 public key; "<path>: line L, column C: ..." for bad TOML; NOT_FOUND
+// "<path>: ..." if the file itself cannot be found.
+absl::StatusOr<PublicKeys> LoadPublicKeys(const std::string& path);
+
+// One gateway's keys from their raw 32-byte Ed25519 public keys (tests, and
+// callers that hold the keys already).
+absl::StatusOr<GatewayKeys> MakeGatewayKeys(v1::Country country,
+                                            absl::string_view envelope_key,
+                                            absl::string_view checkpoint_key,
+                                            absl::string_view witness_key);
+
+}  // namespace casebridge::keys
+
+#endif  // CASEBRIDGE_CORE_PUBLIC_KEYS_H_

@@ -1,0 +1,242 @@
+#include "core/public_keys.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "absl/strings/str_replace.h"
+#include "core/audit_entry.h"
+#include "core/crypto.h"
+#include "core/envelope.h"
+#include "core/note.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::keys {
+namespace {
+
+using ::casebridge::testing::NewTempDir;
+using ::casebridge::testing::Pki;
+using ::casebridge::testing::StatusIs;
+using ::casebridge::testing::WriteFile;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+std::string RawKey(const std::string& pem_path) {
+  auto verifier = crypto::Ed25519Verifier::FromPemFile(pem_path);
+  EXPECT_OK(verifier);
+  return verifier.ok() ? (*verifier)->public_key() : "";
+}
+
+// A keys file in a fresh folder, naming the test PKI's keys by absolute
+// path, with `extra` appended to the [pk] table.
+std::string KeysFile(const std::string& extra_pk = "",
+                     const std::string& extra_top = "") {
+  const std::string dir = NewTempDir("keys");
+  std::string text = extra_top;
+  for (const std::string c : {"pk", "cn"}) {
+    text += "[" + c + "]\n";
+    for (const std::string k : {"envelope", "checkpoint", "witness"}) {
+      text +=
+          k + "_public_key = \"" + Pki(c + "/signing/" + k + ".pub") + "\"\n";
+    }
+    if (c == "pk") text += extra_pk;
+  }
+  return WriteFile(dir + "/keys.toml", text);
+}
+
+TEST(PublicKeysTest, LoadsTheDevPkiFileWithKeysNamedForTheirRoles) {
+  ASSERT_OK_AND_ASSIGN(PublicKeys keys,
+                       LoadPublicKeys(Pki("public-keys.toml")));
+
+  EXPECT_EQ(keys.pk.country, v1::COUNTRY_PK);
+  EXPECT_EQ(keys.cn.country, v1::COUNTRY_CN);
+  for (const std::string c : {"pk", "cn"}) {
+    const GatewayKeys& g = c == "pk" ? keys.pk : keys.cn;
+    SCOPED_TRACE(c);
+    // Envelope key: found in the ring under its key id.
+    const std::string envelope = RawKey(Pki(c + "/signing/envelope.pub"));
+    ASSERT_EQ(g.envelope.size(), 1u);
+    ASSERT_NE(g.envelope.Find(exchange::KeyId(envelope)), nullptr);
+    EXPECT_EQ(g.envelope.Find(exchange::KeyId(envelope))->public_key(),
+              envelope);
+    // Checkpoint key: the log's origin name, plain Ed25519 type.
+    EXPECT_EQ(g.checkpoint.name, c + ".casebridge/audit");
+    EXPECT_EQ(g.checkpoint.type, note::kTypeEd25519);
+    EXPECT_EQ(g.checkpoint.public_key,
+              RawKey(Pki(c + "/signing/checkpoint.pub")));
+    EXPECT_EQ(g.checkpoint.key_id,
+              note::KeyId(g.checkpoint.name, note::kTypeEd25519,
+                          g.checkpoint.public_key));
+    // Witness key: the witness name, cosignature/v1 type.
+    EXPECT_EQ(g.witness.name, c + ".casebridge/witness");
+    EXPECT_EQ(g.witness.type, note::kTypeCosignatureV1);
+    EXPECT_EQ(g.witness.public_key, RawKey(Pki(c + "/signing/witness.pub")));
+    EXPECT_EQ(g.witness.key_id,
+              note::KeyId(g.witness.name, note::kTypeCosignatureV1,
+                          g.witness.public_key));
+  }
+  EXPECT_NE(keys.pk.checkpoint.public_key, keys.cn.checkpoint.public_key);
+  EXPECT_EQ(keys.For(v1::COUNTRY_PK), &keys.pk);
+  EXPECT_EQ(keys.For(v1::COUNTRY_CN), &keys.cn);
+  EXPECT_EQ(keys.For(v1::COUNTRY_UNSPECIFIED), nullptr);
+}
+
+TEST(PublicKeysTest, ResolvesRelativePathsAgainstTheFilesFolder) {
+  const std::string dir = NewTempDir("relative");
+  std::string text;
+  for (const std::string c : {"pk", "cn"}) {
+    text += "[" + c + "]\n";
+    for (const std::string k : {"envelope", "checkpoint", "witness"}) {
+      ASSERT_OK_AND_ASSIGN(const std::string pem,
+                           crypto::ReadFile(Pki(c + "/signing/" + k + ".pub")));
+      WriteFile(dir + "/keys/" + c + "-" + k + ".pub", pem);
+      text += k + "_public_key = \"keys/" + c + "-" + k + ".pub\"\n";
+    }
+  }
+  WriteFile(dir + "/conf/public-keys.toml",
+            absl::StrReplaceAll(text, {{"\"keys/", "\"../keys/"}}));
+  ASSERT_OK_AND_ASSIGN(PublicKeys keys,
+                       LoadPublicKeys(dir + "/conf/public-keys.toml"));
+  EXPECT_EQ(keys.cn.witness.public_key, RawKey(Pki("cn/signing/witness.pub")));
+}
+
+TEST(PublicKeysTest, RefusesAnUnknownKeyByItsDottedName) {
+  const std::string path = KeysFile("envelope_key = \"x.pub\"\n");
+  EXPECT_THAT(LoadPublicKeys(path),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       path + ": pk.envelope_key: unknown key"));
+}
+
+TEST(PublicKeysTest, RefusesAnUnknownTable) {
+  const std::string path = KeysFile("", "[in]\nenvelope_public_key = \"\"\n");
+  EXPECT_THAT(LoadPublicKeys(path), StatusIs(absl::StatusCode::kInvalidArgument,
+                                             path + ": in: unknown key"));
+}
+
+TEST(PublicKeysTest, RefusesAMissingKeyAndAMissingTable) {
+  const std::string dir = NewTempDir("missing");
+  const std::string no_cn = WriteFile(
+      dir + "/no-cn.toml",
+      "[pk]\nenvelope_public_key = \"" + Pki("pk/signing/envelope.pub") +
+          "\"\ncheckpoint_public_key = \"" + Pki("pk/signing/checkpoint.pub") +
+          "\"\nwitness_public_key = \"" + Pki("pk/signing/witness.pub") +
+          "\"\n");
+  EXPECT_THAT(LoadPublicKeys(no_cn),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       no_cn + ": cn: section is required"));
+  const std::string no_witness = WriteFile(
+      dir + "/no-witness.toml", "[pk]\nenvelope_public_key = \"" +
+                                    Pki("pk/signing/envelope.pub") +
+                                    "\"\ncheckpoint_public_key = \"" +
+                                    Pki("pk/signing/checkpoint.pub") + "\"\n");
+  EXPECT_THAT(LoadPublicKeys(no_witness),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       no_witness + ": pk.witness_public_key: is required"));
+}
+
+TEST(PublicKeysTest, MissingFileIsNotFoundNamingIt) {
+  const std::string path = NewTempDir("absent") + "/public-keys.toml";
+  EXPECT_THAT(LoadPublicKeys(path),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(path)));
+}
+
+TEST(PublicKeysTest, MissingKeyFileNamesTheKeyAndThePath) {
+  const std::string dir = NewTempDir("absent-pem");
+  const std::string path = WriteFile(
+      dir + "/keys.toml",
+      absl::StrReplaceAll(
+          *crypto::ReadFile(KeysFile()),
+          {{Pki("cn/signing/checkpoint.pub"), dir + "/nowhere.pub"}}));
+  EXPECT_THAT(LoadPublicKeys(path),
+              StatusIs(absl::StatusCode::kNotFound,
+                       AllOf(StartsWith(path + ": cn.checkpoint_public_key: "),
+                             HasSubstr(dir + "/nowhere.pub"))));
+}
+
+TEST(PublicKeysTest, RefusesAFileThatIsNotAnEd25519PublicKey) {
+  const std::string dir = NewTempDir("bad-pem");
+  const std::string garbage = WriteFile(dir + "/garbage.pub", "not a key\n");
+  const std::string path = WriteFile(
+      dir + "/keys.toml",
+      absl::StrReplaceAll(
+          *crypto::ReadFile(KeysFile()),
+          {{Pki("pk/signing/witness.pub"), garbage},
+           // A private key where the public one belongs.
+           {Pki("cn/signing/envelope.pub"), Pki("cn/signing/envelope.key")}}));
+  EXPECT_THAT(LoadPublicKeys(path),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(StartsWith(path + ": pk.witness_public_key: " +
+                                        garbage + ": not a PEM public key"))));
+
+  const std::string private_key = WriteFile(
+      dir + "/private.toml",
+      absl::StrReplaceAll(
+          *crypto::ReadFile(KeysFile()),
+          {{Pki("cn/signing/envelope.pub"), Pki("cn/signing/envelope.key")}}));
+  EXPECT_THAT(LoadPublicKeys(private_key),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       StartsWith(private_key + ": cn.envelope_public_key: ")));
+
+  // A TLS certificate's EC key is a public key, but not an Ed25519 one.
+  const std::string ec_key = dir + "/ec.pub";
+  ASSERT_EQ(std::system(("openssl pkey -in '" + Pki("pk/gateway.key") +
+                         "' -pubout -out '" + ec_key + "' 2>/dev/null")
+                            .c_str()),
+            0);
+  const std::string ec = WriteFile(
+      dir + "/ec.toml",
+      absl::StrReplaceAll(*crypto::ReadFile(KeysFile()),
+                          {{Pki("pk/signing/checkpoint.pub"), ec_key}}));
+  EXPECT_THAT(LoadPublicKeys(ec),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       StartsWith(ec + ": pk.checkpoint_public_key: ")));
+}
+
+TEST(PublicKeysTest, RefusesBadTomlWithItsPosition) {
+  const std::string path =
+      WriteFile(NewTempDir("bad-toml") + "/keys.toml", "[pk\n");
+  EXPECT_THAT(LoadPublicKeys(path),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       StartsWith(path + ": line 1, column ")));
+}
+
+TEST(PublicKeysTest, RefusesANonStringPath) {
+  const std::string path = WriteFile(
+      NewTempDir("non-string") + "/keys.toml",
+      absl::StrReplaceAll(
+          *crypto::ReadFile(KeysFile()),
+          {{"envelope_public_key = \"" + Pki("cn/signing/envelope.pub") + "\"",
+            "envelope_public_key = 7"}}));
+  EXPECT_THAT(LoadPublicKeys(path),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       path + ": cn.envelope_public_key: must be a string"));
+}
+
+TEST(PublicKeysTest, MakeGatewayKeysFromRawKeys) {
+  auto envelope = crypto::Ed25519Signer::Generate();
+  auto checkpoint = crypto::Ed25519Signer::Generate();
+  auto witness = crypto::Ed25519Signer::Generate();
+  ASSERT_OK_AND_ASSIGN(
+      GatewayKeys keys,
+      MakeGatewayKeys(v1::COUNTRY_CN, envelope->public_key(),
+                      checkpoint->public_key(), witness->public_key()));
+  EXPECT_NE(keys.envelope.Find(exchange::KeyId(envelope->public_key())),
+            nullptr);
+  EXPECT_EQ(keys.checkpoint.name, audit::LogOrigin("CN"));
+  EXPECT_EQ(keys.witness.name, audit::WitnessName("CN"));
+  EXPECT_EQ(keys.witness.type, note::kTypeCosignatureV1);
+  EXPECT_THAT(
+      MakeGatewayKeys(v1::COUNTRY_UNSPECIFIED, envelope->public_key(),
+                      checkpoint->public_key(), witness->public_key()),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("country")));
+  EXPECT_THAT(MakeGatewayKeys(v1::COUNTRY_PK, envelope->public_key(), "short",
+                              witness->public_key()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("32")));
+}
+
+}  // namespace
+}  // namespace casebridge::keys

@@ -1,0 +1,225 @@
+// Evidence of an exchange between two real gateway processes: fetched over
+// mutual TLS, written by the real CLI, checked offline by the real CLI with
+// nothing but the public keys file; and both audit logs verified offline
+// once the gateways are stopped.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "core/crypto.h"
+#include "core/envelope.h"
+#include "core/evidence_check.h"
+#include "core/public_keys.h"
+#include "tests/e2e/e2e_util.h"
+#include "tests/testing/process.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+
+constexpr char kFia[] = "pk/offices/fia-liaison-desk";
+constexpr char kEmbassy[] = "pk/offices/embassy-beijing";
+constexpr char kMps[] = "cn/offices/mps-liaison";
+
+class EvidenceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = NewTempDir("evidence");
+    // Fixed peer ports, so each config can name the other's; checkpoints
+    // every 200 ms, so evidence is ready soon after delivery.
+    const int pk_peer = ReserveFreePort();
+    const int cn_peer = ReserveFreePort();
+    auto write = [&](const std::string& country, int own, int theirs) {
+      GatewayConfigOptions o;
+      o.country = country;
+      o.data_dir = DataDir(country);
+      o.peer_address = absl::StrCat("127.0.0.1:", own);
+      o.peer_endpoint = absl::StrCat("127.0.0.1:", theirs);
+      o.retry_max_seconds = 1;
+      o.extra_offices = "\n[audit]\ncheckpoint_interval_ms = 200\n";
+      return WriteFile(dir_ + "/" + country + ".toml", GatewayConfigToml(o));
+    };
+    const std::string pk_config = write("PK", pk_peer, cn_peer);
+    const std::string cn_config = write("CN", cn_peer, pk_peer);
+    ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(pk_config));
+    ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config));
+  }
+
+  std::string DataDir(const std::string& country) const {
+    return dir_ + "/" + country + "-data";
+  }
+
+  std::unique_ptr<client::OfficeClient> Pk(const std::string& stem) {
+    return OfficeClientFor(stem, pk_->office_endpoint(), "PK");
+  }
+  std::unique_ptr<client::OfficeClient> Cn(const std::string& stem) {
+    return OfficeClientFor(stem, cn_->office_endpoint(), "CN");
+  }
+
+  std::string Logs() const {
+    return absl::StrCat("\nPK log:\n", pk_->Log(), "\nCN log:\n", cn_->Log());
+  }
+
+  // FIA sends an urgent rescue request to MPS; returns the envelope id
+  // once the CN gateway's receipt is back.
+  std::string SendAndDeliver() {
+    auto opened = Pk(kFia)->OpenCase(ValidDraft());
+    EXPECT_OK(opened);
+    v1::SendMessageRequest request;
+    v1::CaseMessage* m = request.mutable_message();
+    m->set_exchange_id(opened.ok() ? opened->exchange_id() : "");
+    m->set_kind(v1::MESSAGE_KIND_RESCUE_REQUEST);
+    m->set_priority(v1::PRIORITY_URGENT);
+    m->set_recipient_office("spiffe://cn.casebridge/office/mps-liaison");
+    m->set_body("URGENT: victim V1 seen at Handan station. فوری مدد درکار ہے۔");
+    auto sent = Pk(kFia)->SendMessage(request);
+    EXPECT_OK(sent);
+    if (!sent.ok()) return "";
+    v1::DeliveryStatus status;
+    EXPECT_TRUE(WaitUntil([&] {
+      auto s = Pk(kFia)->GetDeliveryStatus(sent->message_id());
+      if (s.ok()) status = *s;
+      return s.ok() && s->state() == v1::DELIVERY_STATE_DELIVERED;
+    })) << "state "
+        << status.state() << Logs();
+    v1::Receipt receipt;
+    EXPECT_TRUE(receipt.ParseFromString(status.receipt().receipt()));
+    return receipt.envelope_id();
+  }
+
+  // Polls GetEvidence until both logs' entries are under cosigned
+  // checkpoints (FAILED_PRECONDITION until then).
+  absl::StatusOr<v1::EvidenceBundle> AwaitEvidence(
+      client::OfficeClient& office, const std::string& envelope_id) {
+    absl::StatusOr<v1::EvidenceBundle> bundle =
+        absl::DeadlineExceededError("not asked yet");
+    WaitUntil([&] {
+      bundle = office.GetEvidence(envelope_id);
+      return bundle.status().code() != absl::StatusCode::kFailedPrecondition;
+    });
+    return bundle;
+  }
+
+  CommandResult Cli(std::vector<std::string> args) {
+    args.insert(args.begin(), CliBinary());
+    return RunCommand(args);
+  }
+
+  std::string dir_;
+  std::unique_ptr<GatewayProcess> pk_;
+  std::unique_ptr<GatewayProcess> cn_;
+};
+
+TEST_F(EvidenceTest, BundlesFromBothSidesVerifyOfflineAndLogsVerifyAfter) {
+  const std::string envelope_id = SendAndDeliver();
+  ASSERT_FALSE(envelope_id.empty());
+
+  // The sender's office fetches the bundle through the CLI.
+  auto fia_client = Pk(kFia);
+  ASSERT_OK(AwaitEvidence(*fia_client, envelope_id).status()) << Logs();
+  const std::string fia_config = WriteFile(
+      dir_ + "/fia.toml", ClientConfigToml(pk_->office_endpoint(), kFia));
+  const std::string file = dir_ + "/evidence.pb";
+  CommandResult got = Cli({"--config", fia_config, "audit", "evidence", "get",
+                           envelope_id, "--out", file});
+  ASSERT_EQ(got.exit_code, 0) << got.err << Logs();
+  EXPECT_THAT(got.out, HasSubstr(envelope_id));
+  struct stat st {};
+  ASSERT_EQ(::stat(file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  // Checked offline with the public keys file alone.
+  const std::string keys_file = Pki("public-keys.toml");
+  CommandResult verified =
+      Cli({"audit", "evidence", "verify", file, "--keys", keys_file});
+  EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+  EXPECT_THAT(
+      verified.out,
+      MatchesRegex(absl::StrCat(
+          "evidence .*evidence.pb: OK: envelope ", envelope_id,
+          ", sent entry [0-9]+ in pk's log under checkpoint [0-9]+ cosigned "
+          "by cn, received entry [0-9]+ in cn's log under checkpoint [0-9]+ "
+          "cosigned by pk\n")));
+
+  // One changed byte and it is INVALID.
+  ASSERT_OK_AND_ASSIGN(std::string bytes, crypto::ReadFile(file));
+  bytes[bytes.size() / 2] ^= 0x01;
+  const std::string damaged = WriteFile(dir_ + "/damaged.pb", bytes);
+  CommandResult refused =
+      Cli({"audit", "evidence", "verify", damaged, "--keys", keys_file});
+  EXPECT_EQ(refused.exit_code, 3) << refused.out << refused.err;
+  EXPECT_THAT(refused.out, HasSubstr(": INVALID: "));
+  // No keys file: a usage error, not a verdict.
+  EXPECT_EQ(
+      Cli({"audit", "evidence", "verify", file, "--keys", dir_ + "/none.toml"})
+          .exit_code,
+      2);
+
+  // The receiving office gets a bundle from its own gateway, which asks the
+  // PK gateway for the SENT part.
+  auto mps = Cn(kMps);
+  ASSERT_OK_AND_ASSIGN(v1::EvidenceBundle from_cn,
+                       AwaitEvidence(*mps, envelope_id));
+  ASSERT_OK_AND_ASSIGN(keys::PublicKeys public_keys,
+                       keys::LoadPublicKeys(keys_file));
+  const evidence::EvidenceReport report =
+      evidence::VerifyEvidence(from_cn, public_keys);
+  EXPECT_TRUE(report.ok()) << report.problem;
+  EXPECT_EQ(report.envelope_id, envelope_id);
+  EXPECT_EQ(report.origin, v1::COUNTRY_PK);
+
+  // An office that neither sent nor received the message gets nothing.
+  EXPECT_THAT(
+      Pk(kEmbassy)->GetEvidence(envelope_id),
+      StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr(envelope_id)));
+
+  // The newest checkpoint, as a signed note.
+  CommandResult checkpoint =
+      Cli({"--config", fia_config, "audit", "checkpoint"});
+  EXPECT_EQ(checkpoint.exit_code, 0) << checkpoint.err;
+  EXPECT_THAT(checkpoint.out, MatchesRegex("pk\\.casebridge/audit\n[0-9]+\n"
+                                           "(.|\n)*\n\n— pk\\.casebridge/audit "
+                                           "(.|\n)*"));
+
+  // Stopped, both logs verify offline and were witnessed by the other side.
+  fia_client.reset();
+  mps.reset();
+  ASSERT_EQ(pk_->Stop(), 0) << Logs();
+  ASSERT_EQ(cn_->Stop(), 0) << Logs();
+  for (const std::string country : {"PK", "CN"}) {
+    SCOPED_TRACE(country);
+    CommandResult text = Cli({"audit", "verify", "--data-dir", DataDir(country),
+                              "--keys", keys_file});
+    EXPECT_EQ(text.exit_code, 0) << text.out << text.err;
+    EXPECT_THAT(text.out, MatchesRegex("audit log .*: OK, [0-9]+ entries, "
+                                       "[0-9]+ checkpoints \\([1-9][0-9]* "
+                                       "cosigned by the peer\\), 0 payloads "
+                                       "purged under retention\n(.|\n)*"));
+    CommandResult json = Cli({"audit", "verify", "--data-dir", DataDir(country),
+                              "--keys", keys_file, "--json"});
+    ASSERT_EQ(json.exit_code, 0) << json.out << json.err;
+    const nlohmann::json parsed = nlohmann::json::parse(json.out);
+    EXPECT_TRUE(parsed.at("ok").get<bool>());
+    EXPECT_GE(parsed.at("cosigned").get<int>(), 1);
+    EXPECT_EQ(parsed.at("origin").get<std::string>(),
+              country == "PK" ? "pk.casebridge/audit" : "cn.casebridge/audit");
+    EXPECT_EQ(parsed.at("payloads_checked").get<int>(),
+              country == "CN" ? 1 : 0);
+  }
+  // A missing keys file is a usage error.
+  EXPECT_EQ(Cli({"audit", "verify", "--data-dir", DataDir("PK"), "--keys",
+                 dir_ + "/none.toml"})
+                .exit_code,
+            2);
+}
+
+}  // namespace
+}  // namespace casebridge::testing

@@ -1,0 +1,615 @@
+// The offline verifier against a real PK gateway log (SQLite store,
+// checkpoints signed by a real Checkpointer, each cosigned by a real CN
+// Witness over a CN gateway store, fresh keys), then against the same log
+// after each attack an insider with write access to the database could make.
+#include "server/audit_verifier.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "casebridge/v1/exchange.pb.h"
+#include "core/audit_entry.h"
+#include "core/crypto.h"
+#include "core/identity.h"
+#include "core/note.h"
+#include "core/public_keys.h"
+#include "server/checkpointer.h"
+#include "server/sqlite_case_store.h"
+#include "server/witness.h"
+#include "tests/testing/fake_clock.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::server {
+namespace {
+
+using ::casebridge::testing::FakeClock;
+using ::casebridge::testing::NewTempDir;
+using ::casebridge::testing::StatusIs;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::StartsWith;
+
+constexpr uint64_t kEntries = 300;
+constexpr uint64_t kCheckpointEvery = 50;
+constexpr char kFia[] = "spiffe://pk.casebridge/office/fia-liaison-desk";
+
+class AuditVerifierTest : public ::testing::Test {
+ protected:
+  AuditVerifierTest() : pk_dir_(NewTempDir("pk-data")) {
+    pk_ = Open(pk_dir_, v1::COUNTRY_PK);
+    cn_ = Open(NewTempDir("cn-data"), v1::COUNTRY_CN);
+    Checkpointer::Options options;
+    options.origin = audit::LogOrigin("PK");
+    options.signer = pk_checkpoint_.get();
+    options.peer_witness_key = CnWitnessKey();
+    checkpointer_ = std::make_unique<Checkpointer>(
+        options, &pk_->database(), &pk_->audit_log(), nullptr, &clock_);
+    Witness::Options witness;
+    witness.peer_origin = audit::LogOrigin("PK");
+    witness.peer_checkpoint_key = PkCheckpointKey();
+    witness.witness_name = audit::WitnessName("CN");
+    witness.signer = cn_witness_.get();
+    witness_ = std::make_unique<Witness>(witness, &cn_->database(),
+                                         &cn_->audit_log(), &clock_);
+  }
+
+  std::unique_ptr<GatewayStore> Open(const std::string& dir, v1::Country c) {
+    auto store = GatewayStore::Open(dir, c, &clock_);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+
+  note::VerifierKey PkCheckpointKey() const {
+    return note::MakeVerifierKey(audit::LogOrigin("PK"), note::kTypeEd25519,
+                                 pk_checkpoint_->public_key());
+  }
+  note::VerifierKey CnWitnessKey() const {
+    return note::MakeVerifierKey(audit::WitnessName("CN"),
+                                 note::kTypeCosignatureV1,
+                                 cn_witness_->public_key());
+  }
+
+  keys::PublicKeys Keys() const {
+    keys::PublicKeys keys;
+    auto pk = keys::MakeGatewayKeys(v1::COUNTRY_PK, pk_envelope_->public_key(),
+                                    pk_checkpoint_->public_key(),
+                                    pk_witness_->public_key());
+    auto cn = keys::MakeGatewayKeys(v1::COUNTRY_CN, cn_envelope_->public_key(),
+                                    cn_checkpoint_->public_key(),
+                                    cn_witness_->public_key());
+    EXPECT_OK(pk);
+    EXPECT_OK(cn);
+    keys.pk = *std::move(pk);
+    keys.cn = *std::move(cn);
+    return keys;
+  }
+
+  // Appends `n` entries in one transaction. Every tenth is the receipt of
+  // an envelope from CN, stored in `inbound` like the gateway does.
+  void Append(uint64_t n) {
+    ASSERT_OK(pk_->database().Write([&](sqlite::Connection& c) -> absl::Status {
+      for (uint64_t i = 0; i < n; ++i, ++appended_) {
+        AuditEvent event;
+        if (appended_ % 10 == 3) {
+          v1::SignedEnvelope envelope;
+          envelope.set_envelope(absl::StrCat("envelope ", appended_));
+          envelope.set_signature(crypto::RandomBytes(64));
+          envelope.set_key_id("0123456789abcdef");
+          const std::string id = absl::StrCat("CN-E-", appended_);
+          event.actor = "spiffe://cn.casebridge/gateway";
+          event.action = "envelope.received";
+          event.subjects = {"CN-2026-000001", id};
+          event.payload = envelope.signature();
+          auto index = pk_->audit_log().AppendInTransaction(c, event);
+          if (!index.ok()) return index.status();
+          auto insert = c.Prepare(
+              "INSERT INTO inbound(envelope_id, envelope_sha256, "
+              "signed_envelope, receipt, received_us, audit_index) "
+              "VALUES(?, ?, ?, X'00', 0, ?)");
+          if (!insert.ok()) return insert.status();
+          insert->Bind(1, id)
+              .BindBlob(2, crypto::Sha256(envelope.envelope()))
+              .BindBlob(3, envelope.SerializeAsString())
+              .Bind(4, static_cast<int64_t>(*index));
+          if (absl::Status s = insert->Run(); !s.ok()) return s;
+          received_.push_back(*index);
+        } else {
+          event.actor = kFia;
+          event.action = "case.open";
+          event.subjects = {absl::StrCat("PK-2026-", appended_)};
+          event.payload = "an OpenCase request";
+          auto index = pk_->audit_log().AppendInTransaction(c, event);
+          if (!index.ok()) return index.status();
+        }
+      }
+      return absl::OkStatus();
+    }));
+  }
+
+  // Signs a checkpoint of the whole log and has CN cosign it, as the
+  // gateway's checkpointer does.
+  void CheckpointAndWitness() {
+    ASSERT_OK_AND_ASSIGN(auto made, checkpointer_->MakeCheckpoint());
+    ASSERT_TRUE(made.has_value());
+    v1::AddCheckpointRequest request;
+    request.set_checkpoint(made->note);
+    request.set_old_size(witnessed_);
+    if (witnessed_ > 0) {
+      ASSERT_OK_AND_ASSIGN(auto proof, pk_->audit_log().ConsistencyProof(
+                                           witnessed_, made->size));
+      for (const std::string& hash : proof) request.add_consistency_proof(hash);
+    }
+    ASSERT_OK_AND_ASSIGN(
+        std::string line,
+        witness_->AddCheckpoint(GatewayIdentity(v1::COUNTRY_PK), request));
+    ASSERT_OK(pk_->audit_log().StoreCosigned(made->size, made->note + line));
+    witnessed_ = made->size;
+    clock_.Advance(absl::Seconds(1));
+  }
+
+  // The whole log: kEntries entries, a cosigned checkpoint every
+  // kCheckpointEvery; then the PK store is closed, as for an offline audit.
+  void BuildLog(bool close = true) {
+    for (uint64_t done = 0; done < kEntries; done += kCheckpointEvery) {
+      Append(kCheckpointEvery);
+      CheckpointAndWitness();
+    }
+    if (close) pk_.reset();
+  }
+
+  // Runs SQL on the PK database behind the gateway's back.
+  void Tamper(const std::string& sql) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(GatewayStore::DatabasePath(pk_dir_).c_str(), &db),
+              SQLITE_OK);
+    char* error = nullptr;
+    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
+    EXPECT_EQ(rc, SQLITE_OK) << (error != nullptr ? error : "") << "\n" << sql;
+    sqlite3_free(error);
+    sqlite3_close(db);
+  }
+
+  // Replaces checkpoint `size`'s note (and root) as a forger would.
+  void SetCheckpoint(uint64_t size, const std::string& root,
+                     const std::string& note, bool cosigned) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(GatewayStore::DatabasePath(pk_dir_).c_str(), &db),
+              SQLITE_OK);
+    sqlite3_stmt* stmt = nullptr;
+    ASSERT_EQ(
+        sqlite3_prepare_v2(db,
+                           cosigned ? "UPDATE checkpoints SET root = ?, note = "
+                                      "? WHERE size = ?"
+                                    : "UPDATE checkpoints SET root = ?, note = "
+                                      "?, cosigned_us = NULL WHERE size = ?",
+                           -1, &stmt, nullptr),
+        SQLITE_OK);
+    sqlite3_bind_blob(stmt, 1, root.data(), static_cast<int>(root.size()),
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt, 2, note.data(), static_cast<int>(note.size()),
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_int64(stmt, 3, static_cast<int64_t>(size));
+    EXPECT_EQ(sqlite3_step(stmt), SQLITE_DONE);
+    EXPECT_EQ(sqlite3_changes(db), 1);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+  }
+
+  struct StoredNote {
+    std::string root;
+    std::string note;
+  };
+  std::vector<std::pair<uint64_t, StoredNote>> Checkpoints() {
+    std::vector<std::pair<uint64_t, StoredNote>> out;
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open(GatewayStore::DatabasePath(pk_dir_).c_str(), &db),
+              SQLITE_OK);
+    sqlite3_stmt* stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db,
+                                 "SELECT size, root, note FROM checkpoints "
+                                 "ORDER BY size",
+                                 -1, &stmt, nullptr),
+              SQLITE_OK);
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+      StoredNote n;
+      n.root.assign(static_cast<const char*>(sqlite3_column_blob(stmt, 1)),
+                    static_cast<size_t>(sqlite3_column_bytes(stmt, 1)));
+      n.note = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 2));
+      out.emplace_back(sqlite3_column_int64(stmt, 0), std::move(n));
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return out;
+  }
+
+  AuditVerifyReport Verify(bool allow_unwitnessed = false) {
+    AuditVerifyOptions options;
+    options.allow_unwitnessed = allow_unwitnessed;
+    auto report = VerifyDataDir(pk_dir_, Keys(), options);
+    EXPECT_OK(report);
+    return report.ok() ? *std::move(report) : AuditVerifyReport{};
+  }
+
+  FakeClock clock_;
+  std::unique_ptr<crypto::Ed25519Signer> pk_envelope_ =
+      crypto::Ed25519Signer::Generate();
+  std::unique_ptr<crypto::Ed25519Signer> pk_checkpoint_ =
+      crypto::Ed25519Signer::Generate();
+  std::unique_ptr<crypto::Ed25519Signer> pk_witness_ =
+      crypto::Ed25519Signer::Generate();
+  std::unique_ptr<crypto::Ed25519Signer> cn_envelope_ =
+      crypto::Ed25519Signer::Generate();
+  std::unique_ptr<crypto::Ed25519Signer> cn_checkpoint_ =
+      crypto::Ed25519Signer::Generate();
+  std::unique_ptr<crypto::Ed25519Signer> cn_witness_ =
+      crypto::Ed25519Signer::Generate();
+  const std::string pk_dir_;
+  std::unique_ptr<GatewayStore> pk_;
+  std::unique_ptr<GatewayStore> cn_;
+  std::unique_ptr<Checkpointer> checkpointer_;
+  std::unique_ptr<Witness> witness_;
+  uint64_t appended_ = 0;
+  uint64_t witnessed_ = 0;
+  std::vector<uint64_t> received_;  // indexes of envelope.received entries
+};
+
+TEST_F(AuditVerifierTest, IntactLogPassesWithCounts) {
+  BuildLog(/*close=*/false);  // and verified beside the open store
+  const AuditVerifyReport report = Verify();
+  EXPECT_TRUE(report.ok) << report.problem;
+  EXPECT_EQ(report.entries, kEntries);
+  EXPECT_EQ(report.checkpoints, kEntries / kCheckpointEvery);
+  EXPECT_EQ(report.cosigned, kEntries / kCheckpointEvery);
+  EXPECT_EQ(report.witnessed_size, kEntries);
+  EXPECT_EQ(report.consistency_proofs, kEntries / kCheckpointEvery - 1);
+  EXPECT_EQ(report.purged_payloads, 0u);
+  EXPECT_EQ(report.payloads_checked, received_.size());
+  EXPECT_EQ(report.origin, "pk.casebridge/audit");
+  EXPECT_FALSE(report.first_bad_entry.has_value());
+  EXPECT_FALSE(report.first_bad_checkpoint.has_value());
+  EXPECT_THAT(report.notes, IsEmpty());
+}
+
+TEST_F(AuditVerifierTest, EntriesAfterTheNewestCosignatureAreNoted) {
+  BuildLog(/*close=*/false);
+  Append(7);
+  pk_.reset();
+  const AuditVerifyReport report = Verify();
+  EXPECT_TRUE(report.ok) << report.problem;
+  EXPECT_EQ(report.entries, kEntries + 7);
+  ASSERT_EQ(report.notes.size(), 1u);
+  EXPECT_THAT(report.notes[0],
+              StartsWith("7 entries after the newest cosigned checkpoint"));
+}
+
+TEST_F(AuditVerifierTest, EditedEntryIsNamed) {
+  BuildLog();
+  // An insider changes the actor of entry 124 in place; the stored tree is
+  // left as it was.
+  Tamper(
+      "UPDATE audit_log SET entry = replace(entry, "
+      "CAST('fia-liaison-desk' AS BLOB), CAST('embassy-beijing!' AS BLOB)) "
+      "WHERE idx = 124");
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_entry, 124u);
+  EXPECT_THAT(report.problem, HasSubstr("does not match its stored leaf hash"));
+  EXPECT_EQ(report.entries, 124u);
+}
+
+TEST_F(AuditVerifierTest, EntryThatNoLongerDecodesIsNamed) {
+  BuildLog();
+  Tamper("UPDATE audit_log SET entry = entry || X'00' WHERE idx = 42");
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_entry, 42u);
+  EXPECT_THAT(report.problem, StartsWith("malformed audit entry: trailing"));
+}
+
+TEST_F(AuditVerifierTest, DeletedEntryIsNamed) {
+  BuildLog();
+  Tamper("DELETE FROM audit_log WHERE idx = 77");
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_entry, 77u);
+  EXPECT_EQ(report.problem, "entry 77 is missing (the next stored is 78)");
+}
+
+TEST_F(AuditVerifierTest, SwappedEntriesAreNamed) {
+  BuildLog();
+  Tamper(
+      "UPDATE audit_log SET entry = CASE idx "
+      "WHEN 10 THEN (SELECT entry FROM audit_log WHERE idx = 11) "
+      "ELSE (SELECT entry FROM audit_log WHERE idx = 10) END "
+      "WHERE idx IN (10, 11)");
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_entry, 10u);
+  EXPECT_EQ(report.problem, "the entry stored at 10 says it is entry 11");
+}
+
+TEST_F(AuditVerifierTest, TruncatedLogIsCaughtByItsCheckpoint) {
+  BuildLog();
+  Tamper("DELETE FROM audit_log WHERE idx >= 280");
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_checkpoint, kEntries);
+  EXPECT_EQ(report.problem,
+            "log truncated: checkpoint 300 covers entries beyond the last "
+            "(279)");
+}
+
+TEST_F(AuditVerifierTest, TruncatedLogWithItsCheckpointGoneLeavesLeaves) {
+  BuildLog();
+  Tamper(
+      "DELETE FROM audit_log WHERE idx >= 280; "
+      "DELETE FROM checkpoints WHERE size > 280");
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_entry, 280u);
+  EXPECT_THAT(report.problem, HasSubstr("entries were removed from the end"));
+}
+
+TEST_F(AuditVerifierTest, MissingLeafHashIsNamed) {
+  BuildLog();
+  Tamper("DELETE FROM audit_nodes WHERE level = 0 AND idx = 5");
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_entry, 5u);
+  EXPECT_THAT(report.problem, HasSubstr("no leaf hash"));
+}
+
+// The strongest insider: edits an entry, recomputes the whole tree and
+// re-signs every checkpoint with the gateway's own checkpoint key. Only the
+// peer's cosignatures, which it cannot make, give it away.
+class RebuiltLogTest : public AuditVerifierTest {
+ protected:
+  void Rebuild(bool keep_cosignatures) {
+    BuildLog();
+    Tamper(
+        "UPDATE audit_log SET entry = replace(entry, "
+        "CAST('fia-liaison-desk' AS BLOB), CAST('embassy-beijing!' AS BLOB)) "
+        "WHERE idx = 124; DELETE FROM audit_nodes;");
+    pk_ = Open(pk_dir_, v1::COUNTRY_PK);
+    ASSERT_OK(pk_->audit_log().CatchUpTree());
+    struct Forged {
+      uint64_t size;
+      std::string root;
+      std::string note;
+    };
+    std::vector<Forged> forgeries;
+    for (const auto& [size, stored] : Checkpoints()) {
+      ASSERT_OK_AND_ASSIGN(const std::string root,
+                           pk_->audit_log().RootAt(size));
+      ASSERT_OK_AND_ASSIGN(note::Note old, note::Parse(stored.note));
+      note::Note forged;
+      forged.text =
+          note::FormatCheckpoint({audit::LogOrigin("PK"), size, root, {}});
+      ASSERT_OK_AND_ASSIGN(
+          note::Signature signature,
+          note::Sign(forged.text, audit::LogOrigin("PK"), *pk_checkpoint_));
+      forged.signatures.push_back(signature);
+      if (keep_cosignatures) {
+        for (const note::Signature& s : old.signatures) {
+          if (s.name == audit::WitnessName("CN")) {
+            forged.signatures.push_back(s);
+          }
+        }
+      }
+      forgeries.push_back({size, root, note::Format(forged)});
+    }
+    pk_.reset();
+    for (const Forged& f : forgeries) {
+      SetCheckpoint(f.size, f.root, f.note, keep_cosignatures);
+    }
+  }
+};
+
+TEST_F(RebuiltLogTest, KeptCosignaturesNoLongerVerify) {
+  Rebuild(/*keep_cosignatures=*/true);
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  // Checkpoints 50 and 100 do not cover entry 124: unchanged, still valid.
+  EXPECT_EQ(report.first_bad_checkpoint, 150u);
+  EXPECT_THAT(report.problem,
+              StartsWith("the cosignature by cn.casebridge/witness does not "
+                         "verify"));
+}
+
+TEST_F(RebuiltLogTest, DroppedCosignaturesLeaveTheLogUnwitnessed) {
+  Rebuild(/*keep_cosignatures=*/false);
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_FALSE(report.first_bad_entry.has_value());
+  EXPECT_FALSE(report.first_bad_checkpoint.has_value());
+  EXPECT_EQ(report.problem,
+            "log not witnessed: no checkpoint carries the peer's cosignature");
+  EXPECT_EQ(report.cosigned, 0u);
+  // Allowed, it passes: the signatures are the gateway's own and valid.
+  const AuditVerifyReport allowed = Verify(/*allow_unwitnessed=*/true);
+  EXPECT_TRUE(allowed.ok) << allowed.problem;
+  EXPECT_EQ(allowed.checkpoints, kEntries / kCheckpointEvery);
+}
+
+TEST_F(AuditVerifierTest, CheckpointWithABadSignatureIsNamed) {
+  BuildLog();
+  const auto checkpoints = Checkpoints();
+  const auto& [size, stored] = checkpoints[3];
+  ASSERT_OK_AND_ASSIGN(note::Note note, note::Parse(stored.note));
+  ASSERT_EQ(note.signatures[0].name, audit::LogOrigin("PK"));
+  note.signatures[0].bytes[10] ^= 0x01;
+  SetCheckpoint(size, stored.root, note::Format(note), /*cosigned=*/true);
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_checkpoint, 200u);
+  EXPECT_THAT(report.problem,
+              StartsWith("no valid signature by pk.casebridge/audit's "
+                         "checkpoint key"));
+  EXPECT_EQ(report.checkpoints, 3u);
+}
+
+TEST_F(AuditVerifierTest, CheckpointMarkedCosignedWithoutACosignatureIsNamed) {
+  BuildLog();
+  const auto checkpoints = Checkpoints();
+  const auto& [size, stored] = checkpoints[1];
+  ASSERT_OK_AND_ASSIGN(note::Note note, note::Parse(stored.note));
+  ASSERT_EQ(note.signatures.size(), 2u);
+  note.signatures.pop_back();
+  SetCheckpoint(size, stored.root, note::Format(note), /*cosigned=*/true);
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_checkpoint, 100u);
+  EXPECT_EQ(report.problem,
+            "marked cosigned, but carries no cosignature by "
+            "cn.casebridge/witness");
+}
+
+TEST_F(AuditVerifierTest, CheckpointWithAChangedStoredRootIsNamed) {
+  BuildLog();
+  const auto checkpoints = Checkpoints();
+  const auto& [size, stored] = checkpoints[2];
+  SetCheckpoint(size, std::string(32, '\x07'), stored.note, true);
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_checkpoint, 150u);
+  EXPECT_THAT(report.problem, StartsWith("its stored root does not match"));
+}
+
+TEST_F(AuditVerifierTest, CheckpointOfAnUnknownOriginIsNamed) {
+  BuildLog();
+  const auto checkpoints = Checkpoints();
+  const auto& [size, stored] = checkpoints[0];
+  note::Note forged;
+  forged.text =
+      note::FormatCheckpoint({"in.casebridge/audit", size, stored.root, {}});
+  ASSERT_OK_AND_ASSIGN(
+      auto signature,
+      note::Sign(forged.text, "in.casebridge/audit", *pk_checkpoint_));
+  forged.signatures.push_back(signature);
+  SetCheckpoint(size, stored.root, note::Format(forged), true);
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_checkpoint, 50u);
+  EXPECT_THAT(report.problem, StartsWith("origin \"in.casebridge/audit\" is "
+                                         "neither"));
+}
+
+TEST_F(AuditVerifierTest, PurgedPayloadsAreCountedNotFailed) {
+  BuildLog();
+  ASSERT_GE(received_.size(), 3u);
+  // Retention: salts of some entries deleted, one inbound envelope blanked
+  // (its salt kept), another's salt deleted (its envelope kept).
+  Tamper(absl::StrCat(
+      "DELETE FROM audit_payload_salts WHERE idx IN (1, 2, ", received_[0],
+      "); UPDATE inbound SET signed_envelope = X'' WHERE audit_index = ",
+      received_[1]));
+  const AuditVerifyReport report = Verify();
+  EXPECT_TRUE(report.ok) << report.problem;
+  EXPECT_EQ(report.purged_payloads, 3u);
+  EXPECT_EQ(report.payloads_checked, received_.size() - 2);
+}
+
+TEST_F(AuditVerifierTest, EditedInboundEnvelopeIsNamed) {
+  BuildLog();
+  const uint64_t victim = received_[4];
+  // The stored envelope's signature is replaced (the salt is still there).
+  v1::SignedEnvelope forged;
+  forged.set_envelope("envelope forged");
+  forged.set_signature(std::string(64, 'f'));
+  forged.set_key_id("0123456789abcdef");
+  Tamper(absl::StrCat("UPDATE inbound SET signed_envelope = X'",
+                      crypto::HexEncode(forged.SerializeAsString()),
+                      "' WHERE audit_index = ", victim));
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_entry, victim);
+  EXPECT_THAT(report.problem,
+              StartsWith("payload does not match the stored envelope"));
+}
+
+TEST_F(AuditVerifierTest, UnwitnessedLogFailsUnlessAllowed) {
+  Append(20);
+  ASSERT_OK_AND_ASSIGN(auto made, checkpointer_->MakeCheckpoint());
+  ASSERT_TRUE(made.has_value());
+  pk_.reset();
+  EXPECT_EQ(Verify().problem,
+            "log not witnessed: no checkpoint carries the peer's cosignature");
+  const AuditVerifyReport allowed = Verify(/*allow_unwitnessed=*/true);
+  EXPECT_TRUE(allowed.ok) << allowed.problem;
+  EXPECT_EQ(allowed.checkpoints, 1u);
+  EXPECT_EQ(allowed.cosigned, 0u);
+}
+
+TEST_F(AuditVerifierTest, LogWithoutCheckpointsPassesWithANote) {
+  Append(12);
+  pk_.reset();
+  const AuditVerifyReport report = Verify();
+  EXPECT_TRUE(report.ok) << report.problem;
+  EXPECT_EQ(report.entries, 12u);
+  ASSERT_EQ(report.notes.size(), 1u);
+  EXPECT_THAT(report.notes[0], StartsWith("no checkpoint has been signed"));
+}
+
+TEST_F(AuditVerifierTest, MissingDatabaseCannotBeExamined) {
+  EXPECT_THAT(VerifyDataDir(NewTempDir("empty"), Keys(), {}),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("gateway.db")));
+}
+
+// The verifier validates entries without decoding them into strings; it
+// must accept exactly what audit::Decode accepts.
+TEST(ScanEntryTest, AgreesWithDecodeOnDamagedEntries) {
+  audit::Entry entry;
+  entry.index = 77;
+  entry.time = absl::FromUnixMicros(1700000000123456);
+  entry.actor = kFia;
+  entry.action = "message.send";
+  entry.subjects = {"PK-2026-000001", "PK-M-1", "PK-E-1"};
+  entry.payload_hash = std::string(32, 'h');
+  entry.status_message = "";
+  const std::string bytes = audit::Encode(entry);
+  EntryView view;
+  ASSERT_OK(ScanEntry(bytes, &view));
+  EXPECT_EQ(view.index, 77u);
+  EXPECT_EQ(view.action, "message.send");
+  EXPECT_EQ(view.payload_hash, entry.payload_hash);
+
+  std::mt19937 random(42);
+  int accepted = 0;
+  for (int trial = 0; trial < 20000; ++trial) {
+    std::string changed = bytes;
+    switch (trial % 3) {
+      case 0:  // one byte changed
+        changed[random() % changed.size()] = static_cast<char>(random());
+        break;
+      case 1:  // cut short
+        changed.resize(random() % changed.size());
+        break;
+      default:  // bytes added
+        changed.append(random() % 3 + 1, static_cast<char>(random()));
+        break;
+    }
+    const absl::Status scanned = ScanEntry(changed, &view);
+    auto decoded = audit::Decode(changed);
+    ASSERT_EQ(scanned.ok(), decoded.ok()) << "trial " << trial;
+    if (decoded.ok()) {
+      ++accepted;
+      EXPECT_EQ(view.index, decoded->index);
+      EXPECT_EQ(view.action, decoded->action);
+      EXPECT_EQ(view.payload_hash, decoded->payload_hash);
+    } else {
+      EXPECT_EQ(scanned, decoded.status());
+    }
+  }
+  EXPECT_GT(accepted, 100);  // both outcomes were exercised
+}
+
+}  // namespace
+}  // namespace casebridge::server
