@@ -487,8 +487,8 @@ TEST_F(GatewayTest, OfflineVerifierFindsAnEditedAuditRow) {
   const std::string data = dir_ + "/data";
 
   CommandResult clean =
-      RunCommand({CliBinary(), "audit", "verify", "--data-dir", data,
-                  "--keys", Pki("public-keys.toml"), "--allow-unwitnessed"});
+      RunCommand({CliBinary(), "audit", "verify", "--data-dir", data, "--keys",
+                  Pki("public-keys.toml"), "--allow-unwitnessed"});
   EXPECT_EQ(clean.exit_code, 0) << clean.err;
   EXPECT_THAT(clean.out, HasSubstr("OK, 4 entries"));
 
@@ -508,8 +508,8 @@ TEST_F(GatewayTest, OfflineVerifierFindsAnEditedAuditRow) {
   sqlite3_close(db);
 
   CommandResult damaged =
-      RunCommand({CliBinary(), "audit", "verify", "--data-dir", data,
-                  "--keys", Pki("public-keys.toml"), "--allow-unwitnessed"});
+      RunCommand({CliBinary(), "audit", "verify", "--data-dir", data, "--keys",
+                  Pki("public-keys.toml"), "--allow-unwitnessed"});
   EXPECT_EQ(damaged.exit_code, 3);
   EXPECT_THAT(damaged.out, HasSubstr("DAMAGED at entry 2"));
 }
