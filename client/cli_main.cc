@@ -3,7 +3,7 @@
 //   casebridge --config office.toml whoami
 //   casebridge --config office.toml case open --local-ref FIR-1 ...
 //   casebridge --config office.toml audit checkpoint
-//   casebridge --config office.toml audit evidence get PK-E-... --out e.pb
+//   casebridge --config office.toml audit evidence get PK-M-... --out e.pb
 //   casebridge audit verify --data-dir /var/lib/casebridge/pk
 //       --keys public-keys.toml [--allow-unwitnessed]
 //   casebridge audit evidence verify e.pb --keys public-keys.toml
@@ -459,10 +459,12 @@ int main(int argc, char** argv) {
   evidence_cmd->require_subcommand(1);
   evidence_cmd->fallthrough();
   std::string evidence_id, evidence_out;
-  auto* evidence_get =
-      evidence_cmd->add_subcommand("get", "fetch an envelope's evidence");
+  auto* evidence_get = evidence_cmd->add_subcommand(
+      "get", "fetch the evidence of a message's envelope");
   evidence_get->fallthrough();
-  evidence_get->add_option("envelope_id", evidence_id, "e.g. PK-E-...")
+  evidence_get
+      ->add_option("id", evidence_id,
+                   "message id (PK-M-...) or envelope id (PK-E-...)")
       ->required();
   evidence_get->add_option("--out", evidence_out, "file to write (mode 0600)")
       ->required();
@@ -706,14 +708,20 @@ int main(int argc, char** argv) {
     if (auto written = WritePrivateFile(evidence_out, bytes); !written.ok()) {
       return ReportStatus(written, kExitUsage);
     }
+    // The envelope id, also when the message id was given.
+    v1::Envelope envelope;
+    const std::string envelope_id =
+        envelope.ParseFromString(bundle->envelope().envelope())
+            ? envelope.envelope_id()
+            : evidence_id;
     if (options.json) {
       nlohmann::ordered_json out;
-      out["envelope_id"] = evidence_id;
+      out["envelope_id"] = envelope_id;
       out["file"] = evidence_out;
       out["bytes"] = bytes.size();
       std::cout << out.dump() << "\n";
     } else {
-      std::cout << "evidence of envelope " << evidence_id << " written to "
+      std::cout << "evidence of envelope " << envelope_id << " written to "
                 << evidence_out << " (" << bytes.size() << " bytes)\n";
     }
     return kExitOk;

@@ -133,11 +133,17 @@ absl::StatusOr<std::string> OfficeClient::GetCheckpoint() {
 }
 
 absl::StatusOr<v1::EvidenceBundle> OfficeClient::GetEvidence(
-    const std::string& envelope_id) {
+    const std::string& id) {
   grpc::ClientContext context;
   Prepare(context);
   v1::GetEvidenceRequest request;
-  request.set_envelope_id(envelope_id);
+  // Offices know their messages by message id ("PK-M-..."); envelope ids
+  // ("PK-E-...") work too.
+  if (id.find("-M-") != std::string::npos) {
+    request.set_message_id(id);
+  } else {
+    request.set_envelope_id(id);
+  }
   v1::GetEvidenceResponse response;
   CB_RETURN_IF_ERROR(
       FromGrpcStatus(audit_->GetEvidence(&context, request, &response)));

@@ -52,10 +52,11 @@ class OfficeClient {
   // The gateway's newest signed checkpoint (a C2SP signed note, with the
   // peer's cosignature once witnessed).
   absl::StatusOr<std::string> GetCheckpoint();
-  // The evidence bundle of one envelope; FAILED_PRECONDITION until both
-  // logs' entries are covered by cosigned checkpoints.
-  absl::StatusOr<v1::EvidenceBundle> GetEvidence(
-      const std::string& envelope_id);
+  // The evidence bundle of one envelope, named by its envelope id
+  // ("PK-E-...") or by the id of the message it carried ("PK-M-...");
+  // FAILED_PRECONDITION until both logs' entries are covered by cosigned
+  // checkpoints.
+  absl::StatusOr<v1::EvidenceBundle> GetEvidence(const std::string& id);
   absl::StatusOr<v1::ShareCaseResponse> ShareCase(
       const v1::ShareCaseRequest& request);
   absl::StatusOr<v1::SendMessageResponse> SendMessage(

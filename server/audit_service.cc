@@ -164,13 +164,23 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetEvidence(
   return handler_->Unary<v1::GetEvidenceRequest, v1::GetEvidenceResponse>(
       context, request, response, Action::kReadAudit, "audit.get_evidence",
       [](const v1::GetEvidenceRequest& r) {
-        return std::vector<std::string>{r.envelope_id()};
+        return std::vector<std::string>{
+            r.envelope_id().empty() ? r.message_id() : r.envelope_id()};
       },
       [this](const Incoming<v1::GetEvidenceRequest>& in,
              v1::GetEvidenceResponse* out) -> absl::Status {
-        const std::string& id = in.request.envelope_id();
+        std::string id = in.request.envelope_id();
+        if (id.empty() && in.request.message_id().empty()) {
+          return absl::InvalidArgumentError(
+              "envelope_id: required (or message_id)");
+        }
+        if (!id.empty() && !in.request.message_id().empty()) {
+          return absl::InvalidArgumentError(
+              "message_id: give envelope_id or message_id, not both");
+        }
         if (id.empty()) {
-          return absl::InvalidArgumentError("envelope_id: required");
+          CB_ASSIGN_OR_RETURN(id,
+                              evidence_->EnvelopeOf(in.request.message_id()));
         }
         if (handler_->port() == Port::kPeer) {
           // The peer gets our part only; it holds its own.

@@ -169,6 +169,28 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
   return bundle;
 }
 
+absl::StatusOr<std::string> Evidence::EnvelopeOf(
+    const std::string& message_id) {
+  std::optional<std::string> envelope;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto stmt,
+        c.Prepare("SELECT envelope_id FROM outbox WHERE message_id = ?1 "
+                  "UNION ALL SELECT i.envelope_id FROM inbound i JOIN "
+                  "audit_subjects s ON s.idx = i.audit_index "
+                  "WHERE s.subject = ?1 LIMIT 1"));
+    stmt.Bind(1, message_id);
+    CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+    if (row) envelope = stmt.ColumnText(0);
+    return absl::OkStatus();
+  }));
+  if (!envelope.has_value()) {
+    return absl::NotFoundError(
+        absl::StrCat("message ", message_id, " was not exchanged here"));
+  }
+  return *envelope;
+}
+
 absl::StatusOr<bool> Evidence::VisibleTo(const std::string& office,
                                          const std::string& envelope_id) {
   bool visible = false;

@@ -36,6 +36,10 @@ class Evidence {
   // The whole bundle: our part and the peer's.
   absl::StatusOr<v1::EvidenceBundle> Bundle(const std::string& envelope_id);
 
+  // The envelope that carried message `message_id`, sent or received here.
+  // NOT_FOUND if none.
+  absl::StatusOr<std::string> EnvelopeOf(const std::string& message_id);
+
   // Whether `office` sent the envelope's message or had it in its inbox.
   absl::StatusOr<bool> VisibleTo(const std::string& office,
                                  const std::string& envelope_id);

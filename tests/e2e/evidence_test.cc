@@ -83,6 +83,7 @@ class EvidenceTest : public ::testing::Test {
     auto sent = Pk(kFia)->SendMessage(request);
     EXPECT_OK(sent);
     if (!sent.ok()) return "";
+    message_id_ = sent->message_id();
     v1::DeliveryStatus status;
     EXPECT_TRUE(WaitUntil([&] {
       auto s = Pk(kFia)->GetDeliveryStatus(sent->message_id());
@@ -114,6 +115,7 @@ class EvidenceTest : public ::testing::Test {
   }
 
   std::string dir_;
+  std::string message_id_;  // of the last SendAndDeliver
   std::unique_ptr<GatewayProcess> pk_;
   std::unique_ptr<GatewayProcess> cn_;
 };
@@ -175,6 +177,14 @@ TEST_F(EvidenceTest, BundlesFromBothSidesVerifyOfflineAndLogsVerifyAfter) {
   EXPECT_TRUE(report.ok()) << report.problem;
   EXPECT_EQ(report.envelope_id, envelope_id);
   EXPECT_EQ(report.origin, v1::COUNTRY_PK);
+  // Offices know messages by message id: that finds the same envelope, on
+  // both sides.
+  for (client::OfficeClient* office : {mps.get(), fia_client.get()}) {
+    ASSERT_OK_AND_ASSIGN(const v1::EvidenceBundle by_message,
+                         AwaitEvidence(*office, message_id_));
+    EXPECT_EQ(by_message.envelope().SerializeAsString(),
+              from_cn.envelope().SerializeAsString());
+  }
 
   // An office that neither sent nor received the message gets nothing.
   EXPECT_THAT(
