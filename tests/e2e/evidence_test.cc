@@ -210,7 +210,7 @@ TEST_F(EvidenceTest, BundlesFromBothSidesVerifyOfflineAndLogsVerifyAfter) {
                               "--keys", keys_file});
     EXPECT_EQ(text.exit_code, 0) << text.out << text.err;
     EXPECT_THAT(text.out, MatchesRegex("audit log .*: OK, [0-9]+ entries, "
-                                       "[0-9]+ checkpoints \\([1-9][0-9]* "
+                                       "[0-9]+ checkpoints? \\([1-9][0-9]* "
                                        "cosigned by the peer\\), 0 payloads "
                                        "purged under retention\n(.|\n)*"));
     CommandResult json = Cli({"audit", "verify", "--data-dir", DataDir(country),
