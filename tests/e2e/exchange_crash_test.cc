@@ -5,6 +5,7 @@
 // left by an outage of the peer.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <atomic>
@@ -415,9 +416,24 @@ TEST_F(ExchangeCrashTest, KillingTheSenderMidBurstLosesAndDuplicatesNothing) {
   ASSERT_TRUE(WaitUntil([&] { return burst.accepted() >= kKillAfter; },
                         absl::Seconds(60)))
       << burst.accepted() << " accepted" << Logs();
-
-  burst.GatewayDown();
-  pk_->Kill();
+  // Freeze the receiver for a moment, so that however fast the sender is,
+  // envelopes are on the wire without receipts when PK dies (CN takes them
+  // from its socket once it runs again; PK sends them again after its
+  // restart, and CN answers those with its first receipts).
+  struct Frozen {
+    explicit Frozen(pid_t process) : pid(process) { ::kill(pid, SIGSTOP); }
+    ~Frozen() { ::kill(pid, SIGCONT); }
+    const pid_t pid;
+  };
+  {
+    Frozen frozen(cn_->pid());
+    const int before = burst.accepted();
+    ASSERT_TRUE(WaitUntil([&] { return burst.accepted() >= before + 30; },
+                          absl::Seconds(60)))
+        << burst.accepted() << " accepted" << Logs();
+    burst.GatewayDown();
+    pk_->Kill();
+  }
   const int accepted_before_kill = burst.accepted();
   // Same config, same data folder: the outbox survives the crash.
   ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(pk_config_));
