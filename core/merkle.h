@@ -67,8 +67,7 @@ absl::Status VerifyInclusion(uint64_t index, uint64_t size,
 // Checks a consistency proof (RFC 9162 §2.1.4.2). OK, or INVALID_ARGUMENT
 // saying what is wrong.
 absl::Status VerifyConsistency(uint64_t size1, uint64_t size2,
-                               absl::string_view root1,
-                               absl::string_view root2,
+                               absl::string_view root1, absl::string_view root2,
                                const std::vector<std::string>& proof);
 
 // The right edge of a growing tree: one hash per set bit of its size (the

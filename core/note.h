@@ -28,10 +28,10 @@ inline constexpr uint8_t kTypeCosignatureV1 = 0x04;
 
 // One signature line, decoded.
 struct Signature {
-  std::string name;    // key name
+  std::string name;  // key name
   uint32_t key_id = 0;
-  std::string bytes;   // what follows the key id (signature, or timestamp
-                       // and signature for a cosignature)
+  std::string bytes;  // what follows the key id (signature, or timestamp
+                      // and signature for a cosignature)
 };
 
 struct Note {
@@ -77,8 +77,8 @@ absl::StatusOr<Signature> Sign(absl::string_view text, absl::string_view name,
 absl::Status Verify(const Note& note, const VerifierKey& key);
 
 // A cosignature/v1 of `text` at `timestamp` (seconds since the epoch).
-absl::StatusOr<Signature> Cosign(absl::string_view text,
-                                 absl::string_view name, uint64_t timestamp,
+absl::StatusOr<Signature> Cosign(absl::string_view text, absl::string_view name,
+                                 uint64_t timestamp,
                                  const crypto::Ed25519Signer& signer);
 
 // The timestamp of `note`'s valid cosignature/v1 by `key` (type 0x04).

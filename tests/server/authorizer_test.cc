@@ -31,10 +31,12 @@ constexpr Action kAllActions[] = {
 // Officers read the audit log too, but the service shows them only the
 // entries about their own actions and messages (auditors see all).
 const std::set<Action> kOfficeActions = {
-    Action::kWhoAmI,           Action::kOpenCase,   Action::kGetCase,
-    Action::kListCases,        Action::kUpdateCase, Action::kShareCase,
-    Action::kSendMessage,      Action::kWatchInbox, Action::kAcknowledge,
-    Action::kGetDeliveryStatus, Action::kReadAudit};
+    Action::kWhoAmI,      Action::kOpenCase,
+    Action::kGetCase,     Action::kListCases,
+    Action::kUpdateCase,  Action::kShareCase,
+    Action::kSendMessage, Action::kWatchInbox,
+    Action::kAcknowledge, Action::kGetDeliveryStatus,
+    Action::kReadAudit};
 const std::set<Action> kAuditorActions = {
     Action::kWhoAmI, Action::kGetCase, Action::kListCases, Action::kReadAudit};
 const std::set<Action> kReadOnlyActions = {Action::kWhoAmI, Action::kGetCase,
