@@ -22,6 +22,7 @@
 #include "core/merkle.h"
 #include "core/note.h"
 #include "core/status_macros.h"
+#include "server/schema.h"
 #include "server/sqlite_case_store.h"
 
 namespace casebridge::server {
@@ -583,19 +584,21 @@ bool Stream::CheckPayloads(uint64_t index, const EntryView& view, bool has_salt,
 absl::StatusOr<StreamResult> Stream::Run() {
   CB_ASSIGN_OR_RETURN(
       StmtPtr entries,
-      Prepare(db_, "SELECT idx, entry FROM audit_log ORDER BY idx"));
+      Prepare(db_, "SELECT idx, entry, salt FROM audit_log ORDER BY idx"));
   CB_ASSIGN_OR_RETURN(StmtPtr leaves,
                       Prepare(db_,
                               "SELECT idx, hash FROM audit_nodes WHERE "
                               "level = 0 ORDER BY idx"));
-  CB_ASSIGN_OR_RETURN(
-      StmtPtr salts,
-      Prepare(db_, "SELECT idx, salt FROM audit_payload_salts ORDER BY idx"));
 
-  // The salt and leaf cursors advance with the entries (merge joins: each
-  // table is read once, in key order).
+  // The leaf cursor advances with the entries (a merge join: each table is
+  // read once, in key order).
   CB_ASSIGN_OR_RETURN(bool have_leaf, Step(db_, leaves.get()));
-  CB_ASSIGN_OR_RETURN(bool have_salt_row, Step(db_, salts.get()));
+  // The gateway adds the newest entries to its stored tree in batches, before
+  // it signs a checkpoint: entries after the newest checkpoint may have no
+  // leaf yet (they are recomputed like all others); every one before it must.
+  const uint64_t signed_size =
+      checkpoints_.empty() ? 0 : checkpoints_.back().size;
+  uint64_t unindexed = 0;
 
   // Checkpoints of size 0 cover nothing: settled before the first entry.
   while (next_checkpoint_ < checkpoints_.size() &&
@@ -631,30 +634,26 @@ absl::StatusOr<StreamResult> Stream::Run() {
                             static_cast<int64_t>(expected)) {
       CB_ASSIGN_OR_RETURN(have_leaf, Step(db_, leaves.get()));
     }
-    if (!have_leaf || sqlite3_column_int64(leaves.get(), 0) !=
-                          static_cast<int64_t>(expected)) {
+    if (!have_leaf && expected >= signed_size) {
+      ++unindexed;  // the unindexed tail: nothing stored to compare
+    } else if (!have_leaf || sqlite3_column_int64(leaves.get(), 0) !=
+                                 static_cast<int64_t>(expected)) {
       FailEntry(expected, "the stored tree has no leaf hash for this entry");
       return result_;
-    }
-    if (Blob(leaves.get(), 1) != View(leaf)) {
+    } else if (Blob(leaves.get(), 1) != View(leaf)) {
       FailEntry(expected,
                 "the entry does not match its stored leaf hash: it was "
                 "changed after it was logged");
       return result_;
     }
 
-    while (have_salt_row && sqlite3_column_int64(salts.get(), 0) <
-                                static_cast<int64_t>(expected)) {
-      CB_ASSIGN_OR_RETURN(have_salt_row, Step(db_, salts.get()));
-    }
-    const bool has_salt =
-        have_salt_row &&
-        sqlite3_column_int64(salts.get(), 0) == static_cast<int64_t>(expected);
+    const bool has_salt = sqlite3_column_type(entries.get(), 2) != SQLITE_NULL;
     if (!has_salt) ++result_.purged;
     if (next_inbound_ < inbound_.size() &&
         inbound_[next_inbound_].audit_index == expected &&
-        !CheckPayloads(expected, view, has_salt,
-                       has_salt ? Blob(salts.get(), 1) : absl::string_view())) {
+        !CheckPayloads(
+            expected, view, has_salt,
+            has_salt ? Blob(entries.get(), 2) : absl::string_view())) {
       return result_;
     }
 
@@ -675,6 +674,12 @@ absl::StatusOr<StreamResult> Stream::Run() {
     }
   }
 
+  if (unindexed > 0) {
+    result_.notes.push_back(absl::StrCat(
+        "the newest ", unindexed,
+        " entries are not in the stored tree yet (the gateway adds them "
+        "before its next checkpoint); they were recomputed"));
+  }
   // Every stored leaf belongs to an entry: a leaf past the end means
   // entries were deleted from the end of the log.
   while (have_leaf && sqlite3_column_int64(leaves.get(), 0) <
@@ -783,6 +788,22 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
     return report;
   };
 
+  {
+    // The tables read are those of the newest schema; a data directory
+    // written by an older gateway is upgraded when a gateway next opens it.
+    CB_ASSIGN_OR_RETURN(StmtPtr version,
+                        Prepare(db.get(), "PRAGMA user_version"));
+    CB_ASSIGN_OR_RETURN(const bool row, Step(db.get(), version.get()));
+    const int64_t have = row ? sqlite3_column_int64(version.get(), 0) : 0;
+    const int want = GatewayMigrations().back().version;
+    if (have != want) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, " has schema version ", have, "; this verifier reads version ",
+          want,
+          have < want ? " (start the gateway once to upgrade the file)"
+                      : " (use the casebridge of the gateway that wrote it)"));
+    }
+  }
   // One read transaction: every table as of the same moment.
   if (const int begin =
           sqlite3_exec(db.get(), "BEGIN", nullptr, nullptr, nullptr);

@@ -5,7 +5,9 @@
 //   - entries are contiguous from 0, each decodes and says it is the entry
 //     at its position;
 //   - the leaves are recomputed and compared with the stored leaf hashes
-//     (which names an entry edited in place);
+//     (which names an entry edited in place); entries after the newest
+//     checkpoint may have none yet (the gateway adds them in batches before
+//     it signs), every earlier one must;
 //   - at each checkpoint the root recomputed from the entries must equal the
 //     stored root and the root in the signed note; the note must carry a
 //     valid signature by the log's checkpoint key, and every cosignature by
@@ -50,8 +52,8 @@ struct AuditVerifyReport {
   uint64_t cosigned = 0;            // of those, with a valid peer cosignature
   uint64_t witnessed_size = 0;      // size of the newest cosigned checkpoint
   uint64_t consistency_proofs = 0;  // between consecutive checkpoints
-  uint64_t purged_payloads = 0;   // entries whose salt was deleted (retention)
-  uint64_t payloads_checked = 0;  // received envelopes matched to an entry
+  uint64_t purged_payloads = 0;     // entries whose salt was purged (retention)
+  uint64_t payloads_checked = 0;    // received envelopes matched to an entry
   std::string origin;  // the log's origin line, e.g. "pk.casebridge/audit"
   // Where verification stopped, when not ok. A problem with no position
   // (e.g. "log not witnessed") sets neither.

@@ -171,6 +171,8 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
 
 absl::StatusOr<std::string> Evidence::EnvelopeOf(
     const std::string& message_id) {
+  // A received message is found by its entry's subject rows.
+  CB_RETURN_IF_ERROR(audit_->CatchUpTree());
   std::optional<std::string> envelope;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
     CB_ASSIGN_OR_RETURN(
@@ -193,6 +195,7 @@ absl::StatusOr<std::string> Evidence::EnvelopeOf(
 
 absl::StatusOr<bool> Evidence::VisibleTo(const std::string& office,
                                          const std::string& envelope_id) {
+  CB_RETURN_IF_ERROR(audit_->CatchUpTree());
   bool visible = false;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
     // The envelope's audit entries name it and its message id.

@@ -175,6 +175,18 @@ CREATE TABLE checkpoint_forks (
 -- Retention: when a message's payloads were purged (NULL while kept).
 ALTER TABLE messages ADD COLUMN purged_us INTEGER;
 )sql"},
+      {4, "payload salts in the log rows", R"sql(
+-- The salt of each entry's payload hash moves into the entry's own row: an
+-- audited office call then writes one row of the log, not two. NULL once
+-- purged (retention), which leaves the log verifiable; it only ends the
+-- ability to prove which payload was meant. (The entry's tree nodes and
+-- subject rows, both derived, are added in batches before each checkpoint:
+-- SqliteAuditLog::CatchUpTree.)
+ALTER TABLE audit_log ADD COLUMN salt BLOB;  -- 16 random bytes
+UPDATE audit_log SET salt =
+  (SELECT s.salt FROM audit_payload_salts s WHERE s.idx = audit_log.idx);
+DROP TABLE audit_payload_salts;
+)sql"},
   };
   return *migrations;
 }

@@ -21,17 +21,21 @@ class SqliteNodeSource final : public merkle::NodeSource {
 };
 
 // AuditLog in the gateway's SQLite database (tables audit_log, audit_nodes,
-// audit_subjects, audit_payload_salts and checkpoints: schema.cc and
-// docs/audit-log.md).
+// audit_subjects and checkpoints: schema.cc and docs/audit-log.md).
 class SqliteAuditLog final : public AuditLog {
  public:
   // `db` and `clock` must outlive this object.
   SqliteAuditLog(sqlite::Database* db, const Clock* clock)
       : db_(db), clock_(clock) {}
 
-  // Adds the tree nodes of entries that have none (a log from before the
-  // Merkle tree, or one whose nodes were lost: they are derived data).
+  // Adds the tree nodes and subject rows of the entries that have none yet,
+  // in batches of write transactions. Appending writes the entry alone; the
+  // checkpointer calls this before it signs, and the readers that need the
+  // tree or the subjects call it when the log is ahead of them. Also
+  // rebuilds a log from before the Merkle tree (they are derived data).
   absl::Status CatchUpTree();
+  // Entries that have their leaf in the stored tree (a prefix of the log).
+  static absl::StatusOr<uint64_t> IndexedSizeOn(sqlite::Connection& connection);
 
   absl::StatusOr<uint64_t> Append(const AuditEvent& event) override;
   absl::StatusOr<uint64_t> Size() override;
@@ -77,9 +81,17 @@ class SqliteAuditLog final : public AuditLog {
   absl::Status StoreCosigned(uint64_t size, const std::string& note);
 
   // Recomputes the leaves and checks them and the stored nodes, on a reader.
+  // Entries not yet in the stored tree are recomputed only.
   static absl::StatusOr<VerifyReport> VerifyTree(sqlite::Connection& reader);
 
  private:
+  // Runs `read` in a read transaction once the stored tree covers `size`
+  // entries (catching it up first if need be); OUT_OF_RANGE, naming
+  // `size_name`, if the log is smaller.
+  absl::Status ReadTree(
+      uint64_t size, absl::string_view size_name,
+      const std::function<absl::Status(sqlite::Connection&)>& read);
+
   absl::StatusOr<std::vector<StoredEntry>> ReadRows(
       sqlite::Connection& c, const std::string& sql,
       const std::function<void(sqlite::Statement&)>& bind);

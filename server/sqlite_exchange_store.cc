@@ -499,6 +499,9 @@ absl::StatusOr<int> SqliteExchangeStore::PurgeExpired(
     absl::Time cutoff, const std::string& actor) {
   // Bounded transactions, so office calls are never held up for long.
   constexpr int kBatch = 500;
+  // The entries about a message are found by their subject rows, which the
+  // newest entries may not have yet.
+  CB_RETURN_IF_ERROR(audit_->CatchUpTree());
   int purged = 0;
   while (true) {
     int batch = 0;
@@ -531,7 +534,7 @@ absl::StatusOr<int> SqliteExchangeStore::PurgeExpired(
                  "UPDATE inbound SET signed_envelope = X'' WHERE "
                  "audit_index IN (SELECT idx FROM audit_subjects "
                  "WHERE subject = ?1)",
-                 "DELETE FROM audit_payload_salts WHERE idx IN "
+                 "UPDATE audit_log SET salt = NULL WHERE idx IN "
                  "(SELECT idx FROM audit_subjects WHERE subject = ?1)",
              }) {
           CB_ASSIGN_OR_RETURN(auto stmt, conn.Prepare(sql));

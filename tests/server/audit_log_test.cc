@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +16,8 @@
 #include "core/audit_entry.h"
 #include "core/crypto.h"
 #include "core/merkle.h"
+#include "core/status_macros.h"
+#include "server/schema.h"
 #include "server/sqlite_audit_log.h"
 #include "server/sqlite_case_store.h"
 #include "tests/testing/fake_clock.h"
@@ -106,6 +110,17 @@ class RawDb {
   sqlite3* db_ = nullptr;
 };
 
+// RFC 6962 section 2.1's MTH over leaf hashes, by its definition.
+std::string ReferenceRoot(const std::vector<std::string>& leaves,
+                          size_t begin = 0, size_t end = SIZE_MAX) {
+  end = std::min(end, leaves.size());
+  if (end - begin == 1) return leaves[begin];
+  size_t split = 1;
+  while (split * 2 < end - begin) split *= 2;
+  return merkle::NodeHash(ReferenceRoot(leaves, begin, begin + split),
+                          ReferenceRoot(leaves, begin + split, end));
+}
+
 class AuditLogTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -123,6 +138,20 @@ class AuditLogTest : public ::testing::Test {
   SqliteAuditLog& log() { return store_->audit_log(); }
   std::string DbPath() const { return GatewayStore::DatabasePath(dir_); }
 
+  // The single integer `sql` selects, on a reader.
+  int64_t Count(const std::string& sql) {
+    int64_t out = -1;
+    EXPECT_OK(store_->database().Read([&](sqlite::Connection& c) {
+      auto stmt = c.Prepare(sql);
+      if (!stmt.ok()) return stmt.status();
+      auto row = stmt->Step();
+      if (!row.ok()) return row.status();
+      if (*row) out = stmt->ColumnInt(0);
+      return absl::OkStatus();
+    }));
+    return out;
+  }
+
   // Appends `n` entries "case.update" with subjects "PK-2026-00000<i>".
   void AppendEntries(int n) {
     for (int i = 0; i < n; ++i) {
@@ -139,6 +168,8 @@ class AuditLogTest : public ::testing::Test {
   // and verifies.
   template <typename F>
   VerifyReport TamperAndVerify(F tamper) {
+    // The entries are in the stored tree, as before every checkpoint.
+    EXPECT_OK(log().CatchUpTree());
     store_.reset();
     {
       RawDb raw(DbPath());
@@ -204,7 +235,9 @@ TEST_F(AuditLogTest, ReadReturnsDecodedEntries) {
   EXPECT_THAT(entries[1].entry.subjects,
               ElementsAre("PK-2026-000001", "受害者已获救"));
   EXPECT_EQ(entries[1].entry.time, t0 + absl::Microseconds(1500));
-  // Each entry is a leaf of the tree: SHA-256(0x00 || bytes).
+  // Each entry is a leaf of the tree: SHA-256(0x00 || bytes), stored once
+  // the tree catches up (before a checkpoint).
+  ASSERT_OK(log().CatchUpTree());
   store_.reset();
   RawDb raw(DbPath());
   for (int i = 0; i < 2; ++i) {
@@ -263,9 +296,7 @@ TEST_F(AuditLogTest, SamePayloadHashesDifferentlyUnderFreshSalts) {
     std::string salt;
     ASSERT_OK(
         store_->database().Read([&](sqlite::Connection& c) -> absl::Status {
-          auto stmt = c.Prepare(
-              "SELECT salt FROM audit_payload_salts "
-              "WHERE idx = ?");
+          auto stmt = c.Prepare("SELECT salt FROM audit_log WHERE idx = ?");
           if (!stmt.ok()) return stmt.status();
           stmt->Bind(1, static_cast<int64_t>(index));
           auto row = stmt->Step();
@@ -278,6 +309,104 @@ TEST_F(AuditLogTest, SamePayloadHashesDifferentlyUnderFreshSalts) {
     EXPECT_EQ(entries[index].entry.payload_hash,
               audit::PayloadHash(salt, "same payload"));
   }
+}
+
+TEST_F(AuditLogTest, AppendWritesTheEntryAloneAndTheTreeCatchesUpLater) {
+  AppendEntries(3);
+  // An office call writes one row; its tree nodes and subject rows wait
+  // for the next checkpoint.
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log WHERE salt IS NOT NULL"), 3);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_nodes"), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_subjects"), 0);
+  ASSERT_OK_AND_ASSIGN(const VerifyReport unindexed, log().Verify());
+  EXPECT_TRUE(unindexed.ok()) << unindexed.problem;
+  EXPECT_EQ(unindexed.entries, 3u);
+
+  ASSERT_OK(log().CatchUpTree());
+  // Leaves 0..2 and node (1, 0) over leaves 0 and 1.
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_nodes WHERE level = 0"), 3);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_nodes WHERE level = 1"), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_subjects WHERE subject = "
+                  "'PK-2026-000002' AND idx = 2"),
+            1);
+  // Catching up again finds nothing to do.
+  ASSERT_OK(log().CatchUpTree());
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_nodes"), 4);
+}
+
+TEST_F(AuditLogTest, ProofsBeyondTheStoredTreeCatchItUpFirst) {
+  AppendEntries(5);
+  ASSERT_OK_AND_ASSIGN(const auto entries, log().Read(0, 10));
+  std::vector<std::string> leaves;
+  for (const StoredEntry& e : entries) {
+    leaves.push_back(merkle::LeafHash(e.bytes));
+  }
+  ASSERT_OK_AND_ASSIGN(const std::string root, log().RootAt(5));
+  EXPECT_EQ(root, ReferenceRoot(leaves));
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_nodes WHERE level = 0"), 5);
+
+  // Entries 5 and 6: not in the stored tree.
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_OK(log().Append(Event("case.get", {"PK-2026-000001"})).status());
+  }
+  ASSERT_OK_AND_ASSIGN(const auto proof, log().InclusionProof(6, 7));
+  ASSERT_OK_AND_ASSIGN(const auto more, log().Read(5, 10));
+  for (const StoredEntry& e : more) leaves.push_back(merkle::LeafHash(e.bytes));
+  EXPECT_OK(
+      merkle::VerifyInclusion(6, 7, leaves[6], proof, ReferenceRoot(leaves)));
+  EXPECT_THAT(log().ConsistencyProof(5, 8),
+              StatusIs(absl::StatusCode::kOutOfRange,
+                       HasSubstr("larger than the log (7 entries)")));
+}
+
+TEST_F(AuditLogTest, UpgradeMovesSaltsIntoTheLogAndIndexesOldEntries) {
+  // A data directory as a gateway of schema version 3 left it: the entry's
+  // salt in a table of its own.
+  store_.reset();
+  const std::string old_dir = NewTempDir("audit-log-v3");
+  const std::string salt(16, '\x5a');
+  audit::Entry entry;
+  entry.index = 0;
+  entry.time = absl::FromUnixMicros(1'700'000'000'000'000);
+  entry.actor = kFia;
+  entry.action = "case.open";
+  entry.subjects = {"PK-2026-000001"};
+  entry.payload_hash = audit::PayloadHash(salt, "an OpenCase request");
+  const std::string bytes = audit::Encode(entry);
+  {
+    const auto& all = GatewayMigrations();
+    const std::vector<sqlite::Migration> v3(all.begin(), all.begin() + 3);
+    ASSERT_EQ(v3.back().version, 3);
+    ASSERT_OK_AND_ASSIGN(auto db, sqlite::Database::Open(
+                                      GatewayStore::DatabasePath(old_dir), v3));
+    ASSERT_OK(db->Write([&](sqlite::Connection& c) -> absl::Status {
+      auto row = c.Prepare(
+          "INSERT INTO audit_log(idx, entry, time_us, actor, action, "
+          "status_code) VALUES(0, ?, 0, ?, 'case.open', 0)");
+      if (!row.ok()) return row.status();
+      row->BindBlob(1, bytes).Bind(2, kFia);
+      CB_RETURN_IF_ERROR(row->Run());
+      auto salt_row =
+          c.Prepare("INSERT INTO audit_payload_salts(idx, salt) VALUES(0, ?)");
+      if (!salt_row.ok()) return salt_row.status();
+      salt_row->BindBlob(1, salt);
+      return salt_row->Run();
+    }));
+  }
+  dir_ = old_dir;
+  Reopen();
+  ASSERT_OK_AND_ASSIGN(const auto kept, log().PayloadSalt(0));
+  EXPECT_EQ(kept, salt);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM sqlite_schema WHERE name = "
+                  "'audit_payload_salts'"),
+            0);
+  ASSERT_OK_AND_ASSIGN(const std::string root, log().RootAt(1));
+  EXPECT_EQ(root, merkle::LeafHash(bytes));
+  ASSERT_OK_AND_ASSIGN(const uint64_t next,
+                       log().Append(Event("case.get", {"PK-2026-000001"})));
+  EXPECT_EQ(next, 1u);
+  ASSERT_OK_AND_ASSIGN(const VerifyReport report, log().Verify());
+  EXPECT_TRUE(report.ok()) << report.problem;
 }
 
 TEST_F(AuditLogTest, VerifyAcceptsIntactLog) {
@@ -343,22 +472,16 @@ TEST_F(AuditLogTest, DetectsUndecodableEntryAtItsIndex) {
 
 TEST_F(AuditLogTest, DetectsDeletedEntryAtItsIndex) {
   AppendEntries(5);
-  const VerifyReport report = TamperAndVerify([](RawDb& raw) {
-    raw.Exec(
-        "DELETE FROM audit_payload_salts WHERE idx = 2;"
-        "DELETE FROM audit_log WHERE idx = 2;");
-  });
+  const VerifyReport report = TamperAndVerify(
+      [](RawDb& raw) { raw.Exec("DELETE FROM audit_log WHERE idx = 2;"); });
   EXPECT_EQ(report.first_bad, 2u);
   EXPECT_THAT(report.problem, HasSubstr("missing"));
 }
 
 TEST_F(AuditLogTest, DetectsDeletedFirstEntry) {
   AppendEntries(3);
-  const VerifyReport report = TamperAndVerify([](RawDb& raw) {
-    raw.Exec(
-        "DELETE FROM audit_payload_salts WHERE idx = 0;"
-        "DELETE FROM audit_log WHERE idx = 0;");
-  });
+  const VerifyReport report = TamperAndVerify(
+      [](RawDb& raw) { raw.Exec("DELETE FROM audit_log WHERE idx = 0;"); });
   EXPECT_EQ(report.first_bad, 0u);
   EXPECT_THAT(report.problem, Not(IsEmpty()));
 }
@@ -369,7 +492,6 @@ TEST_F(AuditLogTest, DetectsDeletionWithRenumberingAtItsIndex) {
   AppendEntries(5);
   const VerifyReport report = TamperAndVerify([](RawDb& raw) {
     raw.Exec(
-        "DELETE FROM audit_payload_salts;"
         "DELETE FROM audit_log WHERE idx = 2;"
         "UPDATE audit_log SET idx = idx - 1 WHERE idx > 2;");
   });

@@ -21,6 +21,7 @@
 #include "core/note.h"
 #include "core/public_keys.h"
 #include "server/checkpointer.h"
+#include "server/schema.h"
 #include "server/sqlite_case_store.h"
 #include "server/witness.h"
 #include "tests/testing/fake_clock.h"
@@ -33,6 +34,7 @@ namespace {
 using ::casebridge::testing::FakeClock;
 using ::casebridge::testing::NewTempDir;
 using ::casebridge::testing::StatusIs;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::StartsWith;
@@ -285,9 +287,43 @@ TEST_F(AuditVerifierTest, EntriesAfterTheNewestCosignatureAreNoted) {
   const AuditVerifyReport report = Verify();
   EXPECT_TRUE(report.ok) << report.problem;
   EXPECT_EQ(report.entries, kEntries + 7);
-  ASSERT_EQ(report.notes.size(), 1u);
-  EXPECT_THAT(report.notes[0],
-              StartsWith("7 entries after the newest cosigned checkpoint"));
+  // Not yet in the stored tree either: the gateway adds entries to it in
+  // batches, before each checkpoint.
+  EXPECT_THAT(
+      report.notes,
+      ElementsAre(
+          StartsWith("the newest 7 entries are not in the stored tree"),
+          StartsWith("7 entries after the newest cosigned checkpoint")));
+}
+
+TEST_F(AuditVerifierTest, TailAlreadyInTheStoredTreeIsComparedToo) {
+  BuildLog(/*close=*/false);
+  Append(7);
+  ASSERT_OK(pk_->audit_log().CatchUpTree());
+  pk_.reset();
+  AuditVerifyReport report = Verify();
+  EXPECT_TRUE(report.ok) << report.problem;
+  EXPECT_THAT(report.notes,
+              ElementsAre(StartsWith("7 entries after the newest cosigned")));
+  // Its leaves are checked like any other: an edit is named.
+  Tamper(
+      absl::StrCat("UPDATE audit_log SET entry = entry || X'00' "
+                   "WHERE idx = ",
+                   kEntries + 2));
+  report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_entry, kEntries + 2);
+}
+
+TEST_F(AuditVerifierTest, MissingLeafOfTheLastCheckpointedEntryIsNamed) {
+  // The tail may lack leaves; entries under a checkpoint may not.
+  BuildLog();
+  Tamper(absl::StrCat("DELETE FROM audit_nodes WHERE level = 0 AND idx = ",
+                      kEntries - 1));
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_entry, kEntries - 1);
+  EXPECT_THAT(report.problem, HasSubstr("no leaf hash"));
 }
 
 TEST_F(AuditVerifierTest, EditedEntryIsNamed) {
@@ -508,7 +544,7 @@ TEST_F(AuditVerifierTest, PurgedPayloadsAreCountedNotFailed) {
   // Retention: salts of some entries deleted, one inbound envelope blanked
   // (its salt kept), another's salt deleted (its envelope kept).
   Tamper(absl::StrCat(
-      "DELETE FROM audit_payload_salts WHERE idx IN (1, 2, ", received_[0],
+      "UPDATE audit_log SET salt = NULL WHERE idx IN (1, 2, ", received_[0],
       "); UPDATE inbound SET signed_envelope = X'' WHERE audit_index = ",
       received_[1]));
   const AuditVerifyReport report = Verify();
@@ -554,8 +590,26 @@ TEST_F(AuditVerifierTest, LogWithoutCheckpointsPassesWithANote) {
   const AuditVerifyReport report = Verify();
   EXPECT_TRUE(report.ok) << report.problem;
   EXPECT_EQ(report.entries, 12u);
-  ASSERT_EQ(report.notes.size(), 1u);
-  EXPECT_THAT(report.notes[0], StartsWith("no checkpoint has been signed"));
+  EXPECT_THAT(report.notes,
+              ElementsAre(StartsWith("the newest 12 entries are not in the "
+                                     "stored tree yet"),
+                          StartsWith("no checkpoint has been signed")));
+}
+
+TEST_F(AuditVerifierTest, OlderSchemaIsNamedNotMisread) {
+  const std::string dir = NewTempDir("schema-3");
+  {
+    const auto& all = GatewayMigrations();
+    const std::vector<sqlite::Migration> v3(all.begin(), all.begin() + 3);
+    ASSERT_OK(
+        sqlite::Database::Open(GatewayStore::DatabasePath(dir), v3).status());
+  }
+  EXPECT_THAT(VerifyDataDir(dir, Keys(), {}),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr(absl::StrCat(
+                           "has schema version 3; this verifier reads version ",
+                           GatewayMigrations().back().version,
+                           " (start the gateway once"))));
 }
 
 TEST_F(AuditVerifierTest, MissingDatabaseCannotBeExamined) {

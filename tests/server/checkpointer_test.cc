@@ -15,6 +15,7 @@
 #include "core/audit_entry.h"
 #include "core/merkle.h"
 #include "core/note.h"
+#include "core/status_macros.h"
 #include "server/sqlite_case_store.h"
 #include "tests/testing/fake_clock.h"
 #include "tests/testing/status_matchers.h"
@@ -101,6 +102,40 @@ TEST_F(CheckpointerTest, SignsTheWholeLogAsAC2spCheckpoint) {
   EXPECT_EQ(latest->note, made->note);
 }
 
+TEST_F(CheckpointerTest, AddsTheNewEntriesToTheStoredTreeBeforeSigning) {
+  Append(7);  // appends store entries alone
+  ASSERT_OK(store_->database().Read([](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(const uint64_t indexed,
+                        SqliteAuditLog::IndexedSizeOn(c));
+    EXPECT_EQ(indexed, 0u);
+    return absl::OkStatus();
+  }));
+  ASSERT_OK_AND_ASSIGN(const auto made, checkpointer_->MakeCheckpoint());
+  ASSERT_TRUE(made.has_value());
+  EXPECT_EQ(made->size, 7u);
+  ASSERT_OK(store_->database().Read([](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(const uint64_t indexed,
+                        SqliteAuditLog::IndexedSizeOn(c));
+    EXPECT_EQ(indexed, 7u);
+    return absl::OkStatus();
+  }));
+}
+
+TEST_F(CheckpointerTest, StoppingSignsTheLastEntries) {
+  Checkpointer::Options options;
+  options.origin = audit::LogOrigin("PK");
+  options.signer = key_.get();
+  options.interval = absl::Hours(1);  // only the stop can sign
+  checkpointer_ = std::make_unique<Checkpointer>(options, &store_->database(),
+                                                 &log(), nullptr, &clock_);
+  checkpointer_->Start();
+  Append(5);
+  checkpointer_->Stop();
+  ASSERT_OK_AND_ASSIGN(const auto latest, log().LatestCheckpoint());
+  ASSERT_TRUE(latest.has_value());
+  EXPECT_EQ(latest->size, 5u);
+}
+
 TEST_F(CheckpointerTest, NothingNewMeansNoNewCheckpoint) {
   Append(3);
   ASSERT_OK(checkpointer_->MakeCheckpoint().status());
@@ -183,7 +218,6 @@ TEST_F(CheckpointerTest, RefusesWhenEntriesBehindACheckpointWereRemoved) {
               SQLITE_OK);
     ASSERT_EQ(sqlite3_exec(db,
                            "DELETE FROM audit_subjects WHERE idx = 3;"
-                           "DELETE FROM audit_payload_salts WHERE idx = 3;"
                            "DELETE FROM audit_log WHERE idx = 3;",
                            nullptr, nullptr, nullptr),
               SQLITE_OK);

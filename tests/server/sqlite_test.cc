@@ -80,7 +80,9 @@ TEST_F(DatabaseTest, OpenCreatesFileAndAppliesMigrations) {
   EXPECT_OK(db->Read([](Connection& c) {
     return c.Exec(
         "SELECT seq FROM cases; SELECT idx FROM audit_log; "
-        "SELECT idx FROM audit_payload_salts; "
+        "SELECT salt FROM audit_log; SELECT hash FROM audit_nodes; "
+        "SELECT subject FROM audit_subjects; SELECT size FROM checkpoints; "
+        "SELECT origin FROM witness_state; SELECT id FROM checkpoint_forks; "
         "SELECT year FROM exchange_id_counters; SELECT seq FROM messages; "
         "SELECT seq FROM outbox; SELECT envelope_id FROM inbound; "
         "SELECT cursor FROM inbox; SELECT id FROM envelope_conflicts;");
