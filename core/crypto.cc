@@ -66,33 +66,56 @@ std::string Sha256(absl::string_view data) {
   return hasher.Finish();
 }
 
+namespace {
+
+[[noreturn]] void HashFailed(const char* step) {
+  std::fprintf(stderr, "fatal: SHA-256 %s failed: %s\n", step,
+               OpenSslErrorText().c_str());
+  std::abort();
+}
+
+const EVP_MD* Sha256Algorithm() {
+  // Never freed: threads may still be hashing while statics are destroyed.
+  static EVP_MD* const md = [] {
+    EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    if (fetched == nullptr) HashFailed("fetch");
+    return fetched;
+  }();
+  return md;
+}
+
+}  // namespace
+
 Sha256Hasher::Sha256Hasher() : ctx_(EVP_MD_CTX_new()) {
-  if (ctx_ == nullptr || EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1) {
-    std::fprintf(stderr, "fatal: SHA-256 init failed: %s\n",
-                 OpenSslErrorText().c_str());
-    std::abort();
-  }
+  if (ctx_ == nullptr) HashFailed("context allocation");
+  Begin();
 }
 
 Sha256Hasher::~Sha256Hasher() { EVP_MD_CTX_free(ctx_); }
 
-void Sha256Hasher::Update(absl::string_view data) {
-  if (EVP_DigestUpdate(ctx_, data.data(), data.size()) != 1) {
-    std::fprintf(stderr, "fatal: SHA-256 update failed\n");
-    std::abort();
+void Sha256Hasher::Begin() {
+  if (EVP_DigestInit_ex(ctx_, Sha256Algorithm(), nullptr) != 1) {
+    HashFailed("init");
   }
 }
 
-std::string Sha256Hasher::Finish() {
-  std::string out(kSha256Size, '\0');
+void Sha256Hasher::Update(const void* data, size_t size) {
+  if (EVP_DigestUpdate(ctx_, data, size) != 1) HashFailed("update");
+}
+
+Sha256Hasher::Digest Sha256Hasher::FinishDigest() {
+  Digest out;
   unsigned int len = 0;
-  if (EVP_DigestFinal_ex(ctx_, reinterpret_cast<unsigned char*>(out.data()),
-                         &len) != 1 ||
-      len != kSha256Size) {
-    std::fprintf(stderr, "fatal: SHA-256 final failed\n");
-    std::abort();
+  if (EVP_DigestFinal_ex(ctx_, out.data(), &len) != 1 || len != out.size()) {
+    HashFailed("final");
   }
+  Begin();
   return out;
+}
+
+std::string Sha256Hasher::Finish() {
+  const Digest digest = FinishDigest();
+  return std::string(digest.begin(), digest.end());
 }
 
 std::string RandomBytes(size_t n) {

@@ -1,13 +1,9 @@
 #include "core/merkle.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <array>
 #include <bit>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <memory>
@@ -33,45 +29,12 @@ absl::string_view View(const Digest& d) {
   return absl::string_view(reinterpret_cast<const char*>(d.data()), d.size());
 }
 
-[[noreturn]] void HashFailed(const char* step) {
-  std::fprintf(stderr, "fatal: SHA-256 %s failed: %s\n", step,
-               crypto::OpenSslErrorText().c_str());
-  std::abort();
-}
-
-struct MdCtxDeleter {
-  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-};
-
-// SHA-256 of the concatenation of `parts`. Leaf and node hashes are the hot
-// path of log verification, and OpenSSL 3's one-shot SHA256() sets up a new
-// context on every call, which made a 65-byte node hash about three times
-// slower than with a reused one. So the algorithm is fetched once per process
-// and each thread reuses one context. Failure here means OpenSSL cannot hash at
-// all, which no caller can recover from.
+// SHA-256 of the concatenation of `parts`, on this thread's reusable hasher:
+// leaf and node hashes are the hot path of log verification.
 Digest Sha256Of(std::initializer_list<absl::string_view> parts) {
-  // Never freed: threads may still be hashing while statics are destroyed.
-  static EVP_MD* const kSha256 = [] {
-    EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-    if (md == nullptr) HashFailed("fetch");
-    return md;
-  }();
-  thread_local const std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx(
-      EVP_MD_CTX_new());
-  if (ctx == nullptr) HashFailed("context allocation");
-  if (EVP_DigestInit_ex(ctx.get(), kSha256, nullptr) != 1) HashFailed("init");
-  for (absl::string_view part : parts) {
-    if (EVP_DigestUpdate(ctx.get(), part.data(), part.size()) != 1) {
-      HashFailed("update");
-    }
-  }
-  Digest out;
-  unsigned int len = 0;
-  if (EVP_DigestFinal_ex(ctx.get(), out.data(), &len) != 1 ||
-      len != kHashSize) {
-    HashFailed("final");
-  }
-  return out;
+  thread_local crypto::Sha256Hasher hasher;
+  for (absl::string_view part : parts) hasher.Update(part);
+  return hasher.FinishDigest();
 }
 
 // SHA-256(0x01 || left || right) without heap allocation: the verifiers'

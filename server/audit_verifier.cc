@@ -1,13 +1,10 @@
 #include "server/audit_verifier.h"
 
-#include <openssl/evp.h>
 #include <sqlite3.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -36,75 +33,34 @@ absl::string_view View(const Digest& d) {
 
 // --- Hashing -----------------------------------------------------------------
 
-[[noreturn]] void HashFailed(const char* step) {
-  std::fprintf(stderr, "fatal: SHA-256 %s failed: %s\n", step,
-               crypto::OpenSslErrorText().c_str());
-  std::abort();
-}
-
-struct MdCtxDeleter {
-  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-};
-struct MdDeleter {
-  void operator()(EVP_MD* md) const { EVP_MD_free(md); }
-};
-
 // RFC 6962 hashing into fixed arrays: the verifier hashes every entry and
 // about as many inner nodes, and a heap string per hash would cost more than
 // the hash of a short entry. One per thread (the context is reused).
 class Hasher {
  public:
-  Hasher()
-      : md_(EVP_MD_fetch(nullptr, "SHA256", nullptr)), ctx_(EVP_MD_CTX_new()) {
-    if (md_ == nullptr) HashFailed("fetch");
-    if (ctx_ == nullptr) HashFailed("context allocation");
-  }
-
   Digest Leaf(absl::string_view entry) {
     static constexpr unsigned char kLeaf = 0x00;
-    Begin();
-    Update(&kLeaf, 1);
-    Update(entry.data(), entry.size());
-    return Finish();
+    sha_.Update(&kLeaf, 1);
+    sha_.Update(entry);
+    return sha_.FinishDigest();
   }
 
   Digest Node(const Digest& left, const Digest& right) {
     static constexpr unsigned char kNode = 0x01;
-    Begin();
-    Update(&kNode, 1);
-    Update(left.data(), left.size());
-    Update(right.data(), right.size());
-    return Finish();
+    sha_.Update(&kNode, 1);
+    sha_.Update(left.data(), left.size());
+    sha_.Update(right.data(), right.size());
+    return sha_.FinishDigest();
   }
 
   Digest PayloadHash(absl::string_view salt, absl::string_view payload) {
-    Begin();
-    Update(salt.data(), salt.size());
-    Update(payload.data(), payload.size());
-    return Finish();
+    sha_.Update(salt);
+    sha_.Update(payload);
+    return sha_.FinishDigest();
   }
 
  private:
-  void Begin() {
-    if (EVP_DigestInit_ex(ctx_.get(), md_.get(), nullptr) != 1) {
-      HashFailed("init");
-    }
-  }
-  void Update(const void* data, size_t size) {
-    if (EVP_DigestUpdate(ctx_.get(), data, size) != 1) HashFailed("update");
-  }
-  Digest Finish() {
-    Digest out;
-    unsigned int len = 0;
-    if (EVP_DigestFinal_ex(ctx_.get(), out.data(), &len) != 1 ||
-        len != out.size()) {
-      HashFailed("final");
-    }
-    return out;
-  }
-
-  std::unique_ptr<EVP_MD, MdDeleter> md_;
-  std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx_;
+  crypto::Sha256Hasher sha_;
 };
 
 // --- The recomputed tree -----------------------------------------------------
