@@ -7,15 +7,19 @@
 //   casebridge audit verify --data-dir /var/lib/casebridge/pk
 //       --keys public-keys.toml [--allow-unwitnessed]
 //   casebridge audit evidence verify e.pb --keys public-keys.toml
+//   casebridge certs status --config /etc/casebridge/pk.toml
 //
 // `audit verify` and `audit evidence verify` need no server: they check a
 // gateway's data directory, or an evidence file, with the two gateways'
-// public keys alone (core/public_keys.h).
+// public keys alone (core/public_keys.h). `certs status` reads a gateway's
+// configuration and the certificate and CRL files it names.
 //
 // Exit codes: 0 success; 1 the gateway refused or failed (one line naming
-// the gRPC status and the reason); 2 bad usage or configuration (including
-// a missing keys file or data directory); 3 an audit log verification found
-// damage, or an evidence file is invalid.
+// the gRPC status and the reason), or `certs status` found something that
+// expires soon; 2 bad usage or configuration (including a missing keys file
+// or data directory); 3 an audit log verification found damage, an evidence
+// file is invalid, or `certs status` found something expired, not yet
+// valid, missing or invalid.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -35,6 +39,7 @@
 #include "casebridge/v1/audit.pb.h"
 #include "client/cli_format.h"
 #include "client/office_client.h"
+#include "core/cert_status.h"
 #include "core/config.h"
 #include "core/crypto.h"
 #include "core/evidence_check.h"
@@ -313,6 +318,82 @@ int EvidenceVerify(const Options& options, const std::string& path,
   return report.ok() ? kExitOk : kExitDamaged;
 }
 
+std::string FormatUtc(absl::Time t) {
+  if (t == absl::InfinitePast()) return "-";
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
+}
+
+// Every certificate and CRL a gateway configuration names, with its state
+// (docs/operations.md#certificate-and-crl-status). Exit 0 all ok, 1 something
+// expires within the warning window, 3 something expired, not yet valid,
+// missing or invalid; 2 if the configuration cannot be read.
+int CertsStatus(const Options& options, const std::string& config_path) {
+  if (config_path.empty()) {
+    return Usage("certs status: --config GATEWAY_TOML is required");
+  }
+  auto config = cb::config::LoadGateway(config_path);
+  if (!config.ok()) return ReportStatus(config.status(), kExitUsage);
+  const absl::Time now = absl::Now();
+  const absl::Duration cert_window =
+      absl::Hours(24) * config->expiry_warning_days;
+  const absl::Duration crl_window =
+      absl::Hours(24) * config->crl_expiry_warning_days;
+  const cb::certs::Inventory inventory =
+      cb::certs::ReadInventory(cb::certs::FilesOf(*config));
+  bool soon = false;
+  bool failed = false;
+  nlohmann::ordered_json items = nlohmann::ordered_json::array();
+  std::vector<std::vector<std::string>> rows = {
+      {"WHAT", "FILE", "SUBJECT", "VALID UNTIL", "DAYS LEFT", "STATE"}};
+  for (const cb::certs::Item& item : inventory.items) {
+    const cb::certs::State state =
+        cb::certs::StateOf(item, now, cert_window, crl_window);
+    soon = soon || state == cb::certs::State::kExpiresSoon;
+    failed = failed || cb::certs::IsFailure(state);
+    const bool crl = item.kind == cb::certs::ItemKind::kCrl;
+    const bool dated = item.problem == cb::certs::Problem::kNone;
+    const int64_t days_left =
+        dated ? absl::ToInt64Hours(item.valid_until - now) / 24 : 0;
+    nlohmann::ordered_json out;
+    out["kind"] = crl ? "crl" : "certificate";
+    out["key"] = item.key;
+    out["file"] = item.file;
+    out["subject"] = item.subject;
+    out["issuer"] = item.issuer;
+    if (dated) {
+      out[crl ? "last_update" : "not_before"] = FormatUtc(item.valid_from);
+      out[crl ? "next_update" : "not_after"] = FormatUtc(item.valid_until);
+      out["days_left"] = days_left;
+    }
+    if (crl && dated) out["revoked"] = item.revoked;
+    out["state"] = cb::certs::StateName(state);
+    if (!dated) out["problem"] = item.detail;
+    items.push_back(std::move(out));
+    std::string state_text = cb::certs::StateName(state);
+    if (!dated) state_text += ": " + item.detail;
+    rows.push_back({crl ? "crl" : item.key, item.file, item.subject,
+                    dated ? FormatUtc(item.valid_until) : "-",
+                    dated ? absl::StrCat(days_left) : "-", state_text});
+  }
+  const int exit_code = failed ? kExitDamaged : soon ? kExitRpc : kExitOk;
+  if (options.json) {
+    nlohmann::ordered_json out;
+    out["config"] = config_path;
+    out["ok"] = !failed && !soon;
+    out["expiry_warning_days"] = config->expiry_warning_days;
+    out["crl_expiry_warning_days"] = config->crl_expiry_warning_days;
+    out["items"] = std::move(items);
+    std::cout << out.dump() << "\n";
+  } else {
+    std::cout << cb::cli::FormatTable(rows);
+    std::cout << (failed ? "certificates: FAILED (expired, not yet valid, "
+                           "missing or invalid items above)\n"
+                  : soon ? "certificates: OK, but some expire soon\n"
+                         : "certificates: OK\n");
+  }
+  return exit_code;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -486,6 +567,19 @@ int main(int argc, char** argv) {
   audit_entries->add_option("--page-size", entries_page,
                             "entries to read (1-1000)");
 
+  auto* certs_cmd =
+      app.add_subcommand("certs", "the gateway's certificates and CRLs");
+  certs_cmd->require_subcommand(1);
+  certs_cmd->fallthrough();
+  std::string certs_config;
+  auto* certs_status = certs_cmd->add_subcommand(
+      "status",
+      "expiry of every certificate and CRL a gateway configuration names "
+      "(offline)");
+  certs_status->fallthrough();
+  certs_status->add_option("--config", certs_config,
+                           "the gateway's configuration (TOML)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -498,6 +592,10 @@ int main(int argc, char** argv) {
   }
   if (evidence_verify->parsed()) {
     return EvidenceVerify(options, evidence_file, evidence_keys);
+  }
+  if (certs_status->parsed()) {
+    return CertsStatus(
+        options, certs_config.empty() ? options.config_path : certs_config);
   }
 
   auto client = MakeClient(options);

@@ -200,29 +200,37 @@ absl::StatusOr<std::string> OfficeClient::Acknowledge(
 absl::Status OfficeClient::WatchInbox(
     const std::string& cursor, absl::Duration max_wait,
     const std::function<bool(const v1::WatchInboxResponse&)>& on_message) {
-  grpc::ClientContext context;
-  if (max_wait != absl::InfiniteDuration()) {
-    context.set_deadline(absl::ToChronoTime(absl::Now() + max_wait));
-  }
-  v1::WatchInboxRequest request;
-  request.set_cursor(cursor);
-  auto reader = office_->WatchInbox(&context, request);
-  v1::WatchInboxResponse response;
-  bool stopped = false;
-  while (reader->Read(&response)) {
-    if (!on_message(response)) {
-      stopped = true;
-      context.TryCancel();
-      break;
+  // Every stream carries a deadline; a watch without an end is a series of
+  // streams of at most kMaxStream each, resumed from the last cursor.
+  constexpr absl::Duration kMaxStream = absl::Hours(1);
+  const bool forever = max_wait == absl::InfiniteDuration();
+  const absl::Time end =
+      forever ? absl::InfiniteFuture() : absl::Now() + max_wait;
+  std::string resume = cursor;
+  while (true) {
+    grpc::ClientContext context;
+    const absl::Time stream_end = std::min(end, absl::Now() + kMaxStream);
+    context.set_deadline(absl::ToChronoTime(stream_end));
+    v1::WatchInboxRequest request;
+    request.set_cursor(resume);
+    auto reader = office_->WatchInbox(&context, request);
+    v1::WatchInboxResponse response;
+    bool stopped = false;
+    while (reader->Read(&response)) {
+      resume = response.cursor();
+      if (!on_message(response)) {
+        stopped = true;
+        context.TryCancel();
+        break;
+      }
     }
+    const grpc::Status status = reader->Finish();
+    if (stopped) return absl::OkStatus();
+    if (status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return FromGrpcStatus(status);
+    }
+    if (stream_end >= end) return absl::OkStatus();  // waited as long as asked
   }
-  const grpc::Status status = reader->Finish();
-  if (stopped) return absl::OkStatus();
-  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
-      max_wait != absl::InfiniteDuration()) {
-    return absl::OkStatus();  // waited as long as asked
-  }
-  return FromGrpcStatus(status);
 }
 
 }  // namespace casebridge::client

@@ -72,6 +72,8 @@ class OfficeClient {
   // `on_message` for each message until it returns false, `max_wait` passes
   // (absl::InfiniteDuration() for no limit), or the stream ends. Returns the
   // stream's end status (OK when stopped by `on_message` or `max_wait`).
+  // Each stream carries a deadline (at most an hour; a longer watch opens
+  // the next stream from the last cursor).
   absl::Status WatchInbox(
       const std::string& cursor, absl::Duration max_wait,
       const std::function<bool(const v1::WatchInboxResponse&)>& on_message);

@@ -195,6 +195,15 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
     CB_ASSIGN_OR_RETURN(config.crl_dir, tls.Directory("crl_dir", true, true));
     CB_ASSIGN_OR_RETURN(config.cert_refresh_seconds,
                         tls.Integer("refresh_seconds", 60, 1, 86400));
+    CB_ASSIGN_OR_RETURN(config.crl_refresh_seconds,
+                        tls.Integer("crl_refresh_seconds",
+                                    config.crl_refresh_seconds, 1, 3600));
+    CB_ASSIGN_OR_RETURN(config.expiry_warning_days,
+                        tls.Integer("expiry_warning_days",
+                                    config.expiry_warning_days, 0, 3650));
+    CB_ASSIGN_OR_RETURN(config.crl_expiry_warning_days,
+                        tls.Integer("crl_expiry_warning_days",
+                                    config.crl_expiry_warning_days, 0, 365));
     CB_RETURN_IF_ERROR(tls.CheckNoUnknownKeys());
   }
   {
@@ -334,6 +343,16 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
     CB_ASSIGN_OR_RETURN(
         l.retry_max_seconds,
         limits.Integer("retry_max_seconds", l.retry_max_seconds, 1, 3600));
+    CB_ASSIGN_OR_RETURN(l.office_calls_per_second,
+                        limits.Integer("office_calls_per_second",
+                                       l.office_calls_per_second, 1, 1000000));
+    CB_ASSIGN_OR_RETURN(
+        l.office_burst,
+        limits.Integer("office_burst", l.office_burst, 1, 10000000));
+    CB_ASSIGN_OR_RETURN(
+        l.office_streams_per_identity,
+        limits.Integer("office_streams_per_identity",
+                       l.office_streams_per_identity, 1, 10000));
     // The default must fit inside a message, whatever its size limit.
     if (limits.Get("max_envelope_bytes") == nullptr) {
       l.max_envelope_bytes =

@@ -38,6 +38,13 @@ struct Limits {
   int delivery_window = 64;
   // Longest wait between two delivery attempts of one envelope.
   int retry_max_seconds = 60;
+  // Token bucket per office-port identity: sustained calls per second and
+  // the burst allowed on top (docs/operations.md#abuse-limits). High by
+  // default so that only a configured limit throttles a busy office.
+  int office_calls_per_second = 10000;
+  int office_burst = 20000;
+  // WatchInbox streams one identity may hold open at once.
+  int office_streams_per_identity = 16;
 };
 
 struct AuditSettings {
@@ -64,6 +71,13 @@ struct Gateway {
   std::string peer_ca;   // trusted on the peer port
   std::string crl_dir;   // hashed CRL files (<hash>.rN) for both CAs
   int cert_refresh_seconds = 60;
+  // How often crl_dir and the CA files are checked for changes (revocations
+  // take effect on open connections within this), and expiry re-evaluated.
+  int crl_refresh_seconds = 10;
+  // Certificates (own, CAs) whose notAfter is this close are warned about.
+  int expiry_warning_days = 30;
+  // CRLs whose nextUpdate is this close are warned about.
+  int crl_expiry_warning_days = 7;
 
   std::string envelope_signing_key;    // Ed25519, PKCS#8 PEM
   std::string checkpoint_signing_key;  // Ed25519, PKCS#8 PEM

@@ -67,29 +67,58 @@ std::vector<std::string> SafeSubjects(std::vector<std::string> candidates) {
 }
 
 CallHandler::CallHandler(Port port, const config::Gateway* config,
-                         AuditLog* audit, WorkQueue* work, const Clock* clock)
+                         AuditLog* audit, WorkQueue* work, const Clock* clock,
+                         const Revocations* revocations, CallLimiter* limiter)
     : port_(port),
       config_(config),
       audit_(audit),
       work_(work),
       clock_(clock),
+      revocations_(revocations),
+      limiter_(limiter),
       office_authorizer_(config->offices),
       peer_{config->peer_identity, "peer gateway", v1::ROLE_UNSPECIFIED} {}
 
 absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
-                                          Action action,
-                                          std::string* identity) const {
+                                          Action action, std::string* identity,
+                                          bool* audit) {
   auto auth = context->auth_context();
   if (auth == nullptr) return absl::UnauthenticatedError("no TLS peer");
   auto id = PeerSpiffeId(*auth);
   if (!id.ok()) return id.status();
   *identity = *id;
+  // Limits come first, keyed by the verified identity, so that a flood of
+  // calls that would be refused anyway cannot flood the audit log.
+  if (limiter_ != nullptr) {
+    const CallLimiter::Decision decision = limiter_->AdmitCall(*id);
+    if (!decision.status.ok()) {
+      *audit = decision.audit;
+      return decision.status;
+    }
+  }
+  if (revocations_ != nullptr) {
+    const auto pem = auth->FindPropertyValues("x509_pem_cert");
+    if (pem.empty()) {
+      return absl::UnauthenticatedError(
+          "no client certificate in the handshake");
+    }
+    CB_RETURN_IF_ERROR(revocations_->Check(
+        absl::string_view(pem.front().data(), pem.front().size()), *id));
+  }
   if (port_ == Port::kOffice) {
     auto caller = office_authorizer_.Identify(*id);
     if (!caller.ok()) return caller.status();
     if (auto allowed = OfficeAuthorizer::Authorize(*caller, action);
         !allowed.ok()) {
       return allowed;
+    }
+    // A standing WatchInbox may run without a deadline; it ends with its
+    // connection at the latest (limits.max_connection_age_seconds).
+    if (action != Action::kWatchInbox &&
+        context->deadline() == std::chrono::system_clock::time_point::max()) {
+      return absl::InvalidArgumentError(
+          "deadline: is required on every call to the office port (set a "
+          "timeout on the call)");
     }
     return caller;
   }
@@ -106,6 +135,148 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
   return Caller{*id, &peer_};
 }
 
+absl::Status CallHandler::TrackStream(grpc::CallbackServerContext* context,
+                                      Action action,
+                                      const std::string& identity,
+                                      const std::string& audit_action,
+                                      bool* audit) {
+  OpenStream stream;
+  stream.identity = identity;
+  stream.audit_action = audit_action;
+  if (auto auth = context->auth_context(); auth != nullptr) {
+    const auto pem = auth->FindPropertyValues("x509_pem_cert");
+    if (!pem.empty()) {
+      stream.peer_pem.assign(pem.front().data(), pem.front().size());
+    }
+  }
+  if (limiter_ != nullptr && action == Action::kWatchInbox) {
+    const CallLimiter::Decision decision = limiter_->OpenStream(identity);
+    if (!decision.status.ok()) {
+      *audit = decision.audit;
+      return decision.status;
+    }
+    stream.counted = true;
+  }
+  absl::MutexLock lock(&streams_mu_);
+  streams_[context] = std::move(stream);
+  return absl::OkStatus();
+}
+
+void CallHandler::AppendAudit(const AuditEvent& event) {
+  auto appended = audit_->Append(event);
+  if (!appended.ok()) {
+    log::Error("audit.append_failed",
+               {{"action", event.action},
+                {"error", std::string(appended.status().message())}});
+  }
+}
+
+void CallHandler::AuditBurst(const std::string& identity,
+                             const CallLimiter::Decision& closed) {
+  if (closed.burst_refusals <= 0) return;
+  const std::string since = absl::FormatTime(
+      "%Y-%m-%dT%H:%M:%SZ", closed.burst_start, absl::UTCTimeZone());
+  AuditEvent event;
+  event.actor = identity;
+  event.action = "limits.refused";
+  event.outcome = absl::ResourceExhaustedError(
+      absl::StrCat(closed.burst_refusals, " calls refused by the limits since ",
+                   since, "; only the first was audited on its own"));
+  AppendAudit(event);
+  log::Warning("limits.burst_ended", {{"identity", identity},
+                                      {"refused", closed.burst_refusals},
+                                      {"since", since}});
+}
+
+void CallHandler::OnCallDone(const grpc::CallbackServerContext* context) {
+  std::string closed_identity;
+  {
+    absl::MutexLock lock(&streams_mu_);
+    auto it = streams_.find(context);
+    if (it == streams_.end()) return;
+    if (it->second.ending && ending_thread_ != std::this_thread::get_id()) {
+      // EndRevokedStreams is cancelling this call: the context must live
+      // until it is done with it.
+      auto done_ending =
+          [this, context]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_) {
+            auto found = streams_.find(context);
+            return found == streams_.end() || !found->second.ending;
+          };
+      streams_mu_.Await(absl::Condition(&done_ending));
+      it = streams_.find(context);
+      if (it == streams_.end()) return;
+    }
+    if (it->second.counted) closed_identity = it->second.identity;
+    streams_.erase(it);
+  }
+  if (!closed_identity.empty() && limiter_ != nullptr) {
+    limiter_->StreamClosed(closed_identity);
+  }
+}
+
+int CallHandler::EndRevokedStreams() {
+  if (revocations_ == nullptr) return 0;
+  std::vector<grpc::CallbackServerContext*> ending;
+  std::vector<AuditEvent> events;
+  {
+    absl::MutexLock lock(&streams_mu_);
+    for (auto& [context, stream] : streams_) {
+      if (stream.ending || !revocations_->IsRevoked(stream.peer_pem)) continue;
+      stream.ending = true;
+      // The context is only ever used through the call it belongs to.
+      ending.push_back(const_cast<grpc::CallbackServerContext*>(context));
+      AuditEvent event;
+      event.actor = stream.identity;
+      event.action = stream.audit_action;
+      const absl::Status revoked =
+          revocations_->Check(stream.peer_pem, stream.identity);
+      event.outcome = absl::UnauthenticatedError(
+          absl::StrCat(revoked.message(), "; its open stream was ended"));
+      events.push_back(std::move(event));
+    }
+    if (ending.empty()) return 0;
+    ending_thread_ = std::this_thread::get_id();
+  }
+  // Not under the lock: the call may finish at once, and its end is
+  // reported to OnCallDone, which takes the lock.
+  for (grpc::CallbackServerContext* context : ending) context->TryCancel();
+  {
+    absl::MutexLock lock(&streams_mu_);
+    for (grpc::CallbackServerContext* context : ending) {
+      auto it = streams_.find(context);
+      if (it != streams_.end()) it->second.ending = false;
+    }
+    ending_thread_ = std::thread::id();
+  }
+  for (const AuditEvent& event : events) {
+    AppendAudit(event);
+    log::Warning("rpc.stream_ended",
+                 {{"port", port_ == Port::kOffice ? "office" : "peer"},
+                  {"action", event.action},
+                  {"identity", event.actor},
+                  {"reason", std::string(event.outcome.message())}});
+  }
+  return static_cast<int>(ending.size());
+}
+
+// Told by gRPC when each call's context is released, i.e. the call is done.
+// Contexts are still allocated by gRPC itself (nullptr from New...).
+class CallHandler::CallDoneHook final : public grpc::ContextAllocator {
+ public:
+  explicit CallDoneHook(CallHandler* handler) : handler_(handler) {}
+  void Release(grpc::CallbackServerContext* context) override {
+    handler_->OnCallDone(context);
+  }
+  void Release(grpc::GenericCallbackServerContext* /*context*/) override {}
+
+ private:
+  CallHandler* const handler_;
+};
+
+std::unique_ptr<grpc::ContextAllocator> CallHandler::MakeCallDoneHook() {
+  return std::make_unique<CallDoneHook>(this);
+}
+
 void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
                       std::string audit_action, std::string payload,
                       std::vector<std::string> subjects, Body body,
@@ -116,6 +287,7 @@ void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
     const absl::Time start = clock_->Now();
     std::string identity = "unauthenticated";
     absl::Status status;
+    bool audit = true;
     if (context->IsCancelled()) {
       status = absl::CancelledError("call cancelled before it ran");
     } else if (absl::FromChrono(context->deadline()) <= absl::Now()) {
@@ -123,13 +295,22 @@ void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
       status =
           absl::DeadlineExceededError("deadline passed before the call ran");
     } else {
-      auto caller = Admit(context, action, &identity);
-      status = caller.ok() ? body(*caller) : caller.status();
+      auto caller = Admit(context, action, &identity, &audit);
+      status = caller.status();
+      const bool stream =
+          action == Action::kWatchInbox || action == Action::kDeliver;
+      if (status.ok() && stream) {
+        status = TrackStream(context, action, identity, audit_action, &audit);
+      }
+      if (status.ok() && limiter_ != nullptr) {
+        AuditBurst(identity, limiter_->CloseBurst(identity));
+      }
+      if (status.ok()) status = body(*caller);
     }
     const bool refused = !status.ok() &&
                          status.code() != absl::StatusCode::kCancelled &&
                          status.code() != absl::StatusCode::kDeadlineExceeded;
-    if (refused) {
+    if (refused && audit) {
       AuditEvent event;
       event.actor = identity;
       event.action = audit_action;
@@ -143,16 +324,14 @@ void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
                           ? absl::Status(status.code(),
                                          "internal error; see the gateway log")
                           : status;
-      auto appended = audit_->Append(event);
-      if (!appended.ok()) {
-        log::Error("audit.append_failed",
-                   {{"action", audit_action},
-                    {"error", std::string(appended.status().message())}});
-      }
+      AppendAudit(event);
     }
     const grpc::Status reply = ToGrpcStatus(status);
-    log::Write(status.ok() ? log::Level::kInfo : log::Level::kWarning,
-               status.ok() ? "rpc.ok" : "rpc.refused",
+    // Refusals inside a burst are counted, not logged one by one.
+    const log::Level level = status.ok() ? log::Level::kInfo
+                             : audit     ? log::Level::kWarning
+                                         : log::Level::kDebug;
+    log::Write(level, status.ok() ? "rpc.ok" : "rpc.refused",
                {{"port", port_ == Port::kOffice ? "office" : "peer"},
                 {"action", audit_action},
                 {"identity", identity},

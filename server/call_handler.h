@@ -1,23 +1,30 @@
 // The path every RPC takes: off gRPC's callback thread onto the work queue,
-// then deadline check, identification, authorization, the handler body, and
-// an audit entry for every refusal. One place, so no RPC can skip a step.
+// then deadline check, identification, limits, revocation, authorization,
+// the handler body, and an audit entry for every refusal. One place, so no
+// RPC can skip a step.
 #ifndef CASEBRIDGE_SERVER_CALL_HANDLER_H_
 #define CASEBRIDGE_SERVER_CALL_HANDLER_H_
 
 #include <grpcpp/grpcpp.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/status_macros.h"
 #include "google/protobuf/message.h"
 #include "server/audit_log.h"
 #include "server/authorizer.h"
+#include "server/call_limits.h"
+#include "server/cert_monitor.h"
+#include "server/validation.h"
 #include "server/work_queue.h"
 
 namespace casebridge::server {
@@ -80,9 +87,12 @@ class CallHandler {
     auto bytes =
         std::make_shared<const std::string>(ByteBufferToString(*raw_request));
     auto request = std::make_shared<Request>();
-    const absl::Status parsed = ParseRequest(*bytes, request.get());
+    absl::Status parsed = ParseRequest(*bytes, request.get());
     std::vector<std::string> names;
     if (parsed.ok() && subjects) names = subjects(*request);
+    if (parsed.ok() && port_ == Port::kOffice) {
+      parsed = CheckFieldSizes(*request);
+    }
     Run(
         context, action, std::move(audit_action), *bytes,
         SafeSubjects(std::move(names)),
@@ -98,9 +108,13 @@ class CallHandler {
     return reactor;
   }
 
-  // All pointers must outlive the handler.
+  // All pointers must outlive the handler. `revocations` is checked on every
+  // call (null: none). `limiter` applies the office port's per-identity
+  // limits (null: none).
   CallHandler(Port port, const config::Gateway* config, AuditLog* audit,
-              WorkQueue* work, const Clock* clock);
+              WorkQueue* work, const Clock* clock,
+              const Revocations* revocations = nullptr,
+              CallLimiter* limiter = nullptr);
 
   // The same checks for any call shape: runs on the work queue and calls
   // `finish` with the outcome.
@@ -111,17 +125,58 @@ class CallHandler {
 
   Port port() const { return port_; }
 
+  // Ends every open stream (WatchInbox, Deliver) whose client certificate
+  // is now revoked, and audits each. Returns how many were ended. Called
+  // from one thread at a time (the certificate monitor's).
+  int EndRevokedStreams();
+
+  // Gives the listener of this handler's port a hook that tells the handler
+  // when each call is done (so open streams are known). The handler must
+  // outlive the server.
+  std::unique_ptr<grpc::ContextAllocator> MakeCallDoneHook();
+
  private:
+  // An admitted stream, from admission until its call is done.
+  struct OpenStream {
+    std::string identity;
+    std::string peer_pem;      // the client certificate
+    std::string audit_action;  // of the call that opened it
+    bool counted = false;      // holds a slot of the stream limit
+    bool ending = false;       // EndRevokedStreams is cancelling it
+  };
+
+  // `*audit` is set false for a refusal that must not be audited (a limit
+  // refusal inside a burst).
   absl::StatusOr<Caller> Admit(grpc::CallbackServerContext* context,
-                               Action action, std::string* identity) const;
+                               Action action, std::string* identity,
+                               bool* audit);
+  // The stream limit, and tracking of the stream until OnCallDone.
+  absl::Status TrackStream(grpc::CallbackServerContext* context, Action action,
+                           const std::string& identity,
+                           const std::string& audit_action, bool* audit);
+  // Writes the summary entry of a burst of limit refusals.
+  void AuditBurst(const std::string& identity,
+                  const CallLimiter::Decision& closed);
+  void OnCallDone(const grpc::CallbackServerContext* context);
+  void AppendAudit(const AuditEvent& event);
+
+  class CallDoneHook;
 
   const Port port_;
   const config::Gateway* const config_;
   AuditLog* const audit_;
   WorkQueue* const work_;
   const Clock* const clock_;
+  const Revocations* const revocations_;
+  CallLimiter* const limiter_;
   OfficeAuthorizer office_authorizer_;
   config::Office peer_;  // the peer gateway, as the peer port's only caller
+
+  mutable absl::Mutex streams_mu_;
+  std::map<const grpc::CallbackServerContext*, OpenStream> streams_
+      ABSL_GUARDED_BY(streams_mu_);
+  // The thread inside EndRevokedStreams' cancellations, if any.
+  std::thread::id ending_thread_ ABSL_GUARDED_BY(streams_mu_);
 };
 
 }  // namespace casebridge::server

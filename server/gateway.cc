@@ -11,6 +11,8 @@
 #include "core/tls.h"
 #include "server/audit_service.h"
 #include "server/call_handler.h"
+#include "server/call_limits.h"
+#include "server/cert_monitor.h"
 #include "server/checkpointer.h"
 #include "server/evidence.h"
 #include "server/inbound.h"
@@ -30,6 +32,11 @@ constexpr int kWorkThreads = 8;
 // Health status name that turns NOT_SERVING while a fork of the peer's log
 // is on record (docs/operations.md#forks).
 constexpr char kWitnessHealth[] = "casebridge.audit.witness";
+
+// Health status name that is NOT_SERVING while a certificate the gateway
+// presents or trusts is expired or not yet valid, or a trusted CA lacks a
+// current CRL (docs/operations.md#certificate-and-crl-status).
+constexpr char kCertsHealth[] = "casebridge.certs";
 
 v1::Country PeerCountry(v1::Country ours) {
   return ours == v1::COUNTRY_PK ? v1::COUNTRY_CN : v1::COUNTRY_PK;
@@ -83,7 +90,7 @@ Gateway::Gateway(config::Gateway config) : config_(std::move(config)) {}
 absl::StatusOr<std::unique_ptr<grpc::Server>> Gateway::StartListener(
     absl::string_view field, const std::string& address,
     const std::string& trusted_ca, const std::vector<grpc::Service*>& services,
-    int* port) {
+    CallHandler* handler, int* port) {
   const config::Gateway& c = config_;
   tls::ServerOptions options{c.tls_cert, c.tls_key, trusted_ca, c.crl_dir,
                              c.cert_refresh_seconds};
@@ -92,6 +99,7 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> Gateway::StartListener(
   grpc::ServerBuilder builder;
   builder.AddListeningPort(address, creds, port);
   for (grpc::Service* service : services) builder.RegisterService(service);
+  builder.SetContextAllocator(handler->MakeCallDoneHook());
   ApplyLimits(builder, c.limits);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || *port == 0) {
@@ -173,10 +181,28 @@ absl::Status Gateway::Init(const Clock* clock) {
       AtField("data_dir", GatewayStore::Open(c.data_dir, c.country, clock)));
 
   work_ = std::make_unique<WorkQueue>(kWorkThreads);
+  // Revocations and expiry: read once now (warnings about what expires soon
+  // are logged before the listeners open), then every crl_refresh_seconds.
+  revocations_ = std::make_unique<Revocations>();
+  CertMonitor::Options monitor;
+  monitor.files = certs::FilesOf(c);
+  monitor.interval = absl::Seconds(c.crl_refresh_seconds);
+  monitor.cert_window = absl::Hours(24) * c.expiry_warning_days;
+  monitor.crl_window = absl::Hours(24) * c.crl_expiry_warning_days;
+  cert_monitor_ = std::make_unique<CertMonitor>(std::move(monitor),
+                                                revocations_.get(), clock);
+  cert_monitor_->Check();
+  CallLimiter::Options limits;
+  limits.calls_per_second = c.limits.office_calls_per_second;
+  limits.burst = c.limits.office_burst;
+  limits.max_streams = c.limits.office_streams_per_identity;
+  office_limiter_ = std::make_unique<CallLimiter>(limits, clock);
   office_handler_ = std::make_unique<CallHandler>(
-      Port::kOffice, &config_, &store_->audit_log(), work_.get(), clock);
+      Port::kOffice, &config_, &store_->audit_log(), work_.get(), clock,
+      revocations_.get(), office_limiter_.get());
   peer_handler_ = std::make_unique<CallHandler>(
-      Port::kPeer, &config_, &store_->audit_log(), work_.get(), clock);
+      Port::kPeer, &config_, &store_->audit_log(), work_.get(), clock,
+      revocations_.get(), nullptr);
   CB_ASSIGN_OR_RETURN(peer_link_, PeerLink::Start(&config_, &store_->exchange(),
                                                   &store_->audit_log(),
                                                   &peer_envelope_keys_, clock));
@@ -225,12 +251,12 @@ absl::Status Gateway::Init(const Clock* clock) {
       office_server_,
       StartListener("listen.office", c.office_address, c.own_ca,
                     {office_service_.get(), office_audit_service_.get()},
-                    &office_port_));
+                    office_handler_.get(), &office_port_));
   CB_ASSIGN_OR_RETURN(
       peer_server_,
       StartListener("listen.peer", c.peer_address, c.peer_ca,
                     {peer_service_.get(), peer_audit_service_.get()},
-                    &peer_port_));
+                    peer_handler_.get(), &peer_port_));
   MarkServing(*office_server_, {v1::OfficeService::service_full_name(),
                                 v1::AuditService::service_full_name()});
   MarkServing(*peer_server_, {v1::PeerService::service_full_name(),
@@ -240,6 +266,14 @@ absl::Status Gateway::Init(const Clock* clock) {
       health->SetServingStatus(kWitnessHealth, true);
     }
   }
+  SetHealth(kCertsHealth, cert_monitor_->serving());
+  cert_monitor_->set_on_health(
+      [this](bool serving) { SetHealth(kCertsHealth, serving); });
+  cert_monitor_->set_on_revocations([this] {
+    office_handler_->EndRevokedStreams();
+    peer_handler_->EndRevokedStreams();
+  });
+  cert_monitor_->Start();
   // Called at once if a fork is on record (from an earlier run, or offered
   // since the peer port opened).
   witness_->set_on_fork([this] {
@@ -291,9 +325,20 @@ absl::Status Gateway::Init(const Clock* clock) {
   return absl::OkStatus();
 }
 
+void Gateway::SetHealth(const std::string& name, bool serving) {
+  for (grpc::Server* server : {office_server_.get(), peer_server_.get()}) {
+    if (server == nullptr) continue;
+    if (auto* health = server->GetHealthCheckService()) {
+      health->SetServingStatus(name, serving);
+    }
+  }
+}
+
 void Gateway::Shutdown(absl::Duration drain) {
   if (stopped_) return;
   stopped_ = true;
+  // No more health changes or stream ends from the monitor.
+  if (cert_monitor_) cert_monitor_->Stop();
   const auto deadline = absl::ToChronoTime(absl::Now() + drain);
   for (grpc::Server* server : {office_server_.get(), peer_server_.get()}) {
     if (server == nullptr) continue;

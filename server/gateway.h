@@ -21,6 +21,9 @@ namespace casebridge::server {
 class GatewayStore;
 class WorkQueue;
 class CallHandler;
+class CallLimiter;
+class CertMonitor;
+class Revocations;
 class OfficeServiceImpl;
 class PeerServiceImpl;
 class Inbound;
@@ -54,10 +57,14 @@ class Gateway {
   absl::Status Init(const Clock* clock);
   // Starts one TLS listener on `address` admitting clients of `trusted_ca`;
   // `field` names the config key in errors. Sets *port to the bound port.
+  // `handler` learns when each of the listener's calls is done.
   absl::StatusOr<std::unique_ptr<grpc::Server>> StartListener(
       absl::string_view field, const std::string& address,
       const std::string& trusted_ca,
-      const std::vector<grpc::Service*>& services, int* port);
+      const std::vector<grpc::Service*>& services, CallHandler* handler,
+      int* port);
+  // Sets the health status `name` on both listeners.
+  void SetHealth(const std::string& name, bool serving);
 
   config::Gateway config_;
   std::unique_ptr<crypto::Ed25519Signer> envelope_signer_;
@@ -68,6 +75,9 @@ class Gateway {
   std::unique_ptr<crypto::Ed25519Verifier> peer_witness_verifier_;
   std::unique_ptr<GatewayStore> store_;
   std::unique_ptr<WorkQueue> work_;
+  std::unique_ptr<Revocations> revocations_;
+  std::unique_ptr<CallLimiter> office_limiter_;
+  std::unique_ptr<CertMonitor> cert_monitor_;
   std::unique_ptr<CallHandler> office_handler_;
   std::unique_ptr<CallHandler> peer_handler_;
   std::unique_ptr<PeerLink> peer_link_;

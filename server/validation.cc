@@ -1,5 +1,6 @@
 #include "server/validation.h"
 
+#include <map>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -103,7 +104,67 @@ absl::Status CheckLocations(absl::string_view prefix,
   return absl::OkStatus();
 }
 
+absl::Status CheckSizesUnder(const google::protobuf::Message& message,
+                             const std::string& prefix) {
+  using google::protobuf::FieldDescriptor;
+  const google::protobuf::Reflection* reflection = message.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  reflection->ListFields(message, &fields);
+  std::string scratch;
+  for (const FieldDescriptor* f : fields) {
+    const std::string name = Field(prefix, f->name());
+    const int count = f->is_repeated() ? reflection->FieldSize(message, f) : 1;
+    for (int i = 0; i < count; ++i) {
+      const std::string path =
+          f->is_repeated() ? absl::StrCat(name, "[", i, "]") : name;
+      if (f->type() == FieldDescriptor::TYPE_STRING ||
+          f->type() == FieldDescriptor::TYPE_BYTES) {
+        const std::string& value =
+            f->is_repeated()
+                ? reflection->GetRepeatedStringReference(message, f, i,
+                                                         &scratch)
+                : reflection->GetStringReference(message, f, &scratch);
+        const size_t max = MaxFieldBytes(f->full_name());
+        if (value.size() > max) {
+          return Invalid(path, absl::StrCat("is longer than ", max, " bytes"));
+        }
+      } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+        CB_RETURN_IF_ERROR(CheckSizesUnder(
+            f->is_repeated() ? reflection->GetRepeatedMessage(message, f, i)
+                             : reflection->GetMessage(message, f),
+            path));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+size_t MaxFieldBytes(absl::string_view full_name) {
+  // Text fields: 4 bytes (the longest UTF-8 character) per character of
+  // their limit in docs/api.md#field-rules.
+  static const auto* kLimits = new std::map<std::string, size_t, std::less<>>{
+      {"casebridge.v1.CaseReference.local_reference",
+       4 * kMaxLocalReferenceChars},
+      {"casebridge.v1.CaseReference.summary", 4 * kMaxSummaryChars},
+      {"casebridge.v1.CaseReference.handling_restriction",
+       4 * kMaxRestrictionChars},
+      {"casebridge.v1.VictimReference.pseudonym", 4 * kMaxPseudonymChars},
+      {"casebridge.v1.VictimReference.remarks", 4 * kMaxRemarksChars},
+      {"casebridge.v1.Location.description", 4 * kMaxLocationChars},
+      {"casebridge.v1.CaseMessage.body", 4 * kMaxMessageBodyChars},
+      {"casebridge.v1.CaseMessage.in_reply_to", 4 * 64},
+      {"casebridge.v1.ListCasesRequest.text", 4 * kMaxSearchTextChars},
+      {"casebridge.v1.AcknowledgeRequest.note", 4 * 1000},
+  };
+  auto it = kLimits->find(full_name);
+  return it == kLimits->end() ? kDefaultMaxFieldBytes : it->second;
+}
+
+absl::Status CheckFieldSizes(const google::protobuf::Message& request) {
+  return CheckSizesUnder(request, "");
+}
 
 std::string Quote(absl::string_view text) {
   if (!IsValidUtf8(text)) return "\"(not UTF-8)\"";

@@ -12,6 +12,7 @@
 #include "casebridge/v1/common.pb.h"
 #include "casebridge/v1/exchange.pb.h"
 #include "casebridge/v1/office.pb.h"
+#include "google/protobuf/message.h"
 
 namespace casebridge::server {
 
@@ -26,6 +27,20 @@ inline constexpr size_t kMaxRestrictionChars = 1000;
 inline constexpr size_t kMaxSearchTextChars = 200;
 inline constexpr int kDefaultPageSize = 50;
 inline constexpr int kMaxPageSize = 500;
+
+// Largest encoded size of a string or bytes field of an office request,
+// checked before any other field rule (docs/api.md#field-sizes): four bytes
+// per character of a text field's character limit, and this for every field
+// without a rule of its own (ids, tokens, cursors, identities).
+inline constexpr size_t kDefaultMaxFieldBytes = 256;
+
+// The byte limit of the field with this full name, e.g.
+// "casebridge.v1.CaseMessage.body".
+size_t MaxFieldBytes(absl::string_view full_name);
+
+// INVALID_ARGUMENT "<path>: is longer than N bytes" for the first string or
+// bytes field of `request`, at any depth, over its byte limit.
+absl::Status CheckFieldSizes(const google::protobuf::Message& request);
 
 // Caller-supplied text for an error message: at most 64 bytes of valid
 // UTF-8 cut on a character boundary, control characters shown as '?',

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -380,6 +381,52 @@ TEST_F(GatewayConfigTest, BadAuditSettingsAreRefusedNamingTheKey) {
     EXPECT_THAT(Parse(Toml() + "\n[audit]\n" + table + "\n"),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(named)))
         << table;
+  }
+}
+
+TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
+  ASSERT_OK_AND_ASSIGN(const Gateway defaults, Parse(Toml()));
+  EXPECT_EQ(defaults.crl_refresh_seconds, 10);
+  EXPECT_EQ(defaults.expiry_warning_days, 30);
+  EXPECT_EQ(defaults.crl_expiry_warning_days, 7);
+  EXPECT_EQ(defaults.limits.office_calls_per_second, 10000);
+  EXPECT_EQ(defaults.limits.office_burst, 20000);
+  EXPECT_EQ(defaults.limits.office_streams_per_identity, 16);
+
+  GatewayConfigOptions options;
+  options.extra_tls =
+      "crl_refresh_seconds = 2\nexpiry_warning_days = 60\n"
+      "crl_expiry_warning_days = 3\n";
+  options.extra_limits =
+      "office_calls_per_second = 50\noffice_burst = 200\n"
+      "office_streams_per_identity = 2\n";
+  ASSERT_OK_AND_ASSIGN(const Gateway set, Parse(Toml(options)));
+  EXPECT_EQ(set.crl_refresh_seconds, 2);
+  EXPECT_EQ(set.expiry_warning_days, 60);
+  EXPECT_EQ(set.crl_expiry_warning_days, 3);
+  EXPECT_EQ(set.limits.office_calls_per_second, 50);
+  EXPECT_EQ(set.limits.office_burst, 200);
+  EXPECT_EQ(set.limits.office_streams_per_identity, 2);
+}
+
+TEST_F(GatewayConfigTest, BadLifecycleAndLimitSettingsAreRefusedNamingTheKey) {
+  for (const auto& [tls, limits, named] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"crl_refresh_seconds = 0", "", "tls.crl_refresh_seconds"},
+           {"crl_refresh_seconds = 3601", "", "tls.crl_refresh_seconds"},
+           {"expiry_warning_days = -1", "", "tls.expiry_warning_days"},
+           {"crl_expiry_warning_days = 366", "", "tls.crl_expiry_warning_days"},
+           {"", "office_calls_per_second = 0",
+            "limits.office_calls_per_second"},
+           {"", "office_burst = 0", "limits.office_burst"},
+           {"", "office_streams_per_identity = 0",
+            "limits.office_streams_per_identity"}}) {
+    GatewayConfigOptions options;
+    options.extra_tls = tls;
+    options.extra_limits = limits;
+    EXPECT_THAT(Parse(Toml(options)),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(named)))
+        << tls << limits;
   }
 }
 

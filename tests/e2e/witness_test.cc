@@ -284,6 +284,8 @@ TEST(WitnessPairTest, GatewaysCosignEachOthersCheckpoints) {
     EXPECT_GT(body.size, 0u);
     // The proofs it serves verify against that checkpoint.
     grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(10));
     v1::GetInclusionProofRequest request;
     request.set_index(0);
     request.set_tree_size(body.size);
@@ -292,6 +294,8 @@ TEST(WitnessPairTest, GatewaysCosignEachOthersCheckpoints) {
     v1::GetEntriesResponse first;
     {
       grpc::ClientContext entries_context;
+      entries_context.set_deadline(std::chrono::system_clock::now() +
+                                   std::chrono::seconds(10));
       v1::GetEntriesRequest entries;
       entries.set_page_size(1);
       ASSERT_TRUE(audit->GetEntries(&entries_context, entries, &first).ok());

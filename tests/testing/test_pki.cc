@@ -179,8 +179,9 @@ cert = "$PKI/$US/gateway-chain.crt"
 key = "$PKI/$US/gateway.key"
 own_ca = "$PKI/$US/ca.crt"
 peer_ca = "$PKI/$THEM/ca.crt"
-crl_dir = "$PKI/crl"
+crl_dir = "$CRL_DIR"
 refresh_seconds = 1
+$EXTRA_TLS
 
 [signing]
 envelope_key = "$PKI/$US/signing/envelope.key"
@@ -199,6 +200,7 @@ offices = $PEER_OFFICES
 drain_seconds = $DRAIN
 max_message_bytes = $MAXMSG
 retry_max_seconds = $RETRYMAX
+$EXTRA_LIMITS
 
 )" + offices +
           o.extra_offices,
@@ -209,6 +211,9 @@ retry_max_seconds = $RETRYMAX
        {"$OFFICE", o.office_address},
        {"$PEER_ENDPOINT", o.peer_endpoint},
        {"$PEER", o.peer_address},
+       {"$CRL_DIR", o.crl_dir.empty() ? TestPkiDir() + "/crl" : o.crl_dir},
+       {"$EXTRA_TLS", o.extra_tls},
+       {"$EXTRA_LIMITS", o.extra_limits},
        {"$PKI", TestPkiDir()},
        {"$DRAIN", absl::StrCat(o.drain_seconds)},
        {"$PEER_OFFICES",

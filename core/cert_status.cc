@@ -1,0 +1,344 @@
+#include "core/cert_status.h"
+
+#include <openssl/asn1.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <memory>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/crypto.h"
+
+namespace casebridge::certs {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct X509Deleter {
+  void operator()(X509* x) const { X509_free(x); }
+};
+using X509Ptr = std::unique_ptr<X509, X509Deleter>;
+struct X509CrlDeleter {
+  void operator()(X509_CRL* x) const { X509_CRL_free(x); }
+};
+using X509CrlPtr = std::unique_ptr<X509_CRL, X509CrlDeleter>;
+struct BioDeleter {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+using BioPtr = std::unique_ptr<BIO, BioDeleter>;
+struct BnDeleter {
+  void operator()(BIGNUM* b) const { BN_free(b); }
+};
+struct OpensslStringDeleter {
+  void operator()(char* s) const { OPENSSL_free(s); }
+};
+
+BioPtr MemBio(absl::string_view data) {
+  return BioPtr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
+}
+
+absl::Time Asn1ToTime(const ASN1_TIME* t) {
+  struct tm tm {};
+  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) return absl::InfinitePast();
+  return absl::FromTM(tm, absl::UTCTimeZone());
+}
+
+std::string NameText(const X509_NAME* name) {
+  char buf[512];
+  X509_NAME_oneline(name, buf, sizeof(buf));
+  return buf;
+}
+
+std::string NameDer(const X509_NAME* name) {
+  unsigned char* der = nullptr;
+  const int len = i2d_X509_NAME(name, &der);
+  if (len <= 0) return "";
+  std::string out(reinterpret_cast<const char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(der);
+  return out;
+}
+
+std::string SerialHex(const ASN1_INTEGER* serial) {
+  std::unique_ptr<BIGNUM, BnDeleter> bn(ASN1_INTEGER_to_BN(serial, nullptr));
+  if (bn == nullptr) return "";
+  std::unique_ptr<char, OpensslStringDeleter> hex(BN_bn2hex(bn.get()));
+  return hex == nullptr ? "" : std::string(hex.get());
+}
+
+std::vector<X509Ptr> ParsePemCertificates(absl::string_view pem) {
+  BioPtr bio = MemBio(pem);
+  std::vector<X509Ptr> certs;
+  while (true) {
+    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    if (cert == nullptr) break;
+    certs.push_back(std::move(cert));
+  }
+  ERR_clear_error();  // the loop ends on "no start line"
+  return certs;
+}
+
+X509CrlPtr ParseCrl(const std::string& data) {
+  BioPtr bio = MemBio(data);
+  X509CrlPtr crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+  if (crl == nullptr) {
+    ERR_clear_error();
+    BioPtr der = MemBio(data);
+    crl.reset(d2i_X509_CRL_bio(der.get(), nullptr));
+  }
+  ERR_clear_error();
+  return crl;
+}
+
+Item InvalidFile(ItemKind kind, const std::string& key, const std::string& file,
+                 std::string detail) {
+  Item item;
+  item.kind = kind;
+  item.key = key;
+  item.file = file;
+  item.problem = Problem::kInvalid;
+  item.detail = std::move(detail);
+  return item;
+}
+
+// Items for each certificate of `file`; the certificates themselves go to
+// `keep` when it is given (CAs, for checking CRLs).
+void ReadCertificateFile(const std::string& key, const std::string& file,
+                         std::vector<Item>* items, std::vector<X509Ptr>* keep) {
+  auto pem = crypto::ReadFile(file);
+  if (!pem.ok()) {
+    items->push_back(InvalidFile(ItemKind::kCertificate, key, file,
+                                 std::string(pem.status().message())));
+    return;
+  }
+  std::vector<X509Ptr> certs = ParsePemCertificates(*pem);
+  if (certs.empty()) {
+    items->push_back(InvalidFile(ItemKind::kCertificate, key, file,
+                                 "no PEM certificate in file"));
+    return;
+  }
+  for (X509Ptr& cert : certs) {
+    Item item;
+    item.kind = ItemKind::kCertificate;
+    item.key = key;
+    item.file = file;
+    item.subject = NameText(X509_get_subject_name(cert.get()));
+    item.issuer = NameText(X509_get_issuer_name(cert.get()));
+    item.valid_from = Asn1ToTime(X509_get0_notBefore(cert.get()));
+    item.valid_until = Asn1ToTime(X509_get0_notAfter(cert.get()));
+    items->push_back(std::move(item));
+    if (keep != nullptr) keep->push_back(std::move(cert));
+  }
+}
+
+// "<8 hex digits>.r<digits>": the hash, or "" for any other name.
+std::string CrlHashOf(const std::string& name) {
+  const size_t dot = name.find(".r");
+  if (dot != 8 || name.size() <= 10) return "";
+  for (size_t i = 0; i < 8; ++i) {
+    if (!absl::ascii_isxdigit(static_cast<unsigned char>(name[i]))) return "";
+  }
+  for (size_t i = 10; i < name.size(); ++i) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(name[i]))) return "";
+  }
+  return absl::AsciiStrToLower(name.substr(0, 8));
+}
+
+// The CRL items of one trusted CA from the files named for its hash.
+void ReadCrlsOf(X509* ca, const std::string& ca_file,
+                const std::vector<std::string>& files, const std::string& stem,
+                const std::string& crl_dir, Inventory* inventory) {
+  const std::string subject = NameText(X509_get_subject_name(ca));
+  const std::string ca_der = NameDer(X509_get_subject_name(ca));
+  Item newest;
+  bool found = false;
+  for (const std::string& path : files) {
+    auto data = crypto::ReadFile(path);
+    if (!data.ok()) {
+      inventory->items.push_back(
+          InvalidFile(ItemKind::kCrl, "tls.crl_dir", path,
+                      std::string(data.status().message())));
+      inventory->crls_clean = false;
+      continue;
+    }
+    X509CrlPtr crl = ParseCrl(*data);
+    if (crl == nullptr) {
+      inventory->items.push_back(
+          InvalidFile(ItemKind::kCrl, "tls.crl_dir", path, "not a CRL"));
+      inventory->crls_clean = false;
+      continue;
+    }
+    if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()),
+                      X509_get_subject_name(ca)) != 0) {
+      // Another CA with the same subject hash; its own pass judges it.
+      continue;
+    }
+    if (X509_CRL_verify(crl.get(), X509_get0_pubkey(ca)) != 1) {
+      ERR_clear_error();
+      inventory->items.push_back(
+          InvalidFile(ItemKind::kCrl, "tls.crl_dir", path,
+                      absl::StrCat("CRL is not signed by CA ", subject,
+                                   " from ", ca_file)));
+      inventory->crls_clean = false;
+      continue;
+    }
+    const STACK_OF(X509_REVOKED)* revoked = X509_CRL_get_REVOKED(crl.get());
+    const int count = revoked == nullptr ? 0 : sk_X509_REVOKED_num(revoked);
+    for (int i = 0; i < count; ++i) {
+      const X509_REVOKED* entry = sk_X509_REVOKED_value(revoked, i);
+      inventory->revoked.Add(ca_der,
+                             SerialHex(X509_REVOKED_get0_serialNumber(entry)));
+    }
+    const absl::Time next = Asn1ToTime(X509_CRL_get0_nextUpdate(crl.get()));
+    if (!found || next > newest.valid_until) {
+      found = true;
+      newest.kind = ItemKind::kCrl;
+      newest.key = "tls.crl_dir";
+      newest.file = path;
+      newest.subject = subject;
+      newest.issuer = subject;
+      newest.valid_from = Asn1ToTime(X509_CRL_get0_lastUpdate(crl.get()));
+      newest.valid_until = next;
+      newest.revoked = static_cast<size_t>(count);
+    }
+  }
+  if (found) {
+    inventory->items.push_back(std::move(newest));
+    return;
+  }
+  Item missing;
+  missing.kind = ItemKind::kCrl;
+  missing.key = "tls.crl_dir";
+  missing.file = (fs::path(crl_dir) / absl::StrCat(stem, "0")).string();
+  missing.subject = subject;
+  missing.issuer = subject;
+  missing.problem = Problem::kMissing;
+  missing.detail =
+      absl::StrCat("no CRL for trusted CA ", subject, " from ", ca_file,
+                   "; without it revoked certificates of that CA are accepted");
+  inventory->items.push_back(std::move(missing));
+}
+
+}  // namespace
+
+absl::StatusOr<CertificateId> CertificateIdFromPem(absl::string_view pem) {
+  BioPtr bio = MemBio(pem);
+  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (cert == nullptr) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("not a PEM certificate");
+  }
+  CertificateId id;
+  id.issuer = NameDer(X509_get_issuer_name(cert.get()));
+  id.serial = SerialHex(X509_get0_serialNumber(cert.get()));
+  return id;
+}
+
+void RevocationList::Add(std::string issuer_der, std::string serial) {
+  entries_.emplace(std::move(issuer_der), std::move(serial));
+}
+
+void RevocationList::Merge(const RevocationList& other) {
+  entries_.insert(other.entries_.begin(), other.entries_.end());
+}
+
+bool RevocationList::IsRevoked(const CertificateId& id) const {
+  return entries_.contains({id.issuer, id.serial});
+}
+
+Files FilesOf(const config::Gateway& config) {
+  return Files{config.tls_cert, config.own_ca, config.peer_ca, config.crl_dir};
+}
+
+Inventory ReadInventory(const Files& files) {
+  Inventory inventory;
+  ReadCertificateFile("tls.cert", files.cert, &inventory.items, nullptr);
+  std::vector<X509Ptr> own_cas;
+  std::vector<X509Ptr> peer_cas;
+  ReadCertificateFile("tls.own_ca", files.own_ca, &inventory.items, &own_cas);
+  ReadCertificateFile("tls.peer_ca", files.peer_ca, &inventory.items,
+                      &peer_cas);
+
+  // Candidate CRL files by subject hash.
+  std::map<std::string, std::vector<std::string>> by_hash;
+  std::error_code ec;
+  for (const fs::directory_entry& entry :
+       fs::directory_iterator(files.crl_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const std::string hash = CrlHashOf(name);
+    if (!hash.empty()) by_hash[hash].push_back(entry.path().string());
+  }
+  for (auto& [hash, paths] : by_hash) {
+    // .r0, .r1, ..., .r10 in numeric order, for stable output.
+    std::sort(paths.begin(), paths.end(),
+              [](const std::string& a, const std::string& b) {
+                uint64_t na = 0;
+                uint64_t nb = 0;
+                (void)absl::SimpleAtoi(a.substr(a.rfind(".r") + 2), &na);
+                (void)absl::SimpleAtoi(b.substr(b.rfind(".r") + 2), &nb);
+                return na < nb;
+              });
+  }
+  struct TrustedFile {
+    const std::string* path;
+    const std::vector<X509Ptr>* cas;
+  };
+  static const std::vector<std::string> kNoFiles;
+  std::set<std::string> seen;  // a CA in both files is read once
+  for (const TrustedFile& trusted : {TrustedFile{&files.own_ca, &own_cas},
+                                     TrustedFile{&files.peer_ca, &peer_cas}}) {
+    for (const X509Ptr& ca : *trusted.cas) {
+      if (!seen.insert(NameDer(X509_get_subject_name(ca.get()))).second) {
+        continue;
+      }
+      int ok = 0;
+      const uint64_t hash = X509_NAME_hash_ex(X509_get_subject_name(ca.get()),
+                                              nullptr, nullptr, &ok);
+      const std::string stem = absl::StrFormat("%08x.r", hash);
+      const auto it = by_hash.find(stem.substr(0, 8));
+      ReadCrlsOf(ca.get(), *trusted.path,
+                 it == by_hash.end() ? kNoFiles : it->second, stem,
+                 files.crl_dir, &inventory);
+    }
+  }
+  return inventory;
+}
+
+const char* StateName(State state) {
+  switch (state) {
+    case State::kOk:
+      return "ok";
+    case State::kExpiresSoon:
+      return "expires soon";
+    case State::kExpired:
+      return "expired";
+    case State::kNotYetValid:
+      return "not yet valid";
+    case State::kMissing:
+      return "missing";
+    case State::kInvalid:
+      return "invalid";
+  }
+  return "invalid";
+}
+
+State StateOf(const Item& item, absl::Time now, absl::Duration cert_window,
+              absl::Duration crl_window) {
+  if (item.problem == Problem::kMissing) return State::kMissing;
+  if (item.problem == Problem::kInvalid) return State::kInvalid;
+  if (now < item.valid_from) return State::kNotYetValid;
+  if (item.valid_until <= now) return State::kExpired;
+  const absl::Duration window =
+      item.kind == ItemKind::kCrl ? crl_window : cert_window;
+  if (item.valid_until - now <= window) return State::kExpiresSoon;
+  return State::kOk;
+}
+
+}  // namespace casebridge::certs

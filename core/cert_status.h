@@ -1,0 +1,120 @@
+// What a gateway's certificate files say, read offline: each certificate it
+// presents or trusts, each trusted CA's current CRL, and the certificates
+// those CRLs revoke. Used by the gateway's certificate monitor and by
+// `casebridge certs status` (docs/operations.md#certificate-and-crl-status).
+#ifndef CASEBRIDGE_CORE_CERT_STATUS_H_
+#define CASEBRIDGE_CORE_CERT_STATUS_H_
+
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "core/config.h"
+
+namespace casebridge::certs {
+
+// What a CRL entry names: the issuing CA and the serial number.
+struct CertificateId {
+  std::string issuer;  // DER of the issuer name
+  std::string serial;  // upper-case hex, as `openssl x509 -serial` prints it
+};
+
+// Issuer and serial of the first certificate in `pem`. INVALID_ARGUMENT if
+// it holds none.
+absl::StatusOr<CertificateId> CertificateIdFromPem(absl::string_view pem);
+
+// Certificates revoked by CRLs that verified against a trusted CA.
+class RevocationList {
+ public:
+  void Add(std::string issuer_der, std::string serial);
+  // Adds every entry of `other`.
+  void Merge(const RevocationList& other);
+  bool IsRevoked(const CertificateId& id) const;
+  size_t size() const { return entries_.size(); }
+  bool operator==(const RevocationList& other) const {
+    return entries_ == other.entries_;
+  }
+
+ private:
+  std::set<std::pair<std::string, std::string>> entries_;
+};
+
+// The files to read, as configured (absolute or relative to the cwd).
+struct Files {
+  std::string cert;     // tls.cert: our certificate, then its chain
+  std::string own_ca;   // tls.own_ca
+  std::string peer_ca;  // tls.peer_ca
+  std::string crl_dir;  // tls.crl_dir
+};
+Files FilesOf(const config::Gateway& config);
+
+enum class ItemKind { kCertificate, kCrl };
+
+// Something that cannot be judged by dates.
+enum class Problem {
+  kNone,
+  kMissing,  // a trusted CA has no CRL in crl_dir
+  kInvalid,  // unreadable file, not a certificate / CRL, or a CRL not signed
+             // by the CA its name says
+};
+
+// One certificate of a file, or the current CRL of one trusted CA (the one
+// with the latest nextUpdate among its files), or a CRL problem.
+struct Item {
+  ItemKind kind = ItemKind::kCertificate;
+  std::string key;      // config key: tls.cert, tls.own_ca, tls.peer_ca,
+                        // tls.crl_dir
+  std::string file;     // for a missing CRL, the name expected (<hash>.r0)
+  std::string subject;  // certificate subject; for a CRL, its CA's subject
+  std::string issuer;   // certificate issuer; for a CRL, the same CA
+  absl::Time valid_from = absl::InfinitePast();   // notBefore / lastUpdate
+  absl::Time valid_until = absl::InfinitePast();  // notAfter / nextUpdate;
+                                                  // InfinitePast if absent
+  Problem problem = Problem::kNone;
+  std::string detail;  // what is wrong, for kMissing / kInvalid
+  size_t revoked = 0;  // CRL: entries in it
+};
+
+struct Inventory {
+  std::vector<Item> items;
+  // Union of the entries of every CRL file of every trusted CA that verified.
+  RevocationList revoked;
+  // Every <hash>.rN file of a trusted CA verified (no kInvalid CRL item).
+  bool crls_clean = true;
+};
+
+// Reads the certificates of `files` and, for every CA in own_ca and peer_ca,
+// every file <subject hash>.r<N> of crl_dir (any N, also past a gap). Never
+// fails: what cannot be read becomes an item with a problem.
+Inventory ReadInventory(const Files& files);
+
+enum class State {
+  kOk,
+  kExpiresSoon,
+  kExpired,
+  kNotYetValid,
+  kMissing,
+  kInvalid
+};
+
+// "ok", "expires soon", "expired", "not yet valid", "missing", "invalid".
+const char* StateName(State state);
+
+// The item's state at `now`: certificates warn `cert_window` before
+// notAfter, CRLs `crl_window` before nextUpdate.
+State StateOf(const Item& item, absl::Time now, absl::Duration cert_window,
+              absl::Duration crl_window);
+
+// Expired, not yet valid, missing or invalid: what makes handshakes fail or
+// lets revoked certificates through.
+inline bool IsFailure(State state) {
+  return state != State::kOk && state != State::kExpiresSoon;
+}
+
+}  // namespace casebridge::certs
+
+#endif  // CASEBRIDGE_CORE_CERT_STATUS_H_

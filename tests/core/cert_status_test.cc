@@ -1,0 +1,195 @@
+#include "core/cert_status.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "core/crypto.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_crl.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::certs {
+namespace {
+
+using ::casebridge::testing::CopyTestCrls;
+using ::casebridge::testing::CrlOptions;
+using ::casebridge::testing::InstallFile;
+using ::casebridge::testing::IssueCrl;
+using ::casebridge::testing::NewTempDir;
+using ::casebridge::testing::Pki;
+using ::casebridge::testing::SubjectHash;
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kDay = absl::Hours(24);
+
+Files PkFiles(const std::string& crl_dir) {
+  return Files{Pki("pk/gateway-chain.crt"), Pki("pk/ca.crt"), Pki("cn/ca.crt"),
+               crl_dir};
+}
+
+CertificateId IdOf(const std::string& pem_file) {
+  auto pem = crypto::ReadFile(pem_file);
+  EXPECT_OK(pem);
+  auto id = CertificateIdFromPem(pem.ok() ? *pem : "");
+  EXPECT_OK(id);
+  return id.ok() ? *id : CertificateId{};
+}
+
+std::vector<Item> CrlItems(const Inventory& inventory) {
+  std::vector<Item> out;
+  for (const Item& item : inventory.items) {
+    if (item.kind == ItemKind::kCrl) out.push_back(item);
+  }
+  return out;
+}
+
+TEST(CertStatusTest, ReadsEveryCertificateAndTheCurrentCrlOfEachCa) {
+  const Inventory inventory = ReadInventory(PkFiles(Pki("crl")));
+  // Gateway leaf and the CA after it, the PK CA, the CN CA, two CRLs.
+  ASSERT_EQ(inventory.items.size(), 6u);
+  EXPECT_EQ(inventory.items[0].key, "tls.cert");
+  EXPECT_THAT(inventory.items[0].subject, HasSubstr("gateway"));
+  EXPECT_EQ(inventory.items[2].key, "tls.own_ca");
+  EXPECT_EQ(inventory.items[3].key, "tls.peer_ca");
+  EXPECT_TRUE(inventory.crls_clean);
+  const absl::Time now = absl::Now();
+  for (const Item& item : inventory.items) {
+    EXPECT_EQ(StateOf(item, now, 30 * kDay, 7 * kDay), State::kOk)
+        << item.file << " " << item.subject;
+  }
+  const std::vector<Item> crls = CrlItems(inventory);
+  ASSERT_EQ(crls.size(), 2u);
+  EXPECT_EQ(crls[0].subject, inventory.items[2].subject);  // the PK CA
+  EXPECT_EQ(crls[0].revoked, 1u);                          // bad/revoked
+}
+
+TEST(CertStatusTest, RevocationListNamesTheRevokedCertificateOnly) {
+  const Inventory inventory = ReadInventory(PkFiles(Pki("crl")));
+  EXPECT_TRUE(inventory.revoked.IsRevoked(IdOf(Pki("bad/revoked.crt"))));
+  EXPECT_FALSE(inventory.revoked.IsRevoked(
+      IdOf(Pki("pk/offices/fia-liaison-desk.crt"))));
+  // Same serial from another issuer is another certificate.
+  CertificateId other = IdOf(Pki("bad/revoked.crt"));
+  other.issuer = IdOf(Pki("cn/offices/mps-liaison.crt")).issuer;
+  EXPECT_FALSE(inventory.revoked.IsRevoked(other));
+}
+
+TEST(CertStatusTest, NewerCrlFileAddsItsRevocations) {
+  const std::string dir = NewTempDir("crl");
+  CopyTestCrls(dir);
+  CrlOptions options;
+  options.ca_cert = Pki("pk/ca.crt");
+  options.ca_key = Pki("pk/ca.key");
+  options.revoked = {Pki("pk/offices/fia-liaison-desk.crt")};
+  ASSERT_OK_AND_ASSIGN(const std::string crl, IssueCrl(options));
+  InstallFile(dir, SubjectHash(Pki("pk/ca.crt")) + ".r1", crl);
+  const Inventory inventory = ReadInventory(PkFiles(dir));
+  EXPECT_TRUE(inventory.revoked.IsRevoked(
+      IdOf(Pki("pk/offices/fia-liaison-desk.crt"))));
+  // Entries of the older file still count.
+  EXPECT_TRUE(inventory.revoked.IsRevoked(IdOf(Pki("bad/revoked.crt"))));
+  EXPECT_FALSE(
+      inventory.revoked.IsRevoked(IdOf(Pki("pk/offices/embassy-beijing.crt"))));
+}
+
+TEST(CertStatusTest, CaWithoutCrlIsMissing) {
+  const std::string dir = NewTempDir("crl");
+  const Inventory inventory = ReadInventory(PkFiles(dir));
+  const std::vector<Item> crls = CrlItems(inventory);
+  ASSERT_EQ(crls.size(), 2u);
+  for (const Item& item : crls) {
+    EXPECT_EQ(StateOf(item, absl::Now(), kDay, kDay), State::kMissing);
+    EXPECT_THAT(item.detail, HasSubstr("no CRL for trusted CA"));
+    EXPECT_THAT(item.file, HasSubstr(".r0"));
+  }
+}
+
+TEST(CertStatusTest, CrlSignedByAnotherCaIsInvalid) {
+  const std::string dir = NewTempDir("crl");
+  CopyTestCrls(dir);
+  CrlOptions options;  // signed by the rogue CA, named for the PK CA
+  options.ca_cert = Pki("bad/rogue-ca.crt");
+  options.ca_key = Pki("bad/rogue-ca.key");
+  ASSERT_OK_AND_ASSIGN(const std::string crl, IssueCrl(options));
+  InstallFile(dir, SubjectHash(Pki("pk/ca.crt")) + ".r1", crl);
+  const Inventory inventory = ReadInventory(PkFiles(dir));
+  // The rogue CRL names another issuer: not the PK CA's, so not read as
+  // one. The PK CA still has its own.
+  EXPECT_TRUE(inventory.crls_clean);
+  EXPECT_EQ(CrlItems(inventory).size(), 2u);
+
+  // A file that is not a CRL at all is invalid.
+  InstallFile(dir, SubjectHash(Pki("pk/ca.crt")) + ".r2", "garbage");
+  const Inventory broken = ReadInventory(PkFiles(dir));
+  EXPECT_FALSE(broken.crls_clean);
+  bool invalid = false;
+  for (const Item& item : CrlItems(broken)) {
+    if (StateOf(item, absl::Now(), kDay, kDay) == State::kInvalid) {
+      invalid = true;
+      EXPECT_THAT(item.file, HasSubstr(".r2"));
+      EXPECT_EQ(item.detail, "not a CRL");
+    }
+  }
+  EXPECT_TRUE(invalid);
+  // The good files still count.
+  EXPECT_TRUE(broken.revoked.IsRevoked(IdOf(Pki("bad/revoked.crt"))));
+}
+
+TEST(CertStatusTest, CrlSignedWithAnotherKeyUnderTheCaNameIsInvalid) {
+  const std::string dir = NewTempDir("crl");
+  CopyTestCrls(dir);
+  // The CN CA's key signing a CRL that names the CN CA goes under the CN
+  // hash: fine. Named for the CN CA but signed by the PK CA's key: invalid.
+  CrlOptions options;
+  options.ca_cert = Pki("cn/ca.crt");
+  options.ca_key = Pki("pk/ca.key");
+  ASSERT_OK_AND_ASSIGN(const std::string crl, IssueCrl(options));
+  InstallFile(dir, SubjectHash(Pki("cn/ca.crt")) + ".r1", crl);
+  const Inventory inventory = ReadInventory(PkFiles(dir));
+  EXPECT_FALSE(inventory.crls_clean);
+  bool invalid = false;
+  for (const Item& item : CrlItems(inventory)) {
+    if (item.problem == Problem::kInvalid) {
+      invalid = true;
+      EXPECT_THAT(item.detail, HasSubstr("is not signed by CA"));
+    }
+  }
+  EXPECT_TRUE(invalid);
+}
+
+TEST(CertStatusTest, StatesFollowTheDatesAndTheWindows) {
+  Item cert;
+  cert.kind = ItemKind::kCertificate;
+  const absl::Time now = absl::FromUnixSeconds(2000000000);
+  cert.valid_from = now - 10 * kDay;
+  cert.valid_until = now + 20 * kDay;
+  EXPECT_EQ(StateOf(cert, now, 30 * kDay, kDay), State::kExpiresSoon);
+  EXPECT_EQ(StateOf(cert, now, 10 * kDay, 30 * kDay), State::kOk);
+  EXPECT_EQ(StateOf(cert, now + 20 * kDay, 0 * kDay, 0 * kDay),
+            State::kExpired);
+  EXPECT_EQ(StateOf(cert, now - 11 * kDay, 0 * kDay, 0 * kDay),
+            State::kNotYetValid);
+  Item crl = cert;
+  crl.kind = ItemKind::kCrl;
+  EXPECT_EQ(StateOf(crl, now, 30 * kDay, 7 * kDay), State::kOk);
+  EXPECT_EQ(StateOf(crl, now, 7 * kDay, 30 * kDay), State::kExpiresSoon);
+  crl.valid_until = absl::InfinitePast();  // no nextUpdate
+  EXPECT_EQ(StateOf(crl, now, kDay, kDay), State::kExpired);
+  EXPECT_TRUE(IsFailure(State::kExpired));
+  EXPECT_TRUE(IsFailure(State::kMissing));
+  EXPECT_FALSE(IsFailure(State::kExpiresSoon));
+}
+
+TEST(CertStatusTest, UnreadableCertificateFileIsAnInvalidItem) {
+  Files files = PkFiles(Pki("crl"));
+  files.cert = NewTempDir("none") + "/missing.crt";
+  const Inventory inventory = ReadInventory(files);
+  ASSERT_FALSE(inventory.items.empty());
+  EXPECT_EQ(inventory.items[0].problem, Problem::kInvalid);
+  EXPECT_EQ(inventory.items[0].key, "tls.cert");
+}
+
+}  // namespace
+}  // namespace casebridge::certs

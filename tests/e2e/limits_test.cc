@@ -1,0 +1,215 @@
+// Abuse limits of the office port on a real gateway process: per-identity
+// call rate and open streams, required deadlines, field sizes. Every
+// refusal is checked for its code, its audit entry, and that nothing was
+// stored.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <future>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_replace.h"
+#include "casebridge/v1/office.grpc.pb.h"
+#include "client/office_client.h"
+#include "tests/e2e/e2e_util.h"
+#include "tests/testing/process.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kFia[] = "pk/offices/fia-liaison-desk";
+constexpr char kFiaId[] = "spiffe://pk.casebridge/office/fia-liaison-desk";
+constexpr char kAuditor[] = "pk/auditors/pk-auditor";
+// The gateway's log line of an admitted WatchInbox stream.
+constexpr char kWatchAdmitted[] =
+    "\"event\":\"rpc.ok\",\"action\":\"inbox.watch\"";
+
+class LimitsTest : public ::testing::Test {
+ protected:
+  void StartGateway(const std::string& extra_limits) {
+    dir_ = NewTempDir("limits");
+    GatewayConfigOptions options;
+    options.data_dir = dir_ + "/data";
+    options.extra_limits = extra_limits;
+    const std::string config =
+        WriteFile(dir_ + "/pk.toml",
+                  absl::StrReplaceAll(
+                      GatewayConfigToml(options),
+                      {{"log_level = \"warning\"", "log_level = \"info\""}}));
+    ASSERT_OK_AND_ASSIGN(gateway_, GatewayProcess::Start(config));
+  }
+
+  std::unique_ptr<client::OfficeClient> Office(const std::string& stem) {
+    return OfficeClientFor(stem, gateway_->office_endpoint());
+  }
+
+  std::vector<v1::AuditEntry> FiaAuditEntries() {
+    auto auditor = Office(kAuditor);
+    std::vector<v1::AuditEntry> all;
+    uint64_t start = 0;
+    while (true) {
+      auto page = auditor->GetAuditEntries(start, 1000);
+      EXPECT_OK(page);
+      if (!page.ok() || page->entries().empty()) break;
+      for (const v1::AuditEntry& entry : page->entries()) {
+        if (entry.actor() == kFiaId) all.push_back(entry);
+      }
+      start = page->next_start();
+    }
+    return all;
+  }
+
+  int CaseCount() {
+    v1::ListCasesRequest request;
+    request.set_page_size(500);
+    auto page = Office(kAuditor)->ListCases(request);
+    EXPECT_OK(page);
+    return page.ok() ? page->cases_size() : -1;
+  }
+
+  std::string dir_;
+  std::unique_ptr<GatewayProcess> gateway_;
+};
+
+TEST_F(LimitsTest, RateLimitRefusalsAreAuditedOncePerBurst) {
+  // The auditor's few reads below fit in its own burst.
+  StartGateway("office_calls_per_second = 1\noffice_burst = 5\n");
+  auto fia = Office(kFia);
+  int opened = 0;
+  int refused = 0;
+  // Spend the burst, then keep calling: the bucket refills one call a
+  // second, far slower than these calls come.
+  for (int i = 0; i < 12; ++i) {
+    auto result = fia->OpenCase(ValidDraft());
+    if (result.ok()) {
+      ++opened;
+    } else {
+      EXPECT_THAT(result.status(),
+                  StatusIs(absl::StatusCode::kResourceExhausted,
+                           HasSubstr("office_calls_per_second")));
+      ++refused;
+    }
+  }
+  EXPECT_GE(refused, 4);
+  // Admitted again once a token is back: that ends the burst.
+  EXPECT_TRUE(WaitUntil([&] {
+    const absl::Status status = fia->WhoAmI().status();
+    if (status.code() == absl::StatusCode::kResourceExhausted) ++refused;
+    return status.ok();
+  }));
+
+  EXPECT_EQ(CaseCount(), opened);
+  int audited_refusals = 0;
+  int64_t summarized = 0;
+  int summaries = 0;
+  for (const v1::AuditEntry& entry : FiaAuditEntries()) {
+    if ((entry.action() == "case.open" || entry.action() == "office.whoami") &&
+        entry.status_code() == 8) {
+      ++audited_refusals;
+    }
+    if (entry.action() == "limits.refused") {
+      ++summaries;
+      EXPECT_EQ(entry.status_code(), 8);
+      int64_t count = 0;
+      ASSERT_TRUE(absl::SimpleAtoi(
+          entry.status_message().substr(0, entry.status_message().find(' ')),
+          &count))
+          << entry.status_message();
+      summarized += count;
+    }
+  }
+  // One entry per burst for its first refusal, one summary per burst, and
+  // the summaries count every refusal.
+  EXPECT_GE(audited_refusals, 1);
+  EXPECT_LT(audited_refusals, refused);
+  EXPECT_EQ(summaries, audited_refusals);
+  EXPECT_EQ(summarized, refused);
+}
+
+TEST_F(LimitsTest, StreamLimitRefusesAnExtraWatcherUntilOneEnds) {
+  StartGateway("office_streams_per_identity = 1\n");
+  auto first = Office(kFia);
+  auto watch = std::async(std::launch::async, [&first] {
+    return first->WatchInbox(
+        "", absl::Seconds(4),
+        [](const v1::WatchInboxResponse&) { return true; });
+  });
+  ASSERT_TRUE(WaitUntil([&] {
+    return absl::StrContains(gateway_->Log(), kWatchAdmitted);
+  })) << gateway_->Log();
+  auto second = Office(kFia);
+  EXPECT_THAT(
+      second->WatchInbox("", absl::Seconds(5),
+                         [](const v1::WatchInboxResponse&) { return true; }),
+      StatusIs(absl::StatusCode::kResourceExhausted,
+               HasSubstr("office_streams_per_identity")));
+  EXPECT_OK(watch.get());  // ended at its deadline
+  // Its slot is free again.
+  EXPECT_TRUE(WaitUntil([&] {
+    return second
+        ->WatchInbox("", absl::Milliseconds(200),
+                     [](const v1::WatchInboxResponse&) { return true; })
+        .ok();
+  }));
+  int audited = 0;
+  for (const v1::AuditEntry& entry : FiaAuditEntries()) {
+    if (entry.action() == "inbox.watch" && entry.status_code() == 8) ++audited;
+  }
+  EXPECT_EQ(audited, 1);
+}
+
+TEST_F(LimitsTest, CallWithoutDeadlineIsRefusedAndAudited) {
+  StartGateway("");
+  auto stub = v1::OfficeService::NewStub(
+      ChannelFor(kFia, gateway_->office_endpoint(), "PK"));
+  {
+    grpc::ClientContext context;  // no deadline
+    v1::OpenCaseRequest request;
+    *request.mutable_case_reference() = ValidDraft();
+    v1::OpenCaseResponse response;
+    const grpc::Status status = stub->OpenCase(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("deadline: is required"));
+  }
+  EXPECT_EQ(CaseCount(), 0);
+  const auto entries = FiaAuditEntries();
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].action(), "case.open");
+  EXPECT_EQ(entries[0].status_code(), 3);
+  EXPECT_THAT(entries[0].status_message(), HasSubstr("deadline"));
+
+  // A standing WatchInbox may go without one.
+  grpc::ClientContext watch_context;
+  auto reader = stub->WatchInbox(&watch_context, v1::WatchInboxRequest());
+  EXPECT_TRUE(WaitUntil(
+      [&] { return absl::StrContains(gateway_->Log(), kWatchAdmitted); }));
+  watch_context.TryCancel();
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(FiaAuditEntries().size(), 1u);
+}
+
+TEST_F(LimitsTest, OversizedFieldsAreRefusedNamingTheFieldAndNothingIsStored) {
+  StartGateway("");
+  auto fia = Office(kFia);
+  EXPECT_THAT(fia->OpenCase(ValidDraft(std::string(16001, 's'))),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "case_reference.summary: is longer than 16000 bytes"));
+  EXPECT_THAT(fia->GetDeliveryStatus(std::string(300, 'm')),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "message_id: is longer than 256 bytes"));
+  EXPECT_EQ(CaseCount(), 0);
+  const auto entries = FiaAuditEntries();
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[0].action(), "case.open");
+  EXPECT_EQ(entries[0].status_code(), 3);
+  EXPECT_EQ(entries[1].action(), "message.status");
+  EXPECT_EQ(entries[1].status_code(), 3);
+}
+
+}  // namespace
+}  // namespace casebridge::testing
