@@ -87,7 +87,27 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
   auto id = PeerSpiffeId(*auth);
   if (!id.ok()) return id.status();
   *identity = *id;
-  // Limits come first, keyed by the verified identity, so that a flood of
+  // Revocation first: a revoked certificate must not spend the allowance of
+  // the identity it shares with the office's new certificate. Its refusals
+  // are audited once per burst, in a bucket of their own.
+  if (revocations_ != nullptr) {
+    const auto pem = auth->FindPropertyValues("x509_pem_cert");
+    if (pem.empty()) {
+      return absl::UnauthenticatedError(
+          "no client certificate in the handshake");
+    }
+    if (absl::Status revoked = revocations_->Check(
+            absl::string_view(pem.front().data(), pem.front().size()), *id);
+        !revoked.ok()) {
+      if (limiter_ != nullptr) {
+        const CallLimiter::Decision decision =
+            limiter_->AdmitCall(absl::StrCat(*id, " (revoked certificate)"));
+        *audit = decision.status.ok() || decision.audit;
+      }
+      return revoked;
+    }
+  }
+  // Then the limits, keyed by the verified identity, so that a flood of
   // calls that would be refused anyway cannot flood the audit log.
   if (limiter_ != nullptr) {
     const CallLimiter::Decision decision = limiter_->AdmitCall(*id);
@@ -95,15 +115,6 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
       *audit = decision.audit;
       return decision.status;
     }
-  }
-  if (revocations_ != nullptr) {
-    const auto pem = auth->FindPropertyValues("x509_pem_cert");
-    if (pem.empty()) {
-      return absl::UnauthenticatedError(
-          "no client certificate in the handshake");
-    }
-    CB_RETURN_IF_ERROR(revocations_->Check(
-        absl::string_view(pem.front().data(), pem.front().size()), *id));
   }
   if (port_ == Port::kOffice) {
     auto caller = office_authorizer_.Identify(*id);
@@ -158,7 +169,15 @@ absl::Status CallHandler::TrackStream(grpc::CallbackServerContext* context,
     stream.counted = true;
   }
   absl::MutexLock lock(&streams_mu_);
+  const std::string pem = stream.peer_pem;
   streams_[context] = std::move(stream);
+  // The certificate may have been revoked since Admit checked it, and the
+  // scan for revoked streams may have run before this stream was listed:
+  // one of the two checks sees it. (The entry stays until the call is done,
+  // which releases its stream slot.)
+  if (revocations_ != nullptr && !pem.empty() && revocations_->IsRevoked(pem)) {
+    return revocations_->Check(pem, identity);
+  }
   return absl::OkStatus();
 }
 

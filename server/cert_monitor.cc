@@ -110,9 +110,11 @@ void CertMonitor::Check() {
   const std::string fingerprint = Fingerprint();
   if (!checked_ || fingerprint != fingerprint_) {
     certs::Inventory next = certs::ReadInventory(options_.files);
-    if (!next.crls_clean && checked_) {
-      // A CRL file that does not verify (half copied, or wrong) never
-      // takes back a revocation already in force.
+    if (checked_) {
+      // A revocation, once in force, stays until the gateway restarts: a
+      // CRL file half copied, unreadable, deleted or replaced by one that
+      // does not verify, or a CA file caught mid-write, never takes one
+      // back. (CRLs only drop serials of certificates that have expired.)
       next.revoked.Merge(inventory_.revoked);
     }
     const bool changed = !checked_ || !(next.revoked == inventory_.revoked);

@@ -135,6 +135,23 @@ TEST_F(CertMonitorTest, BrokenCrlFileNeverTakesBackARevocation) {
   EXPECT_THAT(health_, ElementsAre(true, false));
 }
 
+TEST_F(CertMonitorTest, DeletedCrlOrUnreadableCaNeverTakesBackARevocation) {
+  auto monitor = Monitor();
+  monitor->Check();
+  ASSERT_TRUE(revocations_.IsRevoked(Pem("bad/revoked")));
+  // The CRL deleted: no file fails to verify, there is simply none.
+  std::filesystem::remove(crl_dir_ + "/" + pk_hash_ + ".r0");
+  monitor->Check();
+  EXPECT_TRUE(revocations_.IsRevoked(Pem("bad/revoked")));
+  EXPECT_FALSE(monitor->serving());
+  // A new CRL that no longer lists it does not take it back either.
+  InstallFile(crl_dir_, pk_hash_ + ".r1",
+              PkCrl({}, absl::Now() + absl::Hours(24 * 30)));
+  monitor->Check();
+  EXPECT_TRUE(revocations_.IsRevoked(Pem("bad/revoked")));
+  EXPECT_TRUE(monitor->serving());
+}
+
 TEST_F(CertMonitorTest, CrlPastNextUpdateTurnsHealthNotServingAndBack) {
   auto monitor = Monitor();
   monitor->Check();
