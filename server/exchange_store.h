@@ -64,6 +64,21 @@ struct InboundResult {
   bool replay = false;        // the envelope had already been received
 };
 
+// One envelope of ExchangeStore::AcceptInboundBatch, as AcceptInbound takes
+// it. The pointers are the caller's and must outlive the call.
+struct InboundEnvelope {
+  const v1::SignedEnvelope* signed_envelope = nullptr;
+  const v1::Envelope* parsed = nullptr;
+  std::vector<std::string> inbox_offices;
+  AuditEvent audit;
+};
+
+// One message of ExchangeStore::RecordInboxDeliveries.
+struct InboxDelivery {
+  std::string message_id;
+  AuditEvent audit;  // appended the first time only, message id as subject
+};
+
 struct InboxItem {
   int64_t cursor = 0;  // position in the gateway's inbox, increasing
   v1::CaseMessage message;
@@ -100,11 +115,6 @@ class ExchangeStore {
   virtual absl::StatusOr<std::vector<OutboxItem>> ReadyToSend(
       absl::Time now, size_t max, const std::set<std::string>& busy_cases) = 0;
 
-  // Records one delivery attempt that brought no receipt: attempts + 1, state
-  // SENT, last_error = `error` (cleared if OK, e.g. an attempt still
-  // running), next attempt due at `next_attempt`. Not audited: attempts are
-  // the gateway log's business. NOT_FOUND for an unknown envelope;
-  // FAILED_PRECONDITION if it is already DELIVERED or FAILED.
   // An attempt already counted by RecordAttempt failed: keeps `error` as
   // last_error and makes the envelope due again at `next_attempt`, without
   // counting another attempt. OK and nothing changed if the envelope is no
@@ -113,9 +123,30 @@ class ExchangeStore {
                                    const absl::Status& error,
                                    absl::Time next_attempt) = 0;
 
+  // Records one delivery attempt that brought no receipt: attempts + 1, state
+  // SENT, last_error = `error` (cleared if OK, e.g. an attempt still
+  // running), next attempt due at `next_attempt`. Not audited: attempts are
+  // the gateway log's business. NOT_FOUND for an unknown envelope;
+  // FAILED_PRECONDITION if it is already DELIVERED or FAILED.
   virtual absl::Status RecordAttempt(const std::string& envelope_id,
                                      const absl::Status& error,
                                      absl::Time next_attempt) = 0;
+
+  // One envelope of a sending round (RecordAttempts).
+  struct Attempt {
+    std::string envelope_id;
+    // The envelope.sent entry, appended as given, on the first transmission
+    // only; unset for a retransmission (not audited).
+    std::optional<AuditEvent> sent;
+  };
+  // The bookkeeping of a whole sending round in one transaction: for each
+  // attempt, appends its `sent` entry if set and counts the attempt as
+  // RecordAttempt(envelope_id, OK, next_attempt) does. Returns one status per
+  // attempt, in order: OK if recorded, or NOT_FOUND / FAILED_PRECONDITION as
+  // RecordAttempt would (that attempt is left out, its entry not appended).
+  // Any other error writes nothing and is returned for the whole round.
+  virtual absl::StatusOr<std::vector<absl::Status>> RecordAttempts(
+      const std::vector<Attempt>& attempts, absl::Time next_attempt) = 0;
 
   // In one transaction: stores the peer's signed receipt (state DELIVERED,
   // delivered at `delivered_at`) and appends `audit` (message id and envelope
@@ -128,6 +159,21 @@ class ExchangeStore {
                                        const v1::SignedReceipt& receipt,
                                        absl::Time delivered_at,
                                        const AuditEvent& audit) = 0;
+
+  // A verified receipt for RecordDeliveredBatch.
+  struct Delivery {
+    std::string envelope_id;
+    v1::SignedReceipt receipt;
+    AuditEvent audit;  // receipt.stored; message and envelope id are added
+  };
+  // As RecordDelivered for each delivery, all in one transaction, with
+  // delivered_at taken inside it (the moment the receipts are stored, whole
+  // microseconds). Returns one status per delivery, in order, as
+  // RecordDelivered would return it; a delivery that is not OK writes
+  // nothing of its own. Any other error (the database's) writes nothing and
+  // is returned for the whole batch.
+  virtual absl::StatusOr<std::vector<absl::Status>> RecordDeliveredBatch(
+      const std::vector<Delivery>& deliveries) = 0;
 
   // In one transaction: marks the envelope FAILED (the peer refused it for
   // good; it is never sent again), keeps `refusal` as last_error and appends
@@ -175,6 +221,21 @@ class ExchangeStore {
           uint64_t audit_index, absl::Time received_at)>& make_receipt,
       const AuditEvent& audit) = 0;
 
+  // AcceptInbound for several envelopes in one write transaction (one
+  // commit), in the order given, each inside a savepoint of its own: an
+  // envelope that fails is rolled back alone and gets the status
+  // AcceptInbound would have returned, and the others are stored (the
+  // evidence of a reused envelope id is kept, as AcceptInbound keeps it).
+  // `make_receipt` gets the envelope's position in `envelopes`. If the
+  // transaction itself fails (BEGIN, a savepoint, COMMIT), every envelope
+  // gets that error and nothing is stored. Returns one result per envelope,
+  // in order, once the transaction is durable.
+  virtual std::vector<absl::StatusOr<InboundResult>> AcceptInboundBatch(
+      const std::vector<InboundEnvelope>& envelopes,
+      const std::function<absl::StatusOr<v1::SignedReceipt>(
+          size_t position, uint64_t audit_index, absl::Time received_at)>&
+          make_receipt) = 0;
+
   // Up to `max` messages of `office`'s inbox after `after_cursor` (0: from the
   // start), in cursor order, acknowledged ones included. Cursors are stable
   // across restarts: resuming after the last cursor seen loses and repeats
@@ -206,6 +267,14 @@ class ExchangeStore {
                                            const std::string& message_id,
                                            absl::Time at,
                                            const AuditEvent& audit) = 0;
+
+  // RecordInboxDelivery for several messages of `office`'s inbox in one
+  // transaction. Returns one status per message, in order: NOT_FOUND for a
+  // message not in that office's inbox (the others are recorded all the
+  // same); any other error fails the whole transaction and every message.
+  virtual std::vector<absl::Status> RecordInboxDeliveries(
+      const std::string& office, const std::vector<InboxDelivery>& deliveries,
+      absl::Time at) = 0;
 
   // As Acknowledge, and in the same transaction queues the acknowledgement
   // that travels back: `reply` gets the acknowledged message and returns the

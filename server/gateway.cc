@@ -204,7 +204,6 @@ absl::Status Gateway::Init(const Clock* clock) {
       Port::kPeer, &config_, &store_->audit_log(), work_.get(), clock,
       revocations_.get(), nullptr);
   CB_ASSIGN_OR_RETURN(peer_link_, PeerLink::Start(&config_, &store_->exchange(),
-                                                  &store_->audit_log(),
                                                   &peer_envelope_keys_, clock));
   inbox_watchers_ = std::make_unique<InboxWatchers>(&store_->exchange());
   OfficeServiceImpl::Exchange exchange;

@@ -168,54 +168,99 @@ std::vector<std::string> Inbound::InboxOffices(const v1::CaseMessage& m) const {
 
 v1::DeliverResponse Inbound::Receive(const std::string& peer_identity,
                                      const v1::DeliverRequest& request) {
-  v1::DeliverResponse response;
-  response.set_sequence(request.sequence());
-  const v1::SignedEnvelope& signed_envelope = request.signed_envelope();
+  std::variant<Checked, v1::DeliverResponse> checked =
+      Check(peer_identity, request);
+  if (auto* refused = std::get_if<v1::DeliverResponse>(&checked)) {
+    return std::move(*refused);
+  }
+  std::vector<Checked> batch;
+  batch.push_back(std::move(std::get<Checked>(checked)));
+  return std::move(Accept(std::move(batch))[0]);
+}
 
-  AuditEvent event;
+std::variant<Inbound::Checked, v1::DeliverResponse> Inbound::Check(
+    const std::string& peer_identity, v1::DeliverRequest request) {
+  Checked checked;
+  checked.sequence = request.sequence();
+  checked.signed_envelope = std::move(*request.mutable_signed_envelope());
+  const v1::SignedEnvelope& signed_envelope = checked.signed_envelope;
+
+  AuditEvent& event = checked.event;
   event.actor = peer_identity;
   event.action = "envelope.received";
   // The entry commits to the sender's signature: non-repudiation of origin.
   event.payload = signed_envelope.signature();
 
-  absl::StatusOr<InboundResult> result =
-      [&]() -> absl::StatusOr<InboundResult> {
+  std::string envelope_id;  // echoed once it has the shape of an id
+  const absl::Status status = [&]() -> absl::Status {
     CB_ASSIGN_OR_RETURN(
-        v1::Envelope envelope,
+        checked.envelope,
         exchange::VerifyEnvelope(
             signed_envelope, *peer_keys_,
             static_cast<size_t>(config_->limits.max_envelope_bytes)));
     // Echoed only once it has the shape of an id (it goes into the answer
     // and the audit log).
-    if (IsValidId(envelope.envelope_id(), peer_country_, IdKind::kEnvelope)) {
-      response.set_envelope_id(envelope.envelope_id());
+    if (IsValidId(checked.envelope.envelope_id(), peer_country_,
+                  IdKind::kEnvelope)) {
+      envelope_id = checked.envelope.envelope_id();
     }
-    CB_RETURN_IF_ERROR(CheckContent(envelope));
-    event.subjects = {envelope.message().exchange_id()};
-    const std::string digest = exchange::EnvelopeDigest(signed_envelope);
-    return store_->AcceptInbound(
-        signed_envelope, envelope, InboxOffices(envelope.message()),
-        [&](uint64_t audit_index,
-            absl::Time received_at) -> absl::StatusOr<v1::SignedReceipt> {
-          v1::Receipt receipt;
-          receipt.set_envelope_id(envelope.envelope_id());
-          receipt.set_envelope_sha256(digest);
-          *receipt.mutable_received_at() = ToProto(received_at);
-          receipt.set_receiver_audit_index(audit_index);
-          receipt.set_receiver_gateway(config_->identity);
-          return exchange::SignReceipt(receipt, *signer_);
-        },
-        event);
+    return CheckContent(checked.envelope);
   }();
-
-  if (result.ok()) {
-    *response.mutable_receipt() = std::move(result->receipt);
-    log::Info(result->replay ? "envelope.replayed" : "envelope.received",
-              {{"envelope_id", response.envelope_id()}});
-    return response;
+  if (status.ok()) {
+    event.subjects = {checked.envelope.message().exchange_id()};
+    checked.digest = exchange::EnvelopeDigest(signed_envelope);
+    checked.inbox_offices = InboxOffices(checked.envelope.message());
+    return checked;
   }
-  const absl::Status& refusal = result.status();
-  v1::DeliveryRefusal* r = response.mutable_refusal();
+  v1::DeliverResponse response;
+  response.set_sequence(checked.sequence);
+  response.set_envelope_id(envelope_id);
+  Refuse(status, std::move(event), &response);
+  return response;
+}
+
+std::vector<v1::DeliverResponse> Inbound::Accept(std::vector<Checked> batch) {
+  std::vector<InboundEnvelope> envelopes(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    envelopes[i].signed_envelope = &batch[i].signed_envelope;
+    envelopes[i].parsed = &batch[i].envelope;
+    envelopes[i].inbox_offices = std::move(batch[i].inbox_offices);
+    envelopes[i].audit = batch[i].event;
+  }
+  std::vector<absl::StatusOr<InboundResult>> results =
+      store_->AcceptInboundBatch(
+          envelopes,
+          [&](size_t i, uint64_t audit_index,
+              absl::Time received_at) -> absl::StatusOr<v1::SignedReceipt> {
+            v1::Receipt receipt;
+            receipt.set_envelope_id(batch[i].envelope.envelope_id());
+            receipt.set_envelope_sha256(batch[i].digest);
+            *receipt.mutable_received_at() = ToProto(received_at);
+            receipt.set_receiver_audit_index(audit_index);
+            receipt.set_receiver_gateway(config_->identity);
+            return exchange::SignReceipt(receipt, *signer_);
+          });
+
+  std::vector<v1::DeliverResponse> responses(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    v1::DeliverResponse& response = responses[i];
+    response.set_sequence(batch[i].sequence);
+    response.set_envelope_id(batch[i].envelope.envelope_id());
+    absl::StatusOr<InboundResult>& result = results[i];
+    if (result.ok()) {
+      *response.mutable_receipt() = std::move(result->receipt);
+      log::Info(result->replay ? "envelope.replayed" : "envelope.received",
+                {{"envelope_id", response.envelope_id()}});
+      continue;
+    }
+    Refuse(result.status(), std::move(batch[i].event), &response);
+  }
+  return responses;
+}
+
+void Inbound::Refuse(const absl::Status& refusal, AuditEvent event,
+                     v1::DeliverResponse* response) {
+  v1::DeliveryRefusal* r = response->mutable_refusal();
   r->set_code(static_cast<int32_t>(refusal.code()));
   const bool internal = refusal.code() == absl::StatusCode::kInternal ||
                         refusal.code() == absl::StatusCode::kDataLoss ||
@@ -225,7 +270,7 @@ v1::DeliverResponse Inbound::Receive(const std::string& peer_identity,
   r->set_permanent(IsPermanent(refusal));
   log::Warning(
       "envelope.refused",
-      {{"envelope_id", response.envelope_id()},
+      {{"envelope_id", response->envelope_id()},
        {"code", GrpcCodeName(static_cast<grpc::StatusCode>(refusal.code()))},
        {"reason", std::string(refusal.message())}});
   // An envelope id reused with other bytes was audited (and kept as
@@ -233,18 +278,16 @@ v1::DeliverResponse Inbound::Receive(const std::string& peer_identity,
   const bool audited_by_store =
       refusal.code() == absl::StatusCode::kAlreadyExists &&
       absl::StrContains(refusal.message(), "kept as evidence");
-  if (!audited_by_store) {
-    event.outcome = absl::Status(refusal.code(), r->message());
-    if (!response.envelope_id().empty()) {
-      event.subjects.push_back(response.envelope_id());
-    }
-    if (auto appended = audit_->Append(event); !appended.ok()) {
-      log::Error("audit.append_failed",
-                 {{"action", event.action},
-                  {"error", std::string(appended.status().message())}});
-    }
+  if (audited_by_store) return;
+  event.outcome = absl::Status(refusal.code(), r->message());
+  if (!response->envelope_id().empty()) {
+    event.subjects.push_back(response->envelope_id());
   }
-  return response;
+  if (auto appended = audit_->Append(event); !appended.ok()) {
+    log::Error("audit.append_failed",
+               {{"action", event.action},
+                {"error", std::string(appended.status().message())}});
+  }
 }
 
 }  // namespace casebridge::server

@@ -4,6 +4,7 @@
 #define CASEBRIDGE_SERVER_INBOUND_H_
 
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "casebridge/v1/peer.pb.h"
@@ -35,12 +36,39 @@ class Inbound {
   v1::DeliverResponse Receive(const std::string& peer_identity,
                               const v1::DeliverRequest& request);
 
+  // Receive in two halves, so that the checks of many envelopes can run in
+  // parallel and their storing share one transaction.
+
+  // An envelope that passed the checks before deduplication (steps 1-16).
+  struct Checked {
+    uint64_t sequence = 0;
+    v1::SignedEnvelope signed_envelope;
+    v1::Envelope envelope;
+    std::string digest;  // SHA-256 of the envelope bytes
+    std::vector<std::string> inbox_offices;
+    AuditEvent event;  // envelope.received, subjects: the exchange id
+  };
+  // Steps 1-16 of `request`: the checked envelope, or else the answer that
+  // refuses it (already audited and logged). Thread-safe, no store writes
+  // but the refusal's audit entry.
+  std::variant<Checked, v1::DeliverResponse> Check(
+      const std::string& peer_identity, v1::DeliverRequest request);
+  // Deduplicates and stores checked envelopes in one transaction
+  // (ExchangeStore::AcceptInboundBatch) and answers each, in order: a
+  // receipt (only once the transaction is durable) or a refusal, audited
+  // and logged. An envelope refused here does not hold back the others.
+  std::vector<v1::DeliverResponse> Accept(std::vector<Checked> batch);
+
   // Whether sending the same bytes again can never succeed.
   static bool IsPermanent(const absl::Status& refusal);
 
  private:
   absl::Status CheckContent(const v1::Envelope& envelope) const;
   std::vector<std::string> InboxOffices(const v1::CaseMessage& message) const;
+  // Turns `response` into a refusal for `refusal`, logs it and, unless the
+  // store audited it already, appends `event` with its outcome.
+  void Refuse(const absl::Status& refusal, AuditEvent event,
+              v1::DeliverResponse* response);
 
   const config::Gateway* const config_;
   ExchangeStore* const store_;

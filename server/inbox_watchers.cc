@@ -3,7 +3,9 @@
 namespace casebridge::server {
 
 InboxWatchers::InboxWatchers(ExchangeStore* store) : store_(store) {
-  thread_ = std::thread([this] { Run(); });
+  // The head as of construction, not as of the thread's first run: a message
+  // stored in between must still wake the streams.
+  thread_ = std::thread([this, head = store_->InboxHead()] { Run(head); });
 }
 
 InboxWatchers::~InboxWatchers() {
@@ -27,8 +29,7 @@ void InboxWatchers::Unregister(int handle) {
   watchers_.erase(handle);
 }
 
-void InboxWatchers::Run() {
-  int64_t head = store_->InboxHead();
+void InboxWatchers::Run(int64_t head) {
   while (true) {
     {
       absl::MutexLock lock(&mu_);

@@ -5,6 +5,7 @@
 #ifndef CASEBRIDGE_SERVER_INBOX_WATCHERS_H_
 #define CASEBRIDGE_SERVER_INBOX_WATCHERS_H_
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <thread>
@@ -31,7 +32,8 @@ class InboxWatchers {
   void Unregister(int handle);
 
  private:
-  void Run();
+  // Pokes whenever the inbox head moves past `head`.
+  void Run(int64_t head);
 
   ExchangeStore* const store_;
   absl::Mutex mu_;

@@ -1,6 +1,7 @@
 // OfficeService's exchange RPCs: ShareCase, SendMessage, WatchInbox,
 // Acknowledge and GetDeliveryStatus (docs/exchange.md).
 #include <deque>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -133,7 +134,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       absl::MutexLock lock(&mu_);
       fetching_ = false;
       if (finish_pending_) {
-        if (recording_ == 0) FinishLocked(pending_status_);
+        if (!recording_) FinishLocked(pending_status_);
         return;
       }
       if (!items.ok()) {
@@ -161,29 +162,48 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     });
   }
 
-  // "Delivered to office" is audited once per office and message; the
-  // write to the store happens on the work queue.
+  // "Delivered to office" is audited once per office and message. The
+  // records are written on the work queue by one task at a time, each
+  // transaction taking every message written meanwhile.
   void RecordDeliveryLocked(const std::string& message_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    ++recording_;
-    work_->Post([this, message_id, office = office_] {
-      AuditEvent event;
-      event.actor = office;
-      event.action = "inbox.delivered";
-      event.payload = message_id;
-      const absl::Status recorded =
-          store_->RecordInboxDelivery(office, message_id, clock_->Now(), event);
-      if (!recorded.ok()) {
+    to_record_.push_back(message_id);
+    if (recording_) return;  // the running task takes it next
+    recording_ = true;
+    work_->Post([this] { RecordDeliveries(); });
+  }
+
+  void RecordDeliveries() {
+    std::vector<std::string> message_ids;
+    std::string office;
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (to_record_.empty()) {
+          recording_ = false;
+          if (finish_pending_ && !fetching_) FinishLocked(pending_status_);
+          return;
+        }
+        message_ids.swap(to_record_);
+        office = office_;
+      }
+      std::vector<InboxDelivery> deliveries(message_ids.size());
+      for (size_t i = 0; i < message_ids.size(); ++i) {
+        deliveries[i].message_id = message_ids[i];
+        deliveries[i].audit.actor = office;
+        deliveries[i].audit.action = "inbox.delivered";
+        deliveries[i].audit.payload = message_ids[i];
+      }
+      const std::vector<absl::Status> recorded =
+          store_->RecordInboxDeliveries(office, deliveries, clock_->Now());
+      for (size_t i = 0; i < recorded.size(); ++i) {
+        if (recorded[i].ok()) continue;
         log::Error("inbox.record_failed",
-                   {{"message_id", message_id},
-                    {"error", std::string(recorded.message())}});
+                   {{"message_id", message_ids[i]},
+                    {"error", std::string(recorded[i].message())}});
       }
-      absl::MutexLock lock(&mu_);
-      --recording_;
-      if (finish_pending_ && !fetching_ && recording_ == 0) {
-        FinishLocked(pending_status_);
-      }
-    });
+      message_ids.clear();
+    }
   }
 
   void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -197,7 +217,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     if (finished_) return;
     // Admission, a fetch or a delivery record still holds `this`: finish
     // once they are done.
-    if (admitting_ || fetching_ || recording_ > 0) {
+    if (admitting_ || fetching_ || recording_) {
       finish_pending_ = true;
       pending_status_ = status;
       return;
@@ -221,7 +241,9 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     std::string second_message_id;  // for the delivery record
   };
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
-  int recording_ ABSL_GUARDED_BY(mu_) = 0;  // delivery records in flight
+  // Written to the office, delivery not yet recorded.
+  std::vector<std::string> to_record_ ABSL_GUARDED_BY(mu_);
+  bool recording_ ABSL_GUARDED_BY(mu_) = false;  // RecordDeliveries runs
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool admitting_ ABSL_GUARDED_BY(mu_) = true;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;

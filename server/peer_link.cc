@@ -25,8 +25,12 @@ absl::Duration PeerLink::Backoff(int attempts, absl::Duration cap,
   return full * std::clamp(jitter, 0.5, 1.0);
 }
 
+size_t PeerLink::UrgentReserve(size_t window) {
+  return std::min<size_t>(8, window / 8);
+}
+
 absl::StatusOr<std::unique_ptr<PeerLink>> PeerLink::Start(
-    const config::Gateway* config, ExchangeStore* store, AuditLog* audit,
+    const config::Gateway* config, ExchangeStore* store,
     const exchange::KeyRing* peer_keys, const Clock* clock) {
   tls::ChannelOptions options;
   options.cert_file = config->tls_cert;
@@ -49,17 +53,16 @@ absl::StatusOr<std::unique_ptr<PeerLink>> PeerLink::Start(
       static_cast<int>(config->limits.max_message_bytes));
   auto channel = grpc::CreateCustomChannel(config->peer_endpoint, creds, args);
   std::unique_ptr<PeerLink> link(
-      new PeerLink(config, store, audit, peer_keys, clock, std::move(channel)));
+      new PeerLink(config, store, peer_keys, clock, std::move(channel)));
   link->thread_ = std::thread([raw = link.get()] { raw->Run(); });
   return link;
 }
 
 PeerLink::PeerLink(const config::Gateway* config, ExchangeStore* store,
-                   AuditLog* audit, const exchange::KeyRing* peer_keys,
-                   const Clock* clock, std::shared_ptr<grpc::Channel> channel)
+                   const exchange::KeyRing* peer_keys, const Clock* clock,
+                   std::shared_ptr<grpc::Channel> channel)
     : config_(config),
       store_(store),
-      audit_(audit),
       peer_keys_(peer_keys),
       clock_(clock),
       channel_(std::move(channel)),
@@ -127,23 +130,27 @@ void PeerLink::RunStream() {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
     context_ = &context;
+    reader_done_ = false;
   }
   std::unique_ptr<
       grpc::ClientReaderWriter<v1::DeliverRequest, v1::DeliverResponse>>
       stream = stub_->Deliver(&context);
   std::thread reader([this, raw = stream.get()] { ReadResponses(raw); });
+  std::thread recorder([this] { RecordAnswers(); });
 
+  const auto window = static_cast<size_t>(config_->limits.delivery_window);
+  const size_t routine_window = window - UrgentReserve(window);
   while (true) {
     std::set<std::string> busy;
-    size_t room = 0;
+    size_t in_flight = 0;
     {
       absl::MutexLock lock(&mu_);
       if (stopping_ || stream_broken_) break;
       busy = busy_cases_;
-      const auto window = static_cast<size_t>(config_->limits.delivery_window);
-      room = window > in_flight_.size() ? window - in_flight_.size() : 0;
+      in_flight = in_flight_.size();
       woken_ = false;
     }
+    const size_t room = window > in_flight ? window - in_flight : 0;
     std::vector<OutboxItem> ready;
     if (room > 0) {
       auto items = store_->ReadyToSend(clock_->Now(), room, busy);
@@ -154,39 +161,63 @@ void PeerLink::RunStream() {
         ready = *std::move(items);
       }
     }
-    bool write_failed = false;
-    for (OutboxItem& item : ready) {
+    // URGENT comes first; the others stop at the routine part of the window.
+    size_t taken = 0;
+    while (taken < ready.size() &&
+           (ready[taken].priority == v1::PRIORITY_URGENT ||
+            in_flight + taken < routine_window)) {
+      ++taken;
+    }
+    ready.resize(taken);
+
+    // The round's bookkeeping in one transaction: the envelope.sent entry of
+    // each first transmission (retries are logged only) and the attempt
+    // (SENT, attempts + 1, due again at once should this process die, since
+    // a restarted sender holds nothing in flight).
+    std::vector<ExchangeStore::Attempt> attempts;
+    attempts.reserve(ready.size());
+    for (const OutboxItem& item : ready) {
+      ExchangeStore::Attempt attempt;
+      attempt.envelope_id = item.envelope_id;
       if (item.attempts == 0) {
-        // The first transmission is an audit event; retries are logged only.
-        auto sent = audit_->Append(
-            Event("envelope.sent", item, item.signed_envelope.signature()));
-        if (!sent.ok()) {
-          log::Error("audit.append_failed",
-                     {{"action", "envelope.sent"},
-                      {"error", std::string(sent.status().message())}});
-          break;  // try again on the next round
-        }
+        attempt.sent =
+            Event("envelope.sent", item, item.signed_envelope.signature());
       }
-      // Marks the attempt (SENT, attempts + 1); due again at once should this
-      // process die, since a restarted sender holds nothing in flight.
-      const absl::Status marked = store_->RecordAttempt(
-          item.envelope_id, absl::OkStatus(), clock_->Now());
+      attempts.push_back(std::move(attempt));
+    }
+    std::vector<v1::DeliverRequest> requests;
+    if (!attempts.empty()) {
+      auto marked = store_->RecordAttempts(attempts, clock_->Now());
       if (!marked.ok()) {
         log::Error("outbox.record_failed",
-                   {{"envelope_id", item.envelope_id},
-                    {"error", std::string(marked.message())}});
-        continue;
+                   {{"envelopes", attempts.size()},
+                    {"error", std::string(marked.status().message())}});
+        ready.clear();  // try again on the next round
       }
-      v1::DeliverRequest request;
-      *request.mutable_signed_envelope() = item.signed_envelope;
-      {
-        absl::MutexLock lock(&mu_);
+      absl::MutexLock lock(&mu_);
+      for (size_t i = 0; i < ready.size(); ++i) {
+        if (!(*marked)[i].ok()) {
+          log::Error("outbox.record_failed",
+                     {{"envelope_id", ready[i].envelope_id},
+                      {"error", std::string((*marked)[i].message())}});
+          continue;
+        }
+        OutboxItem& item = ready[i];
+        v1::DeliverRequest& request = requests.emplace_back();
         request.set_sequence(next_sequence_++);
+        *request.mutable_signed_envelope() = item.signed_envelope;
         busy_cases_.insert(item.exchange_id);
         ++item.attempts;
-        in_flight_[request.sequence()] = InFlight{item};
+        in_flight_[request.sequence()] = InFlight{std::move(item)};
       }
-      if (!stream->Write(request)) {
+    }
+    bool write_failed = false;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      // The round goes out in as few frames as gRPC likes; the last write
+      // flushes it.
+      grpc::WriteOptions options;
+      if (i + 1 < requests.size()) options.set_buffer_hint();
+      if (!stream->Write(requests[i], options)) {
         write_failed = true;
         break;
       }
@@ -196,16 +227,17 @@ void PeerLink::RunStream() {
     // Sleep until an answer frees room, something is queued, the stream
     // breaks or we stop; poll the outbox at least once a second (retries
     // come due by time).
-    const size_t in_flight = in_flight_.size();
-    auto progress = [this, in_flight]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const size_t now_in_flight = in_flight_.size();
+    auto progress = [this, now_in_flight]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return stopping_ || stream_broken_ || woken_ ||
-             in_flight_.size() < in_flight;
+             in_flight_.size() < now_in_flight;
     };
     mu_.AwaitWithTimeout(absl::Condition(&progress), kIdlePoll);
   }
 
   context.TryCancel();
-  reader.join();
+  reader.join();  // marks the reader done: the recorder drains and returns
+  recorder.join();
   const grpc::Status finished = stream->Finish();
   std::map<uint64_t, InFlight> orphans;
   {
@@ -240,9 +272,10 @@ void PeerLink::RunStream() {
 void PeerLink::ReadResponses(
     grpc::ClientReaderWriter<v1::DeliverRequest, v1::DeliverResponse>* stream) {
   v1::DeliverResponse response;
-  while (stream->Read(&response)) HandleResponse(response);
+  while (stream->Read(&response)) HandleResponse(std::move(response));
   absl::MutexLock lock(&mu_);
   stream_broken_ = true;
+  reader_done_ = true;
 }
 
 void PeerLink::Retry(const OutboxItem& item, const absl::Status& error) {
@@ -256,8 +289,8 @@ void PeerLink::Retry(const OutboxItem& item, const absl::Status& error) {
   }
 }
 
-void PeerLink::HandleResponse(const v1::DeliverResponse& response) {
-  OutboxItem item;
+void PeerLink::HandleResponse(v1::DeliverResponse response) {
+  Answer answer;
   {
     absl::MutexLock lock(&mu_);
     auto it = in_flight_.find(response.sequence());
@@ -266,60 +299,103 @@ void PeerLink::HandleResponse(const v1::DeliverResponse& response) {
                    {{"sequence", response.sequence()}});
       return;
     }
-    item = std::move(it->second.item);
+    answer.item = std::move(it->second.item);
     // Left busy until the answer is recorded, so the next envelope of this
     // case cannot overtake it.
     in_flight_.erase(it);
   }
   if (response.has_receipt()) {
-    absl::Status checked;
     auto receipt = exchange::VerifyReceipt(response.receipt(), *peer_keys_);
     if (!receipt.ok()) {
-      checked = receipt.status();
+      answer.checked = receipt.status();
     } else {
-      checked = exchange::CheckReceiptMatches(*receipt, item.signed_envelope,
-                                              config_->peer_identity);
+      answer.checked = exchange::CheckReceiptMatches(
+          *receipt, answer.item.signed_envelope, config_->peer_identity);
     }
-    if (checked.ok()) {
-      const absl::Status stored = store_->RecordDelivered(
-          item.envelope_id, response.receipt(), clock_->Now(),
-          Event("receipt.stored", item, response.receipt().receipt()));
-      if (!stored.ok()) {
-        log::Error("outbox.record_failed",
-                   {{"envelope_id", item.envelope_id},
-                    {"error", std::string(stored.message())}});
-        Retry(item, stored);
-      }
-    } else {
+  }
+  answer.response = std::move(response);
+  absl::MutexLock lock(&mu_);
+  answers_.push_back(std::move(answer));
+}
+
+void PeerLink::RecordAnswers() {
+  while (true) {
+    std::vector<Answer> answers;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !answers_.empty() || reader_done_;
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (answers_.empty()) return;  // the reader is done, all recorded
+      answers.swap(answers_);
+    }
+    RecordBatch(answers);
+    absl::MutexLock lock(&mu_);
+    for (const Answer& answer : answers) {
+      busy_cases_.erase(answer.item.exchange_id);
+    }
+    woken_ = true;  // the cases' next envelopes may go now
+  }
+}
+
+void PeerLink::RecordBatch(const std::vector<Answer>& answers) {
+  // Verified receipts, stored together with their receipt.stored entries.
+  std::vector<ExchangeStore::Delivery> deliveries;
+  std::vector<const Answer*> delivered;
+  for (const Answer& answer : answers) {
+    const OutboxItem& item = answer.item;
+    if (!answer.response.has_receipt()) {
+      RecordRefusal(answer);
+      continue;
+    }
+    if (!answer.checked.ok()) {
       log::Error("peer.bad_receipt",
                  {{"envelope_id", item.envelope_id},
-                  {"error", std::string(checked.message())}});
-      Retry(item,
-            absl::Status(checked.code(),
-                         absl::StrCat("receipt refused: ", checked.message())));
+                  {"error", std::string(answer.checked.message())}});
+      Retry(item, absl::Status(answer.checked.code(),
+                               absl::StrCat("receipt refused: ",
+                                            answer.checked.message())));
+      continue;
     }
-  } else {
-    const v1::DeliveryRefusal& refusal = response.refusal();
-    const absl::Status status(
-        static_cast<absl::StatusCode>(refusal.code()),
-        absl::StrCat("peer refused: ", refusal.message()));
-    if (refusal.permanent()) {
-      AuditEvent refused = Event("envelope.refused_by_peer", item,
-                                 item.signed_envelope.signature());
-      refused.outcome = status;  // the peer's code and reason
-      const absl::Status recorded =
-          store_->RecordRefused(item.envelope_id, status, refused);
-      if (!recorded.ok()) Retry(item, status);
-    } else {
-      Retry(item, status);
-    }
-    log::Warning("peer.refused", {{"envelope_id", item.envelope_id},
-                                  {"permanent", refusal.permanent()},
-                                  {"reason", refusal.message()}});
+    ExchangeStore::Delivery& delivery = deliveries.emplace_back();
+    delivery.envelope_id = item.envelope_id;
+    delivery.receipt = answer.response.receipt();
+    delivery.audit =
+        Event("receipt.stored", item, answer.response.receipt().receipt());
+    delivered.push_back(&answer);
   }
-  absl::MutexLock lock(&mu_);
-  busy_cases_.erase(item.exchange_id);
-  woken_ = true;  // the case's next envelope may go now
+  if (deliveries.empty()) return;
+  auto stored = store_->RecordDeliveredBatch(deliveries);
+  for (size_t i = 0; i < delivered.size(); ++i) {
+    const absl::Status status = stored.ok() ? (*stored)[i] : stored.status();
+    if (status.ok()) continue;
+    const OutboxItem& item = delivered[i]->item;
+    log::Error("outbox.record_failed",
+               {{"envelope_id", item.envelope_id},
+                {"error", std::string(status.message())}});
+    Retry(item, status);
+  }
+}
+
+void PeerLink::RecordRefusal(const Answer& answer) {
+  const OutboxItem& item = answer.item;
+  const v1::DeliveryRefusal& refusal = answer.response.refusal();
+  const absl::Status status(static_cast<absl::StatusCode>(refusal.code()),
+                            absl::StrCat("peer refused: ", refusal.message()));
+  if (refusal.permanent()) {
+    AuditEvent refused = Event("envelope.refused_by_peer", item,
+                               item.signed_envelope.signature());
+    refused.outcome = status;  // the peer's code and reason
+    const absl::Status recorded =
+        store_->RecordRefused(item.envelope_id, status, refused);
+    if (!recorded.ok()) Retry(item, status);
+  } else {
+    Retry(item, status);
+  }
+  log::Warning("peer.refused", {{"envelope_id", item.envelope_id},
+                                {"permanent", refusal.permanent()},
+                                {"reason", refusal.message()}});
 }
 
 }  // namespace casebridge::server

@@ -11,6 +11,14 @@
 // capped exponential backoff and jitter, for as long as it takes and across
 // restarts (the outbox is durable; the peer answers a resent envelope with
 // the receipt it gave first).
+//
+// Threads, per stream: the sender thread records each round's attempts and
+// envelope.sent entries in one transaction (ExchangeStore::RecordAttempts)
+// and then writes the round; the reader thread reads answers and verifies
+// receipts; the recorder thread stores the answers read so far, all verified
+// receipts of a batch in one transaction (ExchangeStore::
+// RecordDeliveredBatch). Non-URGENT envelopes leave a few slots of the window
+// free (UrgentReserve), so an URGENT envelope never waits for a receipt.
 #ifndef CASEBRIDGE_SERVER_PEER_LINK_H_
 #define CASEBRIDGE_SERVER_PEER_LINK_H_
 
@@ -21,6 +29,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/random/random.h"
@@ -40,7 +49,7 @@ class PeerLink {
   // Connects lazily and starts the sender thread. All pointers must outlive
   // the link.
   static absl::StatusOr<std::unique_ptr<PeerLink>> Start(
-      const config::Gateway* config, ExchangeStore* store, AuditLog* audit,
+      const config::Gateway* config, ExchangeStore* store,
       const exchange::KeyRing* peer_keys, const Clock* clock);
   ~PeerLink();
   PeerLink(const PeerLink&) = delete;
@@ -61,13 +70,24 @@ class PeerLink {
   static absl::Duration Backoff(int attempts, absl::Duration cap,
                                 double jitter);
 
+  // Slots of a window of `window` envelopes that only URGENT envelopes may
+  // take: window / 8, at most 8 (0 for a window under 8).
+  static size_t UrgentReserve(size_t window);
+
  private:
-  PeerLink(const config::Gateway* config, ExchangeStore* store, AuditLog* audit,
+  PeerLink(const config::Gateway* config, ExchangeStore* store,
            const exchange::KeyRing* peer_keys, const Clock* clock,
            std::shared_ptr<grpc::Channel> channel);
 
   struct InFlight {
     OutboxItem item;
+  };
+  // An answer read from the stream, waiting for the recorder.
+  struct Answer {
+    OutboxItem item;
+    v1::DeliverResponse response;
+    // For a receipt: OK if it verified and matches the envelope sent.
+    absl::Status checked;
   };
 
   void Run();
@@ -75,7 +95,14 @@ class PeerLink {
   void RunStream();
   void ReadResponses(grpc::ClientReaderWriter<v1::DeliverRequest,
                                               v1::DeliverResponse>* stream);
-  void HandleResponse(const v1::DeliverResponse& response);
+  // Reader thread: takes the answer's envelope out of flight and checks a
+  // receipt, then hands the answer to the recorder.
+  void HandleResponse(v1::DeliverResponse response);
+  // Recorder thread: records answers as they come until the reader is done
+  // and every answer is recorded.
+  void RecordAnswers();
+  void RecordBatch(const std::vector<Answer>& answers);
+  void RecordRefusal(const Answer& answer);
   // Puts an envelope back for a later attempt.
   void Retry(const OutboxItem& item, const absl::Status& error);
   absl::Duration NextBackoff(int attempts);
@@ -84,7 +111,6 @@ class PeerLink {
 
   const config::Gateway* const config_;
   ExchangeStore* const store_;
-  AuditLog* const audit_;
   const exchange::KeyRing* const peer_keys_;
   const Clock* const clock_;
   const std::shared_ptr<grpc::Channel> channel_;
@@ -97,6 +123,9 @@ class PeerLink {
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;  // current
   std::map<uint64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> busy_cases_ ABSL_GUARDED_BY(mu_);
+  // Answers read and not yet recorded; their cases stay busy until then.
+  std::vector<Answer> answers_ ABSL_GUARDED_BY(mu_);
+  bool reader_done_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   absl::BitGen random_ ABSL_GUARDED_BY(mu_);
 

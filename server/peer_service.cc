@@ -1,21 +1,36 @@
 #include "server/peer_service.h"
 
 #include <deque>
+#include <memory>
+#include <variant>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "core/log.h"
 #include "core/status_macros.h"
+#include "grpcpp/support/proto_buffer_reader.h"
 
 namespace casebridge::server {
 namespace {
 
+// Parses `buffer` without first copying it into one string.
+bool ParseByteBuffer(grpc::ByteBuffer* buffer,
+                     google::protobuf::Message* message) {
+  grpc::ProtoBufferReader reader(buffer);
+  return message->ParseFromZeroCopyStream(&reader);
+}
+
 // One Deliver stream. Reads are started one at a time (gRPC allows one
-// outstanding read and one outstanding write per stream); each request is
-// handed to the work queue at once, so several envelopes are processed
-// concurrently; answers are written one after the other in the order they
-// finish. The reactor finishes only when the client has half-closed (or the
-// call is cancelled) and no envelope is still being processed, so no queued
-// task ever outlives it.
+// outstanding read and one outstanding write per stream). Each request is
+// checked on the work queue as soon as it is read (steps 1-16, the
+// signature among them), so the checks of several envelopes run in
+// parallel. Envelopes that pass wait in `ready_`; one task at a time takes
+// everything waiting and stores it in one transaction (Inbound::Accept),
+// and while it commits the next batch gathers. Answers are written one
+// after the other in the order they are done; a receipt is queued only once
+// its transaction committed. The reactor finishes only when the client has
+// half-closed (or the call is cancelled) and no envelope is still being
+// processed, so no queued task ever outlives it.
 class DeliverReactor final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
@@ -50,31 +65,39 @@ class DeliverReactor final
       MaybeFinishLocked();
       return;
     }
-    std::string bytes = ByteBufferToString(incoming_);
-    incoming_.Clear();
+    // Parsed on the work queue, off gRPC's thread; the slices are shared,
+    // not copied.
+    auto bytes = std::make_shared<grpc::ByteBuffer>();
+    bytes->Swap(&incoming_);
     {
       absl::MutexLock lock(&mu_);
       ++pending_;
     }
     work_->Post([this, bytes = std::move(bytes)] {
       v1::DeliverRequest request;
-      v1::DeliverResponse response;
-      if (!request.ParseFromString(bytes)) {
+      const bool parsed = ParseByteBuffer(bytes.get(), &request);
+      bytes->Clear();
+      if (!parsed) {
+        v1::DeliverResponse response;
         response.mutable_refusal()->set_code(
             static_cast<int32_t>(absl::StatusCode::kInvalidArgument));
         response.mutable_refusal()->set_message(
             "request: not a well-formed casebridge.v1.DeliverRequest");
         response.mutable_refusal()->set_permanent(true);
-      } else {
-        response = inbound_->Receive(peer_identity_, request);
+        Answer({std::move(response)});
+        return;
       }
-      grpc::ByteBuffer buffer;
-      (void)SerializeToByteBuffer(response, &buffer);
+      std::variant<Inbound::Checked, v1::DeliverResponse> checked =
+          inbound_->Check(peer_identity_, std::move(request));
+      if (auto* refused = std::get_if<v1::DeliverResponse>(&checked)) {
+        Answer({std::move(*refused)});
+        return;
+      }
       absl::MutexLock lock(&mu_);
-      --pending_;
-      outgoing_.push_back(std::move(buffer));
-      if (!writing_) WriteNextLocked();
-      MaybeFinishLocked();
+      ready_.push_back(std::move(std::get<Inbound::Checked>(checked)));
+      if (accepting_) return;  // the running task takes it next
+      accepting_ = true;
+      work_->Post([this] { AcceptReady(); });
     });
     StartRead(&incoming_);
   }
@@ -104,15 +127,60 @@ class DeliverReactor final
   void OnDone() override { delete this; }
 
  private:
+  // Stores what is ready, batch after batch, until nothing is left. Runs
+  // on the work queue, one at a time (accepting_).
+  void AcceptReady() {
+    std::vector<Inbound::Checked> batch;
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (ready_.empty()) {
+          accepting_ = false;
+          MaybeFinishLocked();
+          return;
+        }
+        batch.swap(ready_);
+      }
+      std::vector<v1::DeliverResponse> answers =
+          inbound_->Accept(std::move(batch));
+      batch.clear();
+      Answer(std::move(answers), /*holds_task=*/true);
+    }
+  }
+
+  // Queues `answers` for writing and counts their envelopes as done.
+  // `holds_task`: the caller goes on using `this` afterwards, so the
+  // reactor must not finish here.
+  void Answer(std::vector<v1::DeliverResponse> answers,
+              bool holds_task = false) {
+    std::vector<grpc::ByteBuffer> buffers(answers.size());
+    for (size_t i = 0; i < answers.size(); ++i) {
+      (void)SerializeToByteBuffer(answers[i], &buffers[i]);
+    }
+    absl::MutexLock lock(&mu_);
+    pending_ -= static_cast<int>(answers.size());
+    if (!broken_) {
+      for (grpc::ByteBuffer& buffer : buffers) {
+        outgoing_.push_back(std::move(buffer));
+      }
+      if (!writing_) WriteNextLocked();
+    }
+    if (!holds_task) MaybeFinishLocked();
+  }
+
   void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (broken_ || outgoing_.empty()) return;
     writing_ = true;
+    // No buffer hint: a hinted write may not complete until the next write
+    // starts, and the next starts only once this one has completed.
     StartWrite(&outgoing_.front());
   }
 
   void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    // Never before admission has answered: its task still holds `this`.
-    if (finished_ || admitting_ || pending_ > 0 || writing_) return;
+    // Never before admission has answered, nor while a task holds `this`.
+    if (finished_ || admitting_ || pending_ > 0 || accepting_ || writing_) {
+      return;
+    }
     if (!(reads_done_ || broken_)) return;
     if (!broken_ && !outgoing_.empty()) return;
     finished_ = true;
@@ -127,7 +195,11 @@ class DeliverReactor final
 
   absl::Mutex mu_;
   std::deque<grpc::ByteBuffer> outgoing_ ABSL_GUARDED_BY(mu_);
+  // Checked envelopes waiting to be stored, in the order they were checked.
+  std::vector<Inbound::Checked> ready_ ABSL_GUARDED_BY(mu_);
+  // Envelopes read and not yet answered.
   int pending_ ABSL_GUARDED_BY(mu_) = 0;
+  bool accepting_ ABSL_GUARDED_BY(mu_) = false;  // AcceptReady is running
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;

@@ -14,9 +14,11 @@ using PeerServiceBase = v1::PeerService::WithRawCallbackMethod_Deliver<
         v1::PeerService::Service>>;
 
 // PeerService on the peer port. Admits only the pinned peer gateway.
-// Deliver takes envelopes pipelined on one stream: each is checked and
-// stored on the work queue as it arrives, and answered (receipt or refusal)
-// as soon as it is done, so answers may come out of order; `sequence`
+// Deliver takes envelopes pipelined on one stream: each is checked on the
+// work queue as it arrives, those that pass are stored in batches (one
+// transaction for every envelope checked meanwhile), and each is answered
+// (receipt or refusal) as soon as it is done, a receipt only once its
+// transaction committed, so answers may come out of order; `sequence`
 // matches them. AddCheckpoint is the witness (server/witness.h).
 class PeerServiceImpl final : public PeerServiceBase {
  public:

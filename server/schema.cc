@@ -187,6 +187,16 @@ UPDATE audit_log SET salt =
   (SELECT s.salt FROM audit_payload_salts s WHERE s.idx = audit_log.idx);
 DROP TABLE audit_payload_salts;
 )sql"},
+      {5, "the sender's outbox order", R"sql(
+-- Envelopes not yet delivered in sending order (URGENT first, then queue
+-- order), holding every column the sender checks before it reads an
+-- envelope: walking it from the start finds the next heads of cases to send
+-- without reading or sorting the rest of the backlog
+-- (ExchangeStore::ReadyToSend).
+CREATE INDEX outbox_ready
+  ON outbox(priority DESC, seq, exchange_id, next_attempt_us, state)
+  WHERE state IN (1, 2);
+)sql"},
   };
   return *migrations;
 }

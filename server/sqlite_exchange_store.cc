@@ -327,37 +327,55 @@ absl::StatusOr<std::vector<OutboxItem>> SqliteExchangeStore::ReadyToSend(
   std::vector<OutboxItem> items;
   if (max == 0) return items;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
-    // The head of each case: pending, with no older pending envelope of the
-    // same case. Both scans use the partial index outbox_pending.
-    CB_ASSIGN_OR_RETURN(
-        auto stmt,
-        conn.Prepare(
-            "SELECT o.seq, o.envelope_id, o.message_id, o.exchange_id, "
-            "o.priority, o.state, o.attempts, o.next_attempt_us, "
-            "o.signed_envelope FROM outbox o "
-            "WHERE o.state IN (1, 2) AND o.next_attempt_us <= ?1 "
-            "AND NOT EXISTS (SELECT 1 FROM outbox p "
-            "  WHERE p.exchange_id = o.exchange_id AND p.state IN (1, 2) "
-            "  AND p.seq < o.seq) "
-            "ORDER BY o.priority DESC, o.seq"));
-    stmt.Bind(1, absl::ToUnixMicros(now));
-    while (items.size() < max) {
+    // First the sequence numbers, in sending order, from the covering index
+    // outbox_ready: due heads of their case (no older pending envelope of the
+    // same case, probed in outbox_pending). The walk stops once `max` cases
+    // not busy are found, so its cost follows the window and the busy cases,
+    // not the backlog; no envelope bytes are read for skipped rows.
+    std::vector<int64_t> chosen;
+    {
+      CB_ASSIGN_OR_RETURN(
+          auto heads,
+          conn.Prepare("SELECT o.seq, o.exchange_id FROM outbox o "
+                       "WHERE o.state IN (1, 2) AND o.next_attempt_us <= ?1 "
+                       "AND NOT EXISTS (SELECT 1 FROM outbox p "
+                       "  WHERE p.exchange_id = o.exchange_id "
+                       "  AND p.state IN (1, 2) AND p.seq < o.seq) "
+                       "ORDER BY o.priority DESC, o.seq"));
+      heads.Bind(1, absl::ToUnixMicros(now));
+      while (chosen.size() < max) {
+        CB_ASSIGN_OR_RETURN(const bool row, heads.Step());
+        if (!row) break;
+        if (busy_cases.count(heads.ColumnText(1)) != 0) continue;
+        chosen.push_back(heads.ColumnInt(0));
+      }
+    }
+    // Then those envelopes, in the same snapshot.
+    items.reserve(chosen.size());
+    for (const int64_t seq : chosen) {
+      CB_ASSIGN_OR_RETURN(
+          auto stmt,
+          conn.Prepare("SELECT envelope_id, message_id, exchange_id, "
+                       "priority, state, attempts, next_attempt_us, "
+                       "signed_envelope FROM outbox WHERE seq = ?"));
+      stmt.Bind(1, seq);
       CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
-      if (!row) break;
-      std::string exchange_id = stmt.ColumnText(3);
-      if (busy_cases.count(exchange_id) != 0) continue;
+      if (!row) {
+        return absl::InternalError(
+            absl::StrCat("outbox row ", seq, " vanished from a snapshot"));
+      }
       OutboxItem item;
-      item.seq = stmt.ColumnInt(0);
-      item.envelope_id = stmt.ColumnText(1);
-      item.message_id = stmt.ColumnText(2);
-      item.exchange_id = std::move(exchange_id);
-      item.priority = static_cast<v1::Priority>(stmt.ColumnInt(4));
-      item.state = static_cast<v1::DeliveryState>(stmt.ColumnInt(5));
-      item.attempts = static_cast<int32_t>(stmt.ColumnInt(6));
-      item.next_attempt = absl::FromUnixMicros(stmt.ColumnInt(7));
+      item.seq = seq;
+      item.envelope_id = stmt.ColumnText(0);
+      item.message_id = stmt.ColumnText(1);
+      item.exchange_id = stmt.ColumnText(2);
+      item.priority = static_cast<v1::Priority>(stmt.ColumnInt(3));
+      item.state = static_cast<v1::DeliveryState>(stmt.ColumnInt(4));
+      item.attempts = static_cast<int32_t>(stmt.ColumnInt(5));
+      item.next_attempt = absl::FromUnixMicros(stmt.ColumnInt(6));
       CB_ASSIGN_OR_RETURN(
           item.signed_envelope,
-          ParseStored<v1::SignedEnvelope>(stmt.ColumnBlob(8), "envelope",
+          ParseStored<v1::SignedEnvelope>(stmt.ColumnBlob(7), "envelope",
                                           item.envelope_id));
       items.push_back(std::move(item));
     }
@@ -384,27 +402,107 @@ absl::Status SqliteExchangeStore::RecordRetry(const std::string& envelope_id,
   });
 }
 
+namespace {
+
+// RecordAttempt's work inside the caller's transaction. The outer status is
+// the database's error; the inner one this envelope's own refusal (nothing
+// written then).
+absl::StatusOr<absl::Status> CountAttempt(sqlite::Connection& conn,
+                                          const std::string& envelope_id,
+                                          const absl::Status& error,
+                                          absl::Time next_attempt) {
+  CB_ASSIGN_OR_RETURN(std::optional<OutboxRow> row,
+                      FindOutbox(conn, "envelope_id", envelope_id));
+  if (!row.has_value()) {
+    return absl::NotFoundError(
+        absl::StrCat("envelope ", envelope_id, " is not in the outbox"));
+  }
+  if (!Pending(row->state)) return NotPending(*row);
+  CB_ASSIGN_OR_RETURN(
+      auto update,
+      conn.Prepare("UPDATE outbox SET attempts = attempts + 1, state = ?, "
+                   "last_error = ?, next_attempt_us = ? "
+                   "WHERE envelope_id = ?"));
+  update.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_SENT));
+  if (error.ok()) {
+    update.BindNull(2);
+  } else {
+    update.Bind(2, error.ToString());
+  }
+  update.Bind(3, absl::ToUnixMicros(next_attempt)).Bind(4, envelope_id);
+  CB_RETURN_IF_ERROR(update.Run());
+  CB_RETURN_IF_ERROR(ChangedOneRow(conn, "recording a delivery attempt"));
+  return absl::OkStatus();
+}
+
+// RecordDelivered's work inside the caller's transaction; statuses as
+// CountAttempt's.
+absl::StatusOr<absl::Status> StoreReceipt(sqlite::Connection& conn,
+                                          SqliteAuditLog* audit_log,
+                                          const std::string& envelope_id,
+                                          const std::string& receipt_bytes,
+                                          absl::Time delivered_at,
+                                          const AuditEvent& audit) {
+  CB_ASSIGN_OR_RETURN(std::optional<OutboxRow> row,
+                      FindOutbox(conn, "envelope_id", envelope_id));
+  if (!row.has_value()) {
+    return absl::NotFoundError(
+        absl::StrCat("envelope ", envelope_id, " is not in the outbox"));
+  }
+  if (row->state == v1::DELIVERY_STATE_DELIVERED) {
+    if (row->receipt == receipt_bytes) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        absl::StrCat("envelope ", envelope_id,
+                     " is already delivered with another receipt"));
+  }
+  CB_ASSIGN_OR_RETURN(auto update,
+                      conn.Prepare("UPDATE outbox SET state = ?, receipt = ?, "
+                                   "delivered_us = ? WHERE envelope_id = ?"));
+  update.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_DELIVERED))
+      .BindBlob(2, receipt_bytes)
+      .Bind(3, absl::ToUnixMicros(delivered_at))
+      .Bind(4, envelope_id);
+  CB_RETURN_IF_ERROR(update.Run());
+  CB_RETURN_IF_ERROR(ChangedOneRow(conn, "storing a receipt"));
+  AuditEvent event = audit;
+  event.subjects.push_back(row->message_id);
+  event.subjects.push_back(envelope_id);
+  CB_RETURN_IF_ERROR(audit_log->AppendInTransaction(conn, event).status());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status SqliteExchangeStore::RecordAttempt(const std::string& envelope_id,
                                                 const absl::Status& error,
                                                 absl::Time next_attempt) {
   return db_->Write([&](sqlite::Connection& conn) -> absl::Status {
-    CB_ASSIGN_OR_RETURN(const OutboxRow row, GetEnvelopeRow(conn, envelope_id));
-    if (!Pending(row.state)) return NotPending(row);
-    CB_ASSIGN_OR_RETURN(
-        auto update,
-        conn.Prepare("UPDATE outbox SET attempts = attempts + 1, state = ?, "
-                     "last_error = ?, next_attempt_us = ? "
-                     "WHERE envelope_id = ?"));
-    update.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_SENT));
-    if (error.ok()) {
-      update.BindNull(2);
-    } else {
-      update.Bind(2, error.ToString());
-    }
-    update.Bind(3, absl::ToUnixMicros(next_attempt)).Bind(4, envelope_id);
-    CB_RETURN_IF_ERROR(update.Run());
-    return ChangedOneRow(conn, "recording a delivery attempt");
+    CB_ASSIGN_OR_RETURN(const absl::Status counted,
+                        CountAttempt(conn, envelope_id, error, next_attempt));
+    return counted;
   });
+}
+
+absl::StatusOr<std::vector<absl::Status>> SqliteExchangeStore::RecordAttempts(
+    const std::vector<Attempt>& attempts, absl::Time next_attempt) {
+  std::vector<absl::Status> results;
+  if (attempts.empty()) return results;
+  CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+    results.clear();  // a unit may run again if its batch is retried
+    results.reserve(attempts.size());
+    for (const Attempt& attempt : attempts) {
+      CB_ASSIGN_OR_RETURN(absl::Status counted,
+                          CountAttempt(conn, attempt.envelope_id,
+                                       absl::OkStatus(), next_attempt));
+      if (counted.ok() && attempt.sent.has_value()) {
+        CB_RETURN_IF_ERROR(
+            audit_->AppendInTransaction(conn, *attempt.sent).status());
+      }
+      results.push_back(std::move(counted));
+    }
+    return absl::OkStatus();
+  }));
+  return results;
 }
 
 absl::Status SqliteExchangeStore::RecordDelivered(
@@ -412,27 +510,39 @@ absl::Status SqliteExchangeStore::RecordDelivered(
     absl::Time delivered_at, const AuditEvent& audit) {
   const std::string receipt_bytes = receipt.SerializeAsString();
   return db_->Write([&](sqlite::Connection& conn) -> absl::Status {
-    CB_ASSIGN_OR_RETURN(const OutboxRow row, GetEnvelopeRow(conn, envelope_id));
-    if (row.state == v1::DELIVERY_STATE_DELIVERED) {
-      if (row.receipt == receipt_bytes) return absl::OkStatus();
-      return absl::FailedPreconditionError(
-          absl::StrCat("envelope ", envelope_id,
-                       " is already delivered with another receipt"));
-    }
-    CB_ASSIGN_OR_RETURN(
-        auto update, conn.Prepare("UPDATE outbox SET state = ?, receipt = ?, "
-                                  "delivered_us = ? WHERE envelope_id = ?"));
-    update.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_DELIVERED))
-        .BindBlob(2, receipt_bytes)
-        .Bind(3, absl::ToUnixMicros(delivered_at))
-        .Bind(4, envelope_id);
-    CB_RETURN_IF_ERROR(update.Run());
-    CB_RETURN_IF_ERROR(ChangedOneRow(conn, "storing a receipt"));
-    AuditEvent event = audit;
-    event.subjects.push_back(row.message_id);
-    event.subjects.push_back(envelope_id);
-    return audit_->AppendInTransaction(conn, event).status();
+    CB_ASSIGN_OR_RETURN(const absl::Status stored,
+                        StoreReceipt(conn, audit_, envelope_id, receipt_bytes,
+                                     delivered_at, audit));
+    return stored;
   });
+}
+
+absl::StatusOr<std::vector<absl::Status>>
+SqliteExchangeStore::RecordDeliveredBatch(
+    const std::vector<Delivery>& deliveries) {
+  std::vector<absl::Status> results;
+  if (deliveries.empty()) return results;
+  std::vector<std::string> receipt_bytes;
+  receipt_bytes.reserve(deliveries.size());
+  for (const Delivery& delivery : deliveries) {
+    receipt_bytes.push_back(delivery.receipt.SerializeAsString());
+  }
+  CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+    results.clear();
+    results.reserve(deliveries.size());
+    // Inside the transaction: the moment the receipts become durable, up to
+    // this transaction's own commit.
+    const absl::Time delivered_at = TruncateToMicros(clock_->Now());
+    for (size_t i = 0; i < deliveries.size(); ++i) {
+      CB_ASSIGN_OR_RETURN(
+          absl::Status stored,
+          StoreReceipt(conn, audit_, deliveries[i].envelope_id,
+                       receipt_bytes[i], delivered_at, deliveries[i].audit));
+      results.push_back(std::move(stored));
+    }
+    return absl::OkStatus();
+  }));
+  return results;
 }
 
 absl::Status SqliteExchangeStore::RecordRefused(const std::string& envelope_id,
@@ -576,112 +686,177 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInbound(
     const std::function<absl::StatusOr<v1::SignedReceipt>(
         uint64_t audit_index, absl::Time received_at)>& make_receipt,
     const AuditEvent& audit) {
-  const std::string& envelope_id = parsed.envelope_id();
-  const std::string digest = exchange::EnvelopeDigest(signed_envelope);
-  InboundResult result;
-  bool conflict = false;
+  std::vector<InboundEnvelope> one(1);
+  one[0].signed_envelope = &signed_envelope;
+  one[0].parsed = &parsed;
+  one[0].inbox_offices = inbox_offices;
+  one[0].audit = audit;
+  std::vector<absl::StatusOr<InboundResult>> results = AcceptInboundBatch(
+      one, [&](size_t, uint64_t audit_index, absl::Time received_at) {
+        return make_receipt(audit_index, received_at);
+      });
+  return std::move(results[0]);
+}
+
+std::vector<absl::StatusOr<InboundResult>>
+SqliteExchangeStore::AcceptInboundBatch(
+    const std::vector<InboundEnvelope>& envelopes,
+    const std::function<absl::StatusOr<v1::SignedReceipt>(
+        size_t position, uint64_t audit_index, absl::Time received_at)>&
+        make_receipt) {
+  // Hashing and serializing happen before the writer is taken.
+  std::vector<std::string> digests;
+  std::vector<std::string> bytes;
+  digests.reserve(envelopes.size());
+  bytes.reserve(envelopes.size());
+  for (const InboundEnvelope& in : envelopes) {
+    digests.push_back(exchange::EnvelopeDigest(*in.signed_envelope));
+    bytes.push_back(in.signed_envelope->SerializeAsString());
+  }
+  std::vector<absl::StatusOr<InboundResult>> results;
+  std::vector<bool> conflicts;
   int64_t newest_cursor = 0;
-  CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
-    CB_ASSIGN_OR_RETURN(
-        auto find, conn.Prepare("SELECT envelope_sha256, receipt FROM inbound "
-                                "WHERE envelope_id = ?"));
-    find.Bind(1, envelope_id);
-    CB_ASSIGN_OR_RETURN(const bool seen, find.Step());
-    const absl::Time now = TruncateToMicros(clock_->Now());
-    if (seen) {
-      if (find.ColumnBlob(0) == digest) {
-        CB_ASSIGN_OR_RETURN(result.receipt,
-                            ParseStored<v1::SignedReceipt>(
-                                find.ColumnBlob(1), "receipt", envelope_id));
-        result.replay = true;
+  const absl::Status written =
+      db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+        results.clear();
+        conflicts.assign(envelopes.size(), false);
+        newest_cursor = 0;
+        for (size_t i = 0; i < envelopes.size(); ++i) {
+          CB_RETURN_IF_ERROR(conn.Exec("SAVEPOINT inbound_envelope"));
+          bool conflict = false;
+          absl::StatusOr<InboundResult> result = AcceptInTransaction(
+              conn, envelopes[i], digests[i], bytes[i],
+              [&](uint64_t audit_index, absl::Time received_at) {
+                return make_receipt(i, audit_index, received_at);
+              },
+              &conflict, &newest_cursor);
+          // A failed envelope leaves nothing behind; the evidence of a
+          // conflict is kept.
+          if (!result.ok()) {
+            CB_RETURN_IF_ERROR(conn.Exec("ROLLBACK TO inbound_envelope"));
+          }
+          CB_RETURN_IF_ERROR(conn.Exec("RELEASE inbound_envelope"));
+          conflicts[i] = conflict;
+          results.push_back(std::move(result));
+        }
         return absl::OkStatus();
-      }
-      // Committed on its own: the evidence outlives the refusal.
-      CB_ASSIGN_OR_RETURN(
-          auto keep,
-          conn.Prepare("INSERT INTO envelope_conflicts(envelope_id, "
-                       "signed_envelope, received_us) VALUES(?, ?, ?)"));
-      keep.Bind(1, envelope_id)
-          .BindBlob(2, signed_envelope.SerializeAsString())
-          .Bind(3, absl::ToUnixMicros(now));
-      CB_RETURN_IF_ERROR(keep.Run());
-      AuditEvent event = audit;
-      event.subjects.push_back(envelope_id);
-      event.outcome = absl::AlreadyExistsError(
-          absl::StrCat("envelope_id ", envelope_id,
-                       " was already received with other content; kept as "
-                       "evidence"));
-      CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
-      conflict = true;
-      return absl::OkStatus();
+      });
+  if (!written.ok()) {
+    return std::vector<absl::StatusOr<InboundResult>>(envelopes.size(),
+                                                      written);
+  }
+  for (size_t i = 0; i < envelopes.size(); ++i) {
+    if (conflicts[i]) {
+      results[i] = absl::AlreadyExistsError(absl::StrCat(
+          "envelope_id ", envelopes[i].parsed->envelope_id(),
+          " was already received with other content; kept as evidence"));
     }
+  }
+  if (newest_cursor > 0) AdvanceInboxHead(newest_cursor);
+  return results;
+}
 
-    v1::CaseMessage message = parsed.message();
-    CB_ASSIGN_OR_RETURN(const bool taken,
-                        MessageExists(conn, message.message_id()));
-    if (taken) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("message_id ", message.message_id(),
-                       " was already received in another envelope"));
+absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
+    sqlite::Connection& conn, const InboundEnvelope& in,
+    const std::string& digest, const std::string& bytes,
+    const std::function<absl::StatusOr<v1::SignedReceipt>(
+        uint64_t audit_index, absl::Time received_at)>& make_receipt,
+    bool* conflict, int64_t* newest_cursor) {
+  const v1::Envelope& parsed = *in.parsed;
+  const std::string& envelope_id = parsed.envelope_id();
+  InboundResult result;
+  CB_ASSIGN_OR_RETURN(
+      auto find, conn.Prepare("SELECT envelope_sha256, receipt FROM inbound "
+                              "WHERE envelope_id = ?"));
+  find.Bind(1, envelope_id);
+  CB_ASSIGN_OR_RETURN(const bool seen, find.Step());
+  const absl::Time now = TruncateToMicros(clock_->Now());
+  if (seen) {
+    if (find.ColumnBlob(0) == digest) {
+      CB_ASSIGN_OR_RETURN(result.receipt,
+                          ParseStored<v1::SignedReceipt>(
+                              find.ColumnBlob(1), "receipt", envelope_id));
+      result.replay = true;
+      return result;
     }
-
-    AuditEvent event = audit;
-    event.subjects.push_back(envelope_id);
-    event.subjects.push_back(message.message_id());
-    CB_ASSIGN_OR_RETURN(const uint64_t index,
-                        audit_->AppendInTransaction(conn, event));
-    CB_ASSIGN_OR_RETURN(result.receipt, make_receipt(index, now));
-
+    // Committed even though the envelope is refused: the evidence outlives
+    // the refusal.
     CB_ASSIGN_OR_RETURN(
-        auto insert,
-        conn.Prepare("INSERT INTO inbound(envelope_id, envelope_sha256, "
-                     "signed_envelope, receipt, received_us, audit_index) "
-                     "VALUES(?, ?, ?, ?, ?, ?)"));
-    insert.Bind(1, envelope_id)
-        .BindBlob(2, digest)
-        .BindBlob(3, signed_envelope.SerializeAsString())
-        .BindBlob(4, result.receipt.SerializeAsString())
-        .Bind(5, absl::ToUnixMicros(now))
-        .Bind(6, static_cast<int64_t>(index));
-    CB_RETURN_IF_ERROR(insert.Run());
-
-    *message.mutable_received_at() = ToProto(now);
-    CB_RETURN_IF_ERROR(InsertMessage(conn, message, kIncoming, now, {}));
-    if (message.kind() == v1::MESSAGE_KIND_CASE_SHARE && shared_case_sink_) {
-      CB_RETURN_IF_ERROR(shared_case_sink_(conn, message.case_reference()));
-    }
-    if (message.kind() == v1::MESSAGE_KIND_ACKNOWLEDGEMENT) {
-      // The first acknowledgement of one of our messages is recorded on it.
-      CB_ASSIGN_OR_RETURN(
-          auto acked,
-          conn.Prepare("UPDATE outbox SET acknowledged_us = ? WHERE "
-                       "message_id = ? AND acknowledged_us IS NULL"));
-      acked.Bind(1, absl::ToUnixMicros(now)).Bind(2, message.in_reply_to());
-      CB_RETURN_IF_ERROR(acked.Run());
-    }
-
-    for (const std::string& office : inbox_offices) {
-      // Prepared per office: a statement is reset only when released.
-      CB_ASSIGN_OR_RETURN(
-          auto deliver,
-          conn.Prepare("INSERT INTO inbox(office, message_id) VALUES(?, ?) "
-                       "ON CONFLICT DO NOTHING RETURNING cursor"));
-      deliver.Bind(1, office).Bind(2, message.message_id());
-      CB_ASSIGN_OR_RETURN(const bool inserted, deliver.Step());
-      if (inserted) {
-        newest_cursor = std::max(newest_cursor, deliver.ColumnInt(0));
-      }
-    }
-    result.replay = false;
-    return absl::OkStatus();
-  }));
-  if (conflict) {
-    return absl::AlreadyExistsError(
+        auto keep,
+        conn.Prepare("INSERT INTO envelope_conflicts(envelope_id, "
+                     "signed_envelope, received_us) VALUES(?, ?, ?)"));
+    keep.Bind(1, envelope_id)
+        .BindBlob(2, bytes)
+        .Bind(3, absl::ToUnixMicros(now));
+    CB_RETURN_IF_ERROR(keep.Run());
+    AuditEvent event = in.audit;
+    event.subjects.push_back(envelope_id);
+    event.outcome = absl::AlreadyExistsError(
         absl::StrCat("envelope_id ", envelope_id,
                      " was already received with other content; kept as "
                      "evidence"));
+    CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
+    *conflict = true;
+    return result;
   }
-  if (newest_cursor > 0) AdvanceInboxHead(newest_cursor);
+
+  v1::CaseMessage message = parsed.message();
+  CB_ASSIGN_OR_RETURN(const bool taken,
+                      MessageExists(conn, message.message_id()));
+  if (taken) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("message_id ", message.message_id(),
+                     " was already received in another envelope"));
+  }
+
+  AuditEvent event = in.audit;
+  event.subjects.push_back(envelope_id);
+  event.subjects.push_back(message.message_id());
+  CB_ASSIGN_OR_RETURN(const uint64_t index,
+                      audit_->AppendInTransaction(conn, event));
+  CB_ASSIGN_OR_RETURN(result.receipt, make_receipt(index, now));
+
+  CB_ASSIGN_OR_RETURN(
+      auto insert,
+      conn.Prepare("INSERT INTO inbound(envelope_id, envelope_sha256, "
+                   "signed_envelope, receipt, received_us, audit_index) "
+                   "VALUES(?, ?, ?, ?, ?, ?)"));
+  insert.Bind(1, envelope_id)
+      .BindBlob(2, digest)
+      .BindBlob(3, bytes)
+      .BindBlob(4, result.receipt.SerializeAsString())
+      .Bind(5, absl::ToUnixMicros(now))
+      .Bind(6, static_cast<int64_t>(index));
+  CB_RETURN_IF_ERROR(insert.Run());
+
+  *message.mutable_received_at() = ToProto(now);
+  CB_RETURN_IF_ERROR(InsertMessage(conn, message, kIncoming, now, {}));
+  if (message.kind() == v1::MESSAGE_KIND_CASE_SHARE && shared_case_sink_) {
+    CB_RETURN_IF_ERROR(shared_case_sink_(conn, message.case_reference()));
+  }
+  if (message.kind() == v1::MESSAGE_KIND_ACKNOWLEDGEMENT) {
+    // The first acknowledgement of one of our messages is recorded on it.
+    CB_ASSIGN_OR_RETURN(
+        auto acked, conn.Prepare("UPDATE outbox SET acknowledged_us = ? WHERE "
+                                 "message_id = ? AND acknowledged_us IS NULL"));
+    acked.Bind(1, absl::ToUnixMicros(now)).Bind(2, message.in_reply_to());
+    CB_RETURN_IF_ERROR(acked.Run());
+  }
+
+  int64_t newest = *newest_cursor;
+  for (const std::string& office : in.inbox_offices) {
+    // Prepared per office: a statement is reset only when released.
+    CB_ASSIGN_OR_RETURN(
+        auto deliver,
+        conn.Prepare("INSERT INTO inbox(office, message_id) VALUES(?, ?) "
+                     "ON CONFLICT DO NOTHING RETURNING cursor"));
+    deliver.Bind(1, office).Bind(2, message.message_id());
+    CB_ASSIGN_OR_RETURN(const bool inserted, deliver.Step());
+    if (inserted) newest = std::max(newest, deliver.ColumnInt(0));
+  }
+  // Only once nothing can fail: a rolled-back envelope moves no cursor.
+  *newest_cursor = newest;
+  result.replay = false;
   return result;
 }
 
@@ -803,6 +978,38 @@ absl::Status SqliteExchangeStore::RecordInboxDelivery(
     event.subjects.push_back(message_id);
     return audit_->AppendInTransaction(conn, event).status();
   });
+}
+
+std::vector<absl::Status> SqliteExchangeStore::RecordInboxDeliveries(
+    const std::string& office, const std::vector<InboxDelivery>& deliveries,
+    absl::Time at) {
+  std::vector<absl::Status> statuses;
+  const absl::Status written =
+      db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+        statuses.clear();
+        for (const InboxDelivery& delivery : deliveries) {
+          // NOT_FOUND is found before anything is written.
+          absl::StatusOr<bool> marked = MarkInboxRow(
+              conn, InboxMark::kDelivered, office, delivery.message_id, at);
+          if (!marked.ok() &&
+              marked.status().code() == absl::StatusCode::kNotFound) {
+            statuses.push_back(marked.status());
+            continue;
+          }
+          CB_RETURN_IF_ERROR(marked.status());
+          if (*marked) {  // else delivered before: audited then
+            AuditEvent event = delivery.audit;
+            event.subjects.push_back(delivery.message_id);
+            CB_RETURN_IF_ERROR(
+                audit_->AppendInTransaction(conn, event).status());
+          }
+          statuses.push_back(absl::OkStatus());
+        }
+        return absl::OkStatus();
+      });
+  if (!written.ok())
+    return std::vector<absl::Status>(deliveries.size(), written);
+  return statuses;
 }
 
 absl::Status SqliteExchangeStore::Acknowledge(const std::string& office,

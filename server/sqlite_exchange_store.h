@@ -37,10 +37,14 @@ class SqliteExchangeStore final : public ExchangeStore {
   absl::Status RecordAttempt(const std::string& envelope_id,
                              const absl::Status& error,
                              absl::Time next_attempt) override;
+  absl::StatusOr<std::vector<absl::Status>> RecordAttempts(
+      const std::vector<Attempt>& attempts, absl::Time next_attempt) override;
   absl::Status RecordDelivered(const std::string& envelope_id,
                                const v1::SignedReceipt& receipt,
                                absl::Time delivered_at,
                                const AuditEvent& audit) override;
+  absl::StatusOr<std::vector<absl::Status>> RecordDeliveredBatch(
+      const std::vector<Delivery>& deliveries) override;
   absl::Status RecordRefused(const std::string& envelope_id,
                              const absl::Status& refusal,
                              const AuditEvent& audit) override;
@@ -63,6 +67,11 @@ class SqliteExchangeStore final : public ExchangeStore {
       const std::function<absl::StatusOr<v1::SignedReceipt>(
           uint64_t audit_index, absl::Time received_at)>& make_receipt,
       const AuditEvent& audit) override;
+  std::vector<absl::StatusOr<InboundResult>> AcceptInboundBatch(
+      const std::vector<InboundEnvelope>& envelopes,
+      const std::function<absl::StatusOr<v1::SignedReceipt>(
+          size_t position, uint64_t audit_index, absl::Time received_at)>&
+          make_receipt) override;
   absl::StatusOr<std::vector<InboxItem>> ReadInbox(const std::string& office,
                                                    int64_t after_cursor,
                                                    size_t max) override;
@@ -77,6 +86,9 @@ class SqliteExchangeStore final : public ExchangeStore {
   absl::Status RecordInboxDelivery(const std::string& office,
                                    const std::string& message_id, absl::Time at,
                                    const AuditEvent& audit) override;
+  std::vector<absl::Status> RecordInboxDeliveries(
+      const std::string& office, const std::vector<InboxDelivery>& deliveries,
+      absl::Time at) override;
   absl::Status Acknowledge(const std::string& office,
                            const std::string& message_id, absl::Time at,
                            const AuditEvent& audit) override;
@@ -109,6 +121,18 @@ class SqliteExchangeStore final : public ExchangeStore {
                                         const std::string& office,
                                         const std::string& message_id,
                                         absl::Time at, const AuditEvent& audit);
+
+  // One envelope of AcceptInboundBatch inside the caller's transaction
+  // (AcceptInbound's work). `digest` is the SHA-256 of its bytes, `bytes`
+  // the serialized SignedEnvelope. Sets `*conflict` when the envelope id came
+  // before with other bytes: the evidence is written and the caller keeps it
+  // and refuses. Moves `*newest_cursor` to the newest inbox row added.
+  absl::StatusOr<InboundResult> AcceptInTransaction(
+      sqlite::Connection& conn, const InboundEnvelope& in,
+      const std::string& digest, const std::string& bytes,
+      const std::function<absl::StatusOr<v1::SignedReceipt>(
+          uint64_t audit_index, absl::Time received_at)>& make_receipt,
+      bool* conflict, int64_t* newest_cursor);
 
   // Moves the head forward to `cursor` (never back) and wakes waiters.
   void AdvanceInboxHead(int64_t cursor);

@@ -3,9 +3,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <latch>
 #include <memory>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -652,6 +654,188 @@ TEST_F(ExchangeStoreTest, RecordRefusedMarksFailedAndAudits) {
   ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus delivered,
                        exchange().GetDeliveryStatus("PK-M-1"));
   EXPECT_EQ(delivered.state(), v1::DELIVERY_STATE_DELIVERED);
+}
+
+TEST_F(ExchangeStoreTest, RecordAttemptsCountsARoundAndAuditsFirstSends) {
+  Queue(Message("A-1", kCaseA));
+  Queue(Message("B-1", kCaseB));
+  Queue(Message("C-1", kCaseC));
+  ASSERT_OK(exchange().RecordAttempt("E-C-1", Unavailable(), clock_.Now()));
+  ASSERT_OK(exchange().RecordRefused("E-B-1", absl::InternalError("refused"),
+                                     Event("envelope.refused")));
+  const uint64_t audit_size = AuditSize();
+
+  std::vector<ExchangeStore::Attempt> round(4);
+  round[0].envelope_id = "E-A-1";
+  round[0].sent = Event("envelope.sent", kPkGateway);
+  round[1].envelope_id = "E-B-1";  // FAILED: left out
+  round[1].sent = Event("envelope.sent", kPkGateway);
+  round[2].envelope_id = "E-404";  // unknown: left out
+  round[2].sent = Event("envelope.sent", kPkGateway);
+  round[3].envelope_id = "E-C-1";  // a retransmission: not audited
+  const absl::Time due = clock_.Now() + absl::Seconds(3);
+  ASSERT_OK_AND_ASSIGN(const std::vector<absl::Status> recorded,
+                       exchange().RecordAttempts(round, due));
+  ASSERT_EQ(recorded.size(), 4u);
+  EXPECT_OK(recorded[0]);
+  EXPECT_THAT(recorded[1], StatusIs(absl::StatusCode::kFailedPrecondition,
+                                    HasSubstr("failed")));
+  EXPECT_THAT(recorded[2], StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  EXPECT_OK(recorded[3]);
+
+  // One entry: A-1's first send, exactly as given.
+  ASSERT_EQ(AuditSize(), audit_size + 1);
+  const StoredEntry entry = AuditEntry(audit_size);
+  EXPECT_EQ(entry.entry.action, "envelope.sent");
+  EXPECT_EQ(entry.entry.actor, kPkGateway);
+  EXPECT_THAT(entry.entry.subjects, ElementsAre("from-caller"));
+
+  ASSERT_OK_AND_ASSIGN(v1::DeliveryStatus status,
+                       exchange().GetDeliveryStatus("A-1"));
+  EXPECT_EQ(status.state(), v1::DELIVERY_STATE_SENT);
+  EXPECT_EQ(status.attempts(), 1);
+  EXPECT_EQ(status.last_error(), "");
+  ASSERT_OK_AND_ASSIGN(status, exchange().GetDeliveryStatus("C-1"));
+  EXPECT_EQ(status.attempts(), 2);
+  EXPECT_EQ(status.last_error(), "");
+  ASSERT_OK_AND_ASSIGN(status, exchange().GetDeliveryStatus("B-1"));
+  EXPECT_EQ(status.state(), v1::DELIVERY_STATE_FAILED);
+  EXPECT_EQ(status.attempts(), 0);
+
+  // Due again at `due`, not before.
+  EXPECT_THAT(ReadyIds(), IsEmpty());
+  clock_.Advance(absl::Seconds(3));
+  EXPECT_THAT(ReadyIds(), ElementsAre("A-1", "C-1"));
+  ASSERT_OK_AND_ASSIGN(const std::vector<absl::Status> none,
+                       exchange().RecordAttempts({}, due));
+  EXPECT_THAT(none, IsEmpty());
+}
+
+TEST_F(ExchangeStoreTest, RecordDeliveredBatchStoresReceiptsAtTheirCommitTime) {
+  Queue(Message("A-1", kCaseA));
+  Queue(Message("B-1", kCaseB));
+  Queue(Message("C-1", kCaseC));
+  const v1::SignedReceipt receipt_a = PeerReceipt("E-A-1", 7);
+  ASSERT_OK(exchange().RecordDelivered("E-A-1", receipt_a, clock_.Now(),
+                                       Event("receipt.stored")));
+  const uint64_t audit_size = AuditSize();
+  clock_.Advance(absl::Seconds(4));  // the store's clock gives delivered_at
+
+  std::vector<ExchangeStore::Delivery> batch(5);
+  batch[0] = {"E-A-1", receipt_a, Event("receipt.stored")};  // again: OK
+  batch[1] = {"E-B-1", PeerReceipt("E-B-1"), Event("receipt.stored")};
+  batch[2] = {"E-404", PeerReceipt("E-404"), Event("receipt.stored")};
+  batch[3] = {"E-A-1", PeerReceipt("E-A-1", 8), Event("receipt.stored")};
+  batch[4] = {"E-C-1", PeerReceipt("E-C-1"), Event("receipt.stored")};
+  ASSERT_OK_AND_ASSIGN(const std::vector<absl::Status> stored,
+                       exchange().RecordDeliveredBatch(batch));
+  ASSERT_EQ(stored.size(), 5u);
+  EXPECT_OK(stored[0]);
+  EXPECT_OK(stored[1]);
+  EXPECT_THAT(stored[2], StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  EXPECT_THAT(stored[3], StatusIs(absl::StatusCode::kFailedPrecondition,
+                                  HasSubstr("another receipt")));
+  EXPECT_OK(stored[4]);
+
+  // B-1 and C-1 audited, in order, with their ids as subjects.
+  ASSERT_EQ(AuditSize(), audit_size + 2);
+  EXPECT_THAT(AuditEntry(audit_size).entry.subjects,
+              ElementsAre("from-caller", "B-1", "E-B-1"));
+  EXPECT_THAT(AuditEntry(audit_size + 1).entry.subjects,
+              ElementsAre("from-caller", "C-1", "E-C-1"));
+  for (const char* id : {"B-1", "C-1"}) {
+    ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus status,
+                         exchange().GetDeliveryStatus(id));
+    EXPECT_EQ(status.state(), v1::DELIVERY_STATE_DELIVERED) << id;
+    EXPECT_EQ(TimeUtil::TimestampToMicroseconds(status.delivered_at()),
+              absl::ToUnixMicros(clock_.Now()))
+        << id;
+  }
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus a,
+                       exchange().GetDeliveryStatus("A-1"));
+  EXPECT_EQ(a.receipt().SerializeAsString(), receipt_a.SerializeAsString());
+  EXPECT_LT(TimeUtil::TimestampToMicroseconds(a.delivered_at()),
+            absl::ToUnixMicros(clock_.Now()));
+  EXPECT_THAT(ReadyIds(), IsEmpty());
+}
+
+// ReadyToSend against a reference: the due heads of cases not busy, URGENT
+// first, then queue order, in a backlog of many cases with deep queues,
+// attempts backing off, refusals and deliveries.
+TEST_F(ExchangeStoreTest, ReadyToSendMatchesTheReferenceOrderInADeepBacklog) {
+  struct Row {
+    std::string id;
+    std::string exchange_id;
+    v1::Priority priority;
+    bool pending = true;
+    absl::Time due;
+  };
+  std::vector<Row> rows;  // queue order
+  std::mt19937 random(20261129);
+  const v1::Priority priorities[] = {v1::PRIORITY_ROUTINE, v1::PRIORITY_ROUTINE,
+                                     v1::PRIORITY_PRIORITY,
+                                     v1::PRIORITY_URGENT};
+  for (int i = 0; i < 600; ++i) {
+    Row row;
+    row.id = absl::StrCat("M-", i);
+    // A few deep cases and many shallow ones.
+    row.exchange_id = i % 3 == 0 ? absl::StrCat("PK-2026-00000", random() % 4)
+                                 : absl::StrCat("PK-2026-1", random() % 150);
+    row.priority = priorities[random() % 4];
+    row.due = clock_.Now();
+    Queue(Message(row.id, row.exchange_id, row.priority));
+    rows.push_back(row);
+  }
+  const auto reference = [&](const std::set<std::string>& busy, size_t max) {
+    std::set<std::string> seen;
+    std::vector<const Row*> heads;
+    for (const Row& row : rows) {
+      if (!row.pending || !seen.insert(row.exchange_id).second) continue;
+      if (row.due <= clock_.Now() && busy.count(row.exchange_id) == 0) {
+        heads.push_back(&row);
+      }
+    }
+    std::stable_sort(heads.begin(), heads.end(), [](auto* a, auto* b) {
+      return a->priority > b->priority;
+    });
+    std::vector<std::string> ids;
+    for (const Row* row : heads) {
+      if (ids.size() == max) break;
+      ids.push_back(row->id);
+    }
+    return ids;
+  };
+  for (int round = 0; round < 30; ++round) {
+    std::set<std::string> busy;
+    for (int i = 0; i < 20; ++i) {
+      busy.insert(rows[random() % rows.size()].exchange_id);
+    }
+    const size_t max = 1 + random() % 64;
+    ASSERT_EQ(ReadyIds(busy, max), reference(busy, max)) << "round " << round;
+    // Change a few heads: delivered, refused, or backing off.
+    for (const std::string& id : reference({}, 6)) {
+      Row& row = *std::find_if(rows.begin(), rows.end(),
+                               [&](const Row& r) { return r.id == id; });
+      switch (random() % 3) {
+        case 0:
+          ASSERT_OK(exchange().RecordDelivered(
+              "E-" + id, PeerReceipt("E-" + id), clock_.Now(),
+              Event("receipt.stored")));
+          row.pending = false;
+          break;
+        case 1:
+          ASSERT_OK(exchange().RecordRefused(
+              "E-" + id, absl::InternalError("no"), Event("refused")));
+          row.pending = false;
+          break;
+        default:
+          row.due = clock_.Now() + absl::Seconds(1 + random() % 5);
+          ASSERT_OK(
+              exchange().RecordAttempt("E-" + id, Unavailable(), row.due));
+      }
+    }
+    clock_.Advance(absl::Seconds(1));
+  }
 }
 
 TEST_F(ExchangeStoreTest, UnknownIdsAreNotFound) {

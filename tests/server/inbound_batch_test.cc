@@ -1,0 +1,344 @@
+// The receiving side in batches: Inbound::Check and Inbound::Accept over a
+// real store, ExchangeStore::AcceptInboundBatch and
+// ExchangeStore::RecordInboxDeliveries.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "core/crypto.h"
+#include "core/envelope.h"
+#include "core/ids.h"
+#include "google/protobuf/util/time_util.h"
+#include "server/inbound.h"
+#include "server/sqlite_case_store.h"
+#include "tests/testing/fake_clock.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::server {
+namespace {
+
+using ::casebridge::testing::FakeClock;
+using ::casebridge::testing::NewTempDir;
+using ::casebridge::testing::StatusIs;
+using ::google::protobuf::util::TimeUtil;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr char kPkGateway[] = "spiffe://pk.casebridge/gateway";
+constexpr char kCnGateway[] = "spiffe://cn.casebridge/gateway";
+constexpr char kFia[] = "spiffe://pk.casebridge/office/fia-liaison-desk";
+constexpr char kMps[] = "spiffe://cn.casebridge/office/mps-liaison";
+constexpr char kCase[] = "PK-2026-000001";
+
+// The PK gateway receiving from CN.
+class InboundBatchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = GatewayStore::Open(NewTempDir("inbound-batch"), v1::COUNTRY_PK,
+                                    &clock_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    ASSERT_OK(peer_keys_.Add(
+        *crypto::Ed25519Verifier::FromRawPublicKey(cn_key_->public_key())));
+    ASSERT_OK(our_keys_.Add(
+        *crypto::Ed25519Verifier::FromRawPublicKey(pk_key_->public_key())));
+    config_.country = v1::COUNTRY_PK;
+    config_.identity = kPkGateway;
+    config_.peer_identity = kCnGateway;
+    config_.peer_offices = {kMps};
+    config_.offices = {{kFia, "FIA", v1::ROLE_LIAISON_OFFICER}};
+    inbound_ = std::make_unique<Inbound>(&config_, &store_->exchange(),
+                                         &store_->audit_log(), &peer_keys_,
+                                         pk_key_.get(), &clock_);
+  }
+
+  std::string NewId(IdKind kind) {
+    clock_.Advance(absl::Microseconds(1));  // ids are minted from the time
+    return MintId(v1::COUNTRY_CN, kind, clock_.Now());
+  }
+
+  v1::DeliverRequest Request(uint64_t sequence, const std::string& envelope_id,
+                             const std::string& message_id,
+                             const std::string& body = "Victim located.") {
+    v1::Envelope envelope;
+    envelope.set_envelope_id(envelope_id);
+    envelope.set_origin_gateway(kCnGateway);
+    envelope.set_destination_gateway(kPkGateway);
+    *envelope.mutable_created_at() =
+        TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_.Now()));
+    v1::CaseMessage* m = envelope.mutable_message();
+    m->set_message_id(message_id);
+    m->set_exchange_id(kCase);
+    m->set_kind(v1::MESSAGE_KIND_NOTE);
+    m->set_priority(v1::PRIORITY_ROUTINE);
+    m->set_body(body);
+    m->set_sender_office(kMps);
+    m->set_recipient_office(kFia);
+    m->set_sender_country(v1::COUNTRY_CN);
+    envelope.set_origin_audit_index(41);
+    auto sealed = exchange::SignEnvelope(envelope, *cn_key_);
+    EXPECT_TRUE(sealed.ok()) << sealed.status();
+    v1::DeliverRequest request;
+    request.set_sequence(sequence);
+    if (sealed.ok()) *request.mutable_signed_envelope() = *sealed;
+    return request;
+  }
+
+  // Runs Check on each request, then Accept on those that pass, as the
+  // Deliver stream does; answers in the order of `requests`.
+  std::vector<v1::DeliverResponse> Deliver(
+      const std::vector<v1::DeliverRequest>& requests) {
+    std::vector<v1::DeliverResponse> answers(requests.size());
+    std::vector<Inbound::Checked> batch;
+    std::vector<size_t> positions;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      auto checked = inbound_->Check(kCnGateway, requests[i]);
+      if (auto* refused = std::get_if<v1::DeliverResponse>(&checked)) {
+        answers[i] = *refused;
+        continue;
+      }
+      batch.push_back(std::move(std::get<Inbound::Checked>(checked)));
+      positions.push_back(i);
+    }
+    std::vector<v1::DeliverResponse> accepted =
+        inbound_->Accept(std::move(batch));
+    EXPECT_EQ(accepted.size(), positions.size());
+    for (size_t j = 0; j < accepted.size() && j < positions.size(); ++j) {
+      answers[positions[j]] = accepted[j];
+    }
+    return answers;
+  }
+
+  uint64_t AuditSize() {
+    auto size = store_->audit_log().Size();
+    EXPECT_TRUE(size.ok()) << size.status();
+    return size.ok() ? *size : 0;
+  }
+
+  audit::Entry AuditEntry(uint64_t index) {
+    auto entries = store_->audit_log().Read(index, 1);
+    EXPECT_TRUE(entries.ok()) << entries.status();
+    if (!entries.ok() || entries->size() != 1) return {};
+    return (*entries)[0].entry;
+  }
+
+  int64_t CountRows(const std::string& table) {
+    int64_t count = -1;
+    EXPECT_OK(store_->database().Read([&](sqlite::Connection& c) {
+      auto stmt = c.Prepare(absl::StrCat("SELECT COUNT(*) FROM ", table));
+      if (!stmt.ok()) return stmt.status();
+      auto row = stmt->Step();
+      if (!row.ok()) return row.status();
+      count = stmt->ColumnInt(0);
+      return absl::OkStatus();
+    }));
+    return count;
+  }
+
+  std::vector<std::string> InboxIds() {
+    auto items = store_->exchange().ReadInbox(kFia, 0, 100);
+    EXPECT_TRUE(items.ok()) << items.status();
+    std::vector<std::string> ids;
+    if (items.ok()) {
+      for (const InboxItem& item : *items) {
+        ids.push_back(item.message.message_id());
+      }
+    }
+    return ids;
+  }
+
+  FakeClock clock_;
+  config::Gateway config_;
+  std::unique_ptr<GatewayStore> store_;
+  std::unique_ptr<crypto::Ed25519Signer> pk_key_ =
+      crypto::Ed25519Signer::Generate();
+  std::unique_ptr<crypto::Ed25519Signer> cn_key_ =
+      crypto::Ed25519Signer::Generate();
+  exchange::KeyRing peer_keys_;
+  exchange::KeyRing our_keys_;
+  std::unique_ptr<Inbound> inbound_;
+};
+
+TEST_F(InboundBatchTest, StoresABatchAndAnswersEachWithItsOwnReceipt) {
+  const uint64_t before = AuditSize();
+  std::vector<v1::DeliverRequest> requests;
+  std::vector<std::string> message_ids;
+  for (uint64_t i = 0; i < 3; ++i) {
+    message_ids.push_back(NewId(IdKind::kMessage));
+    requests.push_back(Request(10 + i, NewId(IdKind::kEnvelope),
+                               message_ids.back(), absl::StrCat("note ", i)));
+  }
+  requests.push_back(requests[0]);  // the same envelope again, same batch
+  requests.back().set_sequence(20);
+
+  const std::vector<v1::DeliverResponse> answers = Deliver(requests);
+  ASSERT_EQ(answers.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    const v1::DeliverResponse& answer = answers[i];
+    EXPECT_EQ(answer.sequence(), requests[i].sequence());
+    ASSERT_TRUE(answer.has_receipt()) << answer.DebugString();
+    ASSERT_OK_AND_ASSIGN(const v1::Receipt receipt,
+                         exchange::VerifyReceipt(answer.receipt(), our_keys_));
+    ASSERT_OK_AND_ASSIGN(const v1::Envelope envelope,
+                         exchange::VerifyEnvelope(requests[i].signed_envelope(),
+                                                  peer_keys_, 1 << 20));
+    EXPECT_EQ(answer.envelope_id(), envelope.envelope_id());
+    EXPECT_OK(exchange::CheckReceiptMatches(
+        receipt, requests[i].signed_envelope(), kPkGateway));
+    // The receipt names the entry that records this envelope.
+    const audit::Entry entry = AuditEntry(receipt.receiver_audit_index());
+    EXPECT_EQ(entry.action, "envelope.received");
+    EXPECT_EQ(entry.actor, kCnGateway);
+    EXPECT_THAT(entry.subjects, ElementsAre(kCase, envelope.envelope_id(),
+                                            envelope.message().message_id()));
+  }
+  // The repeat in the batch is answered with the first receipt, byte for
+  // byte, and stores nothing more.
+  EXPECT_EQ(answers[3].receipt().SerializeAsString(),
+            answers[0].receipt().SerializeAsString());
+  EXPECT_EQ(AuditSize(), before + 3);
+  EXPECT_EQ(CountRows("inbound"), 3);
+  EXPECT_THAT(InboxIds(),
+              ElementsAre(message_ids[0], message_ids[1], message_ids[2]));
+
+  // Sent again later: the same receipts.
+  const std::vector<v1::DeliverResponse> again = Deliver({requests[1]});
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].receipt().SerializeAsString(),
+            answers[1].receipt().SerializeAsString());
+  EXPECT_EQ(AuditSize(), before + 3);
+}
+
+TEST_F(InboundBatchTest, RefusalsInABatchDoNotHoldBackTheOthers) {
+  // Stored before: an envelope whose id and message id are reused below.
+  const std::string first_envelope = NewId(IdKind::kEnvelope);
+  const std::string first_message = NewId(IdKind::kMessage);
+  const v1::DeliverRequest first = Request(1, first_envelope, first_message);
+  ASSERT_TRUE(Deliver({first})[0].has_receipt());
+  const uint64_t before = AuditSize();
+
+  const std::string a = NewId(IdKind::kMessage);
+  const std::string b = NewId(IdKind::kMessage);
+  std::vector<v1::DeliverRequest> requests = {
+      Request(2, NewId(IdKind::kEnvelope), a),
+      // Another envelope bringing a message id already received.
+      Request(3, NewId(IdKind::kEnvelope), first_message),
+      // The first envelope's id with other content.
+      Request(4, first_envelope, NewId(IdKind::kMessage), "other content"),
+      Request(5, NewId(IdKind::kEnvelope), b),
+  };
+  // A signature that does not verify.
+  requests.push_back(
+      Request(6, NewId(IdKind::kEnvelope), NewId(IdKind::kMessage)));
+  requests.back().mutable_signed_envelope()->mutable_envelope()->append("x");
+
+  const std::vector<v1::DeliverResponse> answers = Deliver(requests);
+  ASSERT_EQ(answers.size(), 5u);
+  EXPECT_TRUE(answers[0].has_receipt());
+  EXPECT_TRUE(answers[3].has_receipt());
+
+  ASSERT_TRUE(answers[1].has_refusal());
+  EXPECT_EQ(answers[1].refusal().code(),
+            static_cast<int32_t>(absl::StatusCode::kAlreadyExists));
+  EXPECT_EQ(answers[1].refusal().message(),
+            absl::StrCat("message_id ", first_message,
+                         " was already received in another envelope"));
+  EXPECT_TRUE(answers[1].refusal().permanent());
+
+  ASSERT_TRUE(answers[2].has_refusal());
+  EXPECT_EQ(answers[2].refusal().code(),
+            static_cast<int32_t>(absl::StatusCode::kAlreadyExists));
+  EXPECT_EQ(answers[2].refusal().message(),
+            absl::StrCat("envelope_id ", first_envelope,
+                         " was already received with other content; kept as "
+                         "evidence"));
+
+  ASSERT_TRUE(answers[4].has_refusal());
+  EXPECT_EQ(answers[4].refusal().code(),
+            static_cast<int32_t>(absl::StatusCode::kUnauthenticated));
+  EXPECT_THAT(answers[4].refusal().message(),
+              HasSubstr("signature: does not verify"));
+  EXPECT_EQ(answers[4].envelope_id(), "");
+
+  // Stored: a and b; kept as evidence: the conflict. Audited: the refusal
+  // of the signature (checked first), a, the conflict, b (in the batch's
+  // transaction, in order), then the message id's refusal.
+  EXPECT_EQ(CountRows("inbound"), 3);
+  EXPECT_EQ(CountRows("envelope_conflicts"), 1);
+  EXPECT_THAT(InboxIds(), ElementsAre(first_message, a, b));
+  ASSERT_EQ(AuditSize(), before + 5);
+  std::vector<std::string> outcomes;
+  for (uint64_t i = before; i < before + 5; ++i) {
+    const audit::Entry entry = AuditEntry(i);
+    EXPECT_EQ(entry.action, "envelope.received");
+    EXPECT_EQ(entry.actor, kCnGateway);
+    outcomes.push_back(
+        absl::StrCat(entry.status_code, " ", entry.status_message));
+  }
+  EXPECT_THAT(
+      outcomes,
+      ElementsAre(HasSubstr("16 signature: does not verify"), "0 ",
+                  absl::StrCat("6 envelope_id ", first_envelope,
+                               " was already received with other content; "
+                               "kept as evidence"),
+                  "0 ",
+                  absl::StrCat("6 message_id ", first_message,
+                               " was already received in another envelope")));
+  // The message id's refusal names the case and the envelope.
+  EXPECT_THAT(AuditEntry(before + 4).subjects,
+              ElementsAre(kCase, answers[1].envelope_id()));
+}
+
+TEST_F(InboundBatchTest, RecordInboxDeliveriesAuditsEachFirstDeliveryOnce) {
+  const std::string m1 = NewId(IdKind::kMessage);
+  const std::string m2 = NewId(IdKind::kMessage);
+  const std::vector<v1::DeliverResponse> answers =
+      Deliver({Request(1, NewId(IdKind::kEnvelope), m1),
+               Request(2, NewId(IdKind::kEnvelope), m2)});
+  ASSERT_TRUE(answers[0].has_receipt());
+  ASSERT_TRUE(answers[1].has_receipt());
+  const uint64_t before = AuditSize();
+
+  const auto delivery = [](const std::string& message_id) {
+    InboxDelivery d;
+    d.message_id = message_id;
+    d.audit.actor = kFia;
+    d.audit.action = "inbox.delivered";
+    d.audit.payload = message_id;
+    return d;
+  };
+  const std::vector<absl::Status> recorded =
+      store_->exchange().RecordInboxDeliveries(
+          kFia,
+          {delivery(m1), delivery("CN-M-unknown"), delivery(m2), delivery(m1)},
+          clock_.Now());
+  ASSERT_EQ(recorded.size(), 4u);
+  EXPECT_OK(recorded[0]);
+  EXPECT_THAT(recorded[1],
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("CN-M-unknown")));
+  EXPECT_OK(recorded[2]);
+  EXPECT_OK(recorded[3]);  // delivered before: nothing more
+  ASSERT_EQ(AuditSize(), before + 2);
+  EXPECT_THAT(AuditEntry(before).subjects, ElementsAre(m1));
+  EXPECT_EQ(AuditEntry(before).action, "inbox.delivered");
+  EXPECT_THAT(AuditEntry(before + 1).subjects, ElementsAre(m2));
+
+  // Again: recorded already, nothing audited.
+  const std::vector<absl::Status> again =
+      store_->exchange().RecordInboxDeliveries(kFia, {delivery(m2)},
+                                               clock_.Now());
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_OK(again[0]);
+  EXPECT_EQ(AuditSize(), before + 2);
+}
+
+}  // namespace
+}  // namespace casebridge::server
