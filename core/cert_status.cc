@@ -16,34 +16,24 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/crypto.h"
+#include "core/openssl_ptr.h"
 
 namespace casebridge::certs {
 namespace {
 
+using openssl::BioPtr;
+using openssl::MemBio;
+using openssl::X509CrlPtr;
+using openssl::X509Ptr;
+
 namespace fs = std::filesystem;
 
-struct X509Deleter {
-  void operator()(X509* x) const { X509_free(x); }
-};
-using X509Ptr = std::unique_ptr<X509, X509Deleter>;
-struct X509CrlDeleter {
-  void operator()(X509_CRL* x) const { X509_CRL_free(x); }
-};
-using X509CrlPtr = std::unique_ptr<X509_CRL, X509CrlDeleter>;
-struct BioDeleter {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-using BioPtr = std::unique_ptr<BIO, BioDeleter>;
 struct BnDeleter {
   void operator()(BIGNUM* b) const { BN_free(b); }
 };
 struct OpensslStringDeleter {
   void operator()(char* s) const { OPENSSL_free(s); }
 };
-
-BioPtr MemBio(absl::string_view data) {
-  return BioPtr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
-}
 
 absl::Time Asn1ToTime(const ASN1_TIME* t) {
   struct tm tm {};

@@ -15,24 +15,19 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "core/openssl_ptr.h"
 #include "core/status_macros.h"
 
 namespace casebridge::crypto {
 namespace {
 
-struct BioDeleter {
-  void operator()(BIO* bio) const { BIO_free(bio); }
-};
-using BioPtr = std::unique_ptr<BIO, BioDeleter>;
+using openssl::BioPtr;
+using openssl::MemBio;
 
 struct MdCtxDeleter {
   void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
 };
 using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxDeleter>;
-
-BioPtr MemBio(absl::string_view data) {
-  return BioPtr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
-}
 
 absl::StatusOr<std::string> RawPublicKey(EVP_PKEY* key) {
   if (EVP_PKEY_get_base_id(key) != EVP_PKEY_ED25519) {

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/crypto.h"
+#include "core/openssl_ptr.h"
 #include "core/status_macros.h"
 #include "tests/testing/test_pki.h"
 
@@ -20,20 +21,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct X509Deleter {
-  void operator()(X509* x) const { X509_free(x); }
-};
-using X509Ptr = std::unique_ptr<X509, X509Deleter>;
-struct CrlDeleter {
-  void operator()(X509_CRL* c) const { X509_CRL_free(c); }
-};
-struct BioDeleter {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-using BioPtr = std::unique_ptr<BIO, BioDeleter>;
-struct KeyDeleter {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
+using openssl::BioPtr;
+using openssl::MemBio;
+using openssl::X509CrlPtr;
+using openssl::X509Ptr;
 struct TimeDeleter {
   void operator()(ASN1_TIME* t) const { ASN1_TIME_free(t); }
 };
@@ -41,7 +32,7 @@ using TimePtr = std::unique_ptr<ASN1_TIME, TimeDeleter>;
 
 absl::StatusOr<X509Ptr> ReadCert(const std::string& path) {
   CB_ASSIGN_OR_RETURN(const std::string pem, crypto::ReadFile(path));
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  BioPtr bio = MemBio(pem);
   X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (cert == nullptr) {
     ERR_clear_error();
@@ -60,16 +51,15 @@ absl::StatusOr<std::string> IssueCrl(const CrlOptions& options) {
   CB_ASSIGN_OR_RETURN(X509Ptr ca, ReadCert(options.ca_cert));
   CB_ASSIGN_OR_RETURN(const std::string key_pem,
                       crypto::ReadFile(options.ca_key));
-  BioPtr key_bio(
-      BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())));
-  std::unique_ptr<EVP_PKEY, KeyDeleter> key(
+  BioPtr key_bio = MemBio(key_pem);
+  crypto::EvpPkeyPtr key(
       PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
   if (key == nullptr) {
     ERR_clear_error();
     return absl::InvalidArgumentError(
         absl::StrCat(options.ca_key, ": no private key"));
   }
-  std::unique_ptr<X509_CRL, CrlDeleter> crl(X509_CRL_new());
+  X509CrlPtr crl(X509_CRL_new());
   const TimePtr last = Asn1Time(options.last_update);
   const TimePtr next = Asn1Time(options.next_update);
   if (X509_CRL_set_version(crl.get(), 1) != 1 ||  // v2
