@@ -56,6 +56,7 @@
 #include "client/office_client.h"
 #include "core/config.h"
 #include "core/envelope.h"
+#include "core/loopback_port.h"
 #include "core/public_keys.h"
 #include "core/status_macros.h"
 #include "server/audit_verifier.h"

@@ -226,22 +226,6 @@ absl::StatusOr<ProcSample> SampleProc(pid_t pid) {
   return sample;
 }
 
-absl::StatusOr<int> ReserveLoopbackPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError("socket failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  const bool ok =
-      ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-  ::close(fd);
-  if (!ok) return absl::InternalError("cannot reserve a loopback port");
-  return static_cast<int>(ntohs(addr.sin_port));
-}
-
 uint64_t DirectoryBytes(const std::string& dir) {
   uint64_t total = 0;
   std::error_code ec;

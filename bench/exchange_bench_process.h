@@ -86,10 +86,6 @@ struct ProcSample {
 };
 absl::StatusOr<ProcSample> SampleProc(pid_t pid);
 
-// A loopback TCP port that was free a moment ago (bound to port 0, read
-// back, closed), for configs that must name each other's ports.
-absl::StatusOr<int> ReserveLoopbackPort();
-
 // Bytes of the regular files under `dir`, recursively.
 uint64_t DirectoryBytes(const std::string& dir);
 

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
+#include "core/loopback_port.h"
 
 namespace casebridge::testing {
 namespace {
@@ -107,22 +108,12 @@ TempDirRegistry& Registry() {
 }  // namespace
 
 int ReserveFreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (fd < 0 ||
-      ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ADD_FAILURE() << "cannot reserve a port";
-    if (fd >= 0) ::close(fd);
+  absl::StatusOr<int> port = ReserveLoopbackPort();
+  if (!port.ok()) {
+    ADD_FAILURE() << "cannot reserve a port: " << port.status();
     return 0;
   }
-  const int port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
+  return *port;
 }
 
 std::string NewTempDir(const std::string& name) {

@@ -36,8 +36,9 @@ struct GatewayConfigOptions {
   int retry_max_seconds = 60;
 };
 
-// A loopback port that was free a moment ago (bind to port 0, read, close),
-// for configs that must name each other's ports before either starts.
+// A loopback port for configs that must name each other's ports before
+// either gateway starts (ReserveLoopbackPort: outside the ephemeral range,
+// claimed for this test process). Fails the test if there is none.
 int ReserveFreePort();
 
 // TOML text of a gateway config using the test PKI. PK's office table has
