@@ -312,7 +312,9 @@ std::string FormatWhoAmI(const v1::WhoAmIResponse& who) {
                       {"Name:", who.display_name()},
                       {"Role:", Spell(v1::Role_descriptor(), who.role())},
                       {"Country:", std::string(CountryCode(who.country()))},
-                      {"Gateway:", who.gateway_identity()}});
+                      {"Gateway:", who.gateway_identity()},
+                      {"May:", absl::StrJoin(who.allowed_actions(), ", ")},
+                      {"Policy:", who.policy_digest().substr(0, 16)}});
 }
 
 std::string FormatInboxLine(const v1::WatchInboxResponse& item) {

@@ -8,16 +8,19 @@
 //       --keys public-keys.toml [--allow-unwitnessed]
 //   casebridge audit evidence verify e.pb --keys public-keys.toml
 //   casebridge certs status --config /etc/casebridge/pk.toml
+//   casebridge policy check --config /etc/casebridge/pk.toml
 //
 // `audit verify` and `audit evidence verify` need no server: they check a
 // gateway's data directory, or an evidence file, with the two gateways'
 // public keys alone (core/public_keys.h). `certs status` reads a gateway's
-// configuration and the certificate and CRL files it names.
+// configuration and the certificate and CRL files it names; `policy check`
+// validates its access policy and prints what each identity may do.
 //
 // Exit codes: 0 success; 1 the gateway refused or failed (one line naming
-// the gRPC status and the reason), or `certs status` found something that
-// expires soon; 2 bad usage or configuration (including a missing keys file
-// or data directory); 3 an audit log verification found damage, an evidence
+// the gRPC status and the reason), `certs status` found something that
+// expires soon, or `policy check` found an office that may do nothing; 2 bad
+// usage or configuration (including a missing keys file or data directory,
+// or an invalid policy); 3 an audit log verification found damage, an evidence
 // file is invalid, or `certs status` found something expired, not yet
 // valid, missing or invalid.
 #include <fcntl.h>
@@ -36,6 +39,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "casebridge/v1/audit.pb.h"
 #include "client/cli_format.h"
 #include "client/office_client.h"
@@ -45,6 +49,7 @@
 #include "core/evidence_check.h"
 #include "core/grpc_status.h"
 #include "core/identity.h"
+#include "core/policy.h"
 #include "core/public_keys.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/audit_verifier.h"
@@ -394,6 +399,65 @@ int CertsStatus(const Options& options, const std::string& config_path) {
   return exit_code;
 }
 
+// Validates a gateway configuration's access policy and prints what each
+// identity may do (docs/operations.md#access-policy). Exit 0 valid, 2 invalid
+// (the error names the file and key), 1 valid but an office may do nothing.
+int PolicyCheck(const Options& options, const std::string& config_path) {
+  if (config_path.empty()) {
+    return Usage("policy check: --config GATEWAY_TOML is required");
+  }
+  auto config = cb::config::LoadGateway(config_path);
+  if (!config.ok()) return ReportStatus(config.status(), kExitUsage);
+  const std::string source =
+      config->policy_from_config
+          ? absl::StrCat("[policy.roles] of ", config_path)
+          : "built-in (no [policy.roles] in the file)";
+  const std::string digest = cb::policy::AccessPolicyDigest(*config);
+  std::vector<std::string> idle;  // offices whose role grants nothing
+  nlohmann::ordered_json offices = nlohmann::ordered_json::array();
+  std::vector<std::vector<std::string>> rows = {
+      {"IDENTITY", "NAME", "ROLE", "MAY"}};
+  for (const cb::config::Office& office : config->offices) {
+    std::vector<std::string> may;
+    for (cb::policy::Action a : config->roles.ActionsOf(office.role)) {
+      may.push_back(cb::policy::ActionName(a));
+    }
+    if (may.empty()) idle.push_back(office.identity);
+    nlohmann::ordered_json o;
+    o["identity"] = office.identity;
+    o["name"] = office.display_name;
+    o["role"] = cb::config::RoleName(office.role);
+    o["may"] = may;
+    offices.push_back(std::move(o));
+    rows.push_back({office.identity, office.display_name,
+                    cb::config::RoleName(office.role),
+                    may.empty() ? "(nothing)" : absl::StrJoin(may, ", ")});
+  }
+  if (options.json) {
+    nlohmann::ordered_json out;
+    out["config"] = config_path;
+    out["valid"] = true;
+    out["source"] = config->policy_from_config ? "config" : "built-in";
+    out["digest"] = digest;
+    out["offices"] = std::move(offices);
+    out["peer_offices"] = config->peer_offices;
+    out["offices_without_permissions"] = idle;
+    std::cout << out.dump() << "\n";
+  } else {
+    std::cout << cb::cli::FormatTable(rows);
+    std::cout << "peer offices that may send messages here: "
+              << absl::StrJoin(config->peer_offices, ", ") << "\n"
+              << "role table: " << source << "\n"
+              << "policy digest: " << digest << "\n";
+    for (const std::string& identity : idle) {
+      std::cout << "warning: " << identity
+                << " may do nothing: its role is granted no action\n";
+    }
+    std::cout << "policy: valid\n";
+  }
+  return idle.empty() ? kExitOk : kExitRpc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -580,6 +644,18 @@ int main(int argc, char** argv) {
   certs_status->add_option("--config", certs_config,
                            "the gateway's configuration (TOML)");
 
+  auto* policy_cmd = app.add_subcommand("policy", "the access policy");
+  policy_cmd->require_subcommand(1);
+  policy_cmd->fallthrough();
+  std::string policy_config;
+  auto* policy_check = policy_cmd->add_subcommand(
+      "check",
+      "validate a gateway configuration's access policy and print what each "
+      "identity may do (offline)");
+  policy_check->fallthrough();
+  policy_check->add_option("--config", policy_config,
+                           "the gateway's configuration (TOML)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -592,6 +668,10 @@ int main(int argc, char** argv) {
   }
   if (evidence_verify->parsed()) {
     return EvidenceVerify(options, evidence_file, evidence_keys);
+  }
+  if (policy_check->parsed()) {
+    return PolicyCheck(
+        options, policy_config.empty() ? options.config_path : policy_config);
   }
   if (certs_status->parsed()) {
     return CertsStatus(

@@ -2,8 +2,11 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -151,6 +154,141 @@ absl::Status WithFile(const absl::Status& status, const std::string& path) {
   if (status.ok()) return status;
   return absl::Status(status.code(),
                       absl::StrCat(path, ": ", status.message()));
+}
+
+// [policy]: how often the file is checked for a new policy, and the
+// [policy.roles] table, which replaces the built-in role table as a whole.
+absl::Status ParsePolicy(TableReader& top, const fs::path& base_dir,
+                         Gateway& config) {
+  CB_ASSIGN_OR_RETURN(const toml::table* t, top.Table("policy", false));
+  static const toml::table kEmpty;
+  TableReader policy(t != nullptr ? *t : kEmpty, "policy", base_dir);
+  CB_ASSIGN_OR_RETURN(
+      config.policy_reload_check_seconds,
+      policy.Integer("reload_check_seconds", config.policy_reload_check_seconds,
+                     0, 3600));
+  CB_ASSIGN_OR_RETURN(const toml::table* roles, policy.Table("roles", false));
+  config.policy_from_config = roles != nullptr;
+  config.roles = policy::RoleTable::BuiltIn();
+  if (roles != nullptr) {
+    config.roles = policy::RoleTable();
+    TableReader reader(*roles, "policy.roles", base_dir);
+    for (v1::Role role : policy::AllRoles()) {
+      const std::string name = RoleName(role);
+      const toml::node* node = reader.Get(name);
+      if (node == nullptr) continue;  // deny by default: may do nothing
+      if (!node->is_array()) {
+        return reader.Error(name, "must be a list of action names");
+      }
+      std::set<policy::Action> seen;
+      for (const toml::node& element : *node->as_array()) {
+        const auto value = element.value<std::string>();
+        if (!element.is_string() || !value) {
+          return reader.Error(name, "must be a list of action names");
+        }
+        const std::optional<policy::Action> action =
+            policy::ActionFromName(*value);
+        const auto& grantable = policy::GrantableActions();
+        if (!action || std::find(grantable.begin(), grantable.end(), *action) ==
+                           grantable.end()) {
+          std::vector<std::string> names;
+          for (policy::Action a : grantable) {
+            names.push_back(policy::ActionName(a));
+          }
+          return reader.Error(
+              name, absl::StrCat("\"", *value,
+                                 "\" is not an action a role may be granted "
+                                 "(one of ",
+                                 absl::StrJoin(names, ", "), ")"));
+        }
+        if (!seen.insert(*action).second) {
+          return reader.Error(name, absl::StrCat(*value, " is listed twice"));
+        }
+        config.roles.Grant(role, *action);
+      }
+    }
+    // A misspelt role would otherwise silently grant nothing.
+    for (const auto& [key, node] : *roles) {
+      if (RoleFromName(std::string(key.str())) == v1::ROLE_UNSPECIFIED) {
+        return reader.Error(
+            std::string(key.str()),
+            "is not a role (liaison_officer, embassy_officer, supervisor, "
+            "auditor or read_only)");
+      }
+    }
+    CB_RETURN_IF_ERROR(reader.CheckNoUnknownKeys());
+  }
+  return policy.CheckNoUnknownKeys();
+}
+
+// Days are 0 (keep for ever) to 100 years.
+constexpr int64_t kMaxRetentionDays = 36500;
+
+// [retention], after [audit]: its message_days replaces
+// audit.payload_retention_days, which stays accepted alone and then gives
+// message_days its value.
+absl::Status ParseRetention(TableReader& top, const fs::path& base_dir,
+                            Gateway& config) {
+  CB_ASSIGN_OR_RETURN(const toml::table* t, top.Table("retention", false));
+  static const toml::table kEmpty;
+  TableReader retention(t != nullptr ? *t : kEmpty, "retention", base_dir);
+  RetentionSettings& r = config.retention;
+  const bool own_default = retention.Get("message_days") != nullptr;
+  CB_ASSIGN_OR_RETURN(
+      r.message_days,
+      retention.Integer("message_days", config.audit.payload_retention_days, 0,
+                        kMaxRetentionDays));
+  if (own_default && config.audit.payload_retention_days != 0) {
+    return retention.Error("message_days",
+                           "replaces audit.payload_retention_days; set only "
+                           "one of them");
+  }
+
+  static const auto* const kKinds = new std::map<std::string, int>{
+      {"rescue_request", v1::MESSAGE_KIND_RESCUE_REQUEST},
+      {"rescue_update", v1::MESSAGE_KIND_RESCUE_UPDATE},
+      {"information_request", v1::MESSAGE_KIND_INFORMATION_REQUEST},
+      {"information_response", v1::MESSAGE_KIND_INFORMATION_RESPONSE},
+      {"note", v1::MESSAGE_KIND_NOTE},
+      {"case_share", v1::MESSAGE_KIND_CASE_SHARE},
+      {"acknowledgement", v1::MESSAGE_KIND_ACKNOWLEDGEMENT},
+  };
+  static const auto* const kFinalStatuses = new std::map<std::string, int>{
+      {"repatriated", v1::CASE_STATUS_REPATRIATED},
+      {"closed", v1::CASE_STATUS_CLOSED},
+  };
+  struct Section {
+    const char* key;
+    const std::map<std::string, int>* names;
+    const char* refusal;
+    std::map<int, int>* days;
+  };
+  for (const Section& section :
+       {Section{"message_kinds", kKinds,
+                "unknown key: must be a message kind (rescue_request, "
+                "rescue_update, information_request, information_response, "
+                "note, case_share, acknowledgement)",
+                &r.message_kind_days},
+        Section{"case_status", kFinalStatuses,
+                "unknown key: must be a final case status (repatriated, "
+                "closed); cases still in work are never purged",
+                &r.case_status_days}}) {
+    CB_ASSIGN_OR_RETURN(const toml::table* sub,
+                        retention.Table(section.key, false));
+    if (sub == nullptr) continue;
+    TableReader reader(*sub, retention.Path(section.key), base_dir);
+    for (const auto& [name, number] : *section.names) {
+      if (reader.Get(name) == nullptr) continue;
+      CB_ASSIGN_OR_RETURN((*section.days)[number],
+                          reader.Integer(name, 0, 0, kMaxRetentionDays));
+    }
+    for (const auto& [key, node] : *sub) {
+      if (section.names->count(std::string(key.str())) == 0) {
+        return reader.Error(std::string(key.str()), section.refusal);
+      }
+    }
+  }
+  return retention.CheckNoUnknownKeys();
 }
 
 absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
@@ -373,6 +511,21 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
                                       a.payload_retention_days, 0, 36500));
     CB_RETURN_IF_ERROR(audit.CheckNoUnknownKeys());
   }
+  {
+    CB_ASSIGN_OR_RETURN(const toml::table* t,
+                        top.Table("data_protection", false));
+    static const toml::table kEmpty;
+    TableReader protection(t != nullptr ? *t : kEmpty, "data_protection",
+                           base_dir);
+    CB_ASSIGN_OR_RETURN(std::string key_file,
+                        protection.String("key_file", false));
+    config.data_protection.key_file =
+        key_file.empty() ? (fs::path(config.data_dir) / "data.key").string()
+                         : protection.Resolve(key_file);
+    CB_RETURN_IF_ERROR(protection.CheckNoUnknownKeys());
+  }
+  CB_RETURN_IF_ERROR(ParseRetention(top, base_dir, config));
+  CB_RETURN_IF_ERROR(ParsePolicy(top, base_dir, config));
   CB_RETURN_IF_ERROR(top.CheckNoUnknownKeys());
   return config;
 }
@@ -382,6 +535,22 @@ absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
 }
 
 }  // namespace
+
+int RetentionSettings::DaysFor(v1::MessageKind kind) const {
+  const auto it = message_kind_days.find(kind);
+  return it != message_kind_days.end() ? it->second : message_days;
+}
+
+bool RetentionSettings::enabled() const {
+  if (message_days > 0) return true;
+  for (const auto& [kind, days] : message_kind_days) {
+    if (days > 0) return true;
+  }
+  for (const auto& [status, days] : case_status_days) {
+    if (days > 0) return true;
+  }
+  return false;
+}
 
 v1::Role RoleFromName(const std::string& name) {
   if (name == "liaison_officer") return v1::ROLE_LIAISON_OFFICER;

@@ -5,12 +5,15 @@
 #define CASEBRIDGE_CORE_CONFIG_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "casebridge/v1/common.pb.h"
+#include "casebridge/v1/exchange.pb.h"
 #include "casebridge/v1/office.pb.h"
+#include "core/policy.h"
 
 namespace casebridge::config {
 
@@ -52,8 +55,37 @@ struct AuditSettings {
   int checkpoint_interval_ms = 1000;
   // Message payloads (bodies, envelopes) and the salts of the audit entries
   // about them are purged this many days after the message was queued or
-  // received. 0 keeps them for ever.
+  // received. 0 keeps them for ever. Superseded by retention.message_days,
+  // whose default it is (both together are refused); read the retention
+  // settings, not this.
   int payload_retention_days = 0;
+};
+
+// Encryption of personal fields at rest (docs/storage.md#data-protection).
+struct DataProtection {
+  // 32 raw bytes; created 0600 at start if missing. Default
+  // <data_dir>/data.key; production keeps it outside data_dir and backs it
+  // up apart from the database (docs/operations.md#the-data-key).
+  std::string key_file;
+};
+
+// Retention of payloads and personal fields (docs/audit-log.md#retention).
+// Days are counted from a message's queueing or receipt and from a case's
+// last change; 0 keeps for ever.
+struct RetentionSettings {
+  // Messages of a kind with no entry in `message_kind_days`.
+  int message_days = 0;
+  // Per v1::MessageKind number; overrides `message_days` for that kind.
+  std::map<int, int> message_kind_days;
+  // Per final v1::CaseStatus number (REPATRIATED, CLOSED): a case with that
+  // status whose last change is this many days old has its personal fields
+  // purged.
+  std::map<int, int> case_status_days;
+
+  // The days for messages of `kind`; 0: kept.
+  int DaysFor(v1::MessageKind kind) const;
+  // Whether anything is ever purged.
+  bool enabled() const;
 };
 
 struct Gateway {
@@ -92,8 +124,16 @@ struct Gateway {
   std::vector<std::string> peer_offices;
 
   std::vector<Office> offices;
+  // What each role may do: [policy.roles], or the built-in table.
+  policy::RoleTable roles = policy::RoleTable::BuiltIn();
+  bool policy_from_config = false;  // [policy.roles] was given
+  // How often the config file is checked for a changed [[offices]],
+  // peer.offices or [policy] (0: only on SIGHUP).
+  int policy_reload_check_seconds = 5;
   Limits limits;
   AuditSettings audit;
+  DataProtection data_protection;
+  RetentionSettings retention;
   std::string log_level = "info";
 };
 

@@ -24,7 +24,7 @@ void ToProto(const StoredEntry& stored, v1::AuditEntry* e) {
 }
 
 bool SeesEverything(const Caller& caller) {
-  return caller.office->role == v1::ROLE_AUDITOR;
+  return caller.May(Action::kReadAllAudit);
 }
 
 }  // namespace
@@ -42,8 +42,8 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetCheckpoint(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
   return handler_->Unary<v1::GetCheckpointRequest, v1::GetCheckpointResponse>(
-      context, request, response, Action::kReadAudit, "audit.get_checkpoint",
-      nullptr,
+      context, request, response, Action::kGetCheckpoint,
+      "audit.get_checkpoint", nullptr,
       [this](const Incoming<v1::GetCheckpointRequest>&,
              v1::GetCheckpointResponse* out) -> absl::Status {
         CB_ASSIGN_OR_RETURN(const auto latest, audit_->LatestCheckpoint());
@@ -60,7 +60,7 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetEntries(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
   return handler_->Unary<v1::GetEntriesRequest, v1::GetEntriesResponse>(
-      context, request, response, Action::kReadAudit, "audit.get_entries",
+      context, request, response, Action::kGetEntries, "audit.get_entries",
       nullptr,
       [this](const Incoming<v1::GetEntriesRequest>& in,
              v1::GetEntriesResponse* out) -> absl::Status {
@@ -102,7 +102,7 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetInclusionProof(
     grpc::ByteBuffer* response) {
   return handler_
       ->Unary<v1::GetInclusionProofRequest, v1::GetInclusionProofResponse>(
-          context, request, response, Action::kReadAudit,
+          context, request, response, Action::kGetInclusionProof,
           "audit.get_inclusion_proof", nullptr,
           [this](const Incoming<v1::GetInclusionProofRequest>& in,
                  v1::GetInclusionProofResponse* out) -> absl::Status {
@@ -134,7 +134,7 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetConsistencyProof(
     grpc::ByteBuffer* response) {
   return handler_->Unary<v1::GetConsistencyProofRequest,
                          v1::GetConsistencyProofResponse>(
-      context, request, response, Action::kReadAudit,
+      context, request, response, Action::kGetConsistencyProof,
       "audit.get_consistency_proof", nullptr,
       [this](const Incoming<v1::GetConsistencyProofRequest>& in,
              v1::GetConsistencyProofResponse* out) -> absl::Status {
@@ -162,7 +162,7 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetEvidence(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
   return handler_->Unary<v1::GetEvidenceRequest, v1::GetEvidenceResponse>(
-      context, request, response, Action::kReadAudit, "audit.get_evidence",
+      context, request, response, Action::kGetEvidence, "audit.get_evidence",
       [](const v1::GetEvidenceRequest& r) {
         return std::vector<std::string>{
             r.envelope_id().empty() ? r.message_id() : r.envelope_id()};

@@ -1,91 +1,48 @@
 #include "server/authorizer.h"
 
-#include <set>
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "core/crypto.h"
 
 namespace casebridge::server {
 
-const char* ActionName(Action action) {
-  switch (action) {
-    case Action::kWhoAmI:
-      return "WhoAmI";
-    case Action::kOpenCase:
-      return "OpenCase";
-    case Action::kGetCase:
-      return "GetCase";
-    case Action::kListCases:
-      return "ListCases";
-    case Action::kUpdateCase:
-      return "UpdateCase";
-    case Action::kShareCase:
-      return "ShareCase";
-    case Action::kSendMessage:
-      return "SendMessage";
-    case Action::kWatchInbox:
-      return "WatchInbox";
-    case Action::kAcknowledge:
-      return "Acknowledge";
-    case Action::kGetDeliveryStatus:
-      return "GetDeliveryStatus";
-    case Action::kReadAudit:
-      return "ReadAudit";
-    case Action::kDeliver:
-      return "Deliver";
-    case Action::kAddCheckpoint:
-      return "AddCheckpoint";
+AccessPolicy::AccessPolicy(const config::Gateway& config)
+    : offices_(config.offices),
+      peer_offices_(config.peer_offices),
+      roles_(config.roles) {
+  for (size_t i = 0; i < offices_.size(); ++i) {
+    by_identity_[offices_[i].identity] = i;
   }
-  return "unknown";
+  description_ = policy::DescribeAccessPolicy(config);
+  digest_ = crypto::HexEncode(crypto::Sha256(description_));
 }
 
-OfficeAuthorizer::OfficeAuthorizer(const std::vector<config::Office>& offices) {
-  for (const config::Office& office : offices) {
-    by_identity_[office.identity] = &office;
-  }
+const config::Office* AccessPolicy::Find(const std::string& identity) const {
+  auto it = by_identity_.find(identity);
+  return it == by_identity_.end() ? nullptr : &offices_[it->second];
 }
+
+bool AccessPolicy::IsPeerOffice(const std::string& identity) const {
+  return std::find(peer_offices_.begin(), peer_offices_.end(), identity) !=
+         peer_offices_.end();
+}
+
+std::string AccessPolicy::Describe() const { return description_; }
 
 absl::StatusOr<Caller> OfficeAuthorizer::Identify(
     const std::string& identity) const {
-  auto it = by_identity_.find(identity);
-  if (it == by_identity_.end()) {
+  std::shared_ptr<const AccessPolicy> policy = policies_->Current();
+  const config::Office* office = policy->Find(identity);
+  if (office == nullptr) {
     return absl::PermissionDeniedError(absl::StrCat(
         "identity ", identity, " is not in this gateway's office table"));
   }
-  return Caller{identity, it->second};
+  return Caller{identity, office, std::move(policy)};
 }
 
 absl::Status OfficeAuthorizer::Authorize(const Caller& caller, Action action) {
-  // Built-in role table (docs/api.md#roles).
-  static const auto* kReaders = new std::set<Action>{
-      Action::kWhoAmI, Action::kGetCase, Action::kListCases};
-  static const auto* kOfficers =
-      new std::set<Action>{Action::kWhoAmI,      Action::kOpenCase,
-                           Action::kGetCase,     Action::kListCases,
-                           Action::kUpdateCase,  Action::kShareCase,
-                           Action::kSendMessage, Action::kWatchInbox,
-                           Action::kAcknowledge, Action::kGetDeliveryStatus,
-                           Action::kReadAudit};
-  static const auto* kAuditors =
-      new std::set<Action>{Action::kWhoAmI, Action::kGetCase,
-                           Action::kListCases, Action::kReadAudit};
-
-  const std::set<Action>* allowed = nullptr;
-  switch (caller.office->role) {
-    case v1::ROLE_LIAISON_OFFICER:
-    case v1::ROLE_EMBASSY_OFFICER:
-    case v1::ROLE_SUPERVISOR:
-      allowed = kOfficers;
-      break;
-    case v1::ROLE_AUDITOR:
-      allowed = kAuditors;
-      break;
-    case v1::ROLE_READ_ONLY:
-      allowed = kReaders;
-      break;
-    default:
-      break;
-  }
-  if (allowed == nullptr || !allowed->contains(action)) {
+  if (!caller.May(action)) {
     return absl::PermissionDeniedError(
         absl::StrCat("role ", config::RoleName(caller.office->role),
                      " may not call ", ActionName(action)));

@@ -68,7 +68,8 @@ std::vector<std::string> SafeSubjects(std::vector<std::string> candidates) {
 
 CallHandler::CallHandler(Port port, const config::Gateway* config,
                          AuditLog* audit, WorkQueue* work, const Clock* clock,
-                         const Revocations* revocations, CallLimiter* limiter)
+                         const Revocations* revocations, CallLimiter* limiter,
+                         const PolicyHolder* policies)
     : port_(port),
       config_(config),
       audit_(audit),
@@ -76,7 +77,8 @@ CallHandler::CallHandler(Port port, const config::Gateway* config,
       clock_(clock),
       revocations_(revocations),
       limiter_(limiter),
-      office_authorizer_(config->offices),
+      policies_(policies),
+      office_authorizer_(policies),
       peer_{config->peer_identity, "peer gateway", v1::ROLE_UNSPECIFIED} {}
 
 absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
@@ -117,6 +119,9 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
     }
   }
   if (port_ == Port::kOffice) {
+    if (policies_ == nullptr) {
+      return absl::InternalError("office port without an access policy");
+    }
     auto caller = office_authorizer_.Identify(*id);
     if (!caller.ok()) return caller.status();
     if (auto allowed = OfficeAuthorizer::Authorize(*caller, action);
@@ -138,12 +143,16 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
     return absl::PermissionDeniedError(
         absl::StrCat("identity ", *id, " is not the configured peer gateway"));
   }
-  if (action != Action::kDeliver && action != Action::kAddCheckpoint &&
-      action != Action::kReadAudit) {
+  static const auto* kPeerActions = new std::set<Action>{
+      Action::kDeliver,           Action::kAddCheckpoint,
+      Action::kGetCheckpoint,     Action::kGetEntries,
+      Action::kGetInclusionProof, Action::kGetConsistencyProof,
+      Action::kGetEvidence};
+  if (!kPeerActions->contains(action)) {
     return absl::PermissionDeniedError(
         absl::StrCat("the peer gateway may not call ", ActionName(action)));
   }
-  return Caller{*id, &peer_};
+  return Caller{*id, &peer_, nullptr};
 }
 
 absl::Status CallHandler::TrackStream(grpc::CallbackServerContext* context,
@@ -153,6 +162,7 @@ absl::Status CallHandler::TrackStream(grpc::CallbackServerContext* context,
                                       bool* audit) {
   OpenStream stream;
   stream.identity = identity;
+  stream.action = action;
   stream.audit_action = audit_action;
   if (auto auth = context->auth_context(); auth != nullptr) {
     const auto pem = auth->FindPropertyValues("x509_pem_cert");
@@ -235,22 +245,51 @@ void CallHandler::OnCallDone(const grpc::CallbackServerContext* context) {
 
 int CallHandler::EndRevokedStreams() {
   if (revocations_ == nullptr) return 0;
+  return EndStreams([this](const OpenStream& stream) -> absl::Status {
+    if (!revocations_->IsRevoked(stream.peer_pem)) return absl::OkStatus();
+    const absl::Status revoked =
+        revocations_->Check(stream.peer_pem, stream.identity);
+    return absl::UnauthenticatedError(
+        absl::StrCat(revoked.message(), "; its open stream was ended"));
+  });
+}
+
+int CallHandler::EndStreamsOutsidePolicy(const AccessPolicy& policy) {
+  return EndStreams([&policy](const OpenStream& stream) -> absl::Status {
+    const config::Office* office = policy.Find(stream.identity);
+    if (office == nullptr) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "identity ", stream.identity,
+          " is no longer in this gateway's office table (policy ",
+          policy.digest().substr(0, 12), "); its open stream was ended"));
+    }
+    if (!policy.Allows(*office, stream.action)) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "role ", config::RoleName(office->role), " may no longer call ",
+          ActionName(stream.action), " (policy ", policy.digest().substr(0, 12),
+          "); its open stream was ended"));
+    }
+    return absl::OkStatus();
+  });
+}
+
+int CallHandler::EndStreams(
+    const std::function<absl::Status(const OpenStream&)>& why) {
   std::vector<grpc::CallbackServerContext*> ending;
   std::vector<AuditEvent> events;
   {
     absl::MutexLock lock(&streams_mu_);
     for (auto& [context, stream] : streams_) {
-      if (stream.ending || !revocations_->IsRevoked(stream.peer_pem)) continue;
+      if (stream.ending) continue;
+      absl::Status reason = why(stream);
+      if (reason.ok()) continue;
       stream.ending = true;
       // The context is only ever used through the call it belongs to.
       ending.push_back(const_cast<grpc::CallbackServerContext*>(context));
       AuditEvent event;
       event.actor = stream.identity;
       event.action = stream.audit_action;
-      const absl::Status revoked =
-          revocations_->Check(stream.peer_pem, stream.identity);
-      event.outcome = absl::UnauthenticatedError(
-          absl::StrCat(revoked.message(), "; its open stream was ended"));
+      event.outcome = std::move(reason);
       events.push_back(std::move(event));
     }
     if (ending.empty()) return 0;

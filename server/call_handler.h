@@ -111,10 +111,13 @@ class CallHandler {
   // All pointers must outlive the handler. `revocations` is checked on every
   // call (null: none). `limiter` applies the office port's per-identity
   // limits (null: none).
+  // `policies` is the office port's access policy (required there, unused
+  // on the peer port).
   CallHandler(Port port, const config::Gateway* config, AuditLog* audit,
               WorkQueue* work, const Clock* clock,
               const Revocations* revocations = nullptr,
-              CallLimiter* limiter = nullptr);
+              CallLimiter* limiter = nullptr,
+              const PolicyHolder* policies = nullptr);
 
   // The same checks for any call shape: runs on the work queue and calls
   // `finish` with the outcome.
@@ -130,6 +133,12 @@ class CallHandler {
   // from one thread at a time (the certificate monitor's).
   int EndRevokedStreams();
 
+  // Ends every open stream whose caller `policy` no longer admits (gone
+  // from the office table, or its role may no longer make the call), and
+  // audits each. Returns how many were ended. Called after the policy in
+  // force was replaced by `policy`.
+  int EndStreamsOutsidePolicy(const AccessPolicy& policy);
+
   // Gives the listener of this handler's port a hook that tells the handler
   // when each call is done (so open streams are known). The handler must
   // outlive the server.
@@ -139,6 +148,7 @@ class CallHandler {
   // An admitted stream, from admission until its call is done.
   struct OpenStream {
     std::string identity;
+    Action action = Action::kWatchInbox;
     std::string peer_pem;      // the client certificate
     std::string audit_action;  // of the call that opened it
     bool counted = false;      // holds a slot of the stream limit
@@ -157,6 +167,9 @@ class CallHandler {
   // Writes the summary entry of a burst of limit refusals.
   void AuditBurst(const std::string& identity,
                   const CallLimiter::Decision& closed);
+  // Cancels and audits every open stream for which `why` is not OK (its
+  // outcome is the audited reason). Returns how many.
+  int EndStreams(const std::function<absl::Status(const OpenStream&)>& why);
   void OnCallDone(const grpc::CallbackServerContext* context);
   void AppendAudit(const AuditEvent& event);
 
@@ -169,6 +182,7 @@ class CallHandler {
   const Clock* const clock_;
   const Revocations* const revocations_;
   CallLimiter* const limiter_;
+  const PolicyHolder* const policies_;
   OfficeAuthorizer office_authorizer_;
   config::Office peer_;  // the peer gateway, as the peer port's only caller
 

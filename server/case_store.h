@@ -19,6 +19,11 @@ struct CaseFilter {
   v1::CaseCategory category = v1::CASE_CATEGORY_UNSPECIFIED;  // any if unset
   std::string owner_office;                                   // any if empty
   std::string text;  // substring of exchange id, local reference or summary
+  // Need-to-know (docs/api.md#need-to-know): when set, only cases whose
+  // exchange id starts with `own_prefix` (our country's, e.g. "PK-") and
+  // peer cases with a message in this office's inbox.
+  std::string visible_to_office;
+  std::string own_prefix;
 };
 
 struct CasePage {
@@ -56,6 +61,11 @@ class CaseStore {
   // NOT_FOUND if there is no such case.
   virtual absl::StatusOr<v1::CaseReference> GetCase(
       const std::string& exchange_id) = 0;
+
+  // Whether a message of case `exchange_id` went to `office`'s inbox: the
+  // case was shared with (or written to) that office.
+  virtual absl::StatusOr<bool> SharedWith(const std::string& exchange_id,
+                                          const std::string& office) = 0;
 
   // Cases matching `filter` after position `after` (0: from the start),
   // oldest first, at most `page_size`.

@@ -12,7 +12,8 @@ constexpr absl::Duration kPeerDeadline = absl::Seconds(10);
 
 struct Found {
   bool outgoing = false;
-  std::string signed_envelope;         // serialized v1.SignedEnvelope
+  // Serialized v1.SignedEnvelope, opened if it was sealed; empty if purged.
+  std::string signed_envelope;
   std::optional<std::string> receipt;  // serialized v1.SignedReceipt
   uint64_t received_index = 0;         // inbound only
 };
@@ -20,9 +21,11 @@ struct Found {
 }  // namespace
 
 Evidence::Evidence(sqlite::Database* db, SqliteAuditLog* audit,
-                   std::shared_ptr<grpc::Channel> peer)
+                   std::shared_ptr<grpc::Channel> peer,
+                   const RecordSealer* sealer)
     : db_(db),
       audit_(audit),
+      sealer_(sealer),
       peer_(peer ? v1::AuditService::NewStub(peer) : nullptr) {}
 
 absl::StatusOr<v1::LogEvidence> Evidence::Prove(uint64_t index,
@@ -54,31 +57,49 @@ absl::StatusOr<v1::LogEvidence> Evidence::Prove(uint64_t index,
   return out;
 }
 
+absl::StatusOr<std::string> Evidence::Opened(sqlite::Connection& conn,
+                                             std::string stored, bool sealed,
+                                             const std::string& message_id,
+                                             const char* field) const {
+  if (!sealed || stored.empty()) return stored;
+  CB_ASSIGN_OR_RETURN(
+      const v1::SignedEnvelope envelope,
+      FromStoredEnvelope(sealer_, conn, MessageRecord(message_id), field,
+                         stored, sealed));
+  return envelope.SerializeAsString();
+}
+
 absl::StatusOr<v1::EvidenceBundle> Evidence::LocalPart(
     const std::string& envelope_id) {
   std::optional<Found> found;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
     CB_ASSIGN_OR_RETURN(auto out,
-                        c.Prepare("SELECT signed_envelope, receipt FROM outbox "
+                        c.Prepare("SELECT signed_envelope, receipt, sealed, "
+                                  "message_id FROM outbox "
                                   "WHERE envelope_id = ?"));
     out.Bind(1, envelope_id);
     CB_ASSIGN_OR_RETURN(const bool sent, out.Step());
     if (sent) {
       Found f;
       f.outgoing = true;
-      f.signed_envelope = out.ColumnBlob(0);
+      CB_ASSIGN_OR_RETURN(f.signed_envelope,
+                          Opened(c, out.ColumnBlob(0), out.ColumnInt(2) != 0,
+                                 out.ColumnText(3), kOutboxEnvelopeField));
       if (!out.ColumnIsNull(1)) f.receipt = out.ColumnBlob(1);
       found = std::move(f);
       return absl::OkStatus();
     }
     CB_ASSIGN_OR_RETURN(
-        auto in, c.Prepare("SELECT signed_envelope, receipt, audit_index "
-                           "FROM inbound WHERE envelope_id = ?"));
+        auto in, c.Prepare("SELECT signed_envelope, receipt, audit_index, "
+                           "sealed, message_id FROM inbound "
+                           "WHERE envelope_id = ?"));
     in.Bind(1, envelope_id);
     CB_ASSIGN_OR_RETURN(const bool received, in.Step());
     if (received) {
       Found f;
-      f.signed_envelope = in.ColumnBlob(0);
+      CB_ASSIGN_OR_RETURN(f.signed_envelope,
+                          Opened(c, in.ColumnBlob(0), in.ColumnInt(3) != 0,
+                                 in.ColumnText(4), kInboundEnvelopeField));
       f.receipt = in.ColumnBlob(1);
       f.received_index = static_cast<uint64_t>(in.ColumnInt(2));
       found = std::move(f);

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "casebridge/v1/audit.grpc.pb.h"
+#include "server/record_keys.h"
 #include "server/sqlite.h"
 #include "server/sqlite_audit_log.h"
 
@@ -23,9 +24,11 @@ namespace casebridge::server {
 class Evidence {
  public:
   // Pointers must outlive this object. `peer` may be null (then only the
-  // local part can be given).
+  // local part can be given). `sealer` opens the sealed envelope bytes
+  // (GatewayStore::sealer()); null for a store without data protection.
   Evidence(sqlite::Database* db, SqliteAuditLog* audit,
-           std::shared_ptr<grpc::Channel> peer);
+           std::shared_ptr<grpc::Channel> peer,
+           const RecordSealer* sealer = nullptr);
 
   // The part our log proves, with the envelope and (once delivered) the
   // receipt. NOT_FOUND if the envelope is unknown or its payload was
@@ -46,9 +49,15 @@ class Evidence {
 
  private:
   absl::StatusOr<v1::LogEvidence> Prove(uint64_t index, bool with_salt);
+  // A stored signed_envelope column, opened if `sealed`.
+  absl::StatusOr<std::string> Opened(sqlite::Connection& conn,
+                                     std::string stored, bool sealed,
+                                     const std::string& message_id,
+                                     const char* field) const;
 
   sqlite::Database* const db_;
   SqliteAuditLog* const audit_;
+  const RecordSealer* const sealer_;  // may be null
   std::unique_ptr<v1::AuditService::Stub> peer_;
 };
 

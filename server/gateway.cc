@@ -20,6 +20,7 @@
 #include "server/office_service.h"
 #include "server/peer_link.h"
 #include "server/peer_service.h"
+#include "server/policy_reloader.h"
 #include "server/sqlite_case_store.h"
 #include "server/witness.h"
 #include "server/work_queue.h"
@@ -176,9 +177,8 @@ absl::Status Gateway::Init(const Clock* clock) {
       AtField("tls.crl_dir",
               tls::CheckCrlCoverage(c.peer_ca, c.crl_dir, clock->Now())));
 
-  CB_ASSIGN_OR_RETURN(
-      store_,
-      AtField("data_dir", GatewayStore::Open(c.data_dir, c.country, clock)));
+  CB_ASSIGN_OR_RETURN(store_,
+                      AtField("data_dir", GatewayStore::Open(c, clock)));
 
   work_ = std::make_unique<WorkQueue>(kWorkThreads);
   // Revocations and expiry: read once now (warnings about what expires soon
@@ -197,9 +197,11 @@ absl::Status Gateway::Init(const Clock* clock) {
   limits.burst = c.limits.office_burst;
   limits.max_streams = c.limits.office_streams_per_identity;
   office_limiter_ = std::make_unique<CallLimiter>(limits, clock);
+  policies_ = std::make_unique<PolicyHolder>(
+      std::make_shared<const AccessPolicy>(config_));
   office_handler_ = std::make_unique<CallHandler>(
       Port::kOffice, &config_, &store_->audit_log(), work_.get(), clock,
-      revocations_.get(), office_limiter_.get());
+      revocations_.get(), office_limiter_.get(), policies_.get());
   peer_handler_ = std::make_unique<CallHandler>(
       Port::kPeer, &config_, &store_->audit_log(), work_.get(), clock,
       revocations_.get(), nullptr);
@@ -216,13 +218,14 @@ absl::Status Gateway::Init(const Clock* clock) {
   office_service_ = std::make_unique<OfficeServiceImpl>(
       &config_, office_handler_.get(), &store_->cases(), &store_->audit_log(),
       std::move(exchange));
-  evidence_ = std::make_unique<Evidence>(
-      &store_->database(), &store_->audit_log(), peer_link_->channel());
+  evidence_ =
+      std::make_unique<Evidence>(&store_->database(), &store_->audit_log(),
+                                 peer_link_->channel(), store_->sealer());
   office_audit_service_ = std::make_unique<AuditServiceImpl>(
       office_handler_.get(), &store_->audit_log(), evidence_.get());
   inbound_ = std::make_unique<Inbound>(
       &config_, &store_->exchange(), &store_->audit_log(), &peer_envelope_keys_,
-      envelope_signer_.get(), clock);
+      envelope_signer_.get(), clock, policies_.get());
 
   const std::string our_country(CountryCode(c.country));
   const std::string peer_country(CountryCode(PeerCountry(c.country)));
@@ -273,6 +276,17 @@ absl::Status Gateway::Init(const Clock* clock) {
     peer_handler_->EndRevokedStreams();
   });
   cert_monitor_->Start();
+  PolicyReloader::Options reload;
+  reload.config_path = c.source_path;
+  reload.country = c.country;
+  reload.identity = c.identity;
+  reload.check_interval = absl::Seconds(c.policy_reload_check_seconds);
+  reload.on_replaced = [this](const AccessPolicy& policy) {
+    office_handler_->EndStreamsOutsidePolicy(policy);
+  };
+  policy_reloader_ = std::make_unique<PolicyReloader>(
+      std::move(reload), policies_.get(), &store_->audit_log());
+  policy_reloader_->Start();
   // Called at once if a fork is on record (from an earlier run, or offered
   // since the peer port opened).
   witness_->set_on_fork([this] {
@@ -296,16 +310,16 @@ absl::Status Gateway::Init(const Clock* clock) {
       peer_witness_verifier_->public_key());
   checkpoints.interval = absl::Milliseconds(c.audit.checkpoint_interval_ms);
   checkpoints.retry_max = absl::Seconds(c.limits.retry_max_seconds);
-  if (c.audit.payload_retention_days > 0) {
+  if (c.retention.enabled()) {
     checkpoints.maintenance = [this, clock] {
-      const absl::Time cutoff =
-          clock->Now() - absl::Hours(24) * config_.audit.payload_retention_days;
-      auto purged = store_->exchange().PurgeExpired(cutoff, config_.identity);
+      auto purged = store_->PurgeExpired(config_.retention, clock->Now(),
+                                         config_.identity);
       if (!purged.ok()) {
         log::Error("retention.purge_failed",
                    {{"error", std::string(purged.status().message())}});
-      } else if (*purged > 0) {
-        log::Info("retention.purged", {{"messages", *purged}});
+      } else if (purged->messages + purged->cases > 0) {
+        log::Info("retention.purged",
+                  {{"messages", purged->messages}, {"cases", purged->cases}});
       }
     };
   }
@@ -320,6 +334,7 @@ absl::Status Gateway::Init(const Clock* clock) {
              {"peer_port", peer_port_},
              {"data_dir", c.data_dir},
              {"offices", c.offices.size()},
+             {"policy", policies_->Current()->digest()},
              {"schema_version", store_->database().schema_version()}});
   return absl::OkStatus();
 }
@@ -338,6 +353,7 @@ void Gateway::Shutdown(absl::Duration drain) {
   stopped_ = true;
   // No more health changes or stream ends from the monitor.
   if (cert_monitor_) cert_monitor_->Stop();
+  if (policy_reloader_) policy_reloader_->Stop();
   const auto deadline = absl::ToChronoTime(absl::Now() + drain);
   for (grpc::Server* server : {office_server_.get(), peer_server_.get()}) {
     if (server == nullptr) continue;
@@ -358,5 +374,12 @@ void Gateway::Shutdown(absl::Duration drain) {
 }
 
 Gateway::~Gateway() { Shutdown(absl::ZeroDuration()); }
+
+absl::StatusOr<bool> Gateway::ReloadPolicy(absl::string_view trigger) {
+  if (policy_reloader_ == nullptr || stopped_) {
+    return absl::FailedPreconditionError("the gateway is not running");
+  }
+  return policy_reloader_->Reload(trigger);
+}
 
 }  // namespace casebridge::server

@@ -33,6 +33,8 @@ class AuditServiceImpl;
 class Checkpointer;
 class Evidence;
 class Witness;
+class PolicyHolder;
+class PolicyReloader;
 
 class Gateway {
  public:
@@ -47,6 +49,11 @@ class Gateway {
   int office_port() const { return office_port_; }
   int peer_port() const { return peer_port_; }
   const config::Gateway& config() const { return config_; }
+
+  // Re-reads the config file's access policy ([[offices]], peer.offices,
+  // [policy]) and puts it in force (server/policy_reloader.h): true if it
+  // changed, false if not, the error if refused (the old one stays).
+  absl::StatusOr<bool> ReloadPolicy(absl::string_view trigger);
 
   // Stops taking calls, lets in-flight calls finish for up to `drain`, then
   // cancels the rest. Idempotent.
@@ -78,6 +85,8 @@ class Gateway {
   std::unique_ptr<Revocations> revocations_;
   std::unique_ptr<CallLimiter> office_limiter_;
   std::unique_ptr<CertMonitor> cert_monitor_;
+  std::unique_ptr<PolicyHolder> policies_;
+  std::unique_ptr<PolicyReloader> policy_reloader_;
   std::unique_ptr<CallHandler> office_handler_;
   std::unique_ptr<CallHandler> peer_handler_;
   std::unique_ptr<PeerLink> peer_link_;

@@ -30,8 +30,10 @@ google::protobuf::Timestamp ToProto(absl::Time t) {
 
 Inbound::Inbound(const config::Gateway* config, ExchangeStore* store,
                  AuditLog* audit, const exchange::KeyRing* peer_keys,
-                 const crypto::Ed25519Signer* signer, const Clock* clock)
+                 const crypto::Ed25519Signer* signer, const Clock* clock,
+                 const PolicyHolder* policies)
     : config_(config),
+      policies_(policies),
       store_(store),
       audit_(audit),
       peer_keys_(peer_keys),
@@ -59,7 +61,8 @@ bool Inbound::IsPermanent(const absl::Status& refusal) {
   }
 }
 
-absl::Status Inbound::CheckContent(const v1::Envelope& e) const {
+absl::Status Inbound::CheckContent(const AccessPolicy& policy,
+                                   const v1::Envelope& e) const {
   if (e.origin_gateway() != config_->peer_identity) {
     return absl::PermissionDeniedError(absl::StrCat(
         "origin_gateway: envelope claims to come from ",
@@ -97,22 +100,16 @@ absl::Status Inbound::CheckContent(const v1::Envelope& e) const {
     return absl::InvalidArgumentError(
         "message.sender_country: is not the peer's country");
   }
-  const auto& senders = config_->peer_offices;
-  if (std::find(senders.begin(), senders.end(), m.sender_office()) ==
-      senders.end()) {
+  if (!policy.IsPeerOffice(m.sender_office())) {
     return absl::PermissionDeniedError(
         absl::StrCat("message.sender_office: ", Quote(m.sender_office()),
                      " is not among the peer offices this gateway accepts "
                      "(peer.offices)"));
   }
   if (!m.recipient_office().empty()) {
-    const bool ours = std::any_of(
-        config_->offices.begin(), config_->offices.end(),
-        [&](const config::Office& o) {
-          return o.identity == m.recipient_office() &&
-                 o.role != v1::ROLE_AUDITOR && o.role != v1::ROLE_READ_ONLY;
-        });
-    if (!ours) {
+    // Ours, and allowed to read an inbox under the policy in force.
+    const config::Office* office = policy.Find(m.recipient_office());
+    if (office == nullptr || !policy.Allows(*office, Action::kWatchInbox)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "message.recipient_office: ", Quote(m.recipient_office()),
           " is not an office of this gateway that takes messages"));
@@ -149,19 +146,23 @@ absl::Status Inbound::CheckContent(const v1::Envelope& e) const {
   return absl::OkStatus();
 }
 
-std::vector<std::string> Inbound::InboxOffices(const v1::CaseMessage& m) const {
+std::vector<std::string> Inbound::InboxOffices(const AccessPolicy& policy,
+                                               const v1::CaseMessage& m) {
   if (!m.recipient_office().empty()) return {m.recipient_office()};
-  // Addressed to the country: the liaison desk(s) take it.
+  // Addressed to the country: the liaison desk(s) take it, or else the
+  // supervisors and embassy officers; only offices that may watch an inbox.
   std::vector<std::string> offices;
-  for (const config::Office& o : config_->offices) {
-    if (o.role == v1::ROLE_LIAISON_OFFICER) offices.push_back(o.identity);
-  }
-  if (offices.empty()) {
-    for (const config::Office& o : config_->offices) {
-      if (o.role == v1::ROLE_SUPERVISOR || o.role == v1::ROLE_EMBASSY_OFFICER) {
+  auto take = [&](std::initializer_list<v1::Role> roles) {
+    for (const config::Office& o : policy.offices()) {
+      if (std::find(roles.begin(), roles.end(), o.role) != roles.end() &&
+          policy.Allows(o, Action::kWatchInbox)) {
         offices.push_back(o.identity);
       }
     }
+  };
+  take({v1::ROLE_LIAISON_OFFICER});
+  if (offices.empty()) {
+    take({v1::ROLE_SUPERVISOR, v1::ROLE_EMBASSY_OFFICER});
   }
   return offices;
 }
@@ -192,6 +193,7 @@ std::variant<Inbound::Checked, v1::DeliverResponse> Inbound::Check(
   event.payload = signed_envelope.signature();
 
   std::string envelope_id;  // echoed once it has the shape of an id
+  const std::shared_ptr<const AccessPolicy> policy = policies_->Current();
   const absl::Status status = [&]() -> absl::Status {
     CB_ASSIGN_OR_RETURN(
         checked.envelope,
@@ -204,12 +206,12 @@ std::variant<Inbound::Checked, v1::DeliverResponse> Inbound::Check(
                   IdKind::kEnvelope)) {
       envelope_id = checked.envelope.envelope_id();
     }
-    return CheckContent(checked.envelope);
+    return CheckContent(*policy, checked.envelope);
   }();
   if (status.ok()) {
     event.subjects = {checked.envelope.message().exchange_id()};
     checked.digest = exchange::EnvelopeDigest(signed_envelope);
-    checked.inbox_offices = InboxOffices(checked.envelope.message());
+    checked.inbox_offices = InboxOffices(*policy, checked.envelope.message());
     return checked;
   }
   v1::DeliverResponse response;

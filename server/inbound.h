@@ -13,6 +13,7 @@
 #include "core/crypto.h"
 #include "core/envelope.h"
 #include "server/audit_log.h"
+#include "server/authorizer.h"
 #include "server/exchange_store.h"
 
 namespace casebridge::server {
@@ -23,7 +24,8 @@ class Inbound {
   // which signs receipts. Thread-safe.
   Inbound(const config::Gateway* config, ExchangeStore* store, AuditLog* audit,
           const exchange::KeyRing* peer_keys,
-          const crypto::Ed25519Signer* signer, const Clock* clock);
+          const crypto::Ed25519Signer* signer, const Clock* clock,
+          const PolicyHolder* policies);
 
   // Checks one envelope and, if it passes, stores it with the message and
   // its inbox entries and answers with our signed receipt (a replay gets the
@@ -63,14 +65,17 @@ class Inbound {
   static bool IsPermanent(const absl::Status& refusal);
 
  private:
-  absl::Status CheckContent(const v1::Envelope& envelope) const;
-  std::vector<std::string> InboxOffices(const v1::CaseMessage& message) const;
+  absl::Status CheckContent(const AccessPolicy& policy,
+                            const v1::Envelope& envelope) const;
+  static std::vector<std::string> InboxOffices(const AccessPolicy& policy,
+                                               const v1::CaseMessage& message);
   // Turns `response` into a refusal for `refusal`, logs it and, unless the
   // store audited it already, appends `event` with its outcome.
   void Refuse(const absl::Status& refusal, AuditEvent event,
               v1::DeliverResponse* response);
 
   const config::Gateway* const config_;
+  const PolicyHolder* const policies_;
   ExchangeStore* const store_;
   AuditLog* const audit_;
   const exchange::KeyRing* const peer_keys_;

@@ -23,12 +23,11 @@ google::protobuf::Timestamp ToProto(absl::Time t) {
   return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
 }
 
-absl::Status CheckRecipient(const config::Gateway& config,
+absl::Status CheckRecipient(const AccessPolicy& policy,
                             const std::string& field,
                             const std::string& recipient) {
   if (recipient.empty()) return absl::OkStatus();
-  const auto& known = config.peer_offices;
-  if (std::find(known.begin(), known.end(), recipient) == known.end()) {
+  if (!policy.IsPeerOffice(recipient)) {
     return absl::InvalidArgumentError(absl::StrCat(
         field,
         ": not an office of the peer country known to this gateway "
@@ -327,10 +326,10 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ShareCase(
         }
         const std::string recipient =
             r.recipient_offices_size() == 1 ? r.recipient_offices(0) : "";
-        CB_RETURN_IF_ERROR(
-            CheckRecipient(*config_, "recipient_offices[0]", recipient));
+        CB_RETURN_IF_ERROR(CheckRecipient(*in.caller.policy,
+                                          "recipient_offices[0]", recipient));
         CB_ASSIGN_OR_RETURN(v1::CaseReference c,
-                            cases_->GetCase(r.exchange_id()));
+                            VisibleCase(in.caller, r.exchange_id()));
         if (c.origin_country() != config_->country) {
           return absl::FailedPreconditionError(
               absl::StrCat("case ", c.exchange_id(),
@@ -338,10 +337,10 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ShareCase(
                            "on this side can be shared"));
         }
         if (c.owner_office() != in.caller.identity &&
-            in.caller.office->role != v1::ROLE_SUPERVISOR) {
+            !in.caller.May(Action::kShareAnyCase)) {
           return absl::PermissionDeniedError(absl::StrCat(
               "case ", c.exchange_id(), " is owned by ", c.owner_office(),
-              "; only its owner or a supervisor may share it"));
+              "; only its owner or a role granted ShareAnyCase may share it"));
         }
         v1::CaseMessage message;
         message.set_exchange_id(c.exchange_id());
@@ -387,10 +386,12 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::SendMessage(
               "ShareCase and Acknowledge");
         }
         CB_RETURN_IF_ERROR(ValidateMessageContent(m, "message"));
-        CB_RETURN_IF_ERROR(CheckRecipient(*config_, "message.recipient_office",
+        CB_RETURN_IF_ERROR(CheckRecipient(*in.caller.policy,
+                                          "message.recipient_office",
                                           m.recipient_office()));
-        // The case must be known here (opened here, or shared by the peer).
-        CB_RETURN_IF_ERROR(cases_->GetCase(m.exchange_id()).status());
+        // The case must be known here (opened here, or shared by the peer)
+        // and to the caller (need-to-know).
+        CB_RETURN_IF_ERROR(VisibleCase(in.caller, m.exchange_id()).status());
         RequestKey key{r.request_id(),
                        r.request_id().empty()
                            ? ""
@@ -496,9 +497,10 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::GetDeliveryStatus(
             v1::CaseMessage m,
             exchange_.store->GetOutgoingMessage(in.request.message_id()));
         if (m.sender_office() != in.caller.identity &&
-            in.caller.office->role != v1::ROLE_SUPERVISOR) {
+            !in.caller.May(Action::kReadAnyDeliveryStatus)) {
           return absl::PermissionDeniedError(absl::StrCat(
-              "message ", m.message_id(), " was sent by another office"));
+              "message ", m.message_id(),
+              " was sent by another office (ReadAnyDeliveryStatus needed)"));
         }
         CB_ASSIGN_OR_RETURN(*out->mutable_status(),
                             exchange_.store->GetDeliveryStatus(m.message_id()));

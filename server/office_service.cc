@@ -1,10 +1,13 @@
 #include "server/office_service.h"
 
+#include <algorithm>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/crypto.h"
+#include "core/identity.h"
 #include "core/status_macros.h"
 #include "server/validation.h"
 
@@ -51,6 +54,51 @@ absl::StatusOr<int64_t> DecodePageToken(const std::string& token,
   return position;
 }
 
+absl::StatusOr<v1::CaseReference> OfficeServiceImpl::VisibleCase(
+    const Caller& caller, const std::string& exchange_id) {
+  CB_ASSIGN_OR_RETURN(v1::CaseReference c, cases_->GetCase(exchange_id));
+  if (c.origin_country() == config_->country ||
+      caller.May(Action::kReadAllCases)) {
+    return c;
+  }
+  CB_ASSIGN_OR_RETURN(const bool shared,
+                      cases_->SharedWith(exchange_id, caller.identity));
+  if (!shared) {
+    // The same answer as for a case that does not exist: need-to-know
+    // includes knowing that the case is here at all.
+    return absl::NotFoundError(
+        absl::StrCat("case ", exchange_id, " not found"));
+  }
+  return c;
+}
+
+bool OfficeServiceImpl::ReleasePersonalData(const Caller& caller,
+                                            v1::CaseReference* c,
+                                            std::vector<std::string>* read) {
+  const bool has_personal =
+      !c->last_known_locations().empty() ||
+      std::any_of(
+          c->victims().begin(), c->victims().end(),
+          [](const v1::VictimReference& v) { return !v.remarks().empty(); });
+  if (!has_personal) return true;
+  if (caller.May(Action::kReadPersonalData)) {
+    read->push_back(c->exchange_id());
+    return true;
+  }
+  for (v1::VictimReference& v : *c->mutable_victims()) v.clear_remarks();
+  c->clear_last_known_locations();
+  return false;
+}
+
+template <typename Request>
+absl::Status OfficeServiceImpl::AuditPersonalRead(
+    const Incoming<Request>& in, const std::string& action,
+    const std::vector<std::string>& exchange_ids) {
+  if (exchange_ids.empty()) return absl::OkStatus();
+  // Recorded before the answer leaves: no audit entry, no personal data.
+  return audit_->Append(in.Event(action, exchange_ids)).status();
+}
+
 OfficeServiceImpl::OfficeServiceImpl(const config::Gateway* config,
                                      CallHandler* handler, CaseStore* cases,
                                      AuditLog* audit, Exchange exchange)
@@ -69,6 +117,11 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::WhoAmI(
         out->set_identity(in.caller.identity);
         out->set_display_name(in.caller.office->display_name);
         out->set_role(in.caller.office->role);
+        for (Action a :
+             in.caller.policy->roles().ActionsOf(in.caller.office->role)) {
+          out->add_allowed_actions(ActionName(a));
+        }
+        out->set_policy_digest(in.caller.policy->digest());
         out->set_country(config_->country);
         out->set_gateway_identity(config_->identity);
         return absl::OkStatus();
@@ -120,8 +173,11 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::GetCase(
         CB_RETURN_IF_ERROR(
             CheckExchangeId("exchange_id", in.request.exchange_id()));
         CB_ASSIGN_OR_RETURN(*out->mutable_case_reference(),
-                            cases_->GetCase(in.request.exchange_id()));
-        return absl::OkStatus();
+                            VisibleCase(in.caller, in.request.exchange_id()));
+        std::vector<std::string> personal;
+        out->set_personal_data_withheld(!ReleasePersonalData(
+            in.caller, out->mutable_case_reference(), &personal));
+        return AuditPersonalRead(in, "case.get.personal_data", personal);
       });
 }
 
@@ -143,15 +199,25 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ListCases(
         filter.category = r.category();
         filter.owner_office = r.owner_office();
         filter.text = r.text();
+        if (!in.caller.May(Action::kReadAllCases)) {
+          filter.visible_to_office = in.caller.identity;
+          filter.own_prefix = absl::StrCat(CountryCode(config_->country), "-");
+        }
         const int page_size =
             r.page_size() == 0 ? kDefaultPageSize : r.page_size();
         CB_ASSIGN_OR_RETURN(CasePage page,
                             cases_->ListCases(filter, after, page_size));
-        for (auto& c : page.cases) *out->add_cases() = std::move(c);
+        std::vector<std::string> personal;
+        bool withheld = false;
+        for (auto& c : page.cases) {
+          withheld |= !ReleasePersonalData(in.caller, &c, &personal);
+          *out->add_cases() = std::move(c);
+        }
+        out->set_personal_data_withheld(withheld);
         if (page.has_more) {
           out->set_next_page_token(EncodePageToken(page.last_position, r));
         }
-        return absl::OkStatus();
+        return AuditPersonalRead(in, "case.list.personal_data", personal);
       });
 }
 
@@ -169,6 +235,8 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
         CB_RETURN_IF_ERROR(ValidateUpdateCase(r));
         const v1::CaseReference& changes = r.case_reference();
         const std::string& id = changes.exchange_id();
+        // Need-to-know first: a case the caller may not know of is NOT_FOUND.
+        CB_RETURN_IF_ERROR(VisibleCase(in.caller, id).status());
         auto apply = [&](v1::CaseReference& c) -> absl::Status {
           if (c.origin_country() != config_->country) {
             // The owner's copy is the shared record; a local edit would be
@@ -179,10 +247,11 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
                              "gateway changes it"));
           }
           if (c.owner_office() != in.caller.identity &&
-              in.caller.office->role != v1::ROLE_SUPERVISOR) {
-            return absl::PermissionDeniedError(
-                absl::StrCat("case ", id, " is owned by ", c.owner_office(),
-                             "; only its owner or a supervisor may update it"));
+              !in.caller.May(Action::kUpdateAnyCase)) {
+            return absl::PermissionDeniedError(absl::StrCat(
+                "case ", id, " is owned by ", c.owner_office(),
+                "; only its owner or a role granted UpdateAnyCase may update "
+                "it"));
           }
           for (const std::string& path : r.update_mask().paths()) {
             if (path == "status") {

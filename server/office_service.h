@@ -80,6 +80,22 @@ class OfficeServiceImpl final : public OfficeServiceBase {
       grpc::ByteBuffer* response) override;
 
  private:
+  // The case if `caller` may know of it (need-to-know): our country's cases,
+  // peer cases shared with the caller's office, or any with ReadAllCases.
+  // NOT_FOUND otherwise, worded as for a case that does not exist.
+  absl::StatusOr<v1::CaseReference> VisibleCase(const Caller& caller,
+                                                const std::string& exchange_id);
+  // Leaves `c`'s personal fields (victims' remarks, last known locations)
+  // in place if `caller` may read personal data, adding its exchange id to
+  // `read` when it has any; else clears them. False if any were withheld.
+  static bool ReleasePersonalData(const Caller& caller, v1::CaseReference* c,
+                                  std::vector<std::string>* read);
+  // Audits that the call read the personal data of `exchange_ids` (if any).
+  template <typename Request>
+  absl::Status AuditPersonalRead(const Incoming<Request>& in,
+                                 const std::string& action,
+                                 const std::vector<std::string>& exchange_ids);
+
   // Mints ids for `message` (kind, priority, content set by the caller) from
   // `caller` and readies it for the outbox: the seal signs the envelope.
   absl::StatusOr<OutgoingMessage> Seal(const Caller& caller,

@@ -197,6 +197,43 @@ CREATE INDEX outbox_ready
   ON outbox(priority DESC, seq, exchange_id, next_attempt_us, state)
   WHERE state IN (1, 2);
 )sql"},
+      {6, "data protection: record keys, sealed fields, case retention", R"sql(
+-- Each case's and each message's personal fields are sealed (AES-256-GCM)
+-- under a key of their own; that key is stored here wrapped (sealed) under
+-- the gateway's data key, which lives outside the database
+-- (docs/storage.md#data-protection). Retention deletes the row: every copy
+-- of the record's ciphertext left in free pages of this file or in its WAL
+-- is then unreadable (a backup taken before keeps the wrapped key).
+CREATE TABLE record_keys (
+  record     TEXT PRIMARY KEY,      -- "case/<exchange id>" or "message/<message id>"
+  wrapped    BLOB NOT NULL,         -- the record's 32-byte key, sealed under the data key
+  created_us INTEGER NOT NULL       -- unix microseconds
+) WITHOUT ROWID;
+
+-- 1: the row's payload columns are sealed under its record's key (cases.body;
+-- messages.body; the `envelope` field of outbox and inbound signed_envelope).
+-- 0: stored as before migration 6, until the gateway seals them when it opens
+-- the database with its data key; and for purged rows, which hold nothing
+-- personal.
+ALTER TABLE cases ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE inbound ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+
+-- The message an inbound envelope carried (its envelope bytes are sealed
+-- under that message's key); NULL only on rows written before migration 6,
+-- until the gateway seals them.
+ALTER TABLE inbound ADD COLUMN message_id TEXT;
+
+-- Retention of cases: when the case's personal fields were purged; NULL
+-- while kept. A purged case's body keeps every other field, in the clear.
+ALTER TABLE cases ADD COLUMN purged_us INTEGER;
+)sql"},
+      {7, "need-to-know: the messages of a case", R"sql(
+-- Which of our offices a peer case was shared with is read from the inboxes
+-- its messages went to (docs/api.md#need-to-know): by case, not by scan.
+CREATE INDEX messages_by_case ON messages(exchange_id);
+)sql"},
   };
   return *migrations;
 }

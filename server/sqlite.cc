@@ -118,11 +118,14 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(
   }
   sqlite3_extended_result_codes(db, 1);
   std::unique_ptr<Connection> connection(new Connection(db));
-  // FULL: a commit is on disk before the office is told OK.
+  // FULL: a commit is on disk before the office is told OK. secure_delete:
+  // deleted content (a shredded record key, a purged payload) is overwritten
+  // with zeros, not left in free space (docs/storage.md#data-protection).
   CB_RETURN_IF_ERROR(
       connection->Exec("PRAGMA journal_mode=WAL;"
                        "PRAGMA synchronous=FULL;"
                        "PRAGMA foreign_keys=ON;"
+                       "PRAGMA secure_delete=ON;"
                        "PRAGMA busy_timeout=10000;"));
   return connection;
 }

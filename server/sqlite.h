@@ -64,7 +64,7 @@ class Statement {
 class Connection {
  public:
   // Opens (creating if asked) the file and applies the project's pragmas:
-  // WAL, synchronous=FULL, foreign keys, a busy timeout.
+  // WAL, synchronous=FULL, foreign keys, secure_delete, a busy timeout.
   static absl::StatusOr<std::unique_ptr<Connection>> Open(
       const std::string& path, bool create);
   ~Connection();

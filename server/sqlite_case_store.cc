@@ -6,9 +6,15 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/crypto.h"
+#include "core/field_crypto.h"
 #include "core/identity.h"
 #include "core/status_macros.h"
 #include "google/protobuf/util/time_util.h"
@@ -42,21 +48,76 @@ std::string Serialize(const v1::CaseReference& c) {
   return out;
 }
 
-// Writes all columns of `c` (body included) to the row of its exchange id.
-absl::Status WriteRow(sqlite::Connection& conn, const v1::CaseReference& c) {
+constexpr const char* kBodyField = kCaseBodyField;
+
+// "V-" and 8 characters of RFC 4648 base32: 40 random bits.
+std::string MintPseudonym() {
+  static constexpr char kBase32[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  const std::string random = crypto::RandomBytes(5);
+  uint64_t bits = 0;
+  for (const char byte : random)
+    bits = (bits << 8) | static_cast<uint8_t>(byte);
+  std::string out = "V-";
+  for (int i = 7; i >= 0; --i) out.push_back(kBase32[(bits >> (5 * i)) & 31]);
+  return out;
+}
+
+}  // namespace
+
+void MintPseudonyms(v1::CaseReference& c) {
+  std::set<std::string> taken;
+  for (const v1::VictimReference& v : c.victims()) taken.insert(v.pseudonym());
+  for (v1::VictimReference& v : *c.mutable_victims()) {
+    if (!v.pseudonym().empty()) continue;
+    std::string minted;
+    do {
+      minted = MintPseudonym();
+    } while (!taken.insert(minted).second);
+    v.set_pseudonym(std::move(minted));
+  }
+}
+
+namespace {
+
+// The body column of `c` (sealed under the case's key when the store has a
+// data key).
+absl::StatusOr<StoredPayload> StoreBody(const RecordSealer* sealer,
+                                        sqlite::Connection& conn,
+                                        const v1::CaseReference& c) {
+  return ToStored(sealer, conn, CaseRecord(c.exchange_id()), kBodyField,
+                  Serialize(c));
+}
+
+absl::StatusOr<v1::CaseReference> LoadBody(const RecordSealer* sealer,
+                                           sqlite::Connection& conn,
+                                           const std::string& exchange_id,
+                                           std::string body, bool sealed) {
+  CB_ASSIGN_OR_RETURN(const std::string plain,
+                      FromStored(sealer, conn, CaseRecord(exchange_id),
+                                 kBodyField, std::move(body), sealed));
+  return ParseBody(plain, exchange_id);
+}
+
+// Writes all columns of `c` (body included) to the row of its exchange id,
+// which then holds its personal fields again (purged_us NULL).
+absl::Status WriteRow(const RecordSealer* sealer, sqlite::Connection& conn,
+                      const v1::CaseReference& c) {
+  CB_ASSIGN_OR_RETURN(const StoredPayload body, StoreBody(sealer, conn, c));
   CB_ASSIGN_OR_RETURN(
       auto stmt,
       conn.Prepare("UPDATE cases SET local_reference = ?, category = ?, "
                    "status = ?, summary = ?, version = ?, updated_us = ?, "
-                   "body = ? WHERE exchange_id = ?"));
+                   "body = ?, sealed = ?, purged_us = NULL "
+                   "WHERE exchange_id = ?"));
   stmt.Bind(1, c.local_reference())
       .Bind(2, static_cast<int64_t>(c.category()))
       .Bind(3, static_cast<int64_t>(c.status()))
       .Bind(4, c.summary())
       .Bind(5, c.version())
       .Bind(6, TimeUtil::TimestampToMicroseconds(c.updated_at()))
-      .BindBlob(7, Serialize(c))
-      .Bind(8, c.exchange_id());
+      .BindBlob(7, body.bytes)
+      .Bind(8, int64_t{body.sealed})
+      .Bind(9, c.exchange_id());
   CB_RETURN_IF_ERROR(stmt.Run());
   if (conn.changes() != 1) {
     return absl::InternalError(absl::StrCat("updating case ", c.exchange_id(),
@@ -66,17 +127,29 @@ absl::Status WriteRow(sqlite::Connection& conn, const v1::CaseReference& c) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::CaseReference> ReadCase(sqlite::Connection& conn,
-                                           const std::string& exchange_id) {
-  CB_ASSIGN_OR_RETURN(
-      auto stmt, conn.Prepare("SELECT body FROM cases WHERE exchange_id = ?"));
+struct StoredCase {
+  v1::CaseReference reference;
+  bool purged = false;
+};
+
+absl::StatusOr<StoredCase> ReadCase(const RecordSealer* sealer,
+                                    sqlite::Connection& conn,
+                                    const std::string& exchange_id) {
+  CB_ASSIGN_OR_RETURN(auto stmt,
+                      conn.Prepare("SELECT body, sealed, purged_us FROM cases "
+                                   "WHERE exchange_id = ?"));
   stmt.Bind(1, exchange_id);
   CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
   if (!row) {
     return absl::NotFoundError(
         absl::StrCat("case ", exchange_id, " not found"));
   }
-  return ParseBody(stmt.ColumnBlob(0), exchange_id);
+  StoredCase out;
+  out.purged = !stmt.ColumnIsNull(2);
+  CB_ASSIGN_OR_RETURN(out.reference,
+                      LoadBody(sealer, conn, exchange_id, stmt.ColumnBlob(0),
+                               stmt.ColumnInt(1) != 0));
+  return out;
 }
 
 }  // namespace
@@ -88,9 +161,9 @@ absl::StatusOr<OpenedCase> SqliteCaseStore::OpenCase(
   CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
     if (!key.request_id.empty()) {
       CB_ASSIGN_OR_RETURN(
-          auto find, conn.Prepare("SELECT exchange_id, request_hash, body FROM "
-                                  "cases WHERE owner_office = ? AND "
-                                  "request_id = ?"));
+          auto find,
+          conn.Prepare("SELECT exchange_id, request_hash, body, sealed FROM "
+                       "cases WHERE owner_office = ? AND request_id = ?"));
       find.Bind(1, owner).Bind(2, key.request_id);
       CB_ASSIGN_OR_RETURN(const bool row, find.Step());
       if (row) {
@@ -99,8 +172,10 @@ absl::StatusOr<OpenedCase> SqliteCaseStore::OpenCase(
               "request_id \"", key.request_id, "\" already opened case ",
               find.ColumnText(0), " with different content"));
         }
-        CB_ASSIGN_OR_RETURN(result.case_reference,
-                            ParseBody(find.ColumnBlob(2), find.ColumnText(0)));
+        CB_ASSIGN_OR_RETURN(
+            result.case_reference,
+            LoadBody(sealer_, conn, find.ColumnText(0), find.ColumnBlob(2),
+                     find.ColumnInt(3) != 0));
         result.replayed = true;
         return absl::OkStatus();
       }
@@ -128,6 +203,7 @@ absl::StatusOr<OpenedCase> SqliteCaseStore::OpenCase(
     }
 
     v1::CaseReference c = draft;
+    MintPseudonyms(c);
     c.set_exchange_id(
         absl::StrFormat("%s-%04d-%06d", CountryCode(country_), year, number));
     c.set_status(v1::CASE_STATUS_OPEN);
@@ -138,13 +214,14 @@ absl::StatusOr<OpenedCase> SqliteCaseStore::OpenCase(
     *c.mutable_updated_at() = ToProto(now);
     c.set_updated_by(owner);
 
+    CB_ASSIGN_OR_RETURN(const StoredPayload body, StoreBody(sealer_, conn, c));
     CB_ASSIGN_OR_RETURN(
         auto insert,
         conn.Prepare(
             "INSERT INTO cases(exchange_id, local_reference, category, "
             "status, owner_office, summary, version, created_us, "
-            "updated_us, body, request_id, request_hash) "
-            "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+            "updated_us, body, request_id, request_hash, sealed) "
+            "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     insert.Bind(1, c.exchange_id())
         .Bind(2, c.local_reference())
         .Bind(3, static_cast<int64_t>(c.category()))
@@ -154,7 +231,8 @@ absl::StatusOr<OpenedCase> SqliteCaseStore::OpenCase(
         .Bind(7, c.version())
         .Bind(8, absl::ToUnixMicros(now))
         .Bind(9, absl::ToUnixMicros(now))
-        .BindBlob(10, Serialize(c));
+        .BindBlob(10, body.bytes)
+        .Bind(13, int64_t{body.sealed});
     if (key.request_id.empty()) {
       insert.BindNull(11).BindNull(12);
     } else {
@@ -186,13 +264,16 @@ absl::Status SqliteCaseStore::StoreSharedInTransaction(
   if (held) {
     if (find.ColumnInt(0) >= shared.version())
       return absl::OkStatus();  // not newer
-    return WriteRow(conn, shared);
+    return WriteRow(sealer_, conn, shared);
   }
+  CB_ASSIGN_OR_RETURN(const StoredPayload body,
+                      StoreBody(sealer_, conn, shared));
   CB_ASSIGN_OR_RETURN(
       auto insert,
       conn.Prepare("INSERT INTO cases(exchange_id, local_reference, category, "
                    "status, owner_office, summary, version, created_us, "
-                   "updated_us, body) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+                   "updated_us, body, sealed) "
+                   "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   insert.Bind(1, shared.exchange_id())
       .Bind(2, shared.local_reference())
       .Bind(3, static_cast<int64_t>(shared.category()))
@@ -202,7 +283,8 @@ absl::Status SqliteCaseStore::StoreSharedInTransaction(
       .Bind(7, shared.version())
       .Bind(8, TimeUtil::TimestampToMicroseconds(shared.created_at()))
       .Bind(9, TimeUtil::TimestampToMicroseconds(shared.updated_at()))
-      .BindBlob(10, Serialize(shared));
+      .BindBlob(10, body.bytes)
+      .Bind(11, int64_t{body.sealed});
   return insert.Run();
 }
 
@@ -210,10 +292,28 @@ absl::StatusOr<v1::CaseReference> SqliteCaseStore::GetCase(
     const std::string& exchange_id) {
   v1::CaseReference c;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
-    CB_ASSIGN_OR_RETURN(c, ReadCase(conn, exchange_id));
+    CB_ASSIGN_OR_RETURN(StoredCase stored,
+                        ReadCase(sealer_, conn, exchange_id));
+    c = std::move(stored.reference);
     return absl::OkStatus();
   }));
   return c;
+}
+
+absl::StatusOr<bool> SqliteCaseStore::SharedWith(const std::string& exchange_id,
+                                                 const std::string& office) {
+  bool shared = false;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto stmt,
+        conn.Prepare("SELECT 1 FROM messages m JOIN inbox i "
+                     "ON i.message_id = m.message_id "
+                     "WHERE m.exchange_id = ?1 AND i.office = ?2 LIMIT 1"));
+    stmt.Bind(1, exchange_id).Bind(2, office);
+    CB_ASSIGN_OR_RETURN(shared, stmt.Step());
+    return absl::OkStatus();
+  }));
+  return shared;
 }
 
 absl::StatusOr<CasePage> SqliteCaseStore::ListCases(const CaseFilter& filter,
@@ -225,18 +325,25 @@ absl::StatusOr<CasePage> SqliteCaseStore::ListCases(const CaseFilter& filter,
     CB_ASSIGN_OR_RETURN(
         auto stmt,
         conn.Prepare(
-            "SELECT seq, exchange_id, body FROM cases WHERE seq > ?1 "
+            "SELECT seq, exchange_id, body, sealed FROM cases WHERE seq > ?1 "
             "AND (?2 = 0 OR status = ?2) AND (?3 = 0 OR category = ?3) "
             "AND (?4 = '' OR owner_office = ?4) "
             "AND (?5 = '' OR instr(exchange_id, ?5) > 0 "
             "     OR instr(local_reference, ?5) > 0 OR instr(summary, ?5) > 0) "
+            "AND (?7 = '' OR substr(exchange_id, 1, length(?8)) = ?8 "
+            "     OR EXISTS (SELECT 1 FROM messages m JOIN inbox i "
+            "                ON i.message_id = m.message_id "
+            "                WHERE m.exchange_id = cases.exchange_id "
+            "                AND i.office = ?7)) "
             "ORDER BY seq LIMIT ?6"));
     stmt.Bind(1, after)
         .Bind(2, static_cast<int64_t>(filter.status))
         .Bind(3, static_cast<int64_t>(filter.category))
         .Bind(4, filter.owner_office)
         .Bind(5, filter.text)
-        .Bind(6, static_cast<int64_t>(page_size) + 1);
+        .Bind(6, static_cast<int64_t>(page_size) + 1)
+        .Bind(7, filter.visible_to_office)
+        .Bind(8, filter.own_prefix);
     while (true) {
       CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
       if (!row) break;
@@ -246,7 +353,8 @@ absl::StatusOr<CasePage> SqliteCaseStore::ListCases(const CaseFilter& filter,
       }
       page.last_position = stmt.ColumnInt(0);
       CB_ASSIGN_OR_RETURN(auto c,
-                          ParseBody(stmt.ColumnBlob(2), stmt.ColumnText(1)));
+                          LoadBody(sealer_, conn, stmt.ColumnText(1),
+                                   stmt.ColumnBlob(2), stmt.ColumnInt(3) != 0));
       page.cases.push_back(std::move(c));
     }
     return absl::OkStatus();
@@ -260,7 +368,15 @@ absl::StatusOr<v1::CaseReference> SqliteCaseStore::UpdateCase(
     const std::string& actor, const AuditEvent& audit) {
   v1::CaseReference updated;
   CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
-    CB_ASSIGN_OR_RETURN(v1::CaseReference c, ReadCase(conn, exchange_id));
+    CB_ASSIGN_OR_RETURN(StoredCase stored,
+                        ReadCase(sealer_, conn, exchange_id));
+    if (stored.purged) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "case ", exchange_id,
+          " had its personal data purged under the retention policy and "
+          "can no longer be changed"));
+    }
+    v1::CaseReference c = std::move(stored.reference);
     if (c.version() != expected_version) {
       return absl::AbortedError(absl::StrCat(
           "expected_version: case ", exchange_id, " is at version ",
@@ -268,15 +384,140 @@ absl::StatusOr<v1::CaseReference> SqliteCaseStore::UpdateCase(
           "; read it again and reapply your change"));
     }
     CB_RETURN_IF_ERROR(apply(c));
+    MintPseudonyms(c);
     c.set_version(expected_version + 1);
     *c.mutable_updated_at() = ToProto(clock_->Now());
     c.set_updated_by(actor);
-    CB_RETURN_IF_ERROR(WriteRow(conn, c));
+    CB_RETURN_IF_ERROR(WriteRow(sealer_, conn, c));
     CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, audit).status());
     updated = std::move(c);
     return absl::OkStatus();
   }));
   return updated;
+}
+
+// --- Retention and sealing ---------------------------------------------------
+
+namespace {
+
+// Rows changed per transaction, so office calls are never held up for long.
+constexpr int kRetentionBatch = 500;
+
+}  // namespace
+
+absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
+    const config::RetentionSettings& policy, absl::Time now,
+    const std::string& actor) {
+  // The entries about a case are found by their subject rows, which the
+  // newest entries may not have yet.
+  CB_RETURN_IF_ERROR(audit_->CatchUpTree());
+  int purged = 0;
+  for (const auto& [status, days] : policy.case_status_days) {
+    if (days <= 0) continue;
+    const int64_t cutoff = absl::ToUnixMicros(now - absl::Hours(24) * days);
+    int batch = kRetentionBatch;
+    while (batch == kRetentionBatch) {
+      CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn)
+                                        -> absl::Status {
+        batch = 0;
+        std::vector<std::string> expired;
+        {
+          CB_ASSIGN_OR_RETURN(
+              auto find,
+              conn.Prepare("SELECT exchange_id FROM cases WHERE status = ? "
+                           "AND updated_us < ? AND purged_us IS NULL "
+                           "ORDER BY seq LIMIT ?"));
+          find.Bind(1, int64_t{status})
+              .Bind(2, cutoff)
+              .Bind(3, kRetentionBatch);
+          while (true) {
+            CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+            if (!row) break;
+            expired.push_back(find.ColumnText(0));
+          }
+        }
+        const absl::Time purged_at = clock_->Now();
+        for (const std::string& exchange_id : expired) {
+          CB_ASSIGN_OR_RETURN(StoredCase stored,
+                              ReadCase(sealer_, conn, exchange_id));
+          v1::CaseReference& c = stored.reference;
+          c.clear_victims();
+          c.clear_last_known_locations();
+          *c.mutable_personal_data_purged_at() = ToProto(purged_at);
+          CB_ASSIGN_OR_RETURN(
+              auto update,
+              conn.Prepare("UPDATE cases SET body = ?, sealed = 0, "
+                           "purged_us = ? WHERE exchange_id = ?"));
+          update.BindBlob(1, Serialize(c))
+              .Bind(2, absl::ToUnixMicros(purged_at))
+              .Bind(3, exchange_id);
+          CB_RETURN_IF_ERROR(update.Run());
+          if (sealer_ != nullptr) {
+            CB_RETURN_IF_ERROR(sealer_->Shred(conn, CaseRecord(exchange_id)));
+          }
+          // The requests that carried the personal fields.
+          CB_ASSIGN_OR_RETURN(
+              auto salts,
+              conn.Prepare("UPDATE audit_log SET salt = NULL WHERE action IN "
+                           "('case.open', 'case.open.replayed', "
+                           "'case.update') AND idx IN (SELECT idx FROM "
+                           "audit_subjects WHERE subject = ?)"));
+          salts.Bind(1, exchange_id);
+          CB_RETURN_IF_ERROR(salts.Run());
+          AuditEvent event;
+          event.actor = actor;
+          event.action = "retention.purge";
+          event.subjects = {exchange_id};
+          CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
+          ++batch;
+        }
+        return absl::OkStatus();
+      }));
+      purged += batch;
+    }
+  }
+  return purged;
+}
+
+absl::StatusOr<int> SqliteCaseStore::SealStoredBodies() {
+  if (sealer_ == nullptr) {
+    return absl::FailedPreconditionError("sealing needs the data key");
+  }
+  int sealed = 0;
+  int batch = kRetentionBatch;
+  while (batch == kRetentionBatch) {
+    CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn)
+                                      -> absl::Status {
+      batch = 0;
+      std::vector<std::pair<std::string, std::string>> rows;
+      {
+        CB_ASSIGN_OR_RETURN(
+            auto find,
+            conn.Prepare("SELECT exchange_id, body FROM cases WHERE sealed = "
+                         "0 AND purged_us IS NULL ORDER BY seq LIMIT ?"));
+        find.Bind(1, kRetentionBatch);
+        while (true) {
+          CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+          if (!row) break;
+          rows.emplace_back(find.ColumnText(0), find.ColumnBlob(1));
+        }
+      }
+      for (const auto& [exchange_id, body] : rows) {
+        CB_ASSIGN_OR_RETURN(
+            const StoredPayload stored,
+            ToStored(sealer_, conn, CaseRecord(exchange_id), kBodyField, body));
+        CB_ASSIGN_OR_RETURN(
+            auto update, conn.Prepare("UPDATE cases SET body = ?, sealed = 1 "
+                                      "WHERE exchange_id = ?"));
+        update.BindBlob(1, stored.bytes).Bind(2, exchange_id);
+        CB_RETURN_IF_ERROR(update.Run());
+        ++batch;
+      }
+      return absl::OkStatus();
+    }));
+    sealed += batch;
+  }
+  return sealed;
 }
 
 // --- GatewayStore ------------------------------------------------------------
@@ -291,6 +532,35 @@ std::string GatewayStore::DatabasePath(const std::string& data_dir) {
 
 absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
     const std::string& data_dir, v1::Country country, const Clock* clock) {
+  StoreOptions options;
+  options.data_dir = data_dir;
+  options.country = country;
+  return Open(options, clock);
+}
+
+absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
+    const config::Gateway& config, const Clock* clock) {
+  StoreOptions options;
+  options.data_dir = config.data_dir;
+  options.country = config.country;
+  options.data_key_file = config.data_protection.key_file;
+  return Open(options, clock);
+}
+
+absl::StatusOr<RetentionReport> GatewayStore::PurgeExpired(
+    const config::RetentionSettings& policy, absl::Time now,
+    const std::string& actor) {
+  RetentionReport report;
+  CB_ASSIGN_OR_RETURN(report.messages,
+                      exchange_->PurgeExpired(policy, now, actor));
+  CB_ASSIGN_OR_RETURN(report.cases, cases_->PurgeExpired(policy, now, actor));
+  return report;
+}
+
+absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
+    const StoreOptions& options, const Clock* clock) {
+  const std::string& data_dir = options.data_dir;
+  const v1::Country country = options.country;
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
   if (ec) {
@@ -312,15 +582,32 @@ absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
         absl::StrCat(data_dir, " is in use by another running gateway (",
                      lock_path, " is locked)"));
   }
+  if (!options.data_key_file.empty()) {
+    auto key = crypto::LoadOrCreateKeyFile(options.data_key_file);
+    if (!key.ok()) {
+      return absl::Status(
+          key.status().code(),
+          absl::StrCat("data_protection.key_file: ", key.status().message()));
+    }
+    store->sealer_ = std::make_unique<RecordSealer>(*std::move(key), clock);
+  }
   CB_ASSIGN_OR_RETURN(store->db_, sqlite::Database::Open(DatabasePath(data_dir),
                                                          GatewayMigrations()));
   store->audit_ = std::make_unique<SqliteAuditLog>(store->db_.get(), clock);
   CB_RETURN_IF_ERROR(store->audit_->CatchUpTree());
-  store->cases_ = std::make_unique<SqliteCaseStore>(
-      store->db_.get(), store->audit_.get(), clock, country);
-  CB_ASSIGN_OR_RETURN(store->exchange_,
-                      SqliteExchangeStore::Create(store->db_.get(),
-                                                  store->audit_.get(), clock));
+  store->cases_ =
+      std::make_unique<SqliteCaseStore>(store->db_.get(), store->audit_.get(),
+                                        clock, country, store->sealer_.get());
+  CB_ASSIGN_OR_RETURN(
+      store->exchange_,
+      SqliteExchangeStore::Create(store->db_.get(), store->audit_.get(), clock,
+                                  store->sealer_.get()));
+  if (store->sealer_ != nullptr) {
+    // Rows written before migration 6 (or without the key) are sealed
+    // before anything is served.
+    CB_RETURN_IF_ERROR(store->cases_->SealStoredBodies().status());
+    CB_RETURN_IF_ERROR(store->exchange_->SealStoredPayloads().status());
+  }
   store->exchange_->set_shared_case_sink(
       [cases = store->cases_.get()](sqlite::Connection& conn,
                                     const v1::CaseReference& shared) {

@@ -5,7 +5,9 @@
 #include <string>
 
 #include "core/clock.h"
+#include "core/config.h"
 #include "server/case_store.h"
+#include "server/record_keys.h"
 #include "server/sqlite.h"
 #include "server/sqlite_audit_log.h"
 #include "server/sqlite_exchange_store.h"
@@ -15,10 +17,17 @@ namespace casebridge::server {
 // CaseStore in the gateway's SQLite database (table cases, schema.cc).
 class SqliteCaseStore final : public CaseStore {
  public:
-  // All pointers must outlive this object.
+  // All pointers must outlive this object. With a `sealer`, each case's
+  // body is sealed under the case's key; without, it is stored as it is
+  // (tests of other parts only).
   SqliteCaseStore(sqlite::Database* db, SqliteAuditLog* audit,
-                  const Clock* clock, v1::Country country)
-      : db_(db), audit_(audit), clock_(clock), country_(country) {}
+                  const Clock* clock, v1::Country country,
+                  const RecordSealer* sealer = nullptr)
+      : db_(db),
+        audit_(audit),
+        clock_(clock),
+        country_(country),
+        sealer_(sealer) {}
 
   absl::StatusOr<OpenedCase> OpenCase(const v1::CaseReference& draft,
                                       const std::string& owner,
@@ -26,6 +35,8 @@ class SqliteCaseStore final : public CaseStore {
                                       const AuditEvent& audit) override;
   absl::StatusOr<v1::CaseReference> GetCase(
       const std::string& exchange_id) override;
+  absl::StatusOr<bool> SharedWith(const std::string& exchange_id,
+                                  const std::string& office) override;
   absl::StatusOr<CasePage> ListCases(const CaseFilter& filter, int64_t after,
                                      int page_size) override;
   // Keeps a case reference the peer shared, inside the caller's write
@@ -34,23 +45,70 @@ class SqliteCaseStore final : public CaseStore {
   absl::Status StoreSharedInTransaction(sqlite::Connection& conn,
                                         const v1::CaseReference& shared);
 
+  // Refuses (FAILED_PRECONDITION) a case whose personal data was purged.
   absl::StatusOr<v1::CaseReference> UpdateCase(
       const std::string& exchange_id, int64_t expected_version,
       const std::function<absl::Status(v1::CaseReference&)>& apply,
       const std::string& actor, const AuditEvent& audit) override;
+
+  // Retention (docs/audit-log.md#retention): for each status of
+  // `policy.case_status_days`, the cases with that status whose last change
+  // is older than its days lose their personal fields: the body keeps every
+  // other field, in the clear, with victims and last known locations
+  // emptied and personal_data_purged_at set; the case's key is shredded;
+  // the salts of its case.open and case.update entries are purged. Each
+  // purge is audited as "retention.purge" by `actor`, subject the exchange
+  // id. Returns the number of cases purged.
+  absl::StatusOr<int> PurgeExpired(const config::RetentionSettings& policy,
+                                   absl::Time now, const std::string& actor);
+
+  // Seals the bodies stored without a seal (written before migration 6 or
+  // by a store without a data key). Returns how many. Needs a sealer.
+  absl::StatusOr<int> SealStoredBodies();
 
  private:
   sqlite::Database* const db_;
   SqliteAuditLog* const audit_;
   const Clock* const clock_;
   const v1::Country country_;
+  const RecordSealer* const sealer_;  // may be null
+};
+
+// Fills every empty victim pseudonym of `c` with a fresh one, "V-" and 8
+// random base32 characters, unique within the case: victims are
+// pseudonymous unless an office chose a pseudonym itself.
+void MintPseudonyms(v1::CaseReference& c);
+
+// How to open the gateway's store.
+struct StoreOptions {
+  std::string data_dir;
+  v1::Country country = v1::COUNTRY_UNSPECIFIED;
+  // The data key (crypto::LoadOrCreateKeyFile: created 0600 if missing).
+  // Empty: no data protection, personal fields stored as they are; for
+  // tests and tools that never meet sealed rows.
+  std::string data_key_file;
+};
+
+// What one retention run purged.
+struct RetentionReport {
+  int messages = 0;
+  int cases = 0;
 };
 
 // The gateway's database with its stores: `<data_dir>/gateway.db`.
 class GatewayStore {
  public:
-  // Creates `data_dir` (mode 0700) if needed, opens the database and brings
-  // its schema up to date. `clock` must outlive the store.
+  // Creates `data_dir` (mode 0700) if needed, reads (or creates) the data
+  // key, opens the database, brings its schema up to date and seals the
+  // payloads stored without a seal. `clock` must outlive the store. Errors
+  // about the data key name the file.
+  static absl::StatusOr<std::unique_ptr<GatewayStore>> Open(
+      const StoreOptions& options, const Clock* clock);
+  // With the gateway's configuration: data_dir, country and
+  // data_protection.key_file.
+  static absl::StatusOr<std::unique_ptr<GatewayStore>> Open(
+      const config::Gateway& config, const Clock* clock);
+  // Without data protection (see StoreOptions::data_key_file).
   static absl::StatusOr<std::unique_ptr<GatewayStore>> Open(
       const std::string& data_dir, v1::Country country, const Clock* clock);
 
@@ -60,6 +118,14 @@ class GatewayStore {
   SqliteAuditLog& audit_log() { return *audit_; }
   SqliteCaseStore& cases() { return *cases_; }
   SqliteExchangeStore& exchange() { return *exchange_; }
+  // Null without data protection.
+  const RecordSealer* sealer() const { return sealer_.get(); }
+
+  // One retention run: messages by kind, then cases by status
+  // (docs/audit-log.md#retention).
+  absl::StatusOr<RetentionReport> PurgeExpired(
+      const config::RetentionSettings& policy, absl::Time now,
+      const std::string& actor);
 
  private:
   GatewayStore() = default;
@@ -70,6 +136,7 @@ class GatewayStore {
     ~LockFile();
   };
   LockFile lock_;
+  std::unique_ptr<RecordSealer> sealer_;
   std::unique_ptr<sqlite::Database> db_;
   std::unique_ptr<SqliteAuditLog> audit_;
   std::unique_ptr<SqliteCaseStore> cases_;

@@ -148,15 +148,31 @@ absl::StatusOr<bool> MessageExists(sqlite::Connection& conn,
   return stmt.Step();
 }
 
-absl::Status InsertMessage(sqlite::Connection& conn,
+constexpr const char* kBodyField = kMessageBodyField;
+
+absl::StatusOr<v1::CaseMessage> LoadMessage(const RecordSealer* sealer,
+                                            sqlite::Connection& conn,
+                                            const std::string& message_id,
+                                            std::string body, bool sealed) {
+  CB_ASSIGN_OR_RETURN(const std::string plain,
+                      FromStored(sealer, conn, MessageRecord(message_id),
+                                 kBodyField, std::move(body), sealed));
+  return ParseStored<v1::CaseMessage>(plain, "message", message_id);
+}
+
+absl::Status InsertMessage(const RecordSealer* sealer, sqlite::Connection& conn,
                            const v1::CaseMessage& message, int64_t direction,
                            absl::Time created, const RequestKey& key) {
+  CB_ASSIGN_OR_RETURN(
+      const StoredPayload body,
+      ToStored(sealer, conn, MessageRecord(message.message_id()), kBodyField,
+               message.SerializeAsString()));
   CB_ASSIGN_OR_RETURN(
       auto insert,
       conn.Prepare("INSERT INTO messages(message_id, exchange_id, direction, "
                    "kind, priority, sender_office, recipient_office, body, "
-                   "created_us, request_id, request_hash) "
-                   "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+                   "created_us, request_id, request_hash, sealed) "
+                   "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   insert.Bind(1, message.message_id())
       .Bind(2, message.exchange_id())
       .Bind(3, direction)
@@ -164,8 +180,9 @@ absl::Status InsertMessage(sqlite::Connection& conn,
       .Bind(5, static_cast<int64_t>(message.priority()))
       .Bind(6, message.sender_office())
       .Bind(7, message.recipient_office())
-      .BindBlob(8, message.SerializeAsString())
-      .Bind(9, absl::ToUnixMicros(created));
+      .BindBlob(8, body.bytes)
+      .Bind(9, absl::ToUnixMicros(created))
+      .Bind(12, int64_t{body.sealed});
   if (key.request_id.empty()) {
     insert.BindNull(10).BindNull(11);
   } else {
@@ -186,7 +203,7 @@ absl::Status ChangedOneRow(sqlite::Connection& conn, absl::string_view what) {
 
 absl::StatusOr<std::unique_ptr<SqliteExchangeStore>>
 SqliteExchangeStore::Create(sqlite::Database* db, SqliteAuditLog* audit,
-                            const Clock* clock) {
+                            const Clock* clock, const RecordSealer* sealer) {
   int64_t head = 0;
   CB_RETURN_IF_ERROR(db->Read([&](sqlite::Connection& conn) -> absl::Status {
     CB_ASSIGN_OR_RETURN(
@@ -196,7 +213,7 @@ SqliteExchangeStore::Create(sqlite::Database* db, SqliteAuditLog* audit,
     return absl::OkStatus();
   }));
   return std::unique_ptr<SqliteExchangeStore>(
-      new SqliteExchangeStore(db, audit, clock, head));
+      new SqliteExchangeStore(db, audit, clock, sealer, head));
 }
 
 // --- Outgoing ----------------------------------------------------------------
@@ -293,21 +310,27 @@ absl::StatusOr<QueuedMessage> SqliteExchangeStore::QueueInTransaction(
           ", message id ", message.message_id(), " and audit index ", index));
     }
 
-    CB_RETURN_IF_ERROR(InsertMessage(conn, message, kOutgoing, now, key));
+    CB_RETURN_IF_ERROR(
+        InsertMessage(sealer_, conn, message, kOutgoing, now, key));
+    CB_ASSIGN_OR_RETURN(
+        const StoredPayload stored,
+        ToStoredEnvelope(sealer_, conn, MessageRecord(message.message_id()),
+                         kOutboxEnvelopeField, sealed));
     CB_ASSIGN_OR_RETURN(
         auto insert,
         conn.Prepare("INSERT INTO outbox(envelope_id, message_id, "
                      "exchange_id, priority, signed_envelope, state, "
-                     "attempts, next_attempt_us, queued_us) "
-                     "VALUES(?, ?, ?, ?, ?, ?, 0, ?, ?)"));
+                     "attempts, next_attempt_us, queued_us, sealed) "
+                     "VALUES(?, ?, ?, ?, ?, ?, 0, ?, ?, ?)"));
     insert.Bind(1, outgoing.envelope_id)
         .Bind(2, message.message_id())
         .Bind(3, message.exchange_id())
         .Bind(4, static_cast<int64_t>(message.priority()))
-        .BindBlob(5, sealed.SerializeAsString())
+        .BindBlob(5, stored.bytes)
         .Bind(6, static_cast<int64_t>(v1::DELIVERY_STATE_QUEUED))
         .Bind(7, absl::ToUnixMicros(now))
-        .Bind(8, absl::ToUnixMicros(now));
+        .Bind(8, absl::ToUnixMicros(now))
+        .Bind(9, int64_t{stored.sealed});
     CB_RETURN_IF_ERROR(insert.Run());
 
     result.message_id = message.message_id();
@@ -357,7 +380,7 @@ absl::StatusOr<std::vector<OutboxItem>> SqliteExchangeStore::ReadyToSend(
           auto stmt,
           conn.Prepare("SELECT envelope_id, message_id, exchange_id, "
                        "priority, state, attempts, next_attempt_us, "
-                       "signed_envelope FROM outbox WHERE seq = ?"));
+                       "signed_envelope, sealed FROM outbox WHERE seq = ?"));
       stmt.Bind(1, seq);
       CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
       if (!row) {
@@ -375,8 +398,9 @@ absl::StatusOr<std::vector<OutboxItem>> SqliteExchangeStore::ReadyToSend(
       item.next_attempt = absl::FromUnixMicros(stmt.ColumnInt(6));
       CB_ASSIGN_OR_RETURN(
           item.signed_envelope,
-          ParseStored<v1::SignedEnvelope>(stmt.ColumnBlob(7), "envelope",
-                                          item.envelope_id));
+          FromStoredEnvelope(sealer_, conn, MessageRecord(item.message_id),
+                             kOutboxEnvelopeField, stmt.ColumnBlob(7),
+                             stmt.ColumnInt(8) != 0));
       items.push_back(std::move(item));
     }
     return absl::OkStatus();
@@ -587,7 +611,7 @@ absl::StatusOr<v1::CaseMessage> SqliteExchangeStore::GetOutgoingMessage(
   v1::CaseMessage message;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
     CB_ASSIGN_OR_RETURN(auto stmt,
-                        conn.Prepare("SELECT body FROM messages "
+                        conn.Prepare("SELECT body, sealed FROM messages "
                                      "WHERE message_id = ? AND direction = ?"));
     stmt.Bind(1, message_id).Bind(2, kOutgoing);
     CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
@@ -596,8 +620,8 @@ absl::StatusOr<v1::CaseMessage> SqliteExchangeStore::GetOutgoingMessage(
           absl::StrCat("outgoing message ", message_id, " not found"));
     }
     CB_ASSIGN_OR_RETURN(
-        message, ParseStored<v1::CaseMessage>(stmt.ColumnBlob(0), "message",
-                                              message_id));
+        message, LoadMessage(sealer_, conn, message_id, stmt.ColumnBlob(0),
+                             stmt.ColumnInt(1) != 0));
     return absl::OkStatus();
   }));
   return message;
@@ -607,75 +631,219 @@ absl::StatusOr<v1::CaseMessage> SqliteExchangeStore::GetOutgoingMessage(
 
 absl::StatusOr<int> SqliteExchangeStore::PurgeExpired(
     absl::Time cutoff, const std::string& actor) {
+  return Purge({PurgeGroup{"1", 0, absl::ToUnixMicros(cutoff)}},
+               absl::ToUnixMicros(cutoff), actor);
+}
+
+absl::StatusOr<int> SqliteExchangeStore::PurgeExpired(
+    const config::RetentionSettings& policy, absl::Time now,
+    const std::string& actor) {
+  const auto cutoff = [&](int days) {
+    return absl::ToUnixMicros(now - absl::Hours(24) * days);
+  };
+  std::vector<PurgeGroup> groups;
+  for (int kind = v1::MessageKind_MIN + 1; kind <= v1::MessageKind_MAX;
+       ++kind) {
+    if (!v1::MessageKind_IsValid(kind)) continue;
+    const int days = policy.DaysFor(static_cast<v1::MessageKind>(kind));
+    if (days > 0) groups.push_back({"m.kind = ?3", kind, cutoff(days)});
+  }
+  if (policy.message_days > 0) {
+    // Rows of no kind this build knows: the default applies.
+    groups.push_back(
+        {absl::StrCat("(m.kind IS NULL OR m.kind NOT BETWEEN 1 AND ",
+                      v1::MessageKind_MAX, ")"),
+         0, cutoff(policy.message_days)});
+  }
+  return Purge(groups,
+               policy.message_days > 0
+                   ? std::optional<int64_t>(cutoff(policy.message_days))
+                   : std::nullopt,
+               actor);
+}
+
+absl::StatusOr<int> SqliteExchangeStore::Purge(
+    const std::vector<PurgeGroup>& groups,
+    std::optional<int64_t> conflicts_cutoff_us, const std::string& actor) {
   // Bounded transactions, so office calls are never held up for long.
   constexpr int kBatch = 500;
   // The entries about a message are found by their subject rows, which the
   // newest entries may not have yet.
   CB_RETURN_IF_ERROR(audit_->CatchUpTree());
   int purged = 0;
-  while (true) {
-    int batch = 0;
-    CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn)
-                                      -> absl::Status {
-      batch = 0;
-      std::vector<std::string> expired;
-      {
-        CB_ASSIGN_OR_RETURN(
-            auto find,
-            conn.Prepare(
-                "SELECT m.message_id FROM messages m WHERE m.purged_us IS "
-                "NULL AND m.created_us < ? AND NOT EXISTS (SELECT 1 FROM "
-                "outbox o WHERE o.message_id = m.message_id AND o.state "
-                "IN (1, 2)) ORDER BY m.seq LIMIT ?"));
-        find.Bind(1, absl::ToUnixMicros(cutoff)).Bind(2, kBatch);
-        while (true) {
-          CB_ASSIGN_OR_RETURN(const bool row, find.Step());
-          if (!row) break;
-          expired.push_back(find.ColumnText(0));
-        }
-      }
-      const int64_t now = absl::ToUnixMicros(clock_->Now());
-      for (const std::string& message_id : expired) {
-        for (const char* sql : {
-                 "UPDATE messages SET body = X'', purged_us = ?2 "
-                 "WHERE message_id = ?1",
-                 "UPDATE outbox SET signed_envelope = X'' "
-                 "WHERE message_id = ?1",
-                 "UPDATE inbound SET signed_envelope = X'' WHERE "
-                 "audit_index IN (SELECT idx FROM audit_subjects "
-                 "WHERE subject = ?1)",
-                 "UPDATE audit_log SET salt = NULL WHERE idx IN "
-                 "(SELECT idx FROM audit_subjects WHERE subject = ?1)",
-             }) {
-          CB_ASSIGN_OR_RETURN(auto stmt, conn.Prepare(sql));
-          stmt.Bind(1, message_id);
-          if (absl::string_view(sql).find("?2") != absl::string_view::npos) {
-            stmt.Bind(2, now);
+  for (const PurgeGroup& group : groups) {
+    int batch = kBatch;
+    while (batch == kBatch) {
+      CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn)
+                                        -> absl::Status {
+        batch = 0;
+        std::vector<std::string> expired;
+        {
+          CB_ASSIGN_OR_RETURN(
+              auto find,
+              conn.Prepare(absl::StrCat(
+                  "SELECT m.message_id FROM messages m WHERE m.purged_us IS "
+                  "NULL AND m.created_us < ?1 AND ",
+                  group.where,
+                  " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE "
+                  "o.message_id = m.message_id AND o.state IN (1, 2)) "
+                  "ORDER BY m.seq LIMIT ?2")));
+          find.Bind(1, group.cutoff_us).Bind(2, kBatch);
+          if (group.where.find("?3") != std::string::npos) {
+            find.Bind(3, group.kind);
           }
-          CB_RETURN_IF_ERROR(stmt.Run());
+          while (true) {
+            CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+            if (!row) break;
+            expired.push_back(find.ColumnText(0));
+          }
         }
-        AuditEvent event;
-        event.actor = actor;
-        event.action = "retention.purge";
-        event.subjects = {message_id};
-        CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
-        ++batch;
-      }
-      if (batch < kBatch) {
-        // Envelopes kept as evidence of a reused id hold payloads too.
-        CB_ASSIGN_OR_RETURN(
-            auto conflicts,
-            conn.Prepare("UPDATE envelope_conflicts SET signed_envelope "
-                         "= X'' WHERE received_us < ? AND "
-                         "signed_envelope != X''"));
-        conflicts.Bind(1, absl::ToUnixMicros(cutoff));
-        CB_RETURN_IF_ERROR(conflicts.Run());
-      }
-      return absl::OkStatus();
-    }));
-    purged += batch;
-    if (batch < kBatch) return purged;
+        const int64_t now = absl::ToUnixMicros(clock_->Now());
+        for (const std::string& message_id : expired) {
+          for (const char* sql : {
+                   "UPDATE messages SET body = X'', sealed = 0, "
+                   "purged_us = ?2 WHERE message_id = ?1",
+                   "UPDATE outbox SET signed_envelope = X'', sealed = 0 "
+                   "WHERE message_id = ?1",
+                   "UPDATE inbound SET signed_envelope = X'', sealed = 0 "
+                   "WHERE message_id = ?1 OR audit_index IN (SELECT idx "
+                   "FROM audit_subjects WHERE subject = ?1)",
+                   "UPDATE audit_log SET salt = NULL WHERE idx IN "
+                   "(SELECT idx FROM audit_subjects WHERE subject = ?1)",
+               }) {
+            CB_ASSIGN_OR_RETURN(auto stmt, conn.Prepare(sql));
+            stmt.Bind(1, message_id);
+            if (absl::string_view(sql).find("?2") != absl::string_view::npos) {
+              stmt.Bind(2, now);
+            }
+            CB_RETURN_IF_ERROR(stmt.Run());
+          }
+          // Copies of the sealed payloads elsewhere (free pages, the WAL,
+          // backups) die with the key.
+          if (sealer_ != nullptr) {
+            CB_RETURN_IF_ERROR(sealer_->Shred(conn, MessageRecord(message_id)));
+          }
+          AuditEvent event;
+          event.actor = actor;
+          event.action = "retention.purge";
+          event.subjects = {message_id};
+          CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
+          ++batch;
+        }
+        return absl::OkStatus();
+      }));
+      purged += batch;
+    }
   }
+  if (conflicts_cutoff_us.has_value()) {
+    // Envelopes kept as evidence of a reused id hold payloads too.
+    CB_RETURN_IF_ERROR(
+        db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+          CB_ASSIGN_OR_RETURN(
+              auto conflicts,
+              conn.Prepare("UPDATE envelope_conflicts SET signed_envelope "
+                           "= X'' WHERE received_us < ? AND "
+                           "signed_envelope != X''"));
+          conflicts.Bind(1, *conflicts_cutoff_us);
+          return conflicts.Run();
+        }));
+  }
+  return purged;
+}
+
+absl::StatusOr<int> SqliteExchangeStore::SealStoredPayloads() {
+  if (sealer_ == nullptr) {
+    return absl::FailedPreconditionError("sealing needs the data key");
+  }
+  constexpr int kBatch = 500;
+  int sealed = 0;
+  // Each table in batches: rows are selected by their `sealed` flag, which
+  // the same transaction sets.
+  struct Table {
+    const char* select;
+    const char* update;
+    bool envelope;  // the column is a SignedEnvelope
+    const char* field;
+  };
+  for (const Table& table : {
+           Table{"SELECT message_id, message_id, body FROM messages WHERE "
+                 "sealed = 0 AND purged_us IS NULL ORDER BY seq LIMIT ?",
+                 "UPDATE messages SET body = ?, sealed = 1 "
+                 "WHERE message_id = ?",
+                 false, kBodyField},
+           Table{"SELECT envelope_id, message_id, signed_envelope FROM outbox "
+                 "WHERE sealed = 0 AND length(signed_envelope) > 0 "
+                 "ORDER BY seq LIMIT ?",
+                 "UPDATE outbox SET signed_envelope = ?, sealed = 1 "
+                 "WHERE envelope_id = ?",
+                 true, kOutboxEnvelopeField},
+           Table{"SELECT envelope_id, '', signed_envelope FROM inbound "
+                 "WHERE sealed = 0 AND length(signed_envelope) > 0 "
+                 "ORDER BY audit_index LIMIT ?",
+                 "UPDATE inbound SET signed_envelope = ?1, sealed = 1, "
+                 "message_id = ?3 WHERE envelope_id = ?2",
+                 true, kInboundEnvelopeField},
+       }) {
+    int batch = kBatch;
+    while (batch == kBatch) {
+      CB_RETURN_IF_ERROR(
+          db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+            batch = 0;
+            struct Row {
+              std::string key;
+              std::string message_id;
+              std::string bytes;
+            };
+            std::vector<Row> rows;
+            {
+              CB_ASSIGN_OR_RETURN(auto find, conn.Prepare(table.select));
+              find.Bind(1, kBatch);
+              while (true) {
+                CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+                if (!row) break;
+                rows.push_back({find.ColumnText(0), find.ColumnText(1),
+                                find.ColumnBlob(2)});
+              }
+            }
+            for (Row& row : rows) {
+              StoredPayload stored;
+              if (table.envelope) {
+                CB_ASSIGN_OR_RETURN(const v1::SignedEnvelope envelope,
+                                    ParseStored<v1::SignedEnvelope>(
+                                        row.bytes, "envelope", row.key));
+                if (row.message_id.empty()) {
+                  // inbound has no message id column: the envelope names it.
+                  CB_ASSIGN_OR_RETURN(
+                      const v1::Envelope parsed,
+                      ParseStored<v1::Envelope>(envelope.envelope(), "envelope",
+                                                row.key));
+                  row.message_id = parsed.message().message_id();
+                }
+                CB_ASSIGN_OR_RETURN(
+                    stored, ToStoredEnvelope(sealer_, conn,
+                                             MessageRecord(row.message_id),
+                                             table.field, envelope));
+              } else {
+                CB_ASSIGN_OR_RETURN(
+                    stored,
+                    ToStored(sealer_, conn, MessageRecord(row.message_id),
+                             table.field, row.bytes));
+              }
+              CB_ASSIGN_OR_RETURN(auto update, conn.Prepare(table.update));
+              update.BindBlob(1, stored.bytes).Bind(2, row.key);
+              if (absl::string_view(table.update).find("?3") !=
+                  absl::string_view::npos) {
+                update.Bind(3, row.message_id);
+              }
+              CB_RETURN_IF_ERROR(update.Run());
+              ++batch;
+            }
+            return absl::OkStatus();
+          }));
+      sealed += batch;
+    }
+  }
+  return sealed;
 }
 
 // --- Incoming ----------------------------------------------------------------
@@ -816,21 +984,32 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
                       audit_->AppendInTransaction(conn, event));
   CB_ASSIGN_OR_RETURN(result.receipt, make_receipt(index, now));
 
+  StoredPayload stored;
+  if (sealer_ == nullptr) {
+    stored.bytes = bytes;
+  } else {
+    CB_ASSIGN_OR_RETURN(
+        stored,
+        ToStoredEnvelope(sealer_, conn, MessageRecord(message.message_id()),
+                         kInboundEnvelopeField, *in.signed_envelope));
+  }
   CB_ASSIGN_OR_RETURN(
       auto insert,
       conn.Prepare("INSERT INTO inbound(envelope_id, envelope_sha256, "
-                   "signed_envelope, receipt, received_us, audit_index) "
-                   "VALUES(?, ?, ?, ?, ?, ?)"));
+                   "signed_envelope, receipt, received_us, audit_index, "
+                   "sealed, message_id) VALUES(?, ?, ?, ?, ?, ?, ?, ?)"));
   insert.Bind(1, envelope_id)
       .BindBlob(2, digest)
-      .BindBlob(3, bytes)
+      .BindBlob(3, stored.bytes)
+      .Bind(7, int64_t{stored.sealed})
+      .Bind(8, message.message_id())
       .BindBlob(4, result.receipt.SerializeAsString())
       .Bind(5, absl::ToUnixMicros(now))
       .Bind(6, static_cast<int64_t>(index));
   CB_RETURN_IF_ERROR(insert.Run());
 
   *message.mutable_received_at() = ToProto(now);
-  CB_RETURN_IF_ERROR(InsertMessage(conn, message, kIncoming, now, {}));
+  CB_RETURN_IF_ERROR(InsertMessage(sealer_, conn, message, kIncoming, now, {}));
   if (message.kind() == v1::MESSAGE_KIND_CASE_SHARE && shared_case_sink_) {
     CB_RETURN_IF_ERROR(shared_case_sink_(conn, message.case_reference()));
   }
@@ -868,7 +1047,7 @@ absl::StatusOr<std::vector<InboxItem>> SqliteExchangeStore::ReadInbox(
     CB_ASSIGN_OR_RETURN(
         auto stmt,
         conn.Prepare("SELECT i.cursor, i.message_id, i.acknowledged_us, "
-                     "m.body FROM inbox i JOIN messages m "
+                     "m.body, m.sealed FROM inbox i JOIN messages m "
                      "ON m.message_id = i.message_id "
                      "WHERE i.office = ? AND i.cursor > ? "
                      "ORDER BY i.cursor LIMIT ?"));
@@ -882,8 +1061,9 @@ absl::StatusOr<std::vector<InboxItem>> SqliteExchangeStore::ReadInbox(
         item.acknowledged_at = absl::FromUnixMicros(stmt.ColumnInt(2));
       }
       CB_ASSIGN_OR_RETURN(
-          item.message, ParseStored<v1::CaseMessage>(
-                            stmt.ColumnBlob(3), "message", stmt.ColumnText(1)));
+          item.message,
+          LoadMessage(sealer_, conn, stmt.ColumnText(1), stmt.ColumnBlob(3),
+                      stmt.ColumnInt(4) != 0));
       items.push_back(std::move(item));
     }
     return absl::OkStatus();
@@ -1033,16 +1213,17 @@ absl::StatusOr<QueuedMessage> SqliteExchangeStore::AcknowledgeAndReply(
         AcknowledgeInTransaction(conn, office, message_id, at, audit));
     CB_ASSIGN_OR_RETURN(
         auto find,
-        conn.Prepare("SELECT body FROM messages WHERE message_id = ?"));
+        conn.Prepare("SELECT body, sealed FROM messages WHERE message_id = ?"));
     find.Bind(1, message_id);
     CB_ASSIGN_OR_RETURN(const bool row, find.Step());
     if (!row) {
       return absl::DataLossError(
           absl::StrCat("inbox message ", message_id, " has no stored message"));
     }
-    CB_ASSIGN_OR_RETURN(v1::CaseMessage acknowledged,
-                        ParseStored<v1::CaseMessage>(find.ColumnBlob(0),
-                                                     "message", message_id));
+    CB_ASSIGN_OR_RETURN(
+        v1::CaseMessage acknowledged,
+        LoadMessage(sealer_, conn, message_id, find.ColumnBlob(0),
+                    find.ColumnInt(1) != 0));
     CB_ASSIGN_OR_RETURN(OutgoingMessage outgoing, reply(acknowledged));
     // The reply's entry names its case first, like any other send.
     AuditEvent event = reply_audit;

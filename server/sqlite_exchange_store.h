@@ -2,12 +2,16 @@
 #define CASEBRIDGE_SERVER_SQLITE_EXCHANGE_STORE_H_
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "core/clock.h"
+#include "core/config.h"
 #include "server/exchange_store.h"
+#include "server/record_keys.h"
 #include "server/sqlite.h"
 #include "server/sqlite_audit_log.h"
 
@@ -21,9 +25,12 @@ namespace casebridge::server {
 // lock guarantees this process is the database's only writer.
 class SqliteExchangeStore final : public ExchangeStore {
  public:
-  // All pointers must outlive the store.
+  // All pointers must outlive the store. With a `sealer`, message bodies
+  // and envelope bytes are sealed under each message's key
+  // (docs/storage.md#data-protection); without, stored as they are.
   static absl::StatusOr<std::unique_ptr<SqliteExchangeStore>> Create(
-      sqlite::Database* db, SqliteAuditLog* audit, const Clock* clock);
+      sqlite::Database* db, SqliteAuditLog* audit, const Clock* clock,
+      const RecordSealer* sealer = nullptr);
 
   absl::StatusOr<QueuedMessage> QueueOutgoing(const OutgoingMessage& outgoing,
                                               const RequestKey& key,
@@ -54,12 +61,22 @@ class SqliteExchangeStore final : public ExchangeStore {
       const std::string& message_id) override;
 
   // Retention (docs/audit-log.md#retention): purges the payloads of
-  // messages queued or received before `cutoff` (bodies, envelope bytes)
-  // and the salts of the audit entries about them, leaving ids, receipts and
-  // the log itself. Outgoing messages not yet delivered or failed are kept.
-  // Each purge is audited as "retention.purge" by `actor`. Returns the number
-  // of messages purged.
+  // messages queued or received before `cutoff` (bodies, envelope bytes),
+  // shreds their keys, and purges the salts of the audit entries about them,
+  // leaving ids, receipts and the log itself. Outgoing messages not yet
+  // delivered or failed are kept. Each purge is audited as "retention.purge"
+  // by `actor`. Returns the number of messages purged.
   absl::StatusOr<int> PurgeExpired(absl::Time cutoff, const std::string& actor);
+  // The same with a cutoff per message kind: `policy.DaysFor(kind)` days
+  // before `now` (kinds with 0 are kept). Envelopes kept in
+  // envelope_conflicts follow `policy.message_days`.
+  absl::StatusOr<int> PurgeExpired(const config::RetentionSettings& policy,
+                                   absl::Time now, const std::string& actor);
+
+  // Seals the payloads stored without a seal (written before migration 6 or
+  // by a store without a data key): message bodies, outbox and inbound
+  // envelopes. Returns how many. Needs a sealer.
+  absl::StatusOr<int> SealStoredPayloads();
 
   absl::StatusOr<InboundResult> AcceptInbound(
       const v1::SignedEnvelope& signed_envelope, const v1::Envelope& parsed,
@@ -95,8 +112,24 @@ class SqliteExchangeStore final : public ExchangeStore {
 
  private:
   SqliteExchangeStore(sqlite::Database* db, SqliteAuditLog* audit,
-                      const Clock* clock, int64_t inbox_head)
-      : db_(db), audit_(audit), clock_(clock), inbox_head_(inbox_head) {}
+                      const Clock* clock, const RecordSealer* sealer,
+                      int64_t inbox_head)
+      : db_(db),
+        audit_(audit),
+        clock_(clock),
+        sealer_(sealer),
+        inbox_head_(inbox_head) {}
+
+  // Messages of one retention group: `where` is SQL over messages `m` (it
+  // may use ?3, bound to `kind`); purged if created before `cutoff_us`.
+  struct PurgeGroup {
+    std::string where;
+    int64_t kind = 0;
+    int64_t cutoff_us = 0;
+  };
+  absl::StatusOr<int> Purge(const std::vector<PurgeGroup>& groups,
+                            std::optional<int64_t> conflicts_cutoff_us,
+                            const std::string& actor);
 
  public:
   // Where case references carried by CASE_SHARE messages are kept, in the
@@ -140,6 +173,7 @@ class SqliteExchangeStore final : public ExchangeStore {
   sqlite::Database* const db_;
   SqliteAuditLog* const audit_;
   const Clock* const clock_;
+  const RecordSealer* const sealer_;  // may be null
   mutable absl::Mutex head_mu_;
   int64_t inbox_head_ ABSL_GUARDED_BY(head_mu_);
 };

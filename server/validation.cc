@@ -70,9 +70,11 @@ absl::Status CheckVictims(absl::string_view prefix,
   for (int i = 0; i < c.victims_size(); ++i) {
     const std::string item = absl::StrCat(field, "[", i, "]");
     const v1::VictimReference& v = c.victims(i);
-    CB_RETURN_IF_ERROR(CheckText(Field(item, "pseudonym"), v.pseudonym(), 1,
+    // Empty: the gateway mints one when it stores the case (pseudonymous by
+    // default, docs/storage.md#data-protection).
+    CB_RETURN_IF_ERROR(CheckText(Field(item, "pseudonym"), v.pseudonym(), 0,
                                  kMaxPseudonymChars));
-    if (!seen.insert(v.pseudonym()).second) {
+    if (!v.pseudonym().empty() && !seen.insert(v.pseudonym()).second) {
       return Invalid(Field(item, "pseudonym"), "is used twice in this case");
     }
     CB_RETURN_IF_ERROR(

@@ -384,6 +384,75 @@ TEST_F(GatewayConfigTest, BadAuditSettingsAreRefusedNamingTheKey) {
   }
 }
 
+TEST_F(GatewayConfigTest, DataKeyFileDefaultsToTheDataDirAndResolves) {
+  ASSERT_OK_AND_ASSIGN(const Gateway defaults, Parse(Toml()));
+  EXPECT_EQ(defaults.data_protection.key_file, defaults.data_dir + "/data.key");
+  ASSERT_OK_AND_ASSIGN(
+      const Gateway set,
+      Parse(Toml() + "\n[data_protection]\nkey_file = \"/etc/cb/pk.key\"\n"));
+  EXPECT_EQ(set.data_protection.key_file, "/etc/cb/pk.key");
+  EXPECT_THAT(Parse(Toml() + "\n[data_protection]\nkey = \"k\"\n"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("data_protection.key: unknown key")));
+}
+
+TEST_F(GatewayConfigTest, RetentionIsReadPerMessageKindAndFinalCaseStatus) {
+  ASSERT_OK_AND_ASSIGN(const Gateway defaults, Parse(Toml()));
+  EXPECT_FALSE(defaults.retention.enabled());
+  ASSERT_OK_AND_ASSIGN(
+      const Gateway set,
+      Parse(Toml() +
+            "\n[retention]\nmessage_days = 365\n"
+            "[retention.message_kinds]\nnote = 30\nrescue_request = 0\n"
+            "[retention.case_status]\nclosed = 180\n"));
+  const RetentionSettings& r = set.retention;
+  EXPECT_TRUE(r.enabled());
+  EXPECT_EQ(r.message_days, 365);
+  EXPECT_EQ(r.DaysFor(v1::MESSAGE_KIND_NOTE), 30);
+  EXPECT_EQ(r.DaysFor(v1::MESSAGE_KIND_RESCUE_REQUEST), 0);
+  EXPECT_EQ(r.DaysFor(v1::MESSAGE_KIND_RESCUE_UPDATE), 365);
+  EXPECT_EQ(r.case_status_days.at(v1::CASE_STATUS_CLOSED), 180);
+  EXPECT_EQ(r.case_status_days.count(v1::CASE_STATUS_REPATRIATED), 0u);
+  EXPECT_EQ(set.audit.payload_retention_days, 0);
+}
+
+TEST_F(GatewayConfigTest, PayloadRetentionDaysStillSetsTheMessageDefault) {
+  ASSERT_OK_AND_ASSIGN(
+      const Gateway old,
+      Parse(Toml() + "\n[audit]\npayload_retention_days = 90\n"));
+  EXPECT_EQ(old.retention.message_days, 90);
+  EXPECT_EQ(old.retention.DaysFor(v1::MESSAGE_KIND_CASE_SHARE), 90);
+  EXPECT_TRUE(old.retention.enabled());
+}
+
+TEST_F(GatewayConfigTest, BadRetentionIsRefusedNamingTheKey) {
+  for (const auto& [table, named] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"[audit]\npayload_retention_days = 90\n[retention]\n"
+            "message_days = 30",
+            "retention.message_days: replaces audit.payload_retention_days"},
+           {"[retention]\nmessage_days = -1",
+            "retention.message_days: must be between 0 and 36500, is -1"},
+           {"[retention]\nmessages_days = 1",
+            "retention.messages_days: unknown key"},
+           {"[retention.message_kinds]\nnotes = 1",
+            "retention.message_kinds.notes: unknown key: must be a message "
+            "kind"},
+           {"[retention.message_kinds]\nnote = \"30\"",
+            "retention.message_kinds.note: must be an integer"},
+           {"[retention.message_kinds]\nnote = 36501",
+            "retention.message_kinds.note: must be between 0 and 36500"},
+           {"[retention.case_status]\nopen = 30",
+            "retention.case_status.open: unknown key: must be a final case "
+            "status"},
+           {"[retention]\ncase_status = 30",
+            "retention.case_status: must be a table"}}) {
+    EXPECT_THAT(Parse(Toml() + "\n" + table + "\n"),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(named)))
+        << table;
+  }
+}
+
 TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
   ASSERT_OK_AND_ASSIGN(const Gateway defaults, Parse(Toml()));
   EXPECT_EQ(defaults.crl_refresh_seconds, 10);

@@ -63,7 +63,9 @@ class GatewayTest : public ::testing::Test {
   int CaseCount() {
     v1::ListCasesRequest request;
     request.set_page_size(500);
-    auto page = Office(kFia)->ListCases(request);
+    // The auditor sees every case and no personal data (so counting adds
+    // no audit entry of a personal-data read).
+    auto page = Office(kAuditor)->ListCases(request);
     EXPECT_OK(page);
     return page.ok() ? page->cases_size() : -1;
   }
@@ -325,9 +327,13 @@ TEST_F(GatewayTest, ForbiddenUpdateIsDeniedAuditedAndChangesNothing) {
   EXPECT_EQ(after.version(), 1);
   EXPECT_EQ(after.status(), v1::CASE_STATUS_OPEN);
   const auto entries = AuditEntries();
-  ASSERT_EQ(entries.size(), 3u);
+  ASSERT_EQ(entries.size(), 4u);
   EXPECT_EQ(entries[1].status_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(entries[2].status_code(), grpc::StatusCode::PERMISSION_DENIED);
+  // The owner's read of the case, personal data included, is on record.
+  EXPECT_EQ(entries[3].action(), "case.get.personal_data");
+  EXPECT_THAT(entries[3].subjects(),
+              ::testing::ElementsAre(opened.exchange_id()));
 }
 
 TEST_F(GatewayTest, TwoOfficesCannotSilentlyOverwriteEachOther) {
@@ -471,8 +477,12 @@ TEST_F(GatewayTest, RestartKeepsAllData) {
   }
   ASSERT_OK_AND_ASSIGN(auto next, fia->OpenCase(ValidDraft("after restart")));
   EXPECT_EQ(next.exchange_id(), PkExchangeId(4));
+  // Three reads of personal data and one new case since.
   const auto audit_after = AuditEntries();
-  ASSERT_EQ(audit_after.size(), audit_before.size() + 1);
+  ASSERT_EQ(audit_after.size(), audit_before.size() + 4);
+  EXPECT_EQ(audit_after[audit_before.size()].action(),
+            "case.get.personal_data");
+  EXPECT_EQ(audit_after.back().action(), "case.open");
   for (size_t i = 0; i < audit_before.size(); ++i) {
     EXPECT_EQ(audit_after[i].encoded(), audit_before[i].encoded())
         << "entry " << i;

@@ -55,9 +55,11 @@ class InboundBatchTest : public ::testing::Test {
     config_.peer_identity = kCnGateway;
     config_.peer_offices = {kMps};
     config_.offices = {{kFia, "FIA", v1::ROLE_LIAISON_OFFICER}};
-    inbound_ = std::make_unique<Inbound>(&config_, &store_->exchange(),
-                                         &store_->audit_log(), &peer_keys_,
-                                         pk_key_.get(), &clock_);
+    policies_ = std::make_unique<PolicyHolder>(
+        std::make_shared<const AccessPolicy>(config_));
+    inbound_ = std::make_unique<Inbound>(
+        &config_, &store_->exchange(), &store_->audit_log(), &peer_keys_,
+        pk_key_.get(), &clock_, policies_.get());
   }
 
   std::string NewId(IdKind kind) {
@@ -157,6 +159,7 @@ class InboundBatchTest : public ::testing::Test {
 
   FakeClock clock_;
   config::Gateway config_;
+  std::unique_ptr<PolicyHolder> policies_;
   std::unique_ptr<GatewayStore> store_;
   std::unique_ptr<crypto::Ed25519Signer> pk_key_ =
       crypto::Ed25519Signer::Generate();

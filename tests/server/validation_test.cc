@@ -79,6 +79,13 @@ TEST(ValidateOpenCaseTest, CountsSummaryLengthInCharacters) {
                        StartsWith("case_reference.summary: ")));
 }
 
+TEST(ValidateOpenCaseTest, AcceptsEmptyPseudonymsForTheGatewayToMint) {
+  v1::OpenCaseRequest request = ValidOpen();
+  request.mutable_case_reference()->mutable_victims(0)->clear_pseudonym();
+  request.mutable_case_reference()->mutable_victims(1)->clear_pseudonym();
+  EXPECT_OK(ValidateOpenCase(request));
+}
+
 TEST(ValidateOpenCaseTest, AcceptsTabAndNewlineInText) {
   v1::OpenCaseRequest request = ValidOpen();
   request.mutable_case_reference()->set_summary("line one\n\tline two");
@@ -191,8 +198,8 @@ INSTANTIATE_TEST_SUITE_P(
         OpenCase{"Summary4001Chinese",
                  [](R& r) { C(r).set_summary(Repeat("案", 4001)); },
                  "case_reference.summary: is longer than 4000"},
-        OpenCase{"VictimPseudonymEmpty",
-                 [](R& r) { C(r).mutable_victims(1)->clear_pseudonym(); },
+        OpenCase{"VictimPseudonymControlCharacter",
+                 [](R& r) { C(r).mutable_victims(1)->set_pseudonym("V\x01"); },
                  "case_reference.victims[1].pseudonym: "},
         OpenCase{"VictimPseudonymDuplicate",
                  [](R& r) { C(r).mutable_victims(1)->set_pseudonym("V1"); },
@@ -427,7 +434,8 @@ INSTANTIATE_TEST_SUITE_P(
         UpdateCase{"VictimsInvalidWhenUpdated",
                    [](U& r) {
                      r.mutable_update_mask()->add_paths("victims");
-                     r.mutable_case_reference()->add_victims();
+                     r.mutable_case_reference()->add_victims()->set_pseudonym(
+                         std::string(65, 'v'));
                    },
                    "case_reference.victims[0].pseudonym: "},
         UpdateCase{

@@ -32,7 +32,7 @@ std::string BinaryDir() { return CASEBRIDGE_BINARY_DIR; }
 const std::string& TestPkiDir() {
   // One PKI per build tree, shared by every test process (ctest runs each
   // test in a process of its own), made once under a lock and renewed when a
-  // week old, well before its CRLs expire.
+  // week old (well before its CRLs expire) or when the script changed.
   static const std::string* dir = [] {
     auto* path = new std::string(BinaryDir() + "/test-pki");
     const std::string lock_path = BinaryDir() + "/test-pki.lock";
@@ -44,11 +44,14 @@ const std::string& TestPkiDir() {
     const fs::path marker = fs::path(*path) / ".casebridge-dev-pki";
     std::error_code ec;
     const auto made = fs::last_write_time(marker, ec);
-    // A PKI made before the script wrote public-keys.toml is remade too.
+    // A PKI older than the script that makes it is remade too.
+    std::error_code script_ec;
+    const auto script = fs::last_write_time(
+        fs::path(SourceDir()) / "certs" / "make-dev-pki", script_ec);
     const bool fresh =
         !ec &&
         fs::file_time_type::clock::now() - made < std::chrono::hours(24 * 7) &&
-        fs::exists(fs::path(*path) / "public-keys.toml", ec);
+        (script_ec || script <= made);
     if (!fresh) {
       const std::string command = absl::StrCat(
           "'", SourceDir(), "/certs/make-dev-pki' '", *path, "' >/dev/null");
@@ -155,6 +158,7 @@ identity = "spiffe://cn.casebridge/auditor/cn-auditor"
 name = "CN auditor"
 role = "auditor"
 )";
+  if (!o.offices.empty()) offices = o.offices;
   return absl::StrReplaceAll(
       R"(country = "$COUNTRY"
 identity = "spiffe://$US.casebridge/gateway"

@@ -28,9 +28,11 @@ struct GatewayConfigOptions {
   std::string peer_address = "127.0.0.1:0";
   std::string peer_endpoint = "127.0.0.1:1";
   std::string extra_offices;  // appended TOML, e.g. more [[offices]]
-  std::string crl_dir;        // tls.crl_dir; empty: the test PKI's crl/
-  std::string extra_tls;      // TOML lines added to [tls]
-  std::string extra_limits;   // TOML lines added to [limits]
+  // TOML replacing the default office table (then `extra_offices`).
+  std::string offices;
+  std::string crl_dir;       // tls.crl_dir; empty: the test PKI's crl/
+  std::string extra_tls;     // TOML lines added to [tls]
+  std::string extra_limits;  // TOML lines added to [limits]
   int drain_seconds = 5;
   int max_message_bytes = 4 << 20;
   int retry_max_seconds = 60;

@@ -1,0 +1,67 @@
+// Authenticated encryption of stored fields (docs/storage.md#data-protection):
+// AES-256-GCM over OpenSSL 3 with a fresh random 96-bit nonce per value and
+// associated data that binds each ciphertext to the place it belongs (record
+// and column), so a sealed value copied into another row does not open.
+//
+// Sealed format, version 1:
+//
+//   0x01 || nonce (12 bytes) || ciphertext (as long as the plaintext) || tag
+//   (16)
+#ifndef CASEBRIDGE_CORE_FIELD_CRYPTO_H_
+#define CASEBRIDGE_CORE_FIELD_CRYPTO_H_
+
+#include <cstddef>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace casebridge::crypto {
+
+inline constexpr size_t kFieldKeySize = 32;    // AES-256
+inline constexpr size_t kFieldNonceSize = 12;  // 96 bits, random per value
+inline constexpr size_t kFieldTagSize = 16;
+// What sealing adds to a plaintext: version byte, nonce and tag.
+inline constexpr size_t kSealOverhead = 1 + kFieldNonceSize + kFieldTagSize;
+
+// One AES-256-GCM key. Copyable; the bytes are wiped when an object dies.
+// Thread-safe: Seal and Open keep no state between calls.
+class FieldKey {
+ public:
+  // INVALID_ARGUMENT unless `raw` is exactly 32 bytes.
+  static absl::StatusOr<FieldKey> FromBytes(absl::string_view raw);
+  // 32 bytes from OpenSSL's CSPRNG.
+  static FieldKey Generate();
+
+  FieldKey(const FieldKey& other) = default;
+  FieldKey& operator=(const FieldKey& other);
+  ~FieldKey();
+
+  // `plaintext` sealed with associated data `aad` (not stored; the opener
+  // must present the same bytes). INTERNAL only if OpenSSL fails.
+  absl::StatusOr<std::string> Seal(absl::string_view plaintext,
+                                   absl::string_view aad) const;
+  // The plaintext of a value Seal made under this key with this `aad`.
+  // DATA_LOSS if the value is malformed, was changed in any byte, or was
+  // sealed under another key or with other associated data.
+  absl::StatusOr<std::string> Open(absl::string_view sealed,
+                                   absl::string_view aad) const;
+
+  // The raw key, for wrapping it under another key. Handle with care.
+  const std::string& bytes() const { return bytes_; }
+
+ private:
+  explicit FieldKey(std::string bytes) : bytes_(std::move(bytes)) {}
+  std::string bytes_;
+};
+
+// The gateway's data key, read from `path`. If the file does not exist it
+// is created with mode 0600 holding 32 fresh random bytes (the folder must
+// exist). Refused (FAILED_PRECONDITION, naming the path) if the file is not a
+// regular file, is readable or writable by group or others, or is not exactly
+// 32 bytes long.
+absl::StatusOr<FieldKey> LoadOrCreateKeyFile(const std::string& path);
+
+}  // namespace casebridge::crypto
+
+#endif  // CASEBRIDGE_CORE_FIELD_CRYPTO_H_

@@ -1,0 +1,127 @@
+#include "server/policy_reloader.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/crypto.h"
+#include "core/log.h"
+
+namespace casebridge::server {
+
+PolicyReloader::PolicyReloader(Options options, PolicyHolder* policies,
+                               AuditLog* audit)
+    : options_(std::move(options)), policies_(policies), audit_(audit) {
+  // The file as the gateway started from it.
+  if (auto content = crypto::ReadFile(options_.config_path); content.ok()) {
+    last_seen_ = crypto::Sha256(*content);
+  }
+}
+
+PolicyReloader::~PolicyReloader() { Stop(); }
+
+absl::StatusOr<bool> PolicyReloader::Reload(absl::string_view trigger) {
+  absl::MutexLock lock(&reload_mu_);
+  auto content = crypto::ReadFile(options_.config_path);
+  if (!content.ok()) {
+    // Not remembered: the next check tries again once the file is back.
+    return ReloadLocked(trigger, "");
+  }
+  last_seen_ = crypto::Sha256(*content);
+  return ReloadLocked(trigger, *content);
+}
+
+absl::StatusOr<bool> PolicyReloader::ReloadLocked(absl::string_view trigger,
+                                                  const std::string& content) {
+  absl::StatusOr<config::Gateway> loaded =
+      content.empty()
+          ? absl::StatusOr<config::Gateway>(absl::NotFoundError(absl::StrCat(
+                options_.config_path, ": cannot be read or is empty")))
+          : config::ParseGateway(content, options_.config_path);
+  if (loaded.ok() && (loaded->country != options_.country ||
+                      loaded->identity != options_.identity)) {
+    loaded = absl::InvalidArgumentError(absl::StrCat(
+        options_.config_path, ": is the config of ", loaded->identity,
+        ", not of this gateway (", options_.identity, ")"));
+  }
+  AuditEvent event;
+  event.actor = options_.identity;
+  event.action = "policy.reload";
+  if (!loaded.ok()) {
+    const absl::Status refused(
+        loaded.status().code(),
+        absl::StrCat("new policy refused, the one in force stays: ",
+                     loaded.status().message()));
+    event.outcome = refused;
+    if (auto appended = audit_->Append(event); !appended.ok()) {
+      log::Error("audit.append_failed",
+                 {{"action", event.action},
+                  {"error", std::string(appended.status().message())}});
+    }
+    log::Error("policy.reload_refused",
+               {{"trigger", std::string(trigger)},
+                {"error", std::string(loaded.status().message())},
+                {"in_force", policies_->Current()->digest()}});
+    return refused;
+  }
+  auto next = std::make_shared<const AccessPolicy>(*loaded);
+  const std::shared_ptr<const AccessPolicy> current = policies_->Current();
+  if (next->digest() == current->digest()) {
+    log::Info("policy.unchanged", {{"trigger", std::string(trigger)},
+                                   {"in_force", current->digest()}});
+    return false;
+  }
+  policies_->Replace(next);
+  event.subjects = {next->digest()};
+  event.payload = next->Describe();
+  if (auto appended = audit_->Append(event); !appended.ok()) {
+    log::Error("audit.append_failed",
+               {{"action", event.action},
+                {"error", std::string(appended.status().message())}});
+  }
+  log::Info("policy.reloaded", {{"trigger", std::string(trigger)},
+                                {"previous", current->digest()},
+                                {"in_force", next->digest()},
+                                {"offices", next->offices().size()}});
+  if (options_.on_replaced) options_.on_replaced(*next);
+  return true;
+}
+
+void PolicyReloader::Start() {
+  if (options_.check_interval <= absl::ZeroDuration() || watcher_.joinable()) {
+    return;
+  }
+  watcher_ = std::thread([this] { Watch(); });
+}
+
+void PolicyReloader::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (watcher_.joinable()) watcher_.join();
+}
+
+void PolicyReloader::Watch() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_;
+      };
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping),
+                               options_.check_interval)) {
+        return;
+      }
+    }
+    auto content = crypto::ReadFile(options_.config_path);
+    if (!content.ok()) continue;  // being replaced; look again next time
+    absl::MutexLock lock(&reload_mu_);
+    const std::string digest = crypto::Sha256(*content);
+    if (digest == last_seen_) continue;
+    last_seen_ = digest;
+    // The outcome is logged and audited by ReloadLocked.
+    (void)ReloadLocked("file change", *content);
+  }
+}
+
+}  // namespace casebridge::server

@@ -1,0 +1,166 @@
+#include "server/record_keys.h"
+
+#include <openssl/crypto.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+
+namespace casebridge::server {
+namespace {
+
+// Associated data: what a sealed value is, and where it belongs.
+std::string FieldAad(absl::string_view record, absl::string_view field) {
+  return absl::StrCat("casebridge/field/v1\n", record, "\n", field);
+}
+
+std::string WrapAad(absl::string_view record) {
+  return absl::StrCat("casebridge/record-key/v1\n", record);
+}
+
+}  // namespace
+
+std::string CaseRecord(absl::string_view exchange_id) {
+  return absl::StrCat("case/", exchange_id);
+}
+
+std::string MessageRecord(absl::string_view message_id) {
+  return absl::StrCat("message/", message_id);
+}
+
+absl::StatusOr<std::optional<crypto::FieldKey>> RecordSealer::FindKey(
+    sqlite::Connection& conn, absl::string_view record) const {
+  CB_ASSIGN_OR_RETURN(
+      auto find,
+      conn.Prepare("SELECT wrapped FROM record_keys WHERE record = ?"));
+  find.Bind(1, record);
+  CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+  if (!row) return std::nullopt;
+  auto raw = data_key_.Open(find.ColumnBlob(0), WrapAad(record));
+  if (!raw.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        "the key of ", record,
+        " does not open under the data key (another data key, or changed)"));
+  }
+  auto key = crypto::FieldKey::FromBytes(*raw);
+  OPENSSL_cleanse(raw->data(), raw->size());
+  if (!key.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("the key of ", record, " has the wrong size"));
+  }
+  return *std::move(key);
+}
+
+absl::StatusOr<std::string> RecordSealer::Seal(
+    sqlite::Connection& conn, absl::string_view record, absl::string_view field,
+    absl::string_view plaintext) const {
+  CB_ASSIGN_OR_RETURN(std::optional<crypto::FieldKey> key,
+                      FindKey(conn, record));
+  if (!key.has_value()) {
+    key = crypto::FieldKey::Generate();
+    CB_ASSIGN_OR_RETURN(const std::string wrapped,
+                        data_key_.Seal(key->bytes(), WrapAad(record)));
+    CB_ASSIGN_OR_RETURN(
+        auto insert,
+        conn.Prepare("INSERT INTO record_keys(record, wrapped, created_us) "
+                     "VALUES(?, ?, ?)"));
+    insert.Bind(1, record)
+        .BindBlob(2, wrapped)
+        .Bind(3, absl::ToUnixMicros(clock_->Now()));
+    CB_RETURN_IF_ERROR(insert.Run());
+  }
+  return key->Seal(plaintext, FieldAad(record, field));
+}
+
+absl::StatusOr<std::string> RecordSealer::Open(sqlite::Connection& conn,
+                                               absl::string_view record,
+                                               absl::string_view field,
+                                               absl::string_view sealed) const {
+  CB_ASSIGN_OR_RETURN(std::optional<crypto::FieldKey> key,
+                      FindKey(conn, record));
+  if (!key.has_value()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the key of ", record, " was shredded: ", field, " is unreadable"));
+  }
+  auto plaintext = key->Open(sealed, FieldAad(record, field));
+  if (!plaintext.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        "stored ", field, " of ", record, ": ", plaintext.status().message()));
+  }
+  return plaintext;
+}
+
+absl::Status RecordSealer::Shred(sqlite::Connection& conn,
+                                 absl::string_view record) const {
+  CB_ASSIGN_OR_RETURN(auto drop,
+                      conn.Prepare("DELETE FROM record_keys WHERE record = ?"));
+  drop.Bind(1, record);
+  return drop.Run();
+}
+
+absl::StatusOr<StoredPayload> ToStored(const RecordSealer* sealer,
+                                       sqlite::Connection& conn,
+                                       absl::string_view record,
+                                       absl::string_view field,
+                                       absl::string_view plaintext) {
+  StoredPayload out;
+  if (sealer == nullptr) {
+    out.bytes = std::string(plaintext);
+    return out;
+  }
+  CB_ASSIGN_OR_RETURN(out.bytes, sealer->Seal(conn, record, field, plaintext));
+  out.sealed = true;
+  return out;
+}
+
+absl::StatusOr<std::string> FromStored(const RecordSealer* sealer,
+                                       sqlite::Connection& conn,
+                                       absl::string_view record,
+                                       absl::string_view field,
+                                       std::string bytes, bool sealed) {
+  if (!sealed) return bytes;
+  if (sealer == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("stored ", field, " of ", record,
+                     " is sealed and the store was opened without the data "
+                     "key"));
+  }
+  return sealer->Open(conn, record, field, bytes);
+}
+
+absl::StatusOr<StoredPayload> ToStoredEnvelope(
+    const RecordSealer* sealer, sqlite::Connection& conn,
+    absl::string_view record, absl::string_view field,
+    const v1::SignedEnvelope& envelope) {
+  StoredPayload out;
+  if (sealer == nullptr) {
+    out.bytes = envelope.SerializeAsString();
+    return out;
+  }
+  v1::SignedEnvelope stored = envelope;
+  CB_ASSIGN_OR_RETURN(*stored.mutable_envelope(),
+                      sealer->Seal(conn, record, field, envelope.envelope()));
+  out.bytes = stored.SerializeAsString();
+  out.sealed = true;
+  return out;
+}
+
+absl::StatusOr<v1::SignedEnvelope> FromStoredEnvelope(
+    const RecordSealer* sealer, sqlite::Connection& conn,
+    absl::string_view record, absl::string_view field, const std::string& bytes,
+    bool sealed) {
+  v1::SignedEnvelope envelope;
+  if (!envelope.ParseFromString(bytes)) {
+    return absl::DataLossError(
+        absl::StrCat("stored ", field, " of ", record, " does not parse"));
+  }
+  if (sealed && !bytes.empty()) {
+    CB_ASSIGN_OR_RETURN(
+        *envelope.mutable_envelope(),
+        FromStored(sealer, conn, record, field, envelope.envelope(), true));
+  }
+  return envelope;
+}
+
+}  // namespace casebridge::server

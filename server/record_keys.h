@@ -1,0 +1,104 @@
+// Data protection at rest (docs/storage.md#data-protection): each case and
+// each message has a key of its own, kept in table record_keys wrapped
+// (sealed) under the gateway's data key, which never enters the database.
+// A record's personal fields are sealed under its key, with associated data
+// naming the record and the column, so a sealed value moved to another row
+// or column does not open. Deleting the record's key (retention) shreds
+// every copy of those fields at once.
+#ifndef CASEBRIDGE_SERVER_RECORD_KEYS_H_
+#define CASEBRIDGE_SERVER_RECORD_KEYS_H_
+
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "casebridge/v1/exchange.pb.h"
+#include "core/clock.h"
+#include "core/field_crypto.h"
+#include "server/sqlite.h"
+
+namespace casebridge::server {
+
+// The sealed columns, as named in the associated data.
+inline constexpr char kCaseBodyField[] = "cases.body";
+inline constexpr char kMessageBodyField[] = "messages.body";
+inline constexpr char kOutboxEnvelopeField[] = "outbox.envelope";
+inline constexpr char kInboundEnvelopeField[] = "inbound.envelope";
+
+// The record of a case's and of a message's key.
+std::string CaseRecord(absl::string_view exchange_id);
+std::string MessageRecord(absl::string_view message_id);
+
+// Seals and opens record fields. Thread-safe; every call runs inside the
+// caller's transaction on `conn` (a write transaction for Seal and Shred).
+class RecordSealer {
+ public:
+  // `clock` must outlive the sealer.
+  RecordSealer(crypto::FieldKey data_key, const Clock* clock)
+      : data_key_(std::move(data_key)), clock_(clock) {}
+
+  // `plaintext` sealed as `field` of `record`. The record's key is made (and
+  // stored wrapped) on first use.
+  absl::StatusOr<std::string> Seal(sqlite::Connection& conn,
+                                   absl::string_view record,
+                                   absl::string_view field,
+                                   absl::string_view plaintext) const;
+  // What Seal made. FAILED_PRECONDITION if the record's key was shredded;
+  // DATA_LOSS if the value or the wrapped key does not authenticate (changed,
+  // or another data key, record or field).
+  absl::StatusOr<std::string> Open(sqlite::Connection& conn,
+                                   absl::string_view record,
+                                   absl::string_view field,
+                                   absl::string_view sealed) const;
+  // Deletes the record's key (OK if it has none): what was sealed under it
+  // can never be opened again.
+  absl::Status Shred(sqlite::Connection& conn, absl::string_view record) const;
+
+ private:
+  absl::StatusOr<std::optional<crypto::FieldKey>> FindKey(
+      sqlite::Connection& conn, absl::string_view record) const;
+
+  const crypto::FieldKey data_key_;
+  const Clock* const clock_;
+};
+
+// A payload column's stored bytes and whether they are sealed (the row's
+// `sealed` column).
+struct StoredPayload {
+  std::string bytes;
+  bool sealed = false;
+};
+
+// The stores' one path to and from a payload column. With a null `sealer`
+// (a store opened without data protection) payloads are stored as they are;
+// reading a sealed payload then fails with FAILED_PRECONDITION.
+absl::StatusOr<StoredPayload> ToStored(const RecordSealer* sealer,
+                                       sqlite::Connection& conn,
+                                       absl::string_view record,
+                                       absl::string_view field,
+                                       absl::string_view plaintext);
+absl::StatusOr<std::string> FromStored(const RecordSealer* sealer,
+                                       sqlite::Connection& conn,
+                                       absl::string_view record,
+                                       absl::string_view field,
+                                       std::string bytes, bool sealed);
+
+// The stored form of a signed envelope (outbox and inbound
+// signed_envelope): a serialized SignedEnvelope whose `envelope` bytes are
+// sealed; its signature and key id stay readable, so that the audit log
+// verifies without the data key. An empty column (purged) reads as an empty
+// SignedEnvelope.
+absl::StatusOr<StoredPayload> ToStoredEnvelope(
+    const RecordSealer* sealer, sqlite::Connection& conn,
+    absl::string_view record, absl::string_view field,
+    const v1::SignedEnvelope& envelope);
+absl::StatusOr<v1::SignedEnvelope> FromStoredEnvelope(
+    const RecordSealer* sealer, sqlite::Connection& conn,
+    absl::string_view record, absl::string_view field, const std::string& bytes,
+    bool sealed);
+
+}  // namespace casebridge::server
+
+#endif  // CASEBRIDGE_SERVER_RECORD_KEYS_H_

@@ -1,0 +1,508 @@
+// Data protection at rest and retention (docs/storage.md#data-protection,
+// docs/audit-log.md#retention), against real SQLite files: what reaches the
+// disk is read back as raw bytes.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "core/crypto.h"
+#include "core/envelope.h"
+#include "core/public_keys.h"
+#include "core/status_macros.h"
+#include "google/protobuf/util/time_util.h"
+#include "server/audit_verifier.h"
+#include "server/evidence.h"
+#include "server/sqlite_case_store.h"
+#include "tests/testing/fake_clock.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::server {
+namespace {
+
+using ::casebridge::testing::FakeClock;
+using ::casebridge::testing::NewTempDir;
+using ::casebridge::testing::StatusIs;
+using ::casebridge::testing::WriteFile;
+using ::google::protobuf::util::TimeUtil;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::MatchesRegex;
+
+constexpr char kPkGateway[] = "spiffe://pk.casebridge/gateway";
+constexpr char kCnGateway[] = "spiffe://cn.casebridge/gateway";
+constexpr char kFia[] = "spiffe://pk.casebridge/office/fia-liaison-desk";
+constexpr char kMps[] = "spiffe://cn.casebridge/office/mps-liaison";
+
+// Personal text that must never reach the disk in the clear.
+constexpr char kRemark[] = "remark: age 19, speaks Saraiki, scar on left hand";
+constexpr char kLocation[] = "location: 河北省邯郸市丛台区 third house east";
+constexpr char kBody[] = "body: victim seen at the Guangzhou garment works";
+
+std::string ReadRaw(const std::string& path) {
+  auto bytes = crypto::ReadFile(path);
+  return bytes.ok() ? *bytes : "";
+}
+
+AuditEvent Event(const std::string& action, const std::string& actor = kFia,
+                 const std::string& payload = "request bytes") {
+  AuditEvent event;
+  event.actor = actor;
+  event.action = action;
+  event.payload = payload;
+  return event;
+}
+
+AuditEvent UpdateEvent(const std::string& exchange_id) {
+  AuditEvent event = Event("case.update");
+  event.subjects = {exchange_id};
+  return event;
+}
+
+v1::CaseReference Draft() {
+  v1::CaseReference c;
+  c.set_local_reference("FIR-77/2026");
+  c.set_category(v1::CASE_CATEGORY_FORCED_LABOUR);
+  c.set_summary("Recruited for factory work abroad.");
+  v1::VictimReference& v = *c.add_victims();
+  v.set_pseudonym("V1");
+  v.set_remarks(kRemark);
+  v1::Location& l = *c.add_last_known_locations();
+  l.set_description(kLocation);
+  l.set_country(v1::COUNTRY_CN);
+  c.set_handling_code(v1::HANDLING_CODE_H1);
+  c.mutable_evaluation()->set_source_reliability(v1::SOURCE_RELIABILITY_B);
+  c.mutable_evaluation()->set_information_accuracy(v1::INFORMATION_ACCURACY_2);
+  return c;
+}
+
+class DataProtectionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = NewTempDir("data-protection");
+    key_file_ = NewTempDir("data-protection-key") + "/data.key";
+    Reopen();
+  }
+
+  void Reopen(bool with_key = true) {
+    store_.reset();
+    StoreOptions options;
+    options.data_dir = dir_;
+    options.country = v1::COUNTRY_PK;
+    if (with_key) options.data_key_file = key_file_;
+    auto store = GatewayStore::Open(options, &clock_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+
+  // The database file and its WAL, as an attacker holding them reads them.
+  std::string RawFiles() const {
+    const std::string db = GatewayStore::DatabasePath(dir_);
+    return ReadRaw(db) + ReadRaw(db + "-wal");
+  }
+
+  v1::CaseReference Open(const v1::CaseReference& draft = Draft()) {
+    auto opened = store_->cases().OpenCase(draft, kFia, {}, Event("case.open"));
+    EXPECT_TRUE(opened.ok()) << opened.status();
+    return opened.ok() ? opened->case_reference : v1::CaseReference{};
+  }
+
+  v1::CaseReference Close(const std::string& exchange_id) {
+    auto closed = store_->cases().UpdateCase(
+        exchange_id, 1,
+        [](v1::CaseReference& c) {
+          c.set_status(v1::CASE_STATUS_CLOSED);
+          return absl::OkStatus();
+        },
+        kFia, UpdateEvent(exchange_id));
+    EXPECT_TRUE(closed.ok()) << closed.status();
+    return closed.ok() ? *closed : v1::CaseReference{};
+  }
+
+  v1::CaseMessage PeerMessage(const std::string& message_id,
+                              v1::MessageKind kind,
+                              const std::string& body = kBody) {
+    v1::CaseMessage m;
+    m.set_message_id(message_id);
+    m.set_exchange_id("CN-2026-000001");
+    m.set_kind(kind);
+    m.set_priority(v1::PRIORITY_URGENT);
+    m.set_body(body);
+    m.set_sender_office(kMps);
+    m.set_recipient_office(kFia);
+    m.set_sender_country(v1::COUNTRY_CN);
+    return m;
+  }
+
+  // Stores an envelope from the Chinese gateway the way the receiver does:
+  // its envelope.received entry commits to the sender's signature.
+  void Receive(const v1::CaseMessage& message) {
+    v1::Envelope envelope;
+    envelope.set_envelope_id("E-" + message.message_id());
+    envelope.set_origin_gateway(kCnGateway);
+    envelope.set_destination_gateway(kPkGateway);
+    *envelope.mutable_created_at() =
+        TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_.Now()));
+    *envelope.mutable_message() = message;
+    envelope.set_origin_audit_index(41);
+    auto signed_envelope = exchange::SignEnvelope(envelope, *cn_envelope_);
+    ASSERT_OK(signed_envelope.status());
+    auto result = store_->exchange().AcceptInbound(
+        *signed_envelope, envelope, {kFia},
+        [&](uint64_t index,
+            absl::Time at) -> absl::StatusOr<v1::SignedReceipt> {
+          v1::Receipt receipt;
+          receipt.set_envelope_id(envelope.envelope_id());
+          receipt.set_envelope_sha256(
+              exchange::EnvelopeDigest(*signed_envelope));
+          *receipt.mutable_received_at() =
+              TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(at));
+          receipt.set_receiver_audit_index(index);
+          receipt.set_receiver_gateway(kPkGateway);
+          return exchange::SignReceipt(receipt, *pk_envelope_);
+        },
+        Event("envelope.received", kCnGateway, signed_envelope->signature()));
+    ASSERT_OK(result.status());
+  }
+
+  // Queues `message` to the peer in envelope "E-<message id>".
+  void Send(const v1::CaseMessage& message) {
+    OutgoingMessage out;
+    out.message = message;
+    out.envelope_id = "E-" + message.message_id();
+    out.seal = [&](uint64_t index) -> absl::StatusOr<v1::SignedEnvelope> {
+      v1::Envelope envelope;
+      envelope.set_envelope_id(out.envelope_id);
+      envelope.set_origin_gateway(kPkGateway);
+      envelope.set_destination_gateway(kCnGateway);
+      *envelope.mutable_created_at() =
+          TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_.Now()));
+      *envelope.mutable_message() = message;
+      envelope.set_origin_audit_index(index);
+      return exchange::SignEnvelope(envelope, *pk_envelope_);
+    };
+    ASSERT_OK(store_->exchange()
+                  .QueueOutgoing(out, {}, Event("message.send"))
+                  .status());
+  }
+
+  std::vector<InboxItem> Inbox() {
+    auto items = store_->exchange().ReadInbox(kFia, 0, 100);
+    EXPECT_TRUE(items.ok()) << items.status();
+    return items.ok() ? *items : std::vector<InboxItem>{};
+  }
+
+  // The wrapped key of `record`; empty if there is none.
+  std::string WrappedKey(const std::string& record) {
+    std::string wrapped;
+    EXPECT_OK(
+        store_->database().Read([&](sqlite::Connection& c) -> absl::Status {
+          CB_ASSIGN_OR_RETURN(
+              auto stmt,
+              c.Prepare("SELECT wrapped FROM record_keys WHERE record = ?"));
+          stmt.Bind(1, record);
+          CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+          if (row) wrapped = stmt.ColumnBlob(0);
+          return absl::OkStatus();
+        }));
+    return wrapped;
+  }
+
+  // The offline verifier (`casebridge audit verify`) over the data
+  // directory; the store must be closed.
+  AuditVerifyReport VerifyOffline() {
+    keys::PublicKeys keys;
+    const auto pk_checkpoint = crypto::Ed25519Signer::Generate();
+    const auto pk_witness = crypto::Ed25519Signer::Generate();
+    const auto cn_checkpoint = crypto::Ed25519Signer::Generate();
+    const auto cn_witness = crypto::Ed25519Signer::Generate();
+    auto pk = keys::MakeGatewayKeys(v1::COUNTRY_PK, pk_envelope_->public_key(),
+                                    pk_checkpoint->public_key(),
+                                    pk_witness->public_key());
+    auto cn = keys::MakeGatewayKeys(v1::COUNTRY_CN, cn_envelope_->public_key(),
+                                    cn_checkpoint->public_key(),
+                                    cn_witness->public_key());
+    EXPECT_OK(pk.status());
+    EXPECT_OK(cn.status());
+    keys.pk = *std::move(pk);
+    keys.cn = *std::move(cn);
+    AuditVerifyOptions options;
+    options.allow_unwitnessed = true;
+    auto report = VerifyDataDir(dir_, keys, options);
+    EXPECT_TRUE(report.ok()) << report.status();
+    return report.ok() ? *report : AuditVerifyReport{};
+  }
+
+  FakeClock clock_{absl::FromCivil(absl::CivilSecond(2026, 11, 29, 8, 0, 0),
+                                   absl::UTCTimeZone())};
+  std::string dir_;
+  std::string key_file_;
+  std::unique_ptr<GatewayStore> store_;
+  std::unique_ptr<crypto::Ed25519Signer> pk_envelope_ =
+      crypto::Ed25519Signer::Generate();
+  std::unique_ptr<crypto::Ed25519Signer> cn_envelope_ =
+      crypto::Ed25519Signer::Generate();
+};
+
+// Sealing.
+
+TEST_F(DataProtectionTest, CaseFieldsAreSealedOnDiskAndReadBackInTheClear) {
+  const v1::CaseReference opened = Open();
+  ASSERT_EQ(opened.victims(0).remarks(), kRemark);
+
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference got,
+                       store_->cases().GetCase(opened.exchange_id()));
+  EXPECT_EQ(got.victims(0).remarks(), kRemark);
+  EXPECT_EQ(got.last_known_locations(0).description(), kLocation);
+  ASSERT_OK_AND_ASSIGN(const CasePage page,
+                       store_->cases().ListCases(CaseFilter{}, 0, 10));
+  ASSERT_EQ(page.cases.size(), 1u);
+  EXPECT_EQ(page.cases[0].victims(0).remarks(), kRemark);
+
+  const std::string raw = RawFiles();
+  ASSERT_NE(raw.find(opened.exchange_id()), std::string::npos)
+      << "the raw files are not the database";
+  EXPECT_EQ(raw.find(kRemark), std::string::npos);
+  EXPECT_EQ(raw.find(kLocation), std::string::npos);
+  EXPECT_EQ(raw.find("Saraiki"), std::string::npos);
+  EXPECT_THAT(WrappedKey(CaseRecord(opened.exchange_id())),
+              ::testing::Not(IsEmpty()));
+}
+
+TEST_F(DataProtectionTest, MessageBodiesAndEnvelopesAreSealedOnDisk) {
+  Receive(PeerMessage("CN-M-1", v1::MESSAGE_KIND_RESCUE_UPDATE));
+  v1::CaseMessage outgoing = PeerMessage("PK-M-1", v1::MESSAGE_KIND_NOTE,
+                                         "outgoing: shelter in Lahore ready");
+  outgoing.set_sender_office(kFia);
+  outgoing.set_recipient_office(kMps);
+  outgoing.set_sender_country(v1::COUNTRY_PK);
+  Send(outgoing);
+
+  const std::vector<InboxItem> inbox = Inbox();
+  ASSERT_EQ(inbox.size(), 1u);
+  EXPECT_EQ(inbox[0].message.body(), kBody);
+  ASSERT_OK_AND_ASSIGN(const v1::CaseMessage sent,
+                       store_->exchange().GetOutgoingMessage("PK-M-1"));
+  EXPECT_EQ(sent.body(), "outgoing: shelter in Lahore ready");
+  // The sender gets the envelope exactly as signed.
+  ASSERT_OK_AND_ASSIGN(const std::vector<OutboxItem> ready,
+                       store_->exchange().ReadyToSend(clock_.Now(), 10, {}));
+  ASSERT_EQ(ready.size(), 1u);
+  exchange::KeyRing ring;
+  ASSERT_OK(ring.Add(
+      *crypto::Ed25519Verifier::FromRawPublicKey(pk_envelope_->public_key())));
+  ASSERT_OK_AND_ASSIGN(
+      const v1::Envelope envelope,
+      exchange::VerifyEnvelope(ready[0].signed_envelope, ring, 1 << 20));
+  EXPECT_EQ(envelope.message().body(), "outgoing: shelter in Lahore ready");
+
+  const std::string raw = RawFiles();
+  ASSERT_NE(raw.find("CN-M-1"), std::string::npos);
+  EXPECT_EQ(raw.find(kBody), std::string::npos);
+  EXPECT_EQ(raw.find("shelter in Lahore"), std::string::npos);
+}
+
+TEST_F(DataProtectionTest, MintsPseudonymsForVictimsWithoutOne) {
+  v1::CaseReference draft = Draft();
+  draft.mutable_victims(0)->clear_pseudonym();
+  draft.add_victims()->set_pseudonym("V2");
+  draft.add_victims();
+  const v1::CaseReference opened = Open(draft);
+  ASSERT_EQ(opened.victims_size(), 3);
+  EXPECT_THAT(opened.victims(0).pseudonym(), MatchesRegex("V-[A-Z2-7]{8}"));
+  EXPECT_EQ(opened.victims(1).pseudonym(), "V2");
+  EXPECT_THAT(opened.victims(2).pseudonym(), MatchesRegex("V-[A-Z2-7]{8}"));
+  EXPECT_NE(opened.victims(0).pseudonym(), opened.victims(2).pseudonym());
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference got,
+                       store_->cases().GetCase(opened.exchange_id()));
+  EXPECT_EQ(got.victims(0).pseudonym(), opened.victims(0).pseudonym());
+}
+
+TEST_F(DataProtectionTest, SealsRowsWrittenBeforeTheKeyWhenOpenedWithIt) {
+  // Written as a gateway before migration 6 did: in the clear.
+  Reopen(/*with_key=*/false);
+  const v1::CaseReference opened = Open();
+  Receive(PeerMessage("CN-M-OLD", v1::MESSAGE_KIND_NOTE));
+  ASSERT_NE(RawFiles().find(kRemark), std::string::npos)
+      << "the row was not written in the clear";
+
+  Reopen(/*with_key=*/true);
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference got,
+                       store_->cases().GetCase(opened.exchange_id()));
+  EXPECT_EQ(got.victims(0).remarks(), kRemark);
+  ASSERT_EQ(Inbox().size(), 1u);
+  EXPECT_EQ(Inbox()[0].message.body(), kBody);
+  store_.reset();  // checkpoints the WAL into the file
+  const std::string raw = RawFiles();
+  EXPECT_EQ(raw.find(kRemark), std::string::npos);
+  EXPECT_EQ(raw.find(kLocation), std::string::npos);
+  EXPECT_EQ(raw.find(kBody), std::string::npos);
+}
+
+TEST_F(DataProtectionTest, AnotherDataKeyReadsNothing) {
+  const v1::CaseReference opened = Open();
+  store_.reset();
+  key_file_ = NewTempDir("data-protection-other-key") + "/data.key";
+  Reopen();
+  EXPECT_THAT(store_->cases().GetCase(opened.exchange_id()),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr("does not open under the data key")));
+}
+
+TEST_F(DataProtectionTest, OpenCreatesAMissingKeyFileWithMode0600) {
+  struct stat st;
+  ASSERT_EQ(::stat(key_file_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600);
+  EXPECT_EQ(st.st_size, 32);
+}
+
+TEST_F(DataProtectionTest, OpenRefusesAKeyFileOthersCanRead) {
+  store_.reset();
+  ASSERT_EQ(::chmod(key_file_.c_str(), 0644), 0);
+  StoreOptions options;
+  options.data_dir = dir_;
+  options.country = v1::COUNTRY_PK;
+  options.data_key_file = key_file_;
+  EXPECT_THAT(GatewayStore::Open(options, &clock_),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("data_protection.key_file: data key " +
+                                 key_file_ + " has mode 0644")));
+}
+
+TEST_F(DataProtectionTest, EvidenceOpensTheSealedEnvelopeOnlyWithTheKey) {
+  Receive(PeerMessage("CN-M-1", v1::MESSAGE_KIND_RESCUE_UPDATE));
+  // Past the envelope: it opened and parsed, and the bundle now waits for a
+  // checkpoint the peer cosigned.
+  Evidence with_key(&store_->database(), &store_->audit_log(), nullptr,
+                    store_->sealer());
+  EXPECT_THAT(with_key.LocalPart("E-CN-M-1"),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("checkpoint the peer cosigned")));
+  Evidence without_key(&store_->database(), &store_->audit_log(), nullptr);
+  EXPECT_THAT(without_key.LocalPart("E-CN-M-1"),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("without the data key")));
+}
+
+// Retention.
+
+TEST_F(DataProtectionTest, PurgesMessagesByKindAndNothingElse) {
+  Receive(PeerMessage("CN-M-NOTE", v1::MESSAGE_KIND_NOTE));
+  Receive(PeerMessage("CN-M-RESCUE", v1::MESSAGE_KIND_RESCUE_REQUEST));
+  Receive(PeerMessage("CN-M-UPDATE", v1::MESSAGE_KIND_RESCUE_UPDATE));
+  const std::string note_key = WrappedKey(MessageRecord("CN-M-NOTE"));
+  ASSERT_FALSE(note_key.empty());
+  clock_.Advance(absl::Hours(24) * 10);
+  Receive(PeerMessage("CN-M-NOTE-NEW", v1::MESSAGE_KIND_NOTE));
+
+  config::RetentionSettings policy;
+  policy.message_days = 30;  // rescue updates: not yet
+  policy.message_kind_days[v1::MESSAGE_KIND_NOTE] = 7;
+  policy.message_kind_days[v1::MESSAGE_KIND_RESCUE_REQUEST] = 0;  // kept
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  EXPECT_EQ(report.messages, 1);
+  EXPECT_EQ(report.cases, 0);
+
+  // In arrival order; the purged message keeps its place in the inbox with
+  // nothing left of its payload.
+  const std::vector<InboxItem> inbox = Inbox();
+  ASSERT_EQ(inbox.size(), 4u);
+  EXPECT_EQ(inbox[0].message.ByteSizeLong(), 0u);
+  EXPECT_EQ(inbox[1].message.message_id(), "CN-M-RESCUE");
+  EXPECT_EQ(inbox[1].message.body(), kBody);
+  EXPECT_EQ(inbox[2].message.message_id(), "CN-M-UPDATE");
+  EXPECT_EQ(inbox[2].message.body(), kBody);
+  EXPECT_EQ(inbox[3].message.message_id(), "CN-M-NOTE-NEW");
+  EXPECT_EQ(inbox[3].message.body(), kBody);
+  EXPECT_EQ(WrappedKey(MessageRecord("CN-M-NOTE")), "");
+  EXPECT_NE(WrappedKey(MessageRecord("CN-M-RESCUE")), "");
+
+  // 40 days on, only the rescue request (kept for ever) remains.
+  clock_.Advance(absl::Hours(24) * 40);
+  ASSERT_OK_AND_ASSIGN(const RetentionReport later,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  EXPECT_EQ(later.messages, 2);
+  EXPECT_NE(WrappedKey(MessageRecord("CN-M-RESCUE")), "");
+
+  store_.reset();
+  EXPECT_EQ(RawFiles().find(note_key), std::string::npos)
+      << "the shredded key is still in the file";
+  const AuditVerifyReport verified = VerifyOffline();
+  EXPECT_TRUE(verified.ok) << verified.problem;
+  EXPECT_GT(verified.purged_payloads, 0u);
+  // The rescue request's envelope still matches its entry; the purged ones
+  // are counted, not failed.
+  EXPECT_EQ(verified.payloads_checked, 1u);
+}
+
+TEST_F(DataProtectionTest, PurgesClosedCasesAndShredsTheirKey) {
+  const v1::CaseReference kept = Open();
+  const v1::CaseReference closed = Open();
+  Close(closed.exchange_id());
+  const std::string closed_key = WrappedKey(CaseRecord(closed.exchange_id()));
+  ASSERT_FALSE(closed_key.empty());
+  ASSERT_NE(RawFiles().find(closed_key), std::string::npos)
+      << "the wrapped key is not where the test looks";
+
+  config::RetentionSettings policy;
+  policy.case_status_days[v1::CASE_STATUS_CLOSED] = 30;
+  clock_.Advance(absl::Hours(24) * 29);
+  ASSERT_OK_AND_ASSIGN(RetentionReport report,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  EXPECT_EQ(report.cases, 0) << "purged before its time";
+  clock_.Advance(absl::Hours(24) * 2);
+  ASSERT_OK_AND_ASSIGN(report,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  EXPECT_EQ(report.cases, 1);
+
+  // Still answers, without the personal fields, and says so.
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference purged,
+                       store_->cases().GetCase(closed.exchange_id()));
+  EXPECT_EQ(purged.exchange_id(), closed.exchange_id());
+  EXPECT_EQ(purged.status(), v1::CASE_STATUS_CLOSED);
+  EXPECT_EQ(purged.local_reference(), "FIR-77/2026");
+  EXPECT_EQ(purged.version(), 2);
+  EXPECT_THAT(purged.victims(), IsEmpty());
+  EXPECT_THAT(purged.last_known_locations(), IsEmpty());
+  EXPECT_EQ(absl::FromUnixMicros(TimeUtil::TimestampToMicroseconds(
+                purged.personal_data_purged_at())),
+            clock_.Now());
+  // The open case is untouched.
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference other,
+                       store_->cases().GetCase(kept.exchange_id()));
+  EXPECT_EQ(other.victims(0).remarks(), kRemark);
+  EXPECT_FALSE(other.has_personal_data_purged_at());
+  // A purged case is not changed any more.
+  EXPECT_THAT(store_->cases().UpdateCase(
+                  closed.exchange_id(), 2,
+                  [](v1::CaseReference&) { return absl::OkStatus(); }, kFia,
+                  Event("case.update")),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("purged under the retention policy")));
+  // The purge is audited.
+  ASSERT_OK_AND_ASSIGN(const uint64_t size, store_->audit_log().Size());
+  ASSERT_OK_AND_ASSIGN(const auto last, store_->audit_log().Read(size - 1, 1));
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(last[0].entry.action, "retention.purge");
+  EXPECT_EQ(last[0].entry.actor, kPkGateway);
+  EXPECT_THAT(last[0].entry.subjects,
+              ::testing::ElementsAre(closed.exchange_id()));
+
+  store_.reset();
+  const std::string raw = RawFiles();
+  EXPECT_EQ(raw.find(closed_key), std::string::npos)
+      << "the shredded key is still in the file";
+  const AuditVerifyReport verified = VerifyOffline();
+  EXPECT_TRUE(verified.ok) << verified.problem;
+  EXPECT_EQ(verified.purged_payloads, 2u);  // its case.open and case.update
+}
+
+}  // namespace
+}  // namespace casebridge::server
