@@ -132,6 +132,9 @@ v1::CaseMessage Message(const std::string& exchange_id, absl::Time now) {
   m.set_sender_office(kFia);
   m.set_recipient_office(kMps);
   m.set_sender_country(v1::COUNTRY_PK);
+  m.set_handling_code(v1::HANDLING_CODE_H0);
+  m.mutable_evaluation()->set_source_reliability(v1::SOURCE_RELIABILITY_B);
+  m.mutable_evaluation()->set_information_accuracy(v1::INFORMATION_ACCURACY_2);
   *m.mutable_sent_at() = ToProto(now);
   return m;
 }

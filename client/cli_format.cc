@@ -267,7 +267,12 @@ std::string FormatCase(const v1::CaseReference& c) {
       {"Opened:", Time(c.created_at())},
       {"Updated:", absl::StrCat(Time(c.updated_at()), " by ", c.updated_by())},
   };
-  std::string out = FormatTable(rows);
+  // The handling notice comes first: a reader sees it before the content.
+  std::string out =
+      c.handling_notice().empty()
+          ? ""
+          : absl::StrCat("*** Handling ", c.handling_notice(), " ***\n");
+  out += FormatTable(rows);
   out += absl::StrCat("Summary:\n  ",
                       absl::StrReplaceAll(c.summary(), {{"\n", "\n  "}}), "\n");
   if (c.victims_size() > 0) {
@@ -304,7 +309,17 @@ std::string FormatCaseTable(const std::vector<v1::CaseReference>& cases) {
                     FormatEvaluation(c.evaluation()), absl::StrCat(c.version()),
                     owner, Truncate(c.summary(), 48)});
   }
-  return FormatTable(rows);
+  std::string out = FormatTable(rows);
+  // Codes that restrict the reader's use are spelled out under the table.
+  for (const auto& c : cases) {
+    if (c.handling_notice().empty() ||
+        c.handling_code() == v1::HANDLING_CODE_H0) {
+      continue;
+    }
+    absl::StrAppend(&out, "*** ", c.exchange_id(), ": ", c.handling_notice(),
+                    " ***\n");
+  }
+  return out;
 }
 
 std::string FormatWhoAmI(const v1::WhoAmIResponse& who) {
@@ -330,15 +345,19 @@ std::string FormatInboxLine(const v1::WatchInboxResponse& item) {
   }
   const std::string priority =
       absl::AsciiStrToUpper(Spell(v1::Priority_descriptor(), m.priority()));
-  return absl::StrCat(Time(m.received_at()), "  ", m.exchange_id(), "  ", kind,
-                      "  ", priority, "  from ", sender, "  ", m.message_id(),
-                      "  (cursor ", item.cursor(), ")\n    ",
-                      Truncate(m.body().empty() && m.has_case_reference()
-                                   ? absl::StrCat("[case shared] ",
-                                                  m.case_reference().summary())
-                                   : m.body(),
-                               100),
-                      "\n");
+  return absl::StrCat(
+      Time(m.received_at()), "  ", m.exchange_id(), "  ", kind, "  ", priority,
+      "  from ", sender, "  ", m.message_id(), "  (cursor ", item.cursor(),
+      ")\n    ",
+      Truncate(
+          m.body().empty() && m.has_case_reference()
+              ? absl::StrCat("[case shared] ", m.case_reference().summary())
+              : m.body(),
+          100),
+      "\n",
+      m.handling_notice().empty()
+          ? ""
+          : absl::StrCat("    *** ", m.handling_notice(), " ***\n"));
 }
 
 std::string FormatDeliveryStatus(const v1::DeliveryStatus& s) {

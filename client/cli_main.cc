@@ -529,6 +529,28 @@ int main(int argc, char** argv) {
   case_share->add_option("--to", share_to, "a counterpart office (SPIFFE id)");
   case_share->add_option("--request-id", share_request_id, "idempotency key");
 
+  std::string grant_id, grant_request_id;
+  std::vector<std::string> grant_to;
+  bool grant_any = false;
+  auto* case_grant = case_cmd->add_subcommand(
+      "grant",
+      "permit passing one of our H2 cases on inside the counterpart country");
+  case_grant->add_option("exchange_id", grant_id, "e.g. PK-2026-000123")
+      ->required();
+  case_grant->add_option("--to", grant_to,
+                         "a counterpart office (SPIFFE id); repeatable");
+  case_grant->add_flag("--any-office", grant_any,
+                       "any office of the counterpart country");
+  case_grant->add_option("--request-id", grant_request_id, "idempotency key");
+
+  std::string forward_id, forward_to;
+  auto* case_forward = case_cmd->add_subcommand(
+      "forward", "pass a case from the peer on to another office of ours");
+  case_forward->add_option("exchange_id", forward_id, "e.g. CN-2026-000123")
+      ->required();
+  case_forward->add_option("--to", forward_to, "our office (SPIFFE id)")
+      ->required();
+
   auto* message_cmd =
       app.add_subcommand("message", "rescue-coordination messages");
   message_cmd->require_subcommand(1);
@@ -805,6 +827,40 @@ int main(int argc, char** argv) {
                            v1::DeliveryState_descriptor()->FindValueByNumber(
                                shared->status().state())),
                        ")\n"));
+    return kExitOk;
+  }
+  if (case_grant->parsed()) {
+    if (grant_any == !grant_to.empty()) {
+      return Usage("case grant: give --to OFFICE (repeatable) or --any-office");
+    }
+    v1::GrantDisseminationRequest request;
+    request.set_exchange_id(grant_id);
+    request.set_request_id(grant_request_id);
+    for (const std::string& office : grant_to) request.add_offices(office);
+    request.set_any_office(grant_any);
+    auto granted = c.GrantDissemination(request);
+    if (!granted.ok()) return ReportStatus(granted.status(), kExitRpc);
+    Print(
+        options, *granted,
+        absl::StrCat("Granted onward dissemination of case ", grant_id, " to ",
+                     grant_any ? "any office" : absl::StrJoin(grant_to, ", "),
+                     " as message ", granted->message_id(), " (",
+                     cb::cli::EnumSpelling(
+                         v1::DeliveryState_descriptor()->FindValueByNumber(
+                             granted->status().state())),
+                     ")\n"));
+    return kExitOk;
+  }
+  if (case_forward->parsed()) {
+    v1::ForwardCaseRequest request;
+    request.set_exchange_id(forward_id);
+    request.set_office(forward_to);
+    auto forwarded = c.ForwardCase(request);
+    if (!forwarded.ok()) return ReportStatus(forwarded.status(), kExitRpc);
+    Print(
+        options, *forwarded,
+        absl::StrCat("Forwarded case ", forward_id, " to ", forward_to, " (",
+                     forwarded->forwarded_messages(), " new inbox entries)\n"));
     return kExitOk;
   }
   if (message_send->parsed()) {

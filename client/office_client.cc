@@ -160,6 +160,26 @@ absl::StatusOr<v1::ShareCaseResponse> OfficeClient::ShareCase(
   return response;
 }
 
+absl::StatusOr<v1::GrantDisseminationResponse> OfficeClient::GrantDissemination(
+    const v1::GrantDisseminationRequest& request) {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::GrantDisseminationResponse response;
+  CB_RETURN_IF_ERROR(FromGrpcStatus(
+      office_->GrantDissemination(&context, request, &response)));
+  return response;
+}
+
+absl::StatusOr<v1::ForwardCaseResponse> OfficeClient::ForwardCase(
+    const v1::ForwardCaseRequest& request) {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::ForwardCaseResponse response;
+  CB_RETURN_IF_ERROR(
+      FromGrpcStatus(office_->ForwardCase(&context, request, &response)));
+  return response;
+}
+
 absl::StatusOr<v1::SendMessageResponse> OfficeClient::SendMessage(
     const v1::SendMessageRequest& request) {
   grpc::ClientContext context;

@@ -59,6 +59,10 @@ class OfficeClient {
   absl::StatusOr<v1::EvidenceBundle> GetEvidence(const std::string& id);
   absl::StatusOr<v1::ShareCaseResponse> ShareCase(
       const v1::ShareCaseRequest& request);
+  absl::StatusOr<v1::GrantDisseminationResponse> GrantDissemination(
+      const v1::GrantDisseminationRequest& request);
+  absl::StatusOr<v1::ForwardCaseResponse> ForwardCase(
+      const v1::ForwardCaseRequest& request);
   absl::StatusOr<v1::SendMessageResponse> SendMessage(
       const v1::SendMessageRequest& request);
   absl::StatusOr<v1::DeliveryStatus> GetDeliveryStatus(

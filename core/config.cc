@@ -207,6 +207,20 @@ absl::Status ParsePolicy(TableReader& top, const fs::path& base_dir,
         config.roles.Grant(role, *action);
       }
     }
+    // Messages go out whole: who may receive them may read personal data.
+    for (v1::Role role : policy::AllRoles()) {
+      for (policy::Action a : policy::ActionsNeedingPersonalData()) {
+        if (config.roles.Allows(role, a) &&
+            !config.roles.Allows(role, policy::Action::kReadPersonalData)) {
+          return reader.Error(
+              RoleName(role),
+              absl::StrCat(policy::ActionName(a),
+                           " hands out whole messages, personal data "
+                           "included: grant ReadPersonalData too, or take ",
+                           policy::ActionName(a), " away"));
+        }
+      }
+    }
     // A misspelt role would otherwise silently grant nothing.
     for (const auto& [key, node] : *roles) {
       if (RoleFromName(std::string(key.str())) == v1::ROLE_UNSPECIFIED) {
@@ -369,6 +383,33 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
     CB_RETURN_IF_ERROR(CheckAddress(peer, "endpoint", config.peer_endpoint));
     CB_ASSIGN_OR_RETURN(config.peer_envelope_public_key,
                         peer.File("envelope_public_key", true));
+    if (const toml::node* previous = peer.Get("previous_envelope_keys")) {
+      if (!previous->is_array_of_tables()) {
+        return peer.Error("previous_envelope_keys",
+                          "must be a list of tables: [[peer.previous_envelope_"
+                          "keys]] with file and trusted_until");
+      }
+      size_t i = 0;
+      for (const toml::node& element : *previous->as_array()) {
+        TableReader key(*element.as_table(),
+                        absl::StrCat("peer.previous_envelope_keys[", i++, "]"),
+                        base_dir);
+        Gateway::PreviousKey entry;
+        CB_ASSIGN_OR_RETURN(entry.file, key.File("file", true));
+        CB_ASSIGN_OR_RETURN(const std::string until,
+                            key.String("trusted_until", true));
+        std::string error;
+        if (!absl::ParseTime(absl::RFC3339_full, until, &entry.trusted_until,
+                             &error)) {
+          return key.Error("trusted_until",
+                           absl::StrCat("\"", until,
+                                        "\" is not a time like "
+                                        "2027-01-31T00:00:00Z"));
+        }
+        CB_RETURN_IF_ERROR(key.CheckNoUnknownKeys());
+        config.peer_previous_envelope_keys.push_back(std::move(entry));
+      }
+    }
     CB_ASSIGN_OR_RETURN(config.peer_checkpoint_public_key,
                         peer.File("checkpoint_public_key", true));
     CB_ASSIGN_OR_RETURN(config.peer_witness_public_key,

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "casebridge/v1/common.pb.h"
 #include "casebridge/v1/exchange.pb.h"
 #include "casebridge/v1/office.pb.h"
@@ -118,6 +119,13 @@ struct Gateway {
   std::string peer_identity;             // pinned SPIFFE id of the peer gateway
   std::string peer_endpoint;             // host:port of the peer's peer port
   std::string peer_envelope_public_key;  // PEM
+  // While the peer rotates its envelope key: its previous keys, each trusted
+  // until its time (docs/operations.md#signing-key-rotation).
+  struct PreviousKey {
+    std::string file;  // PEM
+    absl::Time trusted_until;
+  };
+  std::vector<PreviousKey> peer_previous_envelope_keys;
   std::string peer_checkpoint_public_key;  // PEM
   std::string peer_witness_public_key;     // PEM
   // The peer country's offices allowed to send us messages (SPIFFE ids).

@@ -83,12 +83,8 @@ absl::Status Authenticate(absl::string_view bytes, absl::string_view signature,
         absl::StrCat(kind.name, ": ", bytes.size(),
                      " bytes exceeds the limit of ", max_bytes));
   }
-  const crypto::Ed25519Verifier* verifier =
-      key_id.empty() ? nullptr : keys.Find(key_id);
-  if (verifier == nullptr) {
-    return absl::UnauthenticatedError(
-        absl::StrCat("key_id: unknown signing key ", QuoteKeyId(key_id)));
-  }
+  CB_ASSIGN_OR_RETURN(const crypto::Ed25519Verifier* verifier,
+                      keys.Trusted(key_id));
   if (signature.size() != crypto::kEd25519SignatureSize) {
     return DoesNotVerify(key_id);
   }
@@ -142,7 +138,8 @@ absl::StatusOr<KeyRing> KeyRing::FromPemFiles(
   return ring;
 }
 
-absl::Status KeyRing::Add(std::unique_ptr<crypto::Ed25519Verifier> verifier) {
+absl::Status KeyRing::Add(std::unique_ptr<crypto::Ed25519Verifier> verifier,
+                          absl::Time trusted_until) {
   if (verifier == nullptr) {
     return absl::InvalidArgumentError("key ring: null verifier");
   }
@@ -151,22 +148,48 @@ absl::Status KeyRing::Add(std::unique_ptr<crypto::Ed25519Verifier> verifier) {
     return absl::AlreadyExistsError(
         absl::StrCat("key ", key_id, " is already in the key ring"));
   }
-  keys_.emplace_back(std::move(key_id), std::move(verifier));
+  keys_.push_back(Key{std::move(key_id), std::move(verifier), trusted_until});
   return absl::OkStatus();
 }
 
-const crypto::Ed25519Verifier* KeyRing::Find(absl::string_view key_id) const {
+const KeyRing::Key* KeyRing::Lookup(absl::string_view key_id) const {
   // A handful of keys at most (one, two while rotating): a scan is fine.
-  for (const auto& [id, verifier] : keys_) {
-    if (id == key_id) return verifier.get();
+  for (const Key& key : keys_) {
+    if (key.id == key_id) return &key;
   }
   return nullptr;
+}
+
+const crypto::Ed25519Verifier* KeyRing::Find(absl::string_view key_id) const {
+  const Key* key = Lookup(key_id);
+  return key == nullptr ? nullptr : key->verifier.get();
+}
+
+absl::StatusOr<const crypto::Ed25519Verifier*> KeyRing::Trusted(
+    absl::string_view key_id) const {
+  const Key* key = key_id.empty() ? nullptr : Lookup(key_id);
+  if (key == nullptr) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("key_id: unknown signing key ", QuoteKeyId(key_id)));
+  }
+  if (clock_ != nullptr && clock_->Now() > key->trusted_until) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("key_id: signing key ", key->id, " was trusted until ",
+                     absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", key->trusted_until,
+                                      absl::UTCTimeZone())));
+  }
+  return key->verifier.get();
+}
+
+absl::Time KeyRing::TrustedUntil(absl::string_view key_id) const {
+  const Key* key = Lookup(key_id);
+  return key == nullptr ? absl::InfinitePast() : key->trusted_until;
 }
 
 std::vector<std::string> KeyRing::key_ids() const {
   std::vector<std::string> ids;
   ids.reserve(keys_.size());
-  for (const auto& entry : keys_) ids.push_back(entry.first);
+  for (const Key& key : keys_) ids.push_back(key.id);
   return ids;
 }
 

@@ -20,7 +20,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "casebridge/v1/exchange.pb.h"
+#include "core/clock.h"
 #include "core/crypto.h"
 
 namespace casebridge::exchange {
@@ -45,7 +47,10 @@ std::string KeyId(absl::string_view raw_public_key);
 
 // The public keys a gateway trusts for one purpose (the peer's envelope and
 // receipt keys), found by key id. Several keys may be trusted at once while a
-// key is rotated.
+// key is rotated: the peer's previous key is trusted until a stated time
+// (docs/operations.md#signing-key-rotation). With a clock set, a key is not
+// trusted after its time; without one (offline verifiers, which check
+// signatures made in the past) every key of the ring is.
 //
 // Thread-compatible: fill it during setup, then share it read-only; Find may
 // be called from many threads as long as nobody calls Add.
@@ -66,20 +71,42 @@ class KeyRing {
   // Trusts `verifier`'s key under KeyId(verifier->public_key()).
   // ALREADY_EXISTS if that key id is in the ring already; INVALID_ARGUMENT
   // for a null verifier.
+  // `trusted_until`: the end of its overlap, for a previous key.
   [[nodiscard]] absl::Status Add(
-      std::unique_ptr<crypto::Ed25519Verifier> verifier);
+      std::unique_ptr<crypto::Ed25519Verifier> verifier,
+      absl::Time trusted_until = absl::InfiniteFuture());
 
-  // The verifier for `key_id`, or nullptr if the key is not trusted. The
+  // Checks trusted_until against `clock` (which must outlive the ring).
+  void set_clock(const Clock* clock) { clock_ = clock; }
+
+  // The verifier for `key_id`, or nullptr if the key is not in the ring. The
   // pointer stays valid for the life of the ring.
   const crypto::Ed25519Verifier* Find(absl::string_view key_id) const;
+
+  // The verifier for `key_id` if it is trusted now: UNAUTHENTICATED
+  // "key_id: unknown signing key <id>" if not in the ring, or "key_id:
+  // signing key <id> was trusted until <time>" after its time.
+  absl::StatusOr<const crypto::Ed25519Verifier*> Trusted(
+      absl::string_view key_id) const;
+
+  // When `key_id` stops being trusted (InfiniteFuture for a current key);
+  // InfinitePast if it is not in the ring.
+  absl::Time TrustedUntil(absl::string_view key_id) const;
 
   // Key ids in the order they were added (for logs and diagnostics).
   std::vector<std::string> key_ids() const;
   size_t size() const { return keys_.size(); }
 
  private:
-  std::vector<std::pair<std::string, std::unique_ptr<crypto::Ed25519Verifier>>>
-      keys_;
+  struct Key {
+    std::string id;
+    std::unique_ptr<crypto::Ed25519Verifier> verifier;
+    absl::Time trusted_until;
+  };
+  const Key* Lookup(absl::string_view key_id) const;
+
+  std::vector<Key> keys_;
+  const Clock* clock_ = nullptr;
 };
 
 // Signs envelopes and receipts with one Ed25519 key, computing its key id
@@ -114,7 +141,9 @@ absl::StatusOr<v1::SignedEnvelope> SignEnvelope(
 //   1. size: envelope bytes above `max_bytes` -> RESOURCE_EXHAUSTED
 //      "envelope: N bytes exceeds the limit of M" (no signature work done);
 //   2. key: key_id empty or not in `keys` -> UNAUTHENTICATED
-//      "key_id: unknown signing key <id>";
+//      "key_id: unknown signing key <id>"; a previous key past its time
+//      (KeyRing::Trusted) -> UNAUTHENTICATED
+//      "key_id: signing key <id> was trusted until <time>";
 //   3. signature: not 64 bytes, or not valid over kEnvelopeContext || the
 //      exact envelope bytes -> UNAUTHENTICATED
 //      "signature: does not verify for key <id>";

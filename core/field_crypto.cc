@@ -53,7 +53,7 @@ struct Fd {
   }
 };
 
-absl::Status CreateKeyFile(const std::string& path) {
+absl::Status WriteNewKeyFile(const std::string& path) {
   std::string raw = RandomBytes(kFieldKeySize);
   Fd file;
   file.fd = ::open(path.c_str(),
@@ -65,6 +65,19 @@ absl::Status CreateKeyFile(const std::string& path) {
   OPENSSL_cleanse(raw.data(), raw.size());
   if (written != static_cast<ssize_t>(kFieldKeySize) || ::fsync(file.fd) != 0) {
     const absl::Status status = Errno("cannot write data key", path);
+    ::unlink(path.c_str());
+    return status;
+  }
+  // The file's directory entry is durable only once its folder is synced.
+  const std::string::size_type slash = path.rfind('/');
+  const std::string folder = slash == std::string::npos ? "."
+                             : slash == 0               ? "/"
+                                                        : path.substr(0, slash);
+  Fd dir;
+  dir.fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir.fd < 0 || ::fsync(dir.fd) != 0) {
+    const absl::Status status =
+        Errno("cannot sync the folder of data key", path);
     ::unlink(path.c_str());
     return status;
   }
@@ -152,19 +165,27 @@ absl::StatusOr<std::string> FieldKey::Open(absl::string_view sealed,
   return plaintext;
 }
 
-absl::StatusOr<FieldKey> LoadOrCreateKeyFile(const std::string& path) {
-  struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) {
-    if (errno != ENOENT) return Errno("cannot stat data key", path);
-    CB_RETURN_IF_ERROR(CreateKeyFile(path));
-  }
+absl::StatusOr<FieldKey> LoadKeyFile(const std::string& path) {
   Fd file;
   file.fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (file.fd < 0) return Errno("cannot open data key", path);
+  if (file.fd < 0) {
+    if (errno == ENOENT) {
+      return absl::NotFoundError(
+          absl::StrCat("data key ", path, " does not exist"));
+    }
+    return Errno("cannot open data key", path);
+  }
+  struct stat st;
   if (::fstat(file.fd, &st) != 0) return Errno("cannot stat data key", path);
   if (!S_ISREG(st.st_mode)) {
     return absl::FailedPreconditionError(
         absl::StrCat("data key ", path, " is not a regular file"));
+  }
+  if (st.st_uid != ::geteuid()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("data key ", path, " is owned by uid ", st.st_uid,
+                     ", not by the gateway's user (uid ", ::geteuid(),
+                     "): chown it to the user the gateway runs as"));
   }
   if ((st.st_mode & 077) != 0) {
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -183,6 +204,17 @@ absl::StatusOr<FieldKey> LoadOrCreateKeyFile(const std::string& path) {
   }
   auto key = FieldKey::FromBytes(raw);
   OPENSSL_cleanse(raw.data(), raw.size());
+  return key;
+}
+
+absl::StatusOr<FieldKey> CreateKeyFile(const std::string& path) {
+  CB_RETURN_IF_ERROR(WriteNewKeyFile(path));
+  return LoadKeyFile(path);
+}
+
+absl::StatusOr<FieldKey> LoadOrCreateKeyFile(const std::string& path) {
+  auto key = LoadKeyFile(path);
+  if (absl::IsNotFound(key.status())) return CreateKeyFile(path);
   return key;
 }
 

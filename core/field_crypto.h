@@ -55,11 +55,21 @@ class FieldKey {
   std::string bytes_;
 };
 
-// The gateway's data key, read from `path`. If the file does not exist it
-// is created with mode 0600 holding 32 fresh random bytes (the folder must
-// exist). Refused (FAILED_PRECONDITION, naming the path) if the file is not a
-// regular file, is readable or writable by group or others, or is not exactly
-// 32 bytes long.
+// The gateway's data key, read from `path`. NOT_FOUND (naming the path) if
+// the file does not exist. Refused (FAILED_PRECONDITION, naming the path) if
+// the file is not a regular file, is not owned by this process's effective
+// user, is readable or writable by group or others, or is not exactly 32
+// bytes long.
+absl::StatusOr<FieldKey> LoadKeyFile(const std::string& path);
+
+// Creates the data key file `path` (which must not exist; the folder must)
+// with mode 0600 holding 32 fresh random bytes, and syncs the file and its
+// folder so that the key survives a crash once this returns.
+absl::StatusOr<FieldKey> CreateKeyFile(const std::string& path);
+
+// LoadKeyFile, creating the file first (CreateKeyFile) if it does not exist.
+// Only for a key that protects nothing yet: the gateway's store decides
+// itself whether a missing key may be replaced.
 absl::StatusOr<FieldKey> LoadOrCreateKeyFile(const std::string& path);
 
 }  // namespace casebridge::crypto

@@ -17,7 +17,7 @@ struct Named {
   const char* name;
 };
 
-constexpr std::array<Named, 23> kActions = {{
+constexpr std::array<Named, 25> kActions = {{
     {Action::kWhoAmI, "WhoAmI"},
     {Action::kOpenCase, "OpenCase"},
     {Action::kGetCase, "GetCase"},
@@ -28,6 +28,8 @@ constexpr std::array<Named, 23> kActions = {{
     {Action::kWatchInbox, "WatchInbox"},
     {Action::kAcknowledge, "Acknowledge"},
     {Action::kGetDeliveryStatus, "GetDeliveryStatus"},
+    {Action::kGrantDissemination, "GrantDissemination"},
+    {Action::kForwardCase, "ForwardCase"},
     {Action::kGetCheckpoint, "GetCheckpoint"},
     {Action::kGetEntries, "GetEntries"},
     {Action::kGetInclusionProof, "GetInclusionProof"},
@@ -94,6 +96,8 @@ RoleTable RoleTable::BuiltIn() {
                                        Action::kWatchInbox,
                                        Action::kAcknowledge,
                                        Action::kGetDeliveryStatus,
+                                       Action::kGrantDissemination,
+                                       Action::kForwardCase,
                                        Action::kGetCheckpoint,
                                        Action::kGetEntries,
                                        Action::kGetInclusionProof,
@@ -107,7 +111,8 @@ RoleTable RoleTable::BuiltIn() {
                     {Action::kUpdateAnyCase, Action::kShareAnyCase,
                      Action::kReadAnyDeliveryStatus, Action::kReadAllCases});
   // An auditor reads every case and the whole log, but not personal data
-  // and nothing it could change.
+  // (so no evidence bundles, which hold the messages themselves) and
+  // nothing it could change.
   const std::vector<Action> auditor = {Action::kWhoAmI,
                                        Action::kGetCase,
                                        Action::kListCases,
@@ -115,7 +120,6 @@ RoleTable RoleTable::BuiltIn() {
                                        Action::kGetEntries,
                                        Action::kGetInclusionProof,
                                        Action::kGetConsistencyProof,
-                                       Action::kGetEvidence,
                                        Action::kReadAllCases,
                                        Action::kReadAllAudit};
   const std::vector<Action> reader = {Action::kWhoAmI, Action::kGetCase,
@@ -132,6 +136,12 @@ RoleTable RoleTable::BuiltIn() {
     for (Action a : *actions) table.Grant(role, a);
   }
   return table;
+}
+
+const std::vector<Action>& ActionsNeedingPersonalData() {
+  static const auto* actions =
+      new std::vector<Action>{Action::kWatchInbox, Action::kGetEvidence};
+  return *actions;
 }
 
 bool RoleTable::Allows(v1::Role role, Action action) const {

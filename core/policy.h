@@ -32,6 +32,8 @@ enum class Action {
   kWatchInbox,
   kAcknowledge,
   kGetDeliveryStatus,
+  kGrantDissemination,
+  kForwardCase,
   // AuditService RPCs.
   kGetCheckpoint,
   kGetEntries,
@@ -57,6 +59,11 @@ std::optional<Action> ActionFromName(absl::string_view name);
 
 // Every action a role may be granted, in declaration order.
 const std::vector<Action>& GrantableActions();
+
+// Actions that hand out messages whole, personal data included
+// (WatchInbox, GetEvidence): a role granted one must be granted
+// ReadPersonalData too, which the config loader checks.
+const std::vector<Action>& ActionsNeedingPersonalData();
 
 // The five roles, in declaration order.
 const std::vector<v1::Role>& AllRoles();

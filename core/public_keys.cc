@@ -22,6 +22,8 @@ namespace fs = std::filesystem;
 
 constexpr std::array<absl::string_view, 3> kKeyNames = {
     "envelope_public_key", "checkpoint_public_key", "witness_public_key"};
+constexpr absl::string_view kPreviousEnvelopeKeys =
+    "previous_envelope_public_keys";
 
 // "<dotted.key>: <what>", keeping the code of `status`.
 absl::Status AtKey(absl::string_view dotted, const absl::Status& status) {
@@ -63,8 +65,8 @@ absl::StatusOr<GatewayKeys> ReadGateway(const toml::table& root,
   if (!node->is_table()) return Invalid(name, "must be a table");
   const toml::table& table = *node->as_table();
   for (const auto& [key, value] : table) {
-    bool known = false;
     const absl::string_view name_of_key(key.str().data(), key.str().size());
+    bool known = name_of_key == kPreviousEnvelopeKeys;
     for (absl::string_view k : kKeyNames) known = known || name_of_key == k;
     if (!known) {
       return Invalid(absl::StrCat(name, ".", std::string(key.str())),
@@ -81,6 +83,29 @@ absl::StatusOr<GatewayKeys> ReadGateway(const toml::table& root,
   keys.country = country;
   CB_RETURN_IF_ERROR(AtKey(absl::StrCat(name, ".", kKeyNames[0]),
                            keys.envelope.Add(std::move(read[0]))));
+  // Envelope keys the gateway signed with before a rotation: what it signed
+  // then stays verifiable (an offline check has no overlap window).
+  if (const toml::node* previous =
+          table.get(std::string(kPreviousEnvelopeKeys))) {
+    const std::string dotted = absl::StrCat(name, ".", kPreviousEnvelopeKeys);
+    if (!previous->is_array()) {
+      return Invalid(dotted, "must be a list of file names");
+    }
+    size_t i = 0;
+    for (const toml::node& element : *previous->as_array()) {
+      const std::string at = absl::StrCat(dotted, "[", i++, "]");
+      const std::optional<std::string> raw = element.value<std::string>();
+      if (!element.is_string() || !raw.has_value() || raw->empty()) {
+        return Invalid(at, "must be a file name");
+      }
+      fs::path file(*raw);
+      if (!file.is_absolute()) file = base / file;
+      auto verifier = crypto::Ed25519Verifier::FromPemFile(
+          file.lexically_normal().string());
+      if (!verifier.ok()) return AtKey(at, verifier.status());
+      CB_RETURN_IF_ERROR(AtKey(at, keys.envelope.Add(*std::move(verifier))));
+    }
+  }
   keys.checkpoint = note::MakeVerifierKey(audit::LogOrigin(name),
                                           note::kTypeEd25519, checkpoint_raw);
   keys.witness = note::MakeVerifierKey(audit::WitnessName(name),

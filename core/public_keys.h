@@ -7,6 +7,9 @@
 //   envelope_public_key = "pk/signing/envelope.pub"
 //   checkpoint_public_key = "pk/signing/checkpoint.pub"
 //   witness_public_key = "pk/signing/witness.pub"
+//   # after rotations: the envelope keys used before, so that what was
+//   # signed with them stays verifiable
+//   previous_envelope_public_keys = ["pk/signing/envelope-2026.pub"]
 //   [cn]
 //   ...the same for cn...
 //

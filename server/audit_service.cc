@@ -196,8 +196,18 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetEvidence(
                              in.caller.identity));
           }
         }
+        // The bundle holds the message itself: personal data, to roles
+        // that may read it (the config ties GetEvidence to
+        // ReadPersonalData), and on record before it leaves.
+        if (!in.caller.May(Action::kReadPersonalData)) {
+          return absl::PermissionDeniedError(
+              "an evidence bundle holds the message itself: ReadPersonalData "
+              "is needed");
+        }
         CB_ASSIGN_OR_RETURN(*out->mutable_bundle(), evidence_->Bundle(id));
-        return absl::OkStatus();
+        return audit_
+            ->Append(in.Event("audit.get_evidence.personal_data", {id}))
+            .status();
       });
 }
 

@@ -188,6 +188,17 @@ absl::Status CallHandler::TrackStream(grpc::CallbackServerContext* context,
   if (revocations_ != nullptr && !pem.empty() && revocations_->IsRevoked(pem)) {
     return revocations_->Check(pem, identity);
   }
+  // Likewise for a policy replaced since Admit: the replacement is in force
+  // before its scan of open streams begins.
+  if (policies_ != nullptr) {
+    const std::shared_ptr<const AccessPolicy> policy = policies_->Current();
+    const config::Office* office = policy->Find(identity);
+    if (office == nullptr || !policy->Allows(*office, action)) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "identity ", identity, " may no longer call ", ActionName(action),
+          " (policy ", policy->digest().substr(0, 12), ")"));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -275,6 +286,9 @@ int CallHandler::EndStreamsOutsidePolicy(const AccessPolicy& policy) {
 
 int CallHandler::EndStreams(
     const std::function<absl::Status(const OpenStream&)>& why) {
+  // The certificate monitor and the policy reloader may both end streams:
+  // one at a time (ending_thread_ names the one cancelling).
+  absl::MutexLock serial(&end_streams_mu_);
   std::vector<grpc::CallbackServerContext*> ending;
   std::vector<AuditEvent> events;
   {

@@ -129,8 +129,7 @@ class CallHandler {
   Port port() const { return port_; }
 
   // Ends every open stream (WatchInbox, Deliver) whose client certificate
-  // is now revoked, and audits each. Returns how many were ended. Called
-  // from one thread at a time (the certificate monitor's).
+  // is now revoked, and audits each. Returns how many were ended.
   int EndRevokedStreams();
 
   // Ends every open stream whose caller `policy` no longer admits (gone
@@ -186,6 +185,7 @@ class CallHandler {
   OfficeAuthorizer office_authorizer_;
   config::Office peer_;  // the peer gateway, as the peer port's only caller
 
+  absl::Mutex end_streams_mu_ ABSL_ACQUIRED_BEFORE(streams_mu_);
   mutable absl::Mutex streams_mu_;
   std::map<const grpc::CallbackServerContext*, OpenStream> streams_
       ABSL_GUARDED_BY(streams_mu_);

@@ -286,6 +286,22 @@ class ExchangeStore {
       const std::function<absl::StatusOr<OutgoingMessage>(
           const v1::CaseMessage& acknowledged)>& reply,
       const AuditEvent& reply_audit) = 0;
+
+  // --- Onward dissemination (docs/api.md#handling-codes) ------------------
+
+  // Whether the peer permitted passing its case `exchange_id` on to our
+  // `office`: a DISSEMINATION_GRANT received for the case named the office,
+  // or any office. Reads only.
+  virtual absl::StatusOr<bool> DisseminationGranted(
+      const std::string& exchange_id, const std::string& office) = 0;
+
+  // In one transaction: appends `audit` and puts every CASE_SHARE message
+  // received for `exchange_id` in `office`'s inbox (rows already there are
+  // kept). Returns how many rows were added. NOT_FOUND, nothing written, if
+  // no CASE_SHARE of the case was received.
+  virtual absl::StatusOr<int> ForwardCase(const std::string& exchange_id,
+                                          const std::string& office,
+                                          const AuditEvent& audit) = 0;
 };
 
 }  // namespace casebridge::server

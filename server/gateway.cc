@@ -4,6 +4,8 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/audit_entry.h"
 #include "core/identity.h"
 #include "core/log.h"
 #include "core/note.h"
@@ -144,6 +146,19 @@ absl::Status Gateway::Init(const Clock* clock) {
       peer_envelope_keys_,
       AtField("peer.envelope_public_key",
               exchange::KeyRing::FromPemFiles({c.peer_envelope_public_key})));
+  for (size_t i = 0; i < c.peer_previous_envelope_keys.size(); ++i) {
+    const auto& previous = c.peer_previous_envelope_keys[i];
+    const std::string field =
+        absl::StrCat("peer.previous_envelope_keys[", i, "].file");
+    CB_ASSIGN_OR_RETURN(
+        auto verifier,
+        AtField(field, crypto::Ed25519Verifier::FromPemFile(previous.file)));
+    CB_RETURN_IF_ERROR(AtField(
+        field,
+        peer_envelope_keys_.Add(std::move(verifier), previous.trusted_until)));
+  }
+  // Previous keys stop being trusted at their time, whatever the uptime.
+  peer_envelope_keys_.set_clock(clock);
   CB_ASSIGN_OR_RETURN(peer_checkpoint_verifier_,
                       AtField("peer.checkpoint_public_key",
                               crypto::Ed25519Verifier::FromPemFile(
@@ -179,6 +194,16 @@ absl::Status Gateway::Init(const Clock* clock) {
 
   CB_ASSIGN_OR_RETURN(store_,
                       AtField("data_dir", GatewayStore::Open(c, clock)));
+  if (store_->key_inside_data_dir()) {
+    // Any copy of the data directory then carries the key with the data.
+    log::Warning("data_protection.key_in_data_dir",
+                 {{"key_file", c.data_protection.key_file},
+                  {"hint",
+                   "keep the data key outside data_dir "
+                   "(docs/operations.md#the-data-key)"}});
+  }
+
+  CB_RETURN_IF_ERROR(AtField("data_dir", RecordSigningKeys()));
 
   work_ = std::make_unique<WorkQueue>(kWorkThreads);
   // Revocations and expiry: read once now (warnings about what expires soon
@@ -374,6 +399,72 @@ void Gateway::Shutdown(absl::Duration drain) {
 }
 
 Gateway::~Gateway() { Shutdown(absl::ZeroDuration()); }
+
+namespace {
+
+// Subjects of the newest entry by `actor` with `action`; empty if none.
+absl::StatusOr<std::vector<std::string>> LastSubjects(
+    sqlite::Database& db, const std::string& actor, const std::string& action) {
+  std::vector<std::string> subjects;
+  CB_RETURN_IF_ERROR(db.Read([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto stmt, conn.Prepare("SELECT entry FROM audit_log WHERE actor = ?1 "
+                                "AND action = ?2 ORDER BY idx DESC LIMIT 1"));
+    stmt.Bind(1, actor).Bind(2, action);
+    CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+    if (!row) return absl::OkStatus();
+    CB_ASSIGN_OR_RETURN(const audit::Entry entry,
+                        audit::Decode(stmt.ColumnBlob(0)));
+    subjects = entry.subjects;
+    return absl::OkStatus();
+  }));
+  return subjects;
+}
+
+}  // namespace
+
+absl::Status Gateway::RecordSigningKeys() {
+  // Subjects: "<purpose>:<key id>", and for a previous peer key
+  // "...:until:<time>", so that any change gives other subjects.
+  const std::vector<std::string> ours = {
+      "envelope:" + exchange::KeyId(envelope_signer_->public_key()),
+      "checkpoint:" + exchange::KeyId(checkpoint_signer_->public_key()),
+      "witness:" + exchange::KeyId(witness_signer_->public_key())};
+  std::vector<std::string> theirs;
+  for (const std::string& id : peer_envelope_keys_.key_ids()) {
+    const absl::Time until = peer_envelope_keys_.TrustedUntil(id);
+    theirs.push_back(
+        until == absl::InfiniteFuture()
+            ? "envelope:" + id
+            : absl::StrCat("envelope:", id, ":until:",
+                           absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", until,
+                                            absl::UTCTimeZone())));
+  }
+  theirs.push_back("checkpoint:" +
+                   exchange::KeyId(peer_checkpoint_verifier_->public_key()));
+  theirs.push_back("witness:" +
+                   exchange::KeyId(peer_witness_verifier_->public_key()));
+
+  for (const auto& [action, subjects] :
+       {std::pair<std::string, const std::vector<std::string>*>{"signing.keys",
+                                                                &ours},
+        {"peer.keys_trusted", &theirs}}) {
+    CB_ASSIGN_OR_RETURN(
+        const std::vector<std::string> last,
+        LastSubjects(store_->database(), config_.identity, action));
+    if (last == *subjects) continue;
+    AuditEvent event;
+    event.actor = config_.identity;
+    event.action = action;
+    event.subjects = *subjects;
+    CB_RETURN_IF_ERROR(store_->audit_log().Append(event).status());
+    log::Info(
+        action == "signing.keys" ? "signing.keys_changed" : "peer.keys_changed",
+        {{"previous", absl::StrJoin(last, " ")},
+         {"now", absl::StrJoin(*subjects, " ")}});
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<bool> Gateway::ReloadPolicy(absl::string_view trigger) {
   if (policy_reloader_ == nullptr || stopped_) {

@@ -70,6 +70,10 @@ class Gateway {
       const std::string& trusted_ca,
       const std::vector<grpc::Service*>& services, CallHandler* handler,
       int* port);
+  // Audits our signing keys ("signing.keys") and the peer keys we trust
+  // ("peer.keys_trusted", previous keys with their time) when they differ
+  // from the last record: a rotation is on record on both sides.
+  absl::Status RecordSigningKeys();
   // Sets the health status `name` on both listeners.
   void SetHealth(const std::string& name, bool serving);
 

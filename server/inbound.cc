@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/status_macros.h"
 #include "google/protobuf/util/time_util.h"
+#include "server/handling.h"
 #include "server/validation.h"
 
 namespace casebridge::server {
@@ -116,6 +117,15 @@ absl::Status Inbound::CheckContent(const AccessPolicy& policy,
     }
   }
   CB_RETURN_IF_ERROR(ValidateMessageContent(m, "message"));
+  CB_RETURN_IF_ERROR(CheckMessageHandling(m, "message"));
+  if (m.kind() == v1::MESSAGE_KIND_DISSEMINATION_GRANT &&
+      m.exchange_id().substr(0, 3) !=
+          absl::StrCat(CountryCode(peer_country_), "-")) {
+    // Only the originator may permit passing a case on.
+    return absl::InvalidArgumentError(
+        "message.dissemination_grant: only the peer's own cases can be granted "
+        "by it");
+  }
   if (m.kind() == v1::MESSAGE_KIND_CASE_SHARE) {
     const v1::CaseReference& c = m.case_reference();
     if (c.exchange_id() != m.exchange_id()) {
@@ -142,12 +152,23 @@ absl::Status Inbound::CheckContent(const AccessPolicy& policy,
     CB_RETURN_IF_ERROR(CheckText("message.case_reference.summary", c.summary(),
                                  1, kMaxSummaryChars));
     CB_RETURN_IF_ERROR(ValidateCaseConsistency(c, "message.case_reference"));
+    // The case travels under its own code, which the message repeats.
+    if (c.handling_code() != m.handling_code() ||
+        c.handling_restriction() != m.handling_restriction()) {
+      return absl::InvalidArgumentError(
+          "message.handling_code: differs from the handling of "
+          "message.case_reference");
+    }
   }
   return absl::OkStatus();
 }
 
 std::vector<std::string> Inbound::InboxOffices(const AccessPolicy& policy,
                                                const v1::CaseMessage& m) {
+  // A permission to pass a case on goes in no inbox: an inbox entry would
+  // itself show the case to that office (need-to-know). It is kept in the
+  // store and audited; ForwardCase consults it.
+  if (m.kind() == v1::MESSAGE_KIND_DISSEMINATION_GRANT) return {};
   if (!m.recipient_office().empty()) return {m.recipient_office()};
   // Addressed to the country: the liaison desk(s) take it, or else the
   // supervisors and embassy officers; only offices that may watch an inbox.

@@ -1,16 +1,19 @@
 // OfficeService's exchange RPCs: ShareCase, SendMessage, WatchInbox,
-// Acknowledge and GetDeliveryStatus (docs/exchange.md).
+// Acknowledge and GetDeliveryStatus (docs/exchange.md), and the handling-code
+// RPCs GrantDissemination and ForwardCase (docs/api.md#handling-codes).
 #include <deque>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/crypto.h"
 #include "core/envelope.h"
 #include "core/ids.h"
 #include "core/log.h"
 #include "core/status_macros.h"
 #include "google/protobuf/util/time_util.h"
+#include "server/handling.h"
 #include "server/office_service.h"
 #include "server/validation.h"
 
@@ -21,6 +24,16 @@ using google::protobuf::util::TimeUtil;
 
 google::protobuf::Timestamp ToProto(absl::Time t) {
   return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
+}
+
+// The idempotency key of a request: its request_id, and a digest of the
+// whole request so that a reuse with other content is told apart.
+RequestKey KeyOf(const std::string& request_id,
+                 const google::protobuf::Message& request) {
+  return RequestKey{request_id,
+                    request_id.empty()
+                        ? ""
+                        : crypto::Sha256(DeterministicBytes(request))};
 }
 
 absl::Status CheckRecipient(const AccessPolicy& policy,
@@ -48,6 +61,9 @@ absl::Status CheckOutputOnly(const v1::CaseMessage& m) {
     return absl::InvalidArgumentError("message.sent_at: is output only");
   if (m.has_received_at())
     return absl::InvalidArgumentError("message.received_at: is output only");
+  if (!m.handling_notice().empty())
+    return absl::InvalidArgumentError(
+        "message.handling_notice: is output only");
   return absl::OkStatus();
 }
 
@@ -148,6 +164,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
         v1::WatchInboxResponse response;
         response.set_cursor(absl::StrCat(item.cursor));
         *response.mutable_message() = std::move(item.message);
+        MarkHandling(response.mutable_message());
         grpc::ByteBuffer buffer;
         (void)SerializeToByteBuffer(response, &buffer);
         queue_.push_back(Pending{item.cursor, std::move(buffer),
@@ -262,7 +279,12 @@ absl::StatusOr<OutgoingMessage> OfficeServiceImpl::Seal(const Caller& caller,
   message.set_sender_office(caller.identity);
   message.set_sender_country(config_->country);
   *message.mutable_sent_at() = ToProto(now);
+  // Notices are made by the reader's gateway, never carried.
+  message.clear_handling_notice();
+  if (message.has_case_reference())
+    message.mutable_case_reference()->clear_handling_notice();
   CB_RETURN_IF_ERROR(ValidateMessageContent(message, "message"));
+  CB_RETURN_IF_ERROR(CheckMessageHandling(message, "message"));
   OutgoingMessage outgoing;
   outgoing.envelope_id = MintId(config_->country, IdKind::kEnvelope, now);
   outgoing.message = message;
@@ -347,13 +369,9 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ShareCase(
         message.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
         message.set_priority(v1::PRIORITY_PRIORITY);
         message.set_recipient_office(recipient);
-        message.set_handling_code(c.handling_code());
-        *message.mutable_evaluation() = c.evaluation();
+        CB_RETURN_IF_ERROR(ApplyCaseHandling(c, &message));
         *message.mutable_case_reference() = c;
-        RequestKey key{r.request_id(),
-                       r.request_id().empty()
-                           ? ""
-                           : crypto::Sha256(DeterministicBytes(r))};
+        const RequestKey key = KeyOf(r.request_id(), r);
         CB_ASSIGN_OR_RETURN(
             QueuedMessage queued,
             Queue(in.caller, std::move(message), key, in.Event("case.share")));
@@ -380,10 +398,12 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::SendMessage(
         const v1::CaseMessage& m = r.message();
         CB_RETURN_IF_ERROR(CheckOutputOnly(m));
         if (m.kind() == v1::MESSAGE_KIND_CASE_SHARE ||
-            m.kind() == v1::MESSAGE_KIND_ACKNOWLEDGEMENT) {
+            m.kind() == v1::MESSAGE_KIND_ACKNOWLEDGEMENT ||
+            m.kind() == v1::MESSAGE_KIND_DISSEMINATION_GRANT) {
           return absl::InvalidArgumentError(
-              "message.kind: CASE_SHARE and ACKNOWLEDGEMENT are sent with "
-              "ShareCase and Acknowledge");
+              "message.kind: CASE_SHARE, ACKNOWLEDGEMENT and "
+              "DISSEMINATION_GRANT are sent with ShareCase, Acknowledge and "
+              "GrantDissemination");
         }
         CB_RETURN_IF_ERROR(ValidateMessageContent(m, "message"));
         CB_RETURN_IF_ERROR(CheckRecipient(*in.caller.policy,
@@ -391,13 +411,16 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::SendMessage(
                                           m.recipient_office()));
         // The case must be known here (opened here, or shared by the peer)
         // and to the caller (need-to-know).
-        CB_RETURN_IF_ERROR(VisibleCase(in.caller, m.exchange_id()).status());
-        RequestKey key{r.request_id(),
-                       r.request_id().empty()
-                           ? ""
-                           : crypto::Sha256(DeterministicBytes(r))};
+        CB_ASSIGN_OR_RETURN(v1::CaseReference c,
+                            VisibleCase(in.caller, m.exchange_id()));
+        // Every message crosses with a handling code and evaluation, never
+        // weaker than its case's.
+        v1::CaseMessage message = m;
+        CB_RETURN_IF_ERROR(ApplyCaseHandling(c, &message));
+        const RequestKey key = KeyOf(r.request_id(), r);
         CB_ASSIGN_OR_RETURN(QueuedMessage queued,
-                            Queue(in.caller, m, key, in.Event("message.send")));
+                            Queue(in.caller, std::move(message), key,
+                                  in.Event("message.send")));
         out->set_message_id(queued.message_id);
         *out->mutable_status() = std::move(queued.status);
         return absl::OkStatus();
@@ -469,6 +492,11 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::Acknowledge(
                   ack.set_priority(acknowledged.priority());
                   ack.set_in_reply_to(acknowledged.message_id());
                   ack.set_recipient_office(acknowledged.sender_office());
+                  // Handled as the message acknowledged.
+                  ack.set_handling_code(acknowledged.handling_code());
+                  ack.set_handling_restriction(
+                      acknowledged.handling_restriction());
+                  *ack.mutable_evaluation() = acknowledged.evaluation();
                   ack.set_body(absl::StrCat(
                       r.kind() == v1::ACKNOWLEDGEMENT_KIND_ACTED ? "Acted on"
                                                                  : "Read",
@@ -504,6 +532,131 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::GetDeliveryStatus(
         }
         CB_ASSIGN_OR_RETURN(*out->mutable_status(),
                             exchange_.store->GetDeliveryStatus(m.message_id()));
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* OfficeServiceImpl::GrantDissemination(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::GrantDisseminationRequest,
+                         v1::GrantDisseminationResponse>(
+      context, request, response, Action::kGrantDissemination, "case.grant",
+      [](const v1::GrantDisseminationRequest& r) {
+        return std::vector<std::string>{r.exchange_id()};
+      },
+      [this](const Incoming<v1::GrantDisseminationRequest>& in,
+             v1::GrantDisseminationResponse* out) -> absl::Status {
+        const v1::GrantDisseminationRequest& r = in.request;
+        CB_RETURN_IF_ERROR(CheckRequestId("request_id", r.request_id()));
+        CB_RETURN_IF_ERROR(CheckExchangeId("exchange_id", r.exchange_id()));
+        if (r.any_office() == (r.offices_size() > 0)) {
+          return absl::InvalidArgumentError(
+              "offices: name the counterpart offices, or set any_office "
+              "(exactly one)");
+        }
+        if (static_cast<size_t>(r.offices_size()) > kMaxGrantOffices) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("offices: at most ", kMaxGrantOffices, " entries"));
+        }
+        for (int i = 0; i < r.offices_size(); ++i) {
+          const std::string field = absl::StrCat("offices[", i, "]");
+          if (r.offices(i).empty()) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(field, ": is empty"));
+          }
+          CB_RETURN_IF_ERROR(
+              CheckRecipient(*in.caller.policy, field, r.offices(i)));
+        }
+        CB_ASSIGN_OR_RETURN(v1::CaseReference c,
+                            VisibleCase(in.caller, r.exchange_id()));
+        // Only the originator may permit passing its information on.
+        if (c.origin_country() != config_->country) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "case ", c.exchange_id(),
+              " came from the peer; only its originator can permit passing "
+              "it on"));
+        }
+        if (c.owner_office() != in.caller.identity &&
+            !in.caller.May(Action::kShareAnyCase)) {
+          return absl::PermissionDeniedError(absl::StrCat(
+              "case ", c.exchange_id(), " is owned by ", c.owner_office(),
+              "; only its owner or a role granted ShareAnyCase may permit "
+              "passing it on"));
+        }
+        v1::CaseMessage message;
+        message.set_exchange_id(c.exchange_id());
+        message.set_kind(v1::MESSAGE_KIND_DISSEMINATION_GRANT);
+        message.set_priority(v1::PRIORITY_PRIORITY);
+        v1::DisseminationGrant* grant = message.mutable_dissemination_grant();
+        *grant->mutable_offices() = r.offices();
+        grant->set_any_office(r.any_office());
+        message.set_body(absl::StrCat(
+            "Onward dissemination of case ", c.exchange_id(), " permitted to ",
+            r.any_office() ? "any office" : absl::StrJoin(r.offices(), ", ")));
+        CB_RETURN_IF_ERROR(ApplyCaseHandling(c, &message));
+        const RequestKey key = KeyOf(r.request_id(), r);
+        CB_ASSIGN_OR_RETURN(
+            QueuedMessage queued,
+            Queue(in.caller, std::move(message), key, in.Event("case.grant")));
+        out->set_message_id(queued.message_id);
+        *out->mutable_status() = std::move(queued.status);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* OfficeServiceImpl::ForwardCase(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::ForwardCaseRequest, v1::ForwardCaseResponse>(
+      context, request, response, Action::kForwardCase, "case.forward",
+      [](const v1::ForwardCaseRequest& r) {
+        return std::vector<std::string>{r.exchange_id(), r.office()};
+      },
+      [this](const Incoming<v1::ForwardCaseRequest>& in,
+             v1::ForwardCaseResponse* out) -> absl::Status {
+        const v1::ForwardCaseRequest& r = in.request;
+        CB_RETURN_IF_ERROR(CheckExchangeId("exchange_id", r.exchange_id()));
+        const config::Office* office = in.caller.policy->Find(r.office());
+        if (office == nullptr ||
+            !in.caller.policy->Allows(*office, Action::kWatchInbox)) {
+          return absl::InvalidArgumentError(
+              "office: not an office of this gateway that takes messages");
+        }
+        if (r.office() == in.caller.identity) {
+          return absl::InvalidArgumentError("office: is the caller itself");
+        }
+        CB_ASSIGN_OR_RETURN(v1::CaseReference c,
+                            VisibleCase(in.caller, r.exchange_id()));
+        if (c.origin_country() == config_->country) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "case ", c.exchange_id(),
+              " was opened on this side and is known to all its offices; only "
+              "cases from the peer are forwarded"));
+        }
+        if (c.handling_code() == v1::HANDLING_CODE_H2) {
+          // Offices the originator addressed have it already; anyone else
+          // needs the originator's permission.
+          CB_ASSIGN_OR_RETURN(const bool addressed,
+                              cases_->SharedWith(c.exchange_id(), r.office()));
+          CB_ASSIGN_OR_RETURN(const bool granted,
+                              exchange_.store->DisseminationGranted(
+                                  c.exchange_id(), r.office()));
+          if (!addressed && !granted) {
+            return absl::PermissionDeniedError(absl::StrCat(
+                "handling code H2: case ", c.exchange_id(),
+                " may not be passed on to ", r.office(),
+                " without the originator's permission (no dissemination grant "
+                "from ",
+                c.owner_office(), ")"));
+          }
+        }
+        CB_ASSIGN_OR_RETURN(
+            const int added,
+            exchange_.store->ForwardCase(
+                c.exchange_id(), r.office(),
+                in.Event("case.forward", {c.exchange_id(), r.office()})));
+        out->set_forwarded_messages(added);
         return absl::OkStatus();
       });
 }

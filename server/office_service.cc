@@ -9,6 +9,7 @@
 #include "core/crypto.h"
 #include "core/identity.h"
 #include "core/status_macros.h"
+#include "server/handling.h"
 #include "server/validation.h"
 
 namespace casebridge::server {
@@ -156,7 +157,14 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::OpenCase(
                   .status());
         }
         *out->mutable_case_reference() = std::move(opened.case_reference);
-        return absl::OkStatus();
+        MarkHandling(out->mutable_case_reference());
+        if (!opened.replayed) return absl::OkStatus();
+        // A replay answers with the case as stored now, which may hold
+        // personal data added since by others.
+        std::vector<std::string> personal;
+        ReleasePersonalData(in.caller, out->mutable_case_reference(),
+                            &personal);
+        return AuditPersonalRead(in, "case.open.personal_data", personal);
       });
 }
 
@@ -177,6 +185,7 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::GetCase(
         std::vector<std::string> personal;
         out->set_personal_data_withheld(!ReleasePersonalData(
             in.caller, out->mutable_case_reference(), &personal));
+        MarkHandling(out->mutable_case_reference());
         return AuditPersonalRead(in, "case.get.personal_data", personal);
       });
 }
@@ -211,6 +220,7 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ListCases(
         bool withheld = false;
         for (auto& c : page.cases) {
           withheld |= !ReleasePersonalData(in.caller, &c, &personal);
+          MarkHandling(&c);
           *out->add_cases() = std::move(c);
         }
         out->set_personal_data_withheld(withheld);
@@ -237,6 +247,18 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
         const std::string& id = changes.exchange_id();
         // Need-to-know first: a case the caller may not know of is NOT_FOUND.
         CB_RETURN_IF_ERROR(VisibleCase(in.caller, id).status());
+        // An office that cannot see personal data cannot change it either
+        // (it would overwrite what it was not shown).
+        if (!in.caller.May(Action::kReadPersonalData)) {
+          for (const std::string& path : r.update_mask().paths()) {
+            if (path == "victims" || path == "last_known_locations") {
+              return absl::PermissionDeniedError(absl::StrCat(
+                  "update_mask: ", path,
+                  " is personal data; ReadPersonalData is needed to change "
+                  "it"));
+            }
+          }
+        }
         auto apply = [&](v1::CaseReference& c) -> absl::Status {
           if (c.origin_country() != config_->country) {
             // The owner's copy is the shared record; a local edit would be
@@ -280,7 +302,11 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
                             cases_->UpdateCase(id, r.expected_version(), apply,
                                                in.caller.identity,
                                                in.Event("case.update", {id})));
-        return absl::OkStatus();
+        MarkHandling(out->mutable_case_reference());
+        std::vector<std::string> personal;
+        ReleasePersonalData(in.caller, out->mutable_case_reference(),
+                            &personal);
+        return AuditPersonalRead(in, "case.update.personal_data", personal);
       });
 }
 

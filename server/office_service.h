@@ -23,15 +23,19 @@ using OfficeServiceBase = v1::OfficeService::WithRawCallbackMethod_WhoAmI<
                     v1::OfficeService::WithRawCallbackMethod_ShareCase<
                         v1::OfficeService::WithRawCallbackMethod_SendMessage<
                             v1::OfficeService::WithRawCallbackMethod_WatchInbox<
-                                v1::OfficeService::
-                                    WithRawCallbackMethod_Acknowledge<
-                                        v1::OfficeService::
-                                            WithRawCallbackMethod_GetDeliveryStatus<
-                                                v1::OfficeService::
-                                                    Service>>>>>>>>>>;
+                                v1::OfficeService::WithRawCallbackMethod_Acknowledge<
+                                    v1::OfficeService::
+                                        WithRawCallbackMethod_GetDeliveryStatus<
+                                            v1::OfficeService::
+                                                WithRawCallbackMethod_GrantDissemination<
+                                                    v1::OfficeService::
+                                                        WithRawCallbackMethod_ForwardCase<
+                                                            v1::OfficeService::
+                                                                Service>>>>>>>>>>>>;
 
-// OfficeService on the office port: case references (office_service.cc) and
-// the exchange RPCs (office_exchange.cc).
+// OfficeService on the office port: case references (office_service.cc),
+// the exchange RPCs (office_exchange.cc) and onward dissemination under the
+// handling codes (GrantDissemination, ForwardCase: office_exchange.cc).
 class OfficeServiceImpl final : public OfficeServiceBase {
  public:
   // What the exchange RPCs need. Pointers must outlive the service.
@@ -78,6 +82,12 @@ class OfficeServiceImpl final : public OfficeServiceBase {
   grpc::ServerUnaryReactor* GetDeliveryStatus(
       grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
       grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GrantDissemination(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* ForwardCase(grpc::CallbackServerContext* context,
+                                        const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
 
  private:
   // The case if `caller` may know of it (need-to-know): our country's cases,

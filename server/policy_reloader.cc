@@ -70,14 +70,20 @@ absl::StatusOr<bool> PolicyReloader::ReloadLocked(absl::string_view trigger,
                                    {"in_force", current->digest()}});
     return false;
   }
-  policies_->Replace(next);
+  // On record before it is in force: no unaudited policy ever decides.
   event.subjects = {next->digest()};
   event.payload = next->Describe();
   if (auto appended = audit_->Append(event); !appended.ok()) {
-    log::Error("audit.append_failed",
-               {{"action", event.action},
-                {"error", std::string(appended.status().message())}});
+    log::Error("policy.reload_refused",
+               {{"trigger", std::string(trigger)},
+                {"error", absl::StrCat("cannot audit the new policy: ",
+                                       appended.status().message())},
+                {"in_force", current->digest()}});
+    return absl::UnavailableError(
+        absl::StrCat("new policy not put in force: cannot audit it: ",
+                     appended.status().message()));
   }
+  policies_->Replace(next);
   log::Info("policy.reloaded", {{"trigger", std::string(trigger)},
                                 {"previous", current->digest()},
                                 {"in_force", next->digest()},
@@ -117,7 +123,18 @@ void PolicyReloader::Watch() {
     if (!content.ok()) continue;  // being replaced; look again next time
     absl::MutexLock lock(&reload_mu_);
     const std::string digest = crypto::Sha256(*content);
-    if (digest == last_seen_) continue;
+    if (digest == last_seen_) {
+      pending_.clear();
+      continue;
+    }
+    // A file written in place may be read half-written, and a prefix can
+    // be a valid config (one without its [policy.roles], say): only content
+    // that stayed the same for a whole interval is taken.
+    if (digest != pending_) {
+      pending_ = digest;
+      continue;
+    }
+    pending_.clear();
     last_seen_ = digest;
     // The outcome is logged and audited by ReloadLocked.
     (void)ReloadLocked("file change", *content);

@@ -1,6 +1,7 @@
 // Replaces the access policy in force (server/authorizer.h) while the
 // gateway runs: on SIGHUP, and when the config file's content changes
-// (checked every policy.reload_check_seconds). The whole file is read and
+// (checked every policy.reload_check_seconds; a change is taken once the
+// content has stayed the same for one interval). The whole file is read and
 // validated as at startup; only [[offices]], peer.offices and [policy] take
 // effect (other keys need a restart). An invalid file, or one written for
 // another gateway, is refused with its error, audited and logged, and the
@@ -66,6 +67,9 @@ class PolicyReloader {
   // SHA-256 of the file content last looked at (whatever the outcome), so
   // an unchanged file is not reloaded, nor an invalid one refused, again.
   std::string last_seen_ ABSL_GUARDED_BY(reload_mu_);
+  // SHA-256 of changed content seen once by the watcher: taken when the
+  // next check finds it unchanged.
+  std::string pending_ ABSL_GUARDED_BY(reload_mu_);
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

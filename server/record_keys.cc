@@ -19,6 +19,9 @@ std::string WrapAad(absl::string_view record) {
   return absl::StrCat("casebridge/record-key/v1\n", record);
 }
 
+constexpr char kCheckAad[] = "casebridge/data-key-check/v1";
+constexpr char kCheckPlaintext[] = "casebridge data key check value";
+
 }  // namespace
 
 std::string CaseRecord(absl::string_view exchange_id) {
@@ -97,6 +100,57 @@ absl::Status RecordSealer::Shred(sqlite::Connection& conn,
                       conn.Prepare("DELETE FROM record_keys WHERE record = ?"));
   drop.Bind(1, record);
   return drop.Run();
+}
+
+absl::Status RecordSealer::CheckDataKey(sqlite::Connection& conn) const {
+  CB_ASSIGN_OR_RETURN(
+      auto check,
+      conn.Prepare("SELECT wrapped FROM record_keys WHERE record = ?"));
+  check.Bind(1, kDataKeyCheckRecord);
+  CB_ASSIGN_OR_RETURN(const bool has_check, check.Step());
+  if (has_check) {
+    auto opened = data_key_.Open(check.ColumnBlob(0), kCheckAad);
+    if (!opened.ok() || *opened != kCheckPlaintext) {
+      return absl::FailedPreconditionError(
+          "it does not open the database's data key check value");
+    }
+    return absl::OkStatus();
+  }
+  // A database written before the check value existed: any record's key.
+  CB_ASSIGN_OR_RETURN(
+      auto any,
+      conn.Prepare("SELECT record, wrapped FROM record_keys LIMIT 1"));
+  CB_ASSIGN_OR_RETURN(const bool has_key, any.Step());
+  if (has_key) {
+    auto raw = data_key_.Open(any.ColumnBlob(1), WrapAad(any.ColumnText(0)));
+    if (!raw.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("it does not open the key of ", any.ColumnText(0)));
+    }
+    OPENSSL_cleanse(raw->data(), raw->size());
+  }
+  CB_ASSIGN_OR_RETURN(const std::string value,
+                      data_key_.Seal(kCheckPlaintext, kCheckAad));
+  CB_ASSIGN_OR_RETURN(
+      auto insert,
+      conn.Prepare("INSERT INTO record_keys(record, wrapped, created_us) "
+                   "VALUES(?, ?, ?)"));
+  insert.Bind(1, kDataKeyCheckRecord)
+      .BindBlob(2, value)
+      .Bind(3, absl::ToUnixMicros(clock_->Now()));
+  return insert.Run();
+}
+
+absl::StatusOr<bool> HoldsSealedData(sqlite::Connection& conn) {
+  CB_ASSIGN_OR_RETURN(
+      auto stmt,
+      conn.Prepare("SELECT EXISTS (SELECT 1 FROM record_keys) "
+                   "OR EXISTS (SELECT 1 FROM cases WHERE sealed = 1) "
+                   "OR EXISTS (SELECT 1 FROM messages WHERE sealed = 1) "
+                   "OR EXISTS (SELECT 1 FROM outbox WHERE sealed = 1) "
+                   "OR EXISTS (SELECT 1 FROM inbound WHERE sealed = 1)"));
+  CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+  return row && stmt.ColumnInt(0) != 0;
 }
 
 absl::StatusOr<StoredPayload> ToStored(const RecordSealer* sealer,

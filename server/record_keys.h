@@ -31,6 +31,17 @@ inline constexpr char kInboundEnvelopeField[] = "inbound.envelope";
 std::string CaseRecord(absl::string_view exchange_id);
 std::string MessageRecord(absl::string_view message_id);
 
+// The row of record_keys that holds no record's key but the data key's
+// check value: a constant sealed under the data key, written when the data
+// key is first used with the database. A data key that does not open it is
+// not the key this database's data is sealed under.
+inline constexpr char kDataKeyCheckRecord[] = "check/data-key";
+
+// Whether the database holds anything sealed: a row of record_keys (the
+// check value included) or a row whose `sealed` is 1. A missing data key
+// may be replaced by a new one only when it does not.
+absl::StatusOr<bool> HoldsSealedData(sqlite::Connection& conn);
+
 // Seals and opens record fields. Thread-safe; every call runs inside the
 // caller's transaction on `conn` (a write transaction for Seal and Shred).
 class RecordSealer {
@@ -55,6 +66,13 @@ class RecordSealer {
   // Deletes the record's key (OK if it has none): what was sealed under it
   // can never be opened again.
   absl::Status Shred(sqlite::Connection& conn, absl::string_view record) const;
+
+  // Checks, inside a write transaction, that the data key is the one the
+  // database's data is sealed under: it must open the check value, or, in a
+  // database that has none yet, the wrapped key of a record; then writes
+  // the check value if it is missing. FAILED_PRECONDITION if the key does
+  // not open them.
+  absl::Status CheckDataKey(sqlite::Connection& conn) const;
 
  private:
   absl::StatusOr<std::optional<crypto::FieldKey>> FindKey(

@@ -234,6 +234,20 @@ ALTER TABLE cases ADD COLUMN purged_us INTEGER;
 -- its messages went to (docs/api.md#need-to-know): by case, not by scan.
 CREATE INDEX messages_by_case ON messages(exchange_id);
 )sql"},
+      {8, "handling codes: permissions to pass peer cases on", R"sql(
+-- The originator's permissions, received in DISSEMINATION_GRANT messages, to
+-- pass one of the peer's cases under H2 on to offices of this gateway
+-- (docs/api.md#handling-codes). Kept apart from the message, whose payload
+-- retention may purge: a permission lasts as long as the case.
+CREATE TABLE dissemination_grants (
+  exchange_id TEXT NOT NULL,   -- the peer's case
+  office      TEXT NOT NULL,   -- SPIFFE id of our office permitted; '*' for any office
+  message_id  TEXT NOT NULL,   -- the DISSEMINATION_GRANT message that first granted it
+  granted_by  TEXT NOT NULL,   -- SPIFFE id of the peer office that granted it
+  received_us INTEGER NOT NULL, -- unix microseconds
+  PRIMARY KEY(exchange_id, office)
+) WITHOUT ROWID;
+)sql"},
   };
   return *migrations;
 }

@@ -121,11 +121,15 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(
   // FULL: a commit is on disk before the office is told OK. secure_delete:
   // deleted content (a shredded record key, a purged payload) is overwritten
   // with zeros, not left in free space (docs/storage.md#data-protection).
+  // journal_size_limit=0: when the WAL starts again from its beginning after
+  // a checkpoint, the file is cut to what the new transaction wrote, so old
+  // page images do not linger past the restart.
   CB_RETURN_IF_ERROR(
       connection->Exec("PRAGMA journal_mode=WAL;"
                        "PRAGMA synchronous=FULL;"
                        "PRAGMA foreign_keys=ON;"
                        "PRAGMA secure_delete=ON;"
+                       "PRAGMA journal_size_limit=0;"
                        "PRAGMA busy_timeout=10000;"));
   return connection;
 }
@@ -219,7 +223,25 @@ bool Database::DoneOrLeading(WaitArg* arg) {
 
 absl::Status Database::Write(
     const std::function<absl::Status(Connection&)>& work) {
-  PendingWrite me{&work, absl::OkStatus(), false};
+  PendingWrite me{&work, absl::OkStatus(), false, false};
+  return Enqueue(me);
+}
+
+absl::Status Database::TruncateWal() {
+  const std::function<absl::Status(Connection&)> work =
+      [](Connection& conn) -> absl::Status {
+    const int rc = sqlite3_wal_checkpoint_v2(
+        conn.raw(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+    if (rc != SQLITE_OK) {
+      return SqliteError(conn.raw(), "checkpointing and truncating the WAL");
+    }
+    return absl::OkStatus();
+  };
+  PendingWrite me{&work, absl::OkStatus(), false, true};
+  return Enqueue(me);
+}
+
+absl::Status Database::Enqueue(PendingWrite& me) {
   WaitArg arg{this, &me};
   queue_mu_.Lock();
   queue_.push_back(&me);
@@ -228,13 +250,22 @@ absl::Status Database::Write(
     queue_mu_.Unlock();
     return me.status;
   }
-  // We lead: take the front of the queue (us first) as one batch.
-  const size_t n = std::min(queue_.size(), kMaxBatch);
+  // We lead: take the front of the queue (us first) as one batch, up to the
+  // next write that runs alone.
+  size_t n = 1;
+  if (!me.alone) {
+    const size_t limit = std::min(queue_.size(), kMaxBatch);
+    while (n < limit && !queue_[n]->alone) ++n;
+  }
   std::vector<PendingWrite*> batch(
       queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
   queue_mu_.Unlock();
 
-  RunBatch(batch);
+  if (me.alone) {
+    me.status = (*me.work)(*writer_);
+  } else {
+    RunBatch(batch);
+  }
 
   queue_mu_.Lock();
   for (PendingWrite* write : batch) {

@@ -64,7 +64,8 @@ class Statement {
 class Connection {
  public:
   // Opens (creating if asked) the file and applies the project's pragmas:
-  // WAL, synchronous=FULL, foreign keys, secure_delete, a busy timeout.
+  // WAL, synchronous=FULL, foreign keys, secure_delete, journal_size_limit=0,
+  // a busy timeout.
   static absl::StatusOr<std::unique_ptr<Connection>> Open(
       const std::string& path, bool create);
   ~Connection();
@@ -120,6 +121,14 @@ class Database {
   absl::Status Write(const std::function<absl::Status(Connection&)>& work);
   absl::Status Read(const std::function<absl::Status(Connection&)>& work);
 
+  // Copies every committed frame of the WAL into the database file and
+  // truncates the WAL to zero bytes (a TRUNCATE checkpoint on the writer, in
+  // its turn among the writes): page images of deleted content, which a
+  // plain checkpoint leaves in the WAL, are gone from it. Waits for readers
+  // of older snapshots up to the busy timeout; UNAVAILABLE if they do not
+  // finish.
+  absl::Status TruncateWal();
+
   int schema_version() const { return schema_version_; }
   const std::string& path() const { return path_; }
 
@@ -132,12 +141,16 @@ class Database {
     const std::function<absl::Status(Connection&)>* work;
     absl::Status status;
     bool done = false;
+    // Runs alone, outside any transaction (a checkpoint).
+    bool alone = false;
   };
   struct WaitArg {
     Database* db;
     PendingWrite* write;
   };
   static bool DoneOrLeading(WaitArg* arg);
+  // Queues `me` and returns once it ran, leading a batch if its turn comes.
+  absl::Status Enqueue(PendingWrite& me);
   // Runs `batch` in one transaction on writer_. Called by the leader only.
   void RunBatch(const std::vector<PendingWrite*>& batch);
 

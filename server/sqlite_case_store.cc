@@ -407,7 +407,7 @@ constexpr int kRetentionBatch = 500;
 
 absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
     const config::RetentionSettings& policy, absl::Time now,
-    const std::string& actor) {
+    const std::string& actor, int* shares_purged) {
   // The entries about a case are found by their subject rows, which the
   // newest entries may not have yet.
   CB_RETURN_IF_ERROR(audit_->CatchUpTree());
@@ -476,6 +476,47 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
       purged += batch;
     }
   }
+  // Copies of purged cases in CASE_SHARE messages, sent or received, once
+  // they are no longer in flight (a share still queued or being sent is
+  // purged by the first run after its delivery or failure).
+  int shares = 0;
+  int batch = kRetentionBatch;
+  while (batch == kRetentionBatch) {
+    CB_RETURN_IF_ERROR(
+        db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+          batch = 0;
+          std::vector<std::string> copies;
+          {
+            CB_ASSIGN_OR_RETURN(
+                auto find,
+                conn.Prepare("SELECT m.message_id FROM cases c JOIN messages m "
+                             "ON m.exchange_id = c.exchange_id "
+                             "WHERE c.purged_us IS NOT NULL AND m.kind = ? "
+                             "AND m.purged_us IS NULL AND NOT EXISTS (SELECT 1 "
+                             "FROM outbox o WHERE o.message_id = m.message_id "
+                             "AND o.state IN (1, 2)) ORDER BY m.seq LIMIT ?"));
+            find.Bind(1, int64_t{v1::MESSAGE_KIND_CASE_SHARE})
+                .Bind(2, kRetentionBatch);
+            while (true) {
+              CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+              if (!row) break;
+              copies.push_back(find.ColumnText(0));
+            }
+          }
+          const absl::Time purged_at = clock_->Now();
+          for (const std::string& message_id : copies) {
+            CB_RETURN_IF_ERROR(PurgeMessageInTransaction(
+                conn, *audit_, sealer_, message_id, actor, purged_at));
+            ++batch;
+          }
+          return absl::OkStatus();
+        }));
+    shares += batch;
+  }
+  if (shares_purged != nullptr) *shares_purged = shares;
+  // The shredded keys are zeroed in their pages; the page images that held
+  // them go with the WAL.
+  if (purged + shares > 0) CB_RETURN_IF_ERROR(db_->TruncateWal());
   return purged;
 }
 
@@ -526,6 +567,21 @@ GatewayStore::LockFile::~LockFile() {
   if (fd >= 0) ::close(fd);  // releases the flock
 }
 
+namespace {
+
+// Whether `file` is inside `dir` (or below it), symbolic links resolved.
+bool IsInside(const std::string& file, const std::string& dir) {
+  std::error_code ec;
+  const std::filesystem::path f = std::filesystem::weakly_canonical(file, ec);
+  if (ec) return false;
+  const std::filesystem::path d = std::filesystem::weakly_canonical(dir, ec);
+  if (ec) return false;
+  const std::filesystem::path relative = f.lexically_relative(d);
+  return !relative.empty() && *relative.begin() != "..";
+}
+
+}  // namespace
+
 std::string GatewayStore::DatabasePath(const std::string& data_dir) {
   return (std::filesystem::path(data_dir) / "gateway.db").string();
 }
@@ -553,7 +609,10 @@ absl::StatusOr<RetentionReport> GatewayStore::PurgeExpired(
   RetentionReport report;
   CB_ASSIGN_OR_RETURN(report.messages,
                       exchange_->PurgeExpired(policy, now, actor));
-  CB_ASSIGN_OR_RETURN(report.cases, cases_->PurgeExpired(policy, now, actor));
+  int shares = 0;
+  CB_ASSIGN_OR_RETURN(report.cases,
+                      cases_->PurgeExpired(policy, now, actor, &shares));
+  report.messages += shares;
   return report;
 }
 
@@ -582,17 +641,49 @@ absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
         absl::StrCat(data_dir, " is in use by another running gateway (",
                      lock_path, " is locked)"));
   }
+  CB_ASSIGN_OR_RETURN(store->db_, sqlite::Database::Open(DatabasePath(data_dir),
+                                                         GatewayMigrations()));
   if (!options.data_key_file.empty()) {
-    auto key = crypto::LoadOrCreateKeyFile(options.data_key_file);
+    const std::string& key_file = options.data_key_file;
+    auto key = crypto::LoadKeyFile(key_file);
+    if (absl::IsNotFound(key.status())) {
+      // A new key only for a database that holds nothing sealed: a missing
+      // key file must not be silently replaced.
+      bool sealed_data = false;
+      CB_RETURN_IF_ERROR(
+          store->db_->Read([&](sqlite::Connection& conn) -> absl::Status {
+            CB_ASSIGN_OR_RETURN(sealed_data, HoldsSealedData(conn));
+            return absl::OkStatus();
+          }));
+      if (sealed_data) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "data_protection.key_file: data key ", key_file,
+            " does not exist and the database ", store->db_->path(),
+            " holds data sealed under another key; restore the data key "
+            "file"));
+      }
+      key = crypto::CreateKeyFile(key_file);
+    }
     if (!key.ok()) {
       return absl::Status(
           key.status().code(),
           absl::StrCat("data_protection.key_file: ", key.status().message()));
     }
     store->sealer_ = std::make_unique<RecordSealer>(*std::move(key), clock);
+    const absl::Status check = store->db_->Write([&](sqlite::Connection& conn) {
+      return store->sealer_->CheckDataKey(conn);
+    });
+    if (absl::IsFailedPrecondition(check)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data_protection.key_file: data key ", key_file,
+          " is not the key of the database ", store->db_->path(), " (",
+          check.message(),
+          "): the database holds data sealed under another key; restore the "
+          "data key file"));
+    }
+    CB_RETURN_IF_ERROR(check);
+    store->key_inside_data_dir_ = IsInside(key_file, data_dir);
   }
-  CB_ASSIGN_OR_RETURN(store->db_, sqlite::Database::Open(DatabasePath(data_dir),
-                                                         GatewayMigrations()));
   store->audit_ = std::make_unique<SqliteAuditLog>(store->db_.get(), clock);
   CB_RETURN_IF_ERROR(store->audit_->CatchUpTree());
   store->cases_ =
@@ -605,8 +696,12 @@ absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
   if (store->sealer_ != nullptr) {
     // Rows written before migration 6 (or without the key) are sealed
     // before anything is served.
-    CB_RETURN_IF_ERROR(store->cases_->SealStoredBodies().status());
-    CB_RETURN_IF_ERROR(store->exchange_->SealStoredPayloads().status());
+    CB_ASSIGN_OR_RETURN(const int bodies, store->cases_->SealStoredBodies());
+    CB_ASSIGN_OR_RETURN(const int payloads,
+                        store->exchange_->SealStoredPayloads());
+    // The plaintext they held is zeroed in the pages, but page images
+    // holding it stay in the WAL until it is truncated.
+    if (bodies + payloads > 0) CB_RETURN_IF_ERROR(store->db_->TruncateWal());
   }
   store->exchange_->set_shared_case_sink(
       [cases = store->cases_.get()](sqlite::Connection& conn,

@@ -58,9 +58,15 @@ class SqliteCaseStore final : public CaseStore {
   // emptied and personal_data_purged_at set; the case's key is shredded;
   // the salts of its case.open and case.update entries are purged. Each
   // purge is audited as "retention.purge" by `actor`, subject the exchange
-  // id. Returns the number of cases purged.
+  // id. Then the CASE_SHARE messages of every purged case that are not in
+  // flight (received, delivered or failed), which carry copies of the case,
+  // are purged as message retention purges them
+  // (PurgeMessageInTransaction); their number goes to `*shares_purged`.
+  // After a run that purged anything the WAL is truncated. Returns the
+  // number of cases purged.
   absl::StatusOr<int> PurgeExpired(const config::RetentionSettings& policy,
-                                   absl::Time now, const std::string& actor);
+                                   absl::Time now, const std::string& actor,
+                                   int* shares_purged = nullptr);
 
   // Seals the bodies stored without a seal (written before migration 6 or
   // by a store without a data key). Returns how many. Needs a sealer.
@@ -83,25 +89,29 @@ void MintPseudonyms(v1::CaseReference& c);
 struct StoreOptions {
   std::string data_dir;
   v1::Country country = v1::COUNTRY_UNSPECIFIED;
-  // The data key (crypto::LoadOrCreateKeyFile: created 0600 if missing).
-  // Empty: no data protection, personal fields stored as they are; for
-  // tests and tools that never meet sealed rows.
+  // The data key (crypto::LoadKeyFile). Created (0600) only if missing
+  // while the database holds nothing sealed; otherwise a missing or other
+  // key is refused at open. Empty: no data protection, personal fields
+  // stored as they are; for tests and tools that never meet sealed rows.
   std::string data_key_file;
 };
 
 // What one retention run purged.
 struct RetentionReport {
-  int messages = 0;
+  int messages = 0;  // by their own retention, and shares of purged cases
   int cases = 0;
 };
 
 // The gateway's database with its stores: `<data_dir>/gateway.db`.
 class GatewayStore {
  public:
-  // Creates `data_dir` (mode 0700) if needed, reads (or creates) the data
-  // key, opens the database, brings its schema up to date and seals the
-  // payloads stored without a seal. `clock` must outlive the store. Errors
-  // about the data key name the file.
+  // Creates `data_dir` (mode 0700) if needed, opens the database, brings
+  // its schema up to date, reads the data key (creating it only if the
+  // database holds nothing sealed), checks it against the database's check
+  // value (writing that value on first use) and seals the payloads stored
+  // without a seal. `clock` must outlive the store. Errors about the data key
+  // (missing while sealed data exists, another key, mode, owner, size) are
+  // FAILED_PRECONDITION and name the file.
   static absl::StatusOr<std::unique_ptr<GatewayStore>> Open(
       const StoreOptions& options, const Clock* clock);
   // With the gateway's configuration: data_dir, country and
@@ -120,6 +130,10 @@ class GatewayStore {
   SqliteExchangeStore& exchange() { return *exchange_; }
   // Null without data protection.
   const RecordSealer* sealer() const { return sealer_.get(); }
+  // Whether the data key file is inside data_dir, where every backup of the
+  // folder carries it along with the database it protects (the default
+  // <data_dir>/data.key): worth a warning at start.
+  bool key_inside_data_dir() const { return key_inside_data_dir_; }
 
   // One retention run: messages by kind, then cases by status
   // (docs/audit-log.md#retention).
@@ -136,6 +150,7 @@ class GatewayStore {
     ~LockFile();
   };
   LockFile lock_;
+  bool key_inside_data_dir_ = false;
   std::unique_ptr<RecordSealer> sealer_;
   std::unique_ptr<sqlite::Database> db_;
   std::unique_ptr<SqliteAuditLog> audit_;

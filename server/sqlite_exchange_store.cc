@@ -655,11 +655,14 @@ absl::StatusOr<int> SqliteExchangeStore::PurgeExpired(
                       v1::MessageKind_MAX, ")"),
          0, cutoff(policy.message_days)});
   }
-  return Purge(groups,
-               policy.message_days > 0
-                   ? std::optional<int64_t>(cutoff(policy.message_days))
-                   : std::nullopt,
-               actor);
+  // A conflicting envelope's kind is known only from bytes the gateway
+  // refused: it follows the shortest retention configured for any message.
+  std::optional<int64_t> conflicts_cutoff;
+  for (const PurgeGroup& group : groups) {
+    conflicts_cutoff =
+        std::max(conflicts_cutoff.value_or(group.cutoff_us), group.cutoff_us);
+  }
+  return Purge(groups, conflicts_cutoff, actor);
 }
 
 absl::StatusOr<int> SqliteExchangeStore::Purge(
@@ -698,36 +701,10 @@ absl::StatusOr<int> SqliteExchangeStore::Purge(
             expired.push_back(find.ColumnText(0));
           }
         }
-        const int64_t now = absl::ToUnixMicros(clock_->Now());
+        const absl::Time now = clock_->Now();
         for (const std::string& message_id : expired) {
-          for (const char* sql : {
-                   "UPDATE messages SET body = X'', sealed = 0, "
-                   "purged_us = ?2 WHERE message_id = ?1",
-                   "UPDATE outbox SET signed_envelope = X'', sealed = 0 "
-                   "WHERE message_id = ?1",
-                   "UPDATE inbound SET signed_envelope = X'', sealed = 0 "
-                   "WHERE message_id = ?1 OR audit_index IN (SELECT idx "
-                   "FROM audit_subjects WHERE subject = ?1)",
-                   "UPDATE audit_log SET salt = NULL WHERE idx IN "
-                   "(SELECT idx FROM audit_subjects WHERE subject = ?1)",
-               }) {
-            CB_ASSIGN_OR_RETURN(auto stmt, conn.Prepare(sql));
-            stmt.Bind(1, message_id);
-            if (absl::string_view(sql).find("?2") != absl::string_view::npos) {
-              stmt.Bind(2, now);
-            }
-            CB_RETURN_IF_ERROR(stmt.Run());
-          }
-          // Copies of the sealed payloads elsewhere (free pages, the WAL,
-          // backups) die with the key.
-          if (sealer_ != nullptr) {
-            CB_RETURN_IF_ERROR(sealer_->Shred(conn, MessageRecord(message_id)));
-          }
-          AuditEvent event;
-          event.actor = actor;
-          event.action = "retention.purge";
-          event.subjects = {message_id};
-          CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
+          CB_RETURN_IF_ERROR(PurgeMessageInTransaction(conn, *audit_, sealer_,
+                                                       message_id, actor, now));
           ++batch;
         }
         return absl::OkStatus();
@@ -735,20 +712,59 @@ absl::StatusOr<int> SqliteExchangeStore::Purge(
       purged += batch;
     }
   }
+  int64_t conflicts = 0;
   if (conflicts_cutoff_us.has_value()) {
     // Envelopes kept as evidence of a reused id hold payloads too.
     CB_RETURN_IF_ERROR(
         db_->Write([&](sqlite::Connection& conn) -> absl::Status {
           CB_ASSIGN_OR_RETURN(
-              auto conflicts,
+              auto emptied,
               conn.Prepare("UPDATE envelope_conflicts SET signed_envelope "
                            "= X'' WHERE received_us < ? AND "
                            "signed_envelope != X''"));
-          conflicts.Bind(1, *conflicts_cutoff_us);
-          return conflicts.Run();
+          emptied.Bind(1, *conflicts_cutoff_us);
+          CB_RETURN_IF_ERROR(emptied.Run());
+          conflicts = conn.changes();
+          return absl::OkStatus();
         }));
   }
+  // The purged bytes and shredded keys are zeroed in their pages; the page
+  // images that held them go with the WAL.
+  if (purged > 0 || conflicts > 0) CB_RETURN_IF_ERROR(db_->TruncateWal());
   return purged;
+}
+
+absl::Status PurgeMessageInTransaction(
+    sqlite::Connection& conn, SqliteAuditLog& audit, const RecordSealer* sealer,
+    const std::string& message_id, const std::string& actor, absl::Time now) {
+  for (const char* sql : {
+           "UPDATE messages SET body = X'', sealed = 0, "
+           "purged_us = ?2 WHERE message_id = ?1",
+           "UPDATE outbox SET signed_envelope = X'', sealed = 0 "
+           "WHERE message_id = ?1",
+           "UPDATE inbound SET signed_envelope = X'', sealed = 0 "
+           "WHERE message_id = ?1 OR audit_index IN (SELECT idx "
+           "FROM audit_subjects WHERE subject = ?1)",
+           "UPDATE audit_log SET salt = NULL WHERE idx IN "
+           "(SELECT idx FROM audit_subjects WHERE subject = ?1)",
+       }) {
+    CB_ASSIGN_OR_RETURN(auto stmt, conn.Prepare(sql));
+    stmt.Bind(1, message_id);
+    if (absl::string_view(sql).find("?2") != absl::string_view::npos) {
+      stmt.Bind(2, absl::ToUnixMicros(now));
+    }
+    CB_RETURN_IF_ERROR(stmt.Run());
+  }
+  // Copies of the sealed payloads elsewhere (free pages, the WAL, backups)
+  // die with the key.
+  if (sealer != nullptr) {
+    CB_RETURN_IF_ERROR(sealer->Shred(conn, MessageRecord(message_id)));
+  }
+  AuditEvent event;
+  event.actor = actor;
+  event.action = "retention.purge";
+  event.subjects = {message_id};
+  return audit.AppendInTransaction(conn, event).status();
 }
 
 absl::StatusOr<int> SqliteExchangeStore::SealStoredPayloads() {
@@ -1013,6 +1029,26 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
   if (message.kind() == v1::MESSAGE_KIND_CASE_SHARE && shared_case_sink_) {
     CB_RETURN_IF_ERROR(shared_case_sink_(conn, message.case_reference()));
   }
+  if (message.kind() == v1::MESSAGE_KIND_DISSEMINATION_GRANT) {
+    // The first grant naming an office is kept; later ones change nothing.
+    const v1::DisseminationGrant& grant = message.dissemination_grant();
+    std::vector<std::string> offices(grant.offices().begin(),
+                                     grant.offices().end());
+    if (grant.any_office()) offices.push_back("*");
+    for (const std::string& office : offices) {
+      CB_ASSIGN_OR_RETURN(
+          auto granted,
+          conn.Prepare("INSERT INTO dissemination_grants(exchange_id, office, "
+                       "message_id, granted_by, received_us) "
+                       "VALUES(?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"));
+      granted.Bind(1, message.exchange_id())
+          .Bind(2, office)
+          .Bind(3, message.message_id())
+          .Bind(4, message.sender_office())
+          .Bind(5, absl::ToUnixMicros(now));
+      CB_RETURN_IF_ERROR(granted.Run());
+    }
+  }
   if (message.kind() == v1::MESSAGE_KIND_ACKNOWLEDGEMENT) {
     // The first acknowledgement of one of our messages is recorded on it.
     CB_ASSIGN_OR_RETURN(
@@ -1199,6 +1235,65 @@ absl::Status SqliteExchangeStore::Acknowledge(const std::string& office,
   return db_->Write([&](sqlite::Connection& conn) {
     return AcknowledgeInTransaction(conn, office, message_id, at, audit);
   });
+}
+
+absl::StatusOr<bool> SqliteExchangeStore::DisseminationGranted(
+    const std::string& exchange_id, const std::string& office) {
+  bool granted = false;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto stmt,
+        conn.Prepare("SELECT 1 FROM dissemination_grants WHERE exchange_id = ? "
+                     "AND office IN (?, '*') LIMIT 1"));
+    stmt.Bind(1, exchange_id).Bind(2, office);
+    CB_ASSIGN_OR_RETURN(granted, stmt.Step());
+    return absl::OkStatus();
+  }));
+  return granted;
+}
+
+absl::StatusOr<int> SqliteExchangeStore::ForwardCase(
+    const std::string& exchange_id, const std::string& office,
+    const AuditEvent& audit) {
+  int added = 0;
+  int64_t newest = 0;
+  CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+    std::vector<std::string> shares;
+    {
+      CB_ASSIGN_OR_RETURN(
+          auto find,
+          conn.Prepare("SELECT message_id FROM messages WHERE exchange_id = ? "
+                       "AND direction = ? AND kind = ? ORDER BY seq"));
+      find.Bind(1, exchange_id)
+          .Bind(2, kIncoming)
+          .Bind(3, static_cast<int64_t>(v1::MESSAGE_KIND_CASE_SHARE));
+      while (true) {
+        CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+        if (!row) break;
+        shares.push_back(find.ColumnText(0));
+      }
+    }
+    if (shares.empty()) {
+      return absl::NotFoundError(
+          absl::StrCat("case ", exchange_id, " was not shared with this side"));
+    }
+    CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, audit).status());
+    for (const std::string& message_id : shares) {
+      CB_ASSIGN_OR_RETURN(
+          auto deliver,
+          conn.Prepare("INSERT INTO inbox(office, message_id) VALUES(?, ?) "
+                       "ON CONFLICT DO NOTHING RETURNING cursor"));
+      deliver.Bind(1, office).Bind(2, message_id);
+      CB_ASSIGN_OR_RETURN(const bool inserted, deliver.Step());
+      if (inserted) {
+        ++added;
+        newest = std::max(newest, deliver.ColumnInt(0));
+      }
+    }
+    return absl::OkStatus();
+  }));
+  if (newest > 0) AdvanceInboxHead(newest);
+  return added;
 }
 
 absl::StatusOr<QueuedMessage> SqliteExchangeStore::AcknowledgeAndReply(

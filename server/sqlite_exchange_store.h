@@ -69,7 +69,9 @@ class SqliteExchangeStore final : public ExchangeStore {
   absl::StatusOr<int> PurgeExpired(absl::Time cutoff, const std::string& actor);
   // The same with a cutoff per message kind: `policy.DaysFor(kind)` days
   // before `now` (kinds with 0 are kept). Envelopes kept in
-  // envelope_conflicts follow `policy.message_days`.
+  // envelope_conflicts follow the shortest retention configured for any
+  // kind (or the default); kept if no message is ever purged. After a run
+  // that purged anything the WAL is truncated (sqlite::Database::TruncateWal).
   absl::StatusOr<int> PurgeExpired(const config::RetentionSettings& policy,
                                    absl::Time now, const std::string& actor);
 
@@ -109,6 +111,11 @@ class SqliteExchangeStore final : public ExchangeStore {
   absl::Status Acknowledge(const std::string& office,
                            const std::string& message_id, absl::Time at,
                            const AuditEvent& audit) override;
+  absl::StatusOr<bool> DisseminationGranted(const std::string& exchange_id,
+                                            const std::string& office) override;
+  absl::StatusOr<int> ForwardCase(const std::string& exchange_id,
+                                  const std::string& office,
+                                  const AuditEvent& audit) override;
 
  private:
   SqliteExchangeStore(sqlite::Database* db, SqliteAuditLog* audit,
@@ -177,6 +184,15 @@ class SqliteExchangeStore final : public ExchangeStore {
   mutable absl::Mutex head_mu_;
   int64_t inbox_head_ ABSL_GUARDED_BY(head_mu_);
 };
+
+// Retention's purge of one message inside the caller's write transaction:
+// empties its body and envelope bytes, shreds its key (with a `sealer`),
+// purges the salts of the audit entries about it and audits
+// "retention.purge" by `actor`, subject the message id. The audit log's
+// subject rows must be caught up.
+absl::Status PurgeMessageInTransaction(
+    sqlite::Connection& conn, SqliteAuditLog& audit, const RecordSealer* sealer,
+    const std::string& message_id, const std::string& actor, absl::Time now);
 
 }  // namespace casebridge::server
 

@@ -266,6 +266,28 @@ absl::Status ValidateMessageContent(const v1::CaseMessage& m,
                    share ? "is required with CASE_SHARE"
                          : "is only allowed with CASE_SHARE");
   }
+  const bool grant = m.kind() == v1::MESSAGE_KIND_DISSEMINATION_GRANT;
+  if (grant != m.has_dissemination_grant()) {
+    return Invalid(Field(p, "dissemination_grant"),
+                   grant ? "is required with DISSEMINATION_GRANT"
+                         : "is only allowed with DISSEMINATION_GRANT");
+  }
+  if (grant) {
+    const v1::DisseminationGrant& g = m.dissemination_grant();
+    const std::string field = Field(p, "dissemination_grant");
+    if (g.any_office() == (g.offices_size() > 0)) {
+      return Invalid(field,
+                     "exactly one of offices and any_office is required");
+    }
+    if (static_cast<size_t>(g.offices_size()) > kMaxGrantOffices) {
+      return Invalid(Field(field, "offices"),
+                     absl::StrCat("at most ", kMaxGrantOffices, " entries"));
+    }
+    for (int i = 0; i < g.offices_size(); ++i) {
+      CB_RETURN_IF_ERROR(CheckText(absl::StrCat(field, ".offices[", i, "]"),
+                                   g.offices(i), 1, 256));
+    }
+  }
   const bool reply = m.kind() == v1::MESSAGE_KIND_INFORMATION_RESPONSE ||
                      m.kind() == v1::MESSAGE_KIND_ACKNOWLEDGEMENT;
   if (reply && m.in_reply_to().empty()) {
@@ -275,6 +297,15 @@ absl::Status ValidateMessageContent(const v1::CaseMessage& m,
       CheckText(Field(p, "in_reply_to"), m.in_reply_to(), 0, 64));
   if (!v1::HandlingCode_IsValid(m.handling_code())) {
     return Invalid(Field(p, "handling_code"), "is not a known handling code");
+  }
+  CB_RETURN_IF_ERROR(CheckText(Field(p, "handling_restriction"),
+                               m.handling_restriction(), 0,
+                               kMaxRestrictionChars));
+  if (!m.handling_restriction().empty() &&
+      m.handling_code() != v1::HANDLING_CODE_UNSPECIFIED &&
+      m.handling_code() != v1::HANDLING_CODE_H3) {
+    return Invalid(Field(p, "handling_restriction"),
+                   "is only allowed with handling code H3");
   }
   if (m.has_evaluation()) {
     CB_RETURN_IF_ERROR(CheckEvaluation(Field(p, "evaluation"), m.evaluation()));
@@ -319,6 +350,8 @@ absl::Status ValidateOpenCase(const v1::OpenCaseRequest& request) {
     return Invalid(Field(p, "updated_at"), "is output only");
   if (!c.updated_by().empty())
     return Invalid(Field(p, "updated_by"), "is output only");
+  if (!c.handling_notice().empty())
+    return Invalid(Field(p, "handling_notice"), "is output only");
 
   CB_RETURN_IF_ERROR(CheckText(Field(p, "local_reference"), c.local_reference(),
                                1, kMaxLocalReferenceChars));

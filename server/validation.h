@@ -63,13 +63,18 @@ absl::Status ValidateUpdateCase(const v1::UpdateCaseRequest& request);
 absl::Status ValidateListCases(const v1::ListCasesRequest& request);
 
 inline constexpr size_t kMaxMessageBodyChars = 16000;
+inline constexpr size_t kMaxGrantOffices = 50;
 
 // The content of a rescue-coordination message, as sent by an office or
 // received from the peer: kind and priority required; rescue_stage exactly
 // with RESCUE_UPDATE; body 1-16,000 characters (may be empty on CASE_SHARE,
 // which needs case_reference instead); in_reply_to required on
-// INFORMATION_RESPONSE and ACKNOWLEDGEMENT; handling code and evaluation
-// valid if set. Field paths start with `prefix` ("message").
+// INFORMATION_RESPONSE and ACKNOWLEDGEMENT; dissemination_grant exactly with
+// DISSEMINATION_GRANT (offices or any_office); handling code and evaluation
+// valid if set, handling_restriction at most 1,000 characters and only with
+// H3 (or no code yet). Whether a message crossing the border carries its
+// handling code is checked by CheckMessageHandling (server/handling.h). Field
+// paths start with `prefix` ("message").
 absl::Status ValidateMessageContent(const v1::CaseMessage& message,
                                     absl::string_view prefix);
 

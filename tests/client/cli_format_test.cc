@@ -109,5 +109,28 @@ TEST(CliFormatTest, CaseRenderingShowsHandlingRestrictionAndEvaluation) {
   EXPECT_THAT(text, HasSubstr("  两名男子\n  rescued\n"));
 }
 
+TEST(CliFormatTest, HandlingNoticeLeadsTheCaseAndFollowsTheTable) {
+  v1::CaseReference c;
+  c.set_exchange_id("CN-2026-000002");
+  c.set_handling_code(v1::HANDLING_CODE_H1);
+  c.set_handling_notice(
+      "H1: not for use as evidence in judicial proceedings without the "
+      "originator's permission");
+  const std::string text = FormatCase(c);
+  EXPECT_EQ(text.rfind("*** Handling H1: not for use as evidence", 0), 0u)
+      << text;
+  EXPECT_THAT(FormatCaseTable({c}),
+              HasSubstr("*** CN-2026-000002: H1: not for use as evidence"));
+
+  v1::WatchInboxResponse item;
+  item.mutable_message()->set_exchange_id("CN-2026-000002");
+  item.mutable_message()->set_body("note");
+  item.mutable_message()->set_handling_notice(
+      "H3: restricted by the originator: no contact with the family");
+  EXPECT_THAT(FormatInboxLine(item),
+              HasSubstr("*** H3: restricted by the originator: no contact with "
+                        "the family ***"));
+}
+
 }  // namespace
 }  // namespace casebridge::cli

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/crypto.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "tests/testing/fake_clock.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_pki.h"
 
@@ -165,6 +166,37 @@ TEST(EnvelopeTest, GeneratedKeysRoundTrip) {
   ASSERT_OK_AND_ASSIGN(const v1::Envelope verified,
                        VerifyEnvelope(signed_envelope, ring, kLimit));
   EXPECT_TRUE(Equal(verified, envelope)) << verified.DebugString();
+}
+
+TEST(KeyRingTest, PreviousKeyIsTrustedUntilItsTimeThenRefusedNamingIt) {
+  const auto current = crypto::Ed25519Signer::Generate();
+  const auto previous = crypto::Ed25519Signer::Generate();
+  testing::FakeClock clock;
+  const absl::Time until = clock.Now() + absl::Hours(24);
+  KeyRing ring;
+  ASSERT_OK(ring.Add(VerifierFor(*current)));
+  ASSERT_OK(ring.Add(VerifierFor(*previous), until));
+  ring.set_clock(&clock);
+  const v1::Envelope envelope = SampleEnvelope("queued before the rotation");
+  ASSERT_OK_AND_ASSIGN(const v1::SignedEnvelope old_signed,
+                       SignEnvelope(envelope, *previous));
+  ASSERT_OK_AND_ASSIGN(const v1::SignedEnvelope new_signed,
+                       SignEnvelope(envelope, *current));
+
+  EXPECT_OK(VerifyEnvelope(old_signed, ring, kLimit));  // in the overlap
+  EXPECT_EQ(ring.TrustedUntil(old_signed.key_id()), until);
+  EXPECT_EQ(ring.TrustedUntil(new_signed.key_id()), absl::InfiniteFuture());
+  clock.Advance(absl::Hours(24) + absl::Seconds(1));
+  EXPECT_THAT(
+      VerifyEnvelope(old_signed, ring, kLimit),
+      StatusIs(absl::StatusCode::kUnauthenticated,
+               absl::StrCat("key_id: signing key ", old_signed.key_id(),
+                            " was trusted until 2026-11-30T12:00:00Z")));
+  EXPECT_OK(VerifyEnvelope(new_signed, ring, kLimit));  // the current key
+  // Without a clock (an offline verifier checking old signatures) the
+  // previous key still verifies what it signed.
+  ring.set_clock(nullptr);
+  EXPECT_OK(VerifyEnvelope(old_signed, ring, kLimit));
 }
 
 TEST(EnvelopeTest, SignatureCoversContextThenExactCarriedBytes) {

@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <string>
 
@@ -16,6 +17,7 @@ namespace {
 using ::casebridge::testing::NewTempDir;
 using ::casebridge::testing::StatusIs;
 using ::casebridge::testing::WriteFile;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr absl::string_view kRemark = "age 18-25, speaks Punjabi; 河北省邯郸市";
@@ -141,6 +143,36 @@ TEST(KeyFileTest, RefusesADirectory) {
   EXPECT_THAT(LoadOrCreateKeyFile(path),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        HasSubstr("not a regular file")));
+}
+
+TEST(KeyFileTest, RefusesAKeyFileOwnedByAnotherUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "giving a file away needs root";
+  const std::string path = NewTempDir("data-key-owner") + "/data.key";
+  ASSERT_OK(LoadOrCreateKeyFile(path).status());
+  ASSERT_EQ(::chown(path.c_str(), 65534, 65534), 0);
+  EXPECT_THAT(
+      LoadKeyFile(path),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               AllOf(HasSubstr(path), HasSubstr("owned by uid 65534"))));
+}
+
+TEST(KeyFileTest, LoadsOnlyAnExistingKeyFile) {
+  const std::string path = NewTempDir("data-key-load") + "/data.key";
+  EXPECT_THAT(LoadKeyFile(path), StatusIs(absl::StatusCode::kNotFound,
+                                          HasSubstr(path + " does not exist")));
+  struct stat st;
+  EXPECT_NE(::stat(path.c_str(), &st), 0) << "LoadKeyFile created the file";
+}
+
+TEST(KeyFileTest, CreateNeverOverwritesAKeyFile) {
+  const std::string path = NewTempDir("data-key-exists") + "/data.key";
+  ASSERT_OK_AND_ASSIGN(const FieldKey created, CreateKeyFile(path));
+  EXPECT_EQ(ModeOf(path), 0600);
+  EXPECT_THAT(CreateKeyFile(path),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("cannot create data key")));
+  ASSERT_OK_AND_ASSIGN(const FieldKey loaded, LoadKeyFile(path));
+  EXPECT_EQ(loaded.bytes(), created.bytes());
 }
 
 }  // namespace

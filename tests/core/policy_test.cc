@@ -91,6 +91,31 @@ TEST_F(PolicyConfigTest, PeerOnlyActionsCannotBeGranted) {
   }
 }
 
+TEST_F(PolicyConfigTest, WholeMessagesGoOnlyToRolesThatMayReadPersonalData) {
+  for (const char* action : {"WatchInbox", "GetEvidence"}) {
+    EXPECT_THAT(
+        Parse(absl::StrCat("[policy.roles]\nembassy_officer = [\"WhoAmI\", \"",
+                           action, "\"]\n")),
+        StatusIs(
+            absl::StatusCode::kInvalidArgument,
+            AllOf(HasSubstr(absl::StrCat("policy.roles.embassy_officer: ",
+                                         action, " hands out whole messages")),
+                  HasSubstr("grant ReadPersonalData too"))));
+    EXPECT_OK(Parse(absl::StrCat("[policy.roles]\nembassy_officer = [\"",
+                                 action, "\", \"ReadPersonalData\"]\n")));
+  }
+  // The built-in table keeps the rule too.
+  const RoleTable built_in = RoleTable::BuiltIn();
+  for (v1::Role role : AllRoles()) {
+    for (Action a : ActionsNeedingPersonalData()) {
+      if (built_in.Allows(role, a)) {
+        EXPECT_TRUE(built_in.Allows(role, Action::kReadPersonalData))
+            << config::RoleName(role);
+      }
+    }
+  }
+}
+
 TEST_F(PolicyConfigTest, UnknownRoleIsRefused) {
   EXPECT_THAT(
       Parse("[policy.roles]\nliaison_oficer = [\"WhoAmI\"]\n"),

@@ -20,6 +20,7 @@ namespace {
 using ::casebridge::testing::NewTempDir;
 using ::casebridge::testing::Pki;
 using ::casebridge::testing::StatusIs;
+using ::casebridge::testing::TestPkiDir;
 using ::casebridge::testing::WriteFile;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
@@ -102,6 +103,37 @@ TEST(PublicKeysTest, ResolvesRelativePathsAgainstTheFilesFolder) {
   ASSERT_OK_AND_ASSIGN(PublicKeys keys,
                        LoadPublicKeys(dir + "/conf/public-keys.toml"));
   EXPECT_EQ(keys.cn.witness.public_key, RawKey(Pki("cn/signing/witness.pub")));
+}
+
+TEST(PublicKeysTest, PreviousEnvelopeKeysStayTrustedOffline) {
+  const std::string dir = NewTempDir("previous-keys");
+  // Any other Ed25519 public key stands in for the retired envelope key.
+  ASSERT_OK_AND_ASSIGN(const std::string old_pem,
+                       crypto::ReadFile(Pki("pk/signing/checkpoint.pub")));
+  WriteFile(dir + "/pk-envelope-2026.pub", old_pem);
+  ASSERT_OK_AND_ASSIGN(std::string text,
+                       crypto::ReadFile(Pki("public-keys.toml")));
+  text = absl::StrReplaceAll(text, {{"\"pk/", "\"" + TestPkiDir() + "/pk/"},
+                                    {"\"cn/", "\"" + TestPkiDir() + "/cn/"}});
+  text = absl::StrReplaceAll(
+      text, {{"[cn]",
+              "previous_envelope_public_keys = [\"pk-envelope-2026.pub\"]"
+              "\n[cn]"}});
+  WriteFile(dir + "/public-keys.toml", text);
+  ASSERT_OK_AND_ASSIGN(PublicKeys keys,
+                       LoadPublicKeys(dir + "/public-keys.toml"));
+  EXPECT_EQ(keys.pk.envelope.size(), 2u);
+  EXPECT_NE(keys.pk.envelope.Find(
+                exchange::KeyId(RawKey(Pki("pk/signing/checkpoint.pub")))),
+            nullptr);
+  EXPECT_EQ(keys.cn.envelope.size(), 1u);
+
+  WriteFile(dir + "/bad.toml",
+            absl::StrReplaceAll(text, {{"\"pk-envelope-2026.pub\"", "3"}}));
+  EXPECT_THAT(LoadPublicKeys(dir + "/bad.toml"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("pk.previous_envelope_public_keys[0]: must "
+                                 "be a file name")));
 }
 
 TEST(PublicKeysTest, RefusesAnUnknownKeyByItsDottedName) {

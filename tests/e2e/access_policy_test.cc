@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -237,7 +238,6 @@ const std::vector<Rpc>& AllRpcs() {
              m->set_kind(v1::MESSAGE_KIND_NOTE);
              m->set_priority(v1::PRIORITY_ROUTINE);
              m->set_body("matrix");
-             m->set_handling_code(v1::HANDLING_CODE_H0);
              return r;
            })},
       {"WatchInbox", "inbox.watch",
@@ -266,6 +266,25 @@ const std::vector<Rpc>& AllRpcs() {
            [](const std::string&) {
              v1::GetDeliveryStatusRequest r;
              r.set_message_id("PK-M-20260101-000000000000000000000000");
+             return r;
+           })},
+      {"GrantDissemination", "case.grant",
+       OfficeUnary<v1::GrantDisseminationRequest,
+                   v1::GrantDisseminationResponse>(
+           &S::GrantDissemination,
+           [](const std::string& seed) {
+             v1::GrantDisseminationRequest r;
+             r.set_exchange_id(seed);
+             r.set_any_office(true);
+             return r;
+           })},
+      {"ForwardCase", "case.forward",
+       OfficeUnary<v1::ForwardCaseRequest, v1::ForwardCaseResponse>(
+           &S::ForwardCase,
+           [](const std::string& seed) {
+             v1::ForwardCaseRequest r;
+             r.set_exchange_id(seed);
+             r.set_office("spiffe://pk.casebridge/office/embassy-beijing");
              return r;
            })},
       {"GetCheckpoint", "audit.get_checkpoint",
@@ -324,6 +343,8 @@ const std::map<std::string, std::set<std::string>>& AllowedRpcs() {
                                            "WatchInbox",
                                            "Acknowledge",
                                            "GetDeliveryStatus",
+                                           "GrantDissemination",
+                                           "ForwardCase",
                                            "GetCheckpoint",
                                            "GetEntries",
                                            "GetInclusionProof",
@@ -335,7 +356,7 @@ const std::map<std::string, std::set<std::string>>& AllowedRpcs() {
         {"supervisor", officer},
         {"auditor",
          {"WhoAmI", "GetCase", "ListCases", "GetCheckpoint", "GetEntries",
-          "GetInclusionProof", "GetConsistencyProof", "GetEvidence"}},
+          "GetInclusionProof", "GetConsistencyProof"}},
         {"read_only", {"WhoAmI", "GetCase", "ListCases"}}};
   }();
   return *allowed;
@@ -560,6 +581,52 @@ TEST_F(PolicyReloadTest, AChangedFileIsPickedUpWithoutASignal) {
   EXPECT_THAT(Office(kFia)->ListCases(v1::ListCasesRequest()),
               StatusIs(absl::StatusCode::kPermissionDenied, ::testing::_));
   EXPECT_THAT(gateway_->Log(), HasSubstr("\"trigger\":\"file change\""));
+}
+
+TEST_F(PolicyReloadTest, WithoutReadPersonalDataAnUpdateNeitherSeesNorWipesIt) {
+  StartGateway(/*reload_check_seconds=*/0);
+  // The embassy (read_only) may update cases, not read personal data.
+  WriteConfig(PkOffices("liaison_officer", "read_only"),
+              "[policy.roles]\n"
+              "liaison_officer = [\"WhoAmI\", \"OpenCase\", \"GetCase\", "
+              "\"ReadPersonalData\"]\n"
+              "read_only = [\"WhoAmI\", \"GetCase\", \"UpdateCase\", "
+              "\"UpdateAnyCase\"]\n");
+  Hangup();
+  auto embassy = Office(kEmbassy);
+  ASSERT_TRUE(WaitUntil([&] {
+    auto who = embassy->WhoAmI();
+    return who.ok() &&
+           std::count(who->allowed_actions().begin(),
+                      who->allowed_actions().end(), "UpdateCase") == 1;
+  })) << gateway_->Log();
+  auto fia = Office(kFia);
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference opened,
+                       fia->OpenCase(ValidDraft()));
+  ASSERT_FALSE(opened.victims(0).remarks().empty());
+
+  v1::UpdateCaseRequest update;
+  update.mutable_case_reference()->set_exchange_id(opened.exchange_id());
+  update.mutable_case_reference()->set_summary("seen at the bus station");
+  update.mutable_update_mask()->add_paths("summary");
+  update.set_expected_version(1);
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference updated,
+                       embassy->UpdateCase(update));
+  EXPECT_EQ(updated.summary(), "seen at the bus station");
+  EXPECT_EQ(updated.victims(0).remarks(), "");  // withheld in the answer
+  EXPECT_EQ(updated.last_known_locations_size(), 0);
+
+  update.mutable_case_reference()->add_victims()->set_pseudonym("V1");
+  update.mutable_update_mask()->clear_paths();
+  update.mutable_update_mask()->add_paths("victims");
+  update.set_expected_version(2);
+  EXPECT_THAT(embassy->UpdateCase(update),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("update_mask: victims is personal data")));
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference now,
+                       fia->GetCase(opened.exchange_id()));
+  EXPECT_EQ(now.version(), 2);
+  EXPECT_EQ(now.victims(0).remarks(), opened.victims(0).remarks());
 }
 
 TEST(PolicyCheckCliTest, PrintsWhatEachIdentityMayDoAndRefusesAnInvalidPolicy) {

@@ -31,6 +31,7 @@ using ::casebridge::testing::NewTempDir;
 using ::casebridge::testing::StatusIs;
 using ::casebridge::testing::WriteFile;
 using ::google::protobuf::util::TimeUtil;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::MatchesRegex;
@@ -143,6 +144,10 @@ class DataProtectionTest : public ::testing::Test {
   // Stores an envelope from the Chinese gateway the way the receiver does:
   // its envelope.received entry commits to the sender's signature.
   void Receive(const v1::CaseMessage& message) {
+    ASSERT_OK(Accept(message).status());
+  }
+
+  absl::StatusOr<InboundResult> Accept(const v1::CaseMessage& message) {
     v1::Envelope envelope;
     envelope.set_envelope_id("E-" + message.message_id());
     envelope.set_origin_gateway(kCnGateway);
@@ -152,8 +157,8 @@ class DataProtectionTest : public ::testing::Test {
     *envelope.mutable_message() = message;
     envelope.set_origin_audit_index(41);
     auto signed_envelope = exchange::SignEnvelope(envelope, *cn_envelope_);
-    ASSERT_OK(signed_envelope.status());
-    auto result = store_->exchange().AcceptInbound(
+    CB_RETURN_IF_ERROR(signed_envelope.status());
+    return store_->exchange().AcceptInbound(
         *signed_envelope, envelope, {kFia},
         [&](uint64_t index,
             absl::Time at) -> absl::StatusOr<v1::SignedReceipt> {
@@ -168,7 +173,6 @@ class DataProtectionTest : public ::testing::Test {
           return exchange::SignReceipt(receipt, *pk_envelope_);
         },
         Event("envelope.received", kCnGateway, signed_envelope->signature()));
-    ASSERT_OK(result.status());
   }
 
   // Queues `message` to the peer in envelope "E-<message id>".
@@ -345,14 +349,106 @@ TEST_F(DataProtectionTest, SealsRowsWrittenBeforeTheKeyWhenOpenedWithIt) {
   EXPECT_EQ(raw.find(kBody), std::string::npos);
 }
 
-TEST_F(DataProtectionTest, AnotherDataKeyReadsNothing) {
+TEST_F(DataProtectionTest, AChangedWrappedKeyReadsAsDataLoss) {
   const v1::CaseReference opened = Open();
-  store_.reset();
-  key_file_ = NewTempDir("data-protection-other-key") + "/data.key";
-  Reopen();
+  const std::string record = CaseRecord(opened.exchange_id());
+  std::string wrapped = WrappedKey(record);
+  wrapped.back() = static_cast<char>(wrapped.back() ^ 1);
+  ASSERT_OK(store_->database().Write([&](sqlite::Connection& c) {
+    CB_ASSIGN_OR_RETURN(
+        auto stmt,
+        c.Prepare("UPDATE record_keys SET wrapped = ? WHERE record = ?"));
+    stmt.BindBlob(1, wrapped).Bind(2, record);
+    return stmt.Run();
+  }));
   EXPECT_THAT(store_->cases().GetCase(opened.exchange_id()),
               StatusIs(absl::StatusCode::kDataLoss,
                        HasSubstr("does not open under the data key")));
+}
+
+// The data key and the database.
+
+StoreOptions WithKey(const std::string& data_dir, const std::string& key) {
+  StoreOptions options;
+  options.data_dir = data_dir;
+  options.country = v1::COUNTRY_PK;
+  options.data_key_file = key;
+  return options;
+}
+
+TEST_F(DataProtectionTest, WritesTheDataKeyCheckValueOnFirstUse) {
+  EXPECT_THAT(WrappedKey(kDataKeyCheckRecord), ::testing::Not(IsEmpty()));
+}
+
+TEST_F(DataProtectionTest, AMissingKeyIsNotReplacedWhileSealedDataExists) {
+  Open();
+  store_.reset();
+  ASSERT_EQ(::unlink(key_file_.c_str()), 0);
+  EXPECT_THAT(
+      GatewayStore::Open(WithKey(dir_, key_file_), &clock_),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               AllOf(HasSubstr("data_protection.key_file: data key " +
+                               key_file_ + " does not exist"),
+                     HasSubstr("sealed under another key; restore the data "
+                               "key file"))));
+  struct stat st;
+  EXPECT_NE(::stat(key_file_.c_str(), &st), 0) << "a new key was created";
+}
+
+TEST_F(DataProtectionTest, AMissingKeyIsNotReplacedEvenBeforeAnyCase) {
+  // The check value alone is sealed data: the key is in use.
+  store_.reset();
+  ASSERT_EQ(::unlink(key_file_.c_str()), 0);
+  EXPECT_THAT(GatewayStore::Open(WithKey(dir_, key_file_), &clock_),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("restore the data key file")));
+}
+
+TEST_F(DataProtectionTest, AnotherDataKeyIsRefusedAtOpen) {
+  Open();
+  store_.reset();
+  const std::string other =
+      NewTempDir("data-protection-other-key") + "/data.key";
+  ASSERT_OK(crypto::CreateKeyFile(other).status());
+  EXPECT_THAT(
+      GatewayStore::Open(WithKey(dir_, other), &clock_),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               AllOf(HasSubstr("data_protection.key_file: data key " + other +
+                               " is not the key of the database"),
+                     HasSubstr("sealed under another key; restore the data "
+                               "key file"))));
+  Reopen();  // the right key still opens it
+}
+
+TEST_F(DataProtectionTest, AnotherDataKeyIsRefusedWithoutACheckValue) {
+  // A database sealed before the check value existed: a record's key tells.
+  const v1::CaseReference opened = Open();
+  ASSERT_OK(store_->database().Write([](sqlite::Connection& c) {
+    return c.Exec("DELETE FROM record_keys WHERE record = 'check/data-key'");
+  }));
+  store_.reset();
+  const std::string other =
+      NewTempDir("data-protection-other-key") + "/data.key";
+  ASSERT_OK(crypto::CreateKeyFile(other).status());
+  EXPECT_THAT(GatewayStore::Open(WithKey(dir_, other), &clock_),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr(other), HasSubstr("does not open the "
+                                                         "key of case/"))));
+  // The right key opens it, and the check value is written.
+  Reopen();
+  EXPECT_THAT(WrappedKey(kDataKeyCheckRecord), ::testing::Not(IsEmpty()));
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference got,
+                       store_->cases().GetCase(opened.exchange_id()));
+  EXPECT_EQ(got.victims(0).remarks(), kRemark);
+}
+
+TEST_F(DataProtectionTest, SaysWhetherTheKeyIsInsideTheDataDirectory) {
+  EXPECT_FALSE(store_->key_inside_data_dir());
+  const std::string other_dir = NewTempDir("data-protection-default");
+  ASSERT_OK_AND_ASSIGN(
+      const auto inside,
+      GatewayStore::Open(WithKey(other_dir, other_dir + "/data.key"), &clock_));
+  EXPECT_TRUE(inside->key_inside_data_dir());
 }
 
 TEST_F(DataProtectionTest, OpenCreatesAMissingKeyFileWithMode0600) {
@@ -373,6 +469,22 @@ TEST_F(DataProtectionTest, OpenRefusesAKeyFileOthersCanRead) {
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        HasSubstr("data_protection.key_file: data key " +
                                  key_file_ + " has mode 0644")));
+}
+
+TEST_F(DataProtectionTest, SealingAtOpenLeavesNoPlaintextInTheFiles) {
+  store_.reset();
+  dir_ = NewTempDir("data-protection-old");
+  Reopen(/*with_key=*/false);
+  Open();
+  Receive(PeerMessage("CN-M-OLD", v1::MESSAGE_KIND_NOTE));
+  store_.reset();  // the plaintext is now in the database file itself
+  ASSERT_NE(RawFiles().find(kRemark), std::string::npos);
+
+  Reopen(/*with_key=*/true);
+  const std::string raw = RawFiles();  // while the gateway runs
+  EXPECT_EQ(raw.find(kRemark), std::string::npos);
+  EXPECT_EQ(raw.find(kLocation), std::string::npos);
+  EXPECT_EQ(raw.find(kBody), std::string::npos);
 }
 
 TEST_F(DataProtectionTest, EvidenceOpensTheSealedEnvelopeOnlyWithTheKey) {
@@ -502,6 +614,138 @@ TEST_F(DataProtectionTest, PurgesClosedCasesAndShredsTheirKey) {
   const AuditVerifyReport verified = VerifyOffline();
   EXPECT_TRUE(verified.ok) << verified.problem;
   EXPECT_EQ(verified.purged_payloads, 2u);  // its case.open and case.update
+}
+
+TEST_F(DataProtectionTest, PurgeLeavesNoWrappedKeyInTheFilesWhileRunning) {
+  Receive(PeerMessage("CN-M-NOTE", v1::MESSAGE_KIND_NOTE));
+  const std::string note_key = WrappedKey(MessageRecord("CN-M-NOTE"));
+  ASSERT_NE(RawFiles().find(note_key), std::string::npos);
+  clock_.Advance(absl::Hours(24) * 10);
+  config::RetentionSettings policy;
+  policy.message_kind_days[v1::MESSAGE_KIND_NOTE] = 7;
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_EQ(report.messages, 1);
+  // Neither the database file nor its WAL, the gateway still running.
+  EXPECT_EQ(RawFiles().find(note_key), std::string::npos);
+}
+
+TEST_F(DataProtectionTest, PurgeLeavesNoPlaintextInTheFilesWhileRunning) {
+  // A store without the data key keeps payloads in the clear until purged.
+  store_.reset();
+  dir_ = NewTempDir("data-protection-clear");
+  Reopen(/*with_key=*/false);
+  Receive(PeerMessage("CN-M-NOTE", v1::MESSAGE_KIND_NOTE));
+  ASSERT_NE(RawFiles().find(kBody), std::string::npos);
+  clock_.Advance(absl::Hours(24) * 10);
+  config::RetentionSettings policy;
+  policy.message_days = 7;
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_EQ(report.messages, 1);
+  EXPECT_EQ(RawFiles().find(kBody), std::string::npos);
+}
+
+TEST_F(DataProtectionTest, ConflictingEnvelopesFollowTheShortestRetention) {
+  Receive(PeerMessage("CN-M-1", v1::MESSAGE_KIND_NOTE));
+  constexpr char kOther[] = "conflict: another victim near Multan";
+  EXPECT_THAT(Accept(PeerMessage("CN-M-1", v1::MESSAGE_KIND_NOTE, kOther)),
+              StatusIs(absl::StatusCode::kAlreadyExists, ::testing::_));
+  ASSERT_NE(RawFiles().find(kOther), std::string::npos)
+      << "the conflicting envelope was not kept";
+  // No default retention: only one kind has one.
+  config::RetentionSettings policy;
+  policy.message_kind_days[v1::MESSAGE_KIND_RESCUE_UPDATE] = 7;
+  clock_.Advance(absl::Hours(24) * 6);
+  ASSERT_OK(store_->PurgeExpired(policy, clock_.Now(), kPkGateway).status());
+  ASSERT_NE(RawFiles().find(kOther), std::string::npos) << "purged too early";
+  clock_.Advance(absl::Hours(24) * 2);
+  ASSERT_OK(store_->PurgeExpired(policy, clock_.Now(), kPkGateway).status());
+  EXPECT_EQ(RawFiles().find(kOther), std::string::npos);
+}
+
+TEST_F(DataProtectionTest, PurgingACasePurgesTheSharesThatCarryIt) {
+  // Our case, shared twice: one share failed, one still queued.
+  const v1::CaseReference ours = Close(Open().exchange_id());
+  const auto share = [&](const std::string& message_id) {
+    v1::CaseMessage m = PeerMessage(message_id, v1::MESSAGE_KIND_CASE_SHARE);
+    m.set_exchange_id(ours.exchange_id());
+    m.set_sender_office(kFia);
+    m.set_recipient_office(kMps);
+    m.set_sender_country(v1::COUNTRY_PK);
+    *m.mutable_case_reference() = ours;
+    return m;
+  };
+  Send(share("PK-M-SHARE-1"));
+  Send(share("PK-M-SHARE-2"));
+  ASSERT_OK(store_->exchange().RecordRefused(
+      "E-PK-M-SHARE-1", absl::PermissionDeniedError("refused"),
+      Event("envelope.refused", kPkGateway)));
+  // A peer case, received in a share and closed.
+  v1::CaseMessage received =
+      PeerMessage("CN-M-SHARE", v1::MESSAGE_KIND_CASE_SHARE);
+  v1::CaseReference theirs = Draft();
+  theirs.set_exchange_id("CN-2026-000001");
+  theirs.set_origin_country(v1::COUNTRY_CN);
+  theirs.set_owner_office(kMps);
+  theirs.set_status(v1::CASE_STATUS_CLOSED);
+  theirs.set_version(3);
+  *theirs.mutable_updated_at() =
+      TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_.Now()));
+  *received.mutable_case_reference() = theirs;
+  Receive(received);
+  // Another kind of message about the case is not a copy of it.
+  Receive(PeerMessage("CN-M-NOTE", v1::MESSAGE_KIND_NOTE));
+
+  config::RetentionSettings policy;
+  policy.case_status_days[v1::CASE_STATUS_CLOSED] = 30;
+  clock_.Advance(absl::Hours(24) * 31);
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  EXPECT_EQ(report.cases, 2);
+  EXPECT_EQ(report.messages, 2);
+  EXPECT_EQ(WrappedKey(MessageRecord("PK-M-SHARE-1")), "");
+  EXPECT_EQ(WrappedKey(MessageRecord("CN-M-SHARE")), "");
+  EXPECT_NE(WrappedKey(MessageRecord("PK-M-SHARE-2")), "") << "in flight";
+  EXPECT_NE(WrappedKey(MessageRecord("CN-M-NOTE")), "");
+  ASSERT_OK_AND_ASSIGN(const v1::CaseMessage failed,
+                       store_->exchange().GetOutgoingMessage("PK-M-SHARE-1"));
+  EXPECT_FALSE(failed.has_case_reference());
+  ASSERT_OK_AND_ASSIGN(const v1::CaseMessage queued,
+                       store_->exchange().GetOutgoingMessage("PK-M-SHARE-2"));
+  EXPECT_EQ(queued.case_reference().victims(0).remarks(), kRemark);
+  const std::vector<InboxItem> inbox = Inbox();
+  ASSERT_EQ(inbox.size(), 2u);
+  EXPECT_EQ(inbox[0].message.ByteSizeLong(), 0u);
+  EXPECT_EQ(inbox[1].message.body(), kBody);
+
+  // Each purged share is audited as message retention audits it.
+  ASSERT_OK_AND_ASSIGN(const uint64_t size, store_->audit_log().Size());
+  ASSERT_OK_AND_ASSIGN(const auto entries, store_->audit_log().Read(0, size));
+  std::vector<std::string> purged;
+  for (const auto& stored : entries) {
+    if (stored.entry.action == "retention.purge") {
+      purged.insert(purged.end(), stored.entry.subjects.begin(),
+                    stored.entry.subjects.end());
+    }
+  }
+  EXPECT_THAT(purged, ::testing::UnorderedElementsAre(
+                          ours.exchange_id(), "CN-2026-000001", "PK-M-SHARE-1",
+                          "CN-M-SHARE"));
+
+  // The queued share goes once it is no longer in flight.
+  ASSERT_OK(store_->exchange().RecordRefused(
+      "E-PK-M-SHARE-2", absl::PermissionDeniedError("refused"),
+      Event("envelope.refused", kPkGateway)));
+  ASSERT_OK_AND_ASSIGN(const RetentionReport later,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  EXPECT_EQ(later.cases, 0);
+  EXPECT_EQ(later.messages, 1);
+  EXPECT_EQ(WrappedKey(MessageRecord("PK-M-SHARE-2")), "");
+
+  store_.reset();
+  const AuditVerifyReport verified = VerifyOffline();
+  EXPECT_TRUE(verified.ok) << verified.problem;
 }
 
 }  // namespace

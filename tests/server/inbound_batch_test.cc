@@ -85,6 +85,10 @@ class InboundBatchTest : public ::testing::Test {
     m->set_sender_office(kMps);
     m->set_recipient_office(kFia);
     m->set_sender_country(v1::COUNTRY_CN);
+    m->set_handling_code(v1::HANDLING_CODE_H0);
+    m->mutable_evaluation()->set_source_reliability(v1::SOURCE_RELIABILITY_B);
+    m->mutable_evaluation()->set_information_accuracy(
+        v1::INFORMATION_ACCURACY_2);
     envelope.set_origin_audit_index(41);
     auto sealed = exchange::SignEnvelope(envelope, *cn_key_);
     EXPECT_TRUE(sealed.ok()) << sealed.status();

@@ -212,9 +212,10 @@ $EXTRA_LIMITS
        {"$PKI", TestPkiDir()},
        {"$DRAIN", absl::StrCat(o.drain_seconds)},
        {"$PEER_OFFICES",
-        pk ? "[\"spiffe://cn.casebridge/office/mps-liaison\"]"
-           : "[\"spiffe://pk.casebridge/office/fia-liaison-desk\", "
-             "\"spiffe://pk.casebridge/office/embassy-beijing\"]"},
+        !o.peer_offices.empty() ? o.peer_offices
+        : pk ? "[\"spiffe://cn.casebridge/office/mps-liaison\"]"
+             : "[\"spiffe://pk.casebridge/office/fia-liaison-desk\", "
+               "\"spiffe://pk.casebridge/office/embassy-beijing\"]"},
        {"$MAXMSG", absl::StrCat(o.max_message_bytes)},
        {"$RETRYMAX", absl::StrCat(o.retry_max_seconds)}});
 }

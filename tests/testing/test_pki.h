@@ -30,6 +30,9 @@ struct GatewayConfigOptions {
   std::string extra_offices;  // appended TOML, e.g. more [[offices]]
   // TOML replacing the default office table (then `extra_offices`).
   std::string offices;
+  // TOML array replacing peer.offices, e.g. R"(["spiffe://..."])"; empty:
+  // the peer's liaison offices of the test PKI.
+  std::string peer_offices;
   std::string crl_dir;       // tls.crl_dir; empty: the test PKI's crl/
   std::string extra_tls;     // TOML lines added to [tls]
   std::string extra_limits;  // TOML lines added to [limits]

@@ -1,0 +1,357 @@
+// Handling codes enforced end to end across two gateways
+// (docs/api.md#handling-codes): H2 forwarding only with the originator's
+// grant, H1 and H3 notices delivered to every reader, and no message weaker
+// than its case.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "casebridge/v1/audit.pb.h"
+#include "client/office_client.h"
+#include "tests/e2e/e2e_util.h"
+#include "tests/testing/process.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
+
+namespace casebridge::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kFia[] = "pk/offices/fia-liaison-desk";
+constexpr char kFiaId[] = "spiffe://pk.casebridge/office/fia-liaison-desk";
+constexpr char kPkAuditor[] = "pk/auditors/pk-auditor";
+constexpr char kMps[] = "cn/offices/mps-liaison";
+constexpr char kMpsId[] = "spiffe://cn.casebridge/office/mps-liaison";
+constexpr char kGuangzhou[] = "cn/offices/mps-guangzhou";
+constexpr char kGuangzhouId[] = "spiffe://cn.casebridge/office/mps-guangzhou";
+constexpr char kCnAuditor[] = "cn/auditors/cn-auditor";
+
+class HandlingCodesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = NewTempDir("handling-codes");
+    const int pk_peer = ReserveFreePort();
+    const int cn_peer = ReserveFreePort();
+    auto write = [&](const std::string& country, int own, int theirs,
+                     const std::string& offices,
+                     const std::string& peer_offices) {
+      GatewayConfigOptions o;
+      o.country = country;
+      o.data_dir = dir_ + "/" + country + "-data";
+      o.peer_address = absl::StrCat("127.0.0.1:", own);
+      o.peer_endpoint = absl::StrCat("127.0.0.1:", theirs);
+      o.retry_max_seconds = 1;
+      o.offices = offices;
+      o.peer_offices = peer_offices;
+      return WriteFile(dir_ + "/" + country + ".toml", GatewayConfigToml(o));
+    };
+    const std::string cn_offices = R"([[offices]]
+identity = "spiffe://cn.casebridge/office/mps-liaison"
+name = "MPS liaison"
+role = "liaison_officer"
+
+[[offices]]
+identity = "spiffe://cn.casebridge/office/mps-guangzhou"
+name = "MPS Guangzhou"
+role = "liaison_officer"
+
+[[offices]]
+identity = "spiffe://cn.casebridge/auditor/cn-auditor"
+name = "CN auditor"
+role = "auditor"
+)";
+    const std::string pk_offices = R"([[offices]]
+identity = "spiffe://pk.casebridge/office/fia-liaison-desk"
+name = "FIA liaison desk"
+role = "liaison_officer"
+
+[[offices]]
+identity = "spiffe://pk.casebridge/auditor/pk-auditor"
+name = "PK auditor"
+role = "auditor"
+)";
+    ASSERT_OK_AND_ASSIGN(
+        pk_,
+        GatewayProcess::Start(write(
+            "PK", pk_peer, cn_peer, pk_offices,
+            absl::StrCat(R"([")", kMpsId, R"(", ")", kGuangzhouId, R"("])"))));
+    ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(write(
+                                  "CN", cn_peer, pk_peer, cn_offices,
+                                  absl::StrCat(R"([")", kFiaId, R"("])"))));
+  }
+
+  std::unique_ptr<client::OfficeClient> Pk(const std::string& stem) {
+    return OfficeClientFor(stem, pk_->office_endpoint(), "PK");
+  }
+  std::unique_ptr<client::OfficeClient> Cn(const std::string& stem) {
+    return OfficeClientFor(stem, cn_->office_endpoint(), "CN");
+  }
+
+  // Opens a case at PK under `code` and shares it with MPS liaison; returns
+  // its exchange id once MPS sees it.
+  std::string OpenAndShare(v1::HandlingCode code,
+                           const std::string& restriction = "") {
+    v1::CaseReference draft = ValidDraft();
+    draft.set_handling_code(code);
+    draft.set_handling_restriction(restriction);
+    auto opened = Pk(kFia)->OpenCase(draft);
+    EXPECT_OK(opened);
+    if (!opened.ok()) return "";
+    v1::ShareCaseRequest share;
+    share.set_exchange_id(opened->exchange_id());
+    share.add_recipient_offices(kMpsId);
+    EXPECT_OK(Pk(kFia)->ShareCase(share));
+    auto mps = Cn(kMps);
+    EXPECT_TRUE(WaitUntil([&] {
+      return mps->GetCase(opened->exchange_id()).ok();
+    })) << pk_->Log()
+        << cn_->Log();
+    return opened->exchange_id();
+  }
+
+  // Waits until PK holds CN's receipt for `message_id`.
+  bool Delivered(const std::string& message_id) {
+    auto fia = Pk(kFia);
+    return WaitUntil([&] {
+      auto status = fia->GetDeliveryStatus(message_id);
+      return status.ok() && status->state() == v1::DELIVERY_STATE_DELIVERED;
+    });
+  }
+
+  absl::StatusOr<v1::ForwardCaseResponse> Forward(const std::string& id,
+                                                  const std::string& to) {
+    v1::ForwardCaseRequest request;
+    request.set_exchange_id(id);
+    request.set_office(to);
+    return Cn(kMps)->ForwardCase(request);
+  }
+
+  std::vector<v1::AuditEntry> Entries(const std::string& auditor,
+                                      const GatewayProcess& gateway,
+                                      const std::string& country) {
+    auto client = OfficeClientFor(auditor, gateway.office_endpoint(), country);
+    std::vector<v1::AuditEntry> all;
+    uint64_t start = 0;
+    while (true) {
+      auto page = client->GetAuditEntries(start, 1000);
+      EXPECT_OK(page);
+      if (!page.ok() || page->entries().empty()) break;
+      for (const v1::AuditEntry& e : page->entries()) all.push_back(e);
+      start = page->next_start();
+    }
+    return all;
+  }
+
+  static bool HasEntry(const std::vector<v1::AuditEntry>& entries,
+                       const std::string& actor, const std::string& action,
+                       int status_code, const std::string& subject) {
+    for (const v1::AuditEntry& e : entries) {
+      if ((!actor.empty() && e.actor() != actor) || e.action() != action ||
+          e.status_code() != status_code) {
+        continue;
+      }
+      for (const std::string& s : e.subjects()) {
+        if (s == subject) return true;
+      }
+    }
+    return false;
+  }
+
+  std::string dir_;
+  std::unique_ptr<GatewayProcess> pk_;
+  std::unique_ptr<GatewayProcess> cn_;
+};
+
+TEST_F(HandlingCodesTest, H2CaseIsForwardedOnlyAfterTheOriginatorGrants) {
+  const std::string id = OpenAndShare(v1::HANDLING_CODE_H2);
+  ASSERT_FALSE(id.empty());
+
+  // Not addressed by the originator, no grant: refused naming H2, nothing
+  // stored, Guangzhou still does not know the case.
+  EXPECT_THAT(Forward(id, kGuangzhouId),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("handling code H2")));
+  auto guangzhou = Cn(kGuangzhou);
+  EXPECT_THAT(guangzhou->GetCase(id),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(id)));
+  EXPECT_TRUE(HasEntry(Entries(kCnAuditor, *cn_, "CN"), kMpsId, "case.forward",
+                       grpc::StatusCode::PERMISSION_DENIED, id));
+
+  // Only the originator's side may grant: MPS cannot grant on a PK case.
+  v1::GrantDisseminationRequest self_grant;
+  self_grant.set_exchange_id(id);
+  self_grant.set_any_office(true);
+  EXPECT_THAT(Cn(kMps)->GrantDissemination(self_grant),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("only its originator can permit")));
+
+  // The owner grants Guangzhou; the grant crosses and is audited both sides.
+  v1::GrantDisseminationRequest grant;
+  grant.set_exchange_id(id);
+  grant.add_offices(kGuangzhouId);
+  ASSERT_OK_AND_ASSIGN(const v1::GrantDisseminationResponse granted,
+                       Pk(kFia)->GrantDissemination(grant));
+  ASSERT_TRUE(Delivered(granted.message_id())) << pk_->Log() << cn_->Log();
+  EXPECT_TRUE(HasEntry(Entries(kPkAuditor, *pk_, "PK"), kFiaId, "case.grant", 0,
+                       granted.message_id()));
+  EXPECT_TRUE(HasEntry(Entries(kCnAuditor, *cn_, "CN"), "", "envelope.received",
+                       0, granted.message_id()));
+
+  // Now MPS may pass it on, and Guangzhou reads it with the H2 notice.
+  ASSERT_OK_AND_ASSIGN(const v1::ForwardCaseResponse forwarded,
+                       Forward(id, kGuangzhouId));
+  EXPECT_EQ(forwarded.forwarded_messages(), 1);
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference at_guangzhou,
+                       guangzhou->GetCase(id));
+  EXPECT_THAT(at_guangzhou.handling_notice(), HasSubstr("H2: no onward"));
+  EXPECT_TRUE(HasEntry(Entries(kCnAuditor, *cn_, "CN"), kMpsId, "case.forward",
+                       0, kGuangzhouId));
+  // Forwarding again adds nothing.
+  ASSERT_OK_AND_ASSIGN(const v1::ForwardCaseResponse again,
+                       Forward(id, kGuangzhouId));
+  EXPECT_EQ(again.forwarded_messages(), 0);
+}
+
+TEST_F(HandlingCodesTest, CliGrantsOnwardDisseminationToAnyOffice) {
+  const std::string id = OpenAndShare(v1::HANDLING_CODE_H2);
+  ASSERT_FALSE(id.empty());
+  const std::string fia = WriteFile(
+      dir_ + "/fia.toml", ClientConfigToml(pk_->office_endpoint(), kFia));
+  CommandResult usage =
+      RunCommand({CliBinary(), "--config", fia, "case", "grant", id});
+  EXPECT_EQ(usage.exit_code, 2) << usage.out << usage.err;
+  CommandResult r = RunCommand(
+      {CliBinary(), "--config", fia, "case", "grant", id, "--any-office"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(
+      r.out, HasSubstr(absl::StrCat("Granted onward dissemination of case ", id,
+                                    " to any office as message PK-M-")));
+  const std::string message_id =
+      r.out.substr(r.out.find("PK-M-"),
+                   r.out.find(' ', r.out.find("PK-M-")) - r.out.find("PK-M-"));
+  ASSERT_TRUE(Delivered(message_id)) << pk_->Log() << cn_->Log();
+  ASSERT_OK(Forward(id, kGuangzhouId));
+  EXPECT_OK(Cn(kGuangzhou)->GetCase(id));
+}
+
+TEST_F(HandlingCodesTest, H0CaseIsForwardedWithoutGrant) {
+  const std::string id = OpenAndShare(v1::HANDLING_CODE_H0);
+  ASSERT_FALSE(id.empty());
+  auto guangzhou = Cn(kGuangzhou);
+  EXPECT_THAT(guangzhou->GetCase(id),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(id)));
+  ASSERT_OK_AND_ASSIGN(const v1::ForwardCaseResponse forwarded,
+                       Forward(id, kGuangzhouId));
+  EXPECT_EQ(forwarded.forwarded_messages(), 1);
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference c, guangzhou->GetCase(id));
+  EXPECT_THAT(c.handling_notice(), HasSubstr("H0"));
+  // The forwarded case reference is in Guangzhou's inbox.
+  std::vector<v1::WatchInboxResponse> items;
+  EXPECT_OK(guangzhou->WatchInbox("", absl::Seconds(10),
+                                  [&](const v1::WatchInboxResponse& item) {
+                                    items.push_back(item);
+                                    return false;
+                                  }));
+  ASSERT_EQ(items.size(), 1u);
+  EXPECT_EQ(items[0].message().kind(), v1::MESSAGE_KIND_CASE_SHARE);
+  EXPECT_EQ(items[0].message().exchange_id(), id);
+}
+
+TEST_F(HandlingCodesTest, H1MarkingReachesTheReaderAndTheCli) {
+  const std::string id = OpenAndShare(v1::HANDLING_CODE_H1);
+  ASSERT_FALSE(id.empty());
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference c, Cn(kMps)->GetCase(id));
+  EXPECT_THAT(c.handling_notice(),
+              HasSubstr("H1: not for use as evidence in judicial proceedings"));
+  ASSERT_OK_AND_ASSIGN(const v1::ListCasesResponse listed,
+                       Cn(kMps)->ListCases(v1::ListCasesRequest()));
+  ASSERT_EQ(listed.cases_size(), 1);
+  EXPECT_EQ(listed.cases(0).handling_notice(), c.handling_notice());
+
+  const std::string mps = WriteFile(
+      dir_ + "/mps.toml", ClientConfigToml(cn_->office_endpoint(), kMps, "CN"));
+  CommandResult get =
+      RunCommand({CliBinary(), "--config", mps, "case", "get", id});
+  ASSERT_EQ(get.exit_code, 0) << get.out << get.err;
+  EXPECT_EQ(get.out.rfind("*** Handling H1: not for use as evidence", 0), 0u)
+      << get.out;
+  CommandResult list =
+      RunCommand({CliBinary(), "--config", mps, "case", "list"});
+  ASSERT_EQ(list.exit_code, 0) << list.out << list.err;
+  EXPECT_THAT(list.out,
+              HasSubstr(absl::StrCat("*** ", id, ": H1: not for use")));
+  CommandResult json =
+      RunCommand({CliBinary(), "--config", mps, "--json", "case", "get", id});
+  ASSERT_EQ(json.exit_code, 0) << json.out << json.err;
+  EXPECT_THAT(json.out, HasSubstr("\"handling_notice\":\"H1: not for use"));
+}
+
+TEST_F(HandlingCodesTest, H3RestrictionTravelsWithTheCaseAndEveryMessage) {
+  const std::string restriction = "Do not contact the family in Gujranwala";
+  const std::string id = OpenAndShare(v1::HANDLING_CODE_H3, restriction);
+  ASSERT_FALSE(id.empty());
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference c, Cn(kMps)->GetCase(id));
+  EXPECT_EQ(c.handling_notice(),
+            absl::StrCat("H3: restricted by the originator: ", restriction));
+
+  // A message with no code of its own inherits the case's, text included.
+  v1::SendMessageRequest send;
+  v1::CaseMessage* m = send.mutable_message();
+  m->set_exchange_id(id);
+  m->set_kind(v1::MESSAGE_KIND_NOTE);
+  m->set_priority(v1::PRIORITY_ROUTINE);
+  m->set_recipient_office(kMpsId);
+  m->set_body("Victim V1 moved to a shelter.");
+  ASSERT_OK_AND_ASSIGN(const v1::SendMessageResponse sent,
+                       Pk(kFia)->SendMessage(send));
+  std::vector<v1::WatchInboxResponse> items;
+  ASSERT_OK(Cn(kMps)->WatchInbox(
+      "", absl::Seconds(20), [&](const v1::WatchInboxResponse& item) {
+        items.push_back(item);
+        return item.message().message_id() != sent.message_id();
+      }));
+  ASSERT_EQ(items.size(), 2u);  // the case share, then the note
+  for (const v1::WatchInboxResponse& item : items) {
+    EXPECT_EQ(item.message().handling_code(), v1::HANDLING_CODE_H3);
+    EXPECT_EQ(item.message().handling_restriction(), restriction);
+    EXPECT_THAT(item.message().handling_notice(), HasSubstr(restriction));
+  }
+  EXPECT_EQ(items[1].message().evaluation().source_reliability(),
+            c.evaluation().source_reliability());
+}
+
+TEST_F(HandlingCodesTest, MessageMayNotWeakenItsCasesCode) {
+  const std::string id = OpenAndShare(v1::HANDLING_CODE_H2);
+  ASSERT_FALSE(id.empty());
+  v1::SendMessageRequest send;
+  v1::CaseMessage* m = send.mutable_message();
+  m->set_exchange_id(id);
+  m->set_kind(v1::MESSAGE_KIND_NOTE);
+  m->set_priority(v1::PRIORITY_ROUTINE);
+  m->set_body("Please pass this to the Guangzhou bureau.");
+  m->set_handling_code(v1::HANDLING_CODE_H0);
+  EXPECT_THAT(Pk(kFia)->SendMessage(send),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("handling code H2")));
+  EXPECT_TRUE(HasEntry(Entries(kPkAuditor, *pk_, "PK"), kFiaId, "message.send",
+                       grpc::StatusCode::PERMISSION_DENIED, id));
+  // Nothing was queued: the only outgoing message is the case share, and the
+  // sender's audit entries show one send.
+  int sends = 0;
+  for (const v1::AuditEntry& e : Entries(kPkAuditor, *pk_, "PK")) {
+    if (e.action() == "message.send" && e.status_code() == 0) ++sends;
+  }
+  EXPECT_EQ(sends, 0);
+  // The same code, or none, goes through.
+  m->set_handling_code(v1::HANDLING_CODE_H2);
+  EXPECT_OK(Pk(kFia)->SendMessage(send));
+  m->clear_handling_code();
+  EXPECT_OK(Pk(kFia)->SendMessage(send));
+}
+
+}  // namespace
+}  // namespace casebridge::testing

@@ -1,0 +1,177 @@
+#include "server/handling.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "server/validation.h"
+#include "tests/testing/status_matchers.h"
+
+namespace casebridge::server {
+namespace {
+
+using ::casebridge::testing::StatusIs;
+using ::testing::HasSubstr;
+
+v1::CaseReference Case(v1::HandlingCode code,
+                       const std::string& restriction = "") {
+  v1::CaseReference c;
+  c.set_exchange_id("PK-2026-000042");
+  c.set_handling_code(code);
+  c.set_handling_restriction(restriction);
+  c.mutable_evaluation()->set_source_reliability(v1::SOURCE_RELIABILITY_B);
+  c.mutable_evaluation()->set_information_accuracy(v1::INFORMATION_ACCURACY_2);
+  return c;
+}
+
+v1::CaseMessage Note() {
+  v1::CaseMessage m;
+  m.set_exchange_id("PK-2026-000042");
+  m.set_kind(v1::MESSAGE_KIND_NOTE);
+  m.set_priority(v1::PRIORITY_ROUTINE);
+  m.set_body("note");
+  return m;
+}
+
+TEST(HandlingTest, MessageWithoutCodeInheritsTheCasesCodeAndEvaluation) {
+  v1::CaseMessage m = Note();
+  ASSERT_OK(ApplyCaseHandling(Case(v1::HANDLING_CODE_H2), &m));
+  EXPECT_EQ(m.handling_code(), v1::HANDLING_CODE_H2);
+  EXPECT_EQ(m.evaluation().source_reliability(), v1::SOURCE_RELIABILITY_B);
+  EXPECT_EQ(m.evaluation().information_accuracy(), v1::INFORMATION_ACCURACY_2);
+  EXPECT_OK(CheckMessageHandling(m, "message"));
+}
+
+TEST(HandlingTest, MessageKeepsItsOwnEvaluation) {
+  v1::CaseMessage m = Note();
+  m.mutable_evaluation()->set_source_reliability(v1::SOURCE_RELIABILITY_A);
+  m.mutable_evaluation()->set_information_accuracy(v1::INFORMATION_ACCURACY_1);
+  ASSERT_OK(ApplyCaseHandling(Case(v1::HANDLING_CODE_H0), &m));
+  EXPECT_EQ(m.evaluation().source_reliability(), v1::SOURCE_RELIABILITY_A);
+}
+
+TEST(HandlingTest, H3CaseCarriesItsRestrictionToTheMessage) {
+  v1::CaseMessage m = Note();
+  ASSERT_OK(ApplyCaseHandling(Case(v1::HANDLING_CODE_H3, "no press"), &m));
+  EXPECT_EQ(m.handling_code(), v1::HANDLING_CODE_H3);
+  EXPECT_EQ(m.handling_restriction(), "no press");
+  EXPECT_OK(CheckMessageHandling(m, "message"));
+
+  v1::CaseMessage other = Note();
+  other.set_handling_restriction("anything goes");
+  EXPECT_THAT(ApplyCaseHandling(Case(v1::HANDLING_CODE_H3, "no press"), &other),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("message.handling_restriction")));
+  EXPECT_EQ(other.handling_code(), v1::HANDLING_CODE_UNSPECIFIED);
+}
+
+TEST(HandlingTest, MessageMayTightenAnH0Case) {
+  for (v1::HandlingCode code :
+       {v1::HANDLING_CODE_H1, v1::HANDLING_CODE_H2, v1::HANDLING_CODE_H3}) {
+    v1::CaseMessage m = Note();
+    m.set_handling_code(code);
+    if (code == v1::HANDLING_CODE_H3) m.set_handling_restriction("no press");
+    EXPECT_OK(ApplyCaseHandling(Case(v1::HANDLING_CODE_H0), &m));
+    EXPECT_EQ(m.handling_code(), code);
+    EXPECT_OK(CheckMessageHandling(m, "message"));
+  }
+}
+
+TEST(HandlingTest, MessageMayNotDropItsCasesRestriction) {
+  struct Refused {
+    v1::HandlingCode case_code;
+    v1::HandlingCode message_code;
+    const char* named;
+  };
+  for (const Refused& r : std::vector<Refused>{
+           {v1::HANDLING_CODE_H2, v1::HANDLING_CODE_H0, "handling code H2"},
+           {v1::HANDLING_CODE_H2, v1::HANDLING_CODE_H1, "handling code H2"},
+           {v1::HANDLING_CODE_H1, v1::HANDLING_CODE_H0, "handling code H1"},
+           {v1::HANDLING_CODE_H3, v1::HANDLING_CODE_H2, "handling code H3"},
+           {v1::HANDLING_CODE_H1, v1::HANDLING_CODE_H3, "handling code H1"},
+       }) {
+    v1::CaseMessage m = Note();
+    m.set_handling_code(r.message_code);
+    const v1::CaseMessage before = m;
+    EXPECT_THAT(
+        ApplyCaseHandling(
+            Case(r.case_code,
+                 r.case_code == v1::HANDLING_CODE_H3 ? "no press" : ""),
+            &m),
+        StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr(r.named)));
+    EXPECT_EQ(m.SerializeAsString(), before.SerializeAsString());
+  }
+}
+
+TEST(HandlingTest, CrossingMessageNeedsCodeEvaluationAndH3Text) {
+  v1::CaseMessage m = Note();
+  EXPECT_THAT(CheckMessageHandling(m, "message"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("message.handling_code: is required")));
+  m.set_handling_code(v1::HANDLING_CODE_H1);
+  EXPECT_THAT(CheckMessageHandling(m, "message"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("message.evaluation: is required")));
+  m.mutable_evaluation()->set_source_reliability(v1::SOURCE_RELIABILITY_X);
+  m.mutable_evaluation()->set_information_accuracy(v1::INFORMATION_ACCURACY_4);
+  EXPECT_OK(CheckMessageHandling(m, "message"));
+  m.set_handling_code(v1::HANDLING_CODE_H3);
+  EXPECT_THAT(CheckMessageHandling(m, "message"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("message.handling_restriction: is required")));
+}
+
+TEST(HandlingTest, NoticeNamesTheCodeAndCarriesH3Text) {
+  EXPECT_THAT(HandlingNotice(v1::HANDLING_CODE_H1, ""),
+              HasSubstr("H1: not for use as evidence in judicial proceedings"));
+  EXPECT_THAT(HandlingNotice(v1::HANDLING_CODE_H2, ""),
+              HasSubstr("H2: no onward dissemination"));
+  EXPECT_EQ(HandlingNotice(v1::HANDLING_CODE_H3, "no press"),
+            "H3: restricted by the originator: no press");
+  EXPECT_EQ(HandlingNotice(v1::HANDLING_CODE_UNSPECIFIED, ""), "");
+
+  v1::CaseMessage share = Note();
+  share.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
+  share.set_handling_code(v1::HANDLING_CODE_H1);
+  *share.mutable_case_reference() = Case(v1::HANDLING_CODE_H1);
+  MarkHandling(&share);
+  EXPECT_THAT(share.handling_notice(), HasSubstr("H1:"));
+  EXPECT_THAT(share.case_reference().handling_notice(), HasSubstr("H1:"));
+}
+
+TEST(HandlingTest, GrantMessagesNameOfficesOrAnyOffice) {
+  v1::CaseMessage m = Note();
+  m.set_kind(v1::MESSAGE_KIND_DISSEMINATION_GRANT);
+  EXPECT_THAT(ValidateMessageContent(m, "message"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("message.dissemination_grant: is required")));
+  m.mutable_dissemination_grant();
+  EXPECT_THAT(ValidateMessageContent(m, "message"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("exactly one of offices and any_office")));
+  m.mutable_dissemination_grant()->set_any_office(true);
+  EXPECT_OK(ValidateMessageContent(m, "message"));
+  m.mutable_dissemination_grant()->add_offices(
+      "spiffe://cn.casebridge/office/mps-guangzhou");
+  EXPECT_THAT(ValidateMessageContent(m, "message"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("exactly one of offices and any_office")));
+
+  v1::CaseMessage note = Note();
+  note.mutable_dissemination_grant()->set_any_office(true);
+  EXPECT_THAT(ValidateMessageContent(note, "message"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("is only allowed with DISSEMINATION_GRANT")));
+}
+
+TEST(HandlingTest, RestrictionTextOnlyWithH3) {
+  v1::CaseMessage m = Note();
+  m.set_handling_code(v1::HANDLING_CODE_H1);
+  m.set_handling_restriction("no press");
+  EXPECT_THAT(ValidateMessageContent(m, "message"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("message.handling_restriction: is only "
+                                 "allowed with handling code H3")));
+}
+
+}  // namespace
+}  // namespace casebridge::server
