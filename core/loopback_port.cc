@@ -103,8 +103,8 @@ absl::StatusOr<int> ReserveLoopbackPort() {
       // and move on.
     }
   }
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "no free loopback port in ", range.first, "-", range.last));
+  return absl::ResourceExhaustedError(
+      absl::StrCat("no free loopback port in ", range.first, "-", range.last));
 }
 
 }  // namespace casebridge

@@ -30,10 +30,9 @@ google::protobuf::Timestamp ToProto(absl::Time t) {
 // whole request so that a reuse with other content is told apart.
 RequestKey KeyOf(const std::string& request_id,
                  const google::protobuf::Message& request) {
-  return RequestKey{request_id,
-                    request_id.empty()
-                        ? ""
-                        : crypto::Sha256(DeterministicBytes(request))};
+  return RequestKey{
+      request_id,
+      request_id.empty() ? "" : crypto::Sha256(DeterministicBytes(request))};
 }
 
 absl::Status CheckRecipient(const AccessPolicy& policy,
