@@ -139,6 +139,40 @@ absl::Status CheckAddress(TableReader& reader, absl::string_view key,
   return absl::OkStatus();
 }
 
+// [[peer.<key>]]: a peer's previous public keys during a rotation, each
+// with `file` and `trusted_until` (docs/operations.md#signing-key-rotation).
+absl::Status ParsePreviousKeys(TableReader& peer, absl::string_view key,
+                               std::vector<Gateway::PreviousKey>& out) {
+  const toml::node* previous = peer.Get(key);
+  if (previous == nullptr) return absl::OkStatus();
+  if (!previous->is_array_of_tables()) {
+    return peer.Error(
+        key, absl::StrCat("must be a list of tables: [[", peer.Path(key),
+                          "]] with file and trusted_until"));
+  }
+  size_t i = 0;
+  for (const toml::node& element : *previous->as_array()) {
+    TableReader reader(*element.as_table(),
+                       absl::StrCat(peer.Path(key), "[", i++, "]"),
+                       peer.base_dir());
+    Gateway::PreviousKey entry;
+    CB_ASSIGN_OR_RETURN(entry.file, reader.File("file", true));
+    CB_ASSIGN_OR_RETURN(const std::string until,
+                        reader.String("trusted_until", true));
+    std::string error;
+    if (!absl::ParseTime(absl::RFC3339_full, until, &entry.trusted_until,
+                         &error)) {
+      return reader.Error("trusted_until",
+                          absl::StrCat("\"", until,
+                                       "\" is not a time like "
+                                       "2027-01-31T00:00:00Z"));
+    }
+    CB_RETURN_IF_ERROR(reader.CheckNoUnknownKeys());
+    out.push_back(std::move(entry));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<toml::table> ParseToml(const std::string& text,
                                       const std::string& source_path) {
   try {
@@ -383,37 +417,16 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
     CB_RETURN_IF_ERROR(CheckAddress(peer, "endpoint", config.peer_endpoint));
     CB_ASSIGN_OR_RETURN(config.peer_envelope_public_key,
                         peer.File("envelope_public_key", true));
-    if (const toml::node* previous = peer.Get("previous_envelope_keys")) {
-      if (!previous->is_array_of_tables()) {
-        return peer.Error("previous_envelope_keys",
-                          "must be a list of tables: [[peer.previous_envelope_"
-                          "keys]] with file and trusted_until");
-      }
-      size_t i = 0;
-      for (const toml::node& element : *previous->as_array()) {
-        TableReader key(*element.as_table(),
-                        absl::StrCat("peer.previous_envelope_keys[", i++, "]"),
-                        base_dir);
-        Gateway::PreviousKey entry;
-        CB_ASSIGN_OR_RETURN(entry.file, key.File("file", true));
-        CB_ASSIGN_OR_RETURN(const std::string until,
-                            key.String("trusted_until", true));
-        std::string error;
-        if (!absl::ParseTime(absl::RFC3339_full, until, &entry.trusted_until,
-                             &error)) {
-          return key.Error("trusted_until",
-                           absl::StrCat("\"", until,
-                                        "\" is not a time like "
-                                        "2027-01-31T00:00:00Z"));
-        }
-        CB_RETURN_IF_ERROR(key.CheckNoUnknownKeys());
-        config.peer_previous_envelope_keys.push_back(std::move(entry));
-      }
-    }
+    CB_RETURN_IF_ERROR(ParsePreviousKeys(peer, "previous_envelope_keys",
+                                         config.peer_previous_envelope_keys));
     CB_ASSIGN_OR_RETURN(config.peer_checkpoint_public_key,
                         peer.File("checkpoint_public_key", true));
+    CB_RETURN_IF_ERROR(ParsePreviousKeys(peer, "previous_checkpoint_keys",
+                                         config.peer_previous_checkpoint_keys));
     CB_ASSIGN_OR_RETURN(config.peer_witness_public_key,
                         peer.File("witness_public_key", true));
+    CB_RETURN_IF_ERROR(ParsePreviousKeys(peer, "previous_witness_keys",
+                                         config.peer_previous_witness_keys));
     const toml::node* offices = peer.Get("offices");
     if (offices == nullptr || !offices->is_array() ||
         offices->as_array()->empty()) {

@@ -127,7 +127,10 @@ struct Gateway {
   };
   std::vector<PreviousKey> peer_previous_envelope_keys;
   std::string peer_checkpoint_public_key;  // PEM
-  std::string peer_witness_public_key;     // PEM
+  // The same while it rotates its checkpoint key or its witness key.
+  std::vector<PreviousKey> peer_previous_checkpoint_keys;
+  std::string peer_witness_public_key;  // PEM
+  std::vector<PreviousKey> peer_previous_witness_keys;
   // The peer country's offices allowed to send us messages (SPIFFE ids).
   std::vector<std::string> peer_offices;
 

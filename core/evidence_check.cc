@@ -114,13 +114,17 @@ std::string CheckLog(
     return absl::StrCat(name, ".checkpoint: origin ", Quote(checkpoint->origin),
                         " is not ", log_keys.checkpoint.name);
   }
-  if (const absl::Status signed_ok = note::Verify(*note, log_keys.checkpoint);
+  // Any key of the right purpose listed in the keys file: offline, what was
+  // signed before a rotation stays verifiable.
+  if (const auto signed_ok = keys::VerifyNote(*note, log_keys.CheckpointKeys(),
+                                              absl::InfinitePast());
       !signed_ok.ok()) {
     return absl::StrCat(name, ".checkpoint.signature: no valid signature by ",
                         log_keys.checkpoint.name, "'s checkpoint key (",
-                        signed_ok.message(), ")");
+                        signed_ok.status().message(), ")");
   }
-  if (auto cosigned = note::VerifyCosignature(*note, witness_keys.witness);
+  if (auto cosigned = keys::VerifyNoteCosignature(
+          *note, witness_keys.WitnessKeys(), absl::InfinitePast());
       !cosigned.ok()) {
     return absl::StrCat(
         name, ".checkpoint.cosignature: no valid cosignature by ",

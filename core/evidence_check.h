@@ -18,8 +18,9 @@
 //                 (== sent.index), was made by the sending office, succeeded
 //                 and names the envelope and its message; the checkpoint is
 //                 the origin log's, signed by the origin's checkpoint key and
-//                 cosigned by the receiver's witness key; the inclusion proof
-//                 leads from the entry to its root
+//                 cosigned by the receiver's witness key (or a previous key
+//                 of that purpose listed in the keys file); the inclusion
+//                 proof leads from the entry to its root
 //   received      the same in the receiver's log, cosigned by the origin;
 //                 the entry is receipt.receiver_audit_index, action
 //                 "envelope.received" by the origin gateway; with a payload

@@ -323,14 +323,16 @@ v1::Country ParseCheckpoints(std::vector<CheckpointRow>& rows,
 class SignatureChecks {
  public:
   // `stop` is a size past which nothing needs checking (the entry stream
-  // lowers it when it finds damage earlier).
+  // lowers it when it finds damage earlier). A checkpoint may be signed by
+  // any of `checkpoint_keys` and cosigned by any of `witness_keys` (current
+  // keys first, then those used before rotations); neither may be empty.
   SignatureChecks(std::vector<CheckpointRow>& rows,
-                  const note::VerifierKey& checkpoint_key,
-                  const note::VerifierKey& witness_key,
+                  std::vector<keys::TrustedNoteKey> checkpoint_keys,
+                  std::vector<keys::TrustedNoteKey> witness_keys,
                   const std::atomic<uint64_t>& stop)
       : rows_(rows),
-        checkpoint_key_(checkpoint_key),
-        witness_key_(witness_key),
+        checkpoint_keys_(std::move(checkpoint_keys)),
+        witness_keys_(std::move(witness_keys)),
         stop_(stop) {}
 
   void Work() {
@@ -345,31 +347,35 @@ class SignatureChecks {
 
  private:
   void Check(CheckpointRow& c) const {
-    if (const absl::Status signed_ok = note::Verify(c.note, checkpoint_key_);
+    // Offline there is no overlap window: every listed key is trusted.
+    if (const auto signed_ok =
+            keys::VerifyNote(c.note, checkpoint_keys_, absl::InfinitePast());
         !signed_ok.ok()) {
-      c.signature_problem =
-          absl::StrCat("no valid signature by ", checkpoint_key_.name,
-                       "'s checkpoint key (", signed_ok.message(), ")");
+      c.signature_problem = absl::StrCat(
+          "no valid signature by ", checkpoint_keys_.front().key.name,
+          "'s checkpoint key (", signed_ok.status().message(), ")");
       return;
     }
-    auto cosigned = note::VerifyCosignature(c.note, witness_key_);
+    auto cosigned = keys::VerifyNoteCosignature(c.note, witness_keys_,
+                                                absl::InfinitePast());
     if (cosigned.ok()) {
       c.cosigned = true;
     } else if (cosigned.status().code() != absl::StatusCode::kNotFound) {
       c.signature_problem = absl::StrCat(
-          "the cosignature by ", witness_key_.name,
+          "the cosignature by ", witness_keys_.front().key.name,
           " does not verify: the log was rewritten after the peer witnessed "
           "it, or the note was edited (",
           cosigned.status().message(), ")");
     } else if (c.marked_cosigned) {
-      c.signature_problem = absl::StrCat(
-          "marked cosigned, but carries no cosignature by ", witness_key_.name);
+      c.signature_problem =
+          absl::StrCat("marked cosigned, but carries no cosignature by ",
+                       witness_keys_.front().key.name);
     }
   }
 
   std::vector<CheckpointRow>& rows_;
-  const note::VerifierKey& checkpoint_key_;
-  const note::VerifierKey& witness_key_;
+  const std::vector<keys::TrustedNoteKey> checkpoint_keys_;
+  const std::vector<keys::TrustedNoteKey> witness_keys_;
   const std::atomic<uint64_t>& stop_;
   std::atomic<size_t> next_{0};
 };
@@ -794,8 +800,8 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
   std::optional<SignatureChecks> signature_checks;
   std::thread signatures;
   if (own != nullptr) {
-    signature_checks.emplace(*checkpoints, own->checkpoint, peer->witness,
-                             stop);
+    signature_checks.emplace(*checkpoints, own->CheckpointKeys(),
+                             peer->WitnessKeys(), stop);
     signatures = std::thread([&] { signature_checks->Work(); });
   }
   Stream stream(db.get(), *checkpoints, *inbound, stop);

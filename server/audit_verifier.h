@@ -12,8 +12,11 @@
 //     stored root and the root in the signed note; the note must carry a
 //     valid signature by the log's checkpoint key, and every cosignature by
 //     the peer's witness key must verify; a checkpoint marked cosigned must
-//     carry one. A log whose history was rewritten and re-signed with the
-//     gateway's own key no longer matches the cosignatures the peer gave;
+//     carry one. The keys are those of the keys file, current and previous:
+//     a checkpoint signed or cosigned before a rotation needs the old key
+//     listed, or it is the first bad checkpoint. A log whose history was
+//     rewritten and re-signed with the gateway's own key no longer matches
+//     the cosignatures the peer gave;
 //   - consecutive checkpoints are proved consistent with a consistency proof
 //     over the recomputed tree;
 //   - a checkpoint larger than the log means entries were removed from its

@@ -168,8 +168,13 @@ absl::Status Checkpointer::Offer(const StoredCheckpoint& checkpoint,
   note::Note cosignature_only;
   cosignature_only.text = ours.text;
   cosignature_only.signatures.push_back(with_line->signatures.back());
-  if (auto verified =
-          note::VerifyCosignature(cosignature_only, options_.peer_witness_key);
+  std::vector<keys::TrustedNoteKey> witness_keys = {
+      {options_.peer_witness_key}};
+  witness_keys.insert(witness_keys.end(),
+                      options_.previous_peer_witness_keys.begin(),
+                      options_.previous_peer_witness_keys.end());
+  if (auto verified = keys::VerifyNoteCosignature(cosignature_only,
+                                                  witness_keys, clock_->Now());
       !verified.ok()) {
     return absl::UnauthenticatedError(
         absl::StrCat("the peer's cosignature does not verify with its "

@@ -7,8 +7,9 @@
 // gateway never signs a tree that contradicts one it signed before. It then
 // offers the newest checkpoint to the peer's witness with a consistency
 // proof from the last size the peer cosigned, verifies the cosignature with
-// the peer's witness key and stores it with the checkpoint. A peer that is
-// away is asked again with capped backoff.
+// the peer's witness key (or a previous one still trusted, while the peer
+// rotates it) and stores it with the checkpoint. A peer that is away is
+// asked again with capped backoff.
 #ifndef CASEBRIDGE_SERVER_CHECKPOINTER_H_
 #define CASEBRIDGE_SERVER_CHECKPOINTER_H_
 
@@ -19,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -28,6 +30,7 @@
 #include "core/clock.h"
 #include "core/crypto.h"
 #include "core/note.h"
+#include "core/public_keys.h"
 #include "server/sqlite.h"
 #include "server/sqlite_audit_log.h"
 
@@ -39,6 +42,9 @@ class Checkpointer {
     std::string origin;  // our log's origin line and checkpoint key name
     const crypto::Ed25519Signer* signer = nullptr;  // our checkpoint key
     note::VerifierKey peer_witness_key;  // verifies the peer's cosignatures
+    // While the peer rotates its witness key: its previous keys (the peer's
+    // witness name, type 0x04), each accepted until its trusted_until.
+    std::vector<keys::TrustedNoteKey> previous_peer_witness_keys;
     absl::Duration interval = absl::Seconds(1);
     // Entries that record witnessing alone get a checkpoint once the newest
     // one is this old.

@@ -78,6 +78,36 @@ void ApplyLimits(grpc::ServerBuilder& builder, const config::Limits& limits) {
                              limits.max_concurrent_streams);
 }
 
+// The peer's previous keys of one purpose, from `previous` (config
+// `field`), as note keys named `name` of `type`. A key that is the current
+// one (`current`, raw) or listed twice is refused, as for envelope keys.
+absl::StatusOr<std::vector<keys::TrustedNoteKey>> PreviousNoteKeys(
+    absl::string_view field,
+    const std::vector<config::Gateway::PreviousKey>& previous,
+    const std::string& name, uint8_t type, const std::string& current) {
+  std::vector<keys::TrustedNoteKey> out;
+  for (size_t i = 0; i < previous.size(); ++i) {
+    const std::string at = absl::StrCat(field, "[", i, "].file");
+    CB_ASSIGN_OR_RETURN(
+        auto verifier,
+        AtField(at, crypto::Ed25519Verifier::FromPemFile(previous[i].file)));
+    const std::string raw = verifier->public_key();
+    bool known = raw == current;
+    for (const keys::TrustedNoteKey& k : out) {
+      known = known || k.key.public_key == raw;
+    }
+    if (known) {
+      return absl::AlreadyExistsError(
+          absl::StrCat(at, ": key ", exchange::KeyId(raw),
+                       " is already trusted (the current key or listed "
+                       "before)"));
+    }
+    out.push_back(
+        {note::MakeVerifierKey(name, type, raw), previous[i].trusted_until});
+  }
+  return out;
+}
+
 void MarkServing(grpc::Server& server,
                  const std::vector<std::string>& services) {
   grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
@@ -167,6 +197,21 @@ absl::Status Gateway::Init(const Clock* clock) {
       peer_witness_verifier_,
       AtField("peer.witness_public_key",
               crypto::Ed25519Verifier::FromPemFile(c.peer_witness_public_key)));
+  {
+    const std::string peer_country(CountryCode(PeerCountry(c.country)));
+    CB_ASSIGN_OR_RETURN(
+        peer_previous_checkpoint_keys_,
+        PreviousNoteKeys("peer.previous_checkpoint_keys",
+                         c.peer_previous_checkpoint_keys,
+                         audit::LogOrigin(peer_country), note::kTypeEd25519,
+                         peer_checkpoint_verifier_->public_key()));
+    CB_ASSIGN_OR_RETURN(peer_previous_witness_keys_,
+                        PreviousNoteKeys("peer.previous_witness_keys",
+                                         c.peer_previous_witness_keys,
+                                         audit::WitnessName(peer_country),
+                                         note::kTypeCosignatureV1,
+                                         peer_witness_verifier_->public_key()));
+  }
 
   CB_RETURN_IF_ERROR(
       AtField("tls.key", tls::CheckKeyPair(c.tls_cert, c.tls_key)));
@@ -259,6 +304,7 @@ absl::Status Gateway::Init(const Clock* clock) {
   witness.peer_checkpoint_key =
       note::MakeVerifierKey(witness.peer_origin, note::kTypeEd25519,
                             peer_checkpoint_verifier_->public_key());
+  witness.previous_peer_checkpoint_keys = peer_previous_checkpoint_keys_;
   witness.witness_name = audit::WitnessName(our_country);
   witness.signer = witness_signer_.get();
   witness_ = std::make_unique<Witness>(std::move(witness), &store_->database(),
@@ -333,6 +379,7 @@ absl::Status Gateway::Init(const Clock* clock) {
   checkpoints.peer_witness_key = note::MakeVerifierKey(
       audit::WitnessName(peer_country), note::kTypeCosignatureV1,
       peer_witness_verifier_->public_key());
+  checkpoints.previous_peer_witness_keys = peer_previous_witness_keys_;
   checkpoints.interval = absl::Milliseconds(c.audit.checkpoint_interval_ms);
   checkpoints.retry_max = absl::Seconds(c.limits.retry_max_seconds);
   if (c.retention.enabled()) {
@@ -430,20 +477,31 @@ absl::Status Gateway::RecordSigningKeys() {
       "envelope:" + exchange::KeyId(envelope_signer_->public_key()),
       "checkpoint:" + exchange::KeyId(checkpoint_signer_->public_key()),
       "witness:" + exchange::KeyId(witness_signer_->public_key())};
+  auto subject = [](absl::string_view purpose, const std::string& id,
+                    absl::Time until) {
+    return until == absl::InfiniteFuture()
+               ? absl::StrCat(purpose, ":", id)
+               : absl::StrCat(purpose, ":", id, ":until:",
+                              absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", until,
+                                               absl::UTCTimeZone()));
+  };
   std::vector<std::string> theirs;
   for (const std::string& id : peer_envelope_keys_.key_ids()) {
-    const absl::Time until = peer_envelope_keys_.TrustedUntil(id);
     theirs.push_back(
-        until == absl::InfiniteFuture()
-            ? "envelope:" + id
-            : absl::StrCat("envelope:", id, ":until:",
-                           absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", until,
-                                            absl::UTCTimeZone())));
+        subject("envelope", id, peer_envelope_keys_.TrustedUntil(id)));
   }
   theirs.push_back("checkpoint:" +
                    exchange::KeyId(peer_checkpoint_verifier_->public_key()));
+  for (const keys::TrustedNoteKey& k : peer_previous_checkpoint_keys_) {
+    theirs.push_back(subject("checkpoint", exchange::KeyId(k.key.public_key),
+                             k.trusted_until));
+  }
   theirs.push_back("witness:" +
                    exchange::KeyId(peer_witness_verifier_->public_key()));
+  for (const keys::TrustedNoteKey& k : peer_previous_witness_keys_) {
+    theirs.push_back(
+        subject("witness", exchange::KeyId(k.key.public_key), k.trusted_until));
+  }
 
   for (const auto& [action, subjects] :
        {std::pair<std::string, const std::vector<std::string>*>{"signing.keys",

@@ -15,6 +15,7 @@
 #include "core/config.h"
 #include "core/crypto.h"
 #include "core/envelope.h"
+#include "core/public_keys.h"
 
 namespace casebridge::server {
 
@@ -84,6 +85,10 @@ class Gateway {
   exchange::KeyRing peer_envelope_keys_;
   std::unique_ptr<crypto::Ed25519Verifier> peer_checkpoint_verifier_;
   std::unique_ptr<crypto::Ed25519Verifier> peer_witness_verifier_;
+  // The peer's previous checkpoint and witness keys, each trusted until its
+  // time (config peer.previous_checkpoint_keys, peer.previous_witness_keys).
+  std::vector<keys::TrustedNoteKey> peer_previous_checkpoint_keys_;
+  std::vector<keys::TrustedNoteKey> peer_previous_witness_keys_;
   std::unique_ptr<GatewayStore> store_;
   std::unique_ptr<WorkQueue> work_;
   std::unique_ptr<Revocations> revocations_;

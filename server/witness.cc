@@ -1,5 +1,8 @@
 #include "server/witness.h"
 
+#include <utility>
+#include <vector>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "core/log.h"
@@ -20,7 +23,23 @@ struct State {
   std::string note;
 };
 
+std::vector<keys::TrustedNoteKey> CheckpointKeys(
+    const Witness::Options& options) {
+  std::vector<keys::TrustedNoteKey> out = {{options.peer_checkpoint_key}};
+  out.insert(out.end(), options.previous_peer_checkpoint_keys.begin(),
+             options.previous_peer_checkpoint_keys.end());
+  return out;
+}
+
 }  // namespace
+
+Witness::Witness(Options options, sqlite::Database* db, SqliteAuditLog* audit,
+                 const Clock* clock)
+    : options_(std::move(options)),
+      peer_checkpoint_keys_(CheckpointKeys(options_)),
+      db_(db),
+      audit_(audit),
+      clock_(clock) {}
 
 absl::Status Witness::Load() {
   return db_->Read([&](sqlite::Connection& c) -> absl::Status {
@@ -95,12 +114,14 @@ absl::StatusOr<std::string> Witness::AddCheckpoint(
         "checkpoint: unknown origin \"", absl::CHexEscape(checkpoint->origin),
         "\"; this gateway witnesses only \"", options_.peer_origin, "\""));
   }
-  if (const absl::Status signed_ok =
-          note::Verify(*parsed, options_.peer_checkpoint_key);
-      !signed_ok.ok()) {
+  // By the current key, or a previous one still trusted now: a checkpoint
+  // signed before the peer switched keys is taken during the overlap only.
+  if (const auto signed_by =
+          keys::VerifyNote(*parsed, peer_checkpoint_keys_, clock_->Now());
+      !signed_by.ok()) {
     return absl::UnauthenticatedError(
         absl::StrCat("checkpoint: no valid signature by ", options_.peer_origin,
-                     "'s checkpoint key (", signed_ok.message(), ")"));
+                     "'s checkpoint key (", signed_by.status().message(), ")"));
   }
   if (checkpoint->size == 0) {
     return absl::InvalidArgumentError(

@@ -8,7 +8,8 @@
 //   INVALID_ARGUMENT     malformed checkpoint or proof, or a proof that does
 //                        not verify ("consistency_proof: ...")
 //   NOT_FOUND            unknown origin
-//   UNAUTHENTICATED      no valid signature by the peer's checkpoint key
+//   UNAUTHENTICATED      no valid signature by the peer's checkpoint key,
+//                        or by a previous one still trusted
 //   OUT_OF_RANGE         rollback: smaller than the size already cosigned
 //   FAILED_PRECONDITION  old_size is not the size we cosigned; the message
 //                        ends "(cosigned size: N)" so the peer can resend
@@ -20,6 +21,7 @@
 #include <atomic>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -27,6 +29,7 @@
 #include "core/clock.h"
 #include "core/crypto.h"
 #include "core/note.h"
+#include "core/public_keys.h"
 #include "server/sqlite.h"
 #include "server/sqlite_audit_log.h"
 
@@ -37,14 +40,16 @@ class Witness {
   struct Options {
     std::string peer_origin;                // e.g. "cn.casebridge/audit"
     note::VerifierKey peer_checkpoint_key;  // signs the peer's checkpoints
-    std::string witness_name;               // e.g. "pk.casebridge/witness"
+    // While the peer rotates its checkpoint key: its previous keys (named
+    // `peer_origin`, type 0x01), each accepted until its trusted_until.
+    std::vector<keys::TrustedNoteKey> previous_peer_checkpoint_keys;
+    std::string witness_name;  // e.g. "pk.casebridge/witness"
     const crypto::Ed25519Signer* signer = nullptr;  // our witness key
   };
 
   // Pointers must outlive the witness.
   Witness(Options options, sqlite::Database* db, SqliteAuditLog* audit,
-          const Clock* clock)
-      : options_(std::move(options)), db_(db), audit_(audit), clock_(clock) {}
+          const Clock* clock);
 
   // Reads whether a fork is on record (it stays raised across restarts).
   absl::Status Load();
@@ -65,6 +70,8 @@ class Witness {
                         const std::string& offered_note);
 
   const Options options_;
+  // The current checkpoint key, then the previous ones.
+  const std::vector<keys::TrustedNoteKey> peer_checkpoint_keys_;
   sqlite::Database* const db_;
   SqliteAuditLog* const audit_;
   const Clock* const clock_;

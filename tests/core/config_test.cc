@@ -14,6 +14,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/civil_time.h"
+#include "absl/time/time.h"
+#include "core/crypto.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_pki.h"
 
@@ -352,10 +355,92 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"BadLogLevel",
                   {{"log_level = \"warning\"", "log_level = \"verbose\""}},
                   "",
-                  {": log_level: "}}),
+                  {": log_level: "}},
+        BadConfig{"PreviousCheckpointKeysNotTables",
+                  {{"witness_public_key = ",
+                    "previous_checkpoint_keys = \"old.pub\"\n"
+                    "witness_public_key = "}},
+                  "",
+                  {": peer.previous_checkpoint_keys: must be a list of "
+                   "tables: [[peer.previous_checkpoint_keys]] with file and "
+                   "trusted_until"}},
+        BadConfig{
+            "PreviousCheckpointKeyFileMissing",
+            {},
+            "\n[[peer.previous_checkpoint_keys]]\nfile = "
+            "\"nowhere.pub\"\ntrusted_until = "
+            "\"2027-01-31T00:00:00Z\"\n",
+            {": peer.previous_checkpoint_keys[0].file: ", "$DIR/nowhere.pub"}},
+        BadConfig{"PreviousWitnessKeyWithoutTime",
+                  {},
+                  "\n[[peer.previous_witness_keys]]\nfile = "
+                  "\"$PKI/cn/signing/envelope.pub\"\n",
+                  {": peer.previous_witness_keys[0].trusted_until: is "
+                   "required"}},
+        BadConfig{"PreviousWitnessKeyBadTime",
+                  {},
+                  "\n[[peer.previous_witness_keys]]\nfile = "
+                  "\"$PKI/cn/signing/envelope.pub\"\ntrusted_until = "
+                  "\"2027-01-31T00:00:00Z\"\n"
+                  "[[peer.previous_witness_keys]]\nfile = "
+                  "\"$PKI/cn/signing/checkpoint.pub\"\ntrusted_until = "
+                  "\"next week\"\n",
+                  {": peer.previous_witness_keys[1].trusted_until: \"next "
+                   "week\" is not a time like 2027-01-31T00:00:00Z"}},
+        BadConfig{"PreviousWitnessKeyUnknownKey",
+                  {},
+                  "\n[[peer.previous_witness_keys]]\nfile = "
+                  "\"$PKI/cn/signing/envelope.pub\"\ntrusted_until = "
+                  "\"2027-01-31T00:00:00Z\"\nuntil = "
+                  "\"2027-01-31T00:00:00Z\"\n",
+                  {": peer.previous_witness_keys[0].until: unknown key"}}),
     [](const ::testing::TestParamInfo<BadConfig>& param) {
       return param.param.name;
     });
+
+TEST_F(GatewayConfigTest, PreviousPeerKeysOfEachPurposeAreRead) {
+  GatewayConfigOptions options;
+  // Relative paths resolve against the config's folder, as every path does.
+  ASSERT_OK_AND_ASSIGN(const std::string pem,
+                       crypto::ReadFile(Pki("cn/signing/envelope.pub")));
+  WriteFile(dir_ + "/keys/cn-checkpoint-2026.pub", pem);
+  options.extra_offices =
+      "\n[[peer.previous_checkpoint_keys]]\n"
+      "file = \"keys/cn-checkpoint-2026.pub\"\n"
+      "trusted_until = \"2027-01-31T00:00:00Z\"\n"
+      "[[peer.previous_witness_keys]]\n"
+      "file = \"" +
+      Pki("cn/signing/checkpoint.pub") +
+      "\"\n"
+      "trusted_until = \"2027-02-01T12:30:00Z\"\n"
+      "[[peer.previous_witness_keys]]\n"
+      "file = \"" +
+      Pki("cn/signing/envelope.pub") +
+      "\"\n"
+      "trusted_until = \"2027-01-01T00:00:00+08:00\"\n";
+  ASSERT_OK_AND_ASSIGN(const Gateway config, Parse(Toml(options)));
+  EXPECT_TRUE(config.peer_previous_envelope_keys.empty());
+  ASSERT_EQ(config.peer_previous_checkpoint_keys.size(), 1u);
+  EXPECT_EQ(config.peer_previous_checkpoint_keys[0].file,
+            dir_ + "/keys/cn-checkpoint-2026.pub");
+  EXPECT_EQ(config.peer_previous_checkpoint_keys[0].trusted_until,
+            absl::FromCivil(absl::CivilSecond(2027, 1, 31, 0, 0, 0),
+                            absl::UTCTimeZone()));
+  ASSERT_EQ(config.peer_previous_witness_keys.size(), 2u);
+  EXPECT_EQ(config.peer_previous_witness_keys[0].file,
+            Pki("cn/signing/checkpoint.pub"));
+  EXPECT_EQ(config.peer_previous_witness_keys[0].trusted_until,
+            absl::FromCivil(absl::CivilSecond(2027, 2, 1, 12, 30, 0),
+                            absl::UTCTimeZone()));
+  EXPECT_EQ(config.peer_previous_witness_keys[1].trusted_until,
+            absl::FromCivil(absl::CivilSecond(2026, 12, 31, 16, 0, 0),
+                            absl::UTCTimeZone()));
+
+  // None configured: none trusted.
+  ASSERT_OK_AND_ASSIGN(const Gateway plain, Parse(Toml()));
+  EXPECT_TRUE(plain.peer_previous_checkpoint_keys.empty());
+  EXPECT_TRUE(plain.peer_previous_witness_keys.empty());
+}
 
 TEST_F(GatewayConfigTest, AuditSettingsHaveDefaultsAndAreRead) {
   ASSERT_OK_AND_ASSIGN(const Gateway defaults, Parse(Toml()));

@@ -521,6 +521,35 @@ TEST_F(EvidenceCheckTest, CosignatureByAnotherWitnessKeyFails) {
               StartsWith("sent.checkpoint.cosignature: "));
 }
 
+TEST_F(EvidenceCheckTest, BundleFromBeforeRotationsNeedsThePreviousKeys) {
+  const v1::EvidenceBundle bundle = Build();
+  const keys::PublicKeys before = Keys();
+  // Both gateways rotate their checkpoint and witness keys.
+  for (Gateway* g : {&pk_, &cn_}) {
+    g->checkpoint_key = crypto::Ed25519Signer::Generate();
+    g->witness_key = crypto::Ed25519Signer::Generate();
+  }
+  keys::PublicKeys keys = Keys();
+  EXPECT_THAT(VerifyEvidence(bundle, keys).problem,
+              StartsWith("sent.checkpoint.signature: no valid signature by "
+                         "pk.casebridge/audit's checkpoint key"));
+  // Each retired key listed gets the check one step further.
+  keys.pk.previous_checkpoint.push_back(before.pk.checkpoint);
+  EXPECT_THAT(VerifyEvidence(bundle, keys).problem,
+              StartsWith("sent.checkpoint.cosignature: no valid cosignature "
+                         "by cn.casebridge/witness"));
+  keys.cn.previous_witness.push_back(before.cn.witness);
+  EXPECT_THAT(VerifyEvidence(bundle, keys).problem,
+              StartsWith("received.checkpoint.signature: "));
+  keys.cn.previous_checkpoint.push_back(before.cn.checkpoint);
+  EXPECT_THAT(VerifyEvidence(bundle, keys).problem,
+              StartsWith("received.checkpoint.cosignature: "));
+  keys.pk.previous_witness.push_back(before.pk.witness);
+  const EvidenceReport report = VerifyEvidence(bundle, keys);
+  EXPECT_TRUE(report.ok()) << report.problem;
+  EXPECT_EQ(report.sent_index, 5u);
+}
+
 TEST_F(EvidenceCheckTest, ProofWithAnElementRemovedFails) {
   v1::EvidenceBundle bundle = Build();
   ASSERT_GE(bundle.received().inclusion_proof_size(), 2);

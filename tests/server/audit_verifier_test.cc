@@ -475,6 +475,73 @@ TEST_F(RebuiltLogTest, DroppedCosignaturesLeaveTheLogUnwitnessed) {
   EXPECT_EQ(allowed.checkpoints, kEntries / kCheckpointEvery);
 }
 
+TEST_F(AuditVerifierTest, LogSignedAcrossKeyRotationsNeedsThePreviousKeys) {
+  // Half the log under the first keys.
+  for (uint64_t done = 0; done < kEntries / 2; done += kCheckpointEvery) {
+    Append(kCheckpointEvery);
+    CheckpointAndWitness();
+  }
+  // PK rotates its checkpoint key and CN its witness key; CN trusts PK's
+  // old key for the overlap, and keeps witnessing from the size it holds.
+  const note::VerifierKey old_pk_checkpoint = PkCheckpointKey();
+  const note::VerifierKey old_cn_witness = CnWitnessKey();
+  pk_checkpoint_ = crypto::Ed25519Signer::Generate();
+  cn_witness_ = crypto::Ed25519Signer::Generate();
+  Checkpointer::Options options;
+  options.origin = audit::LogOrigin("PK");
+  options.signer = pk_checkpoint_.get();
+  options.peer_witness_key = CnWitnessKey();
+  checkpointer_ = std::make_unique<Checkpointer>(
+      options, &pk_->database(), &pk_->audit_log(), nullptr, &clock_);
+  Witness::Options witness;
+  witness.peer_origin = audit::LogOrigin("PK");
+  witness.peer_checkpoint_key = PkCheckpointKey();
+  witness.previous_peer_checkpoint_keys = {
+      {old_pk_checkpoint, clock_.Now() + absl::Hours(24)}};
+  witness.witness_name = audit::WitnessName("CN");
+  witness.signer = cn_witness_.get();
+  witness_ = std::make_unique<Witness>(witness, &cn_->database(),
+                                       &cn_->audit_log(), &clock_);
+  for (uint64_t done = kEntries / 2; done < kEntries;
+       done += kCheckpointEvery) {
+    Append(kCheckpointEvery);
+    CheckpointAndWitness();
+  }
+  pk_.reset();
+
+  // With the retired keys listed, the whole log verifies.
+  keys::PublicKeys keys = Keys();
+  keys.pk.previous_checkpoint.push_back(old_pk_checkpoint);
+  keys.cn.previous_witness.push_back(old_cn_witness);
+  ASSERT_OK_AND_ASSIGN(AuditVerifyReport report,
+                       VerifyDataDir(pk_dir_, keys, {}));
+  EXPECT_TRUE(report.ok) << report.problem;
+  EXPECT_EQ(report.checkpoints, kEntries / kCheckpointEvery);
+  EXPECT_EQ(report.cosigned, kEntries / kCheckpointEvery);
+  EXPECT_EQ(report.witnessed_size, kEntries);
+  EXPECT_EQ(report.consistency_proofs, kEntries / kCheckpointEvery - 1);
+
+  // Without PK's old checkpoint key, the first checkpoint it signed is
+  // named.
+  keys = Keys();
+  keys.cn.previous_witness.push_back(old_cn_witness);
+  ASSERT_OK_AND_ASSIGN(report, VerifyDataDir(pk_dir_, keys, {}));
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_checkpoint, kCheckpointEvery);
+  EXPECT_THAT(report.problem,
+              HasSubstr("no valid signature by pk.casebridge/audit's "
+                        "checkpoint key"));
+  // Without CN's old witness key, the first checkpoint it cosigned is.
+  keys = Keys();
+  keys.pk.previous_checkpoint.push_back(old_pk_checkpoint);
+  ASSERT_OK_AND_ASSIGN(report, VerifyDataDir(pk_dir_, keys, {}));
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_checkpoint, kCheckpointEvery);
+  EXPECT_THAT(report.problem,
+              HasSubstr("marked cosigned, but carries no cosignature by "
+                        "cn.casebridge/witness"));
+}
+
 TEST_F(AuditVerifierTest, CheckpointWithABadSignatureIsNamed) {
   BuildLog();
   const auto checkpoints = Checkpoints();

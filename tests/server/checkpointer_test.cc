@@ -9,12 +9,15 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "casebridge/v1/peer.grpc.pb.h"
 #include "core/audit_entry.h"
 #include "core/merkle.h"
 #include "core/note.h"
+#include "core/public_keys.h"
 #include "core/status_macros.h"
 #include "server/sqlite_case_store.h"
 #include "tests/testing/fake_clock.h"
@@ -262,9 +265,12 @@ class ScriptedWitness final : public v1::PeerService::Service {
 
 class CheckpointerWitnessTest : public CheckpointerTest {
  protected:
-  // Serves `answer` and points a checkpointer at it.
-  void Peer(
-      std::function<std::string(const v1::AddCheckpointRequest&)> answer) {
+  // Serves `answer` and points a checkpointer at it, which trusts the
+  // peer's witness key `current` (default witness_key_) and `previous`.
+  void Peer(std::function<std::string(const v1::AddCheckpointRequest&)> answer,
+            const crypto::Ed25519Signer* current = nullptr,
+            std::vector<keys::TrustedNoteKey> previous = {}) {
+    if (current == nullptr) current = witness_key_.get();
     service_ = std::make_unique<ScriptedWitness>(std::move(answer));
     grpc::ServerBuilder builder;
     int port = 0;
@@ -276,9 +282,10 @@ class CheckpointerWitnessTest : public CheckpointerTest {
     Checkpointer::Options options;
     options.origin = audit::LogOrigin("PK");
     options.signer = key_.get();
-    options.peer_witness_key = note::MakeVerifierKey(
-        audit::WitnessName("CN"), note::kTypeCosignatureV1,
-        witness_key_->public_key());
+    options.peer_witness_key =
+        note::MakeVerifierKey(audit::WitnessName("CN"),
+                              note::kTypeCosignatureV1, current->public_key());
+    options.previous_peer_witness_keys = std::move(previous);
     checkpointer_ = std::make_unique<Checkpointer>(
         options, &store_->database(), &log(),
         grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
@@ -286,10 +293,11 @@ class CheckpointerWitnessTest : public CheckpointerTest {
         &clock_);
   }
 
-  // A genuine cosignature line of `text` by the CN witness key.
-  std::string Line(const std::string& text) {
-    auto signature =
-        note::Cosign(text, audit::WitnessName("CN"), 1795953084, *witness_key_);
+  // A genuine cosignature line of `text` by the CN witness key (or `key`).
+  std::string Line(const std::string& text,
+                   const crypto::Ed25519Signer* key = nullptr) {
+    auto signature = note::Cosign(text, audit::WitnessName("CN"), 1795953084,
+                                  key != nullptr ? *key : *witness_key_);
     EXPECT_TRUE(signature.ok()) << signature.status();
     note::Note only;
     only.text = text;
@@ -355,6 +363,53 @@ TEST_F(CheckpointerWitnessTest, RefusesCosignaturesOfAnythingButOurCheckpoint) {
     ASSERT_OK_AND_ASSIGN(const auto cosigned, log().LatestCosignedCheckpoint());
     EXPECT_FALSE(cosigned.has_value()) << bad;
   }
+}
+
+TEST_F(CheckpointerWitnessTest, TakesThePeersPreviousWitnessKeyUntilItsTime) {
+  // CN rotates its witness key; PK trusts the new one, and the old one
+  // (witness_key_) for an hour.
+  auto new_key = crypto::Ed25519Signer::Generate();
+  const crypto::Ed25519Signer* cosigning = witness_key_.get();
+  const absl::Time until = clock_.Now() + absl::Hours(1);
+  Peer(
+      [&](const v1::AddCheckpointRequest& r) {
+        return Line(TextOf(r.checkpoint()), cosigning);
+      },
+      new_key.get(),
+      {{note::MakeVerifierKey(audit::WitnessName("CN"),
+                              note::kTypeCosignatureV1,
+                              witness_key_->public_key()),
+        until}});
+  auto cosigned_size = [&]() -> uint64_t {
+    auto latest = log().LatestCosignedCheckpoint();
+    EXPECT_TRUE(latest.ok()) << latest.status();
+    return latest.ok() && latest->has_value() ? (*latest)->size : 0;
+  };
+
+  // CN still cosigns with its old key.
+  Append(3);
+  ASSERT_OK(checkpointer_->MakeCheckpoint().status());
+  ASSERT_OK(checkpointer_->Witness());
+  EXPECT_EQ(cosigned_size(), 3u);
+  // CN switches.
+  cosigning = new_key.get();
+  Append(2);
+  ASSERT_OK(checkpointer_->MakeCheckpoint().status());
+  ASSERT_OK(checkpointer_->Witness());
+  EXPECT_EQ(cosigned_size(), 5u);
+  // Past the overlap the old key is refused, and nothing is stored.
+  cosigning = witness_key_.get();
+  clock_.Advance(absl::Hours(1) + absl::Seconds(1));
+  Append(2);
+  ASSERT_OK(checkpointer_->MakeCheckpoint().status());
+  EXPECT_THAT(checkpointer_->Witness(),
+              StatusIs(absl::StatusCode::kUnauthenticated,
+                       HasSubstr("was trusted until")));
+  EXPECT_EQ(cosigned_size(), 5u);
+  // The same checkpoint cosigned by the new key is taken.
+  cosigning = new_key.get();
+  ASSERT_OK(checkpointer_->Witness());
+  EXPECT_EQ(cosigned_size(), 7u);
 }
 
 }  // namespace

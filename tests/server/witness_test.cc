@@ -30,6 +30,7 @@ using ::casebridge::testing::FakeClock;
 using ::casebridge::testing::IsOk;
 using ::casebridge::testing::NewTempDir;
 using ::casebridge::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr char kCnGateway[] = "spiffe://cn.casebridge/gateway";
@@ -347,6 +348,65 @@ TEST_F(WitnessTest, BadSignatureIsUnauthenticated) {
                                        HasSubstr("signature")));
   EXPECT_EQ(HeldSize(), 0u);
   EXPECT_TRUE(WitnessEntries().empty());
+}
+
+TEST_F(WitnessTest, PreviousCheckpointKeyIsTrustedUntilItsTimeAcrossTheChange) {
+  // CN rotates its checkpoint key: PK trusts the new one, and the old one
+  // (cn_key_, which CN's log still signs with) for an hour.
+  auto new_key = crypto::Ed25519Signer::Generate();
+  const absl::Time until = clock_.Now() + absl::Hours(1);
+  Witness::Options options;
+  options.peer_origin = audit::LogOrigin("CN");
+  options.peer_checkpoint_key = note::MakeVerifierKey(
+      options.peer_origin, note::kTypeEd25519, new_key->public_key());
+  options.previous_peer_checkpoint_keys = {
+      {note::MakeVerifierKey(options.peer_origin, note::kTypeEd25519,
+                             cn_key_->public_key()),
+       until}};
+  options.witness_name = audit::WitnessName("PK");
+  options.signer = pk_witness_key_.get();
+  witness_ = std::make_unique<Witness>(options, &pk_->database(),
+                                       &pk_->audit_log(), &clock_);
+
+  // Before CN switches: its checkpoint under the old key is cosigned.
+  CosignFirst(4);
+  // CN switches: its next checkpoint, under the new key, must still extend
+  // the one cosigned under the old key.
+  Checkpointer::Options rotated_options;
+  rotated_options.origin = audit::LogOrigin("CN");
+  rotated_options.signer = new_key.get();
+  Checkpointer rotated(rotated_options, &cn_.store->database(),
+                       &cn_.store->audit_log(), nullptr, &clock_);
+  cn_.Append(3, "y");
+  ASSERT_OK_AND_ASSIGN(const auto under_new, rotated.MakeCheckpoint());
+  ASSERT_TRUE(under_new.has_value());
+  EXPECT_THAT(Offer(cn_.Offer(*under_new, 0)),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("(cosigned size: 4)")));
+  ASSERT_OK(Offer(cn_.Offer(*under_new, 4)).status());
+  EXPECT_EQ(HeldSize(), 7u);
+
+  // Past the overlap a checkpoint under the old key is a bad signature, and
+  // nothing changes.
+  cn_.Append(2, "z");
+  const StoredCheckpoint under_old = cn_.Checkpoint();
+  clock_.Set(until + absl::Seconds(1));
+  EXPECT_THAT(Offer(cn_.Offer(under_old, 7)),
+              StatusIs(absl::StatusCode::kUnauthenticated,
+                       AllOf(HasSubstr("cn.casebridge/audit's checkpoint key"),
+                             HasSubstr("was trusted until"))));
+  EXPECT_EQ(HeldSize(), 7u);
+  EXPECT_EQ(WitnessEntries().size(), 2u);
+  // The same tree signed with the new key is cosigned.
+  ASSERT_OK_AND_ASSIGN(note::Note resigned, note::Parse(under_old.note));
+  ASSERT_OK_AND_ASSIGN(
+      note::Signature signature,
+      note::Sign(resigned.text, audit::LogOrigin("CN"), *new_key));
+  resigned.signatures = {signature};
+  StoredCheckpoint under_new_again = under_old;
+  under_new_again.note = note::Format(resigned);
+  ASSERT_OK(Offer(cn_.Offer(under_new_again, 7)).status());
+  EXPECT_EQ(HeldSize(), 9u);
 }
 
 TEST_F(WitnessTest, UnknownOriginIsNotFound) {
