@@ -53,6 +53,21 @@ struct Fd {
   }
 };
 
+// Makes the entries of `path`'s folder (a file created, renamed or removed
+// there) durable.
+absl::Status SyncFolderOf(const std::string& path) {
+  const std::string::size_type slash = path.rfind('/');
+  const std::string folder = slash == std::string::npos ? "."
+                             : slash == 0               ? "/"
+                                                        : path.substr(0, slash);
+  Fd dir;
+  dir.fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir.fd < 0 || ::fsync(dir.fd) != 0) {
+    return Errno("cannot sync the folder of data key", path);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status WriteNewKeyFile(const std::string& path) {
   std::string raw = RandomBytes(kFieldKeySize);
   Fd file;
@@ -69,19 +84,9 @@ absl::Status WriteNewKeyFile(const std::string& path) {
     return status;
   }
   // The file's directory entry is durable only once its folder is synced.
-  const std::string::size_type slash = path.rfind('/');
-  const std::string folder = slash == std::string::npos ? "."
-                             : slash == 0               ? "/"
-                                                        : path.substr(0, slash);
-  Fd dir;
-  dir.fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir.fd < 0 || ::fsync(dir.fd) != 0) {
-    const absl::Status status =
-        Errno("cannot sync the folder of data key", path);
-    ::unlink(path.c_str());
-    return status;
-  }
-  return absl::OkStatus();
+  const absl::Status synced = SyncFolderOf(path);
+  if (!synced.ok()) ::unlink(path.c_str());
+  return synced;
 }
 
 }  // namespace
@@ -216,6 +221,21 @@ absl::StatusOr<FieldKey> LoadOrCreateKeyFile(const std::string& path) {
   auto key = LoadKeyFile(path);
   if (absl::IsNotFound(key.status())) return CreateKeyFile(path);
   return key;
+}
+
+absl::Status ReplaceKeyFile(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    return Errno(absl::StrCat("cannot rename data key ", from, " to"), to);
+  }
+  return SyncFolderOf(to);
+}
+
+absl::Status RemoveKeyFile(const std::string& path) {
+  if (::unlink(path.c_str()) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return Errno("cannot remove data key", path);
+  }
+  return SyncFolderOf(path);
 }
 
 }  // namespace casebridge::crypto

@@ -72,6 +72,15 @@ absl::StatusOr<FieldKey> CreateKeyFile(const std::string& path);
 // itself whether a missing key may be replaced.
 absl::StatusOr<FieldKey> LoadOrCreateKeyFile(const std::string& path);
 
+// Renames the data key file `from` over `to` (in the same folder) and syncs
+// the folder, so that once this returns `to` holds the key `from` held, even
+// after a crash. FAILED_PRECONDITION naming the files if either step fails.
+absl::Status ReplaceKeyFile(const std::string& from, const std::string& to);
+
+// Removes the data key file `path` (OK if it does not exist) and syncs its
+// folder.
+absl::Status RemoveKeyFile(const std::string& path);
+
 }  // namespace casebridge::crypto
 
 #endif  // CASEBRIDGE_CORE_FIELD_CRYPTO_H_

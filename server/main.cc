@@ -1,8 +1,15 @@
 // casebridge-gateway --config FILE [--ready-file FILE]
+// casebridge-gateway rotate-data-key --config FILE
 //
 // Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 if the gateway
 // cannot start (bad config, unreadable key, missing CRL, port taken), 1 on
 // any other failure.
+//
+// rotate-data-key replaces the data key while the gateway is stopped
+// (docs/operations.md#the-data-key) and prints what it did. Exit codes: 0
+// rotated (or an interrupted rotation finished), 2 bad config, 1 refused or
+// failed (a gateway holds the data directory, the key is not the database's,
+// a record key does not open): the old key then stays in force.
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,7 +24,9 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "server/data_key_rotation.h"
 #include "server/gateway.h"
+#include "server/sqlite_case_store.h"
 
 namespace {
 
@@ -51,6 +60,35 @@ cb::log::Level ParseLevel(const std::string& name) {
   return cb::log::Level::kInfo;
 }
 
+int RotateDataKey(const std::string& config_path) {
+  auto config = cb::config::LoadGateway(config_path);
+  if (!config.ok()) return Fail(2, std::string(config.status().message()));
+  cb::log::SetMinLevel(ParseLevel(config->log_level));
+  cb::server::StoreOptions options;
+  options.data_dir = config->data_dir;
+  options.country = config->country;
+  options.data_key_file = config->data_protection.key_file;
+  auto rotated = cb::server::RotateDataKey(options, config->identity,
+                                           &cb::RealClock::Get());
+  if (!rotated.ok()) {
+    return Fail(1, absl::StrCat(config_path, ": data key not rotated: ",
+                                rotated.status().message()));
+  }
+  if (rotated->finished_interrupted) {
+    std::printf(
+        "finished an interrupted rotation: %s now holds the data key, check "
+        "id %s; no new key was made (run again to rotate once more)\n",
+        options.data_key_file.c_str(), rotated->new_check_id.c_str());
+  } else {
+    std::printf(
+        "data key rotated: %s; %d record %s re-wrapped; check id %s -> %s\n",
+        options.data_key_file.c_str(), rotated->record_keys,
+        rotated->record_keys == 1 ? "key" : "keys",
+        rotated->old_check_id.c_str(), rotated->new_check_id.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -61,14 +99,20 @@ int main(int argc, char** argv) {
       ->required();
   app.add_option("--ready-file", ready_file,
                  "write the bound ports here as JSON once serving");
+  auto* rotate = app.add_subcommand(
+      "rotate-data-key",
+      "replace the data key (the gateway must be stopped) and exit");
+  // `rotate-data-key --config FILE` as well as `--config FILE rotate-...`.
+  rotate->fallthrough();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
 
-  // Files we create (database, WAL) are for this user only.
+  // Files we create (database, WAL, keys) are for this user only.
   ::umask(077);
+  if (rotate->parsed()) return RotateDataKey(config_path);
 
   // Signals are taken by sigwait below, never by a gRPC thread: block them
   // before any thread starts.

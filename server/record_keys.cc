@@ -3,8 +3,10 @@
 #include <openssl/crypto.h>
 
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/crypto.h"
 #include "core/status_macros.h"
 
 namespace casebridge::server {
@@ -109,10 +111,13 @@ absl::Status RecordSealer::CheckDataKey(sqlite::Connection& conn) const {
   check.Bind(1, kDataKeyCheckRecord);
   CB_ASSIGN_OR_RETURN(const bool has_check, check.Step());
   if (has_check) {
-    auto opened = data_key_.Open(check.ColumnBlob(0), kCheckAad);
+    const std::string value = check.ColumnBlob(0);
+    auto opened = data_key_.Open(value, kCheckAad);
     if (!opened.ok() || *opened != kCheckPlaintext) {
       return absl::FailedPreconditionError(
-          "it does not open the database's data key check value");
+          absl::StrCat("it does not open the database's data key check value, "
+                       "check id ",
+                       DataKeyCheckId(value)));
     }
     return absl::OkStatus();
   }
@@ -139,6 +144,107 @@ absl::Status RecordSealer::CheckDataKey(sqlite::Connection& conn) const {
       .BindBlob(2, value)
       .Bind(3, absl::ToUnixMicros(clock_->Now()));
   return insert.Run();
+}
+
+std::string DataKeyCheckId(absl::string_view check_value) {
+  return crypto::HexEncode(crypto::Sha256(check_value)).substr(0, 16);
+}
+
+namespace {
+
+// The stored check value; nullopt if the database has none.
+absl::StatusOr<std::optional<std::string>> StoredCheckValue(
+    sqlite::Connection& conn) {
+  CB_ASSIGN_OR_RETURN(
+      auto check,
+      conn.Prepare("SELECT wrapped FROM record_keys WHERE record = ?"));
+  check.Bind(1, kDataKeyCheckRecord);
+  CB_ASSIGN_OR_RETURN(const bool row, check.Step());
+  if (!row) return std::nullopt;
+  return check.ColumnBlob(0);
+}
+
+bool Opens(const crypto::FieldKey& key, absl::string_view check_value) {
+  auto opened = key.Open(check_value, kCheckAad);
+  return opened.ok() && *opened == kCheckPlaintext;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> StoredCheckId(sqlite::Connection& conn) {
+  CB_ASSIGN_OR_RETURN(const std::optional<std::string> value,
+                      StoredCheckValue(conn));
+  return value.has_value() ? DataKeyCheckId(*value) : "";
+}
+
+absl::StatusOr<bool> OpensCheckValue(sqlite::Connection& conn,
+                                     const crypto::FieldKey& key) {
+  CB_ASSIGN_OR_RETURN(const std::optional<std::string> value,
+                      StoredCheckValue(conn));
+  return value.has_value() && Opens(key, *value);
+}
+
+absl::StatusOr<RewrapReport> RewrapRecordKeys(sqlite::Connection& conn,
+                                              const crypto::FieldKey& old_key,
+                                              const crypto::FieldKey& new_key,
+                                              absl::Time now) {
+  RewrapReport report;
+  CB_ASSIGN_OR_RETURN(const std::optional<std::string> old_check,
+                      StoredCheckValue(conn));
+  if (!old_check.has_value() || !Opens(old_key, *old_check)) {
+    return absl::FailedPreconditionError(
+        old_check.has_value()
+            ? absl::StrCat("the data key does not open the database's data "
+                           "key check value, check id ",
+                           DataKeyCheckId(*old_check))
+            : "the database has no data key check value");
+  }
+  report.old_check_id = DataKeyCheckId(*old_check);
+
+  // Read first: the rows are rewritten on the same connection.
+  std::vector<std::pair<std::string, std::string>> wrapped_keys;
+  {
+    CB_ASSIGN_OR_RETURN(auto all,
+                        conn.Prepare("SELECT record, wrapped FROM record_keys "
+                                     "WHERE record != ? ORDER BY record"));
+    all.Bind(1, kDataKeyCheckRecord);
+    while (true) {
+      CB_ASSIGN_OR_RETURN(const bool row, all.Step());
+      if (!row) break;
+      wrapped_keys.emplace_back(all.ColumnText(0), all.ColumnBlob(1));
+    }
+  }
+  for (const auto& [record, wrapped] : wrapped_keys) {
+    auto raw = old_key.Open(wrapped, WrapAad(record));
+    if (!raw.ok()) {
+      return absl::DataLossError(absl::StrCat(
+          "the key of ", record,
+          " does not open under the data key (another data key, or changed)"));
+    }
+    auto rewrapped = new_key.Seal(*raw, WrapAad(record));
+    OPENSSL_cleanse(raw->data(), raw->size());
+    CB_RETURN_IF_ERROR(rewrapped.status());
+    // Each Statement resets its (cached) statement when it goes.
+    CB_ASSIGN_OR_RETURN(
+        auto update,
+        conn.Prepare("UPDATE record_keys SET wrapped = ? WHERE record = ?"));
+    update.BindBlob(1, *rewrapped).Bind(2, record);
+    CB_RETURN_IF_ERROR(update.Run());
+    ++report.record_keys;
+  }
+
+  CB_ASSIGN_OR_RETURN(const std::string new_check,
+                      new_key.Seal(kCheckPlaintext, kCheckAad));
+  CB_ASSIGN_OR_RETURN(
+      auto replace,
+      conn.Prepare("UPDATE record_keys SET wrapped = ?, created_us = ? "
+                   "WHERE record = ?"));
+  replace.BindBlob(1, new_check)
+      .Bind(2, absl::ToUnixMicros(now))
+      .Bind(3, kDataKeyCheckRecord);
+  CB_RETURN_IF_ERROR(replace.Run());
+  report.new_check_id = DataKeyCheckId(new_check);
+  return report;
 }
 
 absl::StatusOr<bool> HoldsSealedData(sqlite::Connection& conn) {

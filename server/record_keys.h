@@ -37,6 +37,37 @@ std::string MessageRecord(absl::string_view message_id);
 // not the key this database's data is sealed under.
 inline constexpr char kDataKeyCheckRecord[] = "check/data-key";
 
+// The check id of a stored check value: the first 16 hex digits of its
+// SHA-256. It names which data key a database is sealed under (in errors,
+// logs and the audit log) without telling anything about the key.
+std::string DataKeyCheckId(absl::string_view check_value);
+
+// The check id of the database's check value; empty if it has none.
+absl::StatusOr<std::string> StoredCheckId(sqlite::Connection& conn);
+
+// Whether `key` opens the database's check value; false if it has none.
+absl::StatusOr<bool> OpensCheckValue(sqlite::Connection& conn,
+                                     const crypto::FieldKey& key);
+
+// What re-wrapping the record keys under a new data key did.
+struct RewrapReport {
+  int record_keys = 0;       // record keys re-wrapped (the check value aside)
+  std::string old_check_id;  // of the check value replaced
+  std::string new_check_id;  // of the check value written
+};
+
+// Inside the caller's write transaction: every record key's wrapping under
+// `old_key` replaced by one under `new_key`, and the check value by one
+// sealed under `new_key`. Shredded records have no key and stay shredded.
+// FAILED_PRECONDITION if `old_key` does not open the check value (or the
+// database has none); DATA_LOSS, naming the record, if a record's key does
+// not open under `old_key`. On error the caller must roll back: some rows
+// may already be re-wrapped.
+absl::StatusOr<RewrapReport> RewrapRecordKeys(sqlite::Connection& conn,
+                                              const crypto::FieldKey& old_key,
+                                              const crypto::FieldKey& new_key,
+                                              absl::Time now);
+
 // Whether the database holds anything sealed: a row of record_keys (the
 // check value included) or a row whose `sealed` is 1. A missing data key
 // may be replaced by a new one only when it does not.

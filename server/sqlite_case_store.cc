@@ -18,6 +18,7 @@
 #include "core/identity.h"
 #include "core/status_macros.h"
 #include "google/protobuf/util/time_util.h"
+#include "server/data_key_rotation.h"
 #include "server/schema.h"
 
 namespace casebridge::server {
@@ -645,6 +646,10 @@ absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
                                                          GatewayMigrations()));
   if (!options.data_key_file.empty()) {
     const std::string& key_file = options.data_key_file;
+    CB_ASSIGN_OR_RETURN(const InterruptedRotation interrupted,
+                        SettleInterruptedRotation(*store->db_, key_file));
+    store->finished_interrupted_rotation_ =
+        interrupted == InterruptedRotation::kFinished;
     auto key = crypto::LoadKeyFile(key_file);
     if (absl::IsNotFound(key.status())) {
       // A new key only for a database that holds nothing sealed: a missing

@@ -106,7 +106,8 @@ struct RetentionReport {
 class GatewayStore {
  public:
   // Creates `data_dir` (mode 0700) if needed, opens the database, brings
-  // its schema up to date, reads the data key (creating it only if the
+  // its schema up to date, settles a data key rotation a crash interrupted
+  // (server/data_key_rotation.h), reads the data key (creating it only if the
   // database holds nothing sealed), checks it against the database's check
   // value (writing that value on first use) and seals the payloads stored
   // without a seal. `clock` must outlive the store. Errors about the data key
@@ -130,6 +131,11 @@ class GatewayStore {
   SqliteExchangeStore& exchange() { return *exchange_; }
   // Null without data protection.
   const RecordSealer* sealer() const { return sealer_.get(); }
+  // Whether opening finished a data key rotation that a crash interrupted
+  // after its commit (server/data_key_rotation.h).
+  bool finished_interrupted_rotation() const {
+    return finished_interrupted_rotation_;
+  }
   // Whether the data key file is inside data_dir, where every backup of the
   // folder carries it along with the database it protects (the default
   // <data_dir>/data.key): worth a warning at start.
@@ -151,6 +157,7 @@ class GatewayStore {
   };
   LockFile lock_;
   bool key_inside_data_dir_ = false;
+  bool finished_interrupted_rotation_ = false;
   std::unique_ptr<RecordSealer> sealer_;
   std::unique_ptr<sqlite::Database> db_;
   std::unique_ptr<SqliteAuditLog> audit_;

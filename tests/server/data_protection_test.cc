@@ -17,6 +17,7 @@
 #include "core/status_macros.h"
 #include "google/protobuf/util/time_util.h"
 #include "server/audit_verifier.h"
+#include "server/data_key_rotation.h"
 #include "server/evidence.h"
 #include "server/sqlite_case_store.h"
 #include "tests/testing/fake_clock.h"
@@ -746,6 +747,279 @@ TEST_F(DataProtectionTest, PurgingACasePurgesTheSharesThatCarryIt) {
   store_.reset();
   const AuditVerifyReport verified = VerifyOffline();
   EXPECT_TRUE(verified.ok) << verified.problem;
+}
+
+// Data key rotation (server/data_key_rotation.h).
+
+class DataKeyRotationTest : public DataProtectionTest {
+ protected:
+  absl::StatusOr<DataKeyRotationReport> Rotate() {
+    return RotateDataKey(WithKey(dir_, key_file_), kPkGateway, &clock_);
+  }
+
+  std::string Pending() const { return PendingDataKeyPath(key_file_); }
+
+  bool Exists(const std::string& path) const {
+    struct stat st;
+    return ::lstat(path.c_str(), &st) == 0;
+  }
+
+  // Writes raw key bytes as a data key file (mode 0600).
+  void WriteKey(const std::string& path, const std::string& raw) {
+    WriteFile(path, raw);
+    ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
+  }
+
+  int RecordKeyRows() {
+    int rows = 0;
+    EXPECT_OK(
+        store_->database().Read([&](sqlite::Connection& c) -> absl::Status {
+          CB_ASSIGN_OR_RETURN(
+              auto stmt, c.Prepare("SELECT count(*) FROM record_keys WHERE "
+                                   "record != 'check/data-key'"));
+          CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+          if (row) rows = static_cast<int>(stmt.ColumnInt(0));
+          return absl::OkStatus();
+        }));
+    return rows;
+  }
+
+  std::string CheckId() {
+    return DataKeyCheckId(WrappedKey(kDataKeyCheckRecord));
+  }
+
+  uint64_t AuditSize() {
+    auto size = store_->audit_log().Size();
+    EXPECT_OK(size.status());
+    return size.ok() ? *size : 0;
+  }
+};
+
+TEST_F(DataKeyRotationTest, RewrapsEveryRecordKeyAndKeepsTheDataReadable) {
+  const v1::CaseReference kept = Open();
+  const v1::CaseReference closed = Close(Open().exchange_id());
+  Receive(PeerMessage("CN-M-1", v1::MESSAGE_KIND_RESCUE_REQUEST));
+  // One record shredded by retention before the rotation.
+  config::RetentionSettings policy;
+  policy.case_status_days[v1::CASE_STATUS_CLOSED] = 1;
+  clock_.Advance(absl::Hours(48));
+  ASSERT_OK_AND_ASSIGN(RetentionReport purged,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_EQ(purged.cases, 1);
+  const int record_keys = RecordKeyRows();
+  ASSERT_EQ(record_keys, 2);  // the kept case and the message
+  const std::string old_check_id = CheckId();
+  const std::string old_wrapped = WrappedKey(CaseRecord(kept.exchange_id()));
+  store_.reset();
+  const std::string old_key = ReadRaw(key_file_);
+
+  ASSERT_OK_AND_ASSIGN(const DataKeyRotationReport report, Rotate());
+  EXPECT_EQ(report.record_keys, record_keys);
+  EXPECT_FALSE(report.finished_interrupted);
+  EXPECT_EQ(report.old_check_id, old_check_id);
+  EXPECT_THAT(report.new_check_id, MatchesRegex("[0-9a-f]{16}"));
+  EXPECT_NE(report.new_check_id, report.old_check_id);
+
+  // The new key is in place, for its owner only; nothing pending is left.
+  const std::string new_key = ReadRaw(key_file_);
+  EXPECT_EQ(new_key.size(), 32u);
+  EXPECT_NE(new_key, old_key);
+  struct stat st;
+  ASSERT_EQ(::stat(key_file_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600);
+  EXPECT_FALSE(Exists(Pending()));
+
+  Reopen();
+  EXPECT_EQ(CheckId(), report.new_check_id);
+  EXPECT_NE(WrappedKey(CaseRecord(kept.exchange_id())), old_wrapped);
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference got,
+                       store_->cases().GetCase(kept.exchange_id()));
+  EXPECT_EQ(got.victims(0).remarks(), kRemark);
+  EXPECT_EQ(got.last_known_locations(0).description(), kLocation);
+  const std::vector<InboxItem> inbox = Inbox();
+  ASSERT_EQ(inbox.size(), 1u);
+  EXPECT_EQ(inbox[0].message.body(), kBody);
+  // The shredded record stays shredded.
+  EXPECT_THAT(WrappedKey(CaseRecord(closed.exchange_id())), IsEmpty());
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference still_purged,
+                       store_->cases().GetCase(closed.exchange_id()));
+  EXPECT_THAT(still_purged.victims(), IsEmpty());
+
+  // Audited, naming the check ids and nothing of the keys.
+  ASSERT_OK_AND_ASSIGN(const uint64_t size, store_->audit_log().Size());
+  ASSERT_OK_AND_ASSIGN(const auto last, store_->audit_log().Read(size - 1, 1));
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(last[0].entry.action, kDataKeyRotateAction);
+  EXPECT_EQ(last[0].entry.actor, kPkGateway);
+  EXPECT_THAT(last[0].entry.subjects,
+              ::testing::ElementsAre(old_check_id, report.new_check_id));
+  EXPECT_EQ(last[0].bytes.find(new_key), std::string::npos);
+
+  // The old key no longer opens the database, and the error names the check
+  // value it does not open.
+  store_.reset();
+  const std::string old_key_file =
+      NewTempDir("data-protection-old-key") + "/data.key";
+  WriteKey(old_key_file, old_key);
+  EXPECT_THAT(GatewayStore::Open(WithKey(dir_, old_key_file), &clock_),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("is not the key of the database"),
+                             HasSubstr("check value, check id " +
+                                       report.new_check_id))));
+  // Neither the database nor its WAL holds the old wrapping any more.
+  EXPECT_EQ(RawFiles().find(old_wrapped), std::string::npos);
+  const AuditVerifyReport verified = VerifyOffline();
+  EXPECT_TRUE(verified.ok) << verified.problem;
+}
+
+TEST_F(DataKeyRotationTest, IsRefusedWhileTheDatabaseIsOpen) {
+  Open();
+  const std::string key = ReadRaw(key_file_);
+  const std::string check_id = CheckId();
+  EXPECT_THAT(Rotate(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("in use by another running gateway")));
+  EXPECT_EQ(ReadRaw(key_file_), key);
+  EXPECT_FALSE(Exists(Pending()));
+  EXPECT_EQ(CheckId(), check_id);
+}
+
+TEST_F(DataKeyRotationTest, IsRefusedWithAnotherKey) {
+  Open();
+  const std::string check_id = CheckId();
+  const uint64_t audited = AuditSize();
+  store_.reset();
+  const std::string other =
+      NewTempDir("data-protection-other-key") + "/data.key";
+  ASSERT_OK(crypto::CreateKeyFile(other).status());
+  const std::string other_key = ReadRaw(other);
+  EXPECT_THAT(RotateDataKey(WithKey(dir_, other), kPkGateway, &clock_),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("check id " + check_id)));
+  EXPECT_EQ(ReadRaw(other), other_key);
+  EXPECT_FALSE(Exists(PendingDataKeyPath(other)));
+  Reopen();
+  EXPECT_EQ(CheckId(), check_id);
+  EXPECT_EQ(AuditSize(), audited);
+}
+
+TEST_F(DataKeyRotationTest, ARecordKeyThatDoesNotOpenChangesNothing) {
+  const v1::CaseReference opened = Open();
+  const std::string record = CaseRecord(opened.exchange_id());
+  std::string damaged = WrappedKey(record);
+  damaged[damaged.size() / 2] ^= 0x01;
+  ASSERT_OK(store_->database().Write([&](sqlite::Connection& c) {
+    CB_ASSIGN_OR_RETURN(
+        auto stmt,
+        c.Prepare("UPDATE record_keys SET wrapped = ? WHERE record = ?"));
+    stmt.BindBlob(1, damaged).Bind(2, record);
+    return stmt.Run();
+  }));
+  const std::string check_id = CheckId();
+  const uint64_t audited = AuditSize();
+  store_.reset();
+  const std::string key = ReadRaw(key_file_);
+
+  EXPECT_THAT(Rotate(),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       AllOf(HasSubstr(record), HasSubstr("stays in force"))));
+  EXPECT_EQ(ReadRaw(key_file_), key);
+  EXPECT_FALSE(Exists(Pending())) << "the unused new key was left behind";
+  Reopen();
+  EXPECT_EQ(CheckId(), check_id);
+  EXPECT_EQ(WrappedKey(record), damaged);
+  EXPECT_EQ(AuditSize(), audited);
+}
+
+TEST_F(DataKeyRotationTest, ACommittedRotationIsFinishedAtTheNextOpen) {
+  const v1::CaseReference opened = Open();
+  store_.reset();
+  const std::string old_key = ReadRaw(key_file_);
+  ASSERT_OK_AND_ASSIGN(const DataKeyRotationReport report, Rotate());
+  const std::string new_key = ReadRaw(key_file_);
+  // As a crash between the commit and the rename leaves it: the database
+  // sealed under the pending key, the old key still in the key file.
+  ASSERT_EQ(::rename(key_file_.c_str(), Pending().c_str()), 0);
+  WriteKey(key_file_, old_key);
+
+  Reopen();
+  EXPECT_TRUE(store_->finished_interrupted_rotation());
+  EXPECT_EQ(ReadRaw(key_file_), new_key);
+  EXPECT_FALSE(Exists(Pending()));
+  EXPECT_EQ(CheckId(), report.new_check_id);
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference got,
+                       store_->cases().GetCase(opened.exchange_id()));
+  EXPECT_EQ(got.victims(0).remarks(), kRemark);
+}
+
+TEST_F(DataKeyRotationTest, ASecondRotationFinishesACommittedOneFirst) {
+  Open();
+  store_.reset();
+  const std::string old_key = ReadRaw(key_file_);
+  ASSERT_OK_AND_ASSIGN(const DataKeyRotationReport first, Rotate());
+  const std::string new_key = ReadRaw(key_file_);
+  ASSERT_EQ(::rename(key_file_.c_str(), Pending().c_str()), 0);
+  WriteKey(key_file_, old_key);
+
+  ASSERT_OK_AND_ASSIGN(const DataKeyRotationReport second, Rotate());
+  EXPECT_TRUE(second.finished_interrupted);
+  EXPECT_EQ(second.new_check_id, first.new_check_id);
+  EXPECT_EQ(ReadRaw(key_file_), new_key);
+  EXPECT_FALSE(Exists(Pending()));
+  Reopen();
+  EXPECT_EQ(CheckId(), first.new_check_id);
+}
+
+TEST_F(DataKeyRotationTest, ARotationThatNeverCommittedIsDiscardedAtOpen) {
+  const v1::CaseReference opened = Open();
+  const std::string check_id = CheckId();
+  const uint64_t audited = AuditSize();
+  store_.reset();
+  const std::string key = ReadRaw(key_file_);
+  // As a crash before the commit leaves it: a new key nothing is sealed
+  // under.
+  ASSERT_OK(crypto::CreateKeyFile(Pending()).status());
+
+  Reopen();
+  EXPECT_FALSE(store_->finished_interrupted_rotation());
+  EXPECT_FALSE(Exists(Pending()));
+  EXPECT_EQ(ReadRaw(key_file_), key);
+  EXPECT_EQ(CheckId(), check_id);
+  EXPECT_EQ(AuditSize(), audited);
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference got,
+                       store_->cases().GetCase(opened.exchange_id()));
+  EXPECT_EQ(got.victims(0).remarks(), kRemark);
+}
+
+TEST_F(DataKeyRotationTest, APendingKeyThatOpensNothingIsRefusedAndKept) {
+  Open();
+  store_.reset();
+  // Neither key opens the check value: nothing is removed.
+  ASSERT_OK(crypto::CreateKeyFile(Pending()).status());
+  const std::string other =
+      NewTempDir("data-protection-other-key") + "/data.key";
+  ASSERT_OK(crypto::CreateKeyFile(other).status());
+  const std::string pending = ReadRaw(Pending());
+  ASSERT_EQ(::rename(Pending().c_str(), PendingDataKeyPath(other).c_str()), 0);
+  EXPECT_THAT(GatewayStore::Open(WithKey(dir_, other), &clock_),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("interrupted rotation"),
+                             HasSubstr("check id"))));
+  EXPECT_EQ(ReadRaw(PendingDataKeyPath(other)), pending);
+}
+
+TEST_F(DataKeyRotationTest, NeedsAnExistingDatabaseAndKey) {
+  store_.reset();
+  const std::string empty = NewTempDir("data-protection-empty");
+  EXPECT_THAT(
+      RotateDataKey(WithKey(empty, empty + "/data.key"), kPkGateway, &clock_),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               HasSubstr("there is no database")));
+  EXPECT_FALSE(Exists(empty + "/gateway.db"));
+  ASSERT_EQ(::unlink(key_file_.c_str()), 0);
+  EXPECT_THAT(Rotate(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                 HasSubstr("there is no key to rotate")));
+  EXPECT_FALSE(Exists(key_file_));
 }
 
 }  // namespace
