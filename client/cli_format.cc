@@ -360,6 +360,47 @@ std::string FormatInboxLine(const v1::WatchInboxResponse& item) {
           : absl::StrCat("    *** ", m.handling_notice(), " ***\n"));
 }
 
+absl::StatusOr<HandlingMarking> EvidenceMarking(
+    const v1::EvidenceBundle& bundle) {
+  v1::Envelope envelope;
+  if (!envelope.ParseFromString(bundle.envelope().envelope())) {
+    return absl::InvalidArgumentError(
+        "envelope.envelope: not a casebridge.v1.Envelope");
+  }
+  const v1::CaseMessage& m = envelope.message();
+  HandlingMarking marking;
+  marking.code = m.handling_code();
+  marking.restriction = m.handling_restriction();
+  switch (marking.code) {
+    case v1::HANDLING_CODE_H0:
+      marking.notice = "H0: for law-enforcement purposes only";
+      break;
+    case v1::HANDLING_CODE_H1:
+      marking.notice =
+          "H1: not for use as evidence in judicial proceedings without the "
+          "originator's permission";
+      break;
+    case v1::HANDLING_CODE_H2:
+      marking.notice =
+          "H2: no onward dissemination without the originator's permission";
+      break;
+    case v1::HANDLING_CODE_H3:
+      marking.notice = absl::StrCat("H3: restricted by the originator: ",
+                                    marking.restriction);
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          "envelope.message.handling_code: the signed envelope states none");
+  }
+  return marking;
+}
+
+std::string FormatMarking(const HandlingMarking& marking, bool verified) {
+  return absl::StrCat("*** Handling ", marking.notice,
+                      verified ? "" : " (as the unverified envelope states)",
+                      " ***\n");
+}
+
 std::string FormatDeliveryStatus(const v1::DeliveryStatus& s) {
   std::vector<std::vector<std::string>> rows = {
       {"Message:", s.message_id()},

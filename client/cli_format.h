@@ -45,6 +45,23 @@ std::string FormatAuditEntries(const v1::GetEntriesResponse& entries);
 std::string FormatInboxLine(const v1::WatchInboxResponse& item);
 std::string FormatDeliveryStatus(const v1::DeliveryStatus& status);
 
+// The handling marking of the message an evidence bundle proves, read from
+// the signed envelope bytes alone: a field beside the signature could be
+// stripped or changed without breaking it. The notice is worded as the
+// gateway words it (docs/api.md#handling-codes).
+struct HandlingMarking {
+  v1::HandlingCode code = v1::HANDLING_CODE_UNSPECIFIED;
+  std::string restriction;  // with H3
+  std::string notice;       // e.g. "H1: not for use as evidence ..."
+};
+// INVALID_ARGUMENT naming the field if the bundle's envelope bytes do not
+// parse or carry no handling code.
+absl::StatusOr<HandlingMarking> EvidenceMarking(
+    const v1::EvidenceBundle& bundle);
+// The line a reader sees first: "*** Handling H1: ... ***". Not
+// `verified`: of a bundle whose signatures did not check out, said so.
+std::string FormatMarking(const HandlingMarking& marking, bool verified = true);
+
 // Columns padded by display width (CJK characters take two cells).
 std::string FormatTable(const std::vector<std::vector<std::string>>& rows);
 // Cuts `text` to at most `max` display cells, adding "…" when cut.

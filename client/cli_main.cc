@@ -270,6 +270,16 @@ absl::Status WritePrivateFile(const std::string& path,
   return absl::OkStatus();
 }
 
+// The handling marking's fields in --json output.
+void AddMarking(const cb::cli::HandlingMarking& marking,
+                nlohmann::ordered_json& out) {
+  out["handling_code"] = v1::HandlingCode_Name(marking.code);
+  if (!marking.restriction.empty()) {
+    out["handling_restriction"] = marking.restriction;
+  }
+  out["handling_notice"] = marking.notice;
+}
+
 int EvidenceVerify(const Options& options, const std::string& path,
                    const std::string& keys_path) {
   auto keys = LoadKeys(keys_path);
@@ -278,7 +288,8 @@ int EvidenceVerify(const Options& options, const std::string& path,
   if (!bytes.ok()) return ReportStatus(bytes.status(), kExitUsage);
   v1::EvidenceBundle bundle;
   cb::evidence::EvidenceReport report;
-  if (!bundle.ParseFromString(*bytes)) {
+  const bool parsed = bundle.ParseFromString(*bytes);
+  if (!parsed) {
     report.problem = "bundle: not a casebridge.v1.EvidenceBundle";
   } else {
     report = cb::evidence::VerifyEvidence(bundle, *keys);
@@ -286,10 +297,16 @@ int EvidenceVerify(const Options& options, const std::string& path,
   auto lower = [](v1::Country c) {
     return absl::AsciiStrToLower(cb::CountryCode(c));
   };
+  // The handling of the message proved, from the signed envelope: shown
+  // first, also when the bundle does not verify.
+  absl::StatusOr<cb::cli::HandlingMarking> marking =
+      parsed ? cb::cli::EvidenceMarking(bundle)
+             : absl::InvalidArgumentError("bundle: does not parse");
   if (options.json) {
     nlohmann::ordered_json out;
     out["ok"] = report.ok();
     out["file"] = path;
+    if (marking.ok()) AddMarking(*marking, out);
     if (report.ok()) {
       out["envelope_id"] = report.envelope_id;
       out["message_id"] = report.message_id;
@@ -304,7 +321,12 @@ int EvidenceVerify(const Options& options, const std::string& path,
     }
     out["notes"] = report.notes;
     std::cout << out.dump() << "\n";
-  } else if (report.ok()) {
+    return report.ok() ? kExitOk : kExitDamaged;
+  }
+  if (marking.ok()) {
+    std::cout << cb::cli::FormatMarking(*marking, report.ok());
+  }
+  if (report.ok()) {
     const std::string origin = lower(report.origin);
     const std::string receiver = lower(report.receiver);
     std::cout << "evidence " << path << ": OK: envelope " << report.envelope_id
@@ -534,7 +556,8 @@ int main(int argc, char** argv) {
   bool grant_any = false;
   auto* case_grant = case_cmd->add_subcommand(
       "grant",
-      "permit passing one of our H2 cases on inside the counterpart country");
+      "permit passing one of our H2 cases on inside the counterpart country "
+      "(--withdraw: withdraw that permission)");
   case_grant->add_option("exchange_id", grant_id, "e.g. PK-2026-000123")
       ->required();
   case_grant->add_option("--to", grant_to,
@@ -542,6 +565,10 @@ int main(int argc, char** argv) {
   case_grant->add_flag("--any-office", grant_any,
                        "any office of the counterpart country");
   case_grant->add_option("--request-id", grant_request_id, "idempotency key");
+  bool grant_withdraw = false;
+  case_grant->add_flag("--withdraw", grant_withdraw,
+                       "withdraw the permission instead (with --any-office: "
+                       "every permission given for the case)");
 
   std::string forward_id, forward_to;
   auto* case_forward = case_cmd->add_subcommand(
@@ -833,6 +860,25 @@ int main(int argc, char** argv) {
     if (grant_any == !grant_to.empty()) {
       return Usage("case grant: give --to OFFICE (repeatable) or --any-office");
     }
+    if (grant_withdraw) {
+      v1::WithdrawDisseminationRequest request;
+      request.set_exchange_id(grant_id);
+      request.set_request_id(grant_request_id);
+      for (const std::string& office : grant_to) request.add_offices(office);
+      request.set_any_office(grant_any);
+      auto withdrawn = c.WithdrawDissemination(request);
+      if (!withdrawn.ok()) return ReportStatus(withdrawn.status(), kExitRpc);
+      Print(options, *withdrawn,
+            absl::StrCat(
+                "Withdrew the permission to pass case ", grant_id, " on from ",
+                grant_any ? "every office" : absl::StrJoin(grant_to, ", "),
+                " as message ", withdrawn->message_id(), " (",
+                cb::cli::EnumSpelling(
+                    v1::DeliveryState_descriptor()->FindValueByNumber(
+                        withdrawn->status().state())),
+                "); copies already passed on stay where they are\n"));
+      return kExitOk;
+    }
     v1::GrantDisseminationRequest request;
     request.set_exchange_id(grant_id);
     request.set_request_id(grant_request_id);
@@ -948,13 +994,18 @@ int main(int argc, char** argv) {
         envelope.ParseFromString(bundle->envelope().envelope())
             ? envelope.envelope_id()
             : evidence_id;
+    // The marking travels inside the signed envelope of the file written.
+    const absl::StatusOr<cb::cli::HandlingMarking> marking =
+        cb::cli::EvidenceMarking(*bundle);
     if (options.json) {
       nlohmann::ordered_json out;
       out["envelope_id"] = envelope_id;
+      if (marking.ok()) AddMarking(*marking, out);
       out["file"] = evidence_out;
       out["bytes"] = bytes.size();
       std::cout << out.dump() << "\n";
     } else {
+      if (marking.ok()) std::cout << cb::cli::FormatMarking(*marking);
       std::cout << "evidence of envelope " << envelope_id << " written to "
                 << evidence_out << " (" << bytes.size() << " bytes)\n";
     }

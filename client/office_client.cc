@@ -170,6 +170,17 @@ absl::StatusOr<v1::GrantDisseminationResponse> OfficeClient::GrantDissemination(
   return response;
 }
 
+absl::StatusOr<v1::WithdrawDisseminationResponse>
+OfficeClient::WithdrawDissemination(
+    const v1::WithdrawDisseminationRequest& request) {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::WithdrawDisseminationResponse response;
+  CB_RETURN_IF_ERROR(FromGrpcStatus(
+      office_->WithdrawDissemination(&context, request, &response)));
+  return response;
+}
+
 absl::StatusOr<v1::ForwardCaseResponse> OfficeClient::ForwardCase(
     const v1::ForwardCaseRequest& request) {
   grpc::ClientContext context;

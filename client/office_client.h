@@ -61,6 +61,8 @@ class OfficeClient {
       const v1::ShareCaseRequest& request);
   absl::StatusOr<v1::GrantDisseminationResponse> GrantDissemination(
       const v1::GrantDisseminationRequest& request);
+  absl::StatusOr<v1::WithdrawDisseminationResponse> WithdrawDissemination(
+      const v1::WithdrawDisseminationRequest& request);
   absl::StatusOr<v1::ForwardCaseResponse> ForwardCase(
       const v1::ForwardCaseRequest& request);
   absl::StatusOr<v1::SendMessageResponse> SendMessage(

@@ -190,10 +190,15 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetEvidence(
         if (!SeesEverything(in.caller)) {
           CB_ASSIGN_OR_RETURN(const bool visible,
                               evidence_->VisibleTo(in.caller.identity, id));
+          // Answered as a missing one, so that ids cannot be probed; the
+          // audit entry of the refusal names the caller and the id.
           if (!visible) {
-            return absl::PermissionDeniedError(
-                absl::StrCat("envelope ", id, " carries no message of ",
-                             in.caller.identity));
+            return in.request.envelope_id().empty()
+                       ? absl::NotFoundError(
+                             absl::StrCat("message ", in.request.message_id(),
+                                          " was not exchanged here"))
+                       : absl::NotFoundError(absl::StrCat(
+                             "envelope ", id, " was not exchanged here"));
           }
         }
         // The bundle holds the message itself: personal data, to roles

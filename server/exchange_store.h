@@ -71,6 +71,12 @@ struct InboundEnvelope {
   const v1::Envelope* parsed = nullptr;
   std::vector<std::string> inbox_offices;
   AuditEvent audit;
+  // Optional. Called inside the transaction, once the envelope is known to
+  // be new and before anything of it is written, with the case its message
+  // belongs to as this gateway holds it (not called if it holds no such
+  // case). An error refuses the envelope, nothing of it stored, and is
+  // returned as is (the caller audits it).
+  std::function<absl::Status(const v1::CaseReference& held)> check_held_case;
 };
 
 // One message of ExchangeStore::RecordInboxDeliveries.
@@ -291,7 +297,8 @@ class ExchangeStore {
 
   // Whether the peer permitted passing its case `exchange_id` on to our
   // `office`: a DISSEMINATION_GRANT received for the case named the office,
-  // or any office. Reads only.
+  // or any office, and no DISSEMINATION_WITHDRAWAL received since withdrew
+  // it. Reads only.
   virtual absl::StatusOr<bool> DisseminationGranted(
       const std::string& exchange_id, const std::string& office) = 0;
 

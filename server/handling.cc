@@ -85,6 +85,24 @@ absl::Status CheckMessageHandling(const v1::CaseMessage& message,
   return absl::OkStatus();
 }
 
+absl::Status CheckHeldCaseHandling(const v1::CaseReference& held,
+                                   const v1::CaseMessage& message) {
+  if (message.kind() == v1::MESSAGE_KIND_CASE_SHARE) return absl::OkStatus();
+  const v1::HandlingCode case_code = held.handling_code();
+  const v1::HandlingCode own = message.handling_code();
+  if (case_code == v1::HANDLING_CODE_UNSPECIFIED ||
+      case_code == v1::HANDLING_CODE_H0 || own == case_code) {
+    return absl::OkStatus();
+  }
+  // The codes' numbers grow with their restriction up to H2; H3 states its
+  // own, so another code is never a substitute for it (nor it for another).
+  return absl::PermissionDeniedError(absl::StrCat(
+      "handling_code: ", HandlingCodeName(own),
+      own < case_code ? " is below" : " differs from", " the case's ",
+      HandlingCodeName(case_code), " (case ", held.exchange_id(),
+      " as this gateway holds it); a message keeps its case's code"));
+}
+
 std::string HandlingNotice(v1::HandlingCode code,
                            absl::string_view restriction) {
   switch (code) {

@@ -33,6 +33,15 @@ absl::Status ApplyCaseHandling(const v1::CaseReference& c,
 absl::Status CheckMessageHandling(const v1::CaseMessage& message,
                                   absl::string_view prefix);
 
+// The receiver's check of a message from the peer against `held`, its case
+// as this gateway last stored it: on a case under H1, H2 or H3 the message
+// must carry that code, as ApplyCaseHandling makes the sender give it.
+// PERMISSION_DENIED naming both codes otherwise ("handling_code: H0 is below
+// the case's H2 ..."). A CASE_SHARE carries the case itself, whose code its
+// originator may have changed, and is not held to the copy it replaces.
+absl::Status CheckHeldCaseHandling(const v1::CaseReference& held,
+                                   const v1::CaseMessage& message);
+
 // The notice a reader is shown for a code, e.g. "H1: not for use as evidence
 // in judicial proceedings without the originator's permission"; with H3 the
 // restriction text follows. Empty for an unset code.

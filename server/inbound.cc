@@ -51,6 +51,11 @@ bool Inbound::IsPermanent(const absl::Status& refusal) {
     case absl::StatusCode::kResourceExhausted:
       // Oversized never changes; a full disk here may be cleared.
       return absl::StartsWith(refusal.message(), "envelope:");
+    case absl::StatusCode::kPermissionDenied:
+      // A message weaker than its case as we hold it: its code is signed
+      // and never changes. Other denials (an unknown sender office) may be
+      // configured later.
+      return absl::StartsWith(refusal.message(), "handling_code:");
     case absl::StatusCode::kUnauthenticated:
       // A signature that does not verify never will; an unknown key may be
       // configured later.
@@ -118,13 +123,14 @@ absl::Status Inbound::CheckContent(const AccessPolicy& policy,
   }
   CB_RETURN_IF_ERROR(ValidateMessageContent(m, "message"));
   CB_RETURN_IF_ERROR(CheckMessageHandling(m, "message"));
-  if (m.kind() == v1::MESSAGE_KIND_DISSEMINATION_GRANT &&
+  if ((m.kind() == v1::MESSAGE_KIND_DISSEMINATION_GRANT ||
+       m.kind() == v1::MESSAGE_KIND_DISSEMINATION_WITHDRAWAL) &&
       m.exchange_id().substr(0, 3) !=
           absl::StrCat(CountryCode(peer_country_), "-")) {
-    // Only the originator may permit passing a case on.
+    // Only the originator may permit passing a case on, or withdraw that.
     return absl::InvalidArgumentError(
         "message.dissemination_grant: only the peer's own cases can be granted "
-        "by it");
+        "(or withdrawn) by it");
   }
   if (m.kind() == v1::MESSAGE_KIND_CASE_SHARE) {
     const v1::CaseReference& c = m.case_reference();
@@ -167,8 +173,11 @@ std::vector<std::string> Inbound::InboxOffices(const AccessPolicy& policy,
                                                const v1::CaseMessage& m) {
   // A permission to pass a case on goes in no inbox: an inbox entry would
   // itself show the case to that office (need-to-know). It is kept in the
-  // store and audited; ForwardCase consults it.
-  if (m.kind() == v1::MESSAGE_KIND_DISSEMINATION_GRANT) return {};
+  // store and audited; ForwardCase consults it. Its withdrawal likewise.
+  if (m.kind() == v1::MESSAGE_KIND_DISSEMINATION_GRANT ||
+      m.kind() == v1::MESSAGE_KIND_DISSEMINATION_WITHDRAWAL) {
+    return {};
+  }
   if (!m.recipient_office().empty()) return {m.recipient_office()};
   // Addressed to the country: the liaison desk(s) take it, or else the
   // supervisors and embassy officers; only offices that may watch an inbox.
@@ -249,6 +258,12 @@ std::vector<v1::DeliverResponse> Inbound::Accept(std::vector<Checked> batch) {
     envelopes[i].parsed = &batch[i].envelope;
     envelopes[i].inbox_offices = std::move(batch[i].inbox_offices);
     envelopes[i].audit = batch[i].event;
+    // Never weaker than the case as we last stored it: our own copy of our
+    // case, or the peer's case as it last shared it.
+    envelopes[i].check_held_case = [&message = batch[i].envelope.message()](
+                                       const v1::CaseReference& held) {
+      return CheckHeldCaseHandling(held, message);
+    };
   }
   std::vector<absl::StatusOr<InboundResult>> results =
       store_->AcceptInboundBatch(

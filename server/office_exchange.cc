@@ -16,6 +16,7 @@
 #include "server/handling.h"
 #include "server/office_service.h"
 #include "server/validation.h"
+#include "server/write_priority.h"
 
 namespace casebridge::server {
 namespace {
@@ -27,12 +28,14 @@ google::protobuf::Timestamp ToProto(absl::Time t) {
 }
 
 // The idempotency key of a request: its request_id, and a digest of the
-// whole request so that a reuse with other content is told apart.
+// request's type and whole content, so that a reuse with other content, or
+// by another RPC whose request happens to encode alike, is told apart.
 RequestKey KeyOf(const std::string& request_id,
                  const google::protobuf::Message& request) {
-  return RequestKey{
-      request_id,
-      request_id.empty() ? "" : crypto::Sha256(DeterministicBytes(request))};
+  if (request_id.empty()) return RequestKey{request_id, ""};
+  return RequestKey{request_id, crypto::Sha256(absl::StrCat(
+                                    request.GetDescriptor()->full_name(), "\n",
+                                    DeterministicBytes(request)))};
 }
 
 absl::Status CheckRecipient(const AccessPolicy& policy,
@@ -321,6 +324,11 @@ absl::StatusOr<QueuedMessage> OfficeServiceImpl::Queue(const Caller& caller,
   CB_ASSIGN_OR_RETURN(OutgoingMessage outgoing,
                       Seal(caller, std::move(message), exchange_.clock->Now()));
   event.subjects.insert(event.subjects.begin(), exchange_id);
+  // An URGENT message waits for the writer ahead of other office calls.
+  const ScopedWritePriority priority(outgoing.message.priority() ==
+                                             v1::PRIORITY_URGENT
+                                         ? WritePriority::kFirst
+                                         : ScopedWritePriority::Current());
   CB_ASSIGN_OR_RETURN(QueuedMessage queued,
                       exchange_.store->QueueOutgoing(outgoing, key, event));
   if (!queued.replayed && exchange_.wake_sender) exchange_.wake_sender();
@@ -398,11 +406,13 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::SendMessage(
         CB_RETURN_IF_ERROR(CheckOutputOnly(m));
         if (m.kind() == v1::MESSAGE_KIND_CASE_SHARE ||
             m.kind() == v1::MESSAGE_KIND_ACKNOWLEDGEMENT ||
-            m.kind() == v1::MESSAGE_KIND_DISSEMINATION_GRANT) {
+            m.kind() == v1::MESSAGE_KIND_DISSEMINATION_GRANT ||
+            m.kind() == v1::MESSAGE_KIND_DISSEMINATION_WITHDRAWAL) {
           return absl::InvalidArgumentError(
-              "message.kind: CASE_SHARE, ACKNOWLEDGEMENT and "
-              "DISSEMINATION_GRANT are sent with ShareCase, Acknowledge and "
-              "GrantDissemination");
+              "message.kind: CASE_SHARE, ACKNOWLEDGEMENT, "
+              "DISSEMINATION_GRANT and DISSEMINATION_WITHDRAWAL are sent with "
+              "ShareCase, Acknowledge, GrantDissemination and "
+              "WithdrawDissemination");
         }
         CB_RETURN_IF_ERROR(ValidateMessageContent(m, "message"));
         CB_RETURN_IF_ERROR(CheckRecipient(*in.caller.policy,
@@ -512,92 +522,143 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::Acknowledge(
 grpc::ServerUnaryReactor* OfficeServiceImpl::GetDeliveryStatus(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
-  return handler_->Unary<v1::GetDeliveryStatusRequest,
-                         v1::GetDeliveryStatusResponse>(
-      context, request, response, Action::kGetDeliveryStatus, "message.status",
-      [](const v1::GetDeliveryStatusRequest& r) {
-        return std::vector<std::string>{r.message_id()};
-      },
-      [this](const Incoming<v1::GetDeliveryStatusRequest>& in,
-             v1::GetDeliveryStatusResponse* out) -> absl::Status {
-        CB_ASSIGN_OR_RETURN(
-            v1::CaseMessage m,
-            exchange_.store->GetOutgoingMessage(in.request.message_id()));
-        if (m.sender_office() != in.caller.identity &&
-            !in.caller.May(Action::kReadAnyDeliveryStatus)) {
-          return absl::PermissionDeniedError(absl::StrCat(
-              "message ", m.message_id(),
-              " was sent by another office (ReadAnyDeliveryStatus needed)"));
-        }
-        CB_ASSIGN_OR_RETURN(*out->mutable_status(),
-                            exchange_.store->GetDeliveryStatus(m.message_id()));
-        return absl::OkStatus();
-      });
+  return handler_
+      ->Unary<v1::GetDeliveryStatusRequest, v1::GetDeliveryStatusResponse>(
+          context, request, response, Action::kGetDeliveryStatus,
+          "message.status",
+          [](const v1::GetDeliveryStatusRequest& r) {
+            return std::vector<std::string>{r.message_id()};
+          },
+          [this](const Incoming<v1::GetDeliveryStatusRequest>& in,
+                 v1::GetDeliveryStatusResponse* out) -> absl::Status {
+            absl::StatusOr<v1::CaseMessage> m =
+                exchange_.store->GetOutgoingMessage(in.request.message_id());
+            // Another office's message is answered as a missing one, so that
+            // message ids cannot be probed; the audit entry of the refusal
+            // names the caller and the id.
+            if (m.ok() && m->sender_office() != in.caller.identity &&
+                !in.caller.May(Action::kReadAnyDeliveryStatus)) {
+              m = absl::NotFoundError(absl::StrCat(
+                  "outgoing message ", in.request.message_id(), " not found"));
+            }
+            if (!m.ok()) return m.status();
+            CB_ASSIGN_OR_RETURN(
+                *out->mutable_status(),
+                exchange_.store->GetDeliveryStatus(m->message_id()));
+            return absl::OkStatus();
+          });
+}
+
+absl::StatusOr<v1::CaseMessage> OfficeServiceImpl::DisseminationMessage(
+    const Caller& caller, const std::string& request_id,
+    const std::string& exchange_id,
+    const google::protobuf::RepeatedPtrField<std::string>& offices,
+    bool any_office, bool withdraw) {
+  CB_RETURN_IF_ERROR(CheckRequestId("request_id", request_id));
+  CB_RETURN_IF_ERROR(CheckExchangeId("exchange_id", exchange_id));
+  if (any_office == (offices.size() > 0)) {
+    return absl::InvalidArgumentError(
+        "offices: name the counterpart offices, or set any_office "
+        "(exactly one)");
+  }
+  if (static_cast<size_t>(offices.size()) > kMaxGrantOffices) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("offices: at most ", kMaxGrantOffices, " entries"));
+  }
+  for (int i = 0; i < offices.size(); ++i) {
+    const std::string field = absl::StrCat("offices[", i, "]");
+    if (offices.Get(i).empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": is empty"));
+    }
+    CB_RETURN_IF_ERROR(CheckRecipient(*caller.policy, field, offices.Get(i)));
+  }
+  CB_ASSIGN_OR_RETURN(v1::CaseReference c, VisibleCase(caller, exchange_id));
+  const absl::string_view what =
+      withdraw ? "withdraw a permission to pass it on" : "permit passing it on";
+  // Only the originator gives permissions, so only it takes them back.
+  if (c.origin_country() != config_->country) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("case ", c.exchange_id(),
+                     " came from the peer; only its originator can ", what));
+  }
+  if (c.owner_office() != caller.identity &&
+      !caller.May(Action::kShareAnyCase)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "case ", c.exchange_id(), " is owned by ", c.owner_office(),
+        "; only its owner or a role granted ShareAnyCase may ", what));
+  }
+  v1::CaseMessage message;
+  message.set_exchange_id(c.exchange_id());
+  message.set_kind(withdraw ? v1::MESSAGE_KIND_DISSEMINATION_WITHDRAWAL
+                            : v1::MESSAGE_KIND_DISSEMINATION_GRANT);
+  // Ahead of routine traffic: a permission is awaited, and the sooner a
+  // withdrawal lands, the fewer copies are passed on meanwhile.
+  message.set_priority(v1::PRIORITY_PRIORITY);
+  v1::DisseminationGrant* grant = message.mutable_dissemination_grant();
+  *grant->mutable_offices() = offices;
+  grant->set_any_office(any_office);
+  const std::string named = absl::StrJoin(offices.begin(), offices.end(), ", ");
+  message.set_body(withdraw
+                       ? absl::StrCat("Permission to pass case ",
+                                      c.exchange_id(), " on withdrawn for ",
+                                      any_office ? "every office" : named)
+                       : absl::StrCat("Onward dissemination of case ",
+                                      c.exchange_id(), " permitted to ",
+                                      any_office ? "any office" : named));
+  CB_RETURN_IF_ERROR(ApplyCaseHandling(c, &message));
+  return message;
 }
 
 grpc::ServerUnaryReactor* OfficeServiceImpl::GrantDissemination(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
-  return handler_->Unary<v1::GrantDisseminationRequest,
-                         v1::GrantDisseminationResponse>(
-      context, request, response, Action::kGrantDissemination, "case.grant",
-      [](const v1::GrantDisseminationRequest& r) {
+  return handler_
+      ->Unary<v1::GrantDisseminationRequest, v1::GrantDisseminationResponse>(
+          context, request, response, Action::kGrantDissemination, "case.grant",
+          [](const v1::GrantDisseminationRequest& r) {
+            return std::vector<std::string>{r.exchange_id()};
+          },
+          [this](const Incoming<v1::GrantDisseminationRequest>& in,
+                 v1::GrantDisseminationResponse* out) -> absl::Status {
+            const v1::GrantDisseminationRequest& r = in.request;
+            CB_ASSIGN_OR_RETURN(
+                v1::CaseMessage message,
+                DisseminationMessage(in.caller, r.request_id(), r.exchange_id(),
+                                     r.offices(), r.any_office(),
+                                     /*withdraw=*/false));
+            const RequestKey key = KeyOf(r.request_id(), r);
+            CB_ASSIGN_OR_RETURN(QueuedMessage queued,
+                                Queue(in.caller, std::move(message), key,
+                                      in.Event("case.grant")));
+            out->set_message_id(queued.message_id);
+            *out->mutable_status() = std::move(queued.status);
+            return absl::OkStatus();
+          });
+}
+
+grpc::ServerUnaryReactor* OfficeServiceImpl::WithdrawDissemination(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  // Authorized as the grant it takes back.
+  return handler_->Unary<v1::WithdrawDisseminationRequest,
+                         v1::WithdrawDisseminationResponse>(
+      context, request, response, Action::kGrantDissemination,
+      "case.withdraw_grant",
+      [](const v1::WithdrawDisseminationRequest& r) {
         return std::vector<std::string>{r.exchange_id()};
       },
-      [this](const Incoming<v1::GrantDisseminationRequest>& in,
-             v1::GrantDisseminationResponse* out) -> absl::Status {
-        const v1::GrantDisseminationRequest& r = in.request;
-        CB_RETURN_IF_ERROR(CheckRequestId("request_id", r.request_id()));
-        CB_RETURN_IF_ERROR(CheckExchangeId("exchange_id", r.exchange_id()));
-        if (r.any_office() == (r.offices_size() > 0)) {
-          return absl::InvalidArgumentError(
-              "offices: name the counterpart offices, or set any_office "
-              "(exactly one)");
-        }
-        if (static_cast<size_t>(r.offices_size()) > kMaxGrantOffices) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("offices: at most ", kMaxGrantOffices, " entries"));
-        }
-        for (int i = 0; i < r.offices_size(); ++i) {
-          const std::string field = absl::StrCat("offices[", i, "]");
-          if (r.offices(i).empty()) {
-            return absl::InvalidArgumentError(
-                absl::StrCat(field, ": is empty"));
-          }
-          CB_RETURN_IF_ERROR(
-              CheckRecipient(*in.caller.policy, field, r.offices(i)));
-        }
-        CB_ASSIGN_OR_RETURN(v1::CaseReference c,
-                            VisibleCase(in.caller, r.exchange_id()));
-        // Only the originator may permit passing its information on.
-        if (c.origin_country() != config_->country) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "case ", c.exchange_id(),
-              " came from the peer; only its originator can permit passing "
-              "it on"));
-        }
-        if (c.owner_office() != in.caller.identity &&
-            !in.caller.May(Action::kShareAnyCase)) {
-          return absl::PermissionDeniedError(absl::StrCat(
-              "case ", c.exchange_id(), " is owned by ", c.owner_office(),
-              "; only its owner or a role granted ShareAnyCase may permit "
-              "passing it on"));
-        }
-        v1::CaseMessage message;
-        message.set_exchange_id(c.exchange_id());
-        message.set_kind(v1::MESSAGE_KIND_DISSEMINATION_GRANT);
-        message.set_priority(v1::PRIORITY_PRIORITY);
-        v1::DisseminationGrant* grant = message.mutable_dissemination_grant();
-        *grant->mutable_offices() = r.offices();
-        grant->set_any_office(r.any_office());
-        message.set_body(absl::StrCat(
-            "Onward dissemination of case ", c.exchange_id(), " permitted to ",
-            r.any_office() ? "any office" : absl::StrJoin(r.offices(), ", ")));
-        CB_RETURN_IF_ERROR(ApplyCaseHandling(c, &message));
-        const RequestKey key = KeyOf(r.request_id(), r);
+      [this](const Incoming<v1::WithdrawDisseminationRequest>& in,
+             v1::WithdrawDisseminationResponse* out) -> absl::Status {
+        const v1::WithdrawDisseminationRequest& r = in.request;
         CB_ASSIGN_OR_RETURN(
-            QueuedMessage queued,
-            Queue(in.caller, std::move(message), key, in.Event("case.grant")));
+            v1::CaseMessage message,
+            DisseminationMessage(in.caller, r.request_id(), r.exchange_id(),
+                                 r.offices(), r.any_office(),
+                                 /*withdraw=*/true));
+        const RequestKey key = KeyOf(r.request_id(), r);
+        CB_ASSIGN_OR_RETURN(QueuedMessage queued,
+                            Queue(in.caller, std::move(message), key,
+                                  in.Event("case.withdraw_grant")));
         out->set_message_id(queued.message_id);
         *out->mutable_status() = std::move(queued.status);
         return absl::OkStatus();

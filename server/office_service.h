@@ -13,29 +13,39 @@
 
 namespace casebridge::server {
 
+// Nests gRPC's WithRawCallbackMethod_* wrappers, each a template over its
+// base class, around `Service`: every method listed is served raw.
+template <class Service, template <class> class... Methods>
+struct WithRawCallbackMethods {
+  using type = Service;
+};
+template <class Service, template <class> class First,
+          template <class> class... Rest>
+struct WithRawCallbackMethods<Service, First, Rest...> {
+  using type = First<typename WithRawCallbackMethods<Service, Rest...>::type>;
+};
+
 // Every method is served from raw bytes through CallHandler::Unary, which
 // parses, authorizes and audits (see call_handler.h).
-using OfficeServiceBase = v1::OfficeService::WithRawCallbackMethod_WhoAmI<
-    v1::OfficeService::WithRawCallbackMethod_OpenCase<
-        v1::OfficeService::WithRawCallbackMethod_GetCase<
-            v1::OfficeService::WithRawCallbackMethod_ListCases<
-                v1::OfficeService::WithRawCallbackMethod_UpdateCase<
-                    v1::OfficeService::WithRawCallbackMethod_ShareCase<
-                        v1::OfficeService::WithRawCallbackMethod_SendMessage<
-                            v1::OfficeService::WithRawCallbackMethod_WatchInbox<
-                                v1::OfficeService::WithRawCallbackMethod_Acknowledge<
-                                    v1::OfficeService::
-                                        WithRawCallbackMethod_GetDeliveryStatus<
-                                            v1::OfficeService::
-                                                WithRawCallbackMethod_GrantDissemination<
-                                                    v1::OfficeService::
-                                                        WithRawCallbackMethod_ForwardCase<
-                                                            v1::OfficeService::
-                                                                Service>>>>>>>>>>>>;
+using OfficeServiceBase = WithRawCallbackMethods<
+    v1::OfficeService::Service, v1::OfficeService::WithRawCallbackMethod_WhoAmI,
+    v1::OfficeService::WithRawCallbackMethod_OpenCase,
+    v1::OfficeService::WithRawCallbackMethod_GetCase,
+    v1::OfficeService::WithRawCallbackMethod_ListCases,
+    v1::OfficeService::WithRawCallbackMethod_UpdateCase,
+    v1::OfficeService::WithRawCallbackMethod_ShareCase,
+    v1::OfficeService::WithRawCallbackMethod_SendMessage,
+    v1::OfficeService::WithRawCallbackMethod_WatchInbox,
+    v1::OfficeService::WithRawCallbackMethod_Acknowledge,
+    v1::OfficeService::WithRawCallbackMethod_GetDeliveryStatus,
+    v1::OfficeService::WithRawCallbackMethod_GrantDissemination,
+    v1::OfficeService::WithRawCallbackMethod_WithdrawDissemination,
+    v1::OfficeService::WithRawCallbackMethod_ForwardCase>::type;
 
 // OfficeService on the office port: case references (office_service.cc),
 // the exchange RPCs (office_exchange.cc) and onward dissemination under the
-// handling codes (GrantDissemination, ForwardCase: office_exchange.cc).
+// handling codes (GrantDissemination, ForwardCase: office_exchange.cc;
+// WithdrawDissemination: office_service.cc).
 class OfficeServiceImpl final : public OfficeServiceBase {
  public:
   // What the exchange RPCs need. Pointers must outlive the service.
@@ -85,6 +95,9 @@ class OfficeServiceImpl final : public OfficeServiceBase {
   grpc::ServerUnaryReactor* GrantDissemination(
       grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
       grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* WithdrawDissemination(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ForwardCase(grpc::CallbackServerContext* context,
                                         const grpc::ByteBuffer* request,
                                         grpc::ByteBuffer* response) override;
@@ -105,6 +118,17 @@ class OfficeServiceImpl final : public OfficeServiceBase {
   absl::Status AuditPersonalRead(const Incoming<Request>& in,
                                  const std::string& action,
                                  const std::vector<std::string>& exchange_ids);
+
+  // The DISSEMINATION_GRANT (or, with `withdraw`, DISSEMINATION_WITHDRAWAL)
+  // message for GrantDissemination / WithdrawDissemination, once the request
+  // is checked: `offices` of the peer country or `any_office` (exactly one),
+  // a case of ours visible to `caller`, owned by it or ShareAnyCase, under
+  // the case's handling. Errors name the field or the reason.
+  absl::StatusOr<v1::CaseMessage> DisseminationMessage(
+      const Caller& caller, const std::string& request_id,
+      const std::string& exchange_id,
+      const google::protobuf::RepeatedPtrField<std::string>& offices,
+      bool any_office, bool withdraw);
 
   // Mints ids for `message` (kind, priority, content set by the caller) from
   // `caller` and readies it for the outbox: the seal signs the envelope.

@@ -248,6 +248,23 @@ CREATE TABLE dissemination_grants (
   PRIMARY KEY(exchange_id, office)
 ) WITHOUT ROWID;
 )sql"},
+      {9, "handling codes: withdrawn permissions to pass peer cases on", R"sql(
+-- The originator's withdrawals, received in DISSEMINATION_WITHDRAWAL
+-- messages, of permissions kept in dissemination_grants
+-- (docs/api.md#handling-codes). A withdrawal deletes the grant rows it
+-- names (a later grant gives them anew) and is kept here, one row per office
+-- it named: what was withdrawn, by whom and when.
+CREATE TABLE dissemination_withdrawals (
+  message_id   TEXT NOT NULL,   -- the DISSEMINATION_WITHDRAWAL message
+  office       TEXT NOT NULL,   -- SPIFFE id of our office; '*' for every permission of the case
+  exchange_id  TEXT NOT NULL,   -- the peer's case
+  withdrawn_by TEXT NOT NULL,   -- SPIFFE id of the peer office that withdrew it
+  received_us  INTEGER NOT NULL, -- unix microseconds
+  PRIMARY KEY(message_id, office)
+) WITHOUT ROWID;
+CREATE INDEX dissemination_withdrawals_by_case
+  ON dissemination_withdrawals(exchange_id);
+)sql"},
   };
   return *migrations;
 }

@@ -940,6 +940,23 @@ SqliteExchangeStore::AcceptInboundBatch(
   return results;
 }
 
+absl::StatusOr<std::optional<v1::CaseReference>> SqliteExchangeStore::HeldCase(
+    sqlite::Connection& conn, const std::string& exchange_id) const {
+  CB_ASSIGN_OR_RETURN(
+      auto stmt,
+      conn.Prepare("SELECT body, sealed FROM cases WHERE exchange_id = ?"));
+  stmt.Bind(1, exchange_id);
+  CB_ASSIGN_OR_RETURN(const bool found, stmt.Step());
+  if (!found) return std::optional<v1::CaseReference>();
+  CB_ASSIGN_OR_RETURN(
+      const std::string body,
+      FromStored(sealer_, conn, CaseRecord(exchange_id), kCaseBodyField,
+                 stmt.ColumnBlob(0), stmt.ColumnInt(1) != 0));
+  CB_ASSIGN_OR_RETURN(v1::CaseReference held, ParseStored<v1::CaseReference>(
+                                                  body, "case", exchange_id));
+  return std::optional<v1::CaseReference>(std::move(held));
+}
+
 absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
     sqlite::Connection& conn, const InboundEnvelope& in,
     const std::string& digest, const std::string& bytes,
@@ -991,6 +1008,12 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
     return absl::AlreadyExistsError(
         absl::StrCat("message_id ", message.message_id(),
                      " was already received in another envelope"));
+  }
+
+  if (in.check_held_case) {
+    CB_ASSIGN_OR_RETURN(const std::optional<v1::CaseReference> held,
+                        HeldCase(conn, message.exchange_id()));
+    if (held.has_value()) CB_RETURN_IF_ERROR(in.check_held_case(*held));
   }
 
   AuditEvent event = in.audit;
@@ -1047,6 +1070,37 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
           .Bind(4, message.sender_office())
           .Bind(5, absl::ToUnixMicros(now));
       CB_RETURN_IF_ERROR(granted.Run());
+    }
+  }
+  if (message.kind() == v1::MESSAGE_KIND_DISSEMINATION_WITHDRAWAL) {
+    // The permissions withdrawn are deleted (a later grant gives them
+    // anew); the withdrawal is kept, one row per office named, '*' for all.
+    const v1::DisseminationGrant& withdrawn = message.dissemination_grant();
+    std::vector<std::string> offices(withdrawn.offices().begin(),
+                                     withdrawn.offices().end());
+    if (withdrawn.any_office()) offices = {"*"};
+    for (const std::string& office : offices) {
+      CB_ASSIGN_OR_RETURN(
+          auto revoke,
+          conn.Prepare(office == "*"
+                           ? "DELETE FROM dissemination_grants "
+                             "WHERE exchange_id = ?1"
+                           : "DELETE FROM dissemination_grants "
+                             "WHERE exchange_id = ?1 AND office = ?2"));
+      revoke.Bind(1, message.exchange_id());
+      if (office != "*") revoke.Bind(2, office);
+      CB_RETURN_IF_ERROR(revoke.Run());
+      CB_ASSIGN_OR_RETURN(
+          auto keep,
+          conn.Prepare("INSERT INTO dissemination_withdrawals(message_id, "
+                       "office, exchange_id, withdrawn_by, received_us) "
+                       "VALUES(?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"));
+      keep.Bind(1, message.message_id())
+          .Bind(2, office)
+          .Bind(3, message.exchange_id())
+          .Bind(4, message.sender_office())
+          .Bind(5, absl::ToUnixMicros(now));
+      CB_RETURN_IF_ERROR(keep.Run());
     }
   }
   if (message.kind() == v1::MESSAGE_KIND_ACKNOWLEDGEMENT) {

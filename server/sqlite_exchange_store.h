@@ -174,6 +174,11 @@ class SqliteExchangeStore final : public ExchangeStore {
           uint64_t audit_index, absl::Time received_at)>& make_receipt,
       bool* conflict, int64_t* newest_cursor);
 
+  // The case `exchange_id` as this gateway holds it (its body opened);
+  // nullopt if it holds none.
+  absl::StatusOr<std::optional<v1::CaseReference>> HeldCase(
+      sqlite::Connection& conn, const std::string& exchange_id) const;
+
   // Moves the head forward to `cursor` (never back) and wakes waiters.
   void AdvanceInboxHead(int64_t cursor);
 

@@ -266,11 +266,14 @@ absl::Status ValidateMessageContent(const v1::CaseMessage& m,
                    share ? "is required with CASE_SHARE"
                          : "is only allowed with CASE_SHARE");
   }
-  const bool grant = m.kind() == v1::MESSAGE_KIND_DISSEMINATION_GRANT;
+  const bool grant = m.kind() == v1::MESSAGE_KIND_DISSEMINATION_GRANT ||
+                     m.kind() == v1::MESSAGE_KIND_DISSEMINATION_WITHDRAWAL;
   if (grant != m.has_dissemination_grant()) {
     return Invalid(Field(p, "dissemination_grant"),
-                   grant ? "is required with DISSEMINATION_GRANT"
-                         : "is only allowed with DISSEMINATION_GRANT");
+                   grant ? "is required with DISSEMINATION_GRANT and "
+                           "DISSEMINATION_WITHDRAWAL"
+                         : "is only allowed with DISSEMINATION_GRANT and "
+                           "DISSEMINATION_WITHDRAWAL");
   }
   if (grant) {
     const v1::DisseminationGrant& g = m.dissemination_grant();

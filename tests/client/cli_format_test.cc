@@ -132,5 +132,46 @@ TEST(CliFormatTest, HandlingNoticeLeadsTheCaseAndFollowsTheTable) {
                         "the family ***"));
 }
 
+v1::EvidenceBundle BundleOf(v1::HandlingCode code,
+                            const std::string& restriction = "") {
+  v1::Envelope envelope;
+  envelope.set_envelope_id("PK-E-1");
+  envelope.mutable_message()->set_handling_code(code);
+  envelope.mutable_message()->set_handling_restriction(restriction);
+  v1::EvidenceBundle bundle;
+  bundle.mutable_envelope()->set_envelope(envelope.SerializeAsString());
+  return bundle;
+}
+
+TEST(CliFormatTest, EvidenceMarkingIsReadFromTheSignedEnvelopeBytes) {
+  ASSERT_OK_AND_ASSIGN(const HandlingMarking h1,
+                       EvidenceMarking(BundleOf(v1::HANDLING_CODE_H1)));
+  EXPECT_EQ(h1.code, v1::HANDLING_CODE_H1);
+  EXPECT_EQ(FormatMarking(h1),
+            "*** Handling H1: not for use as evidence in judicial proceedings "
+            "without the originator's permission ***\n");
+  EXPECT_EQ(FormatMarking(h1, /*verified=*/false),
+            "*** Handling H1: not for use as evidence in judicial proceedings "
+            "without the originator's permission (as the unverified envelope "
+            "states) ***\n");
+
+  ASSERT_OK_AND_ASSIGN(
+      const HandlingMarking h3,
+      EvidenceMarking(BundleOf(v1::HANDLING_CODE_H3, "no press")));
+  EXPECT_EQ(h3.restriction, "no press");
+  EXPECT_EQ(h3.notice, "H3: restricted by the originator: no press");
+}
+
+TEST(CliFormatTest, EvidenceMarkingRefusesEnvelopeWithoutCodeOrBytes) {
+  EXPECT_THAT(EvidenceMarking(BundleOf(v1::HANDLING_CODE_UNSPECIFIED)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("envelope.message.handling_code")));
+  v1::EvidenceBundle garbage;
+  garbage.mutable_envelope()->set_envelope("\xff\xff\xff");
+  EXPECT_THAT(EvidenceMarking(garbage),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("envelope.envelope")));
+}
+
 }  // namespace
 }  // namespace casebridge::cli

@@ -278,6 +278,16 @@ const std::vector<Rpc>& AllRpcs() {
              r.set_any_office(true);
              return r;
            })},
+      {"WithdrawDissemination", "case.withdraw_grant",
+       OfficeUnary<v1::WithdrawDisseminationRequest,
+                   v1::WithdrawDisseminationResponse>(
+           &S::WithdrawDissemination,
+           [](const std::string& seed) {
+             v1::WithdrawDisseminationRequest r;
+             r.set_exchange_id(seed);
+             r.set_any_office(true);
+             return r;
+           })},
       {"ForwardCase", "case.forward",
        OfficeUnary<v1::ForwardCaseRequest, v1::ForwardCaseResponse>(
            &S::ForwardCase,
@@ -344,6 +354,7 @@ const std::map<std::string, std::set<std::string>>& AllowedRpcs() {
                                            "Acknowledge",
                                            "GetDeliveryStatus",
                                            "GrantDissemination",
+                                           "WithdrawDissemination",
                                            "ForwardCase",
                                            "GetCheckpoint",
                                            "GetEntries",
@@ -409,9 +420,12 @@ TEST_P(RoleRpcMatrixTest, EveryRpcIsAllowedOrRefusedAuditedAndStoresNothing) {
     const grpc::Status status = rpc->call(channel, seed.exchange_id());
     EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED)
         << status.error_message();
+    // Withdrawing a permission takes the permission to grant it.
+    const std::string action =
+        rpc->name == "WithdrawDissemination" ? "GrantDissemination" : rpc->name;
     EXPECT_THAT(
         status.error_message(),
-        HasSubstr(absl::StrCat("role ", role, " may not call ", rpc->name)));
+        HasSubstr(absl::StrCat("role ", role, " may not call ", action)));
   }
   EXPECT_EQ(StoreSnapshot(options.data_dir), before);
 

@@ -68,10 +68,12 @@ class EvidenceTest : public ::testing::Test {
     return absl::StrCat("\nPK log:\n", pk_->Log(), "\nCN log:\n", cn_->Log());
   }
 
-  // FIA sends an urgent rescue request to MPS; returns the envelope id
-  // once the CN gateway's receipt is back.
-  std::string SendAndDeliver() {
-    auto opened = Pk(kFia)->OpenCase(ValidDraft());
+  // FIA sends an urgent rescue request to MPS, on a case under `code`;
+  // returns the envelope id once the CN gateway's receipt is back.
+  std::string SendAndDeliver(v1::HandlingCode code = v1::HANDLING_CODE_H2) {
+    v1::CaseReference draft = ValidDraft();
+    draft.set_handling_code(code);
+    auto opened = Pk(kFia)->OpenCase(draft);
     EXPECT_OK(opened);
     v1::SendMessageRequest request;
     v1::CaseMessage* m = request.mutable_message();
@@ -146,7 +148,10 @@ TEST_F(EvidenceTest, BundlesFromBothSidesVerifyOfflineAndLogsVerifyAfter) {
   EXPECT_THAT(
       verified.out,
       MatchesRegex(absl::StrCat(
-          "evidence .*evidence.pb: OK: envelope ", envelope_id,
+          "\\*\\*\\* Handling H2: no onward dissemination without the "
+          "originator's permission \\*\\*\\*\n"
+          "evidence .*evidence.pb: OK: envelope ",
+          envelope_id,
           ", sent entry [0-9]+ in pk's log under checkpoint [0-9]+ cosigned "
           "by cn, received entry [0-9]+ in cn's log under checkpoint [0-9]+ "
           "cosigned by pk\n")));
@@ -186,10 +191,17 @@ TEST_F(EvidenceTest, BundlesFromBothSidesVerifyOfflineAndLogsVerifyAfter) {
               from_cn.envelope().SerializeAsString());
   }
 
-  // An office that neither sent nor received the message gets nothing.
-  EXPECT_THAT(
-      Pk(kEmbassy)->GetEvidence(envelope_id),
-      StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr(envelope_id)));
+  // An office that neither sent nor received the message gets nothing, and
+  // is told what it would be told of an envelope that does not exist.
+  EXPECT_THAT(Pk(kEmbassy)->GetEvidence(envelope_id),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("envelope " + envelope_id +
+                                 " was not exchanged here")));
+  const std::string unknown_envelope = "PK-E-01JDX3Q4W5ZC8N6T2V9B7K1HRA";
+  EXPECT_THAT(Pk(kEmbassy)->GetEvidence(unknown_envelope),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("envelope " + unknown_envelope +
+                                 " was not exchanged here")));
 
   // The newest checkpoint, as a signed note.
   CommandResult checkpoint =
@@ -229,6 +241,66 @@ TEST_F(EvidenceTest, BundlesFromBothSidesVerifyOfflineAndLogsVerifyAfter) {
                  dir_ + "/none.toml"})
                 .exit_code,
             2);
+}
+
+TEST_F(EvidenceTest, H1MarkingOfTheSignedEnvelopeIsShownFirstAndKeptInFile) {
+  const std::string envelope_id = SendAndDeliver(v1::HANDLING_CODE_H1);
+  ASSERT_FALSE(envelope_id.empty());
+  auto fia_client = Pk(kFia);
+  ASSERT_OK(AwaitEvidence(*fia_client, envelope_id).status()) << Logs();
+  const std::string fia_config = WriteFile(
+      dir_ + "/fia.toml", ClientConfigToml(pk_->office_endpoint(), kFia));
+  const std::string h1 =
+      "*** Handling H1: not for use as evidence in judicial proceedings "
+      "without the originator's permission ***\n";
+
+  // Fetched: the marking is the first line.
+  const std::string file = dir_ + "/h1.evidence";
+  CommandResult got = Cli({"--config", fia_config, "audit", "evidence", "get",
+                           message_id_, "--out", file});
+  ASSERT_EQ(got.exit_code, 0) << got.out << got.err << Logs();
+  EXPECT_EQ(got.out.rfind(h1, 0), 0u) << got.out;
+  CommandResult got_json =
+      Cli({"--config", fia_config, "--json", "audit", "evidence", "get",
+           message_id_, "--out", dir_ + "/h1-again.evidence"});
+  ASSERT_EQ(got_json.exit_code, 0) << got_json.out << got_json.err;
+  const nlohmann::json fetched = nlohmann::json::parse(got_json.out);
+  EXPECT_EQ(fetched.at("handling_code").get<std::string>(), "HANDLING_CODE_H1");
+  EXPECT_THAT(fetched.at("handling_notice").get<std::string>(),
+              HasSubstr("H1: not for use as evidence"));
+
+  // The file keeps it: offline verification shows it first, from the signed
+  // envelope bytes.
+  const std::string keys_file = Pki("public-keys.toml");
+  CommandResult verified =
+      Cli({"audit", "evidence", "verify", file, "--keys", keys_file});
+  ASSERT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+  EXPECT_EQ(verified.out.rfind(h1, 0), 0u) << verified.out;
+  EXPECT_THAT(verified.out, HasSubstr(": OK: envelope " + envelope_id));
+  CommandResult verified_json =
+      Cli({"audit", "evidence", "verify", file, "--keys", keys_file, "--json"});
+  ASSERT_EQ(verified_json.exit_code, 0) << verified_json.out;
+  const nlohmann::json checked = nlohmann::json::parse(verified_json.out);
+  EXPECT_TRUE(checked.at("ok").get<bool>());
+  EXPECT_EQ(checked.at("handling_code").get<std::string>(), "HANDLING_CODE_H1");
+
+  // The marking cannot be stripped: an envelope rewritten to H0 no longer
+  // carries the origin's signature, and the verdict says so.
+  ASSERT_OK_AND_ASSIGN(const std::string bytes, crypto::ReadFile(file));
+  v1::EvidenceBundle bundle;
+  ASSERT_TRUE(bundle.ParseFromString(bytes));
+  v1::Envelope envelope;
+  ASSERT_TRUE(envelope.ParseFromString(bundle.envelope().envelope()));
+  EXPECT_EQ(envelope.message().handling_code(), v1::HANDLING_CODE_H1);
+  envelope.mutable_message()->set_handling_code(v1::HANDLING_CODE_H0);
+  bundle.mutable_envelope()->set_envelope(envelope.SerializeAsString());
+  const std::string stripped =
+      WriteFile(dir_ + "/stripped.evidence", bundle.SerializeAsString());
+  CommandResult refused =
+      Cli({"audit", "evidence", "verify", stripped, "--keys", keys_file});
+  EXPECT_EQ(refused.exit_code, 3) << refused.out << refused.err;
+  EXPECT_THAT(refused.out, HasSubstr("(as the unverified envelope states)"));
+  EXPECT_THAT(refused.out, HasSubstr(": INVALID: envelope"));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <functional>
 
+#include "absl/strings/str_replace.h"
 #include "core/envelope.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/testing/process.h"
@@ -341,11 +342,33 @@ TEST_F(ExchangeTest, RefusedSendsStoreNothing) {
   EXPECT_THAT(Pk(kFia)->SendMessage(request),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("message.recipient_office")));
-  // Someone else's message status is not readable.
+  // Kinds that only their own RPC may send (and check for): a withdrawal or
+  // grant sent by hand would skip the case owner's check.
+  request.mutable_message()->clear_recipient_office();
+  for (const v1::MessageKind kind :
+       {v1::MESSAGE_KIND_CASE_SHARE, v1::MESSAGE_KIND_ACKNOWLEDGEMENT,
+        v1::MESSAGE_KIND_DISSEMINATION_GRANT,
+        v1::MESSAGE_KIND_DISSEMINATION_WITHDRAWAL}) {
+    request.mutable_message()->set_kind(kind);
+    EXPECT_THAT(
+        Pk(kFia)->SendMessage(request),
+        StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("message.kind")))
+        << v1::MessageKind_Name(kind);
+  }
+  // Someone else's message status is not readable, and its refusal reads
+  // as that of a message that does not exist: ids cannot be probed.
   ASSERT_OK_AND_ASSIGN(std::string message_id, Send(id, "mine"));
-  EXPECT_THAT(Pk(kEmbassy)->GetDeliveryStatus(message_id),
-              StatusIs(absl::StatusCode::kPermissionDenied,
-                       HasSubstr("another office")));
+  const absl::Status foreign =
+      Pk(kEmbassy)->GetDeliveryStatus(message_id).status();
+  EXPECT_THAT(foreign,
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(message_id)));
+  const std::string unknown_id = "PK-M-01JDX3Q4W5ZC8N6T2V9B7K1HRA";
+  const absl::Status missing =
+      Pk(kEmbassy)->GetDeliveryStatus(unknown_id).status();
+  EXPECT_THAT(missing,
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(unknown_id)));
+  EXPECT_EQ(absl::StrReplaceAll(foreign.message(), {{message_id, "<id>"}}),
+            absl::StrReplaceAll(missing.message(), {{unknown_id, "<id>"}}));
   // Only the accepted message reaches the peer.
   auto inbox = Inbox("", 2, absl::Seconds(5));
   ASSERT_EQ(inbox.size(), 1u);

@@ -216,6 +216,121 @@ TEST_F(HandlingCodesTest, H2CaseIsForwardedOnlyAfterTheOriginatorGrants) {
   EXPECT_EQ(again.forwarded_messages(), 0);
 }
 
+TEST_F(HandlingCodesTest, WithdrawnGrantRefusesForwardingUntilGrantedAgain) {
+  const std::string id = OpenAndShare(v1::HANDLING_CODE_H2);
+  ASSERT_FALSE(id.empty());
+  v1::GrantDisseminationRequest grant;
+  grant.set_request_id("grant-1");
+  grant.set_exchange_id(id);
+  grant.set_any_office(true);
+  ASSERT_OK_AND_ASSIGN(const v1::GrantDisseminationResponse granted,
+                       Pk(kFia)->GrantDissemination(grant));
+  ASSERT_TRUE(Delivered(granted.message_id())) << pk_->Log() << cn_->Log();
+
+  // A withdrawal is no replay of the grant whose request id it reuses.
+  v1::WithdrawDisseminationRequest reusing_grant_id;
+  reusing_grant_id.set_request_id("grant-1");
+  reusing_grant_id.set_exchange_id(id);
+  reusing_grant_id.set_any_office(true);
+  EXPECT_THAT(Pk(kFia)->WithdrawDissemination(reusing_grant_id),
+              StatusIs(absl::StatusCode::kAlreadyExists,
+                       HasSubstr("request_id \"grant-1\"")));
+
+  // Only the originator's side may withdraw.
+  v1::WithdrawDisseminationRequest self_withdraw;
+  self_withdraw.set_exchange_id(id);
+  self_withdraw.set_any_office(true);
+  EXPECT_THAT(Cn(kMps)->WithdrawDissemination(self_withdraw),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("only its originator can withdraw")));
+  // Offices or any_office, exactly one.
+  v1::WithdrawDisseminationRequest neither;
+  neither.set_exchange_id(id);
+  EXPECT_THAT(Pk(kFia)->WithdrawDissemination(neither),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("offices: name the counterpart offices")));
+
+  // The owner withdraws every permission; idempotent by request id.
+  v1::WithdrawDisseminationRequest withdraw;
+  withdraw.set_request_id("withdraw-1");
+  withdraw.set_exchange_id(id);
+  withdraw.set_any_office(true);
+  ASSERT_OK_AND_ASSIGN(const v1::WithdrawDisseminationResponse withdrawn,
+                       Pk(kFia)->WithdrawDissemination(withdraw));
+  ASSERT_OK_AND_ASSIGN(const v1::WithdrawDisseminationResponse replayed,
+                       Pk(kFia)->WithdrawDissemination(withdraw));
+  EXPECT_EQ(replayed.message_id(), withdrawn.message_id());
+  v1::WithdrawDisseminationRequest reused = withdraw;
+  reused.clear_any_office();
+  reused.add_offices(kGuangzhouId);
+  EXPECT_THAT(
+      Pk(kFia)->WithdrawDissemination(reused),
+      StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("request_id")));
+  ASSERT_TRUE(Delivered(withdrawn.message_id())) << pk_->Log() << cn_->Log();
+  EXPECT_TRUE(HasEntry(Entries(kPkAuditor, *pk_, "PK"), kFiaId,
+                       "case.withdraw_grant", 0, withdrawn.message_id()));
+  EXPECT_TRUE(HasEntry(Entries(kCnAuditor, *cn_, "CN"), "", "envelope.received",
+                       0, withdrawn.message_id()));
+  // It went in no inbox: MPS's inbox holds the case share alone.
+  std::vector<v1::WatchInboxResponse> items;
+  EXPECT_OK(Cn(kMps)->WatchInbox("", absl::Milliseconds(500),
+                                 [&](const v1::WatchInboxResponse& item) {
+                                   items.push_back(item);
+                                   return true;
+                                 }));
+  ASSERT_EQ(items.size(), 1u);
+  EXPECT_EQ(items[0].message().kind(), v1::MESSAGE_KIND_CASE_SHARE);
+
+  // Passing it on is refused again, naming H2, audited, nothing stored.
+  EXPECT_THAT(Forward(id, kGuangzhouId),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("handling code H2")));
+  EXPECT_TRUE(HasEntry(Entries(kCnAuditor, *cn_, "CN"), kMpsId, "case.forward",
+                       grpc::StatusCode::PERMISSION_DENIED, id));
+  EXPECT_THAT(Cn(kGuangzhou)->GetCase(id),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(id)));
+
+  // A new grant gives the permission anew.
+  grant.set_request_id("grant-2");
+  grant.clear_any_office();
+  grant.add_offices(kGuangzhouId);
+  ASSERT_OK_AND_ASSIGN(const v1::GrantDisseminationResponse regranted,
+                       Pk(kFia)->GrantDissemination(grant));
+  ASSERT_TRUE(Delivered(regranted.message_id())) << pk_->Log() << cn_->Log();
+  ASSERT_OK_AND_ASSIGN(const v1::ForwardCaseResponse forwarded,
+                       Forward(id, kGuangzhouId));
+  EXPECT_EQ(forwarded.forwarded_messages(), 1);
+}
+
+TEST_F(HandlingCodesTest, CliWithdrawsAGrantAndCopiesAlreadyForwardedStay) {
+  const std::string id = OpenAndShare(v1::HANDLING_CODE_H2);
+  ASSERT_FALSE(id.empty());
+  v1::GrantDisseminationRequest grant;
+  grant.set_exchange_id(id);
+  grant.add_offices(kGuangzhouId);
+  ASSERT_OK_AND_ASSIGN(const v1::GrantDisseminationResponse granted,
+                       Pk(kFia)->GrantDissemination(grant));
+  ASSERT_TRUE(Delivered(granted.message_id())) << pk_->Log() << cn_->Log();
+  ASSERT_OK(Forward(id, kGuangzhouId));
+
+  const std::string fia = WriteFile(
+      dir_ + "/fia.toml", ClientConfigToml(pk_->office_endpoint(), kFia));
+  CommandResult r = RunCommand({CliBinary(), "--config", fia, "case", "grant",
+                                id, "--to", kGuangzhouId, "--withdraw"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat(
+                         "Withdrew the permission to pass case ", id,
+                         " on from ", kGuangzhouId, " as message PK-M-")));
+  const size_t at = r.out.find("PK-M-");
+  const std::string message_id = r.out.substr(at, r.out.find(' ', at) - at);
+  ASSERT_TRUE(Delivered(message_id)) << pk_->Log() << cn_->Log();
+
+  // The copy Guangzhou already has stays where it is.
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference kept,
+                       Cn(kGuangzhou)->GetCase(id));
+  EXPECT_THAT(kept.handling_notice(), HasSubstr("H2"));
+}
+
 TEST_F(HandlingCodesTest, CliGrantsOnwardDisseminationToAnyOffice) {
   const std::string id = OpenAndShare(v1::HANDLING_CODE_H2);
   ASSERT_FALSE(id.empty());

@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "server/inbound.h"
 #include "server/validation.h"
 #include "tests/testing/status_matchers.h"
 
@@ -161,6 +162,70 @@ TEST(HandlingTest, GrantMessagesNameOfficesOrAnyOffice) {
   EXPECT_THAT(ValidateMessageContent(note, "message"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("is only allowed with DISSEMINATION_GRANT")));
+}
+
+TEST(HandlingTest, WithdrawalMessagesNameOfficesOrAnyOffice) {
+  v1::CaseMessage m = Note();
+  m.set_kind(v1::MESSAGE_KIND_DISSEMINATION_WITHDRAWAL);
+  EXPECT_THAT(
+      ValidateMessageContent(m, "message"),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("message.dissemination_grant: is required with "
+                         "DISSEMINATION_GRANT and DISSEMINATION_WITHDRAWAL")));
+  m.mutable_dissemination_grant();
+  EXPECT_THAT(ValidateMessageContent(m, "message"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("exactly one of offices and any_office")));
+  m.mutable_dissemination_grant()->add_offices(
+      "spiffe://cn.casebridge/office/mps-guangzhou");
+  EXPECT_OK(ValidateMessageContent(m, "message"));
+}
+
+TEST(HandlingTest, ReceiverRefusesMessageBelowTheCaseItHolds) {
+  v1::CaseMessage m = Note();
+  m.set_handling_code(v1::HANDLING_CODE_H0);
+  const absl::Status refused =
+      CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H2), m);
+  EXPECT_THAT(refused,
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("handling_code: H0 is below the case's H2")));
+  EXPECT_THAT(refused.message(), HasSubstr("PK-2026-000042"));
+  // Refused for good: the code is signed and never changes.
+  EXPECT_TRUE(Inbound::IsPermanent(refused));
+
+  m.set_handling_code(v1::HANDLING_CODE_H1);
+  EXPECT_THAT(CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H2), m),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("handling_code: H1 is below the case's H2")));
+  // H3 is no substitute for H2 (nor the other way round): it states other
+  // restrictions.
+  m.set_handling_code(v1::HANDLING_CODE_H3);
+  m.set_handling_restriction("no press");
+  EXPECT_THAT(
+      CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H2), m),
+      StatusIs(absl::StatusCode::kPermissionDenied,
+               HasSubstr("handling_code: H3 differs from the case's H2")));
+}
+
+TEST(HandlingTest, ReceiverTakesTheCasesCodeAndAnyCodeOnAnH0Case) {
+  for (v1::HandlingCode code : {v1::HANDLING_CODE_H0, v1::HANDLING_CODE_H1,
+                                v1::HANDLING_CODE_H2, v1::HANDLING_CODE_H3}) {
+    v1::CaseMessage m = Note();
+    m.set_handling_code(code);
+    EXPECT_OK(CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H0), m));
+    EXPECT_OK(CheckHeldCaseHandling(Case(code), m));
+  }
+  // A case share carries the case itself, which its originator may have
+  // relaxed since the copy held here.
+  v1::CaseMessage share = Note();
+  share.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
+  share.set_handling_code(v1::HANDLING_CODE_H0);
+  EXPECT_OK(CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H2), share));
+}
+
+TEST(HandlingTest, OtherDenialsOfAnEnvelopeAreNotPermanent) {
+  EXPECT_FALSE(Inbound::IsPermanent(absl::PermissionDeniedError(
+      "message.sender_office: \"x\" is not among the peer offices")));
 }
 
 TEST(HandlingTest, RestrictionTextOnlyWithH3) {
