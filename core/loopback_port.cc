@@ -92,6 +92,14 @@ absl::StatusOr<int> ReserveLoopbackPort() {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return absl::InternalError(absl::StrCat("cannot create ", dir));
   }
+  // A folder someone else made (or a link to one) could hold or steal the
+  // claims: it must be a real folder of ours that only we can write.
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) ||
+      st.st_uid != ::getuid() || (st.st_mode & 0077) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir, " is not a folder owned by this user with mode 0700"));
+  }
   static std::mt19937 random{std::random_device{}()};
   const int span = range.last - range.first + 1;
   const int start = std::uniform_int_distribution<int>(0, span - 1)(random);

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/status_macros.h"
 #include "core/tls.h"
+#include "server/write_priority.h"
 
 namespace casebridge::server {
 namespace {
@@ -106,6 +107,9 @@ AuditEvent PeerLink::Event(std::string action, const OutboxItem& item,
 }
 
 void PeerLink::Run() {
+  // The link's rounds move accepted envelopes along: they go ahead of new
+  // office calls waiting for the writer.
+  const ScopedWritePriority first(WritePriority::kFirst);
   int failures = 0;
   while (true) {
     {
@@ -135,8 +139,14 @@ void PeerLink::RunStream() {
   std::unique_ptr<
       grpc::ClientReaderWriter<v1::DeliverRequest, v1::DeliverResponse>>
       stream = stub_->Deliver(&context);
-  std::thread reader([this, raw = stream.get()] { ReadResponses(raw); });
-  std::thread recorder([this] { RecordAnswers(); });
+  std::thread reader([this, raw = stream.get()] {
+    const ScopedWritePriority first(WritePriority::kFirst);
+    ReadResponses(raw);
+  });
+  std::thread recorder([this] {
+    const ScopedWritePriority first(WritePriority::kFirst);
+    RecordAnswers();
+  });
 
   const auto window = static_cast<size_t>(config_->limits.delivery_window);
   const size_t routine_window = window - UrgentReserve(window);
@@ -304,18 +314,37 @@ void PeerLink::HandleResponse(v1::DeliverResponse response) {
     // case cannot overtake it.
     in_flight_.erase(it);
   }
-  if (response.has_receipt()) {
-    auto receipt = exchange::VerifyReceipt(response.receipt(), *peer_keys_);
-    if (!receipt.ok()) {
-      answer.checked = receipt.status();
-    } else {
-      answer.checked = exchange::CheckReceiptMatches(
-          *receipt, answer.item.signed_envelope, config_->peer_identity);
-    }
-  }
   answer.response = std::move(response);
+  if (answer.item.priority == v1::PRIORITY_URGENT) {
+    Check(answer);
+    std::vector<Answer> urgent;
+    urgent.push_back(std::move(answer));
+    Record(urgent);
+    return;
+  }
   absl::MutexLock lock(&mu_);
   answers_.push_back(std::move(answer));
+}
+
+void PeerLink::Check(Answer& answer) const {
+  if (!answer.response.has_receipt()) return;
+  auto receipt =
+      exchange::VerifyReceipt(answer.response.receipt(), *peer_keys_);
+  if (!receipt.ok()) {
+    answer.checked = receipt.status();
+  } else {
+    answer.checked = exchange::CheckReceiptMatches(
+        *receipt, answer.item.signed_envelope, config_->peer_identity);
+  }
+}
+
+void PeerLink::Record(const std::vector<Answer>& answers) {
+  RecordBatch(answers);
+  absl::MutexLock lock(&mu_);
+  for (const Answer& answer : answers) {
+    busy_cases_.erase(answer.item.exchange_id);
+  }
+  woken_ = true;  // the cases' next envelopes may go now
 }
 
 void PeerLink::RecordAnswers() {
@@ -330,12 +359,8 @@ void PeerLink::RecordAnswers() {
       if (answers_.empty()) return;  // the reader is done, all recorded
       answers.swap(answers_);
     }
-    RecordBatch(answers);
-    absl::MutexLock lock(&mu_);
-    for (const Answer& answer : answers) {
-      busy_cases_.erase(answer.item.exchange_id);
-    }
-    woken_ = true;  // the cases' next envelopes may go now
+    for (Answer& answer : answers) Check(answer);
+    Record(answers);
   }
 }
 

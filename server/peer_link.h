@@ -95,9 +95,14 @@ class PeerLink {
   void RunStream();
   void ReadResponses(grpc::ClientReaderWriter<v1::DeliverRequest,
                                               v1::DeliverResponse>* stream);
-  // Reader thread: takes the answer's envelope out of flight and checks a
-  // receipt, then hands the answer to the recorder.
+  // Reader thread: takes the answer's envelope out of flight and hands it
+  // to the recorder; an URGENT envelope's answer is checked and recorded at
+  // once, so that it never waits behind a batch of ROUTINE receipts.
   void HandleResponse(v1::DeliverResponse response);
+  // For a receipt: verifies it and that it matches the envelope sent.
+  void Check(Answer& answer) const;
+  // Records `answers` (checked) and frees their cases for the next envelope.
+  void Record(const std::vector<Answer>& answers);
   // Recorder thread: records answers as they come until the reader is done
   // and every answer is recorded.
   void RecordAnswers();

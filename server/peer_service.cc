@@ -1,7 +1,11 @@
 #include "server/peer_service.h"
 
+#include <algorithm>
 #include <deque>
+#include <iterator>
 #include <memory>
+#include <set>
+#include <string>
 #include <variant>
 #include <vector>
 
@@ -9,6 +13,8 @@
 #include "core/log.h"
 #include "core/status_macros.h"
 #include "grpcpp/support/proto_buffer_reader.h"
+#include "server/accept_order.h"
+#include "server/write_priority.h"
 
 namespace casebridge::server {
 namespace {
@@ -25,12 +31,15 @@ bool ParseByteBuffer(grpc::ByteBuffer* buffer,
 // checked on the work queue as soon as it is read (steps 1-16, the
 // signature among them), so the checks of several envelopes run in
 // parallel. Envelopes that pass wait in `ready_`; one task at a time takes
-// everything waiting and stores it in one transaction (Inbound::Accept),
-// and while it commits the next batch gathers. Answers are written one
-// after the other in the order they are done; a receipt is queued only once
-// its transaction committed. The reactor finishes only when the client has
-// half-closed (or the call is cancelled) and no envelope is still being
-// processed, so no queued task ever outlives it.
+// what is waiting (URGENT first, at most kMaxAcceptBatch) and stores it in
+// one transaction (Inbound::Accept), and while it commits the next batch
+// gathers. Its writes go ahead of office calls waiting for the writer. Answers
+// are written one after the other in the order they are done; a receipt is
+// queued only once its transaction committed. The reactor finishes only when
+// the client has half-closed (or the call is cancelled) and no envelope is
+// still being processed, so no queued task ever outlives it.
+constexpr size_t kMaxAcceptBatch = 32;
+
 class DeliverReactor final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
@@ -120,7 +129,11 @@ class DeliverReactor final
   void OnCancel() override {
     absl::MutexLock lock(&mu_);
     broken_ = true;
-    outgoing_.clear();
+    // Answers not yet written go (the peer gets them again as replays); the
+    // one being written belongs to gRPC until OnWriteDone, which drops it.
+    const size_t keep = writing_ ? 1 : 0;
+    outgoing_.erase(outgoing_.begin() + static_cast<std::ptrdiff_t>(keep),
+                    outgoing_.end());
     MaybeFinishLocked();
   }
 
@@ -130,8 +143,9 @@ class DeliverReactor final
   // Stores what is ready, batch after batch, until nothing is left. Runs
   // on the work queue, one at a time (accepting_).
   void AcceptReady() {
-    std::vector<Inbound::Checked> batch;
+    const ScopedWritePriority first(WritePriority::kFirst);
     while (true) {
+      std::vector<Inbound::Checked> batch;
       {
         absl::MutexLock lock(&mu_);
         if (ready_.empty()) {
@@ -139,11 +153,10 @@ class DeliverReactor final
           MaybeFinishLocked();
           return;
         }
-        batch.swap(ready_);
+        batch = TakeAcceptBatch(ready_, kMaxAcceptBatch);
       }
       std::vector<v1::DeliverResponse> answers =
           inbound_->Accept(std::move(batch));
-      batch.clear();
       Answer(std::move(answers), /*holds_task=*/true);
     }
   }

@@ -223,8 +223,15 @@ bool Database::DoneOrLeading(WaitArg* arg) {
 
 absl::Status Database::Write(
     const std::function<absl::Status(Connection&)>& work) {
-  PendingWrite me{&work, absl::OkStatus(), false, false};
+  PendingWrite me{
+      &work, absl::OkStatus(), false, false,
+      server::ScopedWritePriority::Current() == server::WritePriority::kFirst};
   return Enqueue(me);
+}
+
+size_t Database::WaitingWrites() {
+  absl::MutexLock lock(&queue_mu_);
+  return queue_.size() - running_;
 }
 
 absl::Status Database::TruncateWal() {
@@ -237,14 +244,21 @@ absl::Status Database::TruncateWal() {
     }
     return absl::OkStatus();
   };
-  PendingWrite me{&work, absl::OkStatus(), false, true};
+  PendingWrite me{&work, absl::OkStatus(), false, true, false};
   return Enqueue(me);
 }
 
 absl::Status Database::Enqueue(PendingWrite& me) {
   WaitArg arg{this, &me};
   queue_mu_.Lock();
-  queue_.push_back(&me);
+  if (me.first) {
+    queue_.insert(
+        queue_.begin() + static_cast<std::ptrdiff_t>(running_ + first_waiting_),
+        &me);
+    ++first_waiting_;
+  } else {
+    queue_.push_back(&me);
+  }
   queue_mu_.Await(absl::Condition(&DoneOrLeading, &arg));
   if (me.done) {  // a leader ran it
     queue_mu_.Unlock();
@@ -259,6 +273,10 @@ absl::Status Database::Enqueue(PendingWrite& me) {
   }
   std::vector<PendingWrite*> batch(
       queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+  running_ = n;
+  for (const PendingWrite* write : batch) {
+    if (write->first) --first_waiting_;
+  }
   queue_mu_.Unlock();
 
   if (me.alone) {
@@ -272,6 +290,7 @@ absl::Status Database::Enqueue(PendingWrite& me) {
     queue_.pop_front();  // the batch is still the front of the queue
     write->done = true;
   }
+  running_ = 0;
   queue_mu_.Unlock();  // wakes the batch's waiters and the next leader
   return me.status;
 }

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "server/write_priority.h"
 
 namespace casebridge::sqlite {
 
@@ -102,7 +103,8 @@ struct Migration {
 // transaction, each inside its own SAVEPOINT, and one COMMIT (one fsync)
 // makes them all durable. A unit that fails is rolled back to its savepoint
 // alone; if the COMMIT fails, every unit of the batch fails. Write() returns
-// only once its unit is durable or has failed.
+// only once its unit is durable or has failed. Writes of the thread's
+// server::WritePriority::kFirst wait ahead of kNormal ones.
 //
 // Read() runs on a pooled reader inside a read transaction (a consistent
 // snapshot); WAL lets it proceed while the writer commits.
@@ -129,6 +131,9 @@ class Database {
   // finish.
   absl::Status TruncateWal();
 
+  // Writes queued behind the batch now running (for monitoring).
+  size_t WaitingWrites();
+
   int schema_version() const { return schema_version_; }
   const std::string& path() const { return path_; }
 
@@ -143,6 +148,7 @@ class Database {
     bool done = false;
     // Runs alone, outside any transaction (a checkpoint).
     bool alone = false;
+    bool first = false;  // server::WritePriority::kFirst
   };
   struct WaitArg {
     Database* db;
@@ -157,7 +163,11 @@ class Database {
   std::string path_;
   int schema_version_ = 0;
   absl::Mutex queue_mu_;
+  // The running batch (its leader first), then the kFirst writes waiting,
+  // then the kNormal ones.
   std::deque<PendingWrite*> queue_ ABSL_GUARDED_BY(queue_mu_);
+  size_t running_ ABSL_GUARDED_BY(queue_mu_) = 0;        // batch at the front
+  size_t first_waiting_ ABSL_GUARDED_BY(queue_mu_) = 0;  // kFirst after it
   // Used only by the leader of the write queue, one at a time.
   std::unique_ptr<Connection> writer_;
   absl::Mutex read_mu_;

@@ -5,6 +5,7 @@
 // left by an outage of the peer.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <atomic>
@@ -455,9 +456,18 @@ TEST_F(ExchangeCrashTest, KillingTheReceiverMidBurstLosesAndDuplicatesNothing) {
                         absl::Seconds(60)))
       << burst.accepted() << " accepted" << Logs();
 
-  // PK's sender has envelopes in flight to CN all through the burst (it has
-  // a backlog: see above).
-  cn_->Kill();
+  // Envelopes in flight at the kill, whatever the machine's speed: CN is
+  // frozen first, so what PK's sender writes from then on gets no receipt;
+  // the kill comes once more messages were accepted (and sent) meanwhile.
+  ASSERT_EQ(::kill(cn_->pid(), SIGSTOP), 0);
+  const int accepted_at_freeze = burst.accepted();
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return burst.accepted() >=
+               std::min(accepted_at_freeze + 20, burst.total());
+      },
+      absl::Seconds(60)));
+  cn_->Kill();  // SIGKILL ends a stopped process too
   const int accepted_at_kill = burst.accepted();
   // A backlog builds up while CN is away, and the sender keeps retrying it.
   EXPECT_TRUE(WaitUntil(

@@ -693,6 +693,82 @@ TEST_F(PeerRefusalTest, SenderOfficeUnknownToThisGatewayIsDenied) {
   ExpectValidStillAccepted("from a configured office");
 }
 
+TEST_F(PeerRefusalTest, MessageWeakerThanTheCaseHeldHereIsRefusedForGood) {
+  // One of our cases, under H2 (the draft's code).
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference ours,
+                       Office(kFia)->OpenCase(ValidDraft()));
+  ASSERT_EQ(ours.handling_code(), v1::HANDLING_CODE_H2);
+  v1::Envelope weaker = ValidEnvelope("H0 reply on an H2 case");
+  weaker.mutable_message()->set_exchange_id(ours.exchange_id());
+  weaker.mutable_message()->set_handling_code(v1::HANDLING_CODE_H0);
+  auto stream = OpenStream();
+  EXPECT_THAT(
+      stream.Deliver(Sign(weaker)),
+      IsRefusal(grpc::StatusCode::PERMISSION_DENIED,
+                AllOf(StartsWith("handling_code: H0 is below the case's H2"),
+                      HasSubstr(ours.exchange_id())),
+                true));
+  // Sent again, it is refused again: nothing of it was stored.
+  EXPECT_THAT(stream.Deliver(Sign(weaker)),
+              IsRefusal(grpc::StatusCode::PERMISSION_DENIED,
+                        StartsWith("handling_code: "), true));
+  // The link goes on: the same message under the case's code is taken, on
+  // the same stream.
+  v1::Envelope same = ValidEnvelope("H2 reply on an H2 case");
+  same.mutable_message()->set_exchange_id(ours.exchange_id());
+  same.mutable_message()->set_handling_code(v1::HANDLING_CODE_H2);
+  EXPECT_THAT(stream.Deliver(Sign(same)), IsReceipt()) << pk_->Log();
+  EXPECT_OK(stream.Close());
+
+  std::vector<v1::AuditEntry> refusals;
+  for (v1::AuditEntry& e : ReceivedEntries()) {
+    if (e.status_code() == grpc::StatusCode::PERMISSION_DENIED) {
+      refusals.push_back(std::move(e));
+    }
+  }
+  ASSERT_EQ(refusals.size(), 2u);
+  for (const v1::AuditEntry& e : refusals) {
+    EXPECT_EQ(e.actor(), kCnGateway);
+    EXPECT_THAT(e.status_message(),
+                StartsWith("handling_code: H0 is below the case's H2"));
+    EXPECT_THAT(e.subjects(),
+                ElementsAre(ours.exchange_id(), weaker.envelope_id()));
+  }
+  EXPECT_THAT(FiaBodies(), ElementsAre("H2 reply on an H2 case"));
+}
+
+TEST_F(PeerRefusalTest, StreamsDroppedWhileAnswersAreWrittenLeaveItServing) {
+  // A peer that drops its stream while this gateway is writing answers (it
+  // crashed, or the network cut) must not take the gateway down: the answer
+  // being written belongs to gRPC until its write completes.
+  const v1::SignedEnvelope envelope = Sign(ValidEnvelope("first"));
+  {
+    auto stream = OpenStream();
+    ASSERT_THAT(stream.Deliver(envelope), IsReceipt()) << pk_->Log();
+    EXPECT_OK(stream.Close());
+  }
+  constexpr int kRounds = 20;
+  constexpr int kReplays = 100;
+  for (int round = 0; round < kRounds; ++round) {
+    auto stream = OpenStream();
+    for (int i = 0; i < kReplays; ++i) {
+      ASSERT_TRUE(stream.Write(envelope)) << "round " << round << pk_->Log();
+    }
+    // Answers are on their way: drop the stream under them (the
+    // destructor cancels it).
+    v1::DeliverResponse answer;
+    ASSERT_TRUE(stream.Read(&answer)) << "round " << round << pk_->Log();
+    EXPECT_THAT(answer, IsReceipt());
+  }
+  // Still serving, and still taking new envelopes.
+  auto stream = OpenStream();
+  EXPECT_THAT(stream.Deliver(Sign(ValidEnvelope("after the drops"))),
+              IsReceipt())
+      << pk_->Log();
+  EXPECT_OK(stream.Close());
+  EXPECT_THAT(FiaBodies(2), ElementsAre("first", "after the drops"));
+}
+
 TEST_F(PeerRefusalTest, MalformedContentIsRefusedForGood) {
   v1::Envelope no_kind = ValidEnvelope();
   no_kind.mutable_message()->clear_kind();

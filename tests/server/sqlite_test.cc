@@ -12,7 +12,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "server/schema.h"
+#include "server/write_priority.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_pki.h"
 
@@ -24,6 +27,7 @@ using ::casebridge::server::GatewayMigrations;
 using ::casebridge::testing::NewTempDir;
 using ::casebridge::testing::StatusIs;
 using ::testing::AllOf;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 // Runs `sql` on a plain SQLite connection to `path`, outside Database.
@@ -312,6 +316,84 @@ TEST_F(DatabaseTest, ConcurrentWritersEachCommitOrFailAlone) {
     durable += count;
   }
   EXPECT_EQ(durable, expected_ok);
+}
+
+// Waits up to ten seconds for `db` to hold `n` writes behind its running
+// batch.
+bool AwaitWaitingWrites(Database& db, size_t n) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (db.WaitingWrites() != n) {
+    if (absl::Now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+TEST_F(DatabaseTest, FirstPriorityWritesGoAheadOfNormalOnesWaiting) {
+  // While a batch runs, two normal writes queue up, then two kFirst ones:
+  // the kFirst ones run next (in their own order), then the normal ones.
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  absl::Notification running;
+  absl::Notification release;
+  absl::Mutex mu;
+  std::vector<std::string> order;
+  auto unit = [&](std::string name) {
+    return [&, name](Connection& c) -> absl::Status {
+      absl::MutexLock lock(&mu);
+      order.push_back(name);
+      return InsertYear(c, 3000 + static_cast<int64_t>(order.size()), 1);
+    };
+  };
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] {
+    EXPECT_OK(db->Write([&](Connection& c) {
+      running.Notify();
+      release.WaitForNotification();
+      return InsertYear(c, 3000, 1);
+    }));
+  });
+  running.WaitForNotification();
+  const std::vector<std::pair<std::string, server::WritePriority>> queued = {
+      {"normal-1", server::WritePriority::kNormal},
+      {"normal-2", server::WritePriority::kNormal},
+      {"first-1", server::WritePriority::kFirst},
+      {"first-2", server::WritePriority::kFirst}};
+  for (size_t i = 0; i < queued.size(); ++i) {
+    const auto& [name, priority] = queued[i];
+    threads.emplace_back([&, name = name, priority = priority] {
+      const server::ScopedWritePriority scope(priority);
+      EXPECT_OK(db->Write(unit(name)));
+    });
+    ASSERT_TRUE(AwaitWaitingWrites(*db, i + 1)) << name << " never queued";
+  }
+  release.Notify();
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_THAT(order, ElementsAre("first-1", "first-2", "normal-1", "normal-2"));
+  EXPECT_EQ(db->WaitingWrites(), 0u);
+  // All five are durable.
+  for (int64_t year = 3000; year <= 3004; ++year) {
+    ASSERT_OK_AND_ASSIGN(int64_t count, CountYear(*db, year));
+    EXPECT_EQ(count, 1) << year;
+  }
+}
+
+TEST_F(DatabaseTest, WritePriorityScopesNest) {
+  EXPECT_EQ(server::ScopedWritePriority::Current(),
+            server::WritePriority::kNormal);
+  {
+    const server::ScopedWritePriority outer(server::WritePriority::kFirst);
+    EXPECT_EQ(server::ScopedWritePriority::Current(),
+              server::WritePriority::kFirst);
+    {
+      const server::ScopedWritePriority inner(server::WritePriority::kNormal);
+      EXPECT_EQ(server::ScopedWritePriority::Current(),
+                server::WritePriority::kNormal);
+    }
+    EXPECT_EQ(server::ScopedWritePriority::Current(),
+              server::WritePriority::kFirst);
+  }
+  EXPECT_EQ(server::ScopedWritePriority::Current(),
+            server::WritePriority::kNormal);
 }
 
 TEST_F(DatabaseTest, FailingUnitDoesNotUndoAnEarlierUnitOfItsBatch) {
