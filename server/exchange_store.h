@@ -283,7 +283,9 @@ class ExchangeStore {
       absl::Time at) = 0;
 
   // As Acknowledge, and in the same transaction queues the acknowledgement
-  // that travels back: `reply` gets the acknowledged message and returns the
+  // that travels back: `reply` gets the acknowledged message (its handling
+  // code and restriction those of its case as held here when the case is
+  // under H1, H2 or H3: the case may have been raised since) and returns the
   // outgoing message to queue (as QueueOutgoing would, with `reply_audit`),
   // so an acknowledgement is never recorded without its way back.
   virtual absl::StatusOr<QueuedMessage> AcknowledgeAndReply(

@@ -1373,6 +1373,17 @@ absl::StatusOr<QueuedMessage> SqliteExchangeStore::AcknowledgeAndReply(
         v1::CaseMessage acknowledged,
         LoadMessage(sealer_, conn, message_id, find.ColumnBlob(0),
                     find.ColumnInt(1) != 0));
+    // The acknowledgement travels under its case's code as held here now:
+    // the case may have been raised since the message came, and the peer
+    // holds every message to its own copy of the case.
+    CB_ASSIGN_OR_RETURN(const std::optional<v1::CaseReference> held,
+                        HeldCase(conn, acknowledged.exchange_id()));
+    if (held.has_value() &&
+        held->handling_code() != v1::HANDLING_CODE_UNSPECIFIED &&
+        held->handling_code() != v1::HANDLING_CODE_H0) {
+      acknowledged.set_handling_code(held->handling_code());
+      acknowledged.set_handling_restriction(held->handling_restriction());
+    }
     CB_ASSIGN_OR_RETURN(OutgoingMessage outgoing, reply(acknowledged));
     // The reply's entry names its case first, like any other send.
     AuditEvent event = reply_audit;

@@ -439,6 +439,53 @@ TEST_F(HandlingCodesTest, H3RestrictionTravelsWithTheCaseAndEveryMessage) {
             c.evaluation().source_reliability());
 }
 
+TEST_F(HandlingCodesTest, AcknowledgementFollowsACaseRaisedSinceItsMessage) {
+  // FIA writes under H0; the case is then raised to H2 and shared again.
+  // MPS's acknowledgement of the earlier message goes under H2, so PK (which
+  // holds the case at H2) takes it instead of refusing it for good.
+  const std::string id = OpenAndShare(v1::HANDLING_CODE_H0);
+  ASSERT_FALSE(id.empty());
+  v1::SendMessageRequest send;
+  send.set_request_id("note-before-raise");
+  v1::CaseMessage* m = send.mutable_message();
+  m->set_exchange_id(id);
+  m->set_kind(v1::MESSAGE_KIND_NOTE);
+  m->set_priority(v1::PRIORITY_ROUTINE);
+  m->set_body("Shelter confirmed the transfer.");
+  ASSERT_OK_AND_ASSIGN(const v1::SendMessageResponse sent,
+                       Pk(kFia)->SendMessage(send));
+  ASSERT_TRUE(Delivered(sent.message_id())) << pk_->Log() << cn_->Log();
+
+  v1::UpdateCaseRequest raise;
+  raise.mutable_case_reference()->set_exchange_id(id);
+  raise.mutable_case_reference()->set_handling_code(v1::HANDLING_CODE_H2);
+  raise.mutable_update_mask()->add_paths("handling_code");
+  raise.set_expected_version(1);
+  ASSERT_OK(Pk(kFia)->UpdateCase(raise).status());
+  v1::ShareCaseRequest share;
+  share.set_exchange_id(id);
+  share.add_recipient_offices(kMpsId);
+  ASSERT_OK(Pk(kFia)->ShareCase(share).status());
+  auto mps = Cn(kMps);
+  ASSERT_TRUE(WaitUntil([&] {
+    auto c = mps->GetCase(id);
+    return c.ok() && c->handling_code() == v1::HANDLING_CODE_H2;
+  })) << cn_->Log();
+
+  ASSERT_OK_AND_ASSIGN(
+      const std::string ack_id,
+      mps->Acknowledge(sent.message_id(), v1::ACKNOWLEDGEMENT_KIND_READ, ""));
+  absl::StatusOr<v1::DeliveryStatus> status;
+  EXPECT_TRUE(WaitUntil([&] {
+    status = mps->GetDeliveryStatus(ack_id);
+    return status.ok() && (status->state() == v1::DELIVERY_STATE_DELIVERED ||
+                           status->state() == v1::DELIVERY_STATE_FAILED);
+  })) << cn_->Log();
+  ASSERT_OK(status.status());
+  EXPECT_EQ(status->state(), v1::DELIVERY_STATE_DELIVERED)
+      << status->DebugString() << pk_->Log();
+}
+
 TEST_F(HandlingCodesTest, MessageMayNotWeakenItsCasesCode) {
   const std::string id = OpenAndShare(v1::HANDLING_CODE_H2);
   ASSERT_FALSE(id.empty());
