@@ -67,7 +67,9 @@ class CertMonitorTest : public ::testing::Test {
     for (const std::string& stem : stems) {
       options.revoked.push_back(Pki(stem + ".crt"));
     }
-    options.last_update = absl::Now();
+    // Issued a minute before the monitor's clock: a CRL dated even a second
+    // after it would not yet be valid.
+    options.last_update = clock_.Now() - absl::Minutes(1);
     options.next_update = next_update;
     auto crl = IssueCrl(options);
     EXPECT_OK(crl);
