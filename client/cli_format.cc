@@ -7,6 +7,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/time/time.h"
 #include "core/grpc_status.h"
+#include "core/handling_notice.h"
 #include "core/identity.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
@@ -371,26 +372,10 @@ absl::StatusOr<HandlingMarking> EvidenceMarking(
   HandlingMarking marking;
   marking.code = m.handling_code();
   marking.restriction = m.handling_restriction();
-  switch (marking.code) {
-    case v1::HANDLING_CODE_H0:
-      marking.notice = "H0: for law-enforcement purposes only";
-      break;
-    case v1::HANDLING_CODE_H1:
-      marking.notice =
-          "H1: not for use as evidence in judicial proceedings without the "
-          "originator's permission";
-      break;
-    case v1::HANDLING_CODE_H2:
-      marking.notice =
-          "H2: no onward dissemination without the originator's permission";
-      break;
-    case v1::HANDLING_CODE_H3:
-      marking.notice = absl::StrCat("H3: restricted by the originator: ",
-                                    marking.restriction);
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          "envelope.message.handling_code: the signed envelope states none");
+  marking.notice = HandlingNotice(marking.code, marking.restriction);
+  if (marking.notice.empty()) {
+    return absl::InvalidArgumentError(
+        "envelope.message.handling_code: the signed envelope states none");
   }
   return marking;
 }

@@ -9,6 +9,7 @@
 #include "absl/strings/string_view.h"
 #include "casebridge/v1/common.pb.h"
 #include "casebridge/v1/exchange.pb.h"
+#include "core/handling_notice.h"
 
 namespace casebridge::server {
 
@@ -41,12 +42,6 @@ absl::Status CheckMessageHandling(const v1::CaseMessage& message,
 // originator may have changed, and is not held to the copy it replaces.
 absl::Status CheckHeldCaseHandling(const v1::CaseReference& held,
                                    const v1::CaseMessage& message);
-
-// The notice a reader is shown for a code, e.g. "H1: not for use as evidence
-// in judicial proceedings without the originator's permission"; with H3 the
-// restriction text follows. Empty for an unset code.
-std::string HandlingNotice(v1::HandlingCode code,
-                           absl::string_view restriction);
 
 // Set the output-only `handling_notice` of what a reader is about to be
 // sent, from its handling code (and, on a CASE_SHARE, of the case carried).
