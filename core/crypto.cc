@@ -4,6 +4,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <sodium.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -44,7 +45,26 @@ absl::StatusOr<std::string> RawPublicKey(EVP_PKEY* key) {
   return raw;
 }
 
+// libsodium is initialised once, before its first use; it cannot fail on a
+// working system (it only picks CPU-specific code paths).
+void EnsureSodium() {
+  static const bool ready = [] {
+    if (sodium_init() < 0) {
+      std::fprintf(stderr, "fatal: libsodium failed to initialise\n");
+      std::abort();
+    }
+    return true;
+  }();
+  (void)ready;
+}
+
+static_assert(crypto_sign_PUBLICKEYBYTES == kEd25519PublicKeySize);
+static_assert(crypto_sign_BYTES == kEd25519SignatureSize);
+static_assert(crypto_sign_SEEDBYTES == 32);
+
 }  // namespace
+
+void SodiumFree::operator()(unsigned char* p) const { sodium_free(p); }
 
 std::string OpenSslErrorText() {
   const unsigned long code = ERR_get_error();  // NOLINT(google-runtime-int)
@@ -183,9 +203,37 @@ absl::StatusOr<std::unique_ptr<Ed25519Signer>> Ed25519Signer::FromPem(
     return absl::InvalidArgumentError(
         absl::StrCat("not a PEM private key (", OpenSslErrorText(), ")"));
   }
-  CB_ASSIGN_OR_RETURN(std::string raw, RawPublicKey(key.get()));
+  return FromKey(key.get());
+}
+
+// The key's 32-byte seed goes into libsodium's secret key, which is checked
+// to give the same public key as OpenSSL reads from the file.
+absl::StatusOr<std::unique_ptr<Ed25519Signer>> Ed25519Signer::FromKey(
+    EVP_PKEY* key) {
+  CB_ASSIGN_OR_RETURN(std::string public_key, RawPublicKey(key));
+  EnsureSodium();
+  SecretKeyPtr seed(
+      static_cast<unsigned char*>(sodium_malloc(crypto_sign_SEEDBYTES)));
+  SecretKeyPtr secret_key(
+      static_cast<unsigned char*>(sodium_malloc(crypto_sign_SECRETKEYBYTES)));
+  if (seed == nullptr || secret_key == nullptr) {
+    return absl::ResourceExhaustedError(
+        "no locked memory for an Ed25519 secret key");
+  }
+  size_t len = crypto_sign_SEEDBYTES;
+  if (EVP_PKEY_get_raw_private_key(key, seed.get(), &len) != 1 ||
+      len != crypto_sign_SEEDBYTES) {
+    return absl::InternalError(
+        absl::StrCat("reading Ed25519 private key: ", OpenSslErrorText()));
+  }
+  unsigned char derived[crypto_sign_PUBLICKEYBYTES];
+  if (crypto_sign_seed_keypair(derived, secret_key.get(), seed.get()) != 0 ||
+      sodium_memcmp(derived, public_key.data(), sizeof(derived)) != 0) {
+    return absl::InternalError(
+        "Ed25519 private key does not give its own public key");
+  }
   return std::unique_ptr<Ed25519Signer>(
-      new Ed25519Signer(std::move(key), std::move(raw)));
+      new Ed25519Signer(std::move(secret_key), std::move(public_key)));
 }
 
 std::unique_ptr<Ed25519Signer> Ed25519Signer::Generate() {
@@ -199,27 +247,23 @@ std::unique_ptr<Ed25519Signer> Ed25519Signer::Generate() {
   }
   EVP_PKEY_CTX_free(ctx);
   EvpPkeyPtr key(raw_key);
-  auto pub = RawPublicKey(key.get());
-  if (!pub.ok()) std::abort();
-  return std::unique_ptr<Ed25519Signer>(
-      new Ed25519Signer(std::move(key), *std::move(pub)));
+  auto signer = FromKey(key.get());
+  if (!signer.ok()) {
+    std::fprintf(stderr, "fatal: %s\n",
+                 std::string(signer.status().message()).c_str());
+    std::abort();
+  }
+  return *std::move(signer);
 }
 
 absl::StatusOr<std::string> Ed25519Signer::Sign(
     absl::string_view message) const {
-  MdCtxPtr ctx(EVP_MD_CTX_new());
   std::string sig(kEd25519SignatureSize, '\0');
-  size_t len = sig.size();
-  if (ctx == nullptr ||
-      EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key_.get()) !=
-          1 ||
-      EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()),
-                     &len,
-                     reinterpret_cast<const unsigned char*>(message.data()),
-                     message.size()) != 1 ||
-      len != kEd25519SignatureSize) {
-    return absl::InternalError(
-        absl::StrCat("Ed25519 sign failed: ", OpenSslErrorText()));
+  if (crypto_sign_detached(
+          reinterpret_cast<unsigned char*>(sig.data()), nullptr,
+          reinterpret_cast<const unsigned char*>(message.data()),
+          message.size(), secret_key_.get()) != 0) {
+    return absl::InternalError("Ed25519 sign failed");
   }
   return sig;
 }
@@ -247,8 +291,8 @@ absl::StatusOr<std::unique_ptr<Ed25519Verifier>> Ed25519Verifier::FromPem(
         absl::StrCat("not a PEM public key (", OpenSslErrorText(), ")"));
   }
   CB_ASSIGN_OR_RETURN(std::string raw, RawPublicKey(key.get()));
-  return std::unique_ptr<Ed25519Verifier>(
-      new Ed25519Verifier(std::move(key), std::move(raw)));
+  EnsureSodium();
+  return std::unique_ptr<Ed25519Verifier>(new Ed25519Verifier(std::move(raw)));
 }
 
 absl::StatusOr<std::unique_ptr<Ed25519Verifier>>
@@ -257,15 +301,9 @@ Ed25519Verifier::FromRawPublicKey(absl::string_view raw) {
     return absl::InvalidArgumentError(
         absl::StrCat("Ed25519 public key must be 32 bytes, got ", raw.size()));
   }
-  EvpPkeyPtr key(EVP_PKEY_new_raw_public_key(
-      EVP_PKEY_ED25519, nullptr,
-      reinterpret_cast<const unsigned char*>(raw.data()), raw.size()));
-  if (key == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bad Ed25519 public key: ", OpenSslErrorText()));
-  }
+  EnsureSodium();
   return std::unique_ptr<Ed25519Verifier>(
-      new Ed25519Verifier(std::move(key), std::string(raw)));
+      new Ed25519Verifier(std::string(raw)));
 }
 
 absl::Status Ed25519Verifier::Verify(absl::string_view message,
@@ -274,18 +312,14 @@ absl::Status Ed25519Verifier::Verify(absl::string_view message,
     return absl::UnauthenticatedError(absl::StrCat(
         "Ed25519 signature must be 64 bytes, got ", signature.size()));
   }
-  MdCtxPtr ctx(EVP_MD_CTX_new());
-  if (ctx == nullptr || EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr,
-                                             nullptr, key_.get()) != 1) {
-    return absl::InternalError(
-        absl::StrCat("Ed25519 verify init failed: ", OpenSslErrorText()));
-  }
-  const int rc = EVP_DigestVerify(
-      ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()),
-      signature.size(), reinterpret_cast<const unsigned char*>(message.data()),
-      message.size());
-  if (rc != 1) {
-    ERR_clear_error();
+  // libsodium also refuses what RFC 8032 leaves open: a non-canonical S,
+  // and a public key or R of small order (which would let one signature
+  // pass for many messages).
+  if (crypto_sign_verify_detached(
+          reinterpret_cast<const unsigned char*>(signature.data()),
+          reinterpret_cast<const unsigned char*>(message.data()),
+          message.size(),
+          reinterpret_cast<const unsigned char*>(public_key_.data())) != 0) {
     return absl::UnauthenticatedError("Ed25519 signature does not verify");
   }
   return absl::OkStatus();

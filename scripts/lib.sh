@@ -4,7 +4,7 @@
 CASEBRIDGE_PACKAGES=(
   g++ cmake ninja-build pkg-config make
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libssl-dev openssl libsqlite3-dev sqlite3
+  libabsl-dev libssl-dev openssl libsodium-dev libsqlite3-dev sqlite3
   libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   python3 python3-grpcio procps

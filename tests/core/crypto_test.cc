@@ -211,6 +211,36 @@ TEST(Ed25519VerifierTest, RejectsSignatureOfOtherKey) {
               StatusIs(absl::StatusCode::kUnauthenticated, ::testing::_));
 }
 
+// RFC 8032 leaves these to the verifier; both would let a signature pass
+// that its key's holder never made.
+TEST(Ed25519VerifierTest, RejectsNonCanonicalScalar) {
+  // TEST 1's signature with S + L in place of S: the same point equation,
+  // other bytes (a second valid-looking signature of the same message).
+  const std::string r = Hex(std::string(kTest1.signature).substr(0, 64));
+  const std::string s_plus_l =
+      Hex("4c8c7872aa064e049dbb3013fbf29380d25bf5f0595bbe24655141438e7a101b");
+  ASSERT_OK_AND_ASSIGN(
+      auto verifier, Ed25519Verifier::FromRawPublicKey(Hex(kTest1.public_key)));
+  ASSERT_OK(verifier->Verify("", Hex(kTest1.signature)));
+  EXPECT_THAT(verifier->Verify("", r + s_plus_l),
+              StatusIs(absl::StatusCode::kUnauthenticated, ::testing::_));
+}
+
+TEST(Ed25519VerifierTest, RejectsSmallOrderPublicKey) {
+  // The neutral point as public key and as R, with S = 0, satisfies the
+  // verification equation for every message.
+  const std::string identity =
+      Hex("0100000000000000000000000000000000000000000000000000000000000000");
+  const std::string zero(32, '\0');
+  ASSERT_OK_AND_ASSIGN(auto verifier,
+                       Ed25519Verifier::FromRawPublicKey(identity));
+  for (const char* message : {"", "release the case file", "任意"}) {
+    EXPECT_THAT(verifier->Verify(message, identity + zero),
+                StatusIs(absl::StatusCode::kUnauthenticated, ::testing::_))
+        << message;
+  }
+}
+
 TEST(Ed25519VerifierTest, FromRawPublicKeyRejectsWrongLength) {
   EXPECT_THAT(Ed25519Verifier::FromRawPublicKey(std::string(31, 'k')),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("31")));
