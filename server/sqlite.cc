@@ -159,6 +159,11 @@ absl::Status Connection::Exec(absl::string_view sql) {
   return absl::OkStatus();
 }
 
+absl::Status Connection::Run(absl::string_view sql) {
+  CB_ASSIGN_OR_RETURN(Statement stmt, Prepare(sql));
+  return stmt.Run();
+}
+
 absl::StatusOr<Statement> Connection::Prepare(absl::string_view sql) {
   auto it = cache_.find(sql);
   if (it == cache_.end()) {
@@ -276,8 +281,12 @@ absl::Status Database::Enqueue(PendingWrite& me) {
   // next write that runs alone.
   size_t n = 1;
   if (!me.alone) {
+    // A kFirst leader takes only the kFirst writes (they are at the front):
+    // the rest would add their work to its transaction before its commit.
     const size_t limit = std::min(queue_.size(), kMaxBatch);
-    while (n < limit && !queue_[n]->alone) ++n;
+    while (n < limit && !queue_[n]->alone && (!me.first || queue_[n]->first)) {
+      ++n;
+    }
   }
   std::vector<PendingWrite*> batch(
       queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
@@ -304,22 +313,22 @@ absl::Status Database::Enqueue(PendingWrite& me) {
 }
 
 void Database::RunBatch(const std::vector<PendingWrite*>& batch) {
-  const absl::Status begin = writer_->Exec("BEGIN IMMEDIATE");
+  const absl::Status begin = writer_->Run("BEGIN IMMEDIATE");
   if (!begin.ok()) {
     for (PendingWrite* write : batch) write->status = begin;
     return;
   }
   for (PendingWrite* write : batch) {
-    absl::Status status = writer_->Exec("SAVEPOINT unit");
+    absl::Status status = writer_->Run("SAVEPOINT unit");
     if (status.ok()) status = (*write->work)(*writer_);
-    if (!status.ok()) (void)writer_->Exec("ROLLBACK TO unit");
-    const absl::Status release = writer_->Exec("RELEASE unit");
+    if (!status.ok()) (void)writer_->Run("ROLLBACK TO unit");
+    const absl::Status release = writer_->Run("RELEASE unit");
     if (status.ok() && !release.ok()) status = release;
     write->status = status;
   }
-  const absl::Status commit = writer_->Exec("COMMIT");
+  const absl::Status commit = writer_->Run("COMMIT");
   if (!commit.ok()) {
-    (void)writer_->Exec("ROLLBACK");
+    (void)writer_->Run("ROLLBACK");
     for (PendingWrite* write : batch) {
       if (write->status.ok()) write->status = commit;
     }
@@ -339,10 +348,10 @@ absl::Status Database::Read(
     reader = std::move(idle_readers_.back());
     idle_readers_.pop_back();
   }
-  absl::Status status = reader->Exec("BEGIN");
+  absl::Status status = reader->Run("BEGIN");
   if (status.ok()) {
     status = work(*reader);
-    const absl::Status end = reader->Exec("COMMIT");
+    const absl::Status end = reader->Run("COMMIT");
     if (status.ok()) status = end;
   }
   absl::MutexLock lock(&read_mu_);

@@ -78,6 +78,10 @@ class Connection {
   absl::Status Exec(absl::string_view sql);
   // A cached statement for `sql`.
   absl::StatusOr<Statement> Prepare(absl::string_view sql);
+  // Runs one statement that returns no rows, prepared once and cached: for
+  // the transaction statements every write and read runs (BEGIN, SAVEPOINT,
+  // COMMIT...), which Exec would parse again each time.
+  absl::Status Run(absl::string_view sql);
 
   int64_t changes() const { return sqlite3_changes64(db_); }
   std::string ErrorMessage() const { return sqlite3_errmsg(db_); }
@@ -105,7 +109,10 @@ struct Migration {
 // makes them all durable. A unit that fails is rolled back to its savepoint
 // alone; if the COMMIT fails, every unit of the batch fails. Write() returns
 // only once its unit is durable or has failed. Writes of the thread's
-// server::WritePriority::kFirst wait ahead of kNormal ones.
+// server::WritePriority::kFirst wait ahead of kNormal ones, and a batch led
+// by a kFirst write holds kFirst writes only: an URGENT message or an
+// exchange round commits without waiting for the office calls queued behind
+// it to run in its transaction (docs/performance.md, run F).
 //
 // Read() runs on a pooled reader inside a read transaction (a consistent
 // snapshot); WAL lets it proceed while the writer commits.

@@ -906,7 +906,7 @@ SqliteExchangeStore::AcceptInboundBatch(
         conflicts.assign(envelopes.size(), false);
         newest_cursor = 0;
         for (size_t i = 0; i < envelopes.size(); ++i) {
-          CB_RETURN_IF_ERROR(conn.Exec("SAVEPOINT inbound_envelope"));
+          CB_RETURN_IF_ERROR(conn.Run("SAVEPOINT inbound_envelope"));
           bool conflict = false;
           absl::StatusOr<InboundResult> result = AcceptInTransaction(
               conn, envelopes[i], digests[i], bytes[i],
@@ -917,9 +917,9 @@ SqliteExchangeStore::AcceptInboundBatch(
           // A failed envelope leaves nothing behind; the evidence of a
           // conflict is kept.
           if (!result.ok()) {
-            CB_RETURN_IF_ERROR(conn.Exec("ROLLBACK TO inbound_envelope"));
+            CB_RETURN_IF_ERROR(conn.Run("ROLLBACK TO inbound_envelope"));
           }
-          CB_RETURN_IF_ERROR(conn.Exec("RELEASE inbound_envelope"));
+          CB_RETURN_IF_ERROR(conn.Run("RELEASE inbound_envelope"));
           conflicts[i] = conflict;
           results.push_back(std::move(result));
         }

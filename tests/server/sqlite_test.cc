@@ -377,6 +377,48 @@ TEST_F(DatabaseTest, FirstPriorityWritesGoAheadOfNormalOnesWaiting) {
   }
 }
 
+TEST_F(DatabaseTest, FirstPriorityBatchCommitsWithoutTheNormalWritesQueued) {
+  // A normal write and a kFirst one queue behind a running batch. The kFirst
+  // write must be durable, its Write() returned, while the normal write is
+  // still running: the two are not in one transaction.
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  absl::Notification running;
+  absl::Notification release;
+  absl::Notification first_returned;
+  bool normal_saw_first_return = false;
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] {
+    EXPECT_OK(db->Write([&](Connection& c) {
+      running.Notify();
+      release.WaitForNotification();
+      return InsertYear(c, 3100, 1);
+    }));
+  });
+  running.WaitForNotification();
+  threads.emplace_back([&] {
+    EXPECT_OK(db->Write([&](Connection& c) {
+      normal_saw_first_return =
+          first_returned.WaitForNotificationWithTimeout(absl::Seconds(10));
+      return InsertYear(c, 3101, 1);
+    }));
+  });
+  ASSERT_TRUE(AwaitWaitingWrites(*db, 1)) << "normal write never queued";
+  threads.emplace_back([&] {
+    const server::ScopedWritePriority scope(server::WritePriority::kFirst);
+    EXPECT_OK(db->Write([&](Connection& c) { return InsertYear(c, 3102, 1); }));
+    first_returned.Notify();
+  });
+  ASSERT_TRUE(AwaitWaitingWrites(*db, 2)) << "kFirst write never queued";
+  release.Notify();
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_TRUE(normal_saw_first_return)
+      << "the kFirst write waited for the normal write's work";
+  for (int64_t year = 3100; year <= 3102; ++year) {
+    ASSERT_OK_AND_ASSIGN(int64_t count, CountYear(*db, year));
+    EXPECT_EQ(count, 1) << year;
+  }
+}
+
 TEST_F(DatabaseTest, WritePriorityScopesNest) {
   EXPECT_EQ(server::ScopedWritePriority::Current(),
             server::WritePriority::kNormal);
