@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <utility>
@@ -25,6 +27,22 @@ struct CipherCtxDeleter {
   void operator()(EVP_CIPHER_CTX* ctx) const { EVP_CIPHER_CTX_free(ctx); }
 };
 using CipherCtxPtr = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxDeleter>;
+
+// AES-256-GCM fetched once: passing EVP_aes_256_gcm() makes OpenSSL 3 look
+// the implementation up again (a locked store and a parameter search) at
+// every seal and open.
+const EVP_CIPHER* Aes256Gcm() {
+  static EVP_CIPHER* const cipher = [] {
+    EVP_CIPHER* fetched = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+    if (fetched == nullptr) {
+      std::fprintf(stderr, "fatal: AES-256-GCM unavailable: %s\n",
+                   OpenSslErrorText().c_str());
+      std::abort();
+    }
+    return fetched;
+  }();
+  return cipher;
+}
 
 const unsigned char* Bytes(absl::string_view s) {
   return reinterpret_cast<const unsigned char*>(s.data());
@@ -122,7 +140,7 @@ absl::StatusOr<std::string> FieldKey::Seal(absl::string_view plaintext,
   CipherCtxPtr ctx(EVP_CIPHER_CTX_new());
   int len = 0;
   if (ctx == nullptr ||
-      EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, Bytes(bytes_),
+      EVP_EncryptInit_ex(ctx.get(), Aes256Gcm(), nullptr, Bytes(bytes_),
                          Bytes(nonce)) != 1 ||
       !AddAad(ctx.get(), aad) ||
       EVP_EncryptUpdate(ctx.get(), ciphertext, &len, Bytes(plaintext),
@@ -153,7 +171,7 @@ absl::StatusOr<std::string> FieldKey::Open(absl::string_view sealed,
   CipherCtxPtr ctx(EVP_CIPHER_CTX_new());
   int len = 0;
   if (ctx == nullptr ||
-      EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, Bytes(bytes_),
+      EVP_DecryptInit_ex(ctx.get(), Aes256Gcm(), nullptr, Bytes(bytes_),
                          Bytes(nonce)) != 1 ||
       !AddAad(ctx.get(), aad) ||
       EVP_DecryptUpdate(ctx.get(), Bytes(plaintext), &len, Bytes(ciphertext),
