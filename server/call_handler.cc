@@ -352,8 +352,9 @@ std::unique_ptr<grpc::ContextAllocator> CallHandler::MakeCallDoneHook() {
 void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
                       std::string audit_action, std::string payload,
                       std::vector<std::string> subjects, Body body,
-                      std::function<void(const grpc::Status&)> finish) {
-  work_->Post([this, context, action, audit_action = std::move(audit_action),
+                      std::function<void(const grpc::Status&)> finish,
+                      bool first) {
+  auto task = [this, context, action, audit_action = std::move(audit_action),
                payload = std::move(payload), subjects = std::move(subjects),
                body = std::move(body), finish = std::move(finish)]() {
     const absl::Time start = clock_->Now();
@@ -411,7 +412,12 @@ void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
                 {"reason", reply.error_message()},
                 {"ms", absl::ToDoubleMilliseconds(clock_->Now() - start)}});
     finish(reply);
-  });
+  };
+  if (first) {
+    work_->PostFirst(std::move(task));
+  } else {
+    work_->Post(std::move(task));
+  }
 }
 
 }  // namespace casebridge::server

@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "casebridge/v1/office.pb.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/status_macros.h"
@@ -68,6 +69,15 @@ struct Incoming {
   }
 };
 
+// Whether a call is served ahead of the others waiting for the work queue:
+// one that sends an URGENT message. Overloads pick the request type.
+inline bool RunsFirst(const google::protobuf::Message& /*request*/) {
+  return false;
+}
+inline bool RunsFirst(const v1::SendMessageRequest& request) {
+  return request.message().priority() == v1::PRIORITY_URGENT;
+}
+
 class CallHandler {
  public:
   using Body = std::function<absl::Status(const Caller&)>;
@@ -93,6 +103,7 @@ class CallHandler {
     if (parsed.ok() && port_ == Port::kOffice) {
       parsed = CheckFieldSizes(*request);
     }
+    const bool first = parsed.ok() && RunsFirst(*request);
     Run(
         context, action, std::move(audit_action), *bytes,
         SafeSubjects(std::move(names)),
@@ -104,7 +115,8 @@ class CallHandler {
               body(Incoming<Request>{caller, *request, *bytes}, &response));
           return SerializeToByteBuffer(response, raw_response);
         },
-        [reactor](const grpc::Status& status) { reactor->Finish(status); });
+        [reactor](const grpc::Status& status) { reactor->Finish(status); },
+        first);
     return reactor;
   }
 
@@ -119,12 +131,12 @@ class CallHandler {
               CallLimiter* limiter = nullptr,
               const PolicyHolder* policies = nullptr);
 
-  // The same checks for any call shape: runs on the work queue and calls
-  // `finish` with the outcome.
+  // The same checks for any call shape: runs on the work queue (ahead of
+  // the others waiting if `first`) and calls `finish` with the outcome.
   void Run(grpc::CallbackServerContext* context, Action action,
            std::string audit_action, std::string payload,
            std::vector<std::string> subjects, Body body,
-           std::function<void(const grpc::Status&)> finish);
+           std::function<void(const grpc::Status&)> finish, bool first = false);
 
   Port port() const { return port_; }
 

@@ -20,6 +20,11 @@ void WorkQueue::Post(std::function<void()> task) {
   tasks_.push_back(std::move(task));
 }
 
+void WorkQueue::PostFirst(std::function<void()> task) {
+  absl::MutexLock lock(&mu_);
+  first_.push_back(std::move(task));
+}
+
 void WorkQueue::Run() {
   while (true) {
     std::function<void()> task;
@@ -27,12 +32,14 @@ void WorkQueue::Run() {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](WorkQueue* q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(q->mu_) {
-            return q->stopping_ || !q->tasks_.empty();
+            return q->stopping_ || !q->first_.empty() || !q->tasks_.empty();
           },
           this));
-      if (tasks_.empty()) return;  // stopping, and nothing left
-      task = std::move(tasks_.front());
-      tasks_.pop_front();
+      std::deque<std::function<void()>>& from =
+          first_.empty() ? tasks_ : first_;
+      if (from.empty()) return;  // stopping, and nothing left
+      task = std::move(from.front());
+      from.pop_front();
     }
     task();
   }

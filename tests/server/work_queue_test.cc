@@ -1,0 +1,81 @@
+#include "server/work_queue.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "server/call_handler.h"
+
+namespace casebridge::server {
+namespace {
+
+using ::testing::ElementsAre;
+
+TEST(WorkQueueTest, FirstTasksRunAheadOfTasksWaiting) {
+  absl::Mutex mu;
+  std::vector<std::string> order;
+  absl::Notification started;
+  absl::Notification release;
+  {
+    WorkQueue work(1);
+    work.Post([&] {
+      started.Notify();
+      release.WaitForNotification();
+    });
+    started.WaitForNotification();  // the only thread is busy from here
+    auto record = [&](std::string name) {
+      return [&, name] {
+        absl::MutexLock lock(&mu);
+        order.push_back(name);
+      };
+    };
+    work.Post(record("routine-1"));
+    work.Post(record("routine-2"));
+    work.PostFirst(record("urgent-1"));
+    work.Post(record("routine-3"));
+    work.PostFirst(record("urgent-2"));
+    release.Notify();
+  }  // the destructor runs every task posted, then joins
+  EXPECT_THAT(order, ElementsAre("urgent-1", "urgent-2", "routine-1",
+                                 "routine-2", "routine-3"));
+}
+
+TEST(WorkQueueTest, EveryTaskRunsOnceBeforeTheQueueIsGone) {
+  absl::Mutex mu;
+  int runs = 0;
+  {
+    WorkQueue work(4);
+    for (int i = 0; i < 1000; ++i) {
+      auto task = [&] {
+        absl::MutexLock lock(&mu);
+        ++runs;
+      };
+      if (i % 3 == 0) {
+        work.PostFirst(task);
+      } else {
+        work.Post(task);
+      }
+    }
+  }
+  EXPECT_EQ(runs, 1000);
+}
+
+TEST(RunsFirstTest, OnlyAnUrgentMessageGoesFirst) {
+  v1::SendMessageRequest request;
+  EXPECT_FALSE(RunsFirst(request));
+  request.mutable_message()->set_priority(v1::PRIORITY_ROUTINE);
+  EXPECT_FALSE(RunsFirst(request));
+  request.mutable_message()->set_priority(v1::PRIORITY_URGENT);
+  EXPECT_TRUE(RunsFirst(request));
+  // Any other call waits its turn, whatever it carries.
+  v1::AcknowledgeRequest acknowledge;
+  acknowledge.set_message_id("PK-M-01JDX3Q4W5ZC8N6T2V9B7K1HRA");
+  EXPECT_FALSE(RunsFirst(acknowledge));
+}
+
+}  // namespace
+}  // namespace casebridge::server
