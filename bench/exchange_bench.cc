@@ -579,6 +579,10 @@ struct LatencySet {
   Percentiles from_accept;  // queued_at -> delivered_at, gateway's clock
   Percentiles from_call;    // office call start -> delivered_at
   Percentiles to_inbox;     // office call start -> seen on the CN inbox
+  // The two halves of from_accept: queued_at -> the receiver stored the
+  // envelope (its receipt's received_at), and from there -> delivered_at.
+  Percentiles to_receiver;
+  Percentiles receipt_back;
   uint64_t delivered_in_window = 0;
   uint64_t accepted_in_window = 0;
 };
@@ -588,6 +592,8 @@ LatencySet Latencies(const std::vector<SentMessage*>& messages, int phase,
   std::vector<double> accept;
   std::vector<double> call;
   std::vector<double> inbox;
+  std::vector<double> there;
+  std::vector<double> back;
   LatencySet set;
   for (const SentMessage* m : messages) {
     if (m->phase != phase || !m->delivered()) continue;
@@ -603,10 +609,16 @@ LatencySet Latencies(const std::vector<SentMessage*>& messages, int phase,
     if (m->arrived.has_value()) {
       inbox.push_back(Millis(*m->arrived - m->call_start));
     }
+    if (m->received_at.has_value()) {
+      there.push_back(Millis(*m->received_at - m->queued_at));
+      back.push_back(Millis(m->delivered_at - *m->received_at));
+    }
   }
   set.from_accept = PercentilesOf(std::move(accept));
   set.from_call = PercentilesOf(std::move(call));
   set.to_inbox = PercentilesOf(std::move(inbox));
+  set.to_receiver = PercentilesOf(std::move(there));
+  set.receipt_back = PercentilesOf(std::move(back));
   return set;
 }
 
@@ -1003,6 +1015,8 @@ class Run {
     report_["latency_from_accept"] = PercentilesJson(tp.from_accept);
     report_["latency_from_call"] = PercentilesJson(tp.from_call);
     report_["latency_call_to_inbox"] = PercentilesJson(tp.to_inbox);
+    report_["latency_accept_to_receiver"] = PercentilesJson(tp.to_receiver);
+    report_["latency_receipt_back"] = PercentilesJson(tp.receipt_back);
 
     const LatencySet sat = Latencies(messages, kSaturated, saturated);
     const LatencySet urg = Latencies(messages, kUrgent, saturated);
@@ -1013,6 +1027,10 @@ class Run {
         {"routine", PercentilesJson(sat.from_accept)},
         {"urgent", PercentilesJson(urg.from_accept)},
         {"urgent_from_call", PercentilesJson(urg.from_call)},
+        {"urgent_to_receiver", PercentilesJson(urg.to_receiver)},
+        {"urgent_receipt_back", PercentilesJson(urg.receipt_back)},
+        {"routine_to_receiver", PercentilesJson(sat.to_receiver)},
+        {"routine_receipt_back", PercentilesJson(sat.receipt_back)},
         {"resources", ResourcesJson(saturated, sat.delivered_in_window +
                                                    urg.delivered_in_window)}};
     report_["throughput"] =

@@ -458,6 +458,11 @@ class StatusCollector : public std::enable_shared_from_this<StatusCollector> {
       m->queued_at = FromProto(s.queued_at());
       m->delivered_at = FromProto(s.delivered_at());
       m->has_receipt = s.has_receipt() && !s.receipt().receipt().empty();
+      if (v1::Receipt r; m->has_receipt &&
+                         r.ParseFromString(s.receipt().receipt()) &&
+                         r.has_received_at()) {
+        m->received_at = FromProto(r.received_at());
+      }
       bool verified = false;
       std::string bad;
       if (m->delivered() && call.index % verify_every_ == 0) {

@@ -48,6 +48,9 @@ struct SentMessage {
   absl::Time queued_at;     // the gateway accepted the office call
   absl::Time delivered_at;  // the gateway stored the peer's receipt
   bool has_receipt = false;
+  // The receiver's received_at from the receipt: the moment it stored the
+  // envelope (its clock; the same machine's here).
+  std::optional<absl::Time> received_at;
 
   bool delivered() const {
     return has_receipt && (state == v1::DELIVERY_STATE_DELIVERED ||
