@@ -1,6 +1,7 @@
 #include "core/crypto.h"
 
 #include <openssl/bio.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -185,8 +186,9 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 
 absl::StatusOr<std::unique_ptr<Ed25519Signer>> Ed25519Signer::FromPemFile(
     const std::string& path) {
-  CB_ASSIGN_OR_RETURN(const std::string pem, ReadFile(path));
+  CB_ASSIGN_OR_RETURN(std::string pem, ReadFile(path));
   auto signer = FromPem(pem);
+  OPENSSL_cleanse(pem.data(), pem.size());  // the private key's text
   if (!signer.ok()) {
     return absl::Status(signer.status().code(),
                         absl::StrCat(path, ": ", signer.status().message()));
@@ -217,8 +219,7 @@ absl::StatusOr<std::unique_ptr<Ed25519Signer>> Ed25519Signer::FromKey(
   SecretKeyPtr secret_key(
       static_cast<unsigned char*>(sodium_malloc(crypto_sign_SECRETKEYBYTES)));
   if (seed == nullptr || secret_key == nullptr) {
-    return absl::ResourceExhaustedError(
-        "no locked memory for an Ed25519 secret key");
+    return absl::ResourceExhaustedError("no memory for an Ed25519 secret key");
   }
   size_t len = crypto_sign_SEEDBYTES;
   if (EVP_PKEY_get_raw_private_key(key, seed.get(), &len) != 1 ||
@@ -291,8 +292,7 @@ absl::StatusOr<std::unique_ptr<Ed25519Verifier>> Ed25519Verifier::FromPem(
         absl::StrCat("not a PEM public key (", OpenSslErrorText(), ")"));
   }
   CB_ASSIGN_OR_RETURN(std::string raw, RawPublicKey(key.get()));
-  EnsureSodium();
-  return std::unique_ptr<Ed25519Verifier>(new Ed25519Verifier(std::move(raw)));
+  return FromRawPublicKey(raw);
 }
 
 absl::StatusOr<std::unique_ptr<Ed25519Verifier>>
@@ -302,6 +302,15 @@ Ed25519Verifier::FromRawPublicKey(absl::string_view raw) {
         absl::StrCat("Ed25519 public key must be 32 bytes, got ", raw.size()));
   }
   EnsureSodium();
+  // A key of small order, or not a canonical point of the curve, would let
+  // one signature pass for every message under a lax verifier; no signer has
+  // one. Refused here, so that a configured key is checked when it is read.
+  if (crypto_core_ed25519_is_valid_point(
+          reinterpret_cast<const unsigned char*>(raw.data())) != 1) {
+    return absl::InvalidArgumentError(
+        "bad Ed25519 public key: not a point of the curve's main subgroup "
+        "(small order or not canonical)");
+  }
   return std::unique_ptr<Ed25519Verifier>(
       new Ed25519Verifier(std::string(raw)));
 }
@@ -312,9 +321,9 @@ absl::Status Ed25519Verifier::Verify(absl::string_view message,
     return absl::UnauthenticatedError(absl::StrCat(
         "Ed25519 signature must be 64 bytes, got ", signature.size()));
   }
-  // libsodium also refuses what RFC 8032 leaves open: a non-canonical S,
-  // and a public key or R of small order (which would let one signature
-  // pass for many messages).
+  // Besides what RFC 8032 requires (S < L), libsodium refuses an R of small
+  // order, which OpenSSL 3.0 accepts (a second, non-standard signature of a
+  // message by the same key).
   if (crypto_sign_verify_detached(
           reinterpret_cast<const unsigned char*>(signature.data()),
           reinterpret_cast<const unsigned char*>(message.data()),

@@ -70,8 +70,9 @@ std::string HexEncode(absl::string_view bytes);
 // Text of the newest OpenSSL error on this thread's queue (and clears it).
 std::string OpenSslErrorText();
 
-// libsodium's secret key (seed and public key, 64 bytes) in guarded, locked
-// memory that is zeroed when freed.
+// libsodium's secret key (seed and public key, 64 bytes) in sodium_malloc
+// memory: guard pages around it, locked against swapping where the system
+// allows, zeroed when freed.
 struct SodiumFree {
   void operator()(unsigned char* p) const;
 };

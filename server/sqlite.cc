@@ -237,8 +237,12 @@ bool Database::DoneOrLeading(WaitArg* arg) {
 absl::Status Database::Write(
     const std::function<absl::Status(Connection&)>& work) {
   PendingWrite me{
-      &work, absl::OkStatus(), false, false,
-      server::ScopedWritePriority::Current() == server::WritePriority::kFirst};
+      &work,
+      absl::OkStatus(),
+      false,
+      false,
+      server::ScopedWritePriority::Current() == server::WritePriority::kFirst,
+      false};
   return Enqueue(me);
 }
 
@@ -257,14 +261,17 @@ absl::Status Database::TruncateWal() {
     }
     return absl::OkStatus();
   };
-  PendingWrite me{&work, absl::OkStatus(), false, true, false};
-  return Enqueue(me);
+  PendingWrite me{&work, absl::OkStatus(), false, true, false, false};
+  const absl::Status status = Enqueue(me);
+  wal_truncation_owed_ = !status.ok();
+  return status;
 }
 
 absl::Status Database::Enqueue(PendingWrite& me) {
   WaitArg arg{this, &me};
   queue_mu_.Lock();
-  if (me.first) {
+  if (me.first && first_streak_ < kMaxFirstStreak) {
+    me.ahead = true;
     queue_.insert(
         queue_.begin() + static_cast<std::ptrdiff_t>(running_ + first_waiting_),
         &me);
@@ -281,10 +288,11 @@ absl::Status Database::Enqueue(PendingWrite& me) {
   // next write that runs alone.
   size_t n = 1;
   if (!me.alone) {
-    // A kFirst leader takes only the kFirst writes (they are at the front):
-    // the rest would add their work to its transaction before its commit.
+    // A leader queued ahead takes only the writes queued ahead (they are at
+    // the front): the rest would add their work to its transaction before
+    // its commit.
     const size_t limit = std::min(queue_.size(), kMaxBatch);
-    while (n < limit && !queue_[n]->alone && (!me.first || queue_[n]->first)) {
+    while (n < limit && !queue_[n]->alone && (!me.ahead || queue_[n]->ahead)) {
       ++n;
     }
   }
@@ -292,8 +300,10 @@ absl::Status Database::Enqueue(PendingWrite& me) {
       queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
   running_ = n;
   for (const PendingWrite* write : batch) {
-    if (write->first) --first_waiting_;
+    if (write->ahead) --first_waiting_;
   }
+  // Counts the batches of writes queued ahead that left others waiting.
+  first_streak_ = me.ahead && queue_.size() > n ? first_streak_ + 1 : 0;
   queue_mu_.Unlock();
 
   if (me.alone) {

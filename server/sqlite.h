@@ -6,6 +6,7 @@
 
 #include <sqlite3.h>
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -112,7 +113,9 @@ struct Migration {
 // server::WritePriority::kFirst wait ahead of kNormal ones, and a batch led
 // by a kFirst write holds kFirst writes only: an URGENT message or an
 // exchange round commits without waiting for the office calls queued behind
-// it to run in its transaction (docs/performance.md, run F).
+// it to run in its transaction (docs/performance.md, run F). After
+// kMaxFirstStreak such batches in a row with other writes waiting, kFirst
+// writes queue at the back until one of those has run.
 //
 // Read() runs on a pooled reader inside a read transaction (a consistent
 // snapshot); WAL lets it proceed while the writer commits.
@@ -138,6 +141,12 @@ class Database {
   // of older snapshots up to the busy timeout; UNAVAILABLE if they do not
   // finish.
   absl::Status TruncateWal();
+  // Set once content was shredded (or a truncation failed) and cleared by
+  // the next TruncateWal that succeeds: a run that fails half-way, or a
+  // truncation refused while a reader held on, is made good by the next
+  // retention run or start.
+  void OweWalTruncation() { wal_truncation_owed_ = true; }
+  bool wal_truncation_owed() const { return wal_truncation_owed_; }
 
   // Writes queued behind the batch now running (for monitoring).
   size_t WaitingWrites();
@@ -149,6 +158,11 @@ class Database {
   Database() = default;
 
   static constexpr size_t kMaxBatch = 64;
+  // Batches of kFirst writes in a row while other writes wait, after which
+  // new kFirst writes queue at the back until one of those has run: a
+  // steady stream of exchange writes never holds office calls (or a WAL
+  // truncation) back for good.
+  static constexpr int kMaxFirstStreak = 8;
 
   struct PendingWrite {
     const std::function<absl::Status(Connection&)>* work;
@@ -157,6 +171,9 @@ class Database {
     // Runs alone, outside any transaction (a checkpoint).
     bool alone = false;
     bool first = false;  // server::WritePriority::kFirst
+    // Queued ahead of the kNormal writes (a kFirst write, unless they had
+    // waited through kMaxFirstStreak batches: then it queues at the back).
+    bool ahead = false;
   };
   struct WaitArg {
     Database* db;
@@ -176,6 +193,8 @@ class Database {
   std::deque<PendingWrite*> queue_ ABSL_GUARDED_BY(queue_mu_);
   size_t running_ ABSL_GUARDED_BY(queue_mu_) = 0;        // batch at the front
   size_t first_waiting_ ABSL_GUARDED_BY(queue_mu_) = 0;  // kFirst after it
+  int first_streak_ ABSL_GUARDED_BY(queue_mu_) = 0;
+  std::atomic<bool> wal_truncation_owed_{false};  // kMaxFirstStreak
   // Used only by the leader of the write queue, one at a time.
   std::unique_ptr<Connection> writer_;
   absl::Mutex read_mu_;

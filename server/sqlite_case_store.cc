@@ -16,6 +16,7 @@
 #include "core/crypto.h"
 #include "core/field_crypto.h"
 #include "core/identity.h"
+#include "core/log.h"
 #include "core/status_macros.h"
 #include "google/protobuf/util/time_util.h"
 #include "server/data_key_rotation.h"
@@ -475,6 +476,7 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
         return absl::OkStatus();
       }));
       purged += batch;
+      if (batch > 0) db_->OweWalTruncation();
     }
   }
   // Copies of purged cases in CASE_SHARE messages, sent or received, once
@@ -513,11 +515,13 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
           return absl::OkStatus();
         }));
     shares += batch;
+    if (batch > 0) db_->OweWalTruncation();
   }
   if (shares_purged != nullptr) *shares_purged = shares;
   // The shredded keys are zeroed in their pages; the page images that held
   // them go with the WAL.
-  if (purged + shares > 0) CB_RETURN_IF_ERROR(db_->TruncateWal());
+  // Also after an earlier run that failed half-way or could not truncate.
+  if (db_->wal_truncation_owed()) CB_RETURN_IF_ERROR(db_->TruncateWal());
   return purged;
 }
 
@@ -707,6 +711,14 @@ absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
     // The plaintext they held is zeroed in the pages, but page images
     // holding it stay in the WAL until it is truncated.
     if (bodies + payloads > 0) CB_RETURN_IF_ERROR(store->db_->TruncateWal());
+  }
+  // Page images left in the WAL by a run that shredded and then failed, or
+  // crashed, before truncating it go now. Not fatal: the next retention
+  // run tries again.
+  if (const absl::Status truncated = store->db_->TruncateWal();
+      !truncated.ok()) {
+    log::Warning("store.wal_not_truncated",
+                 {{"error", std::string(truncated.message())}});
   }
   store->exchange_->set_shared_case_sink(
       [cases = store->cases_.get()](sqlite::Connection& conn,

@@ -710,6 +710,7 @@ absl::StatusOr<int> SqliteExchangeStore::Purge(
         return absl::OkStatus();
       }));
       purged += batch;
+      if (batch > 0) db_->OweWalTruncation();
     }
   }
   int64_t conflicts = 0;
@@ -730,7 +731,9 @@ absl::StatusOr<int> SqliteExchangeStore::Purge(
   }
   // The purged bytes and shredded keys are zeroed in their pages; the page
   // images that held them go with the WAL.
-  if (purged > 0 || conflicts > 0) CB_RETURN_IF_ERROR(db_->TruncateWal());
+  if (conflicts > 0) db_->OweWalTruncation();
+  // Also after an earlier run that failed half-way or could not truncate.
+  if (db_->wal_truncation_owed()) CB_RETURN_IF_ERROR(db_->TruncateWal());
   return purged;
 }
 

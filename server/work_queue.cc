@@ -35,9 +35,11 @@ void WorkQueue::Run() {
             return q->stopping_ || !q->first_.empty() || !q->tasks_.empty();
           },
           this));
-      std::deque<std::function<void()>>& from =
-          first_.empty() ? tasks_ : first_;
+      const bool first = !first_.empty() &&
+                         (tasks_.empty() || first_streak_ < kMaxFirstStreak);
+      std::deque<std::function<void()>>& from = first ? first_ : tasks_;
       if (from.empty()) return;  // stopping, and nothing left
+      first_streak_ = first ? first_streak_ + 1 : 0;
       task = std::move(from.front());
       from.pop_front();
     }

@@ -23,9 +23,14 @@ class WorkQueue {
 
   // Runs `task` on a pool thread. Thread-safe.
   void Post(std::function<void()> task);
-  // The same, ahead of every task posted with Post() and not yet started;
-  // first come, first served among these (an URGENT office call).
+  // The same, ahead of the tasks posted with Post() and not yet started;
+  // first come, first served among these (an URGENT office call). After
+  // kMaxFirstStreak of them in a row while other tasks wait, one of those
+  // runs: a flood of URGENT calls (their callers are not yet admitted when
+  // they are queued) slows the rest of the work but never stops it.
   void PostFirst(std::function<void()> task);
+
+  static constexpr int kMaxFirstStreak = 4;
 
  private:
   void Run();
@@ -33,6 +38,7 @@ class WorkQueue {
   absl::Mutex mu_;
   std::deque<std::function<void()>> first_ ABSL_GUARDED_BY(mu_);
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
+  int first_streak_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };

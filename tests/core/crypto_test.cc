@@ -211,11 +211,9 @@ TEST(Ed25519VerifierTest, RejectsSignatureOfOtherKey) {
               StatusIs(absl::StatusCode::kUnauthenticated, ::testing::_));
 }
 
-// RFC 8032 leaves these to the verifier; both would let a signature pass
-// that its key's holder never made.
 TEST(Ed25519VerifierTest, RejectsNonCanonicalScalar) {
   // TEST 1's signature with S + L in place of S: the same point equation,
-  // other bytes (a second valid-looking signature of the same message).
+  // other bytes. RFC 8032 requires S < L.
   const std::string r = Hex(std::string(kTest1.signature).substr(0, 64));
   const std::string s_plus_l =
       Hex("4c8c7872aa064e049dbb3013fbf29380d25bf5f0595bbe24655141438e7a101b");
@@ -226,18 +224,32 @@ TEST(Ed25519VerifierTest, RejectsNonCanonicalScalar) {
               StatusIs(absl::StatusCode::kUnauthenticated, ::testing::_));
 }
 
-TEST(Ed25519VerifierTest, RejectsSmallOrderPublicKey) {
-  // The neutral point as public key and as R, with S = 0, satisfies the
-  // verification equation for every message.
-  const std::string identity =
-      Hex("0100000000000000000000000000000000000000000000000000000000000000");
-  const std::string zero(32, '\0');
-  ASSERT_OK_AND_ASSIGN(auto verifier,
-                       Ed25519Verifier::FromRawPublicKey(identity));
-  for (const char* message : {"", "release the case file", "任意"}) {
-    EXPECT_THAT(verifier->Verify(message, identity + zero),
-                StatusIs(absl::StatusCode::kUnauthenticated, ::testing::_))
-        << message;
+TEST(Ed25519VerifierTest, RejectsSmallOrderR) {
+  // Made with TEST 1's secret scalar a: R is the neutral point and
+  // S = k * a mod L (k = SHA-512(R || A || M)), so [S]B = R + [k]A holds.
+  // A second signature of the message by the same key, which no RFC 8032
+  // signer makes; OpenSSL 3.0 accepts it.
+  const std::string signature =
+      Hex("0100000000000000000000000000000000000000000000000000000000000000"
+          "daf0664058c5a7233c315812d3eb0807102bf0afbac02bef95f613d75e2a4c0c");
+  ASSERT_OK_AND_ASSIGN(
+      auto verifier, Ed25519Verifier::FromRawPublicKey(Hex(kTest1.public_key)));
+  EXPECT_THAT(verifier->Verify("release the case file", signature),
+              StatusIs(absl::StatusCode::kUnauthenticated, ::testing::_));
+}
+
+TEST(Ed25519VerifierTest, RefusesSmallOrderOrNonCanonicalPublicKeys) {
+  // The neutral point (with R = neutral and S = 0 it satisfies the
+  // verification equation for every message: OpenSSL 3.0 accepts that), a
+  // point of order 2, and y = p (not canonical).
+  for (const char* key :
+       {"0100000000000000000000000000000000000000000000000000000000000000",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"}) {
+    EXPECT_THAT(Ed25519Verifier::FromRawPublicKey(Hex(key)),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr("small order or not canonical")))
+        << key;
   }
 }
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -645,6 +646,27 @@ TEST_F(DataProtectionTest, PurgeLeavesNoPlaintextInTheFilesWhileRunning) {
                        store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
   ASSERT_EQ(report.messages, 1);
   EXPECT_EQ(RawFiles().find(kBody), std::string::npos);
+}
+
+TEST_F(DataProtectionTest, AnOwedWalTruncationIsMadeGoodByTheNextRun) {
+  // A run that shredded and then failed (or whose truncation was refused)
+  // leaves it owed: the next run truncates though it purges nothing.
+  Receive(PeerMessage("CN-M-NOTE", v1::MESSAGE_KIND_NOTE));
+  const std::string wal = GatewayStore::DatabasePath(dir_) + "-wal";
+  ASSERT_GT(std::filesystem::file_size(wal), 0u);
+  config::RetentionSettings nothing_expires;
+  ASSERT_OK_AND_ASSIGN(
+      RetentionReport report,
+      store_->PurgeExpired(nothing_expires, clock_.Now(), kPkGateway));
+  EXPECT_EQ(report.messages + report.cases, 0);
+  EXPECT_GT(std::filesystem::file_size(wal), 0u)
+      << "truncated though nothing was shredded or owed";
+  store_->database().OweWalTruncation();
+  ASSERT_OK_AND_ASSIGN(
+      report, store_->PurgeExpired(nothing_expires, clock_.Now(), kPkGateway));
+  EXPECT_EQ(report.messages + report.cases, 0);
+  EXPECT_EQ(std::filesystem::file_size(wal), 0u);
+  EXPECT_FALSE(store_->database().wal_truncation_owed());
 }
 
 TEST_F(DataProtectionTest, ConflictingEnvelopesFollowTheShortestRetention) {

@@ -4,14 +4,17 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "server/schema.h"
@@ -417,6 +420,75 @@ TEST_F(DatabaseTest, FirstPriorityBatchCommitsWithoutTheNormalWritesQueued) {
     ASSERT_OK_AND_ASSIGN(int64_t count, CountYear(*db, year));
     EXPECT_EQ(count, 1) << year;
   }
+}
+
+TEST_F(DatabaseTest, AStreamOfFirstPriorityWritesDoesNotHoldOthersBackForGood) {
+  // Each kFirst write, while it runs, queues the next one (as the exchange's
+  // loops do under load): a normal write queued at the start must still run
+  // within a few batches, not after the whole chain.
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  constexpr int kChain = 40;
+  absl::Mutex mu;
+  std::vector<std::string> order;
+  std::vector<std::thread> threads;
+  absl::Notification running;
+  absl::Notification release;
+  std::function<void(int)> start_link;
+  auto link = [&](int k) {
+    return [&, k](Connection& c) -> absl::Status {
+      {
+        absl::MutexLock lock(&mu);
+        order.push_back(absl::StrCat("first-", k));
+      }
+      if (k == 0) {
+        running.Notify();
+        release.WaitForNotification();
+      }
+      if (k + 1 < kChain) {
+        const size_t before = db->WaitingWrites();
+        start_link(k + 1);
+        if (!AwaitWaitingWrites(*db, before + 1)) {
+          return absl::DeadlineExceededError("next link never queued");
+        }
+      }
+      return InsertYear(c, 5000 + k, 1);
+    };
+  };
+  start_link = [&](int k) {
+    absl::MutexLock lock(&mu);
+    threads.emplace_back([&, k] {
+      const server::ScopedWritePriority scope(server::WritePriority::kFirst);
+      EXPECT_OK(db->Write(link(k)));
+    });
+  };
+  start_link(0);
+  running.WaitForNotification();
+  std::thread normal([&] {
+    EXPECT_OK(db->Write([&](Connection& c) {
+      absl::MutexLock lock(&mu);
+      order.push_back("normal");
+      return InsertYear(c, 4999, 1);
+    }));
+  });
+  ASSERT_TRUE(AwaitWaitingWrites(*db, 1)) << "normal write never queued";
+  release.Notify();
+  normal.join();
+  // Every link has been started once the chain's last one has run.
+  for (size_t joined = 0;;) {
+    std::thread thread;
+    {
+      absl::MutexLock lock(&mu);
+      if (joined == threads.size()) break;
+      thread = std::move(threads[joined++]);
+    }
+    thread.join();
+  }
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(order.size(), static_cast<size_t>(kChain) + 1);
+  const auto normal_at =
+      std::find(order.begin(), order.end(), "normal") - order.begin();
+  EXPECT_LE(normal_at, 12) << "the normal write ran after " << normal_at
+                           << " kFirst writes";
 }
 
 TEST_F(DatabaseTest, WritePriorityScopesNest) {

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "server/call_handler.h"
@@ -42,6 +43,38 @@ TEST(WorkQueueTest, FirstTasksRunAheadOfTasksWaiting) {
   }  // the destructor runs every task posted, then joins
   EXPECT_THAT(order, ElementsAre("urgent-1", "urgent-2", "routine-1",
                                  "routine-2", "routine-3"));
+}
+
+TEST(WorkQueueTest, AFloodOfFirstTasksLetsTheOthersThrough) {
+  static_assert(WorkQueue::kMaxFirstStreak == 4);
+  absl::Mutex mu;
+  std::vector<std::string> order;
+  absl::Notification started;
+  absl::Notification release;
+  {
+    WorkQueue work(1);
+    work.Post([&] {
+      started.Notify();
+      release.WaitForNotification();
+    });
+    started.WaitForNotification();
+    auto record = [&](std::string name) {
+      return [&, name] {
+        absl::MutexLock lock(&mu);
+        order.push_back(name);
+      };
+    };
+    work.Post(record("routine-1"));
+    work.Post(record("routine-2"));
+    for (int i = 1; i <= 10; ++i) {
+      work.PostFirst(record(absl::StrCat("urgent-", i)));
+    }
+    release.Notify();
+  }
+  EXPECT_THAT(order,
+              ElementsAre("urgent-1", "urgent-2", "urgent-3", "urgent-4",
+                          "routine-1", "urgent-5", "urgent-6", "urgent-7",
+                          "urgent-8", "routine-2", "urgent-9", "urgent-10"));
 }
 
 TEST(WorkQueueTest, EveryTaskRunsOnceBeforeTheQueueIsGone) {
