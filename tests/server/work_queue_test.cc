@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -16,7 +17,12 @@ namespace {
 
 using ::testing::ElementsAre;
 
-TEST(WorkQueueTest, FirstTasksRunAheadOfTasksWaiting) {
+// One worker, kept busy while `post` queues tasks that record their names;
+// returns the order they ran in once the queue is gone.
+std::vector<std::string> RunOrder(
+    const std::function<void(
+        WorkQueue&, const std::function<std::function<void()>(std::string)>&)>&
+        post) {
   absl::Mutex mu;
   std::vector<std::string> order;
   absl::Notification started;
@@ -28,50 +34,38 @@ TEST(WorkQueueTest, FirstTasksRunAheadOfTasksWaiting) {
       release.WaitForNotification();
     });
     started.WaitForNotification();  // the only thread is busy from here
-    auto record = [&](std::string name) {
+    post(work, [&](std::string name) -> std::function<void()> {
       return [&, name] {
         absl::MutexLock lock(&mu);
         order.push_back(name);
       };
-    };
-    work.Post(record("routine-1"));
-    work.Post(record("routine-2"));
-    work.PostFirst(record("urgent-1"));
-    work.Post(record("routine-3"));
-    work.PostFirst(record("urgent-2"));
+    });
     release.Notify();
   }  // the destructor runs every task posted, then joins
-  EXPECT_THAT(order, ElementsAre("urgent-1", "urgent-2", "routine-1",
-                                 "routine-2", "routine-3"));
+  return order;
+}
+
+TEST(WorkQueueTest, FirstTasksRunAheadOfTasksWaiting) {
+  EXPECT_THAT(RunOrder([](WorkQueue& work, const auto& record) {
+                work.Post(record("routine-1"));
+                work.Post(record("routine-2"));
+                work.PostFirst(record("urgent-1"));
+                work.Post(record("routine-3"));
+                work.PostFirst(record("urgent-2"));
+              }),
+              ElementsAre("urgent-1", "urgent-2", "routine-1", "routine-2",
+                          "routine-3"));
 }
 
 TEST(WorkQueueTest, AFloodOfFirstTasksLetsTheOthersThrough) {
   static_assert(WorkQueue::kMaxFirstStreak == 4);
-  absl::Mutex mu;
-  std::vector<std::string> order;
-  absl::Notification started;
-  absl::Notification release;
-  {
-    WorkQueue work(1);
-    work.Post([&] {
-      started.Notify();
-      release.WaitForNotification();
-    });
-    started.WaitForNotification();
-    auto record = [&](std::string name) {
-      return [&, name] {
-        absl::MutexLock lock(&mu);
-        order.push_back(name);
-      };
-    };
-    work.Post(record("routine-1"));
-    work.Post(record("routine-2"));
-    for (int i = 1; i <= 10; ++i) {
-      work.PostFirst(record(absl::StrCat("urgent-", i)));
-    }
-    release.Notify();
-  }
-  EXPECT_THAT(order,
+  EXPECT_THAT(RunOrder([](WorkQueue& work, const auto& record) {
+                work.Post(record("routine-1"));
+                work.Post(record("routine-2"));
+                for (int i = 1; i <= 10; ++i) {
+                  work.PostFirst(record(absl::StrCat("urgent-", i)));
+                }
+              }),
               ElementsAre("urgent-1", "urgent-2", "urgent-3", "urgent-4",
                           "routine-1", "urgent-5", "urgent-6", "urgent-7",
                           "urgent-8", "routine-2", "urgent-9", "urgent-10"));
