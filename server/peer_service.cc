@@ -4,6 +4,7 @@
 #include <deque>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <variant>
@@ -49,39 +50,59 @@ class DeliverReactor final
   // Called once the caller is admitted as the peer gateway.
   void Begin(std::string peer_identity) {
     peer_identity_ = std::move(peer_identity);
-    absl::MutexLock lock(&mu_);
-    admitting_ = false;
-    if (broken_) {  // cancelled while being admitted
-      MaybeFinishLocked();
-      return;
+    std::optional<grpc::Status> end;
+    {
+      absl::MutexLock lock(&mu_);
+      admitting_ = false;
+      if (broken_) {  // cancelled while being admitted
+        end = EndLocked();
+      } else {
+        StartRead(&incoming_);
+      }
     }
-    StartRead(&incoming_);
+    EndIf(std::move(end));
   }
 
   // Called instead of Begin when the caller is refused.
   void Refuse(const grpc::Status& status) {
-    absl::MutexLock lock(&mu_);
-    admitting_ = false;
-    if (finished_) return;
-    finished_ = true;
-    Finish(status);
+    {
+      absl::MutexLock lock(&mu_);
+      admitting_ = false;
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(status);  // the last use of `this` (see EndLocked)
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) {  // half-close, or the stream broke
-      absl::MutexLock lock(&mu_);
-      reads_done_ = true;
-      MaybeFinishLocked();
-      return;
-    }
-    // Parsed on the work queue, off gRPC's thread; the slices are shared,
-    // not copied.
     auto bytes = std::make_shared<grpc::ByteBuffer>();
-    bytes->Swap(&incoming_);
+    std::optional<grpc::Status> end;
+    bool take = false;
     {
       absl::MutexLock lock(&mu_);
-      ++pending_;
+      if (!ok || finished_ || broken_) {
+        // Half-close, or the stream broke. An envelope read as the stream
+        // ends is dropped (the peer sends it again): a task for it could
+        // outlive the reactor, which gRPC deletes once this returns.
+        reads_done_ = true;
+        end = EndLocked();
+      } else {
+        // Counted before anything else: the stream cannot end until its
+        // task has answered.
+        ++pending_;
+        bytes->Swap(&incoming_);
+        take = true;
+      }
     }
+    if (!take) {
+      EndIf(std::move(end));
+      return;
+    }
+    // The next read starts before the task is queued, so never after the
+    // stream has ended (the task holds pending_ until it answers).
+    StartRead(&incoming_);
+    // Parsed on the work queue, off gRPC's thread; the slices are shared,
+    // not copied.
     work_->Post([this, bytes = std::move(bytes)] {
       v1::DeliverRequest request;
       const bool parsed = ParseByteBuffer(bytes.get(), &request);
@@ -108,33 +129,41 @@ class DeliverReactor final
       accepting_ = true;
       work_->Post([this] { AcceptReady(); });
     });
-    StartRead(&incoming_);
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    writing_ = false;
-    outgoing_.pop_front();
-    if (!ok) {
-      // The stream is gone; answers not written are recomputed from the
-      // store (as replays) when the peer sends the envelopes again.
-      outgoing_.clear();
-      broken_ = true;
-    } else if (!outgoing_.empty()) {
-      WriteNextLocked();
+    std::optional<grpc::Status> end;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      outgoing_.pop_front();
+      if (!ok) {
+        // The stream is gone; answers not written are recomputed from the
+        // store (as replays) when the peer sends the envelopes again.
+        outgoing_.clear();
+        broken_ = true;
+      } else if (!outgoing_.empty()) {
+        WriteNextLocked();
+      }
+      end = EndLocked();
     }
-    MaybeFinishLocked();
+    EndIf(std::move(end));
   }
 
   void OnCancel() override {
-    absl::MutexLock lock(&mu_);
-    broken_ = true;
-    // Answers not yet written go (the peer gets them again as replays); the
-    // one being written belongs to gRPC until OnWriteDone, which drops it.
-    const size_t keep = writing_ ? 1 : 0;
-    outgoing_.erase(outgoing_.begin() + static_cast<std::ptrdiff_t>(keep),
-                    outgoing_.end());
-    MaybeFinishLocked();
+    std::optional<grpc::Status> end;
+    {
+      absl::MutexLock lock(&mu_);
+      broken_ = true;
+      // Answers not yet written go (the peer gets them again as replays);
+      // the one being written belongs to gRPC until OnWriteDone, which
+      // drops it.
+      const size_t keep = writing_ ? 1 : 0;
+      outgoing_.erase(outgoing_.begin() + static_cast<std::ptrdiff_t>(keep),
+                      outgoing_.end());
+      end = EndLocked();
+    }
+    EndIf(std::move(end));
   }
 
   void OnDone() override { delete this; }
@@ -146,14 +175,19 @@ class DeliverReactor final
     const ScopedWritePriority first(WritePriority::kFirst);
     while (true) {
       std::vector<Inbound::Checked> batch;
+      std::optional<grpc::Status> end;
       {
         absl::MutexLock lock(&mu_);
         if (ready_.empty()) {
           accepting_ = false;
-          MaybeFinishLocked();
-          return;
+          end = EndLocked();
+        } else {
+          batch = TakeAcceptBatch(ready_, kMaxAcceptBatch);
         }
-        batch = TakeAcceptBatch(ready_, kMaxAcceptBatch);
+      }
+      if (batch.empty()) {
+        EndIf(std::move(end));
+        return;
       }
       std::vector<v1::DeliverResponse> answers =
           inbound_->Accept(std::move(batch));
@@ -170,15 +204,19 @@ class DeliverReactor final
     for (size_t i = 0; i < answers.size(); ++i) {
       (void)SerializeToByteBuffer(answers[i], &buffers[i]);
     }
-    absl::MutexLock lock(&mu_);
-    pending_ -= static_cast<int>(answers.size());
-    if (!broken_) {
-      for (grpc::ByteBuffer& buffer : buffers) {
-        outgoing_.push_back(std::move(buffer));
+    std::optional<grpc::Status> end;
+    {
+      absl::MutexLock lock(&mu_);
+      pending_ -= static_cast<int>(answers.size());
+      if (!broken_) {
+        for (grpc::ByteBuffer& buffer : buffers) {
+          outgoing_.push_back(std::move(buffer));
+        }
+        if (!writing_) WriteNextLocked();
       }
-      if (!writing_) WriteNextLocked();
+      if (!holds_task) end = EndLocked();
     }
-    if (!holds_task) MaybeFinishLocked();
+    EndIf(std::move(end));
   }
 
   void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -189,16 +227,24 @@ class DeliverReactor final
     StartWrite(&outgoing_.front());
   }
 
-  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    // Never before admission has answered, nor while a task holds `this`.
+  // Whether the stream ends now, and with what status; the caller passes
+  // it to EndIf once mu_ is released, as its last use of `this`: once
+  // Finish is called gRPC may run OnDone (which deletes the reactor) on
+  // another thread at any moment, so not even unlocking mu_ may follow.
+  // Never before admission has answered, nor while a task holds `this`.
+  std::optional<grpc::Status> EndLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_ || admitting_ || pending_ > 0 || accepting_ || writing_) {
-      return;
+      return std::nullopt;
     }
-    if (!(reads_done_ || broken_)) return;
-    if (!broken_ && !outgoing_.empty()) return;
+    if (!(reads_done_ || broken_)) return std::nullopt;
+    if (!broken_ && !outgoing_.empty()) return std::nullopt;
     finished_ = true;
-    Finish(broken_ ? grpc::Status(grpc::StatusCode::CANCELLED, "stream ended")
-                   : grpc::Status::OK);
+    return broken_ ? grpc::Status(grpc::StatusCode::CANCELLED, "stream ended")
+                   : grpc::Status::OK;
+  }
+
+  void EndIf(std::optional<grpc::Status> end) {
+    if (end.has_value()) Finish(*end);
   }
 
   Inbound* const inbound_;
