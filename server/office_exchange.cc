@@ -2,6 +2,7 @@
 // Acknowledge and GetDeliveryStatus (docs/exchange.md), and the handling-code
 // RPCs GrantDissemination and ForwardCase (docs/api.md#handling-codes).
 #include <deque>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -82,7 +83,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     // Lock order: the watchers' lock, then ours (pokes come with theirs
     // held), so registering happens before taking ours.
     handle_ = watchers_->Register([this] { Poke(); });
-    absl::MutexLock lock(&mu_);
+    Locked lock(this);
     office_ = std::move(office);
     cursor_ = cursor;
     started_ = true;
@@ -96,14 +97,14 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
   // Called instead of Begin when the caller is refused.
   void Refuse(const grpc::Status& status) {
-    absl::MutexLock lock(&mu_);
+    Locked lock(this);
     admitting_ = false;
     finish_pending_ = false;
     FinishLocked(status);
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
+    Locked lock(this);
     writing_ = false;
     if (!ok) {
       FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "stream broken"));
@@ -120,7 +121,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   }
 
   void OnCancel() override {
-    absl::MutexLock lock(&mu_);
+    Locked lock(this);
     FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
   }
 
@@ -132,7 +133,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
  private:
   void Poke() {
-    absl::MutexLock lock(&mu_);
+    Locked lock(this);
     if (!started_) return;  // Begin fetches first anyway
     if (!writing_ && !fetching_)
       FetchLocked();
@@ -148,7 +149,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     const std::string office = office_;
     work_->Post([this, after, office] {
       auto items = store_->ReadInbox(office, after, 100);
-      absl::MutexLock lock(&mu_);
+      Locked lock(this);
       fetching_ = false;
       if (finish_pending_) {
         if (!recording_) FinishLocked(pending_status_);
@@ -196,7 +197,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     std::string office;
     while (true) {
       {
-        absl::MutexLock lock(&mu_);
+        Locked lock(this);
         if (to_record_.empty()) {
           recording_ = false;
           if (finish_pending_ && !fetching_) FinishLocked(pending_status_);
@@ -241,8 +242,33 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       return;
     }
     finished_ = true;
-    Finish(status);
+    end_ = status;  // Finish is called by the Locked scope, after the unlock
   }
+
+  // Holds mu_. Leaving the scope releases it and then, if the stream was
+  // ended meanwhile (FinishLocked), calls Finish: gRPC may delete the
+  // reactor (OnDone) on another thread as soon as Finish is called, so
+  // Finish comes after the unlock, as the scope's last use of `this`.
+  class ABSL_SCOPED_LOCKABLE Locked {
+   public:
+    explicit Locked(InboxStream* stream)
+        ABSL_EXCLUSIVE_LOCK_FUNCTION(stream->mu_)
+        : stream_(stream) {
+      stream_->mu_.Lock();
+    }
+    ~Locked() ABSL_UNLOCK_FUNCTION() {
+      std::optional<grpc::Status> end;
+      end.swap(stream_->end_);
+      InboxStream* const stream = stream_;
+      stream->mu_.Unlock();
+      if (end.has_value()) stream->Finish(*end);
+    }
+    Locked(const Locked&) = delete;
+    Locked& operator=(const Locked&) = delete;
+
+   private:
+    InboxStream* const stream_;
+  };
 
   ExchangeStore* const store_;
   WorkQueue* const work_;
@@ -269,6 +295,8 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   bool stale_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_pending_ ABSL_GUARDED_BY(mu_) = false;
+  // Set by FinishLocked; Finish is called once mu_ is released (Locked).
+  std::optional<grpc::Status> end_ ABSL_GUARDED_BY(mu_);
   grpc::Status pending_status_ ABSL_GUARDED_BY(mu_);
 };
 
