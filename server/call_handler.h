@@ -16,7 +16,6 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
-#include "casebridge/v1/office.pb.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/status_macros.h"
@@ -69,15 +68,6 @@ struct Incoming {
   }
 };
 
-// Whether a call is served ahead of the others waiting for the work queue:
-// one that sends an URGENT message. Overloads pick the request type.
-inline bool RunsFirst(const google::protobuf::Message& /*request*/) {
-  return false;
-}
-inline bool RunsFirst(const v1::SendMessageRequest& request) {
-  return request.message().priority() == v1::PRIORITY_URGENT;
-}
-
 class CallHandler {
  public:
   using Body = std::function<absl::Status(const Caller&)>;
@@ -86,13 +76,16 @@ class CallHandler {
   // refuse without a reason (invalid UTF-8) is refused here naming the field,
   // and audited like any other refusal. Parses, admits the caller, runs
   // `body` on the work queue, and finishes the call. `subjects` picks the ids
-  // an audit entry of a refusal names.
+  // an audit entry of a refusal names. `first`, if set, says whether a
+  // well-formed request is served ahead of the others waiting for the work
+  // queue (WorkQueue::PostFirst), e.g. one that sends an URGENT message.
   template <typename Request, typename Response>
   grpc::ServerUnaryReactor* Unary(
       grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request,
       grpc::ByteBuffer* raw_response, Action action, std::string audit_action,
       std::function<std::vector<std::string>(const Request&)> subjects,
-      std::function<absl::Status(const Incoming<Request>&, Response*)> body) {
+      std::function<absl::Status(const Incoming<Request>&, Response*)> body,
+      std::function<bool(const Request&)> first = nullptr) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     auto bytes =
         std::make_shared<const std::string>(ByteBufferToString(*raw_request));
@@ -103,7 +96,7 @@ class CallHandler {
     if (parsed.ok() && port_ == Port::kOffice) {
       parsed = CheckFieldSizes(*request);
     }
-    const bool first = parsed.ok() && RunsFirst(*request);
+    const bool ahead = parsed.ok() && first && first(*request);
     Run(
         context, action, std::move(audit_action), *bytes,
         SafeSubjects(std::move(names)),
@@ -116,7 +109,7 @@ class CallHandler {
           return SerializeToByteBuffer(response, raw_response);
         },
         [reactor](const grpc::Status& status) { reactor->Finish(status); },
-        first);
+        ahead);
     return reactor;
   }
 

@@ -461,7 +461,8 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::SendMessage(
         out->set_message_id(queued.message_id);
         *out->mutable_status() = std::move(queued.status);
         return absl::OkStatus();
-      });
+      },
+      SendsUrgent);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* OfficeServiceImpl::WatchInbox(

@@ -25,6 +25,13 @@ struct WithRawCallbackMethods<Service, First, Rest...> {
   using type = First<typename WithRawCallbackMethods<Service, Rest...>::type>;
 };
 
+// Whether a SendMessage call is served ahead of the other calls waiting for
+// the work queue: one that sends an URGENT message (a rescue request does
+// not wait behind routine traffic).
+inline bool SendsUrgent(const v1::SendMessageRequest& request) {
+  return request.message().priority() == v1::PRIORITY_URGENT;
+}
+
 // Every method is served from raw bytes through CallHandler::Unary, which
 // parses, authorizes and audits (see call_handler.h).
 using OfficeServiceBase = WithRawCallbackMethods<

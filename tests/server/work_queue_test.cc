@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
-#include "server/call_handler.h"
+#include "server/office_service.h"
 
 namespace casebridge::server {
 namespace {
@@ -91,17 +91,15 @@ TEST(WorkQueueTest, EveryTaskRunsOnceBeforeTheQueueIsGone) {
   EXPECT_EQ(runs, 1000);
 }
 
-TEST(RunsFirstTest, OnlyAnUrgentMessageGoesFirst) {
+TEST(UrgentLaneTest, OnlyAnUrgentMessageGoesFirst) {
   v1::SendMessageRequest request;
-  EXPECT_FALSE(RunsFirst(request));
+  EXPECT_FALSE(SendsUrgent(request));
   request.mutable_message()->set_priority(v1::PRIORITY_ROUTINE);
-  EXPECT_FALSE(RunsFirst(request));
+  EXPECT_FALSE(SendsUrgent(request));
+  request.mutable_message()->set_priority(v1::PRIORITY_PRIORITY);
+  EXPECT_FALSE(SendsUrgent(request));
   request.mutable_message()->set_priority(v1::PRIORITY_URGENT);
-  EXPECT_TRUE(RunsFirst(request));
-  // Any other call waits its turn, whatever it carries.
-  v1::AcknowledgeRequest acknowledge;
-  acknowledge.set_message_id("PK-M-01JDX3Q4W5ZC8N6T2V9B7K1HRA");
-  EXPECT_FALSE(RunsFirst(acknowledge));
+  EXPECT_TRUE(SendsUrgent(request));
 }
 
 }  // namespace
