@@ -332,12 +332,65 @@ bool AwaitWaitingWrites(Database& db, size_t n) {
   return true;
 }
 
+// A batch held running on a database while writes queue behind it: the
+// shape of the write-priority tests. Release() lets it commit; Join() waits
+// for every write started (the destructor does both).
+class HeldBatch {
+ public:
+  // Starts a write of row `year` that holds the writer until Release().
+  HeldBatch(Database& db, int64_t year) : db_(db) {
+    threads_.emplace_back([this, year] {
+      EXPECT_OK(db_.Write([this, year](Connection& c) {
+        running_.Notify();
+        release_.WaitForNotification();
+        return InsertYear(c, year, 1);
+      }));
+    });
+    running_.WaitForNotification();
+  }
+  ~HeldBatch() {
+    Release();
+    Join();
+  }
+  HeldBatch(const HeldBatch&) = delete;
+  HeldBatch& operator=(const HeldBatch&) = delete;
+
+  // Starts a write of `priority` doing `work` (then `after`, once Write
+  // returned) and waits until it is queued behind the held batch; false if
+  // it never was.
+  bool Queue(server::WritePriority priority,
+             std::function<absl::Status(Connection&)> work,
+             std::function<void()> after = nullptr) {
+    const size_t before = db_.WaitingWrites();
+    threads_.emplace_back(
+        [this, priority, work = std::move(work), after = std::move(after)] {
+          const server::ScopedWritePriority scope(priority);
+          EXPECT_OK(db_.Write(work));
+          if (after) after();
+        });
+    return AwaitWaitingWrites(db_, before + 1);
+  }
+
+  void Release() {
+    if (!release_.HasBeenNotified()) release_.Notify();
+  }
+  void Join() {
+    for (std::thread& thread : threads_) {
+      if (thread.joinable()) thread.join();
+    }
+  }
+
+ private:
+  Database& db_;
+  absl::Notification running_;
+  absl::Notification release_;
+  std::vector<std::thread> threads_;
+};
+
 TEST_F(DatabaseTest, FirstPriorityWritesGoAheadOfNormalOnesWaiting) {
   // While a batch runs, two normal writes queue up, then two kFirst ones:
   // the kFirst ones run next (in their own order), then the normal ones.
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
-  absl::Notification running;
-  absl::Notification release;
   absl::Mutex mu;
   std::vector<std::string> order;
   auto unit = [&](std::string name) {
@@ -347,30 +400,17 @@ TEST_F(DatabaseTest, FirstPriorityWritesGoAheadOfNormalOnesWaiting) {
       return InsertYear(c, 3000 + static_cast<int64_t>(order.size()), 1);
     };
   };
-  std::vector<std::thread> threads;
-  threads.emplace_back([&] {
-    EXPECT_OK(db->Write([&](Connection& c) {
-      running.Notify();
-      release.WaitForNotification();
-      return InsertYear(c, 3000, 1);
-    }));
-  });
-  running.WaitForNotification();
+  HeldBatch held(*db, 3000);
   const std::vector<std::pair<std::string, server::WritePriority>> queued = {
       {"normal-1", server::WritePriority::kNormal},
       {"normal-2", server::WritePriority::kNormal},
       {"first-1", server::WritePriority::kFirst},
       {"first-2", server::WritePriority::kFirst}};
-  for (size_t i = 0; i < queued.size(); ++i) {
-    const auto& [name, priority] = queued[i];
-    threads.emplace_back([&, name = name, priority = priority] {
-      const server::ScopedWritePriority scope(priority);
-      EXPECT_OK(db->Write(unit(name)));
-    });
-    ASSERT_TRUE(AwaitWaitingWrites(*db, i + 1)) << name << " never queued";
+  for (const auto& [name, priority] : queued) {
+    ASSERT_TRUE(held.Queue(priority, unit(name))) << name << " never queued";
   }
-  release.Notify();
-  for (std::thread& thread : threads) thread.join();
+  held.Release();
+  held.Join();
   EXPECT_THAT(order, ElementsAre("first-1", "first-2", "normal-1", "normal-2"));
   EXPECT_EQ(db->WaitingWrites(), 0u);
   // All five are durable.
@@ -385,35 +425,21 @@ TEST_F(DatabaseTest, FirstPriorityBatchCommitsWithoutTheNormalWritesQueued) {
   // write must be durable, its Write() returned, while the normal write is
   // still running: the two are not in one transaction.
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
-  absl::Notification running;
-  absl::Notification release;
   absl::Notification first_returned;
   bool normal_saw_first_return = false;
-  std::vector<std::thread> threads;
-  threads.emplace_back([&] {
-    EXPECT_OK(db->Write([&](Connection& c) {
-      running.Notify();
-      release.WaitForNotification();
-      return InsertYear(c, 3100, 1);
-    }));
-  });
-  running.WaitForNotification();
-  threads.emplace_back([&] {
-    EXPECT_OK(db->Write([&](Connection& c) {
-      normal_saw_first_return =
-          first_returned.WaitForNotificationWithTimeout(absl::Seconds(10));
-      return InsertYear(c, 3101, 1);
-    }));
-  });
-  ASSERT_TRUE(AwaitWaitingWrites(*db, 1)) << "normal write never queued";
-  threads.emplace_back([&] {
-    const server::ScopedWritePriority scope(server::WritePriority::kFirst);
-    EXPECT_OK(db->Write([&](Connection& c) { return InsertYear(c, 3102, 1); }));
-    first_returned.Notify();
-  });
-  ASSERT_TRUE(AwaitWaitingWrites(*db, 2)) << "kFirst write never queued";
-  release.Notify();
-  for (std::thread& thread : threads) thread.join();
+  HeldBatch held(*db, 3100);
+  ASSERT_TRUE(held.Queue(server::WritePriority::kNormal, [&](Connection& c) {
+    normal_saw_first_return =
+        first_returned.WaitForNotificationWithTimeout(absl::Seconds(10));
+    return InsertYear(c, 3101, 1);
+  })) << "normal write never queued";
+  ASSERT_TRUE(held.Queue(
+      server::WritePriority::kFirst,
+      [&](Connection& c) { return InsertYear(c, 3102, 1); },
+      [&] { first_returned.Notify(); }))
+      << "kFirst write never queued";
+  held.Release();
+  held.Join();
   EXPECT_TRUE(normal_saw_first_return)
       << "the kFirst write waited for the normal write's work";
   for (int64_t year = 3100; year <= 3102; ++year) {
