@@ -16,6 +16,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "server/handling.h"
 #include "server/office_service.h"
+#include "server/reactor_lock.h"
 #include "server/validation.h"
 #include "server/write_priority.h"
 
@@ -83,7 +84,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     // Lock order: the watchers' lock, then ours (pokes come with theirs
     // held), so registering happens before taking ours.
     handle_ = watchers_->Register([this] { Poke(); });
-    Locked lock(this);
+    Locked lock(this, &state_);
     office_ = std::move(office);
     cursor_ = cursor;
     started_ = true;
@@ -97,14 +98,14 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
   // Called instead of Begin when the caller is refused.
   void Refuse(const grpc::Status& status) {
-    Locked lock(this);
+    Locked lock(this, &state_);
     admitting_ = false;
     finish_pending_ = false;
     FinishLocked(status);
   }
 
   void OnWriteDone(bool ok) override {
-    Locked lock(this);
+    Locked lock(this, &state_);
     writing_ = false;
     if (!ok) {
       FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "stream broken"));
@@ -121,7 +122,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   }
 
   void OnCancel() override {
-    Locked lock(this);
+    Locked lock(this, &state_);
     FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
   }
 
@@ -133,7 +134,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
  private:
   void Poke() {
-    Locked lock(this);
+    Locked lock(this, &state_);
     if (!started_) return;  // Begin fetches first anyway
     if (!writing_ && !fetching_)
       FetchLocked();
@@ -141,7 +142,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       stale_ = true;
   }
 
-  void FetchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  void FetchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_.mu) {
     if (finished_ || fetching_) return;
     fetching_ = true;
     stale_ = false;
@@ -149,7 +150,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     const std::string office = office_;
     work_->Post([this, after, office] {
       auto items = store_->ReadInbox(office, after, 100);
-      Locked lock(this);
+      Locked lock(this, &state_);
       fetching_ = false;
       if (finish_pending_) {
         if (!recording_) FinishLocked(pending_status_);
@@ -185,7 +186,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   // records are written on the work queue by one task at a time, each
   // transaction taking every message written meanwhile.
   void RecordDeliveryLocked(const std::string& message_id)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_.mu) {
     to_record_.push_back(message_id);
     if (recording_) return;  // the running task takes it next
     recording_ = true;
@@ -197,7 +198,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     std::string office;
     while (true) {
       {
-        Locked lock(this);
+        Locked lock(this, &state_);
         if (to_record_.empty()) {
           recording_ = false;
           if (finish_pending_ && !fetching_) FinishLocked(pending_status_);
@@ -225,14 +226,14 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     }
   }
 
-  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_.mu) {
     if (finished_ || writing_ || queue_.empty()) return;
     writing_ = true;
     StartWrite(&queue_.front().second);
   }
 
   void FinishLocked(const grpc::Status& status)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_.mu) {
     if (finished_) return;
     // Admission, a fetch or a delivery record still holds `this`: finish
     // once they are done.
@@ -242,33 +243,10 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       return;
     }
     finished_ = true;
-    end_ = status;  // Finish is called by the Locked scope, after the unlock
+    state_.end = status;  // Finish is called once the Locked scope ends
   }
 
-  // Holds mu_. Leaving the scope releases it and then, if the stream was
-  // ended meanwhile (FinishLocked), calls Finish: gRPC may delete the
-  // reactor (OnDone) on another thread as soon as Finish is called, so
-  // Finish comes after the unlock, as the scope's last use of `this`.
-  class ABSL_SCOPED_LOCKABLE Locked {
-   public:
-    explicit Locked(InboxStream* stream)
-        ABSL_EXCLUSIVE_LOCK_FUNCTION(stream->mu_)
-        : stream_(stream) {
-      stream_->mu_.Lock();
-    }
-    ~Locked() ABSL_UNLOCK_FUNCTION() {
-      std::optional<grpc::Status> end;
-      end.swap(stream_->end_);
-      InboxStream* const stream = stream_;
-      stream->mu_.Unlock();
-      if (end.has_value()) stream->Finish(*end);
-    }
-    Locked(const Locked&) = delete;
-    Locked& operator=(const Locked&) = delete;
-
-   private:
-    InboxStream* const stream_;
-  };
+  using Locked = ReactorLock<InboxStream>;
 
   ExchangeStore* const store_;
   WorkQueue* const work_;
@@ -276,28 +254,26 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   const Clock* const clock_;
   int handle_ = 0;
 
-  absl::Mutex mu_;
-  std::string office_ ABSL_GUARDED_BY(mu_);
-  int64_t cursor_ ABSL_GUARDED_BY(mu_) = 0;
+  ReactorState state_;
+  std::string office_ ABSL_GUARDED_BY(state_.mu);
+  int64_t cursor_ ABSL_GUARDED_BY(state_.mu) = 0;
   struct Pending {
     int64_t first;                  // cursor
     grpc::ByteBuffer second;        // the serialized response
     std::string second_message_id;  // for the delivery record
   };
-  std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<Pending> queue_ ABSL_GUARDED_BY(state_.mu);
   // Written to the office, delivery not yet recorded.
-  std::vector<std::string> to_record_ ABSL_GUARDED_BY(mu_);
-  bool recording_ ABSL_GUARDED_BY(mu_) = false;  // RecordDeliveries runs
-  bool started_ ABSL_GUARDED_BY(mu_) = false;
-  bool admitting_ ABSL_GUARDED_BY(mu_) = true;
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool fetching_ ABSL_GUARDED_BY(mu_) = false;
-  bool stale_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  bool finish_pending_ ABSL_GUARDED_BY(mu_) = false;
-  // Set by FinishLocked; Finish is called once mu_ is released (Locked).
-  std::optional<grpc::Status> end_ ABSL_GUARDED_BY(mu_);
-  grpc::Status pending_status_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> to_record_ ABSL_GUARDED_BY(state_.mu);
+  bool recording_ ABSL_GUARDED_BY(state_.mu) = false;  // RecordDeliveries runs
+  bool started_ ABSL_GUARDED_BY(state_.mu) = false;
+  bool admitting_ ABSL_GUARDED_BY(state_.mu) = true;
+  bool writing_ ABSL_GUARDED_BY(state_.mu) = false;
+  bool fetching_ ABSL_GUARDED_BY(state_.mu) = false;
+  bool stale_ ABSL_GUARDED_BY(state_.mu) = false;
+  bool finished_ ABSL_GUARDED_BY(state_.mu) = false;
+  bool finish_pending_ ABSL_GUARDED_BY(state_.mu) = false;
+  grpc::Status pending_status_ ABSL_GUARDED_BY(state_.mu);
 };
 
 }  // namespace

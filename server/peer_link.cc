@@ -216,6 +216,7 @@ void PeerLink::RunStream() {
         v1::DeliverRequest& request = requests.emplace_back();
         request.set_sequence(next_sequence_++);
         *request.mutable_signed_envelope() = item.signed_envelope;
+        request.set_priority(item.priority);
         busy_cases_.insert(item.exchange_id);
         ++item.attempts;
         in_flight_[request.sequence()] = InFlight{std::move(item)};

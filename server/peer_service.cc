@@ -15,6 +15,7 @@
 #include "core/status_macros.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "server/accept_order.h"
+#include "server/reactor_lock.h"
 #include "server/write_priority.h"
 
 namespace casebridge::server {
@@ -31,11 +32,13 @@ bool ParseByteBuffer(grpc::ByteBuffer* buffer,
 // outstanding read and one outstanding write per stream). Each request is
 // checked on the work queue as soon as it is read (steps 1-16, the
 // signature among them), so the checks of several envelopes run in
-// parallel. Envelopes that pass wait in `ready_`; one task at a time takes
-// what is waiting (URGENT first, at most kMaxAcceptBatch) and stores it in
-// one transaction (Inbound::Accept), and while it commits the next batch
-// gathers. Its writes go ahead of office calls waiting for the writer. Answers
-// are written one after the other in the order they are done; a receipt is
+// parallel; a request whose priority copy says URGENT is checked ahead of
+// the others waiting. Envelopes that pass wait in `ready_`; one task at a
+// time takes what is waiting (URGENT first, at most kMaxAcceptBatch) and
+// stores it in one transaction (Inbound::Accept), and while it commits the
+// next batch gathers. Its writes go ahead of office calls waiting for the
+// writer. Answers are written one after the other in the order they are
+// done, an URGENT envelope's ahead of those waiting; a receipt is
 // queued only once its transaction committed. The reactor finishes only when
 // the client has half-closed (or the call is cancelled) and no envelope is
 // still being processed, so no queued task ever outlives it.
@@ -50,63 +53,52 @@ class DeliverReactor final
   // Called once the caller is admitted as the peer gateway.
   void Begin(std::string peer_identity) {
     peer_identity_ = std::move(peer_identity);
-    std::optional<grpc::Status> end;
-    {
-      absl::MutexLock lock(&mu_);
-      admitting_ = false;
-      if (broken_) {  // cancelled while being admitted
-        end = EndLocked();
-      } else {
-        StartRead(&incoming_);
-      }
+    Locked lock(this, &state_);
+    admitting_ = false;
+    if (broken_) {  // cancelled while being admitted
+      EndIfDoneLocked();
+    } else {
+      StartRead(&incoming_);
     }
-    EndIf(std::move(end));
   }
 
   // Called instead of Begin when the caller is refused.
   void Refuse(const grpc::Status& status) {
-    {
-      absl::MutexLock lock(&mu_);
-      admitting_ = false;
-      if (finished_) return;
-      finished_ = true;
-    }
-    Finish(status);  // the last use of `this` (see EndLocked)
+    Locked lock(this, &state_);
+    admitting_ = false;
+    if (finished_) return;
+    finished_ = true;
+    state_.end = status;
   }
 
   void OnReadDone(bool ok) override {
-    auto bytes = std::make_shared<grpc::ByteBuffer>();
-    std::optional<grpc::Status> end;
-    bool take = false;
+    auto bytes = std::make_unique<grpc::ByteBuffer>();
     {
-      absl::MutexLock lock(&mu_);
+      Locked lock(this, &state_);
       if (!ok || finished_ || broken_) {
         // Half-close, or the stream broke. An envelope read as the stream
         // ends is dropped (the peer sends it again): a task for it could
         // outlive the reactor, which gRPC deletes once this returns.
         reads_done_ = true;
-        end = EndLocked();
-      } else {
-        // Counted before anything else: the stream cannot end until its
-        // task has answered.
-        ++pending_;
-        bytes->Swap(&incoming_);
-        take = true;
+        EndIfDoneLocked();
+        return;
       }
-    }
-    if (!take) {
-      EndIf(std::move(end));
-      return;
+      // Counted before anything else: the stream cannot end until its task
+      // has answered.
+      ++pending_;
+      bytes->Swap(&incoming_);
     }
     // The next read starts before the task is queued, so never after the
     // stream has ended (the task holds pending_ until it answers).
     StartRead(&incoming_);
-    // Parsed on the work queue, off gRPC's thread; the slices are shared,
-    // not copied.
-    work_->Post([this, bytes = std::move(bytes)] {
-      v1::DeliverRequest request;
-      const bool parsed = ParseByteBuffer(bytes.get(), &request);
-      bytes->Clear();
+    // Parsed here for the priority copy, which orders the checks: an URGENT
+    // envelope is checked before the others read (its signed priority is
+    // only known once checked). The slices are shared, not copied.
+    v1::DeliverRequest request;
+    const bool parsed = ParseByteBuffer(bytes.get(), &request);
+    bytes.reset();
+    const bool urgent = parsed && request.priority() == v1::PRIORITY_URGENT;
+    auto check = [this, parsed, request = std::move(request)]() mutable {
       if (!parsed) {
         v1::DeliverResponse response;
         response.mutable_refusal()->set_code(
@@ -123,47 +115,48 @@ class DeliverReactor final
         Answer({std::move(*refused)});
         return;
       }
-      absl::MutexLock lock(&mu_);
+      const bool urgent_checked =
+          std::get<Inbound::Checked>(checked).envelope.message().priority() ==
+          v1::PRIORITY_URGENT;
+      Locked lock(this, &state_);  // pending_ > 0: the stream cannot end here
       ready_.push_back(std::move(std::get<Inbound::Checked>(checked)));
       if (accepting_) return;  // the running task takes it next
       accepting_ = true;
-      work_->Post([this] { AcceptReady(); });
-    });
+      if (urgent_checked) {
+        work_->PostFirst([this] { AcceptReady(); });
+      } else {
+        work_->Post([this] { AcceptReady(); });
+      }
+    };
+    if (urgent) {
+      work_->PostFirst(std::move(check));
+    } else {
+      work_->Post(std::move(check));
+    }
   }
 
   void OnWriteDone(bool ok) override {
-    std::optional<grpc::Status> end;
-    {
-      absl::MutexLock lock(&mu_);
-      writing_ = false;
-      outgoing_.pop_front();
-      if (!ok) {
-        // The stream is gone; answers not written are recomputed from the
-        // store (as replays) when the peer sends the envelopes again.
-        outgoing_.clear();
-        broken_ = true;
-      } else if (!outgoing_.empty()) {
-        WriteNextLocked();
-      }
-      end = EndLocked();
+    Locked lock(this, &state_);
+    writing_ = false;
+    written_.Clear();
+    if (!ok) {
+      // The stream is gone; answers not written are recomputed from the
+      // store (as replays) when the peer sends the envelopes again.
+      outgoing_.clear();
+      broken_ = true;
+    } else if (!outgoing_.empty()) {
+      WriteNextLocked();
     }
-    EndIf(std::move(end));
+    EndIfDoneLocked();
   }
 
   void OnCancel() override {
-    std::optional<grpc::Status> end;
-    {
-      absl::MutexLock lock(&mu_);
-      broken_ = true;
-      // Answers not yet written go (the peer gets them again as replays);
-      // the one being written belongs to gRPC until OnWriteDone, which
-      // drops it.
-      const size_t keep = writing_ ? 1 : 0;
-      outgoing_.erase(outgoing_.begin() + static_cast<std::ptrdiff_t>(keep),
-                      outgoing_.end());
-      end = EndLocked();
-    }
-    EndIf(std::move(end));
+    Locked lock(this, &state_);
+    broken_ = true;
+    // Answers not yet written go (the peer gets them again as replays); the
+    // one being written (written_) belongs to gRPC until OnWriteDone.
+    outgoing_.clear();
+    EndIfDoneLocked();
   }
 
   void OnDone() override { delete this; }
@@ -175,95 +168,100 @@ class DeliverReactor final
     const ScopedWritePriority first(WritePriority::kFirst);
     while (true) {
       std::vector<Inbound::Checked> batch;
-      std::optional<grpc::Status> end;
       {
-        absl::MutexLock lock(&mu_);
+        Locked lock(this, &state_);
         if (ready_.empty()) {
           accepting_ = false;
-          end = EndLocked();
-        } else {
-          batch = TakeAcceptBatch(ready_, kMaxAcceptBatch);
+          EndIfDoneLocked();
+          return;
         }
+        batch = TakeAcceptBatch(ready_, kMaxAcceptBatch);
       }
-      if (batch.empty()) {
-        EndIf(std::move(end));
-        return;
-      }
+      // TakeAcceptBatch takes URGENT envelopes alone: their receipts go
+      // out ahead of those still waiting to be written.
+      const bool urgent =
+          batch.front().envelope.message().priority() == v1::PRIORITY_URGENT;
       std::vector<v1::DeliverResponse> answers =
           inbound_->Accept(std::move(batch));
-      Answer(std::move(answers), /*holds_task=*/true);
+      Answer(std::move(answers), /*holds_task=*/true, /*ahead=*/urgent);
     }
   }
 
   // Queues `answers` for writing and counts their envelopes as done.
   // `holds_task`: the caller goes on using `this` afterwards, so the
-  // reactor must not finish here.
-  void Answer(std::vector<v1::DeliverResponse> answers,
-              bool holds_task = false) {
+  // reactor must not finish here. `ahead`: written before the answers
+  // already waiting (not before the one being written).
+  void Answer(std::vector<v1::DeliverResponse> answers, bool holds_task = false,
+              bool ahead = false) {
     std::vector<grpc::ByteBuffer> buffers(answers.size());
     for (size_t i = 0; i < answers.size(); ++i) {
       (void)SerializeToByteBuffer(answers[i], &buffers[i]);
     }
-    std::optional<grpc::Status> end;
-    {
-      absl::MutexLock lock(&mu_);
-      pending_ -= static_cast<int>(answers.size());
-      if (!broken_) {
-        for (grpc::ByteBuffer& buffer : buffers) {
-          outgoing_.push_back(std::move(buffer));
+    Locked lock(this, &state_);
+    pending_ -= static_cast<int>(answers.size());
+    if (!broken_) {
+      if (ahead) {
+        for (auto it = buffers.rbegin(); it != buffers.rend(); ++it) {
+          outgoing_.emplace_front().Swap(&*it);
         }
-        if (!writing_) WriteNextLocked();
+      } else {
+        for (grpc::ByteBuffer& buffer : buffers) {
+          outgoing_.emplace_back().Swap(&buffer);
+        }
       }
-      if (!holds_task) end = EndLocked();
+      if (!writing_) WriteNextLocked();
     }
-    EndIf(std::move(end));
+    if (!holds_task) EndIfDoneLocked();
   }
 
-  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_.mu) {
     if (broken_ || outgoing_.empty()) return;
     writing_ = true;
+    // Moved out of the queue: gRPC holds a pointer to it until OnWriteDone,
+    // while answers are still queued (some ahead of the others).
+    written_.Swap(&outgoing_.front());
+    outgoing_.pop_front();
     // No buffer hint: a hinted write may not complete until the next write
     // starts, and the next starts only once this one has completed.
-    StartWrite(&outgoing_.front());
+    StartWrite(&written_);
   }
 
-  // Whether the stream ends now, and with what status; the caller passes
-  // it to EndIf once mu_ is released, as its last use of `this`: once
-  // Finish is called gRPC may run OnDone (which deletes the reactor) on
-  // another thread at any moment, so not even unlocking mu_ may follow.
-  // Never before admission has answered, nor while a task holds `this`.
-  std::optional<grpc::Status> EndLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // Ends the stream if it is done: the Locked scope finishes it once the
+  // mutex is released (reactor_lock.h). Never before admission has
+  // answered, nor while a task holds `this`.
+  void EndIfDoneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_.mu) {
     if (finished_ || admitting_ || pending_ > 0 || accepting_ || writing_) {
-      return std::nullopt;
+      return;
     }
-    if (!(reads_done_ || broken_)) return std::nullopt;
-    if (!broken_ && !outgoing_.empty()) return std::nullopt;
+    if (!(reads_done_ || broken_)) return;
+    if (!broken_ && !outgoing_.empty()) return;
     finished_ = true;
-    return broken_ ? grpc::Status(grpc::StatusCode::CANCELLED, "stream ended")
-                   : grpc::Status::OK;
+    state_.end = broken_
+                     ? grpc::Status(grpc::StatusCode::CANCELLED, "stream ended")
+                     : grpc::Status::OK;
   }
 
-  void EndIf(std::optional<grpc::Status> end) {
-    if (end.has_value()) Finish(*end);
-  }
+  using Locked = ReactorLock<DeliverReactor>;
 
   Inbound* const inbound_;
   WorkQueue* const work_;
   std::string peer_identity_;
   grpc::ByteBuffer incoming_;  // used by the one outstanding read
 
-  absl::Mutex mu_;
-  std::deque<grpc::ByteBuffer> outgoing_ ABSL_GUARDED_BY(mu_);
+  ReactorState state_;
+  // Answers waiting to be written, and the one being written.
+  std::deque<grpc::ByteBuffer> outgoing_ ABSL_GUARDED_BY(state_.mu);
+  grpc::ByteBuffer written_ ABSL_GUARDED_BY(state_.mu);
   // Checked envelopes waiting to be stored, in the order they were checked.
-  std::vector<Inbound::Checked> ready_ ABSL_GUARDED_BY(mu_);
+  std::vector<Inbound::Checked> ready_ ABSL_GUARDED_BY(state_.mu);
   // Envelopes read and not yet answered.
-  int pending_ ABSL_GUARDED_BY(mu_) = 0;
-  bool accepting_ ABSL_GUARDED_BY(mu_) = false;  // AcceptReady is running
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
-  bool broken_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  bool admitting_ ABSL_GUARDED_BY(mu_) = true;
+  int pending_ ABSL_GUARDED_BY(state_.mu) = 0;
+  bool accepting_ ABSL_GUARDED_BY(state_.mu) = false;  // AcceptReady is running
+  bool writing_ ABSL_GUARDED_BY(state_.mu) = false;
+  bool reads_done_ ABSL_GUARDED_BY(state_.mu) = false;
+  bool broken_ ABSL_GUARDED_BY(state_.mu) = false;
+  bool finished_ ABSL_GUARDED_BY(state_.mu) = false;
+  bool admitting_ ABSL_GUARDED_BY(state_.mu) = true;
 };
 
 }  // namespace

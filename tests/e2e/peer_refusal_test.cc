@@ -44,7 +44,9 @@ using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Pair;
 using ::testing::StartsWith;
+using ::testing::UnorderedElementsAre;
 
 constexpr char kFia[] = "pk/offices/fia-liaison-desk";
 constexpr char kEmbassy[] = "pk/offices/embassy-beijing";
@@ -122,13 +124,18 @@ class DeliverStream {
   // Writes all of `envelopes` (sequences next, next + 1, ...) before reading
   // any answer, then reads one answer per envelope. Answers in the order of
   // `envelopes`; a missing answer is an empty response and a test failure.
+  // `priorities`: the unsigned priority copy of each request (none if empty).
   std::vector<v1::DeliverResponse> DeliverAll(
-      const std::vector<v1::SignedEnvelope>& envelopes) {
+      const std::vector<v1::SignedEnvelope>& envelopes,
+      const std::vector<int>& priorities = {}) {
     std::vector<uint64_t> sequences;
-    for (const v1::SignedEnvelope& e : envelopes) {
+    for (size_t i = 0; i < envelopes.size(); ++i) {
       v1::DeliverRequest request;
       request.set_sequence(next_sequence_++);
-      *request.mutable_signed_envelope() = e;
+      *request.mutable_signed_envelope() = envelopes[i];
+      if (i < priorities.size()) {
+        request.set_priority(static_cast<v1::Priority>(priorities[i]));
+      }
       sequences.push_back(request.sequence());
       if (!stream_->Write(request)) {
         ADD_FAILURE() << "Deliver stream broke on write: " << Close();
@@ -926,6 +933,39 @@ TEST_F(PeerRefusalTest, RefusalsAndReceiptsShareOneStreamMatchedBySequence) {
   std::sort(codes.begin(), codes.end());
   EXPECT_THAT(codes, ElementsAre(0, 0, grpc::StatusCode::FAILED_PRECONDITION,
                                  grpc::StatusCode::UNAUTHENTICATED));
+}
+
+TEST_F(PeerRefusalTest, ThePriorityCopyOrdersTheChecksAndDecidesNothing) {
+  // The copy outside the signature may say anything: it never skips a
+  // check, and what is stored and shown carries the signed priority.
+  v1::Envelope routine = ValidEnvelope("routine, copy says URGENT");
+  routine.mutable_message()->set_priority(v1::PRIORITY_ROUTINE);
+  const v1::Envelope urgent = ValidEnvelope("urgent, copy says ROUTINE");
+  const v1::Envelope unknown = ValidEnvelope("urgent, copy unknown");
+  v1::SignedEnvelope forged = Sign(ValidEnvelope("forged, copy says URGENT"));
+  (*forged.mutable_signature())[63] ^= 0x80;
+
+  auto stream = OpenStream();
+  const auto answers = stream.DeliverAll(
+      {Sign(routine), Sign(urgent), Sign(unknown), forged},
+      {v1::PRIORITY_URGENT, v1::PRIORITY_ROUTINE, 77, v1::PRIORITY_URGENT});
+  EXPECT_THAT(answers[0], IsReceipt()) << pk_->Log();
+  EXPECT_THAT(answers[1], IsReceipt());
+  EXPECT_THAT(answers[2], IsReceipt());
+  EXPECT_THAT(answers[3], IsRefusal(grpc::StatusCode::UNAUTHENTICATED,
+                                    StartsWith("signature: "), true));
+  EXPECT_OK(stream.Close());
+
+  std::map<std::string, v1::Priority> stored;
+  for (const auto& item : InboxOf(kFia, 3)) {
+    stored[item.message().body()] = item.message().priority();
+  }
+  EXPECT_THAT(stored,
+              UnorderedElementsAre(
+                  Pair("routine, copy says URGENT", v1::PRIORITY_ROUTINE),
+                  Pair("urgent, copy says ROUTINE", v1::PRIORITY_URGENT),
+                  Pair("urgent, copy unknown", v1::PRIORITY_URGENT)));
+  ExpectAuditedRefusal(grpc::StatusCode::UNAUTHENTICATED, "signature: ");
 }
 
 TEST_F(PeerRefusalTest, RefusalsQuotingLongNonAsciiValuesStayReadable) {
