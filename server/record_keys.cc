@@ -259,6 +259,22 @@ absl::StatusOr<bool> HoldsSealedData(sqlite::Connection& conn) {
   return row && stmt.ColumnInt(0) != 0;
 }
 
+namespace {
+
+// With the data key, every payload is stored sealed (rows from before
+// sealing are sealed when the store opens, a purged case's remainder under a
+// fresh key) and a purged payload is empty. A payload in the clear is
+// therefore one written outside the gateway, which the AEAD would have
+// caught had it been sealed: it is refused, never taken as the record.
+absl::Status NotSealed(absl::string_view record, absl::string_view field) {
+  return absl::DataLossError(absl::StrCat(
+      "stored ", field, " of ", record,
+      " is in the clear, though every payload is sealed under the data key: "
+      "the database was changed outside the gateway"));
+}
+
+}  // namespace
+
 absl::StatusOr<StoredPayload> ToStored(const RecordSealer* sealer,
                                        sqlite::Connection& conn,
                                        absl::string_view record,
@@ -279,7 +295,10 @@ absl::StatusOr<std::string> FromStored(const RecordSealer* sealer,
                                        absl::string_view record,
                                        absl::string_view field,
                                        std::string bytes, bool sealed) {
-  if (!sealed) return bytes;
+  if (!sealed) {
+    if (sealer != nullptr && !bytes.empty()) return NotSealed(record, field);
+    return bytes;
+  }
   if (sealer == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat("stored ", field, " of ", record,
@@ -315,10 +334,10 @@ absl::StatusOr<v1::SignedEnvelope> FromStoredEnvelope(
     return absl::DataLossError(
         absl::StrCat("stored ", field, " of ", record, " does not parse"));
   }
-  if (sealed && !bytes.empty()) {
+  if (!bytes.empty()) {
     CB_ASSIGN_OR_RETURN(
         *envelope.mutable_envelope(),
-        FromStored(sealer, conn, record, field, envelope.envelope(), true));
+        FromStored(sealer, conn, record, field, envelope.envelope(), sealed));
   }
   return envelope;
 }

@@ -446,17 +446,23 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
           c.clear_victims();
           c.clear_last_known_locations();
           *c.mutable_personal_data_purged_at() = ToProto(purged_at);
-          CB_ASSIGN_OR_RETURN(
-              auto update,
-              conn.Prepare("UPDATE cases SET body = ?, sealed = 0, "
-                           "purged_us = ? WHERE exchange_id = ?"));
-          update.BindBlob(1, Serialize(c))
-              .Bind(2, absl::ToUnixMicros(purged_at))
-              .Bind(3, exchange_id);
-          CB_RETURN_IF_ERROR(update.Run());
+          // The key that sealed the personal fields is shredded; what is
+          // left of the case is sealed under a fresh one, so that no case
+          // body is ever read from the clear (FromStored).
           if (sealer_ != nullptr) {
             CB_RETURN_IF_ERROR(sealer_->Shred(conn, CaseRecord(exchange_id)));
           }
+          CB_ASSIGN_OR_RETURN(const StoredPayload body,
+                              StoreBody(sealer_, conn, c));
+          CB_ASSIGN_OR_RETURN(
+              auto update,
+              conn.Prepare("UPDATE cases SET body = ?, sealed = ?, "
+                           "purged_us = ? WHERE exchange_id = ?"));
+          update.BindBlob(1, body.bytes)
+              .Bind(2, int64_t{body.sealed})
+              .Bind(3, absl::ToUnixMicros(purged_at))
+              .Bind(4, exchange_id);
+          CB_RETURN_IF_ERROR(update.Run());
           // The requests that carried the personal fields.
           CB_ASSIGN_OR_RETURN(
               auto salts,
@@ -540,7 +546,7 @@ absl::StatusOr<int> SqliteCaseStore::SealStoredBodies() {
         CB_ASSIGN_OR_RETURN(
             auto find,
             conn.Prepare("SELECT exchange_id, body FROM cases WHERE sealed = "
-                         "0 AND purged_us IS NULL ORDER BY seq LIMIT ?"));
+                         "0 ORDER BY seq LIMIT ?"));
         find.Bind(1, kRetentionBatch);
         while (true) {
           CB_ASSIGN_OR_RETURN(const bool row, find.Step());

@@ -37,6 +37,7 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::MatchesRegex;
+using ::testing::Not;
 
 constexpr char kPkGateway[] = "spiffe://pk.casebridge/gateway";
 constexpr char kCnGateway[] = "spiffe://cn.casebridge/gateway";
@@ -277,8 +278,7 @@ TEST_F(DataProtectionTest, CaseFieldsAreSealedOnDiskAndReadBackInTheClear) {
   EXPECT_EQ(raw.find(kRemark), std::string::npos);
   EXPECT_EQ(raw.find(kLocation), std::string::npos);
   EXPECT_EQ(raw.find("Saraiki"), std::string::npos);
-  EXPECT_THAT(WrappedKey(CaseRecord(opened.exchange_id())),
-              ::testing::Not(IsEmpty()));
+  EXPECT_THAT(WrappedKey(CaseRecord(opened.exchange_id())), Not(IsEmpty()));
 }
 
 TEST_F(DataProtectionTest, MessageBodiesAndEnvelopesAreSealedOnDisk) {
@@ -351,6 +351,27 @@ TEST_F(DataProtectionTest, SealsRowsWrittenBeforeTheKeyWhenOpenedWithIt) {
   EXPECT_EQ(raw.find(kBody), std::string::npos);
 }
 
+TEST_F(DataProtectionTest, SealsAPurgedCaseLeftInTheClearWhenOpened) {
+  // Purged cases used to keep their remainder in the clear; the next open
+  // with the key seals it, as it does rows from before the key.
+  Reopen(/*with_key=*/false);
+  const v1::CaseReference closed = Close(Open().exchange_id());
+  config::RetentionSettings policy;
+  policy.case_status_days[v1::CASE_STATUS_CLOSED] = 1;
+  clock_.Advance(absl::Hours(48));
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_EQ(report.cases, 1);
+
+  Reopen(/*with_key=*/true);
+  EXPECT_THAT(WrappedKey(CaseRecord(closed.exchange_id())), Not(IsEmpty()));
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference got,
+                       store_->cases().GetCase(closed.exchange_id()));
+  EXPECT_TRUE(got.has_personal_data_purged_at());
+  EXPECT_THAT(got.victims(), IsEmpty());
+  EXPECT_EQ(got.local_reference(), closed.local_reference());
+}
+
 TEST_F(DataProtectionTest, AChangedWrappedKeyReadsAsDataLoss) {
   const v1::CaseReference opened = Open();
   const std::string record = CaseRecord(opened.exchange_id());
@@ -368,6 +389,40 @@ TEST_F(DataProtectionTest, AChangedWrappedKeyReadsAsDataLoss) {
                        HasSubstr("does not open under the data key")));
 }
 
+TEST_F(DataProtectionTest, APayloadPutInTheClearReadsAsDataLoss) {
+  // Someone with write access to the file replaces a case's sealed body with
+  // one of their own in the clear (a weaker handling code, say): the AEAD
+  // would catch a changed ciphertext, so the row says "not sealed".
+  const v1::CaseReference opened = Open();
+  v1::CaseReference forged = opened;
+  forged.set_handling_code(v1::HANDLING_CODE_H0);
+  forged.clear_victims();
+  Receive(PeerMessage("CN-M-FORGED", v1::MESSAGE_KIND_NOTE));
+  v1::CaseMessage forged_message =
+      PeerMessage("CN-M-FORGED", v1::MESSAGE_KIND_NOTE);
+  forged_message.set_body("go to the wrong address");
+  ASSERT_OK(store_->database().Write([&](sqlite::Connection& c) {
+    CB_ASSIGN_OR_RETURN(auto cases,
+                        c.Prepare("UPDATE cases SET body = ?, sealed = 0 "
+                                  "WHERE exchange_id = ?"));
+    cases.BindBlob(1, forged.SerializeAsString()).Bind(2, opened.exchange_id());
+    CB_RETURN_IF_ERROR(cases.Run());
+    CB_ASSIGN_OR_RETURN(auto messages,
+                        c.Prepare("UPDATE messages SET body = ?, sealed = 0 "
+                                  "WHERE message_id = 'CN-M-FORGED'"));
+    messages.BindBlob(1, forged_message.SerializeAsString());
+    return messages.Run();
+  }));
+  EXPECT_THAT(store_->cases().GetCase(opened.exchange_id()),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       AllOf(HasSubstr(CaseRecord(opened.exchange_id())),
+                             HasSubstr("is in the clear"))));
+  EXPECT_THAT(store_->exchange().ReadInbox(kFia, 0, 10),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       AllOf(HasSubstr(MessageRecord("CN-M-FORGED")),
+                             HasSubstr("changed outside the gateway"))));
+}
+
 // The data key and the database.
 
 StoreOptions WithKey(const std::string& data_dir, const std::string& key) {
@@ -379,7 +434,7 @@ StoreOptions WithKey(const std::string& data_dir, const std::string& key) {
 }
 
 TEST_F(DataProtectionTest, WritesTheDataKeyCheckValueOnFirstUse) {
-  EXPECT_THAT(WrappedKey(kDataKeyCheckRecord), ::testing::Not(IsEmpty()));
+  EXPECT_THAT(WrappedKey(kDataKeyCheckRecord), Not(IsEmpty()));
 }
 
 TEST_F(DataProtectionTest, AMissingKeyIsNotReplacedWhileSealedDataExists) {
@@ -438,7 +493,7 @@ TEST_F(DataProtectionTest, AnotherDataKeyIsRefusedWithoutACheckValue) {
                                                          "key of case/"))));
   // The right key opens it, and the check value is written.
   Reopen();
-  EXPECT_THAT(WrappedKey(kDataKeyCheckRecord), ::testing::Not(IsEmpty()));
+  EXPECT_THAT(WrappedKey(kDataKeyCheckRecord), Not(IsEmpty()));
   ASSERT_OK_AND_ASSIGN(const v1::CaseReference got,
                        store_->cases().GetCase(opened.exchange_id()));
   EXPECT_EQ(got.victims(0).remarks(), kRemark);
@@ -608,6 +663,21 @@ TEST_F(DataProtectionTest, PurgesClosedCasesAndShredsTheirKey) {
   EXPECT_EQ(last[0].entry.actor, kPkGateway);
   EXPECT_THAT(last[0].entry.subjects,
               ::testing::ElementsAre(closed.exchange_id()));
+
+  // What is left is sealed under a fresh key (never read from the clear).
+  const std::string fresh_key = WrappedKey(CaseRecord(closed.exchange_id()));
+  EXPECT_THAT(fresh_key, Not(IsEmpty()));
+  EXPECT_NE(fresh_key, closed_key);
+  int64_t sealed = -1;
+  ASSERT_OK(store_->database().Read([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto stmt, c.Prepare("SELECT sealed FROM cases WHERE exchange_id = ?"));
+    stmt.Bind(1, closed.exchange_id());
+    CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+    if (row) sealed = stmt.ColumnInt(0);
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(sealed, 1);
 
   store_.reset();
   const std::string raw = RawFiles();
@@ -829,9 +899,13 @@ TEST_F(DataKeyRotationTest, RewrapsEveryRecordKeyAndKeepsTheDataReadable) {
                        store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
   ASSERT_EQ(purged.cases, 1);
   const int record_keys = RecordKeyRows();
-  ASSERT_EQ(record_keys, 2);  // the kept case and the message
+  // The kept case, the message, and the fresh key of the purged case's
+  // remainder.
+  ASSERT_EQ(record_keys, 3);
   const std::string old_check_id = CheckId();
   const std::string old_wrapped = WrappedKey(CaseRecord(kept.exchange_id()));
+  const std::string old_purged_wrapped =
+      WrappedKey(CaseRecord(closed.exchange_id()));
   store_.reset();
   const std::string old_key = ReadRaw(key_file_);
 
@@ -861,8 +935,9 @@ TEST_F(DataKeyRotationTest, RewrapsEveryRecordKeyAndKeepsTheDataReadable) {
   const std::vector<InboxItem> inbox = Inbox();
   ASSERT_EQ(inbox.size(), 1u);
   EXPECT_EQ(inbox[0].message.body(), kBody);
-  // The shredded record stays shredded.
-  EXPECT_THAT(WrappedKey(CaseRecord(closed.exchange_id())), IsEmpty());
+  // The purged case's remainder is under its fresh key, rewrapped too.
+  EXPECT_THAT(WrappedKey(CaseRecord(closed.exchange_id())), Not(IsEmpty()));
+  EXPECT_NE(WrappedKey(CaseRecord(closed.exchange_id())), old_purged_wrapped);
   ASSERT_OK_AND_ASSIGN(const v1::CaseReference still_purged,
                        store_->cases().GetCase(closed.exchange_id()));
   EXPECT_THAT(still_purged.victims(), IsEmpty());
