@@ -614,60 +614,47 @@ absl::StatusOr<v1::CaseMessage> OfficeServiceImpl::DisseminationMessage(
   return message;
 }
 
+template <typename Request, typename Response>
+grpc::ServerUnaryReactor* OfficeServiceImpl::DisseminationCall(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response, std::string action, bool withdraw) {
+  return handler_->Unary<Request, Response>(
+      context, request, response, Action::kGrantDissemination, action,
+      [](const Request& r) {
+        return std::vector<std::string>{r.exchange_id()};
+      },
+      [this, action, withdraw](const Incoming<Request>& in,
+                               Response* out) -> absl::Status {
+        const Request& r = in.request;
+        CB_ASSIGN_OR_RETURN(
+            v1::CaseMessage message,
+            DisseminationMessage(in.caller, r.request_id(), r.exchange_id(),
+                                 r.offices(), r.any_office(), withdraw));
+        const RequestKey key = KeyOf(r.request_id(), r);
+        CB_ASSIGN_OR_RETURN(
+            QueuedMessage queued,
+            Queue(in.caller, std::move(message), key, in.Event(action)));
+        out->set_message_id(queued.message_id);
+        *out->mutable_status() = std::move(queued.status);
+        return absl::OkStatus();
+      });
+}
+
 grpc::ServerUnaryReactor* OfficeServiceImpl::GrantDissemination(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
-  return handler_
-      ->Unary<v1::GrantDisseminationRequest, v1::GrantDisseminationResponse>(
-          context, request, response, Action::kGrantDissemination, "case.grant",
-          [](const v1::GrantDisseminationRequest& r) {
-            return std::vector<std::string>{r.exchange_id()};
-          },
-          [this](const Incoming<v1::GrantDisseminationRequest>& in,
-                 v1::GrantDisseminationResponse* out) -> absl::Status {
-            const v1::GrantDisseminationRequest& r = in.request;
-            CB_ASSIGN_OR_RETURN(
-                v1::CaseMessage message,
-                DisseminationMessage(in.caller, r.request_id(), r.exchange_id(),
-                                     r.offices(), r.any_office(),
-                                     /*withdraw=*/false));
-            const RequestKey key = KeyOf(r.request_id(), r);
-            CB_ASSIGN_OR_RETURN(QueuedMessage queued,
-                                Queue(in.caller, std::move(message), key,
-                                      in.Event("case.grant")));
-            out->set_message_id(queued.message_id);
-            *out->mutable_status() = std::move(queued.status);
-            return absl::OkStatus();
-          });
+  return DisseminationCall<v1::GrantDisseminationRequest,
+                           v1::GrantDisseminationResponse>(
+      context, request, response, "case.grant", /*withdraw=*/false);
 }
 
 grpc::ServerUnaryReactor* OfficeServiceImpl::WithdrawDissemination(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
   // Authorized as the grant it takes back.
-  return handler_->Unary<v1::WithdrawDisseminationRequest,
-                         v1::WithdrawDisseminationResponse>(
-      context, request, response, Action::kGrantDissemination,
-      "case.withdraw_grant",
-      [](const v1::WithdrawDisseminationRequest& r) {
-        return std::vector<std::string>{r.exchange_id()};
-      },
-      [this](const Incoming<v1::WithdrawDisseminationRequest>& in,
-             v1::WithdrawDisseminationResponse* out) -> absl::Status {
-        const v1::WithdrawDisseminationRequest& r = in.request;
-        CB_ASSIGN_OR_RETURN(
-            v1::CaseMessage message,
-            DisseminationMessage(in.caller, r.request_id(), r.exchange_id(),
-                                 r.offices(), r.any_office(),
-                                 /*withdraw=*/true));
-        const RequestKey key = KeyOf(r.request_id(), r);
-        CB_ASSIGN_OR_RETURN(QueuedMessage queued,
-                            Queue(in.caller, std::move(message), key,
-                                  in.Event("case.withdraw_grant")));
-        out->set_message_id(queued.message_id);
-        *out->mutable_status() = std::move(queued.status);
-        return absl::OkStatus();
-      });
+  return DisseminationCall<v1::WithdrawDisseminationRequest,
+                           v1::WithdrawDisseminationResponse>(
+      context, request, response, "case.withdraw_grant", /*withdraw=*/true);
 }
 
 grpc::ServerUnaryReactor* OfficeServiceImpl::ForwardCase(

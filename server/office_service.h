@@ -136,6 +136,12 @@ class OfficeServiceImpl final : public OfficeServiceBase {
       const std::string& exchange_id,
       const google::protobuf::RepeatedPtrField<std::string>& offices,
       bool any_office, bool withdraw);
+  // GrantDissemination or WithdrawDissemination (`withdraw`), audited as
+  // `action`; both are authorized as the grant.
+  template <typename Request, typename Response>
+  grpc::ServerUnaryReactor* DisseminationCall(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response, std::string action, bool withdraw);
 
   // Mints ids for `message` (kind, priority, content set by the caller) from
   // `caller` and readies it for the outbox: the seal signs the envelope.
