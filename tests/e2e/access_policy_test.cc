@@ -684,39 +684,13 @@ class NeedToKnowTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = NewTempDir("need-to-know");
-    const int pk_peer = ReserveFreePort();
-    const int cn_peer = ReserveFreePort();
-    auto write = [&](const std::string& country, int own, int theirs,
-                     const std::string& offices) {
-      GatewayConfigOptions o;
-      o.country = country;
-      o.data_dir = dir_ + "/" + country + "-data";
-      o.peer_address = absl::StrCat("127.0.0.1:", own);
-      o.peer_endpoint = absl::StrCat("127.0.0.1:", theirs);
-      o.retry_max_seconds = 1;
-      o.offices = offices;
-      return WriteFile(dir_ + "/" + country + ".toml", GatewayConfigToml(o));
-    };
-    const std::string cn_offices = R"([[offices]]
-identity = "spiffe://cn.casebridge/office/mps-liaison"
-name = "MPS liaison"
-role = "liaison_officer"
-
-[[offices]]
-identity = "spiffe://cn.casebridge/office/mps-guangzhou"
-name = "MPS Guangzhou"
-role = "liaison_officer"
-
-[[offices]]
-identity = "spiffe://cn.casebridge/auditor/cn-auditor"
-name = "CN auditor"
-role = "auditor"
-)";
-    ASSERT_OK_AND_ASSIGN(
-        pk_, GatewayProcess::Start(
-                 write("PK", pk_peer, cn_peer, PkOffices("liaison_officer"))));
-    ASSERT_OK_AND_ASSIGN(
-        cn_, GatewayProcess::Start(write("CN", cn_peer, pk_peer, cn_offices)));
+    const GatewayPairConfigs configs =
+        WriteGatewayPairConfigs(dir_, 1, [](GatewayConfigOptions& o) {
+          o.offices = o.country == "PK" ? PkOffices("liaison_officer")
+                                        : kCnOfficesWithGuangzhou;
+        });
+    ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(configs.pk));
+    ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(configs.cn));
   }
 
   std::unique_ptr<client::OfficeClient> Pk(const std::string& stem) {

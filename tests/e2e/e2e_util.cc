@@ -65,8 +65,9 @@ bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout) {
   return condition();
 }
 
-GatewayPairConfigs WriteGatewayPairConfigs(const std::string& dir,
-                                           int retry_max_seconds) {
+GatewayPairConfigs WriteGatewayPairConfigs(
+    const std::string& dir, int retry_max_seconds,
+    const std::function<void(GatewayConfigOptions&)>& customize) {
   const int pk_peer = ReserveFreePort();
   const int cn_peer = ReserveFreePort();
   auto write = [&](const std::string& country, int own, int theirs) {
@@ -76,10 +77,27 @@ GatewayPairConfigs WriteGatewayPairConfigs(const std::string& dir,
     o.peer_address = absl::StrCat("127.0.0.1:", own);
     o.peer_endpoint = absl::StrCat("127.0.0.1:", theirs);
     o.retry_max_seconds = retry_max_seconds;
+    if (customize) customize(o);
     return WriteFile(dir + "/" + country + ".toml", GatewayConfigToml(o));
   };
   return {write("PK", pk_peer, cn_peer), write("CN", cn_peer, pk_peer)};
 }
+
+const char kCnOfficesWithGuangzhou[] = R"([[offices]]
+identity = "spiffe://cn.casebridge/office/mps-liaison"
+name = "MPS liaison"
+role = "liaison_officer"
+
+[[offices]]
+identity = "spiffe://cn.casebridge/office/mps-guangzhou"
+name = "MPS Guangzhou"
+role = "liaison_officer"
+
+[[offices]]
+identity = "spiffe://cn.casebridge/auditor/cn-auditor"
+name = "CN auditor"
+role = "auditor"
+)";
 
 v1::CaseReference ValidDraft(const std::string& summary) {
   v1::CaseReference c;

@@ -9,6 +9,7 @@
 #include "absl/time/time.h"
 #include "casebridge/v1/common.pb.h"
 #include "client/office_client.h"
+#include "tests/testing/test_pki.h"
 
 namespace casebridge::testing {
 
@@ -40,8 +41,15 @@ struct GatewayPairConfigs {
   std::string pk;  // path of the PK gateway's config
   std::string cn;  // path of the CN gateway's config
 };
-GatewayPairConfigs WriteGatewayPairConfigs(const std::string& dir,
-                                           int retry_max_seconds = 1);
+// `customize`, if set, adjusts each side's options (`country` says which)
+// before its config is written.
+GatewayPairConfigs WriteGatewayPairConfigs(
+    const std::string& dir, int retry_max_seconds = 1,
+    const std::function<void(GatewayConfigOptions&)>& customize = nullptr);
+
+// The CN gateway's [[offices]] with a second MPS office (Guangzhou) and the
+// CN auditor: for tests of who among the peer's offices sees what.
+extern const char kCnOfficesWithGuangzhou[];
 
 // A complete, valid new case.
 v1::CaseReference ValidDraft(

@@ -33,24 +33,13 @@ class EvidenceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = NewTempDir("evidence");
-    // Fixed peer ports, so each config can name the other's; checkpoints
-    // every 200 ms, so evidence is ready soon after delivery.
-    const int pk_peer = ReserveFreePort();
-    const int cn_peer = ReserveFreePort();
-    auto write = [&](const std::string& country, int own, int theirs) {
-      GatewayConfigOptions o;
-      o.country = country;
-      o.data_dir = DataDir(country);
-      o.peer_address = absl::StrCat("127.0.0.1:", own);
-      o.peer_endpoint = absl::StrCat("127.0.0.1:", theirs);
-      o.retry_max_seconds = 1;
-      o.extra_offices = "\n[audit]\ncheckpoint_interval_ms = 200\n";
-      return WriteFile(dir_ + "/" + country + ".toml", GatewayConfigToml(o));
-    };
-    const std::string pk_config = write("PK", pk_peer, cn_peer);
-    const std::string cn_config = write("CN", cn_peer, pk_peer);
-    ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(pk_config));
-    ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config));
+    // Checkpoints every 200 ms, so evidence is ready soon after delivery.
+    const GatewayPairConfigs configs =
+        WriteGatewayPairConfigs(dir_, 1, [](GatewayConfigOptions& o) {
+          o.extra_offices = "\n[audit]\ncheckpoint_interval_ms = 200\n";
+        });
+    ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(configs.pk));
+    ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(configs.cn));
   }
 
   std::string DataDir(const std::string& country) const {

@@ -34,36 +34,6 @@ class HandlingCodesTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = NewTempDir("handling-codes");
-    const int pk_peer = ReserveFreePort();
-    const int cn_peer = ReserveFreePort();
-    auto write = [&](const std::string& country, int own, int theirs,
-                     const std::string& offices,
-                     const std::string& peer_offices) {
-      GatewayConfigOptions o;
-      o.country = country;
-      o.data_dir = dir_ + "/" + country + "-data";
-      o.peer_address = absl::StrCat("127.0.0.1:", own);
-      o.peer_endpoint = absl::StrCat("127.0.0.1:", theirs);
-      o.retry_max_seconds = 1;
-      o.offices = offices;
-      o.peer_offices = peer_offices;
-      return WriteFile(dir_ + "/" + country + ".toml", GatewayConfigToml(o));
-    };
-    const std::string cn_offices = R"([[offices]]
-identity = "spiffe://cn.casebridge/office/mps-liaison"
-name = "MPS liaison"
-role = "liaison_officer"
-
-[[offices]]
-identity = "spiffe://cn.casebridge/office/mps-guangzhou"
-name = "MPS Guangzhou"
-role = "liaison_officer"
-
-[[offices]]
-identity = "spiffe://cn.casebridge/auditor/cn-auditor"
-name = "CN auditor"
-role = "auditor"
-)";
     const std::string pk_offices = R"([[offices]]
 identity = "spiffe://pk.casebridge/office/fia-liaison-desk"
 name = "FIA liaison desk"
@@ -74,14 +44,19 @@ identity = "spiffe://pk.casebridge/auditor/pk-auditor"
 name = "PK auditor"
 role = "auditor"
 )";
-    ASSERT_OK_AND_ASSIGN(
-        pk_,
-        GatewayProcess::Start(write(
-            "PK", pk_peer, cn_peer, pk_offices,
-            absl::StrCat(R"([")", kMpsId, R"(", ")", kGuangzhouId, R"("])"))));
-    ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(write(
-                                  "CN", cn_peer, pk_peer, cn_offices,
-                                  absl::StrCat(R"([")", kFiaId, R"("])"))));
+    const GatewayPairConfigs configs =
+        WriteGatewayPairConfigs(dir_, 1, [&](GatewayConfigOptions& o) {
+          if (o.country == "PK") {
+            o.offices = pk_offices;
+            o.peer_offices =
+                absl::StrCat(R"([")", kMpsId, R"(", ")", kGuangzhouId, R"("])");
+          } else {
+            o.offices = kCnOfficesWithGuangzhou;
+            o.peer_offices = absl::StrCat(R"([")", kFiaId, R"("])");
+          }
+        });
+    ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(configs.pk));
+    ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(configs.cn));
   }
 
   std::unique_ptr<client::OfficeClient> Pk(const std::string& stem) {
