@@ -90,6 +90,16 @@ absl::Status CheckHeldCaseHandling(const v1::CaseReference& held,
   if (message.kind() == v1::MESSAGE_KIND_CASE_SHARE) return absl::OkStatus();
   const v1::HandlingCode case_code = held.handling_code();
   const v1::HandlingCode own = message.handling_code();
+  if (case_code == v1::HANDLING_CODE_H3 && own == v1::HANDLING_CODE_H3 &&
+      message.handling_restriction() != held.handling_restriction()) {
+    // H3's restriction is the case's own text, carried unchanged by every
+    // message; another text would relax it or say something else.
+    return absl::PermissionDeniedError(absl::StrCat(
+        "handling_code: H3 with a handling_restriction other than the "
+        "case's (case ",
+        held.exchange_id(),
+        " as this gateway holds it); a message keeps its case's restriction"));
+  }
   if (case_code == v1::HANDLING_CODE_UNSPECIFIED ||
       case_code == v1::HANDLING_CODE_H0 || own == case_code) {
     return absl::OkStatus();

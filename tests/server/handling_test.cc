@@ -11,6 +11,7 @@ namespace casebridge::server {
 namespace {
 
 using ::casebridge::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 v1::CaseReference Case(v1::HandlingCode code,
@@ -214,6 +215,10 @@ TEST(HandlingTest, ReceiverTakesTheCasesCodeAndAnyCodeOnAnH0Case) {
     m.set_handling_code(code);
     EXPECT_OK(CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H0), m));
     EXPECT_OK(CheckHeldCaseHandling(Case(code), m));
+    if (code == v1::HANDLING_CODE_H3) {
+      m.set_handling_restriction("no press");
+      EXPECT_OK(CheckHeldCaseHandling(Case(code, "no press"), m));
+    }
   }
   // A case share carries the case itself, which its originator may have
   // relaxed since the copy held here.
@@ -221,6 +226,25 @@ TEST(HandlingTest, ReceiverTakesTheCasesCodeAndAnyCodeOnAnH0Case) {
   share.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
   share.set_handling_code(v1::HANDLING_CODE_H0);
   EXPECT_OK(CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H2), share));
+}
+
+TEST(HandlingTest, ReceiverRefusesAnH3MessageWithAnotherRestriction) {
+  v1::CaseMessage m = Note();
+  m.set_handling_code(v1::HANDLING_CODE_H3);
+  m.set_handling_restriction("no press");
+  EXPECT_OK(CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H3, "no press"), m));
+  m.set_handling_restriction("may be shared with Interpol");
+  const absl::Status refused =
+      CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H3, "no press"), m);
+  EXPECT_THAT(refused,
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       AllOf(HasSubstr("handling_restriction other than the "
+                                       "case's"),
+                             HasSubstr("PK-2026-000042"))));
+  // Its text is signed: refused for good.
+  EXPECT_TRUE(Inbound::IsPermanent(refused));
+  // On an H0 case a message may choose H3 with a text of its own.
+  EXPECT_OK(CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H0), m));
 }
 
 TEST(HandlingTest, OtherDenialsOfAnEnvelopeAreNotPermanent) {
