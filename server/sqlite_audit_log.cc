@@ -8,9 +8,11 @@ namespace casebridge::server {
 namespace {
 
 constexpr size_t kSaltBytes = 16;
-// Entries indexed per write transaction when the tree catches up, so that
-// office calls never wait long behind it.
-constexpr int64_t kCatchUpBatch = 1000;
+// Entries indexed per write unit when the tree catches up, so that office
+// calls and the exchange never wait long behind it: a unit holds the one
+// writer, and at 1,000 entries (10-15 ms under load) it was the longest wait
+// in the exchange's tail (docs/performance.md, run G).
+constexpr int64_t kCatchUpBatch = 100;
 
 absl::Status InsertNode(sqlite::Connection& c, int level, uint64_t index,
                         absl::string_view hash) {

@@ -334,6 +334,33 @@ TEST_F(AuditLogTest, AppendWritesTheEntryAloneAndTheTreeCatchesUpLater) {
   EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_nodes"), 4);
 }
 
+TEST_F(AuditLogTest, CatchingUpManyEntriesGivesTheSameTree) {
+  // More entries than one catch-up unit indexes (it holds the writer only
+  // briefly): the tree is still the one over every entry.
+  constexpr int kMany = 257;
+  for (int i = 0; i < kMany; ++i) {
+    ASSERT_OK(log()
+                  .Append(Event("case.get", {absl::StrCat("PK-2026-", i)}))
+                  .status());
+  }
+  ASSERT_OK(log().CatchUpTree());
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_nodes WHERE level = 0"), kMany);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_subjects"), kMany);
+  ASSERT_OK_AND_ASSIGN(const auto entries, log().Read(0, kMany));
+  std::vector<std::string> leaves;
+  for (const StoredEntry& e : entries) {
+    leaves.push_back(merkle::LeafHash(e.bytes));
+  }
+  ASSERT_EQ(leaves.size(), static_cast<size_t>(kMany));
+  ASSERT_OK_AND_ASSIGN(const std::string root, log().RootAt(kMany));
+  EXPECT_EQ(root, ReferenceRoot(leaves));
+  for (const uint64_t index : {0, 99, 100, 199, 256}) {
+    ASSERT_OK_AND_ASSIGN(const auto proof, log().InclusionProof(index, kMany));
+    EXPECT_OK(
+        merkle::VerifyInclusion(index, kMany, leaves[index], proof, root));
+  }
+}
+
 TEST_F(AuditLogTest, ProofsBeyondTheStoredTreeCatchItUpFirst) {
   AppendEntries(5);
   ASSERT_OK_AND_ASSIGN(const auto entries, log().Read(0, 10));
