@@ -236,13 +236,9 @@ bool Database::DoneOrLeading(WaitArg* arg) {
 
 absl::Status Database::Write(
     const std::function<absl::Status(Connection&)>& work) {
-  PendingWrite me{
-      &work,
-      absl::OkStatus(),
-      false,
-      false,
-      server::ScopedWritePriority::Current() == server::WritePriority::kFirst,
-      false};
+  PendingWrite me{.work = &work,
+                  .first = server::ScopedWritePriority::Current() ==
+                           server::WritePriority::kFirst};
   return Enqueue(me);
 }
 
@@ -261,7 +257,7 @@ absl::Status Database::TruncateWal() {
     }
     return absl::OkStatus();
   };
-  PendingWrite me{&work, absl::OkStatus(), false, true, false, false};
+  PendingWrite me{.work = &work, .alone = true};
   const absl::Status status = Enqueue(me);
   wal_truncation_owed_ = !status.ok();
   return status;
@@ -270,7 +266,7 @@ absl::Status Database::TruncateWal() {
 absl::Status Database::Enqueue(PendingWrite& me) {
   WaitArg arg{this, &me};
   queue_mu_.Lock();
-  if (me.first && first_streak_ < kMaxFirstStreak) {
+  if (me.first && first_streak_.MayGoFirst()) {
     me.ahead = true;
     queue_.insert(
         queue_.begin() + static_cast<std::ptrdiff_t>(running_ + first_waiting_),
@@ -302,8 +298,7 @@ absl::Status Database::Enqueue(PendingWrite& me) {
   for (const PendingWrite* write : batch) {
     if (write->ahead) --first_waiting_;
   }
-  // Counts the batches of writes queued ahead that left others waiting.
-  first_streak_ = me.ahead && queue_.size() > n ? first_streak_ + 1 : 0;
+  first_streak_.Went(me.ahead, queue_.size() > n);
   queue_mu_.Unlock();
 
   if (me.alone) {

@@ -165,8 +165,8 @@ class Database {
   static constexpr int kMaxFirstStreak = 8;
 
   struct PendingWrite {
-    const std::function<absl::Status(Connection&)>* work;
-    absl::Status status;
+    const std::function<absl::Status(Connection&)>* work = nullptr;
+    absl::Status status = absl::OkStatus();
     bool done = false;
     // Runs alone, outside any transaction (a checkpoint).
     bool alone = false;
@@ -193,8 +193,9 @@ class Database {
   std::deque<PendingWrite*> queue_ ABSL_GUARDED_BY(queue_mu_);
   size_t running_ ABSL_GUARDED_BY(queue_mu_) = 0;        // batch at the front
   size_t first_waiting_ ABSL_GUARDED_BY(queue_mu_) = 0;  // kFirst after it
-  int first_streak_ ABSL_GUARDED_BY(queue_mu_) = 0;
-  std::atomic<bool> wal_truncation_owed_{false};  // kMaxFirstStreak
+  server::FirstLaneStreak first_streak_ ABSL_GUARDED_BY(queue_mu_){
+      kMaxFirstStreak};
+  std::atomic<bool> wal_truncation_owed_{false};  // see OweWalTruncation
   // Used only by the leader of the write queue, one at a time.
   std::unique_ptr<Connection> writer_;
   absl::Mutex read_mu_;

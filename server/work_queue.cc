@@ -35,13 +35,13 @@ void WorkQueue::Run() {
             return q->stopping_ || !q->first_.empty() || !q->tasks_.empty();
           },
           this));
-      const bool first = !first_.empty() &&
-                         (tasks_.empty() || first_streak_ < kMaxFirstStreak);
+      const bool first =
+          !first_.empty() && (tasks_.empty() || streak_.MayGoFirst());
       std::deque<std::function<void()>>& from = first ? first_ : tasks_;
       if (from.empty()) return;  // stopping, and nothing left
-      first_streak_ = first ? first_streak_ + 1 : 0;
       task = std::move(from.front());
       from.pop_front();
+      streak_.Went(first, !tasks_.empty());
     }
     task();
   }

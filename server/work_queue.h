@@ -10,6 +10,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "server/write_priority.h"
 
 namespace casebridge::server {
 
@@ -38,7 +39,7 @@ class WorkQueue {
   absl::Mutex mu_;
   std::deque<std::function<void()>> first_ ABSL_GUARDED_BY(mu_);
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
-  int first_streak_ ABSL_GUARDED_BY(mu_) = 0;
+  FirstLaneStreak streak_ ABSL_GUARDED_BY(mu_){kMaxFirstStreak};
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };

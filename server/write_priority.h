@@ -15,6 +15,26 @@ namespace casebridge::server {
 // first served.
 enum class WritePriority { kNormal, kFirst };
 
+// The rule that keeps a first lane from starving the other: work from the
+// first lane goes ahead, but after `max` of it in a row while other work
+// waited, the other goes once. Used by WorkQueue (URGENT office calls) and
+// sqlite::Database (kFirst writes); not thread-safe (its owner's lock).
+class FirstLaneStreak {
+ public:
+  explicit FirstLaneStreak(int max) : max_(max) {}
+  // Whether first-lane work may still go ahead of other work waiting.
+  bool MayGoFirst() const { return streak_ < max_; }
+  // Records what just went: from the first lane or not, and whether other
+  // work was left waiting.
+  void Went(bool first, bool others_waiting) {
+    streak_ = first && others_waiting ? streak_ + 1 : 0;
+  }
+
+ private:
+  const int max_;
+  int streak_ = 0;
+};
+
 // Sets the priority of the sqlite::Database::Write calls this thread makes
 // while it lives (scopes nest; the innermost wins).
 class ScopedWritePriority {
