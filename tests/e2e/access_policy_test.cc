@@ -687,7 +687,7 @@ class NeedToKnowTest : public ::testing::Test {
     const GatewayPairConfigs configs =
         WriteGatewayPairConfigs(dir_, 1, [](GatewayConfigOptions& o) {
           o.offices = o.country == "PK" ? PkOffices("liaison_officer")
-                                        : kCnOfficesWithGuangzhou;
+                                        : CnOfficesWithGuangzhou();
         });
     ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(configs.pk));
     ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(configs.cn));

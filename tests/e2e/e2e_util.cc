@@ -83,21 +83,14 @@ GatewayPairConfigs WriteGatewayPairConfigs(
   return {write("PK", pk_peer, cn_peer), write("CN", cn_peer, pk_peer)};
 }
 
-const char kCnOfficesWithGuangzhou[] = R"([[offices]]
-identity = "spiffe://cn.casebridge/office/mps-liaison"
-name = "MPS liaison"
-role = "liaison_officer"
-
+std::string CnOfficesWithGuangzhou() {
+  return absl::StrCat(DefaultOfficesToml("CN"), R"(
 [[offices]]
 identity = "spiffe://cn.casebridge/office/mps-guangzhou"
 name = "MPS Guangzhou"
 role = "liaison_officer"
-
-[[offices]]
-identity = "spiffe://cn.casebridge/auditor/cn-auditor"
-name = "CN auditor"
-role = "auditor"
-)";
+)");
+}
 
 v1::CaseReference ValidDraft(const std::string& summary) {
   v1::CaseReference c;

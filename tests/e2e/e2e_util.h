@@ -47,9 +47,9 @@ GatewayPairConfigs WriteGatewayPairConfigs(
     const std::string& dir, int retry_max_seconds = 1,
     const std::function<void(GatewayConfigOptions&)>& customize = nullptr);
 
-// The CN gateway's [[offices]] with a second MPS office (Guangzhou) and the
-// CN auditor: for tests of who among the peer's offices sees what.
-extern const char kCnOfficesWithGuangzhou[];
+// The CN gateway's default [[offices]] and a second MPS office (Guangzhou):
+// for tests of who among the peer's offices sees what.
+std::string CnOfficesWithGuangzhou();
 
 // A complete, valid new case.
 v1::CaseReference ValidDraft(

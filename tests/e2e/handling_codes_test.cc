@@ -51,7 +51,7 @@ role = "auditor"
             o.peer_offices =
                 absl::StrCat(R"([")", kMpsId, R"(", ")", kGuangzhouId, R"("])");
           } else {
-            o.offices = kCnOfficesWithGuangzhou;
+            o.offices = CnOfficesWithGuangzhou();
             o.peer_offices = absl::StrCat(R"([")", kFiaId, R"("])");
           }
         });

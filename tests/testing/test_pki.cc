@@ -129,11 +129,9 @@ std::string NewTempDir(const std::string& name) {
   return path;
 }
 
-std::string GatewayConfigToml(const GatewayConfigOptions& o) {
-  const bool pk = o.country == "PK";
-  const std::string us = pk ? "pk" : "cn";
-  const std::string them = pk ? "cn" : "pk";
-  std::string offices = pk ? R"([[offices]]
+std::string DefaultOfficesToml(const std::string& country) {
+  const bool pk = country == "PK";
+  return pk ? R"([[offices]]
 identity = "spiffe://pk.casebridge/office/fia-liaison-desk"
 name = "FIA liaison desk"
 role = "liaison_officer"
@@ -148,7 +146,7 @@ identity = "spiffe://pk.casebridge/auditor/pk-auditor"
 name = "PK auditor"
 role = "auditor"
 )"
-                           : R"([[offices]]
+            : R"([[offices]]
 identity = "spiffe://cn.casebridge/office/mps-liaison"
 name = "MPS liaison"
 role = "liaison_officer"
@@ -158,6 +156,13 @@ identity = "spiffe://cn.casebridge/auditor/cn-auditor"
 name = "CN auditor"
 role = "auditor"
 )";
+}
+
+std::string GatewayConfigToml(const GatewayConfigOptions& o) {
+  const bool pk = o.country == "PK";
+  const std::string us = pk ? "pk" : "cn";
+  const std::string them = pk ? "cn" : "pk";
+  std::string offices = DefaultOfficesToml(o.country);
   if (!o.offices.empty()) offices = o.offices;
   return absl::StrReplaceAll(
       R"(country = "$COUNTRY"

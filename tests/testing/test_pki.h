@@ -51,6 +51,10 @@ int ReserveFreePort();
 // pk-auditor (auditor); CN's has mps-liaison and cn-auditor.
 std::string GatewayConfigToml(const GatewayConfigOptions& options);
 
+// The [[offices]] a gateway of `country` ("PK" or "CN") gets when
+// GatewayConfigOptions::offices is empty: the dev PKI's offices and auditor.
+std::string DefaultOfficesToml(const std::string& country);
+
 // Writes `contents` to `path` (creating folders). Returns `path`.
 std::string WriteFile(const std::string& path, const std::string& contents);
 
