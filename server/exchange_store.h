@@ -138,22 +138,13 @@ class ExchangeStore {
                                      const absl::Status& error,
                                      absl::Time next_attempt) = 0;
 
-  // One envelope of a sending round (RecordAttempts).
+  // One envelope of a sending round, as RecordSending records it.
   struct Attempt {
     std::string envelope_id;
     // The envelope.sent entry, appended as given, on the first transmission
     // only; unset for a retransmission (not audited).
     std::optional<AuditEvent> sent;
   };
-  // The bookkeeping of a whole sending round in one transaction: for each
-  // attempt, appends its `sent` entry if set and counts the attempt as
-  // RecordAttempt(envelope_id, OK, next_attempt) does. Returns one status per
-  // attempt, in order: OK if recorded, or NOT_FOUND / FAILED_PRECONDITION as
-  // RecordAttempt would (that attempt is left out, its entry not appended).
-  // Any other error writes nothing and is returned for the whole round.
-  virtual absl::StatusOr<std::vector<absl::Status>> RecordAttempts(
-      const std::vector<Attempt>& attempts, absl::Time next_attempt) = 0;
-
   // In one transaction: stores the peer's signed receipt (state DELIVERED,
   // delivered at `delivered_at`) and appends `audit` (message id and envelope
   // id added as subjects). The caller has verified the receipt and checked it
@@ -166,20 +157,38 @@ class ExchangeStore {
                                        absl::Time delivered_at,
                                        const AuditEvent& audit) = 0;
 
-  // A verified receipt for RecordDeliveredBatch.
+  // A verified receipt, as RecordSending stores it.
   struct Delivery {
     std::string envelope_id;
     v1::SignedReceipt receipt;
     AuditEvent audit;  // receipt.stored; message and envelope id are added
   };
-  // As RecordDelivered for each delivery, all in one transaction, with
-  // delivered_at taken inside it (the moment the receipts are stored, whole
-  // microseconds). Returns one status per delivery, in order, as
-  // RecordDelivered would return it; a delivery that is not OK writes
-  // nothing of its own. Any other error (the database's) writes nothing and
-  // is returned for the whole batch.
-  virtual absl::StatusOr<std::vector<absl::Status>> RecordDeliveredBatch(
-      const std::vector<Delivery>& deliveries) = 0;
+  // What the sender has to record at one moment: the attempts of the rounds
+  // it wrote to the stream since it last recorded, and the receipts read
+  // meanwhile.
+  struct Sending {
+    std::vector<Attempt> attempts;
+    // When an attempt's envelope is due again should no answer come (the
+    // sender passes "now": a restarted sender holds nothing in flight).
+    absl::Time next_attempt;
+    std::vector<Delivery> deliveries;
+  };
+  struct SendingRecorded {
+    std::vector<absl::Status> attempts;    // one per attempt, in order
+    std::vector<absl::Status> deliveries;  // one per delivery, in order
+  };
+  // The sender's bookkeeping in one transaction, attempts first, so a
+  // receipt stored here follows the envelope.sent entry of its envelope.
+  // For each attempt: appends its `sent` entry if set and counts the attempt
+  // as RecordAttempt(envelope_id, OK, next_attempt) does; its status is OK,
+  // or NOT_FOUND / FAILED_PRECONDITION as RecordAttempt would return them
+  // (that attempt left out, its entry not appended). For each delivery: as
+  // RecordDelivered, with delivered_at taken inside the transaction (the
+  // moment the receipts are stored, whole microseconds); a delivery that is
+  // not OK writes nothing of its own. Any other error (the database's)
+  // writes nothing and is returned for the whole record.
+  virtual absl::StatusOr<SendingRecorded> RecordSending(
+      const Sending& sending) = 0;
 
   // In one transaction: marks the envelope FAILED (the peer refused it for
   // good; it is never sent again), keeps `refusal` as last_error and appends

@@ -180,39 +180,24 @@ void PeerLink::RunStream() {
     }
     ready.resize(taken);
 
-    // The round's bookkeeping in one transaction: the envelope.sent entry of
-    // each first transmission (retries are logged only) and the attempt
-    // (SENT, attempts + 1, due again at once should this process die, since
-    // a restarted sender holds nothing in flight).
-    std::vector<ExchangeStore::Attempt> attempts;
-    attempts.reserve(ready.size());
-    for (const OutboxItem& item : ready) {
-      ExchangeStore::Attempt attempt;
-      attempt.envelope_id = item.envelope_id;
-      if (item.attempts == 0) {
-        attempt.sent =
-            Event("envelope.sent", item, item.signed_envelope.signature());
-      }
-      attempts.push_back(std::move(attempt));
-    }
+    // Each envelope goes on the stream at once; its attempt (state SENT,
+    // attempts + 1, due again at once should this process die, since a
+    // restarted sender holds nothing in flight) and, on a first
+    // transmission, its envelope.sent entry are recorded by the recorder
+    // while the envelope travels, before any answer about it (Record).
+    // Should this process die before that record, the outbox still holds
+    // the envelope as due and never transmitted: it goes again, audited then.
     std::vector<v1::DeliverRequest> requests;
-    if (!attempts.empty()) {
-      auto marked = store_->RecordAttempts(attempts, clock_->Now());
-      if (!marked.ok()) {
-        log::Error("outbox.record_failed",
-                   {{"envelopes", attempts.size()},
-                    {"error", std::string(marked.status().message())}});
-        ready.clear();  // try again on the next round
-      }
+    requests.reserve(ready.size());
+    if (!ready.empty()) {
       absl::MutexLock lock(&mu_);
-      for (size_t i = 0; i < ready.size(); ++i) {
-        if (!(*marked)[i].ok()) {
-          log::Error("outbox.record_failed",
-                     {{"envelope_id", ready[i].envelope_id},
-                      {"error", std::string((*marked)[i].message())}});
-          continue;
+      for (OutboxItem& item : ready) {
+        ExchangeStore::Attempt& attempt = attempts_.emplace_back();
+        attempt.envelope_id = item.envelope_id;
+        if (item.attempts == 0) {
+          attempt.sent =
+              Event("envelope.sent", item, item.signed_envelope.signature());
         }
-        OutboxItem& item = ready[i];
         v1::DeliverRequest& request = requests.emplace_back();
         request.set_sequence(next_sequence_++);
         *request.mutable_signed_envelope() = item.signed_envelope;
@@ -249,6 +234,9 @@ void PeerLink::RunStream() {
   context.TryCancel();
   reader.join();  // marks the reader done: the recorder drains and returns
   recorder.join();
+  // Attempts of the last rounds the recorder did not take: recorded before
+  // the envelopes in flight are put back.
+  Record({});
   const grpc::Status finished = stream->Finish();
   std::map<uint64_t, InFlight> orphans;
   {
@@ -340,7 +328,95 @@ void PeerLink::Check(Answer& answer) const {
 }
 
 void PeerLink::Record(const std::vector<Answer>& answers) {
-  RecordBatch(answers);
+  ExchangeStore::Sending sending;
+  {
+    absl::MutexLock lock(&mu_);
+    // An answer is recorded after the attempt of its envelope, never before
+    // (a receipt stored first would leave the envelope.sent entry out):
+    // wait while another record is writing one of these attempts, then
+    // take every attempt waiting, theirs among them.
+    auto attempts_ready = [this,
+                           &answers]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return std::none_of(
+          answers.begin(), answers.end(),
+          [this](const Answer& answer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+            return attempts_writing_.contains(answer.item.envelope_id);
+          });
+    };
+    mu_.Await(absl::Condition(&attempts_ready));
+    sending.attempts.swap(attempts_);
+    for (const ExchangeStore::Attempt& attempt : sending.attempts) {
+      attempts_writing_.insert(attempt.envelope_id);
+    }
+  }
+  sending.next_attempt = clock_->Now();
+  // Verified receipts, stored with the attempts, each with its
+  // receipt.stored entry.
+  std::vector<const Answer*> delivered;
+  for (const Answer& answer : answers) {
+    if (!answer.response.has_receipt() || !answer.checked.ok()) continue;
+    ExchangeStore::Delivery& delivery = sending.deliveries.emplace_back();
+    delivery.envelope_id = answer.item.envelope_id;
+    delivery.receipt = answer.response.receipt();
+    delivery.audit = Event("receipt.stored", answer.item,
+                           answer.response.receipt().receipt());
+    delivered.push_back(&answer);
+  }
+  const auto recorded = store_->RecordSending(sending);
+  {
+    absl::MutexLock lock(&mu_);
+    for (const ExchangeStore::Attempt& attempt : sending.attempts) {
+      attempts_writing_.erase(attempt.envelope_id);
+    }
+    if (!recorded.ok()) {
+      // The envelopes are on their way all the same: their attempts go with
+      // the next record, still ahead of any answer about them.
+      attempts_.insert(attempts_.begin(), sending.attempts.begin(),
+                       sending.attempts.end());
+    }
+  }
+  if (!recorded.ok()) {
+    log::Error("outbox.record_failed",
+               {{"envelopes", sending.attempts.size()},
+                {"receipts", sending.deliveries.size()},
+                {"error", std::string(recorded.status().message())}});
+    // Nothing of these answers is recorded, and their envelopes' attempts
+    // may not be yet: each envelope goes again after its backoff, and its
+    // answer is recorded then.
+    for (const Answer& answer : answers) Retry(answer.item, recorded.status());
+  } else {
+    for (size_t i = 0; i < sending.attempts.size(); ++i) {
+      const absl::Status& status = recorded->attempts[i];
+      if (status.ok()) continue;
+      // Sent although no longer pending (delivered or refused meanwhile, or
+      // purged): the peer answers it as a replay.
+      log::Warning("outbox.attempt_not_recorded",
+                   {{"envelope_id", sending.attempts[i].envelope_id},
+                    {"error", std::string(status.message())}});
+    }
+    for (size_t i = 0; i < delivered.size(); ++i) {
+      const absl::Status& status = recorded->deliveries[i];
+      if (status.ok()) continue;
+      const OutboxItem& item = delivered[i]->item;
+      log::Error("outbox.record_failed",
+                 {{"envelope_id", item.envelope_id},
+                  {"error", std::string(status.message())}});
+      Retry(item, status);
+    }
+    for (const Answer& answer : answers) {
+      if (!answer.response.has_receipt()) {
+        RecordRefusal(answer);
+      } else if (!answer.checked.ok()) {
+        log::Error("peer.bad_receipt",
+                   {{"envelope_id", answer.item.envelope_id},
+                    {"error", std::string(answer.checked.message())}});
+        Retry(answer.item,
+              absl::Status(
+                  answer.checked.code(),
+                  absl::StrCat("receipt refused: ", answer.checked.message())));
+      }
+    }
+  }
   absl::MutexLock lock(&mu_);
   for (const Answer& answer : answers) {
     busy_cases_.erase(answer.item.exchange_id);
@@ -354,53 +430,16 @@ void PeerLink::RecordAnswers() {
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !answers_.empty() || reader_done_;
+        return !answers_.empty() || !attempts_.empty() || reader_done_;
       };
       mu_.Await(absl::Condition(&ready));
-      if (answers_.empty()) return;  // the reader is done, all recorded
+      // The reader is done and all is recorded (RunStream records the
+      // attempts of rounds written after this).
+      if (answers_.empty() && attempts_.empty()) return;
       answers.swap(answers_);
     }
     for (Answer& answer : answers) Check(answer);
     Record(answers);
-  }
-}
-
-void PeerLink::RecordBatch(const std::vector<Answer>& answers) {
-  // Verified receipts, stored together with their receipt.stored entries.
-  std::vector<ExchangeStore::Delivery> deliveries;
-  std::vector<const Answer*> delivered;
-  for (const Answer& answer : answers) {
-    const OutboxItem& item = answer.item;
-    if (!answer.response.has_receipt()) {
-      RecordRefusal(answer);
-      continue;
-    }
-    if (!answer.checked.ok()) {
-      log::Error("peer.bad_receipt",
-                 {{"envelope_id", item.envelope_id},
-                  {"error", std::string(answer.checked.message())}});
-      Retry(item, absl::Status(answer.checked.code(),
-                               absl::StrCat("receipt refused: ",
-                                            answer.checked.message())));
-      continue;
-    }
-    ExchangeStore::Delivery& delivery = deliveries.emplace_back();
-    delivery.envelope_id = item.envelope_id;
-    delivery.receipt = answer.response.receipt();
-    delivery.audit =
-        Event("receipt.stored", item, answer.response.receipt().receipt());
-    delivered.push_back(&answer);
-  }
-  if (deliveries.empty()) return;
-  auto stored = store_->RecordDeliveredBatch(deliveries);
-  for (size_t i = 0; i < delivered.size(); ++i) {
-    const absl::Status status = stored.ok() ? (*stored)[i] : stored.status();
-    if (status.ok()) continue;
-    const OutboxItem& item = delivered[i]->item;
-    log::Error("outbox.record_failed",
-               {{"envelope_id", item.envelope_id},
-                {"error", std::string(status.message())}});
-    Retry(item, status);
   }
 }
 

@@ -12,13 +12,16 @@
 // restarts (the outbox is durable; the peer answers a resent envelope with
 // the receipt it gave first).
 //
-// Threads, per stream: the sender thread records each round's attempts and
-// envelope.sent entries in one transaction (ExchangeStore::RecordAttempts)
-// and then writes the round; the reader thread reads answers and verifies
-// receipts; the recorder thread stores the answers read so far, all verified
-// receipts of a batch in one transaction (ExchangeStore::
-// RecordDeliveredBatch). Non-URGENT envelopes leave a few slots of the window
-// free (UrgentReserve), so an URGENT envelope never waits for a receipt.
+// Threads, per stream: the sender thread writes each round to the stream as
+// soon as it is read from the outbox; the reader thread reads answers and
+// verifies receipts; the recorder thread records, in one transaction
+// (ExchangeStore::RecordSending), the attempts of the rounds written since
+// its last record (with the envelope.sent entry of each first transmission)
+// and the verified receipts read meanwhile. An answer is never recorded
+// before the attempt of its envelope. An URGENT envelope's answer is
+// recorded by the reader at once. Non-URGENT envelopes leave a few slots of
+// the window free (UrgentReserve), so an URGENT envelope never waits for a
+// receipt.
 #ifndef CASEBRIDGE_SERVER_PEER_LINK_H_
 #define CASEBRIDGE_SERVER_PEER_LINK_H_
 
@@ -101,12 +104,13 @@ class PeerLink {
   void HandleResponse(v1::DeliverResponse response);
   // For a receipt: verifies it and that it matches the envelope sent.
   void Check(Answer& answer) const;
-  // Records `answers` (checked) and frees their cases for the next envelope.
+  // Records `answers` (checked), in one transaction with the attempts
+  // waiting (ExchangeStore::RecordSending), and frees their cases for the
+  // next envelope.
   void Record(const std::vector<Answer>& answers);
-  // Recorder thread: records answers as they come until the reader is done
-  // and every answer is recorded.
+  // Recorder thread: records attempts and answers as they come until the
+  // reader is done and everything is recorded.
   void RecordAnswers();
-  void RecordBatch(const std::vector<Answer>& answers);
   void RecordRefusal(const Answer& answer);
   // Puts an envelope back for a later attempt.
   void Retry(const OutboxItem& item, const absl::Status& error);
@@ -131,6 +135,10 @@ class PeerLink {
   // Answers read and not yet recorded; their cases stay busy until then.
   std::vector<Answer> answers_ ABSL_GUARDED_BY(mu_);
   bool reader_done_ ABSL_GUARDED_BY(mu_) = false;
+  // Attempts of envelopes written to the stream and not yet taken by a
+  // record, and the envelope ids of attempts a record is writing.
+  std::vector<ExchangeStore::Attempt> attempts_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> attempts_writing_ ABSL_GUARDED_BY(mu_);
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   absl::BitGen random_ ABSL_GUARDED_BY(mu_);
 

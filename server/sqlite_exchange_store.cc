@@ -507,28 +507,6 @@ absl::Status SqliteExchangeStore::RecordAttempt(const std::string& envelope_id,
   });
 }
 
-absl::StatusOr<std::vector<absl::Status>> SqliteExchangeStore::RecordAttempts(
-    const std::vector<Attempt>& attempts, absl::Time next_attempt) {
-  std::vector<absl::Status> results;
-  if (attempts.empty()) return results;
-  CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
-    results.clear();  // a unit may run again if its batch is retried
-    results.reserve(attempts.size());
-    for (const Attempt& attempt : attempts) {
-      CB_ASSIGN_OR_RETURN(absl::Status counted,
-                          CountAttempt(conn, attempt.envelope_id,
-                                       absl::OkStatus(), next_attempt));
-      if (counted.ok() && attempt.sent.has_value()) {
-        CB_RETURN_IF_ERROR(
-            audit_->AppendInTransaction(conn, *attempt.sent).status());
-      }
-      results.push_back(std::move(counted));
-    }
-    return absl::OkStatus();
-  }));
-  return results;
-}
-
 absl::Status SqliteExchangeStore::RecordDelivered(
     const std::string& envelope_id, const v1::SignedReceipt& receipt,
     absl::Time delivered_at, const AuditEvent& audit) {
@@ -541,28 +519,39 @@ absl::Status SqliteExchangeStore::RecordDelivered(
   });
 }
 
-absl::StatusOr<std::vector<absl::Status>>
-SqliteExchangeStore::RecordDeliveredBatch(
-    const std::vector<Delivery>& deliveries) {
-  std::vector<absl::Status> results;
-  if (deliveries.empty()) return results;
+absl::StatusOr<ExchangeStore::SendingRecorded>
+SqliteExchangeStore::RecordSending(const Sending& sending) {
+  SendingRecorded results;
+  if (sending.attempts.empty() && sending.deliveries.empty()) return results;
   std::vector<std::string> receipt_bytes;
-  receipt_bytes.reserve(deliveries.size());
-  for (const Delivery& delivery : deliveries) {
+  receipt_bytes.reserve(sending.deliveries.size());
+  for (const Delivery& delivery : sending.deliveries) {
     receipt_bytes.push_back(delivery.receipt.SerializeAsString());
   }
   CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
-    results.clear();
-    results.reserve(deliveries.size());
+    results = {};  // a unit may run again if its batch is retried
+    results.attempts.reserve(sending.attempts.size());
+    for (const Attempt& attempt : sending.attempts) {
+      CB_ASSIGN_OR_RETURN(absl::Status counted,
+                          CountAttempt(conn, attempt.envelope_id,
+                                       absl::OkStatus(), sending.next_attempt));
+      if (counted.ok() && attempt.sent.has_value()) {
+        CB_RETURN_IF_ERROR(
+            audit_->AppendInTransaction(conn, *attempt.sent).status());
+      }
+      results.attempts.push_back(std::move(counted));
+    }
     // Inside the transaction: the moment the receipts become durable, up to
     // this transaction's own commit.
     const absl::Time delivered_at = TruncateToMicros(clock_->Now());
-    for (size_t i = 0; i < deliveries.size(); ++i) {
+    results.deliveries.reserve(sending.deliveries.size());
+    for (size_t i = 0; i < sending.deliveries.size(); ++i) {
+      const Delivery& delivery = sending.deliveries[i];
       CB_ASSIGN_OR_RETURN(
           absl::Status stored,
-          StoreReceipt(conn, audit_, deliveries[i].envelope_id,
-                       receipt_bytes[i], delivered_at, deliveries[i].audit));
-      results.push_back(std::move(stored));
+          StoreReceipt(conn, audit_, delivery.envelope_id, receipt_bytes[i],
+                       delivered_at, delivery.audit));
+      results.deliveries.push_back(std::move(stored));
     }
     return absl::OkStatus();
   }));

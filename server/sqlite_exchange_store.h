@@ -44,14 +44,12 @@ class SqliteExchangeStore final : public ExchangeStore {
   absl::Status RecordAttempt(const std::string& envelope_id,
                              const absl::Status& error,
                              absl::Time next_attempt) override;
-  absl::StatusOr<std::vector<absl::Status>> RecordAttempts(
-      const std::vector<Attempt>& attempts, absl::Time next_attempt) override;
   absl::Status RecordDelivered(const std::string& envelope_id,
                                const v1::SignedReceipt& receipt,
                                absl::Time delivered_at,
                                const AuditEvent& audit) override;
-  absl::StatusOr<std::vector<absl::Status>> RecordDeliveredBatch(
-      const std::vector<Delivery>& deliveries) override;
+  absl::StatusOr<SendingRecorded> RecordSending(
+      const Sending& sending) override;
   absl::Status RecordRefused(const std::string& envelope_id,
                              const absl::Status& refusal,
                              const AuditEvent& audit) override;

@@ -36,6 +36,7 @@ using ::testing::ElementsAreArray;
 
 constexpr char kFia[] = "pk/offices/fia-liaison-desk";
 constexpr char kMps[] = "cn/offices/mps-liaison";
+constexpr char kPkAuditor[] = "pk/auditors/pk-auditor";
 
 // The sender's limits.delivery_window (core/config.h default; the test
 // configs leave it alone).
@@ -304,6 +305,37 @@ class ExchangeCrashTest : public ::testing::Test {
     return true;
   }
 
+  // PK's audit log holds, for each of `message_ids`, exactly one
+  // envelope.sent entry and one receipt.stored entry, in that order: the
+  // sender records an attempt while its envelope travels, before any answer
+  // about it, and a crash in between sends the envelope again, audited then.
+  void ExpectEachSentOnceBeforeItsReceipt(
+      const std::vector<std::string>& message_ids) {
+    auto auditor = OfficeClientFor(kPkAuditor, pk_->office_endpoint(), "PK");
+    std::map<std::string, std::vector<uint64_t>> sent;
+    std::map<std::string, std::vector<uint64_t>> stored;
+    uint64_t start = 0;
+    while (true) {
+      auto page = auditor->GetAuditEntries(start, 500);
+      ASSERT_OK(page);
+      for (const v1::AuditEntry& entry : page->entries()) {
+        if (entry.subjects_size() < 2) continue;
+        if (entry.action() == "envelope.sent") {
+          sent[entry.subjects(1)].push_back(entry.index());
+        } else if (entry.action() == "receipt.stored") {
+          stored[entry.subjects(1)].push_back(entry.index());
+        }
+      }
+      if (page->entries().empty() || page->next_start() == start) break;
+      start = page->next_start();
+    }
+    for (const std::string& id : message_ids) {
+      ASSERT_EQ(sent[id].size(), 1u) << id << ": envelope.sent entries";
+      ASSERT_EQ(stored[id].size(), 1u) << id << ": receipt.stored entries";
+      EXPECT_LT(sent[id][0], stored[id][0]) << id;
+    }
+  }
+
   // MPS's inbox after `cursor` ("" from the start): read until `expected`
   // distinct messages have come (up to `timeout`), then for one second more,
   // so that anything beyond them (a duplicate, a stray message) shows up too.
@@ -444,6 +476,7 @@ TEST_F(ExchangeCrashTest, KillingTheSenderMidBurstLosesAndDuplicatesNothing) {
   // answered OK), so the inbox may hold nothing beyond `sent`.
   const auto inbox = ReadWholeInbox(cursor, sent.size(), absl::Seconds(30));
   ExpectExactlyOnceInCaseOrder(cases, sent, inbox);
+  ExpectEachSentOnceBeforeItsReceipt(IdsOf(sent));
 }
 
 TEST_F(ExchangeCrashTest, KillingTheReceiverMidBurstLosesAndDuplicatesNothing) {
@@ -490,6 +523,8 @@ TEST_F(ExchangeCrashTest, KillingTheReceiverMidBurstLosesAndDuplicatesNothing) {
   EXPECT_GT(resent, 0) << "the kill caught no delivery under way";
   const auto inbox = ReadWholeInbox(cursor, sent.size(), absl::Seconds(30));
   ExpectExactlyOnceInCaseOrder(cases, sent, inbox);
+  // Envelopes sent again are not audited again.
+  ExpectEachSentOnceBeforeItsReceipt(IdsOf(sent));
 }
 
 TEST_F(ExchangeCrashTest, UrgentOvertakesAQueuedRoutineBacklog) {

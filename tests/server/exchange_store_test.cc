@@ -656,7 +656,7 @@ TEST_F(ExchangeStoreTest, RecordRefusedMarksFailedAndAudits) {
   EXPECT_EQ(delivered.state(), v1::DELIVERY_STATE_DELIVERED);
 }
 
-TEST_F(ExchangeStoreTest, RecordAttemptsCountsARoundAndAuditsFirstSends) {
+TEST_F(ExchangeStoreTest, RecordSendingCountsARoundAndAuditsFirstSends) {
   Queue(Message("A-1", kCaseA));
   Queue(Message("B-1", kCaseB));
   Queue(Message("C-1", kCaseC));
@@ -665,17 +665,20 @@ TEST_F(ExchangeStoreTest, RecordAttemptsCountsARoundAndAuditsFirstSends) {
                                      Event("envelope.refused")));
   const uint64_t audit_size = AuditSize();
 
-  std::vector<ExchangeStore::Attempt> round(4);
-  round[0].envelope_id = "E-A-1";
-  round[0].sent = Event("envelope.sent", kPkGateway);
-  round[1].envelope_id = "E-B-1";  // FAILED: left out
-  round[1].sent = Event("envelope.sent", kPkGateway);
-  round[2].envelope_id = "E-404";  // unknown: left out
-  round[2].sent = Event("envelope.sent", kPkGateway);
-  round[3].envelope_id = "E-C-1";  // a retransmission: not audited
-  const absl::Time due = clock_.Now() + absl::Seconds(3);
-  ASSERT_OK_AND_ASSIGN(const std::vector<absl::Status> recorded,
-                       exchange().RecordAttempts(round, due));
+  ExchangeStore::Sending round;
+  round.attempts.resize(4);
+  round.attempts[0].envelope_id = "E-A-1";
+  round.attempts[0].sent = Event("envelope.sent", kPkGateway);
+  round.attempts[1].envelope_id = "E-B-1";  // FAILED: left out
+  round.attempts[1].sent = Event("envelope.sent", kPkGateway);
+  round.attempts[2].envelope_id = "E-404";  // unknown: left out
+  round.attempts[2].sent = Event("envelope.sent", kPkGateway);
+  round.attempts[3].envelope_id = "E-C-1";  // a retransmission: not audited
+  round.next_attempt = clock_.Now() + absl::Seconds(3);
+  ASSERT_OK_AND_ASSIGN(const ExchangeStore::SendingRecorded record,
+                       exchange().RecordSending(round));
+  EXPECT_THAT(record.deliveries, IsEmpty());
+  const std::vector<absl::Status>& recorded = record.attempts;
   ASSERT_EQ(recorded.size(), 4u);
   EXPECT_OK(recorded[0]);
   EXPECT_THAT(recorded[1], StatusIs(absl::StatusCode::kFailedPrecondition,
@@ -706,12 +709,13 @@ TEST_F(ExchangeStoreTest, RecordAttemptsCountsARoundAndAuditsFirstSends) {
   EXPECT_THAT(ReadyIds(), IsEmpty());
   clock_.Advance(absl::Seconds(3));
   EXPECT_THAT(ReadyIds(), ElementsAre("A-1", "C-1"));
-  ASSERT_OK_AND_ASSIGN(const std::vector<absl::Status> none,
-                       exchange().RecordAttempts({}, due));
-  EXPECT_THAT(none, IsEmpty());
+  ASSERT_OK_AND_ASSIGN(const ExchangeStore::SendingRecorded none,
+                       exchange().RecordSending({}));
+  EXPECT_THAT(none.attempts, IsEmpty());
+  EXPECT_THAT(none.deliveries, IsEmpty());
 }
 
-TEST_F(ExchangeStoreTest, RecordDeliveredBatchStoresReceiptsAtTheirCommitTime) {
+TEST_F(ExchangeStoreTest, RecordSendingStoresReceiptsAtTheirCommitTime) {
   Queue(Message("A-1", kCaseA));
   Queue(Message("B-1", kCaseB));
   Queue(Message("C-1", kCaseC));
@@ -721,14 +725,18 @@ TEST_F(ExchangeStoreTest, RecordDeliveredBatchStoresReceiptsAtTheirCommitTime) {
   const uint64_t audit_size = AuditSize();
   clock_.Advance(absl::Seconds(4));  // the store's clock gives delivered_at
 
-  std::vector<ExchangeStore::Delivery> batch(5);
-  batch[0] = {"E-A-1", receipt_a, Event("receipt.stored")};  // again: OK
-  batch[1] = {"E-B-1", PeerReceipt("E-B-1"), Event("receipt.stored")};
-  batch[2] = {"E-404", PeerReceipt("E-404"), Event("receipt.stored")};
-  batch[3] = {"E-A-1", PeerReceipt("E-A-1", 8), Event("receipt.stored")};
-  batch[4] = {"E-C-1", PeerReceipt("E-C-1"), Event("receipt.stored")};
-  ASSERT_OK_AND_ASSIGN(const std::vector<absl::Status> stored,
-                       exchange().RecordDeliveredBatch(batch));
+  ExchangeStore::Sending batch;
+  batch.deliveries = {
+      {"E-A-1", receipt_a, Event("receipt.stored")},  // again: OK
+      {"E-B-1", PeerReceipt("E-B-1"), Event("receipt.stored")},
+      {"E-404", PeerReceipt("E-404"), Event("receipt.stored")},
+      {"E-A-1", PeerReceipt("E-A-1", 8), Event("receipt.stored")},
+      {"E-C-1", PeerReceipt("E-C-1"), Event("receipt.stored")},
+  };
+  ASSERT_OK_AND_ASSIGN(const ExchangeStore::SendingRecorded record,
+                       exchange().RecordSending(batch));
+  EXPECT_THAT(record.attempts, IsEmpty());
+  const std::vector<absl::Status>& stored = record.deliveries;
   ASSERT_EQ(stored.size(), 5u);
   EXPECT_OK(stored[0]);
   EXPECT_OK(stored[1]);
@@ -757,6 +765,55 @@ TEST_F(ExchangeStoreTest, RecordDeliveredBatchStoresReceiptsAtTheirCommitTime) {
   EXPECT_LT(TimeUtil::TimestampToMicroseconds(a.delivered_at()),
             absl::ToUnixMicros(clock_.Now()));
   EXPECT_THAT(ReadyIds(), IsEmpty());
+}
+
+TEST_F(ExchangeStoreTest, RecordSendingCountsAnAttemptBeforeStoringItsReceipt) {
+  Queue(Message("A-1", kCaseA));
+  const uint64_t audit_size = AuditSize();
+
+  // The envelope was sent and its receipt read before the sender recorded
+  // either: one record holds both.
+  ExchangeStore::Sending sending;
+  sending.attempts.resize(1);
+  sending.attempts[0].envelope_id = "E-A-1";
+  sending.attempts[0].sent = Event("envelope.sent", kPkGateway);
+  sending.next_attempt = clock_.Now();
+  sending.deliveries = {
+      {"E-A-1", PeerReceipt("E-A-1"), Event("receipt.stored", kPkGateway)}};
+  ASSERT_OK_AND_ASSIGN(const ExchangeStore::SendingRecorded record,
+                       exchange().RecordSending(sending));
+  ASSERT_EQ(record.attempts.size(), 1u);
+  EXPECT_OK(record.attempts[0]);
+  ASSERT_EQ(record.deliveries.size(), 1u);
+  EXPECT_OK(record.deliveries[0]);
+
+  ASSERT_EQ(AuditSize(), audit_size + 2);
+  EXPECT_EQ(AuditEntry(audit_size).entry.action, "envelope.sent");
+  EXPECT_EQ(AuditEntry(audit_size + 1).entry.action, "receipt.stored");
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus status,
+                       exchange().GetDeliveryStatus("A-1"));
+  EXPECT_EQ(status.state(), v1::DELIVERY_STATE_DELIVERED);
+  EXPECT_EQ(status.attempts(), 1);
+
+  // Recorded the other way round, the attempt would come too late: a
+  // delivered envelope counts no attempt and gets no envelope.sent entry.
+  Queue(Message("B-1", kCaseB));
+  ExchangeStore::Sending receipt_only;
+  receipt_only.deliveries = {
+      {"E-B-1", PeerReceipt("E-B-1"), Event("receipt.stored", kPkGateway)}};
+  ASSERT_OK(exchange().RecordSending(receipt_only).status());
+  ExchangeStore::Sending late;
+  late.attempts.resize(1);
+  late.attempts[0].envelope_id = "E-B-1";
+  late.attempts[0].sent = Event("envelope.sent", kPkGateway);
+  late.next_attempt = clock_.Now();
+  const uint64_t before_late = AuditSize();
+  ASSERT_OK_AND_ASSIGN(const ExchangeStore::SendingRecorded refused,
+                       exchange().RecordSending(late));
+  ASSERT_EQ(refused.attempts.size(), 1u);
+  EXPECT_THAT(refused.attempts[0],
+              StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::_));
+  EXPECT_EQ(AuditSize(), before_late);
 }
 
 // ReadyToSend against a reference: the due heads of cases not busy, URGENT
