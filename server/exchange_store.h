@@ -179,8 +179,10 @@ class ExchangeStore {
   };
   // The sender's bookkeeping in one transaction, attempts first, so a
   // receipt stored here follows the envelope.sent entry of its envelope.
-  // For each attempt: appends its `sent` entry if set and counts the attempt
-  // as RecordAttempt(envelope_id, OK, next_attempt) does; its status is OK,
+  // For each attempt: counts the attempt as RecordAttempt(envelope_id, OK,
+  // next_attempt) does and, if it is the envelope's first, appends its
+  // `sent` entry if set (an envelope sent again before its first attempt was
+  // recorded is audited once); its status is OK,
   // or NOT_FOUND / FAILED_PRECONDITION as RecordAttempt would return them
   // (that attempt left out, its entry not appended). For each delivery: as
   // RecordDelivered, with delivered_at taken inside the transaction (the

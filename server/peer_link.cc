@@ -15,6 +15,8 @@ namespace {
 
 constexpr absl::Duration kIdlePoll = absl::Seconds(1);
 constexpr absl::Duration kFirstBackoff = absl::Milliseconds(200);
+// After a record the database refused, before the recorder tries again.
+constexpr absl::Duration kRecordRetryDelay = absl::Milliseconds(200);
 
 }  // namespace
 
@@ -157,7 +159,9 @@ void PeerLink::RunStream() {
       absl::MutexLock lock(&mu_);
       if (stopping_ || stream_broken_) break;
       busy = busy_cases_;
-      in_flight = in_flight_.size();
+      // Attempts not yet recorded hold room too: should the records fail,
+      // the sender stops at a window's worth instead of sending on.
+      in_flight = std::max(in_flight_.size(), attempts_.size());
       woken_ = false;
     }
     const size_t room = window > in_flight ? window - in_flight : 0;
@@ -327,7 +331,7 @@ void PeerLink::Check(Answer& answer) const {
   }
 }
 
-void PeerLink::Record(const std::vector<Answer>& answers) {
+bool PeerLink::Record(const std::vector<Answer>& answers) {
   ExchangeStore::Sending sending;
   {
     absl::MutexLock lock(&mu_);
@@ -422,6 +426,7 @@ void PeerLink::Record(const std::vector<Answer>& answers) {
     busy_cases_.erase(answer.item.exchange_id);
   }
   woken_ = true;  // the cases' next envelopes may go now
+  return recorded.ok();
 }
 
 void PeerLink::RecordAnswers() {
@@ -439,7 +444,12 @@ void PeerLink::RecordAnswers() {
       answers.swap(answers_);
     }
     for (Answer& answer : answers) Check(answer);
-    Record(answers);
+    if (!Record(answers)) {
+      // The database refused the record: try again a little later, not in
+      // a tight loop.
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), kRecordRetryDelay);
+    }
   }
 }
 

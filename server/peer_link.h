@@ -106,8 +106,9 @@ class PeerLink {
   void Check(Answer& answer) const;
   // Records `answers` (checked), in one transaction with the attempts
   // waiting (ExchangeStore::RecordSending), and frees their cases for the
-  // next envelope.
-  void Record(const std::vector<Answer>& answers);
+  // next envelope. false if the database refused the record (the attempts
+  // wait for the next one; the answers' envelopes are retried).
+  bool Record(const std::vector<Answer>& answers);
   // Recorder thread: records attempts and answers as they come until the
   // reader is done and everything is recorded.
   void RecordAnswers();

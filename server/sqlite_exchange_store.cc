@@ -430,11 +430,13 @@ namespace {
 
 // RecordAttempt's work inside the caller's transaction. The outer status is
 // the database's error; the inner one this envelope's own refusal (nothing
-// written then).
+// written then). `first`, if given, tells whether this was the envelope's
+// first attempt counted.
 absl::StatusOr<absl::Status> CountAttempt(sqlite::Connection& conn,
                                           const std::string& envelope_id,
                                           const absl::Status& error,
-                                          absl::Time next_attempt) {
+                                          absl::Time next_attempt,
+                                          bool* first = nullptr) {
   CB_ASSIGN_OR_RETURN(std::optional<OutboxRow> row,
                       FindOutbox(conn, "envelope_id", envelope_id));
   if (!row.has_value()) {
@@ -456,6 +458,7 @@ absl::StatusOr<absl::Status> CountAttempt(sqlite::Connection& conn,
   update.Bind(3, absl::ToUnixMicros(next_attempt)).Bind(4, envelope_id);
   CB_RETURN_IF_ERROR(update.Run());
   CB_RETURN_IF_ERROR(ChangedOneRow(conn, "recording a delivery attempt"));
+  if (first != nullptr) *first = row->attempts == 0;
   return absl::OkStatus();
 }
 
@@ -532,10 +535,12 @@ SqliteExchangeStore::RecordSending(const Sending& sending) {
     results = {};  // a unit may run again if its batch is retried
     results.attempts.reserve(sending.attempts.size());
     for (const Attempt& attempt : sending.attempts) {
-      CB_ASSIGN_OR_RETURN(absl::Status counted,
-                          CountAttempt(conn, attempt.envelope_id,
-                                       absl::OkStatus(), sending.next_attempt));
-      if (counted.ok() && attempt.sent.has_value()) {
+      bool first = false;
+      CB_ASSIGN_OR_RETURN(
+          absl::Status counted,
+          CountAttempt(conn, attempt.envelope_id, absl::OkStatus(),
+                       sending.next_attempt, &first));
+      if (counted.ok() && first && attempt.sent.has_value()) {
         CB_RETURN_IF_ERROR(
             audit_->AppendInTransaction(conn, *attempt.sent).status());
       }

@@ -795,6 +795,27 @@ TEST_F(ExchangeStoreTest, RecordSendingCountsAnAttemptBeforeStoringItsReceipt) {
   EXPECT_EQ(status.state(), v1::DELIVERY_STATE_DELIVERED);
   EXPECT_EQ(status.attempts(), 1);
 
+  // Sent twice before either attempt was recorded (a record failed in
+  // between): both attempts count, one entry.
+  Queue(Message("C-1", kCaseC));
+  ExchangeStore::Sending twice;
+  twice.attempts.resize(2);
+  for (ExchangeStore::Attempt& attempt : twice.attempts) {
+    attempt.envelope_id = "E-C-1";
+    attempt.sent = Event("envelope.sent", kPkGateway);
+  }
+  twice.next_attempt = clock_.Now();
+  const uint64_t before_twice = AuditSize();
+  ASSERT_OK_AND_ASSIGN(const ExchangeStore::SendingRecorded counted,
+                       exchange().RecordSending(twice));
+  ASSERT_EQ(counted.attempts.size(), 2u);
+  EXPECT_OK(counted.attempts[0]);
+  EXPECT_OK(counted.attempts[1]);
+  EXPECT_EQ(AuditSize(), before_twice + 1);
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus c,
+                       exchange().GetDeliveryStatus("C-1"));
+  EXPECT_EQ(c.attempts(), 2);
+
   // Recorded the other way round, the attempt would come too late: a
   // delivered envelope counts no attempt and gets no envelope.sent entry.
   Queue(Message("B-1", kCaseB));
