@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/log.h"
 #include "core/status_macros.h"
 
 namespace casebridge::sqlite {
@@ -220,13 +221,70 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
     current = m.version;
   }
   db->schema_version_ = current;
-  db->writer_ = std::move(writer);
-  absl::MutexLock lock(&db->read_mu_);
-  for (int i = 0; i < readers; ++i) {
-    CB_ASSIGN_OR_RETURN(auto reader, Connection::Open(path, /*create=*/false));
-    db->idle_readers_.push_back(std::move(reader));
+  {
+    absl::MutexLock lock(&db->read_mu_);
+    for (int i = 0; i < readers; ++i) {
+      CB_ASSIGN_OR_RETURN(auto reader,
+                          Connection::Open(path, /*create=*/false));
+      db->idle_readers_.push_back(std::move(reader));
+    }
   }
+  CB_ASSIGN_OR_RETURN(db->checkpointer_,
+                      Connection::Open(path, /*create=*/false));
+  // Replaces the writer's automatic checkpoints (wal_autocheckpoint).
+  sqlite3_wal_hook(writer->raw(), &Database::OnCommit, db.get());
+  db->writer_ = std::move(writer);
+  db->checkpoint_thread_ =
+      std::thread([raw = db.get()] { raw->RunCheckpoints(); });
   return db;
+}
+
+Database::~Database() {
+  {
+    absl::MutexLock lock(&checkpoint_mu_);
+    closing_ = true;
+  }
+  if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
+}
+
+int Database::OnCommit(void* db, sqlite3* /*connection*/,
+                       const char* /*schema*/, int frames) {
+  if (frames >= kCheckpointPages) {
+    auto* self = static_cast<Database*>(db);
+    absl::MutexLock lock(&self->checkpoint_mu_);
+    self->checkpoint_due_ = true;
+  }
+  return SQLITE_OK;
+}
+
+void Database::RunCheckpoints() {
+  while (true) {
+    {
+      absl::MutexLock lock(&checkpoint_mu_);
+      auto due = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(checkpoint_mu_) {
+        return checkpoint_due_ || closing_;
+      };
+      checkpoint_mu_.Await(absl::Condition(&due));
+      if (closing_) return;
+      checkpoint_due_ = false;
+    }
+    for (int pass = 0; pass < kCheckpointPasses; ++pass) {
+      int frames = 0;
+      int copied = 0;
+      const int rc = sqlite3_wal_checkpoint_v2(checkpointer_->raw(), nullptr,
+                                               SQLITE_CHECKPOINT_PASSIVE,
+                                               &frames, &copied);
+      // BUSY: another checkpoint (TruncateWal) is running; the next commit
+      // past the mark asks again. Other errors leave the WAL to grow until
+      // a checkpoint succeeds; the writer is not affected.
+      if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+        log::Warning(
+            "database.checkpoint_failed",
+            {{"path", path_}, {"error", checkpointer_->ErrorMessage()}});
+      }
+      if (rc != SQLITE_OK || copied >= frames) break;
+    }
+  }
 }
 
 bool Database::DoneOrLeading(WaitArg* arg) {

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -66,7 +67,8 @@ class Statement {
 class Connection {
  public:
   // Opens (creating if asked) the file and applies the project's pragmas:
-  // WAL (reused up to 64 MiB, checkpointed every 8192 pages), synchronous=FULL,
+  // WAL (reused up to 64 MiB, checkpointed every 8192 pages unless the
+  // Database checkpoints it), synchronous=FULL,
   // foreign keys, secure_delete, temp_store=MEMORY,
   // a busy timeout.
   static absl::StatusOr<std::unique_ptr<Connection>> Open(
@@ -119,6 +121,11 @@ struct Migration {
 //
 // Read() runs on a pooled reader inside a read transaction (a consistent
 // snapshot); WAL lets it proceed while the writer commits.
+//
+// The WAL is copied into the database file by a thread of its own, on a
+// connection of its own (PASSIVE checkpoints, which never wait for the
+// writer nor make it wait), once it holds kCheckpointPages frames: a commit
+// never runs a checkpoint (docs/performance.md, run H).
 class Database {
  public:
   // Opens or creates `path` and brings its schema up to the newest of
@@ -127,6 +134,10 @@ class Database {
   static absl::StatusOr<std::unique_ptr<Database>> Open(
       const std::string& path, const std::vector<Migration>& migrations,
       int readers = 4);
+  // Stops the checkpointing thread. No Write() or Read() may be running.
+  ~Database();
+  Database(const Database&) = delete;
+  Database& operator=(const Database&) = delete;
 
   // Runs `work` in a write transaction; its changes are committed (durably)
   // if it returns OK and rolled back otherwise. Returns its status, or the
@@ -158,6 +169,11 @@ class Database {
   Database() = default;
 
   static constexpr size_t kMaxBatch = 64;
+  // WAL frames (pages) after which the checkpointing thread copies them.
+  static constexpr int kCheckpointPages = 4096;
+  // Checkpoints in a row at most, each taking the frames committed while
+  // the one before ran, so the WAL catches up and can start over.
+  static constexpr int kCheckpointPasses = 8;
   // Batches of kFirst writes in a row while other writes wait, after which
   // new kFirst writes queue at the back until one of those has run: a
   // steady stream of exchange writes never holds office calls (or a WAL
@@ -184,6 +200,11 @@ class Database {
   absl::Status Enqueue(PendingWrite& me);
   // Runs `batch` in one transaction on writer_. Called by the leader only.
   void RunBatch(const std::vector<PendingWrite*>& batch);
+  // The writer's WAL hook: after each commit, with the WAL's size in frames.
+  static int OnCommit(void* db, sqlite3* connection, const char* schema,
+                      int frames);
+  // The checkpointing thread.
+  void RunCheckpoints();
 
   std::string path_;
   int schema_version_ = 0;
@@ -198,6 +219,12 @@ class Database {
   std::atomic<bool> wal_truncation_owed_{false};  // see OweWalTruncation
   // Used only by the leader of the write queue, one at a time.
   std::unique_ptr<Connection> writer_;
+  // Checkpoints: the thread, its connection, and when it is due.
+  std::unique_ptr<Connection> checkpointer_;
+  std::thread checkpoint_thread_;
+  absl::Mutex checkpoint_mu_;
+  bool checkpoint_due_ ABSL_GUARDED_BY(checkpoint_mu_) = false;
+  bool closing_ ABSL_GUARDED_BY(checkpoint_mu_) = false;
   absl::Mutex read_mu_;
   std::vector<std::unique_ptr<Connection>> idle_readers_
       ABSL_GUARDED_BY(read_mu_);

@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "core/status_macros.h"
 #include "server/schema.h"
 #include "server/write_priority.h"
 #include "tests/testing/status_matchers.h"
@@ -170,6 +171,41 @@ TEST_F(DatabaseTest, WriteCommitsWhenWorkSucceeds) {
   ASSERT_OK(db->Write([](Connection& c) { return InsertYear(c, 2026, 1); }));
   ASSERT_OK_AND_ASSIGN(const int64_t count, CountYear(*db, 2026));
   EXPECT_EQ(count, 1);
+}
+
+TEST_F(DatabaseTest, TheWalIsCopiedIntoTheDatabaseFileInTheBackground) {
+  ASSERT_OK_AND_ASSIGN(
+      auto db, Database::Open(path_, {{1, "t", "CREATE TABLE t(b BLOB);"}}));
+  const auto file_size = [this] {
+    std::error_code error;
+    const auto size = std::filesystem::file_size(path_, error);
+    return error ? 0 : size;
+  };
+  const uintmax_t empty = file_size();
+  // 24 MiB in 24 commits: more WAL frames than the checkpoint mark (4,096
+  // pages of 4 KiB), and the commits never copy them themselves.
+  for (int i = 0; i < 24; ++i) {
+    ASSERT_OK(db->Write([](Connection& c) -> absl::Status {
+      CB_ASSIGN_OR_RETURN(auto insert,
+                          c.Prepare("INSERT INTO t(b) VALUES(randomblob(?))"));
+      insert.Bind(1, int64_t{1} << 20);
+      return insert.Run();
+    }));
+  }
+  // The checkpointing thread copies the frames into the file.
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (file_size() < (uintmax_t{16} << 20) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_GE(file_size(), uintmax_t{16} << 20) << "from " << empty << " bytes";
+  int64_t rows = 0;
+  ASSERT_OK(db->Read([&rows](Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(auto count, c.Prepare("SELECT count(*) FROM t"));
+    CB_ASSIGN_OR_RETURN(const bool row, count.Step());
+    if (row) rows = count.ColumnInt(0);
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(rows, 24);
 }
 
 TEST_F(DatabaseTest, WriteRollsBackWhenWorkFails) {
