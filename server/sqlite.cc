@@ -130,7 +130,8 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(
   // old page images are overwritten as it wraps, and every run that shreds
   // (retention, data key rotation) truncates it (TruncateWal).
   // wal_autocheckpoint=8192 pages (32 MiB): fewer checkpoints, each copying a
-  // page changed by many transactions once (docs/performance.md).
+  // page changed by many transactions once (docs/performance.md); a
+  // Database's writer checkpoints on a thread of its own instead.
   CB_RETURN_IF_ERROR(
       connection->Exec("PRAGMA journal_mode=WAL;"
                        "PRAGMA synchronous=FULL;"
@@ -271,11 +272,15 @@ void Database::RunCheckpoints() {
     for (int pass = 0; pass < kCheckpointPasses; ++pass) {
       int frames = 0;
       int copied = 0;
-      const int rc = sqlite3_wal_checkpoint_v2(checkpointer_->raw(), nullptr,
-                                               SQLITE_CHECKPOINT_PASSIVE,
-                                               &frames, &copied);
-      // BUSY: another checkpoint (TruncateWal) is running; the next commit
-      // past the mark asks again. Other errors leave the WAL to grow until
+      int rc = SQLITE_OK;
+      {
+        absl::MutexLock checkpointing(&checkpoint_run_mu_);
+        rc = sqlite3_wal_checkpoint_v2(checkpointer_->raw(), nullptr,
+                                       SQLITE_CHECKPOINT_PASSIVE, &frames,
+                                       &copied);
+      }
+      // BUSY: another process checkpoints; the next commit past the mark
+      // asks again. Other errors leave the WAL to grow until
       // a checkpoint succeeds; the writer is not affected.
       if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
         log::Warning(
@@ -307,7 +312,10 @@ size_t Database::WaitingWrites() {
 
 absl::Status Database::TruncateWal() {
   const std::function<absl::Status(Connection&)> work =
-      [](Connection& conn) -> absl::Status {
+      [this](Connection& conn) -> absl::Status {
+    // SQLite refuses a checkpoint at once (SQLITE_BUSY, no busy handler)
+    // while another runs: wait for the checkpointing thread's pass.
+    absl::MutexLock checkpointing(&checkpoint_run_mu_);
     const int rc = sqlite3_wal_checkpoint_v2(
         conn.raw(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
     if (rc != SQLITE_OK) {

@@ -225,6 +225,9 @@ class Database {
   absl::Mutex checkpoint_mu_;
   bool checkpoint_due_ ABSL_GUARDED_BY(checkpoint_mu_) = false;
   bool closing_ ABSL_GUARDED_BY(checkpoint_mu_) = false;
+  // Held while a checkpoint runs in this process (a pass of the thread, or
+  // TruncateWal's).
+  absl::Mutex checkpoint_run_mu_;
   absl::Mutex read_mu_;
   std::vector<std::unique_ptr<Connection>> idle_readers_
       ABSL_GUARDED_BY(read_mu_);

@@ -327,10 +327,13 @@ class PeerRefusalTest : public ::testing::Test {
     std::vector<v1::WatchInboxResponse> seen;
     auto office = Office(stem);
     if (office == nullptr) return seen;
-    EXPECT_OK(office->WatchInbox(cursor, wait, [&](const auto& item) {
-      seen.push_back(item);
-      return seen.size() < expected;
-    }));
+    EXPECT_OK(office->WatchInbox(cursor, wait,
+                                 [&](const auto& item) {
+                                   seen.push_back(item);
+                                   return seen.size() < expected;
+                                 }))
+        << "PK log:\n"
+        << pk_->Log();
     return seen;
   }
 
