@@ -438,9 +438,10 @@ void PeerLink::RecordAnswers() {
         return !answers_.empty() || !attempts_.empty() || reader_done_;
       };
       mu_.Await(absl::Condition(&ready));
-      // The reader is done and all is recorded (RunStream records the
-      // attempts of rounds written after this).
-      if (answers_.empty() && attempts_.empty()) return;
+      // The reader is done and every answer recorded: RunStream records
+      // the attempts still waiting (also those of a record that failed, so
+      // a failing database cannot keep this thread, and Stop, waiting).
+      if (answers_.empty() && (attempts_.empty() || reader_done_)) return;
       answers.swap(answers_);
     }
     for (Answer& answer : answers) Check(answer);
