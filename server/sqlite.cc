@@ -269,6 +269,7 @@ void Database::RunCheckpoints() {
       if (closing_) return;
       checkpoint_due_ = false;
     }
+    int copied_before = -1;
     for (int pass = 0; pass < kCheckpointPasses; ++pass) {
       int frames = 0;
       int copied = 0;
@@ -280,14 +281,19 @@ void Database::RunCheckpoints() {
                                        &copied);
       }
       // BUSY: another process checkpoints; the next commit past the mark
-      // asks again. Other errors leave the WAL to grow until
-      // a checkpoint succeeds; the writer is not affected.
+      // asks again. Other errors leave the WAL to grow until a checkpoint
+      // succeeds; the writer is not affected.
       if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
         log::Warning(
             "database.checkpoint_failed",
             {{"path", path_}, {"error", checkpointer_->ErrorMessage()}});
       }
-      if (rc != SQLITE_OK || copied >= frames) break;
+      // Done, or held back: a reader of an older snapshot keeps the frames
+      // after it from being copied until it ends.
+      if (rc != SQLITE_OK || copied >= frames || copied == copied_before) {
+        break;
+      }
+      copied_before = copied;
     }
   }
 }
