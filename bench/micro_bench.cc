@@ -355,20 +355,23 @@ void BM_SenderWrites(benchmark::State& state) {
         "receipt",
         exchange::SignReceipt(ReceiptFor(sent, absl::Now()), *Keys::Get().cn));
     state.ResumeTiming();
-    // As PeerLink does per envelope: the first transmission's audit entry,
-    // the attempt, then (on the reader thread) the receipt.
-    AuditEvent sent_event =
-        Event(kPkGateway, "envelope.sent", sent.signature());
-    sent_event.subjects = {exchange_id, envelope_id};
-    auto appended = store.audit_log().Append(sent_event);
-    const absl::Status attempted = store.exchange().RecordAttempt(
-        envelope_id, absl::OkStatus(), absl::Now());
+    // As PeerLink records an envelope whose receipt came before its attempt
+    // was recorded: the attempt with its envelope.sent entry and the receipt
+    // with its receipt.stored entry, in one RecordSending.
+    server::ExchangeStore::Sending sending;
+    server::ExchangeStore::Attempt& attempt = sending.attempts.emplace_back();
+    attempt.envelope_id = envelope_id;
+    attempt.sent = Event(kPkGateway, "envelope.sent", sent.signature());
+    attempt.sent->subjects = {exchange_id, envelope_id};
+    sending.next_attempt = absl::Now();
     AuditEvent stored_event =
         Event(kPkGateway, "receipt.stored", receipt.receipt());
     stored_event.subjects = {exchange_id};
-    const absl::Status delivered = store.exchange().RecordDelivered(
-        envelope_id, receipt, absl::Now(), stored_event);
-    if (!appended.ok() || !attempted.ok() || !delivered.ok()) {
+    sending.deliveries.push_back({envelope_id, receipt, stored_event});
+    const auto recorded = store.exchange().RecordSending(sending);
+    const bool ok = recorded.ok() && recorded->attempts[0].ok() &&
+                    recorded->deliveries[0].ok();
+    if (!ok) {
       Fail(state, "sender write failed");
       return;
     }
