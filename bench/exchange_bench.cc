@@ -104,6 +104,7 @@ struct Options {
   int64_t backlog = 100000;
   int body_bytes = 256;
   int verify_every = 100;
+  int work_threads = 0;  // limits.work_threads of both gateways; 0: default
   std::string work_dir;
   bool keep = false;
   std::string pki;
@@ -150,7 +151,8 @@ double LoadAverage() {
 // TOML of one gateway of the pair, over the dev PKI in `pki`.
 std::string GatewayToml(bool pk, const std::string& pki,
                         const std::string& data_dir, int office_port,
-                        int peer_port, int peer_endpoint_port) {
+                        int peer_port, int peer_endpoint_port,
+                        int work_threads) {
   const std::string offices = pk ? R"([[offices]]
 identity = "spiffe://pk.casebridge/office/fia-liaison-desk"
 name = "FIA liaison desk, Islamabad"
@@ -209,6 +211,7 @@ offices = $PEER_OFFICES
 [limits]
 drain_seconds = 1
 retry_max_seconds = 2
+$WORK_THREADS
 
 )" + offices,
       {{"$COUNTRY", pk ? "PK" : "CN"},
@@ -219,6 +222,8 @@ retry_max_seconds = 2
        {"$PEER_ENDPOINT", absl::StrCat(peer_endpoint_port)},
        {"$PEER", absl::StrCat(peer_port)},
        {"$PKI", pki},
+       {"$WORK_THREADS",
+        work_threads > 0 ? absl::StrCat("work_threads = ", work_threads) : ""},
        {"$PEER_OFFICES",
         pk ? "[\"spiffe://cn.casebridge/office/mps-liaison\"]"
            : "[\"spiffe://pk.casebridge/office/fia-liaison-desk\", "
@@ -286,10 +291,10 @@ class Environment {
       cn_config_ = work_ + "/cn-gateway.toml";
       CB_RETURN_IF_ERROR(WriteFile(
           pk_config_, GatewayToml(true, pki_, pk_data_, pk_office_port_,
-                                  pk_peer, cn_peer)));
+                                  pk_peer, cn_peer, o_.work_threads)));
       CB_RETURN_IF_ERROR(WriteFile(
           cn_config_, GatewayToml(false, pki_, cn_data_, cn_office_port_,
-                                  cn_peer, pk_peer)));
+                                  cn_peer, pk_peer, o_.work_threads)));
       pk_endpoint_ = absl::StrCat("127.0.0.1:", pk_office_port_);
       cn_endpoint_ = absl::StrCat("127.0.0.1:", cn_office_port_);
     } else {
@@ -869,6 +874,7 @@ class Run {
                              {"urgent_interval_ms", o_.urgent_interval_ms},
                              {"backlog", Managed(o_) ? o_.backlog : 0},
                              {"body_bytes", o_.body_bytes},
+                             {"work_threads", o_.work_threads},
                              {"cpus", std::thread::hardware_concurrency()},
                              {"load_average_at_start", LoadAverage()},
                              {"gateways", Managed(o_) ? "started" : "running"}};
@@ -1421,6 +1427,11 @@ int main(int argc, char** argv) {
                  "verify the receipt of every Nth message with CN's key")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000000));
+  app.add_option("--work-threads", o.work_threads,
+                 "limits.work_threads of both gateways started (0: the "
+                 "gateway's default)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 256));
   app.add_option("--work-dir", o.work_dir,
                  "where PKI, configs, data and logs go (kept); default: a "
                  "fresh temporary directory, removed afterwards");

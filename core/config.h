@@ -49,6 +49,12 @@ struct Limits {
   int office_burst = 20000;
   // WatchInbox streams one identity may hold open at once.
   int office_streams_per_identity = 16;
+  // Threads that run calls and the exchange's work (the work queue). An
+  // office call holds one until its write is committed, so this bounds the
+  // office calls being written at once: more admits more per commit (higher
+  // throughput, less CPU per message) and makes every message wait behind
+  // more (docs/performance.md#admission-and-batch-size-run-i).
+  int work_threads = 8;
 };
 
 struct AuditSettings {

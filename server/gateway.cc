@@ -30,8 +30,6 @@
 namespace casebridge::server {
 namespace {
 
-constexpr int kWorkThreads = 8;
-
 // Health status name that turns NOT_SERVING while a fork of the peer's log
 // is on record (docs/operations.md#forks).
 constexpr char kWitnessHealth[] = "casebridge.audit.witness";
@@ -250,7 +248,7 @@ absl::Status Gateway::Init(const Clock* clock) {
 
   CB_RETURN_IF_ERROR(AtField("data_dir", RecordSigningKeys()));
 
-  work_ = std::make_unique<WorkQueue>(kWorkThreads);
+  work_ = std::make_unique<WorkQueue>(c.limits.work_threads);
   // Revocations and expiry: read once now (warnings about what expires soon
   // are logged before the listeners open), then every crl_refresh_seconds.
   revocations_ = std::make_unique<Revocations>();

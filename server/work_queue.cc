@@ -1,10 +1,17 @@
 #include "server/work_queue.h"
 
+#include <pthread.h>
+
 namespace casebridge::server {
 
 WorkQueue::WorkQueue(int threads) {
   threads_.reserve(static_cast<size_t>(threads));
-  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
+  for (int i = 0; i < threads; ++i) {
+    threads_.emplace_back([this] { Run(); });
+    // Named here, before the constructor returns: once the gateway is up,
+    // the whole pool is named. (A failure leaves the process's name.)
+    (void)pthread_setname_np(threads_.back().native_handle(), kThreadName);
+  }
 }
 
 WorkQueue::~WorkQueue() {

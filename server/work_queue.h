@@ -16,6 +16,7 @@ namespace casebridge::server {
 
 class WorkQueue {
  public:
+  // The threads are named kThreadName (as top -H and perf show them).
   explicit WorkQueue(int threads);
   // Runs every task already posted, then joins the threads.
   ~WorkQueue();
@@ -32,6 +33,7 @@ class WorkQueue {
   void PostFirst(std::function<void()> task);
 
   static constexpr int kMaxFirstStreak = 4;
+  static constexpr char kThreadName[] = "cb-work";
 
  private:
   void Run();

@@ -546,6 +546,7 @@ TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
   EXPECT_EQ(defaults.limits.office_calls_per_second, 10000);
   EXPECT_EQ(defaults.limits.office_burst, 20000);
   EXPECT_EQ(defaults.limits.office_streams_per_identity, 16);
+  EXPECT_EQ(defaults.limits.work_threads, 8);
 
   GatewayConfigOptions options;
   options.extra_tls =
@@ -553,7 +554,7 @@ TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
       "crl_expiry_warning_days = 3\n";
   options.extra_limits =
       "office_calls_per_second = 50\noffice_burst = 200\n"
-      "office_streams_per_identity = 2\n";
+      "office_streams_per_identity = 2\nwork_threads = 24\n";
   ASSERT_OK_AND_ASSIGN(const Gateway set, Parse(Toml(options)));
   EXPECT_EQ(set.crl_refresh_seconds, 2);
   EXPECT_EQ(set.expiry_warning_days, 60);
@@ -561,6 +562,7 @@ TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
   EXPECT_EQ(set.limits.office_calls_per_second, 50);
   EXPECT_EQ(set.limits.office_burst, 200);
   EXPECT_EQ(set.limits.office_streams_per_identity, 2);
+  EXPECT_EQ(set.limits.work_threads, 24);
 }
 
 TEST_F(GatewayConfigTest, BadLifecycleAndLimitSettingsAreRefusedNamingTheKey) {
@@ -574,7 +576,10 @@ TEST_F(GatewayConfigTest, BadLifecycleAndLimitSettingsAreRefusedNamingTheKey) {
             "limits.office_calls_per_second"},
            {"", "office_burst = 0", "limits.office_burst"},
            {"", "office_streams_per_identity = 0",
-            "limits.office_streams_per_identity"}}) {
+            "limits.office_streams_per_identity"},
+           {"", "work_threads = 3", "limits.work_threads"},
+           {"", "work_threads = 257", "limits.work_threads"},
+           {"", "work_threads = \"many\"", "limits.work_threads"}}) {
     GatewayConfigOptions options;
     options.extra_tls = tls;
     options.extra_limits = limits;

@@ -1,10 +1,12 @@
 // Abuse limits of the office port on a real gateway process: per-identity
 // call rate and open streams, required deadlines, field sizes. Every
 // refusal is checked for its code, its audit entry, and that nothing was
-// stored.
+// stored. Also the size of the work pool (limits.work_threads).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <future>
 
 #include "absl/strings/match.h"
@@ -209,6 +211,26 @@ TEST_F(LimitsTest, OversizedFieldsAreRefusedNamingTheFieldAndNothingIsStored) {
   EXPECT_EQ(entries[0].status_code(), 3);
   EXPECT_EQ(entries[1].action(), "message.status");
   EXPECT_EQ(entries[1].status_code(), 3);
+}
+
+// The gateway's threads named `name` (/proc/<pid>/task/*/comm).
+int ThreadsNamed(pid_t pid, const std::string& name) {
+  int count = 0;
+  for (const auto& task : std::filesystem::directory_iterator(
+           "/proc/" + std::to_string(pid) + "/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string line;
+    if (std::getline(comm, line) && line == name) ++count;
+  }
+  return count;
+}
+
+TEST_F(LimitsTest, WorkThreadsSetsTheSizeOfTheWorkPool) {
+  StartGateway("work_threads = 5\n");
+  // The pool starts before the listeners, so it is complete once the
+  // gateway is ready; and it serves calls.
+  EXPECT_EQ(ThreadsNamed(gateway_->pid(), "cb-work"), 5);
+  EXPECT_EQ(CaseCount(), 0);
 }
 
 }  // namespace
