@@ -44,6 +44,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
@@ -1431,7 +1432,15 @@ int main(int argc, char** argv) {
                  "limits.work_threads of both gateways started (0: the "
                  "gateway's default)")
       ->capture_default_str()
-      ->check(CLI::Range(0, 256));
+      ->check(CLI::Validator(
+          [](const std::string& text) -> std::string {
+            int n = 0;
+            if (absl::SimpleAtoi(text, &n) && (n == 0 || (n >= 4 && n <= 256)))
+              return "";
+            return "must be 0 or 4 to 256 (the gateway's "
+                   "limits.work_threads)";
+          },
+          "0 or 4..256"));
   app.add_option("--work-dir", o.work_dir,
                  "where PKI, configs, data and logs go (kept); default: a "
                  "fresh temporary directory, removed afterwards");
