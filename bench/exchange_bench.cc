@@ -865,20 +865,21 @@ class Run {
 
  private:
   absl::Status Steps() {
-    report_["config"] = Json{{"quick", o_.quick},
-                             {"clients", o_.clients},
-                             {"seconds", o_.seconds},
-                             {"warmup_seconds", o_.warmup},
-                             {"cases", o_.cases},
-                             {"window", o_.window},
-                             {"saturate_window", o_.saturate_window},
-                             {"urgent_interval_ms", o_.urgent_interval_ms},
-                             {"backlog", Managed(o_) ? o_.backlog : 0},
-                             {"body_bytes", o_.body_bytes},
-                             {"work_threads", o_.work_threads},
-                             {"cpus", std::thread::hardware_concurrency()},
-                             {"load_average_at_start", LoadAverage()},
-                             {"gateways", Managed(o_) ? "started" : "running"}};
+    report_["config"] =
+        Json{{"quick", o_.quick},
+             {"clients", o_.clients},
+             {"seconds", o_.seconds},
+             {"warmup_seconds", o_.warmup},
+             {"cases", o_.cases},
+             {"window", o_.window},
+             {"saturate_window", o_.saturate_window},
+             {"urgent_interval_ms", o_.urgent_interval_ms},
+             {"backlog", Managed(o_) ? o_.backlog : 0},
+             {"body_bytes", o_.body_bytes},
+             {"work_threads", Managed(o_) ? o_.work_threads : 0},
+             {"cpus", std::thread::hardware_concurrency()},
+             {"load_average_at_start", LoadAverage()},
+             {"gateways", Managed(o_) ? "started" : "running"}};
     Say(o_, "Preparing the PKI and the gateways' configs...");
     CB_RETURN_IF_ERROR(env_.Prepare());
     if (Managed(o_)) {
@@ -1428,19 +1429,21 @@ int main(int argc, char** argv) {
                  "verify the receipt of every Nth message with CN's key")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000000));
-  app.add_option("--work-threads", o.work_threads,
-                 "limits.work_threads of both gateways started (0: the "
-                 "gateway's default)")
-      ->capture_default_str()
-      ->check(CLI::Validator(
-          [](const std::string& text) -> std::string {
-            int n = 0;
-            if (absl::SimpleAtoi(text, &n) && (n == 0 || (n >= 4 && n <= 256)))
-              return "";
-            return "must be 0 or 4 to 256 (the gateway's "
-                   "limits.work_threads)";
-          },
-          "0 or 4..256"));
+  auto* work_threads =
+      app.add_option("--work-threads", o.work_threads,
+                     "limits.work_threads of both gateways started (0: the "
+                     "gateway's default)")
+          ->capture_default_str()
+          ->check(CLI::Validator(
+              [](const std::string& text) -> std::string {
+                int n = 0;
+                if (absl::SimpleAtoi(text, &n) &&
+                    (n == 0 || (n >= 4 && n <= 256)))
+                  return "";
+                return "must be 0 or 4 to 256 (the gateway's "
+                       "limits.work_threads)";
+              },
+              "0 or 4..256"));
   app.add_option("--work-dir", o.work_dir,
                  "where PKI, configs, data and logs go (kept); default: a "
                  "fresh temporary directory, removed afterwards");
@@ -1458,6 +1461,7 @@ int main(int argc, char** argv) {
   auto* cn_office =
       app.add_option("--cn-office", o.cn_office,
                      "the running CN gateway's office port (host:port)");
+  work_threads->excludes(pk_office);
   pk_office->needs(cn_office);
   cn_office->needs(pk_office);
   app.add_option("--pk-pid", o.pk_pid, "running PK gateway's pid (CPU, RSS)");

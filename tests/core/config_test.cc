@@ -563,6 +563,13 @@ TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
   EXPECT_EQ(set.limits.office_burst, 200);
   EXPECT_EQ(set.limits.office_streams_per_identity, 2);
   EXPECT_EQ(set.limits.work_threads, 24);
+
+  for (const int edge : {4, 256}) {
+    GatewayConfigOptions at_edge;
+    at_edge.extra_limits = absl::StrCat("work_threads = ", edge, "\n");
+    ASSERT_OK_AND_ASSIGN(const Gateway parsed, Parse(Toml(at_edge)));
+    EXPECT_EQ(parsed.limits.work_threads, edge);
+  }
 }
 
 TEST_F(GatewayConfigTest, BadLifecycleAndLimitSettingsAreRefusedNamingTheKey) {
@@ -577,8 +584,10 @@ TEST_F(GatewayConfigTest, BadLifecycleAndLimitSettingsAreRefusedNamingTheKey) {
            {"", "office_burst = 0", "limits.office_burst"},
            {"", "office_streams_per_identity = 0",
             "limits.office_streams_per_identity"},
-           {"", "work_threads = 3", "limits.work_threads"},
-           {"", "work_threads = 257", "limits.work_threads"},
+           {"", "work_threads = 3",
+            "limits.work_threads: must be between 4 and 256"},
+           {"", "work_threads = 257",
+            "limits.work_threads: must be between 4 and 256"},
            {"", "work_threads = \"many\"", "limits.work_threads"}}) {
     GatewayConfigOptions options;
     options.extra_tls = tls;

@@ -225,6 +225,8 @@ int ThreadsNamed(pid_t pid, const std::string& name) {
   return count;
 }
 
+// A thread started from a pool thread would inherit its name and be counted
+// too: no task of the work queue starts threads.
 TEST_F(LimitsTest, WorkThreadsSetsTheSizeOfTheWorkPool) {
   StartGateway("work_threads = 5\n");
   // The pool starts before the listeners, so it is complete once the
