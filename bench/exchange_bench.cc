@@ -44,7 +44,6 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
@@ -1434,16 +1433,9 @@ int main(int argc, char** argv) {
                      "limits.work_threads of both gateways started (0: the "
                      "gateway's default)")
           ->capture_default_str()
-          ->check(CLI::Validator(
-              [](const std::string& text) -> std::string {
-                int n = 0;
-                if (absl::SimpleAtoi(text, &n) &&
-                    (n == 0 || (n >= 4 && n <= 256)))
-                  return "";
-                return "must be 0 or 4 to 256 (the gateway's "
-                       "limits.work_threads)";
-              },
-              "0 or 4..256"));
+          ->check(CLI::Range(0, 0) |
+                  CLI::Range(casebridge::config::Limits::kMinWorkThreads,
+                             casebridge::config::Limits::kMaxWorkThreads));
   app.add_option("--work-dir", o.work_dir,
                  "where PKI, configs, data and logs go (kept); default: a "
                  "fresh temporary directory, removed afterwards");

@@ -545,8 +545,10 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
         l.office_streams_per_identity,
         limits.Integer("office_streams_per_identity",
                        l.office_streams_per_identity, 1, 10000));
-    CB_ASSIGN_OR_RETURN(l.work_threads,
-                        limits.Integer("work_threads", l.work_threads, 4, 256));
+    CB_ASSIGN_OR_RETURN(
+        l.work_threads,
+        limits.Integer("work_threads", l.work_threads, Limits::kMinWorkThreads,
+                       Limits::kMaxWorkThreads));
     // The default must fit inside a message, whatever its size limit.
     if (limits.Get("max_envelope_bytes") == nullptr) {
       l.max_envelope_bytes =

@@ -55,6 +55,8 @@ struct Limits {
   // throughput, less CPU per message) and makes every message wait behind
   // more (docs/performance.md#admission-and-batch-size-run-i).
   int work_threads = 8;
+  static constexpr int kMinWorkThreads = 4;
+  static constexpr int kMaxWorkThreads = 256;
 };
 
 struct AuditSettings {
