@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -76,13 +77,19 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
   for (const std::string& a : argv)
     args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) {
     ::close(log);
     return absl::InternalError("fork failed");
   }
   if (pid == 0) {
-    // Child: only async-signal-safe calls until exec.
+    // Child: only async-signal-safe calls until exec. A benchmark that dies
+    // without stopping its gateways (killed, or a closed output pipe) takes
+    // them with it: SIGTERM once the spawning thread is gone (the benchmark
+    // spawns from its main thread), checked again for a parent gone already.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(127);
     const int null_in = ::open("/dev/null", O_RDONLY);
     ::dup2(null_in, 0);
     ::dup2(log, 1);

@@ -19,7 +19,8 @@ namespace casebridge::bench {
 
 // A child process: argv[0] run with stdin from /dev/null and stdout and
 // stderr appended to `log_path`. Killed (SIGKILL) and reaped on destruction
-// if still running.
+// if still running; sent SIGTERM by the kernel if the thread that spawned it
+// ends first (a benchmark killed without unwinding).
 class ChildProcess {
  public:
   static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(
