@@ -599,16 +599,18 @@ int RetentionSettings::DaysFor(v1::MessageKind kind) const {
   return it != message_kind_days.end() ? it->second : message_days;
 }
 
-bool RetentionSettings::enabled() const {
-  if (message_days > 0) return true;
-  for (const auto& [kind, days] : message_kind_days) {
-    if (days > 0) return true;
-  }
-  for (const auto& [status, days] : case_status_days) {
-    if (days > 0) return true;
-  }
-  return false;
+int RetentionSettings::ShortestDays() const {
+  int shortest = 0;
+  auto consider = [&shortest](int days) {
+    if (days > 0 && (shortest == 0 || days < shortest)) shortest = days;
+  };
+  consider(message_days);
+  for (const auto& [kind, days] : message_kind_days) consider(days);
+  for (const auto& [status, days] : case_status_days) consider(days);
+  return shortest;
 }
+
+bool RetentionSettings::enabled() const { return ShortestDays() > 0; }
 
 v1::Role RoleFromName(const std::string& name) {
   if (name == "liaison_officer") return v1::ROLE_LIAISON_OFFICER;

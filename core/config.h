@@ -95,6 +95,9 @@ struct RetentionSettings {
   int DaysFor(v1::MessageKind kind) const;
   // Whether anything is ever purged.
   bool enabled() const;
+  // The fewest days set above 0 for any message kind or case status; 0 when
+  // nothing is ever purged. Refused calls' entries lose their salts after it.
+  int ShortestDays() const;
 };
 
 struct Gateway {

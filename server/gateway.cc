@@ -387,9 +387,10 @@ absl::Status Gateway::Init(const Clock* clock) {
       if (!purged.ok()) {
         log::Error("retention.purge_failed",
                    {{"error", std::string(purged.status().message())}});
-      } else if (purged->messages + purged->cases > 0) {
-        log::Info("retention.purged",
-                  {{"messages", purged->messages}, {"cases", purged->cases}});
+      } else if (purged->messages + purged->cases + purged->refusals > 0) {
+        log::Info("retention.purged", {{"messages", purged->messages},
+                                       {"cases", purged->cases},
+                                       {"refusals", purged->refusals}});
       }
     };
   }

@@ -265,6 +265,14 @@ CREATE TABLE dissemination_withdrawals (
 CREATE INDEX dissemination_withdrawals_by_case
   ON dissemination_withdrawals(exchange_id);
 )sql"},
+      {10, "retention: the salts of refused calls' entries", R"sql(
+-- Refusal entries (outcome not OK) whose salt retention has not yet purged,
+-- by time: the requests they commit to were never stored, so no purge of a
+-- message or case reaches them (SqliteAuditLog::PurgeRefusalSalts). A
+-- purged salt leaves the index; successful entries never enter it.
+CREATE INDEX audit_refusal_salts ON audit_log(time_us)
+  WHERE status_code != 0 AND salt IS NOT NULL;
+)sql"},
   };
   return *migrations;
 }

@@ -1,5 +1,8 @@
 #include "server/sqlite_audit_log.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "core/crypto.h"
 #include "core/status_macros.h"
@@ -190,6 +193,57 @@ absl::StatusOr<uint64_t> SqliteAuditLog::AppendInTransaction(
       .BindBlob(7, salt);
   CB_RETURN_IF_ERROR(insert.Run());
   return index;
+}
+
+absl::StatusOr<int> SqliteAuditLog::PurgeRefusalSalts(absl::Time cutoff,
+                                                      const std::string& actor,
+                                                      int batch) {
+  if (batch <= 0) return absl::InvalidArgumentError("batch: must be above 0");
+  int purged = 0;
+  int taken = batch;
+  while (taken == batch) {
+    CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& c) -> absl::Status {
+      taken = 0;
+      // The partial index audit_refusal_salts holds exactly these rows, so
+      // the run reads only what it purges.
+      std::vector<int64_t> indexes;
+      {
+        CB_ASSIGN_OR_RETURN(
+            auto find,
+            c.Prepare("SELECT idx FROM audit_log WHERE status_code != 0 AND "
+                      "salt IS NOT NULL AND time_us < ? ORDER BY time_us "
+                      "LIMIT ?"));
+        find.Bind(1, absl::ToUnixMicros(cutoff)).Bind(2, int64_t{batch});
+        while (true) {
+          CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+          if (!row) break;
+          indexes.push_back(find.ColumnInt(0));
+        }
+      }
+      if (indexes.empty()) return absl::OkStatus();
+      for (const int64_t index : indexes) {
+        CB_ASSIGN_OR_RETURN(
+            auto clear,
+            c.Prepare("UPDATE audit_log SET salt = NULL WHERE idx = ?"));
+        clear.Bind(1, index);
+        CB_RETURN_IF_ERROR(clear.Run());
+      }
+      const auto [lowest, highest] =
+          std::minmax_element(indexes.begin(), indexes.end());
+      AuditEvent event;
+      event.actor = actor;
+      event.action = "retention.purge_refusals";
+      event.subjects = {absl::StrCat(*lowest), absl::StrCat(*highest)};
+      CB_RETURN_IF_ERROR(AppendInTransaction(c, event).status());
+      taken = static_cast<int>(indexes.size());
+      return absl::OkStatus();
+    }));
+    purged += taken;
+    if (taken > 0) db_->OweWalTruncation();
+  }
+  // The salts' old pages may still be in the WAL.
+  if (db_->wal_truncation_owed()) CB_RETURN_IF_ERROR(db_->TruncateWal());
+  return purged;
 }
 
 absl::StatusOr<uint64_t> SqliteAuditLog::Append(const AuditEvent& event) {

@@ -72,6 +72,15 @@ class SqliteAuditLog final : public AuditLog {
       uint64_t index);
   // The salt of entry `index`'s payload hash; nullopt once purged.
   absl::StatusOr<std::optional<std::string>> PayloadSalt(uint64_t index);
+  // Retention of refusals (docs/audit-log.md#retention): sets to NULL the
+  // salts of the refusal entries (outcome not OK) written before `cutoff`,
+  // whose payloads were requests that nothing stored and no other purge
+  // reaches. At most `batch` entries a transaction, each transaction audited
+  // as "retention.purge_refusals" by `actor`, subjects the lowest and
+  // highest index purged. Returns the number of entries purged.
+  absl::StatusOr<int> PurgeRefusalSalts(absl::Time cutoff,
+                                        const std::string& actor,
+                                        int batch = 500);
 
   // Stores a newly signed checkpoint; FAILED_PRECONDITION unless it is
   // larger than every stored one.

@@ -624,6 +624,11 @@ absl::StatusOr<RetentionReport> GatewayStore::PurgeExpired(
   CB_ASSIGN_OR_RETURN(report.cases,
                       cases_->PurgeExpired(policy, now, actor, &shares));
   report.messages += shares;
+  if (const int days = policy.ShortestDays(); days > 0) {
+    CB_ASSIGN_OR_RETURN(
+        report.refusals,
+        audit_->PurgeRefusalSalts(now - absl::Hours(24) * days, actor));
+  }
   return report;
 }
 

@@ -100,6 +100,7 @@ struct StoreOptions {
 struct RetentionReport {
   int messages = 0;  // by their own retention, and shares of purged cases
   int cases = 0;
+  int refusals = 0;  // refused calls' entries whose salts were purged
 };
 
 // The gateway's database with its stores: `<data_dir>/gateway.db`.
@@ -141,7 +142,8 @@ class GatewayStore {
   // <data_dir>/data.key): worth a warning at start.
   bool key_inside_data_dir() const { return key_inside_data_dir_; }
 
-  // One retention run: messages by kind, then cases by status
+  // One retention run: messages by kind, then cases by status, then the
+  // salts of refusal entries older than the shortest retention
   // (docs/audit-log.md#retention).
   absl::StatusOr<RetentionReport> PurgeExpired(
       const config::RetentionSettings& policy, absl::Time now,

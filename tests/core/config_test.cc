@@ -481,6 +481,20 @@ TEST_F(GatewayConfigTest, DataKeyFileDefaultsToTheDataDirAndResolves) {
                        HasSubstr("data_protection.key: unknown key")));
 }
 
+TEST(RetentionSettingsTest, ShortestDaysIgnoresWhatIsKeptForEver) {
+  RetentionSettings r;
+  r.message_kind_days[v1::MESSAGE_KIND_RESCUE_REQUEST] = 0;
+  EXPECT_EQ(r.ShortestDays(), 0);
+  EXPECT_FALSE(r.enabled());
+  r.message_days = 90;
+  r.case_status_days[v1::CASE_STATUS_REPATRIATED] = 0;
+  EXPECT_EQ(r.ShortestDays(), 90);
+  r.case_status_days[v1::CASE_STATUS_CLOSED] = 14;
+  r.message_kind_days[v1::MESSAGE_KIND_NOTE] = 21;
+  EXPECT_EQ(r.ShortestDays(), 14);
+  EXPECT_TRUE(r.enabled());
+}
+
 TEST_F(GatewayConfigTest, RetentionIsReadPerMessageKindAndFinalCaseStatus) {
   ASSERT_OK_AND_ASSIGN(const Gateway defaults, Parse(Toml()));
   EXPECT_FALSE(defaults.retention.enabled());
@@ -498,6 +512,9 @@ TEST_F(GatewayConfigTest, RetentionIsReadPerMessageKindAndFinalCaseStatus) {
   EXPECT_EQ(r.DaysFor(v1::MESSAGE_KIND_RESCUE_UPDATE), 365);
   EXPECT_EQ(r.case_status_days.at(v1::CASE_STATUS_CLOSED), 180);
   EXPECT_EQ(r.case_status_days.count(v1::CASE_STATUS_REPATRIATED), 0u);
+  // Refusals' salts follow the shortest retention set (0: kept, ignored).
+  EXPECT_EQ(r.ShortestDays(), 30);
+  EXPECT_EQ(defaults.retention.ShortestDays(), 0);
   EXPECT_EQ(set.audit.payload_retention_days, 0);
 }
 

@@ -369,9 +369,24 @@ TEST_F(DataKeyTest, PurgedPayloadsAreGoneAndTheCliReportsThemPurged) {
   close.mutable_update_mask()->add_paths("status");
   close.set_expected_version(1);
   ASSERT_OK(Pk(kFia)->UpdateCase(close).status());
+  // A refused OpenCase naming a victim: audited, nothing stored.
+  v1::CaseReference refused = ValidDraft();
+  refused.clear_local_reference();
+  EXPECT_THAT(Pk(kFia)->OpenCase(refused),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("local_reference")));
   // Both logs witnessed by the other side before the purge.
   ASSERT_OK(AwaitEvidence(message_id).status()) << Logs();
   StopPk();
+  auto count = [&](const std::string& sql) {
+    std::string n;
+    RunSql(PkDatabase(), sql, [&](const auto& row) { n = row[0]; });
+    return n;
+  };
+  constexpr char kRefusedOpens[] =
+      "SELECT COUNT(*) FROM audit_log WHERE action = 'case.open' AND "
+      "status_code = 3";
+  ASSERT_EQ(count(kRefusedOpens), "1");
 
   // What the purge must take off the disk: the two records' wrapped keys
   // and the sealed bytes of the case and of the message.
@@ -398,6 +413,9 @@ TEST_F(DataKeyTest, PurgedPayloadsAreGoneAndTheCliReportsThemPurged) {
   RunSql(PkDatabase(), absl::StrCat("UPDATE messages SET created_us = "
                                     "created_us - ",
                                     kTwoDaysUs));
+  RunSql(PkDatabase(), absl::StrCat("UPDATE audit_log SET time_us = "
+                                    "time_us - ",
+                                    kTwoDaysUs, " WHERE status_code != 0"));
 
   StartPk();
   EXPECT_TRUE(WaitUntil([&] {
@@ -413,11 +431,19 @@ TEST_F(DataKeyTest, PurgedPayloadsAreGoneAndTheCliReportsThemPurged) {
     return purges == 2;  // the message and the case
   })) << purges
       << Logs();
+  // The refusal's salt too, in a purge of its own.
+  EXPECT_TRUE(WaitUntil([&] {
+    for (const v1::AuditEntry& e : PkAuditEntries()) {
+      if (e.action() == "retention.purge_refusals") return true;
+    }
+    return false;
+  })) << Logs();
   ASSERT_OK_AND_ASSIGN(const v1::CaseReference purged,
                        Pk(kFia)->GetCase(exchange_id));
   EXPECT_EQ(purged.victims_size(), 0);
   StopPk();
   ASSERT_EQ(cn_->Stop(), 0) << Logs();
+  EXPECT_EQ(count(absl::StrCat(kRefusedOpens, " AND salt IS NULL")), "1");
 
   // Gone from the database file and its WAL.
   const std::string raw_after =
@@ -445,9 +471,9 @@ TEST_F(DataKeyTest, PurgedPayloadsAreGoneAndTheCliReportsThemPurged) {
   ASSERT_EQ(json.exit_code, 0) << json.out << json.err;
   const nlohmann::json parsed = nlohmann::json::parse(json.out);
   EXPECT_TRUE(parsed.at("ok").get<bool>());
-  // At least the case's case.open and case.update and the message's
-  // message.send.
-  EXPECT_GE(parsed.at("purged_payloads").get<int>(), 3) << json.out;
+  // At least the case's case.open and case.update, the message's
+  // message.send and the refused case.open.
+  EXPECT_GE(parsed.at("purged_payloads").get<int>(), 4) << json.out;
 }
 
 }  // namespace

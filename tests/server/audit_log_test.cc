@@ -36,6 +36,7 @@ using ::testing::IsEmpty;
 using ::testing::Not;
 
 constexpr char kFia[] = "spiffe://pk.casebridge/office/fia-liaison-desk";
+constexpr char kPkGateway[] = "spiffe://pk.casebridge/gateway";
 
 AuditEvent Event(const std::string& action, std::vector<std::string> subjects,
                  const std::string& payload = "payload") {
@@ -281,6 +282,85 @@ TEST_F(AuditLogTest, StoresRefusalWithCodeAndMessage) {
             "role auditor may not call OpenCase");
   EXPECT_EQ(entries[0].entry.actor,
             "spiffe://pk.casebridge/auditor/pk-auditor");
+}
+
+// Retention of refusals: a refused call's request (an OpenCase naming a
+// victim, say) was never stored, so no purge of a message or case reaches
+// its entry.
+TEST_F(AuditLogTest, PurgesTheSaltsOfOldRefusalsOnlyInAuditedBatches) {
+  auto refusal = [] {
+    AuditEvent event = Event("case.open", {}, "an OpenCase naming a victim");
+    event.outcome = absl::InvalidArgumentError("victims[0].age: negative");
+    return event;
+  };
+  std::vector<uint64_t> old_refusals;
+  ASSERT_OK_AND_ASSIGN(const uint64_t first, log().Append(refusal()));
+  old_refusals.push_back(first);
+  ASSERT_OK_AND_ASSIGN(const uint64_t success,
+                       log().Append(Event("case.update", {"PK-2026-000001"})));
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(absl::Seconds(1));
+    ASSERT_OK_AND_ASSIGN(const uint64_t index, log().Append(refusal()));
+    old_refusals.push_back(index);
+  }
+  const absl::Time cutoff = clock_.Now() + absl::Seconds(1);
+  clock_.Advance(absl::Hours(1));
+  ASSERT_OK_AND_ASSIGN(const uint64_t recent, log().Append(refusal()));
+  ASSERT_OK_AND_ASSIGN(const uint64_t size_before, log().Size());
+
+  ASSERT_OK_AND_ASSIGN(const int purged,
+                       log().PurgeRefusalSalts(cutoff, kPkGateway, 3));
+  EXPECT_EQ(purged, 4);
+  for (const uint64_t index : old_refusals) {
+    ASSERT_OK_AND_ASSIGN(const auto salt, log().PayloadSalt(index));
+    EXPECT_EQ(salt, std::nullopt) << "entry " << index;
+  }
+  for (const uint64_t index : {success, recent}) {
+    ASSERT_OK_AND_ASSIGN(const auto salt, log().PayloadSalt(index));
+    EXPECT_NE(salt, std::nullopt) << "entry " << index;
+  }
+  // One entry per transaction (3 and then 1), naming the lowest and highest
+  // index it purged.
+  ASSERT_OK_AND_ASSIGN(const auto added, log().Read(size_before, 10));
+  ASSERT_EQ(added.size(), 2u);
+  for (const StoredEntry& e : added) {
+    EXPECT_EQ(e.entry.action, "retention.purge_refusals");
+    EXPECT_EQ(e.entry.actor, kPkGateway);
+    EXPECT_EQ(e.entry.status_code, 0);
+  }
+  EXPECT_THAT(added[0].entry.subjects,
+              ElementsAre(absl::StrCat(old_refusals[0]),
+                          absl::StrCat(old_refusals[2])));
+  EXPECT_THAT(added[1].entry.subjects,
+              ElementsAre(absl::StrCat(old_refusals[3]),
+                          absl::StrCat(old_refusals[3])));
+  // Only the recent refusal is left for a later run.
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log INDEXED BY "
+                  "audit_refusal_salts WHERE status_code != 0 AND "
+                  "salt IS NOT NULL AND time_us >= 0"),
+            1);
+
+  // Nothing left to purge: no entry either.
+  ASSERT_OK_AND_ASSIGN(const int again,
+                       log().PurgeRefusalSalts(cutoff, kPkGateway));
+  EXPECT_EQ(again, 0);
+  ASSERT_OK_AND_ASSIGN(const uint64_t size_after, log().Size());
+  EXPECT_EQ(size_after, size_before + 2);
+  ASSERT_OK_AND_ASSIGN(const VerifyReport report, log().Verify());
+  EXPECT_TRUE(report.ok()) << report.problem;
+}
+
+TEST_F(AuditLogTest, PurgingRefusalSaltsInBatchesOfNoneIsRefused) {
+  AuditEvent event = Event("case.get", {"PK-2026-000001"});
+  event.outcome = absl::NotFoundError("no case PK-2026-000001");
+  ASSERT_OK_AND_ASSIGN(const uint64_t index, log().Append(event));
+  EXPECT_THAT(
+      log().PurgeRefusalSalts(clock_.Now() + absl::Hours(1), kPkGateway, 0),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("batch")));
+  ASSERT_OK_AND_ASSIGN(const auto salt, log().PayloadSalt(index));
+  EXPECT_NE(salt, std::nullopt);
+  ASSERT_OK_AND_ASSIGN(const uint64_t size, log().Size());
+  EXPECT_EQ(size, index + 1);
 }
 
 TEST_F(AuditLogTest, SamePayloadHashesDifferentlyUnderFreshSalts) {

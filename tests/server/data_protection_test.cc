@@ -757,6 +757,64 @@ TEST_F(DataProtectionTest, ConflictingEnvelopesFollowTheShortestRetention) {
   EXPECT_EQ(RawFiles().find(kOther), std::string::npos);
 }
 
+TEST_F(DataProtectionTest, RefusalsLoseTheirSaltsAfterTheShortestRetention) {
+  // A refused OpenCase and a refused SendMessage: their requests carried
+  // personal data that nothing stored.
+  AuditEvent open = Event("case.open", kFia, Draft().SerializeAsString());
+  open.outcome = absl::InvalidArgumentError("victims[0].pseudonym: too long");
+  ASSERT_OK_AND_ASSIGN(const uint64_t refused_open,
+                       store_->audit_log().Append(open));
+  AuditEvent send = Event("message.send", kFia, kBody);
+  send.subjects = {"PK-2026-000404"};
+  send.outcome = absl::NotFoundError("no case PK-2026-000404");
+  ASSERT_OK_AND_ASSIGN(const uint64_t refused_send,
+                       store_->audit_log().Append(send));
+  const v1::CaseReference kept = Open();  // its case.open entry succeeded
+
+  // Nothing is ever purged without retention.
+  clock_.Advance(absl::Hours(24) * 400);
+  ASSERT_OK_AND_ASSIGN(RetentionReport report,
+                       store_->PurgeExpired(config::RetentionSettings{},
+                                            clock_.Now(), kPkGateway));
+  EXPECT_EQ(report.refusals, 0);
+
+  // The shortest retention set (closed cases, 7 days) applies, and a fresh
+  // refusal waits for it.
+  AuditEvent recent = Event("case.get", kMps, "PK-2026-000001");
+  recent.outcome = absl::PermissionDeniedError("not this office's case");
+  ASSERT_OK_AND_ASSIGN(const uint64_t refused_recently,
+                       store_->audit_log().Append(recent));
+  config::RetentionSettings policy;
+  policy.message_days = 30;
+  policy.message_kind_days[v1::MESSAGE_KIND_NOTE] = 0;  // kept for ever
+  policy.case_status_days[v1::CASE_STATUS_CLOSED] = 7;
+  clock_.Advance(absl::Hours(24) * 6);
+  ASSERT_OK_AND_ASSIGN(report,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  EXPECT_EQ(report.refusals, 2);
+  EXPECT_EQ(report.messages + report.cases, 0);
+  auto salt = [&](uint64_t index) {
+    auto got = store_->audit_log().PayloadSalt(index);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? *got : std::nullopt;
+  };
+  EXPECT_EQ(salt(refused_open), std::nullopt);
+  EXPECT_EQ(salt(refused_send), std::nullopt);
+  EXPECT_NE(salt(refused_recently), std::nullopt) << "purged before its time";
+  EXPECT_NE(salt(refused_send + 1), std::nullopt)
+      << "the successful case.open of " << kept.exchange_id() << " lost it";
+  clock_.Advance(absl::Hours(24) * 2);
+  ASSERT_OK_AND_ASSIGN(report,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  EXPECT_EQ(report.refusals, 1);
+  EXPECT_EQ(salt(refused_recently), std::nullopt);
+
+  store_.reset();
+  const AuditVerifyReport verified = VerifyOffline();
+  EXPECT_TRUE(verified.ok) << verified.problem;
+  EXPECT_EQ(verified.purged_payloads, 3u);
+}
+
 TEST_F(DataProtectionTest, PurgingACasePurgesTheSharesThatCarryIt) {
   // Our case, shared twice: one share failed, one still queued.
   const v1::CaseReference ours = Close(Open().exchange_id());
