@@ -351,26 +351,33 @@ absl::StatusOr<std::vector<OutboxItem>> SqliteExchangeStore::ReadyToSend(
   if (max == 0) return items;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
     // First the sequence numbers, in sending order, from the covering index
-    // outbox_ready: due heads of their case (no older pending envelope of the
-    // same case, probed in outbox_pending). The walk stops once `max` cases
-    // not busy are found, so its cost follows the window and the busy cases,
-    // not the backlog; no envelope bytes are read for skipped rows.
+    // outbox_ready: due envelopes of cases not busy that are their case's
+    // head (no older pending envelope of the same case, probed in
+    // outbox_pending). The walk stops once `max` are found, so its cost
+    // follows the window and the busy cases, not the backlog; no envelope
+    // bytes are read for skipped rows, and the rows of busy cases (those in
+    // flight, a window's worth at every call) are skipped before the probe.
     std::vector<int64_t> chosen;
     {
       CB_ASSIGN_OR_RETURN(
-          auto heads,
-          conn.Prepare("SELECT o.seq, o.exchange_id FROM outbox o "
-                       "WHERE o.state IN (1, 2) AND o.next_attempt_us <= ?1 "
-                       "AND NOT EXISTS (SELECT 1 FROM outbox p "
-                       "  WHERE p.exchange_id = o.exchange_id "
-                       "  AND p.state IN (1, 2) AND p.seq < o.seq) "
-                       "ORDER BY o.priority DESC, o.seq"));
-      heads.Bind(1, absl::ToUnixMicros(now));
+          auto due,
+          conn.Prepare("SELECT seq, exchange_id FROM outbox "
+                       "WHERE state IN (1, 2) AND next_attempt_us <= ? "
+                       "ORDER BY priority DESC, seq"));
+      due.Bind(1, absl::ToUnixMicros(now));
       while (chosen.size() < max) {
-        CB_ASSIGN_OR_RETURN(const bool row, heads.Step());
+        CB_ASSIGN_OR_RETURN(const bool row, due.Step());
         if (!row) break;
-        if (busy_cases.count(heads.ColumnText(1)) != 0) continue;
-        chosen.push_back(heads.ColumnInt(0));
+        const int64_t seq = due.ColumnInt(0);
+        const std::string exchange_id = due.ColumnText(1);
+        if (busy_cases.contains(exchange_id)) continue;
+        CB_ASSIGN_OR_RETURN(
+            auto older,
+            conn.Prepare("SELECT 1 FROM outbox WHERE exchange_id = ? "
+                         "AND state IN (1, 2) AND seq < ? LIMIT 1"));
+        older.Bind(1, exchange_id).Bind(2, seq);
+        CB_ASSIGN_OR_RETURN(const bool behind, older.Step());
+        if (!behind) chosen.push_back(seq);
       }
     }
     // Then those envelopes, in the same snapshot.
