@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,11 +34,19 @@ std::string TempPath(const std::string& stem) {
                       stem);
 }
 
+// The child is killed when the thread that spawned it ends
+// (PR_SET_PDEATHSIG): a test process killed at ctest's timeout takes its
+// gateways with it, instead of leaving them to hold ports and CPU for the
+// tests after it.
 pid_t Spawn(const std::vector<std::string>& argv, const std::string& out_path,
             const std::string& err_path) {
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid != 0) return pid;
-  // Child: redirect, exec.
+  // Child: tie to the parent, redirect, exec.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) {
+    ::_exit(127);  // the parent died before the prctl took hold
+  }
   const int null_in = ::open("/dev/null", O_RDONLY);
   const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -97,6 +107,13 @@ CommandResult RunCommand(const std::vector<std::string>& argv,
 
 absl::StatusOr<std::unique_ptr<GatewayProcess>> GatewayProcess::Start(
     const std::string& config_path, absl::Duration timeout) {
+  // The gateway dies with the thread that starts it (Spawn): only the
+  // process's main thread lives as long as the test.
+  if (::syscall(SYS_gettid) != ::getpid()) {
+    return absl::FailedPreconditionError(
+        "GatewayProcess::Start: call it from the test's main thread (the "
+        "gateway is killed when the thread that started it ends)");
+  }
   std::unique_ptr<GatewayProcess> p(new GatewayProcess());
   const std::string ready = TempPath("ready.json");
   std::filesystem::remove(ready);  // never trust a file left by someone else

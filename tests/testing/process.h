@@ -23,6 +23,9 @@ struct CommandResult {
   std::string err;
 };
 
+// Processes started here get SIGKILL when the thread that started them
+// ends, so none outlives a test process killed at its timeout.
+
 // Runs argv[0] with its arguments; waits up to `timeout`.
 CommandResult RunCommand(const std::vector<std::string>& argv,
                          absl::Duration timeout = absl::Seconds(60));
@@ -33,6 +36,7 @@ class GatewayProcess {
  public:
   // Starts the gateway with `config_path` and waits until it has written its
   // ready file (or exited, or `timeout` passed: then an error with its log).
+  // Only from the process's main thread (FAILED_PRECONDITION otherwise).
   static absl::StatusOr<std::unique_ptr<GatewayProcess>> Start(
       const std::string& config_path,
       absl::Duration timeout = absl::Seconds(30));
