@@ -33,7 +33,9 @@ ensure_packages() {
 # are passed to cmake at configure time; targets via BUILD_TARGETS.
 # RelWithDebInfo with line tables only (-g1): backtraces, perf and gdb keep
 # function, file and line; full debug information (-g) costs a quarter more
-# compile time. Configure a build of your own for variables in gdb.
+# compile time. Configure a build of your own for variables in gdb. (Flags
+# are set when a build directory is first configured; an existing one keeps
+# its own until it is removed.)
 build_project() {
   local root build_dir
   root=$(casebridge_root)

@@ -266,12 +266,17 @@ CREATE INDEX dissemination_withdrawals_by_case
   ON dissemination_withdrawals(exchange_id);
 )sql"},
       {10, "retention: the salts of refused calls' entries", R"sql(
--- Refusal entries (outcome not OK) whose salt retention has not yet purged,
--- by time: the requests they commit to were never stored, so no purge of a
--- message or case reaches them (SqliteAuditLog::PurgeRefusalSalts). A
--- purged salt leaves the index; successful entries never enter it.
+-- Refusals of calls by offices (and by callers not known at all) whose salt
+-- retention has not yet purged, by time: the requests they commit to were
+-- never stored, so no purge of a message or case reaches them
+-- (SqliteAuditLog::PurgeRefusalSalts). Entries whose actor is a gateway
+-- (identities fixed by core/identity.h) never enter it: a refused envelope
+-- kept in envelope_conflicts, a fork of the peer's log, a peer's permanent
+-- refusal are evidence the log must keep provable. A purged salt leaves the
+-- index; successful entries never enter it.
 CREATE INDEX audit_refusal_salts ON audit_log(time_us)
-  WHERE status_code != 0 AND salt IS NOT NULL;
+  WHERE status_code != 0 AND salt IS NOT NULL AND actor NOT IN
+    ('spiffe://pk.casebridge/gateway', 'spiffe://cn.casebridge/gateway');
 )sql"},
   };
   return *migrations;

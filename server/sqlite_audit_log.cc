@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "core/crypto.h"
 #include "core/status_macros.h"
 
@@ -204,15 +205,9 @@ absl::StatusOr<int> SqliteAuditLog::PurgeRefusalSalts(absl::Time cutoff,
   while (taken == batch) {
     CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& c) -> absl::Status {
       taken = 0;
-      // The partial index audit_refusal_salts holds exactly these rows, so
-      // the run reads only what it purges.
       std::vector<int64_t> indexes;
       {
-        CB_ASSIGN_OR_RETURN(
-            auto find,
-            c.Prepare("SELECT idx FROM audit_log WHERE status_code != 0 AND "
-                      "salt IS NOT NULL AND time_us < ? ORDER BY time_us "
-                      "LIMIT ?"));
+        CB_ASSIGN_OR_RETURN(auto find, c.Prepare(kPurgeableRefusals));
         find.Bind(1, absl::ToUnixMicros(cutoff)).Bind(2, int64_t{batch});
         while (true) {
           CB_ASSIGN_OR_RETURN(const bool row, find.Step());
@@ -233,7 +228,9 @@ absl::StatusOr<int> SqliteAuditLog::PurgeRefusalSalts(absl::Time cutoff,
       AuditEvent event;
       event.actor = actor;
       event.action = "retention.purge_refusals";
-      event.subjects = {absl::StrCat(*lowest), absl::StrCat(*highest)};
+      event.subjects = {absl::StrCat(*lowest), absl::StrCat(*highest),
+                        absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", cutoff,
+                                         absl::UTCTimeZone())};
       CB_RETURN_IF_ERROR(AppendInTransaction(c, event).status());
       taken = static_cast<int>(indexes.size());
       return absl::OkStatus();

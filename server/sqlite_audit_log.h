@@ -20,6 +20,17 @@ class SqliteNodeSource final : public merkle::NodeSource {
   sqlite::Connection& connection_;
 };
 
+// Refusals of calls by offices older than ?1 whose salts are still there,
+// oldest first, at most ?2. Its WHERE repeats the partial index
+// audit_refusal_salts' (migration 10) term for term, so the query walks that
+// index and reads only what it purges; gateways' refusals are evidence kept
+// (see the migration). AuditLogTest checks the plan.
+inline constexpr char kPurgeableRefusals[] =
+    "SELECT idx FROM audit_log WHERE status_code != 0 AND salt IS NOT NULL "
+    "AND actor NOT IN ('spiffe://pk.casebridge/gateway', "
+    "'spiffe://cn.casebridge/gateway') AND time_us < ?1 ORDER BY time_us "
+    "LIMIT ?2";
+
 // AuditLog in the gateway's SQLite database (tables audit_log, audit_nodes,
 // audit_subjects and checkpoints: schema.cc and docs/audit-log.md).
 class SqliteAuditLog final : public AuditLog {
@@ -73,11 +84,14 @@ class SqliteAuditLog final : public AuditLog {
   // The salt of entry `index`'s payload hash; nullopt once purged.
   absl::StatusOr<std::optional<std::string>> PayloadSalt(uint64_t index);
   // Retention of refusals (docs/audit-log.md#retention): sets to NULL the
-  // salts of the refusal entries (outcome not OK) written before `cutoff`,
-  // whose payloads were requests that nothing stored and no other purge
-  // reaches. At most `batch` entries a transaction, each transaction audited
-  // as "retention.purge_refusals" by `actor`, subjects the lowest and
-  // highest index purged. Returns the number of entries purged.
+  // salts of the refusal entries (outcome not OK) written before `cutoff`
+  // whose actor is not a gateway: their payloads were requests of offices
+  // (or unknown callers) that nothing stored and no other purge reaches.
+  // Gateways' refusals stay provable (evidence: conflicting envelopes, forks
+  // of the peer's log). At most `batch` entries a transaction, each
+  // transaction audited as "retention.purge_refusals" by `actor`, subjects
+  // the lowest and highest index purged and `cutoff` (RFC 3339, UTC).
+  // Returns the number of entries purged.
   absl::StatusOr<int> PurgeRefusalSalts(absl::Time cutoff,
                                         const std::string& actor,
                                         int batch = 500);

@@ -37,27 +37,52 @@ std::string TempPath(const std::string& stem) {
 // The child is killed when the thread that spawned it ends
 // (PR_SET_PDEATHSIG): a test process killed at ctest's timeout takes its
 // gateways with it, instead of leaving them to hold ports and CPU for the
-// tests after it.
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& out_path,
-            const std::string& err_path) {
+// tests after it. Everything that allocates is done before the fork: the
+// child of a threaded process may only make async-signal-safe calls.
+absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv,
+                            const std::string& out_path,
+                            const std::string& err_path) {
+  std::vector<char*> args;
+  args.reserve(argv.size() + 1);
+  for (const std::string& a : argv) {
+    args.push_back(const_cast<char*>(a.c_str()));
+  }
+  args.push_back(nullptr);
+  const int null_in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  const int out =
+      ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const int err =
+      ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  auto close_all = [&] {
+    for (const int fd : {null_in, out, err}) {
+      if (fd >= 0) ::close(fd);
+    }
+  };
+  if (null_in < 0 || out < 0 || err < 0) {
+    close_all();
+    return absl::InternalError(absl::StrCat("cannot open the output files ",
+                                            out_path, " and ", err_path));
+  }
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
-  if (pid != 0) return pid;
-  // Child: tie to the parent, redirect, exec.
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) {
-    ::_exit(127);  // the parent died before the prctl took hold
+  if (pid < 0) {
+    close_all();
+    return absl::InternalError(absl::StrCat("fork failed for ", argv[0]));
   }
-  const int null_in = ::open("/dev/null", O_RDONLY);
-  const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  ::dup2(null_in, 0);
-  ::dup2(out, 1);
-  ::dup2(err, 2);
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  ::execv(args[0], args.data());
-  ::_exit(127);
+  if (pid == 0) {
+    // Child: tie to the parent (checked again for a parent gone before the
+    // prctl took hold), redirect, exec.
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) {
+      ::_exit(127);
+    }
+    ::dup2(null_in, 0);
+    ::dup2(out, 1);
+    ::dup2(err, 2);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  close_all();
+  return pid;
 }
 
 // Waits for `pid` until `deadline`; the exit code, or -1 (signal / timeout).
@@ -91,7 +116,12 @@ CommandResult RunCommand(const std::vector<std::string>& argv,
   const std::string out = TempPath("out");
   const std::string err = TempPath("err");
   CommandResult result;
-  const pid_t pid = Spawn(argv, out, err);
+  const absl::StatusOr<pid_t> spawned = Spawn(argv, out, err);
+  if (!spawned.ok()) {
+    result.err = spawned.status().ToString();
+    return result;
+  }
+  const pid_t pid = *spawned;
   bool exited = false;
   result.exit_code = WaitFor(pid, absl::Now() + timeout, &exited);
   if (!exited) {
@@ -118,9 +148,11 @@ absl::StatusOr<std::unique_ptr<GatewayProcess>> GatewayProcess::Start(
   const std::string ready = TempPath("ready.json");
   std::filesystem::remove(ready);  // never trust a file left by someone else
   p->log_path_ = TempPath("gateway.log");
-  p->pid_ =
+  absl::StatusOr<pid_t> pid =
       Spawn({GatewayBinary(), "--config", config_path, "--ready-file", ready},
             TempPath("gateway.out"), p->log_path_);
+  if (!pid.ok()) return pid.status();
+  p->pid_ = *pid;
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
     std::error_code ec;
