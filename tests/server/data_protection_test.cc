@@ -770,6 +770,11 @@ TEST_F(DataProtectionTest, RefusalsLoseTheirSaltsAfterTheShortestRetention) {
   ASSERT_OK_AND_ASSIGN(const uint64_t refused_send,
                        store_->audit_log().Append(send));
   const v1::CaseReference kept = Open();  // its case.open entry succeeded
+  ASSERT_OK_AND_ASSIGN(const std::optional<std::string> open_salt,
+                       store_->audit_log().PayloadSalt(refused_open));
+  ASSERT_TRUE(open_salt.has_value());
+  ASSERT_NE(RawFiles().find(*open_salt), std::string::npos)
+      << "the salt is not where the test looks";
 
   // Nothing is ever purged without retention.
   clock_.Advance(absl::Hours(24) * 400);
@@ -800,6 +805,9 @@ TEST_F(DataProtectionTest, RefusalsLoseTheirSaltsAfterTheShortestRetention) {
   };
   EXPECT_EQ(salt(refused_open), std::nullopt);
   EXPECT_EQ(salt(refused_send), std::nullopt);
+  // Neither in the database file nor in its WAL, the gateway still running.
+  EXPECT_EQ(RawFiles().find(*open_salt), std::string::npos)
+      << "the purged salt is still in the files";
   EXPECT_NE(salt(refused_recently), std::nullopt) << "purged before its time";
   EXPECT_NE(salt(refused_send + 1), std::nullopt)
       << "the successful case.open of " << kept.exchange_id() << " lost it";
