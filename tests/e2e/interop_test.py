@@ -9,6 +9,7 @@ Prints "N passed, N failed" and exits non-zero on any failure.
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,5 +161,11 @@ finally:
         code = -1
     check("gateway exits 0 on SIGTERM", code == 0, str(code))
 
+log.close()
 print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+if failed:
+    # Kept for the failure's diagnosis: the gateway's log and data.
+    print(f"kept {work} (gateway.log, data, pki)")
+    sys.exit(1)
+# The dev PKI's private keys and the gateway's data go with the run.
+shutil.rmtree(work)
