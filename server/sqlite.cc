@@ -344,6 +344,7 @@ absl::Status Database::Enqueue(PendingWrite& me) {
         queue_.begin() + static_cast<std::ptrdiff_t>(running_ + first_waiting_),
         &me);
     ++first_waiting_;
+    first_ahead_.fetch_add(1, std::memory_order_relaxed);
   } else {
     queue_.push_back(&me);
   }
@@ -368,34 +369,57 @@ absl::Status Database::Enqueue(PendingWrite& me) {
       queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
   running_ = n;
   for (const PendingWrite* write : batch) {
-    if (write->ahead) --first_waiting_;
+    if (write->ahead) {
+      --first_waiting_;
+      first_ahead_.fetch_sub(1, std::memory_order_relaxed);
+    }
   }
   first_streak_.Went(me.ahead, queue_.size() > n);
   queue_mu_.Unlock();
 
+  size_t ran = 1;
   if (me.alone) {
     me.status = (*me.work)(*writer_);
   } else {
-    RunBatch(batch);
+    ran = RunBatch(batch);
   }
 
   queue_mu_.Lock();
-  for (PendingWrite* write : batch) {
+  for (size_t i = 0; i < ran; ++i) {
     queue_.pop_front();  // the batch is still the front of the queue
-    write->done = true;
+    batch[i]->done = true;
+  }
+  if (ran < n) {
+    // The batch gave way to kFirst writes queued meanwhile (they follow
+    // it): they go first, then the units it did not run, ahead of the
+    // rest as before.
+    const auto rest = static_cast<std::ptrdiff_t>(n - ran);
+    std::rotate(
+        queue_.begin(), queue_.begin() + rest,
+        queue_.begin() + rest + static_cast<std::ptrdiff_t>(first_waiting_));
   }
   running_ = 0;
   queue_mu_.Unlock();  // wakes the batch's waiters and the next leader
   return me.status;
 }
 
-void Database::RunBatch(const std::vector<PendingWrite*>& batch) {
+size_t Database::RunBatch(const std::vector<PendingWrite*>& batch) {
   const absl::Status begin = writer_->Run("BEGIN IMMEDIATE");
   if (!begin.ok()) {
     for (PendingWrite* write : batch) write->status = begin;
-    return;
+    return batch.size();
   }
+  // A batch of kNormal writes gives way, between two of its units, to a
+  // kFirst write queued ahead meanwhile: it commits the units it ran and
+  // leaves the others queued, so that the kFirst write waits for one unit
+  // and a commit, not for the whole batch.
+  const bool yields = !batch.front()->ahead;
+  size_t ran = 0;
   for (PendingWrite* write : batch) {
+    if (ran > 0 && yields && first_ahead_.load(std::memory_order_relaxed) > 0) {
+      break;
+    }
+    ++ran;
     absl::Status status = writer_->Run("SAVEPOINT unit");
     if (status.ok()) status = (*write->work)(*writer_);
     if (!status.ok()) (void)writer_->Run("ROLLBACK TO unit");
@@ -406,10 +430,11 @@ void Database::RunBatch(const std::vector<PendingWrite*>& batch) {
   const absl::Status commit = writer_->Run("COMMIT");
   if (!commit.ok()) {
     (void)writer_->Run("ROLLBACK");
-    for (PendingWrite* write : batch) {
-      if (write->status.ok()) write->status = commit;
+    for (size_t i = 0; i < ran; ++i) {
+      if (batch[i]->status.ok()) batch[i]->status = commit;
     }
   }
+  return ran;
 }
 
 absl::Status Database::Read(

@@ -115,9 +115,12 @@ struct Migration {
 // server::WritePriority::kFirst wait ahead of kNormal ones, and a batch led
 // by a kFirst write holds kFirst writes only: an URGENT message or an
 // exchange round commits without waiting for the office calls queued behind
-// it to run in its transaction (docs/performance.md, run F). After
-// kMaxFirstStreak such batches in a row with other writes waiting, kFirst
-// writes queue at the back until one of those has run.
+// it to run in its transaction (docs/performance.md, run F), and a batch
+// of kNormal writes running gives way to a kFirst write queued meanwhile:
+// it commits the units it ran and leaves the rest queued behind the kFirst
+// writes, ahead of the later kNormal ones (run K). After kMaxFirstStreak
+// such batches in a row with other writes waiting, kFirst writes queue at
+// the back (and no batch gives way to them) until one of those has run.
 //
 // Read() runs on a pooled reader inside a read transaction (a consistent
 // snapshot); WAL lets it proceed while the writer commits.
@@ -198,8 +201,10 @@ class Database {
   static bool DoneOrLeading(WaitArg* arg);
   // Queues `me` and returns once it ran, leading a batch if its turn comes.
   absl::Status Enqueue(PendingWrite& me);
-  // Runs `batch` in one transaction on writer_. Called by the leader only.
-  void RunBatch(const std::vector<PendingWrite*>& batch);
+  // Runs `batch` in one transaction on writer_, or the units of it before
+  // the point where it gave way to a kFirst write; returns how many ran.
+  // Called by the leader only.
+  size_t RunBatch(const std::vector<PendingWrite*>& batch);
   // The writer's WAL hook: after each commit, with the WAL's size in frames.
   static int OnCommit(void* db, sqlite3* connection, const char* schema,
                       int frames);
@@ -214,6 +219,9 @@ class Database {
   std::deque<PendingWrite*> queue_ ABSL_GUARDED_BY(queue_mu_);
   size_t running_ ABSL_GUARDED_BY(queue_mu_) = 0;        // batch at the front
   size_t first_waiting_ ABSL_GUARDED_BY(queue_mu_) = 0;  // kFirst after it
+  // first_waiting_, for the running batch to read between its units
+  // without taking queue_mu_.
+  std::atomic<size_t> first_ahead_{0};
   server::FirstLaneStreak first_streak_ ABSL_GUARDED_BY(queue_mu_){
       kMaxFirstStreak};
   std::atomic<bool> wal_truncation_owed_{false};  // see OweWalTruncation

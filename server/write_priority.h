@@ -8,7 +8,8 @@
 namespace casebridge::server {
 
 // How soon a write runs. A kFirst write goes ahead of every kNormal write
-// still waiting (never into the batch already running): writes that move
+// still waiting (never into the batch already running, which gives way to
+// it after the unit it is running, sqlite::Database): writes that move
 // accepted work along (the exchange's rounds, receipts, inbound batches) and
 // those carrying an URGENT message, so that a queue of new office calls does
 // not hold them up. Among writes of one priority the order is first come,

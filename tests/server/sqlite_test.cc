@@ -484,6 +484,66 @@ TEST_F(DatabaseTest, FirstPriorityBatchCommitsWithoutTheNormalWritesQueued) {
   }
 }
 
+TEST_F(DatabaseTest, ABatchOfNormalWritesGivesWayToAFirstPriorityWrite) {
+  // Three normal writes queue behind a running batch and then run as one
+  // batch. While the first of them runs, a kFirst write queues: the batch
+  // commits that unit (its Write() returns) and stops, the kFirst write
+  // runs next, then the two normal units left, none of them lost.
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  absl::Mutex mu;
+  std::vector<std::string> order;
+  auto record = [&](const std::string& name) {
+    absl::MutexLock lock(&mu);
+    order.push_back(name);
+  };
+  absl::Notification normal_1_returned;
+  bool first_saw_normal_1_return = false;
+  std::thread first;
+  HeldBatch held(*db, 3200);
+  ASSERT_TRUE(held.Queue(
+      server::WritePriority::kNormal,
+      [&](Connection& c) {
+        record("normal-1");
+        const size_t before = db->WaitingWrites();
+        first = std::thread([&] {
+          const server::ScopedWritePriority scope(
+              server::WritePriority::kFirst);
+          EXPECT_OK(db->Write([&](Connection& c2) {
+            record("first");
+            first_saw_normal_1_return =
+                normal_1_returned.WaitForNotificationWithTimeout(
+                    absl::Seconds(10));
+            return InsertYear(c2, 3204, 1);
+          }));
+        });
+        if (!AwaitWaitingWrites(*db, before + 1)) {
+          return absl::DeadlineExceededError("the kFirst write never queued");
+        }
+        return InsertYear(c, 3201, 1);
+      },
+      [&] { normal_1_returned.Notify(); }))
+      << "normal-1 never queued";
+  for (int k = 2; k <= 3; ++k) {
+    ASSERT_TRUE(held.Queue(server::WritePriority::kNormal,
+                           [&, k](Connection& c) {
+                             record(absl::StrCat("normal-", k));
+                             return InsertYear(c, 3200 + k, 1);
+                           }))
+        << "normal-" << k << " never queued";
+  }
+  held.Release();
+  held.Join();
+  first.join();
+  EXPECT_THAT(order, ElementsAre("normal-1", "first", "normal-2", "normal-3"));
+  EXPECT_TRUE(first_saw_normal_1_return)
+      << "normal-1 was not committed before the kFirst write ran";
+  EXPECT_EQ(db->WaitingWrites(), 0u);
+  for (int64_t year = 3200; year <= 3204; ++year) {
+    ASSERT_OK_AND_ASSIGN(int64_t count, CountYear(*db, year));
+    EXPECT_EQ(count, 1) << year;
+  }
+}
+
 TEST_F(DatabaseTest, AStreamOfFirstPriorityWritesDoesNotHoldOthersBackForGood) {
   // Each kFirst write, while it runs, queues the next one (as the exchange's
   // loops do under load): a normal write queued at the start must still run
