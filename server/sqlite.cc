@@ -374,6 +374,11 @@ absl::Status Database::Enqueue(PendingWrite& me) {
       first_ahead_.fetch_sub(1, std::memory_order_relaxed);
     }
   }
+  // A batch of kNormal writes gives way to kFirst writes queued meanwhile,
+  // unless it was taken because the kFirst writes had gone first
+  // kMaxFirstStreak times in a row: then it runs whole, so a steady stream
+  // of kFirst writes leaves the others a batch, not a unit, in each turn.
+  const bool gives_way = !me.ahead && first_streak_.MayGoFirst();
   first_streak_.Went(me.ahead, queue_.size() > n);
   queue_mu_.Unlock();
 
@@ -381,7 +386,7 @@ absl::Status Database::Enqueue(PendingWrite& me) {
   if (me.alone) {
     me.status = (*me.work)(*writer_);
   } else {
-    ran = RunBatch(batch);
+    ran = RunBatch(batch, gives_way);
   }
 
   queue_mu_.Lock();
@@ -403,20 +408,21 @@ absl::Status Database::Enqueue(PendingWrite& me) {
   return me.status;
 }
 
-size_t Database::RunBatch(const std::vector<PendingWrite*>& batch) {
+size_t Database::RunBatch(const std::vector<PendingWrite*>& batch,
+                          bool gives_way) {
   const absl::Status begin = writer_->Run("BEGIN IMMEDIATE");
   if (!begin.ok()) {
     for (PendingWrite* write : batch) write->status = begin;
     return batch.size();
   }
-  // A batch of kNormal writes gives way, between two of its units, to a
-  // kFirst write queued ahead meanwhile: it commits the units it ran and
-  // leaves the others queued, so that the kFirst write waits for one unit
-  // and a commit, not for the whole batch.
-  const bool yields = !batch.front()->ahead;
+  // Giving way, between two units, to a kFirst write queued ahead
+  // meanwhile: the batch commits the units it ran and leaves the others
+  // queued, so that the kFirst write waits for one unit and a commit, not
+  // for the whole batch.
   size_t ran = 0;
   for (PendingWrite* write : batch) {
-    if (ran > 0 && yields && first_ahead_.load(std::memory_order_relaxed) > 0) {
+    if (ran > 0 && gives_way &&
+        first_ahead_.load(std::memory_order_relaxed) > 0) {
       break;
     }
     ++ran;

@@ -119,8 +119,9 @@ struct Migration {
 // of kNormal writes running gives way to a kFirst write queued meanwhile:
 // it commits the units it ran and leaves the rest queued behind the kFirst
 // writes, ahead of the later kNormal ones (run K). After kMaxFirstStreak
-// such batches in a row with other writes waiting, kFirst writes queue at
-// the back (and no batch gives way to them) until one of those has run.
+// batches of kFirst writes in a row with other writes waiting, kFirst
+// writes queue at the back until one of those has run, and the batch of
+// those runs whole.
 //
 // Read() runs on a pooled reader inside a read transaction (a consistent
 // snapshot); WAL lets it proceed while the writer commits.
@@ -201,10 +202,10 @@ class Database {
   static bool DoneOrLeading(WaitArg* arg);
   // Queues `me` and returns once it ran, leading a batch if its turn comes.
   absl::Status Enqueue(PendingWrite& me);
-  // Runs `batch` in one transaction on writer_, or the units of it before
-  // the point where it gave way to a kFirst write; returns how many ran.
-  // Called by the leader only.
-  size_t RunBatch(const std::vector<PendingWrite*>& batch);
+  // Runs `batch` in one transaction on writer_, or, if it `gives_way`, the
+  // units of it before a kFirst write was queued ahead; returns how many
+  // ran. Called by the leader only.
+  size_t RunBatch(const std::vector<PendingWrite*>& batch, bool gives_way);
   // The writer's WAL hook: after each commit, with the WAL's size in frames.
   static int OnCommit(void* db, sqlite3* connection, const char* schema,
                       int frames);

@@ -13,7 +13,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -498,14 +500,16 @@ TEST_F(DatabaseTest, ABatchOfNormalWritesGivesWayToAFirstPriorityWrite) {
   };
   absl::Notification normal_1_returned;
   bool first_saw_normal_1_return = false;
-  std::thread first;
+  // Joined after `held` is done, also when an assertion ends the test
+  // early (normal-1 then still runs, and starts it).
+  std::jthread first;
   HeldBatch held(*db, 3200);
   ASSERT_TRUE(held.Queue(
       server::WritePriority::kNormal,
       [&](Connection& c) {
         record("normal-1");
         const size_t before = db->WaitingWrites();
-        first = std::thread([&] {
+        first = std::jthread([&] {
           const server::ScopedWritePriority scope(
               server::WritePriority::kFirst);
           EXPECT_OK(db->Write([&](Connection& c2) {
@@ -611,6 +615,100 @@ TEST_F(DatabaseTest, AStreamOfFirstPriorityWritesDoesNotHoldOthersBackForGood) {
       std::find(order.begin(), order.end(), "normal") - order.begin();
   EXPECT_LE(normal_at, 12) << "the normal write ran after " << normal_at
                            << " kFirst writes";
+}
+
+TEST_F(DatabaseTest, AfterAStreakOfFirstPriorityBatchesTheOthersRunWhole) {
+  // A chain of kFirst writes (each queues the next while it runs) keeps
+  // three normal writes waiting until the streak limit lets them go. Their
+  // batch then runs whole: a kFirst write that normal-1 queues while it
+  // runs waits for normal-2 and normal-3, so that a steady first lane
+  // leaves the others a batch, not a unit, in each turn.
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  constexpr int kChain = 20;
+  absl::Mutex mu;
+  std::vector<std::string> order;
+  auto record = [&](const std::string& name) {
+    absl::MutexLock lock(&mu);
+    order.push_back(name);
+  };
+  std::vector<std::jthread> threads;
+  absl::Notification running;
+  absl::Notification release;
+  std::function<void(int)> start_link = [&](int k) {
+    absl::MutexLock lock(&mu);
+    threads.emplace_back([&, k] {
+      const server::ScopedWritePriority scope(server::WritePriority::kFirst);
+      EXPECT_OK(db->Write([&, k](Connection& c) -> absl::Status {
+        record(absl::StrCat("first-", k));
+        if (k == 0) {
+          running.Notify();
+          release.WaitForNotification();
+        }
+        if (k + 1 < kChain) {
+          const size_t before = db->WaitingWrites();
+          start_link(k + 1);
+          if (!AwaitWaitingWrites(*db, before + 1)) {
+            return absl::DeadlineExceededError("next link never queued");
+          }
+        }
+        return InsertYear(c, 6000 + k, 1);
+      }));
+    });
+  };
+  start_link(0);
+  running.WaitForNotification();
+  std::jthread intruder;
+  std::vector<std::jthread> normals;
+  // An assertion that ends the test early still lets the chain go before
+  // the threads are joined.
+  const absl::Cleanup let_go = [&] {
+    if (!release.HasBeenNotified()) release.Notify();
+  };
+  for (int k = 1; k <= 3; ++k) {
+    normals.emplace_back([&, k] {
+      EXPECT_OK(db->Write([&, k](Connection& c) -> absl::Status {
+        record(absl::StrCat("normal-", k));
+        if (k == 1) {
+          const size_t before = db->WaitingWrites();
+          intruder = std::jthread([&] {
+            const server::ScopedWritePriority scope(
+                server::WritePriority::kFirst);
+            EXPECT_OK(db->Write([&](Connection& c2) {
+              record("intruder");
+              return InsertYear(c2, 5900, 1);
+            }));
+          });
+          if (!AwaitWaitingWrites(*db, before + 1)) {
+            return absl::DeadlineExceededError("intruder never queued");
+          }
+        }
+        return InsertYear(c, 5900 + k, 1);
+      }));
+    });
+    ASSERT_TRUE(AwaitWaitingWrites(*db, static_cast<size_t>(k)))
+        << "normal-" << k << " never queued";
+  }
+  release.Notify();
+  normals.clear();  // joins them
+  intruder.join();
+  for (size_t joined = 0;;) {
+    std::jthread thread;
+    {
+      absl::MutexLock lock(&mu);
+      if (joined == threads.size()) break;
+      thread = std::move(threads[joined++]);
+    }
+    thread.join();
+  }
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(order.size(), static_cast<size_t>(kChain) + 4);
+  auto at = [&](const std::string& name) {
+    return std::find(order.begin(), order.end(), name) - order.begin();
+  };
+  EXPECT_EQ(at("normal-2"), at("normal-1") + 1) << absl::StrJoin(order, " ");
+  EXPECT_EQ(at("normal-3"), at("normal-1") + 2) << absl::StrJoin(order, " ");
+  EXPECT_GT(at("intruder"), at("normal-3")) << absl::StrJoin(order, " ");
+  EXPECT_LE(at("normal-1"), 12) << absl::StrJoin(order, " ");
 }
 
 TEST_F(DatabaseTest, WritePriorityScopesNest) {
