@@ -107,13 +107,20 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   void OnWriteDone(bool ok) override {
     Locked lock(this, &state_);
     writing_ = false;
+    if (ok) {
+      // Written: its delivery is recorded even if the stream is ending.
+      cursor_ = queue_.front().first;
+      RecordDeliveryLocked(queue_.front().second_message_id);
+      queue_.pop_front();
+    }
+    if (finish_pending_) {  // cancelled or refused while this write ran
+      FinishLocked(pending_status_);
+      return;
+    }
     if (!ok) {
       FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "stream broken"));
       return;
     }
-    cursor_ = queue_.front().first;
-    RecordDeliveryLocked(queue_.front().second_message_id);
-    queue_.pop_front();
     if (!queue_.empty()) {
       WriteNextLocked();
     } else {
@@ -143,7 +150,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   }
 
   void FetchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_.mu) {
-    if (finished_ || fetching_) return;
+    if (finished_ || finish_pending_ || fetching_) return;
     fetching_ = true;
     stale_ = false;
     const int64_t after = cursor_;
@@ -227,7 +234,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   }
 
   void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_.mu) {
-    if (finished_ || writing_ || queue_.empty()) return;
+    if (finished_ || finish_pending_ || writing_ || queue_.empty()) return;
     writing_ = true;
     StartWrite(&queue_.front().second);
   }
@@ -235,9 +242,11 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   void FinishLocked(const grpc::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_.mu) {
     if (finished_) return;
-    // Admission, a fetch or a delivery record still holds `this`: finish
-    // once they are done.
-    if (admitting_ || fetching_ || recording_) {
+    // Admission, a fetch, a delivery record or a write still holds `this`:
+    // finish once they are done. (gRPC calls OnWriteDone after Finish if a
+    // write is outstanding, and OnDone, which deletes `this`, as soon as
+    // that returns: a delivery record it queued would outlive the stream.)
+    if (admitting_ || fetching_ || recording_ || writing_) {
       finish_pending_ = true;
       pending_status_ = status;
       return;

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -47,6 +48,7 @@ using ::testing::IsEmpty;
 using ::testing::Pair;
 using ::testing::StartsWith;
 using ::testing::UnorderedElementsAre;
+using ::testing::UnorderedElementsAreArray;
 
 constexpr char kFia[] = "pk/offices/fia-liaison-desk";
 constexpr char kEmbassy[] = "pk/offices/embassy-beijing";
@@ -1039,6 +1041,62 @@ TEST_F(PeerRefusalTest, CnOfficeCertificateIsDeniedBeforeAnyEnvelopeIsRead) {
   EXPECT_EQ(entries[0].status_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_THAT(FiaBodiesNow(), IsEmpty());
   ExpectValidStillAccepted("from the gateway itself");
+}
+
+TEST_F(PeerRefusalTest,
+       WatchesEndedWhileMessagesAreWrittenLeaveTheGatewayServing) {
+  // An office that stops reading while the gateway is still writing its
+  // inbox to it (here after the first of 40 messages, again and again):
+  // the gateway finishes the stream only after the write under way and its
+  // delivery record are done, and goes on serving. (It used to finish at
+  // once, and a record queued by that write outlived the stream: a
+  // use-after-free that could take the gateway down.)
+  std::vector<v1::SignedEnvelope> envelopes;
+  for (int i = 0; i < 40; ++i) {
+    envelopes.push_back(Sign(ValidEnvelope(absl::StrCat("message ", i))));
+  }
+  auto stream = OpenStream();
+  for (const v1::DeliverResponse& r : stream.DeliverAll(envelopes)) {
+    ASSERT_THAT(r, IsReceipt()) << pk_->Log();
+  }
+  EXPECT_OK(stream.Close());
+  auto fia = Office(kFia);
+  ASSERT_NE(fia, nullptr);
+  for (int round = 0; round < 25; ++round) {
+    int read = 0;
+    ASSERT_OK(fia->WatchInbox("", absl::Seconds(10),
+                              [&](const v1::WatchInboxResponse&) {
+                                ++read;
+                                return false;
+                              }))
+        << "round " << round << "; PK log:\n"
+        << pk_->Log();
+    ASSERT_EQ(read, 1) << "round " << round;
+  }
+  // Still serving, every message there (in the order the gateway checked
+  // them: this test's peer sent them all at once, which a gateway never
+  // does within a case); and each message the desk was given is recorded
+  // as delivered to it once.
+  std::vector<std::string> bodies = FiaBodies(envelopes.size());
+  std::vector<std::string> sent;
+  for (int i = 0; i < 40; ++i) sent.push_back(absl::StrCat("message ", i));
+  EXPECT_THAT(bodies, UnorderedElementsAreArray(sent)) << pk_->Log();
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  std::map<std::string, int> delivered;
+  while (true) {
+    delivered.clear();
+    for (const v1::AuditEntry& e : AuditEntries()) {
+      if (e.action() == "inbox.delivered" && e.actor() == kFiaOffice) {
+        ++delivered[e.subjects(e.subjects_size() - 1)];
+      }
+    }
+    if (delivered.size() == envelopes.size() || absl::Now() > deadline) break;
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(delivered.size(), envelopes.size());
+  for (const auto& [message_id, count] : delivered) {
+    EXPECT_EQ(count, 1) << message_id;
+  }
 }
 
 }  // namespace
