@@ -13,7 +13,6 @@
 #include <thread>
 #include <vector>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -548,167 +547,164 @@ TEST_F(DatabaseTest, ABatchOfNormalWritesGivesWayToAFirstPriorityWrite) {
   }
 }
 
-TEST_F(DatabaseTest, AStreamOfFirstPriorityWritesDoesNotHoldOthersBackForGood) {
-  // Each kFirst write, while it runs, queues the next one (as the exchange's
-  // loops do under load): a normal write queued at the start must still run
-  // within a few batches, not after the whole chain.
-  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
-  constexpr int kChain = 40;
-  absl::Mutex mu;
-  std::vector<std::string> order;
-  std::vector<std::thread> threads;
-  absl::Notification running;
-  absl::Notification release;
-  std::function<void(int)> start_link;
-  auto link = [&](int k) {
-    return [&, k](Connection& c) -> absl::Status {
-      {
-        absl::MutexLock lock(&mu);
-        order.push_back(absl::StrCat("first-", k));
-      }
-      if (k == 0) {
-        running.Notify();
-        release.WaitForNotification();
-      }
-      if (k + 1 < kChain) {
-        const size_t before = db->WaitingWrites();
-        start_link(k + 1);
-        if (!AwaitWaitingWrites(*db, before + 1)) {
-          return absl::DeadlineExceededError("next link never queued");
-        }
-      }
-      return InsertYear(c, 5000 + k, 1);
-    };
-  };
-  start_link = [&](int k) {
-    absl::MutexLock lock(&mu);
-    threads.emplace_back([&, k] {
-      const server::ScopedWritePriority scope(server::WritePriority::kFirst);
-      EXPECT_OK(db->Write(link(k)));
-    });
-  };
-  start_link(0);
-  running.WaitForNotification();
-  std::thread normal([&] {
-    EXPECT_OK(db->Write([&](Connection& c) {
-      absl::MutexLock lock(&mu);
-      order.push_back("normal");
-      return InsertYear(c, 4999, 1);
-    }));
-  });
-  ASSERT_TRUE(AwaitWaitingWrites(*db, 1)) << "normal write never queued";
-  release.Notify();
-  normal.join();
-  // Every link has been started once the chain's last one has run.
-  for (size_t joined = 0;;) {
-    std::thread thread;
-    {
-      absl::MutexLock lock(&mu);
-      if (joined == threads.size()) break;
-      thread = std::move(threads[joined++]);
-    }
-    thread.join();
+// Names of writes in the order they ran, from any thread.
+class RunOrder {
+ public:
+  void Add(const std::string& name) {
+    absl::MutexLock lock(&mu_);
+    names_.push_back(name);
   }
-  absl::MutexLock lock(&mu);
-  ASSERT_EQ(order.size(), static_cast<size_t>(kChain) + 1);
-  const auto normal_at =
-      std::find(order.begin(), order.end(), "normal") - order.begin();
-  EXPECT_LE(normal_at, 12) << "the normal write ran after " << normal_at
-                           << " kFirst writes";
-}
+  std::vector<std::string> Names() {
+    absl::MutexLock lock(&mu_);
+    return names_;
+  }
 
-TEST_F(DatabaseTest, AfterAStreakOfFirstPriorityBatchesTheOthersRunWhole) {
-  // A chain of kFirst writes (each queues the next while it runs) keeps
-  // three normal writes waiting until the streak limit lets them go. Their
-  // batch then runs whole: a kFirst write that normal-1 queues while it
-  // runs waits for normal-2 and normal-3, so that a steady first lane
-  // leaves the others a batch, not a unit, in each turn.
-  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
-  constexpr int kChain = 20;
-  absl::Mutex mu;
-  std::vector<std::string> order;
-  auto record = [&](const std::string& name) {
-    absl::MutexLock lock(&mu);
-    order.push_back(name);
-  };
-  std::vector<std::jthread> threads;
-  absl::Notification running;
-  absl::Notification release;
-  std::function<void(int)> start_link = [&](int k) {
-    absl::MutexLock lock(&mu);
-    threads.emplace_back([&, k] {
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> names_ ABSL_GUARDED_BY(mu_);
+};
+
+// A chain of `links` kFirst writes, each queuing the next while it runs (as
+// the exchange's loops do under load); link k adds "first-k" to `order` and
+// inserts row `year + k`. Link 0 holds the writer until Release(). The
+// destructor releases the chain (also when an assertion ends a test early)
+// and waits for every link.
+class FirstLaneChain {
+ public:
+  FirstLaneChain(Database& db, int links, int64_t year, RunOrder& order)
+      : db_(db), links_(links), year_(year), order_(order) {
+    Start(0);
+    running_.WaitForNotification();
+  }
+  ~FirstLaneChain() {
+    Release();
+    // Every link has been started once the last one has run.
+    for (size_t joined = 0;;) {
+      std::thread thread;
+      {
+        absl::MutexLock lock(&mu_);
+        if (joined == threads_.size()) break;
+        thread = std::move(threads_[joined++]);
+      }
+      thread.join();
+    }
+  }
+  FirstLaneChain(const FirstLaneChain&) = delete;
+  FirstLaneChain& operator=(const FirstLaneChain&) = delete;
+
+  void Release() {
+    if (!release_.HasBeenNotified()) release_.Notify();
+  }
+
+ private:
+  void Start(int k) {
+    absl::MutexLock lock(&mu_);
+    threads_.emplace_back([this, k] {
       const server::ScopedWritePriority scope(server::WritePriority::kFirst);
-      EXPECT_OK(db->Write([&, k](Connection& c) -> absl::Status {
-        record(absl::StrCat("first-", k));
+      EXPECT_OK(db_.Write([this, k](Connection& c) -> absl::Status {
+        order_.Add(absl::StrCat("first-", k));
         if (k == 0) {
-          running.Notify();
-          release.WaitForNotification();
+          running_.Notify();
+          release_.WaitForNotification();
         }
-        if (k + 1 < kChain) {
-          const size_t before = db->WaitingWrites();
-          start_link(k + 1);
-          if (!AwaitWaitingWrites(*db, before + 1)) {
+        if (k + 1 < links_) {
+          const size_t before = db_.WaitingWrites();
+          Start(k + 1);
+          if (!AwaitWaitingWrites(db_, before + 1)) {
             return absl::DeadlineExceededError("next link never queued");
           }
         }
-        return InsertYear(c, 6000 + k, 1);
+        return InsertYear(c, year_ + k, 1);
       }));
     });
-  };
-  start_link(0);
-  running.WaitForNotification();
-  std::jthread intruder;
-  std::vector<std::jthread> normals;
-  // An assertion that ends the test early still lets the chain go before
-  // the threads are joined.
-  const absl::Cleanup let_go = [&] {
-    if (!release.HasBeenNotified()) release.Notify();
-  };
-  for (int k = 1; k <= 3; ++k) {
-    normals.emplace_back([&, k] {
-      EXPECT_OK(db->Write([&, k](Connection& c) -> absl::Status {
-        record(absl::StrCat("normal-", k));
-        if (k == 1) {
-          const size_t before = db->WaitingWrites();
-          intruder = std::jthread([&] {
-            const server::ScopedWritePriority scope(
-                server::WritePriority::kFirst);
-            EXPECT_OK(db->Write([&](Connection& c2) {
-              record("intruder");
-              return InsertYear(c2, 5900, 1);
-            }));
-          });
-          if (!AwaitWaitingWrites(*db, before + 1)) {
-            return absl::DeadlineExceededError("intruder never queued");
+  }
+
+  Database& db_;
+  const int links_;
+  const int64_t year_;
+  RunOrder& order_;
+  absl::Notification running_;
+  absl::Notification release_;
+  absl::Mutex mu_;
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+};
+
+// Where `name` ran in `order`.
+std::ptrdiff_t PlaceOf(const std::vector<std::string>& order,
+                       const std::string& name) {
+  return std::find(order.begin(), order.end(), name) - order.begin();
+}
+
+TEST_F(DatabaseTest, AStreamOfFirstPriorityWritesDoesNotHoldOthersBackForGood) {
+  // A normal write queued at the start of a chain of kFirst writes must
+  // run within a few batches, not after the whole chain.
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  constexpr int kChain = 40;
+  RunOrder order;
+  {
+    std::jthread normal;  // joined after the chain has been released
+    FirstLaneChain chain(*db, kChain, 5000, order);
+    normal = std::jthread([&] {
+      EXPECT_OK(db->Write([&](Connection& c) {
+        order.Add("normal");
+        return InsertYear(c, 4999, 1);
+      }));
+    });
+    ASSERT_TRUE(AwaitWaitingWrites(*db, 1)) << "normal write never queued";
+    chain.Release();
+  }
+  const std::vector<std::string> ran = order.Names();
+  ASSERT_EQ(ran.size(), static_cast<size_t>(kChain) + 1);
+  EXPECT_LE(PlaceOf(ran, "normal"), 12) << absl::StrJoin(ran, " ");
+}
+
+TEST_F(DatabaseTest, AfterAStreakOfFirstPriorityBatchesTheOthersRunWhole) {
+  // A chain of kFirst writes keeps three normal writes waiting until the
+  // streak limit lets them go. Their batch then runs whole: a kFirst write
+  // that normal-1 queues while it runs waits for normal-2 and normal-3, so
+  // that a steady first lane leaves the others a batch, not a unit, in
+  // each turn.
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  constexpr int kChain = 20;
+  RunOrder order;
+  {
+    // Declared before the chain: joined after it has been released.
+    std::jthread intruder;
+    std::vector<std::jthread> normals;
+    FirstLaneChain chain(*db, kChain, 6000, order);
+    for (int k = 1; k <= 3; ++k) {
+      normals.emplace_back([&, k] {
+        EXPECT_OK(db->Write([&, k](Connection& c) -> absl::Status {
+          order.Add(absl::StrCat("normal-", k));
+          if (k == 1) {
+            const size_t before = db->WaitingWrites();
+            intruder = std::jthread([&] {
+              const server::ScopedWritePriority scope(
+                  server::WritePriority::kFirst);
+              EXPECT_OK(db->Write([&](Connection& c2) {
+                order.Add("intruder");
+                return InsertYear(c2, 5900, 1);
+              }));
+            });
+            if (!AwaitWaitingWrites(*db, before + 1)) {
+              return absl::DeadlineExceededError("intruder never queued");
+            }
           }
-        }
-        return InsertYear(c, 5900 + k, 1);
-      }));
-    });
-    ASSERT_TRUE(AwaitWaitingWrites(*db, static_cast<size_t>(k)))
-        << "normal-" << k << " never queued";
-  }
-  release.Notify();
-  normals.clear();  // joins them
-  intruder.join();
-  for (size_t joined = 0;;) {
-    std::jthread thread;
-    {
-      absl::MutexLock lock(&mu);
-      if (joined == threads.size()) break;
-      thread = std::move(threads[joined++]);
+          return InsertYear(c, 5900 + k, 1);
+        }));
+      });
+      ASSERT_TRUE(AwaitWaitingWrites(*db, static_cast<size_t>(k)))
+          << "normal-" << k << " never queued";
     }
-    thread.join();
+    chain.Release();
   }
-  absl::MutexLock lock(&mu);
-  ASSERT_EQ(order.size(), static_cast<size_t>(kChain) + 4);
-  auto at = [&](const std::string& name) {
-    return std::find(order.begin(), order.end(), name) - order.begin();
-  };
-  EXPECT_EQ(at("normal-2"), at("normal-1") + 1) << absl::StrJoin(order, " ");
-  EXPECT_EQ(at("normal-3"), at("normal-1") + 2) << absl::StrJoin(order, " ");
-  EXPECT_GT(at("intruder"), at("normal-3")) << absl::StrJoin(order, " ");
-  EXPECT_LE(at("normal-1"), 12) << absl::StrJoin(order, " ");
+  const std::vector<std::string> ran = order.Names();
+  ASSERT_EQ(ran.size(), static_cast<size_t>(kChain) + 4);
+  const std::string all = absl::StrJoin(ran, " ");
+  EXPECT_EQ(PlaceOf(ran, "normal-2"), PlaceOf(ran, "normal-1") + 1) << all;
+  EXPECT_EQ(PlaceOf(ran, "normal-3"), PlaceOf(ran, "normal-1") + 2) << all;
+  EXPECT_GT(PlaceOf(ran, "intruder"), PlaceOf(ran, "normal-3")) << all;
+  EXPECT_LE(PlaceOf(ran, "normal-1"), 12) << all;
 }
 
 TEST_F(DatabaseTest, WritePriorityScopesNest) {
