@@ -341,10 +341,11 @@ absl::Status Database::Enqueue(PendingWrite& me) {
   if (me.first && first_streak_.MayGoFirst()) {
     me.ahead = true;
     queue_.insert(
-        queue_.begin() + static_cast<std::ptrdiff_t>(running_ + first_waiting_),
+        queue_.begin() +
+            static_cast<std::ptrdiff_t>(
+                running_ + first_waiting_.load(std::memory_order_relaxed)),
         &me);
-    ++first_waiting_;
-    first_ahead_.fetch_add(1, std::memory_order_relaxed);
+    first_waiting_.fetch_add(1, std::memory_order_relaxed);
   } else {
     queue_.push_back(&me);
   }
@@ -369,10 +370,7 @@ absl::Status Database::Enqueue(PendingWrite& me) {
       queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
   running_ = n;
   for (const PendingWrite* write : batch) {
-    if (write->ahead) {
-      --first_waiting_;
-      first_ahead_.fetch_sub(1, std::memory_order_relaxed);
-    }
+    if (write->ahead) first_waiting_.fetch_sub(1, std::memory_order_relaxed);
   }
   // A batch of kNormal writes gives way to kFirst writes queued meanwhile,
   // unless it was taken because the kFirst writes had gone first
@@ -399,9 +397,10 @@ absl::Status Database::Enqueue(PendingWrite& me) {
     // it): they go first, then the units it did not run, ahead of the
     // rest as before.
     const auto rest = static_cast<std::ptrdiff_t>(n - ran);
-    std::rotate(
-        queue_.begin(), queue_.begin() + rest,
-        queue_.begin() + rest + static_cast<std::ptrdiff_t>(first_waiting_));
+    std::rotate(queue_.begin(), queue_.begin() + rest,
+                queue_.begin() + rest +
+                    static_cast<std::ptrdiff_t>(
+                        first_waiting_.load(std::memory_order_relaxed)));
   }
   running_ = 0;
   queue_mu_.Unlock();  // wakes the batch's waiters and the next leader
@@ -422,7 +421,7 @@ size_t Database::RunBatch(const std::vector<PendingWrite*>& batch,
   size_t ran = 0;
   for (PendingWrite* write : batch) {
     if (ran > 0 && gives_way &&
-        first_ahead_.load(std::memory_order_relaxed) > 0) {
+        first_waiting_.load(std::memory_order_relaxed) > 0) {
       break;
     }
     ++ran;

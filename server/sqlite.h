@@ -218,11 +218,11 @@ class Database {
   // The running batch (its leader first), then the kFirst writes waiting,
   // then the kNormal ones.
   std::deque<PendingWrite*> queue_ ABSL_GUARDED_BY(queue_mu_);
-  size_t running_ ABSL_GUARDED_BY(queue_mu_) = 0;        // batch at the front
-  size_t first_waiting_ ABSL_GUARDED_BY(queue_mu_) = 0;  // kFirst after it
-  // first_waiting_, for the running batch to read between its units
-  // without taking queue_mu_.
-  std::atomic<size_t> first_ahead_{0};
+  size_t running_ ABSL_GUARDED_BY(queue_mu_) = 0;  // batch at the front
+  // The kFirst writes queued after the running batch. Changed only under
+  // queue_mu_; atomic so that the running batch can read it between its
+  // units without taking the lock.
+  std::atomic<size_t> first_waiting_{0};
   server::FirstLaneStreak first_streak_ ABSL_GUARDED_BY(queue_mu_){
       kMaxFirstStreak};
   std::atomic<bool> wal_truncation_owed_{false};  // see OweWalTruncation
