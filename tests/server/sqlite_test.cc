@@ -369,6 +369,23 @@ bool AwaitWaitingWrites(Database& db, size_t n) {
   return true;
 }
 
+// Names of writes in the order they ran, from any thread.
+class RunOrder {
+ public:
+  void Add(const std::string& name) {
+    absl::MutexLock lock(&mu_);
+    names_.push_back(name);
+  }
+  std::vector<std::string> Names() {
+    absl::MutexLock lock(&mu_);
+    return names_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> names_ ABSL_GUARDED_BY(mu_);
+};
+
 // A batch held running on a database while writes queue behind it: the
 // shape of the write-priority tests. Release() lets it commit; Join() waits
 // for every write started (the destructor does both).
@@ -491,12 +508,7 @@ TEST_F(DatabaseTest, ABatchOfNormalWritesGivesWayToAFirstPriorityWrite) {
   // commits that unit (its Write() returns) and stops, the kFirst write
   // runs next, then the two normal units left, none of them lost.
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
-  absl::Mutex mu;
-  std::vector<std::string> order;
-  auto record = [&](const std::string& name) {
-    absl::MutexLock lock(&mu);
-    order.push_back(name);
-  };
+  RunOrder order;
   absl::Notification normal_1_returned;
   bool first_saw_normal_1_return = false;
   // Joined after `held` is done, also when an assertion ends the test
@@ -506,13 +518,13 @@ TEST_F(DatabaseTest, ABatchOfNormalWritesGivesWayToAFirstPriorityWrite) {
   ASSERT_TRUE(held.Queue(
       server::WritePriority::kNormal,
       [&](Connection& c) {
-        record("normal-1");
+        order.Add("normal-1");
         const size_t before = db->WaitingWrites();
         first = std::jthread([&] {
           const server::ScopedWritePriority scope(
               server::WritePriority::kFirst);
           EXPECT_OK(db->Write([&](Connection& c2) {
-            record("first");
+            order.Add("first");
             first_saw_normal_1_return =
                 normal_1_returned.WaitForNotificationWithTimeout(
                     absl::Seconds(10));
@@ -529,7 +541,7 @@ TEST_F(DatabaseTest, ABatchOfNormalWritesGivesWayToAFirstPriorityWrite) {
   for (int k = 2; k <= 3; ++k) {
     ASSERT_TRUE(held.Queue(server::WritePriority::kNormal,
                            [&, k](Connection& c) {
-                             record(absl::StrCat("normal-", k));
+                             order.Add(absl::StrCat("normal-", k));
                              return InsertYear(c, 3200 + k, 1);
                            }))
         << "normal-" << k << " never queued";
@@ -537,7 +549,8 @@ TEST_F(DatabaseTest, ABatchOfNormalWritesGivesWayToAFirstPriorityWrite) {
   held.Release();
   held.Join();
   first.join();
-  EXPECT_THAT(order, ElementsAre("normal-1", "first", "normal-2", "normal-3"));
+  EXPECT_THAT(order.Names(),
+              ElementsAre("normal-1", "first", "normal-2", "normal-3"));
   EXPECT_TRUE(first_saw_normal_1_return)
       << "normal-1 was not committed before the kFirst write ran";
   EXPECT_EQ(db->WaitingWrites(), 0u);
@@ -546,23 +559,6 @@ TEST_F(DatabaseTest, ABatchOfNormalWritesGivesWayToAFirstPriorityWrite) {
     EXPECT_EQ(count, 1) << year;
   }
 }
-
-// Names of writes in the order they ran, from any thread.
-class RunOrder {
- public:
-  void Add(const std::string& name) {
-    absl::MutexLock lock(&mu_);
-    names_.push_back(name);
-  }
-  std::vector<std::string> Names() {
-    absl::MutexLock lock(&mu_);
-    return names_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<std::string> names_ ABSL_GUARDED_BY(mu_);
-};
 
 // A chain of `links` kFirst writes, each queuing the next while it runs (as
 // the exchange's loops do under load); link k adds "first-k" to `order` and
