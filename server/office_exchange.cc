@@ -160,7 +160,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       Locked lock(this, &state_);
       fetching_ = false;
       if (finish_pending_) {
-        if (!recording_) FinishLocked(pending_status_);
+        FinishLocked(pending_status_);  // waits for what still holds `this`
         return;
       }
       if (!items.ok()) {
@@ -208,7 +208,7 @@ class InboxStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
         Locked lock(this, &state_);
         if (to_record_.empty()) {
           recording_ = false;
-          if (finish_pending_ && !fetching_) FinishLocked(pending_status_);
+          if (finish_pending_) FinishLocked(pending_status_);
           return;
         }
         message_ids.swap(to_record_);
