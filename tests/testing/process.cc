@@ -11,6 +11,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -145,12 +146,14 @@ absl::StatusOr<std::unique_ptr<GatewayProcess>> GatewayProcess::Start(
         "gateway is killed when the thread that started it ends)");
   }
   std::unique_ptr<GatewayProcess> p(new GatewayProcess());
-  const std::string ready = TempPath("ready.json");
-  std::filesystem::remove(ready);  // never trust a file left by someone else
+  p->ready_path_ = TempPath("ready.json");
+  p->out_path_ = TempPath("gateway.out");
   p->log_path_ = TempPath("gateway.log");
+  const std::string& ready = p->ready_path_;
+  std::filesystem::remove(ready);  // never trust a file left by someone else
   absl::StatusOr<pid_t> pid =
       Spawn({GatewayBinary(), "--config", config_path, "--ready-file", ready},
-            TempPath("gateway.out"), p->log_path_);
+            p->out_path_, p->log_path_);
   if (!pid.ok()) return pid.status();
   p->pid_ = *pid;
   const absl::Time deadline = absl::Now() + timeout;
@@ -176,7 +179,18 @@ absl::StatusOr<std::unique_ptr<GatewayProcess>> GatewayProcess::Start(
   return p;
 }
 
-GatewayProcess::~GatewayProcess() { Kill(); }
+GatewayProcess::~GatewayProcess() {
+  Kill();
+  std::error_code ec;  // a file never made is fine
+  std::filesystem::remove(ready_path_, ec);
+  std::filesystem::remove(out_path_, ec);
+  if (log_path_.empty()) return;
+  if (::testing::Test::HasFailure()) {
+    std::cerr << "gateway log kept: " << log_path_ << "\n";
+  } else {
+    std::filesystem::remove(log_path_, ec);
+  }
+}
 
 std::string GatewayProcess::office_endpoint() const {
   return absl::StrCat("127.0.0.1:", office_port_);

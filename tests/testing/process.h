@@ -31,7 +31,8 @@ CommandResult RunCommand(const std::vector<std::string>& argv,
                          absl::Duration timeout = absl::Seconds(60));
 
 // A casebridge-gateway process. Killed (SIGKILL) on destruction if still
-// running.
+// running; its files under TempDir() go with it, except its log when the
+// running test has failed (the path is printed).
 class GatewayProcess {
  public:
   // Starts the gateway with `config_path` and waits until it has written its
@@ -61,6 +62,8 @@ class GatewayProcess {
   pid_t pid_ = -1;
   int office_port_ = 0;
   int peer_port_ = 0;
+  std::string ready_path_;
+  std::string out_path_;
   std::string log_path_;
 };
 
