@@ -27,6 +27,13 @@ inline constexpr char kMessageBodyField[] = "messages.body";
 inline constexpr char kOutboxEnvelopeField[] = "outbox.envelope";
 inline constexpr char kInboundEnvelopeField[] = "inbound.envelope";
 
+// The audit action of a payload found in the clear and sealed when the
+// store opens with its data key: one entry per row, actor this gateway,
+// subjects the row's ids and its column (one of the above), payload the
+// bytes as found. After the upgrade that brought data protection, an entry
+// of this kind means someone wrote the database outside the gateway.
+inline constexpr char kSealedAtOpenAction[] = "data.sealed_at_open";
+
 // The record of a case's and of a message's key.
 std::string CaseRecord(absl::string_view exchange_id);
 std::string MessageRecord(absl::string_view message_id);

@@ -468,8 +468,9 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
               auto salts,
               conn.Prepare("UPDATE audit_log SET salt = NULL WHERE action IN "
                            "('case.open', 'case.open.replayed', "
-                           "'case.update') AND idx IN (SELECT idx FROM "
-                           "audit_subjects WHERE subject = ?)"));
+                           "'case.update', 'data.sealed_at_open') AND idx IN "
+                           "(SELECT idx FROM audit_subjects WHERE subject = "
+                           "?)"));
           salts.Bind(1, exchange_id);
           CB_RETURN_IF_ERROR(salts.Run());
           AuditEvent event;
@@ -531,7 +532,8 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
   return purged;
 }
 
-absl::StatusOr<int> SqliteCaseStore::SealStoredBodies() {
+absl::StatusOr<int> SqliteCaseStore::SealStoredBodies(
+    const std::string& actor) {
   if (sealer_ == nullptr) {
     return absl::FailedPreconditionError("sealing needs the data key");
   }
@@ -563,6 +565,12 @@ absl::StatusOr<int> SqliteCaseStore::SealStoredBodies() {
                                       "WHERE exchange_id = ?"));
         update.BindBlob(1, stored.bytes).Bind(2, exchange_id);
         CB_RETURN_IF_ERROR(update.Run());
+        AuditEvent event;
+        event.actor = actor;
+        event.action = kSealedAtOpenAction;
+        event.subjects = {exchange_id, kBodyField};
+        event.payload = body;
+        CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
         ++batch;
       }
       return absl::OkStatus();
@@ -716,9 +724,20 @@ absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
   if (store->sealer_ != nullptr) {
     // Rows written before migration 6 (or without the key) are sealed
     // before anything is served.
-    CB_ASSIGN_OR_RETURN(const int bodies, store->cases_->SealStoredBodies());
+    const std::string actor = GatewayIdentity(country);
+    CB_ASSIGN_OR_RETURN(const int bodies,
+                        store->cases_->SealStoredBodies(actor));
     CB_ASSIGN_OR_RETURN(const int payloads,
-                        store->exchange_->SealStoredPayloads());
+                        store->exchange_->SealStoredPayloads(actor));
+    if (bodies + payloads > 0) {
+      log::Warning("store.sealed_at_open",
+                   {{"case_bodies", bodies},
+                    {"message_payloads", payloads},
+                    {"note",
+                     "payloads found in the clear were sealed and audited ("
+                     "data.sealed_at_open); expected once, after upgrading to "
+                     "data protection, and never again"}});
+    }
     // The plaintext they held is zeroed in the pages, but page images
     // holding it stay in the WAL until it is truncated.
     if (bodies + payloads > 0) CB_RETURN_IF_ERROR(store->db_->TruncateWal());

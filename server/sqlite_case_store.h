@@ -69,8 +69,10 @@ class SqliteCaseStore final : public CaseStore {
                                    int* shares_purged = nullptr);
 
   // Seals the bodies stored without a seal (written before migration 6 or
-  // by a store without a data key). Returns how many. Needs a sealer.
-  absl::StatusOr<int> SealStoredBodies();
+  // by a store without a data key), each audited as kSealedAtOpenAction by
+  // `actor` in the transaction that seals it. Returns how many. Needs a
+  // sealer.
+  absl::StatusOr<int> SealStoredBodies(const std::string& actor);
 
  private:
   sqlite::Database* const db_;

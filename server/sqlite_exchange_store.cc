@@ -771,7 +771,8 @@ absl::Status PurgeMessageInTransaction(
   return audit.AppendInTransaction(conn, event).status();
 }
 
-absl::StatusOr<int> SqliteExchangeStore::SealStoredPayloads() {
+absl::StatusOr<int> SqliteExchangeStore::SealStoredPayloads(
+    const std::string& actor) {
   if (sealer_ == nullptr) {
     return absl::FailedPreconditionError("sealing needs the data key");
   }
@@ -806,60 +807,69 @@ absl::StatusOr<int> SqliteExchangeStore::SealStoredPayloads() {
        }) {
     int batch = kBatch;
     while (batch == kBatch) {
-      CB_RETURN_IF_ERROR(
-          db_->Write([&](sqlite::Connection& conn) -> absl::Status {
-            batch = 0;
-            struct Row {
-              std::string key;
-              std::string message_id;
-              std::string bytes;
-            };
-            std::vector<Row> rows;
-            {
-              CB_ASSIGN_OR_RETURN(auto find, conn.Prepare(table.select));
-              find.Bind(1, kBatch);
-              while (true) {
-                CB_ASSIGN_OR_RETURN(const bool row, find.Step());
-                if (!row) break;
-                rows.push_back({find.ColumnText(0), find.ColumnText(1),
-                                find.ColumnBlob(2)});
-              }
+      CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn)
+                                        -> absl::Status {
+        batch = 0;
+        struct Row {
+          std::string key;
+          std::string message_id;
+          std::string bytes;
+        };
+        std::vector<Row> rows;
+        {
+          CB_ASSIGN_OR_RETURN(auto find, conn.Prepare(table.select));
+          find.Bind(1, kBatch);
+          while (true) {
+            CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+            if (!row) break;
+            rows.push_back(
+                {find.ColumnText(0), find.ColumnText(1), find.ColumnBlob(2)});
+          }
+        }
+        for (Row& row : rows) {
+          StoredPayload stored;
+          if (table.envelope) {
+            CB_ASSIGN_OR_RETURN(const v1::SignedEnvelope envelope,
+                                ParseStored<v1::SignedEnvelope>(
+                                    row.bytes, "envelope", row.key));
+            if (row.message_id.empty()) {
+              // inbound has no message id column: the envelope names it.
+              CB_ASSIGN_OR_RETURN(
+                  const v1::Envelope parsed,
+                  ParseStored<v1::Envelope>(envelope.envelope(), "envelope",
+                                            row.key));
+              row.message_id = parsed.message().message_id();
             }
-            for (Row& row : rows) {
-              StoredPayload stored;
-              if (table.envelope) {
-                CB_ASSIGN_OR_RETURN(const v1::SignedEnvelope envelope,
-                                    ParseStored<v1::SignedEnvelope>(
-                                        row.bytes, "envelope", row.key));
-                if (row.message_id.empty()) {
-                  // inbound has no message id column: the envelope names it.
-                  CB_ASSIGN_OR_RETURN(
-                      const v1::Envelope parsed,
-                      ParseStored<v1::Envelope>(envelope.envelope(), "envelope",
-                                                row.key));
-                  row.message_id = parsed.message().message_id();
-                }
-                CB_ASSIGN_OR_RETURN(
-                    stored, ToStoredEnvelope(sealer_, conn,
-                                             MessageRecord(row.message_id),
-                                             table.field, envelope));
-              } else {
-                CB_ASSIGN_OR_RETURN(
-                    stored,
-                    ToStored(sealer_, conn, MessageRecord(row.message_id),
-                             table.field, row.bytes));
-              }
-              CB_ASSIGN_OR_RETURN(auto update, conn.Prepare(table.update));
-              update.BindBlob(1, stored.bytes).Bind(2, row.key);
-              if (absl::string_view(table.update).find("?3") !=
-                  absl::string_view::npos) {
-                update.Bind(3, row.message_id);
-              }
-              CB_RETURN_IF_ERROR(update.Run());
-              ++batch;
-            }
-            return absl::OkStatus();
-          }));
+            CB_ASSIGN_OR_RETURN(
+                stored,
+                ToStoredEnvelope(sealer_, conn, MessageRecord(row.message_id),
+                                 table.field, envelope));
+          } else {
+            CB_ASSIGN_OR_RETURN(
+                stored, ToStored(sealer_, conn, MessageRecord(row.message_id),
+                                 table.field, row.bytes));
+          }
+          CB_ASSIGN_OR_RETURN(auto update, conn.Prepare(table.update));
+          update.BindBlob(1, stored.bytes).Bind(2, row.key);
+          if (absl::string_view(table.update).find("?3") !=
+              absl::string_view::npos) {
+            update.Bind(3, row.message_id);
+          }
+          CB_RETURN_IF_ERROR(update.Run());
+          // Named by the message id first: a purge of the message
+          // clears this entry's salt with its others.
+          AuditEvent event;
+          event.actor = actor;
+          event.action = kSealedAtOpenAction;
+          event.subjects = {row.message_id};
+          if (row.key != row.message_id) event.subjects.push_back(row.key);
+          event.subjects.push_back(table.field);
+          event.payload = std::move(row.bytes);
+          CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
+          ++batch;
+        }
+        return absl::OkStatus();
+      }));
       sealed += batch;
     }
   }

@@ -75,8 +75,9 @@ class SqliteExchangeStore final : public ExchangeStore {
 
   // Seals the payloads stored without a seal (written before migration 6 or
   // by a store without a data key): message bodies, outbox and inbound
-  // envelopes. Returns how many. Needs a sealer.
-  absl::StatusOr<int> SealStoredPayloads();
+  // envelopes, each audited as kSealedAtOpenAction by `actor` in the
+  // transaction that seals it. Returns how many. Needs a sealer.
+  absl::StatusOr<int> SealStoredPayloads(const std::string& actor);
 
   absl::StatusOr<InboundResult> AcceptInbound(
       const v1::SignedEnvelope& signed_envelope, const v1::Envelope& parsed,

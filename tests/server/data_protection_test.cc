@@ -7,11 +7,13 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "core/audit_entry.h"
 #include "core/crypto.h"
 #include "core/envelope.h"
 #include "core/public_keys.h"
@@ -20,6 +22,7 @@
 #include "server/audit_verifier.h"
 #include "server/data_key_rotation.h"
 #include "server/evidence.h"
+#include "server/record_keys.h"
 #include "server/sqlite_case_store.h"
 #include "tests/testing/fake_clock.h"
 #include "tests/testing/status_matchers.h"
@@ -109,6 +112,21 @@ class DataProtectionTest : public ::testing::Test {
   std::string RawFiles() const {
     const std::string db = GatewayStore::DatabasePath(dir_);
     return ReadRaw(db) + ReadRaw(db + "-wal");
+  }
+
+  // The log's entries of `action`, in order.
+  std::vector<StoredEntry> EntriesOf(const std::string& action) {
+    std::vector<StoredEntry> found;
+    auto size = store_->audit_log().Size();
+    EXPECT_TRUE(size.ok()) << size.status();
+    if (!size.ok()) return found;
+    auto entries = store_->audit_log().Read(0, *size);
+    EXPECT_TRUE(entries.ok()) << entries.status();
+    if (!entries.ok()) return found;
+    for (StoredEntry& e : *entries) {
+      if (e.entry.action == action) found.push_back(std::move(e));
+    }
+    return found;
   }
 
   v1::CaseReference Open(const v1::CaseReference& draft = Draft()) {
@@ -344,6 +362,21 @@ TEST_F(DataProtectionTest, SealsRowsWrittenBeforeTheKeyWhenOpenedWithIt) {
   EXPECT_EQ(got.victims(0).remarks(), kRemark);
   ASSERT_EQ(Inbox().size(), 1u);
   EXPECT_EQ(Inbox()[0].message.body(), kBody);
+  // Each row sealed is audited by the gateway, named by its ids and column.
+  std::vector<std::vector<std::string>> audited;
+  for (const StoredEntry& e : EntriesOf(kSealedAtOpenAction)) {
+    EXPECT_EQ(e.entry.actor, kPkGateway);
+    audited.push_back(e.entry.subjects);
+  }
+  EXPECT_THAT(audited,
+              ::testing::UnorderedElementsAre(
+                  ::testing::ElementsAre(opened.exchange_id(), "cases.body"),
+                  ::testing::ElementsAre("CN-M-OLD", "messages.body"),
+                  ::testing::ElementsAre("CN-M-OLD", "E-CN-M-OLD",
+                                         "inbound.envelope")));
+  // Once: the next open finds nothing in the clear.
+  Reopen(/*with_key=*/true);
+  EXPECT_EQ(EntriesOf(kSealedAtOpenAction).size(), 3u);
   store_.reset();  // checkpoints the WAL into the file
   const std::string raw = RawFiles();
   EXPECT_EQ(raw.find(kRemark), std::string::npos);
@@ -421,6 +454,76 @@ TEST_F(DataProtectionTest, APayloadPutInTheClearReadsAsDataLoss) {
               StatusIs(absl::StatusCode::kDataLoss,
                        AllOf(HasSubstr(MessageRecord("CN-M-FORGED")),
                              HasSubstr("changed outside the gateway"))));
+}
+
+TEST_F(DataProtectionTest,
+       APayloadPutInTheClearIsSealedAtTheNextOpenOnlyOnTheRecord) {
+  // The same forgery, the gateway restarted: the open cannot tell the row
+  // from one written before data protection and seals it, but the log says
+  // so, committing to the bytes it found.
+  const v1::CaseReference opened = Open();
+  v1::CaseReference forged = opened;
+  forged.set_handling_code(v1::HANDLING_CODE_H0);
+  forged.clear_victims();
+  const std::string forged_bytes = forged.SerializeAsString();
+  ASSERT_OK(store_->database().Write([&](sqlite::Connection& c) {
+    CB_ASSIGN_OR_RETURN(auto cases,
+                        c.Prepare("UPDATE cases SET body = ?, sealed = 0 "
+                                  "WHERE exchange_id = ?"));
+    cases.BindBlob(1, forged_bytes).Bind(2, opened.exchange_id());
+    return cases.Run();
+  }));
+  ASSERT_THAT(EntriesOf(kSealedAtOpenAction), IsEmpty());
+
+  Reopen();
+  const std::vector<StoredEntry> sealed = EntriesOf(kSealedAtOpenAction);
+  ASSERT_EQ(sealed.size(), 1u);
+  EXPECT_EQ(sealed[0].entry.actor, kPkGateway);
+  EXPECT_THAT(sealed[0].entry.subjects,
+              ::testing::ElementsAre(opened.exchange_id(), "cases.body"));
+  ASSERT_OK_AND_ASSIGN(const std::optional<std::string> salt,
+                       store_->audit_log().PayloadSalt(sealed[0].index));
+  ASSERT_TRUE(salt.has_value());
+  EXPECT_EQ(sealed[0].entry.payload_hash,
+            audit::PayloadHash(*salt, forged_bytes));
+  store_.reset();
+  const AuditVerifyReport verified = VerifyOffline();
+  EXPECT_TRUE(verified.ok) << verified.problem;
+}
+
+TEST_F(DataProtectionTest, PurgesClearTheSaltsOfWhatWasSealedAtOpen) {
+  // Written in the clear, sealed (and audited, committing to the personal
+  // data) at the next open, then purged: the entries' salts go too.
+  Reopen(/*with_key=*/false);
+  const v1::CaseReference opened = Open();
+  Receive(PeerMessage("CN-M-OLD", v1::MESSAGE_KIND_NOTE));
+  Reopen(/*with_key=*/true);
+  Close(opened.exchange_id());
+  const std::vector<StoredEntry> sealed = EntriesOf(kSealedAtOpenAction);
+  ASSERT_EQ(sealed.size(), 3u);
+  auto salt = [&](uint64_t index) {
+    auto got = store_->audit_log().PayloadSalt(index);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? *got : std::nullopt;
+  };
+  for (const StoredEntry& e : sealed) {
+    ASSERT_NE(salt(e.index), std::nullopt) << e.entry.subjects[0];
+  }
+
+  clock_.Advance(absl::Hours(24) * 10);
+  config::RetentionSettings policy;
+  policy.message_kind_days[v1::MESSAGE_KIND_NOTE] = 7;
+  policy.case_status_days[v1::CASE_STATUS_CLOSED] = 7;
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_EQ(report.messages, 1);
+  ASSERT_EQ(report.cases, 1);
+  for (const StoredEntry& e : sealed) {
+    EXPECT_EQ(salt(e.index), std::nullopt) << e.entry.subjects[0];
+  }
+  store_.reset();
+  const AuditVerifyReport verified = VerifyOffline();
+  EXPECT_TRUE(verified.ok) << verified.problem;
 }
 
 // The data key and the database.
