@@ -99,11 +99,15 @@ absl::Duration PeerLink::NextBackoff(int attempts) {
 }
 
 AuditEvent PeerLink::Event(std::string action, const OutboxItem& item,
-                           std::string payload) const {
+                           std::string payload, Ids ids) const {
   AuditEvent event;
   event.actor = config_->identity;
   event.action = std::move(action);
-  event.subjects = {item.exchange_id, item.message_id, item.envelope_id};
+  event.subjects = {item.exchange_id};
+  if (ids == Ids::kAll) {
+    event.subjects.push_back(item.message_id);
+    event.subjects.push_back(item.envelope_id);
+  }
   event.payload = std::move(payload);
   return event;
 }
@@ -362,8 +366,9 @@ bool PeerLink::Record(const std::vector<Answer>& answers) {
     ExchangeStore::Delivery& delivery = sending.deliveries.emplace_back();
     delivery.envelope_id = answer.item.envelope_id;
     delivery.receipt = answer.response.receipt();
-    delivery.audit = Event("receipt.stored", answer.item,
-                           answer.response.receipt().receipt());
+    delivery.audit =
+        Event("receipt.stored", answer.item,
+              answer.response.receipt().receipt(), Ids::kStoreAddsThem);
     delivered.push_back(&answer);
   }
   const auto recorded = store_->RecordSending(sending);
@@ -460,8 +465,9 @@ void PeerLink::RecordRefusal(const Answer& answer) {
   const absl::Status status(static_cast<absl::StatusCode>(refusal.code()),
                             absl::StrCat("peer refused: ", refusal.message()));
   if (refusal.permanent()) {
-    AuditEvent refused = Event("envelope.refused_by_peer", item,
-                               item.signed_envelope.signature());
+    AuditEvent refused =
+        Event("envelope.refused_by_peer", item,
+              item.signed_envelope.signature(), Ids::kStoreAddsThem);
     refused.outcome = status;  // the peer's code and reason
     const absl::Status recorded =
         store_->RecordRefused(item.envelope_id, status, refused);

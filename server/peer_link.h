@@ -116,8 +116,12 @@ class PeerLink {
   // Puts an envelope back for a later attempt.
   void Retry(const OutboxItem& item, const absl::Status& error);
   absl::Duration NextBackoff(int attempts);
+  // An entry about `item` by this gateway. Subjects: the exchange id, and
+  // the message and envelope ids unless the store call adds them itself
+  // (RecordSending's deliveries, RecordRefused).
+  enum class Ids { kAll, kStoreAddsThem };
   AuditEvent Event(std::string action, const OutboxItem& item,
-                   std::string payload) const;
+                   std::string payload, Ids ids = Ids::kAll) const;
 
   const config::Gateway* const config_;
   ExchangeStore* const store_;
