@@ -163,9 +163,11 @@ void PeerLink::RunStream() {
       absl::MutexLock lock(&mu_);
       if (stopping_ || stream_broken_) break;
       busy = busy_cases_;
-      // Attempts not yet recorded hold room too: should the records fail,
-      // the sender stops at a window's worth instead of sending on.
-      in_flight = std::max(in_flight_.size(), attempts_.size());
+      // Attempts not yet recorded hold room too, those a record is writing
+      // among them: should the records fail, the sender stops at a window's
+      // worth instead of sending on.
+      in_flight = std::max(in_flight_.size(),
+                           attempts_.size() + attempts_writing_.size());
       woken_ = false;
     }
     const size_t room = window > in_flight ? window - in_flight : 0;
