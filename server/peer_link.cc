@@ -377,7 +377,7 @@ bool PeerLink::Record(const std::vector<Answer>& answers) {
   {
     absl::MutexLock lock(&mu_);
     for (const ExchangeStore::Attempt& attempt : sending.attempts) {
-      attempts_writing_.erase(attempt.envelope_id);
+      attempts_writing_.erase(attempts_writing_.find(attempt.envelope_id));
     }
     if (!recorded.ok()) {
       // The envelopes are on their way all the same: their attempts go with

@@ -141,9 +141,11 @@ class PeerLink {
   std::vector<Answer> answers_ ABSL_GUARDED_BY(mu_);
   bool reader_done_ ABSL_GUARDED_BY(mu_) = false;
   // Attempts of envelopes written to the stream and not yet taken by a
-  // record, and the envelope ids of attempts a record is writing.
+  // record, and the envelope id of each attempt a record is writing (one
+  // per attempt: an envelope sent again while its attempt went unrecorded
+  // has several, and each holds room in the window).
   std::vector<ExchangeStore::Attempt> attempts_ ABSL_GUARDED_BY(mu_);
-  std::set<std::string> attempts_writing_ ABSL_GUARDED_BY(mu_);
+  std::multiset<std::string> attempts_writing_ ABSL_GUARDED_BY(mu_);
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   absl::BitGen random_ ABSL_GUARDED_BY(mu_);
 

@@ -57,6 +57,11 @@ class FailingWrites final : public ExchangeStore {
   explicit FailingWrites(ExchangeStore* real) : real_(real) {}
 
   void set_failing(bool failing) { failing_ = failing; }
+  // How long a refused record takes (a failing disk is slow to say so).
+  void set_refusal_delay(absl::Duration delay) {
+    absl::MutexLock lock(&mu_);
+    refusal_delay_ = delay;
+  }
   int failed_records() const {
     absl::MutexLock lock(&mu_);
     return failed_records_;
@@ -81,9 +86,14 @@ class FailingWrites final : public ExchangeStore {
   absl::StatusOr<SendingRecorded> RecordSending(
       const Sending& sending) override {
     if (failing_) {
-      // A failing disk is slow to say so: the sender runs its rounds
-      // meanwhile, with these attempts neither recorded nor waiting.
-      absl::SleepFor(absl::Milliseconds(50));
+      // The sender runs its rounds meanwhile, with these attempts neither
+      // recorded nor waiting.
+      absl::Duration delay;
+      {
+        absl::MutexLock lock(&mu_);
+        delay = refusal_delay_;
+      }
+      absl::SleepFor(delay);
       absl::MutexLock lock(&mu_);
       ++failed_records_;
       most_attempts_refused_ =
@@ -216,6 +226,7 @@ class FailingWrites final : public ExchangeStore {
   ExchangeStore* const real_;
   std::atomic<bool> failing_{false};
   mutable absl::Mutex mu_;
+  absl::Duration refusal_delay_ ABSL_GUARDED_BY(mu_) = absl::Milliseconds(50);
   int failed_records_ ABSL_GUARDED_BY(mu_) = 0;
   size_t most_attempts_refused_ ABSL_GUARDED_BY(mu_) = 0;
   std::set<std::string> receipts_refused_ ABSL_GUARDED_BY(mu_);
@@ -290,6 +301,55 @@ class RecordFailureTest : public ::testing::Test {
     return m.message_id();
   }
 
+  void StartLink() {
+    ASSERT_OK_AND_ASSIGN(
+        link_, server::PeerLink::Start(&config_, store_with_failures_.get(),
+                                       &peer_keys_, &clock_));
+  }
+
+  // Waits until every one of `messages` is DELIVERED; then each has one
+  // envelope.sent and one receipt.stored entry, naming its case, message
+  // and envelope once each, and is in the MPS liaison office's inbox once.
+  void ExpectEachDeliveredAndAuditedOnce(
+      const std::vector<std::string>& messages) {
+    ASSERT_TRUE(WaitUntil([&] {
+      for (const std::string& id : messages) {
+        if (StatusOf(id).state() != v1::DELIVERY_STATE_DELIVERED) return false;
+      }
+      return true;
+    })) << "not every message was delivered once records were taken again";
+
+    ASSERT_OK_AND_ASSIGN(const uint64_t size, store_->audit_log().Size());
+    ASSERT_OK_AND_ASSIGN(const auto entries, store_->audit_log().Read(0, size));
+    for (size_t i = 0; i < messages.size(); ++i) {
+      const std::string& message = messages[i];
+      for (const char* action : {"envelope.sent", "receipt.stored"}) {
+        std::vector<std::vector<std::string>> about;
+        for (const server::StoredEntry& e : entries) {
+          if (e.entry.action == action &&
+              std::find(e.entry.subjects.begin(), e.entry.subjects.end(),
+                        message) != e.entry.subjects.end()) {
+            about.push_back(e.entry.subjects);
+          }
+        }
+        EXPECT_THAT(about, ::testing::ElementsAre(::testing::ElementsAre(
+                               PkExchangeId(static_cast<int>(i) + 1), message,
+                               envelope_of_[message])))
+            << action;
+      }
+    }
+
+    auto mps = OfficeClientFor(kMpsCert, cn_->office_endpoint(), "CN");
+    std::vector<std::string> inbox;
+    std::set<std::string> distinct;
+    EXPECT_OK(mps->WatchInbox("", absl::Seconds(30), [&](const auto& item) {
+      inbox.push_back(item.message().message_id());
+      distinct.insert(item.message().message_id());
+      return distinct.size() < messages.size();
+    }));
+    EXPECT_THAT(inbox, ::testing::UnorderedElementsAreArray(messages));
+  }
+
   v1::DeliveryStatus StatusOf(const std::string& message_id) {
     auto status = store_->exchange().GetDeliveryStatus(message_id);
     EXPECT_OK(status);
@@ -329,9 +389,7 @@ TEST_F(RecordFailureTest,
   for (int n = 1; n <= kMessages; ++n) messages.push_back(Queue(n));
 
   store_with_failures_->set_failing(true);
-  ASSERT_OK_AND_ASSIGN(
-      link_, server::PeerLink::Start(&config_, store_with_failures_.get(),
-                                     &peer_keys_, &clock_));
+  StartLink();
   // The first round travels and is answered; its record is refused, then
   // tried again every 200 ms with the same attempts.
   ASSERT_TRUE(WaitUntil([&] {
@@ -349,12 +407,7 @@ TEST_F(RecordFailureTest,
 
   // The disk has room again.
   store_with_failures_->set_failing(false);
-  ASSERT_TRUE(WaitUntil([&] {
-    for (const std::string& id : messages) {
-      if (StatusOf(id).state() != v1::DELIVERY_STATE_DELIVERED) return false;
-    }
-    return true;
-  })) << "not every message was delivered once records were taken again";
+  ExpectEachDeliveredAndAuditedOnce(messages);
 
   // The attempts made while records failed went with the first record taken.
   const std::vector<std::string> first = store_with_failures_->first_recorded();
@@ -367,45 +420,36 @@ TEST_F(RecordFailureTest,
     EXPECT_EQ(StatusOf(id).attempts(), sent_early.contains(envelope) ? 2 : 1)
         << id;
   }
-  // Audited once each, however often sent.
-  const std::map<std::string, int> sent = AuditedPerSubject("envelope.sent");
-  const std::map<std::string, int> stored = AuditedPerSubject("receipt.stored");
-  for (const std::string& id : messages) {
-    EXPECT_EQ(sent.count(envelope_of_[id]) ? sent.at(envelope_of_[id]) : 0, 1)
-        << id;
-    EXPECT_EQ(stored.count(envelope_of_[id]) ? stored.at(envelope_of_[id]) : 0,
-              1)
-        << id;
-  }
+}
 
-  // Each entry names the case, the message and the envelope, once each.
-  ASSERT_OK_AND_ASSIGN(const uint64_t size, store_->audit_log().Size());
-  ASSERT_OK_AND_ASSIGN(const auto entries, store_->audit_log().Read(0, size));
-  const std::string& message = messages.front();
-  for (const char* action : {"envelope.sent", "receipt.stored"}) {
-    std::vector<std::vector<std::string>> about;
-    for (const server::StoredEntry& e : entries) {
-      if (e.entry.action == action &&
-          std::find(e.entry.subjects.begin(), e.entry.subjects.end(),
-                    message) != e.entry.subjects.end()) {
-        about.push_back(e.entry.subjects);
-      }
-    }
-    EXPECT_THAT(about, ::testing::ElementsAre(::testing::ElementsAre(
-                           PkExchangeId(1), message, envelope_of_[message])))
-        << action;
-  }
+TEST_F(RecordFailureTest, EnvelopesSentAgainWhileRecordsFailHoldTheWindowToo) {
+  // Fewer envelopes than the window: a refused record frees their cases,
+  // and the database, refusing their backoff too, leaves them due at once,
+  // so the sender sends them again while their first attempts are still
+  // unrecorded. Each such attempt holds room, also while a record is
+  // writing it.
+  std::vector<std::string> messages;
+  for (int n = 1; n <= 3; ++n) messages.push_back(Queue(n));
 
-  // At CN, each message is in the office's inbox once.
-  auto mps = OfficeClientFor(kMpsCert, cn_->office_endpoint(), "CN");
-  std::vector<std::string> inbox;
-  std::set<std::string> distinct;
-  EXPECT_OK(mps->WatchInbox("", absl::Seconds(30), [&](const auto& item) {
-    inbox.push_back(item.message().message_id());
-    distinct.insert(item.message().message_id());
-    return distinct.size() < messages.size();
-  }));
-  EXPECT_THAT(inbox, ::testing::UnorderedElementsAreArray(messages));
+  // Each refusal takes longer than the sender's idle poll (1 s), so the
+  // sender runs rounds while records are being written.
+  store_with_failures_->set_refusal_delay(absl::Milliseconds(1100));
+  store_with_failures_->set_failing(true);
+  StartLink();
+  ASSERT_TRUE(WaitUntil([&] {
+    return store_with_failures_->most_attempts_refused() >= kRoutineWindow;
+  })) << "the envelopes were not sent again while the records failed";
+  const int refused = store_with_failures_->failed_records();
+  ASSERT_TRUE(WaitUntil(
+      [&] { return store_with_failures_->failed_records() >= refused + 2; }));
+  EXPECT_EQ(store_with_failures_->most_attempts_refused(), kRoutineWindow);
+
+  store_with_failures_->set_failing(false);
+  ExpectEachDeliveredAndAuditedOnce(messages);
+  // Every transmission is counted.
+  int attempts = 0;
+  for (const std::string& id : messages) attempts += StatusOf(id).attempts();
+  EXPECT_GE(attempts, static_cast<int>(kRoutineWindow));
 }
 
 }  // namespace
