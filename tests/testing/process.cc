@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "tests/testing/test_pki.h"
 
@@ -105,6 +106,39 @@ int WaitFor(pid_t pid, absl::Time deadline, bool* exited) {
   }
 }
 
+// The logs of the gateways this process started. A gateway replaced
+// half-way through a test may explain a failure that comes later, so they
+// stay until the process exits: removed if every test passed, kept and
+// named if one failed.
+class GatewayLogs {
+ public:
+  static GatewayLogs& Get() {
+    static GatewayLogs logs;
+    return logs;
+  }
+  void Add(std::string path) {
+    absl::MutexLock lock(&mu_);
+    paths_.push_back(std::move(path));
+  }
+  ~GatewayLogs() {
+    const bool failed = ::testing::UnitTest::GetInstance()->Failed();
+    absl::MutexLock lock(&mu_);
+    for (const std::string& path : paths_) {
+      if (failed) {
+        std::cerr << "gateway log kept: " << path << "\n";
+      } else {
+        std::error_code ec;
+        std::filesystem::remove(path, ec);
+      }
+    }
+  }
+
+ private:
+  GatewayLogs() = default;
+  absl::Mutex mu_;
+  std::vector<std::string> paths_ ABSL_GUARDED_BY(mu_);
+};
+
 }  // namespace
 
 std::string GatewayBinary() {
@@ -184,12 +218,7 @@ GatewayProcess::~GatewayProcess() {
   std::error_code ec;  // a file never made is fine
   std::filesystem::remove(ready_path_, ec);
   std::filesystem::remove(out_path_, ec);
-  if (log_path_.empty()) return;
-  if (::testing::Test::HasFailure()) {
-    std::cerr << "gateway log kept: " << log_path_ << "\n";
-  } else {
-    std::filesystem::remove(log_path_, ec);
-  }
+  if (!log_path_.empty()) GatewayLogs::Get().Add(log_path_);
 }
 
 std::string GatewayProcess::office_endpoint() const {

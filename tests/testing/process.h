@@ -31,8 +31,9 @@ CommandResult RunCommand(const std::vector<std::string>& argv,
                          absl::Duration timeout = absl::Seconds(60));
 
 // A casebridge-gateway process. Killed (SIGKILL) on destruction if still
-// running; its files under TempDir() go with it, except its log when the
-// running test has failed (the path is printed).
+// running; its files under TempDir() go with it, except its log, which
+// stays until the test process exits: removed then if every test passed,
+// kept (the path printed) if one failed.
 class GatewayProcess {
  public:
   // Starts the gateway with `config_path` and waits until it has written its
