@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "core/proto_utf8.h"
 #include "core/status_macros.h"
@@ -38,8 +39,8 @@ std::string QuoteKeyId(absl::string_view key_id) {
 }
 
 absl::Status DoesNotVerify(absl::string_view key_id) {
-  return absl::UnauthenticatedError(
-      absl::StrCat("signature: does not verify for key ", QuoteKeyId(key_id)));
+  return Permanently(absl::UnauthenticatedError(
+      absl::StrCat("signature: does not verify for key ", QuoteKeyId(key_id))));
 }
 
 // Deterministic serialization: map entries sorted by key, so the same
@@ -79,9 +80,9 @@ absl::Status Authenticate(absl::string_view bytes, absl::string_view signature,
                           absl::string_view key_id, const KeyRing& keys,
                           size_t max_bytes, const Kind& kind) {
   if (bytes.size() > max_bytes) {
-    return absl::ResourceExhaustedError(
+    return Permanently(absl::ResourceExhaustedError(
         absl::StrCat(kind.name, ": ", bytes.size(),
-                     " bytes exceeds the limit of ", max_bytes));
+                     " bytes exceeds the limit of ", max_bytes)));
   }
   CB_ASSIGN_OR_RETURN(const crypto::Ed25519Verifier* verifier,
                       keys.Trusted(key_id));
@@ -107,7 +108,19 @@ absl::Status Parse(absl::string_view bytes, const Kind& kind,
   return absl::OkStatus();
 }
 
+// The payload that marks a permanent refusal (Permanently).
+constexpr char kPermanentPayload[] = "type.casebridge.dev/refusal.permanent";
+
 }  // namespace
+
+absl::Status Permanently(absl::Status refusal) {
+  if (!refusal.ok()) refusal.SetPayload(kPermanentPayload, absl::Cord("1"));
+  return refusal;
+}
+
+bool IsMarkedPermanent(const absl::Status& refusal) {
+  return refusal.GetPayload(kPermanentPayload).has_value();
+}
 
 std::string KeyId(absl::string_view raw_public_key) {
   crypto::Sha256Hasher hasher;

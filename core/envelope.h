@@ -109,6 +109,16 @@ class KeyRing {
   const Clock* clock_ = nullptr;
 };
 
+// A refusal that sending the same envelope again can never change: its
+// signed bytes are too large, do not verify, or carry a handling code
+// weaker than its case's. Marked in the status (a payload), so the receiver
+// tells the sender to stop (DeliveryRefusal.permanent) whatever the wording
+// of the message. The payload stays in this process: it never reaches the
+// wire.
+absl::Status Permanently(absl::Status refusal);
+// Whether `refusal` was marked by Permanently.
+bool IsMarkedPermanent(const absl::Status& refusal);
+
 // Signs envelopes and receipts with one Ed25519 key, computing its key id
 // once. `signer` must outlive this object. Thread-safe (Ed25519Signer is).
 class Signer {

@@ -1,6 +1,7 @@
 #include "server/handling.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/envelope.h"
 #include "core/status_macros.h"
 #include "server/validation.h"
 
@@ -94,11 +95,11 @@ absl::Status CheckHeldCaseHandling(const v1::CaseReference& held,
       message.handling_restriction() != held.handling_restriction()) {
     // H3's restriction is the case's own text, carried unchanged by every
     // message; another text would relax it or say something else.
-    return absl::PermissionDeniedError(absl::StrCat(
+    return exchange::Permanently(absl::PermissionDeniedError(absl::StrCat(
         "handling_code: H3 with a handling_restriction other than the "
         "case's (case ",
         held.exchange_id(),
-        " as this gateway holds it); a message keeps its case's restriction"));
+        " as this gateway holds it); a message keeps its case's restriction")));
   }
   if (case_code == v1::HANDLING_CODE_UNSPECIFIED ||
       case_code == v1::HANDLING_CODE_H0 || own == case_code) {
@@ -106,11 +107,11 @@ absl::Status CheckHeldCaseHandling(const v1::CaseReference& held,
   }
   // The codes' numbers grow with their restriction up to H2; H3 states its
   // own, so another code is never a substitute for it (nor it for another).
-  return absl::PermissionDeniedError(absl::StrCat(
+  return exchange::Permanently(absl::PermissionDeniedError(absl::StrCat(
       "handling_code: ", HandlingCodeName(own),
       own < case_code ? " is below" : " differs from", " the case's ",
       HandlingCodeName(case_code), " (case ", held.exchange_id(),
-      " as this gateway holds it); a message keeps its case's code"));
+      " as this gateway holds it); a message keeps its case's code")));
 }
 
 void MarkHandling(v1::CaseReference* c) {

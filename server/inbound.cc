@@ -48,22 +48,13 @@ bool Inbound::IsPermanent(const absl::Status& refusal) {
     case absl::StatusCode::kInvalidArgument:  // malformed: bytes never change
     case absl::StatusCode::kAlreadyExists:    // id reused with other bytes
       return true;
-    case absl::StatusCode::kResourceExhausted:
-      // Oversized never changes; a full disk here may be cleared.
-      return absl::StartsWith(refusal.message(), "envelope:");
-    case absl::StatusCode::kPermissionDenied:
-      // A message weaker than its case as we hold it: its code is signed
-      // and never changes. Other denials (an unknown sender office) may be
-      // configured later.
-      return absl::StartsWith(refusal.message(), "handling_code:");
-    case absl::StatusCode::kUnauthenticated:
-      // A signature that does not verify never will; an unknown key may be
-      // configured later.
-      return absl::StartsWith(refusal.message(), "signature:");
     default:
-      // Configuration (unknown sender or recipient office, destination),
-      // clock skew and our own trouble may all be fixed: keep it coming.
-      return false;
+      // Marked where the check is made: too large, a signature that does
+      // not verify, a code weaker than the case's. Everything else
+      // (configuration: an unknown key, sender or recipient office,
+      // destination; clock skew; our own trouble, a full disk) may be
+      // fixed: keep it coming.
+      return exchange::IsMarkedPermanent(refusal);
   }
 }
 

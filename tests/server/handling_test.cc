@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "core/envelope.h"
 #include "server/inbound.h"
 #include "server/validation.h"
 #include "tests/testing/status_matchers.h"
@@ -250,6 +251,25 @@ TEST(HandlingTest, ReceiverRefusesAnH3MessageWithAnotherRestriction) {
 TEST(HandlingTest, OtherDenialsOfAnEnvelopeAreNotPermanent) {
   EXPECT_FALSE(Inbound::IsPermanent(absl::PermissionDeniedError(
       "message.sender_office: \"x\" is not among the peer offices")));
+}
+
+TEST(HandlingTest, PermanenceIsMarkedWhereTheCheckIsMadeNotReadFromTheWording) {
+  // A refusal worded like a permanent one but not marked (a full disk, say)
+  // keeps the envelope coming.
+  EXPECT_FALSE(Inbound::IsPermanent(
+      absl::ResourceExhaustedError("envelope: no room left on the disk")));
+  EXPECT_FALSE(Inbound::IsPermanent(
+      absl::UnauthenticatedError("signature: key k1 is not trusted yet")));
+  // Marking keeps the code and the message.
+  const absl::Status marked = exchange::Permanently(
+      absl::UnauthenticatedError("signature: does not verify for key k1"));
+  EXPECT_TRUE(Inbound::IsPermanent(marked));
+  EXPECT_EQ(marked.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(marked.message(), "signature: does not verify for key k1");
+  EXPECT_TRUE(exchange::Permanently(absl::OkStatus()).ok());
+  // Malformed or conflicting bytes never change, marked or not.
+  EXPECT_TRUE(Inbound::IsPermanent(absl::InvalidArgumentError("x")));
+  EXPECT_TRUE(Inbound::IsPermanent(absl::AlreadyExistsError("x")));
 }
 
 TEST(HandlingTest, RestrictionTextOnlyWithH3) {
