@@ -377,7 +377,9 @@ bool PeerLink::Record(const std::vector<Answer>& answers) {
   {
     absl::MutexLock lock(&mu_);
     for (const ExchangeStore::Attempt& attempt : sending.attempts) {
-      attempts_writing_.erase(attempts_writing_.find(attempt.envelope_id));
+      // Each was inserted by this record (above), so each is found.
+      const auto it = attempts_writing_.find(attempt.envelope_id);
+      if (it != attempts_writing_.end()) attempts_writing_.erase(it);
     }
     if (!recorded.ok()) {
       // The envelopes are on their way all the same: their attempts go with

@@ -14,6 +14,12 @@
 namespace casebridge::server {
 namespace {
 
+// An outbox row's last_error, shown to offices: the code and the message,
+// never a status's payloads (marks that stay in this process).
+std::string LastError(const absl::Status& error) {
+  return error.ToString(absl::StatusToStringMode::kWithNoExtraData);
+}
+
 using google::protobuf::util::TimeUtil;
 
 // messages.direction
@@ -425,7 +431,7 @@ absl::Status SqliteExchangeStore::RecordRetry(const std::string& envelope_id,
         auto update,
         conn.Prepare("UPDATE outbox SET last_error = ?, next_attempt_us = ? "
                      "WHERE envelope_id = ?"));
-    update.Bind(1, error.ToString())
+    update.Bind(1, LastError(error))
         .Bind(2, absl::ToUnixMicros(next_attempt))
         .Bind(3, envelope_id);
     CB_RETURN_IF_ERROR(update.Run());
@@ -460,7 +466,7 @@ absl::StatusOr<absl::Status> CountAttempt(sqlite::Connection& conn,
   if (error.ok()) {
     update.BindNull(2);
   } else {
-    update.Bind(2, error.ToString());
+    update.Bind(2, LastError(error));
   }
   update.Bind(3, absl::ToUnixMicros(next_attempt)).Bind(4, envelope_id);
   CB_RETURN_IF_ERROR(update.Run());
@@ -580,7 +586,7 @@ absl::Status SqliteExchangeStore::RecordRefused(const std::string& envelope_id,
         auto update, conn.Prepare("UPDATE outbox SET state = ?, last_error = ? "
                                   "WHERE envelope_id = ?"));
     update.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_FAILED))
-        .Bind(2, refusal.ToString())
+        .Bind(2, LastError(refusal))
         .Bind(3, envelope_id);
     CB_RETURN_IF_ERROR(update.Run());
     CB_RETURN_IF_ERROR(ChangedOneRow(conn, "recording a refusal"));

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "core/crypto.h"
@@ -543,6 +544,25 @@ TEST_F(ExchangeStoreTest, OutboxSurvivesRestart) {
 }
 
 // --- Delivery states ---------------------------------------------------------
+
+TEST_F(ExchangeStoreTest, LastErrorShowsCodeAndMessageNeverAPayload) {
+  Queue(Message("PK-M-1", kCaseA));
+  absl::Status refused = absl::UnauthenticatedError(
+      "peer refused: signature: does not verify for key k1");
+  refused.SetPayload("type.casebridge.dev/refusal.permanent", absl::Cord("1"));
+  ASSERT_OK(exchange().RecordAttempt("E-PK-M-1", refused, clock_.Now()));
+  ASSERT_OK_AND_ASSIGN(v1::DeliveryStatus status,
+                       exchange().GetDeliveryStatus("PK-M-1"));
+  EXPECT_EQ(status.last_error(),
+            "UNAUTHENTICATED: peer refused: signature: does not verify for "
+            "key k1");
+  ASSERT_OK(exchange().RecordRetry("E-PK-M-1", refused, clock_.Now()));
+  ASSERT_OK(exchange().RecordRefused("E-PK-M-1", refused,
+                                     Event("envelope.refused_by_peer")));
+  ASSERT_OK_AND_ASSIGN(status, exchange().GetDeliveryStatus("PK-M-1"));
+  EXPECT_EQ(status.state(), v1::DELIVERY_STATE_FAILED);
+  EXPECT_THAT(status.last_error(), Not(HasSubstr("casebridge.dev")));
+}
 
 TEST_F(ExchangeStoreTest, DeliveryGoesQueuedSentDelivered) {
   const absl::Time queued_at = clock_.Now();
