@@ -45,9 +45,10 @@ constexpr char kMpsOffice[] = "spiffe://cn.casebridge/office/mps-liaison";
 constexpr char kMpsCert[] = "cn/offices/mps-liaison";
 
 // The link's window in this test, and the part of it that is not kept for
-// URGENT envelopes (PeerLink::UrgentReserve).
+// URGENT envelopes.
 constexpr int kWindow = 8;
-constexpr size_t kRoutineWindow = kWindow - 1;
+const size_t kRoutineWindow =
+    kWindow - server::PeerLink::UrgentReserve(kWindow);
 constexpr int kMessages = 20;
 
 // The real store, except that while failing() every write the sender makes

@@ -369,6 +369,19 @@ bool AwaitWaitingWrites(Database& db, size_t n) {
   return true;
 }
 
+// From inside a running write: starts a kFirst write of `work` on
+// `thread` and waits until it is queued behind the running batch. False
+// if it never queued.
+bool QueueFirstPriorityWrite(Database& db, std::jthread& thread,
+                             std::function<absl::Status(Connection&)> work) {
+  const size_t before = db.WaitingWrites();
+  thread = std::jthread([&db, work = std::move(work)] {
+    const server::ScopedWritePriority scope(server::WritePriority::kFirst);
+    EXPECT_OK(db.Write(work));
+  });
+  return AwaitWaitingWrites(db, before + 1);
+}
+
 // Names of writes in the order they ran, from any thread.
 class RunOrder {
  public:
@@ -519,19 +532,13 @@ TEST_F(DatabaseTest, ABatchOfNormalWritesGivesWayToAFirstPriorityWrite) {
       server::WritePriority::kNormal,
       [&](Connection& c) {
         order.Add("normal-1");
-        const size_t before = db->WaitingWrites();
-        first = std::jthread([&] {
-          const server::ScopedWritePriority scope(
-              server::WritePriority::kFirst);
-          EXPECT_OK(db->Write([&](Connection& c2) {
-            order.Add("first");
-            first_saw_normal_1_return =
-                normal_1_returned.WaitForNotificationWithTimeout(
-                    absl::Seconds(10));
-            return InsertYear(c2, 3204, 1);
-          }));
-        });
-        if (!AwaitWaitingWrites(*db, before + 1)) {
+        if (!QueueFirstPriorityWrite(*db, first, [&](Connection& c2) {
+              order.Add("first");
+              first_saw_normal_1_return =
+                  normal_1_returned.WaitForNotificationWithTimeout(
+                      absl::Seconds(10));
+              return InsertYear(c2, 3204, 1);
+            })) {
           return absl::DeadlineExceededError("the kFirst write never queued");
         }
         return InsertYear(c, 3201, 1);
@@ -672,19 +679,12 @@ TEST_F(DatabaseTest, AfterAStreakOfFirstPriorityBatchesTheOthersRunWhole) {
       normals.emplace_back([&, k] {
         EXPECT_OK(db->Write([&, k](Connection& c) -> absl::Status {
           order.Add(absl::StrCat("normal-", k));
-          if (k == 1) {
-            const size_t before = db->WaitingWrites();
-            intruder = std::jthread([&] {
-              const server::ScopedWritePriority scope(
-                  server::WritePriority::kFirst);
-              EXPECT_OK(db->Write([&](Connection& c2) {
+          if (k == 1 &&
+              !QueueFirstPriorityWrite(*db, intruder, [&](Connection& c2) {
                 order.Add("intruder");
                 return InsertYear(c2, 5900, 1);
-              }));
-            });
-            if (!AwaitWaitingWrites(*db, before + 1)) {
-              return absl::DeadlineExceededError("intruder never queued");
-            }
+              })) {
+            return absl::DeadlineExceededError("intruder never queued");
           }
           return InsertYear(c, 5900 + k, 1);
         }));
