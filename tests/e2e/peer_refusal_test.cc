@@ -15,7 +15,6 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -1081,19 +1080,19 @@ TEST_F(PeerRefusalTest,
   std::vector<std::string> sent;
   for (int i = 0; i < 40; ++i) sent.push_back(absl::StrCat("message ", i));
   EXPECT_THAT(bodies, UnorderedElementsAreArray(sent)) << pk_->Log();
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
   std::map<std::string, int> delivered;
-  while (true) {
-    delivered.clear();
-    for (const v1::AuditEntry& e : AuditEntries()) {
-      if (e.action() == "inbox.delivered" && e.actor() == kFiaOffice) {
-        ++delivered[e.subjects(e.subjects_size() - 1)];
-      }
-    }
-    if (delivered.size() == envelopes.size() || absl::Now() > deadline) break;
-    std::this_thread::yield();
-  }
-  EXPECT_EQ(delivered.size(), envelopes.size());
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        delivered.clear();
+        for (const v1::AuditEntry& e : AuditEntries()) {
+          if (e.action() == "inbox.delivered" && e.actor() == kFiaOffice) {
+            ++delivered[e.subjects(e.subjects_size() - 1)];
+          }
+        }
+        return delivered.size() == envelopes.size();
+      },
+      absl::Seconds(10)))
+      << delivered.size() << " of " << envelopes.size() << " recorded";
   for (const auto& [message_id, count] : delivered) {
     EXPECT_EQ(count, 1) << message_id;
   }
