@@ -777,6 +777,66 @@ absl::Status PurgeMessageInTransaction(
   return audit.AppendInTransaction(conn, event).status();
 }
 
+namespace {
+
+// A payload column that may hold rows written in the clear.
+struct ClearTable {
+  const char* select;  // key, message id ('' for inbound), payload; LIMIT ?
+  const char* update;  // ?1 sealed bytes, ?2 key[, ?3 message id]
+  bool envelope;       // the column is a SignedEnvelope
+  const char* field;
+};
+
+struct ClearRow {
+  std::string key;
+  std::string message_id;  // empty for inbound: the envelope names it
+  std::string bytes;
+};
+
+// Seals `row` of `table` and audits it as kSealedAtOpenAction by `actor`,
+// named by the message id first (so that a purge of the message clears
+// this entry's salt with its others), then the key if it differs, then the
+// column; payload the bytes as found.
+absl::Status SealClearRow(sqlite::Connection& conn, const RecordSealer* sealer,
+                          SqliteAuditLog& audit, const ClearTable& table,
+                          ClearRow row, const std::string& actor) {
+  StoredPayload stored;
+  if (table.envelope) {
+    CB_ASSIGN_OR_RETURN(
+        const v1::SignedEnvelope envelope,
+        ParseStored<v1::SignedEnvelope>(row.bytes, "envelope", row.key));
+    if (row.message_id.empty()) {
+      CB_ASSIGN_OR_RETURN(
+          const v1::Envelope parsed,
+          ParseStored<v1::Envelope>(envelope.envelope(), "envelope", row.key));
+      row.message_id = parsed.message().message_id();
+    }
+    CB_ASSIGN_OR_RETURN(
+        stored, ToStoredEnvelope(sealer, conn, MessageRecord(row.message_id),
+                                 table.field, envelope));
+  } else {
+    CB_ASSIGN_OR_RETURN(stored,
+                        ToStored(sealer, conn, MessageRecord(row.message_id),
+                                 table.field, row.bytes));
+  }
+  CB_ASSIGN_OR_RETURN(auto update, conn.Prepare(table.update));
+  update.BindBlob(1, stored.bytes).Bind(2, row.key);
+  if (absl::string_view(table.update).find("?3") != absl::string_view::npos) {
+    update.Bind(3, row.message_id);
+  }
+  CB_RETURN_IF_ERROR(update.Run());
+  AuditEvent event;
+  event.actor = actor;
+  event.action = kSealedAtOpenAction;
+  event.subjects = {row.message_id};
+  if (row.key != row.message_id) event.subjects.push_back(row.key);
+  event.subjects.push_back(table.field);
+  event.payload = std::move(row.bytes);
+  return audit.AppendInTransaction(conn, event).status();
+}
+
+}  // namespace
+
 absl::StatusOr<int> SqliteExchangeStore::SealStoredPayloads(
     const std::string& actor) {
   if (sealer_ == nullptr) {
@@ -786,96 +846,49 @@ absl::StatusOr<int> SqliteExchangeStore::SealStoredPayloads(
   int sealed = 0;
   // Each table in batches: rows are selected by their `sealed` flag, which
   // the same transaction sets.
-  struct Table {
-    const char* select;
-    const char* update;
-    bool envelope;  // the column is a SignedEnvelope
-    const char* field;
-  };
-  for (const Table& table : {
-           Table{"SELECT message_id, message_id, body FROM messages WHERE "
-                 "sealed = 0 AND purged_us IS NULL ORDER BY seq LIMIT ?",
-                 "UPDATE messages SET body = ?, sealed = 1 "
-                 "WHERE message_id = ?",
-                 false, kBodyField},
-           Table{"SELECT envelope_id, message_id, signed_envelope FROM outbox "
-                 "WHERE sealed = 0 AND length(signed_envelope) > 0 "
-                 "ORDER BY seq LIMIT ?",
-                 "UPDATE outbox SET signed_envelope = ?, sealed = 1 "
-                 "WHERE envelope_id = ?",
-                 true, kOutboxEnvelopeField},
-           Table{"SELECT envelope_id, '', signed_envelope FROM inbound "
-                 "WHERE sealed = 0 AND length(signed_envelope) > 0 "
-                 "ORDER BY audit_index LIMIT ?",
-                 "UPDATE inbound SET signed_envelope = ?1, sealed = 1, "
-                 "message_id = ?3 WHERE envelope_id = ?2",
-                 true, kInboundEnvelopeField},
+  for (const ClearTable& table : {
+           ClearTable{"SELECT message_id, message_id, body FROM messages "
+                      "WHERE sealed = 0 AND purged_us IS NULL ORDER BY seq "
+                      "LIMIT ?",
+                      "UPDATE messages SET body = ?, sealed = 1 "
+                      "WHERE message_id = ?",
+                      false, kBodyField},
+           ClearTable{"SELECT envelope_id, message_id, signed_envelope FROM "
+                      "outbox WHERE sealed = 0 AND length(signed_envelope) > "
+                      "0 ORDER BY seq LIMIT ?",
+                      "UPDATE outbox SET signed_envelope = ?, sealed = 1 "
+                      "WHERE envelope_id = ?",
+                      true, kOutboxEnvelopeField},
+           ClearTable{"SELECT envelope_id, '', signed_envelope FROM inbound "
+                      "WHERE sealed = 0 AND length(signed_envelope) > 0 "
+                      "ORDER BY audit_index LIMIT ?",
+                      "UPDATE inbound SET signed_envelope = ?1, sealed = 1, "
+                      "message_id = ?3 WHERE envelope_id = ?2",
+                      true, kInboundEnvelopeField},
        }) {
     int batch = kBatch;
     while (batch == kBatch) {
-      CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn)
-                                        -> absl::Status {
-        batch = 0;
-        struct Row {
-          std::string key;
-          std::string message_id;
-          std::string bytes;
-        };
-        std::vector<Row> rows;
-        {
-          CB_ASSIGN_OR_RETURN(auto find, conn.Prepare(table.select));
-          find.Bind(1, kBatch);
-          while (true) {
-            CB_ASSIGN_OR_RETURN(const bool row, find.Step());
-            if (!row) break;
-            rows.push_back(
-                {find.ColumnText(0), find.ColumnText(1), find.ColumnBlob(2)});
-          }
-        }
-        for (Row& row : rows) {
-          StoredPayload stored;
-          if (table.envelope) {
-            CB_ASSIGN_OR_RETURN(const v1::SignedEnvelope envelope,
-                                ParseStored<v1::SignedEnvelope>(
-                                    row.bytes, "envelope", row.key));
-            if (row.message_id.empty()) {
-              // inbound has no message id column: the envelope names it.
-              CB_ASSIGN_OR_RETURN(
-                  const v1::Envelope parsed,
-                  ParseStored<v1::Envelope>(envelope.envelope(), "envelope",
-                                            row.key));
-              row.message_id = parsed.message().message_id();
+      CB_RETURN_IF_ERROR(
+          db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+            batch = 0;
+            std::vector<ClearRow> rows;
+            {
+              CB_ASSIGN_OR_RETURN(auto find, conn.Prepare(table.select));
+              find.Bind(1, kBatch);
+              while (true) {
+                CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+                if (!row) break;
+                rows.push_back({find.ColumnText(0), find.ColumnText(1),
+                                find.ColumnBlob(2)});
+              }
             }
-            CB_ASSIGN_OR_RETURN(
-                stored,
-                ToStoredEnvelope(sealer_, conn, MessageRecord(row.message_id),
-                                 table.field, envelope));
-          } else {
-            CB_ASSIGN_OR_RETURN(
-                stored, ToStored(sealer_, conn, MessageRecord(row.message_id),
-                                 table.field, row.bytes));
-          }
-          CB_ASSIGN_OR_RETURN(auto update, conn.Prepare(table.update));
-          update.BindBlob(1, stored.bytes).Bind(2, row.key);
-          if (absl::string_view(table.update).find("?3") !=
-              absl::string_view::npos) {
-            update.Bind(3, row.message_id);
-          }
-          CB_RETURN_IF_ERROR(update.Run());
-          // Named by the message id first: a purge of the message
-          // clears this entry's salt with its others.
-          AuditEvent event;
-          event.actor = actor;
-          event.action = kSealedAtOpenAction;
-          event.subjects = {row.message_id};
-          if (row.key != row.message_id) event.subjects.push_back(row.key);
-          event.subjects.push_back(table.field);
-          event.payload = std::move(row.bytes);
-          CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
-          ++batch;
-        }
-        return absl::OkStatus();
-      }));
+            for (ClearRow& row : rows) {
+              CB_RETURN_IF_ERROR(SealClearRow(conn, sealer_, *audit_, table,
+                                              std::move(row), actor));
+              ++batch;
+            }
+            return absl::OkStatus();
+          }));
       sealed += batch;
     }
   }
