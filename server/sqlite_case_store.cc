@@ -52,6 +52,14 @@ std::string Serialize(const v1::CaseReference& c) {
 
 constexpr const char* kBodyField = kCaseBodyField;
 
+// The entries whose payloads held a case's personal fields: the requests
+// that carried them, and the body as sealed at open.
+const std::string* const kPurgeCaseSalts = new std::string(absl::StrCat(
+    "UPDATE audit_log SET salt = NULL WHERE action IN ('case.open', "
+    "'case.open.replayed', 'case.update', '",
+    kSealedAtOpenAction,
+    "') AND idx IN (SELECT idx FROM audit_subjects WHERE subject = ?)"));
+
 // "V-" and 8 characters of RFC 4648 base32: 40 random bits.
 std::string MintPseudonym() {
   static constexpr char kBase32[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -464,13 +472,7 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
               .Bind(4, exchange_id);
           CB_RETURN_IF_ERROR(update.Run());
           // The requests that carried the personal fields.
-          CB_ASSIGN_OR_RETURN(
-              auto salts,
-              conn.Prepare("UPDATE audit_log SET salt = NULL WHERE action IN "
-                           "('case.open', 'case.open.replayed', "
-                           "'case.update', 'data.sealed_at_open') AND idx IN "
-                           "(SELECT idx FROM audit_subjects WHERE subject = "
-                           "?)"));
+          CB_ASSIGN_OR_RETURN(auto salts, conn.Prepare(*kPurgeCaseSalts));
           salts.Bind(1, exchange_id);
           CB_RETURN_IF_ERROR(salts.Run());
           AuditEvent event;
@@ -737,10 +739,10 @@ absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
                      "payloads found in the clear were sealed and audited ("
                      "data.sealed_at_open); expected once, after upgrading to "
                      "data protection, and never again"}});
+      // The plaintext they held is zeroed in the pages, but page images
+      // holding it stay in the WAL until it is truncated.
+      CB_RETURN_IF_ERROR(store->db_->TruncateWal());
     }
-    // The plaintext they held is zeroed in the pages, but page images
-    // holding it stay in the WAL until it is truncated.
-    if (bodies + payloads > 0) CB_RETURN_IF_ERROR(store->db_->TruncateWal());
   }
   // Page images left in the WAL by a run that shredded and then failed, or
   // crashed, before truncating it go now. Not fatal: the next retention
