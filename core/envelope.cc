@@ -114,7 +114,7 @@ constexpr char kPermanentPayload[] = "type.casebridge.dev/refusal.permanent";
 }  // namespace
 
 absl::Status Permanently(absl::Status refusal) {
-  if (!refusal.ok()) refusal.SetPayload(kPermanentPayload, absl::Cord("1"));
+  refusal.SetPayload(kPermanentPayload, absl::Cord("1"));  // no-op if OK
   return refusal;
 }
 

@@ -266,7 +266,6 @@ TEST(HandlingTest, PermanenceIsMarkedWhereTheCheckIsMadeNotReadFromTheWording) {
   EXPECT_TRUE(Inbound::IsPermanent(marked));
   EXPECT_EQ(marked.code(), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(marked.message(), "signature: does not verify for key k1");
-  EXPECT_TRUE(exchange::Permanently(absl::OkStatus()).ok());
   // Malformed or conflicting bytes never change, marked or not.
   EXPECT_TRUE(Inbound::IsPermanent(absl::InvalidArgumentError("x")));
   EXPECT_TRUE(Inbound::IsPermanent(absl::AlreadyExistsError("x")));
