@@ -38,6 +38,18 @@ struct OpenedCase {
   bool replayed = false;  // the request id had already opened this case
 };
 
+// Audit actions of case calls whose payload, the office's request, may hold
+// a case's personal fields: a case's purge clears their salts. The
+// `.personal_data` ones record that an answer released personal data (an
+// OpenCase replay answers with the case as stored; an UpdateCase with the
+// case as changed) and carry the same request.
+inline constexpr char kCaseOpenAction[] = "case.open";
+inline constexpr char kCaseOpenReplayedAction[] = "case.open.replayed";
+inline constexpr char kCaseOpenPersonalDataAction[] = "case.open.personal_data";
+inline constexpr char kCaseUpdateAction[] = "case.update";
+inline constexpr char kCaseUpdatePersonalDataAction[] =
+    "case.update.personal_data";
+
 // The idempotency key of an OpenCase call.
 struct RequestKey {
   std::string request_id;    // empty: not idempotent

@@ -134,7 +134,7 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::OpenCase(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
   return handler_->Unary<v1::OpenCaseRequest, v1::OpenCaseResponse>(
-      context, request, response, Action::kOpenCase, "case.open", nullptr,
+      context, request, response, Action::kOpenCase, kCaseOpenAction, nullptr,
       [this](const Incoming<v1::OpenCaseRequest>& in,
              v1::OpenCaseResponse* out) -> absl::Status {
         CB_RETURN_IF_ERROR(ValidateOpenCase(in.request));
@@ -148,12 +148,12 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::OpenCase(
         CB_ASSIGN_OR_RETURN(
             OpenedCase opened,
             cases_->OpenCase(in.request.case_reference(), in.caller.identity,
-                             key, in.Event("case.open")));
+                             key, in.Event(kCaseOpenAction)));
         if (opened.replayed) {
           // Not a change, but still a call worth a line in the log.
           CB_RETURN_IF_ERROR(
               audit_
-                  ->Append(in.Event("case.open.replayed",
+                  ->Append(in.Event(kCaseOpenReplayedAction,
                                     {opened.case_reference.exchange_id()}))
                   .status());
         }
@@ -165,7 +165,7 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::OpenCase(
         std::vector<std::string> personal;
         ReleasePersonalData(in.caller, out->mutable_case_reference(),
                             &personal);
-        return AuditPersonalRead(in, "case.open.personal_data", personal);
+        return AuditPersonalRead(in, kCaseOpenPersonalDataAction, personal);
       });
 }
 
@@ -236,7 +236,7 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
   return handler_->Unary<v1::UpdateCaseRequest, v1::UpdateCaseResponse>(
-      context, request, response, Action::kUpdateCase, "case.update",
+      context, request, response, Action::kUpdateCase, kCaseUpdateAction,
       [](const v1::UpdateCaseRequest& r) {
         return std::vector<std::string>{r.case_reference().exchange_id()};
       },
@@ -299,15 +299,16 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
           }
           return ValidateCaseConsistency(c, "case_reference");
         };
-        CB_ASSIGN_OR_RETURN(*out->mutable_case_reference(),
-                            cases_->UpdateCase(id, r.expected_version(), apply,
-                                               in.caller.identity,
-                                               in.Event("case.update", {id})));
+        CB_ASSIGN_OR_RETURN(
+            *out->mutable_case_reference(),
+            cases_->UpdateCase(id, r.expected_version(), apply,
+                               in.caller.identity,
+                               in.Event(kCaseUpdateAction, {id})));
         MarkHandling(out->mutable_case_reference());
         std::vector<std::string> personal;
         ReleasePersonalData(in.caller, out->mutable_case_reference(),
                             &personal);
-        return AuditPersonalRead(in, "case.update.personal_data", personal);
+        return AuditPersonalRead(in, kCaseUpdatePersonalDataAction, personal);
       });
 }
 

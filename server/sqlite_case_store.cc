@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "core/crypto.h"
 #include "core/field_crypto.h"
 #include "core/identity.h"
@@ -55,9 +56,11 @@ constexpr const char* kBodyField = kCaseBodyField;
 // The entries whose payloads held a case's personal fields: the requests
 // that carried them, and the body as sealed at open.
 const std::string* const kPurgeCaseSalts = new std::string(absl::StrCat(
-    "UPDATE audit_log SET salt = NULL WHERE action IN ('case.open', "
-    "'case.open.replayed', 'case.update', '",
-    kSealedAtOpenAction,
+    "UPDATE audit_log SET salt = NULL WHERE action IN ('",
+    absl::StrJoin(
+        {kCaseOpenAction, kCaseOpenReplayedAction, kCaseOpenPersonalDataAction,
+         kCaseUpdateAction, kCaseUpdatePersonalDataAction, kSealedAtOpenAction},
+        "', '"),
     "') AND idx IN (SELECT idx FROM audit_subjects WHERE subject = ?)"));
 
 // "V-" and 8 characters of RFC 4648 base32: 40 random bits.

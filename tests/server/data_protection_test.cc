@@ -791,6 +791,62 @@ TEST_F(DataProtectionTest, PurgesClosedCasesAndShredsTheirKey) {
   EXPECT_EQ(verified.purged_payloads, 2u);  // its case.open and case.update
 }
 
+TEST_F(DataProtectionTest, PurgesClearTheSaltsOfEveryRequestCarryingTheCase) {
+  // OfficeService's entries for a case (case_store.h): each request that may
+  // carry the personal fields, the answers that released them among them,
+  // loses its salt with the case; an entry whose request names the case and
+  // nothing else keeps it, as does every entry of a case not purged.
+  const v1::CaseReference purged = Open();
+  const v1::CaseReference kept = Open();
+  const std::string personal_request = Draft().SerializeAsString();
+  auto append = [&](const std::string& action, const std::string& exchange_id,
+                    const std::string& payload) {
+    AuditEvent event = Event(action, kFia, payload);
+    event.subjects = {exchange_id};
+    auto index = store_->audit_log().Append(event);
+    EXPECT_TRUE(index.ok()) << index.status();
+    return index.ok() ? *index : 0;
+  };
+  const std::vector<uint64_t> cleared = {
+      append(kCaseOpenReplayedAction, purged.exchange_id(), personal_request),
+      append(kCaseOpenPersonalDataAction, purged.exchange_id(),
+             personal_request),
+      append(kCaseUpdatePersonalDataAction, purged.exchange_id(),
+             personal_request),
+  };
+  const std::vector<uint64_t> left = {
+      append("case.get.personal_data", purged.exchange_id(),
+             purged.exchange_id()),
+      append(kCaseUpdatePersonalDataAction, kept.exchange_id(),
+             personal_request),
+  };
+  Close(purged.exchange_id());
+  auto salt = [&](uint64_t index) {
+    auto got = store_->audit_log().PayloadSalt(index);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? *got : std::nullopt;
+  };
+  for (const uint64_t index : cleared) ASSERT_NE(salt(index), std::nullopt);
+
+  config::RetentionSettings policy;
+  policy.case_status_days[v1::CASE_STATUS_CLOSED] = 7;
+  clock_.Advance(absl::Hours(24) * 8);
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_EQ(report.cases, 1);
+  for (const uint64_t index : cleared) {
+    EXPECT_EQ(salt(index), std::nullopt) << "entry " << index;
+  }
+  for (const uint64_t index : left) {
+    EXPECT_NE(salt(index), std::nullopt) << "entry " << index;
+  }
+  store_.reset();
+  const AuditVerifyReport verified = VerifyOffline();
+  EXPECT_TRUE(verified.ok) << verified.problem;
+  // case.open, case.update (the closing) and the three above.
+  EXPECT_EQ(verified.purged_payloads, 5u);
+}
+
 TEST_F(DataProtectionTest, PurgeLeavesNoWrappedKeyInTheFilesWhileRunning) {
   Receive(PeerMessage("CN-M-NOTE", v1::MESSAGE_KIND_NOTE));
   const std::string note_key = WrappedKey(MessageRecord("CN-M-NOTE"));
