@@ -6,6 +6,34 @@
 
 namespace casebridge {
 
+namespace {
+
+// The payload that marks a status's message as the gateway's own detail.
+constexpr char kLogOnlyPayload[] = "type.casebridge.dev/detail.log-only";
+
+}  // namespace
+
+absl::Status WithLogOnlyDetail(absl::Status status) {
+  status.SetPayload(kLogOnlyPayload, absl::Cord("1"));  // no-op if OK
+  return status;
+}
+
+bool HasLogOnlyDetail(const absl::Status& status) {
+  return status.GetPayload(kLogOnlyPayload).has_value();
+}
+
+std::string ShownMessage(const absl::Status& status) {
+  if (!HasLogOnlyDetail(status)) return std::string(status.message());
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+      return "the gateway's database was busy; try again";
+    case absl::StatusCode::kResourceExhausted:
+      return "the gateway's storage is full; try again later";
+    default:
+      return "storage error at the gateway; the gateway log has details";
+  }
+}
+
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   const auto code = static_cast<grpc::StatusCode>(status.code());
@@ -17,7 +45,12 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
                 {"detail", std::string(status.message())}});
     return grpc::Status(code, "internal error; the gateway log has details");
   }
-  return grpc::Status(code, std::string(status.message()));
+  if (HasLogOnlyDetail(status)) {
+    log::Warning("rpc.storage_error",
+                 {{"code", GrpcCodeName(code)},
+                  {"detail", std::string(status.message())}});
+  }
+  return grpc::Status(code, ShownMessage(status));
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {

@@ -44,6 +44,9 @@ Inbound::Inbound(const config::Gateway* config, ExchangeStore* store,
                                                       : v1::COUNTRY_PK) {}
 
 bool Inbound::IsPermanent(const absl::Status& refusal) {
+  // This gateway's own storage trouble (busy, full, a constraint the
+  // schema enforces) is never the envelope's fault, whatever its code.
+  if (HasLogOnlyDetail(refusal)) return false;
   switch (refusal.code()) {
     case absl::StatusCode::kInvalidArgument:  // malformed: bytes never change
     case absl::StatusCode::kAlreadyExists:    // id reused with other bytes
@@ -295,7 +298,7 @@ void Inbound::Refuse(const absl::Status& refusal, AuditEvent event,
                         refusal.code() == absl::StatusCode::kDataLoss ||
                         refusal.code() == absl::StatusCode::kUnknown;
   r->set_message(internal ? "internal error at the receiving gateway"
-                          : std::string(refusal.message()));
+                          : ShownMessage(refusal));
   r->set_permanent(IsPermanent(refusal));
   log::Warning(
       "envelope.refused",

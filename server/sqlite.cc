@@ -4,12 +4,15 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/grpc_status.h"
 #include "core/log.h"
 #include "core/status_macros.h"
 
 namespace casebridge::sqlite {
 namespace {
 
+// The message names the SQL and SQLite's error: for the gateway log only
+// (WithLogOnlyDetail), never for an office or the peer.
 absl::Status SqliteError(sqlite3* db, absl::string_view what) {
   const int code = sqlite3_extended_errcode(db);
   const std::string message =
@@ -17,16 +20,16 @@ absl::Status SqliteError(sqlite3* db, absl::string_view what) {
   switch (code & 0xFF) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
-      return absl::UnavailableError(message);
+      return WithLogOnlyDetail(absl::UnavailableError(message));
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB:
-      return absl::DataLossError(message);
+      return WithLogOnlyDetail(absl::DataLossError(message));
     case SQLITE_CONSTRAINT:
-      return absl::AlreadyExistsError(message);
+      return WithLogOnlyDetail(absl::AlreadyExistsError(message));
     case SQLITE_FULL:
-      return absl::ResourceExhaustedError(message);
+      return WithLogOnlyDetail(absl::ResourceExhaustedError(message));
     default:
-      return absl::InternalError(message);
+      return WithLogOnlyDetail(absl::InternalError(message));
   }
 }
 
@@ -419,6 +422,11 @@ size_t Database::RunBatch(const std::vector<PendingWrite*>& batch,
   // queued, so that the kFirst write waits for one unit and a commit, not
   // for the whole batch.
   size_t ran = 0;
+  // Set when the transaction cannot commit what its units did: SQLite
+  // rolled it back by itself, or a unit's changes could not be undone. The
+  // units run so far then all fail (their changes are gone, or must go);
+  // the others stay queued for the next batch.
+  absl::Status lost;
   for (PendingWrite* write : batch) {
     if (ran > 0 && gives_way &&
         first_waiting_.load(std::memory_order_relaxed) > 0) {
@@ -427,10 +435,33 @@ size_t Database::RunBatch(const std::vector<PendingWrite*>& batch,
     ++ran;
     absl::Status status = writer_->Run("SAVEPOINT unit");
     if (status.ok()) status = (*write->work)(*writer_);
-    if (!status.ok()) (void)writer_->Run("ROLLBACK TO unit");
-    const absl::Status release = writer_->Run("RELEASE unit");
-    if (status.ok() && !release.ok()) status = release;
+    if (!writer_->InTransaction()) {
+      lost =
+          status.ok()
+              ? absl::InternalError("the database rolled the transaction back")
+              : status;
+    } else if (!status.ok()) {
+      if (const absl::Status undone = writer_->Run("ROLLBACK TO unit");
+          !undone.ok()) {
+        lost = undone;
+      }
+    }
+    if (lost.ok()) {
+      const absl::Status release = writer_->Run("RELEASE unit");
+      if (!release.ok()) {
+        lost = release;
+        if (status.ok()) status = release;
+      }
+    }
     write->status = status;
+    if (!lost.ok()) break;
+  }
+  if (!lost.ok()) {
+    if (writer_->InTransaction()) (void)writer_->Run("ROLLBACK");
+    for (size_t i = 0; i < ran; ++i) {
+      if (batch[i]->status.ok()) batch[i]->status = lost;
+    }
+    return ran;
   }
   const absl::Status commit = writer_->Run("COMMIT");
   if (!commit.ok()) {

@@ -87,6 +87,11 @@ class Connection {
   absl::Status Run(absl::string_view sql);
 
   int64_t changes() const { return sqlite3_changes64(db_); }
+  // Whether a transaction is open. On some errors (a full disk, an I/O
+  // error) SQLite rolls the whole transaction back by itself, its
+  // savepoints with it: a ROLLBACK TO then fails, and the work done before
+  // the savepoint is gone too.
+  bool InTransaction() const { return sqlite3_get_autocommit(db_) == 0; }
   std::string ErrorMessage() const { return sqlite3_errmsg(db_); }
   sqlite3* raw() { return db_; }
 

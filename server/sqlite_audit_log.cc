@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "core/crypto.h"
+#include "core/grpc_status.h"
 #include "core/status_macros.h"
 
 namespace casebridge::server {
@@ -174,7 +175,8 @@ absl::StatusOr<uint64_t> SqliteAuditLog::AppendInTransaction(
   entry.subjects = event.subjects;
   entry.payload_hash = audit::PayloadHash(salt, event.payload);
   entry.status_code = static_cast<int32_t>(event.outcome.code());
-  entry.status_message = std::string(event.outcome.message());
+  // The gateway's own detail (SQL, SQLite's error) stays in its log.
+  entry.status_message = ShownMessage(event.outcome);
   const std::string bytes = audit::Encode(entry);
 
   // One row: the tree nodes and subject rows, derived from it, are added in

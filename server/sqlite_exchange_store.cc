@@ -8,16 +8,19 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/envelope.h"
+#include "core/grpc_status.h"
 #include "core/status_macros.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace casebridge::server {
 namespace {
 
-// An outbox row's last_error, shown to offices: the code and the message,
-// never a status's payloads (marks that stay in this process).
+// An outbox row's last_error, shown to offices: the code and the message
+// as callers are shown it (ShownMessage), never a status's payloads (marks
+// that stay in this process).
 std::string LastError(const absl::Status& error) {
-  return error.ToString(absl::StatusToStringMode::kWithNoExtraData);
+  return absl::StrCat(absl::StatusCodeToString(error.code()), ": ",
+                      ShownMessage(error));
 }
 
 using google::protobuf::util::TimeUtil;
@@ -948,8 +951,10 @@ SqliteExchangeStore::AcceptInboundBatch(
               },
               &conflict, &newest_cursor);
           // A failed envelope leaves nothing behind; the evidence of a
-          // conflict is kept.
+          // conflict is kept. Should SQLite have rolled the whole
+          // transaction back (a full disk), the batch fails with the cause.
           if (!result.ok()) {
+            if (!conn.InTransaction()) return result.status();
             CB_RETURN_IF_ERROR(conn.Run("ROLLBACK TO inbound_envelope"));
           }
           CB_RETURN_IF_ERROR(conn.Run("RELEASE inbound_envelope"));

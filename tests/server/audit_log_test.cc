@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "core/audit_entry.h"
 #include "core/crypto.h"
+#include "core/grpc_status.h"
 #include "core/identity.h"
 #include "core/merkle.h"
 #include "core/status_macros.h"
@@ -284,6 +285,22 @@ TEST_F(AuditLogTest, StoresRefusalWithCodeAndMessage) {
             "role auditor may not call OpenCase");
   EXPECT_EQ(entries[0].entry.actor,
             "spiffe://pk.casebridge/auditor/pk-auditor");
+}
+
+TEST_F(AuditLogTest, StoresTheShownMessageOfTheGatewaysOwnStorageTrouble) {
+  // Offices read their own entries and auditors all: the SQL of a failed
+  // write stays in the gateway log.
+  AuditEvent event = Event("message.send", {});
+  event.outcome = WithLogOnlyDetail(absl::ResourceExhaustedError(
+      "executing \"INSERT INTO outbox(envelope_id, ...) VALUES(?, ...)\": "
+      "database or disk is full (sqlite 13)"));
+  ASSERT_OK_AND_ASSIGN(const uint64_t index, log().Append(event));
+  ASSERT_OK_AND_ASSIGN(const auto entries, log().Read(index, 1));
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].entry.status_code,
+            static_cast<int32_t>(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(entries[0].entry.status_message,
+            "the gateway's storage is full; try again later");
 }
 
 // Retention of refusals: a refused call's request (an OpenCase naming a

@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "core/crypto.h"
 #include "core/envelope.h"
+#include "core/grpc_status.h"
 #include "core/status_macros.h"
 #include "google/protobuf/util/time_util.h"
 #include "server/sqlite_case_store.h"
@@ -562,6 +563,18 @@ TEST_F(ExchangeStoreTest, LastErrorShowsCodeAndMessageNeverAPayload) {
   ASSERT_OK_AND_ASSIGN(status, exchange().GetDeliveryStatus("PK-M-1"));
   EXPECT_EQ(status.state(), v1::DELIVERY_STATE_FAILED);
   EXPECT_THAT(status.last_error(), Not(HasSubstr("casebridge.dev")));
+
+  // This gateway's own storage trouble shows what the office can do, not
+  // the SQL.
+  Queue(Message("PK-M-2", kCaseA));
+  ASSERT_OK(exchange().RecordRetry(
+      "E-PK-M-2",
+      WithLogOnlyDetail(absl::UnavailableError(
+          "executing \"BEGIN IMMEDIATE\": database is locked (sqlite 5)")),
+      clock_.Now()));
+  ASSERT_OK_AND_ASSIGN(status, exchange().GetDeliveryStatus("PK-M-2"));
+  EXPECT_EQ(status.last_error(),
+            "UNAVAILABLE: the gateway's database was busy; try again");
 }
 
 TEST_F(ExchangeStoreTest, DeliveryGoesQueuedSentDelivered) {

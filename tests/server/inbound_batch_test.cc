@@ -304,6 +304,46 @@ TEST_F(InboundBatchTest, RefusalsInABatchDoNotHoldBackTheOthers) {
               ElementsAre(kCase, answers[1].envelope_id()));
 }
 
+TEST_F(InboundBatchTest, OurFullStorageIsNotTheEnvelopesFaultAndNamesNoSql) {
+  // SQLite's own "database or disk is full", as a full disk gives it: the
+  // writer's database may not grow past the pages it has now.
+  auto limit = [&](int64_t pages) {
+    return store_->database().Write([pages](sqlite::Connection& c) {
+      return c.Exec(absl::StrCat("PRAGMA max_page_count = ", pages));
+    });
+  };
+  ASSERT_OK(limit(1));
+  v1::DeliverRequest refused_request;
+  v1::DeliverResponse refused;
+  for (uint64_t i = 0; i < 500 && !refused.has_refusal(); ++i) {
+    const v1::DeliverRequest request =
+        Request(i, NewId(IdKind::kEnvelope), NewId(IdKind::kMessage),
+                std::string(400, 'x'));
+    std::vector<v1::DeliverResponse> answers = Deliver({request});
+    ASSERT_EQ(answers.size(), 1u);
+    if (answers[0].has_refusal()) {
+      refused_request = request;
+      refused = answers[0];
+    }
+  }
+  ASSERT_TRUE(refused.has_refusal()) << "the database never filled";
+  const int64_t stored = CountRows("inbound");
+  EXPECT_EQ(refused.refusal().code(),
+            static_cast<int32_t>(absl::StatusCode::kResourceExhausted));
+  // Retried by the peer, not given up: the message is not lost.
+  EXPECT_FALSE(refused.refusal().permanent());
+  // The peer learns what it can do, not our SQL.
+  EXPECT_EQ(refused.refusal().message(),
+            "the gateway's storage is full; try again later");
+
+  // Room again: the same envelope is accepted, once.
+  ASSERT_OK(limit(1 << 30));
+  const std::vector<v1::DeliverResponse> again = Deliver({refused_request});
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_TRUE(again[0].has_receipt()) << again[0].DebugString();
+  EXPECT_EQ(CountRows("inbound"), stored + 1);
+}
+
 TEST_F(InboundBatchTest, RecordInboxDeliveriesAuditsEachFirstDeliveryOnce) {
   const std::string m1 = NewId(IdKind::kMessage);
   const std::string m2 = NewId(IdKind::kMessage);

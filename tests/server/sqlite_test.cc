@@ -18,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "core/grpc_status.h"
 #include "core/status_macros.h"
 #include "server/schema.h"
 #include "server/write_priority.h"
@@ -236,6 +237,10 @@ TEST_F(DatabaseTest, WriteReportsConstraintViolationAndRollsBack) {
   });
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kAlreadyExists,
                                HasSubstr("UNIQUE constraint")));
+  // The SQL and SQLite's words are for the gateway log, not for callers.
+  EXPECT_TRUE(HasLogOnlyDetail(status));
+  EXPECT_EQ(ShownMessage(status),
+            "storage error at the gateway; the gateway log has details");
   ASSERT_OK_AND_ASSIGN(const int64_t count, CountYear(*db, 2030));
   EXPECT_EQ(count, 0);
 }
@@ -734,6 +739,52 @@ TEST_F(DatabaseTest, FailingUnitDoesNotUndoAnEarlierUnitOfItsBatch) {
   ASSERT_OK(db->Write([](Connection& c) { return InsertYear(c, 2032, 1); }));
   ASSERT_OK_AND_ASSIGN(int64_t next, CountYear(*db, 2032));
   EXPECT_EQ(next, 1);
+}
+
+TEST_F(DatabaseTest, ATransactionSqliteRolledBackFailsItsUnitsAndNoOthers) {
+  // On a full disk or an I/O error SQLite may roll the whole transaction
+  // back by itself (a ROLLBACK here stands for it). The units of the batch
+  // that ran before are undone with it and must not report success; the
+  // units after it must not run outside a transaction (committed, one by
+  // one, while reported failed): they wait for the next batch.
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  struct Unit {
+    int64_t year;
+    bool rolls_back;
+    absl::Status status;
+  };
+  std::vector<Unit> units = {
+      {3301, false, {}}, {3302, true, {}}, {3303, false, {}}};
+  std::vector<std::thread> threads;
+  {
+    HeldBatch held(*db, 3300);
+    for (Unit& unit : units) {
+      const size_t before = db->WaitingWrites();
+      threads.emplace_back([&db, &unit] {
+        unit.status = db->Write([&unit](Connection& c) -> absl::Status {
+          CB_RETURN_IF_ERROR(InsertYear(c, unit.year, 1));
+          if (!unit.rolls_back) return absl::OkStatus();
+          CB_RETURN_IF_ERROR(c.Run("ROLLBACK"));
+          return absl::ResourceExhaustedError("database or disk is full");
+        });
+      });
+      ASSERT_TRUE(AwaitWaitingWrites(*db, before + 1)) << unit.year;
+    }
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_THAT(units[0].status, StatusIs(absl::StatusCode::kResourceExhausted,
+                                        HasSubstr("disk is full")));
+  EXPECT_THAT(units[1].status, StatusIs(absl::StatusCode::kResourceExhausted,
+                                        HasSubstr("disk is full")));
+  EXPECT_OK(units[2].status);
+  // What each Write said is what the database holds.
+  for (const auto& [year, count] : std::vector<std::pair<int64_t, int64_t>>{
+           {3300, 1}, {3301, 0}, {3302, 0}, {3303, 1}}) {
+    ASSERT_OK_AND_ASSIGN(const int64_t stored, CountYear(*db, year));
+    EXPECT_EQ(stored, count) << year;
+  }
+  // The writer goes on.
+  ASSERT_OK(db->Write([](Connection& c) { return InsertYear(c, 3304, 1); }));
 }
 
 }  // namespace
