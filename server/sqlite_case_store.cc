@@ -467,8 +467,11 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
                               StoreBody(sealer_, conn, c));
           CB_ASSIGN_OR_RETURN(
               auto update,
+              // The OpenCase request's hash is an unsalted digest of the
+              // personal fields it carried: forgotten with them.
               conn.Prepare("UPDATE cases SET body = ?, sealed = ?, "
-                           "purged_us = ? WHERE exchange_id = ?"));
+                           "purged_us = ?, request_id = NULL, "
+                           "request_hash = NULL WHERE exchange_id = ?"));
           update.BindBlob(1, body.bytes)
               .Bind(2, int64_t{body.sealed})
               .Bind(3, absl::ToUnixMicros(purged_at))

@@ -751,8 +751,9 @@ absl::Status PurgeMessageInTransaction(
     sqlite::Connection& conn, SqliteAuditLog& audit, const RecordSealer* sealer,
     const std::string& message_id, const std::string& actor, absl::Time now) {
   for (const char* sql : {
-           "UPDATE messages SET body = X'', sealed = 0, "
-           "purged_us = ?2 WHERE message_id = ?1",
+           // The request's hash is an unsalted digest of the body.
+           "UPDATE messages SET body = X'', sealed = 0, request_id = NULL, "
+           "request_hash = NULL, purged_us = ?2 WHERE message_id = ?1",
            "UPDATE outbox SET signed_envelope = X'', sealed = 0 "
            "WHERE message_id = ?1",
            "UPDATE inbound SET signed_envelope = X'', sealed = 0 "

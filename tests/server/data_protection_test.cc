@@ -129,8 +129,10 @@ class DataProtectionTest : public ::testing::Test {
     return found;
   }
 
-  v1::CaseReference Open(const v1::CaseReference& draft = Draft()) {
-    auto opened = store_->cases().OpenCase(draft, kFia, {}, Event("case.open"));
+  v1::CaseReference Open(const v1::CaseReference& draft = Draft(),
+                         const RequestKey& key = {}) {
+    auto opened =
+        store_->cases().OpenCase(draft, kFia, key, Event("case.open"));
     EXPECT_TRUE(opened.ok()) << opened.status();
     return opened.ok() ? opened->case_reference : v1::CaseReference{};
   }
@@ -197,7 +199,7 @@ class DataProtectionTest : public ::testing::Test {
   }
 
   // Queues `message` to the peer in envelope "E-<message id>".
-  void Send(const v1::CaseMessage& message) {
+  void Send(const v1::CaseMessage& message, const RequestKey& key = {}) {
     OutgoingMessage out;
     out.message = message;
     out.envelope_id = "E-" + message.message_id();
@@ -213,7 +215,7 @@ class DataProtectionTest : public ::testing::Test {
       return exchange::SignEnvelope(envelope, *pk_envelope_);
     };
     ASSERT_OK(store_->exchange()
-                  .QueueOutgoing(out, {}, Event("message.send"))
+                  .QueueOutgoing(out, key, Event("message.send"))
                   .status());
   }
 
@@ -845,6 +847,58 @@ TEST_F(DataProtectionTest, PurgesClearTheSaltsOfEveryRequestCarryingTheCase) {
   EXPECT_TRUE(verified.ok) << verified.problem;
   // case.open, case.update (the closing) and the three above.
   EXPECT_EQ(verified.purged_payloads, 5u);
+}
+
+TEST_F(DataProtectionTest, PurgesForgetTheRequestsOfWhatTheyPurge) {
+  // A request's hash is an unsalted digest of the request, personal fields
+  // and body included: it goes with them, and so does its request id.
+  const RequestKey open_key{"req-open-1", crypto::Sha256("OpenCase bytes")};
+  const v1::CaseReference opened = Open(Draft(), open_key);
+  Close(opened.exchange_id());
+  v1::CaseMessage note = PeerMessage("PK-M-NOTE", v1::MESSAGE_KIND_NOTE);
+  note.set_sender_office(kFia);
+  note.set_recipient_office(kMps);
+  Send(note, {"req-send-1", crypto::Sha256("SendMessage bytes")});
+  ASSERT_OK(store_->exchange().RecordRefused(
+      "E-PK-M-NOTE", absl::PermissionDeniedError("peer refused"),
+      Event("envelope.refused_by_peer", kPkGateway)));
+  auto request_columns = [&](const std::string& sql, const std::string& id) {
+    std::pair<bool, bool> nulls{false, false};
+    EXPECT_OK(
+        store_->database().Read([&](sqlite::Connection& c) -> absl::Status {
+          CB_ASSIGN_OR_RETURN(auto stmt, c.Prepare(sql));
+          stmt.Bind(1, id);
+          CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+          if (!row) return absl::NotFoundError(id);
+          nulls = {stmt.ColumnIsNull(0), stmt.ColumnIsNull(1)};
+          return absl::OkStatus();
+        }));
+    return nulls;
+  };
+  constexpr char kCaseRequest[] =
+      "SELECT request_id, request_hash FROM cases WHERE exchange_id = ?";
+  constexpr char kMessageRequest[] =
+      "SELECT request_id, request_hash FROM messages WHERE message_id = ?";
+  ASSERT_EQ(request_columns(kCaseRequest, opened.exchange_id()),
+            std::make_pair(false, false));
+  ASSERT_EQ(request_columns(kMessageRequest, "PK-M-NOTE"),
+            std::make_pair(false, false));
+
+  config::RetentionSettings policy;
+  policy.message_kind_days[v1::MESSAGE_KIND_NOTE] = 7;
+  policy.case_status_days[v1::CASE_STATUS_CLOSED] = 7;
+  clock_.Advance(absl::Hours(24) * 8);
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_EQ(report.cases, 1);
+  ASSERT_EQ(report.messages, 1);
+  EXPECT_EQ(request_columns(kCaseRequest, opened.exchange_id()),
+            std::make_pair(true, true));
+  EXPECT_EQ(request_columns(kMessageRequest, "PK-M-NOTE"),
+            std::make_pair(true, true));
+  // The request id is free again: the same request opens a new case.
+  const v1::CaseReference again = Open(Draft(), open_key);
+  EXPECT_NE(again.exchange_id(), opened.exchange_id());
 }
 
 TEST_F(DataProtectionTest, PurgeLeavesNoWrappedKeyInTheFilesWhileRunning) {
