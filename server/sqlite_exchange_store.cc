@@ -1262,7 +1262,8 @@ absl::StatusOr<bool> MarkInboxRow(sqlite::Connection& conn, InboxMark mark,
 
 absl::Status SqliteExchangeStore::AcknowledgeInTransaction(
     sqlite::Connection& conn, const std::string& office,
-    const std::string& message_id, absl::Time at, const AuditEvent& audit) {
+    const std::string& message_id, absl::Time at, const AuditEvent& audit,
+    const std::function<absl::StatusOr<std::string>()>& reply) {
   CB_ASSIGN_OR_RETURN(
       const bool marked,
       MarkInboxRow(conn, InboxMark::kAcknowledged, office, message_id, at));
@@ -1272,6 +1273,12 @@ absl::Status SqliteExchangeStore::AcknowledgeInTransaction(
   }
   AuditEvent event = audit;
   event.subjects.push_back(message_id);
+  if (reply) {
+    // The request's note is the reply's body: the entry names the reply
+    // too, so that the reply's purge clears its salt.
+    CB_ASSIGN_OR_RETURN(std::string reply_id, reply());
+    event.subjects.push_back(std::move(reply_id));
+  }
   return audit_->AppendInTransaction(conn, event).status();
 }
 
@@ -1397,42 +1404,52 @@ absl::StatusOr<QueuedMessage> SqliteExchangeStore::AcknowledgeAndReply(
     const AuditEvent& reply_audit) {
   QueuedMessage result;
   CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
-    CB_RETURN_IF_ERROR(
-        AcknowledgeInTransaction(conn, office, message_id, at, audit));
-    CB_ASSIGN_OR_RETURN(
-        auto find,
-        conn.Prepare("SELECT body, sealed FROM messages WHERE message_id = ?"));
-    find.Bind(1, message_id);
-    CB_ASSIGN_OR_RETURN(const bool row, find.Step());
-    if (!row) {
-      return absl::DataLossError(
-          absl::StrCat("inbox message ", message_id, " has no stored message"));
-    }
-    CB_ASSIGN_OR_RETURN(
-        v1::CaseMessage acknowledged,
-        LoadMessage(sealer_, conn, message_id, find.ColumnBlob(0),
-                    find.ColumnInt(1) != 0));
-    // The acknowledgement travels under its case's code as held here now:
-    // the case may have been raised since the message came, and the peer
-    // holds every message to its own copy of the case.
-    CB_ASSIGN_OR_RETURN(const std::optional<v1::CaseReference> held,
-                        HeldCase(conn, acknowledged.exchange_id()));
-    if (held.has_value() &&
-        held->handling_code() != v1::HANDLING_CODE_UNSPECIFIED &&
-        held->handling_code() != v1::HANDLING_CODE_H0) {
-      acknowledged.set_handling_code(held->handling_code());
-      acknowledged.set_handling_restriction(held->handling_restriction());
-    }
-    CB_ASSIGN_OR_RETURN(OutgoingMessage outgoing, reply(acknowledged));
+    std::optional<OutgoingMessage> outgoing;
+    CB_RETURN_IF_ERROR(AcknowledgeInTransaction(
+        conn, office, message_id, at, audit,
+        [&]() -> absl::StatusOr<std::string> {
+          CB_ASSIGN_OR_RETURN(outgoing, MakeReply(conn, message_id, reply));
+          return outgoing->message.message_id();
+        }));
     // The reply's entry names its case first, like any other send.
     AuditEvent event = reply_audit;
     event.subjects.insert(event.subjects.begin(),
-                          outgoing.message.exchange_id());
+                          outgoing->message.exchange_id());
     CB_ASSIGN_OR_RETURN(
-        result, QueueInTransaction(conn, outgoing, RequestKey{}, event));
+        result, QueueInTransaction(conn, *outgoing, RequestKey{}, event));
     return absl::OkStatus();
   }));
   return result;
+}
+
+absl::StatusOr<OutgoingMessage> SqliteExchangeStore::MakeReply(
+    sqlite::Connection& conn, const std::string& message_id,
+    const std::function<absl::StatusOr<OutgoingMessage>(
+        const v1::CaseMessage& acknowledged)>& reply) const {
+  CB_ASSIGN_OR_RETURN(
+      auto find,
+      conn.Prepare("SELECT body, sealed FROM messages WHERE message_id = ?"));
+  find.Bind(1, message_id);
+  CB_ASSIGN_OR_RETURN(const bool row, find.Step());
+  if (!row) {
+    return absl::DataLossError(
+        absl::StrCat("inbox message ", message_id, " has no stored message"));
+  }
+  CB_ASSIGN_OR_RETURN(v1::CaseMessage acknowledged,
+                      LoadMessage(sealer_, conn, message_id, find.ColumnBlob(0),
+                                  find.ColumnInt(1) != 0));
+  // The acknowledgement travels under its case's code as held here now:
+  // the case may have been raised since the message came, and the peer
+  // holds every message to its own copy of the case.
+  CB_ASSIGN_OR_RETURN(const std::optional<v1::CaseReference> held,
+                      HeldCase(conn, acknowledged.exchange_id()));
+  if (held.has_value() &&
+      held->handling_code() != v1::HANDLING_CODE_UNSPECIFIED &&
+      held->handling_code() != v1::HANDLING_CODE_H0) {
+    acknowledged.set_handling_code(held->handling_code());
+    acknowledged.set_handling_restriction(held->handling_restriction());
+  }
+  return reply(acknowledged);
 }
 
 }  // namespace casebridge::server

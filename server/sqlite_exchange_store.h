@@ -155,11 +155,19 @@ class SqliteExchangeStore final : public ExchangeStore {
   absl::StatusOr<QueuedMessage> QueueInTransaction(
       sqlite::Connection& conn, const OutgoingMessage& outgoing,
       const RequestKey& key, const AuditEvent& audit);
-  // Acknowledge's work inside the caller's transaction.
-  absl::Status AcknowledgeInTransaction(sqlite::Connection& conn,
-                                        const std::string& office,
-                                        const std::string& message_id,
-                                        absl::Time at, const AuditEvent& audit);
+  // Acknowledge's work inside the caller's transaction. With `reply`, called
+  // once the inbox row is marked, the entry also names the message id it
+  // returns (the reply's).
+  absl::Status AcknowledgeInTransaction(
+      sqlite::Connection& conn, const std::string& office,
+      const std::string& message_id, absl::Time at, const AuditEvent& audit,
+      const std::function<absl::StatusOr<std::string>()>& reply = nullptr);
+  // AcknowledgeAndReply's reply to `message_id`, under its case's code as
+  // held here now.
+  absl::StatusOr<OutgoingMessage> MakeReply(
+      sqlite::Connection& conn, const std::string& message_id,
+      const std::function<absl::StatusOr<OutgoingMessage>(
+          const v1::CaseMessage& acknowledged)>& reply) const;
 
   // One envelope of AcceptInboundBatch inside the caller's transaction
   // (AcceptInbound's work). `digest` is the SHA-256 of its bytes, `bytes`

@@ -309,8 +309,9 @@ TEST_F(ExchangeTest, AcknowledgementTravelsBackToTheSender) {
   bool reply_sent = false;
   for (const auto& e : entries.entries()) {
     if (e.action() == "message.acknowledge" && e.status_code() == 0) {
-      acknowledged =
-          std::count(e.subjects().begin(), e.subjects().end(), message_id) == 1;
+      // The message acknowledged, and the reply carrying the note.
+      acknowledged = e.subjects_size() == 2 && e.subjects(0) == message_id &&
+                     e.subjects(1) == ack_id;
     }
     if (e.action() == "message.send") {
       ASSERT_GE(e.subjects_size(), 3);

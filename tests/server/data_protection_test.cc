@@ -901,6 +901,62 @@ TEST_F(DataProtectionTest, PurgesForgetTheRequestsOfWhatTheyPurge) {
   EXPECT_NE(again.exchange_id(), opened.exchange_id());
 }
 
+TEST_F(DataProtectionTest, PurgingAnAcknowledgementClearsItsRequestsSalt) {
+  // The acknowledging office's note becomes the reply's body: the
+  // message.acknowledge entry, whose payload is that request, goes with the
+  // reply even while the message acknowledged is kept for ever.
+  Receive(PeerMessage("CN-M-RESCUE", v1::MESSAGE_KIND_RESCUE_REQUEST));
+  const std::string note = "Called her brother on +92 300 1234567";
+  ASSERT_OK_AND_ASSIGN(
+      const QueuedMessage reply,
+      store_->exchange().AcknowledgeAndReply(
+          kFia, "CN-M-RESCUE", clock_.Now(),
+          Event("message.acknowledge", kFia, note),
+          [&](const v1::CaseMessage& acknowledged)
+              -> absl::StatusOr<OutgoingMessage> {
+            OutgoingMessage out;
+            out.message.set_message_id("PK-M-ACK");
+            out.message.set_exchange_id(acknowledged.exchange_id());
+            out.message.set_kind(v1::MESSAGE_KIND_ACKNOWLEDGEMENT);
+            out.message.set_in_reply_to(acknowledged.message_id());
+            out.message.set_body(note);
+            out.envelope_id = "E-PK-M-ACK";
+            out.seal =
+                [this, message = out.message](
+                    uint64_t index) -> absl::StatusOr<v1::SignedEnvelope> {
+              v1::Envelope envelope;
+              envelope.set_envelope_id("E-PK-M-ACK");
+              envelope.set_origin_gateway(kPkGateway);
+              envelope.set_destination_gateway(kCnGateway);
+              *envelope.mutable_message() = message;
+              envelope.set_origin_audit_index(index);
+              return exchange::SignEnvelope(envelope, *pk_envelope_);
+            };
+            return out;
+          },
+          Event("message.send", kFia, note)));
+  ASSERT_EQ(reply.message_id, "PK-M-ACK");
+  const std::vector<StoredEntry> acknowledged =
+      EntriesOf("message.acknowledge");
+  ASSERT_EQ(acknowledged.size(), 1u);
+  EXPECT_THAT(acknowledged[0].entry.subjects,
+              ::testing::ElementsAre("CN-M-RESCUE", "PK-M-ACK"));
+  ASSERT_OK(store_->exchange().RecordRefused(
+      "E-PK-M-ACK", absl::PermissionDeniedError("peer refused"),
+      Event("envelope.refused_by_peer", kPkGateway)));
+
+  config::RetentionSettings policy;
+  policy.message_kind_days[v1::MESSAGE_KIND_ACKNOWLEDGEMENT] = 7;
+  policy.message_kind_days[v1::MESSAGE_KIND_RESCUE_REQUEST] = 0;  // kept
+  clock_.Advance(absl::Hours(24) * 8);
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
+                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_EQ(report.messages, 1);
+  ASSERT_OK_AND_ASSIGN(const std::optional<std::string> salt,
+                       store_->audit_log().PayloadSalt(acknowledged[0].index));
+  EXPECT_EQ(salt, std::nullopt);
+}
+
 TEST_F(DataProtectionTest, PurgeLeavesNoWrappedKeyInTheFilesWhileRunning) {
   Receive(PeerMessage("CN-M-NOTE", v1::MESSAGE_KIND_NOTE));
   const std::string note_key = WrappedKey(MessageRecord("CN-M-NOTE"));
