@@ -105,37 +105,46 @@ absl::StatusOr<uint64_t> SqliteAuditLog::IndexedSizeOn(sqlite::Connection& c) {
   return row ? static_cast<uint64_t>(stmt.ColumnInt(0)) : 0;
 }
 
+absl::StatusOr<uint64_t> SqliteAuditLog::CatchUpOn(sqlite::Connection& c,
+                                                   int64_t max_entries) {
+  CB_ASSIGN_OR_RETURN(const uint64_t from, IndexedSizeOn(c));
+  CB_ASSIGN_OR_RETURN(
+      auto entries, c.Prepare("SELECT idx, entry FROM audit_log WHERE idx >= ? "
+                              "ORDER BY idx LIMIT ?"));
+  entries.Bind(1, static_cast<int64_t>(from)).Bind(2, max_entries);
+  uint64_t expected = from;
+  while (true) {
+    CB_ASSIGN_OR_RETURN(const bool more, entries.Step());
+    if (!more) break;
+    const auto index = static_cast<uint64_t>(entries.ColumnInt(0));
+    if (index != expected) {
+      return absl::DataLossError(
+          absl::StrCat("audit entry ", expected, " is missing"));
+    }
+    const std::string bytes = entries.ColumnBlob(1);
+    CB_RETURN_IF_ERROR(AddLeaf(c, index, bytes));
+    // The subjects as encoded (the encoding caps their number).
+    CB_ASSIGN_OR_RETURN(const audit::Entry entry, audit::Decode(bytes));
+    CB_RETURN_IF_ERROR(AddSubjects(c, index, entry.subjects));
+    ++expected;
+  }
+  return expected - from;
+}
+
 absl::Status SqliteAuditLog::CatchUpTree() {
   bool done = false;
   while (!done) {
     CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& c) -> absl::Status {
-      CB_ASSIGN_OR_RETURN(const uint64_t from, IndexedSizeOn(c));
-      CB_ASSIGN_OR_RETURN(
-          auto entries,
-          c.Prepare("SELECT idx, entry FROM audit_log WHERE idx >= ? "
-                    "ORDER BY idx LIMIT ?"));
-      entries.Bind(1, static_cast<int64_t>(from)).Bind(2, kCatchUpBatch);
-      uint64_t expected = from;
-      while (true) {
-        CB_ASSIGN_OR_RETURN(const bool more, entries.Step());
-        if (!more) break;
-        const auto index = static_cast<uint64_t>(entries.ColumnInt(0));
-        if (index != expected) {
-          return absl::DataLossError(
-              absl::StrCat("audit entry ", expected, " is missing"));
-        }
-        const std::string bytes = entries.ColumnBlob(1);
-        CB_RETURN_IF_ERROR(AddLeaf(c, index, bytes));
-        // The subjects as encoded (the encoding caps their number).
-        CB_ASSIGN_OR_RETURN(const audit::Entry entry, audit::Decode(bytes));
-        CB_RETURN_IF_ERROR(AddSubjects(c, index, entry.subjects));
-        ++expected;
-      }
-      done = expected - from < static_cast<uint64_t>(kCatchUpBatch);
+      CB_ASSIGN_OR_RETURN(const uint64_t added, CatchUpOn(c, kCatchUpBatch));
+      done = added < static_cast<uint64_t>(kCatchUpBatch);
       return absl::OkStatus();
     }));
   }
   return absl::OkStatus();
+}
+
+absl::Status SqliteAuditLog::CatchUpInTransaction(sqlite::Connection& c) {
+  return CatchUpOn(c, -1).status();  // LIMIT -1: no limit
 }
 
 absl::Status SqliteAuditLog::ReadTree(

@@ -45,6 +45,10 @@ class SqliteAuditLog final : public AuditLog {
   // tree or the subjects call it when the log is ahead of them. Also
   // rebuilds a log from before the Merkle tree (they are derived data).
   absl::Status CatchUpTree();
+  // The same, for every entry without them, inside the caller's write
+  // transaction: for work that finds entries by their subjects (retention)
+  // and must not miss one appended since its last CatchUpTree.
+  absl::Status CatchUpInTransaction(sqlite::Connection& connection);
   // Entries that have their leaf in the stored tree (a prefix of the log).
   static absl::StatusOr<uint64_t> IndexedSizeOn(sqlite::Connection& connection);
 
@@ -108,6 +112,10 @@ class SqliteAuditLog final : public AuditLog {
   static absl::StatusOr<VerifyReport> VerifyTree(sqlite::Connection& reader);
 
  private:
+  // Adds the nodes and subject rows of at most `max_entries` entries (-1:
+  // all) past the indexed prefix; returns how many it added.
+  static absl::StatusOr<uint64_t> CatchUpOn(sqlite::Connection& connection,
+                                            int64_t max_entries);
   // Runs `read` in a read transaction once the stored tree covers `size`
   // entries (catching it up first if need be); OUT_OF_RANGE, naming
   // `size_name`, if the log is smaller.

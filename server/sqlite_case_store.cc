@@ -477,7 +477,10 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
               .Bind(3, absl::ToUnixMicros(purged_at))
               .Bind(4, exchange_id);
           CB_RETURN_IF_ERROR(update.Run());
-          // The requests that carried the personal fields.
+          // The requests that carried the personal fields, found by their
+          // subject rows: those appended since the purge's CatchUpTree get
+          // theirs first.
+          CB_RETURN_IF_ERROR(audit_->CatchUpInTransaction(conn));
           CB_ASSIGN_OR_RETURN(auto salts, conn.Prepare(*kPurgeCaseSalts));
           salts.Bind(1, exchange_id);
           CB_RETURN_IF_ERROR(salts.Run());

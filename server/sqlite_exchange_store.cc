@@ -750,6 +750,9 @@ absl::StatusOr<int> SqliteExchangeStore::Purge(
 absl::Status PurgeMessageInTransaction(
     sqlite::Connection& conn, SqliteAuditLog& audit, const RecordSealer* sealer,
     const std::string& message_id, const std::string& actor, absl::Time now) {
+  // The entries about the message are found by their subject rows: those
+  // appended since the purge's CatchUpTree get theirs first.
+  CB_RETURN_IF_ERROR(audit.CatchUpInTransaction(conn));
   for (const char* sql : {
            // The request's hash is an unsalted digest of the body.
            "UPDATE messages SET body = X'', sealed = 0, request_id = NULL, "

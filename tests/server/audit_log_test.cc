@@ -499,6 +499,38 @@ TEST_F(AuditLogTest, CatchingUpManyEntriesGivesTheSameTree) {
   }
 }
 
+TEST_F(AuditLogTest, CatchingUpInATransactionIndexesEveryEntryBehind) {
+  // What a purge's transaction does before it finds entries by subject:
+  // every entry appended since the last catch-up gets its subject rows (and
+  // leaf) there, in one go, whatever their number.
+  constexpr int kMany = 257;
+  for (int i = 0; i < kMany; ++i) {
+    ASSERT_OK(log()
+                  .Append(Event("case.get", {absl::StrCat("PK-2026-", i)}))
+                  .status());
+  }
+  int64_t found = -1;
+  ASSERT_OK(store_->database().Write([&](sqlite::Connection& c) {
+    CB_RETURN_IF_ERROR(log().CatchUpInTransaction(c));
+    CB_ASSIGN_OR_RETURN(
+        auto stmt,
+        c.Prepare("SELECT idx FROM audit_subjects WHERE subject = ?"));
+    stmt.Bind(1, absl::StrCat("PK-2026-", kMany - 1));
+    CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+    if (row) found = stmt.ColumnInt(0);
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(found, kMany - 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_subjects"), kMany);
+  ASSERT_OK_AND_ASSIGN(const auto entries, log().Read(0, kMany));
+  std::vector<std::string> leaves;
+  for (const StoredEntry& e : entries) {
+    leaves.push_back(merkle::LeafHash(e.bytes));
+  }
+  ASSERT_OK_AND_ASSIGN(const std::string root, log().RootAt(kMany));
+  EXPECT_EQ(root, ReferenceRoot(leaves));
+}
+
 TEST_F(AuditLogTest, ProofsBeyondTheStoredTreeCatchItUpFirst) {
   AppendEntries(5);
   ASSERT_OK_AND_ASSIGN(const auto entries, log().Read(0, 10));
