@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -697,6 +698,33 @@ TEST_F(DataProtectionTest, PurgesMessagesByKindAndNothingElse) {
   EXPECT_EQ(inbox[3].message.body(), kBody);
   EXPECT_EQ(WrappedKey(MessageRecord("CN-M-NOTE")), "");
   EXPECT_NE(WrappedKey(MessageRecord("CN-M-RESCUE")), "");
+  // The entries naming the purged message lose their salts; the others'
+  // stay.
+  ASSERT_OK_AND_ASSIGN(const uint64_t size, store_->audit_log().Size());
+  ASSERT_OK_AND_ASSIGN(const std::vector<StoredEntry> entries,
+                       store_->audit_log().Read(0, size));
+  int named_note = 0;
+  int named_rescue = 0;
+  for (const StoredEntry& e : entries) {
+    const auto& subjects = e.entry.subjects;
+    const bool note = std::find(subjects.begin(), subjects.end(),
+                                "CN-M-NOTE") != subjects.end();
+    const bool rescue = std::find(subjects.begin(), subjects.end(),
+                                  "CN-M-RESCUE") != subjects.end();
+    if (!note && !rescue) continue;
+    ASSERT_OK_AND_ASSIGN(const std::optional<std::string> salt,
+                         store_->audit_log().PayloadSalt(e.index));
+    if (note && e.entry.action != "retention.purge") {
+      ++named_note;
+      EXPECT_EQ(salt, std::nullopt) << e.entry.action;
+    }
+    if (rescue) {
+      ++named_rescue;
+      EXPECT_NE(salt, std::nullopt) << e.entry.action;
+    }
+  }
+  EXPECT_GT(named_note, 0);
+  EXPECT_GT(named_rescue, 0);
 
   // 40 days on, only the rescue request (kept for ever) remains.
   clock_.Advance(absl::Hours(24) * 40);
