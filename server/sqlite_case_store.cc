@@ -636,18 +636,27 @@ absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
 absl::StatusOr<RetentionReport> GatewayStore::PurgeExpired(
     const config::RetentionSettings& policy, absl::Time now,
     const std::string& actor) {
+  // Each kind of record is purged even if another's purge fails (a case
+  // whose body no longer opens, say): the first failure is returned once
+  // all have run.
   RetentionReport report;
-  CB_ASSIGN_OR_RETURN(report.messages,
-                      exchange_->PurgeExpired(policy, now, actor));
+  absl::Status failed;
+  auto count = [&failed](absl::StatusOr<int> purged, int* into) {
+    if (purged.ok()) {
+      *into += *purged;
+    } else if (failed.ok()) {
+      failed = purged.status();
+    }
+  };
+  count(exchange_->PurgeExpired(policy, now, actor), &report.messages);
   int shares = 0;
-  CB_ASSIGN_OR_RETURN(report.cases,
-                      cases_->PurgeExpired(policy, now, actor, &shares));
+  count(cases_->PurgeExpired(policy, now, actor, &shares), &report.cases);
   report.messages += shares;
   if (const int days = policy.ShortestDays(); days > 0) {
-    CB_ASSIGN_OR_RETURN(
-        report.refusals,
-        audit_->PurgeRefusalSalts(now - absl::Hours(24) * days, actor));
+    count(audit_->PurgeRefusalSalts(now - absl::Hours(24) * days, actor),
+          &report.refusals);
   }
+  if (!failed.ok()) return failed;
   return report;
 }
 

@@ -985,6 +985,35 @@ TEST_F(DataProtectionTest, PurgingAnAcknowledgementClearsItsRequestsSalt) {
   EXPECT_EQ(salt, std::nullopt);
 }
 
+TEST_F(DataProtectionTest, ACaseThatNoLongerOpensDoesNotStopTheOtherPurges) {
+  // A closed case whose stored body no longer opens (a flipped bit) fails
+  // the case purge, every hour; the refusals' salts are purged all the same,
+  // and the failure is reported.
+  const v1::CaseReference broken = Open();
+  Close(broken.exchange_id());
+  ASSERT_OK(store_->database().Write([&](sqlite::Connection& c) {
+    CB_ASSIGN_OR_RETURN(
+        auto stmt,
+        c.Prepare("UPDATE cases SET body = X'01020304' WHERE exchange_id = ?"));
+    stmt.Bind(1, broken.exchange_id());
+    return stmt.Run();
+  }));
+  AuditEvent refused = Event("case.open", kFia, "OpenCase naming a victim");
+  refused.outcome = absl::InvalidArgumentError("case_reference: is required");
+  ASSERT_OK_AND_ASSIGN(const uint64_t refusal,
+                       store_->audit_log().Append(refused));
+
+  config::RetentionSettings policy;
+  policy.case_status_days[v1::CASE_STATUS_CLOSED] = 7;
+  clock_.Advance(absl::Hours(24) * 8);
+  EXPECT_THAT(
+      store_->PurgeExpired(policy, clock_.Now(), kPkGateway),
+      StatusIs(absl::StatusCode::kDataLoss, HasSubstr(broken.exchange_id())));
+  ASSERT_OK_AND_ASSIGN(const std::optional<std::string> salt,
+                       store_->audit_log().PayloadSalt(refusal));
+  EXPECT_EQ(salt, std::nullopt);
+}
+
 TEST_F(DataProtectionTest, PurgeLeavesNoWrappedKeyInTheFilesWhileRunning) {
   Receive(PeerMessage("CN-M-NOTE", v1::MESSAGE_KIND_NOTE));
   const std::string note_key = WrappedKey(MessageRecord("CN-M-NOTE"));
