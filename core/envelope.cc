@@ -2,12 +2,13 @@
 
 #include <climits>
 #include <optional>
+#include <utility>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "core/proto_utf8.h"
 #include "core/status_macros.h"
+#include "core/status_mark.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/message.h"
@@ -114,12 +115,11 @@ constexpr char kPermanentPayload[] = "type.casebridge.dev/refusal.permanent";
 }  // namespace
 
 absl::Status Permanently(absl::Status refusal) {
-  refusal.SetPayload(kPermanentPayload, absl::Cord("1"));  // no-op if OK
-  return refusal;
+  return WithMark(std::move(refusal), kPermanentPayload);
 }
 
 bool IsMarkedPermanent(const absl::Status& refusal) {
-  return refusal.GetPayload(kPermanentPayload).has_value();
+  return HasMark(refusal, kPermanentPayload);
 }
 
 std::string KeyId(absl::string_view raw_public_key) {

@@ -1,8 +1,10 @@
 #include "core/grpc_status.h"
 
 #include <string>
+#include <utility>
 
 #include "core/log.h"
+#include "core/status_mark.h"
 
 namespace casebridge {
 
@@ -14,12 +16,11 @@ constexpr char kLogOnlyPayload[] = "type.casebridge.dev/detail.log-only";
 }  // namespace
 
 absl::Status WithLogOnlyDetail(absl::Status status) {
-  status.SetPayload(kLogOnlyPayload, absl::Cord("1"));  // no-op if OK
-  return status;
+  return WithMark(std::move(status), kLogOnlyPayload);
 }
 
 bool HasLogOnlyDetail(const absl::Status& status) {
-  return status.GetPayload(kLogOnlyPayload).has_value();
+  return HasMark(status, kLogOnlyPayload);
 }
 
 std::string ShownMessage(const absl::Status& status) {

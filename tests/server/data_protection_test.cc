@@ -116,6 +116,13 @@ class DataProtectionTest : public ::testing::Test {
   }
 
   // The log's entries of `action`, in order.
+  // The salt of entry `index`; nullopt once purged.
+  std::optional<std::string> Salt(uint64_t index) {
+    auto got = store_->audit_log().PayloadSalt(index);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? *got : std::nullopt;
+  }
+
   std::vector<StoredEntry> EntriesOf(const std::string& action) {
     std::vector<StoredEntry> found;
     auto size = store_->audit_log().Size();
@@ -504,13 +511,8 @@ TEST_F(DataProtectionTest, PurgesClearTheSaltsOfWhatWasSealedAtOpen) {
   Close(opened.exchange_id());
   const std::vector<StoredEntry> sealed = EntriesOf(kSealedAtOpenAction);
   ASSERT_EQ(sealed.size(), 3u);
-  auto salt = [&](uint64_t index) {
-    auto got = store_->audit_log().PayloadSalt(index);
-    EXPECT_TRUE(got.ok()) << got.status();
-    return got.ok() ? *got : std::nullopt;
-  };
   for (const StoredEntry& e : sealed) {
-    ASSERT_NE(salt(e.index), std::nullopt) << e.entry.subjects[0];
+    ASSERT_NE(Salt(e.index), std::nullopt) << e.entry.subjects[0];
   }
 
   clock_.Advance(absl::Hours(24) * 10);
@@ -522,7 +524,7 @@ TEST_F(DataProtectionTest, PurgesClearTheSaltsOfWhatWasSealedAtOpen) {
   ASSERT_EQ(report.messages, 1);
   ASSERT_EQ(report.cases, 1);
   for (const StoredEntry& e : sealed) {
-    EXPECT_EQ(salt(e.index), std::nullopt) << e.entry.subjects[0];
+    EXPECT_EQ(Salt(e.index), std::nullopt) << e.entry.subjects[0];
   }
   store_.reset();
   const AuditVerifyReport verified = VerifyOffline();
@@ -712,8 +714,7 @@ TEST_F(DataProtectionTest, PurgesMessagesByKindAndNothingElse) {
     const bool rescue = std::find(subjects.begin(), subjects.end(),
                                   "CN-M-RESCUE") != subjects.end();
     if (!note && !rescue) continue;
-    ASSERT_OK_AND_ASSIGN(const std::optional<std::string> salt,
-                         store_->audit_log().PayloadSalt(e.index));
+    const std::optional<std::string> salt = Salt(e.index);
     if (note && e.entry.action != "retention.purge") {
       ++named_note;
       EXPECT_EQ(salt, std::nullopt) << e.entry.action;
@@ -851,12 +852,7 @@ TEST_F(DataProtectionTest, PurgesClearTheSaltsOfEveryRequestCarryingTheCase) {
              personal_request),
   };
   Close(purged.exchange_id());
-  auto salt = [&](uint64_t index) {
-    auto got = store_->audit_log().PayloadSalt(index);
-    EXPECT_TRUE(got.ok()) << got.status();
-    return got.ok() ? *got : std::nullopt;
-  };
-  for (const uint64_t index : cleared) ASSERT_NE(salt(index), std::nullopt);
+  for (const uint64_t index : cleared) ASSERT_NE(Salt(index), std::nullopt);
 
   config::RetentionSettings policy;
   policy.case_status_days[v1::CASE_STATUS_CLOSED] = 7;
@@ -865,10 +861,10 @@ TEST_F(DataProtectionTest, PurgesClearTheSaltsOfEveryRequestCarryingTheCase) {
                        store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
   ASSERT_EQ(report.cases, 1);
   for (const uint64_t index : cleared) {
-    EXPECT_EQ(salt(index), std::nullopt) << "entry " << index;
+    EXPECT_EQ(Salt(index), std::nullopt) << "entry " << index;
   }
   for (const uint64_t index : left) {
-    EXPECT_NE(salt(index), std::nullopt) << "entry " << index;
+    EXPECT_NE(Salt(index), std::nullopt) << "entry " << index;
   }
   store_.reset();
   const AuditVerifyReport verified = VerifyOffline();
@@ -980,9 +976,7 @@ TEST_F(DataProtectionTest, PurgingAnAcknowledgementClearsItsRequestsSalt) {
   ASSERT_OK_AND_ASSIGN(const RetentionReport report,
                        store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
   ASSERT_EQ(report.messages, 1);
-  ASSERT_OK_AND_ASSIGN(const std::optional<std::string> salt,
-                       store_->audit_log().PayloadSalt(acknowledged[0].index));
-  EXPECT_EQ(salt, std::nullopt);
+  EXPECT_EQ(Salt(acknowledged[0].index), std::nullopt);
 }
 
 TEST_F(DataProtectionTest, ACaseThatNoLongerOpensDoesNotStopTheOtherPurges) {
@@ -1009,9 +1003,7 @@ TEST_F(DataProtectionTest, ACaseThatNoLongerOpensDoesNotStopTheOtherPurges) {
   EXPECT_THAT(
       store_->PurgeExpired(policy, clock_.Now(), kPkGateway),
       StatusIs(absl::StatusCode::kDataLoss, HasSubstr(broken.exchange_id())));
-  ASSERT_OK_AND_ASSIGN(const std::optional<std::string> salt,
-                       store_->audit_log().PayloadSalt(refusal));
-  EXPECT_EQ(salt, std::nullopt);
+  EXPECT_EQ(Salt(refusal), std::nullopt);
 }
 
 TEST_F(DataProtectionTest, PurgeLeavesNoWrappedKeyInTheFilesWhileRunning) {
@@ -1124,24 +1116,19 @@ TEST_F(DataProtectionTest, RefusalsLoseTheirSaltsAfterTheShortestRetention) {
                        store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
   EXPECT_EQ(report.refusals, 2);
   EXPECT_EQ(report.messages + report.cases, 0);
-  auto salt = [&](uint64_t index) {
-    auto got = store_->audit_log().PayloadSalt(index);
-    EXPECT_TRUE(got.ok()) << got.status();
-    return got.ok() ? *got : std::nullopt;
-  };
-  EXPECT_EQ(salt(refused_open), std::nullopt);
-  EXPECT_EQ(salt(refused_send), std::nullopt);
+  EXPECT_EQ(Salt(refused_open), std::nullopt);
+  EXPECT_EQ(Salt(refused_send), std::nullopt);
   // Neither in the database file nor in its WAL, the gateway still running.
   EXPECT_EQ(RawFiles().find(*open_salt), std::string::npos)
       << "the purged salt is still in the files";
-  EXPECT_NE(salt(refused_recently), std::nullopt) << "purged before its time";
-  EXPECT_NE(salt(refused_send + 1), std::nullopt)
+  EXPECT_NE(Salt(refused_recently), std::nullopt) << "purged before its time";
+  EXPECT_NE(Salt(refused_send + 1), std::nullopt)
       << "the successful case.open of " << kept.exchange_id() << " lost it";
   clock_.Advance(absl::Hours(24) * 2);
   ASSERT_OK_AND_ASSIGN(report,
                        store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
   EXPECT_EQ(report.refusals, 1);
-  EXPECT_EQ(salt(refused_recently), std::nullopt);
+  EXPECT_EQ(Salt(refused_recently), std::nullopt);
 
   store_.reset();
   const AuditVerifyReport verified = VerifyOffline();
