@@ -23,6 +23,12 @@
 
 namespace casebridge::server {
 
+// A refusal the store audited itself (an envelope id received before with
+// other bytes: kept as evidence, with its entry), so the receiver does not
+// audit it again. A status mark (core/status_mark.h).
+absl::Status AuditedByStore(absl::Status refusal);
+bool IsAuditedByStore(const absl::Status& refusal);
+
 // A message on its way out, as the service finished it.
 struct OutgoingMessage {
   // Complete: message_id, exchange_id, kind, priority, sender_office,
@@ -222,15 +228,17 @@ class ExchangeStore {
   //    `signed_envelope` as evidence and appends `audit` with outcome
   //    ALREADY_EXISTS (envelope id added as subject), then returns
   //    ALREADY_EXISTS "envelope_id <id> was already received with other
-  //    content; kept as evidence". The first envelope is untouched;
+  //    content; kept as evidence", marked Permanently and AuditedByStore.
+  //    The first envelope is untouched;
   //  - new: in one transaction, appends `audit` (envelope id and message id
   //    added as subjects), calls `make_receipt` with that entry's index and
   //    the receiving time (whole microseconds), stores the envelope with the
   //    receipt, the message (received_at set) and one inbox entry per office
   //    in `inbox_offices` (duplicates ignored). Returns the receipt.
   // `make_receipt` runs inside the write transaction: quick, no store calls;
-  // its error aborts everything and is returned as is. ALREADY_EXISTS, nothing
-  // stored, if another envelope already brought this message id.
+  // its error aborts everything and is returned as is. ALREADY_EXISTS (marked
+  // Permanently), nothing stored, if another envelope already brought this
+  // message id.
   virtual absl::StatusOr<InboundResult> AcceptInbound(
       const v1::SignedEnvelope& signed_envelope, const v1::Envelope& parsed,
       const std::vector<std::string>& inbox_offices,

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/crypto.h"
 #include "core/grpc_status.h"
@@ -44,21 +43,14 @@ Inbound::Inbound(const config::Gateway* config, ExchangeStore* store,
                                                       : v1::COUNTRY_PK) {}
 
 bool Inbound::IsPermanent(const absl::Status& refusal) {
-  // This gateway's own storage trouble (busy, full, a constraint the
-  // schema enforces) is never the envelope's fault, whatever its code.
-  if (HasLogOnlyDetail(refusal)) return false;
-  switch (refusal.code()) {
-    case absl::StatusCode::kInvalidArgument:  // malformed: bytes never change
-    case absl::StatusCode::kAlreadyExists:    // id reused with other bytes
-      return true;
-    default:
-      // Marked where the check is made: too large, a signature that does
-      // not verify, a code weaker than the case's. Everything else
-      // (configuration: an unknown key, sender or recipient office,
-      // destination; clock skew; our own trouble, a full disk) may be
-      // fixed: keep it coming.
-      return exchange::IsMarkedPermanent(refusal);
-  }
+  // Malformed bytes never change. Otherwise marked where the check is made:
+  // too large, a signature that does not verify, a code weaker than the
+  // case's, an envelope or message id reused. Everything else
+  // (configuration: an unknown key, sender or recipient office,
+  // destination; clock skew; this gateway's own storage trouble, whatever
+  // its code) may be fixed: keep it coming.
+  return refusal.code() == absl::StatusCode::kInvalidArgument ||
+         exchange::IsMarkedPermanent(refusal);
 }
 
 absl::Status Inbound::CheckContent(const AccessPolicy& policy,
@@ -307,10 +299,7 @@ void Inbound::Refuse(const absl::Status& refusal, AuditEvent event,
        {"reason", std::string(refusal.message())}});
   // An envelope id reused with other bytes was audited (and kept as
   // evidence) by the store itself.
-  const bool audited_by_store =
-      refusal.code() == absl::StatusCode::kAlreadyExists &&
-      absl::StrContains(refusal.message(), "kept as evidence");
-  if (audited_by_store) return;
+  if (IsAuditedByStore(refusal)) return;
   event.outcome = absl::Status(refusal.code(), r->message());
   if (!response->envelope_id().empty()) {
     event.subjects.push_back(response->envelope_id());

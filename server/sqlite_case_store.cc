@@ -433,6 +433,9 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
       CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn)
                                         -> absl::Status {
         batch = 0;
+        // Entries appended since the purge's CatchUpTree get their subject
+        // rows first: the purge finds entries by them.
+        CB_RETURN_IF_ERROR(audit_->CatchUpInTransaction(conn));
         std::vector<std::string> expired;
         {
           CB_ASSIGN_OR_RETURN(
@@ -477,10 +480,7 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
               .Bind(3, absl::ToUnixMicros(purged_at))
               .Bind(4, exchange_id);
           CB_RETURN_IF_ERROR(update.Run());
-          // The requests that carried the personal fields, found by their
-          // subject rows: those appended since the purge's CatchUpTree get
-          // theirs first.
-          CB_RETURN_IF_ERROR(audit_->CatchUpInTransaction(conn));
+          // The requests that carried the personal fields.
           CB_ASSIGN_OR_RETURN(auto salts, conn.Prepare(*kPurgeCaseSalts));
           salts.Bind(1, exchange_id);
           CB_RETURN_IF_ERROR(salts.Run());
@@ -506,6 +506,9 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
     CB_RETURN_IF_ERROR(
         db_->Write([&](sqlite::Connection& conn) -> absl::Status {
           batch = 0;
+          // Entries appended since the purge's CatchUpTree get their subject
+          // rows first: the purge finds entries by them.
+          CB_RETURN_IF_ERROR(audit_->CatchUpInTransaction(conn));
           std::vector<std::string> copies;
           {
             CB_ASSIGN_OR_RETURN(

@@ -10,9 +10,26 @@
 #include "core/envelope.h"
 #include "core/grpc_status.h"
 #include "core/status_macros.h"
+#include "core/status_mark.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace casebridge::server {
+
+namespace {
+
+constexpr char kAuditedByStorePayload[] =
+    "type.casebridge.dev/refusal.audited-by-store";
+
+}  // namespace
+
+absl::Status AuditedByStore(absl::Status refusal) {
+  return WithMark(std::move(refusal), kAuditedByStorePayload);
+}
+
+bool IsAuditedByStore(const absl::Status& refusal) {
+  return HasMark(refusal, kAuditedByStorePayload);
+}
+
 namespace {
 
 // An outbox row's last_error, shown to offices: the code and the message
@@ -690,6 +707,9 @@ absl::StatusOr<int> SqliteExchangeStore::Purge(
       CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn)
                                         -> absl::Status {
         batch = 0;
+        // Entries appended since the purge's CatchUpTree get their subject
+        // rows first: the purge finds entries by them.
+        CB_RETURN_IF_ERROR(audit_->CatchUpInTransaction(conn));
         std::vector<std::string> expired;
         {
           CB_ASSIGN_OR_RETURN(
@@ -750,9 +770,6 @@ absl::StatusOr<int> SqliteExchangeStore::Purge(
 absl::Status PurgeMessageInTransaction(
     sqlite::Connection& conn, SqliteAuditLog& audit, const RecordSealer* sealer,
     const std::string& message_id, const std::string& actor, absl::Time now) {
-  // The entries about the message are found by their subject rows: those
-  // appended since the purge's CatchUpTree get theirs first.
-  CB_RETURN_IF_ERROR(audit.CatchUpInTransaction(conn));
   for (const char* sql : {
            // The request's hash is an unsalted digest of the body.
            "UPDATE messages SET body = X'', sealed = 0, request_id = NULL, "
@@ -973,9 +990,11 @@ SqliteExchangeStore::AcceptInboundBatch(
   }
   for (size_t i = 0; i < envelopes.size(); ++i) {
     if (conflicts[i]) {
-      results[i] = absl::AlreadyExistsError(absl::StrCat(
-          "envelope_id ", envelopes[i].parsed->envelope_id(),
-          " was already received with other content; kept as evidence"));
+      results[i] =
+          AuditedByStore(exchange::Permanently(absl::AlreadyExistsError(
+              absl::StrCat("envelope_id ", envelopes[i].parsed->envelope_id(),
+                           " was already received with other content; kept as "
+                           "evidence"))));
     }
   }
   if (newest_cursor > 0) AdvanceInboxHead(newest_cursor);
@@ -1047,9 +1066,9 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
   CB_ASSIGN_OR_RETURN(const bool taken,
                       MessageExists(conn, message.message_id()));
   if (taken) {
-    return absl::AlreadyExistsError(
+    return exchange::Permanently(absl::AlreadyExistsError(
         absl::StrCat("message_id ", message.message_id(),
-                     " was already received in another envelope"));
+                     " was already received in another envelope")));
   }
 
   if (in.check_held_case) {
@@ -1261,12 +1280,11 @@ absl::StatusOr<bool> MarkInboxRow(sqlite::Connection& conn, InboxMark mark,
   return true;
 }
 
-}  // namespace
-
-absl::Status SqliteExchangeStore::AcknowledgeInTransaction(
-    sqlite::Connection& conn, const std::string& office,
-    const std::string& message_id, absl::Time at, const AuditEvent& audit,
-    const std::function<absl::StatusOr<std::string>()>& reply) {
+// Marks `message_id` acknowledged in `office`'s inbox; FAILED_PRECONDITION
+// if it already was.
+absl::Status MarkAcknowledged(sqlite::Connection& conn,
+                              const std::string& office,
+                              const std::string& message_id, absl::Time at) {
   CB_ASSIGN_OR_RETURN(
       const bool marked,
       MarkInboxRow(conn, InboxMark::kAcknowledged, office, message_id, at));
@@ -1274,14 +1292,17 @@ absl::Status SqliteExchangeStore::AcknowledgeInTransaction(
     return absl::FailedPreconditionError(absl::StrCat(
         "message ", message_id, " is already acknowledged by ", office));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SqliteExchangeStore::AcknowledgeInTransaction(
+    sqlite::Connection& conn, const std::string& office,
+    const std::string& message_id, absl::Time at, const AuditEvent& audit) {
+  CB_RETURN_IF_ERROR(MarkAcknowledged(conn, office, message_id, at));
   AuditEvent event = audit;
   event.subjects.push_back(message_id);
-  if (reply) {
-    // The request's note is the reply's body: the entry names the reply
-    // too, so that the reply's purge clears its salt.
-    CB_ASSIGN_OR_RETURN(std::string reply_id, reply());
-    event.subjects.push_back(std::move(reply_id));
-  }
   return audit_->AppendInTransaction(conn, event).status();
 }
 
@@ -1407,19 +1428,22 @@ absl::StatusOr<QueuedMessage> SqliteExchangeStore::AcknowledgeAndReply(
     const AuditEvent& reply_audit) {
   QueuedMessage result;
   CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
-    std::optional<OutgoingMessage> outgoing;
-    CB_RETURN_IF_ERROR(AcknowledgeInTransaction(
-        conn, office, message_id, at, audit,
-        [&]() -> absl::StatusOr<std::string> {
-          CB_ASSIGN_OR_RETURN(outgoing, MakeReply(conn, message_id, reply));
-          return outgoing->message.message_id();
-        }));
+    CB_RETURN_IF_ERROR(MarkAcknowledged(conn, office, message_id, at));
+    CB_ASSIGN_OR_RETURN(const OutgoingMessage outgoing,
+                        MakeReply(conn, message_id, reply));
+    // The request's note is the reply's body: the entry names the reply
+    // too, so that the reply's purge clears its salt.
+    AuditEvent acknowledged = audit;
+    acknowledged.subjects.push_back(message_id);
+    acknowledged.subjects.push_back(outgoing.message.message_id());
+    CB_RETURN_IF_ERROR(
+        audit_->AppendInTransaction(conn, acknowledged).status());
     // The reply's entry names its case first, like any other send.
     AuditEvent event = reply_audit;
     event.subjects.insert(event.subjects.begin(),
-                          outgoing->message.exchange_id());
+                          outgoing.message.exchange_id());
     CB_ASSIGN_OR_RETURN(
-        result, QueueInTransaction(conn, *outgoing, RequestKey{}, event));
+        result, QueueInTransaction(conn, outgoing, RequestKey{}, event));
     return absl::OkStatus();
   }));
   return result;

@@ -155,13 +155,11 @@ class SqliteExchangeStore final : public ExchangeStore {
   absl::StatusOr<QueuedMessage> QueueInTransaction(
       sqlite::Connection& conn, const OutgoingMessage& outgoing,
       const RequestKey& key, const AuditEvent& audit);
-  // Acknowledge's work inside the caller's transaction. With `reply`, called
-  // once the inbox row is marked, the entry also names the message id it
-  // returns (the reply's).
-  absl::Status AcknowledgeInTransaction(
-      sqlite::Connection& conn, const std::string& office,
-      const std::string& message_id, absl::Time at, const AuditEvent& audit,
-      const std::function<absl::StatusOr<std::string>()>& reply = nullptr);
+  // Acknowledge's work inside the caller's transaction.
+  absl::Status AcknowledgeInTransaction(sqlite::Connection& conn,
+                                        const std::string& office,
+                                        const std::string& message_id,
+                                        absl::Time at, const AuditEvent& audit);
   // AcknowledgeAndReply's reply to `message_id`, under its case's code as
   // held here now.
   absl::StatusOr<OutgoingMessage> MakeReply(
@@ -201,7 +199,8 @@ class SqliteExchangeStore final : public ExchangeStore {
 // empties its body and envelope bytes, shreds its key (with a `sealer`),
 // purges the salts of the audit entries about it and audits
 // "retention.purge" by `actor`, subject the message id. The audit log's
-// subject rows must be caught up.
+// subject rows must be caught up in the same transaction
+// (SqliteAuditLog::CatchUpInTransaction).
 absl::Status PurgeMessageInTransaction(
     sqlite::Connection& conn, SqliteAuditLog& audit, const RecordSealer* sealer,
     const std::string& message_id, const std::string& actor, absl::Time now);

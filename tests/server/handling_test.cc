@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "core/envelope.h"
+#include "core/grpc_status.h"
 #include "server/inbound.h"
 #include "server/validation.h"
 #include "tests/testing/status_matchers.h"
@@ -266,9 +267,13 @@ TEST(HandlingTest, PermanenceIsMarkedWhereTheCheckIsMadeNotReadFromTheWording) {
   EXPECT_TRUE(Inbound::IsPermanent(marked));
   EXPECT_EQ(marked.code(), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(marked.message(), "signature: does not verify for key k1");
-  // Malformed or conflicting bytes never change, marked or not.
+  // Malformed bytes never change, marked or not.
   EXPECT_TRUE(Inbound::IsPermanent(absl::InvalidArgumentError("x")));
-  EXPECT_TRUE(Inbound::IsPermanent(absl::AlreadyExistsError("x")));
+  // A reused id is final where the store says so; the database's own
+  // constraint errors (ALREADY_EXISTS too) are not.
+  EXPECT_FALSE(Inbound::IsPermanent(WithLogOnlyDetail(absl::AlreadyExistsError(
+      "executing \"INSERT INTO inbox(office, message_id) VALUES(?, ?)\": "
+      "UNIQUE constraint failed (sqlite 2067)"))));
 }
 
 TEST(HandlingTest, RestrictionTextOnlyWithH3) {
