@@ -59,10 +59,5 @@ TEST(GrpcStatusTest, InternalDetailNeverLeaves) {
             "internal error; the gateway log has details");
 }
 
-TEST(GrpcStatusTest, AnOkStatusStaysOk) {
-  EXPECT_TRUE(WithLogOnlyDetail(absl::OkStatus()).ok());
-  EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
-}
-
 }  // namespace
 }  // namespace casebridge
