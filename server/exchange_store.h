@@ -80,9 +80,10 @@ struct InboundEnvelope {
   // Optional. Called inside the transaction, once the envelope is known to
   // be new and before anything of it is written, with the case its message
   // belongs to as this gateway holds it (not called if it holds no such
-  // case). An error refuses the envelope, nothing of it stored, and is
-  // returned as is (the caller audits it).
-  std::function<absl::Status(const v1::CaseReference& held)> check_held_case;
+  // case) and the copy of the message about to be stored, which it may
+  // change (HoldToHeldCase); the signed envelope is stored as received.
+  std::function<void(const v1::CaseReference& held, v1::CaseMessage* message)>
+      hold_to_held_case;
 };
 
 // One message of ExchangeStore::RecordInboxDeliveries.
@@ -233,8 +234,10 @@ class ExchangeStore {
   //  - new: in one transaction, appends `audit` (envelope id and message id
   //    added as subjects), calls `make_receipt` with that entry's index and
   //    the receiving time (whole microseconds), stores the envelope with the
-  //    receipt, the message (received_at set) and one inbox entry per office
-  //    in `inbox_offices` (duplicates ignored). Returns the receipt.
+  //    receipt, the message (received_at set, held to its case by the
+  //    envelope's `hold_to_held_case` in the batch form) and one inbox entry
+  //    per office in `inbox_offices` (duplicates ignored). Returns the
+  //    receipt.
   // `make_receipt` runs inside the write transaction: quick, no store calls;
   // its error aborts everything and is returned as is. ALREADY_EXISTS (marked
   // Permanently), nothing stored, if another envelope already brought this

@@ -34,14 +34,21 @@ absl::Status ApplyCaseHandling(const v1::CaseReference& c,
 absl::Status CheckMessageHandling(const v1::CaseMessage& message,
                                   absl::string_view prefix);
 
-// The receiver's check of a message from the peer against `held`, its case
-// as this gateway last stored it: on a case under H1, H2 or H3 the message
-// must carry that code, as ApplyCaseHandling makes the sender give it.
-// PERMISSION_DENIED naming both codes otherwise ("handling_code: H0 is below
-// the case's H2 ..."). A CASE_SHARE carries the case itself, whose code its
-// originator may have changed, and is not held to the copy it replaces.
-absl::Status CheckHeldCaseHandling(const v1::CaseReference& held,
-                                   const v1::CaseMessage& message);
+// The handling a message from the peer is stored and delivered under, on a
+// case this gateway holds (`held`, as last stored here). The peer gives each
+// message its own copy of the case's code, which may be older than ours (our
+// case changed by UpdateCase and not shared again) or newer (its case
+// changed and not shared again), so a code that differs is no proof of a
+// peer weakening anything, and refusing it would lose the message for good.
+// The message is kept, held to both:
+//   - its own handling when that covers the case's (the same code and
+//     restriction, or anything on an H0 case), and it is left unchanged;
+//   - the case's when that covers the message's (an H0 message);
+//   - otherwise (two codes of H1-H3, which restrict different things, or
+//     two H3 texts) H3 stating both restrictions, the case's first.
+// A CASE_SHARE carries the case itself and is left as sent. Returns whether
+// the message was changed; the envelope keeps what the peer signed.
+bool HoldToHeldCase(const v1::CaseReference& held, v1::CaseMessage* message);
 
 // Set the output-only `handling_notice` of what a reader is about to be
 // sent, from its handling code (and, on a CASE_SHARE, of the case carried).

@@ -44,8 +44,8 @@ Inbound::Inbound(const config::Gateway* config, ExchangeStore* store,
 
 bool Inbound::IsPermanent(const absl::Status& refusal) {
   // Malformed bytes never change. Otherwise marked where the check is made:
-  // too large, a signature that does not verify, a code weaker than the
-  // case's, an envelope or message id reused. Everything else
+  // too large, a signature that does not verify, an envelope or message id
+  // reused. Everything else
   // (configuration: an unknown key, sender or recipient office,
   // destination; clock skew; this gateway's own storage trouble, whatever
   // its code) may be fixed: keep it coming.
@@ -244,11 +244,20 @@ std::vector<v1::DeliverResponse> Inbound::Accept(std::vector<Checked> batch) {
     envelopes[i].parsed = &batch[i].envelope;
     envelopes[i].inbox_offices = std::move(batch[i].inbox_offices);
     envelopes[i].audit = batch[i].event;
-    // Never weaker than the case as we last stored it: our own copy of our
-    // case, or the peer's case as it last shared it.
-    envelopes[i].check_held_case = [&message = batch[i].envelope.message()](
-                                       const v1::CaseReference& held) {
-      return CheckHeldCaseHandling(held, message);
+    // Never weaker than the case as we last stored it (our own copy of our
+    // case, or the peer's case as it last shared it), and never refused for
+    // a code the peer's copy of the case gave it.
+    envelopes[i].hold_to_held_case = [](const v1::CaseReference& held,
+                                        v1::CaseMessage* message) {
+      const v1::HandlingCode sent = message->handling_code();
+      if (HoldToHeldCase(held, message)) {
+        log::Info("envelope.held_to_case",
+                  {{"message_id", message->message_id()},
+                   {"exchange_id", held.exchange_id()},
+                   {"sent_under", HandlingCodeName(sent)},
+                   {"case_under", HandlingCodeName(held.handling_code())},
+                   {"held_under", HandlingCodeName(message->handling_code())}});
+      }
     };
   }
   std::vector<absl::StatusOr<InboundResult>> results =

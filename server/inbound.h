@@ -32,10 +32,11 @@ class Inbound {
   // receipt first given). Checks, in order: size, key id and signature
   // (exchange::VerifyEnvelope), origin and destination gateways, clock skew,
   // ids, the sender office (must be in peer.offices), the recipient office
-  // (ours), the message content, and, when storing, its handling code
-  // against the case as this gateway holds it (CheckHeldCaseHandling). Any
-  // refusal is answered as a DeliveryRefusal, audited, and stores nothing
-  // (an envelope id reused with other bytes is kept as evidence).
+  // (ours), the message content. The message is stored held to the
+  // stricter of its handling and its case's as this gateway holds it
+  // (HoldToHeldCase), never refused for it. Any refusal is answered as a
+  // DeliveryRefusal, audited, and stores nothing (an envelope id reused with
+  // other bytes is kept as evidence).
   v1::DeliverResponse Receive(const std::string& peer_identity,
                               const v1::DeliverRequest& request);
 

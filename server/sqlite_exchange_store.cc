@@ -1071,10 +1071,10 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
                      " was already received in another envelope")));
   }
 
-  if (in.check_held_case) {
+  if (in.hold_to_held_case) {
     CB_ASSIGN_OR_RETURN(const std::optional<v1::CaseReference> held,
                         HeldCase(conn, message.exchange_id()));
-    if (held.has_value()) CB_RETURN_IF_ERROR(in.check_held_case(*held));
+    if (held.has_value()) in.hold_to_held_case(*held, &message);
   }
 
   AuditEvent event = in.audit;

@@ -704,48 +704,62 @@ TEST_F(PeerRefusalTest, SenderOfficeUnknownToThisGatewayIsDenied) {
   ExpectValidStillAccepted("from a configured office");
 }
 
-TEST_F(PeerRefusalTest, MessageWeakerThanTheCaseHeldHereIsRefusedForGood) {
+TEST_F(PeerRefusalTest, MessageWithAnotherCodeThanTheCaseHeldHereIsKept) {
   // One of our cases, under H2 (the draft's code).
   ASSERT_OK_AND_ASSIGN(const v1::CaseReference ours,
                        Office(kFia)->OpenCase(ValidDraft()));
   ASSERT_EQ(ours.handling_code(), v1::HANDLING_CODE_H2);
+
+  // A message weaker than the case: kept, under the case's code.
   v1::Envelope weaker = ValidEnvelope("H0 reply on an H2 case");
   weaker.mutable_message()->set_exchange_id(ours.exchange_id());
   weaker.mutable_message()->set_handling_code(v1::HANDLING_CODE_H0);
   auto stream = OpenStream();
-  EXPECT_THAT(
-      stream.Deliver(Sign(weaker)),
-      IsRefusal(grpc::StatusCode::PERMISSION_DENIED,
-                AllOf(StartsWith("handling_code: H0 is below the case's H2"),
-                      HasSubstr(ours.exchange_id())),
-                true));
-  // Sent again, it is refused again: nothing of it was stored.
-  EXPECT_THAT(stream.Deliver(Sign(weaker)),
-              IsRefusal(grpc::StatusCode::PERMISSION_DENIED,
-                        StartsWith("handling_code: "), true));
-  // The link goes on: the same message under the case's code is taken, on
-  // the same stream.
-  v1::Envelope same = ValidEnvelope("H2 reply on an H2 case");
-  same.mutable_message()->set_exchange_id(ours.exchange_id());
-  same.mutable_message()->set_handling_code(v1::HANDLING_CODE_H2);
-  EXPECT_THAT(stream.Deliver(Sign(same)), IsReceipt()) << pk_->Log();
+  EXPECT_THAT(stream.Deliver(Sign(weaker)), IsReceipt()) << pk_->Log();
+  std::vector<v1::WatchInboxResponse> inbox = InboxOf(kFia, 1);
+  ASSERT_EQ(inbox.size(), 1u);
+  EXPECT_EQ(inbox[0].message().body(), "H0 reply on an H2 case");
+  EXPECT_EQ(inbox[0].message().handling_code(), v1::HANDLING_CODE_H2);
+  EXPECT_THAT(inbox[0].message().handling_notice(), StartsWith("H2: "));
+
+  // The desk raises its case to H3 and does not share it again: the peer's
+  // copy is still H2, and so is every message it sends on the case. Each
+  // is kept, under both restrictions.
+  v1::UpdateCaseRequest raise;
+  raise.mutable_case_reference()->set_exchange_id(ours.exchange_id());
+  raise.mutable_case_reference()->set_handling_code(v1::HANDLING_CODE_H3);
+  raise.mutable_case_reference()->set_handling_restriction(
+      "not to be shared with the press");
+  raise.mutable_update_mask()->add_paths("handling_code");
+  raise.mutable_update_mask()->add_paths("handling_restriction");
+  raise.set_expected_version(ours.version());
+  ASSERT_OK(Office(kFia)->UpdateCase(raise).status());
+  v1::Envelope older = ValidEnvelope("rescue update under the shared H2");
+  older.mutable_message()->set_exchange_id(ours.exchange_id());
+  older.mutable_message()->set_handling_code(v1::HANDLING_CODE_H2);
+  EXPECT_THAT(stream.Deliver(Sign(older)), IsReceipt()) << pk_->Log();
   EXPECT_OK(stream.Close());
 
-  std::vector<v1::AuditEntry> refusals;
-  for (v1::AuditEntry& e : ReceivedEntries()) {
-    if (e.status_code() == grpc::StatusCode::PERMISSION_DENIED) {
-      refusals.push_back(std::move(e));
-    }
-  }
-  ASSERT_EQ(refusals.size(), 2u);
-  for (const v1::AuditEntry& e : refusals) {
+  inbox = InboxOf(kFia, 2);
+  ASSERT_EQ(inbox.size(), 2u);
+  const v1::CaseMessage& held = inbox[1].message();
+  EXPECT_EQ(held.body(), "rescue update under the shared H2");
+  EXPECT_EQ(held.handling_code(), v1::HANDLING_CODE_H3);
+  EXPECT_EQ(held.handling_restriction(),
+            "not to be shared with the press; and as sent: H2: no onward "
+            "dissemination without the originator's permission");
+  EXPECT_THAT(
+      held.handling_notice(),
+      AllOf(StartsWith("H3: "), HasSubstr("not to be shared with the press"),
+            HasSubstr("H2: no onward dissemination")));
+
+  // Both were received and audited as such; nothing was refused.
+  const std::vector<v1::AuditEntry> received = ReceivedEntries();
+  ASSERT_EQ(received.size(), 2u);
+  for (const v1::AuditEntry& e : received) {
+    EXPECT_EQ(e.status_code(), 0) << e.status_message();
     EXPECT_EQ(e.actor(), kCnGateway);
-    EXPECT_THAT(e.status_message(),
-                StartsWith("handling_code: H0 is below the case's H2"));
-    EXPECT_THAT(e.subjects(),
-                ElementsAre(ours.exchange_id(), weaker.envelope_id()));
   }
-  EXPECT_THAT(FiaBodies(), ElementsAre("H2 reply on an H2 case"));
 }
 
 TEST_F(PeerRefusalTest, StreamsDroppedWhileAnswersAreWrittenLeaveItServing) {

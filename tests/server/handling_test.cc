@@ -3,6 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "core/envelope.h"
 #include "core/grpc_status.h"
 #include "server/inbound.h"
@@ -184,69 +188,94 @@ TEST(HandlingTest, WithdrawalMessagesNameOfficesOrAnyOffice) {
   EXPECT_OK(ValidateMessageContent(m, "message"));
 }
 
-TEST(HandlingTest, ReceiverRefusesMessageBelowTheCaseItHolds) {
+// A message from the peer with `code` (and `restriction` under H3).
+v1::CaseMessage Received(v1::HandlingCode code,
+                         const std::string& restriction = "") {
   v1::CaseMessage m = Note();
-  m.set_handling_code(v1::HANDLING_CODE_H0);
-  const absl::Status refused =
-      CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H2), m);
-  EXPECT_THAT(refused,
-              StatusIs(absl::StatusCode::kPermissionDenied,
-                       HasSubstr("handling_code: H0 is below the case's H2")));
-  EXPECT_THAT(refused.message(), HasSubstr("PK-2026-000042"));
-  // Refused for good: the code is signed and never changes.
-  EXPECT_TRUE(Inbound::IsPermanent(refused));
-
-  m.set_handling_code(v1::HANDLING_CODE_H1);
-  EXPECT_THAT(CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H2), m),
-              StatusIs(absl::StatusCode::kPermissionDenied,
-                       HasSubstr("handling_code: H1 is below the case's H2")));
-  // H3 is no substitute for H2 (nor the other way round): it states other
-  // restrictions.
-  m.set_handling_code(v1::HANDLING_CODE_H3);
-  m.set_handling_restriction("no press");
-  EXPECT_THAT(
-      CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H2), m),
-      StatusIs(absl::StatusCode::kPermissionDenied,
-               HasSubstr("handling_code: H3 differs from the case's H2")));
+  m.set_handling_code(code);
+  m.set_handling_restriction(restriction);
+  *m.mutable_evaluation() = Case(code).evaluation();
+  return m;
 }
 
-TEST(HandlingTest, ReceiverTakesTheCasesCodeAndAnyCodeOnAnH0Case) {
-  for (v1::HandlingCode code : {v1::HANDLING_CODE_H0, v1::HANDLING_CODE_H1,
-                                v1::HANDLING_CODE_H2, v1::HANDLING_CODE_H3}) {
-    v1::CaseMessage m = Note();
-    m.set_handling_code(code);
-    EXPECT_OK(CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H0), m));
-    EXPECT_OK(CheckHeldCaseHandling(Case(code), m));
-    if (code == v1::HANDLING_CODE_H3) {
-      m.set_handling_restriction("no press");
-      EXPECT_OK(CheckHeldCaseHandling(Case(code, "no press"), m));
+TEST(HandlingTest, ReceiverHoldsAnH0MessageToTheCasesCode) {
+  // The peer's copy of the case may be older than ours (or a peer may
+  // weaken a message): it is kept, under the case's code.
+  for (v1::HandlingCode code : {v1::HANDLING_CODE_H1, v1::HANDLING_CODE_H2}) {
+    v1::CaseMessage m = Received(v1::HANDLING_CODE_H0);
+    EXPECT_TRUE(HoldToHeldCase(Case(code), &m));
+    EXPECT_EQ(m.handling_code(), code);
+    EXPECT_EQ(m.handling_restriction(), "");
+  }
+  v1::CaseMessage m = Received(v1::HANDLING_CODE_H0);
+  EXPECT_TRUE(HoldToHeldCase(Case(v1::HANDLING_CODE_H3, "no press"), &m));
+  EXPECT_EQ(m.handling_code(), v1::HANDLING_CODE_H3);
+  EXPECT_EQ(m.handling_restriction(), "no press");
+  // The rest of the message is as sent.
+  EXPECT_EQ(m.body(), "note");
+  EXPECT_EQ(m.kind(), v1::MESSAGE_KIND_NOTE);
+}
+
+TEST(HandlingTest, ReceiverLeavesAMessageUnderTheCasesCodeAsSent) {
+  // The case's own code, or anything on an H0 case.
+  for (v1::HandlingCode code :
+       {v1::HANDLING_CODE_H0, v1::HANDLING_CODE_H1, v1::HANDLING_CODE_H2}) {
+    for (v1::HandlingCode held :
+         {code, v1::HANDLING_CODE_H0, v1::HANDLING_CODE_UNSPECIFIED}) {
+      v1::CaseMessage m = Received(code);
+      EXPECT_FALSE(HoldToHeldCase(Case(held), &m))
+          << HandlingCodeName(code) << " on " << HandlingCodeName(held);
+      EXPECT_EQ(m.handling_code(), code);
     }
+  }
+  for (v1::HandlingCode held : {v1::HANDLING_CODE_H0, v1::HANDLING_CODE_H3}) {
+    v1::CaseMessage m = Received(v1::HANDLING_CODE_H3, "no press");
+    EXPECT_FALSE(HoldToHeldCase(
+        Case(held, held == v1::HANDLING_CODE_H3 ? "no press" : ""), &m));
+    EXPECT_EQ(m.handling_restriction(), "no press");
   }
   // A case share carries the case itself, which its originator may have
   // relaxed since the copy held here.
-  v1::CaseMessage share = Note();
+  v1::CaseMessage share = Received(v1::HANDLING_CODE_H0);
   share.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
-  share.set_handling_code(v1::HANDLING_CODE_H0);
-  EXPECT_OK(CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H2), share));
+  EXPECT_FALSE(HoldToHeldCase(Case(v1::HANDLING_CODE_H2), &share));
+  EXPECT_EQ(share.handling_code(), v1::HANDLING_CODE_H0);
 }
 
-TEST(HandlingTest, ReceiverRefusesAnH3MessageWithAnotherRestriction) {
-  v1::CaseMessage m = Note();
-  m.set_handling_code(v1::HANDLING_CODE_H3);
-  m.set_handling_restriction("no press");
-  EXPECT_OK(CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H3, "no press"), m));
-  m.set_handling_restriction("may be shared with Interpol");
-  const absl::Status refused =
-      CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H3, "no press"), m);
-  EXPECT_THAT(refused,
-              StatusIs(absl::StatusCode::kPermissionDenied,
-                       AllOf(HasSubstr("handling_restriction other than the "
-                                       "case's"),
-                             HasSubstr("PK-2026-000042"))));
-  // Its text is signed: refused for good.
-  EXPECT_TRUE(Inbound::IsPermanent(refused));
-  // On an H0 case a message may choose H3 with a text of its own.
-  EXPECT_OK(CheckHeldCaseHandling(Case(v1::HANDLING_CODE_H0), m));
+TEST(HandlingTest, ReceiverStatesBothRestrictionsWhenNeitherCoversTheOther) {
+  // Our case raised from H2 to H3 and not shared again: the peer's messages
+  // still carry H2. Both apply.
+  v1::CaseMessage m = Received(v1::HANDLING_CODE_H2);
+  EXPECT_TRUE(HoldToHeldCase(Case(v1::HANDLING_CODE_H3, "no press"), &m));
+  EXPECT_EQ(m.handling_code(), v1::HANDLING_CODE_H3);
+  EXPECT_EQ(m.handling_restriction(),
+            "no press; and as sent: H2: no onward dissemination without the "
+            "originator's permission");
+  EXPECT_OK(CheckMessageHandling(m, "message"));
+
+  // H1 and H2 restrict different things: neither stands for the other.
+  m = Received(v1::HANDLING_CODE_H2);
+  EXPECT_TRUE(HoldToHeldCase(Case(v1::HANDLING_CODE_H1), &m));
+  EXPECT_EQ(m.handling_code(), v1::HANDLING_CODE_H3);
+  EXPECT_EQ(m.handling_restriction(),
+            "H1: not for use as evidence in judicial proceedings without the "
+            "originator's permission; and as sent: H2: no onward "
+            "dissemination without the originator's permission");
+
+  // An H3 message on an H1 case: its text does not say H1's.
+  m = Received(v1::HANDLING_CODE_H3, "no press");
+  EXPECT_TRUE(HoldToHeldCase(Case(v1::HANDLING_CODE_H1), &m));
+  EXPECT_EQ(m.handling_code(), v1::HANDLING_CODE_H3);
+  EXPECT_EQ(m.handling_restriction(),
+            "H1: not for use as evidence in judicial proceedings without the "
+            "originator's permission; and as sent: no press");
+
+  // Two H3 texts: the case's restriction was changed on one side only.
+  m = Received(v1::HANDLING_CODE_H3, "may be shared with Interpol");
+  EXPECT_TRUE(HoldToHeldCase(Case(v1::HANDLING_CODE_H3, "no press"), &m));
+  EXPECT_EQ(m.handling_code(), v1::HANDLING_CODE_H3);
+  EXPECT_EQ(m.handling_restriction(),
+            "no press; and as sent: may be shared with Interpol");
 }
 
 TEST(HandlingTest, OtherDenialsOfAnEnvelopeAreNotPermanent) {
