@@ -377,13 +377,23 @@ absl::StatusOr<HandlingMarking> EvidenceMarking(
     return absl::InvalidArgumentError(
         "envelope.message.handling_code: the signed envelope states none");
   }
+  marking.held_code = bundle.held_handling_code();
+  marking.held_restriction = bundle.held_handling_restriction();
+  marking.held_notice =
+      HandlingNotice(marking.held_code, marking.held_restriction);
   return marking;
 }
 
 std::string FormatMarking(const HandlingMarking& marking, bool verified) {
-  return absl::StrCat("*** Handling ", marking.notice,
-                      verified ? "" : " (as the unverified envelope states)",
-                      " ***\n");
+  std::string out = absl::StrCat(
+      "*** Handling ", marking.notice,
+      verified ? "" : " (as the unverified envelope states)", " ***\n");
+  if (!marking.held_notice.empty()) {
+    absl::StrAppend(&out, "*** Held by the receiving gateway under ",
+                    marking.held_notice,
+                    " (its copy of the case differs; not signed) ***\n");
+  }
+  return out;
 }
 
 std::string FormatDeliveryStatus(const v1::DeliveryStatus& s) {

@@ -53,13 +53,21 @@ struct HandlingMarking {
   v1::HandlingCode code = v1::HANDLING_CODE_UNSPECIFIED;
   std::string restriction;  // with H3
   std::string notice;       // e.g. "H1: not for use as evidence ..."
+  // The receiving gateway's held handling (EvidenceBundle
+  // held_handling_code), when it holds the message to more than the
+  // envelope states; empty otherwise.
+  v1::HandlingCode held_code = v1::HANDLING_CODE_UNSPECIFIED;
+  std::string held_restriction;
+  std::string held_notice;
 };
 // INVALID_ARGUMENT naming the field if the bundle's envelope bytes do not
 // parse or carry no handling code.
 absl::StatusOr<HandlingMarking> EvidenceMarking(
     const v1::EvidenceBundle& bundle);
-// The line a reader sees first: "*** Handling H1: ... ***". Not
-// `verified`: of a bundle whose signatures did not check out, said so.
+// The line a reader sees first: "*** Handling H1: ... ***", followed, when
+// the receiving gateway holds the message to more, by "*** Held by the
+// receiving gateway under H3: ... ***". Not `verified`: of a bundle whose
+// signatures did not check out, said so.
 std::string FormatMarking(const HandlingMarking& marking, bool verified = true);
 
 // Columns padded by display width (CJK characters take two cells).

@@ -278,6 +278,13 @@ void AddMarking(const cb::cli::HandlingMarking& marking,
     out["handling_restriction"] = marking.restriction;
   }
   out["handling_notice"] = marking.notice;
+  if (!marking.held_notice.empty()) {
+    out["held_handling_code"] = v1::HandlingCode_Name(marking.held_code);
+    if (!marking.held_restriction.empty()) {
+      out["held_handling_restriction"] = marking.held_restriction;
+    }
+    out["held_handling_notice"] = marking.held_notice;
+  }
 }
 
 int EvidenceVerify(const Options& options, const std::string& path,

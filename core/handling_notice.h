@@ -7,6 +7,7 @@
 
 #include "absl/strings/string_view.h"
 #include "casebridge/v1/common.pb.h"
+#include "casebridge/v1/exchange.pb.h"
 
 namespace casebridge {
 
@@ -15,6 +16,24 @@ namespace casebridge {
 // restriction text follows. Empty for an unset code.
 std::string HandlingNotice(v1::HandlingCode code,
                            absl::string_view restriction);
+
+// Where an H3 restriction stating two handlings joins them ("<the case's>;
+// and as sent: <the message's>").
+inline constexpr absl::string_view kAndAsSent = "; and as sent: ";
+
+// Holds `message` to the handling (`code`, `restriction`) of its case as
+// well as to its own, and returns whether that changed it. A handling asks
+// nothing more under H0; H1 and H2 ask their notice's words; H3 asks each
+// part of its text (parts joined by kAndAsSent). The codes are not a ladder
+// (H1 and H2 restrict different things, H3 states its own), so:
+//   - a message whose own handling asks every part the case's asks (the
+//     same code and text, or any code on an H0 case) is left unchanged;
+//   - one asking no part the case's does not (an H0 message) takes the
+//     case's code and restriction;
+//   - any other becomes H3 stating both, the case's parts first, each part
+//     once. Its text may then be longer than one restriction may be.
+bool HoldToCaseHandling(v1::HandlingCode code, absl::string_view restriction,
+                        v1::CaseMessage* message);
 
 }  // namespace casebridge
 

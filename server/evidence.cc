@@ -16,7 +16,34 @@ struct Found {
   std::string signed_envelope;
   std::optional<std::string> receipt;  // serialized v1.SignedReceipt
   uint64_t received_index = 0;         // inbound only
+  // Inbound only: the message as stored here (serialized v1.CaseMessage,
+  // opened), empty if purged.
+  std::string message;
 };
+
+// Sets the bundle's held handling when the message as stored here
+// (`stored`, serialized; empty if purged) is held to another handling than
+// its envelope states.
+absl::Status AddHeldHandling(const std::string& envelope_id,
+                             const std::string& stored,
+                             v1::EvidenceBundle* bundle) {
+  if (stored.empty()) return absl::OkStatus();
+  v1::CaseMessage held;
+  v1::Envelope envelope;
+  if (!held.ParseFromString(stored) ||
+      !envelope.ParseFromString(bundle->envelope().envelope())) {
+    return absl::DataLossError(
+        absl::StrCat("stored message of ", envelope_id, " does not parse"));
+  }
+  if (held.handling_code() == envelope.message().handling_code() &&
+      held.handling_restriction() ==
+          envelope.message().handling_restriction()) {
+    return absl::OkStatus();
+  }
+  bundle->set_held_handling_code(held.handling_code());
+  bundle->set_held_handling_restriction(held.handling_restriction());
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -90,9 +117,11 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::LocalPart(
       return absl::OkStatus();
     }
     CB_ASSIGN_OR_RETURN(
-        auto in, c.Prepare("SELECT signed_envelope, receipt, audit_index, "
-                           "sealed, message_id FROM inbound "
-                           "WHERE envelope_id = ?"));
+        auto in,
+        c.Prepare("SELECT i.signed_envelope, i.receipt, i.audit_index, "
+                  "i.sealed, i.message_id, m.body, m.sealed FROM inbound i "
+                  "LEFT JOIN messages m ON m.message_id = i.message_id "
+                  "WHERE i.envelope_id = ?"));
     in.Bind(1, envelope_id);
     CB_ASSIGN_OR_RETURN(const bool received, in.Step());
     if (received) {
@@ -102,6 +131,12 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::LocalPart(
                                  in.ColumnText(4), kInboundEnvelopeField));
       f.receipt = in.ColumnBlob(1);
       f.received_index = static_cast<uint64_t>(in.ColumnInt(2));
+      if (!in.ColumnIsNull(5)) {
+        CB_ASSIGN_OR_RETURN(
+            f.message, FromStored(sealer_, c, MessageRecord(in.ColumnText(4)),
+                                  kMessageBodyField, in.ColumnBlob(5),
+                                  in.ColumnInt(6) != 0));
+      }
       found = std::move(f);
     }
     return absl::OkStatus();
@@ -140,6 +175,7 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::LocalPart(
   } else {
     CB_ASSIGN_OR_RETURN(*bundle.mutable_received(),
                         Prove(found->received_index, true));
+    CB_RETURN_IF_ERROR(AddHeldHandling(envelope_id, found->message, &bundle));
   }
   return bundle;
 }
@@ -174,6 +210,9 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
           "the peer gateway's RECEIVED entry is not the one its receipt names");
     }
     *bundle.mutable_received() = theirs.received();
+    // The receiver's statement of how it holds the message, as it gave it.
+    bundle.set_held_handling_code(theirs.held_handling_code());
+    bundle.set_held_handling_restriction(theirs.held_handling_restriction());
   } else {
     if (!theirs.has_sent()) {
       return absl::UnavailableError(

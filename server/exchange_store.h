@@ -68,6 +68,11 @@ struct OutboxItem {
 struct InboundResult {
   v1::SignedReceipt receipt;  // byte for byte the receipt first given
   bool replay = false;        // the envelope had already been received
+  // The message was stored under another handling than it was sent under
+  // (InboundEnvelope::hold_to_held_case): the case's code as held here and
+  // the code it is held to. Unset for replays.
+  std::optional<v1::HandlingCode> case_under;
+  std::optional<v1::HandlingCode> held_under;
 };
 
 // One envelope of ExchangeStore::AcceptInboundBatch, as AcceptInbound takes
@@ -81,8 +86,9 @@ struct InboundEnvelope {
   // be new and before anything of it is written, with the case its message
   // belongs to as this gateway holds it (not called if it holds no such
   // case) and the copy of the message about to be stored, which it may
-  // change (HoldToHeldCase); the signed envelope is stored as received.
-  std::function<void(const v1::CaseReference& held, v1::CaseMessage* message)>
+  // change (HoldToHeldCase; returns whether it did); the signed envelope is
+  // stored as received.
+  std::function<bool(const v1::CaseReference& held, v1::CaseMessage* message)>
       hold_to_held_case;
 };
 
@@ -305,9 +311,10 @@ class ExchangeStore {
       absl::Time at) = 0;
 
   // As Acknowledge, and in the same transaction queues the acknowledgement
-  // that travels back: `reply` gets the acknowledged message (its handling
-  // code and restriction those of its case as held here when the case is
-  // under H1, H2 or H3: the case may have been raised since) and returns the
+  // that travels back: `reply` gets the acknowledged message, held to its
+  // case as held here now as well (HoldToCaseHandling: the case may have
+  // changed since; a restriction stating both cut to the limit if need be),
+  // and returns the
   // outgoing message to queue (as QueueOutgoing would, with `reply_audit`),
   // so an acknowledgement is never recorded without its way back.
   virtual absl::StatusOr<QueuedMessage> AcknowledgeAndReply(

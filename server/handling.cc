@@ -86,49 +86,10 @@ absl::Status CheckMessageHandling(const v1::CaseMessage& message,
   return absl::OkStatus();
 }
 
-namespace {
-
-// Whether handling (`code`, `restriction`) asks at least what (`other`,
-// `other_restriction`) asks. H0 is asked by every code. The others are not a
-// ladder (H1 and H2 restrict different things, H3 states its own), so each
-// covers only itself, H3 only with the same text.
-bool Covers(v1::HandlingCode code, absl::string_view restriction,
-            v1::HandlingCode other, absl::string_view other_restriction) {
-  if (other == v1::HANDLING_CODE_UNSPECIFIED || other == v1::HANDLING_CODE_H0) {
-    return true;
-  }
-  return code == other && restriction == other_restriction;
-}
-
-// One side's handling as the text of an H3 restriction.
-std::string AsRestriction(v1::HandlingCode code,
-                          absl::string_view restriction) {
-  if (code == v1::HANDLING_CODE_H3) return std::string(restriction);
-  return HandlingNotice(code, "");
-}
-
-}  // namespace
-
 bool HoldToHeldCase(const v1::CaseReference& held, v1::CaseMessage* message) {
   if (message->kind() == v1::MESSAGE_KIND_CASE_SHARE) return false;
-  const v1::HandlingCode case_code = held.handling_code();
-  const v1::HandlingCode own = message->handling_code();
-  if (Covers(own, message->handling_restriction(), case_code,
-             held.handling_restriction())) {
-    return false;
-  }
-  if (Covers(case_code, held.handling_restriction(), own,
-             message->handling_restriction())) {
-    message->set_handling_code(case_code);
-    message->set_handling_restriction(held.handling_restriction());
-    return true;
-  }
-  std::string both = absl::StrCat(
-      AsRestriction(case_code, held.handling_restriction()),
-      "; and as sent: ", AsRestriction(own, message->handling_restriction()));
-  message->set_handling_code(v1::HANDLING_CODE_H3);
-  message->set_handling_restriction(std::move(both));
-  return true;
+  return HoldToCaseHandling(held.handling_code(), held.handling_restriction(),
+                            message);
 }
 
 void MarkHandling(v1::CaseReference* c) {

@@ -40,14 +40,12 @@ absl::Status CheckMessageHandling(const v1::CaseMessage& message,
 // case changed by UpdateCase and not shared again) or newer (its case
 // changed and not shared again), so a code that differs is no proof of a
 // peer weakening anything, and refusing it would lose the message for good.
-// The message is kept, held to both:
-//   - its own handling when that covers the case's (the same code and
-//     restriction, or anything on an H0 case), and it is left unchanged;
-//   - the case's when that covers the message's (an H0 message);
-//   - otherwise (two codes of H1-H3, which restrict different things, or
-//     two H3 texts) H3 stating both restrictions, the case's first.
-// A CASE_SHARE carries the case itself and is left as sent. Returns whether
-// the message was changed; the envelope keeps what the peer signed.
+// The message is kept, held to both (HoldToCaseHandling): unchanged when
+// its handling asks all the case's does, the case's for an H0 message, and
+// otherwise H3 stating both, e.g. "no press; and as sent: H2: no onward
+// dissemination without the originator's permission". A CASE_SHARE carries
+// the case itself and is left as sent. Returns whether the message was
+// changed; the envelope keeps what the peer signed.
 bool HoldToHeldCase(const v1::CaseReference& held, v1::CaseMessage* message);
 
 // Set the output-only `handling_notice` of what a reader is about to be

@@ -247,18 +247,7 @@ std::vector<v1::DeliverResponse> Inbound::Accept(std::vector<Checked> batch) {
     // Never weaker than the case as we last stored it (our own copy of our
     // case, or the peer's case as it last shared it), and never refused for
     // a code the peer's copy of the case gave it.
-    envelopes[i].hold_to_held_case = [](const v1::CaseReference& held,
-                                        v1::CaseMessage* message) {
-      const v1::HandlingCode sent = message->handling_code();
-      if (HoldToHeldCase(held, message)) {
-        log::Info("envelope.held_to_case",
-                  {{"message_id", message->message_id()},
-                   {"exchange_id", held.exchange_id()},
-                   {"sent_under", HandlingCodeName(sent)},
-                   {"case_under", HandlingCodeName(held.handling_code())},
-                   {"held_under", HandlingCodeName(message->handling_code())}});
-      }
-    };
+    envelopes[i].hold_to_held_case = HoldToHeldCase;
   }
   std::vector<absl::StatusOr<InboundResult>> results =
       store_->AcceptInboundBatch(
@@ -284,6 +273,16 @@ std::vector<v1::DeliverResponse> Inbound::Accept(std::vector<Checked> batch) {
       *response.mutable_receipt() = std::move(result->receipt);
       log::Info(result->replay ? "envelope.replayed" : "envelope.received",
                 {{"envelope_id", response.envelope_id()}});
+      if (result->held_under.has_value()) {
+        const v1::CaseMessage& sent = batch[i].envelope.message();
+        log::Info("envelope.held_to_case",
+                  {{"envelope_id", response.envelope_id()},
+                   {"message_id", sent.message_id()},
+                   {"exchange_id", sent.exchange_id()},
+                   {"sent_under", HandlingCodeName(sent.handling_code())},
+                   {"case_under", HandlingCodeName(*result->case_under)},
+                   {"held_under", HandlingCodeName(*result->held_under)}});
+      }
       continue;
     }
     Refuse(result.status(), std::move(batch[i].event), &response);

@@ -9,13 +9,33 @@
 #include "absl/strings/str_cat.h"
 #include "core/envelope.h"
 #include "core/grpc_status.h"
+#include "core/handling_notice.h"
 #include "core/status_macros.h"
 #include "core/status_mark.h"
+#include "core/utf8.h"
 #include "google/protobuf/util/time_util.h"
+#include "server/validation.h"
 
 namespace casebridge::server {
 
 namespace {
+
+// A restriction stating two handlings (HoldToCaseHandling) may be longer
+// than a message may carry: cut it to the limit, saying so.
+void FitRestriction(v1::CaseMessage* message) {
+  constexpr absl::string_view kCut = " [cut to fit the limit]";
+  const std::string& text = message->handling_restriction();
+  const std::optional<size_t> length = Utf8Length(text);
+  if (!length.has_value() || *length <= kMaxRestrictionChars) return;
+  const size_t keep = kMaxRestrictionChars - kCut.size();
+  size_t chars = 0;
+  size_t end = 0;
+  for (; end < text.size(); ++end) {
+    const auto byte = static_cast<unsigned char>(text[end]);
+    if ((byte & 0xC0) != 0x80 && chars++ == keep) break;
+  }
+  message->set_handling_restriction(absl::StrCat(text.substr(0, end), kCut));
+}
 
 constexpr char kAuditedByStorePayload[] =
     "type.casebridge.dev/refusal.audited-by-store";
@@ -1074,7 +1094,10 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
   if (in.hold_to_held_case) {
     CB_ASSIGN_OR_RETURN(const std::optional<v1::CaseReference> held,
                         HeldCase(conn, message.exchange_id()));
-    if (held.has_value()) in.hold_to_held_case(*held, &message);
+    if (held.has_value() && in.hold_to_held_case(*held, &message)) {
+      result.case_under = held->handling_code();
+      result.held_under = message.handling_code();
+    }
   }
 
   AuditEvent event = in.audit;
@@ -1465,17 +1488,16 @@ absl::StatusOr<OutgoingMessage> SqliteExchangeStore::MakeReply(
   CB_ASSIGN_OR_RETURN(v1::CaseMessage acknowledged,
                       LoadMessage(sealer_, conn, message_id, find.ColumnBlob(0),
                                   find.ColumnInt(1) != 0));
-  // The acknowledgement travels under its case's code as held here now:
-  // the case may have been raised since the message came, and the peer
-  // holds every message to its own copy of the case.
+  // The acknowledgement travels under the message's handling as held here
+  // and its case's as held now: the case may have changed since the
+  // message came (a CASE_SHARE's too).
   CB_ASSIGN_OR_RETURN(const std::optional<v1::CaseReference> held,
                       HeldCase(conn, acknowledged.exchange_id()));
-  if (held.has_value() &&
-      held->handling_code() != v1::HANDLING_CODE_UNSPECIFIED &&
-      held->handling_code() != v1::HANDLING_CODE_H0) {
-    acknowledged.set_handling_code(held->handling_code());
-    acknowledged.set_handling_restriction(held->handling_restriction());
+  if (held.has_value()) {
+    HoldToCaseHandling(held->handling_code(), held->handling_restriction(),
+                       &acknowledged);
   }
+  FitRestriction(&acknowledged);
   return reply(acknowledged);
 }
 

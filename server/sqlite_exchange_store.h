@@ -160,8 +160,8 @@ class SqliteExchangeStore final : public ExchangeStore {
                                         const std::string& office,
                                         const std::string& message_id,
                                         absl::Time at, const AuditEvent& audit);
-  // AcknowledgeAndReply's reply to `message_id`, under its case's code as
-  // held here now.
+  // AcknowledgeAndReply's reply to `message_id`, under the message's
+  // handling held to its case's as held here now.
   absl::StatusOr<OutgoingMessage> MakeReply(
       sqlite::Connection& conn, const std::string& message_id,
       const std::function<absl::StatusOr<OutgoingMessage>(

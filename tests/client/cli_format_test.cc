@@ -162,6 +162,31 @@ TEST(CliFormatTest, EvidenceMarkingIsReadFromTheSignedEnvelopeBytes) {
   EXPECT_EQ(h3.notice, "H3: restricted by the originator: no press");
 }
 
+TEST(CliFormatTest, EvidenceMarkingShowsTheReceiversHeldHandlingToo) {
+  v1::EvidenceBundle bundle = BundleOf(v1::HANDLING_CODE_H2);
+  ASSERT_OK_AND_ASSIGN(HandlingMarking marking, EvidenceMarking(bundle));
+  EXPECT_EQ(marking.held_notice, "");
+  EXPECT_EQ(FormatMarking(marking),
+            "*** Handling H2: no onward dissemination without the "
+            "originator's permission ***\n");
+
+  bundle.set_held_handling_code(v1::HANDLING_CODE_H3);
+  bundle.set_held_handling_restriction(
+      "no press; and as sent: H2: no onward dissemination without the "
+      "originator's permission");
+  ASSERT_OK_AND_ASSIGN(marking, EvidenceMarking(bundle));
+  // What the envelope states comes first, as signed.
+  EXPECT_EQ(marking.code, v1::HANDLING_CODE_H2);
+  EXPECT_EQ(marking.held_code, v1::HANDLING_CODE_H3);
+  EXPECT_EQ(FormatMarking(marking),
+            "*** Handling H2: no onward dissemination without the "
+            "originator's permission ***\n"
+            "*** Held by the receiving gateway under H3: restricted by the "
+            "originator: no press; and as sent: H2: no onward dissemination "
+            "without the originator's permission (its copy of the case "
+            "differs; not signed) ***\n");
+}
+
 TEST(CliFormatTest, EvidenceMarkingRefusesEnvelopeWithoutCodeOrBytes) {
   EXPECT_THAT(EvidenceMarking(BundleOf(v1::HANDLING_CODE_UNSPECIFIED)),
               StatusIs(absl::StatusCode::kInvalidArgument,

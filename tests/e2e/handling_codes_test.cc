@@ -5,12 +5,15 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "casebridge/v1/audit.pb.h"
 #include "client/office_client.h"
+#include "core/handling_notice.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/testing/process.h"
 #include "tests/testing/status_matchers.h"
@@ -459,6 +462,119 @@ TEST_F(HandlingCodesTest, AcknowledgementFollowsACaseRaisedSinceItsMessage) {
   ASSERT_OK(status.status());
   EXPECT_EQ(status->state(), v1::DELIVERY_STATE_DELIVERED)
       << status->DebugString() << pk_->Log();
+  // MPS signed it under H2: PK would hold an H0 acknowledgement to its H2
+  // case as well, so the envelope itself is looked at.
+  absl::StatusOr<v1::EvidenceBundle> bundle;
+  EXPECT_TRUE(WaitUntil([&] {
+    bundle = Cn(kMps)->GetEvidence(ack_id);
+    return bundle.status().code() != absl::StatusCode::kFailedPrecondition;
+  })) << bundle.status();
+  ASSERT_OK(bundle.status());
+  v1::Envelope signed_ack;
+  ASSERT_TRUE(signed_ack.ParseFromString(bundle->envelope().envelope()));
+  EXPECT_EQ(signed_ack.message().handling_code(), v1::HANDLING_CODE_H2);
+  // PK holds it as signed: the bundle states no other handling.
+  EXPECT_EQ(bundle->held_handling_code(), v1::HANDLING_CODE_UNSPECIFIED);
+}
+
+TEST_F(HandlingCodesTest, MessagesOnACaseRaisedOnOneSideOnlyAreKeptUnderBoth) {
+  // FIA's H2 case is shared; FIA then raises it to H3 without sharing it
+  // again, so MPS still holds it under H2 and writes under H2.
+  const std::string id = OpenAndShare(v1::HANDLING_CODE_H2);
+  ASSERT_FALSE(id.empty());
+  const std::string restriction = "Not to be shared with the press";
+  v1::UpdateCaseRequest raise;
+  raise.mutable_case_reference()->set_exchange_id(id);
+  raise.mutable_case_reference()->set_handling_code(v1::HANDLING_CODE_H3);
+  raise.mutable_case_reference()->set_handling_restriction(restriction);
+  raise.mutable_update_mask()->add_paths("handling_code");
+  raise.mutable_update_mask()->add_paths("handling_restriction");
+  raise.set_expected_version(1);
+  ASSERT_OK(Pk(kFia)->UpdateCase(raise).status());
+
+  v1::SendMessageRequest send;
+  v1::CaseMessage* m = send.mutable_message();
+  m->set_exchange_id(id);
+  m->set_kind(v1::MESSAGE_KIND_RESCUE_UPDATE);
+  m->set_rescue_stage(v1::RESCUE_STAGE_IN_SHELTER);
+  m->set_priority(v1::PRIORITY_URGENT);
+  m->set_body("V1 is in the shelter in Guangzhou.");
+  auto mps = Cn(kMps);
+  ASSERT_OK_AND_ASSIGN(const v1::SendMessageResponse sent,
+                       mps->SendMessage(send));
+  absl::StatusOr<v1::DeliveryStatus> status;
+  ASSERT_TRUE(WaitUntil([&] {
+    status = mps->GetDeliveryStatus(sent.message_id());
+    return status.ok() && (status->state() == v1::DELIVERY_STATE_DELIVERED ||
+                           status->state() == v1::DELIVERY_STATE_FAILED);
+  })) << cn_->Log();
+  // Not refused: the update reaches the desk, under both restrictions.
+  ASSERT_EQ(status->state(), v1::DELIVERY_STATE_DELIVERED)
+      << status->DebugString() << pk_->Log();
+  const std::string both = absl::StrCat(
+      restriction, kAndAsSent,
+      "H2: no onward dissemination without the originator's permission");
+  std::optional<v1::CaseMessage> update;
+  ASSERT_OK(Pk(kFia)->WatchInbox(
+      "", absl::Seconds(20), [&](const v1::WatchInboxResponse& item) {
+        if (item.message().message_id() != sent.message_id()) return true;
+        update = item.message();
+        return false;
+      }));
+  ASSERT_TRUE(update.has_value());
+  EXPECT_EQ(update->body(), "V1 is in the shelter in Guangzhou.");
+  EXPECT_EQ(update->handling_code(), v1::HANDLING_CODE_H3);
+  EXPECT_EQ(update->handling_restriction(), both);
+  EXPECT_EQ(update->handling_notice(),
+            absl::StrCat("H3: restricted by the originator: ", both));
+  // The evidence of it, from either side, proves the envelope as MPS signed
+  // it (H2) and carries PK's held handling beside it.
+  auto expect_held_in_evidence = [&](client::OfficeClient& office) {
+    absl::StatusOr<v1::EvidenceBundle> bundle;
+    EXPECT_TRUE(WaitUntil([&] {
+      bundle = office.GetEvidence(sent.message_id());
+      return bundle.status().code() != absl::StatusCode::kFailedPrecondition;
+    })) << bundle.status();
+    ASSERT_OK(bundle.status());
+    v1::Envelope envelope;
+    ASSERT_TRUE(envelope.ParseFromString(bundle->envelope().envelope()));
+    EXPECT_EQ(envelope.message().handling_code(), v1::HANDLING_CODE_H2);
+    EXPECT_EQ(bundle->held_handling_code(), v1::HANDLING_CODE_H3);
+    EXPECT_EQ(bundle->held_handling_restriction(), both);
+  };
+  expect_held_in_evidence(*Pk(kFia));
+  expect_held_in_evidence(*mps);
+
+  // FIA's acknowledgement goes back under both as well, and MPS, holding
+  // the case under H2, takes it as it is.
+  ASSERT_OK_AND_ASSIGN(
+      const std::string ack_id,
+      Pk(kFia)->Acknowledge(sent.message_id(), v1::ACKNOWLEDGEMENT_KIND_ACTED,
+                            "Family informed."));
+  ASSERT_TRUE(Delivered(ack_id)) << pk_->Log() << cn_->Log();
+  std::optional<v1::CaseMessage> ack;
+  ASSERT_OK(mps->WatchInbox("", absl::Seconds(20),
+                            [&](const v1::WatchInboxResponse& item) {
+                              if (item.message().message_id() != ack_id)
+                                return true;
+                              ack = item.message();
+                              return false;
+                            }));
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_EQ(ack->body(), "Acted on: Family informed.");
+  EXPECT_EQ(ack->handling_code(), v1::HANDLING_CODE_H3);
+  EXPECT_EQ(ack->handling_restriction(), both);
+
+  // Neither side refused anything on the case.
+  for (const auto& [auditor, gateway, country] :
+       {std::tuple{kPkAuditor, pk_.get(), "PK"},
+        std::tuple{kCnAuditor, cn_.get(), "CN"}}) {
+    for (const v1::AuditEntry& e : Entries(auditor, *gateway, country)) {
+      if (e.action() == "envelope.received") {
+        EXPECT_EQ(e.status_code(), 0) << country << ": " << e.status_message();
+      }
+    }
+  }
 }
 
 TEST_F(HandlingCodesTest, MessageMayNotWeakenItsCasesCode) {

@@ -9,6 +9,7 @@
 
 #include "core/envelope.h"
 #include "core/grpc_status.h"
+#include "core/handling_notice.h"
 #include "server/inbound.h"
 #include "server/validation.h"
 #include "tests/testing/status_matchers.h"
@@ -276,6 +277,25 @@ TEST(HandlingTest, ReceiverStatesBothRestrictionsWhenNeitherCoversTheOther) {
   EXPECT_EQ(m.handling_code(), v1::HANDLING_CODE_H3);
   EXPECT_EQ(m.handling_restriction(),
             "no press; and as sent: may be shared with Interpol");
+}
+
+TEST(HandlingTest, ATextStatingBothIsHeldAgainWithoutRepeatingItsParts) {
+  // Held once on arrival, then held again to the same case (an
+  // acknowledgement of it): nothing to add.
+  v1::CaseMessage m = Received(v1::HANDLING_CODE_H2);
+  ASSERT_TRUE(HoldToHeldCase(Case(v1::HANDLING_CODE_H3, "no press"), &m));
+  const std::string both = m.handling_restriction();
+  EXPECT_FALSE(HoldToCaseHandling(v1::HANDLING_CODE_H3, "no press", &m));
+  EXPECT_FALSE(HoldToCaseHandling(v1::HANDLING_CODE_H2, "", &m));
+  EXPECT_EQ(m.handling_restriction(), both);
+  // The case changed again: only what is new is added, once.
+  EXPECT_TRUE(HoldToCaseHandling(v1::HANDLING_CODE_H1, "", &m));
+  EXPECT_EQ(m.handling_restriction(),
+            "H1: not for use as evidence in judicial proceedings without the "
+            "originator's permission; and as sent: no press; and as sent: H2: "
+            "no onward dissemination without the originator's permission");
+  // An H0 case asks nothing more.
+  EXPECT_FALSE(HoldToCaseHandling(v1::HANDLING_CODE_H0, "", &m));
 }
 
 TEST(HandlingTest, OtherDenialsOfAnEnvelopeAreNotPermanent) {
