@@ -7,6 +7,7 @@
 #include <atomic>
 #include <latch>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -15,14 +16,17 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "core/crypto.h"
 #include "core/envelope.h"
 #include "core/grpc_status.h"
+#include "core/handling_notice.h"
 #include "core/status_macros.h"
 #include "google/protobuf/util/time_util.h"
 #include "server/sqlite_case_store.h"
+#include "server/validation.h"
 #include "tests/testing/fake_clock.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_pki.h"
@@ -1200,6 +1204,50 @@ TEST_F(ExchangeStoreTest, AcknowledgeOncePerOffice) {
   EXPECT_EQ(AuditSize(), audit_size + 1);
   ASSERT_OK(exchange().Acknowledge(kEmbassy, "CN-M-1", at,
                                    Event("message.acknowledge", kEmbassy)));
+}
+
+TEST_F(ExchangeStoreTest, AcknowledgementIsHeldToTheCaseAsHeldNowAndFits) {
+  // Our case, under H3, and a message the peer sent under an H3 text of
+  // its own (its copy of the case is older): each text may be a
+  // restriction, the two stated together are too long for one.
+  const std::string ours(600, 'a');
+  const std::string theirs(600, 'b');
+  v1::CaseReference draft;
+  draft.set_category(v1::CASE_CATEGORY_FORCED_LABOUR);
+  draft.set_summary("Recruited for factory work abroad.");
+  draft.set_handling_code(v1::HANDLING_CODE_H3);
+  draft.set_handling_restriction(ours);
+  ASSERT_OK_AND_ASSIGN(
+      const OpenedCase opened,
+      store_->cases().OpenCase(draft, kFia, {}, Event("case.open")));
+  v1::CaseMessage message = PeerMessage("CN-M-1");
+  message.set_exchange_id(opened.case_reference.exchange_id());
+  message.set_handling_code(v1::HANDLING_CODE_H3);
+  message.set_handling_restriction(theirs);
+  ASSERT_OK(Accept(PeerEnvelope("CN-E-1", message)).status());
+
+  std::optional<v1::CaseMessage> seen;
+  const absl::StatusOr<QueuedMessage> reply = exchange().AcknowledgeAndReply(
+      kFia, "CN-M-1", clock_.Now(), Event("message.acknowledge"),
+      [&](const v1::CaseMessage& acknowledged)
+          -> absl::StatusOr<OutgoingMessage> {
+        seen = acknowledged;
+        return absl::FailedPreconditionError("only looked at");
+      },
+      Event("message.send"));
+  EXPECT_THAT(reply, StatusIs(absl::StatusCode::kFailedPrecondition,
+                              HasSubstr("only looked at")));
+  ASSERT_TRUE(seen.has_value());
+  EXPECT_EQ(seen->handling_code(), v1::HANDLING_CODE_H3);
+  // Both, the case's first, cut to the limit and saying so.
+  const std::string& text = seen->handling_restriction();
+  EXPECT_EQ(text.size(), kMaxRestrictionChars);
+  EXPECT_TRUE(absl::StartsWith(text, absl::StrCat(ours, kAndAsSent, "bbb")))
+      << text.substr(990, 40);
+  EXPECT_TRUE(absl::EndsWith(text, "b [cut to fit the limit]"))
+      << text.substr(text.size() - 40);
+  // The reply refused, nothing was acknowledged.
+  EXPECT_FALSE(Inbox(kFia)[0].acknowledged_at.has_value());
 }
 
 // --- Text and concurrency ----------------------------------------------------
