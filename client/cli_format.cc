@@ -377,6 +377,17 @@ absl::StatusOr<HandlingMarking> EvidenceMarking(
     return absl::InvalidArgumentError(
         "envelope.message.handling_code: the signed envelope states none");
   }
+  if (bundle.held_handling_code() == v1::HANDLING_CODE_UNSPECIFIED) {
+    return marking;
+  }
+  if (!HandlingAsksAll(bundle.held_handling_code(),
+                       bundle.held_handling_restriction(), marking.code,
+                       marking.restriction)) {
+    marking.held_problem =
+        "the bundle states a held handling that asks less than the "
+        "envelope; ignored";
+    return marking;
+  }
   marking.held_code = bundle.held_handling_code();
   marking.held_restriction = bundle.held_handling_restriction();
   marking.held_notice =
@@ -392,6 +403,8 @@ std::string FormatMarking(const HandlingMarking& marking, bool verified) {
     absl::StrAppend(&out, "*** Held by the receiving gateway under ",
                     marking.held_notice,
                     " (its copy of the case differs; not signed) ***\n");
+  } else if (!marking.held_problem.empty()) {
+    absl::StrAppend(&out, "*** Note: ", marking.held_problem, " ***\n");
   }
   return out;
 }

@@ -59,6 +59,9 @@ struct HandlingMarking {
   v1::HandlingCode held_code = v1::HANDLING_CODE_UNSPECIFIED;
   std::string held_restriction;
   std::string held_notice;
+  // Set instead of the above when the bundle states a held handling that
+  // does not ask all the envelope asks (or is no code): it is not shown.
+  std::string held_problem;
 };
 // INVALID_ARGUMENT naming the field if the bundle's envelope bytes do not
 // parse or carry no handling code.
@@ -66,8 +69,9 @@ absl::StatusOr<HandlingMarking> EvidenceMarking(
     const v1::EvidenceBundle& bundle);
 // The line a reader sees first: "*** Handling H1: ... ***", followed, when
 // the receiving gateway holds the message to more, by "*** Held by the
-// receiving gateway under H3: ... ***". Not `verified`: of a bundle whose
-// signatures did not check out, said so.
+// receiving gateway under H3: ... ***" (or a line saying a held handling
+// asking less was ignored). Not `verified`: of a bundle whose signatures did
+// not check out, said so.
 std::string FormatMarking(const HandlingMarking& marking, bool verified = true);
 
 // Columns padded by display width (CJK characters take two cells).

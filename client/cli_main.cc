@@ -284,6 +284,9 @@ void AddMarking(const cb::cli::HandlingMarking& marking,
       out["held_handling_restriction"] = marking.held_restriction;
     }
     out["held_handling_notice"] = marking.held_notice;
+    out["held_handling_signed"] = false;
+  } else if (!marking.held_problem.empty()) {
+    out["held_handling_problem"] = marking.held_problem;
   }
 }
 

@@ -295,6 +295,13 @@ EvidenceReport VerifyEvidence(const v1::EvidenceBundle& bundle,
         "received.payload_salt: SHA-256(payload_salt || envelope signature) "
         "is not the RECEIVED entry's payload_hash");
   }
+  if (bundle.held_handling_code() != v1::HANDLING_CODE_UNSPECIFIED) {
+    report.notes.push_back(absl::StrCat(
+        "held handling: ", Lower(report.receiver),
+        " states it holds the message to more than the envelope asks (its "
+        "copy of the case differs); that statement is not signed and not "
+        "verified"));
+  }
   return report;
 }
 

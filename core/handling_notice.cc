@@ -1,11 +1,13 @@
 #include "core/handling_notice.h"
 
 #include <algorithm>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "core/utf8.h"
 
 namespace casebridge {
 
@@ -29,18 +31,28 @@ std::string HandlingNotice(v1::HandlingCode code,
 
 namespace {
 
-// What a handling asks, as the parts of an H3 restriction.
+constexpr absl::string_view kCut = " [cut to fit the limit]";
+
+// What a handling asks, as the parts of an H3 restriction, each once.
 std::vector<std::string> Parts(v1::HandlingCode code,
                                absl::string_view restriction) {
+  std::vector<std::string> parts;
   switch (code) {
     case v1::HANDLING_CODE_H1:
     case v1::HANDLING_CODE_H2:
-      return {HandlingNotice(code, "")};
+      parts.push_back(HandlingNotice(code, ""));
+      break;
     case v1::HANDLING_CODE_H3:
-      return absl::StrSplit(restriction, kAndAsSent);
+      for (absl::string_view part : absl::StrSplit(restriction, kAndAsSent)) {
+        if (std::find(parts.begin(), parts.end(), part) == parts.end()) {
+          parts.emplace_back(part);
+        }
+      }
+      break;
     default:
-      return {};
+      break;
   }
+  return parts;
 }
 
 bool AsksAll(const std::vector<std::string>& parts,
@@ -48,6 +60,16 @@ bool AsksAll(const std::vector<std::string>& parts,
   return std::all_of(asked.begin(), asked.end(), [&](const std::string& p) {
     return std::find(parts.begin(), parts.end(), p) != parts.end();
   });
+}
+
+// The first `max` code points of well-formed UTF-8 `text`.
+absl::string_view FirstCodePoints(absl::string_view text, size_t max) {
+  size_t chars = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    if ((byte & 0xC0) != 0x80 && chars++ == max) return text.substr(0, i);
+  }
+  return text;
 }
 
 }  // namespace
@@ -63,15 +85,42 @@ bool HoldToCaseHandling(v1::HandlingCode code, absl::string_view restriction,
     message->set_handling_restriction(std::string(restriction));
     return true;
   }
-  for (std::string& part :
-       Parts(message->handling_code(), message->handling_restriction())) {
+  for (const std::string& part : own) {
     if (std::find(both.begin(), both.end(), part) == both.end()) {
-      both.push_back(std::move(part));
+      both.push_back(part);
     }
   }
   message->set_handling_code(v1::HANDLING_CODE_H3);
   message->set_handling_restriction(absl::StrJoin(both, kAndAsSent));
   return true;
+}
+
+bool HandlingAsksAll(v1::HandlingCode code, absl::string_view restriction,
+                     v1::HandlingCode other,
+                     absl::string_view other_restriction) {
+  if (code < v1::HANDLING_CODE_H0 || code > v1::HANDLING_CODE_H3) return false;
+  return AsksAll(Parts(code, restriction), Parts(other, other_restriction));
+}
+
+std::string FitRestriction(absl::string_view restriction, size_t max) {
+  const std::optional<size_t> length = Utf8Length(restriction);
+  if (!length.has_value() || *length <= max) return std::string(restriction);
+  const size_t budget = max > kCut.size() ? max - kCut.size() : 0;
+  std::string kept;
+  size_t kept_length = 0;
+  for (absl::string_view part : absl::StrSplit(restriction, kAndAsSent)) {
+    const size_t part_length = *Utf8Length(part);
+    if (kept.empty()) {
+      kept = std::string(FirstCodePoints(part, budget));
+      kept_length = std::min(part_length, budget);
+      continue;
+    }
+    if (kept_length + kAndAsSent.size() + part_length <= budget) {
+      absl::StrAppend(&kept, kAndAsSent, part);
+      kept_length += kAndAsSent.size() + part_length;
+    }
+  }
+  return absl::StrCat(kept, kCut);
 }
 
 }  // namespace casebridge

@@ -35,6 +35,20 @@ inline constexpr absl::string_view kAndAsSent = "; and as sent: ";
 bool HoldToCaseHandling(v1::HandlingCode code, absl::string_view restriction,
                         v1::CaseMessage* message);
 
+// Whether handling (`code`, `restriction`) asks every part (`other`,
+// `other_restriction`) asks, as HoldToCaseHandling counts parts. False for a
+// `code` that is not one of H0-H3.
+bool HandlingAsksAll(v1::HandlingCode code, absl::string_view restriction,
+                     v1::HandlingCode other,
+                     absl::string_view other_restriction);
+
+// `restriction` (well-formed UTF-8) made to fit in `max` code points: parts
+// joined by kAndAsSent are kept whole from the first on, a part that does
+// not fit is left out (the first is cut if it alone does not fit), and
+// " [cut to fit the limit]" ends a text that lost anything. Unchanged if it
+// fits or is not well-formed.
+std::string FitRestriction(absl::string_view restriction, size_t max);
+
 }  // namespace casebridge
 
 #endif  // CASEBRIDGE_CORE_HANDLING_NOTICE_H_

@@ -3,6 +3,8 @@
 #include "absl/strings/str_cat.h"
 #include "casebridge/v1/exchange.pb.h"
 #include "core/grpc_status.h"
+#include "core/handling_notice.h"
+#include "core/log.h"
 #include "core/status_macros.h"
 
 namespace casebridge::server {
@@ -22,27 +24,27 @@ struct Found {
 };
 
 // Sets the bundle's held handling when the message as stored here
-// (`stored`, serialized; empty if purged) is held to another handling than
-// its envelope states.
-absl::Status AddHeldHandling(const std::string& envelope_id,
-                             const std::string& stored,
-                             v1::EvidenceBundle* bundle) {
-  if (stored.empty()) return absl::OkStatus();
+// (`stored`, serialized; empty if purged or unreadable) is held to more
+// than its envelope states. The proof does not depend on it: a stored copy
+// that does not parse only leaves it out.
+void AddHeldHandling(const std::string& envelope_id, const std::string& stored,
+                     v1::EvidenceBundle* bundle) {
+  if (stored.empty()) return;
   v1::CaseMessage held;
   v1::Envelope envelope;
   if (!held.ParseFromString(stored) ||
       !envelope.ParseFromString(bundle->envelope().envelope())) {
-    return absl::DataLossError(
-        absl::StrCat("stored message of ", envelope_id, " does not parse"));
+    log::Warning("evidence.held_handling_unreadable",
+                 {{"envelope_id", envelope_id}});
+    return;
   }
-  if (held.handling_code() == envelope.message().handling_code() &&
-      held.handling_restriction() ==
-          envelope.message().handling_restriction()) {
-    return absl::OkStatus();
+  const v1::CaseMessage& sent = envelope.message();
+  if (held.handling_code() == sent.handling_code() &&
+      held.handling_restriction() == sent.handling_restriction()) {
+    return;
   }
   bundle->set_held_handling_code(held.handling_code());
   bundle->set_held_handling_restriction(held.handling_restriction());
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -132,10 +134,16 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::LocalPart(
       f.receipt = in.ColumnBlob(1);
       f.received_index = static_cast<uint64_t>(in.ColumnInt(2));
       if (!in.ColumnIsNull(5)) {
-        CB_ASSIGN_OR_RETURN(
-            f.message, FromStored(sealer_, c, MessageRecord(in.ColumnText(4)),
-                                  kMessageBodyField, in.ColumnBlob(5),
-                                  in.ColumnInt(6) != 0));
+        absl::StatusOr<std::string> message = FromStored(
+            sealer_, c, MessageRecord(in.ColumnText(4)), kMessageBodyField,
+            in.ColumnBlob(5), in.ColumnInt(6) != 0);
+        if (message.ok()) {
+          f.message = *std::move(message);
+        } else {
+          log::Warning("evidence.held_handling_unreadable",
+                       {{"envelope_id", envelope_id},
+                        {"error", std::string(message.status().message())}});
+        }
       }
       found = std::move(f);
     }
@@ -175,7 +183,7 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::LocalPart(
   } else {
     CB_ASSIGN_OR_RETURN(*bundle.mutable_received(),
                         Prove(found->received_index, true));
-    CB_RETURN_IF_ERROR(AddHeldHandling(envelope_id, found->message, &bundle));
+    AddHeldHandling(envelope_id, found->message, &bundle);
   }
   return bundle;
 }
@@ -210,9 +218,25 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
           "the peer gateway's RECEIVED entry is not the one its receipt names");
     }
     *bundle.mutable_received() = theirs.received();
-    // The receiver's statement of how it holds the message, as it gave it.
-    bundle.set_held_handling_code(theirs.held_handling_code());
-    bundle.set_held_handling_restriction(theirs.held_handling_restriction());
+    // The receiver's statement of how it holds the message: kept only if it
+    // asks at least what the envelope asks.
+    v1::Envelope envelope;
+    if (theirs.held_handling_code() != v1::HANDLING_CODE_UNSPECIFIED &&
+        envelope.ParseFromString(bundle.envelope().envelope())) {
+      if (HandlingAsksAll(theirs.held_handling_code(),
+                          theirs.held_handling_restriction(),
+                          envelope.message().handling_code(),
+                          envelope.message().handling_restriction())) {
+        bundle.set_held_handling_code(theirs.held_handling_code());
+        bundle.set_held_handling_restriction(
+            theirs.held_handling_restriction());
+      } else {
+        log::Warning("evidence.peer_held_handling_ignored",
+                     {{"envelope_id", envelope_id},
+                      {"held_under",
+                       v1::HandlingCode_Name(theirs.held_handling_code())}});
+      }
+    }
   } else {
     if (!theirs.has_sent()) {
       return absl::UnavailableError(

@@ -12,30 +12,12 @@
 #include "core/handling_notice.h"
 #include "core/status_macros.h"
 #include "core/status_mark.h"
-#include "core/utf8.h"
 #include "google/protobuf/util/time_util.h"
 #include "server/validation.h"
 
 namespace casebridge::server {
 
 namespace {
-
-// A restriction stating two handlings (HoldToCaseHandling) may be longer
-// than a message may carry: cut it to the limit, saying so.
-void FitRestriction(v1::CaseMessage* message) {
-  constexpr absl::string_view kCut = " [cut to fit the limit]";
-  const std::string& text = message->handling_restriction();
-  const std::optional<size_t> length = Utf8Length(text);
-  if (!length.has_value() || *length <= kMaxRestrictionChars) return;
-  const size_t keep = kMaxRestrictionChars - kCut.size();
-  size_t chars = 0;
-  size_t end = 0;
-  for (; end < text.size(); ++end) {
-    const auto byte = static_cast<unsigned char>(text[end]);
-    if ((byte & 0xC0) != 0x80 && chars++ == keep) break;
-  }
-  message->set_handling_restriction(absl::StrCat(text.substr(0, end), kCut));
-}
 
 constexpr char kAuditedByStorePayload[] =
     "type.casebridge.dev/refusal.audited-by-store";
@@ -1497,7 +1479,10 @@ absl::StatusOr<OutgoingMessage> SqliteExchangeStore::MakeReply(
     HoldToCaseHandling(held->handling_code(), held->handling_restriction(),
                        &acknowledged);
   }
-  FitRestriction(&acknowledged);
+  // Stating both may not fit in one restriction: the case's parts come
+  // first and are kept; the peer adds back what it holds from its own copy.
+  acknowledged.set_handling_restriction(FitRestriction(
+      acknowledged.handling_restriction(), kMaxRestrictionChars));
   return reply(acknowledged);
 }
 

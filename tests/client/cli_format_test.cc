@@ -185,6 +185,15 @@ TEST(CliFormatTest, EvidenceMarkingShowsTheReceiversHeldHandlingToo) {
             "originator: no press; and as sent: H2: no onward dissemination "
             "without the originator's permission (its copy of the case "
             "differs; not signed) ***\n");
+
+  // A held handling asking less than the envelope is not shown as one.
+  bundle.set_held_handling_code(v1::HANDLING_CODE_H0);
+  bundle.clear_held_handling_restriction();
+  ASSERT_OK_AND_ASSIGN(marking, EvidenceMarking(bundle));
+  EXPECT_EQ(marking.held_notice, "");
+  EXPECT_THAT(FormatMarking(marking),
+              HasSubstr("*** Note: the bundle states a held handling that "
+                        "asks less than the envelope; ignored ***"));
 }
 
 TEST(CliFormatTest, EvidenceMarkingRefusesEnvelopeWithoutCodeOrBytes) {

@@ -419,8 +419,8 @@ TEST_F(HandlingCodesTest, H3RestrictionTravelsWithTheCaseAndEveryMessage) {
 
 TEST_F(HandlingCodesTest, AcknowledgementFollowsACaseRaisedSinceItsMessage) {
   // FIA writes under H0; the case is then raised to H2 and shared again.
-  // MPS's acknowledgement of the earlier message goes under H2, so PK (which
-  // holds the case at H2) takes it instead of refusing it for good.
+  // MPS's acknowledgement of the earlier message goes under H2: held to the
+  // case as MPS holds it now, not to the message's old H0.
   const std::string id = OpenAndShare(v1::HANDLING_CODE_H0);
   ASSERT_FALSE(id.empty());
   v1::SendMessageRequest send;
@@ -544,6 +544,35 @@ TEST_F(HandlingCodesTest, MessagesOnACaseRaisedOnOneSideOnlyAreKeptUnderBoth) {
   };
   expect_held_in_evidence(*Pk(kFia));
   expect_held_in_evidence(*mps);
+  // The desk's CLI writes the bundle and shows both markings; verified
+  // offline, the file still shows both, the held one as unsigned.
+  const std::string fia = WriteFile(
+      dir_ + "/fia.toml", ClientConfigToml(pk_->office_endpoint(), kFia));
+  const std::string file = dir_ + "/update.evidence";
+  CommandResult got =
+      RunCommand({CliBinary(), "--config", fia, "audit", "evidence", "get",
+                  sent.message_id(), "--out", file});
+  ASSERT_EQ(got.exit_code, 0) << got.out << got.err;
+  const std::string held_line = absl::StrCat(
+      "*** Held by the receiving gateway under H3: restricted by the "
+      "originator: ",
+      both, " (its copy of the case differs; not signed) ***\n");
+  EXPECT_THAT(got.out,
+              ::testing::StartsWith(absl::StrCat(
+                  "*** Handling H2: no onward dissemination without the "
+                  "originator's permission ***\n",
+                  held_line)));
+  CommandResult verified =
+      RunCommand({CliBinary(), "audit", "evidence", "verify", file, "--keys",
+                  Pki("public-keys.toml"), "--json"});
+  ASSERT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+  EXPECT_THAT(verified.out, HasSubstr("\"ok\":true"));
+  EXPECT_THAT(verified.out,
+              HasSubstr("\"handling_code\":\"HANDLING_CODE_H2\""));
+  EXPECT_THAT(verified.out,
+              HasSubstr("\"held_handling_code\":\"HANDLING_CODE_H3\""));
+  EXPECT_THAT(verified.out, HasSubstr("\"held_handling_signed\":false"));
+  EXPECT_THAT(verified.out, HasSubstr("held handling: pk states"));
 
   // FIA's acknowledgement goes back under both as well, and MPS, holding
   // the case under H2, takes it as it is.
@@ -565,15 +594,18 @@ TEST_F(HandlingCodesTest, MessagesOnACaseRaisedOnOneSideOnlyAreKeptUnderBoth) {
   EXPECT_EQ(ack->handling_code(), v1::HANDLING_CODE_H3);
   EXPECT_EQ(ack->handling_restriction(), both);
 
-  // Neither side refused anything on the case.
-  for (const auto& [auditor, gateway, country] :
-       {std::tuple{kPkAuditor, pk_.get(), "PK"},
-        std::tuple{kCnAuditor, cn_.get(), "CN"}}) {
+  // Nothing was refused: PK received the update, CN the share and the
+  // acknowledgement.
+  for (const auto& [auditor, gateway, country, expected] :
+       {std::tuple{kPkAuditor, pk_.get(), "PK", 1},
+        std::tuple{kCnAuditor, cn_.get(), "CN", 2}}) {
+    int received = 0;
     for (const v1::AuditEntry& e : Entries(auditor, *gateway, country)) {
-      if (e.action() == "envelope.received") {
-        EXPECT_EQ(e.status_code(), 0) << country << ": " << e.status_message();
-      }
+      if (e.action() != "envelope.received") continue;
+      ++received;
+      EXPECT_EQ(e.status_code(), 0) << country << ": " << e.status_message();
     }
+    EXPECT_EQ(received, expected) << country;
   }
 }
 
