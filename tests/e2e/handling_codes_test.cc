@@ -100,6 +100,38 @@ role = "auditor"
     });
   }
 
+  // Message `id` as `office`'s inbox delivers it (nullopt if it does not
+  // within 20 s).
+  static std::optional<v1::CaseMessage> FromInbox(client::OfficeClient& office,
+                                                  const std::string& id) {
+    std::optional<v1::CaseMessage> found;
+    EXPECT_OK(office.WatchInbox("", absl::Seconds(20),
+                                [&](const v1::WatchInboxResponse& item) {
+                                  if (item.message().message_id() != id)
+                                    return true;
+                                  found = item.message();
+                                  return false;
+                                }));
+    return found;
+  }
+
+  // The evidence bundle of `id` asked of `office`, once both logs' entries
+  // are cosigned; the bundle's envelope parsed into `envelope`.
+  static absl::StatusOr<v1::EvidenceBundle> Evidence(
+      client::OfficeClient& office, const std::string& id,
+      v1::Envelope* envelope) {
+    absl::StatusOr<v1::EvidenceBundle> bundle;
+    WaitUntil([&] {
+      bundle = office.GetEvidence(id);
+      return bundle.status().code() != absl::StatusCode::kFailedPrecondition;
+    });
+    if (bundle.ok() &&
+        !envelope->ParseFromString(bundle->envelope().envelope())) {
+      return absl::DataLossError("the bundle's envelope does not parse");
+    }
+    return bundle;
+  }
+
   absl::StatusOr<v1::ForwardCaseResponse> Forward(const std::string& id,
                                                   const std::string& to) {
     v1::ForwardCaseRequest request;
@@ -464,17 +496,12 @@ TEST_F(HandlingCodesTest, AcknowledgementFollowsACaseRaisedSinceItsMessage) {
       << status->DebugString() << pk_->Log();
   // MPS signed it under H2: PK would hold an H0 acknowledgement to its H2
   // case as well, so the envelope itself is looked at.
-  absl::StatusOr<v1::EvidenceBundle> bundle;
-  EXPECT_TRUE(WaitUntil([&] {
-    bundle = Cn(kMps)->GetEvidence(ack_id);
-    return bundle.status().code() != absl::StatusCode::kFailedPrecondition;
-  })) << bundle.status();
-  ASSERT_OK(bundle.status());
   v1::Envelope signed_ack;
-  ASSERT_TRUE(signed_ack.ParseFromString(bundle->envelope().envelope()));
+  ASSERT_OK_AND_ASSIGN(const v1::EvidenceBundle bundle,
+                       Evidence(*Cn(kMps), ack_id, &signed_ack));
   EXPECT_EQ(signed_ack.message().handling_code(), v1::HANDLING_CODE_H2);
   // PK holds it as signed: the bundle states no other handling.
-  EXPECT_EQ(bundle->held_handling_code(), v1::HANDLING_CODE_UNSPECIFIED);
+  EXPECT_EQ(bundle.held_handling_code(), v1::HANDLING_CODE_UNSPECIFIED);
 }
 
 TEST_F(HandlingCodesTest, MessagesOnACaseRaisedOnOneSideOnlyAreKeptUnderBoth) {
@@ -514,13 +541,8 @@ TEST_F(HandlingCodesTest, MessagesOnACaseRaisedOnOneSideOnlyAreKeptUnderBoth) {
   const std::string both = absl::StrCat(
       restriction, kAndAsSent,
       "H2: no onward dissemination without the originator's permission");
-  std::optional<v1::CaseMessage> update;
-  ASSERT_OK(Pk(kFia)->WatchInbox(
-      "", absl::Seconds(20), [&](const v1::WatchInboxResponse& item) {
-        if (item.message().message_id() != sent.message_id()) return true;
-        update = item.message();
-        return false;
-      }));
+  const std::optional<v1::CaseMessage> update =
+      FromInbox(*Pk(kFia), sent.message_id());
   ASSERT_TRUE(update.has_value());
   EXPECT_EQ(update->body(), "V1 is in the shelter in Guangzhou.");
   EXPECT_EQ(update->handling_code(), v1::HANDLING_CODE_H3);
@@ -530,17 +552,12 @@ TEST_F(HandlingCodesTest, MessagesOnACaseRaisedOnOneSideOnlyAreKeptUnderBoth) {
   // The evidence of it, from either side, proves the envelope as MPS signed
   // it (H2) and carries PK's held handling beside it.
   auto expect_held_in_evidence = [&](client::OfficeClient& office) {
-    absl::StatusOr<v1::EvidenceBundle> bundle;
-    EXPECT_TRUE(WaitUntil([&] {
-      bundle = office.GetEvidence(sent.message_id());
-      return bundle.status().code() != absl::StatusCode::kFailedPrecondition;
-    })) << bundle.status();
-    ASSERT_OK(bundle.status());
     v1::Envelope envelope;
-    ASSERT_TRUE(envelope.ParseFromString(bundle->envelope().envelope()));
+    ASSERT_OK_AND_ASSIGN(const v1::EvidenceBundle bundle,
+                         Evidence(office, sent.message_id(), &envelope));
     EXPECT_EQ(envelope.message().handling_code(), v1::HANDLING_CODE_H2);
-    EXPECT_EQ(bundle->held_handling_code(), v1::HANDLING_CODE_H3);
-    EXPECT_EQ(bundle->held_handling_restriction(), both);
+    EXPECT_EQ(bundle.held_handling_code(), v1::HANDLING_CODE_H3);
+    EXPECT_EQ(bundle.held_handling_restriction(), both);
   };
   expect_held_in_evidence(*Pk(kFia));
   expect_held_in_evidence(*mps);
@@ -581,14 +598,7 @@ TEST_F(HandlingCodesTest, MessagesOnACaseRaisedOnOneSideOnlyAreKeptUnderBoth) {
       Pk(kFia)->Acknowledge(sent.message_id(), v1::ACKNOWLEDGEMENT_KIND_ACTED,
                             "Family informed."));
   ASSERT_TRUE(Delivered(ack_id)) << pk_->Log() << cn_->Log();
-  std::optional<v1::CaseMessage> ack;
-  ASSERT_OK(mps->WatchInbox("", absl::Seconds(20),
-                            [&](const v1::WatchInboxResponse& item) {
-                              if (item.message().message_id() != ack_id)
-                                return true;
-                              ack = item.message();
-                              return false;
-                            }));
+  const std::optional<v1::CaseMessage> ack = FromInbox(*mps, ack_id);
   ASSERT_TRUE(ack.has_value());
   EXPECT_EQ(ack->body(), "Acted on: Family informed.");
   EXPECT_EQ(ack->handling_code(), v1::HANDLING_CODE_H3);
