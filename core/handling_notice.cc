@@ -95,6 +95,12 @@ bool HoldToCaseHandling(v1::HandlingCode code, absl::string_view restriction,
   return true;
 }
 
+bool HoldToHeldCase(const v1::CaseReference& held, v1::CaseMessage* message) {
+  if (message->kind() == v1::MESSAGE_KIND_CASE_SHARE) return false;
+  return HoldToCaseHandling(held.handling_code(), held.handling_restriction(),
+                            message);
+}
+
 bool HandlingAsksAll(v1::HandlingCode code, absl::string_view restriction,
                      v1::HandlingCode other,
                      absl::string_view other_restriction) {

@@ -35,6 +35,20 @@ inline constexpr absl::string_view kAndAsSent = "; and as sent: ";
 bool HoldToCaseHandling(v1::HandlingCode code, absl::string_view restriction,
                         v1::CaseMessage* message);
 
+// The handling a message from the peer is stored and delivered under, on a
+// case this gateway holds (`held`, as last stored here). The peer gives each
+// message its own copy of the case's code, which may be older than ours (our
+// case changed by UpdateCase and not shared again) or newer (its case
+// changed and not shared again), so a code that differs is no proof of a
+// peer weakening anything, and refusing it would lose the message for good.
+// The message is kept, held to both (HoldToCaseHandling): unchanged when
+// its handling asks all the case's does, the case's for an H0 message, and
+// otherwise H3 stating both, e.g. "no press; and as sent: H2: no onward
+// dissemination without the originator's permission". A CASE_SHARE carries
+// the case itself and is left as sent. Returns whether the message was
+// changed; the envelope keeps what the peer signed.
+bool HoldToHeldCase(const v1::CaseReference& held, v1::CaseMessage* message);
+
 // Whether handling (`code`, `restriction`) asks every part (`other`,
 // `other_restriction`) asks, as HoldToCaseHandling counts parts. False for a
 // `code` that is not one of H0-H3.

@@ -68,11 +68,13 @@ struct OutboxItem {
 struct InboundResult {
   v1::SignedReceipt receipt;  // byte for byte the receipt first given
   bool replay = false;        // the envelope had already been received
-  // The message was stored under another handling than it was sent under
-  // (InboundEnvelope::hold_to_held_case): the case's code as held here and
-  // the code it is held to. Unset for replays.
-  std::optional<v1::HandlingCode> case_under;
-  std::optional<v1::HandlingCode> held_under;
+  // Set when the message was stored under another handling than it was
+  // sent under (HoldToHeldCase); unset for replays.
+  struct Held {
+    v1::HandlingCode case_code;  // its case's, as held here
+    v1::HandlingCode held_code;  // the one it is stored under
+  };
+  std::optional<Held> held;
 };
 
 // One envelope of ExchangeStore::AcceptInboundBatch, as AcceptInbound takes
@@ -82,14 +84,6 @@ struct InboundEnvelope {
   const v1::Envelope* parsed = nullptr;
   std::vector<std::string> inbox_offices;
   AuditEvent audit;
-  // Optional. Called inside the transaction, once the envelope is known to
-  // be new and before anything of it is written, with the case its message
-  // belongs to as this gateway holds it (not called if it holds no such
-  // case) and the copy of the message about to be stored, which it may
-  // change (HoldToHeldCase; returns whether it did); the signed envelope is
-  // stored as received.
-  std::function<bool(const v1::CaseReference& held, v1::CaseMessage* message)>
-      hold_to_held_case;
 };
 
 // One message of ExchangeStore::RecordInboxDeliveries.
@@ -240,10 +234,10 @@ class ExchangeStore {
   //  - new: in one transaction, appends `audit` (envelope id and message id
   //    added as subjects), calls `make_receipt` with that entry's index and
   //    the receiving time (whole microseconds), stores the envelope with the
-  //    receipt, the message (received_at set, held to its case by the
-  //    envelope's `hold_to_held_case` in the batch form) and one inbox entry
-  //    per office in `inbox_offices` (duplicates ignored). Returns the
-  //    receipt.
+  //    receipt, the message (received_at set, and held to its case as held
+  //    here: HoldToHeldCase; the signed envelope is kept as received) and
+  //    one inbox entry per office in `inbox_offices` (duplicates ignored).
+  //    Returns the receipt.
   // `make_receipt` runs inside the write transaction: quick, no store calls;
   // its error aborts everything and is returned as is. ALREADY_EXISTS (marked
   // Permanently), nothing stored, if another envelope already brought this

@@ -86,12 +86,6 @@ absl::Status CheckMessageHandling(const v1::CaseMessage& message,
   return absl::OkStatus();
 }
 
-bool HoldToHeldCase(const v1::CaseReference& held, v1::CaseMessage* message) {
-  if (message->kind() == v1::MESSAGE_KIND_CASE_SHARE) return false;
-  return HoldToCaseHandling(held.handling_code(), held.handling_restriction(),
-                            message);
-}
-
 void MarkHandling(v1::CaseReference* c) {
   c->set_handling_notice(
       HandlingNotice(c->handling_code(), c->handling_restriction()));

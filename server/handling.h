@@ -34,20 +34,6 @@ absl::Status ApplyCaseHandling(const v1::CaseReference& c,
 absl::Status CheckMessageHandling(const v1::CaseMessage& message,
                                   absl::string_view prefix);
 
-// The handling a message from the peer is stored and delivered under, on a
-// case this gateway holds (`held`, as last stored here). The peer gives each
-// message its own copy of the case's code, which may be older than ours (our
-// case changed by UpdateCase and not shared again) or newer (its case
-// changed and not shared again), so a code that differs is no proof of a
-// peer weakening anything, and refusing it would lose the message for good.
-// The message is kept, held to both (HoldToCaseHandling): unchanged when
-// its handling asks all the case's does, the case's for an H0 message, and
-// otherwise H3 stating both, e.g. "no press; and as sent: H2: no onward
-// dissemination without the originator's permission". A CASE_SHARE carries
-// the case itself and is left as sent. Returns whether the message was
-// changed; the envelope keeps what the peer signed.
-bool HoldToHeldCase(const v1::CaseReference& held, v1::CaseMessage* message);
-
 // Set the output-only `handling_notice` of what a reader is about to be
 // sent, from its handling code (and, on a CASE_SHARE, of the case carried).
 void MarkHandling(v1::CaseReference* c);

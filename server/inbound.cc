@@ -244,10 +244,6 @@ std::vector<v1::DeliverResponse> Inbound::Accept(std::vector<Checked> batch) {
     envelopes[i].parsed = &batch[i].envelope;
     envelopes[i].inbox_offices = std::move(batch[i].inbox_offices);
     envelopes[i].audit = batch[i].event;
-    // Never weaker than the case as we last stored it (our own copy of our
-    // case, or the peer's case as it last shared it), and never refused for
-    // a code the peer's copy of the case gave it.
-    envelopes[i].hold_to_held_case = HoldToHeldCase;
   }
   std::vector<absl::StatusOr<InboundResult>> results =
       store_->AcceptInboundBatch(
@@ -273,15 +269,15 @@ std::vector<v1::DeliverResponse> Inbound::Accept(std::vector<Checked> batch) {
       *response.mutable_receipt() = std::move(result->receipt);
       log::Info(result->replay ? "envelope.replayed" : "envelope.received",
                 {{"envelope_id", response.envelope_id()}});
-      if (result->held_under.has_value()) {
+      if (result->held.has_value()) {
         const v1::CaseMessage& sent = batch[i].envelope.message();
         log::Info("envelope.held_to_case",
                   {{"envelope_id", response.envelope_id()},
                    {"message_id", sent.message_id()},
                    {"exchange_id", sent.exchange_id()},
                    {"sent_under", HandlingCodeName(sent.handling_code())},
-                   {"case_under", HandlingCodeName(*result->case_under)},
-                   {"held_under", HandlingCodeName(*result->held_under)}});
+                   {"case_under", HandlingCodeName(result->held->case_code)},
+                   {"held_under", HandlingCodeName(result->held->held_code)}});
       }
       continue;
     }

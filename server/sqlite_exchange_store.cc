@@ -1073,13 +1073,11 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
                      " was already received in another envelope")));
   }
 
-  if (in.hold_to_held_case) {
-    CB_ASSIGN_OR_RETURN(const std::optional<v1::CaseReference> held,
-                        HeldCase(conn, message.exchange_id()));
-    if (held.has_value() && in.hold_to_held_case(*held, &message)) {
-      result.case_under = held->handling_code();
-      result.held_under = message.handling_code();
-    }
+  CB_ASSIGN_OR_RETURN(const std::optional<v1::CaseReference> held,
+                      HeldCase(conn, message.exchange_id()));
+  if (held.has_value() && HoldToHeldCase(*held, &message)) {
+    result.held =
+        InboundResult::Held{held->handling_code(), message.handling_code()};
   }
 
   AuditEvent event = in.audit;
