@@ -17,12 +17,9 @@
 
 namespace casebridge::server {
 
-namespace {
-
+// The payload that marks a refusal the store audited itself.
 constexpr char kAuditedByStorePayload[] =
     "type.casebridge.dev/refusal.audited-by-store";
-
-}  // namespace
 
 absl::Status AuditedByStore(absl::Status refusal) {
   return WithMark(std::move(refusal), kAuditedByStorePayload);

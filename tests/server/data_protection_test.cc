@@ -137,6 +137,12 @@ class DataProtectionTest : public ::testing::Test {
     return found;
   }
 
+  // One retention run under `policy` at the clock's time.
+  absl::StatusOr<RetentionReport> Purge(
+      const config::RetentionSettings& policy) {
+    return store_->PurgeExpired(policy, clock_.Now(), kPkGateway);
+  }
+
   v1::CaseReference Open(const v1::CaseReference& draft = Draft(),
                          const RequestKey& key = {}) {
     auto opened =
@@ -402,8 +408,7 @@ TEST_F(DataProtectionTest, SealsAPurgedCaseLeftInTheClearWhenOpened) {
   config::RetentionSettings policy;
   policy.case_status_days[v1::CASE_STATUS_CLOSED] = 1;
   clock_.Advance(absl::Hours(48));
-  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report, Purge(policy));
   ASSERT_EQ(report.cases, 1);
 
   Reopen(/*with_key=*/true);
@@ -519,8 +524,7 @@ TEST_F(DataProtectionTest, PurgesClearTheSaltsOfWhatWasSealedAtOpen) {
   config::RetentionSettings policy;
   policy.message_kind_days[v1::MESSAGE_KIND_NOTE] = 7;
   policy.case_status_days[v1::CASE_STATUS_CLOSED] = 7;
-  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report, Purge(policy));
   ASSERT_EQ(report.messages, 1);
   ASSERT_EQ(report.cases, 1);
   for (const StoredEntry& e : sealed) {
@@ -682,8 +686,7 @@ TEST_F(DataProtectionTest, PurgesMessagesByKindAndNothingElse) {
   policy.message_days = 30;  // rescue updates: not yet
   policy.message_kind_days[v1::MESSAGE_KIND_NOTE] = 7;
   policy.message_kind_days[v1::MESSAGE_KIND_RESCUE_REQUEST] = 0;  // kept
-  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report, Purge(policy));
   EXPECT_EQ(report.messages, 1);
   EXPECT_EQ(report.cases, 0);
 
@@ -729,8 +732,7 @@ TEST_F(DataProtectionTest, PurgesMessagesByKindAndNothingElse) {
 
   // 40 days on, only the rescue request (kept for ever) remains.
   clock_.Advance(absl::Hours(24) * 40);
-  ASSERT_OK_AND_ASSIGN(const RetentionReport later,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(const RetentionReport later, Purge(policy));
   EXPECT_EQ(later.messages, 2);
   EXPECT_NE(WrappedKey(MessageRecord("CN-M-RESCUE")), "");
 
@@ -757,12 +759,10 @@ TEST_F(DataProtectionTest, PurgesClosedCasesAndShredsTheirKey) {
   config::RetentionSettings policy;
   policy.case_status_days[v1::CASE_STATUS_CLOSED] = 30;
   clock_.Advance(absl::Hours(24) * 29);
-  ASSERT_OK_AND_ASSIGN(RetentionReport report,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(RetentionReport report, Purge(policy));
   EXPECT_EQ(report.cases, 0) << "purged before its time";
   clock_.Advance(absl::Hours(24) * 2);
-  ASSERT_OK_AND_ASSIGN(report,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(report, Purge(policy));
   EXPECT_EQ(report.cases, 1);
 
   // Still answers, without the personal fields, and says so.
@@ -857,8 +857,7 @@ TEST_F(DataProtectionTest, PurgesClearTheSaltsOfEveryRequestCarryingTheCase) {
   config::RetentionSettings policy;
   policy.case_status_days[v1::CASE_STATUS_CLOSED] = 7;
   clock_.Advance(absl::Hours(24) * 8);
-  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report, Purge(policy));
   ASSERT_EQ(report.cases, 1);
   for (const uint64_t index : cleared) {
     EXPECT_EQ(Salt(index), std::nullopt) << "entry " << index;
@@ -912,8 +911,7 @@ TEST_F(DataProtectionTest, PurgesForgetTheRequestsOfWhatTheyPurge) {
   policy.message_kind_days[v1::MESSAGE_KIND_NOTE] = 7;
   policy.case_status_days[v1::CASE_STATUS_CLOSED] = 7;
   clock_.Advance(absl::Hours(24) * 8);
-  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report, Purge(policy));
   ASSERT_EQ(report.cases, 1);
   ASSERT_EQ(report.messages, 1);
   EXPECT_EQ(request_columns(kCaseRequest, opened.exchange_id()),
@@ -973,8 +971,7 @@ TEST_F(DataProtectionTest, PurgingAnAcknowledgementClearsItsRequestsSalt) {
   policy.message_kind_days[v1::MESSAGE_KIND_ACKNOWLEDGEMENT] = 7;
   policy.message_kind_days[v1::MESSAGE_KIND_RESCUE_REQUEST] = 0;  // kept
   clock_.Advance(absl::Hours(24) * 8);
-  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report, Purge(policy));
   ASSERT_EQ(report.messages, 1);
   EXPECT_EQ(Salt(acknowledged[0].index), std::nullopt);
 }
@@ -1000,9 +997,8 @@ TEST_F(DataProtectionTest, ACaseThatNoLongerOpensDoesNotStopTheOtherPurges) {
   config::RetentionSettings policy;
   policy.case_status_days[v1::CASE_STATUS_CLOSED] = 7;
   clock_.Advance(absl::Hours(24) * 8);
-  EXPECT_THAT(
-      store_->PurgeExpired(policy, clock_.Now(), kPkGateway),
-      StatusIs(absl::StatusCode::kDataLoss, HasSubstr(broken.exchange_id())));
+  EXPECT_THAT(Purge(policy), StatusIs(absl::StatusCode::kDataLoss,
+                                      HasSubstr(broken.exchange_id())));
   EXPECT_EQ(Salt(refusal), std::nullopt);
 }
 
@@ -1013,8 +1009,7 @@ TEST_F(DataProtectionTest, PurgeLeavesNoWrappedKeyInTheFilesWhileRunning) {
   clock_.Advance(absl::Hours(24) * 10);
   config::RetentionSettings policy;
   policy.message_kind_days[v1::MESSAGE_KIND_NOTE] = 7;
-  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report, Purge(policy));
   ASSERT_EQ(report.messages, 1);
   // Neither the database file nor its WAL, the gateway still running.
   EXPECT_EQ(RawFiles().find(note_key), std::string::npos);
@@ -1030,8 +1025,7 @@ TEST_F(DataProtectionTest, PurgeLeavesNoPlaintextInTheFilesWhileRunning) {
   clock_.Advance(absl::Hours(24) * 10);
   config::RetentionSettings policy;
   policy.message_days = 7;
-  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report, Purge(policy));
   ASSERT_EQ(report.messages, 1);
   EXPECT_EQ(RawFiles().find(kBody), std::string::npos);
 }
@@ -1068,10 +1062,10 @@ TEST_F(DataProtectionTest, ConflictingEnvelopesFollowTheShortestRetention) {
   config::RetentionSettings policy;
   policy.message_kind_days[v1::MESSAGE_KIND_RESCUE_UPDATE] = 7;
   clock_.Advance(absl::Hours(24) * 6);
-  ASSERT_OK(store_->PurgeExpired(policy, clock_.Now(), kPkGateway).status());
+  ASSERT_OK(Purge(policy).status());
   ASSERT_NE(RawFiles().find(kOther), std::string::npos) << "purged too early";
   clock_.Advance(absl::Hours(24) * 2);
-  ASSERT_OK(store_->PurgeExpired(policy, clock_.Now(), kPkGateway).status());
+  ASSERT_OK(Purge(policy).status());
   EXPECT_EQ(RawFiles().find(kOther), std::string::npos);
 }
 
@@ -1112,8 +1106,7 @@ TEST_F(DataProtectionTest, RefusalsLoseTheirSaltsAfterTheShortestRetention) {
   policy.message_kind_days[v1::MESSAGE_KIND_NOTE] = 0;  // kept for ever
   policy.case_status_days[v1::CASE_STATUS_CLOSED] = 7;
   clock_.Advance(absl::Hours(24) * 6);
-  ASSERT_OK_AND_ASSIGN(report,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(report, Purge(policy));
   EXPECT_EQ(report.refusals, 2);
   EXPECT_EQ(report.messages + report.cases, 0);
   EXPECT_EQ(Salt(refused_open), std::nullopt);
@@ -1125,8 +1118,7 @@ TEST_F(DataProtectionTest, RefusalsLoseTheirSaltsAfterTheShortestRetention) {
   EXPECT_NE(Salt(refused_send + 1), std::nullopt)
       << "the successful case.open of " << kept.exchange_id() << " lost it";
   clock_.Advance(absl::Hours(24) * 2);
-  ASSERT_OK_AND_ASSIGN(report,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(report, Purge(policy));
   EXPECT_EQ(report.refusals, 1);
   EXPECT_EQ(Salt(refused_recently), std::nullopt);
 
@@ -1172,8 +1164,7 @@ TEST_F(DataProtectionTest, PurgingACasePurgesTheSharesThatCarryIt) {
   config::RetentionSettings policy;
   policy.case_status_days[v1::CASE_STATUS_CLOSED] = 30;
   clock_.Advance(absl::Hours(24) * 31);
-  ASSERT_OK_AND_ASSIGN(const RetentionReport report,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report, Purge(policy));
   EXPECT_EQ(report.cases, 2);
   EXPECT_EQ(report.messages, 2);
   EXPECT_EQ(WrappedKey(MessageRecord("PK-M-SHARE-1")), "");
@@ -1209,8 +1200,7 @@ TEST_F(DataProtectionTest, PurgingACasePurgesTheSharesThatCarryIt) {
   ASSERT_OK(store_->exchange().RecordRefused(
       "E-PK-M-SHARE-2", absl::PermissionDeniedError("refused"),
       Event("envelope.refused", kPkGateway)));
-  ASSERT_OK_AND_ASSIGN(const RetentionReport later,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(const RetentionReport later, Purge(policy));
   EXPECT_EQ(later.cases, 0);
   EXPECT_EQ(later.messages, 1);
   EXPECT_EQ(WrappedKey(MessageRecord("PK-M-SHARE-2")), "");
@@ -1274,8 +1264,7 @@ TEST_F(DataKeyRotationTest, RewrapsEveryRecordKeyAndKeepsTheDataReadable) {
   config::RetentionSettings policy;
   policy.case_status_days[v1::CASE_STATUS_CLOSED] = 1;
   clock_.Advance(absl::Hours(48));
-  ASSERT_OK_AND_ASSIGN(RetentionReport purged,
-                       store_->PurgeExpired(policy, clock_.Now(), kPkGateway));
+  ASSERT_OK_AND_ASSIGN(RetentionReport purged, Purge(policy));
   ASSERT_EQ(purged.cases, 1);
   const int record_keys = RecordKeyRows();
   // The kept case, the message, and the fresh key of the purged case's
