@@ -76,6 +76,13 @@ absl::string_view FirstCodePoints(absl::string_view text, size_t max) {
 
 bool HoldToCaseHandling(v1::HandlingCode code, absl::string_view restriction,
                         v1::CaseMessage* message) {
+  // The common cases, without building parts: every message on a case
+  // whose copies agree, and every message on an H0 case.
+  if ((message->handling_code() == code &&
+       message->handling_restriction() == restriction) ||
+      code == v1::HANDLING_CODE_H0 || code == v1::HANDLING_CODE_UNSPECIFIED) {
+    return false;
+  }
   const std::vector<std::string> own =
       Parts(message->handling_code(), message->handling_restriction());
   std::vector<std::string> both = Parts(code, restriction);

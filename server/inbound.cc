@@ -45,10 +45,9 @@ Inbound::Inbound(const config::Gateway* config, ExchangeStore* store,
 bool Inbound::IsPermanent(const absl::Status& refusal) {
   // Malformed bytes never change. Otherwise marked where the check is made:
   // too large, a signature that does not verify, an envelope or message id
-  // reused. Everything else
-  // (configuration: an unknown key, sender or recipient office,
-  // destination; clock skew; this gateway's own storage trouble, whatever
-  // its code) may be fixed: keep it coming.
+  // reused. Everything else (configuration: an unknown key, sender or
+  // recipient office, destination; clock skew; this gateway's own storage
+  // trouble, whatever its code) may be fixed: keep it coming.
   return refusal.code() == absl::StatusCode::kInvalidArgument ||
          exchange::IsMarkedPermanent(refusal);
 }
