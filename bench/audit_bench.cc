@@ -32,8 +32,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -78,7 +80,10 @@ using server::StoredCheckpoint;
 using SteadyClock = std::chrono::steady_clock;
 
 // Bumped whenever the fixture's content changes, so stale caches rebuild.
-constexpr int kFixtureFormat = 2;
+constexpr int kFixtureFormat = 3;
+// The fixture's cases are of a year of their own, so that those the
+// benchmarks open (this year's) never take their ids.
+constexpr char kFixtureCasePrefix[] = "PK-2025-";
 constexpr uint64_t kFullEntries = 1'000'000;
 constexpr uint64_t kQuickEntries = 20'000;
 // A checkpoint every 1/100th of the log: every 10,000 entries at full size.
@@ -179,8 +184,8 @@ class EventMaker {
     const uint64_t newest = 1 + index / 20;
     const uint64_t back = Uniform(2000);
     const uint64_t number = newest > back ? newest - back : 1;
-    const std::string exchange_id =
-        absl::StrFormat("PK-2026-%06d", std::min<uint64_t>(number, 999999));
+    const std::string exchange_id = absl::StrFormat(
+        "%s%06d", kFixtureCasePrefix, std::min<uint64_t>(number, 999999));
     const absl::Time now = absl::Now();
     const uint64_t kind = Uniform(100);
     if (kind < 10) {
@@ -226,7 +231,17 @@ class EventMaker {
                        ": it is neither the owner nor an addressee"));
     }
     event.payload = Payload(200 + Uniform(301));
+    if (event.outcome.ok() &&
+        (event.action == "case.open" || event.action == "case.update")) {
+      ++case_versions_[exchange_id];
+    }
     return event;
+  }
+
+  // The version each case reached: one per successful case.open or
+  // case.update, as the offline verifier counts them.
+  const std::map<std::string, int64_t>& case_versions() const {
+    return case_versions_;
   }
 
  private:
@@ -245,6 +260,7 @@ class EventMaker {
   }
 
   std::mt19937_64 rng_;
+  std::map<std::string, int64_t> case_versions_;
 };
 
 // --- The fixture -------------------------------------------------------------
@@ -320,7 +336,9 @@ class Fixture {
       CB_ASSIGN_OR_RETURN(auto log,
                           c->Prepare("DELETE FROM audit_log WHERE idx >= ?"));
       CB_RETURN_IF_ERROR(log.Bind(1, first).Run());
-      CB_RETURN_IF_ERROR(c->Exec("DELETE FROM cases"));
+      CB_RETURN_IF_ERROR(c->Exec(absl::StrCat(
+          "DELETE FROM cases WHERE substr(exchange_id, 1, ",
+          std::strlen(kFixtureCasePrefix), ") != '", kFixtureCasePrefix, "'")));
       CB_RETURN_IF_ERROR(c->Exec("DELETE FROM exchange_id_counters"));
       return c->Exec("COMMIT; PRAGMA wal_checkpoint(TRUNCATE)");
     }());
@@ -484,6 +502,25 @@ class Fixture {
         next_report += 100'000;
       }
     }
+    // The cases the log opened, at the versions it gives them, so that the
+    // log verifies against its store.
+    CheckOk(
+        "inserting the cases",
+        store_->database().Write([&](sqlite::Connection& c) -> absl::Status {
+          for (const auto& [id, version] : maker.case_versions()) {
+            // Prepared once: the connection caches its statements.
+            CB_ASSIGN_OR_RETURN(
+                auto insert,
+                c.Prepare("INSERT INTO cases(exchange_id, local_reference, "
+                          "category, status, owner_office, summary, "
+                          "version, created_us, updated_us, body, sealed) "
+                          "VALUES(?, 'FIR-100/2026', 1, 1, ?, '', ?, 0, 0, "
+                          "X'', 0)"));
+            insert.Bind(1, id).Bind(2, kOffices[0]).Bind(3, version);
+            CB_RETURN_IF_ERROR(insert.Run());
+          }
+          return absl::OkStatus();
+        }));
     cn.reset();
     ExecOnOwnConnection(GatewayStore::DatabasePath(pk_dir_),
                         "PRAGMA wal_checkpoint(TRUNCATE)");

@@ -208,6 +208,7 @@ int AuditVerify(const Options& options, const std::string& data_dir,
     out["consistency_proofs"] = r.consistency_proofs;
     out["purged_payloads"] = r.purged_payloads;
     out["payloads_checked"] = r.payloads_checked;
+    out["cases_checked"] = r.cases_checked;
     if (r.first_bad_entry.has_value()) {
       out["first_bad_entry"] = *r.first_bad_entry;
     }
@@ -223,7 +224,9 @@ int AuditVerify(const Options& options, const std::string& data_dir,
               << (r.checkpoints == 1 ? " checkpoint (" : " checkpoints (")
               << r.cosigned << " cosigned by the peer), " << r.purged_payloads
               << (r.purged_payloads == 1 ? " payload" : " payloads")
-              << " purged under retention\n";
+              << " purged under retention; " << r.cases_checked
+              << (r.cases_checked == 1 ? " case" : " cases")
+              << " of this gateway at the version the log gives\n";
     for (const std::string& note : r.notes) {
       std::cout << "  note: " << note << "\n";
     }

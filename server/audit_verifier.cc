@@ -7,15 +7,18 @@
 #include <atomic>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <memory>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "casebridge/v1/exchange.pb.h"
 #include "core/audit_entry.h"
 #include "core/crypto.h"
+#include "core/identity.h"
 #include "core/merkle.h"
 #include "core/note.h"
 #include "core/status_macros.h"
@@ -424,6 +427,92 @@ absl::StatusOr<std::vector<Inbound>> ReadInbound(sqlite3* db) {
   return out;
 }
 
+// --- Cases -------------------------------------------------------------------
+
+// What the log says of one of the gateway's own cases.
+struct CaseHistory {
+  int64_t versions = 0;    // successful case.open and case.update entries
+  uint64_t opened_at = 0;  // the index of its case.open entry
+  uint64_t newest_at = 0;  // the index of the newest of those entries
+};
+
+struct CaseRow {
+  std::string exchange_id;
+  int64_t version = 0;
+};
+
+absl::StatusOr<std::vector<CaseRow>> ReadCases(sqlite3* db) {
+  CB_ASSIGN_OR_RETURN(
+      StmtPtr stmt,
+      Prepare(db, "SELECT exchange_id, version FROM cases ORDER BY seq"));
+  std::vector<CaseRow> out;
+  while (true) {
+    CB_ASSIGN_OR_RETURN(const bool row, Step(db, stmt.get()));
+    if (!row) break;
+    out.push_back(CaseRow{std::string(Blob(stmt.get(), 0)),
+                          sqlite3_column_int64(stmt.get(), 1)});
+  }
+  return out;
+}
+
+// Compares the store's cases with the log's histories of the gateway's own
+// cases. `own_prefix` ("PK-") is empty when the log's country is unknown (no
+// checkpoint yet): cases absent from the log are then not looked for. Fills
+// `report` (cases_checked; ok and problem on the first disagreement, with
+// the number of cases that disagree).
+void CheckCases(const std::vector<CaseRow>& rows,
+                std::map<std::string, CaseHistory> histories,
+                absl::string_view own_prefix, AuditVerifyReport& report) {
+  std::string first;
+  uint64_t disagreeing = 0;
+  auto disagree = [&](std::string problem) {
+    if (disagreeing++ == 0) first = std::move(problem);
+  };
+  for (const CaseRow& row : rows) {
+    auto it = histories.find(row.exchange_id);
+    if (it == histories.end()) {
+      if (!own_prefix.empty() &&
+          absl::StartsWith(row.exchange_id, own_prefix)) {
+        disagree(absl::StrCat(
+            "case ", Quote(row.exchange_id),
+            " is in the store but the log never recorded its opening: it was "
+            "written outside the gateway"));
+      }
+      continue;
+    }
+    const CaseHistory& h = it->second;
+    if (row.version != h.versions) {
+      disagree(absl::StrCat("case ", Quote(row.exchange_id), " is at version ",
+                            row.version, " in the store, but the log records ",
+                            h.versions,
+                            h.versions == 1 ? " version" : " versions",
+                            " of it (the newest in entry ", h.newest_at, "): ",
+                            row.version < h.versions
+                                ? "the case was put back from an earlier copy"
+                                : "the case was changed outside the gateway"));
+    } else {
+      ++report.cases_checked;
+    }
+    histories.erase(it);
+  }
+  // Opened in the log, gone from the store: in the order they were opened.
+  std::vector<std::pair<uint64_t, std::string>> missing;
+  for (const auto& [id, h] : histories) missing.emplace_back(h.opened_at, id);
+  std::sort(missing.begin(), missing.end());
+  for (const auto& [opened_at, id] : missing) {
+    disagree(absl::StrCat("case ", Quote(id), ", opened in entry ", opened_at,
+                          ", is not in the store: it was deleted outside the "
+                          "gateway"));
+  }
+  if (disagreeing == 0) return;
+  report.ok = false;
+  report.problem =
+      disagreeing == 1
+          ? first
+          : absl::StrCat(disagreeing,
+                         " cases disagree with the log; the first: ", first);
+}
+
 // --- The stream --------------------------------------------------------------
 
 struct StreamResult {
@@ -438,6 +527,8 @@ struct StreamResult {
   uint64_t payloads_checked = 0;
   uint64_t consistency_proofs = 0;
   std::vector<std::string> notes;
+  // By exchange id: the cases the log records opening.
+  std::map<std::string, CaseHistory> cases;
 };
 
 class Stream {
@@ -464,6 +555,9 @@ class Stream {
   // The root checks of checkpoint `c`, whose size the tree has reached.
   // false if it is bad.
   bool CheckRoot(CheckpointRow& c);
+  // Counts entry `index` into its case's history if it opened or changed one
+  // of the gateway's own cases.
+  void NoteCaseChange(uint64_t index, const EntryView& view);
   // Checks the received envelopes recorded by entry `index`.
   bool CheckPayloads(uint64_t index, const EntryView& view, bool has_salt,
                      absl::string_view salt);
@@ -518,6 +612,18 @@ bool Stream::CheckRoot(CheckpointRow& c) {
   }
   previous_ = &c;
   return true;
+}
+
+void Stream::NoteCaseChange(uint64_t index, const EntryView& view) {
+  // Refusals change nothing; a success is appended in the transaction that
+  // made the change, so each one is exactly one version.
+  if (view.status_code != 0 || view.first_subject.empty()) return;
+  const bool open = view.action == kCaseOpenAction;
+  if (!open && view.action != kCaseUpdateAction) return;
+  CaseHistory& h = result_.cases[std::string(view.first_subject)];
+  if (open && h.versions == 0) h.opened_at = index;
+  ++h.versions;
+  h.newest_at = index;
 }
 
 bool Stream::CheckPayloads(uint64_t index, const EntryView& view, bool has_salt,
@@ -609,6 +715,7 @@ absl::StatusOr<StreamResult> Stream::Run() {
       return result_;
     }
 
+    NoteCaseChange(expected, view);
     const bool has_salt = sqlite3_column_type(entries.get(), 2) != SQLITE_NULL;
     if (!has_salt) ++result_.purged;
     if (next_inbound_ < inbound_.size() &&
@@ -703,21 +810,26 @@ absl::Status ScanEntry(absl::string_view bytes, EntryView* view) {
   for (size_t i = 1; i < 9; ++i) {
     index = (index << 8) | static_cast<uint8_t>(bytes[i]);
   }
+  const auto status_code =
+      static_cast<int32_t>(static_cast<uint32_t>(ReadU32At(bytes, 17)));
   pos = 21;
   absl::string_view action;
   if (!string(nullptr) || !string(&action) || !need(4)) return fail();
   const uint64_t subjects = ReadU32At(bytes, pos);
   pos += 4;
   if (subjects > audit::kMaxSubjects) return fail();
+  absl::string_view first_subject;
   for (uint64_t i = 0; i < subjects; ++i) {
-    if (!string(nullptr)) return fail();
+    if (!string(i == 0 ? &first_subject : nullptr)) return fail();
   }
   absl::string_view payload_hash;
   if (!string(&payload_hash) || !string(nullptr) || pos != bytes.size()) {
     return fail();
   }
   view->index = index;
+  view->status_code = status_code;
   view->action = action;
+  view->first_subject = first_subject;
   view->payload_hash = payload_hash;
   return absl::OkStatus();
 }
@@ -808,12 +920,14 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
   absl::StatusOr<StreamResult> streamed = stream.Run();
   if (signature_checks.has_value()) signature_checks->Work();
   if (signatures.joinable()) signatures.join();
+  absl::StatusOr<std::vector<CaseRow>> cases =
+      streamed.ok() ? ReadCases(db.get())
+                    : absl::StatusOr<std::vector<CaseRow>>();
   (void)sqlite3_exec(db.get(), "COMMIT", nullptr, nullptr, nullptr);
-  if (!streamed.ok()) {
-    if (streamed.status().code() == absl::StatusCode::kDataLoss) {
-      return damaged(streamed.status());
-    }
-    return streamed.status();
+  for (const absl::Status& read : {streamed.status(), cases.status()}) {
+    if (read.ok()) continue;
+    if (read.code() == absl::StatusCode::kDataLoss) return damaged(read);
+    return read;
   }
 
   report.purged_payloads = streamed->purged;
@@ -867,6 +981,12 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
     report.problem = streamed->tail_problem;
     return report;
   }
+  CheckCases(*cases, std::move(streamed->cases),
+             country == v1::COUNTRY_UNSPECIFIED
+                 ? std::string()
+                 : absl::StrCat(CountryCode(country), "-"),
+             report);
+  if (!report.ok) return report;
 
   if (report.checkpoints > 0 && report.cosigned == 0) {
     if (!options.allow_unwitnessed) {

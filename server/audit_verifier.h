@@ -23,7 +23,15 @@
 //     end;
 //   - for each received envelope still kept, the RECEIVED entry's payload
 //     hash must commit to the envelope's signature (unless its salt was
-//     purged under retention, which is counted, not failed).
+//     purged under retention, which is counted, not failed);
+//   - once the log itself is sound, the gateway's own cases against it: each
+//     case opened in the log must be in the store at the version its
+//     successful `case.open` and `case.update` entries make (one each), and
+//     every case in the store with this gateway's country prefix must have
+//     been opened in the log. A case put back from an earlier copy (an old
+//     WAL frame, a backup) together with its row's version column is caught
+//     here; a body put back alone is refused by the gateway when it reads it
+//     (FromStoredCase). Cases shared by the peer are not checked.
 //
 // Opens <data_dir>/gateway.db read-only in one read transaction, so it may
 // run next to a live gateway (it sees the log as of its start).
@@ -57,6 +65,7 @@ struct AuditVerifyReport {
   uint64_t consistency_proofs = 0;  // between consecutive checkpoints
   uint64_t purged_payloads = 0;     // entries whose salt was purged (retention)
   uint64_t payloads_checked = 0;    // received envelopes matched to an entry
+  uint64_t cases_checked = 0;  // own cases found at the version the log gives
   std::string origin;  // the log's origin line, e.g. "pk.casebridge/audit"
   // Where verification stopped, when not ok. A problem with no position
   // (e.g. "log not witnessed") sets neither.
@@ -80,7 +89,9 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
 // strings. Exposed for tests.
 struct EntryView {
   uint64_t index = 0;
+  int32_t status_code = 0;
   absl::string_view action;
+  absl::string_view first_subject;  // empty if the entry names none
   absl::string_view payload_hash;
 };
 // OK, filling `view` (which points into `bytes`), exactly when

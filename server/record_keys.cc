@@ -342,4 +342,27 @@ absl::StatusOr<v1::SignedEnvelope> FromStoredEnvelope(
   return envelope;
 }
 
+absl::StatusOr<v1::CaseReference> FromStoredCase(const RecordSealer* sealer,
+                                                 sqlite::Connection& conn,
+                                                 absl::string_view exchange_id,
+                                                 std::string body, bool sealed,
+                                                 int64_t row_version) {
+  CB_ASSIGN_OR_RETURN(const std::string plain,
+                      FromStored(sealer, conn, CaseRecord(exchange_id),
+                                 kCaseBodyField, std::move(body), sealed));
+  v1::CaseReference c;
+  if (!c.ParseFromString(plain)) {
+    return absl::DataLossError(
+        absl::StrCat("stored case ", exchange_id, " does not parse"));
+  }
+  if (c.version() != row_version) {
+    return absl::DataLossError(absl::StrCat(
+        "stored case ", exchange_id, " holds version ", c.version(),
+        " but its row says version ", row_version,
+        ": the case was put back from an earlier copy or changed outside the "
+        "gateway; run `casebridge audit verify` on this data directory"));
+  }
+  return c;
+}
+
 }  // namespace casebridge::server

@@ -8,6 +8,7 @@
 #ifndef CASEBRIDGE_SERVER_RECORD_KEYS_H_
 #define CASEBRIDGE_SERVER_RECORD_KEYS_H_
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -154,6 +155,21 @@ absl::StatusOr<v1::SignedEnvelope> FromStoredEnvelope(
     const RecordSealer* sealer, sqlite::Connection& conn,
     absl::string_view record, absl::string_view field, const std::string& bytes,
     bool sealed);
+
+// A case as stored: its row's `body` and `sealed` columns, and its
+// `version` column. The body is the authoritative record and carries its own
+// version; the column is a clear copy for queries. A body whose version is
+// not the column's is refused (DATA_LOSS naming the case and both versions):
+// sealed bytes of an earlier version still open under the case's record key,
+// so a body put back from an old WAL frame or a backup is caught here unless
+// the column was put back with it, and then by `casebridge audit verify`,
+// which compares the column with the versions the audit log recorded
+// (docs/storage.md#what-the-database-file-alone-gives-away).
+absl::StatusOr<v1::CaseReference> FromStoredCase(const RecordSealer* sealer,
+                                                 sqlite::Connection& conn,
+                                                 absl::string_view exchange_id,
+                                                 std::string body, bool sealed,
+                                                 int64_t row_version);
 
 }  // namespace casebridge::server
 

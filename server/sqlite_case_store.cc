@@ -35,16 +35,6 @@ google::protobuf::Timestamp ToProto(absl::Time t) {
   return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
 }
 
-absl::StatusOr<v1::CaseReference> ParseBody(const std::string& body,
-                                            const std::string& exchange_id) {
-  v1::CaseReference c;
-  if (!c.ParseFromString(body)) {
-    return absl::DataLossError(
-        absl::StrCat("stored case ", exchange_id, " does not parse"));
-  }
-  return c;
-}
-
 std::string Serialize(const v1::CaseReference& c) {
   std::string out;
   c.SerializeToString(&out);
@@ -101,16 +91,6 @@ absl::StatusOr<StoredPayload> StoreBody(const RecordSealer* sealer,
                   Serialize(c));
 }
 
-absl::StatusOr<v1::CaseReference> LoadBody(const RecordSealer* sealer,
-                                           sqlite::Connection& conn,
-                                           const std::string& exchange_id,
-                                           std::string body, bool sealed) {
-  CB_ASSIGN_OR_RETURN(const std::string plain,
-                      FromStored(sealer, conn, CaseRecord(exchange_id),
-                                 kBodyField, std::move(body), sealed));
-  return ParseBody(plain, exchange_id);
-}
-
 // Writes all columns of `c` (body included) to the row of its exchange id,
 // which then holds its personal fields again (purged_us NULL).
 absl::Status WriteRow(const RecordSealer* sealer, sqlite::Connection& conn,
@@ -149,8 +129,8 @@ absl::StatusOr<StoredCase> ReadCase(const RecordSealer* sealer,
                                     sqlite::Connection& conn,
                                     const std::string& exchange_id) {
   CB_ASSIGN_OR_RETURN(auto stmt,
-                      conn.Prepare("SELECT body, sealed, purged_us FROM cases "
-                                   "WHERE exchange_id = ?"));
+                      conn.Prepare("SELECT body, sealed, purged_us, version "
+                                   "FROM cases WHERE exchange_id = ?"));
   stmt.Bind(1, exchange_id);
   CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
   if (!row) {
@@ -159,9 +139,10 @@ absl::StatusOr<StoredCase> ReadCase(const RecordSealer* sealer,
   }
   StoredCase out;
   out.purged = !stmt.ColumnIsNull(2);
-  CB_ASSIGN_OR_RETURN(out.reference,
-                      LoadBody(sealer, conn, exchange_id, stmt.ColumnBlob(0),
-                               stmt.ColumnInt(1) != 0));
+  CB_ASSIGN_OR_RETURN(
+      out.reference,
+      FromStoredCase(sealer, conn, exchange_id, stmt.ColumnBlob(0),
+                     stmt.ColumnInt(1) != 0, stmt.ColumnInt(3)));
   return out;
 }
 
@@ -175,8 +156,9 @@ absl::StatusOr<OpenedCase> SqliteCaseStore::OpenCase(
     if (!key.request_id.empty()) {
       CB_ASSIGN_OR_RETURN(
           auto find,
-          conn.Prepare("SELECT exchange_id, request_hash, body, sealed FROM "
-                       "cases WHERE owner_office = ? AND request_id = ?"));
+          conn.Prepare("SELECT exchange_id, request_hash, body, sealed, "
+                       "version FROM cases WHERE owner_office = ? AND "
+                       "request_id = ?"));
       find.Bind(1, owner).Bind(2, key.request_id);
       CB_ASSIGN_OR_RETURN(const bool row, find.Step());
       if (row) {
@@ -187,8 +169,9 @@ absl::StatusOr<OpenedCase> SqliteCaseStore::OpenCase(
         }
         CB_ASSIGN_OR_RETURN(
             result.case_reference,
-            LoadBody(sealer_, conn, find.ColumnText(0), find.ColumnBlob(2),
-                     find.ColumnInt(3) != 0));
+            FromStoredCase(sealer_, conn, find.ColumnText(0),
+                           find.ColumnBlob(2), find.ColumnInt(3) != 0,
+                           find.ColumnInt(4)));
         result.replayed = true;
         return absl::OkStatus();
       }
@@ -338,7 +321,8 @@ absl::StatusOr<CasePage> SqliteCaseStore::ListCases(const CaseFilter& filter,
     CB_ASSIGN_OR_RETURN(
         auto stmt,
         conn.Prepare(
-            "SELECT seq, exchange_id, body, sealed FROM cases WHERE seq > ?1 "
+            "SELECT seq, exchange_id, body, sealed, version FROM cases "
+            "WHERE seq > ?1 "
             "AND (?2 = 0 OR status = ?2) AND (?3 = 0 OR category = ?3) "
             "AND (?4 = '' OR owner_office = ?4) "
             "AND (?5 = '' OR instr(exchange_id, ?5) > 0 "
@@ -365,9 +349,10 @@ absl::StatusOr<CasePage> SqliteCaseStore::ListCases(const CaseFilter& filter,
         break;
       }
       page.last_position = stmt.ColumnInt(0);
-      CB_ASSIGN_OR_RETURN(auto c,
-                          LoadBody(sealer_, conn, stmt.ColumnText(1),
-                                   stmt.ColumnBlob(2), stmt.ColumnInt(3) != 0));
+      CB_ASSIGN_OR_RETURN(
+          auto c,
+          FromStoredCase(sealer_, conn, stmt.ColumnText(1), stmt.ColumnBlob(2),
+                         stmt.ColumnInt(3) != 0, stmt.ColumnInt(4)));
       page.cases.push_back(std::move(c));
     }
     return absl::OkStatus();

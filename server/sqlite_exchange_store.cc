@@ -1004,16 +1004,15 @@ absl::StatusOr<std::optional<v1::CaseReference>> SqliteExchangeStore::HeldCase(
     sqlite::Connection& conn, const std::string& exchange_id) const {
   CB_ASSIGN_OR_RETURN(
       auto stmt,
-      conn.Prepare("SELECT body, sealed FROM cases WHERE exchange_id = ?"));
+      conn.Prepare(
+          "SELECT body, sealed, version FROM cases WHERE exchange_id = ?"));
   stmt.Bind(1, exchange_id);
   CB_ASSIGN_OR_RETURN(const bool found, stmt.Step());
   if (!found) return std::optional<v1::CaseReference>();
   CB_ASSIGN_OR_RETURN(
-      const std::string body,
-      FromStored(sealer_, conn, CaseRecord(exchange_id), kCaseBodyField,
-                 stmt.ColumnBlob(0), stmt.ColumnInt(1) != 0));
-  CB_ASSIGN_OR_RETURN(v1::CaseReference held, ParseStored<v1::CaseReference>(
-                                                  body, "case", exchange_id));
+      v1::CaseReference held,
+      FromStoredCase(sealer_, conn, exchange_id, stmt.ColumnBlob(0),
+                     stmt.ColumnInt(1) != 0, stmt.ColumnInt(2)));
   return std::optional<v1::CaseReference>(std::move(held));
 }
 

@@ -464,7 +464,8 @@ TEST_F(DataKeyTest, PurgedPayloadsAreGoneAndTheCliReportsThemPurged) {
               MatchesRegex("audit log .*: OK, [0-9]+ entries, [0-9]+ "
                            "checkpoints? \\([1-9][0-9]* cosigned by the "
                            "peer\\), [1-9][0-9]* payloads? purged under "
-                           "retention\n(.|\n)*"));
+                           "retention; [1-9][0-9]* cases? of this gateway at "
+                           "the version the log gives\n(.|\n)*"));
   const CommandResult json =
       Cli({"audit", "verify", "--data-dir", DataDir("PK"), "--keys", keys_file,
            "--json"});

@@ -210,10 +210,13 @@ TEST_F(EvidenceTest, BundlesFromBothSidesVerifyOfflineAndLogsVerifyAfter) {
     CommandResult text = Cli({"audit", "verify", "--data-dir", DataDir(country),
                               "--keys", keys_file});
     EXPECT_EQ(text.exit_code, 0) << text.out << text.err;
-    EXPECT_THAT(text.out, MatchesRegex("audit log .*: OK, [0-9]+ entries, "
-                                       "[0-9]+ checkpoints? \\([1-9][0-9]* "
-                                       "cosigned by the peer\\), 0 payloads "
-                                       "purged under retention\n(.|\n)*"));
+    EXPECT_THAT(text.out,
+                MatchesRegex(absl::StrCat(
+                    "audit log .*: OK, [0-9]+ entries, [0-9]+ checkpoints? "
+                    "\\([1-9][0-9]* cosigned by the peer\\), 0 payloads "
+                    "purged under retention; ",
+                    country == "PK" ? "1 case" : "0 cases",
+                    " of this gateway at the version the log gives\n(.|\n)*")));
     CommandResult json = Cli({"audit", "verify", "--data-dir", DataDir(country),
                               "--keys", keys_file, "--json"});
     ASSERT_EQ(json.exit_code, 0) << json.out << json.err;
@@ -224,6 +227,8 @@ TEST_F(EvidenceTest, BundlesFromBothSidesVerifyOfflineAndLogsVerifyAfter) {
               country == "PK" ? "pk.casebridge/audit" : "cn.casebridge/audit");
     EXPECT_EQ(parsed.at("payloads_checked").get<int>(),
               country == "CN" ? 1 : 0);
+    // PK opened the one case; CN holds it as shared.
+    EXPECT_EQ(parsed.at("cases_checked").get<int>(), country == "PK" ? 1 : 0);
   }
   // A missing keys file is a usage error.
   EXPECT_EQ(Cli({"audit", "verify", "--data-dir", DataDir("PK"), "--keys",

@@ -20,6 +20,7 @@
 #include "core/identity.h"
 #include "core/note.h"
 #include "core/public_keys.h"
+#include "core/status_macros.h"
 #include "server/checkpointer.h"
 #include "server/schema.h"
 #include "server/sqlite_case_store.h"
@@ -34,7 +35,9 @@ namespace {
 using ::casebridge::testing::FakeClock;
 using ::casebridge::testing::NewTempDir;
 using ::casebridge::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
+using ::testing::Eq;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::StartsWith;
@@ -94,6 +97,28 @@ class AuditVerifierTest : public ::testing::Test {
     return keys;
   }
 
+  // A row of `cases` as far as the verifier reads it: id and version.
+  static absl::Status InsertCase(sqlite::Connection& c, const std::string& id,
+                                 int64_t version) {
+    CB_ASSIGN_OR_RETURN(
+        auto insert,
+        c.Prepare("INSERT INTO cases(exchange_id, local_reference, category, "
+                  "status, owner_office, summary, version, created_us, "
+                  "updated_us, body, sealed) "
+                  "VALUES(?, 'FIR-1/2026', 1, 1, ?, '', ?, 0, 0, X'', 0)"));
+    insert.Bind(1, id).Bind(2, kFia).Bind(3, version);
+    return insert.Run();
+  }
+
+  // Runs `sql` with `id` as its one parameter on PK's store.
+  void ChangeCase(const std::string& sql, const std::string& id) {
+    ASSERT_OK(pk_->database().Write([&](sqlite::Connection& c) {
+      CB_ASSIGN_OR_RETURN(auto stmt, c.Prepare(sql));
+      stmt.Bind(1, id);
+      return stmt.Run();
+    }));
+  }
+
   // Appends `n` entries in one transaction. Every tenth is the receipt of
   // an envelope from CN, stored in `inbound` like the gateway does.
   void Append(uint64_t n) {
@@ -130,6 +155,9 @@ class AuditVerifierTest : public ::testing::Test {
           event.payload = "an OpenCase request";
           auto index = pk_->audit_log().AppendInTransaction(c, event);
           if (!index.ok()) return index.status();
+          if (absl::Status s = InsertCase(c, event.subjects[0], 1); !s.ok()) {
+            return s;
+          }
         }
       }
       return absl::OkStatus();
@@ -274,6 +302,7 @@ TEST_F(AuditVerifierTest, IntactLogPassesWithCounts) {
   EXPECT_EQ(report.consistency_proofs, kEntries / kCheckpointEvery - 1);
   EXPECT_EQ(report.purged_payloads, 0u);
   EXPECT_EQ(report.payloads_checked, received_.size());
+  EXPECT_EQ(report.cases_checked, kEntries - received_.size());
   EXPECT_EQ(report.origin, "pk.casebridge/audit");
   EXPECT_FALSE(report.first_bad_entry.has_value());
   EXPECT_FALSE(report.first_bad_checkpoint.has_value());
@@ -661,6 +690,79 @@ TEST_F(AuditVerifierTest, LogWithoutCheckpointsPassesWithANote) {
               ElementsAre(StartsWith("the newest 12 entries are not in the "
                                      "stored tree yet"),
                           StartsWith("no checkpoint has been signed")));
+}
+
+// The gateway's own cases against the log.
+
+TEST_F(AuditVerifierTest, OwnCasesAreCheckedAgainstTheVersionsTheLogGives) {
+  BuildLog(/*close=*/false);
+  // A successful update is one version more; a refused one changes nothing.
+  const std::string id = "PK-2026-0";
+  AuditEvent update;
+  update.actor = kFia;
+  update.action = "case.update";
+  update.subjects = {id};
+  update.payload = "an UpdateCase request";
+  ASSERT_OK(pk_->database().Write([&](sqlite::Connection& c) -> absl::Status {
+    CB_RETURN_IF_ERROR(
+        pk_->audit_log().AppendInTransaction(c, update).status());
+    CB_ASSIGN_OR_RETURN(
+        auto bump,
+        c.Prepare("UPDATE cases SET version = 2 WHERE exchange_id = ?"));
+    bump.Bind(1, id);
+    return bump.Run();
+  }));
+  AuditEvent refused = update;
+  refused.outcome = absl::AbortedError("expected_version: stale");
+  ASSERT_OK(pk_->audit_log().Append(refused).status());
+  // A case shared by the peer has no case.open here, and is not checked.
+  ASSERT_OK(pk_->database().Write([&](sqlite::Connection& c) {
+    return InsertCase(c, "CN-2026-000007", 5);
+  }));
+  CheckpointAndWitness();
+  const uint64_t own_cases = kEntries - received_.size();
+  {
+    const AuditVerifyReport report = Verify();
+    EXPECT_TRUE(report.ok) << report.problem;
+    EXPECT_EQ(report.cases_checked, own_cases);
+  }
+
+  // Put back at version 1, with its row's version column.
+  ChangeCase("UPDATE cases SET version = 1 WHERE exchange_id = ?", id);
+  const AuditVerifyReport rolled_back = Verify();
+  EXPECT_FALSE(rolled_back.ok);
+  EXPECT_FALSE(rolled_back.first_bad_entry.has_value());
+  EXPECT_THAT(rolled_back.problem,
+              AllOf(HasSubstr("\"PK-2026-0\" is at version 1 in the store, "
+                              "but the log records 2 versions"),
+                    HasSubstr(absl::StrCat("the newest in entry ", kEntries)),
+                    HasSubstr("put back from an earlier copy")));
+  EXPECT_EQ(rolled_back.cases_checked, own_cases - 1);
+
+  // Raised past what the log recorded.
+  ChangeCase("UPDATE cases SET version = 3 WHERE exchange_id = ?", id);
+  EXPECT_THAT(Verify().problem,
+              AllOf(HasSubstr("is at version 3 in the store, but the log "
+                              "records 2 versions"),
+                    HasSubstr("changed outside the gateway")));
+}
+
+TEST_F(AuditVerifierTest, OwnCasesDeletedOrAddedOutsideTheGatewayAreNamed) {
+  BuildLog(/*close=*/false);
+  ChangeCase("DELETE FROM cases WHERE exchange_id = ?", "PK-2026-1");
+  EXPECT_THAT(Verify().problem,
+              Eq("case \"PK-2026-1\", opened in entry 1, is not in the store: "
+                 "it was deleted outside the gateway"));
+
+  ASSERT_OK(pk_->database().Write([&](sqlite::Connection& c) {
+    return InsertCase(c, "PK-2026-999999", 1);
+  }));
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_THAT(report.problem,
+              AllOf(StartsWith("2 cases disagree with the log; the first: "),
+                    HasSubstr("\"PK-2026-999999\" is in the store but the log "
+                              "never recorded its opening")));
 }
 
 TEST_F(AuditVerifierTest, OlderSchemaIsNamedNotMisread) {

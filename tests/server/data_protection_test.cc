@@ -471,6 +471,84 @@ TEST_F(DataProtectionTest, APayloadPutInTheClearReadsAsDataLoss) {
                              HasSubstr("changed outside the gateway"))));
 }
 
+TEST_F(DataProtectionTest, ACaseBodyPutBackFromAnEarlierVersionIsCaught) {
+  // Someone with write access to the file (and an old WAL frame or backup)
+  // puts back the sealed body of version 1 after the case was closed: it
+  // still opens under the case's record key with the same associated data.
+  const v1::CaseReference opened = Open();
+  const std::string id = opened.exchange_id();
+  auto column = [&](const std::string& sql) {
+    std::string out;
+    EXPECT_OK(store_->database().Read([&](sqlite::Connection& c) {
+      CB_ASSIGN_OR_RETURN(auto stmt, c.Prepare(sql));
+      stmt.Bind(1, id);
+      CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+      if (row) out = stmt.ColumnBlob(0);
+      return absl::OkStatus();
+    }));
+    return out;
+  };
+  auto write = [&](const std::string& sql, const std::string& value) {
+    ASSERT_OK(store_->database().Write([&](sqlite::Connection& c) {
+      CB_ASSIGN_OR_RETURN(auto stmt, c.Prepare(sql));
+      stmt.BindBlob(1, value).Bind(2, id);
+      return stmt.Run();
+    }));
+  };
+  const std::string first_body =
+      column("SELECT body FROM cases WHERE exchange_id = ?");
+  ASSERT_EQ(Close(id).version(), 2);
+
+  // The body alone: refused wherever the case is read.
+  write("UPDATE cases SET body = ? WHERE exchange_id = ?", first_body);
+  const auto put_back = StatusIs(
+      absl::StatusCode::kDataLoss,
+      AllOf(HasSubstr(id), HasSubstr("holds version 1 but its row says "
+                                     "version 2")));
+  EXPECT_THAT(store_->cases().GetCase(id), put_back);
+  EXPECT_THAT(store_->cases().ListCases(CaseFilter{}, 0, 10), put_back);
+  EXPECT_THAT(store_->cases().UpdateCase(
+                  id, 1, [](v1::CaseReference&) { return absl::OkStatus(); },
+                  kFia, UpdateEvent(id)),
+              put_back);
+  EXPECT_EQ(column("SELECT CAST(version AS TEXT) FROM cases WHERE "
+                   "exchange_id = ?"),
+            "2");
+
+  // With the version column put back too, the case reads as it was; the
+  // offline verifier compares it with the log, which recorded two versions.
+  write("UPDATE cases SET version = CAST(? AS INTEGER) WHERE exchange_id = ?",
+        "1");
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference rolled_back,
+                       store_->cases().GetCase(id));
+  EXPECT_EQ(rolled_back.status(), v1::CASE_STATUS_OPEN);
+  store_.reset();
+  const AuditVerifyReport report = VerifyOffline();
+  EXPECT_FALSE(report.ok);
+  EXPECT_THAT(report.problem,
+              AllOf(HasSubstr(id),
+                    HasSubstr("is at version 1 in the store, "
+                              "but the log records 2 versions"),
+                    HasSubstr("put back from an earlier copy")));
+  EXPECT_EQ(report.cases_checked, 0u);
+}
+
+TEST_F(DataProtectionTest,
+       TheOfflineVerifierFindsOwnCasesAtTheirLoggedVersion) {
+  const std::string closed = Open().exchange_id();
+  Close(closed);
+  Open();
+  // A refused update is in the log too, and changed nothing.
+  AuditEvent refused = UpdateEvent(closed);
+  refused.outcome = absl::AbortedError("expected_version: stale");
+  ASSERT_OK(store_->audit_log().Append(refused).status());
+  Receive(PeerMessage("CN-M-1", v1::MESSAGE_KIND_NOTE));
+  store_.reset();
+  const AuditVerifyReport report = VerifyOffline();
+  EXPECT_TRUE(report.ok) << report.problem;
+  EXPECT_EQ(report.cases_checked, 2u);
+}
+
 TEST_F(DataProtectionTest,
        APayloadPutInTheClearIsSealedAtTheNextOpenOnlyOnTheRecord) {
   // The same forgery, the gateway restarted: the open cannot tell the row
