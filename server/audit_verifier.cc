@@ -7,11 +7,11 @@
 #include <atomic>
 #include <cstring>
 #include <limits>
-#include <map>
 #include <memory>
 #include <thread>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -461,7 +461,7 @@ absl::StatusOr<std::vector<CaseRow>> ReadCases(sqlite3* db) {
 // `report` (cases_checked; ok and problem on the first disagreement, with
 // the number of cases that disagree).
 void CheckCases(const std::vector<CaseRow>& rows,
-                std::map<std::string, CaseHistory> histories,
+                absl::flat_hash_map<std::string, CaseHistory> histories,
                 absl::string_view own_prefix, AuditVerifyReport& report) {
   std::string first;
   uint64_t disagreeing = 0;
@@ -528,7 +528,7 @@ struct StreamResult {
   uint64_t consistency_proofs = 0;
   std::vector<std::string> notes;
   // By exchange id: the cases the log records opening.
-  std::map<std::string, CaseHistory> cases;
+  absl::flat_hash_map<std::string, CaseHistory> cases;
 };
 
 class Stream {
@@ -620,7 +620,12 @@ void Stream::NoteCaseChange(uint64_t index, const EntryView& view) {
   if (view.status_code != 0 || view.first_subject.empty()) return;
   const bool open = view.action == kCaseOpenAction;
   if (!open && view.action != kCaseUpdateAction) return;
-  CaseHistory& h = result_.cases[std::string(view.first_subject)];
+  auto it = result_.cases.find(view.first_subject);
+  if (it == result_.cases.end()) {
+    it = result_.cases.emplace(std::string(view.first_subject), CaseHistory{})
+             .first;
+  }
+  CaseHistory& h = it->second;
   if (open && h.versions == 0) h.opened_at = index;
   ++h.versions;
   h.newest_at = index;
@@ -999,9 +1004,18 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
         "no checkpoint carries the peer's cosignature (accepted: "
         "--allow-unwitnessed)");
   } else if (report.checkpoints == 0 && report.entries > 0) {
+    // A gateway signs its first checkpoint within about a second of its
+    // first entry: a log with entries and none was rebuilt with its
+    // checkpoints removed, or was never served by a gateway.
+    if (!options.allow_unwitnessed) {
+      report.ok = false;
+      report.problem =
+          "log not witnessed: it has entries but no signed checkpoint";
+      return report;
+    }
     report.notes.push_back(
         "no checkpoint has been signed: the entries are checked against "
-        "each other only");
+        "each other only (accepted: --allow-unwitnessed)");
   }
   if (report.cosigned > 0 && report.witnessed_size < report.entries) {
     report.notes.push_back(absl::StrCat(

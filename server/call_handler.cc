@@ -102,9 +102,13 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
             absl::string_view(pem.front().data(), pem.front().size()), *id);
         !revoked.ok()) {
       if (limiter_ != nullptr) {
-        const CallLimiter::Decision decision =
-            limiter_->AdmitCall(absl::StrCat(*id, " (revoked certificate)"));
+        const std::string bucket = absl::StrCat(*id, " (revoked certificate)");
+        const CallLimiter::Decision decision = limiter_->AdmitCall(bucket);
         *audit = decision.status.ok() || decision.audit;
+        // This bucket has no other limit: a call it admits ends its burst.
+        if (decision.status.ok()) {
+          AuditBurst(bucket, limiter_->CloseBurst(bucket));
+        }
       }
       return revoked;
     }
@@ -118,11 +122,28 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
       return decision.status;
     }
   }
+  absl::StatusOr<Caller> caller = Authorize(context, action, *id);
+  // Past the rate limit, a call refused for anything else (an identity not
+  // configured, a missing deadline...) ends a burst of refusals as one that
+  // passes does, or an identity that is never admitted would keep its burst
+  // open for good. A stream that passes still has the stream limit ahead:
+  // the caller closes the burst after TrackStream.
+  const bool stream =
+      action == Action::kWatchInbox || action == Action::kDeliver;
+  if (limiter_ != nullptr && (!caller.ok() || !stream)) {
+    AuditBurst(*id, limiter_->CloseBurst(*id));
+  }
+  return caller;
+}
+
+absl::StatusOr<Caller> CallHandler::Authorize(
+    grpc::CallbackServerContext* context, Action action,
+    const std::string& identity) {
   if (port_ == Port::kOffice) {
     if (policies_ == nullptr) {
       return absl::InternalError("office port without an access policy");
     }
-    auto caller = office_authorizer_.Identify(*id);
+    auto caller = office_authorizer_.Identify(identity);
     if (!caller.ok()) return caller.status();
     if (auto allowed = OfficeAuthorizer::Authorize(*caller, action);
         !allowed.ok()) {
@@ -139,9 +160,9 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
     return caller;
   }
   // Peer port: only the pinned peer gateway, and only peer and audit calls.
-  if (*id != config_->peer_identity) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("identity ", *id, " is not the configured peer gateway"));
+  if (identity != config_->peer_identity) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "identity ", identity, " is not the configured peer gateway"));
   }
   static const auto* kPeerActions = new std::set<Action>{
       Action::kDeliver,           Action::kAddCheckpoint,
@@ -152,7 +173,7 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
     return absl::PermissionDeniedError(
         absl::StrCat("the peer gateway may not call ", ActionName(action)));
   }
-  return Caller{*id, &peer_, nullptr};
+  return Caller{identity, &peer_, nullptr};
 }
 
 absl::Status CallHandler::TrackStream(grpc::CallbackServerContext* context,
@@ -375,7 +396,7 @@ void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
       if (status.ok() && stream) {
         status = TrackStream(context, action, identity, audit_action, &audit);
       }
-      if (status.ok() && limiter_ != nullptr) {
+      if (status.ok() && stream && limiter_ != nullptr) {
         AuditBurst(identity, limiter_->CloseBurst(identity));
       }
       if (status.ok()) status = body(*caller);

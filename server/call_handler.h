@@ -164,6 +164,10 @@ class CallHandler {
   absl::StatusOr<Caller> Admit(grpc::CallbackServerContext* context,
                                Action action, std::string* identity,
                                bool* audit);
+  // Admit's checks after the rate limit: the identity's role and action on
+  // the office port (and a deadline), or the pinned peer on the peer port.
+  absl::StatusOr<Caller> Authorize(grpc::CallbackServerContext* context,
+                                   Action action, const std::string& identity);
   // The stream limit, and tracking of the stream until OnCallDone.
   absl::Status TrackStream(grpc::CallbackServerContext* context, Action action,
                            const std::string& identity,

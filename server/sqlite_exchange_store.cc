@@ -175,10 +175,17 @@ absl::StatusOr<bool> MessageExists(sqlite::Connection& conn,
 
 constexpr const char* kBodyField = kMessageBodyField;
 
+// A message as stored. A message purged under retention has an empty body:
+// FAILED_PRECONDITION saying so, never an empty message.
 absl::StatusOr<v1::CaseMessage> LoadMessage(const RecordSealer* sealer,
                                             sqlite::Connection& conn,
                                             const std::string& message_id,
                                             std::string body, bool sealed) {
+  if (body.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("message ", message_id,
+                     " had its payload purged under the retention policy"));
+  }
   CB_ASSIGN_OR_RETURN(const std::string plain,
                       FromStored(sealer, conn, MessageRecord(message_id),
                                  kBodyField, std::move(body), sealed));
@@ -636,14 +643,27 @@ absl::StatusOr<v1::CaseMessage> SqliteExchangeStore::GetOutgoingMessage(
     const std::string& message_id) {
   v1::CaseMessage message;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
-    CB_ASSIGN_OR_RETURN(auto stmt,
-                        conn.Prepare("SELECT body, sealed FROM messages "
-                                     "WHERE message_id = ? AND direction = ?"));
+    CB_ASSIGN_OR_RETURN(
+        auto stmt,
+        conn.Prepare("SELECT body, sealed, purged_us, exchange_id, kind, "
+                     "priority, sender_office, recipient_office FROM messages "
+                     "WHERE message_id = ? AND direction = ?"));
     stmt.Bind(1, message_id).Bind(2, kOutgoing);
     CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
     if (!row) {
       return absl::NotFoundError(
           absl::StrCat("outgoing message ", message_id, " not found"));
+    }
+    if (!stmt.ColumnIsNull(2)) {
+      // Purged: what the row keeps in the clear, so that its sender can
+      // still follow its delivery.
+      message.set_message_id(message_id);
+      message.set_exchange_id(stmt.ColumnText(3));
+      message.set_kind(static_cast<v1::MessageKind>(stmt.ColumnInt(4)));
+      message.set_priority(static_cast<v1::Priority>(stmt.ColumnInt(5)));
+      message.set_sender_office(stmt.ColumnText(6));
+      message.set_recipient_office(stmt.ColumnText(7));
+      return absl::OkStatus();
     }
     CB_ASSIGN_OR_RETURN(
         message, LoadMessage(sealer_, conn, message_id, stmt.ColumnBlob(0),
@@ -1200,6 +1220,7 @@ absl::StatusOr<std::vector<InboxItem>> SqliteExchangeStore::ReadInbox(
                      "m.body, m.sealed FROM inbox i JOIN messages m "
                      "ON m.message_id = i.message_id "
                      "WHERE i.office = ? AND i.cursor > ? "
+                     "AND m.purged_us IS NULL "
                      "ORDER BY i.cursor LIMIT ?"));
     stmt.Bind(1, office).Bind(2, after_cursor).Bind(3, Limit(max));
     while (true) {

@@ -355,6 +355,8 @@ absl::Status ValidateOpenCase(const v1::OpenCaseRequest& request) {
     return Invalid(Field(p, "updated_by"), "is output only");
   if (!c.handling_notice().empty())
     return Invalid(Field(p, "handling_notice"), "is output only");
+  if (c.has_personal_data_purged_at())
+    return Invalid(Field(p, "personal_data_purged_at"), "is output only");
 
   CB_RETURN_IF_ERROR(CheckText(Field(p, "local_reference"), c.local_reference(),
                                1, kMaxLocalReferenceChars));

@@ -50,7 +50,9 @@ class LimitsTest : public ::testing::Test {
     return OfficeClientFor(stem, gateway_->office_endpoint());
   }
 
-  std::vector<v1::AuditEntry> FiaAuditEntries() {
+  std::vector<v1::AuditEntry> FiaAuditEntries() { return EntriesBy(kFiaId); }
+
+  std::vector<v1::AuditEntry> EntriesBy(const std::string& actor) {
     auto auditor = Office(kAuditor);
     std::vector<v1::AuditEntry> all;
     uint64_t start = 0;
@@ -59,7 +61,7 @@ class LimitsTest : public ::testing::Test {
       EXPECT_OK(page);
       if (!page.ok() || page->entries().empty()) break;
       for (const v1::AuditEntry& entry : page->entries()) {
-        if (entry.actor() == kFiaId) all.push_back(entry);
+        if (entry.actor() == actor) all.push_back(entry);
       }
       start = page->next_start();
     }
@@ -130,6 +132,59 @@ TEST_F(LimitsTest, RateLimitRefusalsAreAuditedOncePerBurst) {
   EXPECT_GE(audited_refusals, 1);
   EXPECT_LT(audited_refusals, refused);
   EXPECT_EQ(summaries, audited_refusals);
+  EXPECT_EQ(summarized, refused);
+}
+
+TEST_F(LimitsTest, BurstsOfAnIdentityNeverAdmittedAreSummarizedToo) {
+  // A certificate of our CA for an office not in the office table: every
+  // call is refused, by the rate limit or for the identity. A call the rate
+  // limit lets through ends the burst as an admitted one does, so each
+  // burst's first refusal is audited and its count summarized.
+  StartGateway("office_calls_per_second = 1\noffice_burst = 3\n");
+  constexpr char kUnlistedId[] =
+      "spiffe://pk.casebridge/office/unlisted-office";
+  auto unlisted = Office("bad/unconfigured");
+  int refused = 0;
+  auto burst = [&] {
+    for (int i = 0; i < 8; ++i) {
+      const absl::Status status = unlisted->WhoAmI().status();
+      if (status.code() == absl::StatusCode::kResourceExhausted) ++refused;
+    }
+    // Let through by the rate limit again, and refused for the identity.
+    EXPECT_TRUE(WaitUntil([&] {
+      const absl::Status status = unlisted->WhoAmI().status();
+      if (status.code() == absl::StatusCode::kResourceExhausted) {
+        ++refused;
+        return false;
+      }
+      EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied) << status;
+      return true;
+    }));
+  };
+  burst();
+  burst();
+  EXPECT_GE(refused, 8);
+
+  int audited_refusals = 0;
+  int summaries = 0;
+  int64_t summarized = 0;
+  for (const v1::AuditEntry& entry : EntriesBy(kUnlistedId)) {
+    if (entry.action() == "office.whoami" &&
+        entry.status_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      ++audited_refusals;
+    }
+    if (entry.action() == "limits.refused") {
+      ++summaries;
+      int64_t count = 0;
+      ASSERT_TRUE(absl::SimpleAtoi(
+          entry.status_message().substr(0, entry.status_message().find(' ')),
+          &count))
+          << entry.status_message();
+      summarized += count;
+    }
+  }
+  EXPECT_EQ(audited_refusals, 2);
+  EXPECT_EQ(summaries, 2);
   EXPECT_EQ(summarized, refused);
 }
 

@@ -680,10 +680,17 @@ TEST_F(AuditVerifierTest, UnwitnessedLogFailsUnlessAllowed) {
   EXPECT_EQ(allowed.cosigned, 0u);
 }
 
-TEST_F(AuditVerifierTest, LogWithoutCheckpointsPassesWithANote) {
+TEST_F(AuditVerifierTest, LogWithoutCheckpointsIsUnwitnessed) {
+  // As an insider would leave it after editing entries and deleting every
+  // checkpoint and stored node.
   Append(12);
   pk_.reset();
-  const AuditVerifyReport report = Verify();
+  const AuditVerifyReport refused = Verify();
+  EXPECT_FALSE(refused.ok);
+  EXPECT_EQ(refused.problem,
+            "log not witnessed: it has entries but no signed checkpoint");
+
+  const AuditVerifyReport report = Verify(/*allow_unwitnessed=*/true);
   EXPECT_TRUE(report.ok) << report.problem;
   EXPECT_EQ(report.entries, 12u);
   EXPECT_THAT(report.notes,

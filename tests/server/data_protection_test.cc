@@ -768,17 +768,27 @@ TEST_F(DataProtectionTest, PurgesMessagesByKindAndNothingElse) {
   EXPECT_EQ(report.messages, 1);
   EXPECT_EQ(report.cases, 0);
 
-  // In arrival order; the purged message keeps its place in the inbox with
-  // nothing left of its payload.
+  // In arrival order; the purged message is no longer read from the inbox
+  // (an office resuming from an older cursor would otherwise get an empty
+  // message), and cannot be answered.
   const std::vector<InboxItem> inbox = Inbox();
-  ASSERT_EQ(inbox.size(), 4u);
-  EXPECT_EQ(inbox[0].message.ByteSizeLong(), 0u);
-  EXPECT_EQ(inbox[1].message.message_id(), "CN-M-RESCUE");
+  ASSERT_EQ(inbox.size(), 3u);
+  EXPECT_EQ(inbox[0].message.message_id(), "CN-M-RESCUE");
+  EXPECT_EQ(inbox[0].message.body(), kBody);
+  EXPECT_EQ(inbox[1].message.message_id(), "CN-M-UPDATE");
   EXPECT_EQ(inbox[1].message.body(), kBody);
-  EXPECT_EQ(inbox[2].message.message_id(), "CN-M-UPDATE");
+  EXPECT_EQ(inbox[2].message.message_id(), "CN-M-NOTE-NEW");
   EXPECT_EQ(inbox[2].message.body(), kBody);
-  EXPECT_EQ(inbox[3].message.message_id(), "CN-M-NOTE-NEW");
-  EXPECT_EQ(inbox[3].message.body(), kBody);
+  EXPECT_THAT(
+      store_->exchange().AcknowledgeAndReply(
+          kFia, "CN-M-NOTE", clock_.Now(), Event("message.acknowledge"),
+          [](const v1::CaseMessage&) -> absl::StatusOr<OutgoingMessage> {
+            return absl::InternalError("not to be reached");
+          },
+          Event("message.send")),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               "message CN-M-NOTE had its payload purged under the retention "
+               "policy"));
   EXPECT_EQ(WrappedKey(MessageRecord("CN-M-NOTE")), "");
   EXPECT_NE(WrappedKey(MessageRecord("CN-M-RESCUE")), "");
   // The entries naming the purged message lose their salts; the others'
@@ -1249,16 +1259,23 @@ TEST_F(DataProtectionTest, PurgingACasePurgesTheSharesThatCarryIt) {
   EXPECT_EQ(WrappedKey(MessageRecord("CN-M-SHARE")), "");
   EXPECT_NE(WrappedKey(MessageRecord("PK-M-SHARE-2")), "") << "in flight";
   EXPECT_NE(WrappedKey(MessageRecord("CN-M-NOTE")), "");
+  // A purged outgoing message still names its sender and case, so that its
+  // sender can follow its delivery.
   ASSERT_OK_AND_ASSIGN(const v1::CaseMessage failed,
                        store_->exchange().GetOutgoingMessage("PK-M-SHARE-1"));
   EXPECT_FALSE(failed.has_case_reference());
+  EXPECT_EQ(failed.message_id(), "PK-M-SHARE-1");
+  EXPECT_EQ(failed.sender_office(), kFia);
+  EXPECT_EQ(failed.exchange_id(), ours.exchange_id());
+  EXPECT_EQ(failed.kind(), v1::MESSAGE_KIND_CASE_SHARE);
+  EXPECT_TRUE(failed.body().empty());
   ASSERT_OK_AND_ASSIGN(const v1::CaseMessage queued,
                        store_->exchange().GetOutgoingMessage("PK-M-SHARE-2"));
   EXPECT_EQ(queued.case_reference().victims(0).remarks(), kRemark);
   const std::vector<InboxItem> inbox = Inbox();
-  ASSERT_EQ(inbox.size(), 2u);
-  EXPECT_EQ(inbox[0].message.ByteSizeLong(), 0u);
-  EXPECT_EQ(inbox[1].message.body(), kBody);
+  ASSERT_EQ(inbox.size(), 1u);
+  EXPECT_EQ(inbox[0].message.message_id(), "CN-M-NOTE");
+  EXPECT_EQ(inbox[0].message.body(), kBody);
 
   // Each purged share is audited as message retention audits it.
   ASSERT_OK_AND_ASSIGN(const uint64_t size, store_->audit_log().Size());

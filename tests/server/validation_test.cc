@@ -161,6 +161,14 @@ INSTANTIATE_TEST_SUITE_P(
                  "case_reference.updated_at: "},
         OpenCase{"UpdatedBySet", [](R& r) { C(r).set_updated_by("someone"); },
                  "case_reference.updated_by: "},
+        OpenCase{"HandlingNoticeSet",
+                 [](R& r) { C(r).set_handling_notice("H0: none"); },
+                 "case_reference.handling_notice: is output only"},
+        OpenCase{"PersonalDataPurgedAtSet",
+                 [](R& r) {
+                   C(r).mutable_personal_data_purged_at()->set_seconds(1);
+                 },
+                 "case_reference.personal_data_purged_at: is output only"},
         OpenCase{"LocalReferenceEmpty",
                  [](R& r) { C(r).clear_local_reference(); },
                  "case_reference.local_reference: "},
