@@ -93,6 +93,11 @@ absl::StatusOr<std::unique_ptr<cb::client::OfficeClient>> MakeClient(
   return cb::client::OfficeClient::Create(*config);
 }
 
+// Under a case, or a list of cases, that came without its personal data.
+constexpr char kWithheldNote[] =
+    "Personal data withheld: victims' remarks and last known locations are "
+    "not shown to your role (ReadPersonalData)\n";
+
 void Print(const Options& options, const google::protobuf::Message& message,
            const std::string& text) {
   if (options.json) {
@@ -779,9 +784,19 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   if (case_get->parsed()) {
-    auto got = c.GetCase(get_id);
+    auto got = c.GetCaseResponse(get_id);
     if (!got.ok()) return ReportStatus(got.status(), kExitRpc);
-    Print(options, *got, cb::cli::FormatCase(*got));
+    const v1::CaseReference& got_case = got->case_reference();
+    if (options.json) {
+      // The case as JSON, as ever; a withheld part is said beside it.
+      nlohmann::ordered_json out =
+          nlohmann::ordered_json::parse(cb::cli::ToJson(got_case));
+      if (got->personal_data_withheld()) out["personal_data_withheld"] = true;
+      std::cout << out.dump() << "\n";
+    } else {
+      std::cout << cb::cli::FormatCase(got_case);
+      if (got->personal_data_withheld()) std::cout << kWithheldNote;
+    }
     return kExitOk;
   }
   if (case_list->parsed()) {
@@ -809,6 +824,7 @@ int main(int argc, char** argv) {
       for (auto& item : *page->mutable_cases())
         *all.add_cases() = std::move(item);
       all.set_next_page_token(page->next_page_token());
+      if (page->personal_data_withheld()) all.set_personal_data_withheld(true);
       if (!list_all || page->next_page_token().empty()) break;
       request.set_page_token(page->next_page_token());
     }
@@ -820,6 +836,7 @@ int main(int argc, char** argv) {
       text += absl::StrCat("; more with --page-token ", all.next_page_token());
     }
     text += "\n";
+    if (all.personal_data_withheld()) text += kWithheldNote;
     Print(options, all, text);
     return kExitOk;
   }

@@ -80,6 +80,13 @@ absl::StatusOr<v1::CaseReference> OfficeClient::OpenCase(
 
 absl::StatusOr<v1::CaseReference> OfficeClient::GetCase(
     const std::string& exchange_id) {
+  CB_ASSIGN_OR_RETURN(v1::GetCaseResponse response,
+                      GetCaseResponse(exchange_id));
+  return std::move(*response.mutable_case_reference());
+}
+
+absl::StatusOr<v1::GetCaseResponse> OfficeClient::GetCaseResponse(
+    const std::string& exchange_id) {
   grpc::ClientContext context;
   Prepare(context);
   v1::GetCaseRequest request;
@@ -87,7 +94,7 @@ absl::StatusOr<v1::CaseReference> OfficeClient::GetCase(
   v1::GetCaseResponse response;
   CB_RETURN_IF_ERROR(
       FromGrpcStatus(office_->GetCase(&context, request, &response)));
-  return std::move(*response.mutable_case_reference());
+  return response;
 }
 
 absl::StatusOr<v1::ListCasesResponse> OfficeClient::ListCases(

@@ -43,6 +43,10 @@ class OfficeClient {
   absl::StatusOr<v1::CaseReference> OpenCase(
       const v1::CaseReference& draft, const std::string& request_id = "");
   absl::StatusOr<v1::CaseReference> GetCase(const std::string& exchange_id);
+  // The whole response: the case, and whether personal data was withheld
+  // from it (the caller's role may not read it).
+  absl::StatusOr<v1::GetCaseResponse> GetCaseResponse(
+      const std::string& exchange_id);
   absl::StatusOr<v1::ListCasesResponse> ListCases(
       const v1::ListCasesRequest& request);
   absl::StatusOr<v1::CaseReference> UpdateCase(

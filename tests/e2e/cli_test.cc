@@ -15,6 +15,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
+using ::testing::Not;
 
 class CliTest : public ::testing::Test {
  protected:
@@ -82,6 +83,46 @@ TEST_F(CliTest, OpenGetListUpdateRoundTrip) {
   const auto json = nlohmann::json::parse(update.out);
   EXPECT_EQ(json.at("status"), "CASE_STATUS_UNDER_INVESTIGATION");
   EXPECT_EQ(json.at("version"), "2");
+}
+
+TEST_F(CliTest, PersonalDataWithheldFromTheCallersRoleIsSaid) {
+  const std::string id = OpenCase("remarks kept from auditors");
+  const std::string auditor = WriteFile(
+      dir_ + "/auditor.toml",
+      ClientConfigToml(gateway_->office_endpoint(), "pk/auditors/pk-auditor"));
+  auto as_auditor = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {CliBinary(), "--config", auditor});
+    return RunCommand(args);
+  };
+  constexpr char kNote[] =
+      "Personal data withheld: victims' remarks and last "
+      "known locations are not shown to your role";
+
+  const CommandResult get = as_auditor({"case", "get", id});
+  ASSERT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_THAT(get.out, HasSubstr(kNote));
+  EXPECT_THAT(get.out, Not(HasSubstr("age 22")));
+  const CommandResult get_json = as_auditor({"--json", "case", "get", id});
+  ASSERT_EQ(get_json.exit_code, 0) << get_json.err;
+  const auto got = nlohmann::json::parse(get_json.out);
+  EXPECT_EQ(got.at("exchange_id"), id);
+  EXPECT_EQ(got.at("personal_data_withheld"), true);
+
+  const CommandResult list = as_auditor({"case", "list"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_THAT(list.out, HasSubstr(kNote));
+  const CommandResult list_json = as_auditor({"--json", "case", "list"});
+  ASSERT_EQ(list_json.exit_code, 0) << list_json.err;
+  EXPECT_EQ(nlohmann::json::parse(list_json.out).at("personal_data_withheld"),
+            true);
+
+  // The owner sees everything, and no note.
+  const CommandResult own = Cli({"case", "get", id});
+  ASSERT_EQ(own.exit_code, 0) << own.err;
+  EXPECT_THAT(own.out, HasSubstr("age 22"));
+  EXPECT_THAT(own.out, Not(HasSubstr("Personal data withheld")));
+  EXPECT_FALSE(nlohmann::json::parse(Cli({"--json", "case", "get", id}).out)
+                   .contains("personal_data_withheld"));
 }
 
 TEST_F(CliTest, ListFollowsEveryPageWithAll) {
