@@ -429,30 +429,65 @@ absl::StatusOr<std::vector<Inbound>> ReadInbound(sqlite3* db) {
 
 // --- Cases -------------------------------------------------------------------
 
+// The entry of a case's personal data, or a message's payload, purged under
+// retention (SqliteCaseStore::PurgeExpired, PurgeMessageInTransaction).
+constexpr absl::string_view kRetentionPurgeAction = "retention.purge";
+
 // What the log says of one of the gateway's own cases.
 struct CaseHistory {
   int64_t versions = 0;    // successful case.open and case.update entries
   uint64_t opened_at = 0;  // the index of its case.open entry
   uint64_t newest_at = 0;  // the index of the newest of those entries
+  // The index of the retention.purge entry of its personal data, if any.
+  std::optional<uint64_t> purged_at;
+};
+
+// A successful retention.purge entry that names no case of ours: a
+// message's payload (or a peer case's personal data, not checked).
+struct Purge {
+  uint64_t index = 0;
+  std::string subject;
 };
 
 struct CaseRow {
   std::string exchange_id;
   int64_t version = 0;
+  bool purged = false;
 };
 
 absl::StatusOr<std::vector<CaseRow>> ReadCases(sqlite3* db) {
-  CB_ASSIGN_OR_RETURN(
-      StmtPtr stmt,
-      Prepare(db, "SELECT exchange_id, version FROM cases ORDER BY seq"));
+  CB_ASSIGN_OR_RETURN(StmtPtr stmt,
+                      Prepare(db,
+                              "SELECT exchange_id, version, purged_us IS NOT "
+                              "NULL FROM cases ORDER BY seq"));
   std::vector<CaseRow> out;
   while (true) {
     CB_ASSIGN_OR_RETURN(const bool row, Step(db, stmt.get()));
     if (!row) break;
     out.push_back(CaseRow{std::string(Blob(stmt.get(), 0)),
-                          sqlite3_column_int64(stmt.get(), 1)});
+                          sqlite3_column_int64(stmt.get(), 1),
+                          sqlite3_column_int(stmt.get(), 2) != 0});
   }
   return out;
+}
+
+// Of the messages the log says retention purged, those whose row is not
+// marked purged: their payload was put back from an earlier copy.
+absl::StatusOr<std::vector<Purge>> PurgedMessagesBack(
+    sqlite3* db, const std::vector<Purge>& purges) {
+  CB_ASSIGN_OR_RETURN(StmtPtr stmt,
+                      Prepare(db,
+                              "SELECT 1 FROM messages WHERE message_id = ? "
+                              "AND purged_us IS NULL"));
+  std::vector<Purge> back;
+  for (const Purge& purge : purges) {
+    sqlite3_reset(stmt.get());
+    sqlite3_bind_text(stmt.get(), 1, purge.subject.data(),
+                      static_cast<int>(purge.subject.size()), SQLITE_STATIC);
+    CB_ASSIGN_OR_RETURN(const bool row, Step(db, stmt.get()));
+    if (row) back.push_back(purge);
+  }
+  return back;
 }
 
 // Compares the store's cases with the log's histories of the gateway's own
@@ -462,6 +497,7 @@ absl::StatusOr<std::vector<CaseRow>> ReadCases(sqlite3* db) {
 // the number of cases that disagree).
 void CheckCases(const std::vector<CaseRow>& rows,
                 absl::flat_hash_map<std::string, CaseHistory> histories,
+                const std::vector<Purge>& messages_back,
                 absl::string_view own_prefix, AuditVerifyReport& report) {
   std::string first;
   uint64_t disagreeing = 0;
@@ -490,6 +526,13 @@ void CheckCases(const std::vector<CaseRow>& rows,
                             row.version < h.versions
                                 ? "the case was put back from an earlier copy"
                                 : "the case was changed outside the gateway"));
+    } else if (h.purged_at.has_value() && !row.purged) {
+      disagree(absl::StrCat(
+          "case ", Quote(row.exchange_id),
+          " had its personal data purged under retention in entry ",
+          *h.purged_at,
+          ", but the store holds it unpurged: it was put back from an earlier "
+          "copy"));
     } else {
       ++report.cases_checked;
     }
@@ -504,13 +547,20 @@ void CheckCases(const std::vector<CaseRow>& rows,
                           ", is not in the store: it was deleted outside the "
                           "gateway"));
   }
+  for (const Purge& purge : messages_back) {
+    disagree(absl::StrCat(
+        "message ", Quote(purge.subject),
+        " had its payload purged under retention in entry ", purge.index,
+        ", but the store holds it unpurged: it was put back from an earlier "
+        "copy"));
+  }
   if (disagreeing == 0) return;
   report.ok = false;
   report.problem =
       disagreeing == 1
           ? first
           : absl::StrCat(disagreeing,
-                         " cases disagree with the log; the first: ", first);
+                         " records disagree with the log; the first: ", first);
 }
 
 // --- The stream --------------------------------------------------------------
@@ -529,6 +579,8 @@ struct StreamResult {
   std::vector<std::string> notes;
   // By exchange id: the cases the log records opening.
   absl::flat_hash_map<std::string, CaseHistory> cases;
+  // The other successful retention.purge entries, in log order.
+  std::vector<Purge> purges;
 };
 
 class Stream {
@@ -618,6 +670,16 @@ void Stream::NoteCaseChange(uint64_t index, const EntryView& view) {
   // Refusals change nothing; a success is appended in the transaction that
   // made the change, so each one is exactly one version.
   if (view.status_code != 0 || view.first_subject.empty()) return;
+  if (view.action == kRetentionPurgeAction) {
+    // Of one of our cases (opened before), or of a message.
+    if (auto it = result_.cases.find(view.first_subject);
+        it != result_.cases.end()) {
+      it->second.purged_at = index;
+    } else {
+      result_.purges.push_back(Purge{index, std::string(view.first_subject)});
+    }
+    return;
+  }
   const bool open = view.action == kCaseOpenAction;
   if (!open && view.action != kCaseUpdateAction) return;
   auto it = result_.cases.find(view.first_subject);
@@ -928,8 +990,12 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
   absl::StatusOr<std::vector<CaseRow>> cases =
       streamed.ok() ? ReadCases(db.get())
                     : absl::StatusOr<std::vector<CaseRow>>();
+  absl::StatusOr<std::vector<Purge>> messages_back =
+      streamed.ok() ? PurgedMessagesBack(db.get(), streamed->purges)
+                    : absl::StatusOr<std::vector<Purge>>();
   (void)sqlite3_exec(db.get(), "COMMIT", nullptr, nullptr, nullptr);
-  for (const absl::Status& read : {streamed.status(), cases.status()}) {
+  for (const absl::Status& read :
+       {streamed.status(), cases.status(), messages_back.status()}) {
     if (read.ok()) continue;
     if (read.code() == absl::StatusCode::kDataLoss) return damaged(read);
     return read;
@@ -986,7 +1052,7 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
     report.problem = streamed->tail_problem;
     return report;
   }
-  CheckCases(*cases, std::move(streamed->cases),
+  CheckCases(*cases, std::move(streamed->cases), *messages_back,
              country == v1::COUNTRY_UNSPECIFIED
                  ? std::string()
                  : absl::StrCat(CountryCode(country), "-"),

@@ -4,8 +4,9 @@
 // Refusals are RESOURCE_EXHAUSTED. So that a flood cannot flood the audit
 // log, refusals come in bursts: the first refusal of an identity after an
 // admitted call opens a burst and is audited; later refusals of that
-// identity are only counted; the next call that passes every limit closes
-// the burst and reports the count, for one summary audit entry.
+// identity are only counted; CloseBurst, called once a call passes the
+// limits that apply to it (even if it is then refused for something else),
+// ends the burst and reports the count, for one summary audit entry.
 #ifndef CASEBRIDGE_SERVER_CALL_LIMITS_H_
 #define CASEBRIDGE_SERVER_CALL_LIMITS_H_
 

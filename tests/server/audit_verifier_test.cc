@@ -767,7 +767,7 @@ TEST_F(AuditVerifierTest, OwnCasesDeletedOrAddedOutsideTheGatewayAreNamed) {
   const AuditVerifyReport report = Verify();
   EXPECT_FALSE(report.ok);
   EXPECT_THAT(report.problem,
-              AllOf(StartsWith("2 cases disagree with the log; the first: "),
+              AllOf(StartsWith("2 records disagree with the log; the first: "),
                     HasSubstr("\"PK-2026-999999\" is in the store but the log "
                               "never recorded its opening")));
 }

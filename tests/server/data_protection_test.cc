@@ -42,6 +42,7 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::MatchesRegex;
 using ::testing::Not;
+using ::testing::StartsWith;
 
 constexpr char kPkGateway[] = "spiffe://pk.casebridge/gateway";
 constexpr char kCnGateway[] = "spiffe://cn.casebridge/gateway";
@@ -547,6 +548,53 @@ TEST_F(DataProtectionTest,
   const AuditVerifyReport report = VerifyOffline();
   EXPECT_TRUE(report.ok) << report.problem;
   EXPECT_EQ(report.cases_checked, 2u);
+}
+
+TEST_F(DataProtectionTest, PayloadsPutBackAfterTheirPurgeAreFoundOffline) {
+  // Someone with write access and a backup from before a retention run puts
+  // a purged case and a purged message back (wrapped key, body and all): the
+  // rows then say "not purged", which the log contradicts.
+  const std::string closed = Close(Open().exchange_id()).exchange_id();
+  Receive(PeerMessage("CN-M-NOTE", v1::MESSAGE_KIND_NOTE));
+  config::RetentionSettings policy;
+  policy.case_status_days[v1::CASE_STATUS_CLOSED] = 7;
+  policy.message_kind_days[v1::MESSAGE_KIND_NOTE] = 7;
+  clock_.Advance(absl::Hours(24) * 8);
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report, Purge(policy));
+  ASSERT_EQ(report.cases, 1);
+  ASSERT_EQ(report.messages, 1);
+  const std::string db = GatewayStore::DatabasePath(dir_);
+  store_.reset();
+  {
+    const AuditVerifyReport purged = VerifyOffline();
+    EXPECT_TRUE(purged.ok) << purged.problem;
+    EXPECT_EQ(purged.cases_checked, 1u);
+  }
+
+  auto put_back = [&](const std::string& sql, const std::string& id) {
+    auto c = sqlite::Connection::Open(db, false);
+    ASSERT_OK(c.status());
+    ASSERT_OK_AND_ASSIGN(auto stmt, (*c)->Prepare(sql));
+    stmt.Bind(1, id);
+    ASSERT_OK(stmt.Run());
+  };
+  put_back("UPDATE messages SET purged_us = NULL WHERE message_id = ?",
+           "CN-M-NOTE");
+  EXPECT_THAT(VerifyOffline().problem,
+              AllOf(StartsWith("message \"CN-M-NOTE\" had its payload purged "
+                               "under retention in entry "),
+                    HasSubstr("put back from an earlier copy")));
+
+  put_back("UPDATE cases SET purged_us = NULL WHERE exchange_id = ?", closed);
+  const AuditVerifyReport both = VerifyOffline();
+  EXPECT_FALSE(both.ok);
+  EXPECT_THAT(
+      both.problem,
+      AllOf(StartsWith("2 records disagree with the log; the first: case"),
+            HasSubstr(absl::StrCat("\"", closed,
+                                   "\" had its personal data purged under "
+                                   "retention in entry "))));
+  EXPECT_EQ(both.cases_checked, 0u);
 }
 
 TEST_F(DataProtectionTest,
