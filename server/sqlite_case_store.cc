@@ -410,37 +410,59 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
   // newest entries may not have yet.
   CB_RETURN_IF_ERROR(audit_->CatchUpTree());
   int purged = 0;
+  // A case whose stored body cannot be read (it does not open, or was put
+  // back from an earlier copy) is left as it is and reported once every
+  // other case is purged: one damaged row must not keep the others' personal
+  // data past its retention.
+  absl::Status unreadable;
+  int unreadable_count = 0;
   for (const auto& [status, days] : policy.case_status_days) {
     if (days <= 0) continue;
     const int64_t cutoff = absl::ToUnixMicros(now - absl::Hours(24) * days);
-    int batch = kRetentionBatch;
-    while (batch == kRetentionBatch) {
+    int64_t after_seq = 0;  // the batches walk the cases in seq order
+    int found = kRetentionBatch;
+    while (found == kRetentionBatch) {
+      int batch = 0;
       CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn)
                                         -> absl::Status {
         batch = 0;
+        found = 0;
         // Entries appended since the purge's CatchUpTree get their subject
         // rows first: the purge finds entries by them.
         CB_RETURN_IF_ERROR(audit_->CatchUpInTransaction(conn));
-        std::vector<std::string> expired;
+        std::vector<std::pair<int64_t, std::string>> expired;
         {
           CB_ASSIGN_OR_RETURN(
               auto find,
-              conn.Prepare("SELECT exchange_id FROM cases WHERE status = ? "
-                           "AND updated_us < ? AND purged_us IS NULL "
-                           "ORDER BY seq LIMIT ?"));
+              conn.Prepare("SELECT seq, exchange_id FROM cases WHERE status = "
+                           "? AND updated_us < ? AND purged_us IS NULL AND "
+                           "seq > ? ORDER BY seq LIMIT ?"));
           find.Bind(1, int64_t{status})
               .Bind(2, cutoff)
-              .Bind(3, kRetentionBatch);
+              .Bind(3, after_seq)
+              .Bind(4, kRetentionBatch);
           while (true) {
             CB_ASSIGN_OR_RETURN(const bool row, find.Step());
             if (!row) break;
-            expired.push_back(find.ColumnText(0));
+            expired.emplace_back(find.ColumnInt(0), find.ColumnText(1));
           }
         }
+        found = static_cast<int>(expired.size());
         const absl::Time purged_at = clock_->Now();
-        for (const std::string& exchange_id : expired) {
-          CB_ASSIGN_OR_RETURN(StoredCase stored,
-                              ReadCase(sealer_, conn, exchange_id));
+        for (const auto& [seq, exchange_id] : expired) {
+          after_seq = seq;
+          absl::StatusOr<StoredCase> read =
+              ReadCase(sealer_, conn, exchange_id);
+          if (read.status().code() == absl::StatusCode::kDataLoss) {
+            if (unreadable_count++ == 0) {
+              unreadable = absl::DataLossError(
+                  absl::StrCat("case ", exchange_id,
+                               " was not purged: ", read.status().message()));
+            }
+            continue;
+          }
+          CB_RETURN_IF_ERROR(read.status());
+          StoredCase stored = *std::move(read);
           v1::CaseReference& c = stored.reference;
           c.clear_victims();
           c.clear_last_known_locations();
@@ -528,6 +550,16 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
   // them go with the WAL.
   // Also after an earlier run that failed half-way or could not truncate.
   if (db_->wal_truncation_owed()) CB_RETURN_IF_ERROR(db_->TruncateWal());
+  if (!unreadable.ok()) {
+    return absl::Status(
+        unreadable.code(),
+        absl::StrCat(
+            unreadable.message(),
+            unreadable_count > 1
+                ? absl::StrCat(" (and ", unreadable_count - 1, " other cases)")
+                : std::string(),
+            "; ", purged, purged == 1 ? " case" : " cases", " purged"));
+  }
   return purged;
 }
 

@@ -1113,11 +1113,12 @@ TEST_F(DataProtectionTest, PurgingAnAcknowledgementClearsItsRequestsSalt) {
 }
 
 TEST_F(DataProtectionTest, ACaseThatNoLongerOpensDoesNotStopTheOtherPurges) {
-  // A closed case whose stored body no longer opens (a flipped bit) fails
-  // the case purge, every hour; the refusals' salts are purged all the same,
-  // and the failure is reported.
+  // A closed case whose stored body no longer opens (a flipped bit) is left
+  // as it is and reported, every hour; the other closed cases and the
+  // refusals' salts are purged all the same.
   const v1::CaseReference broken = Open();
   Close(broken.exchange_id());
+  const std::string sound = Close(Open().exchange_id()).exchange_id();
   ASSERT_OK(store_->database().Write([&](sqlite::Connection& c) {
     CB_ASSIGN_OR_RETURN(
         auto stmt,
@@ -1133,9 +1134,23 @@ TEST_F(DataProtectionTest, ACaseThatNoLongerOpensDoesNotStopTheOtherPurges) {
   config::RetentionSettings policy;
   policy.case_status_days[v1::CASE_STATUS_CLOSED] = 7;
   clock_.Advance(absl::Hours(24) * 8);
-  EXPECT_THAT(Purge(policy), StatusIs(absl::StatusCode::kDataLoss,
-                                      HasSubstr(broken.exchange_id())));
+  EXPECT_THAT(
+      Purge(policy),
+      StatusIs(absl::StatusCode::kDataLoss,
+               AllOf(StartsWith(absl::StrCat("case ", broken.exchange_id(),
+                                             " was not purged: ")),
+                     HasSubstr("; 1 case purged"))));
   EXPECT_EQ(Salt(refusal), std::nullopt);
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference purged,
+                       store_->cases().GetCase(sound));
+  EXPECT_TRUE(purged.has_personal_data_purged_at());
+  EXPECT_THAT(purged.victims(), IsEmpty());
+  EXPECT_EQ(WrappedKey(CaseRecord(broken.exchange_id())).empty(), false)
+      << "the unreadable case was shredded";
+  // The next run finds it again, and only it.
+  EXPECT_THAT(Purge(policy), StatusIs(absl::StatusCode::kDataLoss,
+                                      AllOf(HasSubstr(broken.exchange_id()),
+                                            HasSubstr("; 0 cases purged"))));
 }
 
 TEST_F(DataProtectionTest, PurgeLeavesNoWrappedKeyInTheFilesWhileRunning) {
