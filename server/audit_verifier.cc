@@ -438,8 +438,10 @@ struct CaseHistory {
   int64_t versions = 0;    // successful case.open and case.update entries
   uint64_t opened_at = 0;  // the index of its case.open entry
   uint64_t newest_at = 0;  // the index of the newest of those entries
-  // The index of the retention.purge entry of its personal data, if any.
+  // The index of the retention.purge entry of its personal data, if any,
+  // and of a second one (only possible if it was put back in between).
   std::optional<uint64_t> purged_at;
+  std::optional<uint64_t> purged_again_at;
 };
 
 // A successful retention.purge entry that names no case of ours: a
@@ -471,23 +473,51 @@ absl::StatusOr<std::vector<CaseRow>> ReadCases(sqlite3* db) {
   return out;
 }
 
-// Of the messages the log says retention purged, those whose row is not
-// marked purged: their payload was put back from an earlier copy.
-absl::StatusOr<std::vector<Purge>> PurgedMessagesBack(
-    sqlite3* db, const std::vector<Purge>& purges) {
+// Of the messages the log says retention purged, the problems: a row not
+// marked purged (its payload was put back from an earlier copy), or a
+// message purged twice (put back in between, and purged again by the next
+// run). Subjects that are no message (a peer case's exchange id: those are
+// purged again, rightly, after the peer shares them again) are left out.
+absl::StatusOr<std::vector<std::string>> PurgedMessagesBack(
+    sqlite3* db, std::vector<Purge> purges) {
   CB_ASSIGN_OR_RETURN(StmtPtr stmt,
                       Prepare(db,
-                              "SELECT 1 FROM messages WHERE message_id = ? "
-                              "AND purged_us IS NULL"));
-  std::vector<Purge> back;
-  for (const Purge& purge : purges) {
+                              "SELECT purged_us IS NULL FROM messages WHERE "
+                              "message_id = ?"));
+  std::stable_sort(
+      purges.begin(), purges.end(),
+      [](const Purge& a, const Purge& b) { return a.subject < b.subject; });
+  std::vector<std::pair<uint64_t, std::string>> problems;
+  for (size_t i = 0; i < purges.size(); ++i) {
+    const Purge& purge = purges[i];
+    const bool again = i > 0 && purges[i - 1].subject == purge.subject;
     sqlite3_reset(stmt.get());
     sqlite3_bind_text(stmt.get(), 1, purge.subject.data(),
                       static_cast<int>(purge.subject.size()), SQLITE_STATIC);
     CB_ASSIGN_OR_RETURN(const bool row, Step(db, stmt.get()));
-    if (row) back.push_back(purge);
+    if (!row) continue;  // not a message
+    if (again) {
+      problems.emplace_back(
+          purge.index,
+          absl::StrCat(
+              "message ", Quote(purge.subject),
+              " had its payload purged under retention twice (entries ",
+              purges[i - 1].index, " and ", purge.index,
+              "): it was put back from an earlier copy in between"));
+    } else if (sqlite3_column_int(stmt.get(), 0) != 0) {
+      problems.emplace_back(
+          purge.index,
+          absl::StrCat("message ", Quote(purge.subject),
+                       " had its payload purged under retention in entry ",
+                       purge.index,
+                       ", but the store holds it unpurged: it was put back "
+                       "from an earlier copy"));
+    }
   }
-  return back;
+  std::sort(problems.begin(), problems.end());
+  std::vector<std::string> out;
+  for (auto& [index, problem] : problems) out.push_back(std::move(problem));
+  return out;
 }
 
 // Compares the store's cases with the log's histories of the gateway's own
@@ -497,7 +527,7 @@ absl::StatusOr<std::vector<Purge>> PurgedMessagesBack(
 // the number of cases that disagree).
 void CheckCases(const std::vector<CaseRow>& rows,
                 absl::flat_hash_map<std::string, CaseHistory> histories,
-                const std::vector<Purge>& messages_back,
+                const std::vector<std::string>& message_problems,
                 absl::string_view own_prefix, AuditVerifyReport& report) {
   std::string first;
   uint64_t disagreeing = 0;
@@ -526,6 +556,12 @@ void CheckCases(const std::vector<CaseRow>& rows,
                             row.version < h.versions
                                 ? "the case was put back from an earlier copy"
                                 : "the case was changed outside the gateway"));
+    } else if (h.purged_again_at.has_value()) {
+      disagree(absl::StrCat(
+          "case ", Quote(row.exchange_id),
+          " had its personal data purged under retention twice (entries ",
+          *h.purged_at, " and ", *h.purged_again_at,
+          "): it was put back from an earlier copy in between"));
     } else if (h.purged_at.has_value() && !row.purged) {
       disagree(absl::StrCat(
           "case ", Quote(row.exchange_id),
@@ -547,13 +583,7 @@ void CheckCases(const std::vector<CaseRow>& rows,
                           ", is not in the store: it was deleted outside the "
                           "gateway"));
   }
-  for (const Purge& purge : messages_back) {
-    disagree(absl::StrCat(
-        "message ", Quote(purge.subject),
-        " had its payload purged under retention in entry ", purge.index,
-        ", but the store holds it unpurged: it was put back from an earlier "
-        "copy"));
-  }
+  for (const std::string& problem : message_problems) disagree(problem);
   if (disagreeing == 0) return;
   report.ok = false;
   report.problem =
@@ -674,7 +704,12 @@ void Stream::NoteCaseChange(uint64_t index, const EntryView& view) {
     // Of one of our cases (opened before), or of a message.
     if (auto it = result_.cases.find(view.first_subject);
         it != result_.cases.end()) {
-      it->second.purged_at = index;
+      CaseHistory& h = it->second;
+      if (!h.purged_at.has_value()) {
+        h.purged_at = index;
+      } else if (!h.purged_again_at.has_value()) {
+        h.purged_again_at = index;
+      }
     } else {
       result_.purges.push_back(Purge{index, std::string(view.first_subject)});
     }
@@ -990,9 +1025,9 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
   absl::StatusOr<std::vector<CaseRow>> cases =
       streamed.ok() ? ReadCases(db.get())
                     : absl::StatusOr<std::vector<CaseRow>>();
-  absl::StatusOr<std::vector<Purge>> messages_back =
-      streamed.ok() ? PurgedMessagesBack(db.get(), streamed->purges)
-                    : absl::StatusOr<std::vector<Purge>>();
+  absl::StatusOr<std::vector<std::string>> messages_back =
+      streamed.ok() ? PurgedMessagesBack(db.get(), std::move(streamed->purges))
+                    : absl::StatusOr<std::vector<std::string>>();
   (void)sqlite3_exec(db.get(), "COMMIT", nullptr, nullptr, nullptr);
   for (const absl::Status& read :
        {streamed.status(), cases.status(), messages_back.status()}) {

@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "core/crypto.h"
 #include "core/field_crypto.h"
+#include "core/grpc_status.h"
 #include "core/identity.h"
 #include "core/log.h"
 #include "core/status_macros.h"
@@ -453,7 +454,13 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
           after_seq = seq;
           absl::StatusOr<StoredCase> read =
               ReadCase(sealer_, conn, exchange_id);
-          if (read.status().code() == absl::StatusCode::kDataLoss) {
+          // The row's own trouble (a body or key that does not open, a
+          // version not its row's, a key missing), not the database's: a
+          // corrupt page or a busy database stops the run.
+          const absl::StatusCode code = read.status().code();
+          if ((code == absl::StatusCode::kDataLoss ||
+               code == absl::StatusCode::kFailedPrecondition) &&
+              !HasLogOnlyDetail(read.status())) {
             if (unreadable_count++ == 0) {
               unreadable = absl::DataLossError(
                   absl::StrCat("case ", exchange_id,
@@ -668,6 +675,14 @@ absl::StatusOr<RetentionReport> GatewayStore::PurgeExpired(
       failed = purged.status();
     }
   };
+  // What the run did purge, said with its failure.
+  auto with_counts = [&report](const absl::Status& status) {
+    return absl::Status(
+        status.code(),
+        absl::StrCat(status.message(), " (this run purged ", report.messages,
+                     " messages, ", report.cases, " cases and the salts of ",
+                     report.refusals, " refusals)"));
+  };
   count(exchange_->PurgeExpired(policy, now, actor), &report.messages);
   int shares = 0;
   count(cases_->PurgeExpired(policy, now, actor, &shares), &report.cases);
@@ -676,7 +691,11 @@ absl::StatusOr<RetentionReport> GatewayStore::PurgeExpired(
     count(audit_->PurgeRefusalSalts(now - absl::Hours(24) * days, actor),
           &report.refusals);
   }
-  if (!failed.ok()) return failed;
+  if (!failed.ok()) {
+    // A store failure keeps its mark (its detail stays in the gateway log).
+    return HasLogOnlyDetail(failed) ? WithLogOnlyDetail(with_counts(failed))
+                                    : with_counts(failed);
+  }
   return report;
 }
 

@@ -595,6 +595,21 @@ TEST_F(DataProtectionTest, PayloadsPutBackAfterTheirPurgeAreFoundOffline) {
                                    "\" had its personal data purged under "
                                    "retention in entry "))));
   EXPECT_EQ(both.cases_checked, 0u);
+
+  // The next retention run purges both again; the log keeps the trace.
+  Reopen();
+  ASSERT_OK_AND_ASSIGN(const RetentionReport again, Purge(policy));
+  EXPECT_EQ(again.cases, 1);
+  EXPECT_EQ(again.messages, 1);
+  store_.reset();
+  const AuditVerifyReport repurged = VerifyOffline();
+  EXPECT_FALSE(repurged.ok);
+  EXPECT_THAT(
+      repurged.problem,
+      AllOf(StartsWith("2 records disagree with the log; the first: case"),
+            HasSubstr("had its personal data purged under retention twice "
+                      "(entries "),
+            HasSubstr("put back from an earlier copy in between")));
 }
 
 TEST_F(DataProtectionTest,
