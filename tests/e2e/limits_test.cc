@@ -52,6 +52,35 @@ class LimitsTest : public ::testing::Test {
 
   std::vector<v1::AuditEntry> FiaAuditEntries() { return EntriesBy(kFiaId); }
 
+  // The limit refusals among `entries`: those audited on their own (an
+  // office call refused RESOURCE_EXHAUSTED), and the burst summaries
+  // (limits.refused) with the refusals they count.
+  struct Bursts {
+    int audited_refusals = 0;
+    int summaries = 0;
+    int64_t summarized = 0;
+  };
+  static Bursts CountBursts(const std::vector<v1::AuditEntry>& entries) {
+    Bursts out;
+    for (const v1::AuditEntry& entry : entries) {
+      const bool exhausted =
+          entry.status_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+      if (entry.action() != "limits.refused") {
+        if (exhausted) ++out.audited_refusals;
+        continue;
+      }
+      ++out.summaries;
+      EXPECT_TRUE(exhausted) << entry.status_code();
+      int64_t count = 0;
+      EXPECT_TRUE(absl::SimpleAtoi(
+          entry.status_message().substr(0, entry.status_message().find(' ')),
+          &count))
+          << entry.status_message();
+      out.summarized += count;
+    }
+    return out;
+  }
+
   std::vector<v1::AuditEntry> EntriesBy(const std::string& actor) {
     auto auditor = Office(kAuditor);
     std::vector<v1::AuditEntry> all;
@@ -108,31 +137,13 @@ TEST_F(LimitsTest, RateLimitRefusalsAreAuditedOncePerBurst) {
   }));
 
   EXPECT_EQ(CaseCount(), opened);
-  int audited_refusals = 0;
-  int64_t summarized = 0;
-  int summaries = 0;
-  for (const v1::AuditEntry& entry : FiaAuditEntries()) {
-    if ((entry.action() == "case.open" || entry.action() == "office.whoami") &&
-        entry.status_code() == 8) {
-      ++audited_refusals;
-    }
-    if (entry.action() == "limits.refused") {
-      ++summaries;
-      EXPECT_EQ(entry.status_code(), 8);
-      int64_t count = 0;
-      ASSERT_TRUE(absl::SimpleAtoi(
-          entry.status_message().substr(0, entry.status_message().find(' ')),
-          &count))
-          << entry.status_message();
-      summarized += count;
-    }
-  }
+  const Bursts bursts = CountBursts(FiaAuditEntries());
   // One entry per burst for its first refusal, one summary per burst, and
   // the summaries count every refusal.
-  EXPECT_GE(audited_refusals, 1);
-  EXPECT_LT(audited_refusals, refused);
-  EXPECT_EQ(summaries, audited_refusals);
-  EXPECT_EQ(summarized, refused);
+  EXPECT_GE(bursts.audited_refusals, 1);
+  EXPECT_LT(bursts.audited_refusals, refused);
+  EXPECT_EQ(bursts.summaries, bursts.audited_refusals);
+  EXPECT_EQ(bursts.summarized, refused);
 }
 
 TEST_F(LimitsTest, BurstsOfAnIdentityNeverAdmittedAreSummarizedToo) {
@@ -165,27 +176,10 @@ TEST_F(LimitsTest, BurstsOfAnIdentityNeverAdmittedAreSummarizedToo) {
   burst();
   EXPECT_GE(refused, 8);
 
-  int audited_refusals = 0;
-  int summaries = 0;
-  int64_t summarized = 0;
-  for (const v1::AuditEntry& entry : EntriesBy(kUnlistedId)) {
-    if (entry.action() == "office.whoami" &&
-        entry.status_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
-      ++audited_refusals;
-    }
-    if (entry.action() == "limits.refused") {
-      ++summaries;
-      int64_t count = 0;
-      ASSERT_TRUE(absl::SimpleAtoi(
-          entry.status_message().substr(0, entry.status_message().find(' ')),
-          &count))
-          << entry.status_message();
-      summarized += count;
-    }
-  }
-  EXPECT_EQ(audited_refusals, 2);
-  EXPECT_EQ(summaries, 2);
-  EXPECT_EQ(summarized, refused);
+  const Bursts bursts = CountBursts(EntriesBy(kUnlistedId));
+  EXPECT_EQ(bursts.audited_refusals, 2);
+  EXPECT_EQ(bursts.summaries, 2);
+  EXPECT_EQ(bursts.summarized, refused);
 }
 
 TEST_F(LimitsTest, StreamLimitRefusesAnExtraWatcherUntilOneEnds) {
