@@ -56,6 +56,7 @@
 #include "client/office_client.h"
 #include "core/config.h"
 #include "core/envelope.h"
+#include "core/grpc_lifetime.h"
 #include "core/loopback_port.h"
 #include "core/public_keys.h"
 #include "core/status_macros.h"
@@ -1374,7 +1375,8 @@ void ApplyQuick(CLI::App& app, Options& o) {
 }  // namespace
 }  // namespace casebridge::bench
 
-int main(int argc, char** argv) {
+// The benchmark, run by main with the gRPC library held (RunWithGrpc).
+static int Main(int argc, char** argv) {
   using casebridge::bench::Options;
   CLI::App app{
       "casebridge-bench: the cross-border exchange under load, end to end "
@@ -1484,4 +1486,8 @@ int main(int argc, char** argv) {
   if (o.quick) casebridge::bench::ApplyQuick(app, o);
   casebridge::bench::Run run(o);
   return run.Go();
+}
+
+int main(int argc, char** argv) {
+  return casebridge::RunWithGrpc([&] { return Main(argc, argv); });
 }

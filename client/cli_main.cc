@@ -47,6 +47,7 @@
 #include "core/config.h"
 #include "core/crypto.h"
 #include "core/evidence_check.h"
+#include "core/grpc_lifetime.h"
 #include "core/grpc_status.h"
 #include "core/identity.h"
 #include "core/policy.h"
@@ -500,7 +501,10 @@ int PolicyCheck(const Options& options, const std::string& config_path) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+// The process, run by main with the gRPC library held (RunWithGrpc).
+int Main(int argc, char** argv) {
   CLI::App app{"casebridge: client of a CaseBridge gateway"};
   app.require_subcommand(1);
   Options options;
@@ -1048,4 +1052,10 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   return Usage("no command given; see --help");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return casebridge::RunWithGrpc([&] { return Main(argc, argv); });
 }

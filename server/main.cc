@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/grpc_lifetime.h"
 #include "core/log.h"
 #include "server/data_key_rotation.h"
 #include "server/gateway.h"
@@ -91,7 +92,10 @@ int RotateDataKey(const std::string& config_path) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+// The process, run by main with the gRPC library held (RunWithGrpc).
+int Main(int argc, char** argv) {
   CLI::App app{"CaseBridge gateway: one country's end of the exchange"};
   std::string config_path;
   std::string ready_file;
@@ -156,4 +160,10 @@ int main(int argc, char** argv) {
     if (!ready_file.empty()) std::filesystem::remove(ready_file);
     return 0;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return casebridge::RunWithGrpc([&] { return Main(argc, argv); });
 }

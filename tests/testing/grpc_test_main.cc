@@ -1,21 +1,12 @@
-// The main of every test binary: Google Test's, with the gRPC library held
-// initialized for the whole run and shut down before the process exits.
-//
-// Without it, the last gRPC object a test destroys (a client channel, say)
-// drops the library's last reference, and grpc_shutdown starts the clean-up
-// on a detached thread. When that is the end of the run, the clean-up can
-// still be running while the process exits and destroys its static objects:
-// a crash after every test passed (seen once, under load, in
-// GatewayTest.PeerGatewayCertificateCannotUseTheOfficePort). Holding a
-// reference from the start and releasing it with grpc_shutdown_blocking
-// does the clean-up on this thread, before exit.
-#include <grpc/grpc.h>
+// The main of every test binary: Google Test's, run with the gRPC library
+// shut down on the main thread before the process exits (RunWithGrpc). A
+// test binary once crashed after its one test passed, most likely in the
+// clean-up grpc_shutdown leaves to a detached thread.
 #include <gtest/gtest.h>
 
+#include "core/grpc_lifetime.h"
+
 int main(int argc, char** argv) {
-  grpc_init();
   ::testing::InitGoogleTest(&argc, argv);
-  const int result = RUN_ALL_TESTS();
-  grpc_shutdown_blocking();
-  return result;
+  return casebridge::RunWithGrpc([] { return RUN_ALL_TESTS(); });
 }
