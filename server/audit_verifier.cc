@@ -22,6 +22,7 @@
 #include "core/merkle.h"
 #include "core/note.h"
 #include "core/status_macros.h"
+#include "server/record_keys.h"
 #include "server/schema.h"
 #include "server/sqlite_case_store.h"
 
@@ -428,10 +429,6 @@ absl::StatusOr<std::vector<Inbound>> ReadInbound(sqlite3* db) {
 }
 
 // --- Cases -------------------------------------------------------------------
-
-// The entry of a case's personal data, or a message's payload, purged under
-// retention (SqliteCaseStore::PurgeExpired, PurgeMessageInTransaction).
-constexpr absl::string_view kRetentionPurgeAction = "retention.purge";
 
 // What the log says of one of the gateway's own cases.
 struct CaseHistory {

@@ -35,6 +35,12 @@ inline constexpr char kInboundEnvelopeField[] = "inbound.envelope";
 // of this kind means someone wrote the database outside the gateway.
 inline constexpr char kSealedAtOpenAction[] = "data.sealed_at_open";
 
+// The audit action of a retention purge: one entry per case whose personal
+// fields, or per message whose payloads, were purged (their record key
+// shredded), actor this gateway, subject the exchange id or the message id.
+// The offline verifier holds the store to these entries.
+inline constexpr char kRetentionPurgeAction[] = "retention.purge";
+
 // The record of a case's and of a message's key.
 std::string CaseRecord(absl::string_view exchange_id);
 std::string MessageRecord(absl::string_view message_id);

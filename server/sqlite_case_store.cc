@@ -500,7 +500,7 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
           CB_RETURN_IF_ERROR(salts.Run());
           AuditEvent event;
           event.actor = actor;
-          event.action = "retention.purge";
+          event.action = kRetentionPurgeAction;
           event.subjects = {exchange_id};
           CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
           ++batch;

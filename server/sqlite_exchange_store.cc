@@ -815,7 +815,7 @@ absl::Status PurgeMessageInTransaction(
   }
   AuditEvent event;
   event.actor = actor;
-  event.action = "retention.purge";
+  event.action = kRetentionPurgeAction;
   event.subjects = {message_id};
   return audit.AppendInTransaction(conn, event).status();
 }
