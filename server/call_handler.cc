@@ -57,6 +57,16 @@ absl::Status SerializeToByteBuffer(const google::protobuf::Message& message,
   return absl::OkStatus();
 }
 
+namespace {
+
+// The calls that stay open as streams: tracked until they end, and under
+// the stream limit (WatchInbox).
+bool IsStream(Action action) {
+  return action == Action::kWatchInbox || action == Action::kDeliver;
+}
+
+}  // namespace
+
 std::vector<std::string> SafeSubjects(std::vector<std::string> candidates) {
   std::vector<std::string> out;
   for (std::string& s : candidates) {
@@ -128,9 +138,7 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
   // passes does, or an identity that is never admitted would keep its burst
   // open for good. A stream that passes still has the stream limit ahead:
   // the caller closes the burst after TrackStream.
-  const bool stream =
-      action == Action::kWatchInbox || action == Action::kDeliver;
-  if (limiter_ != nullptr && (!caller.ok() || !stream)) {
+  if (limiter_ != nullptr && (!caller.ok() || !IsStream(action))) {
     AuditBurst(*id, limiter_->CloseBurst(*id));
   }
   return caller;
@@ -391,8 +399,7 @@ void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
     } else {
       auto caller = Admit(context, action, &identity, &audit);
       status = caller.status();
-      const bool stream =
-          action == Action::kWatchInbox || action == Action::kDeliver;
+      const bool stream = IsStream(action);
       if (status.ok() && stream) {
         status = TrackStream(context, action, identity, audit_action, &audit);
       }
