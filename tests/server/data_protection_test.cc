@@ -240,20 +240,24 @@ class DataProtectionTest : public ::testing::Test {
     return items.ok() ? *items : std::vector<InboxItem>{};
   }
 
-  // The wrapped key of `record`; empty if there is none.
-  std::string WrappedKey(const std::string& record) {
-    std::string wrapped;
+  // The first column of the first row `sql` selects with `id` as its one
+  // parameter, as bytes; empty if there is no row.
+  std::string Column(const std::string& sql, const std::string& id) {
+    std::string out;
     EXPECT_OK(
         store_->database().Read([&](sqlite::Connection& c) -> absl::Status {
-          CB_ASSIGN_OR_RETURN(
-              auto stmt,
-              c.Prepare("SELECT wrapped FROM record_keys WHERE record = ?"));
-          stmt.Bind(1, record);
+          CB_ASSIGN_OR_RETURN(auto stmt, c.Prepare(sql));
+          stmt.Bind(1, id);
           CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
-          if (row) wrapped = stmt.ColumnBlob(0);
+          if (row) out = stmt.ColumnBlob(0);
           return absl::OkStatus();
         }));
-    return wrapped;
+    return out;
+  }
+
+  // The wrapped key of `record`; empty if there is none.
+  std::string WrappedKey(const std::string& record) {
+    return Column("SELECT wrapped FROM record_keys WHERE record = ?", record);
   }
 
   // The offline verifier (`casebridge audit verify`) over the data
@@ -478,17 +482,6 @@ TEST_F(DataProtectionTest, ACaseBodyPutBackFromAnEarlierVersionIsCaught) {
   // still opens under the case's record key with the same associated data.
   const v1::CaseReference opened = Open();
   const std::string id = opened.exchange_id();
-  auto column = [&](const std::string& sql) {
-    std::string out;
-    EXPECT_OK(store_->database().Read([&](sqlite::Connection& c) {
-      CB_ASSIGN_OR_RETURN(auto stmt, c.Prepare(sql));
-      stmt.Bind(1, id);
-      CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
-      if (row) out = stmt.ColumnBlob(0);
-      return absl::OkStatus();
-    }));
-    return out;
-  };
   auto write = [&](const std::string& sql, const std::string& value) {
     ASSERT_OK(store_->database().Write([&](sqlite::Connection& c) {
       CB_ASSIGN_OR_RETURN(auto stmt, c.Prepare(sql));
@@ -497,7 +490,7 @@ TEST_F(DataProtectionTest, ACaseBodyPutBackFromAnEarlierVersionIsCaught) {
     }));
   };
   const std::string first_body =
-      column("SELECT body FROM cases WHERE exchange_id = ?");
+      Column("SELECT body FROM cases WHERE exchange_id = ?", id);
   ASSERT_EQ(Close(id).version(), 2);
 
   // The body alone: refused wherever the case is read.
@@ -512,9 +505,10 @@ TEST_F(DataProtectionTest, ACaseBodyPutBackFromAnEarlierVersionIsCaught) {
                   id, 1, [](v1::CaseReference&) { return absl::OkStatus(); },
                   kFia, UpdateEvent(id)),
               put_back);
-  EXPECT_EQ(column("SELECT CAST(version AS TEXT) FROM cases WHERE "
-                   "exchange_id = ?"),
-            "2");
+  EXPECT_EQ(
+      Column("SELECT CAST(version AS TEXT) FROM cases WHERE exchange_id = ?",
+             id),
+      "2");
 
   // With the version column put back too, the case reads as it was; the
   // offline verifier compares it with the log, which recorded two versions.
