@@ -75,14 +75,9 @@ std::vector<X509Ptr> ParsePemCertificates(absl::string_view pem) {
   return certs;
 }
 
-X509CrlPtr ParseCrl(const std::string& data) {
+X509CrlPtr ParsePemCrl(absl::string_view data) {
   BioPtr bio = MemBio(data);
   X509CrlPtr crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
-  if (crl == nullptr) {
-    ERR_clear_error();
-    BioPtr der = MemBio(data);
-    crl.reset(d2i_X509_CRL_bio(der.get(), nullptr));
-  }
   ERR_clear_error();
   return crl;
 }
@@ -158,7 +153,13 @@ void ReadCrlsOf(X509* ca, const std::string& ca_file,
       inventory->crls_clean = false;
       continue;
     }
-    X509CrlPtr crl = ParseCrl(*data);
+    if (std::string problem = CrlFileProblem(*data); !problem.empty()) {
+      inventory->items.push_back(
+          InvalidFile(ItemKind::kCrl, "tls.crl_dir", path, std::move(problem)));
+      inventory->crls_clean = false;
+      continue;
+    }
+    X509CrlPtr crl = ParsePemCrl(*data);
     if (crl == nullptr) {
       inventory->items.push_back(
           InvalidFile(ItemKind::kCrl, "tls.crl_dir", path, "not a CRL"));
@@ -217,6 +218,20 @@ void ReadCrlsOf(X509* ca, const std::string& ca_file,
 }
 
 }  // namespace
+
+std::string CrlFileProblem(absl::string_view data) {
+  if (ParsePemCrl(data) != nullptr) return "";
+  const auto* der = reinterpret_cast<const unsigned char*>(data.data());
+  X509CrlPtr as_der(
+      d2i_X509_CRL(nullptr, &der, static_cast<long>(data.size())));
+  ERR_clear_error();
+  if (as_der != nullptr) {
+    return "a CRL in DER: the TLS stack reads PEM only and would skip it as "
+           "if the CA had no CRL (convert it: openssl crl -inform DER "
+           "-outform PEM)";
+  }
+  return "not a CRL";
+}
 
 absl::StatusOr<CertificateId> CertificateIdFromPem(absl::string_view pem) {
   BioPtr bio = MemBio(pem);

@@ -27,6 +27,12 @@ struct CertificateId {
 // it holds none.
 absl::StatusOr<CertificateId> CertificateIdFromPem(absl::string_view pem);
 
+// Whether a CRL file can be read the way gRPC's TLS stack reads the CRL
+// directory: PEM only. A DER file is skipped there as if the CA had no CRL
+// (and revoked certificates complete the handshake), so it is refused here
+// with what to do. Empty if `data` holds a PEM CRL.
+std::string CrlFileProblem(absl::string_view data);
+
 // Certificates revoked by CRLs that verified against a trusted CA.
 class RevocationList {
  public:

@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/cert_status.h"
 #include "core/crypto.h"
 #include "core/openssl_ptr.h"
 #include "core/status_macros.h"
@@ -190,14 +191,13 @@ absl::Status CheckCrlCoverage(const std::string& ca_file,
       std::error_code ec;
       if (!fs::exists(path, ec)) break;
       CB_ASSIGN_OR_RETURN(const std::string data, crypto::ReadFile(path));
+      if (const std::string problem = certs::CrlFileProblem(data);
+          !problem.empty()) {
+        return absl::FailedPreconditionError(absl::StrCat(path, ": ", problem));
+      }
       BioPtr bio = MemBio(data);
       X509CrlPtr crl(
           PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
-      if (crl == nullptr) {
-        ERR_clear_error();
-        BioPtr der = MemBio(data);
-        crl.reset(d2i_X509_CRL_bio(der.get(), nullptr));
-      }
       if (crl == nullptr) {
         ERR_clear_error();
         return absl::FailedPreconditionError(absl::StrCat(path, ": not a CRL"));

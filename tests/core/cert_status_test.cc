@@ -15,6 +15,7 @@ namespace {
 
 using ::casebridge::testing::CopyTestCrls;
 using ::casebridge::testing::CrlOptions;
+using ::casebridge::testing::CrlToDer;
 using ::casebridge::testing::InstallFile;
 using ::casebridge::testing::IssueCrl;
 using ::casebridge::testing::NewTempDir;
@@ -135,6 +136,23 @@ TEST(CertStatusTest, CrlSignedByAnotherCaIsInvalid) {
   EXPECT_TRUE(invalid);
   // The good files still count.
   EXPECT_TRUE(broken.revoked.IsRevoked(IdOf(Pki("bad/revoked.crt"))));
+
+  // Nor is a CRL in DER: the TLS stack would not read it.
+  ASSERT_OK_AND_ASSIGN(
+      const std::string pem,
+      crypto::ReadFile(Pki("crl/" + SubjectHash(Pki("pk/ca.crt")) + ".r0")));
+  ASSERT_OK_AND_ASSIGN(const std::string der, CrlToDer(pem));
+  InstallFile(dir, SubjectHash(Pki("pk/ca.crt")) + ".r2", der);
+  const Inventory in_der = ReadInventory(PkFiles(dir));
+  EXPECT_FALSE(in_der.crls_clean);
+  bool refused = false;
+  for (const Item& item : CrlItems(in_der)) {
+    if (StateOf(item, absl::Now(), kDay, kDay) == State::kInvalid) {
+      refused = true;
+      EXPECT_THAT(item.detail, HasSubstr("a CRL in DER"));
+    }
+  }
+  EXPECT_TRUE(refused);
 }
 
 TEST(CertStatusTest, CrlSignedWithAnotherKeyUnderTheCaNameIsInvalid) {

@@ -14,36 +14,22 @@
 #include "absl/time/time.h"
 #include "core/crypto.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/test_crl.h"
 #include "tests/testing/test_pki.h"
 
 namespace casebridge::tls {
 namespace {
 
 namespace fs = std::filesystem;
+using ::casebridge::testing::CrlToDer;
 using ::casebridge::testing::NewTempDir;
 using ::casebridge::testing::Pki;
 using ::casebridge::testing::StatusIs;
+using ::casebridge::testing::SubjectHash;
 using ::casebridge::testing::WriteFile;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-// OpenSSL's hashed-directory name stem of the CA in `ca_file`, e.g.
-// "06142ae5" (what `openssl x509 -hash -noout` prints).
-std::string SubjectHash(const std::string& ca_file) {
-  auto pem = crypto::ReadFile(ca_file);
-  if (!pem.ok()) return "";
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
-      BIO_new_mem_buf(pem->data(), static_cast<int>(pem->size())), BIO_free);
-  std::unique_ptr<X509, decltype(&X509_free)> cert(
-      PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), X509_free);
-  if (cert == nullptr) return "";
-  int ok = 0;
-  const unsigned long hash = X509_NAME_hash_ex(  // NOLINT(google-runtime-int)
-      X509_get_subject_name(cert.get()), nullptr, nullptr, &ok);
-  if (ok != 1) return "";
-  return absl::StrFormat("%08lx", hash);
-}
 
 void CopyFile(const std::string& from, const std::string& to) {
   auto contents = crypto::ReadFile(from);
@@ -113,6 +99,22 @@ TEST(CheckCrlCoverageTest, FileThatIsNotACrlIsFailedPrecondition) {
   EXPECT_THAT(
       CheckCrlCoverage(Pki("pk/ca.crt"), dir, absl::Now()),
       StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not a CRL")));
+}
+
+TEST(CheckCrlCoverageTest, CrlInDerIsRefusedWithHowToConvertIt) {
+  // gRPC reads the CRL directory as PEM: a DER file there would be skipped
+  // as if the CA had no CRL, and revoked certificates would get through.
+  const std::string dir = NewTempDir("crl-der");
+  const std::string pk_hash = SubjectHash(Pki("pk/ca.crt"));
+  ASSERT_OK_AND_ASSIGN(const std::string pem,
+                       crypto::ReadFile(Pki("crl/" + pk_hash + ".r0")));
+  ASSERT_OK_AND_ASSIGN(const std::string der, CrlToDer(pem));
+  WriteFile(dir + "/" + pk_hash + ".r0", der);
+  EXPECT_THAT(CheckCrlCoverage(Pki("pk/ca.crt"), dir, absl::Now()),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr(pk_hash + ".r0: a CRL in DER"),
+                             HasSubstr("openssl crl -inform DER "
+                                       "-outform PEM"))));
 }
 
 TEST(CheckCrlCoverageTest, ExpiredCrlIsFailedPrecondition) {

@@ -47,6 +47,22 @@ TimePtr Asn1Time(absl::Time t) {
 
 }  // namespace
 
+absl::StatusOr<std::string> CrlToDer(const std::string& pem) {
+  BioPtr bio = MemBio(pem);
+  X509CrlPtr crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+  if (crl == nullptr) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("not a PEM CRL");
+  }
+  unsigned char* der = nullptr;
+  const int length = i2d_X509_CRL(crl.get(), &der);
+  if (length <= 0) return absl::InternalError("i2d_X509_CRL failed");
+  std::string out(reinterpret_cast<const char*>(der),
+                  static_cast<size_t>(length));
+  OPENSSL_free(der);
+  return out;
+}
+
 absl::StatusOr<std::string> IssueCrl(const CrlOptions& options) {
   CB_ASSIGN_OR_RETURN(X509Ptr ca, ReadCert(options.ca_cert));
   CB_ASSIGN_OR_RETURN(const std::string key_pem,

@@ -24,6 +24,9 @@ struct CrlOptions {
 // A signed CRL in PEM.
 absl::StatusOr<std::string> IssueCrl(const CrlOptions& options);
 
+// The same CRL in DER (`pem` holds one CRL in PEM).
+absl::StatusOr<std::string> CrlToDer(const std::string& pem);
+
 // The 8-hex-digit subject hash of the CA in `ca_cert` (the <hash> of
 // <hash>.rN CRL file names).
 std::string SubjectHash(const std::string& ca_cert);
