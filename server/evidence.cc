@@ -255,7 +255,9 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
 
 absl::StatusOr<std::string> Evidence::EnvelopeOf(
     const std::string& message_id) {
-  // A received message is found by its entry's subject rows.
+  // A received message is found through its entry's subject rows (indexed),
+  // and must be the one its inbound row carried: another subject of the
+  // entry (the case's exchange id, the envelope id) is not a message id.
   CB_RETURN_IF_ERROR(audit_->CatchUpTree());
   std::optional<std::string> envelope;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
@@ -264,7 +266,7 @@ absl::StatusOr<std::string> Evidence::EnvelopeOf(
         c.Prepare("SELECT envelope_id FROM outbox WHERE message_id = ?1 "
                   "UNION ALL SELECT i.envelope_id FROM inbound i JOIN "
                   "audit_subjects s ON s.idx = i.audit_index "
-                  "WHERE s.subject = ?1 LIMIT 1"));
+                  "WHERE s.subject = ?1 AND i.message_id = ?1 LIMIT 1"));
     stmt.Bind(1, message_id);
     CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
     if (row) envelope = stmt.ColumnText(0);
@@ -279,17 +281,21 @@ absl::StatusOr<std::string> Evidence::EnvelopeOf(
 
 absl::StatusOr<bool> Evidence::VisibleTo(const std::string& office,
                                          const std::string& envelope_id) {
-  CB_RETURN_IF_ERROR(audit_->CatchUpTree());
   bool visible = false;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
-    // The envelope's audit entries name it and its message id.
+    // From the gateway's own records of the envelope, never from audit
+    // subjects: a refused call's entry names what its caller sent, so a
+    // caller could make an entry pair any envelope with a message of its
+    // own. Visible to the office that sent the message the envelope
+    // carried, and to each office whose inbox it reached.
     CB_ASSIGN_OR_RETURN(
         auto stmt,
-        c.Prepare("SELECT 1 FROM audit_subjects e JOIN audit_subjects m "
-                  "ON m.idx = e.idx WHERE e.subject = ?1 AND ("
-                  "m.subject IN (SELECT message_id FROM messages WHERE "
-                  "sender_office = ?2) OR m.subject IN (SELECT message_id "
-                  "FROM inbox WHERE office = ?2)) LIMIT 1"));
+        c.Prepare("SELECT 1 FROM outbox o JOIN messages m "
+                  "ON m.message_id = o.message_id "
+                  "WHERE o.envelope_id = ?1 AND m.sender_office = ?2 "
+                  "UNION ALL SELECT 1 FROM inbound i JOIN inbox x "
+                  "ON x.message_id = i.message_id "
+                  "WHERE i.envelope_id = ?1 AND x.office = ?2 LIMIT 1"));
     stmt.Bind(1, envelope_id).Bind(2, office);
     CB_ASSIGN_OR_RETURN(visible, stmt.Step());
     return absl::OkStatus();

@@ -237,6 +237,53 @@ TEST_F(EvidenceTest, BundlesFromBothSidesVerifyOfflineAndLogsVerifyAfter) {
             2);
 }
 
+TEST_F(EvidenceTest, AnOfficeCannotWriteItselfIntoAnotherOfficesEvidence) {
+  const std::string envelope_id = SendAndDeliver();
+  ASSERT_FALSE(envelope_id.empty());
+  auto fia = Pk(kFia);
+  ASSERT_OK(AwaitEvidence(*fia, envelope_id).status()) << Logs();
+
+  // The embassy sends a message of its own...
+  auto embassy = Pk(kEmbassy);
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference its_case,
+                       embassy->OpenCase(ValidDraft()));
+  v1::SendMessageRequest request;
+  v1::CaseMessage* m = request.mutable_message();
+  m->set_exchange_id(its_case.exchange_id());
+  m->set_kind(v1::MESSAGE_KIND_NOTE);
+  m->set_priority(v1::PRIORITY_ROUTINE);
+  m->set_body("Consular visit arranged.");
+  ASSERT_OK_AND_ASSIGN(const v1::SendMessageResponse its_message,
+                       embassy->SendMessage(request));
+
+  // ...then makes the gateway audit a refused call whose subjects, taken
+  // from its request, pair FIA's envelope with that message: as the
+  // gateway's own entries pair an envelope with the message it carries.
+  v1::ForwardCaseRequest forward;
+  forward.set_exchange_id(envelope_id);
+  forward.set_office(its_message.message_id());
+  EXPECT_FALSE(embassy->ForwardCase(forward).ok());
+  forward.set_exchange_id(its_message.message_id());
+  forward.set_office(envelope_id);
+  EXPECT_FALSE(embassy->ForwardCase(forward).ok());
+
+  // FIA's message is still not the embassy's to see, by either id.
+  EXPECT_THAT(embassy->GetEvidence(envelope_id),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("envelope " + envelope_id +
+                                 " was not exchanged here")));
+  EXPECT_THAT(embassy->GetEvidence(message_id_),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("was not exchanged here")));
+  // Its own message's evidence it gets, once delivered.
+  ASSERT_TRUE(WaitUntil([&] {
+    auto s = embassy->GetDeliveryStatus(its_message.message_id());
+    return s.ok() && s->state() == v1::DELIVERY_STATE_DELIVERED;
+  })) << Logs();
+  EXPECT_OK(AwaitEvidence(*embassy, its_message.message_id()).status())
+      << Logs();
+}
+
 TEST_F(EvidenceTest, H1MarkingOfTheSignedEnvelopeIsShownFirstAndKeptInFile) {
   const std::string envelope_id = SendAndDeliver(v1::HANDLING_CODE_H1);
   ASSERT_FALSE(envelope_id.empty());
