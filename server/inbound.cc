@@ -140,9 +140,7 @@ absl::Status Inbound::CheckContent(const AccessPolicy& policy,
       return absl::InvalidArgumentError(
           "message.case_reference.status: is required");
     }
-    CB_RETURN_IF_ERROR(CheckText("message.case_reference.summary", c.summary(),
-                                 1, kMaxSummaryChars));
-    CB_RETURN_IF_ERROR(ValidateCaseConsistency(c, "message.case_reference"));
+    CB_RETURN_IF_ERROR(ValidateSharedCase(c, "message.case_reference"));
     // The case travels under its own code, which the message repeats.
     if (c.handling_code() != m.handling_code() ||
         c.handling_restriction() != m.handling_restriction()) {

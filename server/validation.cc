@@ -376,6 +376,28 @@ absl::Status ValidateOpenCase(const v1::OpenCaseRequest& request) {
   return ValidateCaseConsistency(c, p);
 }
 
+absl::Status ValidateSharedCase(const v1::CaseReference& c,
+                                absl::string_view prefix) {
+  CB_RETURN_IF_ERROR(CheckText(Field(prefix, "local_reference"),
+                               c.local_reference(), 1,
+                               kMaxLocalReferenceChars));
+  CB_RETURN_IF_ERROR(CheckCategory(Field(prefix, "category"), c.category()));
+  CB_RETURN_IF_ERROR(
+      CheckText(Field(prefix, "summary"), c.summary(), 1, kMaxSummaryChars));
+  CB_RETURN_IF_ERROR(CheckVictims(prefix, c));
+  CB_RETURN_IF_ERROR(CheckLocations(prefix, c));
+  CB_RETURN_IF_ERROR(
+      CheckHandlingCode(Field(prefix, "handling_code"), c.handling_code()));
+  CB_RETURN_IF_ERROR(CheckText(Field(prefix, "handling_restriction"),
+                               c.handling_restriction(), 0,
+                               kMaxRestrictionChars));
+  if (c.has_evaluation()) {
+    CB_RETURN_IF_ERROR(
+        CheckEvaluation(Field(prefix, "evaluation"), c.evaluation()));
+  }
+  return ValidateCaseConsistency(c, prefix);
+}
+
 absl::Status ValidateUpdateCase(const v1::UpdateCaseRequest& request) {
   if (!request.has_case_reference()) {
     return Invalid("case_reference", "is required");

@@ -60,6 +60,16 @@ absl::Status CheckRequestId(absl::string_view field, absl::string_view value);
 
 absl::Status ValidateOpenCase(const v1::OpenCaseRequest& request);
 absl::Status ValidateUpdateCase(const v1::UpdateCaseRequest& request);
+
+// The content of a case as the peer shares it (CASE_SHARE): every text
+// field under the same rules and limits as an office's OpenCase (no control
+// characters, well-formed UTF-8, lengths; victims and locations may be
+// empty, as after the peer's retention purge), the category, the handling
+// code and evaluation if set, and their consistency. What the receiver
+// stores is then as well-formed as what its own offices write, and shown
+// to its officers as such. Field paths start with `prefix`.
+absl::Status ValidateSharedCase(const v1::CaseReference& c,
+                                absl::string_view prefix);
 absl::Status ValidateListCases(const v1::ListCasesRequest& request);
 
 inline constexpr size_t kMaxMessageBodyChars = 16000;

@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <variant>
@@ -67,9 +68,11 @@ class InboundBatchTest : public ::testing::Test {
     return MintId(v1::COUNTRY_CN, kind, clock_.Now());
   }
 
-  v1::DeliverRequest Request(uint64_t sequence, const std::string& envelope_id,
-                             const std::string& message_id,
-                             const std::string& body = "Victim located.") {
+  v1::DeliverRequest Request(
+      uint64_t sequence, const std::string& envelope_id,
+      const std::string& message_id,
+      const std::string& body = "Victim located.",
+      const std::function<void(v1::CaseMessage&)>& change = nullptr) {
     v1::Envelope envelope;
     envelope.set_envelope_id(envelope_id);
     envelope.set_origin_gateway(kCnGateway);
@@ -89,6 +92,7 @@ class InboundBatchTest : public ::testing::Test {
     m->mutable_evaluation()->set_source_reliability(v1::SOURCE_RELIABILITY_B);
     m->mutable_evaluation()->set_information_accuracy(
         v1::INFORMATION_ACCURACY_2);
+    if (change) change(*m);
     envelope.set_origin_audit_index(41);
     auto sealed = exchange::SignEnvelope(envelope, *cn_key_);
     EXPECT_TRUE(sealed.ok()) << sealed.status();
@@ -302,6 +306,49 @@ TEST_F(InboundBatchTest, RefusalsInABatchDoNotHoldBackTheOthers) {
   // The message id's refusal names the case and the envelope.
   EXPECT_THAT(AuditEntry(before + 4).subjects,
               ElementsAre(kCase, answers[1].envelope_id()));
+}
+
+TEST_F(InboundBatchTest, ASharedCaseIsCheckedFieldByFieldAsAnOfficesOwn) {
+  // MPS shares one of its cases; one victim's remarks carry a terminal
+  // escape sequence, which an officer's terminal would obey when shown.
+  const auto share = [](std::string remarks) {
+    return [remarks](v1::CaseMessage& m) {
+      m.set_exchange_id("CN-2026-000007");
+      m.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
+      m.set_body("");
+      v1::CaseReference& c = *m.mutable_case_reference();
+      c.set_exchange_id("CN-2026-000007");
+      c.set_local_reference("MPS-HB-2026-0412");
+      c.set_category(v1::CASE_CATEGORY_FORCED_MARRIAGE_FRAUD);
+      c.set_status(v1::CASE_STATUS_VICTIM_LOCATED);
+      c.set_summary("Located in Handan through a marriage agency.");
+      c.set_origin_country(v1::COUNTRY_CN);
+      c.set_owner_office(kMps);
+      c.set_version(1);
+      c.set_handling_code(v1::HANDLING_CODE_H0);
+      v1::VictimReference& victim = *c.add_victims();
+      victim.set_pseudonym("CN-V1");
+      victim.set_remarks(remarks);
+    };
+  };
+  const uint64_t before = AuditSize();
+  const std::vector<v1::DeliverResponse> answers =
+      Deliver({Request(1, NewId(IdKind::kEnvelope), NewId(IdKind::kMessage), "",
+                       share("speaks Urdu \x1b]2;pwned\x07\x1b[2J")),
+               Request(2, NewId(IdKind::kEnvelope), NewId(IdKind::kMessage), "",
+                       share("speaks Urdu"))});
+  ASSERT_EQ(answers.size(), 2u);
+  ASSERT_TRUE(answers[0].has_refusal());
+  EXPECT_EQ(answers[0].refusal().code(),
+            static_cast<int32_t>(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(answers[0].refusal().message(),
+              HasSubstr("message.case_reference.victims[0].remarks: contains "
+                        "a control character"));
+  EXPECT_TRUE(answers[0].refusal().permanent());
+  // The sound share is stored, the other not; both are audited.
+  EXPECT_TRUE(answers[1].has_receipt());
+  EXPECT_EQ(CountRows("inbound"), 1);
+  EXPECT_EQ(AuditSize(), before + 2);
 }
 
 TEST_F(InboundBatchTest, OurFullStorageIsNotTheEnvelopesFaultAndNamesNoSql) {
