@@ -417,7 +417,10 @@ absl::StatusOr<int> SqliteCaseStore::PurgeExpired(
   // data past its retention.
   absl::Status unreadable;
   int unreadable_count = 0;
-  for (const auto& [status, days] : policy.case_status_days) {
+  for (const auto& kept : policy.case_status_days) {
+    // Named apart, not bound: the transaction's lambda captures them.
+    const auto status = kept.first;
+    const auto days = kept.second;
     if (days <= 0) continue;
     const int64_t cutoff = absl::ToUnixMicros(now - absl::Hours(24) * days);
     int64_t after_seq = 0;  // the batches walk the cases in seq order
