@@ -982,7 +982,8 @@ int Main(int argc, char** argv) {
     const absl::Duration wait = watch_seconds > 0 ? absl::Seconds(watch_seconds)
                                                   : absl::InfiniteDuration();
     const absl::Status status = c.WatchInbox(
-        watch_cursor, wait, [&](const v1::WatchInboxResponse& item) {
+        watch_cursor, wait,
+        [&](const v1::WatchInboxResponse& item) {
           if (options.json) {
             std::cout << cb::cli::ToJson(item) << std::endl;
           } else {
@@ -990,6 +991,16 @@ int Main(int argc, char** argv) {
           }
           ++seen;
           return watch_count <= 0 || seen < watch_count;
+        },
+        [](const absl::Status& why, const std::string& cursor,
+           absl::Duration retry_in) {
+          // Said on stderr, so that the output stays the messages alone.
+          std::cerr << "casebridge: inbox watch: the stream ended ("
+                    << absl::StatusCodeToString(why.code()) << ": "
+                    << why.message() << "); opening it again "
+                    << (cursor.empty() ? std::string("from the start")
+                                       : "after cursor " + cursor)
+                    << " in " << absl::FormatDuration(retry_in) << std::endl;
         });
     if (!status.ok()) return ReportStatus(status, kExitRpc);
     return kExitOk;

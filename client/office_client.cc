@@ -1,5 +1,6 @@
 #include "client/office_client.h"
 
+#include "absl/time/clock.h"
 #include "core/grpc_status.h"
 #include "core/status_macros.h"
 #include "core/tls.h"
@@ -237,17 +238,20 @@ absl::StatusOr<std::string> OfficeClient::Acknowledge(
 
 absl::Status OfficeClient::WatchInbox(
     const std::string& cursor, absl::Duration max_wait,
-    const std::function<bool(const v1::WatchInboxResponse&)>& on_message) {
+    const std::function<bool(const v1::WatchInboxResponse&)>& on_message,
+    const WatchInterrupted& on_interrupted) {
   // Every stream carries a deadline; a watch without an end is a series of
-  // streams of at most kMaxStream each, resumed from the last cursor.
-  constexpr absl::Duration kMaxStream = absl::Hours(1);
+  // streams of at most kMaxWatchStream each, resumed from the last cursor.
+  constexpr absl::Duration kFirstBackoff = absl::Seconds(1);
+  constexpr absl::Duration kMaxBackoff = absl::Seconds(30);
   const bool forever = max_wait == absl::InfiniteDuration();
   const absl::Time end =
       forever ? absl::InfiniteFuture() : absl::Now() + max_wait;
   std::string resume = cursor;
+  absl::Duration backoff = kFirstBackoff;
   while (true) {
     grpc::ClientContext context;
-    const absl::Time stream_end = std::min(end, absl::Now() + kMaxStream);
+    const absl::Time stream_end = std::min(end, absl::Now() + kMaxWatchStream);
     context.set_deadline(absl::ToChronoTime(stream_end));
     v1::WatchInboxRequest request;
     request.set_cursor(resume);
@@ -256,6 +260,7 @@ absl::Status OfficeClient::WatchInbox(
     bool stopped = false;
     while (reader->Read(&response)) {
       resume = response.cursor();
+      backoff = kFirstBackoff;
       if (!on_message(response)) {
         stopped = true;
         context.TryCancel();
@@ -264,10 +269,19 @@ absl::Status OfficeClient::WatchInbox(
     }
     const grpc::Status status = reader->Finish();
     if (stopped) return absl::OkStatus();
-    if (status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      if (stream_end >= end) return absl::OkStatus();  // waited as asked
+      continue;
+    }
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE ||
+        !on_interrupted) {
       return FromGrpcStatus(status);
     }
-    if (stream_end >= end) return absl::OkStatus();  // waited as long as asked
+    const absl::Duration wait = std::min(backoff, end - absl::Now());
+    if (wait <= absl::ZeroDuration()) return absl::OkStatus();
+    on_interrupted(FromGrpcStatus(status), resume, wait);
+    absl::SleepFor(wait);
+    backoff = std::min(backoff * 2, kMaxBackoff);
   }
 }
 

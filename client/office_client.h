@@ -78,15 +78,31 @@ class OfficeClient {
                                           v1::AcknowledgementKind kind,
                                           const std::string& note);
 
+  // Called when a standing watch lost its stream to UNAVAILABLE (the gateway
+  // restarted, the connection was recycled or dropped): why, the cursor it
+  // resumes from, and how long it waits first.
+  using WatchInterrupted = std::function<void(
+      const absl::Status& why, const std::string& cursor, absl::Duration wait)>;
+
   // Streams the inbox after `cursor` ("" from the start) and calls
   // `on_message` for each message until it returns false, `max_wait` passes
   // (absl::InfiniteDuration() for no limit), or the stream ends. Returns the
   // stream's end status (OK when stopped by `on_message` or `max_wait`).
-  // Each stream carries a deadline (at most an hour; a longer watch opens
-  // the next stream from the last cursor).
+  // Each stream carries a deadline (at most kMaxWatchStream; a longer watch
+  // opens the next stream from the last cursor). With `on_interrupted`, a
+  // stream ended by UNAVAILABLE is opened again from the last cursor after
+  // a backoff (1 s, doubling to 30 s; back to 1 s once a stream delivers),
+  // for as long as `max_wait` allows, and `on_interrupted` is told each
+  // time; any other end status is returned. Nothing is lost or repeated:
+  // the cursor is the last message handed to `on_message`.
   absl::Status WatchInbox(
       const std::string& cursor, absl::Duration max_wait,
-      const std::function<bool(const v1::WatchInboxResponse&)>& on_message);
+      const std::function<bool(const v1::WatchInboxResponse&)>& on_message,
+      const WatchInterrupted& on_interrupted = nullptr);
+
+  // Under the gateway's default connection age (an hour, which gRPC
+  // jitters by a tenth), so that a standing watch seldom meets it.
+  static constexpr absl::Duration kMaxWatchStream = absl::Minutes(20);
 
  private:
   void Prepare(grpc::ClientContext& context) const;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <set>
@@ -18,12 +19,16 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/crypto.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/testing/process.h"
 #include "tests/testing/status_matchers.h"
@@ -32,6 +37,7 @@
 namespace casebridge::testing {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 
 constexpr char kFia[] = "pk/offices/fia-liaison-desk";
@@ -525,6 +531,82 @@ TEST_F(ExchangeCrashTest, KillingTheReceiverMidBurstLosesAndDuplicatesNothing) {
   ExpectExactlyOnceInCaseOrder(cases, sent, inbox);
   // Envelopes sent again are not audited again.
   ExpectEachSentOnceBeforeItsReceipt(IdsOf(sent));
+}
+
+TEST_F(ExchangeCrashTest, AStandingInboxWatchOutlivesARestartOfItsGateway) {
+  // The CN gateway's office port fixed, as in production, so that it comes
+  // back where its offices' channels point.
+  ASSERT_EQ(cn_->Stop(), 0) << cn_->Log();
+  ASSERT_OK_AND_ASSIGN(std::string toml, crypto::ReadFile(cn_config_));
+  ASSERT_TRUE(absl::StrContains(toml, "\"127.0.0.1:0\"")) << toml;
+  absl::StrReplaceAll({{"\"127.0.0.1:0\"",
+                        absl::StrCat("\"127.0.0.1:", ReserveFreePort(), "\"")}},
+                      &toml);
+  WriteFile(cn_config_, toml);
+  ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config_));
+
+  const std::vector<std::string> cases = OpenCases(1);
+  ASSERT_EQ(cases.size(), 1u);
+  const auto send = [&](const std::string& body) {
+    v1::SendMessageRequest request;
+    request.mutable_message()->set_exchange_id(cases[0]);
+    request.mutable_message()->set_kind(v1::MESSAGE_KIND_RESCUE_REQUEST);
+    request.mutable_message()->set_priority(v1::PRIORITY_URGENT);
+    request.mutable_message()->set_body(body);
+    auto sent = Pk()->SendMessage(request);
+    EXPECT_OK(sent);
+    return sent.ok() ? sent->message_id() : "";
+  };
+
+  // MPS leaves a watch running, as a desk does.
+  auto mps = Cn();
+  absl::Mutex mu;
+  std::vector<std::string> seen;           // message ids, in order
+  std::vector<std::string> interruptions;  // cursors resumed from
+  auto watch = std::async(std::launch::async, [&] {
+    return mps->WatchInbox(
+        "", absl::Seconds(90),
+        [&](const v1::WatchInboxResponse& item) {
+          absl::MutexLock lock(&mu);
+          seen.push_back(item.message().message_id());
+          return seen.size() < 2;
+        },
+        [&](const absl::Status& why, const std::string& cursor,
+            absl::Duration) {
+          EXPECT_EQ(why.code(), absl::StatusCode::kUnavailable) << why;
+          absl::MutexLock lock(&mu);
+          interruptions.push_back(
+              absl::StrCat(cursor, " (", why.message(), ")"));
+        });
+  });
+  const std::string first = send("Victim seen at Handan station.");
+  ASSERT_TRUE(WaitUntil([&] {
+    absl::MutexLock lock(&mu);
+    return seen.size() == 1;
+  })) << Logs();
+
+  // The CN gateway restarts under it.
+  ASSERT_EQ(cn_->Stop(), 0) << cn_->Log();
+  ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config_));
+  const std::string second = send("Second sighting, same station.");
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        auto status = Pk()->GetDeliveryStatus(second);
+        return status.ok() && status->state() == v1::DELIVERY_STATE_DELIVERED;
+      },
+      absl::Seconds(60)))
+      << Logs();
+
+  ASSERT_EQ(watch.wait_for(std::chrono::seconds(90)), std::future_status::ready)
+      << Logs();
+  EXPECT_OK(watch.get());
+  absl::MutexLock lock(&mu);
+  // Each message once, in order; the stream was opened again after the
+  // first one's cursor, at least once.
+  EXPECT_THAT(seen, ElementsAre(first, second))
+      << "resumed after " << absl::StrJoin(interruptions, ", ");
+  ASSERT_FALSE(interruptions.empty());
+  for (const std::string& cursor : interruptions) EXPECT_FALSE(cursor.empty());
 }
 
 TEST_F(ExchangeCrashTest, UrgentOvertakesAQueuedRoutineBacklog) {
