@@ -457,14 +457,18 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* OfficeServiceImpl::WatchInbox(
   const std::string bytes = ByteBufferToString(*request);
   handler_->Run(
       context, Action::kWatchInbox, "inbox.watch", bytes, {},
-      [stream, bytes](const Caller& caller) -> absl::Status {
+      [this, stream, bytes](const Caller& caller) -> absl::Status {
         v1::WatchInboxRequest r;
         CB_RETURN_IF_ERROR(ParseRequest(bytes, &r));
         int64_t cursor = 0;
+        // Cursors are issued in increasing order; one beyond the newest
+        // would silently skip the messages to come until they passed it.
         if (!r.cursor().empty() &&
-            (!absl::SimpleAtoi(r.cursor(), &cursor) || cursor < 0)) {
+            (!absl::SimpleAtoi(r.cursor(), &cursor) || cursor < 0 ||
+             cursor > exchange_.store->InboxHead())) {
           return absl::InvalidArgumentError(
-              "cursor: not a cursor this gateway issued");
+              "cursor: not a cursor this gateway issued (resume after the "
+              "cursor of the last message received, or start without one)");
         }
         stream->Begin(caller.identity, cursor);
         return absl::OkStatus();

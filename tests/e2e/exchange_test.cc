@@ -5,6 +5,7 @@
 
 #include <functional>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_replace.h"
 #include "core/envelope.h"
 #include "tests/e2e/e2e_util.h"
@@ -177,6 +178,27 @@ TEST_F(ExchangeTest, InboxResumesFromItsCursorWithoutLossOrRepeats) {
   EXPECT_THAT(received, ElementsAreArray(sent));
   // Nothing more is waiting.
   EXPECT_TRUE(Inbox(rest.back().cursor(), 1, absl::Milliseconds(500)).empty());
+
+  // A cursor the gateway never issued is refused, not waited on: one
+  // beyond the newest would skip every message to come until the inbox
+  // passed it.
+  int64_t newest = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(rest.back().cursor(), &newest));
+  for (const std::string& bad :
+       {std::to_string(newest + 1), std::string("99999999"), std::string("-1"),
+        std::string("12abc")}) {
+    SCOPED_TRACE(bad);
+    EXPECT_THAT(
+        Cn(kMps)->WatchInbox(bad, absl::Seconds(5),
+                             [](const auto&) { return true; }),
+        StatusIs(absl::StatusCode::kInvalidArgument,
+                 HasSubstr("cursor: not a cursor this gateway issued")));
+  }
+  // A message arriving after the refusals is read from the newest cursor.
+  ASSERT_OK_AND_ASSIGN(const std::string later, Send(id, "update 5"));
+  auto after = Inbox(rest.back().cursor(), 1);
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0].message().message_id(), later);
 }
 
 TEST_F(ExchangeTest, LiveMessageReachesAWatchingOffice) {
