@@ -314,13 +314,18 @@ absl::StatusOr<std::vector<StoredEntry>> SqliteAuditLog::ReadVisibleTo(
   CB_RETURN_IF_ERROR(CatchUpTree());
   std::vector<StoredEntry> out;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& c) -> absl::Status {
-    CB_ASSIGN_OR_RETURN(const uint64_t size, SizeOn(c));
+    // Only entries whose subject rows exist in this read are examined:
+    // one appended after the catch-up above has none yet, and a page that
+    // went past it would skip it for good. It is the next page's.
+    CB_ASSIGN_OR_RETURN(const uint64_t indexed, IndexedSizeOn(c));
     CB_ASSIGN_OR_RETURN(
         out,
         ReadRows(c,
                  "SELECT idx, entry FROM audit_log WHERE idx IN ("
                  "SELECT idx FROM audit_log WHERE actor = ?2 AND idx >= ?1 "
+                 "AND idx < ?4 "
                  "UNION SELECT s.idx FROM audit_subjects s WHERE s.idx >= ?1 "
+                 "AND s.idx < ?4 "
                  "AND s.subject IN (SELECT message_id FROM messages WHERE "
                  "sender_office = ?2 UNION SELECT message_id FROM inbox "
                  "WHERE office = ?2)) "
@@ -328,10 +333,11 @@ absl::StatusOr<std::vector<StoredEntry>> SqliteAuditLog::ReadVisibleTo(
                  [&](sqlite::Statement& s) {
                    s.Bind(1, static_cast<int64_t>(start))
                        .Bind(2, office)
-                       .Bind(3, static_cast<int64_t>(max));
+                       .Bind(3, static_cast<int64_t>(max))
+                       .Bind(4, static_cast<int64_t>(indexed));
                  }));
-    // A short page examined everything up to the end of the log.
-    *next = out.size() < max ? std::max(size, start) : out.back().index + 1;
+    // A short page examined everything indexed.
+    *next = out.size() < max ? std::max(indexed, start) : out.back().index + 1;
     return absl::OkStatus();
   }));
   return out;
