@@ -125,7 +125,10 @@ class RecentNodes final : public merkle::NodeSource {
 // 2^l leaves on the edge when bit l of the size is set.
 class Tree {
  public:
-  void Append(Hasher& hasher, const Digest& leaf, RecentNodes& recent) {
+  // `inner(level, index, hash)` is told each inner node the leaf completes.
+  template <class InnerSink>
+  void Append(Hasher& hasher, const Digest& leaf, RecentNodes& recent,
+              InnerSink&& inner) {
     Digest node = leaf;
     recent.Add(0, node);
     int level = 0;
@@ -133,6 +136,7 @@ class Tree {
       node = hasher.Node(edge_[static_cast<size_t>(level)], node);
       ++level;
       recent.Add(level, node);
+      inner(level, size_ >> level, node);
     }
     edge_[static_cast<size_t>(level)] = node;
     ++size_;
@@ -218,6 +222,83 @@ absl::string_view Blob(sqlite3_stmt* stmt, int column) {
   return absl::string_view(static_cast<const char*>(data),
                            static_cast<size_t>(size));
 }
+
+// The stored tree's inner nodes, compared with the recomputed ones as the
+// recomputation completes them: one cursor per level, each read once in
+// index order (a merge join per level). A checkpoint's proofs and the
+// gateway's next checkpoint are made from these nodes, not from the leaves.
+class StoredNodes {
+ public:
+  explicit StoredNodes(sqlite3* db) : db_(db) {}
+
+  // Node (`level` >= 1, `index`) recomputed as `hash`. `must_exist`: it
+  // lies wholly under the newest checkpoint, so the gateway has stored it.
+  void Check(int level, uint64_t index, const Digest& hash, bool must_exist) {
+    if (!problem_.empty()) return;
+    Cursor& c = levels_[static_cast<size_t>(level)];
+    if (c.stmt == nullptr && !Open(level, c)) return;
+    while (c.have && c.index < index) Advance(c);
+    if (!problem_.empty()) return;
+    if (!c.have || c.index != index) {
+      if (must_exist) {
+        problem_ = absl::StrCat("the stored tree has no node (level ", level,
+                                ", index ", index, ") over this entry");
+      }
+      return;
+    }
+    if (Blob(c.stmt.get(), 1) != View(hash)) {
+      problem_ = absl::StrCat(
+          "the stored tree's node (level ", level, ", index ", index,
+          ") over this entry does not match the entries: it was changed, "
+          "so proofs and checkpoints made from it are wrong");
+      return;
+    }
+    ++checked_;
+  }
+
+  const std::string& problem() const { return problem_; }
+  uint64_t checked() const { return checked_; }
+
+ private:
+  struct Cursor {
+    StmtPtr stmt;
+    bool have = false;
+    uint64_t index = 0;
+  };
+
+  bool Open(int level, Cursor& c) {
+    auto stmt = Prepare(db_,
+                        "SELECT idx, hash FROM audit_nodes WHERE level = ? "
+                        "ORDER BY idx");
+    if (!stmt.ok()) {
+      problem_ = std::string(stmt.status().message());
+      return false;
+    }
+    c.stmt = std::move(*stmt);
+    sqlite3_bind_int(c.stmt.get(), 1, level);
+    Advance(c);
+    return problem_.empty();
+  }
+
+  void Advance(Cursor& c) {
+    auto row = Step(db_, c.stmt.get());
+    if (!row.ok()) {
+      problem_ = std::string(row.status().message());
+      c.have = false;
+      return;
+    }
+    c.have = *row;
+    if (c.have) {
+      const int64_t index = sqlite3_column_int64(c.stmt.get(), 0);
+      c.index = index < 0 ? 0 : static_cast<uint64_t>(index);
+    }
+  }
+
+  sqlite3* const db_;
+  std::array<Cursor, 64> levels_;
+  std::string problem_;
+  uint64_t checked_ = 0;
+};
 
 // --- Checkpoints -------------------------------------------------------------
 
@@ -766,6 +847,7 @@ absl::StatusOr<StreamResult> Stream::Run() {
   const uint64_t signed_size =
       checkpoints_.empty() ? 0 : checkpoints_.back().size;
   uint64_t unindexed = 0;
+  StoredNodes stored_nodes(db_);
 
   // Checkpoints of size 0 cover nothing: settled before the first entry.
   while (next_checkpoint_ < checkpoints_.size() &&
@@ -825,7 +907,15 @@ absl::StatusOr<StreamResult> Stream::Run() {
       return result_;
     }
 
-    tree_.Append(hasher_, leaf, recent_);
+    tree_.Append(hasher_, leaf, recent_,
+                 [&](int level, uint64_t index, const Digest& hash) {
+                   stored_nodes.Check(level, index, hash,
+                                      ((index + 1) << level) <= signed_size);
+                 });
+    if (!stored_nodes.problem().empty()) {
+      FailEntry(expected, stored_nodes.problem());
+      return result_;
+    }
     ++expected;
     result_.entries = expected;
     while (next_checkpoint_ < checkpoints_.size() &&

@@ -432,6 +432,31 @@ TEST_F(AuditVerifierTest, MissingLeafHashIsNamed) {
   EXPECT_THAT(report.problem, HasSubstr("no leaf hash"));
 }
 
+TEST_F(AuditVerifierTest, ChangedInnerNodeOfTheStoredTreeIsNamed) {
+  // Proofs and the next checkpoint are made from the stored inner nodes:
+  // one changed would break them while every entry and leaf still agree.
+  BuildLog();
+  Tamper(
+      "UPDATE audit_nodes SET hash = zeroblob(32) WHERE level = 2 AND "
+      "idx = 1");
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_entry, 7u);  // leaves 4-7 complete node (2, 1)
+  EXPECT_THAT(report.problem,
+              HasSubstr("node (level 2, index 1) over this entry does not "
+                        "match the entries"));
+}
+
+TEST_F(AuditVerifierTest, MissingInnerNodeOfTheStoredTreeIsNamed) {
+  BuildLog();
+  Tamper("DELETE FROM audit_nodes WHERE level = 1 AND idx = 0");
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_entry, 1u);
+  EXPECT_THAT(report.problem,
+              HasSubstr("has no node (level 1, index 0) over this entry"));
+}
+
 // The strongest insider: edits an entry, recomputes the whole tree and
 // re-signs every checkpoint with the gateway's own checkpoint key. Only the
 // peer's cosignatures, which it cannot make, give it away.
