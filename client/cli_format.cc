@@ -168,10 +168,7 @@ absl::StatusOr<v1::VictimReference> ParseVictim(const std::string& text) {
   const size_t colon = text.find(':');
   v.set_pseudonym(text.substr(0, colon));
   if (colon != std::string::npos) v.set_remarks(text.substr(colon + 1));
-  if (v.pseudonym().empty()) {
-    return absl::InvalidArgumentError(
-        "--victim: expected PSEUDONYM or PSEUDONYM:REMARKS");
-  }
+  // No pseudonym (":REMARKS"): the gateway mints one.
   return v;
 }
 
@@ -348,8 +345,10 @@ std::string FormatInboxLine(const v1::WatchInboxResponse& item) {
       absl::AsciiStrToUpper(Spell(v1::Priority_descriptor(), m.priority()));
   return absl::StrCat(
       Time(m.received_at()), "  ", m.exchange_id(), "  ", kind, "  ", priority,
-      "  from ", sender, "  ", m.message_id(), "  (cursor ", item.cursor(),
-      ")\n    ",
+      "  from ", sender, "  ", m.message_id(),
+      // Which request an acknowledgement or a response answers.
+      m.in_reply_to().empty() ? "" : absl::StrCat("  re ", m.in_reply_to()),
+      "  (cursor ", item.cursor(), ")\n    ",
       Truncate(
           m.body().empty() && m.has_case_reference()
               ? absl::StrCat("[case shared] ", m.case_reference().summary())

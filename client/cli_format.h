@@ -27,7 +27,7 @@ absl::StatusOr<int> ParseEnum(const google::protobuf::EnumDescriptor* type,
 absl::StatusOr<v1::Evaluation> ParseEvaluation(const std::string& text);
 std::string FormatEvaluation(const v1::Evaluation& evaluation);
 
-// "V1" or "V1:remarks".
+// "V1", "V1:remarks", or ":remarks" (the gateway mints the pseudonym).
 absl::StatusOr<v1::VictimReference> ParseVictim(const std::string& text);
 // "description@PK" or "description@CN".
 absl::StatusOr<v1::Location> ParseLocation(const std::string& text);

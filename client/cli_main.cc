@@ -124,7 +124,9 @@ struct CaseFlags {
     cmd->add_option("--handling", handling, "handling code: H0 | H1 | H2 | H3");
     cmd->add_option("--restriction", restriction, "restriction text (with H3)");
     cmd->add_option("--evaluation", evaluation, "4x4 evaluation code, e.g. B2");
-    cmd->add_option("--victim", victims, "PSEUDONYM[:REMARKS] (repeatable)");
+    cmd->add_option("--victim", victims,
+                    "PSEUDONYM[:REMARKS], or :REMARKS for a pseudonym the "
+                    "gateway mints (repeatable)");
     cmd->add_option("--location", locations, "DESCRIPTION@PK|CN (repeatable)");
   }
 

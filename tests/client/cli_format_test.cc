@@ -64,8 +64,10 @@ TEST(CliFormatTest, VictimAndLocationFlags) {
   ASSERT_OK_AND_ASSIGN(auto v, ParseVictim("V1:age 19: speaks Punjabi"));
   EXPECT_EQ(v.pseudonym(), "V1");
   EXPECT_EQ(v.remarks(), "age 19: speaks Punjabi");
-  EXPECT_THAT(ParseVictim(":x"), StatusIs(absl::StatusCode::kInvalidArgument,
-                                          HasSubstr("--victim")));
+  // Without a pseudonym, the gateway mints one.
+  ASSERT_OK_AND_ASSIGN(auto minted, ParseVictim(":age 19"));
+  EXPECT_EQ(minted.pseudonym(), "");
+  EXPECT_EQ(minted.remarks(), "age 19");
   ASSERT_OK_AND_ASSIGN(auto l, ParseLocation("near gate @3, Handan@cn"));
   EXPECT_EQ(l.description(), "near gate @3, Handan");
   EXPECT_EQ(l.country(), v1::COUNTRY_CN);
@@ -130,6 +132,14 @@ TEST(CliFormatTest, HandlingNoticeLeadsTheCaseAndFollowsTheTable) {
   EXPECT_THAT(FormatInboxLine(item),
               HasSubstr("*** H3: restricted by the originator: no contact with "
                         "the family ***"));
+
+  // An acknowledgement says which message it answers.
+  item.mutable_message()->set_kind(v1::MESSAGE_KIND_ACKNOWLEDGEMENT);
+  item.mutable_message()->set_message_id("CN-M-2");
+  item.mutable_message()->set_in_reply_to("PK-M-1");
+  item.set_cursor("7");
+  EXPECT_THAT(FormatInboxLine(item),
+              HasSubstr("CN-M-2  re PK-M-1  (cursor 7)"));
 }
 
 v1::EvidenceBundle BundleOf(v1::HandlingCode code,
