@@ -40,6 +40,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "casebridge/v1/audit.pb.h"
 #include "client/cli_format.h"
 #include "client/office_client.h"
@@ -52,6 +54,7 @@
 #include "core/identity.h"
 #include "core/policy.h"
 #include "core/public_keys.h"
+#include "core/tls.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/audit_verifier.h"
 
@@ -75,6 +78,15 @@ int ReportStatus(const absl::Status& status, int exit_code) {
   std::fprintf(stderr, "casebridge: %s: %s\n",
                cb::GrpcCodeName(static_cast<grpc::StatusCode>(status.code())),
                std::string(status.message()).c_str());
+  if (status.code() == absl::StatusCode::kUnavailable) {
+    // A gateway that is down and one that refused this office's
+    // certificate at the handshake look the same from here.
+    std::fprintf(stderr,
+                 "casebridge: the gateway is not running or not reachable at "
+                 "the configured endpoint, or it refused this office's "
+                 "certificate (revoked, or issued by another CA); ask its "
+                 "operator if it persists\n");
+  }
   return exit_code;
 }
 
@@ -91,6 +103,28 @@ absl::StatusOr<std::unique_ptr<cb::client::OfficeClient>> MakeClient(
   }
   auto config = cb::config::LoadClient(options.config_path);
   if (!config.ok()) return config.status();
+  // The gateway refuses a certificate out of its validity period at the
+  // handshake, which the client only sees as UNAVAILABLE: say it here.
+  auto certificates = cb::tls::ReadCertificates(config->cert);
+  if (certificates.ok() && !certificates->empty()) {
+    const absl::Time now = absl::Now();
+    const cb::tls::CertificateInfo& own = certificates->front();
+    if (now > own.not_after) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          config->cert, ": this office's certificate expired at ",
+          absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", own.not_after,
+                           absl::UTCTimeZone()),
+          "; the gateway will refuse it: ask its operator for a new one"));
+    }
+    if (now < own.not_before) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          config->cert, ": this office's certificate is not valid before ",
+          absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", own.not_before,
+                           absl::UTCTimeZone()),
+          " (or this computer's clock is wrong); the gateway will refuse it "
+          "until then"));
+    }
+  }
   return cb::client::OfficeClient::Create(*config);
 }
 

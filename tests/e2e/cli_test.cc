@@ -174,6 +174,30 @@ TEST_F(CliTest, UnreachableGatewayIsUnavailable) {
   EXPECT_THAT(r.err, HasSubstr("casebridge: UNAVAILABLE: "));
 }
 
+TEST_F(CliTest, ACertificateOutOfItsValidityIsSaidBeforeConnecting) {
+  for (const std::string& stem :
+       {std::string("bad/expired"), std::string("bad/not-yet-valid")}) {
+    SCOPED_TRACE(stem);
+    const std::string config =
+        WriteFile(dir_ + "/bad.toml",
+                  ClientConfigToml(gateway_->office_endpoint(), stem));
+    CommandResult r = RunCommand({CliBinary(), "--config", config, "whoami"});
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_THAT(r.err, HasSubstr(stem == "bad/expired"
+                                     ? "this office's certificate expired at "
+                                     : "this office's certificate is not "
+                                       "valid before "));
+  }
+  // A refusal at the handshake (another CA) says what it may be.
+  const std::string other_ca = WriteFile(
+      dir_ + "/other-ca.toml",
+      ClientConfigToml(gateway_->office_endpoint(), "bad/unknown-ca"));
+  CommandResult r = RunCommand({CliBinary(), "--config", other_ca, "whoami"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("casebridge: UNAVAILABLE: "));
+  EXPECT_THAT(r.err, HasSubstr("refused this office's certificate"));
+}
+
 TEST_F(CliTest, HealthReportsServing) {
   CommandResult r = Cli({"--json", "health"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
