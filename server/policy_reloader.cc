@@ -11,9 +11,17 @@ namespace casebridge::server {
 PolicyReloader::PolicyReloader(Options options, PolicyHolder* policies,
                                AuditLog* audit)
     : options_(std::move(options)), policies_(policies), audit_(audit) {
-  // The file as the gateway started from it.
+  // The file as it is now, if it grants what is in force: the gateway
+  // parsed it at start. If it was replaced since (the gateway's start can
+  // take seconds), it is not taken as seen, so the first check takes it up
+  // like any change instead of leaving the old policy in force unnoticed.
   if (auto content = crypto::ReadFile(options_.config_path); content.ok()) {
-    last_seen_ = crypto::Sha256(*content);
+    const absl::StatusOr<config::Gateway> parsed =
+        config::ParseGateway(*content, options_.config_path);
+    if (parsed.ok() &&
+        AccessPolicy(*parsed).digest() == policies_->Current()->digest()) {
+      last_seen_ = crypto::Sha256(*content);
+    }
   }
 }
 
