@@ -417,6 +417,9 @@ std::string FormatDeliveryStatus(const v1::DeliveryStatus& s) {
       {"Delivered:", Time(s.delivered_at())},
   };
   if (!s.last_error().empty()) rows.push_back({"Last error:", s.last_error()});
+  if (!s.waiting_behind().empty()) {
+    rows.push_back({"Waiting:", s.waiting_behind()});
+  }
   if (s.has_receipt()) {
     rows.push_back({"Receipt:", absl::StrCat(s.receipt().receipt().size(),
                                              " bytes, signed by key ",

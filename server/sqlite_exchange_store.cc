@@ -634,6 +634,30 @@ absl::StatusOr<v1::DeliveryStatus> SqliteExchangeStore::GetDeliveryStatus(
           absl::StrCat("outgoing message ", message_id, " not found"));
     }
     CB_ASSIGN_OR_RETURN(status, ToDeliveryStatus(*row));
+    if (Pending(row->state)) {
+      // Per-case order: an earlier message of the case not delivered yet
+      // holds this one back. Its sender may be another office; what it
+      // met is told, not what it says.
+      CB_ASSIGN_OR_RETURN(
+          auto ahead,
+          conn.Prepare("SELECT o.exchange_id, o.attempts, o.last_error FROM "
+                       "outbox o JOIN outbox me ON me.message_id = ?1 "
+                       "WHERE o.exchange_id = me.exchange_id AND o.seq < "
+                       "me.seq AND o.state IN (1, 2) ORDER BY o.seq LIMIT 1"));
+      ahead.Bind(1, message_id);
+      CB_ASSIGN_OR_RETURN(const bool waiting, ahead.Step());
+      if (waiting) {
+        const std::string last_error =
+            ahead.ColumnIsNull(2) ? "" : ahead.ColumnText(2);
+        status.set_waiting_behind(absl::StrCat(
+            "an earlier message of case ", ahead.ColumnText(0),
+            " is not delivered yet (", ahead.ColumnInt(1),
+            ahead.ColumnInt(1) == 1 ? " attempt" : " attempts",
+            last_error.empty() ? ""
+                               : absl::StrCat("; last error: ", last_error),
+            ")"));
+      }
+    }
     return absl::OkStatus();
   }));
   return status;

@@ -500,6 +500,42 @@ TEST_F(ExchangeStoreTest, MessagesOfOneCaseNeverOvertakeEachOther) {
   EXPECT_THAT(ReadyIds(), ElementsAre("A-2", "B-1"));
 }
 
+TEST_F(ExchangeStoreTest, AMessageHeldBackByItsCaseSaysWhatItWaitsFor) {
+  // A ROUTINE note the peer keeps refusing (not for good), then an URGENT
+  // rescue request of the same case, maybe from another office.
+  Queue(Message("A-1", kCaseA));
+  Queue(Message("A-2", kCaseA, v1::PRIORITY_URGENT));
+  Queue(Message("B-1", kCaseB));
+  ASSERT_OK(exchange().RecordAttempt(
+      "E-A-1",
+      absl::FailedPreconditionError(
+          "peer refused: message.recipient_office: \"x\" is not an office of "
+          "this gateway that takes messages"),
+      clock_.Now() + absl::Minutes(1)));
+  ASSERT_OK_AND_ASSIGN(v1::DeliveryStatus waiting,
+                       exchange().GetDeliveryStatus("A-2"));
+  EXPECT_EQ(waiting.state(), v1::DELIVERY_STATE_QUEUED);
+  EXPECT_EQ(waiting.waiting_behind(),
+            absl::StrCat("an earlier message of case ", kCaseA,
+                         " is not delivered yet (1 attempt; last error: "
+                         "FAILED_PRECONDITION: peer refused: "
+                         "message.recipient_office: \"x\" is not an office "
+                         "of this gateway that takes messages)"));
+  // Not said of the first of its case, nor of another case.
+  ASSERT_OK_AND_ASSIGN(v1::DeliveryStatus first,
+                       exchange().GetDeliveryStatus("A-1"));
+  EXPECT_EQ(first.waiting_behind(), "");
+  ASSERT_OK_AND_ASSIGN(v1::DeliveryStatus other,
+                       exchange().GetDeliveryStatus("B-1"));
+  EXPECT_EQ(other.waiting_behind(), "");
+  // Once the first has failed for good, nothing holds the second back.
+  ASSERT_OK(exchange().RecordRefused(
+      "E-A-1", absl::InvalidArgumentError("message.body: empty"),
+      Event("envelope.refused", kCnGateway)));
+  ASSERT_OK_AND_ASSIGN(waiting, exchange().GetDeliveryStatus("A-2"));
+  EXPECT_EQ(waiting.waiting_behind(), "");
+}
+
 TEST_F(ExchangeStoreTest, RefusedEnvelopeNoLongerHoldsItsCaseBack) {
   Queue(Message("A-1", kCaseA));
   Queue(Message("A-2", kCaseA));
