@@ -194,6 +194,16 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
   if (peer_ == nullptr) {
     return absl::FailedPreconditionError("no peer gateway to ask");
   }
+  if (peer_asks_.fetch_add(1) >= kMaxPeerAsks) {
+    peer_asks_.fetch_sub(1);
+    return absl::UnavailableError(
+        "other evidence bundles are waiting for the peer gateway; try again "
+        "in a few seconds");
+  }
+  struct Done {
+    std::atomic<int>& asks;
+    ~Done() { asks.fetch_sub(1); }
+  } done{peer_asks_};
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + kPeerDeadline));
   v1::GetEvidenceRequest request;

@@ -10,6 +10,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -36,8 +37,13 @@ class Evidence {
   // the entry yet (or, sending side, no receipt yet).
   absl::StatusOr<v1::EvidenceBundle> LocalPart(const std::string& envelope_id);
 
-  // The whole bundle: our part and the peer's.
+  // The whole bundle: our part and the peer's. The peer is asked while the
+  // caller's work thread waits (up to 10 s), so at most kMaxPeerAsks bundles
+  // wait for it at once, whoever asks; beyond, UNAVAILABLE "try again": a
+  // peer slow to answer never holds the whole work pool (office calls, the
+  // peer's deliveries).
   absl::StatusOr<v1::EvidenceBundle> Bundle(const std::string& envelope_id);
+  static constexpr int kMaxPeerAsks = 2;
 
   // The envelope that carried message `message_id`, sent or received here.
   // NOT_FOUND if none.
@@ -59,6 +65,7 @@ class Evidence {
   SqliteAuditLog* const audit_;
   const RecordSealer* const sealer_;  // may be null
   std::unique_ptr<v1::AuditService::Stub> peer_;
+  std::atomic<int> peer_asks_{0};  // Bundle calls waiting for the peer
 };
 
 }  // namespace casebridge::server
