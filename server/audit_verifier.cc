@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -551,6 +552,31 @@ absl::StatusOr<std::vector<CaseRow>> ReadCases(sqlite3* db) {
   return out;
 }
 
+// The messages stored here (sent or received) that no successful entry
+// names: each is stored in the transaction of the entry that records it, so
+// the log lost those entries (its end cut off together with the checkpoints
+// over it, say). Problems, in message id order.
+absl::StatusOr<std::vector<std::string>> MessagesNotInTheLog(
+    sqlite3* db, const absl::flat_hash_set<std::string>& logged) {
+  CB_ASSIGN_OR_RETURN(StmtPtr stmt,
+                      Prepare(db,
+                              "SELECT message_id, direction FROM messages "
+                              "ORDER BY message_id"));
+  std::vector<std::string> out;
+  while (true) {
+    CB_ASSIGN_OR_RETURN(const bool row, Step(db, stmt.get()));
+    if (!row) break;
+    const std::string id(Blob(stmt.get(), 0));
+    if (logged.contains(id)) continue;
+    out.push_back(absl::StrCat(
+        "message ", Quote(id), " is stored as ",
+        sqlite3_column_int(stmt.get(), 1) == 1 ? "sent" : "received",
+        " here, but no entry of the log records it: entries were removed "
+        "(the end of the log cut off with the checkpoints over it?)"));
+  }
+  return out;
+}
+
 // Of the messages the log says retention purged, the problems: a row not
 // marked purged (its payload was put back from an earlier copy), or a
 // message purged twice (put back in between, and purged again by the next
@@ -689,6 +715,9 @@ struct StreamResult {
   absl::flat_hash_map<std::string, CaseHistory> cases;
   // The other successful retention.purge entries, in log order.
   std::vector<Purge> purges;
+  // The message ids successful entries name: every message stored here,
+  // sent or received, was stored in the transaction of such an entry.
+  absl::flat_hash_set<std::string> messages;
 };
 
 class Stream {
@@ -856,6 +885,7 @@ absl::StatusOr<StreamResult> Stream::Run() {
   }
 
   uint64_t expected = 0;
+  EntryView view;  // reused: its message id list keeps its storage
   while (true) {
     CB_ASSIGN_OR_RETURN(const bool row, Step(db_, entries.get()));
     if (!row) break;
@@ -867,7 +897,6 @@ absl::StatusOr<StreamResult> Stream::Run() {
       return result_;
     }
     const absl::string_view bytes = Blob(entries.get(), 1);
-    EntryView view;
     if (const absl::Status scanned = ScanEntry(bytes, &view); !scanned.ok()) {
       FailEntry(expected, std::string(scanned.message()));
       return result_;
@@ -897,6 +926,11 @@ absl::StatusOr<StreamResult> Stream::Run() {
     }
 
     NoteCaseChange(expected, view);
+    if (view.status_code == 0) {
+      for (const absl::string_view id : view.message_ids) {
+        result_.messages.emplace(id);
+      }
+    }
     const bool has_salt = sqlite3_column_type(entries.get(), 2) != SQLITE_NULL;
     if (!has_salt) ++result_.purged;
     if (next_inbound_ < inbound_.size() &&
@@ -1008,8 +1042,14 @@ absl::Status ScanEntry(absl::string_view bytes, EntryView* view) {
   pos += 4;
   if (subjects > audit::kMaxSubjects) return fail();
   absl::string_view first_subject;
+  view->message_ids.clear();
   for (uint64_t i = 0; i < subjects; ++i) {
-    if (!string(i == 0 ? &first_subject : nullptr)) return fail();
+    absl::string_view subject;
+    if (!string(&subject)) return fail();
+    if (i == 0) first_subject = subject;
+    if (subject.size() > 5 && subject.substr(2, 3) == "-M-") {
+      view->message_ids.push_back(subject);
+    }
   }
   absl::string_view payload_hash;
   if (!string(&payload_hash) || !string(nullptr) || pos != bytes.size()) {
@@ -1115,9 +1155,12 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
   absl::StatusOr<std::vector<std::string>> messages_back =
       streamed.ok() ? PurgedMessagesBack(db.get(), std::move(streamed->purges))
                     : absl::StatusOr<std::vector<std::string>>();
+  absl::StatusOr<std::vector<std::string>> unlogged =
+      streamed.ok() ? MessagesNotInTheLog(db.get(), streamed->messages)
+                    : absl::StatusOr<std::vector<std::string>>();
   (void)sqlite3_exec(db.get(), "COMMIT", nullptr, nullptr, nullptr);
-  for (const absl::Status& read :
-       {streamed.status(), cases.status(), messages_back.status()}) {
+  for (const absl::Status& read : {streamed.status(), cases.status(),
+                                   messages_back.status(), unlogged.status()}) {
     if (read.ok()) continue;
     if (read.code() == absl::StatusCode::kDataLoss) return damaged(read);
     return read;
@@ -1180,6 +1223,16 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
                  : absl::StrCat(CountryCode(country), "-"),
              report);
   if (!report.ok) return report;
+  if (!unlogged->empty()) {
+    report.ok = false;
+    report.problem =
+        unlogged->size() == 1
+            ? unlogged->front()
+            : absl::StrCat(unlogged->size(),
+                           " stored messages are not in the log; the first: ",
+                           unlogged->front());
+    return report;
+  }
 
   if (report.checkpoints > 0 && report.cosigned == 0) {
     if (!options.allow_unwitnessed) {

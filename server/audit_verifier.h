@@ -93,6 +93,9 @@ struct EntryView {
   absl::string_view action;
   absl::string_view first_subject;  // empty if the entry names none
   absl::string_view payload_hash;
+  // The subjects shaped like a message id ("PK-M-..." or "CN-M-...").
+  // Cleared and refilled by each scan: reuse one view to keep its storage.
+  std::vector<absl::string_view> message_ids;
 };
 // OK, filling `view` (which points into `bytes`), exactly when
 // audit::Decode(bytes) succeeds; otherwise Decode's DATA_LOSS error.

@@ -457,6 +457,25 @@ TEST_F(AuditVerifierTest, MissingInnerNodeOfTheStoredTreeIsNamed) {
               HasSubstr("has no node (level 1, index 0) over this entry"));
 }
 
+TEST_F(AuditVerifierTest, MessagesTheLogDoesNotRecordAreNamed) {
+  // Every message is stored in the transaction of the entry that records
+  // it; cutting off the end of the log with the checkpoints over it leaves
+  // the messages those entries recorded. Here: two such messages.
+  BuildLog();
+  Tamper(
+      "INSERT INTO messages(message_id, exchange_id, direction, body, "
+      "created_us) VALUES ('PK-M-01M8SENT0000000000000000', 'PK-2026-000001', "
+      "1, X'', 1), ('CN-M-01M8RECEIVED00000000000000', 'PK-2026-000001', 2, "
+      "X'', 2)");
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_THAT(report.problem,
+              HasSubstr("2 stored messages are not in the log; the first: "
+                        "message \"CN-M-01M8RECEIVED00000000000000\" is "
+                        "stored as received here, but no entry of the log "
+                        "records it"));
+}
+
 // The strongest insider: edits an entry, recomputes the whole tree and
 // re-signs every checkpoint with the gateway's own checkpoint key. Only the
 // peer's cosignatures, which it cannot make, give it away.
