@@ -46,6 +46,17 @@ std::vector<Item> CrlItems(const Inventory& inventory) {
   return out;
 }
 
+// The CRL files read as invalid now, each with the file and why.
+std::vector<Item> InvalidCrls(const Inventory& inventory) {
+  std::vector<Item> out;
+  for (const Item& item : CrlItems(inventory)) {
+    if (StateOf(item, absl::Now(), kDay, kDay) == State::kInvalid) {
+      out.push_back(item);
+    }
+  }
+  return out;
+}
+
 TEST(CertStatusTest, ReadsEveryCertificateAndTheCurrentCrlOfEachCa) {
   const Inventory inventory = ReadInventory(PkFiles(Pki("crl")));
   // Gateway leaf and the CA after it, the PK CA, the CN CA, two CRLs.
@@ -125,15 +136,10 @@ TEST(CertStatusTest, CrlSignedByAnotherCaIsInvalid) {
   InstallFile(dir, SubjectHash(Pki("pk/ca.crt")) + ".r2", "garbage");
   const Inventory broken = ReadInventory(PkFiles(dir));
   EXPECT_FALSE(broken.crls_clean);
-  bool invalid = false;
-  for (const Item& item : CrlItems(broken)) {
-    if (StateOf(item, absl::Now(), kDay, kDay) == State::kInvalid) {
-      invalid = true;
-      EXPECT_THAT(item.file, HasSubstr(".r2"));
-      EXPECT_EQ(item.detail, "not a CRL");
-    }
-  }
-  EXPECT_TRUE(invalid);
+  const std::vector<Item> invalid = InvalidCrls(broken);
+  ASSERT_EQ(invalid.size(), 1u);
+  EXPECT_THAT(invalid[0].file, HasSubstr(".r2"));
+  EXPECT_EQ(invalid[0].detail, "not a CRL");
   // The good files still count.
   EXPECT_TRUE(broken.revoked.IsRevoked(IdOf(Pki("bad/revoked.crt"))));
 
@@ -145,14 +151,9 @@ TEST(CertStatusTest, CrlSignedByAnotherCaIsInvalid) {
   InstallFile(dir, SubjectHash(Pki("pk/ca.crt")) + ".r2", der);
   const Inventory in_der = ReadInventory(PkFiles(dir));
   EXPECT_FALSE(in_der.crls_clean);
-  bool refused = false;
-  for (const Item& item : CrlItems(in_der)) {
-    if (StateOf(item, absl::Now(), kDay, kDay) == State::kInvalid) {
-      refused = true;
-      EXPECT_THAT(item.detail, HasSubstr("a CRL in DER"));
-    }
-  }
-  EXPECT_TRUE(refused);
+  const std::vector<Item> refused = InvalidCrls(in_der);
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_THAT(refused[0].detail, HasSubstr("a CRL in DER"));
 }
 
 TEST(CertStatusTest, CrlSignedWithAnotherKeyUnderTheCaNameIsInvalid) {
