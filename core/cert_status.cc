@@ -75,13 +75,6 @@ std::vector<X509Ptr> ParsePemCertificates(absl::string_view pem) {
   return certs;
 }
 
-X509CrlPtr ParsePemCrl(absl::string_view data) {
-  BioPtr bio = MemBio(data);
-  X509CrlPtr crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
-  ERR_clear_error();
-  return crl;
-}
-
 Item InvalidFile(ItemKind kind, const std::string& key, const std::string& file,
                  std::string detail) {
   Item item;
@@ -153,16 +146,11 @@ void ReadCrlsOf(X509* ca, const std::string& ca_file,
       inventory->crls_clean = false;
       continue;
     }
-    if (std::string problem = CrlFileProblem(*data); !problem.empty()) {
-      inventory->items.push_back(
-          InvalidFile(ItemKind::kCrl, "tls.crl_dir", path, std::move(problem)));
-      inventory->crls_clean = false;
-      continue;
-    }
-    X509CrlPtr crl = ParsePemCrl(*data);
+    std::string problem;
+    X509CrlPtr crl = ReadCrlFile(*data, &problem);
     if (crl == nullptr) {
       inventory->items.push_back(
-          InvalidFile(ItemKind::kCrl, "tls.crl_dir", path, "not a CRL"));
+          InvalidFile(ItemKind::kCrl, "tls.crl_dir", path, std::move(problem)));
       inventory->crls_clean = false;
       continue;
     }
@@ -219,18 +207,21 @@ void ReadCrlsOf(X509* ca, const std::string& ca_file,
 
 }  // namespace
 
-std::string CrlFileProblem(absl::string_view data) {
-  if (ParsePemCrl(data) != nullptr) return "";
+X509CrlPtr ReadCrlFile(absl::string_view data, std::string* problem) {
+  BioPtr bio = MemBio(data);
+  X509CrlPtr crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+  ERR_clear_error();
+  if (crl != nullptr) return crl;
   const auto* der = reinterpret_cast<const unsigned char*>(data.data());
-  X509CrlPtr as_der(
+  const X509CrlPtr as_der(
       d2i_X509_CRL(nullptr, &der, static_cast<long>(data.size())));
   ERR_clear_error();
-  if (as_der != nullptr) {
-    return "a CRL in DER: the TLS stack reads PEM only and would skip it as "
-           "if the CA had no CRL (convert it: openssl crl -inform DER "
-           "-outform PEM)";
-  }
-  return "not a CRL";
+  *problem = as_der != nullptr
+                 ? "a CRL in DER: the TLS stack reads PEM only and would skip "
+                   "it as if the CA had no CRL (convert it: openssl crl "
+                   "-inform DER -outform PEM)"
+                 : "not a CRL";
+  return nullptr;
 }
 
 absl::StatusOr<CertificateId> CertificateIdFromPem(absl::string_view pem) {

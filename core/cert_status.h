@@ -14,6 +14,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "core/config.h"
+#include "core/openssl_ptr.h"
 
 namespace casebridge::certs {
 
@@ -27,11 +28,12 @@ struct CertificateId {
 // it holds none.
 absl::StatusOr<CertificateId> CertificateIdFromPem(absl::string_view pem);
 
-// Whether a CRL file can be read the way gRPC's TLS stack reads the CRL
+// A CRL file's contents read the way gRPC's TLS stack reads the CRL
 // directory: PEM only. A DER file is skipped there as if the CA had no CRL
 // (and revoked certificates complete the handshake), so it is refused here
-// with what to do. Empty if `data` holds a PEM CRL.
-std::string CrlFileProblem(absl::string_view data);
+// too. Null, with `*problem` saying what the file is instead ("not a CRL",
+// or "a CRL in DER: ..." with the command to convert it), if not a PEM CRL.
+openssl::X509CrlPtr ReadCrlFile(absl::string_view data, std::string* problem);
 
 // Certificates revoked by CRLs that verified against a trusted CA.
 class RevocationList {

@@ -191,16 +191,10 @@ absl::Status CheckCrlCoverage(const std::string& ca_file,
       std::error_code ec;
       if (!fs::exists(path, ec)) break;
       CB_ASSIGN_OR_RETURN(const std::string data, crypto::ReadFile(path));
-      if (const std::string problem = certs::CrlFileProblem(data);
-          !problem.empty()) {
-        return absl::FailedPreconditionError(absl::StrCat(path, ": ", problem));
-      }
-      BioPtr bio = MemBio(data);
-      X509CrlPtr crl(
-          PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+      std::string problem;
+      const X509CrlPtr crl = certs::ReadCrlFile(data, &problem);
       if (crl == nullptr) {
-        ERR_clear_error();
-        return absl::FailedPreconditionError(absl::StrCat(path, ": not a CRL"));
+        return absl::FailedPreconditionError(absl::StrCat(path, ": ", problem));
       }
       if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()),
                         X509_get_subject_name(ca.get())) != 0 ||

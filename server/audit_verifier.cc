@@ -237,11 +237,11 @@ class StoredNodes {
   // Node (`level` >= 1, `index`) recomputed as `hash`. `must_exist`: it
   // lies wholly under the newest checkpoint, so the gateway has stored it.
   void Check(int level, uint64_t index, const Digest& hash, bool must_exist) {
-    if (!problem_.empty()) return;
+    if (!problem_.empty() || !error_.ok()) return;
     Cursor& c = levels_[static_cast<size_t>(level)];
     if (c.stmt == nullptr && !Open(level, c)) return;
     while (c.have && c.index < index) Advance(c);
-    if (!problem_.empty()) return;
+    if (!error_.ok()) return;
     if (!c.have || c.index != index) {
       if (must_exist) {
         problem_ = absl::StrCat("the stored tree has no node (level ", level,
@@ -254,13 +254,13 @@ class StoredNodes {
           "the stored tree's node (level ", level, ", index ", index,
           ") over this entry does not match the entries: it was changed, "
           "so proofs and checkpoints made from it are wrong");
-      return;
     }
-    ++checked_;
   }
 
+  // A node that disagrees with the entries, or is missing: damage.
   const std::string& problem() const { return problem_; }
-  uint64_t checked() const { return checked_; }
+  // The stored nodes could not be read (not damage: the caller's error).
+  const absl::Status& error() const { return error_; }
 
  private:
   struct Cursor {
@@ -274,19 +274,19 @@ class StoredNodes {
                         "SELECT idx, hash FROM audit_nodes WHERE level = ? "
                         "ORDER BY idx");
     if (!stmt.ok()) {
-      problem_ = std::string(stmt.status().message());
+      error_ = stmt.status();
       return false;
     }
     c.stmt = std::move(*stmt);
     sqlite3_bind_int(c.stmt.get(), 1, level);
     Advance(c);
-    return problem_.empty();
+    return error_.ok();
   }
 
   void Advance(Cursor& c) {
     auto row = Step(db_, c.stmt.get());
     if (!row.ok()) {
-      problem_ = std::string(row.status().message());
+      error_ = row.status();
       c.have = false;
       return;
     }
@@ -300,7 +300,7 @@ class StoredNodes {
   sqlite3* const db_;
   std::array<Cursor, 64> levels_;
   std::string problem_;
-  uint64_t checked_ = 0;
+  absl::Status error_;
 };
 
 // StoredNodes on a thread and a connection of their own: the stream hands
@@ -347,7 +347,7 @@ class NodeChecker {
   // Waits until every node handed over is checked. Then, if one is wrong:
   // the entry whose leaf completed it (the last under it), and the problem.
   void Finish() {
-    if (batch_.size() > 0) Hand();
+    if (!batch_.empty()) Hand();
     {
       absl::MutexLock lock(&mu_);
       done_ = true;
@@ -356,6 +356,7 @@ class NodeChecker {
   }
   const std::optional<uint64_t>& bad_entry() const { return bad_entry_; }
   const std::string& problem() const { return nodes_.problem(); }
+  const absl::Status& error() const { return nodes_.error(); }
 
  private:
   static constexpr size_t kBatch = 8192;
@@ -392,7 +393,8 @@ class NodeChecker {
         batch = std::move(queue_.front());
         queue_.pop_front();
       }
-      if (bad_entry_.has_value()) continue;  // drained, not checked
+      // After a bad node or a read error, drained, not checked.
+      if (bad_entry_.has_value() || !nodes_.error().ok()) continue;
       for (const Node& n : batch) {
         nodes_.Check(n.level, n.index, n.hash, n.must_exist);
         if (!nodes_.problem().empty()) {
@@ -1277,6 +1279,7 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
   Stream stream(db.get(), *checkpoints, *inbound, stop, nodes.get());
   absl::StatusOr<StreamResult> streamed = stream.Run();
   nodes->Finish();
+  if (streamed.ok() && !nodes->error().ok()) streamed = nodes->error();
   if (streamed.ok() && nodes->bad_entry().has_value() &&
       (!streamed->bad_entry.has_value() ||
        *nodes->bad_entry() < *streamed->bad_entry)) {

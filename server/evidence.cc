@@ -1,5 +1,6 @@
 #include "server/evidence.h"
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "casebridge/v1/exchange.pb.h"
 #include "core/grpc_status.h"
@@ -200,10 +201,7 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
         "other evidence bundles are waiting for the peer gateway; try again "
         "in a few seconds");
   }
-  struct Done {
-    std::atomic<int>& asks;
-    ~Done() { asks.fetch_sub(1); }
-  } done{peer_asks_};
+  const absl::Cleanup done = [this] { peer_asks_.fetch_sub(1); };
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + kPeerDeadline));
   v1::GetEvidenceRequest request;
