@@ -212,6 +212,9 @@ offices = $PEER_OFFICES
 [limits]
 drain_seconds = 1
 retry_max_seconds = 2
+# 64 clients share two office identities and send as fast as accepted.
+office_calls_per_second = 1000000
+office_burst = 10000000
 $WORK_THREADS
 
 )" + offices,

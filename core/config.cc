@@ -541,6 +541,17 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
     CB_ASSIGN_OR_RETURN(
         l.office_burst,
         limits.Integer("office_burst", l.office_burst, 1, 10000000));
+    CB_ASSIGN_OR_RETURN(l.peer_calls_per_second,
+                        limits.Integer("peer_calls_per_second",
+                                       l.peer_calls_per_second, 1, 1000000));
+    CB_ASSIGN_OR_RETURN(
+        l.peer_burst, limits.Integer("peer_burst", l.peer_burst, 1, 10000000));
+    CB_ASSIGN_OR_RETURN(l.stranger_audits_per_second,
+                        limits.Integer("stranger_audits_per_second",
+                                       l.stranger_audits_per_second, 1, 10000));
+    CB_ASSIGN_OR_RETURN(l.stranger_audit_burst,
+                        limits.Integer("stranger_audit_burst",
+                                       l.stranger_audit_burst, 1, 100000));
     CB_ASSIGN_OR_RETURN(
         l.office_streams_per_identity,
         limits.Integer("office_streams_per_identity",

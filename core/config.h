@@ -43,10 +43,20 @@ struct Limits {
   // Longest wait between two delivery attempts of one envelope.
   int retry_max_seconds = 60;
   // Token bucket per office-port identity: sustained calls per second and
-  // the burst allowed on top (docs/operations.md#abuse-limits). High by
-  // default so that only a configured limit throttles a busy office.
-  int office_calls_per_second = 10000;
-  int office_burst = 20000;
+  // the burst allowed on top (docs/operations.md#abuse-limits). Far above
+  // what a desk's officers and tools do, far below what a stolen
+  // certificate in a loop would.
+  int office_calls_per_second = 200;
+  int office_burst = 2000;
+  // The same for the pinned peer gateway on the peer port.
+  int peer_calls_per_second = 200;
+  int peer_burst = 2000;
+  // Calls a port can only refuse (a certificate without exactly one
+  // spiffe:// identity; on the peer port, any identity but the peer's):
+  // refused for what they are, and audited on their own at this rate per
+  // port, with this burst; the rest are counted in summary entries.
+  int stranger_audits_per_second = 1;
+  int stranger_audit_burst = 20;
   // WatchInbox streams one identity may hold open at once.
   int office_streams_per_identity = 16;
   // Threads that run calls and the exchange's work (the work queue). An

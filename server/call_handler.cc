@@ -79,7 +79,7 @@ std::vector<std::string> SafeSubjects(std::vector<std::string> candidates) {
 CallHandler::CallHandler(Port port, const config::Gateway* config,
                          AuditLog* audit, WorkQueue* work, const Clock* clock,
                          const Revocations* revocations, CallLimiter* limiter,
-                         const PolicyHolder* policies)
+                         const PolicyHolder* policies, CallLimiter* strangers)
     : port_(port),
       config_(config),
       audit_(audit),
@@ -88,6 +88,7 @@ CallHandler::CallHandler(Port port, const config::Gateway* config,
       revocations_(revocations),
       limiter_(limiter),
       policies_(policies),
+      strangers_(strangers),
       office_authorizer_(policies),
       peer_{config->peer_identity, "peer gateway", v1::ROLE_UNSPECIFIED} {}
 
@@ -96,9 +97,24 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
                                           bool* audit) {
   auto auth = context->auth_context();
   if (auth == nullptr) return absl::UnauthenticatedError("no TLS peer");
+  const bool office = port_ == Port::kOffice;
   auto id = PeerSpiffeId(*auth);
-  if (!id.ok()) return id.status();
+  if (!id.ok()) {
+    *audit = AuditStranger(
+        office ? "callers without one spiffe:// identity on the office port"
+               : "callers without one spiffe:// identity on the peer port");
+    return id.status();
+  }
   *identity = *id;
+  // The peer CA is foreign: it can issue any number of identities, so its
+  // certificates other than the peer's share one bucket, ahead of the
+  // revocation check and the per-identity limits.
+  if (!office && *id != config_->peer_identity) {
+    *audit =
+        AuditStranger("callers other than the peer gateway on the peer port");
+    return absl::PermissionDeniedError(
+        absl::StrCat("identity ", *id, " is not the configured peer gateway"));
+  }
   // Revocation first: a revoked certificate must not spend the allowance of
   // the identity it shares with the office's new certificate. Its refusals
   // are audited once per burst, in a bucket of their own.
@@ -240,8 +256,17 @@ void CallHandler::AppendAudit(const AuditEvent& event) {
   }
 }
 
+bool CallHandler::AuditStranger(const std::string& group) {
+  if (strangers_ == nullptr) return true;
+  const CallLimiter::Decision decision = strangers_->AdmitCall(group);
+  if (!decision.status.ok()) return decision.audit;
+  AuditBurst(group, strangers_->CloseBurst(group), /*unaudited=*/true);
+  return true;
+}
+
 void CallHandler::AuditBurst(const std::string& identity,
-                             const CallLimiter::Decision& closed) {
+                             const CallLimiter::Decision& closed,
+                             bool unaudited) {
   if (closed.burst_refusals <= 0) return;
   const std::string since = absl::FormatTime(
       "%Y-%m-%dT%H:%M:%SZ", closed.burst_start, absl::UTCTimeZone());
@@ -249,8 +274,13 @@ void CallHandler::AuditBurst(const std::string& identity,
   event.actor = identity;
   event.action = "limits.refused";
   event.outcome = absl::ResourceExhaustedError(
-      absl::StrCat(closed.burst_refusals, " calls refused by the limits since ",
-                   since, "; only the first was audited on its own"));
+      unaudited
+          ? absl::StrCat(closed.burst_refusals, " calls refused since ", since,
+                         " beyond limits.stranger_audits_per_second; only the "
+                         "first was audited on its own")
+          : absl::StrCat(closed.burst_refusals,
+                         " calls refused by the limits since ", since,
+                         "; only the first was audited on its own"));
   AppendAudit(event);
   log::Warning("limits.burst_ended", {{"identity", identity},
                                       {"refused", closed.burst_refusals},

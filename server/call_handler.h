@@ -114,15 +114,17 @@ class CallHandler {
   }
 
   // All pointers must outlive the handler. `revocations` is checked on every
-  // call (null: none). `limiter` applies the office port's per-identity
-  // limits (null: none).
-  // `policies` is the office port's access policy (required there, unused
-  // on the peer port).
+  // call (null: none). `limiter` applies the port's per-identity limits
+  // (null: none). `strangers` decides which calls the port can only refuse
+  // (no single spiffe:// identity; on the peer port, not the peer) are
+  // audited on their own (null: all). `policies` is the office port's
+  // access policy (required there, unused on the peer port).
   CallHandler(Port port, const config::Gateway* config, AuditLog* audit,
               WorkQueue* work, const Clock* clock,
               const Revocations* revocations = nullptr,
               CallLimiter* limiter = nullptr,
-              const PolicyHolder* policies = nullptr);
+              const PolicyHolder* policies = nullptr,
+              CallLimiter* strangers = nullptr);
 
   // The same checks for any call shape: runs on the work queue (ahead of
   // the others waiting if `first`) and calls `finish` with the outcome.
@@ -172,9 +174,15 @@ class CallHandler {
   absl::Status TrackStream(grpc::CallbackServerContext* context, Action action,
                            const std::string& identity,
                            const std::string& audit_action, bool* audit);
-  // Writes the summary entry of a burst of limit refusals.
+  // A call this port can only refuse, from the callers `group` names:
+  // whether its refusal is audited on its own. Each group shares one
+  // bucket, so callers a foreign CA can mint without end cannot grow the
+  // limiter or the log.
+  bool AuditStranger(const std::string& group);
+  // Writes the summary entry of a burst of limit refusals (of refusals
+  // audited only by their count, if `unaudited`).
   void AuditBurst(const std::string& identity,
-                  const CallLimiter::Decision& closed);
+                  const CallLimiter::Decision& closed, bool unaudited = false);
   // Cancels and audits every open stream for which `why` is not OK (its
   // outcome is the audited reason). Returns how many.
   int EndStreams(const std::function<absl::Status(const OpenStream&)>& why);
@@ -191,6 +199,7 @@ class CallHandler {
   const Revocations* const revocations_;
   CallLimiter* const limiter_;
   const PolicyHolder* const policies_;
+  CallLimiter* const strangers_;
   OfficeAuthorizer office_authorizer_;
   config::Office peer_;  // the peer gateway, as the peer port's only caller
 

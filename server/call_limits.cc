@@ -49,7 +49,7 @@ CallLimiter::Decision CallLimiter::AdmitCall(const std::string& identity) {
         absl::ResourceExhaustedError(absl::StrCat(
             "rate limit: ", identity, " may make ", options_.calls_per_second,
             " calls per second (bursts of ", options_.burst,
-            "); slow down and retry (limits.office_calls_per_second)")));
+            "); slow down and retry (", options_.rate_key, ")")));
   }
   bucket.tokens -= 1;
   return Decision{};
@@ -63,7 +63,8 @@ CallLimiter::Decision CallLimiter::OpenStream(const std::string& identity) {
         bucket, absl::ResourceExhaustedError(absl::StrCat(
                     identity, " already has ", bucket.streams,
                     " WatchInbox streams open, the most allowed; close one "
-                    "first (limits.office_streams_per_identity)")));
+                    "first (",
+                    options_.streams_key, ")")));
   }
   ++bucket.streams;
   return Decision{};

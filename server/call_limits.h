@@ -1,5 +1,7 @@
-// Per-identity abuse limits on the office port: a token bucket of calls and
-// a cap on open WatchInbox streams (docs/operations.md#abuse-limits).
+// Per-identity abuse limits: a token bucket of calls and a cap on open
+// WatchInbox streams (docs/operations.md#abuse-limits). The office port has
+// one limiter, the peer port (for the pinned peer) another; a third decides
+// which of the calls a port can only refuse are audited on their own.
 //
 // Refusals are RESOURCE_EXHAUSTED. So that a flood cannot flood the audit
 // log, refusals come in bursts: the first refusal of an identity after an
@@ -27,6 +29,9 @@ class CallLimiter {
     double calls_per_second = 10000;  // sustained rate per identity
     double burst = 20000;             // bucket size
     int max_streams = 16;             // open WatchInbox streams per identity
+    // The configuration keys named in refusals.
+    std::string rate_key = "limits.office_calls_per_second";
+    std::string streams_key = "limits.office_streams_per_identity";
   };
 
   // A refusal, or the end of a burst of refusals.

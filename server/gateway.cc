@@ -265,14 +265,26 @@ absl::Status Gateway::Init(const Clock* clock) {
   limits.burst = c.limits.office_burst;
   limits.max_streams = c.limits.office_streams_per_identity;
   office_limiter_ = std::make_unique<CallLimiter>(limits, clock);
+  CallLimiter::Options peer_limits;
+  peer_limits.calls_per_second = c.limits.peer_calls_per_second;
+  peer_limits.burst = c.limits.peer_burst;
+  peer_limits.rate_key = "limits.peer_calls_per_second";
+  peer_limiter_ = std::make_unique<CallLimiter>(peer_limits, clock);
+  CallLimiter::Options stranger_limits;
+  stranger_limits.calls_per_second = c.limits.stranger_audits_per_second;
+  stranger_limits.burst = c.limits.stranger_audit_burst;
+  stranger_limits.rate_key = "limits.stranger_audits_per_second";
+  stranger_limiter_ = std::make_unique<CallLimiter>(stranger_limits, clock);
   policies_ = std::make_unique<PolicyHolder>(
       std::make_shared<const AccessPolicy>(config_));
   office_handler_ = std::make_unique<CallHandler>(
       Port::kOffice, &config_, &store_->audit_log(), work_.get(), clock,
-      revocations_.get(), office_limiter_.get(), policies_.get());
+      revocations_.get(), office_limiter_.get(), policies_.get(),
+      stranger_limiter_.get());
   peer_handler_ = std::make_unique<CallHandler>(
       Port::kPeer, &config_, &store_->audit_log(), work_.get(), clock,
-      revocations_.get(), nullptr);
+      revocations_.get(), peer_limiter_.get(), nullptr,
+      stranger_limiter_.get());
   CB_ASSIGN_OR_RETURN(peer_link_, PeerLink::Start(&config_, &store_->exchange(),
                                                   &peer_envelope_keys_, clock));
   inbox_watchers_ = std::make_unique<InboxWatchers>(&store_->exchange());

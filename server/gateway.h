@@ -93,6 +93,8 @@ class Gateway {
   std::unique_ptr<WorkQueue> work_;
   std::unique_ptr<Revocations> revocations_;
   std::unique_ptr<CallLimiter> office_limiter_;
+  std::unique_ptr<CallLimiter> peer_limiter_;
+  std::unique_ptr<CallLimiter> stranger_limiter_;
   std::unique_ptr<CertMonitor> cert_monitor_;
   std::unique_ptr<PolicyHolder> policies_;
   std::unique_ptr<PolicyReloader> policy_reloader_;

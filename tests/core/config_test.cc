@@ -560,9 +560,13 @@ TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
   EXPECT_EQ(defaults.crl_refresh_seconds, 10);
   EXPECT_EQ(defaults.expiry_warning_days, 30);
   EXPECT_EQ(defaults.crl_expiry_warning_days, 7);
-  EXPECT_EQ(defaults.limits.office_calls_per_second, 10000);
-  EXPECT_EQ(defaults.limits.office_burst, 20000);
+  EXPECT_EQ(defaults.limits.office_calls_per_second, 200);
+  EXPECT_EQ(defaults.limits.office_burst, 2000);
   EXPECT_EQ(defaults.limits.office_streams_per_identity, 16);
+  EXPECT_EQ(defaults.limits.peer_calls_per_second, 200);
+  EXPECT_EQ(defaults.limits.peer_burst, 2000);
+  EXPECT_EQ(defaults.limits.stranger_audits_per_second, 1);
+  EXPECT_EQ(defaults.limits.stranger_audit_burst, 20);
   EXPECT_EQ(defaults.limits.work_threads, 8);
 
   GatewayConfigOptions options;
@@ -571,8 +575,14 @@ TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
       "crl_expiry_warning_days = 3\n";
   options.extra_limits =
       "office_calls_per_second = 50\noffice_burst = 200\n"
-      "office_streams_per_identity = 2\nwork_threads = 24\n";
+      "office_streams_per_identity = 2\nwork_threads = 24\n"
+      "peer_calls_per_second = 7\npeer_burst = 70\n"
+      "stranger_audits_per_second = 3\nstranger_audit_burst = 9\n";
   ASSERT_OK_AND_ASSIGN(const Gateway set, Parse(Toml(options)));
+  EXPECT_EQ(set.limits.peer_calls_per_second, 7);
+  EXPECT_EQ(set.limits.peer_burst, 70);
+  EXPECT_EQ(set.limits.stranger_audits_per_second, 3);
+  EXPECT_EQ(set.limits.stranger_audit_burst, 9);
   EXPECT_EQ(set.crl_refresh_seconds, 2);
   EXPECT_EQ(set.expiry_warning_days, 60);
   EXPECT_EQ(set.crl_expiry_warning_days, 3);
@@ -599,6 +609,11 @@ TEST_F(GatewayConfigTest, BadLifecycleAndLimitSettingsAreRefusedNamingTheKey) {
            {"", "office_calls_per_second = 0",
             "limits.office_calls_per_second"},
            {"", "office_burst = 0", "limits.office_burst"},
+           {"", "peer_calls_per_second = 0", "limits.peer_calls_per_second"},
+           {"", "peer_burst = 0", "limits.peer_burst"},
+           {"", "stranger_audits_per_second = 0",
+            "limits.stranger_audits_per_second"},
+           {"", "stranger_audit_burst = 100001", "limits.stranger_audit_burst"},
            {"", "office_streams_per_identity = 0",
             "limits.office_streams_per_identity"},
            {"", "work_threads = 3",

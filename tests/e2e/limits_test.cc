@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_replace.h"
 #include "casebridge/v1/office.grpc.pb.h"
+#include "casebridge/v1/peer.grpc.pb.h"
 #include "client/office_client.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/testing/process.h"
@@ -27,6 +28,13 @@ using ::testing::HasSubstr;
 constexpr char kFia[] = "pk/offices/fia-liaison-desk";
 constexpr char kFiaId[] = "spiffe://pk.casebridge/office/fia-liaison-desk";
 constexpr char kAuditor[] = "pk/auditors/pk-auditor";
+constexpr char kMps[] = "cn/offices/mps-liaison";
+constexpr char kMpsId[] = "spiffe://cn.casebridge/office/mps-liaison";
+// Summary actors of the calls a port can only refuse.
+constexpr char kNotThePeer[] =
+    "callers other than the peer gateway on the peer port";
+constexpr char kNoIdentity[] =
+    "callers without one spiffe:// identity on the office port";
 // The gateway's log line of an admitted WatchInbox stream.
 constexpr char kWatchAdmitted[] =
     "\"event\":\"rpc.ok\",\"action\":\"inbox.watch\"";
@@ -95,6 +103,60 @@ class LimitsTest : public ::testing::Test {
       start = page->next_start();
     }
     return all;
+  }
+
+  // AddCheckpoint on the gateway's peer port, presenting `stem`.
+  grpc::Status CallPeerPort(const std::string& stem) {
+    auto stub = v1::PeerService::NewStub(
+        ChannelFor(stem, gateway_->peer_endpoint(), "PK"));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(10));
+    v1::AddCheckpointResponse response;
+    return stub->AddCheckpoint(&context, v1::AddCheckpointRequest(), &response);
+  }
+
+  // Calls a port can only refuse: `call` is made until a summary entry of
+  // `group` is in the log. Checks that each call was refused with `code`,
+  // that far fewer than all were audited on their own (as `actor`), and
+  // that the summary counts the rest.
+  void ExpectStrangersAuditedAtTheirRate(
+      const std::function<grpc::Status()>& call, grpc::StatusCode code,
+      const std::string& actor, const std::string& group) {
+    int calls = 0;
+    auto refused_once = [&] {
+      const grpc::Status status = call();
+      ++calls;
+      EXPECT_EQ(status.error_code(), code) << status.error_message();
+    };
+    for (int i = 0; i < 30; ++i) refused_once();
+    // Three from the bucket, the burst's first, one a second refilled.
+    const size_t audited_early = EntriesBy(actor).size();
+    EXPECT_GE(audited_early, 4u);
+    EXPECT_LT(audited_early, 15u);
+    // A call a refilled token admits ends the burst with its summary.
+    ASSERT_TRUE(WaitUntil([&] {
+      refused_once();
+      return !EntriesBy(group).empty();
+    }));
+    const std::vector<v1::AuditEntry> own = EntriesBy(actor);
+    for (const v1::AuditEntry& entry : own) {
+      EXPECT_EQ(entry.status_code(), code) << entry.ShortDebugString();
+    }
+    const std::vector<v1::AuditEntry> summaries = EntriesBy(group);
+    ASSERT_EQ(summaries.size(), 1u);
+    EXPECT_EQ(summaries[0].action(), "limits.refused");
+    EXPECT_THAT(summaries[0].status_message(),
+                HasSubstr("limits.stranger_audits_per_second"));
+    int64_t summarized = 0;
+    ASSERT_TRUE(
+        absl::SimpleAtoi(summaries[0].status_message().substr(
+                             0, summaries[0].status_message().find(' ')),
+                         &summarized))
+        << summaries[0].status_message();
+    // The burst's first refusal is both audited and counted.
+    EXPECT_EQ(static_cast<int64_t>(own.size()) + summarized - 1, calls);
+    EXPECT_LT(own.size(), static_cast<size_t>(calls) / 2);
   }
 
   int CaseCount() {
@@ -180,6 +242,69 @@ TEST_F(LimitsTest, BurstsOfAnIdentityNeverAdmittedAreSummarizedToo) {
   EXPECT_EQ(bursts.audited_refusals, 2);
   EXPECT_EQ(bursts.summaries, 2);
   EXPECT_EQ(bursts.summarized, refused);
+}
+
+TEST_F(LimitsTest, PeerPortCallsFromOtherThanThePeerAreAuditedAtALowRate) {
+  // The peer CA is foreign: it can mint any number of identities that pass
+  // the handshake. Each call is refused for what it is; only a few a second
+  // are audited on their own, and the rest are counted in one summary.
+  StartGateway("stranger_audits_per_second = 1\nstranger_audit_burst = 3\n");
+  ExpectStrangersAuditedAtTheirRate(
+      [&] {
+        const grpc::Status status = CallPeerPort(kMps);
+        EXPECT_THAT(status.error_message(),
+                    HasSubstr("not the configured peer gateway"));
+        return status;
+      },
+      grpc::StatusCode::PERMISSION_DENIED, kMpsId, kNotThePeer);
+}
+
+TEST_F(LimitsTest, OfficeCallsWithoutOneIdentityAreAuditedAtALowRate) {
+  // An own-CA certificate with two spiffe:// identities names no caller:
+  // every call is refused, and its refusals are audited as strangers'.
+  StartGateway("stranger_audits_per_second = 1\nstranger_audit_burst = 3\n");
+  auto twice = Office("bad/two-identities");
+  ExpectStrangersAuditedAtTheirRate(
+      [&] {
+        const absl::Status status = twice->WhoAmI().status();
+        EXPECT_THAT(status.message(), HasSubstr("exactly one spiffe://"));
+        return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                            std::string(status.message()));
+      },
+      grpc::StatusCode::UNAUTHENTICATED, "unauthenticated", kNoIdentity);
+}
+
+TEST_F(LimitsTest, ThePeerGatewayHasARateOfItsOwn) {
+  StartGateway("peer_calls_per_second = 1\npeer_burst = 3\n");
+  constexpr char kCnGatewayId[] = "spiffe://cn.casebridge/gateway";
+  int refused = 0;
+  for (int i = 0; i < 10; ++i) {
+    const grpc::Status status = CallPeerPort("cn/gateway");
+    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      EXPECT_THAT(status.error_message(),
+                  HasSubstr("limits.peer_calls_per_second"));
+      ++refused;
+    } else {
+      // Admitted: the witness refuses the empty checkpoint.
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+          << status.error_message();
+    }
+  }
+  EXPECT_GE(refused, 5);
+  EXPECT_TRUE(WaitUntil([&] {
+    const grpc::Status status = CallPeerPort("cn/gateway");
+    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      ++refused;
+      return false;
+    }
+    return true;
+  }));
+  const Bursts bursts = CountBursts(EntriesBy(kCnGatewayId));
+  EXPECT_EQ(bursts.audited_refusals, 1);
+  EXPECT_EQ(bursts.summaries, 1);
+  EXPECT_EQ(bursts.summarized, refused);
+  // The office port's limits are apart: the peer's bucket left them alone.
+  EXPECT_OK(Office(kFia)->WhoAmI().status());
 }
 
 TEST_F(LimitsTest, StreamLimitRefusesAnExtraWatcherUntilOneEnds) {
