@@ -3,6 +3,7 @@
 #include <openssl/asn1.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -249,6 +250,16 @@ bool RevocationList::IsRevoked(const CertificateId& id) const {
   return entries_.contains({id.issuer, id.serial});
 }
 
+std::string SameTrustAnchor(X509* a, X509* b) {
+  if (X509_NAME_cmp(X509_get_subject_name(a), X509_get_subject_name(b)) == 0) {
+    return "the same name";
+  }
+  const bool same_key =
+      EVP_PKEY_eq(X509_get0_pubkey(a), X509_get0_pubkey(b)) == 1;
+  ERR_clear_error();
+  return same_key ? "the same key" : "";
+}
+
 Files FilesOf(const config::Gateway& config) {
   return Files{config.tls_cert, config.own_ca, config.peer_ca, config.crl_dir};
 }
@@ -261,6 +272,24 @@ Inventory ReadInventory(const Files& files) {
   ReadCertificateFile("tls.own_ca", files.own_ca, &inventory.items, &own_cas);
   ReadCertificateFile("tls.peer_ca", files.peer_ca, &inventory.items,
                       &peer_cas);
+  // The TLS stack re-reads both files while the gateway runs: one edited to
+  // trust the other side's CA is reported (the start refuses it).
+  for (const X509Ptr& theirs : peer_cas) {
+    for (const X509Ptr& ours : own_cas) {
+      const std::string same = SameTrustAnchor(ours.get(), theirs.get());
+      if (same.empty()) continue;
+      Item item = InvalidFile(
+          ItemKind::kCertificate, "tls.peer_ca", files.peer_ca,
+          absl::StrCat("CA has ", same, " as CA ",
+                       NameText(X509_get_subject_name(ours.get())), " of ",
+                       files.own_ca,
+                       ": the office port admits certificates the peer's CA "
+                       "issues; give each side its own CA"));
+      item.subject = NameText(X509_get_subject_name(theirs.get()));
+      inventory.items.push_back(std::move(item));
+      break;
+    }
+  }
 
   // Candidate CRL files by subject hash.
   std::map<std::string, std::vector<std::string>> by_hash;

@@ -35,6 +35,11 @@ absl::StatusOr<CertificateId> CertificateIdFromPem(absl::string_view pem);
 // or "a CRL in DER: ..." with the command to convert it), if not a PEM CRL.
 openssl::X509CrlPtr ReadCrlFile(absl::string_view data, std::string* problem);
 
+// How two CA certificates are one trust anchor: "the same name", "the same
+// key", or "" if they are apart. A CA trusted on both ports would let the
+// peer's CA issue certificates for this country's offices.
+std::string SameTrustAnchor(X509* a, X509* b);
+
 // Certificates revoked by CRLs that verified against a trusted CA.
 class RevocationList {
  public:

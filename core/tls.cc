@@ -224,6 +224,27 @@ absl::Status CheckCrlCoverage(const std::string& ca_file,
   return absl::OkStatus();
 }
 
+absl::Status CheckTrustAnchorsApart(const std::string& own_ca_file,
+                                    const std::string& peer_ca_file) {
+  CB_ASSIGN_OR_RETURN(std::vector<X509Ptr> own,
+                      ReadPemCertificates(own_ca_file));
+  CB_ASSIGN_OR_RETURN(std::vector<X509Ptr> peer,
+                      ReadPemCertificates(peer_ca_file));
+  for (const X509Ptr& ours : own) {
+    for (const X509Ptr& theirs : peer) {
+      const std::string same = certs::SameTrustAnchor(ours.get(), theirs.get());
+      if (same.empty()) continue;
+      return absl::FailedPreconditionError(absl::StrCat(
+          "CA ", SubjectOf(ours.get()), " in ", own_ca_file, " and CA ",
+          SubjectOf(theirs.get()), " in ", peer_ca_file, " have ", same,
+          ": the office port would admit certificates the peer's CA issues "
+          "(as this country's offices), and the peer port this country's; "
+          "give each side its own CA"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<CertificateInfo>> ReadCertificates(
     const std::string& pem_file) {
   CB_ASSIGN_OR_RETURN(std::vector<X509Ptr> certs,

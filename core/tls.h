@@ -48,6 +48,14 @@ MakeChannelCredentials(const ChannelOptions& options);
 absl::Status CheckCrlCoverage(const std::string& ca_file,
                               const std::string& crl_dir, absl::Time now);
 
+// OK if no CA of `own_ca_file` is also in `peer_ca_file`, by name or by
+// public key. The office port trusts the first, the peer port the second:
+// a CA in both would let the peer's CA issue certificates for this
+// country's offices (and this country's CA pose as the peer's).
+// FAILED_PRECONDITION naming the CA otherwise.
+absl::Status CheckTrustAnchorsApart(const std::string& own_ca_file,
+                                    const std::string& peer_ca_file);
+
 // OK if `cert_file` holds a certificate and `key_file` its private key.
 // Errors name the file.
 absl::Status CheckKeyPair(const std::string& cert_file,

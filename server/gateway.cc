@@ -228,6 +228,8 @@ absl::Status Gateway::Init(const Clock* clock) {
           " must carry exactly one spiffe:// URI SAN, ", c.identity));
     }
   }
+  CB_RETURN_IF_ERROR(
+      AtField("tls.peer_ca", tls::CheckTrustAnchorsApart(c.own_ca, c.peer_ca)));
   // gRPC admits clients of a CA whose CRL is missing: refuse to start instead.
   CB_RETURN_IF_ERROR(AtField(
       "tls.crl_dir", tls::CheckCrlCoverage(c.own_ca, c.crl_dir, clock->Now())));

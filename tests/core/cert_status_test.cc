@@ -21,6 +21,7 @@ using ::casebridge::testing::IssueCrl;
 using ::casebridge::testing::NewTempDir;
 using ::casebridge::testing::Pki;
 using ::casebridge::testing::SubjectHash;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr absl::Duration kDay = absl::Hours(24);
@@ -199,6 +200,29 @@ TEST(CertStatusTest, StatesFollowTheDatesAndTheWindows) {
   EXPECT_TRUE(IsFailure(State::kExpired));
   EXPECT_TRUE(IsFailure(State::kMissing));
   EXPECT_FALSE(IsFailure(State::kExpiresSoon));
+}
+
+TEST(CertStatusTest, ACaTrustedOnBothPortsIsAnInvalidItem) {
+  // As if tls.peer_ca had been edited, while the gateway runs, to trust
+  // this country's CA: the TLS stack would take it up.
+  Files files = PkFiles(Pki("crl"));
+  files.peer_ca = files.own_ca;
+  const Inventory inventory = ReadInventory(files);
+  std::vector<Item> invalid;
+  for (const Item& item : inventory.items) {
+    if (StateOf(item, absl::Now(), kDay, kDay) == State::kInvalid) {
+      invalid.push_back(item);
+    }
+  }
+  ASSERT_EQ(invalid.size(), 1u);
+  EXPECT_EQ(invalid[0].key, "tls.peer_ca");
+  EXPECT_THAT(invalid[0].subject, HasSubstr("CaseBridge PK Dev Root CA"));
+  EXPECT_THAT(invalid[0].detail,
+              AllOf(HasSubstr("the same name"), HasSubstr(files.own_ca)));
+  // The apart files of the PKI have none.
+  for (const Item& item : ReadInventory(PkFiles(Pki("crl"))).items) {
+    EXPECT_NE(item.problem, Problem::kInvalid) << item.detail;
+  }
 }
 
 TEST(CertStatusTest, UnreadableCertificateFileIsAnInvalidItem) {

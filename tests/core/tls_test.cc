@@ -37,6 +37,44 @@ void CopyFile(const std::string& from, const std::string& to) {
   WriteFile(to, *contents);
 }
 
+TEST(CheckTrustAnchorsApartTest, AcceptsEachSideWithItsOwnCa) {
+  EXPECT_OK(CheckTrustAnchorsApart(Pki("pk/ca.crt"), Pki("cn/ca.crt")));
+  EXPECT_OK(CheckTrustAnchorsApart(Pki("cn/ca.crt"), Pki("pk/ca.crt")));
+}
+
+TEST(CheckTrustAnchorsApartTest, ACaOnBothSidesIsRefusedNamingIt) {
+  EXPECT_THAT(CheckTrustAnchorsApart(Pki("pk/ca.crt"), Pki("pk/ca.crt")),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("CaseBridge PK Dev Root CA"),
+                             HasSubstr("the same name"),
+                             HasSubstr("give each side its own CA"))));
+  // Hidden in a bundle: the peer's CA trusted on the office port as well.
+  const std::string dir = NewTempDir("bundle");
+  auto pk = crypto::ReadFile(Pki("pk/ca.crt"));
+  auto cn = crypto::ReadFile(Pki("cn/ca.crt"));
+  ASSERT_OK(pk.status());
+  ASSERT_OK(cn.status());
+  const std::string bundle = WriteFile(dir + "/both.crt", *pk + *cn);
+  EXPECT_THAT(CheckTrustAnchorsApart(bundle, Pki("cn/ca.crt")),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("CaseBridge CN Dev Root CA")));
+}
+
+TEST(CheckTrustAnchorsApartTest, TheSameKeyUnderAnotherNameIsRefused) {
+  // The PK root's key in a certificate of another name: certificates it
+  // signs verify under either.
+  const std::string dir = NewTempDir("rename");
+  const std::string renamed = dir + "/renamed.crt";
+  const std::string command =
+      absl::StrCat("openssl req -x509 -new -key '", Pki("pk/ca.key"),
+                   "' -subj '/O=Elsewhere/CN=Another Root' -days 30 -out '",
+                   renamed, "' 2>/dev/null");
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  EXPECT_THAT(CheckTrustAnchorsApart(Pki("pk/ca.crt"), renamed),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("the same key")));
+}
+
 TEST(CheckCrlCoverageTest, AcceptsEachCaWithItsCurrentCrl) {
   EXPECT_OK(CheckCrlCoverage(Pki("pk/ca.crt"), Pki("crl"), absl::Now()));
   EXPECT_OK(CheckCrlCoverage(Pki("cn/ca.crt"), Pki("crl"), absl::Now()));

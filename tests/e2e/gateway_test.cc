@@ -621,6 +621,13 @@ TEST_F(BadConfigTest, CrlDirectoryWithoutOurCasCrlExits2) {
   ExpectStartFails(toml, "has no CRL for trusted CA");
 }
 
+TEST_F(BadConfigTest, OwnCaTrustedOnThePeerPortExits2) {
+  std::string toml = Valid();
+  const std::string peer_ca = Pki("cn/ca.crt");
+  toml.replace(toml.find(peer_ca), peer_ca.size(), Pki("pk/ca.crt"));
+  ExpectStartFails(toml, "tls.peer_ca: CA ");
+}
+
 TEST_F(BadConfigTest, WrongIdentityForCountryExits2) {
   std::string toml = Valid();
   const std::string ours = "identity = \"spiffe://pk.casebridge/gateway\"";
