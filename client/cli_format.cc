@@ -321,13 +321,17 @@ std::string FormatCaseTable(const std::vector<v1::CaseReference>& cases) {
 }
 
 std::string FormatWhoAmI(const v1::WhoAmIResponse& who) {
-  return FormatTable({{"Identity:", who.identity()},
-                      {"Name:", who.display_name()},
-                      {"Role:", Spell(v1::Role_descriptor(), who.role())},
-                      {"Country:", std::string(CountryCode(who.country()))},
-                      {"Gateway:", who.gateway_identity()},
-                      {"May:", absl::StrJoin(who.allowed_actions(), ", ")},
-                      {"Policy:", who.policy_digest().substr(0, 16)}});
+  return FormatTable(
+      {{"Identity:", who.identity()},
+       {"Name:", who.display_name()},
+       {"Role:", Spell(v1::Role_descriptor(), who.role())},
+       {"Country:", std::string(CountryCode(who.country()))},
+       {"Gateway:", who.gateway_identity()},
+       {"May:", absl::StrJoin(who.allowed_actions(), ", ")},
+       {"Peer offices:", who.peer_offices().empty()
+                             ? "(none)"
+                             : absl::StrJoin(who.peer_offices(), ", ")},
+       {"Policy:", who.policy_digest().substr(0, 16)}});
 }
 
 std::string FormatInboxLine(const v1::WatchInboxResponse& item) {
@@ -442,7 +446,12 @@ std::string FormatAuditEntries(const v1::GetEntriesResponse& entries) {
                                      ": ", e.status_message()),
                         60)});
   }
-  return FormatTable(rows);
+  if (entries.entries().empty()) {
+    return absl::StrCat("No entries from index ", entries.next_start(),
+                        " on.\n");
+  }
+  return absl::StrCat(FormatTable(rows), "Next page: --start ",
+                      entries.next_start(), "\n");
 }
 
 }  // namespace casebridge::cli

@@ -539,10 +539,43 @@ int PolicyCheck(const Options& options, const std::string& config_path) {
 
 namespace {
 
+// After a failed parse: a word where a command was expected that names
+// none (a misspelt "whoami", "case opne"), said with the commands there are.
+// CLI11 itself reports only that a command is required.
+std::optional<std::string> UnknownCommand(const CLI::App& app) {
+  const CLI::App* at = &app;
+  std::string path = "casebridge";
+  for (bool deeper = true; deeper;) {
+    deeper = false;
+    for (const CLI::App* sub : at->get_subcommands({})) {
+      if (sub->parsed()) {
+        at = sub;
+        absl::StrAppend(&path, " ", sub->get_name());
+        deeper = true;
+        break;
+      }
+    }
+  }
+  const std::vector<const CLI::App*> commands = at->get_subcommands({});
+  if (commands.empty()) return std::nullopt;
+  for (const std::string& word : app.remaining(true)) {
+    if (word.empty() || word[0] == '-') continue;
+    std::vector<std::string> names;
+    for (const CLI::App* sub : commands) names.push_back(sub->get_name());
+    return absl::StrCat("unknown command \"", word, "\" after \"", path,
+                        "\"; the commands there: ", absl::StrJoin(names, ", "),
+                        " (see --help)");
+  }
+  return std::nullopt;
+}
+
 // The process, run by main with the gRPC library held (RunWithGrpc).
 int Main(int argc, char** argv) {
   CLI::App app{"casebridge: client of a CaseBridge gateway"};
   app.require_subcommand(1);
+  // --config and --json may come after the command too (subcommands made
+  // from here on inherit this).
+  app.fallthrough();
   Options options;
   app.add_option("--config", options.config_path, "client configuration (TOML)")
       ->envname("CASEBRIDGE_CONFIG");
@@ -766,6 +799,9 @@ int Main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    if (std::optional<std::string> unknown = UnknownCommand(app)) {
+      return Usage(*unknown);
+    }
     const int rc = app.exit(e);
     return rc == 0 ? kExitOk : kExitUsage;
   }

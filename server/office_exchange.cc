@@ -48,7 +48,7 @@ absl::Status CheckRecipient(const AccessPolicy& policy,
     return absl::InvalidArgumentError(absl::StrCat(
         field,
         ": not an office of the peer country known to this gateway "
-        "(peer.offices)"));
+        "(peer.offices; `casebridge whoami` lists them)"));
   }
   return absl::OkStatus();
 }

@@ -124,6 +124,9 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::WhoAmI(
           out->add_allowed_actions(ActionName(a));
         }
         out->set_policy_digest(in.caller.policy->digest());
+        for (const std::string& office : in.caller.policy->peer_offices()) {
+          out->add_peer_offices(office);
+        }
         out->set_country(config_->country);
         out->set_gateway_identity(config_->identity);
         return absl::OkStatus();

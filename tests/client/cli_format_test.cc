@@ -94,6 +94,21 @@ TEST(CliFormatTest, TableColumnsAlignWithWideCharacters) {
   EXPECT_EQ(table, "ID    SUMMARY\n护照  x\nab    y\n");
 }
 
+TEST(CliFormatTest, WhoAmIListsThePeerOfficesToAddress) {
+  v1::WhoAmIResponse who;
+  who.set_identity("spiffe://pk.casebridge/office/fia-liaison-desk");
+  who.set_role(v1::ROLE_LIAISON_OFFICER);
+  who.set_country(v1::COUNTRY_PK);
+  who.add_peer_offices("spiffe://cn.casebridge/office/mps-liaison");
+  who.add_peer_offices("spiffe://cn.casebridge/office/mps-hebei");
+  EXPECT_THAT(
+      FormatWhoAmI(who),
+      HasSubstr("Peer offices:  spiffe://cn.casebridge/office/"
+                "mps-liaison, spiffe://cn.casebridge/office/mps-hebei\n"));
+  who.clear_peer_offices();
+  EXPECT_THAT(FormatWhoAmI(who), HasSubstr("Peer offices:  (none)\n"));
+}
+
 TEST(CliFormatTest, CaseRenderingShowsHandlingRestrictionAndEvaluation) {
   v1::CaseReference c;
   c.set_exchange_id("PK-2026-000007");

@@ -165,6 +165,49 @@ TEST_F(CliTest, UsageErrorsExit2) {
   EXPECT_THAT(no_config.err, HasSubstr("--config"));
 }
 
+TEST_F(CliTest, AMisspeltCommandIsNamedWithTheCommandsThereAre) {
+  CommandResult top = Cli({"whoam"});
+  EXPECT_EQ(top.exit_code, 2);
+  EXPECT_THAT(top.err, HasSubstr("unknown command \"whoam\" after "
+                                 "\"casebridge\"; the commands there: "
+                                 "whoami, health, case"));
+  CommandResult nested = Cli({"case", "opne"});
+  EXPECT_EQ(nested.exit_code, 2);
+  EXPECT_THAT(nested.err,
+              HasSubstr("unknown command \"opne\" after \"casebridge case\"; "
+                        "the commands there: open, get, list"));
+}
+
+TEST_F(CliTest, GlobalFlagsMayFollowTheCommand) {
+  CommandResult r =
+      RunCommand({CliBinary(), "whoami", "--config", fia_, "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("identity").get<std::string>(),
+            "spiffe://pk.casebridge/office/fia-liaison-desk");
+}
+
+TEST_F(CliTest, AuditEntriesSayWhereTheNextPageStarts) {
+  OpenCase("first");
+  OpenCase("second");
+  OpenCase("third");
+  const std::string auditor = WriteFile(
+      dir_ + "/auditor.toml",
+      ClientConfigToml(gateway_->office_endpoint(), "pk/auditors/pk-auditor"));
+  auto page = [&](const std::string& start) {
+    return RunCommand({CliBinary(), "--config", auditor, "audit", "entries",
+                       "--start", start, "--page-size", "2"});
+  };
+  CommandResult first = page("0");
+  EXPECT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_THAT(first.out, HasSubstr("Next page: --start 2\n"));
+  CommandResult last = page("2");
+  EXPECT_EQ(last.exit_code, 0) << last.err;
+  EXPECT_THAT(last.out, HasSubstr("Next page: --start "));
+  CommandResult beyond = page("1000");
+  EXPECT_EQ(beyond.exit_code, 0) << beyond.err;
+  EXPECT_THAT(beyond.out, HasSubstr("No entries from index 1000 on."));
+}
+
 TEST_F(CliTest, UnreachableGatewayIsUnavailable) {
   const std::string dead =
       WriteFile(dir_ + "/dead.toml",

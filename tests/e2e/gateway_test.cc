@@ -90,6 +90,10 @@ TEST_F(GatewayTest, ConfiguredOfficeIsKnownByItsUriSan) {
   EXPECT_EQ(who.role(), v1::ROLE_LIAISON_OFFICER);
   EXPECT_EQ(who.country(), v1::COUNTRY_PK);
   EXPECT_EQ(who.gateway_identity(), "spiffe://pk.casebridge/gateway");
+  // The recipients its messages may name: the peer.offices of the config.
+  EXPECT_THAT(
+      who.peer_offices(),
+      ::testing::ElementsAre("spiffe://cn.casebridge/office/mps-liaison"));
 }
 
 TEST_F(GatewayTest, HealthIsServingOnBothPorts) {
