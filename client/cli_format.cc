@@ -424,6 +424,11 @@ std::string FormatDeliveryStatus(const v1::DeliveryStatus& s) {
   if (!s.waiting_behind().empty()) {
     rows.push_back({"Waiting:", s.waiting_behind()});
   }
+  if (s.has_peer_link_down_since()) {
+    rows.push_back({"Peer link:",
+                    absl::StrCat("down since ", Time(s.peer_link_down_since()),
+                                 ": ", s.peer_link_down_reason())});
+  }
   if (s.has_receipt()) {
     rows.push_back({"Receipt:", absl::StrCat(s.receipt().receipt().size(),
                                              " bytes, signed by key ",

@@ -39,6 +39,10 @@ constexpr char kWitnessHealth[] = "casebridge.audit.witness";
 // current CRL (docs/operations.md#certificate-and-crl-status).
 constexpr char kCertsHealth[] = "casebridge.certs";
 
+// Health status name that is SERVING while the peer gateway has admitted
+// this gateway's Deliver stream.
+constexpr char kPeerLinkHealth[] = "casebridge.peer_link";
+
 v1::Country PeerCountry(v1::Country ours) {
   return ours == v1::COUNTRY_PK ? v1::COUNTRY_CN : v1::COUNTRY_PK;
 }
@@ -294,6 +298,7 @@ absl::Status Gateway::Init(const Clock* clock) {
   exchange.store = &store_->exchange();
   exchange.envelope_signer = envelope_signer_.get();
   exchange.wake_sender = [link = peer_link_.get()] { link->Wake(); };
+  exchange.peer_link = peer_link_.get();
   exchange.watchers = inbox_watchers_.get();
   exchange.work = work_.get();
   exchange.clock = clock;
@@ -352,6 +357,9 @@ absl::Status Gateway::Init(const Clock* clock) {
     }
   }
   SetHealth(kCertsHealth, cert_monitor_->serving());
+  // Told at once, then at each change (peer.link_up, peer.link_down).
+  peer_link_->set_on_link_change(
+      [this](bool up) { SetHealth(kPeerLinkHealth, up); });
   cert_monitor_->set_on_health(
       [this](bool serving) { SetHealth(kCertsHealth, serving); });
   cert_monitor_->set_on_revocations([this] {
@@ -436,8 +444,9 @@ void Gateway::SetHealth(const std::string& name, bool serving) {
 void Gateway::Shutdown(absl::Duration drain) {
   if (stopped_) return;
   stopped_ = true;
-  // No more health changes or stream ends from the monitor.
+  // No more health changes or stream ends from the monitor or the link.
   if (cert_monitor_) cert_monitor_->Stop();
+  if (peer_link_) peer_link_->set_on_link_change(nullptr);
   if (policy_reloader_) policy_reloader_->Stop();
   const auto deadline = absl::ToChronoTime(absl::Now() + drain);
   for (grpc::Server* server : {office_server_.get(), peer_server_.get()}) {

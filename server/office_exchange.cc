@@ -16,6 +16,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "server/handling.h"
 #include "server/office_service.h"
+#include "server/peer_link.h"
 #include "server/reactor_lock.h"
 #include "server/validation.h"
 #include "server/write_priority.h"
@@ -563,8 +564,21 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::GetDeliveryStatus(
             CB_ASSIGN_OR_RETURN(
                 *out->mutable_status(),
                 exchange_.store->GetDeliveryStatus(m->message_id()));
+            TellPeerLink(out->mutable_status());
             return absl::OkStatus();
           });
+}
+
+void OfficeServiceImpl::TellPeerLink(v1::DeliveryStatus* status) const {
+  if (exchange_.peer_link == nullptr ||
+      (status->state() != v1::DELIVERY_STATE_QUEUED &&
+       status->state() != v1::DELIVERY_STATE_SENT)) {
+    return;
+  }
+  const PeerLink::LinkState link = exchange_.peer_link->link_state();
+  if (link.up) return;
+  *status->mutable_peer_link_down_since() = ToProto(link.since);
+  status->set_peer_link_down_reason(PeerLink::DownReason(link.error));
 }
 
 absl::StatusOr<v1::CaseMessage> OfficeServiceImpl::DisseminationMessage(

@@ -13,6 +13,8 @@
 
 namespace casebridge::server {
 
+class PeerLink;
+
 // Nests gRPC's WithRawCallbackMethod_* wrappers, each a template over its
 // base class, around `Service`: every method listed is served raw.
 template <class Service, template <class> class... Methods>
@@ -59,7 +61,8 @@ class OfficeServiceImpl final : public OfficeServiceBase {
   struct Exchange {
     ExchangeStore* store = nullptr;
     const crypto::Ed25519Signer* envelope_signer = nullptr;
-    std::function<void()> wake_sender;  // something was queued
+    std::function<void()> wake_sender;    // something was queued
+    const PeerLink* peer_link = nullptr;  // null: its state is not told
     InboxWatchers* watchers = nullptr;
     WorkQueue* work = nullptr;
     const Clock* clock = nullptr;
@@ -126,6 +129,9 @@ class OfficeServiceImpl final : public OfficeServiceBase {
                                  const std::string& action,
                                  const std::vector<std::string>& exchange_ids);
 
+  // Adds the peer link's state to `status` of a message not yet delivered
+  // while the link is down.
+  void TellPeerLink(v1::DeliveryStatus* status) const;
   // The DISSEMINATION_GRANT (or, with `withdraw`, DISSEMINATION_WITHDRAWAL)
   // message for GrantDissemination / WithdrawDissemination, once the request
   // is checked: `offices` of the peer country or `any_office` (exactly one),

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/status_macros.h"
 #include "core/tls.h"
+#include "server/peer_service.h"
 #include "server/write_priority.h"
 
 namespace casebridge::server {
@@ -69,7 +70,56 @@ PeerLink::PeerLink(const config::Gateway* config, ExchangeStore* store,
       peer_keys_(peer_keys),
       clock_(clock),
       channel_(std::move(channel)),
-      stub_(v1::PeerService::NewStub(channel_)) {}
+      stub_(v1::PeerService::NewStub(channel_)) {
+  link_.since = clock_->Now();
+  link_.error = absl::UnavailableError("not connected yet");
+}
+
+PeerLink::LinkState PeerLink::link_state() const {
+  absl::MutexLock lock(&link_mu_);
+  return link_;
+}
+
+std::string PeerLink::DownReason(const absl::Status& error) {
+  switch (error.code()) {
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kUnauthenticated:
+      return "the peer gateway refuses this gateway's connection";
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kCancelled:  // torn down, e.g. the peer stopping
+      return "the peer gateway cannot be reached";
+    default:
+      return absl::StrCat(
+          "the link to the peer gateway failed (",
+          GrpcCodeName(static_cast<grpc::StatusCode>(error.code())), ")");
+  }
+}
+
+void PeerLink::set_on_link_change(std::function<void(bool up)> callback) {
+  absl::MutexLock lock(&link_mu_);
+  on_link_change_ = std::move(callback);
+  if (on_link_change_) on_link_change_(link_.up);
+}
+
+void PeerLink::MarkUp() {
+  absl::MutexLock lock(&link_mu_);
+  if (link_.up) return;
+  link_.up = true;
+  link_.since = clock_->Now();
+  link_.error = absl::OkStatus();
+  log::Info("peer.link_up", {{"peer", config_->peer_endpoint}});
+  if (on_link_change_) on_link_change_(true);
+}
+
+void PeerLink::MarkDown(absl::Status error) {
+  absl::MutexLock lock(&link_mu_);
+  const bool was_up = link_.up;
+  if (was_up) link_.since = clock_->Now();
+  link_.up = false;
+  link_.error = std::move(error);
+  if (was_up && on_link_change_) on_link_change_(false);
+}
 
 PeerLink::~PeerLink() { Stop(); }
 
@@ -145,9 +195,9 @@ void PeerLink::RunStream() {
   std::unique_ptr<
       grpc::ClientReaderWriter<v1::DeliverRequest, v1::DeliverResponse>>
       stream = stub_->Deliver(&context);
-  std::thread reader([this, raw = stream.get()] {
+  std::thread reader([this, &context, raw = stream.get()] {
     const ScopedWritePriority first(WritePriority::kFirst);
-    ReadResponses(raw);
+    ReadResponses(&context, raw);
   });
   std::thread recorder([this] {
     const ScopedWritePriority first(WritePriority::kFirst);
@@ -270,6 +320,17 @@ void PeerLink::RunStream() {
                   {"error", std::string(recorded.message())}});
     }
   }
+  bool stopping = false;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping = stopping_;
+  }
+  if (!stopping) {
+    MarkDown(finished.ok() ? absl::UnavailableError("the peer ended the stream")
+                           : absl::Status(static_cast<absl::StatusCode>(
+                                              finished.error_code()),
+                                          finished.error_message()));
+  }
   if (!finished.ok() && finished.error_code() != grpc::StatusCode::CANCELLED) {
     log::Warning("peer.link_down",
                  {{"peer", config_->peer_endpoint},
@@ -279,7 +340,14 @@ void PeerLink::RunStream() {
 }
 
 void PeerLink::ReadResponses(
+    grpc::ClientContext* context,
     grpc::ClientReaderWriter<v1::DeliverRequest, v1::DeliverResponse>* stream) {
+  // A refusal at admission ends the stream with its status and no such
+  // metadata.
+  stream->WaitForInitialMetadata();
+  if (context->GetServerInitialMetadata().count(kDeliverAdmittedMetadata) > 0) {
+    MarkUp();
+  }
   v1::DeliverResponse response;
   while (stream->Read(&response)) HandleResponse(std::move(response));
   absl::MutexLock lock(&mu_);

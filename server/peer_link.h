@@ -27,6 +27,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -64,6 +65,25 @@ class PeerLink {
   // again) and joins the thread. Idempotent.
   void Stop();
 
+  // Whether the peer gateway has admitted the current Deliver stream (it
+  // says so in the stream's initial metadata, kDeliverAdmittedMetadata), since
+  // when, and, while it has not, why the last stream ended.
+  struct LinkState {
+    bool up = false;
+    absl::Time since;    // of the current state (down: since the link start
+                         // or the last time it was up)
+    absl::Status error;  // down: the end of the last stream (UNAVAILABLE
+                         // before the first)
+  };
+  LinkState link_state() const;
+  // What a down link's `error` means, in words for an office (the
+  // endpoint and TLS details are for the operator's log).
+  static std::string DownReason(const absl::Status& error);
+  // Told of the state at once, then each time the link goes up or down
+  // (from the link's threads, under its lock: it must not call back into
+  // the link). Null: no more calls.
+  void set_on_link_change(std::function<void(bool up)> callback);
+
   // The channel to the peer's peer port, shared with witnessing and evidence
   // requests.
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
@@ -96,8 +116,11 @@ class PeerLink {
   void Run();
   // One stream's life: returns when it broke or Stop() was called.
   void RunStream();
-  void ReadResponses(grpc::ClientReaderWriter<v1::DeliverRequest,
+  void ReadResponses(grpc::ClientContext* context,
+                     grpc::ClientReaderWriter<v1::DeliverRequest,
                                               v1::DeliverResponse>* stream);
+  void MarkUp();
+  void MarkDown(absl::Status error);
   // Reader thread: takes the answer's envelope out of flight and hands it
   // to the recorder; an URGENT envelope's answer is checked and recorded at
   // once, so that it never waits behind a batch of ROUTINE receipts.
@@ -148,6 +171,10 @@ class PeerLink {
   std::multiset<std::string> attempts_writing_ ABSL_GUARDED_BY(mu_);
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   absl::BitGen random_ ABSL_GUARDED_BY(mu_);
+
+  mutable absl::Mutex link_mu_;
+  LinkState link_ ABSL_GUARDED_BY(link_mu_);
+  std::function<void(bool up)> on_link_change_ ABSL_GUARDED_BY(link_mu_);
 
   std::thread thread_;
 };

@@ -50,7 +50,8 @@ class DeliverReactor final
   DeliverReactor(Inbound* inbound, WorkQueue* work)
       : inbound_(inbound), work_(work) {}
 
-  // Called once the caller is admitted as the peer gateway.
+  // Called once the caller is admitted as the peer gateway: tells it so
+  // (kDeliverAdmittedMetadata) and starts reading.
   void Begin(std::string peer_identity) {
     peer_identity_ = std::move(peer_identity);
     Locked lock(this, &state_);
@@ -58,6 +59,7 @@ class DeliverReactor final
     if (broken_) {  // cancelled while being admitted
       EndIfDoneLocked();
     } else {
+      StartSendInitialMetadata();
       StartRead(&incoming_);
     }
   }
@@ -271,7 +273,8 @@ PeerServiceImpl::Deliver(grpc::CallbackServerContext* context) {
   auto* reactor = new DeliverReactor(inbound_, work_);
   handler_->Run(
       context, Action::kDeliver, "peer.deliver", "", {},
-      [reactor](const Caller& caller) {
+      [context, reactor](const Caller& caller) {
+        context->AddInitialMetadata(kDeliverAdmittedMetadata, "1");
         reactor->Begin(caller.identity);
         return absl::OkStatus();
       },

@@ -9,6 +9,11 @@
 
 namespace casebridge::server {
 
+// Initial metadata the peer port sends once it admitted a Deliver stream
+// (the sender's PeerLink takes the link as up on it).
+inline constexpr char kDeliverAdmittedMetadata[] =
+    "casebridge-deliver-admitted";
+
 using PeerServiceBase = v1::PeerService::WithRawCallbackMethod_Deliver<
     v1::PeerService::WithRawCallbackMethod_AddCheckpoint<
         v1::PeerService::Service>>;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_replace.h"
+#include "core/crypto.h"
 #include "core/envelope.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/testing/process.h"
@@ -216,6 +217,46 @@ TEST_F(ExchangeTest, LiveMessageReachesAWatchingOffice) {
   watcher.join();
   ASSERT_EQ(seen.size(), 1u) << cn_->Log();
   EXPECT_EQ(seen[0].message().message_id(), message_id);
+}
+
+TEST_F(ExchangeTest, AMessageWaitingForAnAbsentPeerSaysTheLinkIsDown) {
+  constexpr char kLinkHealth[] = "casebridge.peer_link";
+  auto link_serving = [&] {
+    auto health = Pk(kFia)->Health(kLinkHealth);
+    return health.ok() &&
+           *health == grpc::health::v1::HealthCheckResponse::SERVING;
+  };
+  // Both up and linked: SERVING, though nothing was sent yet.
+  ASSERT_TRUE(WaitUntil(link_serving)) << pk_->Log();
+  const std::string id = OpenCase();
+  ASSERT_EQ(cn_->Stop(), 0) << cn_->Log();
+  ASSERT_TRUE(WaitUntil([&] { return !link_serving(); })) << pk_->Log();
+
+  ASSERT_OK_AND_ASSIGN(const std::string waiting, Send(id, "while away"));
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus away,
+                       Pk(kFia)->GetDeliveryStatus(waiting));
+  EXPECT_NE(away.state(), v1::DELIVERY_STATE_DELIVERED);
+  EXPECT_TRUE(away.has_peer_link_down_since()) << away.ShortDebugString();
+  EXPECT_EQ(away.peer_link_down_reason(), "the peer gateway cannot be reached");
+  // The CLI says so.
+  const std::string fia = WriteFile(
+      dir_ + "/fia.toml", ClientConfigToml(pk_->office_endpoint(), kFia));
+  CommandResult shown =
+      RunCommand({CliBinary(), "--config", fia, "message", "status", waiting});
+  EXPECT_EQ(shown.exit_code, 0) << shown.err;
+  EXPECT_THAT(shown.out, HasSubstr("Peer link:"));
+  EXPECT_THAT(shown.out, HasSubstr("the peer gateway cannot be reached"));
+
+  // Back: delivered, and nothing more said of the link.
+  ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config_));
+  ASSERT_TRUE(WaitUntil([&] {
+    return StateOf(waiting) == v1::DELIVERY_STATE_DELIVERED;
+  })) << pk_->Log();
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus back,
+                       Pk(kFia)->GetDeliveryStatus(waiting));
+  EXPECT_FALSE(back.has_peer_link_down_since());
+  EXPECT_TRUE(back.peer_link_down_reason().empty());
+  EXPECT_TRUE(WaitUntil(link_serving));
 }
 
 TEST_F(ExchangeTest, EverythingQueuedDuringAnOutageIsDeliveredExactlyOnce) {
