@@ -136,6 +136,7 @@ void ReadCrlsOf(X509* ca, const std::string& ca_file,
                 const std::string& crl_dir, Inventory* inventory) {
   const std::string subject = NameText(X509_get_subject_name(ca));
   const std::string ca_der = NameDer(X509_get_subject_name(ca));
+  inventory->revoked.AddCa(ca_der);
   Item newest;
   bool found = false;
   for (const std::string& path : files) {
@@ -225,7 +226,8 @@ X509CrlPtr ReadCrlFile(absl::string_view data, std::string* problem) {
   return nullptr;
 }
 
-absl::StatusOr<CertificateId> CertificateIdFromPem(absl::string_view pem) {
+absl::StatusOr<CertificateId> CertificateIdFromPem(
+    absl::string_view pem, const std::vector<std::string>& ca_subjects) {
   BioPtr bio = MemBio(pem);
   X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (cert == nullptr) {
@@ -233,7 +235,20 @@ absl::StatusOr<CertificateId> CertificateIdFromPem(absl::string_view pem) {
     return absl::InvalidArgumentError("not a PEM certificate");
   }
   CertificateId id;
-  id.issuer = NameDer(X509_get_issuer_name(cert.get()));
+  const X509_NAME* issuer = X509_get_issuer_name(cert.get());
+  id.issuer = NameDer(issuer);
+  for (const std::string& der : ca_subjects) {
+    if (der == id.issuer) break;
+    const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+    std::unique_ptr<X509_NAME, decltype(&X509_NAME_free)> ca(
+        d2i_X509_NAME(nullptr, &p, static_cast<long>(der.size())),  // NOLINT
+        &X509_NAME_free);
+    if (ca != nullptr && X509_NAME_cmp(issuer, ca.get()) == 0) {
+      id.issuer = der;
+      break;
+    }
+  }
+  ERR_clear_error();
   id.serial = SerialHex(X509_get0_serialNumber(cert.get()));
   return id;
 }
@@ -242,8 +257,15 @@ void RevocationList::Add(std::string issuer_der, std::string serial) {
   entries_.emplace(std::move(issuer_der), std::move(serial));
 }
 
+void RevocationList::AddCa(std::string subject_der) {
+  if (std::find(cas_.begin(), cas_.end(), subject_der) == cas_.end()) {
+    cas_.push_back(std::move(subject_der));
+  }
+}
+
 void RevocationList::Merge(const RevocationList& other) {
   entries_.insert(other.entries_.begin(), other.entries_.end());
+  for (const std::string& ca : other.cas_) AddCa(ca);
 }
 
 bool RevocationList::IsRevoked(const CertificateId& id) const {

@@ -25,8 +25,13 @@ struct CertificateId {
 };
 
 // Issuer and serial of the first certificate in `pem`. INVALID_ARGUMENT if
-// it holds none.
-absl::StatusOr<CertificateId> CertificateIdFromPem(absl::string_view pem);
+// it holds none. The issuer is the DER of the first of `ca_subjects` (DER
+// subject names of trusted CAs) that names the same issuer as OpenSSL
+// compares names (X509_NAME_cmp: case and spacing aside, whatever string
+// types encode it), else the certificate's own issuer DER, so that it
+// meets a CRL's entries (RevocationList, keyed by their CA's subject DER).
+absl::StatusOr<CertificateId> CertificateIdFromPem(
+    absl::string_view pem, const std::vector<std::string>& ca_subjects = {});
 
 // A CRL file's contents read the way gRPC's TLS stack reads the CRL
 // directory: PEM only. A DER file is skipped there as if the CA had no CRL
@@ -43,17 +48,23 @@ std::string SameTrustAnchor(X509* a, X509* b);
 // Certificates revoked by CRLs that verified against a trusted CA.
 class RevocationList {
  public:
+  // `issuer_der`: the subject DER of the CA whose CRL lists `serial`.
   void Add(std::string issuer_der, std::string serial);
+  // A trusted CA's subject DER (once each): what CertificateIdFromPem
+  // matches a certificate's issuer to.
+  void AddCa(std::string subject_der);
+  const std::vector<std::string>& cas() const { return cas_; }
   // Adds every entry of `other`.
   void Merge(const RevocationList& other);
   bool IsRevoked(const CertificateId& id) const;
   size_t size() const { return entries_.size(); }
   bool operator==(const RevocationList& other) const {
-    return entries_ == other.entries_;
+    return entries_ == other.entries_ && cas_ == other.cas_;
   }
 
  private:
   std::set<std::pair<std::string, std::string>> entries_;
+  std::vector<std::string> cas_;
 };
 
 // The files to read, as configured (absolute or relative to the cwd).

@@ -33,16 +33,22 @@ std::string Utc(absl::Time t) {
 
 absl::StatusOr<certs::CertificateId> Revocations::IdOf(
     absl::string_view pem) const {
+  std::shared_ptr<const certs::RevocationList> list;
+  uint64_t generation = 0;
   {
     absl::MutexLock lock(&mu_);
+    list = list_;
+    generation = generation_;
     auto it = ids_.find(pem);
-    if (it != ids_.end()) return it->second;
+    if (it != ids_.end() && it->second.generation == generation) {
+      return it->second.id;
+    }
   }
-  auto id = certs::CertificateIdFromPem(pem);
+  auto id = certs::CertificateIdFromPem(pem, list->cas());
   if (!id.ok()) return id.status();
   absl::MutexLock lock(&mu_);
   if (ids_.size() >= kMaxCachedIds) ids_.clear();
-  ids_.emplace(std::string(pem), *id);
+  ids_.insert_or_assign(std::string(pem), CachedId{*id, generation});
   return id;
 }
 
@@ -76,6 +82,7 @@ void Revocations::Replace(certs::RevocationList list) {
   auto next = std::make_shared<const certs::RevocationList>(std::move(list));
   absl::MutexLock lock(&mu_);
   list_ = std::move(next);
+  ++generation_;
 }
 
 size_t Revocations::size() const {

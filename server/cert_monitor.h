@@ -48,7 +48,14 @@ class Revocations {
   mutable absl::Mutex mu_;
   std::shared_ptr<const certs::RevocationList> list_ ABSL_GUARDED_BY(mu_) =
       std::make_shared<const certs::RevocationList>();
-  mutable std::map<std::string, certs::CertificateId, std::less<>> ids_
+  // Each with the generation of the list whose CAs named its issuer
+  // (CertificateIdFromPem).
+  struct CachedId {
+    certs::CertificateId id;
+    uint64_t generation = 0;
+  };
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // lists replaced
+  mutable std::map<std::string, CachedId, std::less<>> ids_
       ABSL_GUARDED_BY(mu_);
 };
 

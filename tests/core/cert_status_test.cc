@@ -2,8 +2,12 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include <filesystem>
+#include <memory>
 
 #include "core/crypto.h"
 #include "tests/testing/status_matchers.h"
@@ -20,6 +24,7 @@ using ::casebridge::testing::InstallFile;
 using ::casebridge::testing::IssueCrl;
 using ::casebridge::testing::NewTempDir;
 using ::casebridge::testing::Pki;
+using ::casebridge::testing::StatusIs;
 using ::casebridge::testing::SubjectHash;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
@@ -223,6 +228,102 @@ TEST(CertStatusTest, ACaTrustedOnBothPortsIsAnInvalidItem) {
   for (const Item& item : ReadInventory(PkFiles(Pki("crl"))).items) {
     EXPECT_NE(item.problem, Problem::kInvalid) << item.detail;
   }
+}
+
+// A certificate of the PK CA whose issuer field spells the CA's name in
+// another string type than the CA's own subject (UTF8String and
+// PrintableString swapped): the same name to OpenSSL, other DER bytes.
+std::string CertWithReencodedIssuer() {
+  auto ca_pem = crypto::ReadFile(Pki("pk/ca.crt"));
+  auto key_pem = crypto::ReadFile(Pki("pk/ca.key"));
+  EXPECT_OK(ca_pem.status());
+  EXPECT_OK(key_pem.status());
+  if (!ca_pem.ok() || !key_pem.ok()) return "";
+  using X509Owner = std::unique_ptr<X509, decltype(&X509_free)>;
+  using KeyOwner = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
+  using NameOwner = std::unique_ptr<X509_NAME, decltype(&X509_NAME_free)>;
+  using BioOwner = std::unique_ptr<BIO, decltype(&BIO_free)>;
+  BioOwner ca_bio(
+      BIO_new_mem_buf(ca_pem->data(), static_cast<int>(ca_pem->size())),
+      &BIO_free);
+  X509Owner ca(PEM_read_bio_X509(ca_bio.get(), nullptr, nullptr, nullptr),
+               &X509_free);
+  BioOwner key_bio(
+      BIO_new_mem_buf(key_pem->data(), static_cast<int>(key_pem->size())),
+      &BIO_free);
+  KeyOwner ca_key(
+      PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr),
+      &EVP_PKEY_free);
+  EXPECT_NE(ca, nullptr);
+  EXPECT_NE(ca_key, nullptr);
+  if (ca == nullptr || ca_key == nullptr) return "";
+
+  NameOwner issuer(X509_NAME_new(), &X509_NAME_free);
+  const X509_NAME* subject = X509_get_subject_name(ca.get());
+  for (int i = 0; i < X509_NAME_entry_count(subject); ++i) {
+    const X509_NAME_ENTRY* entry = X509_NAME_get_entry(subject, i);
+    const ASN1_STRING* value = X509_NAME_ENTRY_get_data(entry);
+    const int type = ASN1_STRING_type(value) == V_ASN1_UTF8STRING
+                         ? V_ASN1_PRINTABLESTRING
+                         : V_ASN1_UTF8STRING;
+    EXPECT_EQ(X509_NAME_add_entry_by_OBJ(issuer.get(),
+                                         X509_NAME_ENTRY_get_object(entry),
+                                         type, ASN1_STRING_get0_data(value),
+                                         ASN1_STRING_length(value), -1, 0),
+              1);
+  }
+  KeyOwner leaf_key(EVP_EC_gen("P-256"), &EVP_PKEY_free);
+  X509Owner cert(X509_new(), &X509_free);
+  X509_set_version(cert.get(), 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 0x5eed);
+  X509_set_issuer_name(cert.get(), issuer.get());
+  NameOwner name(X509_NAME_new(), &X509_NAME_free);
+  X509_NAME_add_entry_by_txt(
+      name.get(), "CN", MBSTRING_ASC,
+      reinterpret_cast<const unsigned char*>("reencoded"), -1, -1, 0);
+  X509_set_subject_name(cert.get(), name.get());
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600 * 24);
+  X509_set_pubkey(cert.get(), leaf_key.get());
+  EXPECT_GT(X509_sign(cert.get(), ca_key.get(), EVP_sha256()), 0);
+  EXPECT_EQ(X509_NAME_cmp(X509_get_issuer_name(cert.get()), subject), 0);
+  BioOwner out(BIO_new(BIO_s_mem()), &BIO_free);
+  PEM_write_bio_X509(out.get(), cert.get());
+  char* data = nullptr;
+  const long size = BIO_get_mem_data(out.get(), &data);  // NOLINT
+  return std::string(data, static_cast<size_t>(size));
+}
+
+TEST(CertStatusTest, ARevokedCertificateIsFoundWhateverTypeSpellsItsIssuer) {
+  const std::string dir = NewTempDir("reencoded");
+  const std::string pem = CertWithReencodedIssuer();
+  ASSERT_FALSE(pem.empty());
+  const std::string pem_file = testing::WriteFile(dir + "/reencoded.crt", pem);
+  const std::string crl_dir = dir + "/crl";
+  CopyTestCrls(crl_dir);
+  CrlOptions crl;
+  crl.ca_cert = Pki("pk/ca.crt");
+  crl.ca_key = Pki("pk/ca.key");
+  crl.revoked = {Pki("bad/revoked.crt"), pem_file};
+  ASSERT_OK_AND_ASSIGN(const std::string issued, IssueCrl(crl));
+  InstallFile(crl_dir, SubjectHash(Pki("pk/ca.crt")) + ".r1", issued);
+  const Inventory inventory = ReadInventory(PkFiles(crl_dir));
+
+  ASSERT_OK_AND_ASSIGN(const CertificateId id,
+                       CertificateIdFromPem(pem, inventory.revoked.cas()));
+  EXPECT_TRUE(inventory.revoked.IsRevoked(id));
+  // Its issuer's own bytes are not the CA's: matched by them alone, the
+  // revocation would be missed.
+  ASSERT_OK_AND_ASSIGN(const CertificateId raw, CertificateIdFromPem(pem));
+  EXPECT_NE(raw.issuer, id.issuer);
+  EXPECT_FALSE(inventory.revoked.IsRevoked(raw));
+  // The PKI's own revoked certificate is found either way.
+  auto revoked_pem = crypto::ReadFile(Pki("bad/revoked.crt"));
+  ASSERT_OK(revoked_pem.status());
+  ASSERT_OK_AND_ASSIGN(
+      const CertificateId plain,
+      CertificateIdFromPem(*revoked_pem, inventory.revoked.cas()));
+  EXPECT_TRUE(inventory.revoked.IsRevoked(plain));
 }
 
 TEST(CertStatusTest, UnreadableCertificateFileIsAnInvalidItem) {
