@@ -698,6 +698,15 @@ int Main(int argc, char** argv) {
       message_cmd->add_subcommand("status", "where an outgoing message is");
   message_status->add_option("message_id", status_id, "from message send")
       ->required();
+  std::string cancel_id;
+  std::string cancel_reason;
+  auto* message_cancel = message_cmd->add_subcommand(
+      "cancel",
+      "withdraw a message of yours not yet delivered (later messages of its "
+      "case then go on)");
+  message_cancel->add_option("message_id", cancel_id, "from message send")
+      ->required();
+  message_cancel->add_option("--reason", cancel_reason, "why, for the record");
 
   auto* inbox_cmd = app.add_subcommand("inbox", "your office's inbox");
   inbox_cmd->require_subcommand(1);
@@ -1045,6 +1054,12 @@ int Main(int argc, char** argv) {
   }
   if (message_status->parsed()) {
     auto status = c.GetDeliveryStatus(status_id);
+    if (!status.ok()) return ReportStatus(status.status(), kExitRpc);
+    Print(options, *status, cb::cli::FormatDeliveryStatus(*status));
+    return kExitOk;
+  }
+  if (message_cancel->parsed()) {
+    auto status = c.CancelMessage(cancel_id, cancel_reason);
     if (!status.ok()) return ReportStatus(status.status(), kExitRpc);
     Print(options, *status, cb::cli::FormatDeliveryStatus(*status));
     return kExitOk;

@@ -221,6 +221,19 @@ absl::StatusOr<v1::DeliveryStatus> OfficeClient::GetDeliveryStatus(
   return std::move(*response.mutable_status());
 }
 
+absl::StatusOr<v1::DeliveryStatus> OfficeClient::CancelMessage(
+    const std::string& message_id, const std::string& reason) {
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::CancelMessageRequest request;
+  request.set_message_id(message_id);
+  request.set_reason(reason);
+  v1::CancelMessageResponse response;
+  CB_RETURN_IF_ERROR(
+      FromGrpcStatus(office_->CancelMessage(&context, request, &response)));
+  return std::move(*response.mutable_status());
+}
+
 absl::StatusOr<std::string> OfficeClient::Acknowledge(
     const std::string& message_id, v1::AcknowledgementKind kind,
     const std::string& note) {

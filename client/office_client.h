@@ -73,6 +73,9 @@ class OfficeClient {
       const v1::SendMessageRequest& request);
   absl::StatusOr<v1::DeliveryStatus> GetDeliveryStatus(
       const std::string& message_id);
+  // Withdraws an own message not yet delivered; returns its status.
+  absl::StatusOr<v1::DeliveryStatus> CancelMessage(
+      const std::string& message_id, const std::string& reason);
   // Returns the id of the acknowledgement message travelling back.
   absl::StatusOr<std::string> Acknowledge(const std::string& message_id,
                                           v1::AcknowledgementKind kind,

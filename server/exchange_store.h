@@ -208,6 +208,15 @@ class ExchangeStore {
                                      const absl::Status& refusal,
                                      const AuditEvent& audit) = 0;
 
+  // In one transaction: marks the message's envelope CANCELLED (never sent
+  // again; later messages of its case no longer wait for it), keeps `why`
+  // as last_error and appends `audit` (envelope id added as a subject).
+  // NOT_FOUND for an unknown message; FAILED_PRECONDITION naming its state
+  // if it is no longer QUEUED or SENT.
+  virtual absl::Status CancelOutgoing(const std::string& message_id,
+                                      const std::string& why,
+                                      const AuditEvent& audit) = 0;
+
   // Where an outgoing message is. NOT_FOUND if no outgoing message has this
   // id (received messages have no delivery status here).
   virtual absl::StatusOr<v1::DeliveryStatus> GetDeliveryStatus(

@@ -569,6 +569,47 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::GetDeliveryStatus(
           });
 }
 
+grpc::ServerUnaryReactor* OfficeServiceImpl::CancelMessage(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return handler_->Unary<v1::CancelMessageRequest, v1::CancelMessageResponse>(
+      context, request, response, Action::kSendMessage, "message.cancel",
+      [](const v1::CancelMessageRequest& r) {
+        return std::vector<std::string>{r.message_id()};
+      },
+      [this](const Incoming<v1::CancelMessageRequest>& in,
+             v1::CancelMessageResponse* out) -> absl::Status {
+        const v1::CancelMessageRequest& r = in.request;
+        if (r.message_id().empty()) {
+          return absl::InvalidArgumentError("message_id: is required");
+        }
+        CB_RETURN_IF_ERROR(
+            CheckText("reason", r.reason(), 0, kMaxCancelReasonChars));
+        absl::StatusOr<v1::CaseMessage> m =
+            exchange_.store->GetOutgoingMessage(r.message_id());
+        // Only its sender may withdraw a message; another office's is
+        // answered as a missing one, as GetDeliveryStatus does.
+        if (m.ok() && m->sender_office() != in.caller.identity) {
+          m = absl::NotFoundError(
+              absl::StrCat("outgoing message ", r.message_id(), " not found"));
+        }
+        if (!m.ok()) return m.status();
+        const std::string why =
+            r.reason().empty()
+                ? absl::StrCat("cancelled by ", in.caller.identity)
+                : absl::StrCat("cancelled by ", in.caller.identity, ": ",
+                               r.reason());
+        CB_RETURN_IF_ERROR(exchange_.store->CancelOutgoing(
+            r.message_id(), why,
+            in.Event("message.cancel", {m->exchange_id(), r.message_id()})));
+        // The case's next message need not wait for the next round.
+        if (exchange_.wake_sender) exchange_.wake_sender();
+        CB_ASSIGN_OR_RETURN(*out->mutable_status(),
+                            exchange_.store->GetDeliveryStatus(r.message_id()));
+        return absl::OkStatus();
+      });
+}
+
 void OfficeServiceImpl::TellPeerLink(v1::DeliveryStatus* status) const {
   if (exchange_.peer_link == nullptr ||
       (status->state() != v1::DELIVERY_STATE_QUEUED &&

@@ -47,6 +47,7 @@ using OfficeServiceBase = WithRawCallbackMethods<
     v1::OfficeService::WithRawCallbackMethod_WatchInbox,
     v1::OfficeService::WithRawCallbackMethod_Acknowledge,
     v1::OfficeService::WithRawCallbackMethod_GetDeliveryStatus,
+    v1::OfficeService::WithRawCallbackMethod_CancelMessage,
     v1::OfficeService::WithRawCallbackMethod_GrantDissemination,
     v1::OfficeService::WithRawCallbackMethod_WithdrawDissemination,
     v1::OfficeService::WithRawCallbackMethod_ForwardCase>::type;
@@ -102,6 +103,9 @@ class OfficeServiceImpl final : public OfficeServiceBase {
   grpc::ServerUnaryReactor* GetDeliveryStatus(
       grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
       grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* CancelMessage(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GrantDissemination(
       grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
       grpc::ByteBuffer* response) override;

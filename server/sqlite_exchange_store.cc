@@ -6,6 +6,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "core/envelope.h"
 #include "core/grpc_status.h"
@@ -160,9 +161,11 @@ bool Pending(v1::DeliveryState state) {
 }
 
 absl::Status NotPending(const OutboxRow& row) {
-  return absl::FailedPreconditionError(absl::StrCat(
-      "envelope ", row.envelope_id, " is already ",
-      row.state == v1::DELIVERY_STATE_DELIVERED ? "delivered" : "failed"));
+  const char* state = "failed";
+  if (row.state == v1::DELIVERY_STATE_DELIVERED) state = "delivered";
+  if (row.state == v1::DELIVERY_STATE_CANCELLED) state = "cancelled";
+  return absl::FailedPreconditionError(
+      absl::StrCat("envelope ", row.envelope_id, " is already ", state));
 }
 
 absl::StatusOr<bool> MessageExists(sqlite::Connection& conn,
@@ -600,6 +603,38 @@ SqliteExchangeStore::RecordSending(const Sending& sending) {
     return absl::OkStatus();
   }));
   return results;
+}
+
+absl::Status SqliteExchangeStore::CancelOutgoing(const std::string& message_id,
+                                                 const std::string& why,
+                                                 const AuditEvent& audit) {
+  return db_->Write([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(std::optional<OutboxRow> row,
+                        FindOutbox(conn, "message_id", message_id));
+    if (!row.has_value()) {
+      return absl::NotFoundError(
+          absl::StrCat("outgoing message ", message_id, " not found"));
+    }
+    if (!Pending(row->state)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "message ", message_id, " is ",
+          absl::AsciiStrToLower(v1::DeliveryState_Name(row->state)
+                                    .substr(sizeof("DELIVERY_STATE_") - 1)),
+          "; only a message not yet delivered (queued or sent) can be "
+          "cancelled"));
+    }
+    CB_ASSIGN_OR_RETURN(
+        auto update, conn.Prepare("UPDATE outbox SET state = ?, last_error = ? "
+                                  "WHERE message_id = ? AND state IN (1, 2)"));
+    update.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_CANCELLED))
+        .Bind(2, why)
+        .Bind(3, message_id);
+    CB_RETURN_IF_ERROR(update.Run());
+    CB_RETURN_IF_ERROR(ChangedOneRow(conn, "cancelling a message"));
+    AuditEvent event = audit;
+    event.subjects.push_back(row->envelope_id);
+    return audit_->AppendInTransaction(conn, event).status();
+  });
 }
 
 absl::Status SqliteExchangeStore::RecordRefused(const std::string& envelope_id,

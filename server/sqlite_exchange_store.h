@@ -50,6 +50,9 @@ class SqliteExchangeStore final : public ExchangeStore {
                                const AuditEvent& audit) override;
   absl::StatusOr<SendingRecorded> RecordSending(
       const Sending& sending) override;
+  absl::Status CancelOutgoing(const std::string& message_id,
+                              const std::string& why,
+                              const AuditEvent& audit) override;
   absl::Status RecordRefused(const std::string& envelope_id,
                              const absl::Status& refusal,
                              const AuditEvent& audit) override;

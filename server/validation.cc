@@ -159,6 +159,7 @@ size_t MaxFieldBytes(absl::string_view full_name) {
       {"casebridge.v1.CaseMessage.in_reply_to", 4 * 64},
       {"casebridge.v1.ListCasesRequest.text", 4 * kMaxSearchTextChars},
       {"casebridge.v1.AcknowledgeRequest.note", 4 * 1000},
+      {"casebridge.v1.CancelMessageRequest.reason", 4 * kMaxCancelReasonChars},
   };
   auto it = kLimits->find(full_name);
   return it == kLimits->end() ? kDefaultMaxFieldBytes : it->second;

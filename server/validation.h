@@ -25,6 +25,7 @@ inline constexpr size_t kMaxLocations = 50;
 inline constexpr size_t kMaxLocationChars = 500;
 inline constexpr size_t kMaxRestrictionChars = 1000;
 inline constexpr size_t kMaxSearchTextChars = 200;
+inline constexpr size_t kMaxCancelReasonChars = 200;
 inline constexpr int kDefaultPageSize = 50;
 inline constexpr int kMaxPageSize = 500;
 

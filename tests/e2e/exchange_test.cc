@@ -259,6 +259,84 @@ TEST_F(ExchangeTest, AMessageWaitingForAnAbsentPeerSaysTheLinkIsDown) {
   EXPECT_TRUE(WaitUntil(link_serving));
 }
 
+TEST_F(ExchangeTest,
+       ASenderCancelsAMessageThePeerKeepsRefusingAndItsCaseGoesOn) {
+  // PK knows an MPS office that CN's table lacks: CN refuses messages to it,
+  // not for good (CN's operator may add it), so they hold their case back.
+  constexpr char kHebei[] = "spiffe://cn.casebridge/office/mps-hebei";
+  ASSERT_EQ(pk_->Stop(), 0) << pk_->Log();
+  std::string pk_toml = *crypto::ReadFile(pk_config_);
+  pk_toml = absl::StrReplaceAll(
+      pk_toml, {{"offices = [\"spiffe://cn.casebridge/office/mps-liaison\"]",
+                 absl::StrCat("offices = [\"spiffe://cn.casebridge/office/"
+                              "mps-liaison\", \"",
+                              kHebei, "\"]")}});
+  ASSERT_THAT(pk_toml, HasSubstr(kHebei));
+  pk_config_ = WriteFile(dir_ + "/pk-hebei.toml", pk_toml);
+  ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(pk_config_));
+
+  const std::string id = OpenCase();
+  v1::SendMessageRequest misaddressed;
+  misaddressed.mutable_message()->set_exchange_id(id);
+  misaddressed.mutable_message()->set_kind(v1::MESSAGE_KIND_RESCUE_REQUEST);
+  misaddressed.mutable_message()->set_body("to an office CN does not have");
+  misaddressed.mutable_message()->set_recipient_office(kHebei);
+  misaddressed.mutable_message()->set_priority(v1::PRIORITY_ROUTINE);
+  ASSERT_OK_AND_ASSIGN(const v1::SendMessageResponse stuck,
+                       Pk(kFia)->SendMessage(misaddressed));
+  ASSERT_OK_AND_ASSIGN(const std::string urgent,
+                       Send(id, "urgent, behind it", v1::PRIORITY_URGENT));
+  ASSERT_TRUE(WaitUntil([&] {
+    auto s = Pk(kFia)->GetDeliveryStatus(urgent);
+    return s.ok() && !s->waiting_behind().empty();
+  })) << pk_->Log();
+
+  // Another office cannot withdraw it, nor can anyone without a message id.
+  EXPECT_THAT(Pk(kEmbassy)->CancelMessage(stuck.message_id(), ""),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("not found")));
+  EXPECT_THAT(Pk(kFia)->CancelMessage("", ""),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("message_id: is required")));
+  EXPECT_THAT(
+      Pk(kFia)->CancelMessage(stuck.message_id(), "bad\x01reason"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("reason: ")));
+  EXPECT_NE(StateOf(stuck.message_id()), v1::DELIVERY_STATE_CANCELLED);
+
+  // Its sender withdraws it, through the CLI: the URGENT message goes on.
+  const std::string fia = WriteFile(
+      dir_ + "/fia.toml", ClientConfigToml(pk_->office_endpoint(), kFia));
+  CommandResult cancelled =
+      RunCommand({CliBinary(), "--config", fia, "message", "cancel",
+                  stuck.message_id(), "--reason", "wrong office"});
+  EXPECT_EQ(cancelled.exit_code, 0) << cancelled.err;
+  EXPECT_THAT(cancelled.out, HasSubstr("cancelled"));
+  EXPECT_THAT(cancelled.out,
+              HasSubstr(absl::StrCat("cancelled by ",
+                                     "spiffe://pk.casebridge/office/"
+                                     "fia-liaison-desk: wrong office")));
+  ASSERT_TRUE(WaitUntil([&] {
+    return StateOf(urgent) == v1::DELIVERY_STATE_DELIVERED;
+  })) << pk_->Log();
+  EXPECT_EQ(StateOf(stuck.message_id()), v1::DELIVERY_STATE_CANCELLED);
+  // Once only.
+  EXPECT_THAT(
+      Pk(kFia)->CancelMessage(stuck.message_id(), ""),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               HasSubstr("is cancelled; only a message not yet delivered")));
+  EXPECT_THAT(Pk(kFia)->CancelMessage(urgent, ""),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("is delivered")));
+
+  // MPS got the URGENT message only; the withdrawal is on record.
+  const auto inbox = Inbox("", 1);
+  ASSERT_EQ(inbox.size(), 1u);
+  EXPECT_EQ(inbox[0].message().message_id(), urgent);
+  EXPECT_TRUE(Inbox(inbox[0].cursor(), 1, absl::Milliseconds(500)).empty());
+  const std::vector<std::string> actions = Actions(kPkAuditor, false);
+  EXPECT_EQ(std::count(actions.begin(), actions.end(), "message.cancel"), 6)
+      << "one success and five refusals";
+}
+
 TEST_F(ExchangeTest, EverythingQueuedDuringAnOutageIsDeliveredExactlyOnce) {
   const std::string id = OpenCase();
   ASSERT_EQ(cn_->Stop(), 0) << cn_->Log();

@@ -163,6 +163,11 @@ class FailingWrites final : public ExchangeStore {
       const std::string& message_id) override {
     return real_->GetDeliveryStatus(message_id);
   }
+  absl::Status CancelOutgoing(const std::string& message_id,
+                              const std::string& why,
+                              const server::AuditEvent& audit) override {
+    return real_->CancelOutgoing(message_id, why, audit);
+  }
   absl::StatusOr<v1::CaseMessage> GetOutgoingMessage(
       const std::string& message_id) override {
     return real_->GetOutgoingMessage(message_id);
