@@ -485,11 +485,18 @@ absl::StatusOr<absl::Status> CountAttempt(sqlite::Connection& conn,
     return absl::NotFoundError(
         absl::StrCat("envelope ", envelope_id, " is not in the outbox"));
   }
-  if (!Pending(row->state)) return NotPending(*row);
+  // A message cancelled while its envelope was being written to the stream
+  // was sent all the same: the attempt counts (and a first one is audited),
+  // and the row stays CANCELLED.
+  if (!Pending(row->state) && row->state != v1::DELIVERY_STATE_CANCELLED) {
+    return NotPending(*row);
+  }
   CB_ASSIGN_OR_RETURN(
       auto update,
-      conn.Prepare("UPDATE outbox SET attempts = attempts + 1, state = ?, "
-                   "last_error = ?, next_attempt_us = ? "
+      conn.Prepare("UPDATE outbox SET attempts = attempts + 1, "
+                   "state = CASE state WHEN 6 THEN 6 ELSE ? END, "
+                   "last_error = CASE state WHEN 6 THEN last_error ELSE ? END, "
+                   "next_attempt_us = ? "
                    "WHERE envelope_id = ?"));
   update.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_SENT));
   if (error.ok()) {
@@ -642,6 +649,13 @@ absl::Status SqliteExchangeStore::RecordRefused(const std::string& envelope_id,
                                                 const AuditEvent& audit) {
   return db_->Write([&](sqlite::Connection& conn) -> absl::Status {
     CB_ASSIGN_OR_RETURN(const OutboxRow row, GetEnvelopeRow(conn, envelope_id));
+    AuditEvent event = audit;
+    event.subjects.push_back(row.message_id);
+    event.subjects.push_back(envelope_id);
+    // Cancelled while on its way: the refusal is on record, the row stays.
+    if (row.state == v1::DELIVERY_STATE_CANCELLED) {
+      return audit_->AppendInTransaction(conn, event).status();
+    }
     if (!Pending(row.state)) return NotPending(row);
     CB_ASSIGN_OR_RETURN(
         auto update, conn.Prepare("UPDATE outbox SET state = ?, last_error = ? "
@@ -651,9 +665,6 @@ absl::Status SqliteExchangeStore::RecordRefused(const std::string& envelope_id,
         .Bind(3, envelope_id);
     CB_RETURN_IF_ERROR(update.Run());
     CB_RETURN_IF_ERROR(ChangedOneRow(conn, "recording a refusal"));
-    AuditEvent event = audit;
-    event.subjects.push_back(row.message_id);
-    event.subjects.push_back(envelope_id);
     return audit_->AppendInTransaction(conn, event).status();
   });
 }

@@ -729,6 +729,79 @@ TEST_F(ExchangeStoreTest, RecordRefusedMarksFailedAndAudits) {
   EXPECT_EQ(delivered.state(), v1::DELIVERY_STATE_DELIVERED);
 }
 
+TEST_F(ExchangeStoreTest, ACancelledMessageIsNeverSentAgainAndFreesItsCase) {
+  Queue(Message("A-1", kCaseA));
+  Queue(Message("A-2", kCaseA));
+  EXPECT_THAT(ReadyIds(), ElementsAre("A-1"));  // A-2 waits behind it
+  const uint64_t audit_size = AuditSize();
+  ASSERT_OK(exchange().CancelOutgoing("A-1", "cancelled by the desk: wrong",
+                                      Event("message.cancel")));
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus status,
+                       exchange().GetDeliveryStatus("A-1"));
+  EXPECT_EQ(status.state(), v1::DELIVERY_STATE_CANCELLED);
+  EXPECT_EQ(status.last_error(), "cancelled by the desk: wrong");
+  EXPECT_THAT(ReadyIds(), ElementsAre("A-2"));
+  ASSERT_EQ(AuditSize(), audit_size + 1);
+  EXPECT_EQ(AuditEntry(audit_size).entry.action, "message.cancel");
+  EXPECT_THAT(AuditEntry(audit_size).entry.subjects,
+              ElementsAre("from-caller", "E-A-1"));
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus next,
+                       exchange().GetDeliveryStatus("A-2"));
+  EXPECT_EQ(next.waiting_behind(), "");
+
+  // Once; and not a message unknown or already delivered.
+  EXPECT_THAT(exchange().CancelOutgoing("A-1", "again", Event("x")),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("message A-1 is cancelled")));
+  EXPECT_THAT(exchange().CancelOutgoing("A-404", "x", Event("x")),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  ASSERT_OK(exchange().RecordDelivered("E-A-2", PeerReceipt("E-A-2"),
+                                       clock_.Now(), Event("receipt.store")));
+  EXPECT_THAT(exchange().CancelOutgoing("A-2", "late", Event("x")),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("message A-2 is delivered")));
+  EXPECT_EQ(AuditSize(), audit_size + 2);
+}
+
+TEST_F(ExchangeStoreTest, AMessageCancelledOnItsWayIsToldAsWhatHappened) {
+  // Cancelled while its envelope was being written to the stream: the
+  // attempt counts and its first sending is audited; a refusal is on
+  // record; a receipt proves delivery.
+  Queue(Message("A-1", kCaseA));
+  ASSERT_OK(exchange().CancelOutgoing("A-1", "cancelled by the desk",
+                                      Event("message.cancel")));
+  const uint64_t audit_size = AuditSize();
+  ExchangeStore::Sending round;
+  round.attempts.resize(1);
+  round.attempts[0].envelope_id = "E-A-1";
+  round.attempts[0].sent = Event("envelope.sent", kPkGateway);
+  round.next_attempt = clock_.Now();
+  ASSERT_OK_AND_ASSIGN(const ExchangeStore::SendingRecorded record,
+                       exchange().RecordSending(round));
+  ASSERT_EQ(record.attempts.size(), 1u);
+  EXPECT_OK(record.attempts[0]);
+  ASSERT_EQ(AuditSize(), audit_size + 1);
+  EXPECT_EQ(AuditEntry(audit_size).entry.action, "envelope.sent");
+  ASSERT_OK_AND_ASSIGN(v1::DeliveryStatus status,
+                       exchange().GetDeliveryStatus("A-1"));
+  EXPECT_EQ(status.state(), v1::DELIVERY_STATE_CANCELLED);
+  EXPECT_EQ(status.attempts(), 1);
+  EXPECT_EQ(status.last_error(), "cancelled by the desk");
+  EXPECT_THAT(ReadyIds(), IsEmpty());
+
+  ASSERT_OK(exchange().RecordRefused("E-A-1",
+                                     absl::FailedPreconditionError("no office"),
+                                     Event("envelope.refused", kCnGateway)));
+  ASSERT_EQ(AuditSize(), audit_size + 2);
+  ASSERT_OK_AND_ASSIGN(status, exchange().GetDeliveryStatus("A-1"));
+  EXPECT_EQ(status.state(), v1::DELIVERY_STATE_CANCELLED);
+
+  ASSERT_OK(exchange().RecordDelivered("E-A-1", PeerReceipt("E-A-1"),
+                                       clock_.Now(), Event("receipt.store")));
+  ASSERT_OK_AND_ASSIGN(status, exchange().GetDeliveryStatus("A-1"));
+  EXPECT_EQ(status.state(), v1::DELIVERY_STATE_DELIVERED);
+}
+
 TEST_F(ExchangeStoreTest, RecordSendingCountsARoundAndAuditsFirstSends) {
   Queue(Message("A-1", kCaseA));
   Queue(Message("B-1", kCaseB));
