@@ -464,9 +464,13 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* OfficeServiceImpl::WatchInbox(
         int64_t cursor = 0;
         // Cursors are issued in increasing order; one beyond the newest
         // would silently skip the messages to come until they passed it.
+        // The newest is raised just after its commit, so a cursor read from
+        // a stream in between is waited for, briefly, before it is refused.
         if (!r.cursor().empty() &&
             (!absl::SimpleAtoi(r.cursor(), &cursor) || cursor < 0 ||
-             cursor > exchange_.store->InboxHead())) {
+             (cursor > exchange_.store->InboxHead() &&
+              !exchange_.store->WaitForInbox(cursor - 1,
+                                             absl::Milliseconds(200))))) {
           return absl::InvalidArgumentError(
               "cursor: not a cursor this gateway issued (resume after the "
               "cursor of the last message received, or start without one)");
