@@ -278,6 +278,11 @@ CREATE INDEX audit_refusal_salts ON audit_log(time_us)
   WHERE status_code != 0 AND salt IS NOT NULL AND actor NOT IN
     ('spiffe://pk.casebridge/gateway', 'spiffe://cn.casebridge/gateway');
 )sql"},
+      {11, "evidence: received envelopes by message", R"sql(
+-- The envelope that brought a message (an evidence bundle asked for by
+-- message id): one lookup instead of a scan of every received envelope.
+CREATE INDEX inbound_by_message ON inbound(message_id);
+)sql"},
   };
   return *migrations;
 }
