@@ -54,6 +54,34 @@ void Checkpointer::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+absl::Status Checkpointer::CheckStoredNote(
+    const StoredCheckpoint& latest) const {
+  // The size and root this compares with come from columns of their own;
+  // they must be those of the note signed. A signature by our current key
+  // must verify; one by an earlier key is not checked here (the key is
+  // gone), and the peer's cosignatures stand for it.
+  auto refuse = [&latest](absl::string_view why) {
+    return absl::DataLossError(
+        absl::StrCat("checkpoint ", latest.size, " as stored: ", why,
+                     "; the log was changed; not signing"));
+  };
+  auto parsed = note::Parse(latest.note);
+  if (!parsed.ok()) return refuse("its note does not parse");
+  auto checkpoint = note::ParseCheckpoint(parsed->text);
+  if (!checkpoint.ok()) return refuse("its note is not a checkpoint");
+  if (checkpoint->origin != options_.origin ||
+      checkpoint->size != latest.size || checkpoint->root != latest.root) {
+    return refuse("its size or root is not the one its note signs");
+  }
+  const absl::Status verified = note::Verify(
+      *parsed, note::MakeVerifierKey(options_.origin, note::kTypeEd25519,
+                                     options_.signer->public_key()));
+  if (!verified.ok() && verified.code() != absl::StatusCode::kNotFound) {
+    return refuse("its signature by our checkpoint key does not verify");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::optional<StoredCheckpoint>> Checkpointer::MakeCheckpoint() {
   // Appends store entries alone; their tree nodes are added here, in
   // batches, and the checkpoint covers the entries the tree then holds.
@@ -71,6 +99,7 @@ absl::StatusOr<std::optional<StoredCheckpoint>> Checkpointer::MakeCheckpoint() {
     }
     if (size == 0) return absl::OkStatus();
     if (latest.has_value()) {
+      CB_RETURN_IF_ERROR(CheckStoredNote(*latest));
       if (size < latest->size) {
         return absl::DataLossError(
             absl::StrCat("the log has ", size, " entries but checkpoint ",

@@ -71,7 +71,8 @@ class Checkpointer {
   // One round of each job, also used by tests. MakeCheckpoint signs and
   // stores a checkpoint if entries arrived since the last one (returns it),
   // or returns nullopt. Refuses (DATA_LOSS) if the stored tree contradicts
-  // the newest checkpoint.
+  // the newest checkpoint, or that checkpoint's size and root are not
+  // those of its signed note (CheckStoredNote).
   absl::StatusOr<std::optional<StoredCheckpoint>> MakeCheckpoint();
   // Offers the newest checkpoint to the peer unless it is cosigned already.
   // OK if nothing was to do or the cosignature is stored.
@@ -80,6 +81,9 @@ class Checkpointer {
  private:
   void Run();
   absl::Status Offer(const StoredCheckpoint& checkpoint, uint64_t old_size);
+  // DATA_LOSS unless `latest`'s size and root are those its stored note
+  // signs (and its signature by our current key, if it has one, verifies).
+  absl::Status CheckStoredNote(const StoredCheckpoint& latest) const;
 
   const Options options_;
   sqlite::Database* const db_;

@@ -30,6 +30,7 @@ namespace {
 using ::casebridge::testing::FakeClock;
 using ::casebridge::testing::NewTempDir;
 using ::casebridge::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 class CheckpointerTest : public ::testing::Test {
@@ -208,6 +209,75 @@ TEST_F(CheckpointerTest, RefusesToSignWhenTheStoredTreeContradictsTheLast) {
   ASSERT_OK_AND_ASSIGN(const auto latest, log().LatestCheckpoint());
   ASSERT_TRUE(latest.has_value());
   EXPECT_EQ(latest->size, 4u);
+}
+
+TEST_F(CheckpointerTest, RefusesWhenTheStoredRootIsNotTheOneItsNoteSigns) {
+  // The tree and the checkpoint's root column rewritten together: the
+  // stored tree gives the stored root again, but not the root signed.
+  Append(4);
+  ASSERT_OK(checkpointer_->MakeCheckpoint().status());
+  Append(3);
+  checkpointer_.reset();
+  store_.reset();
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(GatewayStore::DatabasePath(dir_).c_str(), &db),
+              SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "UPDATE audit_nodes SET hash = zeroblob(32) "
+                           "WHERE level = 2 AND idx = 0;"
+                           "UPDATE checkpoints SET root = zeroblob(32) "
+                           "WHERE size = 4;",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  Open();
+  EXPECT_THAT(
+      checkpointer_->MakeCheckpoint(),
+      StatusIs(absl::StatusCode::kDataLoss,
+               AllOf(HasSubstr("checkpoint 4 as stored: its size or root is "
+                               "not the one its note signs"),
+                     HasSubstr("not signing"))));
+  ASSERT_OK_AND_ASSIGN(const auto latest, log().LatestCheckpoint());
+  ASSERT_TRUE(latest.has_value());
+  EXPECT_EQ(latest->size, 4u);
+}
+
+TEST_F(CheckpointerTest, RefusesWhenTheStoredNoteIsNotSignedByOurKey) {
+  Append(4);
+  ASSERT_OK(checkpointer_->MakeCheckpoint().status());
+  Append(3);
+  ASSERT_OK_AND_ASSIGN(const auto signed_before, log().LatestCheckpoint());
+  ASSERT_TRUE(signed_before.has_value());
+  checkpointer_.reset();
+  store_.reset();
+  {
+    // The note's signature replaced by one over other text.
+    ASSERT_OK_AND_ASSIGN(note::Note note, note::Parse(signed_before->note));
+    ASSERT_OK_AND_ASSIGN(
+        note::Signature other,
+        note::Sign("other text\n", audit::LogOrigin("PK"), *key_));
+    note.signatures = {other};
+    const std::string forged = note::Format(note);
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(GatewayStore::DatabasePath(dir_).c_str(), &db),
+              SQLITE_OK);
+    sqlite3_stmt* stmt = nullptr;
+    ASSERT_EQ(
+        sqlite3_prepare_v2(db, "UPDATE checkpoints SET note = ? WHERE size = 4",
+                           -1, &stmt, nullptr),
+        SQLITE_OK);
+    sqlite3_bind_text(stmt, 1, forged.c_str(), -1, SQLITE_TRANSIENT);
+    ASSERT_EQ(sqlite3_step(stmt), SQLITE_DONE);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+  }
+  Open();
+  EXPECT_THAT(checkpointer_->MakeCheckpoint(),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr("its signature by our checkpoint key does "
+                                 "not verify")));
 }
 
 TEST_F(CheckpointerTest, RefusesWhenEntriesBehindACheckpointWereRemoved) {
