@@ -545,32 +545,23 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::Acknowledge(
 grpc::ServerUnaryReactor* OfficeServiceImpl::GetDeliveryStatus(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
-  return handler_
-      ->Unary<v1::GetDeliveryStatusRequest, v1::GetDeliveryStatusResponse>(
-          context, request, response, Action::kGetDeliveryStatus,
-          "message.status",
-          [](const v1::GetDeliveryStatusRequest& r) {
-            return std::vector<std::string>{r.message_id()};
-          },
-          [this](const Incoming<v1::GetDeliveryStatusRequest>& in,
-                 v1::GetDeliveryStatusResponse* out) -> absl::Status {
-            absl::StatusOr<v1::CaseMessage> m =
-                exchange_.store->GetOutgoingMessage(in.request.message_id());
-            // Another office's message is answered as a missing one, so that
-            // message ids cannot be probed; the audit entry of the refusal
-            // names the caller and the id.
-            if (m.ok() && m->sender_office() != in.caller.identity &&
-                !in.caller.May(Action::kReadAnyDeliveryStatus)) {
-              m = absl::NotFoundError(absl::StrCat(
-                  "outgoing message ", in.request.message_id(), " not found"));
-            }
-            if (!m.ok()) return m.status();
-            CB_ASSIGN_OR_RETURN(
-                *out->mutable_status(),
-                exchange_.store->GetDeliveryStatus(m->message_id()));
-            TellPeerLink(out->mutable_status());
-            return absl::OkStatus();
-          });
+  return handler_->Unary<v1::GetDeliveryStatusRequest,
+                         v1::GetDeliveryStatusResponse>(
+      context, request, response, Action::kGetDeliveryStatus, "message.status",
+      [](const v1::GetDeliveryStatusRequest& r) {
+        return std::vector<std::string>{r.message_id()};
+      },
+      [this](const Incoming<v1::GetDeliveryStatusRequest>& in,
+             v1::GetDeliveryStatusResponse* out) -> absl::Status {
+        CB_ASSIGN_OR_RETURN(
+            const v1::CaseMessage m,
+            OutgoingMessageOf(in.caller, in.request.message_id(),
+                              Action::kReadAnyDeliveryStatus));
+        CB_ASSIGN_OR_RETURN(*out->mutable_status(),
+                            exchange_.store->GetDeliveryStatus(m.message_id()));
+        TellPeerLink(out->mutable_status());
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* OfficeServiceImpl::CancelMessage(
@@ -589,15 +580,10 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::CancelMessage(
         }
         CB_RETURN_IF_ERROR(
             CheckText("reason", r.reason(), 0, kMaxCancelReasonChars));
-        absl::StatusOr<v1::CaseMessage> m =
-            exchange_.store->GetOutgoingMessage(r.message_id());
-        // Only its sender may withdraw a message; another office's is
-        // answered as a missing one, as GetDeliveryStatus does.
-        if (m.ok() && m->sender_office() != in.caller.identity) {
-          m = absl::NotFoundError(
-              absl::StrCat("outgoing message ", r.message_id(), " not found"));
-        }
-        if (!m.ok()) return m.status();
+        // Only its sender may withdraw a message.
+        CB_ASSIGN_OR_RETURN(
+            const v1::CaseMessage m,
+            OutgoingMessageOf(in.caller, r.message_id(), std::nullopt));
         const std::string why =
             r.reason().empty()
                 ? absl::StrCat("cancelled by ", in.caller.identity)
@@ -605,13 +591,29 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::CancelMessage(
                                r.reason());
         CB_RETURN_IF_ERROR(exchange_.store->CancelOutgoing(
             r.message_id(), why,
-            in.Event("message.cancel", {m->exchange_id(), r.message_id()})));
+            in.Event("message.cancel", {m.exchange_id(), r.message_id()})));
         // The case's next message need not wait for the next round.
         if (exchange_.wake_sender) exchange_.wake_sender();
         CB_ASSIGN_OR_RETURN(*out->mutable_status(),
                             exchange_.store->GetDeliveryStatus(r.message_id()));
         return absl::OkStatus();
       });
+}
+
+absl::StatusOr<v1::CaseMessage> OfficeServiceImpl::OutgoingMessageOf(
+    const Caller& caller, const std::string& message_id,
+    std::optional<Action> any_office) const {
+  absl::StatusOr<v1::CaseMessage> m =
+      exchange_.store->GetOutgoingMessage(message_id);
+  // Another office's message is answered as a missing one, so that message
+  // ids cannot be probed; the audit entry of the refusal names the caller
+  // and the id.
+  if (m.ok() && m->sender_office() != caller.identity &&
+      !(any_office.has_value() && caller.May(*any_office))) {
+    return absl::NotFoundError(
+        absl::StrCat("outgoing message ", message_id, " not found"));
+  }
+  return m;
 }
 
 void OfficeServiceImpl::TellPeerLink(v1::DeliveryStatus* status) const {

@@ -1,6 +1,8 @@
 #ifndef CASEBRIDGE_SERVER_OFFICE_SERVICE_H_
 #define CASEBRIDGE_SERVER_OFFICE_SERVICE_H_
 
+#include <optional>
+
 #include "casebridge/v1/office.grpc.pb.h"
 #include "core/clock.h"
 #include "core/config.h"
@@ -133,6 +135,11 @@ class OfficeServiceImpl final : public OfficeServiceBase {
                                  const std::string& action,
                                  const std::vector<std::string>& exchange_ids);
 
+  // The outgoing message `message_id` if `caller` sent it, or may read any
+  // office's under `any_office`; NOT_FOUND otherwise, as for no message.
+  absl::StatusOr<v1::CaseMessage> OutgoingMessageOf(
+      const Caller& caller, const std::string& message_id,
+      std::optional<Action> any_office) const;
   // Adds the peer link's state to `status` of a message not yet delivered
   // while the link is down.
   void TellPeerLink(v1::DeliveryStatus* status) const;

@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "casebridge/v1/peer.grpc.pb.h"
 #include "core/config.h"
 #include "tests/testing/test_pki.h"
 
@@ -49,6 +50,17 @@ std::shared_ptr<grpc::Channel> ChannelFor(const std::string& cert_stem,
     return nullptr;
   }
   return *channel;
+}
+
+grpc::Status CallPeerPort(const std::string& cert_stem,
+                          const std::string& peer_endpoint) {
+  auto stub =
+      v1::PeerService::NewStub(ChannelFor(cert_stem, peer_endpoint, "PK"));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(10));
+  v1::AddCheckpointResponse response;
+  return stub->AddCheckpoint(&context, v1::AddCheckpointRequest(), &response);
 }
 
 std::string PkExchangeId(int n) {

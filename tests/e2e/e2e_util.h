@@ -25,6 +25,12 @@ std::shared_ptr<grpc::Channel> ChannelFor(const std::string& cert_stem,
                                           const std::string& endpoint,
                                           const std::string& gateway_country);
 
+// An empty AddCheckpoint on the PK gateway's peer port at `peer_endpoint`,
+// presenting `cert_stem`: the call's status (the peer gets INVALID_ARGUMENT
+// from the witness; anyone else is refused before it).
+grpc::Status CallPeerPort(const std::string& cert_stem,
+                          const std::string& peer_endpoint);
+
 // The exchange id the PK gateway mints for its `n`th case this year
 // (gateway processes run on the real clock).
 std::string PkExchangeId(int n);

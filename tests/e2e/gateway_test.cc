@@ -181,13 +181,7 @@ TEST_F(GatewayTest, OfficeCertificateCannotUseThePeerPort) {
 
 TEST_F(GatewayTest, PeerPortAdmitsOnlyThePinnedPeerGateway) {
   auto call = [&](const std::string& stem) {
-    auto stub = v1::PeerService::NewStub(
-        ChannelFor(stem, gateway_->peer_endpoint(), "PK"));
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::seconds(10));
-    v1::AddCheckpointResponse response;
-    return stub->AddCheckpoint(&context, v1::AddCheckpointRequest(), &response);
+    return CallPeerPort(stem, gateway_->peer_endpoint());
   };
   // The CN gateway passes TLS and identity and reaches the witness, which
   // refuses an empty checkpoint.

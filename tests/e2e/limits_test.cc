@@ -105,15 +105,8 @@ class LimitsTest : public ::testing::Test {
     return all;
   }
 
-  // AddCheckpoint on the gateway's peer port, presenting `stem`.
   grpc::Status CallPeerPort(const std::string& stem) {
-    auto stub = v1::PeerService::NewStub(
-        ChannelFor(stem, gateway_->peer_endpoint(), "PK"));
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::seconds(10));
-    v1::AddCheckpointResponse response;
-    return stub->AddCheckpoint(&context, v1::AddCheckpointRequest(), &response);
+    return testing::CallPeerPort(stem, gateway_->peer_endpoint());
   }
 
   // Calls a port can only refuse: `call` is made until a summary entry of

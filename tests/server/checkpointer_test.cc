@@ -65,6 +65,29 @@ class CheckpointerTest : public ::testing::Test {
     }
   }
 
+  // Changes the database behind the gateway's back with `sql` (its one
+  // parameter, if `text` is given, bound to `text`), then opens it again.
+  void Tamper(const std::string& sql, const std::string* text = nullptr) {
+    checkpointer_.reset();
+    store_.reset();
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(GatewayStore::DatabasePath(dir_).c_str(), &db),
+              SQLITE_OK);
+    if (text == nullptr) {
+      EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr),
+                SQLITE_OK);
+    } else {
+      sqlite3_stmt* stmt = nullptr;
+      EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr),
+                SQLITE_OK);
+      sqlite3_bind_text(stmt, 1, text->c_str(), -1, SQLITE_TRANSIENT);
+      EXPECT_EQ(sqlite3_step(stmt), SQLITE_DONE);
+      sqlite3_finalize(stmt);
+    }
+    sqlite3_close(db);
+    Open();
+  }
+
   note::VerifierKey Key() const {
     return note::MakeVerifierKey(audit::LogOrigin("PK"), note::kTypeEd25519,
                                  key_->public_key());
@@ -189,21 +212,9 @@ TEST_F(CheckpointerTest, RefusesToSignWhenTheStoredTreeContradictsTheLast) {
   Append(4);
   ASSERT_OK(checkpointer_->MakeCheckpoint().status());
   Append(3);
-  checkpointer_.reset();
-  store_.reset();
-  {
-    // An entry and its leaf rewritten behind the gateway's back.
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(GatewayStore::DatabasePath(dir_).c_str(), &db),
-              SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db,
-                           "UPDATE audit_nodes SET hash = zeroblob(32) "
-                           "WHERE level = 2 AND idx = 0",
-                           nullptr, nullptr, nullptr),
-              SQLITE_OK);
-    sqlite3_close(db);
-  }
-  Open();
+  // An entry and its leaf rewritten behind the gateway's back.
+  Tamper(
+      "UPDATE audit_nodes SET hash = zeroblob(32) WHERE level = 2 AND idx = 0");
   EXPECT_THAT(checkpointer_->MakeCheckpoint(),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("not signing")));
   ASSERT_OK_AND_ASSIGN(const auto latest, log().LatestCheckpoint());
@@ -217,22 +228,9 @@ TEST_F(CheckpointerTest, RefusesWhenTheStoredRootIsNotTheOneItsNoteSigns) {
   Append(4);
   ASSERT_OK(checkpointer_->MakeCheckpoint().status());
   Append(3);
-  checkpointer_.reset();
-  store_.reset();
-  {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(GatewayStore::DatabasePath(dir_).c_str(), &db),
-              SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db,
-                           "UPDATE audit_nodes SET hash = zeroblob(32) "
-                           "WHERE level = 2 AND idx = 0;"
-                           "UPDATE checkpoints SET root = zeroblob(32) "
-                           "WHERE size = 4;",
-                           nullptr, nullptr, nullptr),
-              SQLITE_OK);
-    sqlite3_close(db);
-  }
-  Open();
+  Tamper(
+      "UPDATE audit_nodes SET hash = zeroblob(32) WHERE level = 2 AND idx = 0;"
+      "UPDATE checkpoints SET root = zeroblob(32) WHERE size = 4;");
   EXPECT_THAT(
       checkpointer_->MakeCheckpoint(),
       StatusIs(absl::StatusCode::kDataLoss,
@@ -250,30 +248,14 @@ TEST_F(CheckpointerTest, RefusesWhenTheStoredNoteIsNotSignedByOurKey) {
   Append(3);
   ASSERT_OK_AND_ASSIGN(const auto signed_before, log().LatestCheckpoint());
   ASSERT_TRUE(signed_before.has_value());
-  checkpointer_.reset();
-  store_.reset();
-  {
-    // The note's signature replaced by one over other text.
-    ASSERT_OK_AND_ASSIGN(note::Note note, note::Parse(signed_before->note));
-    ASSERT_OK_AND_ASSIGN(
-        note::Signature other,
-        note::Sign("other text\n", audit::LogOrigin("PK"), *key_));
-    note.signatures = {other};
-    const std::string forged = note::Format(note);
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(GatewayStore::DatabasePath(dir_).c_str(), &db),
-              SQLITE_OK);
-    sqlite3_stmt* stmt = nullptr;
-    ASSERT_EQ(
-        sqlite3_prepare_v2(db, "UPDATE checkpoints SET note = ? WHERE size = 4",
-                           -1, &stmt, nullptr),
-        SQLITE_OK);
-    sqlite3_bind_text(stmt, 1, forged.c_str(), -1, SQLITE_TRANSIENT);
-    ASSERT_EQ(sqlite3_step(stmt), SQLITE_DONE);
-    sqlite3_finalize(stmt);
-    sqlite3_close(db);
-  }
-  Open();
+  // The note's signature replaced by one over other text.
+  ASSERT_OK_AND_ASSIGN(note::Note note, note::Parse(signed_before->note));
+  ASSERT_OK_AND_ASSIGN(
+      note::Signature other,
+      note::Sign("other text\n", audit::LogOrigin("PK"), *key_));
+  note.signatures = {other};
+  const std::string forged = note::Format(note);
+  Tamper("UPDATE checkpoints SET note = ?1 WHERE size = 4", &forged);
   EXPECT_THAT(checkpointer_->MakeCheckpoint(),
               StatusIs(absl::StatusCode::kDataLoss,
                        HasSubstr("its signature by our checkpoint key does "
@@ -283,20 +265,9 @@ TEST_F(CheckpointerTest, RefusesWhenTheStoredNoteIsNotSignedByOurKey) {
 TEST_F(CheckpointerTest, RefusesWhenEntriesBehindACheckpointWereRemoved) {
   Append(4);
   ASSERT_OK(checkpointer_->MakeCheckpoint().status());
-  checkpointer_.reset();
-  store_.reset();
-  {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(GatewayStore::DatabasePath(dir_).c_str(), &db),
-              SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db,
-                           "DELETE FROM audit_subjects WHERE idx = 3;"
-                           "DELETE FROM audit_log WHERE idx = 3;",
-                           nullptr, nullptr, nullptr),
-              SQLITE_OK);
-    sqlite3_close(db);
-  }
-  Open();
+  Tamper(
+      "DELETE FROM audit_subjects WHERE idx = 3;"
+      "DELETE FROM audit_log WHERE idx = 3;");
   EXPECT_THAT(checkpointer_->MakeCheckpoint(),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("removed")));
 }
