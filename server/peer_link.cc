@@ -345,11 +345,18 @@ void PeerLink::ReadResponses(
   // A refusal at admission ends the stream with its status and no such
   // metadata.
   stream->WaitForInitialMetadata();
-  if (context->GetServerInitialMetadata().count(kDeliverAdmittedMetadata) > 0) {
-    MarkUp();
-  }
+  bool up =
+      context->GetServerInitialMetadata().count(kDeliverAdmittedMetadata) > 0;
+  if (up) MarkUp();
   v1::DeliverResponse response;
-  while (stream->Read(&response)) HandleResponse(std::move(response));
+  while (stream->Read(&response)) {
+    // A peer from before the metadata answers all the same.
+    if (!up) {
+      MarkUp();
+      up = true;
+    }
+    HandleResponse(std::move(response));
+  }
   absl::MutexLock lock(&mu_);
   stream_broken_ = true;
   reader_done_ = true;
