@@ -284,6 +284,10 @@ class ExchangeStore {
   // notes InboxHead(), reads its office's inbox, and when that is drained
   // waits with WaitForInbox on the head it noted.
   virtual int64_t InboxHead() const = 0;
+  // The newest cursor of all inboxes as committed, read from the database:
+  // InboxHead() is raised just after each commit, so a cursor a stream has
+  // just given out may be ahead of it for a moment.
+  virtual absl::StatusOr<int64_t> NewestInboxCursor() = 0;
   // Waits until InboxHead() > `seen_head` or `timeout` has passed; returns
   // whether the head moved. Thread-safe; wakes on commits of AcceptInbound.
   virtual bool WaitForInbox(int64_t seen_head, absl::Duration timeout) = 0;

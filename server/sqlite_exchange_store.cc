@@ -234,11 +234,8 @@ absl::Status ChangedOneRow(sqlite::Connection& conn, absl::string_view what) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<SqliteExchangeStore>>
-SqliteExchangeStore::Create(sqlite::Database* db, SqliteAuditLog* audit,
-                            const Clock* clock, const RecordSealer* sealer) {
+// The newest cursor of all inboxes as committed (0 if none).
+absl::StatusOr<int64_t> NewestCursor(sqlite::Database* db) {
   int64_t head = 0;
   CB_RETURN_IF_ERROR(db->Read([&](sqlite::Connection& conn) -> absl::Status {
     CB_ASSIGN_OR_RETURN(
@@ -247,8 +244,21 @@ SqliteExchangeStore::Create(sqlite::Database* db, SqliteAuditLog* audit,
     if (row) head = stmt.ColumnInt(0);
     return absl::OkStatus();
   }));
+  return head;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SqliteExchangeStore>>
+SqliteExchangeStore::Create(sqlite::Database* db, SqliteAuditLog* audit,
+                            const Clock* clock, const RecordSealer* sealer) {
+  CB_ASSIGN_OR_RETURN(const int64_t head, NewestCursor(db));
   return std::unique_ptr<SqliteExchangeStore>(
       new SqliteExchangeStore(db, audit, clock, sealer, head));
+}
+
+absl::StatusOr<int64_t> SqliteExchangeStore::NewestInboxCursor() {
+  return NewestCursor(db_);
 }
 
 // --- Outgoing ----------------------------------------------------------------

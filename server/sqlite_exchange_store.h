@@ -96,6 +96,7 @@ class SqliteExchangeStore final : public ExchangeStore {
   absl::StatusOr<std::vector<InboxItem>> ReadInbox(const std::string& office,
                                                    int64_t after_cursor,
                                                    size_t max) override;
+  absl::StatusOr<int64_t> NewestInboxCursor() override;
   int64_t InboxHead() const override;
   bool WaitForInbox(int64_t seen_head, absl::Duration timeout) override;
   absl::StatusOr<QueuedMessage> AcknowledgeAndReply(

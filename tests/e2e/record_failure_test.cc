@@ -193,6 +193,9 @@ class FailingWrites final : public ExchangeStore {
     return real_->ReadInbox(office, after_cursor, max);
   }
   int64_t InboxHead() const override { return real_->InboxHead(); }
+  absl::StatusOr<int64_t> NewestInboxCursor() override {
+    return real_->NewestInboxCursor();
+  }
   bool WaitForInbox(int64_t seen_head, absl::Duration timeout) override {
     return real_->WaitForInbox(seen_head, timeout);
   }

@@ -1268,6 +1268,23 @@ TEST_F(ExchangeStoreTest, InboxResumesFromCursorAcrossRestart) {
               ElementsAre("CN-M-x1", "CN-M-x2", "CN-M-x3"));
 }
 
+TEST_F(ExchangeStoreTest, TheNewestCursorIsReadFromTheDatabase) {
+  // A store whose in-memory head another writer has left behind, as the
+  // head of this one is for a moment after each commit.
+  ASSERT_OK_AND_ASSIGN(
+      const std::unique_ptr<SqliteExchangeStore> behind,
+      SqliteExchangeStore::Create(&store_->database(), &audit(), &clock_,
+                                  store_->sealer()));
+  ASSERT_OK_AND_ASSIGN(int64_t newest, behind->NewestInboxCursor());
+  EXPECT_EQ(newest, 0);
+  ASSERT_OK(Accept(PeerEnvelope("CN-E-1", PeerMessage("CN-M-1"))).status());
+  const std::vector<InboxItem> inbox = Inbox(kFia);
+  ASSERT_EQ(inbox.size(), 1u);
+  EXPECT_EQ(behind->InboxHead(), 0);
+  ASSERT_OK_AND_ASSIGN(newest, behind->NewestInboxCursor());
+  EXPECT_EQ(newest, inbox[0].cursor);
+}
+
 TEST_F(ExchangeStoreTest, WaitForInboxWakesOnNewMessages) {
   const int64_t seen = exchange().InboxHead();
   EXPECT_FALSE(exchange().WaitForInbox(seen, absl::Milliseconds(10)));
