@@ -160,12 +160,15 @@ bool Pending(v1::DeliveryState state) {
   return state == v1::DELIVERY_STATE_QUEUED || state == v1::DELIVERY_STATE_SENT;
 }
 
+// "delivered", "cancelled"...: a state as said in refusals.
+std::string StateWord(v1::DeliveryState state) {
+  return absl::AsciiStrToLower(
+      v1::DeliveryState_Name(state).substr(sizeof("DELIVERY_STATE_") - 1));
+}
+
 absl::Status NotPending(const OutboxRow& row) {
-  const char* state = "failed";
-  if (row.state == v1::DELIVERY_STATE_DELIVERED) state = "delivered";
-  if (row.state == v1::DELIVERY_STATE_CANCELLED) state = "cancelled";
-  return absl::FailedPreconditionError(
-      absl::StrCat("envelope ", row.envelope_id, " is already ", state));
+  return absl::FailedPreconditionError(absl::StrCat(
+      "envelope ", row.envelope_id, " is already ", StateWord(row.state)));
 }
 
 absl::StatusOr<bool> MessageExists(sqlite::Connection& conn,
@@ -633,12 +636,10 @@ absl::Status SqliteExchangeStore::CancelOutgoing(const std::string& message_id,
           absl::StrCat("outgoing message ", message_id, " not found"));
     }
     if (!Pending(row->state)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "message ", message_id, " is ",
-          absl::AsciiStrToLower(v1::DeliveryState_Name(row->state)
-                                    .substr(sizeof("DELIVERY_STATE_") - 1)),
-          "; only a message not yet delivered (queued or sent) can be "
-          "cancelled"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("message ", message_id, " is ", StateWord(row->state),
+                       "; only a message not yet delivered (queued or sent) "
+                       "can be cancelled"));
     }
     CB_ASSIGN_OR_RETURN(
         auto update, conn.Prepare("UPDATE outbox SET state = ?, last_error = ? "
