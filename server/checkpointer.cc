@@ -99,7 +99,6 @@ absl::StatusOr<std::optional<StoredCheckpoint>> Checkpointer::MakeCheckpoint() {
     }
     if (size == 0) return absl::OkStatus();
     if (latest.has_value()) {
-      CB_RETURN_IF_ERROR(CheckStoredNote(*latest));
       if (size < latest->size) {
         return absl::DataLossError(
             absl::StrCat("the log has ", size, " entries but checkpoint ",
@@ -114,6 +113,8 @@ absl::StatusOr<std::optional<StoredCheckpoint>> Checkpointer::MakeCheckpoint() {
           clock_->Now() - latest->created >= options_.quiet_max_age;
       if (!work && !stale) return absl::OkStatus();
     }
+    // About to sign: what the new tree is held to must be what was signed.
+    if (latest.has_value()) CB_RETURN_IF_ERROR(CheckStoredNote(*latest));
     SqliteNodeSource nodes(c);
     CB_ASSIGN_OR_RETURN(std::string root, merkle::RootAt(size, nodes));
     if (latest.has_value()) {
