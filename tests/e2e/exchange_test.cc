@@ -265,7 +265,7 @@ TEST_F(ExchangeTest,
   // not for good (CN's operator may add it), so they hold their case back.
   constexpr char kHebei[] = "spiffe://cn.casebridge/office/mps-hebei";
   ASSERT_EQ(pk_->Stop(), 0) << pk_->Log();
-  std::string pk_toml = *crypto::ReadFile(pk_config_);
+  ASSERT_OK_AND_ASSIGN(std::string pk_toml, crypto::ReadFile(pk_config_));
   pk_toml = absl::StrReplaceAll(
       pk_toml, {{"offices = [\"spiffe://cn.casebridge/office/mps-liaison\"]",
                  absl::StrCat("offices = [\"spiffe://cn.casebridge/office/"
