@@ -109,10 +109,12 @@ class LimitsTest : public ::testing::Test {
     return testing::CallPeerPort(stem, gateway_->peer_endpoint());
   }
 
-  // Calls a port can only refuse: `call` is made until a summary entry of
-  // `group` is in the log. Checks that each call was refused with `code`,
-  // that far fewer than all were audited on their own (as `actor`), and
-  // that the summary counts the rest.
+  // Calls a port can only refuse: `call` is made 30 times, then until a
+  // call ends a burst (its summary entry of `group` appears), so no burst is
+  // left open. Checks that each call was refused with `code`, that far fewer
+  // than all were audited on their own (as `actor`), and that the summaries
+  // count the rest. How many bursts the calls make depends on how fast they
+  // come, so the count is checked, not fixed.
   void ExpectStrangersAuditedAtTheirRate(
       const std::function<grpc::Status()>& call, grpc::StatusCode code,
       const std::string& actor, const std::string& group) {
@@ -123,32 +125,41 @@ class LimitsTest : public ::testing::Test {
       EXPECT_EQ(status.error_code(), code) << status.error_message();
     };
     for (int i = 0; i < 30; ++i) refused_once();
-    // Three from the bucket, the burst's first, one a second refilled.
+    // Three from the bucket, each burst's first, one a second refilled.
     const size_t audited_early = EntriesBy(actor).size();
     EXPECT_GE(audited_early, 4u);
     EXPECT_LT(audited_early, 15u);
-    // A call a refilled token admits ends the burst with its summary.
+    // A call a refilled token admits ends the burst with its summary; the
+    // calls above may already have ended one and opened the next.
     ASSERT_TRUE(WaitUntil([&] {
+      const size_t before = EntriesBy(group).size();
       refused_once();
-      return !EntriesBy(group).empty();
+      return EntriesBy(group).size() > before;
     }));
     const std::vector<v1::AuditEntry> own = EntriesBy(actor);
     for (const v1::AuditEntry& entry : own) {
       EXPECT_EQ(entry.status_code(), code) << entry.ShortDebugString();
     }
     const std::vector<v1::AuditEntry> summaries = EntriesBy(group);
-    ASSERT_EQ(summaries.size(), 1u);
-    EXPECT_EQ(summaries[0].action(), "limits.refused");
-    EXPECT_THAT(summaries[0].status_message(),
-                HasSubstr("limits.stranger_audits_per_second"));
+    ASSERT_GE(summaries.size(), 1u);
     int64_t summarized = 0;
-    ASSERT_TRUE(
-        absl::SimpleAtoi(summaries[0].status_message().substr(
-                             0, summaries[0].status_message().find(' ')),
-                         &summarized))
-        << summaries[0].status_message();
-    // The burst's first refusal is both audited and counted.
-    EXPECT_EQ(static_cast<int64_t>(own.size()) + summarized - 1, calls);
+    for (const v1::AuditEntry& summary : summaries) {
+      EXPECT_EQ(summary.action(), "limits.refused");
+      EXPECT_THAT(summary.status_message(),
+                  HasSubstr("limits.stranger_audits_per_second"));
+      int64_t count = 0;
+      ASSERT_TRUE(absl::SimpleAtoi(summary.status_message().substr(
+                                       0, summary.status_message().find(' ')),
+                                   &count))
+          << summary.status_message();
+      EXPECT_GT(count, 0);
+      summarized += count;
+    }
+    // Every call is audited on its own (admitted by the bucket, or a burst's
+    // first refusal) or counted in a summary; each burst's first is both.
+    EXPECT_EQ(static_cast<int64_t>(own.size()) + summarized -
+                  static_cast<int64_t>(summaries.size()),
+              calls);
     EXPECT_LT(own.size(), static_cast<size_t>(calls) / 2);
   }
 
@@ -231,9 +242,11 @@ TEST_F(LimitsTest, BurstsOfAnIdentityNeverAdmittedAreSummarizedToo) {
   burst();
   EXPECT_GE(refused, 8);
 
+  // Two bursts at least: slow calls can let a refilled token end one
+  // inside the loop of eight and open the next.
   const Bursts bursts = CountBursts(EntriesBy(kUnlistedId));
-  EXPECT_EQ(bursts.audited_refusals, 2);
-  EXPECT_EQ(bursts.summaries, 2);
+  EXPECT_GE(bursts.audited_refusals, 2);
+  EXPECT_EQ(bursts.summaries, bursts.audited_refusals);
   EXPECT_EQ(bursts.summarized, refused);
 }
 
