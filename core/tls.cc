@@ -66,8 +66,10 @@ std::string SubjectOf(X509* cert) {
 // SPIFFE id. The chain itself is verified by gRPC against the CA.
 class SpiffeIdVerifier final : public ExternalCertificateVerifier {
  public:
-  explicit SpiffeIdVerifier(std::string expected)
-      : expected_(std::move(expected)) {}
+  SpiffeIdVerifier(
+      std::string expected,
+      std::function<absl::Status(absl::string_view pem)> check_cert)
+      : expected_(std::move(expected)), check_cert_(std::move(check_cert)) {}
 
   bool Verify(TlsCustomVerificationCheckRequest* request,
               std::function<void(grpc::Status)> /*callback*/,
@@ -79,20 +81,30 @@ class SpiffeIdVerifier final : public ExternalCertificateVerifier {
       if (absl::StartsWith(value, "spiffe://")) ++spiffe;
       if (value == expected_) ++matches;
     }
-    if (spiffe == 1 && matches == 1) {
-      *sync_status = grpc::Status::OK;
-    } else {
+    if (spiffe != 1 || matches != 1) {
       *sync_status =
           grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                        absl::StrCat("server certificate is not ", expected_));
+      return true;  // decided synchronously
     }
-    return true;  // decided synchronously
+    *sync_status = grpc::Status::OK;
+    if (check_cert_) {
+      const grpc::string_ref pem = request->peer_cert();
+      const absl::Status checked =
+          check_cert_(absl::string_view(pem.data(), pem.size()));
+      if (!checked.ok()) {
+        *sync_status = grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                    std::string(checked.message()));
+      }
+    }
+    return true;
   }
 
   void Cancel(TlsCustomVerificationCheckRequest* /*request*/) override {}
 
  private:
   const std::string expected_;
+  const std::function<absl::Status(absl::string_view pem)> check_cert_;
 };
 
 }  // namespace
@@ -161,7 +173,7 @@ MakeChannelCredentials(const ChannelOptions& options) {
   // Identity is pinned by SPIFFE id rather than by host name.
   tls_options.set_certificate_verifier(
       ExternalCertificateVerifier::Create<SpiffeIdVerifier>(
-          options.expected_server_identity));
+          options.expected_server_identity, options.check_server_cert));
   tls_options.set_check_call_host(false);
   auto creds = grpc::experimental::TlsCredentials(tls_options);
   if (creds == nullptr) {

@@ -6,12 +6,14 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace casebridge::tls {
@@ -36,6 +38,10 @@ struct ChannelOptions {
   std::string ca_file;    // CA that issued the server's certificate
   // The server's certificate must carry exactly this URI SAN.
   std::string expected_server_identity;
+  // Called at each handshake with the server's certificate (PEM) once its
+  // identity matched; a non-OK status refuses the handshake. The gateway
+  // checks the peer's certificate against its CRLs here.
+  std::function<absl::Status(absl::string_view pem)> check_server_cert;
 };
 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>>

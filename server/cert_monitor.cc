@@ -90,6 +90,11 @@ size_t Revocations::size() const {
   return list_->size();
 }
 
+uint64_t Revocations::generation() const {
+  absl::MutexLock lock(&mu_);
+  return generation_;
+}
+
 CertMonitor::CertMonitor(Options options, Revocations* revocations,
                          const Clock* clock)
     : options_(std::move(options)), revocations_(revocations), clock_(clock) {}

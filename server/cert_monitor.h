@@ -40,6 +40,8 @@ class Revocations {
 
   void Replace(certs::RevocationList list);
   size_t size() const;
+  // Lists put in force so far: changes whenever the list may have.
+  uint64_t generation() const;
 
  private:
   // Issuer and serial of a PEM, parsed once per distinct certificate.

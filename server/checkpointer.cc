@@ -31,14 +31,13 @@ std::optional<uint64_t> CosignedSizeIn(absl::string_view message) {
 }  // namespace
 
 Checkpointer::Checkpointer(Options options, sqlite::Database* db,
-                           SqliteAuditLog* audit,
-                           std::shared_ptr<grpc::Channel> peer,
+                           SqliteAuditLog* audit, ChannelSource peer,
                            const Clock* clock)
     : options_(std::move(options)),
       db_(db),
       audit_(audit),
       clock_(clock),
-      peer_(peer ? v1::PeerService::NewStub(peer) : nullptr) {}
+      peer_(std::move(peer)) {}
 
 Checkpointer::~Checkpointer() { Stop(); }
 
@@ -172,8 +171,8 @@ absl::Status Checkpointer::Offer(const StoredCheckpoint& checkpoint,
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + kPeerDeadline));
   v1::AddCheckpointResponse response;
-  const grpc::Status status =
-      peer_->AddCheckpoint(&context, request, &response);
+  const grpc::Status status = v1::PeerService::NewStub(peer_())->AddCheckpoint(
+      &context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
 
   // Exactly one signature line, checked against our own text: a line that
@@ -218,7 +217,7 @@ absl::Status Checkpointer::Offer(const StoredCheckpoint& checkpoint,
 }
 
 absl::Status Checkpointer::Witness() {
-  if (peer_ == nullptr) return absl::OkStatus();
+  if (!peer_) return absl::OkStatus();
   CB_ASSIGN_OR_RETURN(const auto latest, audit_->LatestCheckpoint());
   if (!latest.has_value() || latest->cosigned) return absl::OkStatus();
   CB_ASSIGN_OR_RETURN(const auto cosigned, audit_->LatestCosignedCheckpoint());

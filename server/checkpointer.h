@@ -31,6 +31,7 @@
 #include "core/crypto.h"
 #include "core/note.h"
 #include "core/public_keys.h"
+#include "server/peer_channel.h"
 #include "server/sqlite.h"
 #include "server/sqlite_audit_log.h"
 
@@ -55,10 +56,10 @@ class Checkpointer {
     absl::Duration maintenance_every = absl::Hours(1);
   };
 
-  // Pointers must outlive the checkpointer. `peer` may be null (no
+  // Pointers must outlive the checkpointer. `peer` may be empty (no
   // witnessing: tests of checkpoint making alone).
   Checkpointer(Options options, sqlite::Database* db, SqliteAuditLog* audit,
-               std::shared_ptr<grpc::Channel> peer, const Clock* clock);
+               ChannelSource peer, const Clock* clock);
   ~Checkpointer();
   Checkpointer(const Checkpointer&) = delete;
   Checkpointer& operator=(const Checkpointer&) = delete;
@@ -89,7 +90,7 @@ class Checkpointer {
   sqlite::Database* const db_;
   SqliteAuditLog* const audit_;
   const Clock* const clock_;
-  std::unique_ptr<v1::PeerService::Stub> peer_;
+  const ChannelSource peer_;  // empty: no peer
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -51,12 +51,8 @@ void AddHeldHandling(const std::string& envelope_id, const std::string& stored,
 }  // namespace
 
 Evidence::Evidence(sqlite::Database* db, SqliteAuditLog* audit,
-                   std::shared_ptr<grpc::Channel> peer,
-                   const RecordSealer* sealer)
-    : db_(db),
-      audit_(audit),
-      sealer_(sealer),
-      peer_(peer ? v1::AuditService::NewStub(peer) : nullptr) {}
+                   ChannelSource peer, const RecordSealer* sealer)
+    : db_(db), audit_(audit), sealer_(sealer), peer_(std::move(peer)) {}
 
 absl::StatusOr<v1::LogEvidence> Evidence::Prove(uint64_t index,
                                                 bool with_salt) {
@@ -192,7 +188,7 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::LocalPart(
 absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
     const std::string& envelope_id) {
   CB_ASSIGN_OR_RETURN(v1::EvidenceBundle bundle, LocalPart(envelope_id));
-  if (peer_ == nullptr) {
+  if (!peer_) {
     return absl::FailedPreconditionError("no peer gateway to ask");
   }
   if (peer_asks_.fetch_add(1) >= kMaxPeerAsks) {
@@ -207,7 +203,8 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
   v1::GetEvidenceRequest request;
   request.set_envelope_id(envelope_id);
   v1::GetEvidenceResponse response;
-  const grpc::Status status = peer_->GetEvidence(&context, request, &response);
+  const grpc::Status status = v1::AuditService::NewStub(peer_())->GetEvidence(
+      &context, request, &response);
   if (!status.ok()) {
     const absl::Status peer = FromGrpcStatus(status);
     return absl::Status(peer.code(),

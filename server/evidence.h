@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "casebridge/v1/audit.grpc.pb.h"
+#include "server/peer_channel.h"
 #include "server/record_keys.h"
 #include "server/sqlite.h"
 #include "server/sqlite_audit_log.h"
@@ -24,11 +25,10 @@ namespace casebridge::server {
 
 class Evidence {
  public:
-  // Pointers must outlive this object. `peer` may be null (then only the
+  // Pointers must outlive this object. `peer` may be empty (then only the
   // local part can be given). `sealer` opens the sealed envelope bytes
   // (GatewayStore::sealer()); null for a store without data protection.
-  Evidence(sqlite::Database* db, SqliteAuditLog* audit,
-           std::shared_ptr<grpc::Channel> peer,
+  Evidence(sqlite::Database* db, SqliteAuditLog* audit, ChannelSource peer,
            const RecordSealer* sealer = nullptr);
 
   // The part our log proves, with the envelope and (once delivered) the
@@ -64,8 +64,8 @@ class Evidence {
   sqlite::Database* const db_;
   SqliteAuditLog* const audit_;
   const RecordSealer* const sealer_;  // may be null
-  std::unique_ptr<v1::AuditService::Stub> peer_;
-  std::atomic<int> peer_asks_{0};  // Bundle calls waiting for the peer
+  const ChannelSource peer_;          // empty: no peer
+  std::atomic<int> peer_asks_{0};     // Bundle calls waiting for the peer
 };
 
 }  // namespace casebridge::server

@@ -20,6 +20,7 @@
 #include "server/inbound.h"
 #include "server/inbox_watchers.h"
 #include "server/office_service.h"
+#include "server/peer_channel.h"
 #include "server/peer_link.h"
 #include "server/peer_service.h"
 #include "server/policy_reloader.h"
@@ -291,8 +292,12 @@ absl::Status Gateway::Init(const Clock* clock) {
       Port::kPeer, &config_, &store_->audit_log(), work_.get(), clock,
       revocations_.get(), peer_limiter_.get(), nullptr,
       stranger_limiter_.get());
-  CB_ASSIGN_OR_RETURN(peer_link_, PeerLink::Start(&config_, &store_->exchange(),
-                                                  &peer_envelope_keys_, clock));
+  CB_ASSIGN_OR_RETURN(
+      peer_channel_,
+      PeerChannel::Create(&config_, revocations_.get(), &store_->audit_log()));
+  peer_link_ =
+      PeerLink::Start(&config_, &store_->exchange(), &peer_envelope_keys_,
+                      peer_channel_.get(), clock);
   inbox_watchers_ = std::make_unique<InboxWatchers>(&store_->exchange());
   OfficeServiceImpl::Exchange exchange;
   exchange.store = &store_->exchange();
@@ -307,7 +312,7 @@ absl::Status Gateway::Init(const Clock* clock) {
       std::move(exchange));
   evidence_ =
       std::make_unique<Evidence>(&store_->database(), &store_->audit_log(),
-                                 peer_link_->channel(), store_->sealer());
+                                 peer_channel_->Source(), store_->sealer());
   office_audit_service_ = std::make_unique<AuditServiceImpl>(
       office_handler_.get(), &store_->audit_log(), evidence_.get());
   inbound_ = std::make_unique<Inbound>(
@@ -418,7 +423,7 @@ absl::Status Gateway::Init(const Clock* clock) {
   }
   checkpointer_ = std::make_unique<Checkpointer>(
       std::move(checkpoints), &store_->database(), &store_->audit_log(),
-      peer_link_->channel(), clock);
+      peer_channel_->Source(), clock);
   checkpointer_->Start();
   started_ = true;
   log::Info("gateway.started",

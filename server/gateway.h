@@ -30,6 +30,7 @@ class PeerServiceImpl;
 class Inbound;
 class InboxWatchers;
 class PeerLink;
+class PeerChannel;
 class AuditServiceImpl;
 class Checkpointer;
 class Evidence;
@@ -100,6 +101,8 @@ class Gateway {
   std::unique_ptr<PolicyReloader> policy_reloader_;
   std::unique_ptr<CallHandler> office_handler_;
   std::unique_ptr<CallHandler> peer_handler_;
+  // Outlives its users below (the link, witnessing, evidence).
+  std::unique_ptr<PeerChannel> peer_channel_;
   std::unique_ptr<PeerLink> peer_link_;
   std::unique_ptr<Witness> witness_;
   std::unique_ptr<Evidence> evidence_;

@@ -7,7 +7,7 @@
 #include "core/grpc_status.h"
 #include "core/log.h"
 #include "core/status_macros.h"
-#include "core/tls.h"
+#include "core/status_mark.h"
 #include "server/peer_service.h"
 #include "server/write_priority.h"
 
@@ -33,44 +33,25 @@ size_t PeerLink::UrgentReserve(size_t window) {
   return std::min<size_t>(8, window / 8);
 }
 
-absl::StatusOr<std::unique_ptr<PeerLink>> PeerLink::Start(
-    const config::Gateway* config, ExchangeStore* store,
-    const exchange::KeyRing* peer_keys, const Clock* clock) {
-  tls::ChannelOptions options;
-  options.cert_file = config->tls_cert;
-  options.key_file = config->tls_key;
-  options.ca_file = config->peer_ca;
-  options.expected_server_identity = config->peer_identity;
-  CB_ASSIGN_OR_RETURN(auto creds, tls::MakeChannelCredentials(options));
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-              config->limits.retry_max_seconds * 1000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
-              config->limits.keepalive_time_seconds * 1000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
-              config->limits.keepalive_timeout_seconds * 1000);
-  args.SetMaxReceiveMessageSize(
-      static_cast<int>(config->limits.max_message_bytes));
-  args.SetMaxSendMessageSize(
-      static_cast<int>(config->limits.max_message_bytes));
-  auto channel = grpc::CreateCustomChannel(config->peer_endpoint, creds, args);
+std::unique_ptr<PeerLink> PeerLink::Start(const config::Gateway* config,
+                                          ExchangeStore* store,
+                                          const exchange::KeyRing* peer_keys,
+                                          PeerChannel* channel,
+                                          const Clock* clock) {
   std::unique_ptr<PeerLink> link(
-      new PeerLink(config, store, peer_keys, clock, std::move(channel)));
+      new PeerLink(config, store, peer_keys, clock, channel));
   link->thread_ = std::thread([raw = link.get()] { raw->Run(); });
   return link;
 }
 
 PeerLink::PeerLink(const config::Gateway* config, ExchangeStore* store,
                    const exchange::KeyRing* peer_keys, const Clock* clock,
-                   std::shared_ptr<grpc::Channel> channel)
+                   PeerChannel* channel)
     : config_(config),
       store_(store),
       peer_keys_(peer_keys),
       clock_(clock),
-      channel_(std::move(channel)),
-      stub_(v1::PeerService::NewStub(channel_)) {
+      channel_(channel) {
   link_.since = clock_->Now();
   link_.error = absl::UnavailableError("not connected yet");
 }
@@ -81,6 +62,10 @@ PeerLink::LinkState PeerLink::link_state() const {
 }
 
 std::string PeerLink::DownReason(const absl::Status& error) {
+  if (HasMark(error, kPeerCertRefusedMark)) {
+    return "this gateway refuses the peer gateway's certificate: it is "
+           "revoked";
+  }
   switch (error.code()) {
     case absl::StatusCode::kPermissionDenied:
     case absl::StatusCode::kUnauthenticated:
@@ -192,9 +177,14 @@ void PeerLink::RunStream() {
     context_ = &context;
     reader_done_ = false;
   }
+  // A stream keeps to the channel it started on: should the channel be
+  // replaced (the peer's certificate revoked), the stream ends.
+  const std::shared_ptr<grpc::Channel> channel = channel_->Get();
+  const std::unique_ptr<v1::PeerService::Stub> stub =
+      v1::PeerService::NewStub(channel);
   std::unique_ptr<
       grpc::ClientReaderWriter<v1::DeliverRequest, v1::DeliverResponse>>
-      stream = stub_->Deliver(&context);
+      stream = stub->Deliver(&context);
   std::thread reader([this, &context, raw = stream.get()] {
     const ScopedWritePriority first(WritePriority::kFirst);
     ReadResponses(&context, raw);
@@ -207,6 +197,7 @@ void PeerLink::RunStream() {
   const auto window = static_cast<size_t>(config_->limits.delivery_window);
   const size_t routine_window = window - UrgentReserve(window);
   while (true) {
+    if (channel_->Get() != channel) break;
     std::set<std::string> busy;
     size_t in_flight = 0;
     {
@@ -326,10 +317,15 @@ void PeerLink::RunStream() {
     stopping = stopping_;
   }
   if (!stopping) {
-    MarkDown(finished.ok() ? absl::UnavailableError("the peer ended the stream")
-                           : absl::Status(static_cast<absl::StatusCode>(
-                                              finished.error_code()),
-                                          finished.error_message()));
+    // Our refusal of the peer's certificate is why, whatever the stream's
+    // end says (UNAVAILABLE for a refused handshake).
+    absl::Status refused = channel_->refusal();
+    MarkDown(
+        !refused.ok() ? std::move(refused)
+        : finished.ok()
+            ? absl::UnavailableError("the peer ended the stream")
+            : absl::Status(static_cast<absl::StatusCode>(finished.error_code()),
+                           finished.error_message()));
   }
   if (!finished.ok() && finished.error_code() != grpc::StatusCode::CANCELLED) {
     log::Warning("peer.link_down",

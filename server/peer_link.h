@@ -45,16 +45,19 @@
 #include "core/envelope.h"
 #include "server/audit_log.h"
 #include "server/exchange_store.h"
+#include "server/peer_channel.h"
 
 namespace casebridge::server {
 
 class PeerLink {
  public:
-  // Connects lazily and starts the sender thread. All pointers must outlive
-  // the link.
-  static absl::StatusOr<std::unique_ptr<PeerLink>> Start(
-      const config::Gateway* config, ExchangeStore* store,
-      const exchange::KeyRing* peer_keys, const Clock* clock);
+  // Starts the sender thread, which connects over `channel`. All pointers
+  // must outlive the link.
+  static std::unique_ptr<PeerLink> Start(const config::Gateway* config,
+                                         ExchangeStore* store,
+                                         const exchange::KeyRing* peer_keys,
+                                         PeerChannel* channel,
+                                         const Clock* clock);
   ~PeerLink();
   PeerLink(const PeerLink&) = delete;
   PeerLink& operator=(const PeerLink&) = delete;
@@ -84,10 +87,6 @@ class PeerLink {
   // the link). Null: no more calls.
   void set_on_link_change(std::function<void(bool up)> callback);
 
-  // The channel to the peer's peer port, shared with witnessing and evidence
-  // requests.
-  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
-
   // Delay before attempt number `attempts` + 1: 200 ms doubling per attempt,
   // capped at `cap`, then scaled by `jitter` in [0.5, 1].
   static absl::Duration Backoff(int attempts, absl::Duration cap,
@@ -100,7 +99,7 @@ class PeerLink {
  private:
   PeerLink(const config::Gateway* config, ExchangeStore* store,
            const exchange::KeyRing* peer_keys, const Clock* clock,
-           std::shared_ptr<grpc::Channel> channel);
+           PeerChannel* channel);
 
   struct InFlight {
     OutboxItem item;
@@ -150,8 +149,7 @@ class PeerLink {
   ExchangeStore* const store_;
   const exchange::KeyRing* const peer_keys_;
   const Clock* const clock_;
-  const std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::PeerService::Stub> stub_;
+  PeerChannel* const channel_;
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -321,8 +321,9 @@ class RecordFailureTest : public ::testing::Test {
 
   void StartLink() {
     ASSERT_OK_AND_ASSIGN(
-        link_, server::PeerLink::Start(&config_, store_with_failures_.get(),
-                                       &peer_keys_, &clock_));
+        channel_, server::PeerChannel::Create(&config_, nullptr, nullptr));
+    link_ = server::PeerLink::Start(&config_, store_with_failures_.get(),
+                                    &peer_keys_, channel_.get(), &clock_);
   }
 
   // Waits until every one of `messages` is DELIVERED; then each has one
@@ -397,6 +398,7 @@ class RecordFailureTest : public ::testing::Test {
   std::unique_ptr<crypto::Ed25519Signer> signer_;
   exchange::KeyRing peer_keys_;
   std::unique_ptr<FailingWrites> store_with_failures_;
+  std::unique_ptr<server::PeerChannel> channel_;  // outlives the link
   std::unique_ptr<server::PeerLink> link_;
   std::map<std::string, std::string> envelope_of_;  // message id -> envelope
 };

@@ -329,8 +329,10 @@ class CheckpointerWitnessTest : public CheckpointerTest {
     options.previous_peer_witness_keys = std::move(previous);
     checkpointer_ = std::make_unique<Checkpointer>(
         options, &store_->database(), &log(),
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                            grpc::InsecureChannelCredentials()),
+        [channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
+                                       grpc::InsecureChannelCredentials())] {
+          return channel;
+        },
         &clock_);
   }
 
