@@ -553,6 +553,13 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
                         limits.Integer("stranger_audit_burst",
                                        l.stranger_audit_burst, 1, 100000));
     CB_ASSIGN_OR_RETURN(
+        l.peer_refusal_audits_per_second,
+        limits.Integer("peer_refusal_audits_per_second",
+                       l.peer_refusal_audits_per_second, 1, 100000));
+    CB_ASSIGN_OR_RETURN(l.peer_refusal_audit_burst,
+                        limits.Integer("peer_refusal_audit_burst",
+                                       l.peer_refusal_audit_burst, 1, 1000000));
+    CB_ASSIGN_OR_RETURN(
         l.office_streams_per_identity,
         limits.Integer("office_streams_per_identity",
                        l.office_streams_per_identity, 1, 10000));

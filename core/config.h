@@ -57,6 +57,12 @@ struct Limits {
   // port, with this burst; the rest are counted in summary entries.
   int stranger_audits_per_second = 1;
   int stranger_audit_burst = 20;
+  // Envelopes of the peer refused by the receiver's checks: each gets its
+  // refusal, and is audited on its own at this rate, with this burst; the
+  // rest are counted in summary entries, so that a faulty or compromised
+  // peer streaming refused envelopes cannot grow the audit log at will.
+  int peer_refusal_audits_per_second = 50;
+  int peer_refusal_audit_burst = 1000;
   // WatchInbox streams one identity may hold open at once.
   int office_streams_per_identity = 16;
   // Threads that run calls and the exchange's work (the work queue). An

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "core/crypto.h"
 #include "core/grpc_status.h"
 #include "core/identity.h"
@@ -40,7 +41,15 @@ Inbound::Inbound(const config::Gateway* config, ExchangeStore* store,
       signer_(signer),
       clock_(clock),
       peer_country_(config->country == v1::COUNTRY_PK ? v1::COUNTRY_CN
-                                                      : v1::COUNTRY_PK) {}
+                                                      : v1::COUNTRY_PK),
+      refusal_audits_(
+          CallLimiter::Options{
+              .calls_per_second = static_cast<double>(
+                  config->limits.peer_refusal_audits_per_second),
+              .burst =
+                  static_cast<double>(config->limits.peer_refusal_audit_burst),
+              .rate_key = "limits.peer_refusal_audits_per_second"},
+          clock) {}
 
 bool Inbound::IsPermanent(const absl::Status& refusal) {
   // Malformed bytes never change. Otherwise marked where the check is made:
@@ -293,18 +302,50 @@ void Inbound::Refuse(const absl::Status& refusal, AuditEvent event,
   r->set_message(internal ? "internal error at the receiving gateway"
                           : ShownMessage(refusal));
   r->set_permanent(IsPermanent(refusal));
-  log::Warning(
+  // An envelope id reused with other bytes was audited (and kept as
+  // evidence) by the store itself.
+  const bool by_store = IsAuditedByStore(refusal);
+  // The others are audited on their own while the bucket allows, else
+  // counted into the burst's summary.
+  CallLimiter::Decision decision;
+  if (!by_store) decision = refusal_audits_.AdmitCall(event.actor);
+  const bool on_its_own = decision.status.ok() || decision.audit;
+  log::Write(
+      on_its_own ? log::Level::kWarning : log::Level::kDebug,
       "envelope.refused",
       {{"envelope_id", response->envelope_id()},
        {"code", GrpcCodeName(static_cast<grpc::StatusCode>(refusal.code()))},
        {"reason", std::string(refusal.message())}});
-  // An envelope id reused with other bytes was audited (and kept as
-  // evidence) by the store itself.
-  if (IsAuditedByStore(refusal)) return;
+  if (by_store || !on_its_own) return;
   event.outcome = absl::Status(refusal.code(), r->message());
   if (!response->envelope_id().empty()) {
     event.subjects.push_back(response->envelope_id());
   }
+  AppendAudit(event);
+  if (decision.status.ok()) EndRefusalBurst(event.actor);
+}
+
+void Inbound::EndRefusalBurst(const std::string& peer_identity) {
+  const CallLimiter::Decision closed =
+      refusal_audits_.CloseBurst(peer_identity);
+  if (closed.burst_refusals <= 0) return;
+  const std::string since = absl::FormatTime(
+      "%Y-%m-%dT%H:%M:%SZ", closed.burst_start, absl::UTCTimeZone());
+  AuditEvent event;
+  event.actor = peer_identity;
+  event.action = "limits.refused";
+  event.outcome = absl::ResourceExhaustedError(absl::StrCat(
+      closed.burst_refusals, " envelopes refused since ", since,
+      " beyond limits.peer_refusal_audits_per_second; only the first was "
+      "audited on its own"));
+  AppendAudit(event);
+  log::Warning("envelope.refusals_summarized",
+               {{"peer", peer_identity},
+                {"refused", closed.burst_refusals},
+                {"since", since}});
+}
+
+void Inbound::AppendAudit(const AuditEvent& event) {
   if (auto appended = audit_->Append(event); !appended.ok()) {
     log::Error("audit.append_failed",
                {{"action", event.action},

@@ -14,6 +14,7 @@
 #include "core/envelope.h"
 #include "server/audit_log.h"
 #include "server/authorizer.h"
+#include "server/call_limits.h"
 #include "server/exchange_store.h"
 
 namespace casebridge::server {
@@ -66,6 +67,13 @@ class Inbound {
   // Whether sending the same bytes again can never succeed.
   static bool IsPermanent(const absl::Status& refusal);
 
+  // Refusals are audited on their own at limits.peer_refusal_audits_per_second
+  // (burst limits.peer_refusal_audit_burst); beyond, they are counted, and a
+  // burst's count is audited as one limits.refused entry when a refusal is
+  // next audited on its own, or when the peer's Deliver stream ends (the
+  // peer service calls this then).
+  void EndRefusalBurst(const std::string& peer_identity);
+
  private:
   absl::Status CheckContent(const AccessPolicy& policy,
                             const v1::Envelope& envelope) const;
@@ -75,6 +83,7 @@ class Inbound {
   // store audited it already, appends `event` with its outcome.
   void Refuse(const absl::Status& refusal, AuditEvent event,
               v1::DeliverResponse* response);
+  void AppendAudit(const AuditEvent& event);
 
   const config::Gateway* const config_;
   const PolicyHolder* const policies_;
@@ -84,6 +93,7 @@ class Inbound {
   const crypto::Ed25519Signer* const signer_;
   const Clock* const clock_;
   const v1::Country peer_country_;
+  CallLimiter refusal_audits_;  // keyed by the peer's identity
 };
 
 }  // namespace casebridge::server

@@ -161,7 +161,11 @@ class DeliverReactor final
     EndIfDoneLocked();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    // Refusals counted but not yet summarized are audited now.
+    if (!peer_identity_.empty()) inbound_->EndRefusalBurst(peer_identity_);
+    delete this;
+  }
 
  private:
   // Stores what is ready, batch after batch, until nothing is left. Runs

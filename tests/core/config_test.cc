@@ -567,6 +567,8 @@ TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
   EXPECT_EQ(defaults.limits.peer_burst, 2000);
   EXPECT_EQ(defaults.limits.stranger_audits_per_second, 1);
   EXPECT_EQ(defaults.limits.stranger_audit_burst, 20);
+  EXPECT_EQ(defaults.limits.peer_refusal_audits_per_second, 50);
+  EXPECT_EQ(defaults.limits.peer_refusal_audit_burst, 1000);
   EXPECT_EQ(defaults.limits.work_threads, 8);
 
   GatewayConfigOptions options;
@@ -577,8 +579,11 @@ TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
       "office_calls_per_second = 50\noffice_burst = 200\n"
       "office_streams_per_identity = 2\nwork_threads = 24\n"
       "peer_calls_per_second = 7\npeer_burst = 70\n"
-      "stranger_audits_per_second = 3\nstranger_audit_burst = 9\n";
+      "stranger_audits_per_second = 3\nstranger_audit_burst = 9\n"
+      "peer_refusal_audits_per_second = 4\npeer_refusal_audit_burst = 40\n";
   ASSERT_OK_AND_ASSIGN(const Gateway set, Parse(Toml(options)));
+  EXPECT_EQ(set.limits.peer_refusal_audits_per_second, 4);
+  EXPECT_EQ(set.limits.peer_refusal_audit_burst, 40);
   EXPECT_EQ(set.limits.peer_calls_per_second, 7);
   EXPECT_EQ(set.limits.peer_burst, 70);
   EXPECT_EQ(set.limits.stranger_audits_per_second, 3);
@@ -614,6 +619,10 @@ TEST_F(GatewayConfigTest, BadLifecycleAndLimitSettingsAreRefusedNamingTheKey) {
            {"", "stranger_audits_per_second = 0",
             "limits.stranger_audits_per_second"},
            {"", "stranger_audit_burst = 100001", "limits.stranger_audit_burst"},
+           {"", "peer_refusal_audits_per_second = 0",
+            "limits.peer_refusal_audits_per_second"},
+           {"", "peer_refusal_audit_burst = 1000001",
+            "limits.peer_refusal_audit_burst"},
            {"", "office_streams_per_identity = 0",
             "limits.office_streams_per_identity"},
            {"", "work_threads = 3",

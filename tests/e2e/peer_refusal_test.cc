@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -206,19 +207,29 @@ class PeerRefusalTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = NewTempDir("peer-refusal");
-    GatewayConfigOptions o;
-    o.country = "PK";
-    o.data_dir = dir_ + "/data";
+    options_.country = "PK";
+    options_.data_dir = dir_ + "/data";
     // Nobody listens there: PK has nothing to send in these tests.
-    o.peer_endpoint = absl::StrCat("127.0.0.1:", ReserveFreePort());
-    ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(WriteFile(
-                                  dir_ + "/pk.toml", GatewayConfigToml(o))));
+    options_.peer_endpoint = absl::StrCat("127.0.0.1:", ReserveFreePort());
+    ASSERT_OK_AND_ASSIGN(
+        pk_, GatewayProcess::Start(
+                 WriteFile(dir_ + "/pk.toml", GatewayConfigToml(options_))));
     ASSERT_OK_AND_ASSIGN(cn_key_, crypto::Ed25519Signer::FromPemFile(
                                       Pki("cn/signing/envelope.key")));
     cn_key_id_ = exchange::KeyId(cn_key_->public_key());
   }
 
   std::string DataDir() const { return dir_ + "/data"; }
+
+  // The PK gateway stopped and started again with `extra_limits` in its
+  // [limits].
+  void RestartWithLimits(const std::string& extra_limits) {
+    ASSERT_EQ(pk_->Stop(), 0) << pk_->Log();
+    options_.extra_limits = extra_limits;
+    ASSERT_OK_AND_ASSIGN(
+        pk_, GatewayProcess::Start(
+                 WriteFile(dir_ + "/pk.toml", GatewayConfigToml(options_))));
+  }
 
   // A valid envelope from the CN gateway's MPS liaison office to PK's
   // liaison desk, with fresh ids.
@@ -372,6 +383,7 @@ class PeerRefusalTest : public ::testing::Test {
   }
 
   std::string dir_;
+  GatewayConfigOptions options_;
   std::unique_ptr<GatewayProcess> pk_;
   std::unique_ptr<crypto::Ed25519Signer> cn_key_;
   std::string cn_key_id_;
@@ -518,6 +530,65 @@ TEST_F(PeerRefusalTest, BadSignatureIsRefusedForGood) {
   EXPECT_THAT(retry.Deliver(good), IsReceipt());
   EXPECT_OK(retry.Close());
   EXPECT_THAT(FiaBodies(), ElementsAre(kBody));
+}
+
+TEST_F(PeerRefusalTest, RefusalsBeyondTheirAuditRateAreCountedInASummary) {
+  // A faulty or compromised peer streaming envelopes that are all refused:
+  // each gets its refusal, a few a second are audited on their own, and the
+  // rest are counted, so the peer cannot grow the audit log at will.
+  RestartWithLimits(
+      "peer_refusal_audits_per_second = 1\npeer_refusal_audit_burst = 3\n");
+  constexpr int kEnvelopes = 40;
+  std::vector<v1::SignedEnvelope> forged;
+  for (int i = 0; i < kEnvelopes; ++i) {
+    v1::SignedEnvelope envelope = Sign(ValidEnvelope());
+    (*envelope.mutable_signature())[10] ^= 0x01;
+    forged.push_back(std::move(envelope));
+  }
+  const std::string reason = "signature: does not verify for key " + cn_key_id_;
+  {
+    auto stream = OpenStream();
+    for (const v1::DeliverResponse& answer : stream.DeliverAll(forged)) {
+      EXPECT_THAT(answer,
+                  IsRefusal(grpc::StatusCode::UNAUTHENTICATED, reason, true));
+    }
+    EXPECT_OK(stream.Close());
+  }
+  // The stream's end closes the burst: its count is audited.
+  auto summaries = [&] {
+    std::vector<v1::AuditEntry> found;
+    for (v1::AuditEntry& e : AuditEntries()) {
+      if (e.action() == "limits.refused") found.push_back(std::move(e));
+    }
+    return found;
+  };
+  ASSERT_TRUE(WaitUntil([&] { return !summaries().empty(); })) << pk_->Log();
+  int64_t summarized = 0;
+  const std::vector<v1::AuditEntry> closed = summaries();
+  for (const v1::AuditEntry& e : closed) {
+    EXPECT_EQ(e.actor(), kCnGateway);
+    EXPECT_EQ(e.status_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_THAT(e.status_message(),
+                HasSubstr("beyond limits.peer_refusal_audits_per_second"));
+    int64_t count = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(
+        e.status_message().substr(0, e.status_message().find(' ')), &count))
+        << e.status_message();
+    summarized += count;
+  }
+  const std::vector<v1::AuditEntry> own = ReceivedEntries();
+  for (const v1::AuditEntry& e : own) {
+    EXPECT_EQ(e.actor(), kCnGateway);
+    EXPECT_EQ(e.status_message(), reason);
+  }
+  // Three from the bucket, each burst's first, one a second refilled.
+  EXPECT_GE(own.size(), 4u);
+  EXPECT_LT(own.size(), static_cast<size_t>(kEnvelopes) / 2);
+  // Each burst's first refusal is both audited and counted.
+  EXPECT_EQ(static_cast<int64_t>(own.size()) + summarized -
+                static_cast<int64_t>(closed.size()),
+            kEnvelopes);
+  EXPECT_THAT(FiaBodiesNow(), IsEmpty());
 }
 
 TEST_F(PeerRefusalTest, BodyChangedAfterSigningIsRefused) {
