@@ -17,7 +17,7 @@ struct Named {
   const char* name;
 };
 
-constexpr std::array<Named, 25> kActions = {{
+constexpr std::array<Named, 26> kActions = {{
     {Action::kWhoAmI, "WhoAmI"},
     {Action::kOpenCase, "OpenCase"},
     {Action::kGetCase, "GetCase"},
@@ -38,6 +38,7 @@ constexpr std::array<Named, 25> kActions = {{
     {Action::kUpdateAnyCase, "UpdateAnyCase"},
     {Action::kShareAnyCase, "ShareAnyCase"},
     {Action::kReadAnyDeliveryStatus, "ReadAnyDeliveryStatus"},
+    {Action::kCancelAnyMessage, "CancelAnyMessage"},
     {Action::kReadAllCases, "ReadAllCases"},
     {Action::kReadPersonalData, "ReadPersonalData"},
     {Action::kReadAllAudit, "ReadAllAudit"},
@@ -105,11 +106,12 @@ RoleTable RoleTable::BuiltIn() {
                                        Action::kGetEvidence,
                                        Action::kReadPersonalData};
   // A supervisor may also act on any case of its country and read every
-  // case held here.
+  // case held here, and follow or withdraw any of its offices' messages.
   std::vector<Action> supervisor = officer;
   supervisor.insert(supervisor.end(),
                     {Action::kUpdateAnyCase, Action::kShareAnyCase,
-                     Action::kReadAnyDeliveryStatus, Action::kReadAllCases});
+                     Action::kReadAnyDeliveryStatus, Action::kCancelAnyMessage,
+                     Action::kReadAllCases});
   // An auditor reads every case and the whole log, but not personal data
   // (so no evidence bundles, which hold the messages themselves) and
   // nothing it could change.

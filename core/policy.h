@@ -44,6 +44,7 @@ enum class Action {
   kUpdateAnyCase,          // update a case another office of ours owns
   kShareAnyCase,           // share a case another office of ours owns
   kReadAnyDeliveryStatus,  // status of another office's outgoing message
+  kCancelAnyMessage,       // cancel another office's outgoing message
   kReadAllCases,           // peer cases not shared with the caller's office
   kReadPersonalData,       // victims' remarks and last known locations
   kReadAllAudit,           // audit entries about anyone, not just the caller

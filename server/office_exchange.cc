@@ -583,10 +583,11 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::CancelMessage(
         }
         CB_RETURN_IF_ERROR(
             CheckText("reason", r.reason(), 0, kMaxCancelReasonChars));
-        // Only its sender may withdraw a message.
-        CB_ASSIGN_OR_RETURN(
-            const v1::CaseMessage m,
-            OutgoingMessageOf(in.caller, r.message_id(), std::nullopt));
+        // Its sender may withdraw a message, and a supervisor any of this
+        // gateway's (CancelAnyMessage).
+        CB_ASSIGN_OR_RETURN(const v1::CaseMessage m,
+                            OutgoingMessageOf(in.caller, r.message_id(),
+                                              Action::kCancelAnyMessage));
         const std::string why =
             r.reason().empty()
                 ? absl::StrCat("cancelled by ", in.caller.identity)

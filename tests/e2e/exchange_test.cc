@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "core/crypto.h"
 #include "core/envelope.h"
@@ -335,6 +336,55 @@ TEST_F(ExchangeTest,
   const std::vector<std::string> actions = Actions(kPkAuditor, false);
   EXPECT_EQ(std::count(actions.begin(), actions.end(), "message.cancel"), 6)
       << "one success and five refusals";
+}
+
+TEST_F(ExchangeTest, ASupervisorCancelsAnotherOfficesMessageSentInError) {
+  // The embassy's office is a supervisor here; the peer is away, so the
+  // desk's message waits in the outbox.
+  constexpr char kEmbassyId[] = "spiffe://pk.casebridge/office/embassy-beijing";
+  ASSERT_EQ(pk_->Stop(), 0) << pk_->Log();
+  ASSERT_EQ(cn_->Stop(), 0) << cn_->Log();
+  ASSERT_OK_AND_ASSIGN(std::string pk_toml, crypto::ReadFile(pk_config_));
+  const std::string officer_toml = pk_toml;
+  pk_toml = absl::StrReplaceAll(
+      pk_toml, {{"role = \"embassy_officer\"", "role = \"supervisor\""}});
+  ASSERT_NE(pk_toml, officer_toml);
+  pk_config_ = WriteFile(dir_ + "/pk-supervisor.toml", pk_toml);
+  ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(pk_config_));
+
+  const std::string id = OpenCase();
+  ASSERT_OK_AND_ASSIGN(const std::string wrong, Send(id, "sent in error"));
+  ASSERT_OK_AND_ASSIGN(
+      const v1::DeliveryStatus cancelled,
+      Pk(kEmbassy)->CancelMessage(wrong, "wrong victim's details"));
+  EXPECT_EQ(cancelled.state(), v1::DELIVERY_STATE_CANCELLED);
+  EXPECT_EQ(cancelled.last_error(), absl::StrCat("cancelled by ", kEmbassyId,
+                                                 ": wrong victim's details"));
+
+  // The peer back: the desk's next message goes, the cancelled one never.
+  ASSERT_OK_AND_ASSIGN(const std::string right, Send(id, "the right one"));
+  ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config_));
+  ASSERT_TRUE(WaitUntil([&] {
+    return StateOf(right) == v1::DELIVERY_STATE_DELIVERED;
+  })) << pk_->Log();
+  EXPECT_EQ(StateOf(wrong), v1::DELIVERY_STATE_CANCELLED);
+  const auto inbox = Inbox("", 1);
+  ASSERT_EQ(inbox.size(), 1u);
+  EXPECT_EQ(inbox[0].message().message_id(), right);
+  EXPECT_TRUE(Inbox(inbox[0].cursor(), 1, absl::Milliseconds(500)).empty());
+
+  // On record under the supervisor's identity.
+  auto entries = Pk(kPkAuditor)->GetAuditEntries(0, 1000);
+  ASSERT_OK(entries);
+  int cancels = 0;
+  for (const v1::AuditEntry& e : entries->entries()) {
+    if (e.action() != "message.cancel") continue;
+    ++cancels;
+    EXPECT_EQ(e.actor(), kEmbassyId);
+    EXPECT_EQ(e.status_code(), 0) << e.status_message();
+    EXPECT_THAT(e.subjects(), ::testing::Contains(wrong));
+  }
+  EXPECT_EQ(cancels, 1);
 }
 
 TEST_F(ExchangeTest, EverythingQueuedDuringAnOutageIsDeliveredExactlyOnce) {

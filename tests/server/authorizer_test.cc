@@ -39,6 +39,7 @@ constexpr Action kAllActions[] = {Action::kWhoAmI,
                                   Action::kUpdateAnyCase,
                                   Action::kShareAnyCase,
                                   Action::kReadAnyDeliveryStatus,
+                                  Action::kCancelAnyMessage,
                                   Action::kReadAllCases,
                                   Action::kReadPersonalData,
                                   Action::kReadAllAudit,
@@ -69,7 +70,8 @@ const std::set<Action> kOfficerActions = {Action::kWhoAmI,
 const std::set<Action> kSupervisorActions = [] {
   std::set<Action> s = kOfficerActions;
   s.insert({Action::kUpdateAnyCase, Action::kShareAnyCase,
-            Action::kReadAnyDeliveryStatus, Action::kReadAllCases});
+            Action::kReadAnyDeliveryStatus, Action::kCancelAnyMessage,
+            Action::kReadAllCases});
   return s;
 }();
 const std::set<Action> kAuditorActions = {Action::kWhoAmI,
