@@ -94,6 +94,16 @@ int RotateDataKey(const std::string& config_path) {
 
 namespace {
 
+// SIGTERM and SIGINT stop the gateway; SIGHUP reloads its access policy.
+sigset_t WaitedSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  return signals;
+}
+
 // The process, run by main with the gRPC library held (RunWithGrpc).
 int Main(int argc, char** argv) {
   CLI::App app{"CaseBridge gateway: one country's end of the exchange"};
@@ -116,16 +126,12 @@ int Main(int argc, char** argv) {
 
   // Files we create (database, WAL, keys) are for this user only.
   ::umask(077);
-  if (rotate->parsed()) return RotateDataKey(config_path);
-
-  // Signals are taken by sigwait below, never by a gRPC thread: block them
-  // before any thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const sigset_t signals = WaitedSignals();
+  if (rotate->parsed()) {
+    // A one-off command: the signals end it as they would any program.
+    pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
+    return RotateDataKey(config_path);
+  }
 
   auto config = cb::config::LoadGateway(config_path);
   if (!config.ok()) return Fail(2, std::string(config.status().message()));
@@ -165,5 +171,11 @@ int Main(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Signals are taken by Main's sigwait, never by another thread: blocked
+  // before any thread starts, gRPC's own (grpc_init starts some) included.
+  // A thread that left SIGHUP unblocked would take one arriving while the
+  // waiting thread is busy, and its default action ends the process.
+  const sigset_t signals = WaitedSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   return casebridge::RunWithGrpc([&] { return Main(argc, argv); });
 }

@@ -577,6 +577,19 @@ TEST_F(PolicyReloadTest, SighupAppliesAValidPolicyAndKeepsTheOldOneOnAnError) {
   EXPECT_TRUE(ended_audited);
 }
 
+TEST_F(PolicyReloadTest, ABurstOfSighupsNeverStopsTheGateway) {
+  // SIGHUP's default action ends a process: every thread of the gateway,
+  // gRPC's own included, must leave it to the one that waits for it, also
+  // while that one is busy with the reload before.
+  StartGateway(/*reload_check_seconds=*/0);
+  for (int i = 0; i < 200; ++i) Hangup();
+  ASSERT_TRUE(WaitUntil([&] {
+    return absl::StrContains(gateway_->Log(), "\"event\":\"policy.unchanged\"");
+  })) << gateway_->Log();
+  EXPECT_OK(Office(kFia)->WhoAmI());
+  EXPECT_EQ(gateway_->Stop(), 0) << gateway_->Log();
+}
+
 TEST_F(PolicyReloadTest, AChangedFileIsPickedUpWithoutASignal) {
   StartGateway(/*reload_check_seconds=*/1);
   auto embassy = Office(kEmbassy);
