@@ -57,7 +57,7 @@ absl::Status Revocations::Check(absl::string_view peer_pem,
   auto id = IdOf(peer_pem);
   if (!id.ok()) {
     return absl::UnauthenticatedError(
-        "the client certificate could not be read back from the handshake");
+        "the certificate shown in the handshake could not be read back");
   }
   std::shared_ptr<const certs::RevocationList> list;
   {

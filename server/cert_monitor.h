@@ -27,8 +27,9 @@ namespace casebridge::server {
 // The current revocation list. Thread-safe: many readers, one writer.
 class Revocations {
  public:
-  // OK unless the certificate in `peer_pem` (the verified client
-  // certificate) is revoked: then UNAUTHENTICATED
+  // OK unless the certificate in `peer_pem` (the verified certificate of
+  // the other end: a client's, or the peer gateway's server certificate) is
+  // revoked: then UNAUTHENTICATED
   // "certificate serial <hex> of <identity> was revoked". A PEM that does not
   // parse is refused too (UNAUTHENTICATED).
   absl::Status Check(absl::string_view peer_pem,
