@@ -36,8 +36,10 @@ struct PeerChannel::Checks {
 
   mutable absl::Mutex mu;
   // The certificate the peer showed at the last handshake accepted, until a
-  // check refuses it.
+  // check refuses it, and the revocation list it was checked against (read
+  // before the check: a list put in force during a check is newer).
   std::string accepted_pem ABSL_GUARDED_BY(mu);
+  uint64_t accepted_generation ABSL_GUARDED_BY(mu) = 0;
   absl::Status refusal ABSL_GUARDED_BY(mu);
   std::set<std::string, std::less<>> audited ABSL_GUARDED_BY(mu);
 
@@ -89,9 +91,11 @@ struct PeerChannel::Checks {
     return refused;
   }
 
-  std::string AcceptedPem() const {
+  // The accepted certificate if it was checked against an older list than
+  // `generation`; empty otherwise.
+  std::string AcceptedBefore(uint64_t generation) const {
     absl::MutexLock lock(&mu);
-    return accepted_pem;
+    return accepted_generation < generation ? accepted_pem : std::string();
   }
 
   absl::Status Refusal() const {
@@ -165,15 +169,14 @@ std::shared_ptr<grpc::Channel> PeerChannel::Get() {
       generation = checks_->revocations->generation();
     }
   }
-  if (generation != checked_generation_) {
-    checked_generation_ = generation;
-    const std::string pem = checks_->AcceptedPem();
-    if (!pem.empty() && !checks_->Check(pem).ok()) {
-      channel_ = NewChannel();
-      log::Warning("peer.channel_replaced",
-                   {{"peer", config_->peer_endpoint},
-                    {"reason", "the peer's certificate is revoked"}});
-    }
+  // The certificate accepted last, if a list newer than the one it passed is
+  // in force (also one put in force while its handshake was being checked).
+  const std::string pem = checks_->AcceptedBefore(generation);
+  if (!pem.empty() && !checks_->Check(pem).ok()) {
+    channel_ = NewChannel();
+    log::Warning("peer.channel_replaced",
+                 {{"peer", config_->peer_endpoint},
+                  {"reason", "the peer's certificate is revoked"}});
   }
   return channel_;
 }

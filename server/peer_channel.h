@@ -82,7 +82,6 @@ class PeerChannel {
 
   mutable absl::Mutex mu_;
   std::shared_ptr<grpc::Channel> channel_ ABSL_GUARDED_BY(mu_);
-  uint64_t checked_generation_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace casebridge::server
