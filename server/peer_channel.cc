@@ -50,12 +50,15 @@ struct PeerChannel::Checks {
     if (detached) {
       return absl::UnavailableError("this gateway's peer channel is closed");
     }
+    const uint64_t generation =
+        revocations == nullptr ? 0 : revocations->generation();
     const absl::Status checked = revocations == nullptr
                                      ? absl::OkStatus()
                                      : revocations->Check(pem, peer_identity);
     if (checked.ok()) {
       absl::MutexLock lock(&mu);
       accepted_pem = std::string(pem);
+      accepted_generation = generation;
       refusal = absl::OkStatus();
       return absl::OkStatus();
     }
