@@ -89,6 +89,10 @@ class AuditLog {
   virtual absl::StatusOr<VerifyReport> Verify() = 0;
 };
 
+// Appends `event`; a failure is logged (audit.append_failed), not returned:
+// for entries of refusals and events whose outcome stands either way.
+void AppendOrLog(AuditLog& audit, const AuditEvent& event);
+
 }  // namespace casebridge::server
 
 #endif  // CASEBRIDGE_SERVER_AUDIT_LOG_H_

@@ -248,12 +248,7 @@ absl::Status CallHandler::TrackStream(grpc::CallbackServerContext* context,
 }
 
 void CallHandler::AppendAudit(const AuditEvent& event) {
-  auto appended = audit_->Append(event);
-  if (!appended.ok()) {
-    log::Error("audit.append_failed",
-               {{"action", event.action},
-                {"error", std::string(appended.status().message())}});
-  }
+  AppendOrLog(*audit_, event);
 }
 
 bool CallHandler::AuditStranger(const std::string& group) {
@@ -267,24 +262,13 @@ bool CallHandler::AuditStranger(const std::string& group) {
 void CallHandler::AuditBurst(const std::string& identity,
                              const CallLimiter::Decision& closed,
                              bool unaudited) {
-  if (closed.burst_refusals <= 0) return;
-  const std::string since = absl::FormatTime(
-      "%Y-%m-%dT%H:%M:%SZ", closed.burst_start, absl::UTCTimeZone());
-  AuditEvent event;
-  event.actor = identity;
-  event.action = "limits.refused";
-  event.outcome = absl::ResourceExhaustedError(
-      unaudited
-          ? absl::StrCat(closed.burst_refusals, " calls refused since ", since,
-                         " beyond limits.stranger_audits_per_second; only the "
-                         "first was audited on its own")
-          : absl::StrCat(closed.burst_refusals,
-                         " calls refused by the limits since ", since,
-                         "; only the first was audited on its own"));
-  AppendAudit(event);
-  log::Warning("limits.burst_ended", {{"identity", identity},
-                                      {"refused", closed.burst_refusals},
-                                      {"since", since}});
+  if (unaudited) {
+    SummarizeBurst(*audit_, identity, closed, "calls refused",
+                   " beyond limits.stranger_audits_per_second");
+  } else {
+    SummarizeBurst(*audit_, identity, closed, "calls refused by the limits",
+                   "");
+  }
 }
 
 void CallHandler::OnCallDone(const grpc::CallbackServerContext* context) {

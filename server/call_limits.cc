@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "core/log.h"
 
 namespace casebridge::server {
 
@@ -93,6 +95,24 @@ int CallLimiter::open_streams(const std::string& identity) const {
   absl::MutexLock lock(&mu_);
   auto it = buckets_.find(identity);
   return it == buckets_.end() ? 0 : it->second.streams;
+}
+
+void SummarizeBurst(AuditLog& audit, const std::string& identity,
+                    const CallLimiter::Decision& closed,
+                    absl::string_view refused, absl::string_view beyond) {
+  if (closed.burst_refusals <= 0) return;
+  const std::string since = absl::FormatTime(
+      "%Y-%m-%dT%H:%M:%SZ", closed.burst_start, absl::UTCTimeZone());
+  AuditEvent event;
+  event.actor = identity;
+  event.action = "limits.refused";
+  event.outcome = absl::ResourceExhaustedError(
+      absl::StrCat(closed.burst_refusals, " ", refused, " since ", since,
+                   beyond, "; only the first was audited on its own"));
+  AppendOrLog(audit, event);
+  log::Warning("limits.burst_ended", {{"identity", identity},
+                                      {"refused", closed.burst_refusals},
+                                      {"since", since}});
 }
 
 }  // namespace casebridge::server

@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/clock.h"
+#include "server/audit_log.h"
 
 namespace casebridge::server {
 
@@ -83,6 +84,14 @@ class CallLimiter {
   // One entry per identity seen: bounded by the certificates the CA issued.
   std::map<std::string, Bucket, std::less<>> buckets_ ABSL_GUARDED_BY(mu_);
 };
+
+// Ends the burst `closed` (from CloseBurst) of `identity`, if it held
+// refusals: audits limits.refused, RESOURCE_EXHAUSTED "N <refused> since
+// <time><beyond>; only the first was audited on its own", and logs
+// limits.burst_ended.
+void SummarizeBurst(AuditLog& audit, const std::string& identity,
+                    const CallLimiter::Decision& closed,
+                    absl::string_view refused, absl::string_view beyond);
 
 }  // namespace casebridge::server
 

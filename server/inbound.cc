@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/time.h"
 #include "core/crypto.h"
 #include "core/grpc_status.h"
 #include "core/identity.h"
@@ -321,36 +320,14 @@ void Inbound::Refuse(const absl::Status& refusal, AuditEvent event,
   if (!response->envelope_id().empty()) {
     event.subjects.push_back(response->envelope_id());
   }
-  AppendAudit(event);
+  AppendOrLog(*audit_, event);
   if (decision.status.ok()) EndRefusalBurst(event.actor);
 }
 
 void Inbound::EndRefusalBurst(const std::string& peer_identity) {
-  const CallLimiter::Decision closed =
-      refusal_audits_.CloseBurst(peer_identity);
-  if (closed.burst_refusals <= 0) return;
-  const std::string since = absl::FormatTime(
-      "%Y-%m-%dT%H:%M:%SZ", closed.burst_start, absl::UTCTimeZone());
-  AuditEvent event;
-  event.actor = peer_identity;
-  event.action = "limits.refused";
-  event.outcome = absl::ResourceExhaustedError(absl::StrCat(
-      closed.burst_refusals, " envelopes refused since ", since,
-      " beyond limits.peer_refusal_audits_per_second; only the first was "
-      "audited on its own"));
-  AppendAudit(event);
-  log::Warning("envelope.refusals_summarized",
-               {{"peer", peer_identity},
-                {"refused", closed.burst_refusals},
-                {"since", since}});
-}
-
-void Inbound::AppendAudit(const AuditEvent& event) {
-  if (auto appended = audit_->Append(event); !appended.ok()) {
-    log::Error("audit.append_failed",
-               {{"action", event.action},
-                {"error", std::string(appended.status().message())}});
-  }
+  SummarizeBurst(*audit_, peer_identity,
+                 refusal_audits_.CloseBurst(peer_identity), "envelopes refused",
+                 " beyond limits.peer_refusal_audits_per_second");
 }
 
 }  // namespace casebridge::server

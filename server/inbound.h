@@ -83,7 +83,6 @@ class Inbound {
   // store audited it already, appends `event` with its outcome.
   void Refuse(const absl::Status& refusal, AuditEvent event,
               v1::DeliverResponse* response);
-  void AppendAudit(const AuditEvent& event);
 
   const config::Gateway* const config_;
   const PolicyHolder* const policies_;

@@ -84,12 +84,7 @@ struct PeerChannel::Checks {
       event.action = "peer.cert_refused";
       event.subjects = {peer_identity};
       event.outcome = refused;
-      auto appended = audit->Append(event);
-      if (!appended.ok()) {
-        log::Error("audit.append_failed",
-                   {{"action", event.action},
-                    {"error", std::string(appended.status().message())}});
-      }
+      AppendOrLog(*audit, event);
     }
     return refused;
   }

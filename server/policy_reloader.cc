@@ -60,11 +60,7 @@ absl::StatusOr<bool> PolicyReloader::ReloadLocked(absl::string_view trigger,
         absl::StrCat("new policy refused, the one in force stays: ",
                      loaded.status().message()));
     event.outcome = refused;
-    if (auto appended = audit_->Append(event); !appended.ok()) {
-      log::Error("audit.append_failed",
-                 {{"action", event.action},
-                  {"error", std::string(appended.status().message())}});
-    }
+    AppendOrLog(*audit_, event);
     log::Error("policy.reload_refused",
                {{"trigger", std::string(trigger)},
                 {"error", std::string(loaded.status().message())},
