@@ -43,6 +43,12 @@ struct OutgoingMessage {
   // transaction: it must be quick and must not call the store. An error from
   // it aborts everything and is returned as is.
   std::function<absl::StatusOr<v1::SignedEnvelope>(uint64_t audit_index)> seal;
+  // Set for a message on one of this gateway's own cases (SendMessage): the
+  // case must have been shared with the peer first, by a CASE_SHARE neither
+  // FAILED nor CANCELLED, so that the message never reaches a peer that
+  // cannot read its case nor reply. FAILED_PRECONDITION otherwise, nothing
+  // written. A request id replay is answered before this check.
+  bool needs_shared_case = false;
 };
 
 struct QueuedMessage {
@@ -112,8 +118,10 @@ class ExchangeStore {
   // message it queued (replayed = true, its current status, nothing written,
   // seal not called) if the request hash matches, or ALREADY_EXISTS if not.
   // INVALID_ARGUMENT if message_id, exchange_id, envelope_id or seal is
-  // missing; ALREADY_EXISTS if the message id is taken; INTERNAL if the sealed
-  // envelope does not carry this envelope id, message id and audit index.
+  // missing; ALREADY_EXISTS if the message id is taken; FAILED_PRECONDITION
+  // if `needs_shared_case` and the case was never shared; INTERNAL if the
+  // sealed envelope does not carry this envelope id, message id and audit
+  // index.
   virtual absl::StatusOr<QueuedMessage> QueueOutgoing(
       const OutgoingMessage& outgoing, const RequestKey& key,
       const AuditEvent& audit) = 0;

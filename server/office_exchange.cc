@@ -333,10 +333,12 @@ absl::StatusOr<OutgoingMessage> OfficeServiceImpl::Seal(const Caller& caller,
 absl::StatusOr<QueuedMessage> OfficeServiceImpl::Queue(const Caller& caller,
                                                        v1::CaseMessage message,
                                                        const RequestKey& key,
-                                                       AuditEvent event) {
+                                                       AuditEvent event,
+                                                       bool needs_shared_case) {
   const std::string exchange_id = message.exchange_id();
   CB_ASSIGN_OR_RETURN(OutgoingMessage outgoing,
                       Seal(caller, std::move(message), exchange_.clock->Now()));
+  outgoing.needs_shared_case = needs_shared_case;
   event.subjects.insert(event.subjects.begin(), exchange_id);
   // An URGENT message waits for the writer ahead of other office calls.
   const ScopedWritePriority priority(outgoing.message.priority() ==
@@ -441,9 +443,12 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::SendMessage(
         v1::CaseMessage message = m;
         CB_RETURN_IF_ERROR(ApplyCaseHandling(c, &message));
         const RequestKey key = KeyOf(r.request_id(), r);
+        // A message on one of our own cases follows the case's share; the
+        // peer's cases are known to it.
+        const bool own_case = c.origin_country() == config_->country;
         CB_ASSIGN_OR_RETURN(QueuedMessage queued,
                             Queue(in.caller, std::move(message), key,
-                                  in.Event("message.send")));
+                                  in.Event("message.send"), own_case));
         out->set_message_id(queued.message_id);
         *out->mutable_status() = std::move(queued.status);
         return absl::OkStatus();

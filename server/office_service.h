@@ -164,10 +164,13 @@ class OfficeServiceImpl final : public OfficeServiceBase {
   // `caller` and readies it for the outbox: the seal signs the envelope.
   absl::StatusOr<OutgoingMessage> Seal(const Caller& caller,
                                        v1::CaseMessage message, absl::Time now);
-  // Seals and queues `message`, and wakes the sender.
+  // Seals and queues `message`, and wakes the sender. With
+  // `needs_shared_case`, FAILED_PRECONDITION unless its case was shared with
+  // the peer (OutgoingMessage::needs_shared_case).
   absl::StatusOr<QueuedMessage> Queue(const Caller& caller,
                                       v1::CaseMessage message,
-                                      const RequestKey& key, AuditEvent event);
+                                      const RequestKey& key, AuditEvent event,
+                                      bool needs_shared_case = false);
 
   const config::Gateway* const config_;
   CallHandler* const handler_;

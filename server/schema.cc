@@ -283,6 +283,12 @@ CREATE INDEX audit_refusal_salts ON audit_log(time_us)
 -- message id): one lookup instead of a scan of every received envelope.
 CREATE INDEX inbound_by_message ON inbound(message_id);
 )sql"},
+      {12, "messages on own cases: the case shared first", R"sql(
+-- SendMessage on one of our own cases asks whether the case was shared with
+-- the peer (docs/api.md#sendmessage): our CASE_SHARE messages, by case.
+CREATE INDEX outgoing_shares ON messages(exchange_id)
+  WHERE direction = 1 AND kind = 6;
+)sql"},
   };
   return *migrations;
 }

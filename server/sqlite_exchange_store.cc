@@ -289,6 +289,28 @@ absl::StatusOr<QueuedMessage> SqliteExchangeStore::QueueOutgoing(
   return result;
 }
 
+namespace {
+
+// Whether a CASE_SHARE of `exchange_id` was queued here and not given up
+// (FAILED) or withdrawn (CANCELLED): per-case order then delivers it before
+// any later message of the case. Literal constants, so that the partial index
+// outgoing_shares serves the query.
+absl::StatusOr<bool> CaseSharedWithPeer(sqlite::Connection& conn,
+                                        const std::string& exchange_id) {
+  static_assert(kOutgoing == 1 && v1::MESSAGE_KIND_CASE_SHARE == 6 &&
+                v1::DELIVERY_STATE_FAILED == 5 &&
+                v1::DELIVERY_STATE_CANCELLED == 6);
+  CB_ASSIGN_OR_RETURN(
+      auto find,
+      conn.Prepare("SELECT 1 FROM messages JOIN outbox USING (message_id) "
+                   "WHERE messages.exchange_id = ? AND direction = 1 "
+                   "AND kind = 6 AND state NOT IN (5, 6) LIMIT 1"));
+  find.Bind(1, exchange_id);
+  return find.Step();
+}
+
+}  // namespace
+
 absl::StatusOr<QueuedMessage> SqliteExchangeStore::QueueInTransaction(
     sqlite::Connection& conn, const OutgoingMessage& outgoing,
     const RequestKey& key, const AuditEvent& audit) {
@@ -320,6 +342,16 @@ absl::StatusOr<QueuedMessage> SqliteExchangeStore::QueueInTransaction(
         result.replayed = true;
         CB_ASSIGN_OR_RETURN(result.status, ToDeliveryStatus(*queued));
         return absl::OkStatus();
+      }
+    }
+    if (outgoing.needs_shared_case) {
+      CB_ASSIGN_OR_RETURN(const bool shared,
+                          CaseSharedWithPeer(conn, message.exchange_id()));
+      if (!shared) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "message.exchange_id: case ", message.exchange_id(),
+            " has not been shared with the peer country, which could neither "
+            "read it nor reply; share it first (ShareCase)"));
       }
     }
     CB_ASSIGN_OR_RETURN(const bool taken,

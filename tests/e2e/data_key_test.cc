@@ -130,11 +130,11 @@ class DataKeyTest : public ::testing::Test {
     pk_.reset();
   }
 
-  // FIA's case; its exchange id.
+  // FIA's case, shared with MPS's liaison desk; its exchange id.
   std::string OpenCase() {
-    auto opened = Pk(kFia)->OpenCase(ValidDraft());
+    auto opened = OpenSharedCase(*Pk(kFia));
     EXPECT_OK(opened);
-    return opened.ok() ? opened->exchange_id() : "";
+    return opened.ok() ? *opened : "";
   }
 
   // FIA sends a rescue request on `exchange_id` to MPS and waits for the CN
@@ -221,10 +221,10 @@ TEST_F(DataKeyTest, RotatedKeyServesSealedDataAndTheOldKeyIsRefused) {
   const CommandResult rotated =
       Gateway({"rotate-data-key", "--config", pk_config_});
   ASSERT_EQ(rotated.exit_code, 0) << rotated.out << rotated.err;
-  // The case's key and the message's key.
+  // The keys of the case, of its share and of the message.
   EXPECT_THAT(rotated.out,
               MatchesRegex(absl::StrCat("data key rotated: ", key_file_,
-                                        "; 2 record keys re-wrapped; check id "
+                                        "; 3 record keys re-wrapped; check id "
                                         "[0-9a-f]{16} -> [0-9a-f]{16}\n")));
   const std::string new_check_id =
       rotated.out.substr(rotated.out.size() - 17, 16);
@@ -388,8 +388,8 @@ TEST_F(DataKeyTest, PurgedPayloadsAreGoneAndTheCliReportsThemPurged) {
       "status_code = 3";
   ASSERT_EQ(count(kRefusedOpens), "1");
 
-  // What the purge must take off the disk: the two records' wrapped keys
-  // and the sealed bytes of the case and of the message.
+  // What the purge must take off the disk: the three records' wrapped keys
+  // and the sealed bytes of the case, of its share and of the message.
   std::vector<std::string> sealed;
   RunSql(PkDatabase(),
          "SELECT wrapped FROM record_keys WHERE record != 'check/data-key'",
@@ -398,7 +398,7 @@ TEST_F(DataKeyTest, PurgedPayloadsAreGoneAndTheCliReportsThemPurged) {
          [&](const auto& row) { sealed.push_back(row[0]); });
   RunSql(PkDatabase(), "SELECT body FROM messages WHERE sealed = 1",
          [&](const auto& row) { sealed.push_back(row[0]); });
-  ASSERT_EQ(sealed.size(), 4u);
+  ASSERT_EQ(sealed.size(), 6u);
   const std::string raw_before =
       ReadRaw(PkDatabase()) + ReadRaw(PkDatabase() + "-wal");
   for (const std::string& bytes : sealed) {
@@ -428,7 +428,7 @@ TEST_F(DataKeyTest, PurgedPayloadsAreGoneAndTheCliReportsThemPurged) {
     for (const v1::AuditEntry& e : PkAuditEntries()) {
       if (e.action() == "retention.purge") ++purges;
     }
-    return purges == 2;  // the message and the case
+    return purges == 3;  // the message, the case's share and the case
   })) << purges
       << Logs();
   // The refusal's salt too, in a purge of its own.
@@ -472,8 +472,8 @@ TEST_F(DataKeyTest, PurgedPayloadsAreGoneAndTheCliReportsThemPurged) {
   ASSERT_EQ(json.exit_code, 0) << json.out << json.err;
   const nlohmann::json parsed = nlohmann::json::parse(json.out);
   EXPECT_TRUE(parsed.at("ok").get<bool>());
-  // Every salt the purges cleared (the case's, the message's and the
-  // refused case.open's), as the file has them.
+  // Every salt the purges cleared (the case's, the share's, the message's
+  // and the refused case.open's), as the file has them.
   EXPECT_EQ(
       parsed.at("purged_payloads").get<int>(),
       std::stoi(count("SELECT COUNT(*) FROM audit_log WHERE salt IS NULL")))

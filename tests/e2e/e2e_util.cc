@@ -121,4 +121,15 @@ v1::CaseReference ValidDraft(const std::string& summary) {
   return c;
 }
 
+absl::StatusOr<std::string> OpenSharedCase(client::OfficeClient& office,
+                                           const v1::CaseReference& draft) {
+  auto opened = office.OpenCase(draft);
+  if (!opened.ok()) return opened.status();
+  v1::ShareCaseRequest share;
+  share.set_exchange_id(opened->exchange_id());
+  auto shared = office.ShareCase(share);
+  if (!shared.ok()) return shared.status();
+  return opened->exchange_id();
+}
+
 }  // namespace casebridge::testing

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "casebridge/v1/common.pb.h"
 #include "client/office_client.h"
@@ -61,6 +62,14 @@ std::string CnOfficesWithGuangzhou();
 v1::CaseReference ValidDraft(
     const std::string& summary =
         "Woman held in Handan after a brokered marriage");
+
+// Opens `draft` as the office behind `office` and shares it with the peer
+// country's liaison desk, as an office must before it sends messages on its
+// own case (SendMessage's FAILED_PRECONDITION otherwise): the exchange id.
+// The share reaches the liaison desk's inbox ahead of the case's messages.
+absl::StatusOr<std::string> OpenSharedCase(
+    client::OfficeClient& office,
+    const v1::CaseReference& draft = ValidDraft());
 
 }  // namespace casebridge::testing
 

@@ -62,11 +62,11 @@ class EvidenceTest : public ::testing::Test {
   std::string SendAndDeliver(v1::HandlingCode code = v1::HANDLING_CODE_H2) {
     v1::CaseReference draft = ValidDraft();
     draft.set_handling_code(code);
-    auto opened = Pk(kFia)->OpenCase(draft);
+    auto opened = OpenSharedCase(*Pk(kFia), draft);
     EXPECT_OK(opened);
     v1::SendMessageRequest request;
     v1::CaseMessage* m = request.mutable_message();
-    m->set_exchange_id(opened.ok() ? opened->exchange_id() : "");
+    m->set_exchange_id(opened.ok() ? *opened : "");
     m->set_kind(v1::MESSAGE_KIND_RESCUE_REQUEST);
     m->set_priority(v1::PRIORITY_URGENT);
     m->set_recipient_office("spiffe://cn.casebridge/office/mps-liaison");
@@ -225,8 +225,9 @@ TEST_F(EvidenceTest, BundlesFromBothSidesVerifyOfflineAndLogsVerifyAfter) {
     EXPECT_GE(parsed.at("cosigned").get<int>(), 1);
     EXPECT_EQ(parsed.at("origin").get<std::string>(),
               country == "PK" ? "pk.casebridge/audit" : "cn.casebridge/audit");
+    // CN received two payloads: the case's share and the message.
     EXPECT_EQ(parsed.at("payloads_checked").get<int>(),
-              country == "CN" ? 1 : 0);
+              country == "CN" ? 2 : 0);
     // PK opened the one case; CN holds it as shared.
     EXPECT_EQ(parsed.at("cases_checked").get<int>(), country == "PK" ? 1 : 0);
   }
@@ -245,11 +246,10 @@ TEST_F(EvidenceTest, AnOfficeCannotWriteItselfIntoAnotherOfficesEvidence) {
 
   // The embassy sends a message of its own...
   auto embassy = Pk(kEmbassy);
-  ASSERT_OK_AND_ASSIGN(const v1::CaseReference its_case,
-                       embassy->OpenCase(ValidDraft()));
+  ASSERT_OK_AND_ASSIGN(const std::string its_case, OpenSharedCase(*embassy));
   v1::SendMessageRequest request;
   v1::CaseMessage* m = request.mutable_message();
-  m->set_exchange_id(its_case.exchange_id());
+  m->set_exchange_id(its_case);
   m->set_kind(v1::MESSAGE_KIND_NOTE);
   m->set_priority(v1::PRIORITY_ROUTINE);
   m->set_body("Consular visit arranged.");

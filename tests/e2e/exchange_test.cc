@@ -5,6 +5,7 @@
 
 #include <functional>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -45,10 +46,14 @@ class ExchangeTest : public ::testing::Test {
     return OfficeClientFor(stem, cn_->office_endpoint(), "CN");
   }
 
+  // A case of the FIA desk, shared with MPS's liaison desk, once CN holds it.
   std::string OpenCase() {
-    auto opened = Pk(kFia)->OpenCase(ValidDraft());
+    auto opened = OpenSharedCase(*Pk(kFia));
     EXPECT_OK(opened);
-    return opened.ok() ? opened->exchange_id() : "";
+    if (!opened.ok()) return "";
+    EXPECT_TRUE(WaitUntil([&] { return Cn(kMps)->GetCase(*opened).ok(); }))
+        << cn_->Log();
+    return *opened;
   }
 
   absl::StatusOr<std::string> Send(const std::string& exchange_id,
@@ -71,13 +76,16 @@ class ExchangeTest : public ::testing::Test {
     return status.ok() ? status->state() : v1::DELIVERY_STATE_UNSPECIFIED;
   }
 
-  // Everything in MPS's inbox after `cursor`, waiting up to `wait`.
+  // The first `expected` messages in MPS's inbox after `cursor`, waiting up
+  // to `wait`; the shares of the cases they are on are passed over.
   std::vector<v1::WatchInboxResponse> Inbox(
       const std::string& cursor, size_t expected,
       absl::Duration wait = absl::Seconds(30)) {
     std::vector<v1::WatchInboxResponse> seen;
     EXPECT_OK(Cn(kMps)->WatchInbox(cursor, wait, [&](const auto& item) {
-      seen.push_back(item);
+      if (item.message().kind() != v1::MESSAGE_KIND_CASE_SHARE) {
+        seen.push_back(item);
+      }
       return seen.size() < expected;
     }));
     return seen;
@@ -145,8 +153,15 @@ TEST_F(ExchangeTest, MessageIsDeliveredWithAVerifiableReceipt) {
   EXPECT_THAT(Actions(kCnAuditor, true),
               ::testing::Contains("envelope.received"));
   auto delivered_count = [&] {
-    const auto actions = Actions(kCnAuditor, true);
-    return std::count(actions.begin(), actions.end(), "inbox.delivered");
+    auto entries = Cn(kCnAuditor)->GetAuditEntries(0, 1000);
+    EXPECT_OK(entries);
+    if (!entries.ok()) return 0;
+    return static_cast<int>(
+        std::count_if(entries->entries().begin(), entries->entries().end(),
+                      [&](const auto& e) {
+                        return e.action() == "inbox.delivered" &&
+                               absl::c_linear_search(e.subjects(), message_id);
+                      }));
   };
   // Delivery to the office is recorded (just after the write), once, however
   // often a resumed stream sends the message again.
@@ -209,6 +224,9 @@ TEST_F(ExchangeTest, LiveMessageReachesAWatchingOffice) {
   std::thread watcher([&] {
     EXPECT_OK(
         Cn(kMps)->WatchInbox("", absl::Seconds(30), [&](const auto& item) {
+          if (item.message().kind() == v1::MESSAGE_KIND_CASE_SHARE) {
+            return true;  // the case's share, before the stream waits
+          }
           seen.push_back(item);
           return false;  // one is enough
         }));
@@ -339,11 +357,10 @@ TEST_F(ExchangeTest,
 }
 
 TEST_F(ExchangeTest, ASupervisorCancelsAnotherOfficesMessageSentInError) {
-  // The embassy's office is a supervisor here; the peer is away, so the
-  // desk's message waits in the outbox.
+  // The embassy's office is a supervisor here; the peer is away once the
+  // case is shared, so the desk's message waits in the outbox.
   constexpr char kEmbassyId[] = "spiffe://pk.casebridge/office/embassy-beijing";
   ASSERT_EQ(pk_->Stop(), 0) << pk_->Log();
-  ASSERT_EQ(cn_->Stop(), 0) << cn_->Log();
   ASSERT_OK_AND_ASSIGN(std::string pk_toml, crypto::ReadFile(pk_config_));
   const std::string officer_toml = pk_toml;
   pk_toml = absl::StrReplaceAll(
@@ -353,6 +370,7 @@ TEST_F(ExchangeTest, ASupervisorCancelsAnotherOfficesMessageSentInError) {
   ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(pk_config_));
 
   const std::string id = OpenCase();
+  ASSERT_EQ(cn_->Stop(), 0) << cn_->Log();
   ASSERT_OK_AND_ASSIGN(const std::string wrong, Send(id, "sent in error"));
   ASSERT_OK_AND_ASSIGN(
       const v1::DeliveryStatus cancelled,
@@ -513,6 +531,63 @@ TEST_F(ExchangeTest, AcknowledgementTravelsBackToTheSender) {
   }
   EXPECT_TRUE(acknowledged);
   EXPECT_TRUE(reply_sent);
+}
+
+TEST_F(ExchangeTest, AMessageOnACaseNeverSharedWaitsForTheShare) {
+  // The desk's case, not shared: MPS could neither read it nor reply.
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference opened,
+                       Pk(kFia)->OpenCase(ValidDraft()));
+  const std::string id = opened.exchange_id();
+  v1::SendMessageRequest request;
+  request.set_request_id("rescue-1");
+  request.mutable_message()->set_exchange_id(id);
+  request.mutable_message()->set_kind(v1::MESSAGE_KIND_RESCUE_REQUEST);
+  request.mutable_message()->set_priority(v1::PRIORITY_URGENT);
+  request.mutable_message()->set_body("Victim V1 to be moved tonight.");
+  const auto not_shared =
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               HasSubstr(absl::StrCat("case ", id,
+                                      " has not been shared with the peer")));
+  EXPECT_THAT(Pk(kFia)->SendMessage(request), not_shared);
+
+  // A share withdrawn before it left does not count.
+  ASSERT_EQ(cn_->Stop(), 0) << cn_->Log();
+  v1::ShareCaseRequest share;
+  share.set_exchange_id(id);
+  ASSERT_OK_AND_ASSIGN(const v1::ShareCaseResponse withdrawn,
+                       Pk(kFia)->ShareCase(share));
+  ASSERT_OK(Pk(kFia)->CancelMessage(withdrawn.message_id(), "not yet"));
+  EXPECT_THAT(Pk(kFia)->SendMessage(request), not_shared);
+
+  // Refused calls are audited and used nothing up: once the case is shared
+  // (still queued, the peer away), the same request id is accepted, and the
+  // message follows the share.
+  auto entries = Pk(kPkAuditor)->GetAuditEntries(0, 1000);
+  ASSERT_OK(entries);
+  int refusals = 0;
+  for (const v1::AuditEntry& e : entries->entries()) {
+    if (e.action() != "message.send") continue;
+    ++refusals;
+    EXPECT_EQ(e.status_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(e.subjects(), ::testing::Contains(id));
+  }
+  EXPECT_EQ(refusals, 2);
+  ASSERT_OK_AND_ASSIGN(const v1::ShareCaseResponse shared,
+                       Pk(kFia)->ShareCase(share));
+  ASSERT_OK_AND_ASSIGN(const v1::SendMessageResponse sent,
+                       Pk(kFia)->SendMessage(request));
+  ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config_));
+  ASSERT_TRUE(WaitUntil([&] {
+    return StateOf(sent.message_id()) == v1::DELIVERY_STATE_DELIVERED;
+  })) << pk_->Log();
+  std::vector<std::string> arrived;
+  ASSERT_OK(Cn(kMps)->WatchInbox("", absl::Seconds(10), [&](const auto& item) {
+    arrived.push_back(item.message().message_id());
+    return arrived.size() < 2;
+  }));
+  EXPECT_THAT(arrived,
+              ::testing::ElementsAre(shared.message_id(), sent.message_id()));
+  EXPECT_OK(Cn(kMps)->GetCase(id));
 }
 
 TEST_F(ExchangeTest, RefusedSendsStoreNothing) {

@@ -132,9 +132,8 @@ TEST_F(PeerCertTest, ARevokedPeerCertificateCutsTheLinkAndNothingMoreIsSent) {
   ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(pk_config_));
   ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config_));
   ASSERT_TRUE(WaitUntil([&] { return LinkServing(); })) << pk_->Log();
-  auto opened = Pk(kFia)->OpenCase(ValidDraft());
-  ASSERT_OK(opened);
-  const std::string exchange_id = opened->exchange_id();
+  ASSERT_OK_AND_ASSIGN(const std::string exchange_id,
+                       OpenSharedCase(*Pk(kFia)));
   ASSERT_OK_AND_ASSIGN(const std::string first, Send(exchange_id, "first"));
   ASSERT_TRUE(WaitUntil([&] {
     return StatusOf(first).state() == v1::DELIVERY_STATE_DELIVERED;
@@ -153,9 +152,9 @@ TEST_F(PeerCertTest, ARevokedPeerCertificateCutsTheLinkAndNothingMoreIsSent) {
   EXPECT_NE(waiting.state(), v1::DELIVERY_STATE_DELIVERED);
   EXPECT_TRUE(waiting.has_peer_link_down_since()) << waiting.ShortDebugString();
   EXPECT_EQ(waiting.peer_link_down_reason(), kRefusedReason);
-  // The CN gateway received the first message only.
+  // The CN gateway received the case's share and the first message only.
   auto cn_auditor = Cn(kCnAuditor);
-  EXPECT_EQ(Entries(*cn_auditor, "envelope.received").size(), 1u);
+  EXPECT_EQ(Entries(*cn_auditor, "envelope.received").size(), 2u);
 
   // Audited once at PK, however often the handshake is refused.
   auto pk_auditor = Pk(kPkAuditor);
@@ -175,7 +174,7 @@ TEST_F(PeerCertTest, ARevokedPeerCertificateCutsTheLinkAndNothingMoreIsSent) {
   EXPECT_FALSE(LinkServing());
   EXPECT_EQ(StatusOf(held).peer_link_down_reason(), kRefusedReason);
   EXPECT_EQ(Entries(*Pk(kPkAuditor), "peer.cert_refused").size(), 2u);
-  EXPECT_EQ(Entries(*cn_auditor, "envelope.received").size(), 1u);
+  EXPECT_EQ(Entries(*cn_auditor, "envelope.received").size(), 2u);
 
   // The revocation withdrawn (a restart puts CRLs out of force): the held
   // message goes, once.
@@ -186,7 +185,7 @@ TEST_F(PeerCertTest, ARevokedPeerCertificateCutsTheLinkAndNothingMoreIsSent) {
     return StatusOf(held).state() == v1::DELIVERY_STATE_DELIVERED;
   })) << pk_->Log();
   EXPECT_TRUE(StatusOf(held).peer_link_down_reason().empty());
-  EXPECT_EQ(Entries(*cn_auditor, "envelope.received").size(), 2u);
+  EXPECT_EQ(Entries(*cn_auditor, "envelope.received").size(), 3u);
 }
 
 }  // namespace

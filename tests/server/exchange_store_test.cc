@@ -465,6 +465,50 @@ TEST_F(ExchangeStoreTest, QueueOutgoingRefusesTakenIdsAndMissingFields) {
 
 // --- ReadyToSend -------------------------------------------------------------
 
+TEST_F(ExchangeStoreTest, AMessageNeedingItsCaseSharedWaitsForALiveShare) {
+  const auto needing_share = [&](const std::string& message_id) {
+    OutgoingMessage out =
+        Outgoing(Message(message_id, kCaseA), "E-" + message_id);
+    out.needs_shared_case = true;
+    return exchange().QueueOutgoing(out, {}, Event("message.send"));
+  };
+  const auto share = [&](const std::string& message_id) {
+    v1::CaseMessage m = Message(message_id, kCaseA, v1::PRIORITY_PRIORITY);
+    m.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
+    Queue(m);
+  };
+  const auto not_shared = StatusIs(
+      absl::StatusCode::kFailedPrecondition,
+      HasSubstr(absl::StrCat("case ", kCaseA, " has not been shared")));
+  // A message of the case, another case's share: not a share of this case.
+  Queue(Message("PK-M-1", kCaseA));
+  v1::CaseMessage other = Message("PK-M-2", kCaseB);
+  other.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
+  Queue(other);
+  const uint64_t audit_size = AuditSize();
+  const int64_t messages = CountRows("messages");
+  EXPECT_THAT(needing_share("PK-M-3"), not_shared);
+  // A share the peer refused for good, or one withdrawn, does not count.
+  share("PK-M-4");
+  ASSERT_OK(exchange().RecordRefused(
+      "E-PK-M-4", absl::InvalidArgumentError("message.case_reference: bad"),
+      Event("envelope.refused", kCnGateway)));
+  share("PK-M-5");
+  ASSERT_OK(
+      exchange().CancelOutgoing("PK-M-5", "not yet", Event("message.cancel")));
+  EXPECT_THAT(needing_share("PK-M-3"), not_shared);
+  // Of the refused calls, nothing: the two shares, the refusal, the cancel.
+  EXPECT_EQ(CountRows("messages"), messages + 2);
+  EXPECT_EQ(AuditSize(), audit_size + 4);
+  // A share still queued counts (per-case order sends it first), and so does
+  // a delivered one.
+  share("PK-M-6");
+  ASSERT_OK(needing_share("PK-M-3").status());
+  ASSERT_OK(exchange().RecordDelivered("E-PK-M-6", PeerReceipt("E-PK-M-6"),
+                                       clock_.Now(), Event("receipt.store")));
+  ASSERT_OK(needing_share("PK-M-7").status());
+}
+
 TEST_F(ExchangeStoreTest, UrgentOfAnotherCaseOvertakesOlderRoutine) {
   Queue(Message("A-1", kCaseA, v1::PRIORITY_ROUTINE));
   clock_.Advance(absl::Seconds(1));
