@@ -105,17 +105,7 @@ std::string StoreSnapshot(const std::string& data_dir) {
 std::vector<v1::AuditEntry> AllEntries(const std::string& auditor_stem,
                                        const std::string& endpoint,
                                        const std::string& country) {
-  auto auditor = OfficeClientFor(auditor_stem, endpoint, country);
-  std::vector<v1::AuditEntry> all;
-  uint64_t start = 0;
-  while (true) {
-    auto page = auditor->GetAuditEntries(start, 1000);
-    EXPECT_OK(page);
-    if (!page.ok() || page->entries().empty()) break;
-    for (const v1::AuditEntry& e : page->entries()) all.push_back(e);
-    start = page->next_start();
-  }
-  return all;
+  return ReadAuditEntries(*OfficeClientFor(auditor_stem, endpoint, country));
 }
 
 bool HasEntry(const std::vector<v1::AuditEntry>& entries,

@@ -81,17 +81,7 @@ class CertLifecycleTest : public ::testing::Test {
   }
 
   std::vector<v1::AuditEntry> AuditEntries() {
-    auto auditor = Office(kAuditor);
-    std::vector<v1::AuditEntry> all;
-    uint64_t start = 0;
-    while (true) {
-      auto page = auditor->GetAuditEntries(start, 1000);
-      EXPECT_OK(page);
-      if (!page.ok() || page->entries().empty()) break;
-      all.insert(all.end(), page->entries().begin(), page->entries().end());
-      start = page->next_start();
-    }
-    return all;
+    return ReadAuditEntries(*Office(kAuditor));
   }
 
   int CaseCount() {

@@ -171,12 +171,7 @@ class DataKeyTest : public ::testing::Test {
   }
 
   std::vector<v1::AuditEntry> PkAuditEntries() {
-    auto entries = Pk(kPkAuditor)->GetAuditEntries(0, 1000);
-    EXPECT_OK(entries);
-    return entries.ok()
-               ? std::vector<v1::AuditEntry>(entries->entries().begin(),
-                                             entries->entries().end())
-               : std::vector<v1::AuditEntry>{};
+    return ReadAuditEntries(*Pk(kPkAuditor));
   }
 
   CommandResult Gateway(std::vector<std::string> args) {

@@ -8,6 +8,7 @@
 #include "absl/time/time.h"
 #include "casebridge/v1/peer.grpc.pb.h"
 #include "core/config.h"
+#include "tests/testing/status_matchers.h"
 #include "tests/testing/test_pki.h"
 
 namespace casebridge::testing {
@@ -119,6 +120,27 @@ v1::CaseReference ValidDraft(const std::string& summary) {
   l->set_description("Handan, Hebei");
   l->set_country(v1::COUNTRY_CN);
   return c;
+}
+
+std::vector<v1::AuditEntry> ReadAuditEntries(client::OfficeClient& auditor) {
+  std::vector<v1::AuditEntry> all;
+  uint64_t start = 0;
+  while (true) {
+    auto page = auditor.GetAuditEntries(start, 1000);
+    EXPECT_OK(page);
+    if (!page.ok() || page->entries().empty()) break;
+    all.insert(all.end(), page->entries().begin(), page->entries().end());
+    start = page->next_start();
+  }
+  return all;
+}
+
+std::vector<v1::AuditEntry> ReadAuditEntries(client::OfficeClient& auditor,
+                                             const std::string& action) {
+  std::vector<v1::AuditEntry> entries = ReadAuditEntries(auditor);
+  std::erase_if(entries,
+                [&](const v1::AuditEntry& e) { return e.action() != action; });
+  return entries;
 }
 
 absl::StatusOr<std::string> OpenSharedCase(client::OfficeClient& office,

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -62,6 +63,13 @@ std::string CnOfficesWithGuangzhou();
 v1::CaseReference ValidDraft(
     const std::string& summary =
         "Woman held in Handan after a brokered marriage");
+
+// Every audit entry the office behind `auditor` may read, page by page
+// (a failed call is a test failure and ends the reading).
+std::vector<v1::AuditEntry> ReadAuditEntries(client::OfficeClient& auditor);
+// Those of them recording `action`.
+std::vector<v1::AuditEntry> ReadAuditEntries(client::OfficeClient& auditor,
+                                             const std::string& action);
 
 // Opens `draft` as the office behind `office` and shares it with the peer
 // country's liaison desk, as an office must before it sends messages on its

@@ -328,20 +328,13 @@ class ExchangeCrashTest : public ::testing::Test {
     auto auditor = OfficeClientFor(kPkAuditor, pk_->office_endpoint(), "PK");
     std::map<std::string, std::vector<uint64_t>> sent;
     std::map<std::string, std::vector<uint64_t>> stored;
-    uint64_t start = 0;
-    while (true) {
-      auto page = auditor->GetAuditEntries(start, 500);
-      ASSERT_OK(page);
-      for (const v1::AuditEntry& entry : page->entries()) {
-        if (entry.subjects_size() < 2) continue;
-        if (entry.action() == "envelope.sent") {
-          sent[entry.subjects(1)].push_back(entry.index());
-        } else if (entry.action() == "receipt.stored") {
-          stored[entry.subjects(1)].push_back(entry.index());
-        }
+    for (const v1::AuditEntry& entry : ReadAuditEntries(*auditor)) {
+      if (entry.subjects_size() < 2) continue;
+      if (entry.action() == "envelope.sent") {
+        sent[entry.subjects(1)].push_back(entry.index());
+      } else if (entry.action() == "receipt.stored") {
+        stored[entry.subjects(1)].push_back(entry.index());
       }
-      if (page->entries().empty() || page->next_start() == start) break;
-      start = page->next_start();
     }
     for (const std::string& id : message_ids) {
       ASSERT_EQ(sent[id].size(), 1u) << id << ": envelope.sent entries";

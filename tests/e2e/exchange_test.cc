@@ -92,12 +92,10 @@ class ExchangeTest : public ::testing::Test {
   }
 
   std::vector<std::string> Actions(const std::string& stem, bool cn) {
-    auto auditor = cn ? Cn(stem) : Pk(stem);
-    auto entries = auditor->GetAuditEntries(0, 1000);
-    EXPECT_OK(entries);
     std::vector<std::string> actions;
-    if (entries.ok()) {
-      for (const auto& e : entries->entries()) actions.push_back(e.action());
+    for (const v1::AuditEntry& e :
+         ReadAuditEntries(cn ? *Cn(stem) : *Pk(stem))) {
+      actions.push_back(e.action());
     }
     return actions;
   }
@@ -153,15 +151,11 @@ TEST_F(ExchangeTest, MessageIsDeliveredWithAVerifiableReceipt) {
   EXPECT_THAT(Actions(kCnAuditor, true),
               ::testing::Contains("envelope.received"));
   auto delivered_count = [&] {
-    auto entries = Cn(kCnAuditor)->GetAuditEntries(0, 1000);
-    EXPECT_OK(entries);
-    if (!entries.ok()) return 0;
-    return static_cast<int>(
-        std::count_if(entries->entries().begin(), entries->entries().end(),
-                      [&](const auto& e) {
-                        return e.action() == "inbox.delivered" &&
-                               absl::c_linear_search(e.subjects(), message_id);
-                      }));
+    return static_cast<int>(absl::c_count_if(
+        ReadAuditEntries(*Cn(kCnAuditor), "inbox.delivered"),
+        [&](const v1::AuditEntry& e) {
+          return absl::c_linear_search(e.subjects(), message_id);
+        }));
   };
   // Delivery to the office is recorded (just after the write), once, however
   // often a resumed stream sends the message again.
@@ -392,11 +386,9 @@ TEST_F(ExchangeTest, ASupervisorCancelsAnotherOfficesMessageSentInError) {
   EXPECT_TRUE(Inbox(inbox[0].cursor(), 1, absl::Milliseconds(500)).empty());
 
   // On record under the supervisor's identity.
-  auto entries = Pk(kPkAuditor)->GetAuditEntries(0, 1000);
-  ASSERT_OK(entries);
   int cancels = 0;
-  for (const v1::AuditEntry& e : entries->entries()) {
-    if (e.action() != "message.cancel") continue;
+  for (const v1::AuditEntry& e :
+       ReadAuditEntries(*Pk(kPkAuditor), "message.cancel")) {
     ++cancels;
     EXPECT_EQ(e.actor(), kEmbassyId);
     EXPECT_EQ(e.status_code(), 0) << e.status_message();
@@ -513,10 +505,9 @@ TEST_F(ExchangeTest, AcknowledgementTravelsBackToTheSender) {
   EXPECT_EQ(fia[0].message().body(), "Acted on: team dispatched");
   // On the CN side the acknowledgement and its way back are audited, the
   // reply naming its case, message and envelope.
-  ASSERT_OK_AND_ASSIGN(auto entries, Cn(kCnAuditor)->GetAuditEntries(0, 1000));
   bool acknowledged = false;
   bool reply_sent = false;
-  for (const auto& e : entries.entries()) {
+  for (const v1::AuditEntry& e : ReadAuditEntries(*Cn(kCnAuditor))) {
     if (e.action() == "message.acknowledge" && e.status_code() == 0) {
       // The message acknowledged, and the reply carrying the note.
       acknowledged = e.subjects_size() == 2 && e.subjects(0) == message_id &&
@@ -562,11 +553,9 @@ TEST_F(ExchangeTest, AMessageOnACaseNeverSharedWaitsForTheShare) {
   // Refused calls are audited and used nothing up: once the case is shared
   // (still queued, the peer away), the same request id is accepted, and the
   // message follows the share.
-  auto entries = Pk(kPkAuditor)->GetAuditEntries(0, 1000);
-  ASSERT_OK(entries);
   int refusals = 0;
-  for (const v1::AuditEntry& e : entries->entries()) {
-    if (e.action() != "message.send") continue;
+  for (const v1::AuditEntry& e :
+       ReadAuditEntries(*Pk(kPkAuditor), "message.send")) {
     ++refusals;
     EXPECT_EQ(e.status_code(), grpc::StatusCode::FAILED_PRECONDITION);
     EXPECT_THAT(e.subjects(), ::testing::Contains(id));

@@ -143,17 +143,8 @@ role = "auditor"
   std::vector<v1::AuditEntry> Entries(const std::string& auditor,
                                       const GatewayProcess& gateway,
                                       const std::string& country) {
-    auto client = OfficeClientFor(auditor, gateway.office_endpoint(), country);
-    std::vector<v1::AuditEntry> all;
-    uint64_t start = 0;
-    while (true) {
-      auto page = client->GetAuditEntries(start, 1000);
-      EXPECT_OK(page);
-      if (!page.ok() || page->entries().empty()) break;
-      for (const v1::AuditEntry& e : page->entries()) all.push_back(e);
-      start = page->next_start();
-    }
-    return all;
+    return ReadAuditEntries(
+        *OfficeClientFor(auditor, gateway.office_endpoint(), country));
   }
 
   static bool HasEntry(const std::vector<v1::AuditEntry>& entries,

@@ -210,19 +210,8 @@ class KeyRotationTest : public ::testing::Test {
                                         const std::string& endpoint,
                                         const std::string& country,
                                         const std::string& action) {
-    auto client = OfficeClientFor(auditor, endpoint, country);
-    std::vector<v1::AuditEntry> out;
-    uint64_t start = 0;
-    while (true) {
-      auto page = client->GetAuditEntries(start, 1000);
-      EXPECT_OK(page);
-      if (!page.ok() || page->entries().empty()) break;
-      for (const v1::AuditEntry& e : page->entries()) {
-        if (e.action() == action) out.push_back(e);
-      }
-      start = page->next_start();
-    }
-    return out;
+    return ReadAuditEntries(*OfficeClientFor(auditor, endpoint, country),
+                            action);
   }
 
   // A keys file for offline checks: the dev PKI's, with PK's envelope key

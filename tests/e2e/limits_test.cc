@@ -90,18 +90,9 @@ class LimitsTest : public ::testing::Test {
   }
 
   std::vector<v1::AuditEntry> EntriesBy(const std::string& actor) {
-    auto auditor = Office(kAuditor);
-    std::vector<v1::AuditEntry> all;
-    uint64_t start = 0;
-    while (true) {
-      auto page = auditor->GetAuditEntries(start, 1000);
-      EXPECT_OK(page);
-      if (!page.ok() || page->entries().empty()) break;
-      for (const v1::AuditEntry& entry : page->entries()) {
-        if (entry.actor() == actor) all.push_back(entry);
-      }
-      start = page->next_start();
-    }
+    std::vector<v1::AuditEntry> all = ReadAuditEntries(*Office(kAuditor));
+    std::erase_if(all,
+                  [&](const v1::AuditEntry& e) { return e.actor() != actor; });
     return all;
   }
 

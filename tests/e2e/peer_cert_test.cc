@@ -95,18 +95,7 @@ class PeerCertTest : public ::testing::Test {
 
   std::vector<v1::AuditEntry> Entries(client::OfficeClient& auditor,
                                       const std::string& action) {
-    std::vector<v1::AuditEntry> found;
-    uint64_t start = 0;
-    while (true) {
-      auto page = auditor.GetAuditEntries(start, 1000);
-      EXPECT_OK(page);
-      if (!page.ok() || page->entries().empty()) break;
-      for (const v1::AuditEntry& entry : page->entries()) {
-        if (entry.action() == action) found.push_back(entry);
-      }
-      start = page->next_start();
-    }
-    return found;
+    return ReadAuditEntries(auditor, action);
   }
 
   // Lines of the PK gateway's log that say it refused the peer's

@@ -138,19 +138,8 @@ class WitnessE2eTest : public ::testing::Test {
 
   // PK's audit entries of `action`, read by the auditor.
   std::vector<v1::AuditEntry> Entries(const std::string& action) {
-    auto auditor = OfficeClientFor(kAuditor, gateway_->office_endpoint());
-    std::vector<v1::AuditEntry> out;
-    uint64_t start = 0;
-    while (true) {
-      auto page = auditor->GetAuditEntries(start, 1000);
-      EXPECT_OK(page);
-      if (!page.ok() || page->entries().empty()) break;
-      for (const auto& e : page->entries()) {
-        if (e.action() == action) out.push_back(e);
-      }
-      start = page->next_start();
-    }
-    return out;
+    return ReadAuditEntries(
+        *OfficeClientFor(kAuditor, gateway_->office_endpoint()), action);
   }
 
   std::string dir_;
