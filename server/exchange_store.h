@@ -90,6 +90,12 @@ struct InboundEnvelope {
   const v1::Envelope* parsed = nullptr;
   std::vector<std::string> inbox_offices;
   AuditEvent audit;
+  // Appended after `audit`, in the same transaction, when the message is
+  // stored under another handling than it was sent under (HoldToHeldCase):
+  // its subjects become the exchange id, the message id and the envelope id,
+  // its payload the notice of the handling stored (HandlingNotice, as
+  // officers are shown it). Not appended if its action is empty.
+  AuditEvent held_audit;
 };
 
 // One message of ExchangeStore::RecordInboxDeliveries.

@@ -249,6 +249,8 @@ std::vector<v1::DeliverResponse> Inbound::Accept(std::vector<Checked> batch) {
     envelopes[i].parsed = &batch[i].envelope;
     envelopes[i].inbox_offices = std::move(batch[i].inbox_offices);
     envelopes[i].audit = batch[i].event;
+    envelopes[i].held_audit.actor = config_->identity;
+    envelopes[i].held_audit.action = "message.held_to_case";
   }
   std::vector<absl::StatusOr<InboundResult>> results =
       store_->AcceptInboundBatch(

@@ -1215,6 +1215,16 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
   CB_ASSIGN_OR_RETURN(const uint64_t index,
                       audit_->AppendInTransaction(conn, event));
   CB_ASSIGN_OR_RETURN(result.receipt, make_receipt(index, now));
+  // The handling it is delivered under, where that is not the one it was
+  // sent under, is on record with it.
+  if (result.held.has_value() && !in.held_audit.action.empty()) {
+    AuditEvent held_event = in.held_audit;
+    held_event.subjects = {message.exchange_id(), message.message_id(),
+                           envelope_id};
+    held_event.payload =
+        HandlingNotice(message.handling_code(), message.handling_restriction());
+    CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, held_event).status());
+  }
 
   StoredPayload stored;
   if (sealer_ == nullptr) {

@@ -821,6 +821,23 @@ TEST_F(PeerRefusalTest, MessageWithAnotherCodeThanTheCaseHeldHereIsKept) {
     EXPECT_EQ(e.status_code(), 0) << e.status_message();
     EXPECT_EQ(e.actor(), kCnGateway);
   }
+  // And that each is delivered under another handling than it was sent
+  // under is on record, by this gateway, right after its receipt.
+  std::vector<v1::AuditEntry> held_entries = AuditEntries();
+  std::erase_if(held_entries, [](const v1::AuditEntry& e) {
+    return e.action() != "message.held_to_case";
+  });
+  ASSERT_EQ(held_entries.size(), 2u);
+  const v1::Envelope* sent[] = {&weaker, &older};
+  for (size_t i = 0; i < 2; ++i) {
+    const v1::AuditEntry& e = held_entries[i];
+    EXPECT_EQ(e.actor(), kPkGateway);
+    EXPECT_EQ(e.status_code(), 0) << e.status_message();
+    EXPECT_THAT(e.subjects(),
+                ElementsAre(ours.exchange_id(), sent[i]->message().message_id(),
+                            sent[i]->envelope_id()));
+    EXPECT_EQ(e.index(), received[i].index() + 1);
+  }
 }
 
 TEST_F(PeerRefusalTest, StreamsDroppedWhileAnswersAreWrittenLeaveItServing) {
