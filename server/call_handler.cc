@@ -247,10 +247,6 @@ absl::Status CallHandler::TrackStream(grpc::CallbackServerContext* context,
   return absl::OkStatus();
 }
 
-void CallHandler::AppendAudit(const AuditEvent& event) {
-  AppendOrLog(*audit_, event);
-}
-
 bool CallHandler::AuditStranger(const std::string& group) {
   if (strangers_ == nullptr) return true;
   const CallLimiter::Decision decision = strangers_->AdmitCall(group);
@@ -262,13 +258,9 @@ bool CallHandler::AuditStranger(const std::string& group) {
 void CallHandler::AuditBurst(const std::string& identity,
                              const CallLimiter::Decision& closed,
                              bool unaudited) {
-  if (unaudited) {
-    SummarizeBurst(*audit_, identity, closed, "calls refused",
-                   " beyond limits.stranger_audits_per_second");
-  } else {
-    SummarizeBurst(*audit_, identity, closed, "calls refused by the limits",
-                   "");
-  }
+  SummarizeBurst(*audit_, identity, closed,
+                 unaudited ? "calls refused" : "calls refused by the limits",
+                 unaudited ? " beyond limits.stranger_audits_per_second" : "");
 }
 
 void CallHandler::OnCallDone(const grpc::CallbackServerContext* context) {
@@ -364,7 +356,7 @@ int CallHandler::EndStreams(
     ending_thread_ = std::thread::id();
   }
   for (const AuditEvent& event : events) {
-    AppendAudit(event);
+    AppendOrLog(*audit_, event);
     log::Warning("rpc.stream_ended",
                  {{"port", port_ == Port::kOffice ? "office" : "peer"},
                   {"action", event.action},
@@ -439,7 +431,7 @@ void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
                           ? absl::Status(status.code(),
                                          "internal error; see the gateway log")
                           : status;
-      AppendAudit(event);
+      AppendOrLog(*audit_, event);
     }
     const grpc::Status reply = ToGrpcStatus(status);
     // Refusals inside a burst are counted, not logged one by one.

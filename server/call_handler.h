@@ -187,7 +187,6 @@ class CallHandler {
   // outcome is the audited reason). Returns how many.
   int EndStreams(const std::function<absl::Status(const OpenStream&)>& why);
   void OnCallDone(const grpc::CallbackServerContext* context);
-  void AppendAudit(const AuditEvent& event);
 
   class CallDoneHook;
 

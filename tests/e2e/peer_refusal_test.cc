@@ -823,10 +823,8 @@ TEST_F(PeerRefusalTest, MessageWithAnotherCodeThanTheCaseHeldHereIsKept) {
   }
   // And that each is delivered under another handling than it was sent
   // under is on record, by this gateway, right after its receipt.
-  std::vector<v1::AuditEntry> held_entries = AuditEntries();
-  std::erase_if(held_entries, [](const v1::AuditEntry& e) {
-    return e.action() != "message.held_to_case";
-  });
+  const std::vector<v1::AuditEntry> held_entries =
+      ReadAuditEntries(*Office(kPkAuditor), "message.held_to_case");
   ASSERT_EQ(held_entries.size(), 2u);
   const v1::Envelope* sent[] = {&weaker, &older};
   for (size_t i = 0; i < 2; ++i) {
