@@ -1565,5 +1565,63 @@ TEST_F(ExchangeStoreTest, RetentionPurgesOldPayloadsAndKeepsTheLogVerifiable) {
   EXPECT_EQ(again, 0);
 }
 
+TEST_F(ExchangeStoreTest, RetentionClearsTheSaltOfAHeldMessagesEntry) {
+  // Our case under H2, and a message the peer sent on it under H0: stored
+  // under H2, and on record as held.
+  v1::CaseReference draft;
+  draft.set_category(v1::CASE_CATEGORY_FORCED_LABOUR);
+  draft.set_summary("Recruited for factory work abroad.");
+  draft.set_handling_code(v1::HANDLING_CODE_H2);
+  ASSERT_OK_AND_ASSIGN(
+      const OpenedCase opened,
+      store_->cases().OpenCase(draft, kFia, {}, Event("case.open")));
+  v1::CaseMessage message = PeerMessage("CN-M-HELD");
+  message.set_exchange_id(opened.case_reference.exchange_id());
+  message.set_handling_code(v1::HANDLING_CODE_H0);
+  const v1::SignedEnvelope held = PeerEnvelope("CN-E-HELD", message);
+  ASSERT_OK_AND_ASSIGN(const v1::Envelope parsed,
+                       exchange::VerifyEnvelope(held, peer_keys_, 1 << 20));
+  InboundEnvelope in;
+  in.signed_envelope = &held;
+  in.parsed = &parsed;
+  in.inbox_offices = {kFia};
+  in.audit = Event("envelope.receive", kCnGateway);
+  in.held_audit = Event("message.held_to_case", kPkGateway);
+  const uint64_t before = AuditSize();
+  const auto receipt = MakeReceipt(held, parsed.envelope_id());
+  std::vector<absl::StatusOr<InboundResult>> results =
+      exchange().AcceptInboundBatch(
+          {in}, [&](size_t, uint64_t index, absl::Time received_at) {
+            return receipt(index, received_at);
+          });
+  ASSERT_EQ(results.size(), 1u);
+  ASSERT_OK(results[0].status());
+  ASSERT_TRUE(results[0]->held.has_value());
+  EXPECT_EQ(results[0]->held->held_code, v1::HANDLING_CODE_H2);
+  ASSERT_EQ(AuditSize(), before + 2);
+  const StoredEntry held_entry = AuditEntry(before + 1);
+  ASSERT_EQ(held_entry.entry.action, "message.held_to_case");
+  EXPECT_THAT(held_entry.entry.subjects,
+              ElementsAre(opened.case_reference.exchange_id(), "CN-M-HELD",
+                          "CN-E-HELD"));
+  ASSERT_OK_AND_ASSIGN(std::optional<std::string> salt,
+                       audit().PayloadSalt(before + 1));
+  EXPECT_TRUE(salt.has_value());
+
+  // Past the retention period the message is purged, and with it the salt
+  // of every entry about it, the held one too.
+  clock_.Advance(absl::Hours(24) * 40);
+  ASSERT_OK_AND_ASSIGN(
+      const int purged,
+      exchange().PurgeExpired(clock_.Now() - absl::Hours(24) * 30, kPkGateway));
+  EXPECT_EQ(purged, 1);
+  ASSERT_OK_AND_ASSIGN(salt, audit().PayloadSalt(before + 1));
+  EXPECT_FALSE(salt.has_value());
+  ASSERT_OK_AND_ASSIGN(salt, audit().PayloadSalt(before));
+  EXPECT_FALSE(salt.has_value());
+  ASSERT_OK_AND_ASSIGN(const VerifyReport report, audit().Verify());
+  EXPECT_TRUE(report.ok()) << report.problem;
+}
+
 }  // namespace
 }  // namespace casebridge::server
