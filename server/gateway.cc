@@ -370,6 +370,9 @@ absl::Status Gateway::Init(const Clock* clock) {
   cert_monitor_->set_on_revocations([this] {
     office_handler_->EndRevokedStreams();
     peer_handler_->EndRevokedStreams();
+    // The sender looks at its channel now rather than at its next poll: a
+    // stream to a peer whose certificate the new list revokes ends at once.
+    peer_link_->Wake();
   });
   cert_monitor_->Start();
   PolicyReloader::Options reload;

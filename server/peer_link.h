@@ -62,7 +62,8 @@ class PeerLink {
   PeerLink(const PeerLink&) = delete;
   PeerLink& operator=(const PeerLink&) = delete;
 
-  // Something was queued: look at the outbox now. Thread-safe, never blocks.
+  // Something was queued, or the revocation lists changed: look at the
+  // channel and the outbox now. Thread-safe, never blocks.
   void Wake();
   // Ends the stream (envelopes in flight stay in the outbox, to be sent
   // again) and joins the thread. Idempotent.
