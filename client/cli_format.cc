@@ -280,6 +280,13 @@ std::string FormatCase(const v1::CaseReference& c) {
                           v.remarks(), "\n");
     }
   }
+  if (c.has_personal_data_purged_at()) {
+    // Not the same as none recorded: they were destroyed.
+    out += absl::StrCat(
+        "Personal data purged by retention at ",
+        Time(c.personal_data_purged_at()),
+        ": victims' remarks and last known locations are no longer held\n");
+  }
   if (c.last_known_locations_size() > 0) {
     out += "Last known locations:\n";
     for (const auto& l : c.last_known_locations()) {
@@ -353,11 +360,13 @@ std::string FormatInboxLine(const v1::WatchInboxResponse& item) {
       // Which request an acknowledgement or a response answers.
       m.in_reply_to().empty() ? "" : absl::StrCat("  re ", m.in_reply_to()),
       "  (cursor ", item.cursor(), ")\n    ",
-      Truncate(
+      // The whole text, line by line: a rescue request's address or phone
+      // number may be at its end.
+      absl::StrReplaceAll(
           m.body().empty() && m.has_case_reference()
               ? absl::StrCat("[case shared] ", m.case_reference().summary())
               : m.body(),
-          100),
+          {{"\n", "\n    "}}),
       "\n",
       m.handling_notice().empty()
           ? ""

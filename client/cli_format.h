@@ -41,7 +41,7 @@ std::string FormatCaseTable(const std::vector<v1::CaseReference>& cases);
 std::string FormatWhoAmI(const v1::WhoAmIResponse& who);
 std::string FormatAuditEntries(const v1::GetEntriesResponse& entries);
 // One line for an inbox message: time, case, kind[/stage], priority,
-// sender, then the body (cut to fit).
+// sender, then the whole body, each of its lines indented.
 std::string FormatInboxLine(const v1::WatchInboxResponse& item);
 std::string FormatDeliveryStatus(const v1::DeliveryStatus& status);
 

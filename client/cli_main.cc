@@ -73,20 +73,22 @@ struct Options {
   bool json = false;
 };
 
+// What UNAVAILABLE may mean: a gateway that is down and one that refused
+// this office's certificate at the handshake look the same from here.
+void PrintUnavailableHint() {
+  std::fprintf(stderr,
+               "casebridge: the gateway is not running or not reachable at "
+               "the configured endpoint, or it refused this office's "
+               "certificate (revoked, or issued by another CA); ask its "
+               "operator if it persists\n");
+}
+
 // One line: "casebridge: INVALID_ARGUMENT: case_reference.summary: is required"
 int ReportStatus(const absl::Status& status, int exit_code) {
   std::fprintf(stderr, "casebridge: %s: %s\n",
                cb::GrpcCodeName(static_cast<grpc::StatusCode>(status.code())),
                std::string(status.message()).c_str());
-  if (status.code() == absl::StatusCode::kUnavailable) {
-    // A gateway that is down and one that refused this office's
-    // certificate at the handshake look the same from here.
-    std::fprintf(stderr,
-                 "casebridge: the gateway is not running or not reachable at "
-                 "the configured endpoint, or it refused this office's "
-                 "certificate (revoked, or issued by another CA); ask its "
-                 "operator if it persists\n");
-  }
+  if (status.code() == absl::StatusCode::kUnavailable) PrintUnavailableHint();
   return exit_code;
 }
 
@@ -158,10 +160,14 @@ struct CaseFlags {
     cmd->add_option("--handling", handling, "handling code: H0 | H1 | H2 | H3");
     cmd->add_option("--restriction", restriction, "restriction text (with H3)");
     cmd->add_option("--evaluation", evaluation, "4x4 evaluation code, e.g. B2");
+    // One value per flag, so that a case id after a repeatable flag is not
+    // taken for another of its values.
     cmd->add_option("--victim", victims,
                     "PSEUDONYM[:REMARKS], or :REMARKS for a pseudonym the "
-                    "gateway mints (repeatable)");
-    cmd->add_option("--location", locations, "DESCRIPTION@PK|CN (repeatable)");
+                    "gateway mints (repeatable)")
+        ->allow_extra_args(false);
+    cmd->add_option("--location", locations, "DESCRIPTION@PK|CN (repeatable)")
+        ->allow_extra_args(false);
   }
 
   // Copies the given flags into `c`; names of the fields set go to `paths`.
@@ -651,8 +657,10 @@ int Main(int argc, char** argv) {
       "(--withdraw: withdraw that permission)");
   case_grant->add_option("exchange_id", grant_id, "e.g. PK-2026-000123")
       ->required();
-  case_grant->add_option("--to", grant_to,
-                         "a counterpart office (SPIFFE id); repeatable");
+  case_grant
+      ->add_option("--to", grant_to,
+                   "a counterpart office (SPIFFE id); repeatable")
+      ->allow_extra_args(false);
   case_grant->add_flag("--any-office", grant_any,
                        "any office of the counterpart country");
   case_grant->add_option("--request-id", grant_request_id, "idempotency key");
@@ -811,8 +819,13 @@ int Main(int argc, char** argv) {
     if (std::optional<std::string> unknown = UnknownCommand(app)) {
       return Usage(*unknown);
     }
-    const int rc = app.exit(e);
-    return rc == 0 ? kExitOk : kExitUsage;
+    // --help and its kin print and exit 0; a usage error is one line in
+    // the format of every other error.
+    if (e.get_exit_code() == 0) {
+      app.exit(e);
+      return kExitOk;
+    }
+    return Usage(absl::StrCat(e.what(), " (--help lists the options)"));
   }
 
   if (audit_verify->parsed()) {
@@ -1048,8 +1061,16 @@ int Main(int argc, char** argv) {
     m->set_in_reply_to(send_reply_to);
     auto sent = c.SendMessage(request);
     if (!sent.ok()) return ReportStatus(sent.status(), kExitRpc);
+    // A retry of an accepted request gets the message as it is now, which
+    // may be delivered, failed or cancelled: say which.
+    const v1::DeliveryState state = sent->status().state();
     Print(options, *sent,
-          absl::StrCat("Queued message ", sent->message_id(), "\n"));
+          state == v1::DELIVERY_STATE_QUEUED ||
+                  state == v1::DELIVERY_STATE_UNSPECIFIED
+              ? absl::StrCat("Queued message ", sent->message_id(), "\n")
+              : absl::StrCat("Message ", sent->message_id(),
+                             " was already accepted for this request id:\n",
+                             cb::cli::FormatDeliveryStatus(sent->status())));
     return kExitOk;
   }
   if (message_status->parsed()) {
@@ -1079,8 +1100,8 @@ int Main(int argc, char** argv) {
           ++seen;
           return watch_count <= 0 || seen < watch_count;
         },
-        [](const absl::Status& why, const std::string& cursor,
-           absl::Duration retry_in) {
+        [hinted = false](const absl::Status& why, const std::string& cursor,
+                         absl::Duration retry_in) mutable {
           // Said on stderr, so that the output stays the messages alone.
           std::cerr << "casebridge: inbox watch: the stream ended ("
                     << absl::StatusCodeToString(why.code()) << ": "
@@ -1088,6 +1109,10 @@ int Main(int argc, char** argv) {
                     << (cursor.empty() ? std::string("from the start")
                                        : "after cursor " + cursor)
                     << " in " << absl::FormatDuration(retry_in) << std::endl;
+          if (!hinted && why.code() == absl::StatusCode::kUnavailable) {
+            PrintUnavailableHint();
+            hinted = true;
+          }
         });
     if (!status.ok()) return ReportStatus(status, kExitRpc);
     return kExitOk;

@@ -291,9 +291,17 @@ absl::Status OfficeClient::WatchInbox(
       return FromGrpcStatus(status);
     }
     const absl::Duration wait = std::min(backoff, end - absl::Now());
-    if (wait <= absl::ZeroDuration()) return absl::OkStatus();
+    // A watch whose time runs out while the gateway cannot be reached is no
+    // success: messages may be waiting that it never saw.
+    const absl::Status unreached = absl::UnavailableError(absl::StrCat(
+        "the watch ended while the gateway could not be reached",
+        resume.empty() ? ""
+                       : absl::StrCat(" (resume after cursor ", resume, ")"),
+        ": ", status.error_message()));
+    if (wait <= absl::ZeroDuration()) return unreached;
     on_interrupted(FromGrpcStatus(status), resume, wait);
     absl::SleepFor(wait);
+    if (absl::Now() >= end) return unreached;
     backoff = std::min(backoff * 2, kMaxBackoff);
   }
 }

@@ -90,7 +90,9 @@ class OfficeClient {
   // Streams the inbox after `cursor` ("" from the start) and calls
   // `on_message` for each message until it returns false, `max_wait` passes
   // (absl::InfiniteDuration() for no limit), or the stream ends. Returns the
-  // stream's end status (OK when stopped by `on_message` or `max_wait`).
+  // stream's end status (OK when stopped by `on_message` or `max_wait`;
+  // UNAVAILABLE if `max_wait` ran out while the gateway could not be
+  // reached, since messages may then be waiting unseen).
   // Each stream carries a deadline (at most kMaxWatchStream; a longer watch
   // opens the next stream from the last cursor). With `on_interrupted`, a
   // stream ended by UNAVAILABLE is opened again from the last cursor after

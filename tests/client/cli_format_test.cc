@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "tests/testing/status_matchers.h"
 
 namespace casebridge::cli {
@@ -10,6 +11,7 @@ namespace {
 
 using ::casebridge::testing::StatusIs;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 TEST(CliFormatTest, EnumSpellingDropsPrefixAndUsesDashes) {
   EXPECT_EQ(EnumSpelling(v1::CaseStatus_descriptor()->FindValueByNumber(
@@ -155,6 +157,43 @@ TEST(CliFormatTest, HandlingNoticeLeadsTheCaseAndFollowsTheTable) {
   item.set_cursor("7");
   EXPECT_THAT(FormatInboxLine(item),
               HasSubstr("CN-M-2  re PK-M-1  (cursor 7)"));
+}
+
+TEST(CliFormatTest, InboxLinesGiveTheWholeBodyLineByLine) {
+  // A rescue request whose address and phone number come last: nothing is
+  // cut, whatever its script or length.
+  const std::string body =
+      absl::StrCat("请立即核查。当事人于今晨从汉东站附近一处公寓给家人打电话，",
+                   "地址为某某小区三号楼二单元五零一室，\n电话 138 0000 0000");
+  v1::WatchInboxResponse item;
+  item.set_cursor("12");
+  item.mutable_message()->set_exchange_id("PK-2026-000003");
+  item.mutable_message()->set_message_id("CN-M-9");
+  item.mutable_message()->set_body(body);
+  EXPECT_THAT(
+      FormatInboxLine(item),
+      HasSubstr("(cursor 12)\n    请立即核查。当事人于今晨从汉东站附近一处"
+                "公寓给家人打电话，地址为某某小区三号楼二单元五零一室，"
+                "\n    电话 138 0000 0000\n"));
+
+  // A shared case gives its whole summary.
+  v1::WatchInboxResponse share;
+  share.mutable_message()->mutable_case_reference()->set_summary(
+      std::string(300, 'x'));
+  EXPECT_THAT(
+      FormatInboxLine(share),
+      HasSubstr(absl::StrCat("[case shared] ", std::string(300, 'x'), "\n")));
+}
+
+TEST(CliFormatTest, APurgeOfPersonalDataIsSaidNotLeftBlank) {
+  v1::CaseReference c;
+  c.set_exchange_id("PK-2026-000004");
+  EXPECT_THAT(FormatCase(c), Not(HasSubstr("purged")));
+  c.mutable_personal_data_purged_at()->set_seconds(1798761600);  // 2027-01-01
+  EXPECT_THAT(FormatCase(c),
+              HasSubstr("Personal data purged by retention at 2027-01-01 "
+                        "00:00:00 UTC: victims' remarks and last known "
+                        "locations are no longer held\n"));
 }
 
 v1::EvidenceBundle BundleOf(v1::HandlingCode code,

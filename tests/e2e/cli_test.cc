@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/testing/process.h"
 #include "tests/testing/status_matchers.h"
@@ -167,6 +168,25 @@ TEST_F(CliTest, UsageErrorsExit2) {
   EXPECT_THAT(no_config.err, HasSubstr("--config"));
 }
 
+TEST_F(CliTest, ARepeatableFlagTakesOneValueAndUsageErrorsSayWhat) {
+  const std::string id = OpenCase("Flags before the case id");
+  // The case id after a repeatable flag is the case id, not a victim.
+  CommandResult update = Cli({"--json", "case", "update", "--victim",
+                              "V1:age 23", id, "--expected-version", "1"});
+  ASSERT_EQ(update.exit_code, 0) << update.err;
+  const nlohmann::json updated = nlohmann::json::parse(update.out);
+  EXPECT_EQ(updated.at("version").get<std::string>(), "2");
+  ASSERT_EQ(updated.at("victims").size(), 1u);
+  EXPECT_EQ(updated.at("victims")[0].at("remarks").get<std::string>(),
+            "age 23");
+
+  CommandResult missing = Cli({"case", "update", "--expected-version", "2"});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_EQ(missing.err,
+            "casebridge: exchange_id is required (--help lists the "
+            "options)\n");
+}
+
 TEST_F(CliTest, AMisspeltCommandIsNamedWithTheCommandsThereAre) {
   CommandResult top = Cli({"whoam"});
   EXPECT_EQ(top.exit_code, 2);
@@ -235,6 +255,54 @@ TEST_F(CliTest, UnreachableGatewayIsUnavailable) {
   CommandResult r = RunCommand({CliBinary(), "--config", dead, "whoami"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("casebridge: UNAVAILABLE: "));
+}
+
+TEST_F(CliTest, AWatchThatNeverReachesTheGatewayIsNoSuccess) {
+  // Messages may be waiting that the watch never saw: exit 1, not 0, once
+  // its time is up, with what to look at.
+  const std::string dead =
+      WriteFile(dir_ + "/dead.toml",
+                ClientConfigToml("127.0.0.1:1", "pk/offices/fia-liaison-desk"));
+  CommandResult r = RunCommand(
+      {CliBinary(), "--config", dead, "inbox", "watch", "--seconds", "1"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_THAT(r.err, HasSubstr("casebridge: inbox watch: the stream ended "
+                               "(UNAVAILABLE: "));
+  EXPECT_THAT(r.err,
+              HasSubstr("casebridge: UNAVAILABLE: the watch ended while the "
+                        "gateway could not be reached: "));
+  EXPECT_THAT(r.err, HasSubstr("or it refused this office's certificate"));
+}
+
+TEST_F(CliTest, ARetriedSendSaysWhatBecameOfTheMessage) {
+  const std::string id = OpenCase("Retry after a timeout");
+  ASSERT_EQ(Cli({"case", "share", id}).exit_code, 0);
+  const std::vector<std::string> send = {
+      "message",      "send",           id,
+      "--kind",       "rescue-request", "--priority",
+      "urgent",       "--body",         "Move her to the shelter tonight",
+      "--request-id", "retry-1"};
+  CommandResult first = Cli(send);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  ASSERT_THAT(first.out, MatchesRegex("Queued message PK-M-[0-9A-Z]+\n"));
+  const std::string message_id = first.out.substr(
+      std::string("Queued message ").size(),
+      first.out.size() - 1 - std::string("Queued message ").size());
+  ASSERT_EQ(Cli({"message", "cancel", message_id, "--reason", "sent twice"})
+                .exit_code,
+            0);
+
+  // The same request again (the officer's first call timed out): the
+  // message is not queued any more, and the officer is told so.
+  CommandResult again = Cli(send);
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_THAT(again.out,
+              HasSubstr(absl::StrCat("Message ", message_id,
+                                     " was already accepted for this "
+                                     "request id:\n")));
+  EXPECT_THAT(again.out, MatchesRegex("(.|\n)*State: +cancelled\n(.|\n)*"));
+  EXPECT_THAT(again.out, Not(HasSubstr("Queued message")));
 }
 
 TEST_F(CliTest, ACertificateOutOfItsValidityIsSaidBeforeConnecting) {
