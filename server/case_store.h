@@ -79,6 +79,12 @@ class CaseStore {
   virtual absl::StatusOr<bool> SharedWith(const std::string& exchange_id,
                                           const std::string& office) = 0;
 
+  // Whether a message of case `exchange_id` went to `office`'s inbox as its
+  // envelope addressed it: SharedWith, leaving out copies passed on with
+  // ExchangeStore::ForwardCase.
+  virtual absl::StatusOr<bool> AddressedTo(const std::string& exchange_id,
+                                           const std::string& office) = 0;
+
   // Cases matching `filter` after position `after` (0: from the start),
   // oldest first, at most `page_size`.
   virtual absl::StatusOr<CasePage> ListCases(const CaseFilter& filter,

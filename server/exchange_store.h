@@ -356,11 +356,18 @@ class ExchangeStore {
 
   // In one transaction: appends `audit` and puts every CASE_SHARE message
   // received for `exchange_id` in `office`'s inbox (rows already there are
-  // kept). Returns how many rows were added. NOT_FOUND, nothing written, if
-  // no CASE_SHARE of the case was received.
+  // kept), as passed on by the audit's actor. Returns how many rows were
+  // added. NOT_FOUND, nothing written, if no CASE_SHARE of the case was
+  // received.
   virtual absl::StatusOr<int> ForwardCase(const std::string& exchange_id,
                                           const std::string& office,
                                           const AuditEvent& audit) = 0;
+
+  // The case as shared in the newest version among the CASE_SHARE messages
+  // of `exchange_id` in `office`'s inbox; nullopt if there is none (or only
+  // purged ones). Reads only.
+  virtual absl::StatusOr<std::optional<v1::CaseReference>> NewestShareIn(
+      const std::string& exchange_id, const std::string& office) = 0;
 };
 
 }  // namespace casebridge::server

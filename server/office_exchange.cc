@@ -771,9 +771,11 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ForwardCase(
         }
         if (c.handling_code() == v1::HANDLING_CODE_H2) {
           // Offices the originator addressed have it already; anyone else
-          // needs the originator's permission.
+          // needs the originator's permission. A copy passed on before
+          // (ForwardCase) is no addressing: once a permission is withdrawn,
+          // newer versions do not follow it.
           CB_ASSIGN_OR_RETURN(const bool addressed,
-                              cases_->SharedWith(c.exchange_id(), r.office()));
+                              cases_->AddressedTo(c.exchange_id(), r.office()));
           CB_ASSIGN_OR_RETURN(const bool granted,
                               exchange_.store->DisseminationGranted(
                                   c.exchange_id(), r.office()));

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -15,6 +16,22 @@
 
 namespace casebridge::server {
 namespace {
+
+// Whether `c` passes `filter`'s conditions on its fields, as ListCases' SQL
+// tests them (the visibility condition aside).
+bool Matches(const v1::CaseReference& c, const CaseFilter& filter) {
+  auto has = [&](const std::string& field) {
+    return absl::StrContains(field, filter.text);
+  };
+  return (filter.status == v1::CASE_STATUS_UNSPECIFIED ||
+          c.status() == filter.status) &&
+         (filter.category == v1::CASE_CATEGORY_UNSPECIFIED ||
+          c.category() == filter.category) &&
+         (filter.owner_office.empty() ||
+          c.owner_office() == filter.owner_office) &&
+         (filter.text.empty() || has(c.exchange_id()) ||
+          has(c.local_reference()) || has(c.summary()));
+}
 
 std::string FilterFingerprint(const v1::ListCasesRequest& filters) {
   v1::ListCasesRequest copy = filters;
@@ -65,13 +82,43 @@ absl::StatusOr<v1::CaseReference> OfficeServiceImpl::VisibleCase(
   }
   CB_ASSIGN_OR_RETURN(const bool shared,
                       cases_->SharedWith(exchange_id, caller.identity));
-  if (!shared) {
+  std::optional<v1::CaseReference> given;
+  if (shared) {
+    CB_ASSIGN_OR_RETURN(given, AsGivenTo(caller.identity, std::move(c)));
+  }
+  if (!given.has_value()) {
     // The same answer as for a case that does not exist: need-to-know
     // includes knowing that the case is here at all.
     return absl::NotFoundError(
         absl::StrCat("case ", exchange_id, " not found"));
   }
-  return c;
+  return *std::move(given);
+}
+
+absl::StatusOr<std::optional<v1::CaseReference>> OfficeServiceImpl::AsGivenTo(
+    const std::string& office, v1::CaseReference c) {
+  if (c.origin_country() == config_->country ||
+      c.handling_code() != v1::HANDLING_CODE_H2) {
+    return c;
+  }
+  CB_ASSIGN_OR_RETURN(const bool addressed,
+                      cases_->AddressedTo(c.exchange_id(), office));
+  if (addressed) return c;
+  CB_ASSIGN_OR_RETURN(const bool granted, exchange_.store->DisseminationGranted(
+                                              c.exchange_id(), office));
+  if (granted) return c;
+  CB_ASSIGN_OR_RETURN(std::optional<v1::CaseReference> given,
+                      exchange_.store->NewestShareIn(c.exchange_id(), office));
+  if (!given.has_value()) return std::nullopt;
+  if (given->version() >= c.version()) return c;
+  given->set_handling_code(c.handling_code());
+  given->set_handling_restriction(c.handling_restriction());
+  if (c.has_personal_data_purged_at()) {
+    given->clear_victims();
+    given->clear_last_known_locations();
+    *given->mutable_personal_data_purged_at() = c.personal_data_purged_at();
+  }
+  return given;
 }
 
 bool OfficeServiceImpl::ReleasePersonalData(const Caller& caller,
@@ -223,6 +270,14 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ListCases(
         std::vector<std::string> personal;
         bool withheld = false;
         for (auto& c : page.cases) {
+          if (!filter.visible_to_office.empty()) {
+            // A version held back from the caller neither shows nor
+            // decides by its fields whether the case is listed.
+            CB_ASSIGN_OR_RETURN(std::optional<v1::CaseReference> given,
+                                AsGivenTo(in.caller.identity, std::move(c)));
+            if (!given.has_value() || !Matches(*given, filter)) continue;
+            c = *std::move(given);
+          }
           withheld |= !ReleasePersonalData(in.caller, &c, &personal);
           MarkHandling(&c);
           *out->add_cases() = std::move(c);

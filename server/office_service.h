@@ -121,9 +121,19 @@ class OfficeServiceImpl final : public OfficeServiceBase {
  private:
   // The case if `caller` may know of it (need-to-know): our country's cases,
   // peer cases shared with the caller's office, or any with ReadAllCases.
-  // NOT_FOUND otherwise, worded as for a case that does not exist.
+  // NOT_FOUND otherwise, worded as for a case that does not exist. A peer
+  // case is the version `caller`'s office was given (AsGivenTo).
   absl::StatusOr<v1::CaseReference> VisibleCase(const Caller& caller,
                                                 const std::string& exchange_id);
+  // Peer case `c` as `office` may read it. Under H2, an office that holds
+  // the case only through ForwardCase, without the originator's permission
+  // (never given, or withdrawn), is held to the newest version forwarded to
+  // it: later versions reached this gateway without leave to pass them on.
+  // It gets that version's content under the case's handling as held now
+  // (and without personal data the case no longer holds); nullopt if no
+  // forwarded version can be read. Any other case is `c` itself.
+  absl::StatusOr<std::optional<v1::CaseReference>> AsGivenTo(
+      const std::string& office, v1::CaseReference c);
   // Leaves `c`'s personal fields (victims' remarks, last known locations)
   // in place if `caller` may read personal data, adding its exchange id to
   // `read` when it has any; else clears them. False if any were withheld.

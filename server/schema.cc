@@ -289,6 +289,19 @@ CREATE INDEX inbound_by_message ON inbound(message_id);
 CREATE INDEX outgoing_shares ON messages(exchange_id)
   WHERE direction = 1 AND kind = 6;
 )sql"},
+      {13, "inbox: copies passed on by ForwardCase", R"sql(
+-- How a message reached an office's inbox: routed as its envelope addressed
+-- it (NULL), or passed on with ForwardCase by the office named. Under H2 only
+-- the first is the originator's addressing (docs/api.md#forwardcase). Copies
+-- forwarded before this column are known only where the message named one
+-- recipient office and the inbox is another's ('': forwarder unknown); a
+-- copy of a message addressed to the country cannot be told apart.
+ALTER TABLE inbox ADD COLUMN forwarded_by TEXT;
+UPDATE inbox SET forwarded_by = '' WHERE EXISTS (
+  SELECT 1 FROM messages m WHERE m.message_id = inbox.message_id
+  AND m.direction = 2 AND IFNULL(m.recipient_office, '') != ''
+  AND m.recipient_office != inbox.office);
+)sql"},
   };
   return *migrations;
 }

@@ -313,6 +313,22 @@ absl::StatusOr<bool> SqliteCaseStore::SharedWith(const std::string& exchange_id,
   return shared;
 }
 
+absl::StatusOr<bool> SqliteCaseStore::AddressedTo(
+    const std::string& exchange_id, const std::string& office) {
+  bool addressed = false;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto stmt, conn.Prepare("SELECT 1 FROM messages m JOIN inbox i "
+                                "ON i.message_id = m.message_id "
+                                "WHERE m.exchange_id = ?1 AND i.office = ?2 "
+                                "AND i.forwarded_by IS NULL LIMIT 1"));
+    stmt.Bind(1, exchange_id).Bind(2, office);
+    CB_ASSIGN_OR_RETURN(addressed, stmt.Step());
+    return absl::OkStatus();
+  }));
+  return addressed;
+}
+
 absl::StatusOr<CasePage> SqliteCaseStore::ListCases(const CaseFilter& filter,
                                                     int64_t after,
                                                     int page_size) {

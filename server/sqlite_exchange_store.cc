@@ -1548,9 +1548,10 @@ absl::StatusOr<int> SqliteExchangeStore::ForwardCase(
     for (const std::string& message_id : shares) {
       CB_ASSIGN_OR_RETURN(
           auto deliver,
-          conn.Prepare("INSERT INTO inbox(office, message_id) VALUES(?, ?) "
-                       "ON CONFLICT DO NOTHING RETURNING cursor"));
-      deliver.Bind(1, office).Bind(2, message_id);
+          conn.Prepare("INSERT INTO inbox(office, message_id, forwarded_by) "
+                       "VALUES(?, ?, ?) ON CONFLICT DO NOTHING "
+                       "RETURNING cursor"));
+      deliver.Bind(1, office).Bind(2, message_id).Bind(3, audit.actor);
       CB_ASSIGN_OR_RETURN(const bool inserted, deliver.Step());
       if (inserted) {
         ++added;
@@ -1561,6 +1562,40 @@ absl::StatusOr<int> SqliteExchangeStore::ForwardCase(
   }));
   if (newest > 0) AdvanceInboxHead(newest);
   return added;
+}
+
+absl::StatusOr<std::optional<v1::CaseReference>>
+SqliteExchangeStore::NewestShareIn(const std::string& exchange_id,
+                                   const std::string& office) {
+  std::optional<v1::CaseReference> newest;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto stmt,
+        conn.Prepare("SELECT m.message_id, m.body, m.sealed FROM inbox i "
+                     "JOIN messages m ON m.message_id = i.message_id "
+                     "WHERE i.office = ? AND m.exchange_id = ? "
+                     "AND m.direction = ? AND m.kind = ? "
+                     "AND m.purged_us IS NULL"));
+    stmt.Bind(1, office)
+        .Bind(2, exchange_id)
+        .Bind(3, kIncoming)
+        .Bind(4, static_cast<int64_t>(v1::MESSAGE_KIND_CASE_SHARE));
+    while (true) {
+      CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+      if (!row) break;
+      CB_ASSIGN_OR_RETURN(
+          v1::CaseMessage share,
+          LoadMessage(sealer_, conn, stmt.ColumnText(0), stmt.ColumnBlob(1),
+                      stmt.ColumnInt(2) != 0));
+      if (!share.has_case_reference()) continue;
+      if (!newest.has_value() ||
+          share.case_reference().version() > newest->version()) {
+        newest = std::move(*share.mutable_case_reference());
+      }
+    }
+    return absl::OkStatus();
+  }));
+  return newest;
 }
 
 absl::StatusOr<QueuedMessage> SqliteExchangeStore::AcknowledgeAndReply(

@@ -119,6 +119,8 @@ class SqliteExchangeStore final : public ExchangeStore {
   absl::StatusOr<int> ForwardCase(const std::string& exchange_id,
                                   const std::string& office,
                                   const AuditEvent& audit) override;
+  absl::StatusOr<std::optional<v1::CaseReference>> NewestShareIn(
+      const std::string& exchange_id, const std::string& office) override;
 
  private:
   SqliteExchangeStore(sqlite::Database* db, SqliteAuditLog* audit,

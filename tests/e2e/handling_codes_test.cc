@@ -303,6 +303,97 @@ TEST_F(HandlingCodesTest, WithdrawnGrantRefusesForwardingUntilGrantedAgain) {
   EXPECT_EQ(forwarded.forwarded_messages(), 1);
 }
 
+TEST_F(HandlingCodesTest, AForwardedCopyGetsNoNewerVersionOnceWithdrawn) {
+  // An H2 case, passed on to Guangzhou with the originator's permission.
+  const std::string id = OpenAndShare(v1::HANDLING_CODE_H2);
+  ASSERT_FALSE(id.empty());
+  v1::GrantDisseminationRequest grant;
+  grant.set_exchange_id(id);
+  grant.add_offices(kGuangzhouId);
+  ASSERT_OK_AND_ASSIGN(const v1::GrantDisseminationResponse granted,
+                       Pk(kFia)->GrantDissemination(grant));
+  ASSERT_TRUE(Delivered(granted.message_id())) << pk_->Log() << cn_->Log();
+  ASSERT_OK_AND_ASSIGN(const v1::ForwardCaseResponse first,
+                       Forward(id, kGuangzhouId));
+  EXPECT_EQ(first.forwarded_messages(), 1);
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference given,
+                       Cn(kGuangzhou)->GetCase(id));
+  ASSERT_EQ(given.version(), 1);
+
+  // The permission is withdrawn; then the desk learns more and shares the
+  // new version with the MPS liaison alone.
+  v1::WithdrawDisseminationRequest withdraw;
+  withdraw.set_exchange_id(id);
+  withdraw.add_offices(kGuangzhouId);
+  ASSERT_OK_AND_ASSIGN(const v1::WithdrawDisseminationResponse withdrawn,
+                       Pk(kFia)->WithdrawDissemination(withdraw));
+  ASSERT_TRUE(Delivered(withdrawn.message_id())) << pk_->Log() << cn_->Log();
+  v1::UpdateCaseRequest update;
+  update.mutable_case_reference()->set_exchange_id(id);
+  update.mutable_case_reference()->set_summary(
+      "Second address found: flat 501, building 3");
+  update.mutable_update_mask()->add_paths("summary");
+  update.set_expected_version(1);
+  ASSERT_OK(Pk(kFia)->UpdateCase(update));
+  v1::ShareCaseRequest share;
+  share.set_exchange_id(id);
+  share.add_recipient_offices(kMpsId);
+  ASSERT_OK_AND_ASSIGN(const v1::ShareCaseResponse shared,
+                       Pk(kFia)->ShareCase(share));
+  ASSERT_TRUE(Delivered(shared.message_id())) << pk_->Log() << cn_->Log();
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference at_mps, Cn(kMps)->GetCase(id));
+  EXPECT_EQ(at_mps.version(), 2);
+
+  // Guangzhou keeps what it was given, and nothing newer: its copy is
+  // version 1, under the case's handling.
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference kept,
+                       Cn(kGuangzhou)->GetCase(id));
+  EXPECT_EQ(kept.version(), 1);
+  EXPECT_EQ(kept.summary(), given.summary());
+  EXPECT_EQ(kept.handling_code(), v1::HANDLING_CODE_H2);
+  EXPECT_THAT(kept.handling_notice(), HasSubstr("H2"));
+  v1::ListCasesRequest list;
+  ASSERT_OK_AND_ASSIGN(v1::ListCasesResponse listed,
+                       Cn(kGuangzhou)->ListCases(list));
+  ASSERT_EQ(listed.cases_size(), 1);
+  EXPECT_EQ(listed.cases(0).version(), 1);
+  // Nor does a search tell it what the newer version says.
+  list.set_text("flat 501");
+  ASSERT_OK_AND_ASSIGN(listed, Cn(kGuangzhou)->ListCases(list));
+  EXPECT_EQ(listed.cases_size(), 0);
+  ASSERT_OK_AND_ASSIGN(listed, Cn(kMps)->ListCases(list));
+  EXPECT_EQ(listed.cases_size(), 1);
+
+  // The copy it was forwarded is no addressing by the originator: passing
+  // the case on to it again is refused, audited, and adds nothing.
+  EXPECT_THAT(Forward(id, kGuangzhouId),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("handling code H2")));
+  EXPECT_TRUE(HasEntry(Entries(kCnAuditor, *cn_, "CN"), kMpsId, "case.forward",
+                       grpc::StatusCode::PERMISSION_DENIED, id));
+  std::vector<v1::WatchInboxResponse> items;
+  EXPECT_OK(Cn(kGuangzhou)
+                ->WatchInbox("", absl::Milliseconds(500),
+                             [&](const v1::WatchInboxResponse& item) {
+                               items.push_back(item);
+                               return true;
+                             }));
+  ASSERT_EQ(items.size(), 1u);
+  EXPECT_EQ(items[0].message().case_reference().version(), 1);
+
+  // A new permission lets the newer version through.
+  grant.set_request_id("grant-again");
+  ASSERT_OK_AND_ASSIGN(const v1::GrantDisseminationResponse regranted,
+                       Pk(kFia)->GrantDissemination(grant));
+  ASSERT_TRUE(Delivered(regranted.message_id())) << pk_->Log() << cn_->Log();
+  ASSERT_OK_AND_ASSIGN(const v1::ForwardCaseResponse again,
+                       Forward(id, kGuangzhouId));
+  EXPECT_EQ(again.forwarded_messages(), 1);
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference now,
+                       Cn(kGuangzhou)->GetCase(id));
+  EXPECT_EQ(now.version(), 2);
+}
+
 TEST_F(HandlingCodesTest, CliWithdrawsAGrantAndCopiesAlreadyForwardedStay) {
   const std::string id = OpenAndShare(v1::HANDLING_CODE_H2);
   ASSERT_FALSE(id.empty());

@@ -233,6 +233,10 @@ class FailingWrites final : public ExchangeStore {
                                   const server::AuditEvent& audit) override {
     return real_->ForwardCase(exchange_id, office, audit);
   }
+  absl::StatusOr<std::optional<v1::CaseReference>> NewestShareIn(
+      const std::string& exchange_id, const std::string& office) override {
+    return real_->NewestShareIn(exchange_id, office);
+  }
 
  private:
   static absl::Status Full() {

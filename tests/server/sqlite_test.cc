@@ -99,6 +99,50 @@ TEST_F(DatabaseTest, OpenCreatesFileAndAppliesMigrations) {
   }));
 }
 
+TEST_F(DatabaseTest, MigrationMarksTheInboxCopiesKnownToBeForwarded) {
+  // Before migration 13: a message the peer addressed to one office, in its
+  // inbox and (forwarded) in another's, and one addressed to the country.
+  {
+    const auto& all = GatewayMigrations();
+    const std::vector<Migration> v12(all.begin(), all.begin() + 12);
+    ASSERT_EQ(v12.back().version, 12);
+    ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, v12));
+    ASSERT_OK(db->Write([](Connection& c) {
+      return c.Exec(
+          "INSERT INTO messages(message_id, exchange_id, direction, kind, "
+          "recipient_office, body, created_us) VALUES "
+          "('PK-M-1', 'PK-2026-000001', 2, 6, 'spiffe://cn/office/a', "
+          "X'00', 1), "
+          "('PK-M-2', 'PK-2026-000001', 2, 4, '', X'00', 2);"
+          "INSERT INTO inbox(office, message_id) VALUES "
+          "('spiffe://cn/office/a', 'PK-M-1'), "
+          "('spiffe://cn/office/b', 'PK-M-1'), "
+          "('spiffe://cn/office/a', 'PK-M-2');");
+    }));
+  }
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  std::vector<std::string> rows;
+  ASSERT_OK(db->Read([&](Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(auto stmt,
+                        c.Prepare("SELECT office, message_id, "
+                                  "IFNULL(forwarded_by, 'NULL') FROM inbox "
+                                  "ORDER BY cursor"));
+    while (true) {
+      CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+      if (!row) break;
+      rows.push_back(absl::StrCat(stmt.ColumnText(0), " ", stmt.ColumnText(1),
+                                  " ", stmt.ColumnText(2)));
+    }
+    return absl::OkStatus();
+  }));
+  // The copy in another office's inbox than the one addressed is marked
+  // (forwarder unknown); the addressed office's and the country-addressed
+  // message's are not.
+  EXPECT_THAT(rows, ::testing::ElementsAre("spiffe://cn/office/a PK-M-1 NULL",
+                                           "spiffe://cn/office/b PK-M-1 ",
+                                           "spiffe://cn/office/a PK-M-2 NULL"));
+}
+
 TEST_F(DatabaseTest, OpenRecordsSchemaVersionInFile) {
   { ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations())); }
   sqlite3* raw = nullptr;
