@@ -328,7 +328,7 @@ absl::StatusOr<std::vector<StoredEntry>> SqliteAuditLog::ReadVisibleTo(
                  "AND s.idx < ?4 "
                  "AND s.subject IN (SELECT message_id FROM messages WHERE "
                  "sender_office = ?2 UNION SELECT message_id FROM inbox "
-                 "WHERE office = ?2)) "
+                 "WHERE office = ?2 AND forwarded_by IS NULL)) "
                  "ORDER BY idx LIMIT ?3",
                  [&](sqlite::Statement& s) {
                    s.Bind(1, static_cast<int64_t>(start))

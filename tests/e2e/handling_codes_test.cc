@@ -319,6 +319,25 @@ TEST_F(HandlingCodesTest, AForwardedCopyGetsNoNewerVersionOnceWithdrawn) {
   ASSERT_OK_AND_ASSIGN(const v1::CaseReference given,
                        Cn(kGuangzhou)->GetCase(id));
   ASSERT_EQ(given.version(), 1);
+  // The liaison's handling of the share is its own business: Guangzhou's
+  // audit entries name no message it was not addressed.
+  std::optional<v1::CaseMessage> share_in_inbox;
+  ASSERT_OK(Cn(kMps)->WatchInbox("", absl::Seconds(20),
+                                 [&](const v1::WatchInboxResponse& item) {
+                                   share_in_inbox = item.message();
+                                   return false;
+                                 }));
+  ASSERT_TRUE(share_in_inbox.has_value());
+  ASSERT_OK(Cn(kMps)->Acknowledge(share_in_inbox->message_id(),
+                                  v1::ACKNOWLEDGEMENT_KIND_READ, "seen"));
+  ASSERT_TRUE(HasEntry(Entries(kCnAuditor, *cn_, "CN"), kMpsId,
+                       "message.acknowledge", 0, share_in_inbox->message_id()));
+  for (const v1::AuditEntry& e : ReadAuditEntries(*Cn(kGuangzhou))) {
+    EXPECT_THAT(
+        e.subjects(),
+        ::testing::Not(::testing::Contains(share_in_inbox->message_id())))
+        << e.action() << " by " << e.actor();
+  }
 
   // The permission is withdrawn; then the desk learns more and shares the
   // new version with the MPS liaison alone.
