@@ -419,7 +419,10 @@ int CertsStatus(const Options& options, const std::string& config_path) {
   if (config_path.empty()) {
     return Usage("certs status: --config GATEWAY_TOML is required");
   }
-  auto config = cb::config::LoadGateway(config_path);
+  // Certificates, CRLs and the office table only: the private keys are not
+  // opened, so that a user who may not read them can run it.
+  auto config =
+      cb::config::LoadGateway(config_path, cb::config::PrivateKeys::kNotRead);
   if (!config.ok()) return ReportStatus(config.status(), kExitUsage);
   const absl::Time now = absl::Now();
   const absl::Duration cert_window =
@@ -489,7 +492,10 @@ int PolicyCheck(const Options& options, const std::string& config_path) {
   if (config_path.empty()) {
     return Usage("policy check: --config GATEWAY_TOML is required");
   }
-  auto config = cb::config::LoadGateway(config_path);
+  // Certificates, CRLs and the office table only: the private keys are not
+  // opened, so that a user who may not read them can run it.
+  auto config =
+      cb::config::LoadGateway(config_path, cb::config::PrivateKeys::kNotRead);
   if (!config.ok()) return ReportStatus(config.status(), kExitUsage);
   const std::string source =
       config->policy_from_config

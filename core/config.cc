@@ -57,11 +57,17 @@ class TableReader {
     return *value;
   }
 
-  // A file path, resolved against the config's folder, that must be readable.
-  absl::StatusOr<std::string> File(absl::string_view key, bool required) {
+  // A file path, resolved against the config's folder, not opened.
+  absl::StatusOr<std::string> FilePath(absl::string_view key, bool required) {
     CB_ASSIGN_OR_RETURN(std::string raw, String(key, required));
     if (raw.empty()) return raw;
-    std::string path = Resolve(raw);
+    return Resolve(raw);
+  }
+
+  // A file path, resolved against the config's folder, that must be readable.
+  absl::StatusOr<std::string> File(absl::string_view key, bool required) {
+    CB_ASSIGN_OR_RETURN(std::string path, FilePath(key, required));
+    if (path.empty()) return path;
     auto contents = crypto::ReadFile(path);
     if (!contents.ok()) return Error(key, contents.status().message());
     return path;
@@ -340,9 +346,14 @@ absl::Status ParseRetention(TableReader& top, const fs::path& base_dir,
 }
 
 absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
-                                         const fs::path& base_dir) {
+                                         const fs::path& base_dir,
+                                         PrivateKeys keys) {
   Gateway config;
   TableReader top(root, "", base_dir);
+  auto private_key = [keys](TableReader& table, absl::string_view key) {
+    return keys == PrivateKeys::kRead ? table.File(key, true)
+                                      : table.FilePath(key, true);
+  };
 
   CB_ASSIGN_OR_RETURN(const std::string country, top.String("country", true));
   config.country = CountryFromCode(country);
@@ -375,7 +386,7 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
     CB_ASSIGN_OR_RETURN(const toml::table* t, top.Table("tls", true));
     TableReader tls(*t, "tls", base_dir);
     CB_ASSIGN_OR_RETURN(config.tls_cert, tls.File("cert", true));
-    CB_ASSIGN_OR_RETURN(config.tls_key, tls.File("key", true));
+    CB_ASSIGN_OR_RETURN(config.tls_key, private_key(tls, "key"));
     CB_ASSIGN_OR_RETURN(config.own_ca, tls.File("own_ca", true));
     CB_ASSIGN_OR_RETURN(config.peer_ca, tls.File("peer_ca", true));
     CB_ASSIGN_OR_RETURN(config.crl_dir, tls.Directory("crl_dir", true, true));
@@ -396,11 +407,11 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
     CB_ASSIGN_OR_RETURN(const toml::table* t, top.Table("signing", true));
     TableReader signing(*t, "signing", base_dir);
     CB_ASSIGN_OR_RETURN(config.envelope_signing_key,
-                        signing.File("envelope_key", true));
+                        private_key(signing, "envelope_key"));
     CB_ASSIGN_OR_RETURN(config.checkpoint_signing_key,
-                        signing.File("checkpoint_key", true));
+                        private_key(signing, "checkpoint_key"));
     CB_ASSIGN_OR_RETURN(config.witness_signing_key,
-                        signing.File("witness_key", true));
+                        private_key(signing, "witness_key"));
     CB_RETURN_IF_ERROR(signing.CheckNoUnknownKeys());
   }
   {
@@ -657,19 +668,20 @@ std::string RoleName(v1::Role role) {
 }
 
 absl::StatusOr<Gateway> ParseGateway(const std::string& toml_text,
-                                     const std::string& source_path) {
+                                     const std::string& source_path,
+                                     PrivateKeys keys) {
   auto root = ParseToml(toml_text, source_path);
   if (!root.ok()) return WithFile(root.status(), source_path);
   const fs::path base_dir = fs::absolute(source_path).parent_path();
-  auto config = ParseGatewayImpl(*root, base_dir);
+  auto config = ParseGatewayImpl(*root, base_dir, keys);
   if (!config.ok()) return WithFile(config.status(), source_path);
   config->source_path = source_path;
   return config;
 }
 
-absl::StatusOr<Gateway> LoadGateway(const std::string& path) {
+absl::StatusOr<Gateway> LoadGateway(const std::string& path, PrivateKeys keys) {
   CB_ASSIGN_OR_RETURN(const std::string text, ReadConfigFile(path));
-  return ParseGateway(text, path);
+  return ParseGateway(text, path, keys);
 }
 
 absl::StatusOr<Client> LoadClient(const std::string& path) {

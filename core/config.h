@@ -185,12 +185,21 @@ struct Client {
   int timeout_seconds = 10;      // deadline of each call
 };
 
-// Reads and validates a gateway config. Errors read
+// Whether loading a gateway config checks that its private key files
+// (tls.key and the [signing] keys) can be read. The gateway needs them;
+// tools that read only certificates and the office table (casebridge certs
+// status, policy check) run as users who may not read them.
+enum class PrivateKeys { kRead, kNotRead };
+
+// Reads and validates a gateway config. Every file it names must be
+// readable (the private keys only with PrivateKeys::kRead). Errors read
 //   "<file>: <dotted.key>: <what is wrong>"
 // and have code INVALID_ARGUMENT (bad content) or NOT_FOUND (file missing).
-absl::StatusOr<Gateway> LoadGateway(const std::string& path);
+absl::StatusOr<Gateway> LoadGateway(const std::string& path,
+                                    PrivateKeys keys = PrivateKeys::kRead);
 absl::StatusOr<Gateway> ParseGateway(const std::string& toml_text,
-                                     const std::string& source_path);
+                                     const std::string& source_path,
+                                     PrivateKeys keys = PrivateKeys::kRead);
 
 absl::StatusOr<Client> LoadClient(const std::string& path);
 

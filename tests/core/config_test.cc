@@ -106,6 +106,29 @@ TEST_F(GatewayConfigTest, ParsesValidPakistanConfig) {
   EXPECT_EQ(config.offices[2].role, v1::ROLE_AUDITOR);
 }
 
+TEST_F(GatewayConfigTest, ToolsLoadItWithoutReadingThePrivateKeys) {
+  // Private keys the user cannot read (here: not there at all).
+  std::string text = Toml();
+  for (const char* key :
+       {"gateway.key\"", "signing/envelope.key\"", "signing/checkpoint.key\"",
+        "signing/witness.key\""}) {
+    text = ReplaceOnce(text, key, absl::StrCat("missing-", key));
+  }
+  // The gateway needs them, and says which.
+  EXPECT_THAT(Parse(text), StatusIs(absl::StatusCode::kInvalidArgument,
+                                    HasSubstr("tls.key: ")));
+  // certs status and policy check do not open them.
+  ASSERT_OK_AND_ASSIGN(const Gateway config,
+                       ParseGateway(text, path_, PrivateKeys::kNotRead));
+  EXPECT_THAT(config.tls_key, HasSubstr("missing-gateway.key"));
+  EXPECT_THAT(config.witness_signing_key, HasSubstr("missing-signing/witness.key"));
+  // Every other file is still checked.
+  EXPECT_THAT(
+      ParseGateway(ReplaceOnce(text, "gateway-chain.crt\"", "missing.crt\""),
+                   path_, PrivateKeys::kNotRead),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("tls.cert: ")));
+}
+
 TEST_F(GatewayConfigTest, ParsesValidChinaConfig) {
   GatewayConfigOptions options;
   options.country = "CN";
