@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -90,6 +91,32 @@ int ReportStatus(const absl::Status& status, int exit_code) {
                std::string(status.message()).c_str());
   if (status.code() == absl::StatusCode::kUnavailable) PrintUnavailableHint();
   return exit_code;
+}
+
+// The idempotency key of a call that changes something: the officer's
+// --request-id, or one minted here ("cli-" and 24 hex digits), so that a call
+// whose outcome is unknown can be repeated with the key its error names.
+std::string RequestIdOrNew(const std::string& given) {
+  if (!given.empty()) return given;
+  return absl::StrCat("cli-",
+                      absl::BytesToHexString(cb::crypto::RandomBytes(12)));
+}
+
+// ReportStatus for a call that changes something; if it may have been done
+// though no answer came (its deadline passed, the connection dropped), says
+// how to repeat it without doing it twice.
+int ReportChangeStatus(const absl::Status& status,
+                       const std::string& request_id) {
+  const int rc = ReportStatus(status, kExitRpc);
+  if (status.code() == absl::StatusCode::kDeadlineExceeded ||
+      status.code() == absl::StatusCode::kUnavailable) {
+    std::fprintf(stderr,
+                 "casebridge: it may have been done all the same; to repeat "
+                 "it without doing it twice, run the same command with "
+                 "--request-id %s\n",
+                 request_id.c_str());
+  }
+  return rc;
 }
 
 int Usage(const std::string& message) {
@@ -880,8 +907,9 @@ int Main(int argc, char** argv) {
     if (auto s = open_flags.Fill(case_open, &draft, &paths); !s.ok()) {
       return Usage(std::string(s.message()));
     }
-    auto opened = c.OpenCase(draft, request_id);
-    if (!opened.ok()) return ReportStatus(opened.status(), kExitRpc);
+    const std::string key = RequestIdOrNew(request_id);
+    auto opened = c.OpenCase(draft, key);
+    if (!opened.ok()) return ReportChangeStatus(opened.status(), key);
     Print(options, *opened,
           absl::StrCat("Opened case ", opened->exchange_id(), "\n",
                        cb::cli::FormatCase(*opened)));
@@ -977,10 +1005,12 @@ int Main(int argc, char** argv) {
   if (case_share->parsed()) {
     v1::ShareCaseRequest request;
     request.set_exchange_id(share_id);
-    request.set_request_id(share_request_id);
+    request.set_request_id(RequestIdOrNew(share_request_id));
     if (!share_to.empty()) request.add_recipient_offices(share_to);
     auto shared = c.ShareCase(request);
-    if (!shared.ok()) return ReportStatus(shared.status(), kExitRpc);
+    if (!shared.ok()) {
+      return ReportChangeStatus(shared.status(), request.request_id());
+    }
     Print(options, *shared,
           absl::StrCat("Shared case ", share_id, " as message ",
                        shared->message_id(), " (",
@@ -997,11 +1027,13 @@ int Main(int argc, char** argv) {
     if (grant_withdraw) {
       v1::WithdrawDisseminationRequest request;
       request.set_exchange_id(grant_id);
-      request.set_request_id(grant_request_id);
+      request.set_request_id(RequestIdOrNew(grant_request_id));
       for (const std::string& office : grant_to) request.add_offices(office);
       request.set_any_office(grant_any);
       auto withdrawn = c.WithdrawDissemination(request);
-      if (!withdrawn.ok()) return ReportStatus(withdrawn.status(), kExitRpc);
+      if (!withdrawn.ok()) {
+        return ReportChangeStatus(withdrawn.status(), request.request_id());
+      }
       Print(options, *withdrawn,
             absl::StrCat(
                 "Withdrew the permission to pass case ", grant_id, " on from ",
@@ -1015,11 +1047,13 @@ int Main(int argc, char** argv) {
     }
     v1::GrantDisseminationRequest request;
     request.set_exchange_id(grant_id);
-    request.set_request_id(grant_request_id);
+    request.set_request_id(RequestIdOrNew(grant_request_id));
     for (const std::string& office : grant_to) request.add_offices(office);
     request.set_any_office(grant_any);
     auto granted = c.GrantDissemination(request);
-    if (!granted.ok()) return ReportStatus(granted.status(), kExitRpc);
+    if (!granted.ok()) {
+      return ReportChangeStatus(granted.status(), request.request_id());
+    }
     Print(
         options, *granted,
         absl::StrCat("Granted onward dissemination of case ", grant_id, " to ",
@@ -1045,7 +1079,7 @@ int Main(int argc, char** argv) {
   }
   if (message_send->parsed()) {
     v1::SendMessageRequest request;
-    request.set_request_id(send_request_id);
+    request.set_request_id(RequestIdOrNew(send_request_id));
     v1::CaseMessage* m = request.mutable_message();
     m->set_exchange_id(send_case);
     auto kind =
@@ -1066,7 +1100,8 @@ int Main(int argc, char** argv) {
     m->set_recipient_office(send_to);
     m->set_in_reply_to(send_reply_to);
     auto sent = c.SendMessage(request);
-    if (!sent.ok()) return ReportStatus(sent.status(), kExitRpc);
+    if (!sent.ok())
+      return ReportChangeStatus(sent.status(), request.request_id());
     // A retry of an accepted request gets the message as it is now, which
     // may be delivered, failed or cancelled: say which.
     const v1::DeliveryState state = sent->status().state();

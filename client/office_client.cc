@@ -142,8 +142,12 @@ absl::StatusOr<std::string> OfficeClient::GetCheckpoint() {
 
 absl::StatusOr<v1::EvidenceBundle> OfficeClient::GetEvidence(
     const std::string& id) {
+  // The gateway asks the peer gateway for its half and waits up to 10 s for
+  // it (server/evidence.cc): the call's deadline leaves room for that wait,
+  // so that a slow peer is told as the gateway's reason, not as a deadline.
+  constexpr absl::Duration kPeerWait = absl::Seconds(10);
   grpc::ClientContext context;
-  Prepare(context);
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_ + kPeerWait));
   v1::GetEvidenceRequest request;
   // Offices know their messages by message id ("PK-M-..."); envelope ids
   // ("PK-E-...") work too.

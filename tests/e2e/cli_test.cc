@@ -275,6 +275,39 @@ TEST_F(CliTest, AWatchThatNeverReachesTheGatewayIsNoSuccess) {
   EXPECT_THAT(r.err, HasSubstr("or it refused this office's certificate"));
 }
 
+TEST_F(CliTest, AChangeWithoutAnAnswerSaysHowToRepeatItSafely) {
+  // The gateway cannot be reached: whether the call was done is not known
+  // in general (a deadline may pass after the gateway acted), so the CLI
+  // names the request id that repeats it at most once, minted when the
+  // officer gave none.
+  const std::string dead =
+      WriteFile(dir_ + "/dead.toml",
+                ClientConfigToml("127.0.0.1:1", "pk/offices/fia-liaison-desk"));
+  const std::vector<std::string> send = {
+      CliBinary(),  "--config",      dead,     "message",
+      "send",       PkExchangeId(1), "--kind", "rescue-request",
+      "--priority", "urgent",        "--body", "Move her"};
+  CommandResult minted = RunCommand(send);
+  EXPECT_EQ(minted.exit_code, 1);
+  EXPECT_THAT(minted.err,
+              MatchesRegex("(.|\n)*casebridge: it may have been done all the "
+                           "same; to repeat it without doing it twice, run the "
+                           "same command with --request-id "
+                           "cli-[0-9a-f]{24}\n"));
+  std::vector<std::string> with_id = send;
+  with_id.insert(with_id.end(), {"--request-id", "urgent-7"});
+  CommandResult given = RunCommand(with_id);
+  EXPECT_EQ(given.exit_code, 1);
+  EXPECT_THAT(given.err, HasSubstr("run the same command with --request-id "
+                                   "urgent-7\n"));
+  // A refusal is no unknown outcome: nothing to repeat.
+  CommandResult refused = Cli(
+      {"message", "send", PkExchangeId(42), "--kind", "note", "--body", "x"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("NOT_FOUND"));
+  EXPECT_THAT(refused.err, Not(HasSubstr("--request-id")));
+}
+
 TEST_F(CliTest, ARetriedSendSaysWhatBecameOfTheMessage) {
   const std::string id = OpenCase("Retry after a timeout");
   ASSERT_EQ(Cli({"case", "share", id}).exit_code, 0);
