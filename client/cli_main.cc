@@ -734,6 +734,16 @@ int Main(int argc, char** argv) {
   message_send->add_option("--to", send_to, "a counterpart office (SPIFFE id)");
   message_send->add_option("--reply-to", send_reply_to, "message id answered");
   message_send->add_option("--request-id", send_request_id, "idempotency key");
+  std::string send_handling, send_restriction, send_evaluation;
+  message_send->add_option(
+      "--handling", send_handling,
+      "this message's handling code (default: the case's); on an H0 case H1, "
+      "H2 or H3");
+  message_send->add_option("--restriction", send_restriction,
+                           "this message's restriction text (with H3)");
+  message_send->add_option("--evaluation", send_evaluation,
+                           "this message's 4x4 evaluation code (default: the "
+                           "case's), e.g. A1");
   std::string status_id;
   auto* message_status =
       message_cmd->add_subcommand("status", "where an outgoing message is");
@@ -1095,6 +1105,20 @@ int Main(int argc, char** argv) {
                                       send_stage);
       if (!stage.ok()) return Usage(std::string(stage.status().message()));
       m->set_rescue_stage(static_cast<v1::RescueStage>(*stage));
+    }
+    if (!send_handling.empty()) {
+      auto code = cb::cli::ParseEnum(v1::HandlingCode_descriptor(),
+                                     "--handling", send_handling);
+      if (!code.ok()) return Usage(std::string(code.status().message()));
+      m->set_handling_code(static_cast<v1::HandlingCode>(*code));
+    }
+    m->set_handling_restriction(send_restriction);
+    if (!send_evaluation.empty()) {
+      auto evaluation = cb::cli::ParseEvaluation(send_evaluation);
+      if (!evaluation.ok()) {
+        return Usage(std::string(evaluation.status().message()));
+      }
+      *m->mutable_evaluation() = *evaluation;
     }
     m->set_body(send_body);
     m->set_recipient_office(send_to);

@@ -275,6 +275,37 @@ TEST_F(CliTest, AWatchThatNeverReachesTheGatewayIsNoSuccess) {
   EXPECT_THAT(r.err, HasSubstr("or it refused this office's certificate"));
 }
 
+TEST_F(CliTest, AMessageMayCarryItsOwnHandlingAndEvaluation) {
+  // On an H0 case a message may be marked more strictly than its case.
+  CommandResult opened = Cli({"--json", "case", "open", "--local-ref", "FIR-9",
+                              "--category", "other", "--summary", "Open case",
+                              "--handling", "H0", "--evaluation", "C3"});
+  ASSERT_EQ(opened.exit_code, 0) << opened.err;
+  const std::string h0 =
+      nlohmann::json::parse(opened.out).at("exchange_id").get<std::string>();
+  ASSERT_EQ(Cli({"case", "share", h0}).exit_code, 0);
+  CommandResult marked =
+      Cli({"message", "send", h0, "--kind", "note", "--body", "the address",
+           "--handling", "H3", "--restriction", "not for the family",
+           "--evaluation", "A1"});
+  EXPECT_EQ(marked.exit_code, 0) << marked.err;
+  EXPECT_THAT(marked.out, HasSubstr("Queued message PK-M-"));
+
+  // On the H3 case another code would drop its restriction: the gateway
+  // refuses it, which shows the flag reached it.
+  const std::string h3 = OpenCase("Restricted case");
+  ASSERT_EQ(Cli({"case", "share", h3}).exit_code, 0);
+  CommandResult weaker = Cli({"message", "send", h3, "--kind", "note", "--body",
+                              "x", "--handling", "H1"});
+  EXPECT_EQ(weaker.exit_code, 1);
+  EXPECT_THAT(weaker.err, HasSubstr("PERMISSION_DENIED"));
+  EXPECT_THAT(weaker.err, HasSubstr("H3"));
+  CommandResult bad = Cli({"message", "send", h3, "--kind", "note", "--body",
+                           "x", "--evaluation", "Z9"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("casebridge: "));
+}
+
 TEST_F(CliTest, AChangeWithoutAnAnswerSaysHowToRepeatItSafely) {
   // The gateway cannot be reached: whether the call was done is not known
   // in general (a deadline may pass after the gateway acted), so the CLI
