@@ -341,6 +341,30 @@ std::string FormatWhoAmI(const v1::WhoAmIResponse& who) {
        {"Policy:", who.policy_digest().substr(0, 16)}});
 }
 
+std::string UnavailableHint(absl::string_view message) {
+  // The gateway's word about the peer gateway (evidence bundles).
+  if (absl::StartsWith(message, "the peer gateway")) return "";
+  if (absl::StrContains(message, "Custom verification check failed") ||
+      absl::StrContains(message, "certificate verify failed")) {
+    return "this office's client file does not accept the gateway it "
+           "reached: check `ca` (the CA that issued the gateway's "
+           "certificate), `gateway_identity` and `endpoint` in it";
+  }
+  for (absl::string_view transport :
+       {"failed to connect", "Failed to connect", "Socket closed",
+        "Connection reset", "Connection refused", "Broken pipe", "handshake",
+        "Handshake", "Transport closed", "GOAWAY", "DNS resolution failed",
+        "empty address list", "Endpoint read failed", "keepalive",
+        "connections to all backends failing"}) {
+    if (absl::StrContains(message, transport)) {
+      return "the gateway is not running or not reachable at the configured "
+             "endpoint, or it refused this office's certificate (revoked, or "
+             "issued by another CA); ask its operator if it persists";
+    }
+  }
+  return "";
+}
+
 std::string FormatInboxLine(const v1::WatchInboxResponse& item) {
   const v1::CaseMessage& m = item.message();
   std::string kind = Spell(v1::MessageKind_descriptor(), m.kind());

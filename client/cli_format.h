@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "casebridge/v1/audit.pb.h"
 #include "casebridge/v1/common.pb.h"
 #include "casebridge/v1/office.pb.h"
@@ -40,6 +41,14 @@ std::string FormatCase(const v1::CaseReference& c);
 std::string FormatCaseTable(const std::vector<v1::CaseReference>& cases);
 std::string FormatWhoAmI(const v1::WhoAmIResponse& who);
 std::string FormatAuditEntries(const v1::GetEntriesResponse& entries);
+// What an UNAVAILABLE status with `message` may mean, as a line to print
+// after it ("" when the gateway itself answered: its message says why).
+// gRPC's words for a connection that failed cover both a gateway that is not
+// there and a handshake the gateway refused (it shows as "Socket closed");
+// a gateway certificate this client does not accept points at the office's
+// own client file.
+std::string UnavailableHint(absl::string_view message);
+
 // One line for an inbox message: time, case, kind[/stage], priority,
 // sender, then the whole body, each of its lines indented.
 std::string FormatInboxLine(const v1::WatchInboxResponse& item);

@@ -74,14 +74,10 @@ struct Options {
   bool json = false;
 };
 
-// What UNAVAILABLE may mean: a gateway that is down and one that refused
-// this office's certificate at the handshake look the same from here.
-void PrintUnavailableHint() {
-  std::fprintf(stderr,
-               "casebridge: the gateway is not running or not reachable at "
-               "the configured endpoint, or it refused this office's "
-               "certificate (revoked, or issued by another CA); ask its "
-               "operator if it persists\n");
+// What UNAVAILABLE may mean (nothing more when the gateway answered it).
+void PrintUnavailableHint(const absl::Status& status) {
+  const std::string hint = cb::cli::UnavailableHint(status.message());
+  if (!hint.empty()) std::fprintf(stderr, "casebridge: %s\n", hint.c_str());
 }
 
 // One line: "casebridge: INVALID_ARGUMENT: case_reference.summary: is required"
@@ -89,7 +85,9 @@ int ReportStatus(const absl::Status& status, int exit_code) {
   std::fprintf(stderr, "casebridge: %s: %s\n",
                cb::GrpcCodeName(static_cast<grpc::StatusCode>(status.code())),
                std::string(status.message()).c_str());
-  if (status.code() == absl::StatusCode::kUnavailable) PrintUnavailableHint();
+  if (status.code() == absl::StatusCode::kUnavailable) {
+    PrintUnavailableHint(status);
+  }
   return exit_code;
 }
 
@@ -1175,7 +1173,7 @@ int Main(int argc, char** argv) {
                                        : "after cursor " + cursor)
                     << " in " << absl::FormatDuration(retry_in) << std::endl;
           if (!hinted && why.code() == absl::StatusCode::kUnavailable) {
-            PrintUnavailableHint();
+            PrintUnavailableHint(why);
             hinted = true;
           }
         });

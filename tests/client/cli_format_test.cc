@@ -185,6 +185,38 @@ TEST(CliFormatTest, InboxLinesGiveTheWholeBodyLineByLine) {
       HasSubstr(absl::StrCat("[case shared] ", std::string(300, 'x'), "\n")));
 }
 
+TEST(CliFormatTest, UnavailableIsExplainedByWhatItSays) {
+  // No gateway there, or a handshake it refused.
+  for (const char* message :
+       {"failed to connect to all addresses; last error: UNKNOWN: "
+        "ipv4:127.0.0.1:1: Failed to connect to remote host: Connection "
+        "refused",
+        "Socket closed"}) {
+    EXPECT_THAT(UnavailableHint(message),
+                HasSubstr("or it refused this office's certificate"))
+        << message;
+  }
+  // The gateway's certificate, as this client checks it: the client file.
+  EXPECT_THAT(
+      UnavailableHint("failed to connect to all addresses; last error: "
+                      "UNKNOWN: ipv4:127.0.0.1:7000: Ssl handshake failed: "
+                      "SSL_ERROR_SSL: error:1000007d:SSL "
+                      "routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: "
+                      "Custom verification check failed with error: "
+                      "UNAUTHENTICATED: server certificate is not "
+                      "spiffe://pk.casebridge/gateway"),
+      HasSubstr("check `ca` (the CA that issued the gateway's certificate), "
+                "`gateway_identity` and `endpoint`"));
+  // The gateway's own answers say why themselves.
+  EXPECT_EQ(UnavailableHint("other evidence bundles are waiting for the peer "
+                            "gateway; try again in a few seconds"),
+            "");
+  EXPECT_EQ(UnavailableHint("the peer gateway: failed to connect to all "
+                            "addresses; last error: UNKNOWN: "
+                            "ipv4:127.0.0.1:7001: Socket closed"),
+            "");
+}
+
 TEST(CliFormatTest, APurgeOfPersonalDataIsSaidNotLeftBlank) {
   v1::CaseReference c;
   c.set_exchange_id("PK-2026-000004");

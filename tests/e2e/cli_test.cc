@@ -257,6 +257,21 @@ TEST_F(CliTest, UnreachableGatewayIsUnavailable) {
   EXPECT_THAT(r.err, HasSubstr("casebridge: UNAVAILABLE: "));
 }
 
+TEST_F(CliTest, AGatewayTheClientFileDoesNotAcceptPointsAtTheFile) {
+  std::string toml = ClientConfigToml(gateway_->office_endpoint(),
+                                      "pk/offices/fia-liaison-desk");
+  const std::string ours = "spiffe://pk.casebridge/gateway";
+  ASSERT_NE(toml.find(ours), std::string::npos);
+  toml.replace(toml.find(ours), ours.size(), "spiffe://cn.casebridge/gateway");
+  const std::string wrong = WriteFile(dir_ + "/wrong-gateway.toml", toml);
+  CommandResult r = RunCommand({CliBinary(), "--config", wrong, "whoami"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("casebridge: UNAVAILABLE: "));
+  EXPECT_THAT(r.err, HasSubstr("casebridge: this office's client file does "
+                               "not accept the gateway it reached"));
+  EXPECT_THAT(r.err, Not(HasSubstr("ask its operator")));
+}
+
 TEST_F(CliTest, AWatchThatNeverReachesTheGatewayIsNoSuccess) {
   // Messages may be waiting that the watch never saw: exit 1, not 0, once
   // its time is up, with what to look at.
