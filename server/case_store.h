@@ -24,10 +24,17 @@ struct CaseFilter {
   // peer cases with a message in this office's inbox.
   std::string visible_to_office;
   std::string own_prefix;
+  // With `own_prefix`: the conditions on fields (status, category, owner,
+  // text) apply to our own cases only, and every visible peer case is
+  // returned for the caller to test on the version the office may read
+  // (OfficeServiceImpl::AsGivenTo): a newer version held back from it must
+  // not decide, by its fields, whether or where the case is listed.
+  bool peer_fields_unfiltered = false;
 };
 
 struct CasePage {
   std::vector<v1::CaseReference> cases;
+  std::vector<int64_t> positions;  // of each case, as `after` takes it
   // Position after the last case returned; pass as `after` for the next page.
   int64_t last_position = 0;
   bool has_more = false;
@@ -79,9 +86,11 @@ class CaseStore {
   virtual absl::StatusOr<bool> SharedWith(const std::string& exchange_id,
                                           const std::string& office) = 0;
 
-  // Whether a message of case `exchange_id` went to `office`'s inbox as its
-  // envelope addressed it: SharedWith, leaving out copies passed on with
-  // ExchangeStore::ForwardCase.
+  // Whether the peer addressed `office` about case `exchange_id`: a message
+  // of the case went to the office's inbox as its envelope addressed it
+  // (or the country's, routed to it). Copies passed on with
+  // ExchangeStore::ForwardCase do not count, nor do acknowledgements: one
+  // of the office's own message is no choice of the peer to address it.
   virtual absl::StatusOr<bool> AddressedTo(const std::string& exchange_id,
                                            const std::string& office) = 0;
 

@@ -10,12 +10,22 @@
 #include "absl/strings/str_split.h"
 #include "core/crypto.h"
 #include "core/identity.h"
+#include "core/log.h"
 #include "core/status_macros.h"
 #include "server/handling.h"
 #include "server/validation.h"
 
 namespace casebridge::server {
 namespace {
+
+// The owner's copy is the shared record; a local edit would be overwritten
+// by (or hide) the owner's next share.
+absl::Status PeerCaseUnchangeable(const std::string& id) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("case ", id,
+                   " was shared by the peer; only its owner's gateway "
+                   "changes it"));
+}
 
 // Whether `c` passes `filter`'s conditions on its fields, as ListCases' SQL
 // tests them (the visibility condition aside).
@@ -82,20 +92,16 @@ absl::StatusOr<v1::CaseReference> OfficeServiceImpl::VisibleCase(
   }
   CB_ASSIGN_OR_RETURN(const bool shared,
                       cases_->SharedWith(exchange_id, caller.identity));
-  std::optional<v1::CaseReference> given;
-  if (shared) {
-    CB_ASSIGN_OR_RETURN(given, AsGivenTo(caller.identity, std::move(c)));
-  }
-  if (!given.has_value()) {
+  if (!shared) {
     // The same answer as for a case that does not exist: need-to-know
     // includes knowing that the case is here at all.
     return absl::NotFoundError(
         absl::StrCat("case ", exchange_id, " not found"));
   }
-  return *std::move(given);
+  return AsGivenTo(caller.identity, std::move(c));
 }
 
-absl::StatusOr<std::optional<v1::CaseReference>> OfficeServiceImpl::AsGivenTo(
+absl::StatusOr<v1::CaseReference> OfficeServiceImpl::AsGivenTo(
     const std::string& office, v1::CaseReference c) {
   if (c.origin_country() == config_->country ||
       c.handling_code() != v1::HANDLING_CODE_H2) {
@@ -109,7 +115,18 @@ absl::StatusOr<std::optional<v1::CaseReference>> OfficeServiceImpl::AsGivenTo(
   if (granted) return c;
   CB_ASSIGN_OR_RETURN(std::optional<v1::CaseReference> given,
                       exchange_.store->NewestShareIn(c.exchange_id(), office));
-  if (!given.has_value()) return std::nullopt;
+  if (!given.has_value()) {
+    // Retention purged every copy passed on to it: the office still knows
+    // the case, by its ids and handling, and reads no version's content.
+    v1::CaseReference known;
+    known.set_exchange_id(c.exchange_id());
+    known.set_origin_country(c.origin_country());
+    known.set_owner_office(c.owner_office());
+    known.set_handling_code(c.handling_code());
+    known.set_handling_restriction(c.handling_restriction());
+    *known.mutable_created_at() = c.created_at();
+    return known;
+  }
   if (given->version() >= c.version()) return c;
   given->set_handling_code(c.handling_code());
   given->set_handling_restriction(c.handling_restriction());
@@ -118,7 +135,7 @@ absl::StatusOr<std::optional<v1::CaseReference>> OfficeServiceImpl::AsGivenTo(
     given->clear_last_known_locations();
     *given->mutable_personal_data_purged_at() = c.personal_data_purged_at();
   }
-  return given;
+  return *std::move(given);
 }
 
 bool OfficeServiceImpl::ReleasePersonalData(const Caller& caller,
@@ -262,29 +279,60 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ListCases(
         if (!in.caller.May(Action::kReadAllCases)) {
           filter.visible_to_office = in.caller.identity;
           filter.own_prefix = absl::StrCat(CountryCode(config_->country), "-");
+          filter.peer_fields_unfiltered = true;
         }
         const int page_size =
             r.page_size() == 0 ? kDefaultPageSize : r.page_size();
-        CB_ASSIGN_OR_RETURN(CasePage page,
-                            cases_->ListCases(filter, after, page_size));
+        // The store gives the visible peer cases whatever their fields; each
+        // is tested here on the version the caller's office may read, so
+        // that neither the page nor its token depends on a version held
+        // back from it. One more match than the page says whether more
+        // follow.
+        std::vector<v1::CaseReference> cases;
+        int64_t last_position = 0;
+        bool has_more = false;
+        int64_t scanned = after;
+        while (!has_more) {
+          CB_ASSIGN_OR_RETURN(CasePage page,
+                              cases_->ListCases(filter, scanned, page_size));
+          for (size_t i = 0; i < page.cases.size() && !has_more; ++i) {
+            v1::CaseReference& c = page.cases[i];
+            if (filter.peer_fields_unfiltered &&
+                c.origin_country() != config_->country) {
+              const std::string id = c.exchange_id();
+              absl::StatusOr<v1::CaseReference> given =
+                  AsGivenTo(in.caller.identity, std::move(c));
+              if (!given.ok()) {
+                // One copy that does not open must not hide the others:
+                // GetCase on it says what is wrong.
+                log::Error("case.list.unreadable",
+                           {{"exchange_id", id},
+                            {"error", std::string(given.status().message())}});
+                continue;
+              }
+              if (!Matches(*given, filter)) continue;
+              c = *std::move(given);
+            }
+            if (static_cast<int>(cases.size()) == page_size) {
+              has_more = true;
+              break;
+            }
+            last_position = page.positions[i];
+            cases.push_back(std::move(c));
+          }
+          if (!page.has_more) break;
+          scanned = page.last_position;
+        }
         std::vector<std::string> personal;
         bool withheld = false;
-        for (auto& c : page.cases) {
-          if (!filter.visible_to_office.empty()) {
-            // A version held back from the caller neither shows nor
-            // decides by its fields whether the case is listed.
-            CB_ASSIGN_OR_RETURN(std::optional<v1::CaseReference> given,
-                                AsGivenTo(in.caller.identity, std::move(c)));
-            if (!given.has_value() || !Matches(*given, filter)) continue;
-            c = *std::move(given);
-          }
+        for (auto& c : cases) {
           withheld |= !ReleasePersonalData(in.caller, &c, &personal);
           MarkHandling(&c);
           *out->add_cases() = std::move(c);
         }
         out->set_personal_data_withheld(withheld);
-        if (page.has_more) {
-          out->set_next_page_token(EncodePageToken(page.last_position, r));
+        if (has_more) {
+          out->set_next_page_token(EncodePageToken(last_position, r));
         }
         return AuditPersonalRead(in, "case.list.personal_data", personal);
       });
@@ -305,7 +353,13 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
         const v1::CaseReference& changes = r.case_reference();
         const std::string& id = changes.exchange_id();
         // Need-to-know first: a case the caller may not know of is NOT_FOUND.
-        CB_RETURN_IF_ERROR(VisibleCase(in.caller, id).status());
+        CB_ASSIGN_OR_RETURN(const v1::CaseReference visible,
+                            VisibleCase(in.caller, id));
+        if (visible.origin_country() != config_->country) {
+          // Said before the store compares versions: an office held to an
+          // older version (AsGivenTo) learns nothing of a newer one.
+          return PeerCaseUnchangeable(id);
+        }
         // An office that cannot see personal data cannot change it either
         // (it would overwrite what it was not shown).
         if (!in.caller.May(Action::kReadPersonalData)) {
@@ -320,12 +374,7 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
         }
         auto apply = [&](v1::CaseReference& c) -> absl::Status {
           if (c.origin_country() != config_->country) {
-            // The owner's copy is the shared record; a local edit would be
-            // overwritten by (or hide) the owner's next share.
-            return absl::FailedPreconditionError(
-                absl::StrCat("case ", id,
-                             " was shared by the peer; only its owner's "
-                             "gateway changes it"));
+            return PeerCaseUnchangeable(id);
           }
           if (c.owner_office() != in.caller.identity &&
               !in.caller.May(Action::kUpdateAnyCase)) {

@@ -130,10 +130,11 @@ class OfficeServiceImpl final : public OfficeServiceBase {
   // (never given, or withdrawn), is held to the newest version forwarded to
   // it: later versions reached this gateway without leave to pass them on.
   // It gets that version's content under the case's handling as held now
-  // (and without personal data the case no longer holds); nullopt if no
-  // forwarded version can be read. Any other case is `c` itself.
-  absl::StatusOr<std::optional<v1::CaseReference>> AsGivenTo(
-      const std::string& office, v1::CaseReference c);
+  // (and without personal data the case no longer holds); once retention
+  // purged every copy forwarded to it, the case's ids, owner, creation time
+  // and handling alone (version 0). Any other case is `c` itself.
+  absl::StatusOr<v1::CaseReference> AsGivenTo(const std::string& office,
+                                              v1::CaseReference c);
   // Leaves `c`'s personal fields (victims' remarks, last known locations)
   // in place if `caller` may read personal data, adding its exchange id to
   // `read` when it has any; else clears them. False if any were withheld.

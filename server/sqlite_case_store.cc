@@ -321,6 +321,7 @@ absl::StatusOr<bool> SqliteCaseStore::AddressedTo(
         auto stmt, conn.Prepare("SELECT 1 FROM messages m JOIN inbox i "
                                 "ON i.message_id = m.message_id "
                                 "WHERE m.exchange_id = ?1 AND i.office = ?2 "
+                                "AND m.direction = 2 AND m.kind != 7 "
                                 "AND i.forwarded_by IS NULL LIMIT 1"));
     stmt.Bind(1, exchange_id).Bind(2, office);
     CB_ASSIGN_OR_RETURN(addressed, stmt.Step());
@@ -340,10 +341,12 @@ absl::StatusOr<CasePage> SqliteCaseStore::ListCases(const CaseFilter& filter,
         conn.Prepare(
             "SELECT seq, exchange_id, body, sealed, version FROM cases "
             "WHERE seq > ?1 "
-            "AND (?2 = 0 OR status = ?2) AND (?3 = 0 OR category = ?3) "
-            "AND (?4 = '' OR owner_office = ?4) "
-            "AND (?5 = '' OR instr(exchange_id, ?5) > 0 "
-            "     OR instr(local_reference, ?5) > 0 OR instr(summary, ?5) > 0) "
+            "AND ((?9 = 1 AND substr(exchange_id, 1, length(?8)) != ?8) "
+            "     OR ((?2 = 0 OR status = ?2) AND (?3 = 0 OR category = ?3) "
+            "         AND (?4 = '' OR owner_office = ?4) "
+            "         AND (?5 = '' OR instr(exchange_id, ?5) > 0 "
+            "              OR instr(local_reference, ?5) > 0 "
+            "              OR instr(summary, ?5) > 0))) "
             "AND (?7 = '' OR substr(exchange_id, 1, length(?8)) = ?8 "
             "     OR EXISTS (SELECT 1 FROM messages m JOIN inbox i "
             "                ON i.message_id = m.message_id "
@@ -357,7 +360,8 @@ absl::StatusOr<CasePage> SqliteCaseStore::ListCases(const CaseFilter& filter,
         .Bind(5, filter.text)
         .Bind(6, static_cast<int64_t>(page_size) + 1)
         .Bind(7, filter.visible_to_office)
-        .Bind(8, filter.own_prefix);
+        .Bind(8, filter.own_prefix)
+        .Bind(9, int64_t{filter.peer_fields_unfiltered});
     while (true) {
       CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
       if (!row) break;
@@ -366,6 +370,7 @@ absl::StatusOr<CasePage> SqliteCaseStore::ListCases(const CaseFilter& filter,
         break;
       }
       page.last_position = stmt.ColumnInt(0);
+      page.positions.push_back(page.last_position);
       CB_ASSIGN_OR_RETURN(
           auto c,
           FromStoredCase(sealer_, conn, stmt.ColumnText(1), stmt.ColumnBlob(2),

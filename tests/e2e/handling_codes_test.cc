@@ -4,6 +4,7 @@
 // than its case.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <optional>
 #include <string>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "casebridge/v1/audit.pb.h"
 #include "client/office_client.h"
+#include "core/crypto.h"
 #include "core/handling_notice.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/testing/process.h"
@@ -376,12 +378,62 @@ TEST_F(HandlingCodesTest, AForwardedCopyGetsNoNewerVersionOnceWithdrawn) {
                        Cn(kGuangzhou)->ListCases(list));
   ASSERT_EQ(listed.cases_size(), 1);
   EXPECT_EQ(listed.cases(0).version(), 1);
-  // Nor does a search tell it what the newer version says.
+  // Nor does a search tell it what the newer version says: the filters
+  // test the version it was given, and neither a page nor its token
+  // depends on the other. (A case of its own with the words, listed after
+  // the held one, would show a short page with a token if they did.)
+  v1::CaseReference decoy = ValidDraft("Decoy: flat 501 in the same block");
+  decoy.set_handling_code(v1::HANDLING_CODE_H0);
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference own,
+                       Cn(kGuangzhou)->OpenCase(decoy));
   list.set_text("flat 501");
+  list.set_page_size(1);
   ASSERT_OK_AND_ASSIGN(listed, Cn(kGuangzhou)->ListCases(list));
-  EXPECT_EQ(listed.cases_size(), 0);
+  ASSERT_EQ(listed.cases_size(), 1);
+  EXPECT_EQ(listed.cases(0).exchange_id(), own.exchange_id());
+  EXPECT_EQ(listed.next_page_token(), "");
+  list.set_text(given.summary());
+  ASSERT_OK_AND_ASSIGN(listed, Cn(kGuangzhou)->ListCases(list));
+  ASSERT_EQ(listed.cases_size(), 1);
+  EXPECT_EQ(listed.cases(0).exchange_id(), id);
+  EXPECT_EQ(listed.cases(0).version(), 1);
+  list.set_text("flat 501");
+  list.set_page_size(10);
   ASSERT_OK_AND_ASSIGN(listed, Cn(kMps)->ListCases(list));
-  EXPECT_EQ(listed.cases_size(), 1);
+  EXPECT_EQ(listed.cases_size(), 2);
+  // Nor does a change it may not make: it is refused for the case being
+  // the peer's, before any version is compared.
+  v1::UpdateCaseRequest change;
+  change.mutable_case_reference()->set_exchange_id(id);
+  change.mutable_case_reference()->set_summary("x");
+  change.mutable_update_mask()->add_paths("summary");
+  change.set_expected_version(1);
+  EXPECT_THAT(Cn(kGuangzhou)->UpdateCase(change),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("was shared by the peer")));
+
+  // Writing to the desk and being acknowledged is no sharing: it still
+  // reads version 1.
+  v1::SendMessageRequest note;
+  note.mutable_message()->set_exchange_id(id);
+  note.mutable_message()->set_kind(v1::MESSAGE_KIND_NOTE);
+  note.mutable_message()->set_priority(v1::PRIORITY_ROUTINE);
+  note.mutable_message()->set_body("Is there anything new on this case?");
+  note.mutable_message()->set_recipient_office(kFiaId);
+  ASSERT_OK_AND_ASSIGN(const v1::SendMessageResponse asked,
+                       Cn(kGuangzhou)->SendMessage(note));
+  auto fia = Pk(kFia);
+  ASSERT_TRUE(FromInbox(*fia, asked.message_id()).has_value())
+      << pk_->Log() << cn_->Log();
+  ASSERT_OK_AND_ASSIGN(
+      const std::string ack_id,
+      fia->Acknowledge(asked.message_id(), v1::ACKNOWLEDGEMENT_KIND_READ, ""));
+  auto guangzhou = Cn(kGuangzhou);
+  ASSERT_TRUE(FromInbox(*guangzhou, ack_id).has_value())
+      << pk_->Log() << cn_->Log();
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference after_ack,
+                       guangzhou->GetCase(id));
+  EXPECT_EQ(after_ack.version(), 1);
 
   // The copy it was forwarded is no addressing by the originator: passing
   // the case on to it again is refused, audited, and adds nothing.
@@ -394,7 +446,10 @@ TEST_F(HandlingCodesTest, AForwardedCopyGetsNoNewerVersionOnceWithdrawn) {
   EXPECT_OK(Cn(kGuangzhou)
                 ->WatchInbox("", absl::Milliseconds(500),
                              [&](const v1::WatchInboxResponse& item) {
-                               items.push_back(item);
+                               if (item.message().kind() ==
+                                   v1::MESSAGE_KIND_CASE_SHARE) {
+                                 items.push_back(item);
+                               }
                                return true;
                              }));
   ASSERT_EQ(items.size(), 1u);
@@ -411,6 +466,76 @@ TEST_F(HandlingCodesTest, AForwardedCopyGetsNoNewerVersionOnceWithdrawn) {
   ASSERT_OK_AND_ASSIGN(const v1::CaseReference now,
                        Cn(kGuangzhou)->GetCase(id));
   EXPECT_EQ(now.version(), 2);
+}
+
+TEST_F(HandlingCodesTest, AForwardedCopyPurgedByRetentionLeavesTheCaseKnown) {
+  // Guangzhou holds an H2 case only through a copy forwarded under a
+  // permission since withdrawn.
+  const std::string id = OpenAndShare(v1::HANDLING_CODE_H2);
+  ASSERT_FALSE(id.empty());
+  v1::GrantDisseminationRequest grant;
+  grant.set_exchange_id(id);
+  grant.add_offices(kGuangzhouId);
+  ASSERT_OK_AND_ASSIGN(const v1::GrantDisseminationResponse granted,
+                       Pk(kFia)->GrantDissemination(grant));
+  ASSERT_TRUE(Delivered(granted.message_id())) << pk_->Log() << cn_->Log();
+  ASSERT_OK(Forward(id, kGuangzhouId));
+  v1::WithdrawDisseminationRequest withdraw;
+  withdraw.set_exchange_id(id);
+  withdraw.add_offices(kGuangzhouId);
+  ASSERT_OK_AND_ASSIGN(const v1::WithdrawDisseminationResponse withdrawn,
+                       Pk(kFia)->WithdrawDissemination(withdraw));
+  ASSERT_TRUE(Delivered(withdrawn.message_id())) << pk_->Log() << cn_->Log();
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference given,
+                       Cn(kGuangzhou)->GetCase(id));
+  ASSERT_EQ(given.version(), 1);
+
+  // CN keeps messages a day; two days pass while it is stopped, and the
+  // purge runs as it starts.
+  ASSERT_EQ(cn_->Stop(), 0) << cn_->Log();
+  const std::string cn_config = dir_ + "/CN.toml";
+  ASSERT_OK_AND_ASSIGN(const std::string config_text,
+                       crypto::ReadFile(cn_config));
+  WriteFile(cn_config,
+            absl::StrCat(config_text, "\n[retention]\nmessage_days = 1\n"));
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2((dir_ + "/CN-data/gateway.db").c_str(), &db,
+                            SQLITE_OPEN_READWRITE, nullptr),
+            SQLITE_OK);
+  constexpr int64_t kTwoDaysUs = int64_t{2} * 24 * 3600 * 1000000;
+  EXPECT_EQ(sqlite3_exec(db,
+                         absl::StrCat("UPDATE messages SET created_us = "
+                                      "created_us - ",
+                                      kTwoDaysUs)
+                             .c_str(),
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config));
+
+  // The copy it was given is gone: Guangzhou still knows the case, by its
+  // ids, owner and handling, and reads nothing of any version.
+  auto guangzhou = Cn(kGuangzhou);
+  absl::StatusOr<v1::CaseReference> known;
+  EXPECT_TRUE(WaitUntil([&] {
+    known = guangzhou->GetCase(id);
+    return known.ok() && known->version() == 0;
+  })) << known.status()
+      << cn_->Log();
+  ASSERT_OK(known.status());
+  EXPECT_EQ(known->exchange_id(), id);
+  EXPECT_EQ(known->owner_office(), kFiaId);
+  EXPECT_EQ(known->handling_code(), v1::HANDLING_CODE_H2);
+  EXPECT_THAT(known->handling_notice(), HasSubstr("H2"));
+  EXPECT_EQ(known->summary(), "");
+  EXPECT_EQ(known->victims_size(), 0);
+  EXPECT_EQ(known->last_known_locations_size(), 0);
+  // The MPS liaison, which the originator addressed, reads the case as
+  // held here.
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference at_mps, Cn(kMps)->GetCase(id));
+  EXPECT_EQ(at_mps.version(), 1);
+  EXPECT_EQ(at_mps.summary(), given.summary());
 }
 
 TEST_F(HandlingCodesTest, CliWithdrawsAGrantAndCopiesAlreadyForwardedStay) {
