@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -639,6 +640,31 @@ TEST_F(HandlingCodesTest, H1MarkingReachesTheReaderAndTheCli) {
       RunCommand({CliBinary(), "--config", mps, "--json", "case", "get", id});
   ASSERT_EQ(json.exit_code, 0) << json.out << json.err;
   EXPECT_THAT(json.out, HasSubstr("\"handling_notice\":\"H1: not for use"));
+}
+
+TEST_F(HandlingCodesTest, CliSendsAMessageUnderItsOwnHandlingAndEvaluation) {
+  // An H0 case; the desk marks one message of it H3 with its own
+  // evaluation, from the CLI.
+  const std::string id = OpenAndShare(v1::HANDLING_CODE_H0);
+  ASSERT_FALSE(id.empty());
+  const std::string fia = WriteFile(
+      dir_ + "/fia.toml", ClientConfigToml(pk_->office_endpoint(), kFia));
+  CommandResult sent = RunCommand(
+      {CliBinary(), "--config", fia, "--json", "message", "send", id, "--kind",
+       "note", "--body", "The informant's name is in the attached file", "--to",
+       kMpsId, "--handling", "H3", "--restriction",
+       "not to be shown to the family", "--evaluation", "A1"});
+  ASSERT_EQ(sent.exit_code, 0) << sent.out << sent.err;
+  const std::string message_id =
+      nlohmann::json::parse(sent.out).at("message_id").get<std::string>();
+  auto mps = Cn(kMps);
+  const std::optional<v1::CaseMessage> got = FromInbox(*mps, message_id);
+  ASSERT_TRUE(got.has_value()) << pk_->Log() << cn_->Log();
+  EXPECT_EQ(got->handling_code(), v1::HANDLING_CODE_H3);
+  EXPECT_EQ(got->handling_restriction(), "not to be shown to the family");
+  EXPECT_EQ(got->evaluation().source_reliability(), v1::SOURCE_RELIABILITY_A);
+  EXPECT_EQ(got->evaluation().information_accuracy(),
+            v1::INFORMATION_ACCURACY_1);
 }
 
 TEST_F(HandlingCodesTest, H3RestrictionTravelsWithTheCaseAndEveryMessage) {
