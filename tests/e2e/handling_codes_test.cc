@@ -135,6 +135,27 @@ role = "auditor"
     return bundle;
   }
 
+  // The originator permits passing case `id` on to Guangzhou, or withdraws
+  // that permission; returns once CN holds the message.
+  void GrantGuangzhou(const std::string& id,
+                      const std::string& request_id = "") {
+    v1::GrantDisseminationRequest grant;
+    grant.set_request_id(request_id);
+    grant.set_exchange_id(id);
+    grant.add_offices(kGuangzhouId);
+    ASSERT_OK_AND_ASSIGN(const v1::GrantDisseminationResponse granted,
+                         Pk(kFia)->GrantDissemination(grant));
+    ASSERT_TRUE(Delivered(granted.message_id())) << pk_->Log() << cn_->Log();
+  }
+  void WithdrawGuangzhou(const std::string& id) {
+    v1::WithdrawDisseminationRequest withdraw;
+    withdraw.set_exchange_id(id);
+    withdraw.add_offices(kGuangzhouId);
+    ASSERT_OK_AND_ASSIGN(const v1::WithdrawDisseminationResponse withdrawn,
+                         Pk(kFia)->WithdrawDissemination(withdraw));
+    ASSERT_TRUE(Delivered(withdrawn.message_id())) << pk_->Log() << cn_->Log();
+  }
+
   absl::StatusOr<v1::ForwardCaseResponse> Forward(const std::string& id,
                                                   const std::string& to) {
     v1::ForwardCaseRequest request;
@@ -310,12 +331,7 @@ TEST_F(HandlingCodesTest, AForwardedCopyGetsNoNewerVersionOnceWithdrawn) {
   // An H2 case, passed on to Guangzhou with the originator's permission.
   const std::string id = OpenAndShare(v1::HANDLING_CODE_H2);
   ASSERT_FALSE(id.empty());
-  v1::GrantDisseminationRequest grant;
-  grant.set_exchange_id(id);
-  grant.add_offices(kGuangzhouId);
-  ASSERT_OK_AND_ASSIGN(const v1::GrantDisseminationResponse granted,
-                       Pk(kFia)->GrantDissemination(grant));
-  ASSERT_TRUE(Delivered(granted.message_id())) << pk_->Log() << cn_->Log();
+  ASSERT_NO_FATAL_FAILURE(GrantGuangzhou(id));
   ASSERT_OK_AND_ASSIGN(const v1::ForwardCaseResponse first,
                        Forward(id, kGuangzhouId));
   EXPECT_EQ(first.forwarded_messages(), 1);
@@ -344,12 +360,7 @@ TEST_F(HandlingCodesTest, AForwardedCopyGetsNoNewerVersionOnceWithdrawn) {
 
   // The permission is withdrawn; then the desk learns more and shares the
   // new version with the MPS liaison alone.
-  v1::WithdrawDisseminationRequest withdraw;
-  withdraw.set_exchange_id(id);
-  withdraw.add_offices(kGuangzhouId);
-  ASSERT_OK_AND_ASSIGN(const v1::WithdrawDisseminationResponse withdrawn,
-                       Pk(kFia)->WithdrawDissemination(withdraw));
-  ASSERT_TRUE(Delivered(withdrawn.message_id())) << pk_->Log() << cn_->Log();
+  ASSERT_NO_FATAL_FAILURE(WithdrawGuangzhou(id));
   v1::UpdateCaseRequest update;
   update.mutable_case_reference()->set_exchange_id(id);
   update.mutable_case_reference()->set_summary(
@@ -457,10 +468,7 @@ TEST_F(HandlingCodesTest, AForwardedCopyGetsNoNewerVersionOnceWithdrawn) {
   EXPECT_EQ(items[0].message().case_reference().version(), 1);
 
   // A new permission lets the newer version through.
-  grant.set_request_id("grant-again");
-  ASSERT_OK_AND_ASSIGN(const v1::GrantDisseminationResponse regranted,
-                       Pk(kFia)->GrantDissemination(grant));
-  ASSERT_TRUE(Delivered(regranted.message_id())) << pk_->Log() << cn_->Log();
+  ASSERT_NO_FATAL_FAILURE(GrantGuangzhou(id, "grant-again"));
   ASSERT_OK_AND_ASSIGN(const v1::ForwardCaseResponse again,
                        Forward(id, kGuangzhouId));
   EXPECT_EQ(again.forwarded_messages(), 1);
@@ -474,19 +482,9 @@ TEST_F(HandlingCodesTest, AForwardedCopyPurgedByRetentionLeavesTheCaseKnown) {
   // permission since withdrawn.
   const std::string id = OpenAndShare(v1::HANDLING_CODE_H2);
   ASSERT_FALSE(id.empty());
-  v1::GrantDisseminationRequest grant;
-  grant.set_exchange_id(id);
-  grant.add_offices(kGuangzhouId);
-  ASSERT_OK_AND_ASSIGN(const v1::GrantDisseminationResponse granted,
-                       Pk(kFia)->GrantDissemination(grant));
-  ASSERT_TRUE(Delivered(granted.message_id())) << pk_->Log() << cn_->Log();
+  ASSERT_NO_FATAL_FAILURE(GrantGuangzhou(id));
   ASSERT_OK(Forward(id, kGuangzhouId));
-  v1::WithdrawDisseminationRequest withdraw;
-  withdraw.set_exchange_id(id);
-  withdraw.add_offices(kGuangzhouId);
-  ASSERT_OK_AND_ASSIGN(const v1::WithdrawDisseminationResponse withdrawn,
-                       Pk(kFia)->WithdrawDissemination(withdraw));
-  ASSERT_TRUE(Delivered(withdrawn.message_id())) << pk_->Log() << cn_->Log();
+  ASSERT_NO_FATAL_FAILURE(WithdrawGuangzhou(id));
   ASSERT_OK_AND_ASSIGN(const v1::CaseReference given,
                        Cn(kGuangzhou)->GetCase(id));
   ASSERT_EQ(given.version(), 1);
