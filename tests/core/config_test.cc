@@ -121,7 +121,8 @@ TEST_F(GatewayConfigTest, ToolsLoadItWithoutReadingThePrivateKeys) {
   ASSERT_OK_AND_ASSIGN(const Gateway config,
                        ParseGateway(text, path_, PrivateKeys::kNotRead));
   EXPECT_THAT(config.tls_key, HasSubstr("missing-gateway.key"));
-  EXPECT_THAT(config.witness_signing_key, HasSubstr("missing-signing/witness.key"));
+  EXPECT_THAT(config.witness_signing_key,
+              HasSubstr("missing-signing/witness.key"));
   // Every other file is still checked.
   EXPECT_THAT(
       ParseGateway(ReplaceOnce(text, "gateway-chain.crt\"", "missing.crt\""),
