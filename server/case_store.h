@@ -32,11 +32,26 @@ struct CaseFilter {
   bool peer_fields_unfiltered = false;
 };
 
+// How a peer case reached an office (docs/api.md#need-to-know).
+enum class CaseAccess {
+  kNone,  // no message of the case is in the office's inbox: it may not
+          // know of the case
+  // Messages of it are there, but none as the peer addressed it: copies
+  // passed on with ExchangeStore::ForwardCase, acknowledgements of the
+  // office's own messages (no choice of the peer to address it).
+  kReached,
+  // A message of it went there as its envelope addressed the office (or
+  // the country, routed to it).
+  kAddressed,
+};
+
 struct CasePage {
   std::vector<v1::CaseReference> cases;
   std::vector<int64_t> positions;  // of each case, as `after` takes it
   // Position after the last case returned; pass as `after` for the next page.
-  int64_t last_position = 0;
+  int64_t last_position() const {
+    return positions.empty() ? 0 : positions.back();
+  }
   bool has_more = false;
 };
 
@@ -81,18 +96,9 @@ class CaseStore {
   virtual absl::StatusOr<v1::CaseReference> GetCase(
       const std::string& exchange_id) = 0;
 
-  // Whether a message of case `exchange_id` went to `office`'s inbox: the
-  // case was shared with (or written to) that office.
-  virtual absl::StatusOr<bool> SharedWith(const std::string& exchange_id,
-                                          const std::string& office) = 0;
-
-  // Whether the peer addressed `office` about case `exchange_id`: a message
-  // of the case went to the office's inbox as its envelope addressed it
-  // (or the country's, routed to it). Copies passed on with
-  // ExchangeStore::ForwardCase do not count, nor do acknowledgements: one
-  // of the office's own message is no choice of the peer to address it.
-  virtual absl::StatusOr<bool> AddressedTo(const std::string& exchange_id,
-                                           const std::string& office) = 0;
+  // How peer case `exchange_id` reached `office`'s inbox, in one read.
+  virtual absl::StatusOr<CaseAccess> AccessOf(const std::string& exchange_id,
+                                              const std::string& office) = 0;
 
   // Cases matching `filter` after position `after` (0: from the start),
   // oldest first, at most `page_size`.

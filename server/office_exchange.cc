@@ -774,8 +774,9 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ForwardCase(
           // needs the originator's permission. A copy passed on before
           // (ForwardCase) is no addressing: once a permission is withdrawn,
           // newer versions do not follow it.
-          CB_ASSIGN_OR_RETURN(const bool addressed,
-                              cases_->AddressedTo(c.exchange_id(), r.office()));
+          CB_ASSIGN_OR_RETURN(const CaseAccess access,
+                              cases_->AccessOf(c.exchange_id(), r.office()));
+          const bool addressed = access == CaseAccess::kAddressed;
           CB_ASSIGN_OR_RETURN(const bool granted,
                               exchange_.store->DisseminationGranted(
                                   c.exchange_id(), r.office()));

@@ -90,26 +90,28 @@ absl::StatusOr<v1::CaseReference> OfficeServiceImpl::VisibleCase(
       caller.May(Action::kReadAllCases)) {
     return c;
   }
-  CB_ASSIGN_OR_RETURN(const bool shared,
-                      cases_->SharedWith(exchange_id, caller.identity));
-  if (!shared) {
+  CB_ASSIGN_OR_RETURN(const CaseAccess access,
+                      cases_->AccessOf(exchange_id, caller.identity));
+  if (access == CaseAccess::kNone) {
     // The same answer as for a case that does not exist: need-to-know
     // includes knowing that the case is here at all.
     return absl::NotFoundError(
         absl::StrCat("case ", exchange_id, " not found"));
   }
-  return AsGivenTo(caller.identity, std::move(c));
+  return AsGivenTo(caller.identity, std::move(c), access);
 }
 
 absl::StatusOr<v1::CaseReference> OfficeServiceImpl::AsGivenTo(
-    const std::string& office, v1::CaseReference c) {
+    const std::string& office, v1::CaseReference c,
+    std::optional<CaseAccess> access) {
   if (c.origin_country() == config_->country ||
       c.handling_code() != v1::HANDLING_CODE_H2) {
     return c;
   }
-  CB_ASSIGN_OR_RETURN(const bool addressed,
-                      cases_->AddressedTo(c.exchange_id(), office));
-  if (addressed) return c;
+  if (!access.has_value()) {
+    CB_ASSIGN_OR_RETURN(access, cases_->AccessOf(c.exchange_id(), office));
+  }
+  if (*access == CaseAccess::kAddressed) return c;
   CB_ASSIGN_OR_RETURN(const bool granted, exchange_.store->DisseminationGranted(
                                               c.exchange_id(), office));
   if (granted) return c;
@@ -295,7 +297,7 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ListCases(
         while (!has_more) {
           CB_ASSIGN_OR_RETURN(CasePage page,
                               cases_->ListCases(filter, scanned, page_size));
-          for (size_t i = 0; i < page.cases.size() && !has_more; ++i) {
+          for (size_t i = 0; i < page.cases.size(); ++i) {
             v1::CaseReference& c = page.cases[i];
             if (filter.peer_fields_unfiltered &&
                 c.origin_country() != config_->country) {
@@ -321,7 +323,7 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ListCases(
             cases.push_back(std::move(c));
           }
           if (!page.has_more) break;
-          scanned = page.last_position;
+          scanned = page.last_position();
         }
         std::vector<std::string> personal;
         bool withheld = false;

@@ -132,9 +132,11 @@ class OfficeServiceImpl final : public OfficeServiceBase {
   // It gets that version's content under the case's handling as held now
   // (and without personal data the case no longer holds); once retention
   // purged every copy forwarded to it, the case's ids, owner, creation time
-  // and handling alone (version 0). Any other case is `c` itself.
-  absl::StatusOr<v1::CaseReference> AsGivenTo(const std::string& office,
-                                              v1::CaseReference c);
+  // and handling alone (version 0). Any other case is `c` itself. `access`,
+  // if known, is the office's (CaseStore::AccessOf); read here if not.
+  absl::StatusOr<v1::CaseReference> AsGivenTo(
+      const std::string& office, v1::CaseReference c,
+      std::optional<CaseAccess> access = std::nullopt);
   // Leaves `c`'s personal fields (victims' remarks, last known locations)
   // in place if `caller` may read personal data, adding its exchange id to
   // `read` when it has any; else clears them. False if any were withheld.

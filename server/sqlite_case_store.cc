@@ -297,37 +297,29 @@ absl::StatusOr<v1::CaseReference> SqliteCaseStore::GetCase(
   return c;
 }
 
-absl::StatusOr<bool> SqliteCaseStore::SharedWith(const std::string& exchange_id,
-                                                 const std::string& office) {
-  bool shared = false;
+absl::StatusOr<CaseAccess> SqliteCaseStore::AccessOf(
+    const std::string& exchange_id, const std::string& office) {
+  CaseAccess access = CaseAccess::kNone;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
+    // NULL without rows; else 1 if any row is the peer's addressing.
     CB_ASSIGN_OR_RETURN(
         auto stmt,
-        conn.Prepare("SELECT 1 FROM messages m JOIN inbox i "
+        conn.Prepare("SELECT MAX(i.forwarded_by IS NULL AND m.direction = ?3 "
+                     "AND m.kind != ?4) FROM messages m JOIN inbox i "
                      "ON i.message_id = m.message_id "
-                     "WHERE m.exchange_id = ?1 AND i.office = ?2 LIMIT 1"));
-    stmt.Bind(1, exchange_id).Bind(2, office);
-    CB_ASSIGN_OR_RETURN(shared, stmt.Step());
+                     "WHERE m.exchange_id = ?1 AND i.office = ?2"));
+    stmt.Bind(1, exchange_id)
+        .Bind(2, office)
+        .Bind(3, int64_t{2})  // incoming
+        .Bind(4, static_cast<int64_t>(v1::MESSAGE_KIND_ACKNOWLEDGEMENT));
+    CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+    if (row && !stmt.ColumnIsNull(0)) {
+      access = stmt.ColumnInt(0) != 0 ? CaseAccess::kAddressed
+                                      : CaseAccess::kReached;
+    }
     return absl::OkStatus();
   }));
-  return shared;
-}
-
-absl::StatusOr<bool> SqliteCaseStore::AddressedTo(
-    const std::string& exchange_id, const std::string& office) {
-  bool addressed = false;
-  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
-    CB_ASSIGN_OR_RETURN(
-        auto stmt, conn.Prepare("SELECT 1 FROM messages m JOIN inbox i "
-                                "ON i.message_id = m.message_id "
-                                "WHERE m.exchange_id = ?1 AND i.office = ?2 "
-                                "AND m.direction = 2 AND m.kind != 7 "
-                                "AND i.forwarded_by IS NULL LIMIT 1"));
-    stmt.Bind(1, exchange_id).Bind(2, office);
-    CB_ASSIGN_OR_RETURN(addressed, stmt.Step());
-    return absl::OkStatus();
-  }));
-  return addressed;
+  return access;
 }
 
 absl::StatusOr<CasePage> SqliteCaseStore::ListCases(const CaseFilter& filter,
@@ -369,8 +361,7 @@ absl::StatusOr<CasePage> SqliteCaseStore::ListCases(const CaseFilter& filter,
         page.has_more = true;
         break;
       }
-      page.last_position = stmt.ColumnInt(0);
-      page.positions.push_back(page.last_position);
+      page.positions.push_back(stmt.ColumnInt(0));
       CB_ASSIGN_OR_RETURN(
           auto c,
           FromStoredCase(sealer_, conn, stmt.ColumnText(1), stmt.ColumnBlob(2),

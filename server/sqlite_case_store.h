@@ -35,10 +35,8 @@ class SqliteCaseStore final : public CaseStore {
                                       const AuditEvent& audit) override;
   absl::StatusOr<v1::CaseReference> GetCase(
       const std::string& exchange_id) override;
-  absl::StatusOr<bool> SharedWith(const std::string& exchange_id,
-                                  const std::string& office) override;
-  absl::StatusOr<bool> AddressedTo(const std::string& exchange_id,
-                                   const std::string& office) override;
+  absl::StatusOr<CaseAccess> AccessOf(const std::string& exchange_id,
+                                      const std::string& office) override;
   absl::StatusOr<CasePage> ListCases(const CaseFilter& filter, int64_t after,
                                      int page_size) override;
   // Keeps a case reference the peer shared, inside the caller's write

@@ -494,12 +494,12 @@ TEST_F(CaseListTest, PagesThroughResults) {
   EXPECT_TRUE(first.has_more);
 
   ASSERT_OK_AND_ASSIGN(const CasePage second,
-                       cases().ListCases({}, first.last_position, 2));
+                       cases().ListCases({}, first.last_position(), 2));
   EXPECT_THAT(Ids(second.cases), ElementsAre(ids_[2], ids_[3]));
   EXPECT_TRUE(second.has_more);
 
   ASSERT_OK_AND_ASSIGN(const CasePage third,
-                       cases().ListCases({}, second.last_position, 2));
+                       cases().ListCases({}, second.last_position(), 2));
   EXPECT_THAT(Ids(third.cases), ElementsAre(ids_[4]));
   EXPECT_FALSE(third.has_more);
 }
@@ -511,7 +511,7 @@ TEST_F(CaseListTest, LastFullPageHasNoMore) {
   EXPECT_THAT(Ids(first.cases), ElementsAre(ids_[0], ids_[2]));
   EXPECT_TRUE(first.has_more);
   ASSERT_OK_AND_ASSIGN(const CasePage second,
-                       cases().ListCases(filter, first.last_position, 2));
+                       cases().ListCases(filter, first.last_position(), 2));
   EXPECT_THAT(Ids(second.cases), ElementsAre(ids_[3]));
   EXPECT_FALSE(second.has_more);
 
@@ -525,7 +525,7 @@ TEST_F(CaseListTest, PagingIsNotDisturbedByUpdates) {
   // Updating a case already listed must not bring it back on a later page.
   ASSERT_OK(SetStatus(ids_[0], 1, v1::CASE_STATUS_CLOSED).status());
   ASSERT_OK_AND_ASSIGN(const CasePage rest,
-                       cases().ListCases({}, first.last_position, 10));
+                       cases().ListCases({}, first.last_position(), 10));
   EXPECT_THAT(Ids(rest.cases), ElementsAre(ids_[2], ids_[3], ids_[4]));
 }
 
