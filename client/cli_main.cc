@@ -80,6 +80,14 @@ void PrintUnavailableHint(const absl::Status& status) {
   if (!hint.empty()) std::fprintf(stderr, "casebridge: %s\n", hint.c_str());
 }
 
+// A gateway's configuration as the offline tools read it (certs status,
+// policy check): certificates, CRLs and the office table; the private keys
+// are not opened, so that a user who may not read them can run the tools.
+absl::StatusOr<cb::config::Gateway> LoadGatewayForTools(
+    const std::string& path) {
+  return cb::config::LoadGateway(path, cb::config::PrivateKeys::kNotRead);
+}
+
 // One line: "casebridge: INVALID_ARGUMENT: case_reference.summary: is required"
 int ReportStatus(const absl::Status& status, int exit_code) {
   std::fprintf(stderr, "casebridge: %s: %s\n",
@@ -444,10 +452,7 @@ int CertsStatus(const Options& options, const std::string& config_path) {
   if (config_path.empty()) {
     return Usage("certs status: --config GATEWAY_TOML is required");
   }
-  // Certificates, CRLs and the office table only: the private keys are not
-  // opened, so that a user who may not read them can run it.
-  auto config =
-      cb::config::LoadGateway(config_path, cb::config::PrivateKeys::kNotRead);
+  auto config = LoadGatewayForTools(config_path);
   if (!config.ok()) return ReportStatus(config.status(), kExitUsage);
   const absl::Time now = absl::Now();
   const absl::Duration cert_window =
@@ -517,10 +522,7 @@ int PolicyCheck(const Options& options, const std::string& config_path) {
   if (config_path.empty()) {
     return Usage("policy check: --config GATEWAY_TOML is required");
   }
-  // Certificates, CRLs and the office table only: the private keys are not
-  // opened, so that a user who may not read them can run it.
-  auto config =
-      cb::config::LoadGateway(config_path, cb::config::PrivateKeys::kNotRead);
+  auto config = LoadGatewayForTools(config_path);
   if (!config.ok()) return ReportStatus(config.status(), kExitUsage);
   const std::string source =
       config->policy_from_config
@@ -1122,8 +1124,9 @@ int Main(int argc, char** argv) {
     m->set_recipient_office(send_to);
     m->set_in_reply_to(send_reply_to);
     auto sent = c.SendMessage(request);
-    if (!sent.ok())
+    if (!sent.ok()) {
       return ReportChangeStatus(sent.status(), request.request_id());
+    }
     // A retry of an accepted request gets the message as it is now, which
     // may be delivered, failed or cancelled: say which.
     const v1::DeliveryState state = sent->status().state();
