@@ -136,14 +136,15 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(
   // page changed by many transactions once (docs/performance.md); a
   // Database's writer checkpoints on a thread of its own instead.
   CB_RETURN_IF_ERROR(
-      connection->Exec("PRAGMA journal_mode=WAL;"
-                       "PRAGMA synchronous=FULL;"
-                       "PRAGMA foreign_keys=ON;"
-                       "PRAGMA secure_delete=ON;"
-                       "PRAGMA temp_store=MEMORY;"
-                       "PRAGMA journal_size_limit=67108864;"
-                       "PRAGMA wal_autocheckpoint=8192;"
-                       "PRAGMA busy_timeout=10000;"));
+      connection->Exec(absl::StrCat("PRAGMA journal_mode=WAL;"
+                                    "PRAGMA synchronous=FULL;"
+                                    "PRAGMA foreign_keys=ON;"
+                                    "PRAGMA secure_delete=ON;"
+                                    "PRAGMA temp_store=MEMORY;"
+                                    "PRAGMA journal_size_limit=67108864;"
+                                    "PRAGMA wal_autocheckpoint=8192;"
+                                    "PRAGMA busy_timeout=",
+                                    kBusyTimeoutMs, ";")));
   return connection;
 }
 
@@ -325,15 +326,32 @@ absl::Status Database::TruncateWal() {
     // SQLite refuses a checkpoint at once (SQLITE_BUSY, no busy handler)
     // while another runs: wait for the checkpointing thread's pass.
     absl::MutexLock checkpointing(&checkpoint_run_mu_);
+    // The checkpoint holds the writer while it waits for readers of older
+    // snapshots: briefly, so that the writes queued behind it (an URGENT
+    // message among them) wait for one try, not for the longest reader.
+    sqlite3_busy_timeout(
+        conn.raw(), static_cast<int>(absl::ToInt64Milliseconds(kTruncateTry)));
     const int rc = sqlite3_wal_checkpoint_v2(
         conn.raw(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+    sqlite3_busy_timeout(conn.raw(), kBusyTimeoutMs);
     if (rc != SQLITE_OK) {
       return SqliteError(conn.raw(), "checkpointing and truncating the WAL");
     }
     return absl::OkStatus();
   };
-  PendingWrite me{.work = &work, .alone = true};
-  const absl::Status status = Enqueue(me);
+  // Tries again, with the writer free in between, while readers hold on,
+  // for as long as one write may wait for a reader.
+  const absl::Time give_up = absl::Now() + absl::Milliseconds(kBusyTimeoutMs);
+  absl::Status status;
+  while (true) {
+    PendingWrite me{.work = &work, .alone = true};
+    status = Enqueue(me);
+    if (status.code() != absl::StatusCode::kUnavailable ||
+        absl::Now() + kTruncateTry >= give_up) {
+      break;
+    }
+    absl::SleepFor(kTruncateTry);
+  }
   wal_truncation_owed_ = !status.ok();
   return status;
 }
@@ -395,10 +413,16 @@ absl::Status Database::Enqueue(PendingWrite& me) {
     queue_.pop_front();  // the batch is still the front of the queue
     batch[i]->done = true;
   }
-  if (ran < n) {
+  if (ran < n && batch[ran]->ahead) {
+    // A batch of kFirst writes cut short (its transaction was lost): the
+    // units it did not run are still queued ahead, first as they came,
+    // and count among the kFirst writes waiting again. (A batch is all
+    // kFirst writes queued ahead, or none: see the batch's limit above.)
+    first_waiting_.fetch_add(n - ran, std::memory_order_relaxed);
+  } else if (ran < n) {
     // The batch gave way to kFirst writes queued meanwhile (they follow
-    // it): they go first, then the units it did not run, ahead of the
-    // rest as before.
+    // it), or was cut short: they go first, then the units it did not run,
+    // ahead of the rest as before.
     const auto rest = static_cast<std::ptrdiff_t>(n - ran);
     std::rotate(queue_.begin(), queue_.begin() + rest,
                 queue_.begin() + rest +

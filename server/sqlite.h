@@ -21,11 +21,16 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/write_priority.h"
 
 namespace casebridge::sqlite {
 
 class Connection;
+
+// How long a connection waits for a lock another connection holds (SQLite's
+// busy timeout) before the statement fails with SQLITE_BUSY.
+inline constexpr int kBusyTimeoutMs = 10000;
 
 // A prepared statement borrowed from its connection's cache. Reset and
 // unbound when destroyed. Must not outlive the Connection.
@@ -158,8 +163,9 @@ class Database {
   // truncates the WAL to zero bytes (a TRUNCATE checkpoint on the writer, in
   // its turn among the writes): page images of deleted content, which a
   // plain checkpoint leaves in the WAL, are gone from it. Waits for readers
-  // of older snapshots up to the busy timeout; UNAVAILABLE if they do not
-  // finish.
+  // of older snapshots up to the busy timeout, in short tries with the
+  // writer free in between: the writes queued meanwhile run between them.
+  // UNAVAILABLE if the readers do not finish.
   absl::Status TruncateWal();
   // Set once content was shredded (or a truncation failed) and cleared by
   // the next TruncateWal that succeeds: a run that fails half-way, or a
@@ -178,6 +184,8 @@ class Database {
   Database() = default;
 
   static constexpr size_t kMaxBatch = 64;
+  // How long one try of TruncateWal holds the writer waiting for readers.
+  static constexpr absl::Duration kTruncateTry = absl::Milliseconds(50);
   // WAL frames (pages) after which the checkpointing thread copies them.
   static constexpr int kCheckpointPages = 4096;
   // Checkpoints in a row at most, each taking the frames committed while

@@ -254,6 +254,54 @@ TEST_F(DatabaseTest, TheWalIsCopiedIntoTheDatabaseFileInTheBackground) {
   EXPECT_EQ(rows, 24);
 }
 
+TEST_F(DatabaseTest, TruncatingTheWalLetsWritesThroughWhileAReaderHoldsOn) {
+  // A reader on an older snapshot keeps the WAL from being truncated. The
+  // truncation waits for it in short tries, and the writes queued meanwhile
+  // (an URGENT message's among them) run between the tries instead of
+  // waiting for the reader; once the reader ends, the WAL is truncated.
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  ASSERT_OK(db->Write([](Connection& c) { return InsertYear(c, 3500, 1); }));
+  sqlite3* reader = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &reader), SQLITE_OK);
+  ASSERT_EQ(
+      sqlite3_exec(reader, "BEGIN; SELECT COUNT(*) FROM exchange_id_counters;",
+                   nullptr, nullptr, nullptr),
+      SQLITE_OK);
+  ASSERT_OK(db->Write([](Connection& c) { return InsertYear(c, 3501, 1); }));
+
+  absl::Status truncated = absl::UnknownError("not run");
+  std::thread truncating([&] { truncated = db->TruncateWal(); });
+  // For half a second of tries, writes of both priorities keep going
+  // through, each far sooner than the reader's end.
+  int64_t year = 3502;
+  const absl::Time until = absl::Now() + absl::Milliseconds(500);
+  while (absl::Now() < until) {
+    absl::Notification written;
+    std::thread writing([&, y = year] {
+      const server::ScopedWritePriority first(
+          y % 2 == 0 ? server::WritePriority::kFirst
+                     : server::WritePriority::kNormal);
+      EXPECT_OK(db->Write([y](Connection& c) { return InsertYear(c, y, 1); }));
+      written.Notify();
+    });
+    EXPECT_TRUE(written.WaitForNotificationWithTimeout(absl::Seconds(5)))
+        << "write " << year << " waited for the reader";
+    writing.join();
+    ++year;
+  }
+  EXPECT_EQ(sqlite3_exec(reader, "COMMIT;", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(reader);
+  truncating.join();
+  EXPECT_OK(truncated);
+  EXPECT_FALSE(db->wal_truncation_owed());
+  EXPECT_EQ(fs::file_size(path_ + "-wal"), 0u);
+  for (int64_t y = 3500; y < year; ++y) {
+    ASSERT_OK_AND_ASSIGN(const int64_t stored, CountYear(*db, y));
+    EXPECT_EQ(stored, 1) << y;
+  }
+}
+
 TEST_F(DatabaseTest, WriteRollsBackWhenWorkFails) {
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
   const absl::Status status = db->Write([](Connection& c) -> absl::Status {
@@ -829,6 +877,73 @@ TEST_F(DatabaseTest, ATransactionSqliteRolledBackFailsItsUnitsAndNoOthers) {
   }
   // The writer goes on.
   ASSERT_OK(db->Write([](Connection& c) { return InsertYear(c, 3304, 1); }));
+}
+
+TEST_F(DatabaseTest, ABatchOfFirstPriorityWritesCutShortLeavesTheQueueWhole) {
+  // As above, with kFirst writes: the unit after the one whose transaction
+  // was lost stays queued ahead of everything and runs next. Afterwards the
+  // queue still works: a kFirst write queued behind a running batch runs
+  // once, after that batch and before the normal write queued earlier.
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
+  struct Unit {
+    int64_t year;
+    bool rolls_back;
+    absl::Status status;
+  };
+  std::vector<Unit> units = {
+      {3401, false, {}}, {3402, true, {}}, {3403, false, {}}};
+  std::vector<std::thread> threads;
+  {
+    HeldBatch held(*db, 3400);
+    for (Unit& unit : units) {
+      const size_t before = db->WaitingWrites();
+      threads.emplace_back([&db, &unit] {
+        const server::ScopedWritePriority first(server::WritePriority::kFirst);
+        unit.status = db->Write([&unit](Connection& c) -> absl::Status {
+          CB_RETURN_IF_ERROR(InsertYear(c, unit.year, 1));
+          if (!unit.rolls_back) return absl::OkStatus();
+          CB_RETURN_IF_ERROR(c.Run("ROLLBACK"));
+          return absl::ResourceExhaustedError("database or disk is full");
+        });
+      });
+      ASSERT_TRUE(AwaitWaitingWrites(*db, before + 1)) << unit.year;
+    }
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_THAT(units[0].status, StatusIs(absl::StatusCode::kResourceExhausted,
+                                        HasSubstr("disk is full")));
+  EXPECT_THAT(units[1].status, StatusIs(absl::StatusCode::kResourceExhausted,
+                                        HasSubstr("disk is full")));
+  EXPECT_OK(units[2].status);
+  EXPECT_EQ(db->WaitingWrites(), 0u);
+
+  absl::Mutex mu;
+  std::vector<int64_t> order;
+  auto unit = [&](int64_t year) {
+    return [&, year](Connection& c) -> absl::Status {
+      absl::MutexLock lock(&mu);
+      order.push_back(year);
+      return InsertYear(c, year, 1);
+    };
+  };
+  {
+    HeldBatch held(*db, 3410);
+    ASSERT_TRUE(held.Queue(server::WritePriority::kNormal, unit(3411)));
+    ASSERT_TRUE(held.Queue(server::WritePriority::kFirst, unit(3412)));
+  }
+  EXPECT_THAT(order, ElementsAre(3412, 3411));
+  EXPECT_EQ(db->WaitingWrites(), 0u);
+  for (const auto& [year, count] :
+       std::vector<std::pair<int64_t, int64_t>>{{3400, 1},
+                                                {3401, 0},
+                                                {3402, 0},
+                                                {3403, 1},
+                                                {3410, 1},
+                                                {3411, 1},
+                                                {3412, 1}}) {
+    ASSERT_OK_AND_ASSIGN(const int64_t stored, CountYear(*db, year));
+    EXPECT_EQ(stored, count) << year;
+  }
 }
 
 }  // namespace
