@@ -12,6 +12,7 @@
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/message.h"
+#include "google/protobuf/unknown_field_set.h"
 
 namespace casebridge::exchange {
 namespace {
@@ -293,6 +294,28 @@ absl::Status CheckReceiptMatches(const v1::Receipt& receipt,
 
 std::string EnvelopeDigest(const v1::SignedEnvelope& signed_envelope) {
   return crypto::Sha256(signed_envelope.envelope());
+}
+
+namespace {
+
+template <typename Wrapper>
+std::string KnownFieldsOnly(const Wrapper& wrapper) {
+  if (wrapper.GetReflection()->GetUnknownFields(wrapper).empty()) {
+    return wrapper.SerializeAsString();
+  }
+  Wrapper known = wrapper;
+  known.DiscardUnknownFields();
+  return known.SerializeAsString();
+}
+
+}  // namespace
+
+std::string StoredBytes(const v1::SignedEnvelope& signed_envelope) {
+  return KnownFieldsOnly(signed_envelope);
+}
+
+std::string StoredBytes(const v1::SignedReceipt& signed_receipt) {
+  return KnownFieldsOnly(signed_receipt);
 }
 
 }  // namespace casebridge::exchange

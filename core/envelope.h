@@ -194,6 +194,14 @@ absl::Status CheckReceiptMatches(const v1::Receipt& receipt,
 // envelope_sha256 must hold, and what deduplication compares.
 std::string EnvelopeDigest(const v1::SignedEnvelope& signed_envelope);
 
+// The peer's signed envelope or receipt as this gateway stores it (and puts
+// it in evidence bundles): its three fields, without any field the sender
+// added to the wrapper besides them. Nobody signed those, and an evidence
+// verifier refuses a bundle that carries fields it does not know, so a peer
+// could otherwise make its own envelopes and receipts unprovable.
+std::string StoredBytes(const v1::SignedEnvelope& signed_envelope);
+std::string StoredBytes(const v1::SignedReceipt& signed_receipt);
+
 }  // namespace casebridge::exchange
 
 #endif  // CASEBRIDGE_CORE_ENVELOPE_H_

@@ -607,7 +607,7 @@ absl::Status SqliteExchangeStore::RecordAttempt(const std::string& envelope_id,
 absl::Status SqliteExchangeStore::RecordDelivered(
     const std::string& envelope_id, const v1::SignedReceipt& receipt,
     absl::Time delivered_at, const AuditEvent& audit) {
-  const std::string receipt_bytes = receipt.SerializeAsString();
+  const std::string receipt_bytes = exchange::StoredBytes(receipt);
   return db_->Write([&](sqlite::Connection& conn) -> absl::Status {
     CB_ASSIGN_OR_RETURN(const absl::Status stored,
                         StoreReceipt(conn, audit_, envelope_id, receipt_bytes,
@@ -623,7 +623,7 @@ SqliteExchangeStore::RecordSending(const Sending& sending) {
   std::vector<std::string> receipt_bytes;
   receipt_bytes.reserve(sending.deliveries.size());
   for (const Delivery& delivery : sending.deliveries) {
-    receipt_bytes.push_back(delivery.receipt.SerializeAsString());
+    receipt_bytes.push_back(exchange::StoredBytes(delivery.receipt));
   }
   CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
     results = {};  // a unit may run again if its batch is retried
@@ -1084,7 +1084,7 @@ SqliteExchangeStore::AcceptInboundBatch(
   bytes.reserve(envelopes.size());
   for (const InboundEnvelope& in : envelopes) {
     digests.push_back(exchange::EnvelopeDigest(*in.signed_envelope));
-    bytes.push_back(in.signed_envelope->SerializeAsString());
+    bytes.push_back(exchange::StoredBytes(*in.signed_envelope));
   }
   std::vector<absl::StatusOr<InboundResult>> results;
   std::vector<bool> conflicts;

@@ -24,6 +24,7 @@
 #include "core/grpc_status.h"
 #include "core/handling_notice.h"
 #include "core/status_macros.h"
+#include "google/protobuf/unknown_field_set.h"
 #include "google/protobuf/util/time_util.h"
 #include "server/sqlite_case_store.h"
 #include "server/validation.h"
@@ -1243,6 +1244,78 @@ TEST_F(ExchangeStoreTest, SameEnvelopeIdWithOtherBytesIsKeptAsEvidence) {
   EXPECT_TRUE(replay.replay);
   EXPECT_EQ(replay.receipt.SerializeAsString(),
             first.receipt.SerializeAsString());
+}
+
+TEST_F(ExchangeStoreTest, FieldsAPeerAddsOutsideTheSignedBytesAreNotStored) {
+  // A field the peer adds to the wrapper of its envelope or receipt is
+  // signed by nobody; kept, it would make evidence bundles unverifiable
+  // (a verifier refuses fields it does not know) and take room past the
+  // envelope's size limit.
+  const auto add_junk = [](google::protobuf::Message& wrapper) {
+    wrapper.GetReflection()->MutableUnknownFields(&wrapper)->AddLengthDelimited(
+        99, std::string(4096, 'x'));
+  };
+
+  // Received: the envelope as stored, in inbound and as conflict evidence.
+  const v1::SignedEnvelope clean =
+      PeerEnvelope("CN-E-1", PeerMessage("CN-M-1", "Victim located."));
+  v1::SignedEnvelope padded = clean;
+  add_junk(padded);
+  ASSERT_NE(padded.SerializeAsString(), clean.SerializeAsString());
+  ASSERT_OK(Accept(padded).status());
+  v1::SignedEnvelope altered =
+      PeerEnvelope("CN-E-1", PeerMessage("CN-M-1", "Victim not found."));
+  const std::string altered_clean = altered.SerializeAsString();
+  add_junk(altered);
+  EXPECT_THAT(Accept(altered), StatusIs(absl::StatusCode::kAlreadyExists,
+                                        HasSubstr("kept as evidence")));
+  std::string stored;
+  std::string kept;
+  ASSERT_OK(store_->database().Read([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(auto inbound, c.Prepare("SELECT signed_envelope FROM "
+                                                "inbound WHERE envelope_id = "
+                                                "'CN-E-1'"));
+    CB_ASSIGN_OR_RETURN(const bool found, inbound.Step());
+    if (found) stored = inbound.ColumnBlob(0);
+    CB_ASSIGN_OR_RETURN(auto conflict,
+                        c.Prepare("SELECT signed_envelope FROM "
+                                  "envelope_conflicts WHERE envelope_id = "
+                                  "'CN-E-1'"));
+    CB_ASSIGN_OR_RETURN(const bool kept_one, conflict.Step());
+    if (kept_one) kept = conflict.ColumnBlob(0);
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(stored, clean.SerializeAsString());
+  EXPECT_EQ(kept, altered_clean);
+
+  // Sent: the peer's receipt as stored, by both ways of storing one.
+  Queue(Message("PK-M-1", kCaseA));
+  Queue(Message("PK-M-2", kCaseB));
+  const v1::SignedReceipt receipt_1 = PeerReceipt("E-PK-M-1");
+  const v1::SignedReceipt receipt_2 = PeerReceipt("E-PK-M-2");
+  v1::SignedReceipt padded_1 = receipt_1;
+  add_junk(padded_1);
+  v1::SignedReceipt padded_2 = receipt_2;
+  add_junk(padded_2);
+  ASSERT_OK(exchange().RecordDelivered("E-PK-M-1", padded_1, clock_.Now(),
+                                       Event("receipt.stored")));
+  ExchangeStore::Sending sending;
+  sending.deliveries = {{"E-PK-M-2", padded_2, Event("receipt.stored")}};
+  ASSERT_OK_AND_ASSIGN(const ExchangeStore::SendingRecorded recorded,
+                       exchange().RecordSending(sending));
+  ASSERT_EQ(recorded.deliveries.size(), 1u);
+  EXPECT_OK(recorded.deliveries[0]);
+  for (const auto& [id, receipt] :
+       std::vector<std::pair<std::string, v1::SignedReceipt>>{
+           {"PK-M-1", receipt_1}, {"PK-M-2", receipt_2}}) {
+    ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus status,
+                         exchange().GetDeliveryStatus(id));
+    EXPECT_EQ(status.receipt().SerializeAsString(), receipt.SerializeAsString())
+        << id;
+  }
+  // The same receipt again, padded or not, is the one stored.
+  EXPECT_OK(exchange().RecordDelivered("E-PK-M-1", receipt_1, clock_.Now(),
+                                       Event("receipt.stored")));
 }
 
 TEST_F(ExchangeStoreTest, ReceiptFailureStoresNothing) {
