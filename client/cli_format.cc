@@ -230,7 +230,37 @@ std::string Truncate(const std::string& text, size_t max) {
   return out;
 }
 
-std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
+std::string ForTerminal(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    const auto b = static_cast<unsigned char>(text[i]);
+    const bool c0 = (b < 0x20 && b != '\n' && b != '\t') || b == 0x7F;
+    // U+0080..U+009F: C2 80..C2 9F in UTF-8.
+    const bool c1 = b == 0xC2 && i + 1 < text.size() &&
+                    static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
+                    static_cast<unsigned char>(text[i + 1]) <= 0x9F;
+    if (c0 || c1) {
+      out.push_back('?');
+      i += c1 ? 2 : 1;
+      continue;
+    }
+    out.push_back(text[i]);
+    ++i;
+  }
+  return out;
+}
+
+std::string FormatTable(const std::vector<std::vector<std::string>>& raw) {
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(raw.size());
+  for (const auto& raw_row : raw) {
+    std::vector<std::string>& row = rows.emplace_back();
+    for (const std::string& cell : raw_row) {
+      row.push_back(
+          ForTerminal(absl::StrReplaceAll(cell, {{"\n", " "}, {"\t", " "}})));
+    }
+  }
   std::vector<size_t> widths;
   for (const auto& row : rows) {
     if (widths.size() < row.size()) widths.resize(row.size(), 0);
@@ -378,7 +408,7 @@ std::string FormatInboxLine(const v1::WatchInboxResponse& item) {
   }
   const std::string priority =
       absl::AsciiStrToUpper(Spell(v1::Priority_descriptor(), m.priority()));
-  return absl::StrCat(
+  return ForTerminal(absl::StrCat(
       Time(m.received_at()), "  ", m.exchange_id(), "  ", kind, "  ", priority,
       "  from ", sender, "  ", m.message_id(),
       // Which request an acknowledgement or a response answers.
@@ -394,7 +424,7 @@ std::string FormatInboxLine(const v1::WatchInboxResponse& item) {
       "\n",
       m.handling_notice().empty()
           ? ""
-          : absl::StrCat("    *** ", m.handling_notice(), " ***\n"));
+          : absl::StrCat("    *** ", m.handling_notice(), " ***\n")));
 }
 
 absl::StatusOr<HandlingMarking> EvidenceMarking(
@@ -442,7 +472,7 @@ std::string FormatMarking(const HandlingMarking& marking, bool verified) {
   } else if (!marking.held_problem.empty()) {
     absl::StrAppend(&out, "*** Note: ", marking.held_problem, " ***\n");
   }
-  return out;
+  return ForTerminal(out);
 }
 
 std::string FormatDeliveryStatus(const v1::DeliveryStatus& s) {

@@ -83,7 +83,15 @@ absl::StatusOr<HandlingMarking> EvidenceMarking(
 // not check out, said so.
 std::string FormatMarking(const HandlingMarking& marking, bool verified = true);
 
-// Columns padded by display width (CJK characters take two cells).
+// `text` with every control character but newline and tab (C0, DEL, C1)
+// shown as '?': what a gateway returns may quote text another office or
+// the peer chose (an audit entry's subjects, a peer's refusal), which must
+// not steer the terminal (clear lines, move the cursor, hide what follows).
+std::string ForTerminal(absl::string_view text);
+
+// Columns padded by display width (CJK characters take two cells). Each
+// cell on one line: newlines and tabs become spaces, other control
+// characters '?' (ForTerminal).
 std::string FormatTable(const std::vector<std::vector<std::string>>& rows);
 // Cuts `text` to at most `max` display cells, adding "…" when cut.
 std::string Truncate(const std::string& text, size_t max);

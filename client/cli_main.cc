@@ -92,7 +92,7 @@ absl::StatusOr<cb::config::Gateway> LoadGatewayForTools(
 int ReportStatus(const absl::Status& status, int exit_code) {
   std::fprintf(stderr, "casebridge: %s: %s\n",
                cb::GrpcCodeName(static_cast<grpc::StatusCode>(status.code())),
-               std::string(status.message()).c_str());
+               cb::cli::ForTerminal(status.message()).c_str());
   if (status.code() == absl::StatusCode::kUnavailable) {
     PrintUnavailableHint(status);
   }
@@ -173,7 +173,7 @@ void Print(const Options& options, const google::protobuf::Message& message,
   if (options.json) {
     std::cout << cb::cli::ToJson(message) << "\n";
   } else {
-    std::cout << text;
+    std::cout << cb::cli::ForTerminal(text);
   }
 }
 

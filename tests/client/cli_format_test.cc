@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "tests/testing/status_matchers.h"
 
@@ -183,6 +185,41 @@ TEST(CliFormatTest, InboxLinesGiveTheWholeBodyLineByLine) {
   EXPECT_THAT(
       FormatInboxLine(share),
       HasSubstr(absl::StrCat("[case shared] ", std::string(300, 'x'), "\n")));
+}
+
+TEST(CliFormatTest, TextFromOthersCannotSteerTheTerminal) {
+  // A refused call's subject is logged as the caller gave it: an office
+  // could otherwise erase its own row of the auditor's listing, print a
+  // forged one, or hide every row after it.
+  const std::string forged =
+      "PK-X\x1b[2K\rFORGED-LINE\x1b[8m\xc2\x9b"
+      "2J\x7f\x07";
+  v1::GetEntriesResponse entries;
+  v1::AuditEntry* e = entries.add_entries();
+  e->set_index(4);
+  e->set_actor("spiffe://pk.casebridge/office/embassy-beijing");
+  e->set_action("case.get");
+  e->add_subjects(forged);
+  e->set_status_code(5);
+  e->set_status_message("case " + forged + " not found");
+  const std::string listing = FormatAuditEntries(entries);
+  EXPECT_THAT(listing, HasSubstr("PK-X?[2K?FORGED-LINE?[8m?2J??"));
+  for (const char c : listing) {
+    const auto b = static_cast<unsigned char>(c);
+    EXPECT_TRUE(b >= 0x20 || b == '\n') << "byte " << static_cast<int>(b);
+    EXPECT_NE(b, 0x7F);
+  }
+  EXPECT_THAT(listing, Not(HasSubstr("\xc2\x9b")));
+  // Every row is one line: the header, the entry, the next-page line.
+  EXPECT_EQ(std::count(listing.begin(), listing.end(), '\n'), 3);
+
+  // Newlines and tabs are kept where text runs over lines; Urdu and
+  // Chinese pass unchanged.
+  EXPECT_EQ(ForTerminal("فوری\n\t邯郸\x1b]0;x\x07"), "فوری\n\t邯郸?]0;x?");
+  v1::WatchInboxResponse item;
+  item.mutable_message()->set_body("line one\x1b[1A\nline two\xc2\x85");
+  EXPECT_THAT(FormatInboxLine(item),
+              HasSubstr("line one?[1A\n    line two?\n"));
 }
 
 TEST(CliFormatTest, UnavailableIsExplainedByWhatItSays) {
