@@ -79,6 +79,7 @@ absl::Status Inbound::CheckContent(const AccessPolicy& policy,
   if (!e.has_created_at()) {
     return absl::InvalidArgumentError("created_at: is required");
   }
+  CB_RETURN_IF_ERROR(CheckTimestamp("created_at", e.created_at()));
   const absl::Duration ahead = FromProto(e.created_at()) - clock_->Now();
   const absl::Duration skew =
       absl::Seconds(config_->limits.max_clock_skew_seconds);
@@ -115,6 +116,9 @@ absl::Status Inbound::CheckContent(const AccessPolicy& policy,
     }
   }
   CB_RETURN_IF_ERROR(ValidateMessageContent(m, "message"));
+  if (m.has_sent_at()) {
+    CB_RETURN_IF_ERROR(CheckTimestamp("message.sent_at", m.sent_at()));
+  }
   CB_RETURN_IF_ERROR(CheckMessageHandling(m, "message"));
   if ((m.kind() == v1::MESSAGE_KIND_DISSEMINATION_GRANT ||
        m.kind() == v1::MESSAGE_KIND_DISSEMINATION_WITHDRAWAL) &&
@@ -149,6 +153,8 @@ absl::Status Inbound::CheckContent(const AccessPolicy& policy,
           "message.case_reference.status: is required");
     }
     CB_RETURN_IF_ERROR(ValidateSharedCase(c, "message.case_reference"));
+    CB_RETURN_IF_ERROR(
+        ValidatePeerRecordFields(c, peer_country_, "message.case_reference"));
     // The case travels under its own code, which the message repeats.
     if (c.handling_code() != m.handling_code() ||
         c.handling_restriction() != m.handling_restriction()) {

@@ -1194,6 +1194,11 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
   }
 
   v1::CaseMessage message = parsed.message();
+  // When the peer purged the case's personal data is its own record: ours
+  // says when this gateway purged it, if it did.
+  if (message.has_case_reference()) {
+    message.mutable_case_reference()->clear_personal_data_purged_at();
+  }
   CB_ASSIGN_OR_RETURN(const bool taken,
                       MessageExists(conn, message.message_id()));
   if (taken) {

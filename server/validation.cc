@@ -20,16 +20,6 @@ std::string Field(absl::string_view prefix, absl::string_view name) {
   return prefix.empty() ? std::string(name) : absl::StrCat(prefix, ".", name);
 }
 
-absl::Status CheckTimestamp(absl::string_view field,
-                            const google::protobuf::Timestamp& t) {
-  // 0001-01-01 .. 9999-12-31, as google.protobuf.Timestamp defines.
-  if (t.seconds() < -62135596800 || t.seconds() > 253402300799 ||
-      t.nanos() < 0 || t.nanos() > 999999999) {
-    return Invalid(field, "is not a valid timestamp");
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CheckEvaluation(absl::string_view field, const v1::Evaluation& e) {
   if (!v1::SourceReliability_IsValid(e.source_reliability()) ||
       e.source_reliability() == v1::SOURCE_RELIABILITY_UNSPECIFIED) {
@@ -143,6 +133,16 @@ absl::Status CheckSizesUnder(const google::protobuf::Message& message,
 
 }  // namespace
 
+absl::Status CheckTimestamp(absl::string_view field,
+                            const google::protobuf::Timestamp& t) {
+  // 0001-01-01 .. 9999-12-31, as google.protobuf.Timestamp defines.
+  if (t.seconds() < -62135596800 || t.seconds() > 253402300799 ||
+      t.nanos() < 0 || t.nanos() > 999999999) {
+    return Invalid(field, "is not a valid timestamp");
+  }
+  return absl::OkStatus();
+}
+
 size_t MaxFieldBytes(absl::string_view full_name) {
   // Text fields: 4 bytes (the longest UTF-8 character) per character of
   // their limit in docs/api.md#field-rules.
@@ -194,9 +194,12 @@ absl::Status CheckText(absl::string_view field, absl::string_view value,
   if (*length > max) {
     return Invalid(field, absl::StrCat("is longer than ", max, " characters"));
   }
-  for (const char ch : value) {
-    const auto b = static_cast<unsigned char>(ch);
-    if ((b < 0x20 && b != '\t' && b != '\n') || b == 0x7F) {
+  for (size_t i = 0; i < value.size(); ++i) {
+    const auto b = static_cast<unsigned char>(value[i]);
+    // C1 (U+0080..U+009F) is C2 80..C2 9F in UTF-8 (valid, checked above).
+    const bool c1 = b == 0xC2 && i + 1 < value.size() &&
+                    static_cast<unsigned char>(value[i + 1]) <= 0x9F;
+    if ((b < 0x20 && b != '\t' && b != '\n') || b == 0x7F || c1) {
       return Invalid(field, "contains a control character");
     }
   }
@@ -386,6 +389,35 @@ absl::Status ValidateSharedCase(const v1::CaseReference& c,
         CheckEvaluation(Field(prefix, "evaluation"), c.evaluation()));
   }
   return ValidateCaseConsistency(c, prefix);
+}
+
+absl::Status ValidatePeerRecordFields(const v1::CaseReference& c,
+                                      v1::Country peer_country,
+                                      absl::string_view prefix) {
+  if (c.has_created_at()) {
+    CB_RETURN_IF_ERROR(
+        CheckTimestamp(Field(prefix, "created_at"), c.created_at()));
+  }
+  if (c.has_updated_at()) {
+    CB_RETURN_IF_ERROR(
+        CheckTimestamp(Field(prefix, "updated_at"), c.updated_at()));
+  }
+  auto peer_office = [&](absl::string_view field,
+                         const std::string& value) -> absl::Status {
+    const absl::StatusOr<SpiffeId> id = ParseSpiffeId(value);
+    if (!id.ok() || id->country != peer_country ||
+        id->kind != PrincipalKind::kOffice) {
+      return Invalid(Field(prefix, field),
+                     absl::StrCat(Quote(value),
+                                  " is not an office of the peer's country"));
+    }
+    return absl::OkStatus();
+  };
+  CB_RETURN_IF_ERROR(peer_office("owner_office", c.owner_office()));
+  if (!c.updated_by().empty()) {
+    CB_RETURN_IF_ERROR(peer_office("updated_by", c.updated_by()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateUpdateCase(const v1::UpdateCaseRequest& request) {

@@ -73,6 +73,20 @@ absl::Status ValidateSharedCase(const v1::CaseReference& c,
                                 absl::string_view prefix);
 absl::Status ValidateListCases(const v1::ListCasesRequest& request);
 
+// A google.protobuf.Timestamp in its defined range (years 1-9999, nanos
+// 0-999,999,999): INVALID_ARGUMENT "<field>: is not a valid timestamp".
+// Outside it, converting the time overflows.
+absl::Status CheckTimestamp(absl::string_view field,
+                            const google::protobuf::Timestamp& t);
+
+// The fields of a case the peer's gateway fills in (output only for
+// offices): its times valid if set, `owner_office` an office of the peer's
+// country, `updated_by` empty or one. Our officers read them as the peer's
+// record of the case, so they are held to what the peer's gateway writes.
+absl::Status ValidatePeerRecordFields(const v1::CaseReference& c,
+                                      v1::Country peer_country,
+                                      absl::string_view prefix);
+
 inline constexpr size_t kMaxMessageBodyChars = 16000;
 inline constexpr size_t kMaxGrantOffices = 50;
 

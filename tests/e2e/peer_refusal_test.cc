@@ -709,6 +709,22 @@ TEST_F(PeerRefusalTest, EnvelopeFromTheFutureIsRefusedUntilClocksAgree) {
   ExpectValidStillAccepted("clocks agree again");
 }
 
+TEST_F(PeerRefusalTest, EnvelopeWithATimeOutOfRangeIsRefusedForGood) {
+  // Seconds whose microseconds overflow 64 bits: converted unchecked, the
+  // time wrapped to a date far in the past and passed the skew check.
+  v1::Envelope envelope = ValidEnvelope();
+  envelope.mutable_created_at()->set_seconds(9223372036855);
+  auto stream = OpenStream();
+  const v1::DeliverResponse r = stream.Deliver(Sign(envelope));
+  EXPECT_THAT(r, IsRefusal(grpc::StatusCode::INVALID_ARGUMENT,
+                           "created_at: is not a valid timestamp", true));
+  EXPECT_OK(stream.Close());
+  ExpectAuditedRefusal(grpc::StatusCode::INVALID_ARGUMENT,
+                       "created_at: is not a valid timestamp");
+  EXPECT_THAT(FiaBodiesNow(), IsEmpty());
+  ExpectValidStillAccepted("a time in range");
+}
+
 TEST_F(PeerRefusalTest, OversizedEnvelopeIsRefusedBeforeAnyOtherCheck) {
   std::string huge;
   while (huge.size() <= static_cast<size_t>(kMaxEnvelopeBytes)) {

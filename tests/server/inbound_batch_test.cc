@@ -32,6 +32,7 @@ using ::casebridge::testing::StatusIs;
 using ::google::protobuf::util::TimeUtil;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::StartsWith;
 
 constexpr char kPkGateway[] = "spiffe://pk.casebridge/gateway";
 constexpr char kCnGateway[] = "spiffe://cn.casebridge/gateway";
@@ -349,6 +350,107 @@ TEST_F(InboundBatchTest, ASharedCaseIsCheckedFieldByFieldAsAnOfficesOwn) {
   EXPECT_TRUE(answers[1].has_receipt());
   EXPECT_EQ(CountRows("inbound"), 1);
   EXPECT_EQ(AuditSize(), before + 2);
+}
+
+TEST_F(InboundBatchTest, ThePeersRecordOfACaseIsHeldToWhatItsGatewayWrites) {
+  // The fields of a shared case the peer's gateway fills in are shown to
+  // our officers as the peer's record: who owns the case, who changed it
+  // last, when. Each is held to what that gateway writes.
+  const absl::Time now = clock_.Now();
+  const auto stamp = [](absl::Time t) {
+    return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
+  };
+  const auto share = [&](const std::function<void(v1::CaseReference&)>& odd) {
+    return [&, odd](v1::CaseMessage& m) {
+      m.set_exchange_id("CN-2026-000007");
+      m.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
+      m.set_body("");
+      v1::CaseReference& c = *m.mutable_case_reference();
+      c.set_exchange_id("CN-2026-000007");
+      c.set_local_reference("MPS-HB-2026-0412");
+      c.set_category(v1::CASE_CATEGORY_FORCED_MARRIAGE_FRAUD);
+      c.set_status(v1::CASE_STATUS_VICTIM_LOCATED);
+      c.set_summary("Located in Handan through a marriage agency.");
+      c.set_origin_country(v1::COUNTRY_CN);
+      c.set_owner_office(kMps);
+      c.set_updated_by(kMps);
+      *c.mutable_created_at() = stamp(now - absl::Hours(2));
+      *c.mutable_updated_at() = stamp(now - absl::Hours(1));
+      c.set_version(1);
+      c.set_handling_code(v1::HANDLING_CODE_H0);
+      c.add_victims()->set_pseudonym("CN-V1");
+      if (odd) odd(c);
+    };
+  };
+  google::protobuf::Timestamp overflowing;
+  overflowing.set_seconds(9223372036855);  // * 10^6 wraps a signed 64 bits
+  const std::vector<
+      std::pair<std::function<void(v1::CaseMessage&)>, std::string>>
+      refused = {
+          {share([](v1::CaseReference& c) {
+             c.set_owner_office("\x1b[2J\x1b[HMPS");
+           }),
+           "message.case_reference.owner_office: \"?[2J?[HMPS\" is not an "
+           "office of the peer's country"},
+          {share([](v1::CaseReference& c) {
+             c.set_owner_office("spiffe://pk.casebridge/office/fia-liaison");
+           }),
+           "message.case_reference.owner_office: "},
+          {share([](v1::CaseReference& c) {
+             c.set_updated_by("spiffe://cn.casebridge/gateway");
+           }),
+           "message.case_reference.updated_by: "},
+          {share([&](v1::CaseReference& c) {
+             *c.mutable_updated_at() = overflowing;
+           }),
+           "message.case_reference.updated_at: is not a valid timestamp"},
+          {[&](v1::CaseMessage& m) { *m.mutable_sent_at() = overflowing; },
+           "message.sent_at: is not a valid timestamp"},
+          {[](v1::CaseMessage& m) {
+             m.set_body(
+                 "line\xc2\x9b"
+                 "2J");
+           },
+           "message.body: contains a control character"},
+      };
+  const uint64_t before = AuditSize();
+  std::vector<v1::DeliverRequest> requests;
+  for (const auto& [change, reason] : refused) {
+    requests.push_back(Request(requests.size(), NewId(IdKind::kEnvelope),
+                               NewId(IdKind::kMessage), "Victim located.",
+                               change));
+  }
+  // Sound, though it says when the peer purged personal data: that is the
+  // peer's own record, not ours.
+  requests.push_back(
+      Request(requests.size(), NewId(IdKind::kEnvelope),
+              NewId(IdKind::kMessage), "", share([&](v1::CaseReference& c) {
+                *c.mutable_personal_data_purged_at() = stamp(now);
+              })));
+  const std::vector<v1::DeliverResponse> answers = Deliver(requests);
+  ASSERT_EQ(answers.size(), refused.size() + 1);
+  for (size_t i = 0; i < refused.size(); ++i) {
+    ASSERT_TRUE(answers[i].has_refusal()) << i;
+    EXPECT_EQ(answers[i].refusal().code(),
+              static_cast<int32_t>(absl::StatusCode::kInvalidArgument))
+        << i;
+    EXPECT_THAT(answers[i].refusal().message(), StartsWith(refused[i].second))
+        << i;
+    EXPECT_TRUE(answers[i].refusal().permanent()) << i;
+  }
+  ASSERT_TRUE(answers.back().has_receipt()) << answers.back().DebugString();
+  EXPECT_EQ(CountRows("inbound"), 1);
+  EXPECT_EQ(AuditSize(), before + refused.size() + 1);
+
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference held,
+                       store_->cases().GetCase("CN-2026-000007"));
+  EXPECT_EQ(held.owner_office(), kMps);
+  EXPECT_FALSE(held.has_personal_data_purged_at());
+  ASSERT_EQ(held.victims_size(), 1);
+  ASSERT_OK_AND_ASSIGN(const std::vector<InboxItem> inbox,
+                       store_->exchange().ReadInbox(kFia, 0, 10));
+  ASSERT_EQ(inbox.size(), 1u);
+  EXPECT_FALSE(inbox[0].message.case_reference().has_personal_data_purged_at());
 }
 
 TEST_F(InboundBatchTest, OurFullStorageIsNotTheEnvelopesFaultAndNamesNoSql) {
