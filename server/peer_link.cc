@@ -534,11 +534,22 @@ void PeerLink::RecordAnswers() {
   }
 }
 
+absl::Status PeerLink::RefusalStatus(const v1::DeliveryRefusal& refusal) {
+  const int32_t code = refusal.code();
+  const bool an_error =
+      code > 0 &&
+      code <= static_cast<int32_t>(absl::StatusCode::kUnauthenticated);
+  return absl::Status(
+      an_error ? static_cast<absl::StatusCode>(code)
+               : absl::StatusCode::kUnknown,
+      absl::StrCat("peer refused: ", refusal.message(),
+                   an_error ? "" : absl::StrCat(" (code ", code, ")")));
+}
+
 void PeerLink::RecordRefusal(const Answer& answer) {
   const OutboxItem& item = answer.item;
   const v1::DeliveryRefusal& refusal = answer.response.refusal();
-  const absl::Status status(static_cast<absl::StatusCode>(refusal.code()),
-                            absl::StrCat("peer refused: ", refusal.message()));
+  const absl::Status status = RefusalStatus(refusal);
   if (refusal.permanent()) {
     AuditEvent refused =
         Event("envelope.refused_by_peer", item,

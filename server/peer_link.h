@@ -83,6 +83,10 @@ class PeerLink {
   // What a down link's `error` means, in words for an office (the
   // endpoint and TLS details are for the operator's log).
   static std::string DownReason(const absl::Status& error);
+  // The status a refusal by the peer stands for: its code and reason. A
+  // code that is no error (0, OK) or none gRPC knows is UNKNOWN, so that a
+  // refusal is never recorded, audited or shown as a success.
+  static absl::Status RefusalStatus(const v1::DeliveryRefusal& refusal);
   // Told of the state at once, then each time the link goes up or down
   // (from the link's threads, under its lock: it must not call back into
   // the link). Null: no more calls.

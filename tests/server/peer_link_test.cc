@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
+
 namespace casebridge::server {
 namespace {
 
@@ -25,6 +27,24 @@ TEST(PeerLinkTest, ADownLinkIsToldInGeneralTerms) {
   const std::string other = PeerLink::DownReason(
       absl::ResourceExhaustedError("rate limit: 127.0.0.1"));
   EXPECT_EQ(other, "the link to the peer gateway failed (RESOURCE_EXHAUSTED)");
+}
+
+TEST(PeerLinkTest, ARefusalIsNeverTakenForASuccess) {
+  v1::DeliveryRefusal refusal;
+  refusal.set_code(7);
+  refusal.set_message("message.sender_office: not accepted");
+  EXPECT_EQ(PeerLink::RefusalStatus(refusal),
+            absl::PermissionDeniedError(
+                "peer refused: message.sender_office: not accepted"));
+  // No error, or no code gRPC knows: UNKNOWN, the reason and code kept.
+  for (const int32_t code : {0, -3, 17, 1000}) {
+    refusal.set_code(code);
+    refusal.set_message("refused");
+    const absl::Status status = PeerLink::RefusalStatus(refusal);
+    EXPECT_EQ(status.code(), absl::StatusCode::kUnknown) << code;
+    EXPECT_EQ(status.message(),
+              absl::StrCat("peer refused: refused (code ", code, ")"));
+  }
 }
 
 }  // namespace
