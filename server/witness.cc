@@ -55,13 +55,24 @@ absl::Status Witness::KeepFork(const std::string& caller, uint64_t size,
                                const std::string& held_note,
                                const std::string& offered_note) {
   CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& c) -> absl::Status {
-    // The same pair offered again is already on record.
+    // The same checkpoint offered again is already on record, under
+    // whatever other signature lines (keys nobody trusts here) it comes
+    // with: one row and one entry for each contradicting signed text.
+    const absl::StatusOr<note::Note> offered = note::Parse(offered_note);
     CB_ASSIGN_OR_RETURN(auto known,
-                        c.Prepare("SELECT 1 FROM checkpoint_forks WHERE "
-                                  "held_note = ? AND offered_note = ?"));
-    known.Bind(1, held_note).Bind(2, offered_note);
-    CB_ASSIGN_OR_RETURN(const bool seen, known.Step());
-    if (seen) return absl::OkStatus();
+                        c.Prepare("SELECT offered_note FROM checkpoint_forks "
+                                  "WHERE held_note = ?"));
+    known.Bind(1, held_note);
+    while (true) {
+      CB_ASSIGN_OR_RETURN(const bool row, known.Step());
+      if (!row) break;
+      const std::string kept = known.ColumnText(0);
+      if (kept == offered_note) return absl::OkStatus();
+      const absl::StatusOr<note::Note> kept_note = note::Parse(kept);
+      if (offered.ok() && kept_note.ok() && kept_note->text == offered->text) {
+        return absl::OkStatus();
+      }
+    }
     CB_ASSIGN_OR_RETURN(
         auto insert,
         c.Prepare("INSERT INTO checkpoint_forks(origin, held_note, "

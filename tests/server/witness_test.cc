@@ -278,6 +278,22 @@ TEST_F(WitnessTest, ForkIsAlreadyExistsKeptAsEvidenceAndRaised) {
     return absl::OkStatus();
   }));
 
+  // The same fork again, under a signature line by a key nobody trusts
+  // here added: refused as a fork, nothing more kept or logged.
+  const uint64_t pk_size = *pk_->audit_log().Size();
+  ASSERT_OK_AND_ASSIGN(note::Note padded, note::Parse(other.note));
+  const auto stranger = crypto::Ed25519Signer::Generate();
+  ASSERT_OK_AND_ASSIGN(note::Signature extra,
+                       note::Sign(padded.text, "someone.else/key", *stranger));
+  padded.signatures.push_back(extra);
+  v1::AddCheckpointRequest again = forked.Offer(other, 6);
+  again.set_checkpoint(note::Format(padded));
+  ASSERT_NE(again.checkpoint(), other.note);
+  EXPECT_THAT(Offer(again),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("fork")));
+  EXPECT_EQ(ForkCount(), 1);
+  EXPECT_EQ(*pk_->audit_log().Size(), pk_size);
+
   // Raised again after a restart.
   std::unique_ptr<Witness> restarted = MakeWitness();
   ASSERT_OK(restarted->Load());
