@@ -52,6 +52,8 @@ class Inbound {
     std::string digest;  // SHA-256 of the envelope bytes
     std::vector<std::string> inbox_offices;
     AuditEvent event;  // envelope.received, subjects: the exchange id
+    // The size of the request as read (set by the stream that read it).
+    size_t request_bytes = 0;
   };
   // Steps 1-16 of `request`: the checked envelope, or else the answer that
   // refuses it (already audited and logged). Thread-safe, no store writes

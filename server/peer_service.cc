@@ -42,7 +42,15 @@ bool ParseByteBuffer(grpc::ByteBuffer* buffer,
 // queued only once its transaction committed. The reactor finishes only when
 // the client has half-closed (or the call is cancelled) and no envelope is
 // still being processed, so no queued task ever outlives it.
+//
+// Reading pauses while kMaxUnanswered envelopes, or kMaxUnansweredBytes of
+// requests, are read and not yet answered (answers waiting to be written
+// count): a peer that writes without reading its answers meets HTTP/2 flow
+// control instead of growing this gateway's memory and work queue. The
+// largest delivery window a sender may configure fits.
 constexpr size_t kMaxAcceptBatch = 32;
+constexpr size_t kMaxUnanswered = 1024;
+constexpr size_t kMaxUnansweredBytes = size_t{64} << 20;
 
 class DeliverReactor final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
@@ -75,6 +83,8 @@ class DeliverReactor final
 
   void OnReadDone(bool ok) override {
     auto bytes = std::make_unique<grpc::ByteBuffer>();
+    size_t size = 0;
+    bool read_next = false;
     {
       Locked lock(this, &state_);
       if (!ok || finished_ || broken_) {
@@ -88,11 +98,16 @@ class DeliverReactor final
       // Counted before anything else: the stream cannot end until its task
       // has answered.
       ++pending_;
+      size = incoming_.Length();
+      pending_bytes_ += size;
       bytes->Swap(&incoming_);
+      read_paused_ = !RoomLocked();
+      read_next = !read_paused_;
     }
     // The next read starts before the task is queued, so never after the
-    // stream has ended (the task holds pending_ until it answers).
-    StartRead(&incoming_);
+    // stream has ended (the task holds pending_ until it answers); or, if
+    // paused, once a written answer makes room (OnWriteDone).
+    if (read_next) StartRead(&incoming_);
     // Parsed here for the priority copy, which orders the checks: an URGENT
     // envelope is checked before the others read (its signed priority is
     // only known once checked). The slices are shared, not copied.
@@ -100,7 +115,7 @@ class DeliverReactor final
     const bool parsed = ParseByteBuffer(bytes.get(), &request);
     bytes.reset();
     const bool urgent = parsed && request.priority() == v1::PRIORITY_URGENT;
-    auto check = [this, parsed, request = std::move(request)]() mutable {
+    auto check = [this, parsed, size, request = std::move(request)]() mutable {
       if (!parsed) {
         v1::DeliverResponse response;
         response.mutable_refusal()->set_code(
@@ -108,15 +123,16 @@ class DeliverReactor final
         response.mutable_refusal()->set_message(
             "request: not a well-formed casebridge.v1.DeliverRequest");
         response.mutable_refusal()->set_permanent(true);
-        Answer({std::move(response)});
+        Answer({std::move(response)}, size);
         return;
       }
       std::variant<Inbound::Checked, v1::DeliverResponse> checked =
           inbound_->Check(peer_identity_, std::move(request));
       if (auto* refused = std::get_if<v1::DeliverResponse>(&checked)) {
-        Answer({std::move(*refused)});
+        Answer({std::move(*refused)}, size);
         return;
       }
+      std::get<Inbound::Checked>(checked).request_bytes = size;
       const bool urgent_checked =
           std::get<Inbound::Checked>(checked).envelope.message().priority() ==
           v1::PRIORITY_URGENT;
@@ -148,6 +164,10 @@ class DeliverReactor final
       broken_ = true;
     } else if (!outgoing_.empty()) {
       WriteNextLocked();
+    }
+    if (read_paused_ && !broken_ && RoomLocked()) {
+      read_paused_ = false;
+      StartRead(&incoming_);
     }
     EndIfDoneLocked();
   }
@@ -183,28 +203,34 @@ class DeliverReactor final
         }
         batch = TakeAcceptBatch(ready_, kMaxAcceptBatch);
       }
+      size_t bytes = 0;
+      for (const Inbound::Checked& checked : batch) {
+        bytes += checked.request_bytes;
+      }
       // TakeAcceptBatch takes URGENT envelopes alone: their receipts go
       // out ahead of those still waiting to be written.
       const bool urgent =
           batch.front().envelope.message().priority() == v1::PRIORITY_URGENT;
       std::vector<v1::DeliverResponse> answers =
           inbound_->Accept(std::move(batch));
-      Answer(std::move(answers), /*holds_task=*/true, /*ahead=*/urgent);
+      Answer(std::move(answers), bytes, /*holds_task=*/true, /*ahead=*/urgent);
     }
   }
 
-  // Queues `answers` for writing and counts their envelopes as done.
-  // `holds_task`: the caller goes on using `this` afterwards, so the
-  // reactor must not finish here. `ahead`: written before the answers
-  // already waiting (not before the one being written).
-  void Answer(std::vector<v1::DeliverResponse> answers, bool holds_task = false,
-              bool ahead = false) {
+  // Queues `answers` for writing and counts their envelopes, whose requests
+  // were `request_bytes` in all, as done. `holds_task`: the caller goes on
+  // using `this` afterwards, so the reactor must not finish here. `ahead`:
+  // written before the answers already waiting (not before the one being
+  // written).
+  void Answer(std::vector<v1::DeliverResponse> answers, size_t request_bytes,
+              bool holds_task = false, bool ahead = false) {
     std::vector<grpc::ByteBuffer> buffers(answers.size());
     for (size_t i = 0; i < answers.size(); ++i) {
       (void)SerializeToByteBuffer(answers[i], &buffers[i]);
     }
     Locked lock(this, &state_);
     pending_ -= static_cast<int>(answers.size());
+    pending_bytes_ -= request_bytes;
     if (!broken_) {
       if (ahead) {
         for (auto it = buffers.rbegin(); it != buffers.rend(); ++it) {
@@ -230,6 +256,13 @@ class DeliverReactor final
     // No buffer hint: a hinted write may not complete until the next write
     // starts, and the next starts only once this one has completed.
     StartWrite(&written_);
+  }
+
+  // Whether another envelope may be read now (see kMaxUnanswered).
+  bool RoomLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_.mu) {
+    const size_t unanswered =
+        static_cast<size_t>(pending_) + outgoing_.size() + (writing_ ? 1 : 0);
+    return unanswered < kMaxUnanswered && pending_bytes_ < kMaxUnansweredBytes;
   }
 
   // Ends the stream if it is done: the Locked scope finishes it once the
@@ -260,8 +293,11 @@ class DeliverReactor final
   grpc::ByteBuffer written_ ABSL_GUARDED_BY(state_.mu);
   // Checked envelopes waiting to be stored, in the order they were checked.
   std::vector<Inbound::Checked> ready_ ABSL_GUARDED_BY(state_.mu);
-  // Envelopes read and not yet answered.
+  // Envelopes read and not yet answered, and the size of their requests.
   int pending_ ABSL_GUARDED_BY(state_.mu) = 0;
+  size_t pending_bytes_ ABSL_GUARDED_BY(state_.mu) = 0;
+  // No read is outstanding: too much is unanswered (RoomLocked).
+  bool read_paused_ ABSL_GUARDED_BY(state_.mu) = false;
   bool accepting_ ABSL_GUARDED_BY(state_.mu) = false;  // AcceptReady is running
   bool writing_ ABSL_GUARDED_BY(state_.mu) = false;
   bool reads_done_ ABSL_GUARDED_BY(state_.mu) = false;

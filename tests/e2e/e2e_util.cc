@@ -13,7 +13,6 @@
 
 namespace casebridge::testing {
 
-namespace {
 config::Client ClientConfig(const std::string& cert_stem,
                             const std::string& endpoint,
                             const std::string& gateway_country) {
@@ -27,7 +26,6 @@ config::Client ClientConfig(const std::string& cert_stem,
   c.timeout_seconds = 10;
   return c;
 }
-}  // namespace
 
 std::unique_ptr<client::OfficeClient> OfficeClientFor(
     const std::string& cert_stem, const std::string& endpoint,

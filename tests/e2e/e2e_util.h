@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "casebridge/v1/common.pb.h"
 #include "client/office_client.h"
+#include "core/config.h"
 #include "tests/testing/test_pki.h"
 
 namespace casebridge::testing {
@@ -21,6 +22,12 @@ namespace casebridge::testing {
 std::unique_ptr<client::OfficeClient> OfficeClientFor(
     const std::string& cert_stem, const std::string& endpoint,
     const std::string& gateway_country = "PK");
+
+// A client's configuration for `endpoint`, presenting `cert_stem` of the
+// test PKI and trusting the CA of `gateway_country` ("PK" or "CN").
+config::Client ClientConfig(const std::string& cert_stem,
+                            const std::string& endpoint,
+                            const std::string& gateway_country);
 
 // A channel to `endpoint` presenting `cert_stem`.
 std::shared_ptr<grpc::Channel> ChannelFor(const std::string& cert_stem,

@@ -10,11 +10,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -27,6 +29,7 @@
 #include "core/crypto.h"
 #include "core/envelope.h"
 #include "core/ids.h"
+#include "core/tls.h"
 #include "core/utf8.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
@@ -110,7 +113,10 @@ class DeliverStream {
  public:
   DeliverStream(const std::string& cert_stem, const std::string& endpoint,
                 absl::Duration deadline = absl::Seconds(60))
-      : stub_(v1::PeerService::NewStub(ChannelFor(cert_stem, endpoint, "PK"))) {
+      : DeliverStream(ChannelFor(cert_stem, endpoint, "PK"), deadline) {}
+  DeliverStream(const std::shared_ptr<grpc::Channel>& channel,
+                absl::Duration deadline)
+      : stub_(v1::PeerService::NewStub(channel)) {
     context_.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
     stream_ = stub_->Deliver(&context_);
   }
@@ -182,6 +188,8 @@ class DeliverStream {
     return stream_->Write(request);
   }
   bool Read(v1::DeliverResponse* response) { return stream_->Read(response); }
+  // Cancels the call; a Write blocked on flow control returns false.
+  void Cancel() { context_.TryCancel(); }
 
   // Half-closes and returns the stream's status.
   absl::Status Close() {
@@ -486,6 +494,61 @@ TEST_F(PeerRefusalTest, UnknownKeyIdIsRefusedButMayBeConfiguredLater) {
   EXPECT_THAT(retry.Deliver(Sign(envelope)), IsReceipt());
   EXPECT_OK(retry.Close());
   EXPECT_THAT(FiaBodies(), ElementsAre(kBody));
+}
+
+TEST_F(PeerRefusalTest, APeerThatNeverReadsItsAnswersIsHeldByFlowControl) {
+  // 16 KiB requests under an unknown key, each refused cheaply, written as
+  // fast as the stream takes them while no answer is ever read. The gateway
+  // stops reading once a bounded number is unanswered, so the writes stall
+  // (HTTP/2 flow control) long before all are taken; before, it read them
+  // all, holding every answer in memory.
+  const auto stranger = crypto::Ed25519Signer::Generate();
+  v1::SignedEnvelope padded;
+  padded.set_envelope(std::string(16 << 10, 'x'));
+  padded.set_signature(std::string(64, 's'));
+  padded.set_key_id(exchange::KeyId(stranger->public_key()));
+  constexpr int kRequests = 20000;
+  std::atomic<int> written{0};
+  // The answers fill the test's receive window of 64 KiB, HTTP/2's first
+  // (bandwidth probing, which would widen it to megabytes, is off).
+  const config::Client config =
+      ClientConfig(kCnGatewayCert, pk_->peer_endpoint(), "PK");
+  tls::ChannelOptions options;
+  options.cert_file = config.cert;
+  options.key_file = config.key;
+  options.ca_file = config.ca;
+  options.expected_server_identity = config.gateway_identity;
+  ASSERT_OK_AND_ASSIGN(auto credentials, tls::MakeChannelCredentials(options));
+  grpc::ChannelArguments narrow;
+  narrow.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  auto stream = std::make_unique<DeliverStream>(
+      grpc::CreateCustomChannel(config.endpoint, credentials, narrow),
+      absl::Minutes(5));
+  std::thread writer([&] {
+    for (int i = 0; i < kRequests; ++i) {
+      if (!stream->Write(padded)) return;
+      written.fetch_add(1);
+    }
+  });
+  // Until all are written, or no write has gone through for 2 s.
+  int seen = -1;
+  absl::Time still_since = absl::Now();
+  const absl::Time deadline = absl::Now() + absl::Minutes(2);
+  while (absl::Now() < deadline && written.load() < kRequests &&
+         (written.load() != seen ||
+          absl::Now() - still_since < absl::Seconds(2))) {
+    if (written.load() != seen) {
+      seen = written.load();
+      still_since = absl::Now();
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_LT(written.load(), kRequests)
+      << "the gateway read every request while none of its answers was read";
+  stream->Cancel();
+  writer.join();
+  stream.reset();
+  ExpectValidStillAccepted("after a peer that never read its answers");
 }
 
 TEST_F(PeerRefusalTest, BadSignatureIsRefusedForGood) {
