@@ -242,18 +242,24 @@ class StoredNodes {
     if (c.stmt == nullptr && !Open(level, c)) return;
     while (c.have && c.index < index) Advance(c);
     if (!error_.ok()) return;
+    // The entries under the node: index << level and the 2^level after.
+    const uint64_t first = index << level;
+    const uint64_t last = ((index + 1) << level) - 1;
     if (!c.have || c.index != index) {
       if (must_exist) {
         problem_ = absl::StrCat("the stored tree has no node (level ", level,
-                                ", index ", index, ") over this entry");
+                                ", index ", index, ") over entries ", first,
+                                "-", last);
       }
       return;
     }
     if (Blob(c.stmt.get(), 1) != View(hash)) {
       problem_ = absl::StrCat(
           "the stored tree's node (level ", level, ", index ", index,
-          ") over this entry does not match the entries: it was changed, "
-          "so proofs and checkpoints made from it are wrong");
+          ") over entries ", first, "-", last,
+          " does not match the entries: the node was changed, or one of "
+          "those entries together with its stored leaf hash; proofs and "
+          "checkpoints made from it are wrong");
     }
   }
 
@@ -398,7 +404,7 @@ class NodeChecker {
       for (const Node& n : batch) {
         nodes_.Check(n.level, n.index, n.hash, n.must_exist);
         if (!nodes_.problem().empty()) {
-          bad_entry_ = ((n.index + 1) << n.level) - 1;
+          bad_entry_ = n.index << n.level;  // the first entry under it
           break;
         }
       }
@@ -1052,8 +1058,8 @@ absl::StatusOr<StreamResult> Stream::Run() {
       return result_;
     } else if (Blob(leaves.get(), 1) != View(leaf)) {
       FailEntry(expected,
-                "the entry does not match its stored leaf hash: it was "
-                "changed after it was logged");
+                "the entry does not match its stored leaf hash: the entry, "
+                "or its leaf hash, was changed after it was logged");
       return result_;
     }
 

@@ -18,6 +18,7 @@
 #include "core/audit_entry.h"
 #include "core/crypto.h"
 #include "core/identity.h"
+#include "core/merkle.h"
 #include "core/note.h"
 #include "core/public_keys.h"
 #include "core/status_macros.h"
@@ -370,6 +371,43 @@ TEST_F(AuditVerifierTest, EditedEntryIsNamed) {
   EXPECT_EQ(report.entries, 124u);
 }
 
+TEST_F(AuditVerifierTest, EditedEntryWithItsLeafRewrittenIsNamed) {
+  // As above, and the insider writes the edited entry's leaf hash too: the
+  // entry and its leaf agree, the node above them does not. The entry is
+  // named by the node's first entry (124, whose node covers 124-125).
+  BuildLog();
+  Tamper(
+      "UPDATE audit_log SET entry = replace(entry, "
+      "CAST('fia-liaison-desk' AS BLOB), CAST('embassy-beijing!' AS BLOB)) "
+      "WHERE idx = 124");
+  std::string entry;
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(GatewayStore::DatabasePath(pk_dir_).c_str(), &db),
+              SQLITE_OK);
+    sqlite3_stmt* stmt = nullptr;
+    ASSERT_EQ(
+        sqlite3_prepare_v2(db, "SELECT entry FROM audit_log WHERE idx = 124",
+                           -1, &stmt, nullptr),
+        SQLITE_OK);
+    ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+    entry.assign(static_cast<const char*>(sqlite3_column_blob(stmt, 0)),
+                 static_cast<size_t>(sqlite3_column_bytes(stmt, 0)));
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+  }
+  Tamper(absl::StrCat("UPDATE audit_nodes SET hash = X'",
+                      crypto::HexEncode(merkle::LeafHash(entry)),
+                      "' WHERE level = 0 AND idx = 124"));
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_entry, 124u);
+  EXPECT_THAT(report.problem,
+              HasSubstr("node (level 1, index 62) over entries 124-125 does "
+                        "not match the entries: the node was changed, or one "
+                        "of those entries together with its stored leaf hash"));
+}
+
 TEST_F(AuditVerifierTest, EntryThatNoLongerDecodesIsNamed) {
   BuildLog();
   Tamper("UPDATE audit_log SET entry = entry || X'00' WHERE idx = 42");
@@ -441,10 +479,11 @@ TEST_F(AuditVerifierTest, ChangedInnerNodeOfTheStoredTreeIsNamed) {
       "idx = 1");
   const AuditVerifyReport report = Verify();
   EXPECT_FALSE(report.ok);
-  EXPECT_EQ(report.first_bad_entry, 7u);  // leaves 4-7 complete node (2, 1)
+  EXPECT_EQ(report.first_bad_entry, 4u);  // the first of its leaves 4-7
   EXPECT_THAT(report.problem,
-              HasSubstr("node (level 2, index 1) over this entry does not "
-                        "match the entries"));
+              HasSubstr("node (level 2, index 1) over entries 4-7 does not "
+                        "match the entries: the node was changed, or one of "
+                        "those entries together with its stored leaf hash"));
 }
 
 TEST_F(AuditVerifierTest, MissingInnerNodeOfTheStoredTreeIsNamed) {
@@ -452,9 +491,9 @@ TEST_F(AuditVerifierTest, MissingInnerNodeOfTheStoredTreeIsNamed) {
   Tamper("DELETE FROM audit_nodes WHERE level = 1 AND idx = 0");
   const AuditVerifyReport report = Verify();
   EXPECT_FALSE(report.ok);
-  EXPECT_EQ(report.first_bad_entry, 1u);
+  EXPECT_EQ(report.first_bad_entry, 0u);
   EXPECT_THAT(report.problem,
-              HasSubstr("has no node (level 1, index 0) over this entry"));
+              HasSubstr("has no node (level 1, index 0) over entries 0-1"));
 }
 
 TEST_F(AuditVerifierTest, MessagesTheLogDoesNotRecordAreNamed) {
