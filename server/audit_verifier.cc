@@ -1,12 +1,14 @@
 #include "server/audit_verifier.h"
 
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <thread>
@@ -31,6 +33,10 @@
 
 namespace casebridge::server {
 namespace {
+
+// The oldest schema whose tables and columns this verifier reads: record
+// keys, sealed fields and case retention (migration 6).
+constexpr int64_t kOldestReadable = 6;
 
 using Digest = std::array<unsigned char, merkle::kHashSize>;
 
@@ -200,6 +206,56 @@ absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what) {
   return absl::InternalError(message);
 }
 
+// Opens the database at `path` read-only (the connection stays on one
+// thread, so SQLite's own locking is not needed). A file no connection has
+// open, with no WAL beside it (a stopped gateway's, or a copy), is opened
+// as immutable: SQLite then creates no -shm or -wal file beside it, so a
+// copy on read-only media can be verified and a forensic directory is left
+// as it was. Beside a live gateway (its WAL is there), it reads as a WAL
+// reader, which the gateway's writes do not block.
+absl::StatusOr<DbPtr> OpenForReading(const std::string& path) {
+  std::error_code error;
+  const bool live = std::filesystem::exists(path + "-wal", error);
+  std::string uri = "file:";
+  for (const char c : path) {
+    if (c == '%' || c == '?' || c == '#') {
+      absl::StrAppend(
+          &uri, "%", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
+    } else {
+      uri.push_back(c);
+    }
+  }
+  if (!live) uri += "?immutable=1";
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(
+      uri.c_str(), &raw,
+      SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI, nullptr);
+  DbPtr db(raw);
+  if (rc != SQLITE_OK) {
+    return SqliteError(db.get(), rc, absl::StrCat("opening ", path));
+  }
+  return db;
+}
+
+// `status`, a failure of the first read, with what to do when it is the
+// directory: a WAL reader needs to create the -shm file beside the database.
+absl::Status ExplainFirstRead(const std::string& path,
+                              const absl::Status& status) {
+  std::error_code error;
+  if (status.ok() || !std::filesystem::exists(path + "-wal", error) ||
+      ::access(std::filesystem::path(path).parent_path().c_str(), W_OK) == 0) {
+    return status;
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "cannot read ", path,
+      " where it is: a WAL file is beside it, and "
+      "reading it needs to create ",
+      path,
+      "-shm in a directory this user "
+      "may not write. Verify a copy of gateway.db and gateway.db-wal in a "
+      "directory of your own, or run as a user who may write there"));
+}
+
 absl::StatusOr<StmtPtr> Prepare(sqlite3* db, const char* sql) {
   sqlite3_stmt* stmt = nullptr;
   const int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr);
@@ -326,14 +382,7 @@ class NodeChecker {
   // Opens `path` again, read-only, in a read transaction of its own.
   static absl::StatusOr<std::unique_ptr<NodeChecker>> Start(
       const std::string& path) {
-    sqlite3* raw = nullptr;
-    const int rc =
-        sqlite3_open_v2(path.c_str(), &raw,
-                        SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
-    DbPtr db(raw);
-    if (rc != SQLITE_OK) {
-      return SqliteError(db.get(), rc, absl::StrCat("opening ", path));
-    }
+    CB_ASSIGN_OR_RETURN(DbPtr db, OpenForReading(path));
     if (const int begin =
             sqlite3_exec(db.get(), "BEGIN", nullptr, nullptr, nullptr);
         begin != SQLITE_OK) {
@@ -1201,17 +1250,9 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
     const std::string& data_dir, const keys::PublicKeys& keys,
     const AuditVerifyOptions& options) {
   const std::string path = GatewayStore::DatabasePath(data_dir);
-  sqlite3* raw = nullptr;
   // Read-only: verification never writes, and may run beside a live
-  // gateway (WAL readers do not block it).
-  // The connection stays on this thread, so SQLite's own locking is not
-  // needed.
-  const int rc = sqlite3_open_v2(
-      path.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
-  DbPtr db(raw);
-  if (rc != SQLITE_OK) {
-    return SqliteError(db.get(), rc, absl::StrCat("opening ", path));
-  }
+  // gateway.
+  CB_ASSIGN_OR_RETURN(DbPtr db, OpenForReading(path));
   sqlite3_busy_timeout(db.get(), 5000);
   // Reading the file through a memory map saves copying every page out of
   // the page cache: a third of the time of a sequential scan.
@@ -1226,19 +1267,22 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
   };
 
   {
-    // The tables read are those of the newest schema; a data directory
-    // written by an older gateway is upgraded when a gateway next opens it.
+    // The tables and columns read are those of schema version
+    // kOldestReadable on; the later migrations add indexes, tables and
+    // columns this verifier does not read. A backup taken before an upgrade
+    // verifies as it is: it must never be opened by a gateway, which would
+    // sign checkpoints of its old history (a fork to the peer).
     CB_ASSIGN_OR_RETURN(StmtPtr version,
                         Prepare(db.get(), "PRAGMA user_version"));
-    CB_ASSIGN_OR_RETURN(const bool row, Step(db.get(), version.get()));
-    const int64_t have = row ? sqlite3_column_int64(version.get(), 0) : 0;
-    const int want = GatewayMigrations().back().version;
-    if (have != want) {
+    const absl::StatusOr<bool> row = Step(db.get(), version.get());
+    CB_RETURN_IF_ERROR(ExplainFirstRead(path, row.status()));
+    const int64_t have = *row ? sqlite3_column_int64(version.get(), 0) : 0;
+    const int newest = GatewayMigrations().back().version;
+    if (have < kOldestReadable || have > newest) {
       return absl::FailedPreconditionError(absl::StrCat(
-          path, " has schema version ", have, "; this verifier reads version ",
-          want,
-          have < want ? " (start the gateway once to upgrade the file)"
-                      : " (use the casebridge of the gateway that wrote it)"));
+          path, " has schema version ", have, "; this verifier reads versions ",
+          kOldestReadable, " to ", newest,
+          " (use the casebridge release of the gateway that wrote it)"));
     }
   }
   // One read transaction: every table as of the same moment.

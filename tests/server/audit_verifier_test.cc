@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <filesystem>
 #include <memory>
 #include <random>
 #include <string>
@@ -866,9 +867,36 @@ TEST_F(AuditVerifierTest, OlderSchemaIsNamedNotMisread) {
   EXPECT_THAT(VerifyDataDir(dir, Keys(), {}),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        HasSubstr(absl::StrCat(
-                           "has schema version 3; this verifier reads version ",
+                           "has schema version 3; this verifier reads "
+                           "versions 6 to ",
                            GatewayMigrations().back().version,
-                           " (start the gateway once"))));
+                           " (use the casebridge release of the gateway that "
+                           "wrote it)"))));
+}
+
+TEST_F(AuditVerifierTest, ABackupTakenBeforeAnUpgradeVerifiesAsItIs) {
+  // A copy of schema 12, as a gateway before migration 13 wrote it: what
+  // the later migrations add is nothing the verifier reads. Opening it with
+  // a gateway to upgrade it would sign checkpoints of its old history.
+  BuildLog();
+  Tamper(
+      "ALTER TABLE inbox DROP COLUMN forwarded_by; PRAGMA user_version = 12");
+  const AuditVerifyReport report = Verify();
+  EXPECT_TRUE(report.ok) << report.problem;
+  EXPECT_EQ(report.entries, kEntries);
+}
+
+TEST_F(AuditVerifierTest, ACopyNoGatewayHasOpenIsReadWithoutFilesBesideIt) {
+  // A stopped gateway's file, or a copy: nothing may appear in its
+  // directory (a copy may sit on read-only media, or be evidence).
+  BuildLog();
+  const std::string path = GatewayStore::DatabasePath(pk_dir_);
+  ASSERT_FALSE(std::filesystem::exists(path + "-wal"));
+  std::filesystem::remove(path + "-shm");
+  const AuditVerifyReport report = Verify();
+  EXPECT_TRUE(report.ok) << report.problem;
+  EXPECT_FALSE(std::filesystem::exists(path + "-wal"));
+  EXPECT_FALSE(std::filesystem::exists(path + "-shm"));
 }
 
 TEST_F(AuditVerifierTest, MissingDatabaseCannotBeExamined) {
