@@ -216,10 +216,29 @@ absl::Status Checkpointer::Offer(const StoredCheckpoint& checkpoint,
   return audit_->StoreCosigned(checkpoint.size, note::Format(kept));
 }
 
+bool WitnessRefusal::IsRefusal(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kOk:
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kDataLoss:
+      return false;
+    default:
+      return true;
+  }
+}
+
 absl::Status Checkpointer::Witness() {
   if (!peer_) return absl::OkStatus();
   CB_ASSIGN_OR_RETURN(const auto latest, audit_->LatestCheckpoint());
-  if (!latest.has_value() || latest->cosigned) return absl::OkStatus();
+  if (!latest.has_value() || latest->cosigned) {
+    if (options_.refusal != nullptr) options_.refusal->Set(absl::OkStatus());
+    return absl::OkStatus();
+  }
   CB_ASSIGN_OR_RETURN(const auto cosigned, audit_->LatestCosignedCheckpoint());
   const uint64_t old_size = cosigned.has_value() ? cosigned->size : 0;
   absl::Status status = Offer(*latest, old_size);
@@ -233,6 +252,11 @@ absl::Status Checkpointer::Witness() {
   }
   if (status.ok()) {
     log::Info("checkpoint.cosigned", {{"size", latest->size}});
+  }
+  // A link down or slow leaves what the peer last said standing.
+  if (options_.refusal != nullptr &&
+      (status.ok() || WitnessRefusal::IsRefusal(status))) {
+    options_.refusal->Set(status);
   }
   return status;
 }

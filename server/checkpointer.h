@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -36,6 +37,31 @@
 #include "server/sqlite_audit_log.h"
 
 namespace casebridge::server {
+
+// The peer's standing refusal of our checkpoints (rollback, fork, a proof it
+// does not accept...): this log no longer extends what the peer cosigned,
+// and no new entry is covered by a cosigned checkpoint until the operators
+// settle it. Set by the checkpointer after each offer, read by evidence
+// requests, which say so instead of "try again". Thread-safe.
+class WitnessRefusal {
+ public:
+  // OK: the peer cosigned our newest checkpoint.
+  void Set(absl::Status refusal) {
+    absl::MutexLock lock(&mu_);
+    refusal_ = std::move(refusal);
+  }
+  absl::Status Get() const {
+    absl::MutexLock lock(&mu_);
+    return refusal_;
+  }
+  // Whether an offer's failure is the peer's refusal, not a link that is
+  // down or slow (which says nothing about our log).
+  static bool IsRefusal(const absl::Status& status);
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::Status refusal_ ABSL_GUARDED_BY(mu_);
+};
 
 class Checkpointer {
  public:
@@ -54,6 +80,8 @@ class Checkpointer {
     // Run every `maintenance_every` (retention); may be empty.
     std::function<void()> maintenance;
     absl::Duration maintenance_every = absl::Hours(1);
+    // Told the outcome of each offer to the peer; may be null.
+    WitnessRefusal* refusal = nullptr;
   };
 
   // Pointers must outlive the checkpointer. `peer` may be empty (no

@@ -51,18 +51,39 @@ void AddHeldHandling(const std::string& envelope_id, const std::string& stored,
 }  // namespace
 
 Evidence::Evidence(sqlite::Database* db, SqliteAuditLog* audit,
-                   ChannelSource peer, const RecordSealer* sealer)
-    : db_(db), audit_(audit), sealer_(sealer), peer_(std::move(peer)) {}
+                   ChannelSource peer, const RecordSealer* sealer,
+                   const WitnessRefusal* refusal)
+    : db_(db),
+      audit_(audit),
+      sealer_(sealer),
+      refusal_(refusal),
+      peer_(std::move(peer)) {}
+
+absl::Status Evidence::NotCoveredYet(uint64_t index,
+                                     const absl::Status& refusal) {
+  if (refusal.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "audit entry ", index,
+        " is not yet covered by a checkpoint the peer cosigned; try again "
+        "in a few seconds"));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "audit entry ", index,
+      " is not covered by a checkpoint the peer cosigned, and the peer "
+      "refuses this gateway's checkpoints (",
+      absl::StatusCodeToString(refusal.code()), ": ", refusal.message(),
+      "): this log no longer extends what the peer cosigned (restored from a "
+      "backup?); the operators of both gateways must settle it "
+      "(docs/operations.md, The peer refuses our checkpoints)"));
+}
 
 absl::StatusOr<v1::LogEvidence> Evidence::Prove(uint64_t index,
                                                 bool with_salt) {
   CB_ASSIGN_OR_RETURN(const auto checkpoint,
                       audit_->CosignedCheckpointCovering(index));
   if (!checkpoint.has_value()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "audit entry ", index,
-        " is not yet covered by a checkpoint the peer cosigned; try again "
-        "in a few seconds"));
+    return NotCoveredYet(
+        index, refusal_ != nullptr ? refusal_->Get() : absl::OkStatus());
   }
   CB_ASSIGN_OR_RETURN(const auto entries, audit_->Read(index, 1));
   if (entries.empty() || entries.front().index != index) {

@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "casebridge/v1/audit.grpc.pb.h"
+#include "server/checkpointer.h"
 #include "server/peer_channel.h"
 #include "server/record_keys.h"
 #include "server/sqlite.h"
@@ -28,8 +29,16 @@ class Evidence {
   // Pointers must outlive this object. `peer` may be empty (then only the
   // local part can be given). `sealer` opens the sealed envelope bytes
   // (GatewayStore::sealer()); null for a store without data protection.
+  // `refusal`, if given, says when the peer refuses our checkpoints.
   Evidence(sqlite::Database* db, SqliteAuditLog* audit, ChannelSource peer,
-           const RecordSealer* sealer = nullptr);
+           const RecordSealer* sealer = nullptr,
+           const WitnessRefusal* refusal = nullptr);
+
+  // FAILED_PRECONDITION for an entry no cosigned checkpoint covers yet:
+  // "try again" while the peer is merely behind; with the peer's refusal
+  // of our checkpoints, that refusal and what it means.
+  static absl::Status NotCoveredYet(uint64_t index,
+                                    const absl::Status& refusal);
 
   // The part our log proves, with the envelope and (once delivered) the
   // receipt. NOT_FOUND if the envelope is unknown or its payload was
@@ -63,9 +72,10 @@ class Evidence {
 
   sqlite::Database* const db_;
   SqliteAuditLog* const audit_;
-  const RecordSealer* const sealer_;  // may be null
-  const ChannelSource peer_;          // empty: no peer
-  std::atomic<int> peer_asks_{0};     // Bundle calls waiting for the peer
+  const RecordSealer* const sealer_;     // may be null
+  const WitnessRefusal* const refusal_;  // may be null
+  const ChannelSource peer_;             // empty: no peer
+  std::atomic<int> peer_asks_{0};        // Bundle calls waiting for the peer
 };
 
 }  // namespace casebridge::server

@@ -310,9 +310,10 @@ absl::Status Gateway::Init(const Clock* clock) {
   office_service_ = std::make_unique<OfficeServiceImpl>(
       &config_, office_handler_.get(), &store_->cases(), &store_->audit_log(),
       std::move(exchange));
-  evidence_ =
-      std::make_unique<Evidence>(&store_->database(), &store_->audit_log(),
-                                 peer_channel_->Source(), store_->sealer());
+  witness_refusal_ = std::make_unique<WitnessRefusal>();
+  evidence_ = std::make_unique<Evidence>(
+      &store_->database(), &store_->audit_log(), peer_channel_->Source(),
+      store_->sealer(), witness_refusal_.get());
   office_audit_service_ = std::make_unique<AuditServiceImpl>(
       office_handler_.get(), &store_->audit_log(), evidence_.get());
   inbound_ = std::make_unique<Inbound>(
@@ -410,6 +411,7 @@ absl::Status Gateway::Init(const Clock* clock) {
   checkpoints.previous_peer_witness_keys = peer_previous_witness_keys_;
   checkpoints.interval = absl::Milliseconds(c.audit.checkpoint_interval_ms);
   checkpoints.retry_max = absl::Seconds(c.limits.retry_max_seconds);
+  checkpoints.refusal = witness_refusal_.get();
   if (c.retention.enabled()) {
     checkpoints.maintenance = [this, clock] {
       auto purged = store_->PurgeExpired(config_.retention, clock->Now(),

@@ -34,6 +34,7 @@ class PeerChannel;
 class AuditServiceImpl;
 class Checkpointer;
 class Evidence;
+class WitnessRefusal;
 class Witness;
 class PolicyHolder;
 class PolicyReloader;
@@ -105,6 +106,8 @@ class Gateway {
   std::unique_ptr<PeerChannel> peer_channel_;
   std::unique_ptr<PeerLink> peer_link_;
   std::unique_ptr<Witness> witness_;
+  // Outlives evidence_ and checkpointer_ (declared before them).
+  std::unique_ptr<WitnessRefusal> witness_refusal_;
   std::unique_ptr<Evidence> evidence_;
   std::unique_ptr<Checkpointer> checkpointer_;
   std::unique_ptr<InboxWatchers> inbox_watchers_;

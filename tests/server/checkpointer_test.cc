@@ -13,12 +13,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "casebridge/v1/peer.grpc.pb.h"
 #include "core/audit_entry.h"
 #include "core/merkle.h"
 #include "core/note.h"
 #include "core/public_keys.h"
 #include "core/status_macros.h"
+#include "server/evidence.h"
 #include "server/sqlite_case_store.h"
 #include "tests/testing/fake_clock.h"
 #include "tests/testing/status_matchers.h"
@@ -296,12 +298,23 @@ class ScriptedWitness final : public v1::PeerService::Service {
   grpc::Status AddCheckpoint(grpc::ServerContext*,
                              const v1::AddCheckpointRequest* request,
                              v1::AddCheckpointResponse* response) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!refusal_.ok()) return refusal_;
+    }
     response->set_cosignature(answer_(*request));
     return grpc::Status::OK;
+  }
+  // Answers every offer with `refusal` instead (OK: cosigns again).
+  void Refuse(grpc::Status refusal) {
+    absl::MutexLock lock(&mu_);
+    refusal_ = std::move(refusal);
   }
 
  private:
   std::function<std::string(const v1::AddCheckpointRequest&)> answer_;
+  absl::Mutex mu_;
+  grpc::Status refusal_ ABSL_GUARDED_BY(mu_);
 };
 
 class CheckpointerWitnessTest : public CheckpointerTest {
@@ -327,6 +340,7 @@ class CheckpointerWitnessTest : public CheckpointerTest {
         note::MakeVerifierKey(audit::WitnessName("CN"),
                               note::kTypeCosignatureV1, current->public_key());
     options.previous_peer_witness_keys = std::move(previous);
+    options.refusal = &refusal_;
     checkpointer_ = std::make_unique<Checkpointer>(
         options, &store_->database(), &log(),
         [channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
@@ -361,6 +375,7 @@ class CheckpointerWitnessTest : public CheckpointerTest {
       crypto::Ed25519Signer::Generate();
   std::unique_ptr<ScriptedWitness> service_;
   std::unique_ptr<grpc::Server> server_;
+  WitnessRefusal refusal_;
 };
 
 TEST_F(CheckpointerWitnessTest, StoresAGenuineCosignature) {
@@ -375,6 +390,45 @@ TEST_F(CheckpointerWitnessTest, StoresAGenuineCosignature) {
   ASSERT_OK_AND_ASSIGN(const note::Note parsed, note::Parse(latest->note));
   EXPECT_OK(note::Verify(parsed, Key()));
   EXPECT_EQ(parsed.signatures.size(), 2u);
+}
+
+TEST_F(CheckpointerWitnessTest, APeersRefusalStandsUntilItCosignsAgain) {
+  // After a restore from backup the peer refuses every checkpoint: an
+  // evidence request must say so, not "try again in a few seconds".
+  Peer([&](const v1::AddCheckpointRequest& r) {
+    return Line(TextOf(r.checkpoint()));
+  });
+  Append(3);
+  ASSERT_OK(checkpointer_->MakeCheckpoint().status());
+  service_->Refuse(grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                                "rollback: checkpoint of size 3 is smaller "
+                                "than the size already cosigned (7)"));
+  EXPECT_THAT(checkpointer_->Witness(),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("rollback")));
+  EXPECT_THAT(refusal_.Get(),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("rollback")));
+  EXPECT_THAT(
+      Evidence::NotCoveredYet(2, refusal_.Get()),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               AllOf(HasSubstr("audit entry 2 is not covered"),
+                     HasSubstr("the peer refuses this gateway's checkpoints "
+                               "(OUT_OF_RANGE: rollback: checkpoint of size 3"),
+                     HasSubstr("The peer refuses our checkpoints"))));
+
+  // A peer that cannot be reached says nothing new about our log: the
+  // refusal stands.
+  service_->Refuse(grpc::Status(grpc::StatusCode::UNAVAILABLE, "restarting"));
+  EXPECT_FALSE(checkpointer_->Witness().ok());
+  EXPECT_THAT(refusal_.Get(),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("rollback")));
+
+  // Settled: the peer cosigns, and evidence is only waited for.
+  service_->Refuse(grpc::Status::OK);
+  ASSERT_OK(checkpointer_->Witness());
+  EXPECT_OK(refusal_.Get());
+  EXPECT_THAT(Evidence::NotCoveredYet(5, refusal_.Get()),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("try again in a few seconds")));
 }
 
 TEST_F(CheckpointerWitnessTest, RefusesCosignaturesOfAnythingButOurCheckpoint) {
