@@ -8,14 +8,13 @@
 namespace casebridge::client {
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(
-    const config::Client& config) {
+    const config::Client& config, grpc::ChannelArguments args) {
   tls::ChannelOptions options;
   options.cert_file = config.cert;
   options.key_file = config.key;
   options.ca_file = config.ca;
   options.expected_server_identity = config.gateway_identity;
   CB_ASSIGN_OR_RETURN(auto creds, tls::MakeChannelCredentials(options));
-  grpc::ChannelArguments args;
   // Fail fast with UNAVAILABLE instead of waiting out the deadline when the
   // gateway refuses us or is down.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);

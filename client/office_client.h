@@ -19,9 +19,10 @@
 namespace casebridge::client {
 
 // A mutual-TLS channel to the gateway named in `config`, which must present
-// `config.gateway_identity`.
+// `config.gateway_identity`; `args` are added to the channel's own.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(
-    const config::Client& config);
+    const config::Client& config,
+    grpc::ChannelArguments args = grpc::ChannelArguments());
 
 class OfficeClient {
  public:

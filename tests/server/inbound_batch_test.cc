@@ -103,6 +103,25 @@ class InboundBatchTest : public ::testing::Test {
     return request;
   }
 
+  // Makes `m` MPS's CASE_SHARE of its case CN-2026-000007 (version 1, H0,
+  // no victims yet); returns the case for the test to add to.
+  static v1::CaseReference& ShareOfCaseSeven(v1::CaseMessage& m) {
+    m.set_exchange_id("CN-2026-000007");
+    m.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
+    m.set_body("");
+    v1::CaseReference& c = *m.mutable_case_reference();
+    c.set_exchange_id("CN-2026-000007");
+    c.set_local_reference("MPS-HB-2026-0412");
+    c.set_category(v1::CASE_CATEGORY_FORCED_MARRIAGE_FRAUD);
+    c.set_status(v1::CASE_STATUS_VICTIM_LOCATED);
+    c.set_summary("Located in Handan through a marriage agency.");
+    c.set_origin_country(v1::COUNTRY_CN);
+    c.set_owner_office(kMps);
+    c.set_version(1);
+    c.set_handling_code(v1::HANDLING_CODE_H0);
+    return c;
+  }
+
   // Runs Check on each request, then Accept on those that pass, as the
   // Deliver stream does; answers in the order of `requests`.
   std::vector<v1::DeliverResponse> Deliver(
@@ -314,19 +333,7 @@ TEST_F(InboundBatchTest, ASharedCaseIsCheckedFieldByFieldAsAnOfficesOwn) {
   // escape sequence, which an officer's terminal would obey when shown.
   const auto share = [](std::string remarks) {
     return [remarks](v1::CaseMessage& m) {
-      m.set_exchange_id("CN-2026-000007");
-      m.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
-      m.set_body("");
-      v1::CaseReference& c = *m.mutable_case_reference();
-      c.set_exchange_id("CN-2026-000007");
-      c.set_local_reference("MPS-HB-2026-0412");
-      c.set_category(v1::CASE_CATEGORY_FORCED_MARRIAGE_FRAUD);
-      c.set_status(v1::CASE_STATUS_VICTIM_LOCATED);
-      c.set_summary("Located in Handan through a marriage agency.");
-      c.set_origin_country(v1::COUNTRY_CN);
-      c.set_owner_office(kMps);
-      c.set_version(1);
-      c.set_handling_code(v1::HANDLING_CODE_H0);
+      v1::CaseReference& c = ShareOfCaseSeven(m);
       v1::VictimReference& victim = *c.add_victims();
       victim.set_pseudonym("CN-V1");
       victim.set_remarks(remarks);
@@ -362,22 +369,10 @@ TEST_F(InboundBatchTest, ThePeersRecordOfACaseIsHeldToWhatItsGatewayWrites) {
   };
   const auto share = [&](const std::function<void(v1::CaseReference&)>& odd) {
     return [&, odd](v1::CaseMessage& m) {
-      m.set_exchange_id("CN-2026-000007");
-      m.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
-      m.set_body("");
-      v1::CaseReference& c = *m.mutable_case_reference();
-      c.set_exchange_id("CN-2026-000007");
-      c.set_local_reference("MPS-HB-2026-0412");
-      c.set_category(v1::CASE_CATEGORY_FORCED_MARRIAGE_FRAUD);
-      c.set_status(v1::CASE_STATUS_VICTIM_LOCATED);
-      c.set_summary("Located in Handan through a marriage agency.");
-      c.set_origin_country(v1::COUNTRY_CN);
-      c.set_owner_office(kMps);
+      v1::CaseReference& c = ShareOfCaseSeven(m);
       c.set_updated_by(kMps);
       *c.mutable_created_at() = stamp(now - absl::Hours(2));
       *c.mutable_updated_at() = stamp(now - absl::Hours(1));
-      c.set_version(1);
-      c.set_handling_code(v1::HANDLING_CODE_H0);
       c.add_victims()->set_pseudonym("CN-V1");
       if (odd) odd(c);
     };

@@ -551,6 +551,40 @@ class HeldBatch {
   std::vector<std::thread> threads_;
 };
 
+// Three writes of `priority` queued behind a held batch of row
+// `first_year`, run as one batch; the second (row first_year + 2) rolls the
+// whole transaction back, as SQLite does by itself on a full disk or an I/O
+// error (a ROLLBACK here stands for it). Expects the first two to fail with
+// the cause (their changes are gone) and the third, which the cut-short
+// batch left queued, to run in the next batch.
+void RunBatchRolledBackBySqlite(Database& db, int64_t first_year,
+                                server::WritePriority priority) {
+  std::vector<absl::Status> statuses(3);
+  std::vector<std::thread> threads;
+  {
+    HeldBatch held(db, first_year);
+    for (int i = 0; i < 3; ++i) {
+      const size_t before = db.WaitingWrites();
+      threads.emplace_back([&db, &statuses, i, priority, first_year] {
+        const server::ScopedWritePriority scope(priority);
+        statuses[i] = db.Write([i, first_year](Connection& c) -> absl::Status {
+          CB_RETURN_IF_ERROR(InsertYear(c, first_year + 1 + i, 1));
+          if (i != 1) return absl::OkStatus();
+          CB_RETURN_IF_ERROR(c.Run("ROLLBACK"));
+          return absl::ResourceExhaustedError("database or disk is full");
+        });
+      });
+      EXPECT_TRUE(AwaitWaitingWrites(db, before + 1)) << "write " << i;
+    }
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_THAT(statuses[0], StatusIs(absl::StatusCode::kResourceExhausted,
+                                    HasSubstr("disk is full")));
+  EXPECT_THAT(statuses[1], StatusIs(absl::StatusCode::kResourceExhausted,
+                                    HasSubstr("disk is full")));
+  EXPECT_OK(statuses[2]);
+}
+
 TEST_F(DatabaseTest, FirstPriorityWritesGoAheadOfNormalOnesWaiting) {
   // While a batch runs, two normal writes queue up, then two kFirst ones:
   // the kFirst ones run next (in their own order), then the normal ones.
@@ -840,35 +874,7 @@ TEST_F(DatabaseTest, ATransactionSqliteRolledBackFailsItsUnitsAndNoOthers) {
   // units after it must not run outside a transaction (committed, one by
   // one, while reported failed): they wait for the next batch.
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
-  struct Unit {
-    int64_t year;
-    bool rolls_back;
-    absl::Status status;
-  };
-  std::vector<Unit> units = {
-      {3301, false, {}}, {3302, true, {}}, {3303, false, {}}};
-  std::vector<std::thread> threads;
-  {
-    HeldBatch held(*db, 3300);
-    for (Unit& unit : units) {
-      const size_t before = db->WaitingWrites();
-      threads.emplace_back([&db, &unit] {
-        unit.status = db->Write([&unit](Connection& c) -> absl::Status {
-          CB_RETURN_IF_ERROR(InsertYear(c, unit.year, 1));
-          if (!unit.rolls_back) return absl::OkStatus();
-          CB_RETURN_IF_ERROR(c.Run("ROLLBACK"));
-          return absl::ResourceExhaustedError("database or disk is full");
-        });
-      });
-      ASSERT_TRUE(AwaitWaitingWrites(*db, before + 1)) << unit.year;
-    }
-  }
-  for (std::thread& thread : threads) thread.join();
-  EXPECT_THAT(units[0].status, StatusIs(absl::StatusCode::kResourceExhausted,
-                                        HasSubstr("disk is full")));
-  EXPECT_THAT(units[1].status, StatusIs(absl::StatusCode::kResourceExhausted,
-                                        HasSubstr("disk is full")));
-  EXPECT_OK(units[2].status);
+  RunBatchRolledBackBySqlite(*db, 3300, server::WritePriority::kNormal);
   // What each Write said is what the database holds.
   for (const auto& [year, count] : std::vector<std::pair<int64_t, int64_t>>{
            {3300, 1}, {3301, 0}, {3302, 0}, {3303, 1}}) {
@@ -885,36 +891,7 @@ TEST_F(DatabaseTest, ABatchOfFirstPriorityWritesCutShortLeavesTheQueueWhole) {
   // queue still works: a kFirst write queued behind a running batch runs
   // once, after that batch and before the normal write queued earlier.
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(path_, GatewayMigrations()));
-  struct Unit {
-    int64_t year;
-    bool rolls_back;
-    absl::Status status;
-  };
-  std::vector<Unit> units = {
-      {3401, false, {}}, {3402, true, {}}, {3403, false, {}}};
-  std::vector<std::thread> threads;
-  {
-    HeldBatch held(*db, 3400);
-    for (Unit& unit : units) {
-      const size_t before = db->WaitingWrites();
-      threads.emplace_back([&db, &unit] {
-        const server::ScopedWritePriority first(server::WritePriority::kFirst);
-        unit.status = db->Write([&unit](Connection& c) -> absl::Status {
-          CB_RETURN_IF_ERROR(InsertYear(c, unit.year, 1));
-          if (!unit.rolls_back) return absl::OkStatus();
-          CB_RETURN_IF_ERROR(c.Run("ROLLBACK"));
-          return absl::ResourceExhaustedError("database or disk is full");
-        });
-      });
-      ASSERT_TRUE(AwaitWaitingWrites(*db, before + 1)) << unit.year;
-    }
-  }
-  for (std::thread& thread : threads) thread.join();
-  EXPECT_THAT(units[0].status, StatusIs(absl::StatusCode::kResourceExhausted,
-                                        HasSubstr("disk is full")));
-  EXPECT_THAT(units[1].status, StatusIs(absl::StatusCode::kResourceExhausted,
-                                        HasSubstr("disk is full")));
-  EXPECT_OK(units[2].status);
+  RunBatchRolledBackBySqlite(*db, 3400, server::WritePriority::kFirst);
   EXPECT_EQ(db->WaitingWrites(), 0u);
 
   absl::Mutex mu;
