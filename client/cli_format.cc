@@ -9,6 +9,7 @@
 #include "core/grpc_status.h"
 #include "core/handling_notice.h"
 #include "core/identity.h"
+#include "core/utf8.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -230,26 +231,40 @@ std::string Truncate(const std::string& text, size_t max) {
   return out;
 }
 
-std::string ForTerminal(absl::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (size_t i = 0; i < text.size();) {
-    const auto b = static_cast<unsigned char>(text[i]);
-    const bool c0 = (b < 0x20 && b != '\n' && b != '\t') || b == 0x7F;
-    // U+0080..U+009F: C2 80..C2 9F in UTF-8.
-    const bool c1 = b == 0xC2 && i + 1 < text.size() &&
-                    static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
-                    static_cast<unsigned char>(text[i + 1]) <= 0x9F;
-    if (c0 || c1) {
-      out.push_back('?');
-      i += c1 ? 2 : 1;
-      continue;
-    }
-    out.push_back(text[i]);
-    ++i;
-  }
-  return out;
+TerminalFilter::~TerminalFilter() {
+  if (lead_held_) out_->sputc('?');  // a lone lead byte: not UTF-8
+  out_->pubsync();
 }
+
+int TerminalFilter::overflow(int c) {
+  if (traits_type::eq_int_type(c, traits_type::eof())) return 0;
+  const char ch = traits_type::to_char_type(c);
+  return xsputn(&ch, 1) == 1 ? c : traits_type::eof();
+}
+
+std::streamsize TerminalFilter::xsputn(const char* s, std::streamsize n) {
+  std::string text = lead_held_ ? "\xC2" : "";
+  lead_held_ = false;
+  text.append(s, static_cast<size_t>(n));
+  std::string shown;
+  shown.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    if (text[i] == '\xC2' && i + 1 == text.size()) {
+      lead_held_ = true;
+      break;
+    }
+    if (const size_t control = ControlCharacterAt(text, i)) {
+      shown.push_back('?');
+      i += control;
+    } else {
+      shown.push_back(text[i++]);
+    }
+  }
+  out_->sputn(shown.data(), static_cast<std::streamsize>(shown.size()));
+  return n;
+}
+
+int TerminalFilter::sync() { return out_->pubsync(); }
 
 std::string FormatTable(const std::vector<std::vector<std::string>>& raw) {
   std::vector<std::vector<std::string>> rows;
@@ -257,8 +272,7 @@ std::string FormatTable(const std::vector<std::vector<std::string>>& raw) {
   for (const auto& raw_row : raw) {
     std::vector<std::string>& row = rows.emplace_back();
     for (const std::string& cell : raw_row) {
-      row.push_back(
-          ForTerminal(absl::StrReplaceAll(cell, {{"\n", " "}, {"\t", " "}})));
+      row.push_back(absl::StrReplaceAll(cell, {{"\n", " "}, {"\t", " "}}));
     }
   }
   std::vector<size_t> widths;
@@ -408,7 +422,7 @@ std::string FormatInboxLine(const v1::WatchInboxResponse& item) {
   }
   const std::string priority =
       absl::AsciiStrToUpper(Spell(v1::Priority_descriptor(), m.priority()));
-  return ForTerminal(absl::StrCat(
+  return absl::StrCat(
       Time(m.received_at()), "  ", m.exchange_id(), "  ", kind, "  ", priority,
       "  from ", sender, "  ", m.message_id(),
       // Which request an acknowledgement or a response answers.
@@ -424,7 +438,7 @@ std::string FormatInboxLine(const v1::WatchInboxResponse& item) {
       "\n",
       m.handling_notice().empty()
           ? ""
-          : absl::StrCat("    *** ", m.handling_notice(), " ***\n")));
+          : absl::StrCat("    *** ", m.handling_notice(), " ***\n"));
 }
 
 absl::StatusOr<HandlingMarking> EvidenceMarking(
@@ -472,7 +486,7 @@ std::string FormatMarking(const HandlingMarking& marking, bool verified) {
   } else if (!marking.held_problem.empty()) {
     absl::StrAppend(&out, "*** Note: ", marking.held_problem, " ***\n");
   }
-  return ForTerminal(out);
+  return out;
 }
 
 std::string FormatDeliveryStatus(const v1::DeliveryStatus& s) {

@@ -3,6 +3,7 @@
 #ifndef CASEBRIDGE_CLIENT_CLI_FORMAT_H_
 #define CASEBRIDGE_CLIENT_CLI_FORMAT_H_
 
+#include <streambuf>
 #include <string>
 #include <vector>
 
@@ -83,15 +84,34 @@ absl::StatusOr<HandlingMarking> EvidenceMarking(
 // not check out, said so.
 std::string FormatMarking(const HandlingMarking& marking, bool verified = true);
 
-// `text` with every control character but newline and tab (C0, DEL, C1)
-// shown as '?': what a gateway returns may quote text another office or
-// the peer chose (an audit entry's subjects, a peer's refusal), which must
-// not steer the terminal (clear lines, move the cursor, hide what follows).
-std::string ForTerminal(absl::string_view text);
+// Passes what is written to `out` on with every control character but
+// newline and tab (C0, DEL, C1: ControlCharacterAt) shown as '?'. What a
+// gateway returns, or an evidence file holds, may quote text another office
+// or the peer chose (an audit entry's subjects, a peer's refusal), which
+// must not steer the terminal (clear lines, move the cursor, hide what
+// follows). The CLI puts one over stdout and one over stderr, so no output
+// path can miss it; JSON output escapes control characters itself.
+class TerminalFilter final : public std::streambuf {
+ public:
+  explicit TerminalFilter(std::streambuf* out) : out_(out) {}
+  ~TerminalFilter() override;
+  TerminalFilter(const TerminalFilter&) = delete;
+  TerminalFilter& operator=(const TerminalFilter&) = delete;
+
+ protected:
+  int overflow(int c) override;
+  std::streamsize xsputn(const char* s, std::streamsize n) override;
+  int sync() override;
+
+ private:
+  std::streambuf* const out_;
+  // A 0xC2 that ended a write: the first byte of a C1 character if the
+  // next write starts with 0x80..0x9F.
+  bool lead_held_ = false;
+};
 
 // Columns padded by display width (CJK characters take two cells). Each
-// cell on one line: newlines and tabs become spaces, other control
-// characters '?' (ForTerminal).
+// cell on one line: newlines and tabs become spaces.
 std::string FormatTable(const std::vector<std::vector<std::string>>& rows);
 // Cuts `text` to at most `max` display cells, adding "…" when cut.
 std::string Truncate(const std::string& text, size_t max);

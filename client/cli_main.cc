@@ -77,7 +77,7 @@ struct Options {
 // What UNAVAILABLE may mean (nothing more when the gateway answered it).
 void PrintUnavailableHint(const absl::Status& status) {
   const std::string hint = cb::cli::UnavailableHint(status.message());
-  if (!hint.empty()) std::fprintf(stderr, "casebridge: %s\n", hint.c_str());
+  if (!hint.empty()) std::cerr << "casebridge: " << hint << "\n";
 }
 
 // A gateway's configuration as the offline tools read it (certs status,
@@ -90,9 +90,9 @@ absl::StatusOr<cb::config::Gateway> LoadGatewayForTools(
 
 // One line: "casebridge: INVALID_ARGUMENT: case_reference.summary: is required"
 int ReportStatus(const absl::Status& status, int exit_code) {
-  std::fprintf(stderr, "casebridge: %s: %s\n",
-               cb::GrpcCodeName(static_cast<grpc::StatusCode>(status.code())),
-               cb::cli::ForTerminal(status.message()).c_str());
+  std::cerr << "casebridge: "
+            << cb::GrpcCodeName(static_cast<grpc::StatusCode>(status.code()))
+            << ": " << status.message() << "\n";
   if (status.code() == absl::StatusCode::kUnavailable) {
     PrintUnavailableHint(status);
   }
@@ -116,17 +116,16 @@ int ReportChangeStatus(const absl::Status& status,
   const int rc = ReportStatus(status, kExitRpc);
   if (status.code() == absl::StatusCode::kDeadlineExceeded ||
       status.code() == absl::StatusCode::kUnavailable) {
-    std::fprintf(stderr,
-                 "casebridge: it may have been done all the same; to repeat "
+    std::cerr << "casebridge: it may have been done all the same; to repeat "
                  "it without doing it twice, run the same command with "
-                 "--request-id %s\n",
-                 request_id.c_str());
+                 "--request-id "
+              << request_id << "\n";
   }
   return rc;
 }
 
 int Usage(const std::string& message) {
-  std::fprintf(stderr, "casebridge: %s\n", message.c_str());
+  std::cerr << "casebridge: " << message << "\n";
   return kExitUsage;
 }
 
@@ -173,7 +172,7 @@ void Print(const Options& options, const google::protobuf::Message& message,
   if (options.json) {
     std::cout << cb::cli::ToJson(message) << "\n";
   } else {
-    std::cout << cb::cli::ForTerminal(text);
+    std::cout << text;
   }
 }
 
@@ -1246,5 +1245,17 @@ int Main(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return casebridge::RunWithGrpc([&] { return Main(argc, argv); });
+  // Everything printed passes through a filter of control characters
+  // (TerminalFilter); the streams get their own buffers back before the
+  // filters go.
+  cb::cli::TerminalFilter out(std::cout.rdbuf());
+  cb::cli::TerminalFilter err(std::cerr.rdbuf());
+  std::streambuf* const stdout_buffer = std::cout.rdbuf(&out);
+  std::streambuf* const stderr_buffer = std::cerr.rdbuf(&err);
+  const int rc = casebridge::RunWithGrpc([&] { return Main(argc, argv); });
+  std::cout.flush();
+  std::cerr.flush();
+  std::cout.rdbuf(stdout_buffer);
+  std::cerr.rdbuf(stderr_buffer);
+  return rc;
 }

@@ -43,4 +43,16 @@ std::optional<size_t> Utf8Length(absl::string_view text) {
   return count;
 }
 
+size_t ControlCharacterAt(absl::string_view text, size_t i,
+                          bool count_tab_and_newline) {
+  const auto b = static_cast<uint8_t>(text[i]);
+  if (b == '\t' || b == '\n') return count_tab_and_newline ? 1 : 0;
+  if (b < 0x20 || b == 0x7F) return 1;
+  if (b == 0xC2 && i + 1 < text.size()) {
+    const auto next = static_cast<uint8_t>(text[i + 1]);
+    if (next >= 0x80 && next <= 0x9F) return 2;
+  }
+  return 0;
+}
+
 }  // namespace casebridge

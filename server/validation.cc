@@ -172,9 +172,13 @@ absl::Status CheckFieldSizes(const google::protobuf::Message& request) {
 std::string Quote(absl::string_view text) {
   if (!IsValidUtf8(text)) return "\"(not UTF-8)\"";
   std::string out;
-  for (size_t i = 0; i < text.size() && out.size() < 64; ++i) {
-    const auto b = static_cast<unsigned char>(text[i]);
-    out.push_back(b < 0x20 || b == 0x7F ? '?' : text[i]);
+  for (size_t i = 0; i < text.size() && out.size() < 64;) {
+    if (const size_t control = ControlCharacterAt(text, i, true)) {
+      out.push_back('?');
+      i += control;
+    } else {
+      out.push_back(text[i++]);
+    }
   }
   // Never end inside a multi-byte character.
   while (!out.empty() && !IsValidUtf8(out)) out.pop_back();
@@ -195,11 +199,7 @@ absl::Status CheckText(absl::string_view field, absl::string_view value,
     return Invalid(field, absl::StrCat("is longer than ", max, " characters"));
   }
   for (size_t i = 0; i < value.size(); ++i) {
-    const auto b = static_cast<unsigned char>(value[i]);
-    // C1 (U+0080..U+009F) is C2 80..C2 9F in UTF-8 (valid, checked above).
-    const bool c1 = b == 0xC2 && i + 1 < value.size() &&
-                    static_cast<unsigned char>(value[i + 1]) <= 0x9F;
-    if ((b < 0x20 && b != '\t' && b != '\n') || b == 0x7F || c1) {
+    if (ControlCharacterAt(value, i)) {
       return Invalid(field, "contains a control character");
     }
   }

@@ -128,6 +128,28 @@ TEST_F(CliTest, PersonalDataWithheldFromTheCallersRoleIsSaid) {
                    .contains("personal_data_withheld"));
 }
 
+TEST_F(CliTest, NothingAnOfficeWroteCanSteerTheAuditorsTerminal) {
+  // A refused call's subject is logged as the caller gave it; listed raw,
+  // it could erase its own row, print a forged one and hide the rest.
+  const std::string forged =
+      "PK-X\x1b[2K\rFORGED-ROW\x1b[8m\xc2\x9b"
+      "2J";
+  const CommandResult refused = Cli({"case", "get", forged});
+  EXPECT_EQ(refused.exit_code, 1) << refused.err;
+  const std::string auditor = WriteFile(
+      dir_ + "/auditor.toml",
+      ClientConfigToml(gateway_->office_endpoint(), "pk/auditors/pk-auditor"));
+  const CommandResult listing =
+      RunCommand({CliBinary(), "--config", auditor, "audit", "entries"});
+  ASSERT_EQ(listing.exit_code, 0) << listing.err;
+  EXPECT_THAT(listing.out, HasSubstr("PK-X?[2K?FORGED-ROW?[8m?2J"));
+  for (const std::string* text : {&refused.err, &listing.out, &listing.err}) {
+    EXPECT_EQ(text->find('\x1b'), std::string::npos) << *text;
+    EXPECT_EQ(text->find('\r'), std::string::npos) << *text;
+    EXPECT_EQ(text->find("\xc2\x9b"), std::string::npos) << *text;
+  }
+}
+
 TEST_F(CliTest, ListFollowsEveryPageWithAll) {
   for (int i = 0; i < 5; ++i) OpenCase("case " + std::to_string(i));
   CommandResult one_page = Cli({"--json", "case", "list", "--page-size", "2"});
