@@ -206,16 +206,21 @@ absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what) {
   return absl::InternalError(message);
 }
 
+// Whether a gateway may have the database at `path` open: its WAL is
+// beside it. Decided once per verification, for both of its connections.
+bool WalBeside(const std::string& path) {
+  std::error_code error;
+  return std::filesystem::exists(path + "-wal", error);
+}
+
 // Opens the database at `path` read-only (the connection stays on one
 // thread, so SQLite's own locking is not needed). A file no connection has
-// open, with no WAL beside it (a stopped gateway's, or a copy), is opened
-// as immutable: SQLite then creates no -shm or -wal file beside it, so a
-// copy on read-only media can be verified and a forensic directory is left
-// as it was. Beside a live gateway (its WAL is there), it reads as a WAL
-// reader, which the gateway's writes do not block.
-absl::StatusOr<DbPtr> OpenForReading(const std::string& path) {
-  std::error_code error;
-  const bool live = std::filesystem::exists(path + "-wal", error);
+// open (not `live`: a stopped gateway's, or a copy) is opened as immutable:
+// SQLite then creates no -shm or -wal file beside it, so a copy on
+// read-only media can be verified and a forensic directory is left as it
+// was. Beside a live gateway, it reads as a WAL reader, which the gateway's
+// writes do not block.
+absl::StatusOr<DbPtr> OpenForReading(const std::string& path, bool live) {
   std::string uri = "file:";
   for (const char c : path) {
     if (c == '%' || c == '?' || c == '#') {
@@ -237,12 +242,12 @@ absl::StatusOr<DbPtr> OpenForReading(const std::string& path) {
   return db;
 }
 
-// `status`, a failure of the first read, with what to do when it is the
-// directory: a WAL reader needs to create the -shm file beside the database.
-absl::Status ExplainFirstRead(const std::string& path,
+// `status`, a failure of the first read of a `live` database, with what to
+// do when it is the directory: a WAL reader needs to create the -shm file
+// beside the database.
+absl::Status ExplainFirstRead(const std::string& path, bool live,
                               const absl::Status& status) {
-  std::error_code error;
-  if (status.ok() || !std::filesystem::exists(path + "-wal", error) ||
+  if (status.ok() || !live ||
       ::access(std::filesystem::path(path).parent_path().c_str(), W_OK) == 0) {
     return status;
   }
@@ -379,10 +384,11 @@ class NodeChecker {
     bool must_exist = false;
   };
 
-  // Opens `path` again, read-only, in a read transaction of its own.
+  // Opens `path` again, read-only (as the first connection: `live`), in a
+  // read transaction of its own.
   static absl::StatusOr<std::unique_ptr<NodeChecker>> Start(
-      const std::string& path) {
-    CB_ASSIGN_OR_RETURN(DbPtr db, OpenForReading(path));
+      const std::string& path, bool live) {
+    CB_ASSIGN_OR_RETURN(DbPtr db, OpenForReading(path, live));
     if (const int begin =
             sqlite3_exec(db.get(), "BEGIN", nullptr, nullptr, nullptr);
         begin != SQLITE_OK) {
@@ -1252,7 +1258,8 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
   const std::string path = GatewayStore::DatabasePath(data_dir);
   // Read-only: verification never writes, and may run beside a live
   // gateway.
-  CB_ASSIGN_OR_RETURN(DbPtr db, OpenForReading(path));
+  const bool live = WalBeside(path);
+  CB_ASSIGN_OR_RETURN(DbPtr db, OpenForReading(path, live));
   sqlite3_busy_timeout(db.get(), 5000);
   // Reading the file through a memory map saves copying every page out of
   // the page cache: a third of the time of a sequential scan.
@@ -1275,7 +1282,7 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
     CB_ASSIGN_OR_RETURN(StmtPtr version,
                         Prepare(db.get(), "PRAGMA user_version"));
     const absl::StatusOr<bool> row = Step(db.get(), version.get());
-    CB_RETURN_IF_ERROR(ExplainFirstRead(path, row.status()));
+    CB_RETURN_IF_ERROR(ExplainFirstRead(path, live, row.status()));
     const int64_t have = *row ? sqlite3_column_int64(version.get(), 0) : 0;
     const int newest = GatewayMigrations().back().version;
     if (have < kOldestReadable || have > newest) {
@@ -1325,7 +1332,7 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
   }
   // The stored tree's inner nodes are checked on a third thread.
   CB_ASSIGN_OR_RETURN(std::unique_ptr<NodeChecker> nodes,
-                      NodeChecker::Start(path));
+                      NodeChecker::Start(path, live));
   Stream stream(db.get(), *checkpoints, *inbound, stop, nodes.get());
   absl::StatusOr<StreamResult> streamed = stream.Run();
   nodes->Finish();

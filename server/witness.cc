@@ -53,12 +53,12 @@ absl::Status Witness::Load() {
 
 absl::Status Witness::KeepFork(const std::string& caller, uint64_t size,
                                const std::string& held_note,
-                               const std::string& offered_note) {
+                               const std::string& offered_note,
+                               const std::string& offered_text) {
   CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& c) -> absl::Status {
     // The same checkpoint offered again is already on record, under
     // whatever other signature lines (keys nobody trusts here) it comes
     // with: one row and one entry for each contradicting signed text.
-    const absl::StatusOr<note::Note> offered = note::Parse(offered_note);
     CB_ASSIGN_OR_RETURN(auto known,
                         c.Prepare("SELECT offered_note FROM checkpoint_forks "
                                   "WHERE held_note = ?"));
@@ -66,12 +66,8 @@ absl::Status Witness::KeepFork(const std::string& caller, uint64_t size,
     while (true) {
       CB_ASSIGN_OR_RETURN(const bool row, known.Step());
       if (!row) break;
-      const std::string kept = known.ColumnText(0);
-      if (kept == offered_note) return absl::OkStatus();
-      const absl::StatusOr<note::Note> kept_note = note::Parse(kept);
-      if (offered.ok() && kept_note.ok() && kept_note->text == offered->text) {
-        return absl::OkStatus();
-      }
+      const absl::StatusOr<note::Note> kept = note::Parse(known.ColumnText(0));
+      if (kept.ok() && kept->text == offered_text) return absl::OkStatus();
     }
     CB_ASSIGN_OR_RETURN(
         auto insert,
@@ -178,7 +174,8 @@ absl::StatusOr<std::string> Witness::AddCheckpoint(
   }
   const bool same_as_held = !held.note.empty() && size == held.size;
   if (same_as_held && checkpoint->root != held.root) {
-    CB_RETURN_IF_ERROR(KeepFork(caller, size, held.note, offered));
+    CB_RETURN_IF_ERROR(
+        KeepFork(caller, size, held.note, offered, parsed->text));
     log::Error(
         "witness.fork",
         {{"origin", options_.peer_origin}, {"size", size}, {"caller", caller}});

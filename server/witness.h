@@ -65,9 +65,12 @@ class Witness {
   void set_on_fork(std::function<void()> on_fork);
 
  private:
+  // Keeps the pair as evidence, once per offered checkpoint text
+  // (`offered_text`, the signed part of `offered_note`).
   absl::Status KeepFork(const std::string& caller, uint64_t size,
                         const std::string& held_note,
-                        const std::string& offered_note);
+                        const std::string& offered_note,
+                        const std::string& offered_text);
 
   const Options options_;
   // The current checkpoint key, then the previous ones.
