@@ -296,9 +296,13 @@ TEST_F(LimitsTest, ThePeerGatewayHasARateOfItsOwn) {
     }
     return true;
   }));
+  // One burst, or more when calls are slow enough for a refilled token to
+  // end one inside the loop: each burst's first refusal audited, and every
+  // refusal counted in a summary.
   const Bursts bursts = CountBursts(EntriesBy(kCnGatewayId));
-  EXPECT_EQ(bursts.audited_refusals, 1);
-  EXPECT_EQ(bursts.summaries, 1);
+  EXPECT_GE(bursts.audited_refusals, 1);
+  EXPECT_LT(bursts.audited_refusals, refused);
+  EXPECT_EQ(bursts.summaries, bursts.audited_refusals);
   EXPECT_EQ(bursts.summarized, refused);
   // The office port's limits are apart: the peer's bucket left them alone.
   EXPECT_OK(Office(kFia)->WhoAmI().status());
