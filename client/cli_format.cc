@@ -266,6 +266,10 @@ std::streamsize TerminalFilter::xsputn(const char* s, std::streamsize n) {
 
 int TerminalFilter::sync() { return out_->pubsync(); }
 
+std::string JsonLine(const nlohmann::ordered_json& json) {
+  return json.dump(-1, ' ', /*ensure_ascii=*/true) + "\n";
+}
+
 std::string FormatTable(const std::vector<std::vector<std::string>>& raw) {
   std::vector<std::vector<std::string>> rows;
   rows.reserve(raw.size());

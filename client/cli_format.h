@@ -3,6 +3,7 @@
 #ifndef CASEBRIDGE_CLIENT_CLI_FORMAT_H_
 #define CASEBRIDGE_CLIENT_CLI_FORMAT_H_
 
+#include <nlohmann/json.hpp>
 #include <streambuf>
 #include <string>
 #include <vector>
@@ -90,7 +91,8 @@ std::string FormatMarking(const HandlingMarking& marking, bool verified = true);
 // or the peer chose (an audit entry's subjects, a peer's refusal), which
 // must not steer the terminal (clear lines, move the cursor, hide what
 // follows). The CLI puts one over stdout and one over stderr, so no output
-// path can miss it; JSON output escapes control characters itself.
+// path can miss it; JSON output escapes control characters itself
+// (JsonLine, and protobuf's JSON).
 class TerminalFilter final : public std::streambuf {
  public:
   explicit TerminalFilter(std::streambuf* out) : out_(out) {}
@@ -109,6 +111,12 @@ class TerminalFilter final : public std::streambuf {
   // next write starts with 0x80..0x9F.
   bool lead_held_ = false;
 };
+
+// `json` on one line with every character beyond ASCII escaped (\uXXXX):
+// exact for any JSON reader, and nothing in it for a TerminalFilter to
+// change (plain dump() writes DEL and C1 controls raw, which the filter
+// would show as '?').
+std::string JsonLine(const nlohmann::ordered_json& json);
 
 // Columns padded by display width (CJK characters take two cells). Each
 // cell on one line: newlines and tabs become spaces.

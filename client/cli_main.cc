@@ -297,7 +297,7 @@ int AuditVerify(const Options& options, const std::string& data_dir,
     }
     if (!r.ok) out["problem"] = r.problem;
     out["notes"] = r.notes;
-    std::cout << out.dump() << "\n";
+    std::cout << cb::cli::JsonLine(out);
   } else if (r.ok) {
     std::cout << "audit log " << data_dir << ": OK, " << r.entries
               << (r.entries == 1 ? " entry, " : " entries, ") << r.checkpoints
@@ -413,7 +413,7 @@ int EvidenceVerify(const Options& options, const std::string& path,
       out["problem"] = report.problem;
     }
     out["notes"] = report.notes;
-    std::cout << out.dump() << "\n";
+    std::cout << cb::cli::JsonLine(out);
     return report.ok() ? kExitOk : kExitDamaged;
   }
   if (marking.ok()) {
@@ -503,7 +503,7 @@ int CertsStatus(const Options& options, const std::string& config_path) {
     out["expiry_warning_days"] = config->expiry_warning_days;
     out["crl_expiry_warning_days"] = config->crl_expiry_warning_days;
     out["items"] = std::move(items);
-    std::cout << out.dump() << "\n";
+    std::cout << cb::cli::JsonLine(out);
   } else {
     std::cout << cb::cli::FormatTable(rows);
     std::cout << (failed ? "certificates: FAILED (expired, not yet valid, "
@@ -557,7 +557,7 @@ int PolicyCheck(const Options& options, const std::string& config_path) {
     out["offices"] = std::move(offices);
     out["peer_offices"] = config->peer_offices;
     out["offices_without_permissions"] = idle;
-    std::cout << out.dump() << "\n";
+    std::cout << cb::cli::JsonLine(out);
   } else {
     std::cout << cb::cli::FormatTable(rows);
     std::cout << "peer offices that may send messages here: "
@@ -933,7 +933,7 @@ int Main(int argc, char** argv) {
       nlohmann::ordered_json out =
           nlohmann::ordered_json::parse(cb::cli::ToJson(got_case));
       if (got->personal_data_withheld()) out["personal_data_withheld"] = true;
-      std::cout << out.dump() << "\n";
+      std::cout << cb::cli::JsonLine(out);
     } else {
       std::cout << cb::cli::FormatCase(got_case);
       if (got->personal_data_withheld()) std::cout << kWithheldNote;
@@ -1225,7 +1225,7 @@ int Main(int argc, char** argv) {
       if (marking.ok()) AddMarking(*marking, out);
       out["file"] = evidence_out;
       out["bytes"] = bytes.size();
-      std::cout << out.dump() << "\n";
+      std::cout << cb::cli::JsonLine(out);
     } else {
       if (marking.ok()) std::cout << cb::cli::FormatMarking(*marking);
       std::cout << "evidence of envelope " << envelope_id << " written to "

@@ -212,6 +212,23 @@ TEST(CliFormatTest, TheTerminalFilterShowsControlCharactersAsQuestionMarks) {
             "a?2J b?c\n\tفوری 邯郸 \xc2\xa9\n");
 }
 
+TEST(CliFormatTest, JsonLinesKeepControlCharactersExactAndPassTheFilter) {
+  // Text an evidence file or a refused call's subject carries, with DEL
+  // and a C1 control that plain dump() would write raw.
+  nlohmann::ordered_json json;
+  json["subject"] = "a\x7f\xc2\x9b\x1b[2J 邯郸";
+  const std::string line = JsonLine(json);
+  EXPECT_EQ(line,
+            "{\"subject\":\"a\\u007f\\u009b\\u001b[2J \\u90af\\u90f8\"}\n");
+  EXPECT_EQ(nlohmann::ordered_json::parse(line), json);
+  std::stringbuf shown;
+  {
+    TerminalFilter filter(&shown);
+    std::ostream(&filter) << line;
+  }
+  EXPECT_EQ(shown.str(), line);
+}
+
 TEST(CliFormatTest, EveryTableCellStaysOnItsLine) {
   v1::GetEntriesResponse entries;
   v1::AuditEntry* e = entries.add_entries();
