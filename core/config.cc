@@ -570,6 +570,9 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
     CB_ASSIGN_OR_RETURN(l.peer_refusal_audit_burst,
                         limits.Integer("peer_refusal_audit_burst",
                                        l.peer_refusal_audit_burst, 1, 1000000));
+    CB_ASSIGN_OR_RETURN(l.refusal_summary_seconds,
+                        limits.Integer("refusal_summary_seconds",
+                                       l.refusal_summary_seconds, 1, 86400));
     CB_ASSIGN_OR_RETURN(
         l.office_streams_per_identity,
         limits.Integer("office_streams_per_identity",

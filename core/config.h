@@ -63,6 +63,9 @@ struct Limits {
   // peer streaming refused envelopes cannot grow the audit log at will.
   int peer_refusal_audits_per_second = 50;
   int peer_refusal_audit_burst = 1000;
+  // A burst of refusals still open (counted, not audited one by one) has
+  // its count audited at least this often, and when the gateway stops.
+  int refusal_summary_seconds = 60;
   // WatchInbox streams one identity may hold open at once.
   int office_streams_per_identity = 16;
   // Threads that run calls and the exchange's work (the work queue). An

@@ -133,7 +133,7 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
         *audit = decision.status.ok() || decision.audit;
         // This bucket has no other limit: a call it admits ends its burst.
         if (decision.status.ok()) {
-          AuditBurst(bucket, limiter_->CloseBurst(bucket));
+          AuditBurst(*limiter_, bucket, limiter_->CloseBurst(bucket));
         }
       }
       return revoked;
@@ -155,7 +155,7 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
   // open for good. A stream that passes still has the stream limit ahead:
   // the caller closes the burst after TrackStream.
   if (limiter_ != nullptr && (!caller.ok() || !IsStream(action))) {
-    AuditBurst(*id, limiter_->CloseBurst(*id));
+    AuditBurst(*limiter_, *id, limiter_->CloseBurst(*id));
   }
   return caller;
 }
@@ -251,16 +251,14 @@ bool CallHandler::AuditStranger(const std::string& group) {
   if (strangers_ == nullptr) return true;
   const CallLimiter::Decision decision = strangers_->AdmitCall(group);
   if (!decision.status.ok()) return decision.audit;
-  AuditBurst(group, strangers_->CloseBurst(group), /*unaudited=*/true);
+  AuditBurst(*strangers_, group, strangers_->CloseBurst(group));
   return true;
 }
 
-void CallHandler::AuditBurst(const std::string& identity,
-                             const CallLimiter::Decision& closed,
-                             bool unaudited) {
-  SummarizeBurst(*audit_, identity, closed,
-                 unaudited ? "calls refused" : "calls refused by the limits",
-                 unaudited ? " beyond limits.stranger_audits_per_second" : "");
+void CallHandler::AuditBurst(const CallLimiter& limiter,
+                             const std::string& identity,
+                             const CallLimiter::Decision& closed) {
+  limiter.Summarize(*audit_, identity, closed);
 }
 
 void CallHandler::OnCallDone(const grpc::CallbackServerContext* context) {
@@ -410,7 +408,7 @@ void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
         status = TrackStream(context, action, identity, audit_action, &audit);
       }
       if (status.ok() && stream && limiter_ != nullptr) {
-        AuditBurst(identity, limiter_->CloseBurst(identity));
+        AuditBurst(*limiter_, identity, limiter_->CloseBurst(identity));
       }
       if (status.ok()) status = body(*caller);
     }

@@ -179,10 +179,9 @@ class CallHandler {
   // bucket, so callers a foreign CA can mint without end cannot grow the
   // limiter or the log.
   bool AuditStranger(const std::string& group);
-  // Writes the summary entry of a burst of limit refusals (of refusals
-  // audited only by their count, if `unaudited`).
-  void AuditBurst(const std::string& identity,
-                  const CallLimiter::Decision& closed, bool unaudited = false);
+  // Writes the summary entry of a burst of `limiter`'s refusals.
+  void AuditBurst(const CallLimiter& limiter, const std::string& identity,
+                  const CallLimiter::Decision& closed);
   // Cancels and audits every open stream for which `why` is not OK (its
   // outcome is the audited reason). Returns how many.
   int EndStreams(const std::function<absl::Status(const OpenStream&)>& why);

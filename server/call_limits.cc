@@ -28,6 +28,8 @@ CallLimiter::Decision CallLimiter::RefuseLocked(Bucket& bucket,
     bucket.refusing = true;
     bucket.refusals = 0;
     bucket.burst_start = clock_->Now();
+    bucket.burst_began = bucket.burst_start;
+    bucket.reported = false;
     decision.audit = true;
   }
   ++bucket.refusals;
@@ -80,9 +82,37 @@ CallLimiter::Decision CallLimiter::CloseBurst(const std::string& identity) {
   Bucket& bucket = it->second;
   decision.burst_refusals = bucket.refusals;
   decision.burst_start = bucket.burst_start;
+  decision.burst_began = bucket.burst_began;
+  decision.reported_before = bucket.reported;
   bucket.refusing = false;
   bucket.refusals = 0;
   return decision;
+}
+
+std::vector<std::pair<std::string, CallLimiter::Decision>>
+CallLimiter::TakeOpenBursts(bool end_all) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
+  std::vector<std::pair<std::string, Decision>> out;
+  for (auto& [identity, bucket] : buckets_) {
+    if (!bucket.refusing) continue;
+    Decision counted;
+    counted.burst_refusals = bucket.refusals;
+    counted.burst_start = bucket.burst_start;
+    counted.burst_began = bucket.burst_began;
+    counted.reported_before = bucket.reported;
+    // A burst with nothing counted since its last report has stopped.
+    counted.ended = end_all || bucket.refusals == 0;
+    if (counted.ended) {
+      bucket.refusing = false;
+    } else {
+      bucket.reported = true;
+      bucket.burst_start = now;
+    }
+    bucket.refusals = 0;
+    out.emplace_back(identity, counted);
+  }
+  return out;
 }
 
 void CallLimiter::StreamClosed(const std::string& identity) {
@@ -97,22 +127,68 @@ int CallLimiter::open_streams(const std::string& identity) const {
   return it == buckets_.end() ? 0 : it->second.streams;
 }
 
-void SummarizeBurst(AuditLog& audit, const std::string& identity,
-                    const CallLimiter::Decision& closed,
-                    absl::string_view refused, absl::string_view beyond) {
-  if (closed.burst_refusals <= 0) return;
-  const std::string since = absl::FormatTime(
-      "%Y-%m-%dT%H:%M:%SZ", closed.burst_start, absl::UTCTimeZone());
+void CallLimiter::Summarize(AuditLog& audit, const std::string& identity,
+                            const Decision& counted) const {
+  if (counted.burst_refusals <= 0) return;
+  auto format = [](absl::Time t) {
+    return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
+  };
+  const std::string since = format(counted.burst_start);
   AuditEvent event;
   event.actor = identity;
   event.action = "limits.refused";
   event.outcome = absl::ResourceExhaustedError(
-      absl::StrCat(closed.burst_refusals, " ", refused, " since ", since,
-                   beyond, "; only the first was audited on its own"));
+      counted.reported_before
+          ? absl::StrCat(counted.burst_refusals, " more ", options_.refused,
+                         " since ", since, options_.beyond,
+                         " (the burst began ", format(counted.burst_began),
+                         "); none was audited on its own")
+          : absl::StrCat(counted.burst_refusals, " ", options_.refused,
+                         " since ", since, options_.beyond,
+                         "; only the first was audited on its own"));
   AppendOrLog(audit, event);
-  log::Warning("limits.burst_ended", {{"identity", identity},
-                                      {"refused", closed.burst_refusals},
-                                      {"since", since}});
+  log::Warning(counted.ended ? "limits.burst_ended" : "limits.burst_counted",
+               {{"identity", identity},
+                {"refused", counted.burst_refusals},
+                {"since", since}});
+}
+
+OpenBurstReporter::OpenBurstReporter(std::vector<CallLimiter*> limiters,
+                                     AuditLog* audit, absl::Duration interval)
+    : limiters_(std::move(limiters)), audit_(audit), interval_(interval) {
+  thread_ = std::thread([this] { Run(); });
+}
+
+OpenBurstReporter::~OpenBurstReporter() { Stop(); }
+
+void OpenBurstReporter::Report(bool end_all) {
+  for (CallLimiter* limiter : limiters_) {
+    for (const auto& [identity, counted] : limiter->TakeOpenBursts(end_all)) {
+      limiter->Summarize(*audit_, identity, counted);
+    }
+  }
+}
+
+void OpenBurstReporter::Run() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval_);
+      if (stopping_) return;
+    }
+    Report(/*end_all=*/false);
+  }
+}
+
+void OpenBurstReporter::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  Report(/*end_all=*/true);
 }
 
 }  // namespace casebridge::server

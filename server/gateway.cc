@@ -281,6 +281,8 @@ absl::Status Gateway::Init(const Clock* clock) {
   stranger_limits.calls_per_second = c.limits.stranger_audits_per_second;
   stranger_limits.burst = c.limits.stranger_audit_burst;
   stranger_limits.rate_key = "limits.stranger_audits_per_second";
+  stranger_limits.refused = "calls refused";
+  stranger_limits.beyond = " beyond limits.stranger_audits_per_second";
   stranger_limiter_ = std::make_unique<CallLimiter>(stranger_limits, clock);
   policies_ = std::make_unique<PolicyHolder>(
       std::make_shared<const AccessPolicy>(config_));
@@ -319,6 +321,11 @@ absl::Status Gateway::Init(const Clock* clock) {
   inbound_ = std::make_unique<Inbound>(
       &config_, &store_->exchange(), &store_->audit_log(), &peer_envelope_keys_,
       envelope_signer_.get(), clock, policies_.get());
+  burst_reporter_ = std::make_unique<OpenBurstReporter>(
+      std::vector<CallLimiter*>{office_limiter_.get(), peer_limiter_.get(),
+                                stranger_limiter_.get(),
+                                inbound_->refusal_audits()},
+      &store_->audit_log(), absl::Seconds(c.limits.refusal_summary_seconds));
 
   const std::string our_country(CountryCode(c.country));
   const std::string peer_country(CountryCode(PeerCountry(c.country)));
@@ -469,6 +476,8 @@ void Gateway::Shutdown(absl::Duration drain) {
   });
   if (peer_server_) peer_server_->Shutdown(deadline);
   office.join();
+  // No call is left to end a burst: each open one gets its summary now.
+  if (burst_reporter_) burst_reporter_->Stop();
   // Envelopes in flight stay in the outbox and go again after a restart.
   if (peer_link_) peer_link_->Stop();
   if (checkpointer_) checkpointer_->Stop();

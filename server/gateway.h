@@ -23,6 +23,7 @@ class GatewayStore;
 class WorkQueue;
 class CallHandler;
 class CallLimiter;
+class OpenBurstReporter;
 class CertMonitor;
 class Revocations;
 class OfficeServiceImpl;
@@ -114,6 +115,8 @@ class Gateway {
   std::unique_ptr<OfficeServiceImpl> office_service_;
   std::unique_ptr<AuditServiceImpl> office_audit_service_;
   std::unique_ptr<Inbound> inbound_;
+  // After the limiters and inbound_, whose bursts it summarizes.
+  std::unique_ptr<OpenBurstReporter> burst_reporter_;
   std::unique_ptr<PeerServiceImpl> peer_service_;
   std::unique_ptr<AuditServiceImpl> peer_audit_service_;
   std::unique_ptr<grpc::Server> office_server_;

@@ -47,7 +47,9 @@ Inbound::Inbound(const config::Gateway* config, ExchangeStore* store,
                   config->limits.peer_refusal_audits_per_second),
               .burst =
                   static_cast<double>(config->limits.peer_refusal_audit_burst),
-              .rate_key = "limits.peer_refusal_audits_per_second"},
+              .rate_key = "limits.peer_refusal_audits_per_second",
+              .refused = "envelopes refused",
+              .beyond = " beyond limits.peer_refusal_audits_per_second"},
           clock) {}
 
 bool Inbound::IsPermanent(const absl::Status& refusal) {
@@ -333,9 +335,8 @@ void Inbound::Refuse(const absl::Status& refusal, AuditEvent event,
 }
 
 void Inbound::EndRefusalBurst(const std::string& peer_identity) {
-  SummarizeBurst(*audit_, peer_identity,
-                 refusal_audits_.CloseBurst(peer_identity), "envelopes refused",
-                 " beyond limits.peer_refusal_audits_per_second");
+  refusal_audits_.Summarize(*audit_, peer_identity,
+                            refusal_audits_.CloseBurst(peer_identity));
 }
 
 }  // namespace casebridge::server

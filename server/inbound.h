@@ -73,8 +73,11 @@ class Inbound {
   // (burst limits.peer_refusal_audit_burst); beyond, they are counted, and a
   // burst's count is audited as one limits.refused entry when a refusal is
   // next audited on its own, or when the peer's Deliver stream ends (the
-  // peer service calls this then).
+  // peer service calls this then); OpenBurstReporter counts a burst that
+  // goes on.
   void EndRefusalBurst(const std::string& peer_identity);
+  // The limiter that counts them, for OpenBurstReporter.
+  CallLimiter* refusal_audits() { return &refusal_audits_; }
 
  private:
   absl::Status CheckContent(const AccessPolicy& policy,

@@ -593,6 +593,7 @@ TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
   EXPECT_EQ(defaults.limits.stranger_audit_burst, 20);
   EXPECT_EQ(defaults.limits.peer_refusal_audits_per_second, 50);
   EXPECT_EQ(defaults.limits.peer_refusal_audit_burst, 1000);
+  EXPECT_EQ(defaults.limits.refusal_summary_seconds, 60);
   EXPECT_EQ(defaults.limits.work_threads, 8);
 
   GatewayConfigOptions options;
@@ -604,10 +605,12 @@ TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
       "office_streams_per_identity = 2\nwork_threads = 24\n"
       "peer_calls_per_second = 7\npeer_burst = 70\n"
       "stranger_audits_per_second = 3\nstranger_audit_burst = 9\n"
-      "peer_refusal_audits_per_second = 4\npeer_refusal_audit_burst = 40\n";
+      "peer_refusal_audits_per_second = 4\npeer_refusal_audit_burst = 40\n"
+      "refusal_summary_seconds = 5\n";
   ASSERT_OK_AND_ASSIGN(const Gateway set, Parse(Toml(options)));
   EXPECT_EQ(set.limits.peer_refusal_audits_per_second, 4);
   EXPECT_EQ(set.limits.peer_refusal_audit_burst, 40);
+  EXPECT_EQ(set.limits.refusal_summary_seconds, 5);
   EXPECT_EQ(set.limits.peer_calls_per_second, 7);
   EXPECT_EQ(set.limits.peer_burst, 70);
   EXPECT_EQ(set.limits.stranger_audits_per_second, 3);
@@ -647,6 +650,10 @@ TEST_F(GatewayConfigTest, BadLifecycleAndLimitSettingsAreRefusedNamingTheKey) {
             "limits.peer_refusal_audits_per_second"},
            {"", "peer_refusal_audit_burst = 1000001",
             "limits.peer_refusal_audit_burst"},
+           {"", "refusal_summary_seconds = 0",
+            "limits.refusal_summary_seconds"},
+           {"", "refusal_summary_seconds = 86401",
+            "limits.refusal_summary_seconds"},
            {"", "office_streams_per_identity = 0",
             "limits.office_streams_per_identity"},
            {"", "work_threads = 3",

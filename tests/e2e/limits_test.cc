@@ -12,9 +12,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "casebridge/v1/office.grpc.pb.h"
 #include "casebridge/v1/peer.grpc.pb.h"
 #include "client/office_client.h"
+#include "nlohmann/json.hpp"
 #include "tests/e2e/e2e_util.h"
 #include "tests/testing/process.h"
 #include "tests/testing/status_matchers.h"
@@ -154,6 +156,34 @@ class LimitsTest : public ::testing::Test {
     EXPECT_LT(own.size(), static_cast<size_t>(calls) / 2);
   }
 
+  // The refusals of `identity` the gateway's log says were summarized
+  // (limits.burst_counted and limits.burst_ended lines), read without a
+  // call, so that waiting for them spends no one's allowance.
+  int64_t LoggedSummaries(const std::string& identity) {
+    int64_t refused = 0;
+    for (absl::string_view line : absl::StrSplit(gateway_->Log(), '\n')) {
+      if (!absl::StrContains(line, "\"limits.burst_")) continue;
+      const auto json = nlohmann::json::parse(line, nullptr, false);
+      if (json.is_discarded() || json.value("identity", "") != identity) {
+        continue;
+      }
+      refused += json.value("refused", int64_t{0});
+    }
+    return refused;
+  }
+
+  // Calls `fia` makes beyond its allowance, all refused before a token
+  // comes back; returns how many were refused.
+  int Flood(client::OfficeClient& fia) {
+    int refused = 0;
+    for (int i = 0; i < 12; ++i) {
+      const absl::Status status = fia.WhoAmI().status();
+      if (status.code() == absl::StatusCode::kResourceExhausted) ++refused;
+    }
+    EXPECT_GE(refused, 4);
+    return refused;
+  }
+
   int CaseCount() {
     v1::ListCasesRequest request;
     request.set_page_size(500);
@@ -237,6 +267,41 @@ TEST_F(LimitsTest, BurstsOfAnIdentityNeverAdmittedAreSummarizedToo) {
   // inside the loop of eight and open the next.
   const Bursts bursts = CountBursts(EntriesBy(kUnlistedId));
   EXPECT_GE(bursts.audited_refusals, 2);
+  EXPECT_EQ(bursts.summaries, bursts.audited_refusals);
+  EXPECT_EQ(bursts.summarized, refused);
+}
+
+TEST_F(LimitsTest, RefusalsOfAnIdentityThatStopsCallingAreCountedAllTheSame) {
+  // No call of the FIA desk ends its burst: it never calls again. The
+  // burst's count is audited all the same, within the summary interval.
+  StartGateway(
+      "office_calls_per_second = 1\noffice_burst = 3\n"
+      "refusal_summary_seconds = 1\n");
+  const int refused = Flood(*Office(kFia));
+  ASSERT_TRUE(WaitUntil([&] { return LoggedSummaries(kFiaId) >= refused; }))
+      << gateway_->Log();
+  const Bursts bursts = CountBursts(FiaAuditEntries());
+  EXPECT_GE(bursts.audited_refusals, 1);
+  EXPECT_LT(bursts.audited_refusals, refused);
+  EXPECT_GE(bursts.summaries, bursts.audited_refusals);
+  EXPECT_EQ(bursts.summarized, refused);
+}
+
+TEST_F(LimitsTest, BurstsStillOpenWhenTheGatewayStopsAreSummarized) {
+  StartGateway(
+      "office_calls_per_second = 1\noffice_burst = 3\n"
+      "refusal_summary_seconds = 3600\n");
+  const int refused = Flood(*Office(kFia));
+  // Slow calls may let a refilled token end a burst inside the flood; the
+  // last one is open.
+  EXPECT_LT(LoggedSummaries(kFiaId), refused);
+  ASSERT_EQ(gateway_->Stop(), 0) << gateway_->Log();
+  EXPECT_EQ(LoggedSummaries(kFiaId), refused) << gateway_->Log();
+  // On record, as a restart shows.
+  gateway_.reset();
+  ASSERT_OK_AND_ASSIGN(gateway_, GatewayProcess::Start(dir_ + "/pk.toml"));
+  const Bursts bursts = CountBursts(FiaAuditEntries());
+  EXPECT_GE(bursts.audited_refusals, 1);
   EXPECT_EQ(bursts.summaries, bursts.audited_refusals);
   EXPECT_EQ(bursts.summarized, refused);
 }
