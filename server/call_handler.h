@@ -94,7 +94,7 @@ class CallHandler {
     std::vector<std::string> names;
     if (parsed.ok() && subjects) names = subjects(*request);
     if (parsed.ok() && port_ == Port::kOffice) {
-      parsed = CheckFieldSizes(*request);
+      parsed = CheckRequestFields(*request);
     }
     const bool ahead = parsed.ok() && first && first(*request);
     Run(

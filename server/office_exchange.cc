@@ -466,6 +466,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* OfficeServiceImpl::WatchInbox(
       [this, stream, bytes](const Caller& caller) -> absl::Status {
         v1::WatchInboxRequest r;
         CB_RETURN_IF_ERROR(ParseRequest(bytes, &r));
+        CB_RETURN_IF_ERROR(CheckRequestFields(r));
         int64_t cursor = 0;
         // Cursors are issued in increasing order; one beyond the newest
         // would silently skip the messages to come until they passed it.

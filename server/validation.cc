@@ -8,6 +8,7 @@
 #include "core/identity.h"
 #include "core/status_macros.h"
 #include "core/utf8.h"
+#include "google/protobuf/unknown_field_set.h"
 
 namespace casebridge::server {
 namespace {
@@ -100,6 +101,15 @@ absl::Status CheckSizesUnder(const google::protobuf::Message& message,
                              const std::string& prefix) {
   using google::protobuf::FieldDescriptor;
   const google::protobuf::Reflection* reflection = message.GetReflection();
+  if (const google::protobuf::UnknownFieldSet& unknown =
+          reflection->GetUnknownFields(message);
+      !unknown.empty()) {
+    return Invalid(
+        prefix.empty() ? "request" : prefix,
+        absl::StrCat("carries field number ", unknown.field(0).number(),
+                     ", which this gateway does not know (is the "
+                     "client newer than the gateway?)"));
+  }
   std::vector<const FieldDescriptor*> fields;
   reflection->ListFields(message, &fields);
   std::string scratch;
@@ -165,7 +175,7 @@ size_t MaxFieldBytes(absl::string_view full_name) {
   return it == kLimits->end() ? kDefaultMaxFieldBytes : it->second;
 }
 
-absl::Status CheckFieldSizes(const google::protobuf::Message& request) {
+absl::Status CheckRequestFields(const google::protobuf::Message& request) {
   return CheckSizesUnder(request, "");
 }
 

@@ -39,9 +39,12 @@ inline constexpr size_t kDefaultMaxFieldBytes = 256;
 // "casebridge.v1.CaseMessage.body".
 size_t MaxFieldBytes(absl::string_view full_name);
 
-// INVALID_ARGUMENT "<path>: is longer than N bytes" for the first string or
-// bytes field of `request`, at any depth, over its byte limit.
-absl::Status CheckFieldSizes(const google::protobuf::Message& request);
+// INVALID_ARGUMENT for the first field of an office's `request`, at any
+// depth, that is over its byte limit ("<path>: is longer than N bytes") or
+// that this gateway does not know ("<path>: carries field number N, which
+// this gateway does not know ..."): an unknown field would otherwise be
+// kept in stored cases and sent abroad unchecked.
+absl::Status CheckRequestFields(const google::protobuf::Message& request);
 
 // Caller-supplied text for an error message: at most 64 bytes of valid
 // UTF-8 cut on a character boundary, control characters shown as '?',

@@ -435,7 +435,8 @@ TEST_F(LimitsTest, CallWithoutDeadlineIsRefusedAndAudited) {
   EXPECT_EQ(FiaAuditEntries().size(), 1u);
 }
 
-TEST_F(LimitsTest, OversizedFieldsAreRefusedNamingTheFieldAndNothingIsStored) {
+TEST_F(LimitsTest,
+       OversizedOrUnknownFieldsAreRefusedNamingTheFieldAndNothingIsStored) {
   StartGateway("");
   auto fia = Office(kFia);
   EXPECT_THAT(fia->OpenCase(ValidDraft(std::string(16001, 's'))),
@@ -444,13 +445,24 @@ TEST_F(LimitsTest, OversizedFieldsAreRefusedNamingTheFieldAndNothingIsStored) {
   EXPECT_THAT(fia->GetDeliveryStatus(std::string(300, 'm')),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "message_id: is longer than 256 bytes"));
+  // A field this gateway does not know, as a newer client might send: it
+  // would be stored with the case and shared abroad unchecked.
+  v1::CaseReference draft = ValidDraft();
+  draft.GetReflection()->MutableUnknownFields(&draft)->AddLengthDelimited(
+      99, std::string(100000, 'u'));
+  EXPECT_THAT(fia->OpenCase(draft),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("case_reference: carries field number 99, "
+                                 "which this gateway does not know")));
   EXPECT_EQ(CaseCount(), 0);
   const auto entries = FiaAuditEntries();
-  ASSERT_EQ(entries.size(), 2u);
+  ASSERT_EQ(entries.size(), 3u);
   EXPECT_EQ(entries[0].action(), "case.open");
   EXPECT_EQ(entries[0].status_code(), 3);
   EXPECT_EQ(entries[1].action(), "message.status");
   EXPECT_EQ(entries[1].status_code(), 3);
+  EXPECT_EQ(entries[2].action(), "case.open");
+  EXPECT_EQ(entries[2].status_code(), 3);
 }
 
 // The gateway's threads named `name` (/proc/<pid>/task/*/comm).

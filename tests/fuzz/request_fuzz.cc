@@ -106,14 +106,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 0: {
       v1::OpenCaseRequest r;
       if (!Parse(bytes, &r)) break;
-      Check(casebridge::server::CheckFieldSizes(r));
+      Check(casebridge::server::CheckRequestFields(r));
       Check(casebridge::server::ValidateOpenCase(r));
       break;
     }
     case 1: {
       v1::UpdateCaseRequest r;
       if (!Parse(bytes, &r)) break;
-      Check(casebridge::server::CheckFieldSizes(r));
+      Check(casebridge::server::CheckRequestFields(r));
       Check(casebridge::server::ValidateUpdateCase(r));
       break;
     }
@@ -137,7 +137,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 3: {
       v1::SendMessageRequest r;
       if (!Parse(bytes, &r)) break;
-      Check(casebridge::server::CheckFieldSizes(r));
+      Check(casebridge::server::CheckRequestFields(r));
       Check(casebridge::server::ValidateMessageContent(r.message(), "message"));
       break;
     }
