@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/crypto.h"
+#include "core/envelope.h"
 #include "core/status_macros.h"
 
 namespace casebridge::server {
@@ -313,11 +314,14 @@ absl::StatusOr<StoredPayload> ToStoredEnvelope(
     absl::string_view record, absl::string_view field,
     const v1::SignedEnvelope& envelope) {
   StoredPayload out;
+  // Fields outside the signed bytes are signed by nobody: not kept
+  // (exchange::StoredBytes).
   if (sealer == nullptr) {
-    out.bytes = envelope.SerializeAsString();
+    out.bytes = exchange::StoredBytes(envelope);
     return out;
   }
   v1::SignedEnvelope stored = envelope;
+  stored.DiscardUnknownFields();
   CB_ASSIGN_OR_RETURN(*stored.mutable_envelope(),
                       sealer->Seal(conn, record, field, envelope.envelope()));
   out.bytes = stored.SerializeAsString();

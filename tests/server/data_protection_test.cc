@@ -185,7 +185,10 @@ class DataProtectionTest : public ::testing::Test {
     ASSERT_OK(Accept(message).status());
   }
 
-  absl::StatusOr<InboundResult> Accept(const v1::CaseMessage& message) {
+  // `padding`: bytes of a field the sender adds to the wrapper, outside
+  // what it signs.
+  absl::StatusOr<InboundResult> Accept(const v1::CaseMessage& message,
+                                       size_t padding = 0) {
     v1::Envelope envelope;
     envelope.set_envelope_id("E-" + message.message_id());
     envelope.set_origin_gateway(kCnGateway);
@@ -196,6 +199,11 @@ class DataProtectionTest : public ::testing::Test {
     envelope.set_origin_audit_index(41);
     auto signed_envelope = exchange::SignEnvelope(envelope, *cn_envelope_);
     CB_RETURN_IF_ERROR(signed_envelope.status());
+    if (padding > 0) {
+      signed_envelope->GetReflection()
+          ->MutableUnknownFields(&*signed_envelope)
+          ->AddLengthDelimited(99, std::string(padding, 'x'));
+    }
     return store_->exchange().AcceptInbound(
         *signed_envelope, envelope, {kFia},
         [&](uint64_t index,
@@ -351,6 +359,36 @@ TEST_F(DataProtectionTest, MessageBodiesAndEnvelopesAreSealedOnDisk) {
   ASSERT_NE(raw.find("CN-M-1"), std::string::npos);
   EXPECT_EQ(raw.find(kBody), std::string::npos);
   EXPECT_EQ(raw.find("shelter in Lahore"), std::string::npos);
+}
+
+TEST_F(DataProtectionTest, FieldsAPeerAddsOutsideTheSignedBytesAreNotSealedIn) {
+  // Kept, such a field would make evidence bundles of the envelope
+  // unverifiable (a verifier refuses fields it does not know) and take room
+  // past the envelope's size limit.
+  ASSERT_OK(Accept(PeerMessage("CN-M-1", v1::MESSAGE_KIND_RESCUE_UPDATE),
+                   /*padding=*/64 << 10)
+                .status());
+  std::string stored;
+  bool sealed = false;
+  ASSERT_OK(store_->database().Read([&](sqlite::Connection& c) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(auto row,
+                        c.Prepare("SELECT signed_envelope, sealed FROM inbound "
+                                  "WHERE envelope_id = 'E-CN-M-1'"));
+    CB_ASSIGN_OR_RETURN(const bool found, row.Step());
+    if (found) {
+      stored = row.ColumnBlob(0);
+      sealed = row.ColumnInt(1) != 0;
+    }
+    return absl::OkStatus();
+  }));
+  EXPECT_TRUE(sealed);
+  EXPECT_LT(stored.size(), 4096u);
+  v1::SignedEnvelope wrapper;
+  ASSERT_TRUE(wrapper.ParseFromString(stored));
+  EXPECT_TRUE(wrapper.GetReflection()->GetUnknownFields(wrapper).empty());
+  // And the envelope itself reads back as signed.
+  ASSERT_EQ(Inbox().size(), 1u);
+  EXPECT_EQ(Inbox()[0].message.body(), kBody);
 }
 
 TEST_F(DataProtectionTest, MintsPseudonymsForVictimsWithoutOne) {
