@@ -27,6 +27,10 @@ absl::Status PeerCaseUnchangeable(const std::string& id) {
                    "changes it"));
 }
 
+// Room a ListCases response keeps under limits.max_message_bytes for what
+// it holds besides its cases (the page token, flags).
+constexpr size_t kPageSlackBytes = 1024;
+
 // Whether `c` passes `filter`'s conditions on its fields, as ListCases' SQL
 // tests them (the visibility condition aside).
 bool Matches(const v1::CaseReference& c, const CaseFilter& filter) {
@@ -289,8 +293,14 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ListCases(
         // is tested here on the version the caller's office may read, so
         // that neither the page nor its token depends on a version held
         // back from it. One more match than the page says whether more
-        // follow.
+        // follow. A page also ends before its response would pass
+        // limits.max_message_bytes (gRPC would refuse to send it): the
+        // token continues from there.
+        const size_t max_bytes =
+            static_cast<size_t>(config_->limits.max_message_bytes) -
+            kPageSlackBytes;
         std::vector<v1::CaseReference> cases;
+        size_t page_bytes = 0;
         int64_t last_position = 0;
         bool has_more = false;
         int64_t scanned = after;
@@ -319,6 +329,14 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ListCases(
               has_more = true;
               break;
             }
+            MarkHandling(&c);
+            // Its bytes in the response, with the field's tag and length.
+            const size_t bytes = c.ByteSizeLong() + 6;
+            if (!cases.empty() && page_bytes + bytes > max_bytes) {
+              has_more = true;
+              break;
+            }
+            page_bytes += bytes;
             last_position = page.positions[i];
             cases.push_back(std::move(c));
           }
@@ -329,7 +347,6 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ListCases(
         bool withheld = false;
         for (auto& c : cases) {
           withheld |= !ReleasePersonalData(in.caller, &c, &personal);
-          MarkHandling(&c);
           *out->add_cases() = std::move(c);
         }
         out->set_personal_data_withheld(withheld);

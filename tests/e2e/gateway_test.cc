@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <future>
+#include <set>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "casebridge/v1/audit.grpc.pb.h"
@@ -444,6 +446,40 @@ TEST_F(SmallLimitGatewayTest, OversizedRequestIsRefusedAndNothingIsStored) {
   EXPECT_THAT(Office(kFia)->OpenCase(draft),
               StatusIs(absl::StatusCode::kResourceExhausted, ::testing::_));
   EXPECT_EQ(CaseCount(), 0);
+}
+
+TEST_F(SmallLimitGatewayTest, ListPagesEndBeforeTheResponseLimit) {
+  // Eight cases of about 12 KB each: 50 of them would not fit in one
+  // 64 KiB response, and the listing would fail for everyone.
+  auto fia = Office(kFia);
+  std::string summary;
+  for (int k = 0; k < 4000; ++k) summary += "字";  // 3 bytes each
+  std::set<std::string> opened;
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_OK_AND_ASSIGN(const v1::CaseReference c,
+                         fia->OpenCase(ValidDraft(summary)));
+    opened.insert(c.exchange_id());
+  }
+  for (const char* who : {kFia, kAuditor}) {
+    auto office = Office(who);
+    v1::ListCasesRequest request;
+    std::set<std::string> listed;
+    int pages = 0;
+    do {
+      ASSERT_OK_AND_ASSIGN(const v1::ListCasesResponse page,
+                           office->ListCases(request));
+      ++pages;
+      ASSERT_GE(page.cases_size(), 1) << who;
+      EXPECT_LE(page.ByteSizeLong(), size_t{64 << 10}) << who;
+      for (const v1::CaseReference& c : page.cases()) {
+        EXPECT_TRUE(listed.insert(c.exchange_id()).second)
+            << c.exchange_id() << " listed twice for " << who;
+      }
+      request.set_page_token(page.next_page_token());
+    } while (!request.page_token().empty() && pages < 20);
+    EXPECT_EQ(listed, opened) << who;
+    EXPECT_GE(pages, 2) << who;
+  }
 }
 
 TEST_F(GatewayTest, RestartKeepsAllData) {
