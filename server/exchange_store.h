@@ -354,13 +354,21 @@ class ExchangeStore {
   virtual absl::StatusOr<bool> DisseminationGranted(
       const std::string& exchange_id, const std::string& office) = 0;
 
+  // The position of the newest CASE_SHARE message received for
+  // `exchange_id` (0 if none): read before the checks that allow a
+  // ForwardCase, and passed to it as `through`.
+  virtual absl::StatusOr<int64_t> NewestShareReceived(
+      const std::string& exchange_id) = 0;
+
   // In one transaction: appends `audit` and puts every CASE_SHARE message
-  // received for `exchange_id` in `office`'s inbox (rows already there are
-  // kept), as passed on by the audit's actor. Returns how many rows were
-  // added. NOT_FOUND, nothing written, if no CASE_SHARE of the case was
-  // received.
+  // received for `exchange_id` up to position `through` in `office`'s inbox
+  // (rows already there are kept), as passed on by the audit's actor: a
+  // share received after the checks is not passed on under them. Returns
+  // how many rows were added. NOT_FOUND, nothing written, if no such
+  // CASE_SHARE was received.
   virtual absl::StatusOr<int> ForwardCase(const std::string& exchange_id,
                                           const std::string& office,
+                                          int64_t through,
                                           const AuditEvent& audit) = 0;
 
   // The case as shared in the newest version among the CASE_SHARE messages

@@ -762,6 +762,12 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ForwardCase(
         if (r.office() == in.caller.identity) {
           return absl::InvalidArgumentError("office: is the caller itself");
         }
+        // The shares passed on are those received up to now: one that
+        // arrives while the checks below run (a version marked H2, say)
+        // was not checked, and stays behind.
+        CB_ASSIGN_OR_RETURN(
+            const int64_t through,
+            exchange_.store->NewestShareReceived(r.exchange_id()));
         CB_ASSIGN_OR_RETURN(v1::CaseReference c,
                             VisibleCase(in.caller, r.exchange_id()));
         if (c.origin_country() == config_->country) {
@@ -793,7 +799,7 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ForwardCase(
         CB_ASSIGN_OR_RETURN(
             const int added,
             exchange_.store->ForwardCase(
-                c.exchange_id(), r.office(),
+                c.exchange_id(), r.office(), through,
                 in.Event("case.forward", {c.exchange_id(), r.office()})));
         out->set_forwarded_messages(added);
         return absl::OkStatus();

@@ -1524,8 +1524,26 @@ absl::StatusOr<bool> SqliteExchangeStore::DisseminationGranted(
   return granted;
 }
 
+absl::StatusOr<int64_t> SqliteExchangeStore::NewestShareReceived(
+    const std::string& exchange_id) {
+  int64_t newest = 0;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto stmt,
+        conn.Prepare("SELECT MAX(seq) FROM messages WHERE exchange_id = ? "
+                     "AND direction = ? AND kind = ?"));
+    stmt.Bind(1, exchange_id)
+        .Bind(2, kIncoming)
+        .Bind(3, static_cast<int64_t>(v1::MESSAGE_KIND_CASE_SHARE));
+    CB_ASSIGN_OR_RETURN(const bool row, stmt.Step());
+    if (row && !stmt.ColumnIsNull(0)) newest = stmt.ColumnInt(0);
+    return absl::OkStatus();
+  }));
+  return newest;
+}
+
 absl::StatusOr<int> SqliteExchangeStore::ForwardCase(
-    const std::string& exchange_id, const std::string& office,
+    const std::string& exchange_id, const std::string& office, int64_t through,
     const AuditEvent& audit) {
   int added = 0;
   int64_t newest = 0;
@@ -1535,10 +1553,12 @@ absl::StatusOr<int> SqliteExchangeStore::ForwardCase(
       CB_ASSIGN_OR_RETURN(
           auto find,
           conn.Prepare("SELECT message_id FROM messages WHERE exchange_id = ? "
-                       "AND direction = ? AND kind = ? ORDER BY seq"));
+                       "AND direction = ? AND kind = ? AND seq <= ? "
+                       "ORDER BY seq"));
       find.Bind(1, exchange_id)
           .Bind(2, kIncoming)
-          .Bind(3, static_cast<int64_t>(v1::MESSAGE_KIND_CASE_SHARE));
+          .Bind(3, static_cast<int64_t>(v1::MESSAGE_KIND_CASE_SHARE))
+          .Bind(4, through);
       while (true) {
         CB_ASSIGN_OR_RETURN(const bool row, find.Step());
         if (!row) break;

@@ -116,8 +116,10 @@ class SqliteExchangeStore final : public ExchangeStore {
                            const AuditEvent& audit) override;
   absl::StatusOr<bool> DisseminationGranted(const std::string& exchange_id,
                                             const std::string& office) override;
+  absl::StatusOr<int64_t> NewestShareReceived(
+      const std::string& exchange_id) override;
   absl::StatusOr<int> ForwardCase(const std::string& exchange_id,
-                                  const std::string& office,
+                                  const std::string& office, int64_t through,
                                   const AuditEvent& audit) override;
   absl::StatusOr<std::optional<v1::CaseReference>> NewestShareIn(
       const std::string& exchange_id, const std::string& office) override;

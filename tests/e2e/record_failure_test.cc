@@ -228,10 +228,14 @@ class FailingWrites final : public ExchangeStore {
       const std::string& exchange_id, const std::string& office) override {
     return real_->DisseminationGranted(exchange_id, office);
   }
+  absl::StatusOr<int64_t> NewestShareReceived(
+      const std::string& exchange_id) override {
+    return real_->NewestShareReceived(exchange_id);
+  }
   absl::StatusOr<int> ForwardCase(const std::string& exchange_id,
-                                  const std::string& office,
+                                  const std::string& office, int64_t through,
                                   const server::AuditEvent& audit) override {
-    return real_->ForwardCase(exchange_id, office, audit);
+    return real_->ForwardCase(exchange_id, office, through, audit);
   }
   absl::StatusOr<std::optional<v1::CaseReference>> NewestShareIn(
       const std::string& exchange_id, const std::string& office) override {

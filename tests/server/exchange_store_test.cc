@@ -1355,6 +1355,43 @@ TEST_F(ExchangeStoreTest, MessageIdBroughtByAnotherEnvelopeIsRefused) {
 
 // --- Inbox -------------------------------------------------------------------
 
+TEST_F(ExchangeStoreTest,
+       AForwardPassesOnOnlyTheSharesReceivedBeforeItsChecks) {
+  // The office service checks whether the case may be passed on, then
+  // forwards: a version shared meanwhile (marked H2, say) was not checked
+  // and must stay behind.
+  const auto share = [&](const std::string& id, int64_t version) {
+    v1::CaseMessage m = PeerMessage(id);
+    m.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
+    m.clear_rescue_stage();
+    m.mutable_case_reference()->set_exchange_id(kCaseA);
+    m.mutable_case_reference()->set_version(version);
+    ASSERT_OK(Accept(PeerEnvelope("E-" + id, m)).status());
+  };
+  ASSERT_OK_AND_ASSIGN(const int64_t none,
+                       exchange().NewestShareReceived(kCaseA));
+  EXPECT_EQ(none, 0);
+  share("CN-M-1", 1);
+  ASSERT_OK_AND_ASSIGN(const int64_t checked,
+                       exchange().NewestShareReceived(kCaseA));
+  EXPECT_GT(checked, 0);
+  share("CN-M-2", 2);  // arrives while the checks run
+
+  const uint64_t audit_size = AuditSize();
+  EXPECT_THAT(
+      exchange().ForwardCase(kCaseA, kEmbassy, none, Event("case.forward")),
+      StatusIs(absl::StatusCode::kNotFound, HasSubstr("was not shared")));
+  EXPECT_EQ(AuditSize(), audit_size);
+  EXPECT_THAT(Inbox(kEmbassy), IsEmpty());
+
+  ASSERT_OK_AND_ASSIGN(
+      const int added,
+      exchange().ForwardCase(kCaseA, kEmbassy, checked, Event("case.forward")));
+  EXPECT_EQ(added, 1);
+  EXPECT_THAT(MessageIds(Inbox(kEmbassy)), ElementsAre("CN-M-1"));
+  EXPECT_EQ(AuditSize(), audit_size + 1);
+}
+
 TEST_F(ExchangeStoreTest, InboxResumesFromCursorAcrossRestart) {
   for (int i = 1; i <= 3; ++i) {
     ASSERT_OK(Accept(PeerEnvelope(absl::StrCat("CN-E-", i),
