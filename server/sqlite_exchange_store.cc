@@ -45,6 +45,9 @@ using google::protobuf::util::TimeUtil;
 // messages.direction
 constexpr int64_t kOutgoing = 1;
 constexpr int64_t kIncoming = 2;
+// Versions of one envelope id kept as evidence of its reuse; any one of
+// them proves it, with the peer's signature.
+constexpr int64_t kMaxConflictsKept = 8;
 
 google::protobuf::Timestamp ToProto(absl::Time t) {
   return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
@@ -1087,16 +1090,16 @@ SqliteExchangeStore::AcceptInboundBatch(
     bytes.push_back(exchange::StoredBytes(*in.signed_envelope));
   }
   std::vector<absl::StatusOr<InboundResult>> results;
-  std::vector<bool> conflicts;
+  std::vector<Conflict> conflicts;
   int64_t newest_cursor = 0;
   const absl::Status written =
       db_->Write([&](sqlite::Connection& conn) -> absl::Status {
         results.clear();
-        conflicts.assign(envelopes.size(), false);
+        conflicts.assign(envelopes.size(), Conflict::kNone);
         newest_cursor = 0;
         for (size_t i = 0; i < envelopes.size(); ++i) {
           CB_RETURN_IF_ERROR(conn.Run("SAVEPOINT inbound_envelope"));
-          bool conflict = false;
+          Conflict conflict = Conflict::kNone;
           absl::StatusOr<InboundResult> result = AcceptInTransaction(
               conn, envelopes[i], digests[i], bytes[i],
               [&](uint64_t audit_index, absl::Time received_at) {
@@ -1121,12 +1124,30 @@ SqliteExchangeStore::AcceptInboundBatch(
                                                       written);
   }
   for (size_t i = 0; i < envelopes.size(); ++i) {
-    if (conflicts[i]) {
-      results[i] =
-          AuditedByStore(exchange::Permanently(absl::AlreadyExistsError(
-              absl::StrCat("envelope_id ", envelopes[i].parsed->envelope_id(),
-                           " was already received with other content; kept as "
-                           "evidence"))));
+    const std::string reused =
+        conflicts[i] == Conflict::kNone
+            ? std::string()
+            : absl::StrCat("envelope_id ", envelopes[i].parsed->envelope_id(),
+                           " was already received with other content");
+    switch (conflicts[i]) {
+      case Conflict::kNone:
+        break;
+      case Conflict::kKept:
+        results[i] =
+            AuditedByStore(exchange::Permanently(absl::AlreadyExistsError(
+                absl::StrCat(reused, "; kept as evidence"))));
+        break;
+      case Conflict::kKeptBefore:
+        results[i] =
+            exchange::Permanently(absl::AlreadyExistsError(absl::StrCat(
+                reused, "; these bytes are kept as evidence already")));
+        break;
+      case Conflict::kNotKept:
+        results[i] =
+            exchange::Permanently(absl::AlreadyExistsError(absl::StrCat(
+                reused, "; ", kMaxConflictsKept,
+                " other versions are kept as evidence, this one is not")));
+        break;
     }
   }
   if (newest_cursor > 0) AdvanceInboxHead(newest_cursor);
@@ -1154,7 +1175,7 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
     const std::string& digest, const std::string& bytes,
     const std::function<absl::StatusOr<v1::SignedReceipt>(
         uint64_t audit_index, absl::Time received_at)>& make_receipt,
-    bool* conflict, int64_t* newest_cursor) {
+    Conflict* conflict, int64_t* newest_cursor) {
   const v1::Envelope& parsed = *in.parsed;
   const std::string& envelope_id = parsed.envelope_id();
   InboundResult result;
@@ -1170,6 +1191,25 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
                           ParseStored<v1::SignedReceipt>(
                               find.ColumnBlob(1), "receipt", envelope_id));
       result.replay = true;
+      return result;
+    }
+    // The same bytes again, or yet another version beyond those kept: a
+    // faulty or compromised peer repeating itself must not grow the
+    // evidence and the log at will. Refused all the same, and audited at
+    // the rate of the receiver's other refusals.
+    CB_ASSIGN_OR_RETURN(
+        auto kept,
+        conn.Prepare("SELECT COUNT(*), "
+                     "COALESCE(MAX(signed_envelope = ?2), 0) "
+                     "FROM envelope_conflicts WHERE envelope_id = ?1"));
+    kept.Bind(1, envelope_id).BindBlob(2, bytes);
+    CB_ASSIGN_OR_RETURN(const bool counted, kept.Step());
+    if (counted && kept.ColumnInt(1) != 0) {
+      *conflict = Conflict::kKeptBefore;
+      return result;
+    }
+    if (counted && kept.ColumnInt(0) >= kMaxConflictsKept) {
+      *conflict = Conflict::kNotKept;
       return result;
     }
     // Committed even though the envelope is refused: the evidence outlives
@@ -1189,7 +1229,7 @@ absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
                      " was already received with other content; kept as "
                      "evidence"));
     CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
-    *conflict = true;
+    *conflict = Conflict::kKept;
     return result;
   }
 

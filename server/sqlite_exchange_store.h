@@ -178,14 +178,17 @@ class SqliteExchangeStore final : public ExchangeStore {
   // One envelope of AcceptInboundBatch inside the caller's transaction
   // (AcceptInbound's work). `digest` is the SHA-256 of its bytes, `bytes`
   // the serialized SignedEnvelope. Sets `*conflict` when the envelope id came
-  // before with other bytes: the evidence is written and the caller keeps it
-  // and refuses. Moves `*newest_cursor` to the newest inbox row added.
+  // before with other bytes: the evidence is written (kKept) and the caller
+  // keeps it and refuses; or it is not, being kept already or beyond
+  // kMaxConflictsKept (the caller refuses all the same). Moves
+  // `*newest_cursor` to the newest inbox row added.
+  enum class Conflict { kNone, kKept, kKeptBefore, kNotKept };
   absl::StatusOr<InboundResult> AcceptInTransaction(
       sqlite::Connection& conn, const InboundEnvelope& in,
       const std::string& digest, const std::string& bytes,
       const std::function<absl::StatusOr<v1::SignedReceipt>(
           uint64_t audit_index, absl::Time received_at)>& make_receipt,
-      bool* conflict, int64_t* newest_cursor);
+      Conflict* conflict, int64_t* newest_cursor);
 
   // The case `exchange_id` as this gateway holds it (its body opened);
   // nullopt if it holds none.

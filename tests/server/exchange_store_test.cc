@@ -1246,6 +1246,51 @@ TEST_F(ExchangeStoreTest, SameEnvelopeIdWithOtherBytesIsKeptAsEvidence) {
             first.receipt.SerializeAsString());
 }
 
+TEST_F(ExchangeStoreTest, ReusedIdsKeepABoundedEvidenceAndRepeatsAreNotKept) {
+  // A faulty or compromised peer repeating a conflicting envelope, or
+  // signing version after version of it: kept once each, at most eight.
+  ASSERT_OK(
+      Accept(PeerEnvelope("CN-E-1", PeerMessage("CN-M-1", "Victim located.")))
+          .status());
+  const v1::SignedEnvelope altered =
+      PeerEnvelope("CN-E-1", PeerMessage("CN-M-1", "Victim not found."));
+  const absl::StatusOr<InboundResult> first = Accept(altered);
+  EXPECT_THAT(first, StatusIs(absl::StatusCode::kAlreadyExists,
+                              HasSubstr("kept as evidence")));
+  EXPECT_TRUE(IsAuditedByStore(first.status()));
+  const uint64_t audit_size = AuditSize();
+  for (int i = 0; i < 3; ++i) {
+    const absl::StatusOr<InboundResult> again = Accept(altered);
+    EXPECT_THAT(again, StatusIs(absl::StatusCode::kAlreadyExists,
+                                "envelope_id CN-E-1 was already received with "
+                                "other content; these bytes are kept as "
+                                "evidence already"));
+    // Left to the receiver's rate-limited refusal audit.
+    EXPECT_FALSE(IsAuditedByStore(again.status()));
+    EXPECT_TRUE(exchange::IsMarkedPermanent(again.status()));
+  }
+  EXPECT_EQ(CountRows("envelope_conflicts"), 1);
+  EXPECT_EQ(AuditSize(), audit_size);
+
+  for (int i = 2; i <= 8; ++i) {
+    EXPECT_THAT(Accept(PeerEnvelope(
+                    "CN-E-1", PeerMessage("CN-M-1", absl::StrCat("v", i)))),
+                StatusIs(absl::StatusCode::kAlreadyExists,
+                         HasSubstr("kept as evidence")));
+  }
+  EXPECT_EQ(CountRows("envelope_conflicts"), 8);
+  EXPECT_EQ(AuditSize(), audit_size + 7);
+  const absl::StatusOr<InboundResult> ninth =
+      Accept(PeerEnvelope("CN-E-1", PeerMessage("CN-M-1", "v9")));
+  EXPECT_THAT(ninth, StatusIs(absl::StatusCode::kAlreadyExists,
+                              HasSubstr("8 other versions are kept as "
+                                        "evidence, this one is not")));
+  EXPECT_FALSE(IsAuditedByStore(ninth.status()));
+  EXPECT_EQ(CountRows("envelope_conflicts"), 8);
+  EXPECT_EQ(AuditSize(), audit_size + 7);
+  EXPECT_EQ(receipts_made_, 1);
+}
+
 TEST_F(ExchangeStoreTest, FieldsAPeerAddsOutsideTheSignedBytesAreNotStored) {
   // A field the peer adds to the wrapper of its envelope or receipt is
   // signed by nobody; kept, it would make evidence bundles unverifiable
