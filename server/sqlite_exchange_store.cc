@@ -8,6 +8,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/envelope.h"
 #include "core/grpc_status.h"
 #include "core/handling_notice.h"
@@ -310,6 +311,50 @@ absl::StatusOr<bool> CaseSharedWithPeer(sqlite::Connection& conn,
                    "AND kind = 6 AND state NOT IN (5, 6) LIMIT 1"));
   find.Bind(1, exchange_id);
   return find.Step();
+}
+
+// OK unless `message_id` is a share of its case that messages queued after
+// it wait for, with no other share not given up (FAILED, CANCELLED) ahead of
+// them: withdrawn, it would let them reach a peer that cannot read the case
+// they concern (the receiver does not check; SendMessage's share check is
+// made once, when the message is queued). Literal constants as in
+// CaseSharedWithPeer.
+absl::Status NoMessageWaitsForTheShare(sqlite::Connection& conn,
+                                       const std::string& message_id) {
+  CB_ASSIGN_OR_RETURN(
+      auto share,
+      conn.Prepare("SELECT exchange_id, seq FROM messages WHERE "
+                   "message_id = ? AND direction = 1 AND kind = 6"));
+  share.Bind(1, message_id);
+  CB_ASSIGN_OR_RETURN(const bool is_share, share.Step());
+  if (!is_share) return absl::OkStatus();
+  const std::string exchange_id = share.ColumnText(0);
+  CB_ASSIGN_OR_RETURN(
+      auto waiting,
+      conn.Prepare(
+          "SELECT m.message_id FROM messages m JOIN outbox o "
+          "USING (message_id) WHERE m.exchange_id = ?1 AND m.direction = 1 "
+          "AND m.kind != 6 AND o.state IN (1, 2) AND m.seq > ?2 "
+          "AND NOT EXISTS (SELECT 1 FROM messages s JOIN outbox so "
+          "USING (message_id) WHERE s.exchange_id = ?1 AND s.direction = 1 "
+          "AND s.kind = 6 AND so.state NOT IN (5, 6) AND s.message_id != ?3 "
+          "AND s.seq < m.seq) "
+          "ORDER BY m.seq LIMIT 4"));
+  waiting.Bind(1, exchange_id).Bind(2, share.ColumnInt(1)).Bind(3, message_id);
+  std::vector<std::string> ids;
+  while (true) {
+    CB_ASSIGN_OR_RETURN(const bool row, waiting.Step());
+    if (!row) break;
+    ids.push_back(waiting.ColumnText(0));
+  }
+  if (ids.empty()) return absl::OkStatus();
+  if (ids.size() == 4) ids.back() = "...";
+  return absl::FailedPreconditionError(absl::StrCat(
+      "message ", message_id, " shares case ", exchange_id,
+      " with the peer, and messages queued on the case wait for it (",
+      absl::StrJoin(ids, ", "),
+      "); cancel those first: without the share the peer could not read "
+      "the case they concern"));
 }
 
 }  // namespace
@@ -676,6 +721,7 @@ absl::Status SqliteExchangeStore::CancelOutgoing(const std::string& message_id,
                        "; only a message not yet delivered (queued or sent) "
                        "can be cancelled"));
     }
+    CB_RETURN_IF_ERROR(NoMessageWaitsForTheShare(conn, message_id));
     CB_ASSIGN_OR_RETURN(
         auto update, conn.Prepare("UPDATE outbox SET state = ?, last_error = ? "
                                   "WHERE message_id = ? AND state IN (1, 2)"));

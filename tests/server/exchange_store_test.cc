@@ -510,6 +510,47 @@ TEST_F(ExchangeStoreTest, AMessageNeedingItsCaseSharedWaitsForALiveShare) {
   ASSERT_OK(needing_share("PK-M-7").status());
 }
 
+TEST_F(ExchangeStoreTest, TheShareMessagesWaitForIsNotCancelledUnderThem) {
+  // Cancelled, the case's only share would let the messages queued after it
+  // reach a peer that cannot read their case.
+  const auto share = [&](const std::string& message_id) {
+    v1::CaseMessage m = Message(message_id, kCaseA, v1::PRIORITY_PRIORITY);
+    m.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
+    Queue(m);
+  };
+  share("PK-M-1");
+  share("PK-M-2");
+  Queue(Message("PK-M-3", kCaseA, v1::PRIORITY_URGENT));
+  Queue(Message("PK-M-4", kCaseB));  // another case: no bearing
+  const uint64_t audit_size = AuditSize();
+  // PK-M-1 still goes ahead of PK-M-3.
+  ASSERT_OK(exchange().CancelOutgoing("PK-M-2", "sent twice",
+                                      Event("message.cancel")));
+  const auto refused = StatusIs(
+      absl::StatusCode::kFailedPrecondition,
+      absl::StrCat("message PK-M-1 shares case ", kCaseA,
+                   " with the peer, and messages queued on the case wait for "
+                   "it (PK-M-3); cancel those first: without the share the "
+                   "peer could not read the case they concern"));
+  EXPECT_THAT(exchange().CancelOutgoing("PK-M-1", "sent in error",
+                                        Event("message.cancel")),
+              refused);
+  // A share queued after the message comes too late for it.
+  share("PK-M-5");
+  EXPECT_THAT(exchange().CancelOutgoing("PK-M-1", "sent in error",
+                                        Event("message.cancel")),
+              refused);
+  // The cancel and the new share; the refusals wrote nothing.
+  EXPECT_EQ(AuditSize(), audit_size + 2);
+  EXPECT_THAT(ReadyIds(), ElementsAre("PK-M-1", "PK-M-4"));
+  // Once nothing waits for it, it may go.
+  ASSERT_OK(exchange().CancelOutgoing("PK-M-3", "not needed",
+                                      Event("message.cancel")));
+  ASSERT_OK(exchange().CancelOutgoing("PK-M-1", "not needed",
+                                      Event("message.cancel")));
+  EXPECT_EQ(AuditSize(), audit_size + 4);
+}
+
 TEST_F(ExchangeStoreTest, UrgentOfAnotherCaseOvertakesOlderRoutine) {
   Queue(Message("A-1", kCaseA, v1::PRIORITY_ROUTINE));
   clock_.Advance(absl::Seconds(1));
