@@ -313,41 +313,58 @@ absl::StatusOr<bool> CaseSharedWithPeer(sqlite::Connection& conn,
   return find.Step();
 }
 
-// OK unless `message_id` is a share of its case that messages queued after
-// it wait for, with no other share not given up (FAILED, CANCELLED) ahead of
-// them: withdrawn, it would let them reach a peer that cannot read the case
-// they concern (the receiver does not check; SendMessage's share check is
-// made once, when the message is queued). Literal constants as in
-// CaseSharedWithPeer.
-absl::Status NoMessageWaitsForTheShare(sqlite::Connection& conn,
-                                       const std::string& message_id) {
+// The messages (id, envelope id), at most `max`, that wait for the share
+// `message_id` of their case: queued after it, not yet delivered, with no
+// other share not given up (FAILED, CANCELLED) ahead of them. Without it
+// they would reach a peer that cannot read the case they concern (the
+// receiver does not check; SendMessage's share check is made once, when
+// the message is queued). None if `message_id` is no share; else sets
+// `*exchange_id` to its case. Literal constants as in CaseSharedWithPeer.
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>>
+WaitingForShare(sqlite::Connection& conn, const std::string& message_id,
+                int64_t max, std::string* exchange_id) {
+  std::vector<std::pair<std::string, std::string>> out;
   CB_ASSIGN_OR_RETURN(
       auto share,
       conn.Prepare("SELECT exchange_id, seq FROM messages WHERE "
                    "message_id = ? AND direction = 1 AND kind = 6"));
   share.Bind(1, message_id);
   CB_ASSIGN_OR_RETURN(const bool is_share, share.Step());
-  if (!is_share) return absl::OkStatus();
-  const std::string exchange_id = share.ColumnText(0);
+  if (!is_share) return out;
+  *exchange_id = share.ColumnText(0);
   CB_ASSIGN_OR_RETURN(
       auto waiting,
       conn.Prepare(
-          "SELECT m.message_id FROM messages m JOIN outbox o "
+          "SELECT m.message_id, o.envelope_id FROM messages m JOIN outbox o "
           "USING (message_id) WHERE m.exchange_id = ?1 AND m.direction = 1 "
           "AND m.kind != 6 AND o.state IN (1, 2) AND m.seq > ?2 "
           "AND NOT EXISTS (SELECT 1 FROM messages s JOIN outbox so "
           "USING (message_id) WHERE s.exchange_id = ?1 AND s.direction = 1 "
           "AND s.kind = 6 AND so.state NOT IN (5, 6) AND s.message_id != ?3 "
           "AND s.seq < m.seq) "
-          "ORDER BY m.seq LIMIT 4"));
-  waiting.Bind(1, exchange_id).Bind(2, share.ColumnInt(1)).Bind(3, message_id);
-  std::vector<std::string> ids;
+          "ORDER BY m.seq LIMIT ?4"));
+  waiting.Bind(1, *exchange_id)
+      .Bind(2, share.ColumnInt(1))
+      .Bind(3, message_id)
+      .Bind(4, max);
   while (true) {
     CB_ASSIGN_OR_RETURN(const bool row, waiting.Step());
     if (!row) break;
-    ids.push_back(waiting.ColumnText(0));
+    out.emplace_back(waiting.ColumnText(0), waiting.ColumnText(1));
   }
-  if (ids.empty()) return absl::OkStatus();
+  return out;
+}
+
+// OK unless messages wait for the share `message_id` (WaitingForShare): it
+// is not withdrawn under them.
+absl::Status NoMessageWaitsForTheShare(sqlite::Connection& conn,
+                                       const std::string& message_id) {
+  std::string exchange_id;
+  CB_ASSIGN_OR_RETURN(const auto waiting,
+                      WaitingForShare(conn, message_id, 4, &exchange_id));
+  if (waiting.empty()) return absl::OkStatus();
+  std::vector<std::string> ids;
+  for (const auto& [id, envelope_id] : waiting) ids.push_back(id);
   if (ids.size() == 4) ids.back() = "...";
   return absl::FailedPreconditionError(absl::StrCat(
       "message ", message_id, " shares case ", exchange_id,
@@ -757,7 +774,36 @@ absl::Status SqliteExchangeStore::RecordRefused(const std::string& envelope_id,
         .Bind(3, envelope_id);
     CB_RETURN_IF_ERROR(update.Run());
     CB_RETURN_IF_ERROR(ChangedOneRow(conn, "recording a refusal"));
-    return audit_->AppendInTransaction(conn, event).status();
+    CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
+    // A share refused for good leaves the messages that waited for it
+    // without a case the peer can read: they fail with it, each on record,
+    // rather than reach the peer.
+    std::string exchange_id;
+    CB_ASSIGN_OR_RETURN(
+        const auto waiting,
+        WaitingForShare(conn, row.message_id,
+                        std::numeric_limits<int64_t>::max(), &exchange_id));
+    const absl::Status why = absl::FailedPreconditionError(absl::StrCat(
+        "the share of case ", exchange_id, " (", row.message_id,
+        ") was refused by the peer for good; share the case again, then "
+        "send this message again"));
+    for (const auto& [waiting_id, waiting_envelope] : waiting) {
+      CB_ASSIGN_OR_RETURN(
+          auto fail, conn.Prepare("UPDATE outbox SET state = ?, last_error = ? "
+                                  "WHERE envelope_id = ? AND state IN (1, 2)"));
+      fail.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_FAILED))
+          .Bind(2, LastError(why))
+          .Bind(3, waiting_envelope);
+      CB_RETURN_IF_ERROR(fail.Run());
+      CB_RETURN_IF_ERROR(ChangedOneRow(conn, "failing a message"));
+      AuditEvent failed;
+      failed.actor = audit.actor;
+      failed.action = "message.failed";
+      failed.subjects = {exchange_id, waiting_id, waiting_envelope};
+      failed.outcome = why;
+      CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, failed).status());
+    }
+    return absl::OkStatus();
   });
 }
 

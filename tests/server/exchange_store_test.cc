@@ -551,6 +551,56 @@ TEST_F(ExchangeStoreTest, TheShareMessagesWaitForIsNotCancelledUnderThem) {
   EXPECT_EQ(AuditSize(), audit_size + 4);
 }
 
+TEST_F(ExchangeStoreTest, MessagesWaitingForAShareRefusedForGoodFailWithIt) {
+  const auto share = [&](const std::string& message_id,
+                         const std::string& exchange_id) {
+    v1::CaseMessage m = Message(message_id, exchange_id, v1::PRIORITY_PRIORITY);
+    m.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
+    Queue(m);
+  };
+  share("PK-M-1", kCaseA);
+  Queue(Message("PK-M-2", kCaseA, v1::PRIORITY_URGENT));
+  Queue(Message("PK-M-3", kCaseA));
+  share("PK-M-4", kCaseB);
+  share("PK-M-5", kCaseB);
+  Queue(Message("PK-M-6", kCaseB));
+  const uint64_t audit_size = AuditSize();
+  ASSERT_OK(exchange().RecordRefused(
+      "E-PK-M-1",
+      absl::InvalidArgumentError("peer refused: message.case_reference: bad"),
+      Event("envelope.refused_by_peer", kPkGateway)));
+  for (const char* id : {"PK-M-1", "PK-M-2", "PK-M-3"}) {
+    ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus status,
+                         exchange().GetDeliveryStatus(id));
+    EXPECT_EQ(status.state(), v1::DELIVERY_STATE_FAILED) << id;
+  }
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus waited,
+                       exchange().GetDeliveryStatus("PK-M-2"));
+  EXPECT_EQ(waited.last_error(),
+            absl::StrCat("FAILED_PRECONDITION: the share of case ", kCaseA,
+                         " (PK-M-1) was refused by the peer for good; share "
+                         "the case again, then send this message again"));
+  // The refusal, then one entry per message failed with it.
+  ASSERT_EQ(AuditSize(), audit_size + 3);
+  for (uint64_t i = audit_size + 1; i < audit_size + 3; ++i) {
+    const StoredEntry entry = AuditEntry(i);
+    EXPECT_EQ(entry.entry.action, "message.failed");
+    EXPECT_EQ(entry.entry.actor, kPkGateway);
+    EXPECT_EQ(entry.entry.status_code,
+              static_cast<int32_t>(absl::StatusCode::kFailedPrecondition));
+  }
+  EXPECT_THAT(AuditEntry(audit_size + 1).entry.subjects,
+              ElementsAre(kCaseA, "PK-M-2", "E-PK-M-2"));
+
+  // Another share ahead of a message: it does not wait for the refused one.
+  ASSERT_OK(exchange().RecordRefused(
+      "E-PK-M-4",
+      absl::InvalidArgumentError("peer refused: message.case_reference: bad"),
+      Event("envelope.refused_by_peer", kPkGateway)));
+  EXPECT_EQ(AuditSize(), audit_size + 4);
+  EXPECT_THAT(ReadyIds(), ElementsAre("PK-M-5"));
+}
+
 TEST_F(ExchangeStoreTest, UrgentOfAnotherCaseOvertakesOlderRoutine) {
   Queue(Message("A-1", kCaseA, v1::PRIORITY_ROUTINE));
   clock_.Advance(absl::Seconds(1));
