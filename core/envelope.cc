@@ -236,6 +236,17 @@ absl::StatusOr<v1::SignedReceipt> Signer::SignReceipt(
   return out;
 }
 
+absl::StatusOr<v1::SignedReceipt> Signer::SignAgain(
+    const v1::SignedReceipt& signed_receipt) const {
+  CB_ASSIGN_OR_RETURN(std::string signature,
+                      SignBytes(signed_receipt.receipt(), kReceipt, signer_));
+  v1::SignedReceipt out;
+  out.set_receipt(signed_receipt.receipt());
+  out.set_signature(std::move(signature));
+  out.set_key_id(key_id_);
+  return out;
+}
+
 // --- Free functions ----------------------------------------------------------
 
 absl::StatusOr<v1::SignedEnvelope> SignEnvelope(

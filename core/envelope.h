@@ -130,6 +130,11 @@ class Signer {
       const v1::Envelope& envelope) const;
   absl::StatusOr<v1::SignedReceipt> SignReceipt(
       const v1::Receipt& receipt) const;
+  // The same receipt bytes as `signed_receipt`, signed with this key: a
+  // replay answered after the key was rotated, whose first signature the
+  // sender may no longer trust.
+  absl::StatusOr<v1::SignedReceipt> SignAgain(
+      const v1::SignedReceipt& signed_receipt) const;
 
   const std::string& key_id() const { return key_id_; }
 

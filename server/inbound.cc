@@ -38,6 +38,7 @@ Inbound::Inbound(const config::Gateway* config, ExchangeStore* store,
       audit_(audit),
       peer_keys_(peer_keys),
       signer_(signer),
+      receipts_(*signer),
       clock_(clock),
       peer_country_(config->country == v1::COUNTRY_PK ? v1::COUNTRY_CN
                                                       : v1::COUNTRY_PK),
@@ -280,6 +281,21 @@ std::vector<v1::DeliverResponse> Inbound::Accept(std::vector<Checked> batch) {
     response.set_sequence(batch[i].sequence);
     response.set_envelope_id(batch[i].envelope.envelope_id());
     absl::StatusOr<InboundResult>& result = results[i];
+    if (result.ok() && result->replay &&
+        result->receipt.key_id() != receipts_.key_id()) {
+      // Stored under a key rotated out since: the sender may trust it no
+      // longer (peer.previous_envelope_keys end), and would refuse it and
+      // send again for ever. The same receipt, signed again.
+      absl::StatusOr<v1::SignedReceipt> again =
+          receipts_.SignAgain(result->receipt);
+      if (again.ok()) {
+        result->receipt = *std::move(again);
+      } else {
+        log::Error("receipt.sign_again_failed",
+                   {{"envelope_id", batch[i].envelope.envelope_id()},
+                    {"error", std::string(again.status().message())}});
+      }
+    }
     if (result.ok()) {
       *response.mutable_receipt() = std::move(result->receipt);
       log::Info(result->replay ? "envelope.replayed" : "envelope.received",

@@ -248,6 +248,45 @@ TEST_F(InboundBatchTest, StoresABatchAndAnswersEachWithItsOwnReceipt) {
   EXPECT_EQ(AuditSize(), before + 3);
 }
 
+TEST_F(InboundBatchTest, AReplayAfterAKeyRotationIsAnsweredUnderTheNewKey) {
+  // The first answer was lost; meanwhile this gateway's envelope key was
+  // rotated, and the sender may trust the old one no longer. It gets the
+  // same receipt, signed with the key in use.
+  const v1::DeliverRequest request =
+      Request(1, NewId(IdKind::kEnvelope), NewId(IdKind::kMessage));
+  const std::vector<v1::DeliverResponse> first = Deliver({request});
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_TRUE(first[0].has_receipt());
+  const uint64_t audit_size = AuditSize();
+
+  const std::unique_ptr<crypto::Ed25519Signer> rotated =
+      crypto::Ed25519Signer::Generate();
+  inbound_ = std::make_unique<Inbound>(&config_, &store_->exchange(),
+                                       &store_->audit_log(), &peer_keys_,
+                                       rotated.get(), &clock_, policies_.get());
+  const std::vector<v1::DeliverResponse> again = Deliver({request});
+  ASSERT_EQ(again.size(), 1u);
+  ASSERT_TRUE(again[0].has_receipt()) << again[0].DebugString();
+  EXPECT_EQ(again[0].receipt().receipt(), first[0].receipt().receipt());
+  EXPECT_EQ(again[0].receipt().key_id(),
+            exchange::KeyId(rotated->public_key()));
+  exchange::KeyRing new_keys;
+  ASSERT_OK(new_keys.Add(
+      *crypto::Ed25519Verifier::FromRawPublicKey(rotated->public_key())));
+  EXPECT_OK(exchange::VerifyReceipt(again[0].receipt(), new_keys).status());
+  // A replay still: nothing stored, nothing audited.
+  EXPECT_EQ(AuditSize(), audit_size);
+  EXPECT_EQ(CountRows("inbound"), 1);
+  // Under the key that signed it first, the stored receipt is sent as is.
+  inbound_ = std::make_unique<Inbound>(&config_, &store_->exchange(),
+                                       &store_->audit_log(), &peer_keys_,
+                                       pk_key_.get(), &clock_, policies_.get());
+  const std::vector<v1::DeliverResponse> same = Deliver({request});
+  ASSERT_EQ(same.size(), 1u);
+  EXPECT_EQ(same[0].receipt().SerializeAsString(),
+            first[0].receipt().SerializeAsString());
+}
+
 TEST_F(InboundBatchTest, RefusalsInABatchDoNotHoldBackTheOthers) {
   // Stored before: an envelope whose id and message id are reused below.
   const std::string first_envelope = NewId(IdKind::kEnvelope);
