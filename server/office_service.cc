@@ -12,6 +12,7 @@
 #include "core/identity.h"
 #include "core/log.h"
 #include "core/status_macros.h"
+#include "server/case_listing.h"
 #include "server/handling.h"
 #include "server/validation.h"
 
@@ -30,6 +31,10 @@ absl::Status PeerCaseUnchangeable(const std::string& id) {
 // Room a ListCases response keeps under limits.max_message_bytes for what
 // it holds besides its cases (the page token, flags).
 constexpr size_t kPageSlackBytes = 1024;
+
+// Rows of the store one ListCases call looks at before its page ends short
+// (ListingLimits::max_examined).
+constexpr int64_t kMaxCasesExamined = 2000;
 
 // Whether `c` passes `filter`'s conditions on its fields, as ListCases' SQL
 // tests them (the visibility condition aside).
@@ -292,57 +297,45 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ListCases(
         // The store gives the visible peer cases whatever their fields; each
         // is tested here on the version the caller's office may read, so
         // that neither the page nor its token depends on a version held
-        // back from it. One more match than the page says whether more
-        // follow. A page also ends before its response would pass
-        // limits.max_message_bytes (gRPC would refuse to send it): the
-        // token continues from there.
-        const size_t max_bytes =
+        // back from it. A page also ends before its response would pass
+        // limits.max_message_bytes (gRPC would refuse to send it), and
+        // after a bounded number of rows looked at: the token continues
+        // from there.
+        ListingLimits limits;
+        limits.page_size = page_size;
+        limits.max_bytes =
             static_cast<size_t>(config_->limits.max_message_bytes) -
             kPageSlackBytes;
-        std::vector<v1::CaseReference> cases;
-        size_t page_bytes = 0;
-        int64_t last_position = 0;
-        bool has_more = false;
-        int64_t scanned = after;
-        while (!has_more) {
-          CB_ASSIGN_OR_RETURN(CasePage page,
-                              cases_->ListCases(filter, scanned, page_size));
-          for (size_t i = 0; i < page.cases.size(); ++i) {
-            v1::CaseReference& c = page.cases[i];
-            if (filter.peer_fields_unfiltered &&
-                c.origin_country() != config_->country) {
-              const std::string id = c.exchange_id();
-              absl::StatusOr<v1::CaseReference> given =
-                  AsGivenTo(in.caller.identity, std::move(c));
-              if (!given.ok()) {
-                // One copy that does not open must not hide the others:
-                // GetCase on it says what is wrong.
-                log::Error("case.list.unreadable",
-                           {{"exchange_id", id},
-                            {"error", std::string(given.status().message())}});
-                continue;
-              }
-              if (!Matches(*given, filter)) continue;
-              c = *std::move(given);
-            }
-            if (static_cast<int>(cases.size()) == page_size) {
-              has_more = true;
-              break;
-            }
-            MarkHandling(&c);
-            // Its bytes in the response, with the field's tag and length.
-            const size_t bytes = c.ByteSizeLong() + 6;
-            if (!cases.empty() && page_bytes + bytes > max_bytes) {
-              has_more = true;
-              break;
-            }
-            page_bytes += bytes;
-            last_position = page.positions[i];
-            cases.push_back(std::move(c));
-          }
-          if (!page.has_more) break;
-          scanned = page.last_position();
-        }
+        limits.max_examined = kMaxCasesExamined;
+        CB_ASSIGN_OR_RETURN(
+            Listing listing,
+            AssembleListing(
+                after, limits,
+                [&](int64_t from, int max) {
+                  return cases_->ListCases(filter, from, max);
+                },
+                [&](v1::CaseReference c) -> std::optional<v1::CaseReference> {
+                  if (filter.peer_fields_unfiltered &&
+                      c.origin_country() != config_->country) {
+                    const std::string id = c.exchange_id();
+                    absl::StatusOr<v1::CaseReference> given =
+                        AsGivenTo(in.caller.identity, std::move(c));
+                    if (!given.ok()) {
+                      // One copy that does not open must not hide the
+                      // others: GetCase on it says what is wrong.
+                      log::Error(
+                          "case.list.unreadable",
+                          {{"exchange_id", id},
+                           {"error", std::string(given.status().message())}});
+                      return std::nullopt;
+                    }
+                    if (!Matches(*given, filter)) return std::nullopt;
+                    c = *std::move(given);
+                  }
+                  MarkHandling(&c);
+                  return c;
+                }));
+        std::vector<v1::CaseReference>& cases = listing.cases;
         std::vector<std::string> personal;
         bool withheld = false;
         for (auto& c : cases) {
@@ -350,8 +343,8 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ListCases(
           *out->add_cases() = std::move(c);
         }
         out->set_personal_data_withheld(withheld);
-        if (has_more) {
-          out->set_next_page_token(EncodePageToken(last_position, r));
+        if (listing.next_after.has_value()) {
+          out->set_next_page_token(EncodePageToken(*listing.next_after, r));
         }
         return AuditPersonalRead(in, "case.list.personal_data", personal);
       });
