@@ -67,6 +67,8 @@ namespace v1 = casebridge::v1;
 constexpr int kExitOk = 0;
 constexpr int kExitRpc = 1;
 constexpr int kExitUsage = 2;
+// ListCases' page size when none is given (the gateway's default too).
+constexpr int kDefaultListPageSize = 50;
 constexpr int kExitDamaged = 3;
 
 struct Options {
@@ -958,6 +960,11 @@ int Main(int argc, char** argv) {
     request.set_text(list_text);
     request.set_page_size(list_page_size);
     request.set_page_token(list_token);
+    // The gateway may end a page short, even empty, with a token (large
+    // cases, or filters that exclude most): without --all, tokens are
+    // followed until the page asked for is full or none is left.
+    const int wanted =
+        list_page_size == 0 ? kDefaultListPageSize : list_page_size;
     v1::ListCasesResponse all;
     while (true) {
       auto page = c.ListCases(request);
@@ -966,7 +973,11 @@ int Main(int argc, char** argv) {
         *all.add_cases() = std::move(item);
       all.set_next_page_token(page->next_page_token());
       if (page->personal_data_withheld()) all.set_personal_data_withheld(true);
-      if (!list_all || page->next_page_token().empty()) break;
+      if (page->next_page_token().empty()) break;
+      if (!list_all) {
+        if (all.cases_size() >= wanted) break;
+        request.set_page_size(wanted - all.cases_size());
+      }
       request.set_page_token(page->next_page_token());
     }
     std::vector<v1::CaseReference> cases(all.cases().begin(),

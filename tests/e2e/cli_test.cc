@@ -164,6 +164,39 @@ TEST_F(CliTest, ListFollowsEveryPageWithAll) {
   EXPECT_EQ(nlohmann::json::parse(all.out).at("cases").size(), 5u);
 }
 
+TEST_F(CliTest, ListFillsThePageAskedForFromTheGatewaysShortPages) {
+  // A gateway whose responses hold 64 KiB at most ends pages of large cases
+  // short; `case list` follows them up to the page size it was asked for.
+  gateway_.reset();
+  GatewayConfigOptions options;
+  options.data_dir = dir_ + "/small";
+  options.max_message_bytes = 64 << 10;
+  ASSERT_OK_AND_ASSIGN(
+      gateway_, GatewayProcess::Start(WriteFile(dir_ + "/small.toml",
+                                                GatewayConfigToml(options))));
+  fia_ = WriteFile(dir_ + "/fia-small.toml",
+                   ClientConfigToml(gateway_->office_endpoint(),
+                                    "pk/offices/fia-liaison-desk"));
+  std::string summary;
+  for (int k = 0; k < 3999; ++k) summary += "字";  // 11,997 bytes
+  for (int i = 0; i < 9; ++i) OpenCase(summary + std::to_string(i));
+
+  CommandResult eight = Cli({"--json", "case", "list", "--page-size", "8"});
+  ASSERT_EQ(eight.exit_code, 0) << eight.err;
+  const auto page = nlohmann::json::parse(eight.out);
+  EXPECT_EQ(page.at("cases").size(), 8u);
+  const std::string token = page.at("next_page_token").get<std::string>();
+  ASSERT_FALSE(token.empty());
+  CommandResult rest = Cli(
+      {"--json", "case", "list", "--page-size", "8", "--page-token", token});
+  ASSERT_EQ(rest.exit_code, 0) << rest.err;
+  const auto last = nlohmann::json::parse(rest.out);
+  ASSERT_EQ(last.at("cases").size(), 1u);
+  EXPECT_EQ(last.at("cases")[0].at("summary").get<std::string>(),
+            summary + "8");
+  EXPECT_EQ(last.value("next_page_token", ""), "");
+}
+
 TEST_F(CliTest, GatewayRefusalIsOneLineNamingTheStatusAndExits1) {
   CommandResult r = Cli({"case", "get", PkExchangeId(42)});
   EXPECT_EQ(r.exit_code, 1);
