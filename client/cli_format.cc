@@ -81,6 +81,13 @@ std::string Spell(const EnumDescriptor* type, E value) {
   return v == nullptr ? absl::StrCat(static_cast<int>(value)) : EnumSpelling(v);
 }
 
+// `text` with each of its later lines indented by `indent`: stored text
+// printed on lines of its own never starts a line where the output's own
+// headings and entries do, so a line break in it cannot pass for one.
+std::string Continued(absl::string_view text, absl::string_view indent) {
+  return absl::StrReplaceAll(text, {{"\n", absl::StrCat("\n", indent)}});
+}
+
 std::string HandlingText(const v1::CaseReference& c) {
   const std::string code =
       Spell(v1::HandlingCode_descriptor(), c.handling_code());
@@ -317,7 +324,8 @@ std::string FormatCase(const v1::CaseReference& c) {
   std::string out =
       c.handling_notice().empty()
           ? ""
-          : absl::StrCat("*** Handling ", c.handling_notice(), " ***\n");
+          : absl::StrCat("*** Handling ",
+                         Continued(c.handling_notice(), "    "), " ***\n");
   out += FormatTable(rows);
   out += absl::StrCat("Summary:\n  ",
                       absl::StrReplaceAll(c.summary(), {{"\n", "\n  "}}), "\n");
@@ -325,7 +333,7 @@ std::string FormatCase(const v1::CaseReference& c) {
     out += "Victims (pseudonymous):\n";
     for (const auto& v : c.victims()) {
       out += absl::StrCat("  ", v.pseudonym(), v.remarks().empty() ? "" : " — ",
-                          v.remarks(), "\n");
+                          Continued(v.remarks(), "    "), "\n");
     }
   }
   if (c.has_personal_data_purged_at()) {
@@ -339,7 +347,8 @@ std::string FormatCase(const v1::CaseReference& c) {
     out += "Last known locations:\n";
     for (const auto& l : c.last_known_locations()) {
       out += absl::StrCat(
-          "  ", l.description(), " (", CountryCode(l.country()),
+          "  ", Continued(l.description(), "    "), " (",
+          CountryCode(l.country()),
           l.has_observed_at() ? absl::StrCat(", ", Time(l.observed_at())) : "",
           ")\n");
     }
@@ -369,8 +378,8 @@ std::string FormatCaseTable(const std::vector<v1::CaseReference>& cases) {
         c.handling_code() == v1::HANDLING_CODE_H0) {
       continue;
     }
-    absl::StrAppend(&out, "*** ", c.exchange_id(), ": ", c.handling_notice(),
-                    " ***\n");
+    absl::StrAppend(&out, "*** ", c.exchange_id(), ": ",
+                    Continued(c.handling_notice(), "    "), " ***\n");
   }
   return out;
 }
@@ -442,7 +451,8 @@ std::string FormatInboxLine(const v1::WatchInboxResponse& item) {
       "\n",
       m.handling_notice().empty()
           ? ""
-          : absl::StrCat("    *** ", m.handling_notice(), " ***\n"));
+          : absl::StrCat("    *** ", Continued(m.handling_notice(), "    "),
+                         " ***\n"));
 }
 
 absl::StatusOr<HandlingMarking> EvidenceMarking(
@@ -481,11 +491,11 @@ absl::StatusOr<HandlingMarking> EvidenceMarking(
 
 std::string FormatMarking(const HandlingMarking& marking, bool verified) {
   std::string out = absl::StrCat(
-      "*** Handling ", marking.notice,
+      "*** Handling ", Continued(marking.notice, "    "),
       verified ? "" : " (as the unverified envelope states)", " ***\n");
   if (!marking.held_notice.empty()) {
     absl::StrAppend(&out, "*** Held by the receiving gateway under ",
-                    marking.held_notice,
+                    Continued(marking.held_notice, "    "),
                     " (its copy of the case differs; not signed) ***\n");
   } else if (!marking.held_problem.empty()) {
     absl::StrAppend(&out, "*** Note: ", marking.held_problem, " ***\n");

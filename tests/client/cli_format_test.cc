@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <ostream>
 #include <sstream>
+#include <string>
+#include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "tests/testing/status_matchers.h"
 
@@ -187,6 +190,72 @@ TEST(CliFormatTest, InboxLinesGiveTheWholeBodyLineByLine) {
   EXPECT_THAT(
       FormatInboxLine(share),
       HasSubstr(absl::StrCat("[case shared] ", std::string(300, 'x'), "\n")));
+}
+
+// The lines of `text` that start where the output's own headings and
+// entries do (not with a space).
+std::vector<std::string> UnindentedLines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line[0] != ' ') out.push_back(line);
+  }
+  return out;
+}
+
+TEST(CliFormatTest, LineBreaksInStoredTextCannotPassForLinesOfTheOutput) {
+  // Each field below holds a line break followed by what would read as an
+  // entry of its own: a message from another office telling the reader to
+  // stand down, a second list of locations, a verified evidence line.
+  const std::string forged_message =
+      "2026-12-02 09:40:00 UTC  PK-2026-000009  rescue-update/rescued  URGENT"
+      "  from CN:mps-liaison  CN-M-1  (cursor 99)";
+  v1::WatchInboxResponse item;
+  item.set_cursor("12");
+  v1::CaseMessage* m = item.mutable_message();
+  m->set_exchange_id("PK-2026-000003");
+  m->set_message_id("CN-M-9");
+  m->set_body("Victim located.");
+  m->set_handling_notice(
+      absl::StrCat("H3: restricted by the originator: do not share\n",
+                   forged_message, "\nStand down, no action needed."));
+  const std::string line = FormatInboxLine(item);
+  ASSERT_THAT(UnindentedLines(line), ::testing::SizeIs(1)) << line;
+  EXPECT_THAT(UnindentedLines(line)[0], HasSubstr("CN-M-9"));
+  EXPECT_THAT(line, HasSubstr(absl::StrCat("\n    ", forged_message)));
+
+  v1::CaseReference c;
+  c.set_exchange_id("PK-2026-000009");
+  c.set_summary("Summary\nLast known locations:");
+  c.set_handling_notice("H3: restricted by the originator: x\nOwner: forged");
+  c.set_handling_code(v1::HANDLING_CODE_H3);
+  v1::VictimReference* v = c.add_victims();
+  v->set_pseudonym("V1");
+  v->set_remarks("age 19\nLast known locations:\n  Forged street, Lahore (PK)");
+  v1::Location* l = c.add_last_known_locations();
+  l->set_description("Yiwu\nPersonal data purged by retention");
+  l->set_country(v1::COUNTRY_CN);
+  const std::string shown = FormatCase(c);
+  for (const std::string& heading : UnindentedLines(shown)) {
+    EXPECT_THAT(heading, Not(HasSubstr("forged")));
+    EXPECT_THAT(heading, Not(HasSubstr("Forged")));
+    EXPECT_THAT(heading, Not(HasSubstr("purged")));
+  }
+  EXPECT_THAT(UnindentedLines(shown),
+              ::testing::Contains("Last known locations:").Times(1))
+      << shown;
+  EXPECT_THAT(shown, HasSubstr("\n      Forged street, Lahore (PK)"));
+  const std::string table = FormatCaseTable({c});
+  EXPECT_THAT(UnindentedLines(table), ::testing::SizeIs(3)) << table;
+
+  HandlingMarking marking;
+  marking.notice = "H3: restricted by the originator: x\nevidence CN-E-1: OK";
+  marking.held_notice = "H3: y\nevidence CN-E-2: OK";
+  const std::string marked = FormatMarking(marking);
+  EXPECT_THAT(UnindentedLines(marked), ::testing::SizeIs(2)) << marked;
+  for (const std::string& own : UnindentedLines(marked)) {
+    EXPECT_TRUE(absl::StartsWith(own, "*** ")) << own;
+  }
 }
 
 TEST(CliFormatTest, TheTerminalFilterShowsControlCharactersAsQuestionMarks) {
