@@ -267,8 +267,9 @@ std::streamsize TerminalFilter::xsputn(const char* s, std::streamsize n) {
       shown.push_back(text[i++]);
     }
   }
-  out_->sputn(shown.data(), static_cast<std::streamsize>(shown.size()));
-  return n;
+  const auto size = static_cast<std::streamsize>(shown.size());
+  // Short: the stream fails (a full disk, a closed file), and says so.
+  return out_->sputn(shown.data(), size) == size ? n : 0;
 }
 
 int TerminalFilter::sync() { return out_->pubsync(); }

@@ -93,6 +93,8 @@ std::string FormatMarking(const HandlingMarking& marking, bool verified = true);
 // follows). The CLI puts one over stdout and one over stderr, so no output
 // path can miss it; JSON output escapes control characters itself
 // (JsonLine, and protobuf's JSON).
+// A write or flush that fails below fails the stream (badbit), as it would
+// without the filter.
 class TerminalFilter final : public std::streambuf {
  public:
   explicit TerminalFilter(std::streambuf* out) : out_(out) {}

@@ -1163,6 +1163,10 @@ int Main(int argc, char** argv) {
   }
   if (inbox_watch->parsed()) {
     int seen = 0;
+    // The newest message written out: where a watch whose output failed
+    // is to be resumed, so that none goes unseen.
+    std::string shown_cursor = watch_cursor;
+    bool output_failed = false;
     const absl::Duration wait = watch_seconds > 0 ? absl::Seconds(watch_seconds)
                                                   : absl::InfiniteDuration();
     const absl::Status status = c.WatchInbox(
@@ -1173,6 +1177,11 @@ int Main(int argc, char** argv) {
           } else {
             std::cout << cb::cli::FormatInboxLine(item) << std::flush;
           }
+          if (!std::cout) {
+            output_failed = true;
+            return false;
+          }
+          shown_cursor = item.cursor();
           ++seen;
           return watch_count <= 0 || seen < watch_count;
         },
@@ -1190,6 +1199,17 @@ int Main(int argc, char** argv) {
             hinted = true;
           }
         });
+    if (output_failed) {
+      std::cerr << "casebridge: inbox watch: the output could not be written "
+                   "(a full disk, or a closed file?); the messages after "
+                << (shown_cursor.empty() ? std::string("the start")
+                                         : "cursor " + shown_cursor)
+                << " were not all shown: run it again "
+                << (shown_cursor.empty() ? std::string("without --cursor")
+                                         : "with --cursor " + shown_cursor)
+                << std::endl;
+      return kExitRpc;
+    }
     if (!status.ok()) return ReportStatus(status, kExitRpc);
     return kExitOk;
   }
@@ -1263,8 +1283,15 @@ int main(int argc, char** argv) {
   cb::cli::TerminalFilter err(std::cerr.rdbuf());
   std::streambuf* const stdout_buffer = std::cout.rdbuf(&out);
   std::streambuf* const stderr_buffer = std::cerr.rdbuf(&err);
-  const int rc = casebridge::RunWithGrpc([&] { return Main(argc, argv); });
+  int rc = casebridge::RunWithGrpc([&] { return Main(argc, argv); });
   std::cout.flush();
+  if (!std::cout && rc == kExitOk) {
+    // What was asked was done; only its answer is lost.
+    std::cerr << "casebridge: the output could not be written (a full disk, "
+                 "or a closed file?); the gateway did what was asked"
+              << std::endl;
+    rc = kExitRpc;
+  }
   std::cerr.flush();
   std::cout.rdbuf(stdout_buffer);
   std::cerr.rdbuf(stderr_buffer);

@@ -281,6 +281,43 @@ TEST(CliFormatTest, TheTerminalFilterShowsControlCharactersAsQuestionMarks) {
             "a?2J b?c\n\tفوری 邯郸 \xc2\xa9\n");
 }
 
+// A file that takes `room` bytes, then refuses (a full disk); its flush
+// fails once anything was refused.
+class FullFile final : public std::streambuf {
+ public:
+  explicit FullFile(size_t room) : room_(room) {}
+
+ protected:
+  std::streamsize xsputn(const char*, std::streamsize n) override {
+    const auto taken =
+        std::min<std::streamsize>(n, static_cast<std::streamsize>(room_));
+    room_ -= static_cast<size_t>(taken);
+    refused_ |= taken < n;
+    return taken;
+  }
+  int overflow(int c) override {
+    char ch = traits_type::to_char_type(c);
+    return xsputn(&ch, 1) == 1 ? c : traits_type::eof();
+  }
+  int sync() override { return refused_ ? -1 : 0; }
+
+ private:
+  size_t room_;
+  bool refused_ = false;
+};
+
+TEST(CliFormatTest, AWriteTheFileRefusesFailsTheStreamThroughTheFilter) {
+  // Else a watch would move on past messages nobody saw, and a command
+  // whose output was lost would exit 0.
+  FullFile full(8);
+  TerminalFilter filter(&full);
+  std::ostream out(&filter);
+  out << "12345678";
+  EXPECT_TRUE(out.good());
+  out << "9";  // refused at once, before any flush
+  EXPECT_TRUE(out.fail());
+}
+
 TEST(CliFormatTest, JsonLinesKeepControlCharactersExactAndPassTheFilter) {
   // Text an evidence file or a refused call's subject carries, with DEL
   // and a C1 control that plain dump() would write raw.

@@ -197,6 +197,30 @@ TEST_F(CliTest, ListFillsThePageAskedForFromTheGatewaysShortPages) {
   EXPECT_EQ(last.value("next_page_token", ""), "");
 }
 
+TEST_F(CliTest, OutputThatCannotBeWrittenExits1AndSaysTheCallWasMade) {
+  // A full disk under the file the output goes to.
+  const auto to_full = [&](const std::string& args) {
+    return RunCommand({"/bin/sh", "-c",
+                       absl::StrCat("exec '", CliBinary(), "' --config '", fia_,
+                                    "' ", args, " > /dev/full")});
+  };
+  CommandResult opened = to_full(
+      "--json case open --local-ref FIR-9 --category forced-labour "
+      "--summary 'Output lost' --handling H0 --evaluation C3");
+  EXPECT_EQ(opened.exit_code, 1);
+  EXPECT_EQ(opened.err,
+            "casebridge: the output could not be written (a full disk, or a "
+            "closed file?); the gateway did what was asked\n");
+  // Done all the same.
+  CommandResult listed = Cli({"--json", "case", "list"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_EQ(nlohmann::json::parse(listed.out).at("cases").size(), 1u);
+
+  CommandResult listing = to_full("case list");
+  EXPECT_EQ(listing.exit_code, 1);
+  EXPECT_THAT(listing.err, HasSubstr("the output could not be written"));
+}
+
 TEST_F(CliTest, GatewayRefusalIsOneLineNamingTheStatusAndExits1) {
   CommandResult r = Cli({"case", "get", PkExchangeId(42)});
   EXPECT_EQ(r.exit_code, 1);

@@ -107,6 +107,31 @@ class ExchangeTest : public ::testing::Test {
   std::unique_ptr<GatewayProcess> cn_;
 };
 
+TEST_F(ExchangeTest, AnInboxWatchWhoseOutputFailsStopsAndSaysWhereToResume) {
+  // MPS's watch writes to a file on a full disk: it must not go on past
+  // messages nobody saw, nor exit 0.
+  const std::string id = OpenCase();
+  ASSERT_OK(Send(id, "Rescue request: flat 501, building 3").status());
+  const std::string mps = WriteFile(
+      dir_ + "/mps.toml", ClientConfigToml(cn_->office_endpoint(), kMps, "CN"));
+  CommandResult lost = RunCommand(
+      {"/bin/sh", "-c",
+       absl::StrCat("exec '", CliBinary(), "' --config '", mps,
+                    "' inbox watch --count 5 --seconds 20 > /dev/full")});
+  EXPECT_EQ(lost.exit_code, 1) << lost.err;
+  EXPECT_THAT(lost.err,
+              HasSubstr("inbox watch: the output could not be written"));
+  EXPECT_THAT(lost.err, HasSubstr("run it again without --cursor"));
+
+  // Run again as told: both messages are there.
+  CommandResult again =
+      RunCommand({CliBinary(), "--config", mps, "inbox", "watch", "--count",
+                  "2", "--seconds", "20"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_THAT(again.out, HasSubstr("[case shared]"));
+  EXPECT_THAT(again.out, HasSubstr("Rescue request: flat 501, building 3"));
+}
+
 TEST_F(ExchangeTest, MessageIsDeliveredWithAVerifiableReceipt) {
   const std::string id = OpenCase();
   const std::string body =
