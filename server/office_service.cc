@@ -171,9 +171,19 @@ template <typename Request>
 absl::Status OfficeServiceImpl::AuditPersonalRead(
     const Incoming<Request>& in, const std::string& action,
     const std::vector<std::string>& exchange_ids) {
-  if (exchange_ids.empty()) return absl::OkStatus();
   // Recorded before the answer leaves: no audit entry, no personal data.
-  return audit_->Append(in.Event(action, exchange_ids)).status();
+  // An entry names at most audit::kMaxSubjects ids (a ListCases page holds
+  // up to 500 cases): one entry for each that many.
+  for (size_t i = 0; i < exchange_ids.size(); i += audit::kMaxSubjects) {
+    const size_t end = std::min(exchange_ids.size(), i + audit::kMaxSubjects);
+    CB_RETURN_IF_ERROR(
+        audit_
+            ->Append(in.Event(
+                action, std::vector<std::string>(exchange_ids.begin() + i,
+                                                 exchange_ids.begin() + end)))
+            .status());
+  }
+  return absl::OkStatus();
 }
 
 OfficeServiceImpl::OfficeServiceImpl(const config::Gateway* config,

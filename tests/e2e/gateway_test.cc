@@ -32,6 +32,7 @@ using ::testing::StartsWith;
 constexpr char kFia[] = "pk/offices/fia-liaison-desk";
 constexpr char kEmbassy[] = "pk/offices/embassy-beijing";
 constexpr char kAuditor[] = "pk/auditors/pk-auditor";
+constexpr char kFiaId[] = "spiffe://pk.casebridge/office/fia-liaison-desk";
 
 class GatewayTest : public ::testing::Test {
  protected:
@@ -446,6 +447,35 @@ TEST_F(SmallLimitGatewayTest, OversizedRequestIsRefusedAndNothingIsStored) {
   EXPECT_THAT(Office(kFia)->OpenCase(draft),
               StatusIs(absl::StatusCode::kResourceExhausted, ::testing::_));
   EXPECT_EQ(CaseCount(), 0);
+}
+
+TEST_F(GatewayTest, EveryCaseWhosePersonalDataAPageReleasesIsOnRecord) {
+  // 70 cases with victims' remarks listed at once: an audit entry names 64
+  // ids at most, so the release takes two, and every id is in one of them.
+  auto fia = Office(kFia);
+  std::set<std::string> opened;
+  for (int i = 0; i < 70; ++i) {
+    ASSERT_OK_AND_ASSIGN(const v1::CaseReference c,
+                         fia->OpenCase(ValidDraft()));
+    opened.insert(c.exchange_id());
+  }
+  v1::ListCasesRequest request;
+  request.set_page_size(100);
+  ASSERT_OK_AND_ASSIGN(const v1::ListCasesResponse page,
+                       fia->ListCases(request));
+  ASSERT_EQ(page.cases_size(), 70);
+  EXPECT_FALSE(page.personal_data_withheld());
+  std::set<std::string> recorded;
+  int entries = 0;
+  for (const v1::AuditEntry& e : ReadAuditEntries(*Office(kAuditor))) {
+    if (e.action() != "case.list.personal_data") continue;
+    ++entries;
+    EXPECT_EQ(e.actor(), kFiaId);
+    EXPECT_LE(e.subjects_size(), 64);
+    recorded.insert(e.subjects().begin(), e.subjects().end());
+  }
+  EXPECT_EQ(entries, 2);
+  EXPECT_EQ(recorded, opened);
 }
 
 TEST_F(SmallLimitGatewayTest, ListPagesEndBeforeTheResponseLimit) {
