@@ -324,18 +324,23 @@ int AuditVerify(const Options& options, const std::string& data_dir,
   return r.ok ? kExitOk : kExitDamaged;
 }
 
-// Writes `bytes` to `path`, readable by the owner only: a bundle names
-// envelopes and offices.
+// Writes `bytes` to a new file `path`, readable by the owner only: a bundle
+// names envelopes and offices. Never over an existing file, nor through a
+// symbolic link (one planted in a shared folder would have the bundle
+// overwrite whatever it points at); a file left half written is removed.
 absl::Status WritePrivateFile(const std::string& path,
                               const std::string& bytes) {
-  const int fd =
-      ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const int fd = ::open(
+      path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == EEXIST) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        path, ": exists already; choose another --out, or remove it first"));
+  }
   if (fd < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": ", std::strerror(errno)));
   }
-  // An existing file keeps its mode through O_CREAT: set it.
-  bool ok = ::fchmod(fd, 0600) == 0;
+  bool ok = true;
   size_t written = 0;
   while (ok && written < bytes.size()) {
     const ssize_t n =
@@ -344,13 +349,11 @@ absl::Status WritePrivateFile(const std::string& path,
     ok = n > 0;
     if (ok) written += static_cast<size_t>(n);
   }
-  const int write_error = ok ? 0 : errno;
-  if (::close(fd) != 0 && ok) {
-    return absl::InternalError(absl::StrCat(path, ": ", std::strerror(errno)));
-  }
-  if (!ok) {
-    return absl::InternalError(
-        absl::StrCat(path, ": ", std::strerror(write_error)));
+  int error = ok ? 0 : errno;
+  if (::close(fd) != 0 && error == 0) error = errno;
+  if (error != 0) {
+    ::unlink(path.c_str());
+    return absl::InternalError(absl::StrCat(path, ": ", std::strerror(error)));
   }
   return absl::OkStatus();
 }

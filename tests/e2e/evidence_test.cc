@@ -5,7 +5,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -128,6 +131,26 @@ TEST_F(EvidenceTest, BundlesFromBothSidesVerifyOfflineAndLogsVerifyAfter) {
   struct stat st {};
   ASSERT_EQ(::stat(file.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // Never over a file that exists, nor through a symbolic link planted
+  // where the bundle is to go: what they name is left as it was.
+  const std::string notes = WriteFile(dir_ + "/notes.txt", "precious notes");
+  ASSERT_EQ(::chmod(notes.c_str(), 0644), 0);
+  ASSERT_EQ(::symlink(notes.c_str(), (dir_ + "/link.pb").c_str()), 0);
+  for (const std::string& taken : {file, dir_ + "/link.pb"}) {
+    CommandResult again = Cli({"--config", fia_config, "audit", "evidence",
+                               "get", envelope_id, "--out", taken});
+    EXPECT_EQ(again.exit_code, 2) << again.out;
+    EXPECT_THAT(again.err, HasSubstr(taken)) << again.err;
+  }
+  EXPECT_THAT(Cli({"--config", fia_config, "audit", "evidence", "get",
+                   envelope_id, "--out", file})
+                  .err,
+              HasSubstr("exists already; choose another --out"));
+  std::ifstream kept(notes);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}),
+            "precious notes");
+  ASSERT_EQ(::stat(notes.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644u);
 
   // Checked offline with the public keys file alone.
   const std::string keys_file = Pki("public-keys.toml");
