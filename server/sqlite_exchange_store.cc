@@ -1001,8 +1001,12 @@ absl::Status PurgeMessageInTransaction(
            // The request's hash is an unsalted digest of the body.
            "UPDATE messages SET body = X'', sealed = 0, request_id = NULL, "
            "request_hash = NULL, purged_us = ?2 WHERE message_id = ?1",
-           "UPDATE outbox SET signed_envelope = X'', sealed = 0 "
-           "WHERE message_id = ?1",
+           // A cancellation's reason is free text an office wrote about
+           // the message: "cancelled by <office>: <reason>" keeps who.
+           "UPDATE outbox SET signed_envelope = X'', sealed = 0, "
+           "last_error = CASE WHEN state = 6 AND instr(last_error, ': ') > 0 "
+           "THEN substr(last_error, 1, instr(last_error, ': ') - 1) "
+           "ELSE last_error END WHERE message_id = ?1",
            "UPDATE inbound SET signed_envelope = X'', sealed = 0 "
            "WHERE message_id = ?1 OR audit_index IN (SELECT idx "
            "FROM audit_subjects WHERE subject = ?1)",

@@ -846,6 +846,33 @@ TEST_F(DataProtectionTest, EvidenceOpensTheSealedEnvelopeOnlyWithTheKey) {
 
 // Retention.
 
+TEST_F(DataProtectionTest, APurgedMessageKeepsWhoCancelledItNotWhy) {
+  // The reason an office gives for withdrawing a message is free text
+  // about it, and goes with its body.
+  v1::CaseMessage outgoing = PeerMessage("PK-M-1", v1::MESSAGE_KIND_NOTE,
+                                         "outgoing: shelter in Lahore ready");
+  outgoing.set_sender_office(kFia);
+  outgoing.set_recipient_office(kMps);
+  outgoing.set_sender_country(v1::COUNTRY_PK);
+  Send(outgoing);
+  ASSERT_OK(store_->exchange().CancelOutgoing(
+      "PK-M-1", absl::StrCat("cancelled by ", kFia, ": Ayesha found at home"),
+      Event("message.cancel")));
+  ASSERT_OK_AND_ASSIGN(v1::DeliveryStatus status,
+                       store_->exchange().GetDeliveryStatus("PK-M-1"));
+  EXPECT_THAT(status.last_error(), HasSubstr("Ayesha"));
+
+  clock_.Advance(absl::Hours(24) * 10);
+  config::RetentionSettings policy;
+  policy.message_kind_days[v1::MESSAGE_KIND_NOTE] = 7;
+  ASSERT_OK_AND_ASSIGN(const RetentionReport report, Purge(policy));
+  EXPECT_EQ(report.messages, 1);
+  ASSERT_OK_AND_ASSIGN(status, store_->exchange().GetDeliveryStatus("PK-M-1"));
+  EXPECT_EQ(status.state(), v1::DELIVERY_STATE_CANCELLED);
+  EXPECT_EQ(status.last_error(), absl::StrCat("cancelled by ", kFia));
+  EXPECT_EQ(RawFiles().find("Ayesha"), std::string::npos);
+}
+
 TEST_F(DataProtectionTest, PurgesMessagesByKindAndNothingElse) {
   Receive(PeerMessage("CN-M-NOTE", v1::MESSAGE_KIND_NOTE));
   Receive(PeerMessage("CN-M-RESCUE", v1::MESSAGE_KIND_RESCUE_REQUEST));
