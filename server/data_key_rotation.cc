@@ -140,6 +140,9 @@ absl::StatusOr<DataKeyRotationReport> RotateDataKey(const StoreOptions& options,
   }
 
   RewrapReport rewrap;
+  // Set once the transaction's work is done: a failure after it is the
+  // COMMIT's, which may have reached the disk all the same.
+  bool committing = false;
   const absl::Status written =
       store->database().Write([&](sqlite::Connection& conn) -> absl::Status {
         CB_ASSIGN_OR_RETURN(
@@ -151,10 +154,27 @@ absl::StatusOr<DataKeyRotationReport> RotateDataKey(const StoreOptions& options,
         event.payload = absl::StrCat(
             "old check id ", rewrap.old_check_id, "\nnew check id ",
             rewrap.new_check_id, "\nrecord keys ", rewrap.record_keys, "\n");
-        return store->audit_log().AppendInTransaction(conn, event).status();
+        CB_RETURN_IF_ERROR(
+            store->audit_log().AppendInTransaction(conn, event).status());
+        committing = true;
+        return absl::OkStatus();
       });
+  if (!written.ok() && committing) {
+    // A failed COMMIT may have written its frames to the WAL without this
+    // process seeing them (a failed sync); SQLite's recovery at the next
+    // open would then replay it. Only that open can tell: the new key
+    // stays, and the next start of the gateway (or of this command)
+    // settles the rotation either way.
+    return absl::Status(
+        written.code(),
+        absl::StrCat("rotating the data key: ", written.message(),
+                     "; whether it committed is known only at the next "
+                     "start, which settles ",
+                     pending, ": keep both key files until then"));
+  }
   if (!written.ok()) {
-    // A failed COMMIT may still have reached the disk: ask the database.
+    // The transaction's own work failed: it was rolled back. Checked all
+    // the same before the new key goes.
     bool committed = false;
     const absl::Status asked =
         store->database().Read([&](sqlite::Connection& conn) -> absl::Status {
