@@ -402,11 +402,18 @@ std::string FormatWhoAmI(const v1::WhoAmIResponse& who) {
 std::string UnavailableHint(absl::string_view message) {
   // The gateway's word about the peer gateway (evidence bundles).
   if (absl::StartsWith(message, "the peer gateway")) return "";
-  if (absl::StrContains(message, "Custom verification check failed") ||
-      absl::StrContains(message, "certificate verify failed")) {
+  if (absl::StrContains(message, "Custom verification check failed")) {
     return "this office's client file does not accept the gateway it "
            "reached: check `ca` (the CA that issued the gateway's "
            "certificate), `gateway_identity` and `endpoint` in it";
+  }
+  if (absl::StrContains(message, "certificate verify failed") ||
+      absl::StrContains(message, "CERTIFICATE_VERIFY_FAILED")) {
+    return "the gateway's certificate did not verify: it may have expired "
+           "or not be valid yet (or this computer's clock is wrong; its "
+           "operator can check with `casebridge certs status`), or this "
+           "office's client file names another CA: check `ca` and "
+           "`endpoint` in it";
   }
   for (absl::string_view transport :
        {"failed to connect", "Failed to connect", "Socket closed",
@@ -421,6 +428,19 @@ std::string UnavailableHint(absl::string_view message) {
     }
   }
   return "";
+}
+
+bool MayHaveReachedTheGateway(const absl::Status& status) {
+  if (status.code() == absl::StatusCode::kDeadlineExceeded) return true;
+  if (status.code() != absl::StatusCode::kUnavailable) return false;
+  // No connection was made, so nothing was sent.
+  for (absl::string_view before_sending :
+       {"failed to connect", "Failed to connect", "andshake failed",
+        "certificate verify failed", "CERTIFICATE_VERIFY_FAILED",
+        "Connection refused", "DNS resolution failed", "empty address list"}) {
+    if (absl::StrContains(status.message(), before_sending)) return false;
+  }
+  return true;
 }
 
 std::string FormatInboxLine(const v1::WatchInboxResponse& item) {

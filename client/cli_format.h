@@ -51,6 +51,11 @@ std::string FormatAuditEntries(const v1::GetEntriesResponse& entries);
 // own client file.
 std::string UnavailableHint(absl::string_view message);
 
+// Whether a call that failed with `status` may have been done all the same
+// (its deadline passed, or the connection broke after it was sent); false
+// when no connection was made, so nothing was sent.
+bool MayHaveReachedTheGateway(const absl::Status& status);
+
 // One line for an inbox message: time, case, kind[/stage], priority,
 // sender, then the whole body, each of its lines indented.
 std::string FormatInboxLine(const v1::WatchInboxResponse& item);

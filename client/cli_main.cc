@@ -116,8 +116,7 @@ std::string RequestIdOrNew(const std::string& given) {
 int ReportChangeStatus(const absl::Status& status,
                        const std::string& request_id) {
   const int rc = ReportStatus(status, kExitRpc);
-  if (status.code() == absl::StatusCode::kDeadlineExceeded ||
-      status.code() == absl::StatusCode::kUnavailable) {
+  if (cb::cli::MayHaveReachedTheGateway(status)) {
     std::cerr << "casebridge: it may have been done all the same; to repeat "
                  "it without doing it twice, run the same command with "
                  "--request-id "

@@ -17,6 +17,7 @@ namespace casebridge::cli {
 namespace {
 
 using ::casebridge::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -369,6 +370,15 @@ TEST(CliFormatTest, UnavailableIsExplainedByWhatItSays) {
                       "spiffe://pk.casebridge/gateway"),
       HasSubstr("check `ca` (the CA that issued the gateway's certificate), "
                 "`gateway_identity` and `endpoint`"));
+  // A chain that does not verify: expired, not yet valid, or another CA.
+  EXPECT_THAT(
+      UnavailableHint("failed to connect to all addresses; last "
+                      "error: UNKNOWN: ipv4:127.0.0.1:7000: Tls "
+                      "handshake failed (TSI_PROTOCOL_FAILURE): "
+                      "SSL_ERROR_SSL: error:0A000086:SSL "
+                      "routines::certificate verify failed"),
+      AllOf(HasSubstr("may have expired"), HasSubstr("casebridge certs status"),
+            HasSubstr("check `ca` and `endpoint`")));
   // The gateway's own answers say why themselves.
   EXPECT_EQ(UnavailableHint("other evidence bundles are waiting for the peer "
                             "gateway; try again in a few seconds"),
@@ -377,6 +387,28 @@ TEST(CliFormatTest, UnavailableIsExplainedByWhatItSays) {
                             "addresses; last error: UNKNOWN: "
                             "ipv4:127.0.0.1:7001: Socket closed"),
             "");
+}
+
+TEST(CliFormatTest, ACallNeverSentIsNotSaidToHaveMaybeBeenDone) {
+  // No connection: nothing was sent, so there is nothing to repeat safely.
+  for (const char* message :
+       {"failed to connect to all addresses; last error: UNKNOWN: "
+        "ipv4:127.0.0.1:1: Failed to connect to remote host: Connection "
+        "refused",
+        "failed to connect to all addresses; last error: UNKNOWN: "
+        "ipv4:127.0.0.1:7000: Tls handshake failed (TSI_PROTOCOL_FAILURE): "
+        "SSL_ERROR_SSL: error:0A000086:SSL routines::certificate verify "
+        "failed"}) {
+    EXPECT_FALSE(MayHaveReachedTheGateway(absl::UnavailableError(message)))
+        << message;
+  }
+  // Sent, and then the answer was lost.
+  EXPECT_TRUE(
+      MayHaveReachedTheGateway(absl::UnavailableError("Socket closed")));
+  EXPECT_TRUE(MayHaveReachedTheGateway(
+      absl::DeadlineExceededError("Deadline Exceeded")));
+  EXPECT_FALSE(MayHaveReachedTheGateway(
+      absl::InvalidArgumentError("summary: is required")));
 }
 
 TEST(CliFormatTest, APurgeOfPersonalDataIsSaidNotLeftBlank) {

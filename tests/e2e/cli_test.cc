@@ -2,12 +2,14 @@
 // the one-line error format.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/testing/process.h"
 #include "tests/testing/status_matchers.h"
@@ -401,30 +403,48 @@ TEST_F(CliTest, AMessageMayCarryItsOwnHandlingAndEvaluation) {
 }
 
 TEST_F(CliTest, AChangeWithoutAnAnswerSaysHowToRepeatItSafely) {
-  // The gateway cannot be reached: whether the call was done is not known
-  // in general (a deadline may pass after the gateway acted), so the CLI
-  // names the request id that repeats it at most once, minted when the
-  // officer gave none.
-  const std::string dead =
-      WriteFile(dir_ + "/dead.toml",
-                ClientConfigToml("127.0.0.1:1", "pk/offices/fia-liaison-desk"));
+  // A gateway that does not answer in time: whether the call was done is
+  // not known in general (the deadline may pass after the gateway acted),
+  // so the CLI names the request id that repeats it at most once, minted
+  // when the officer gave none.
+  const std::string slow = WriteFile(
+      dir_ + "/slow.toml",
+      absl::StrReplaceAll(ClientConfigToml(gateway_->office_endpoint(),
+                                           "pk/offices/fia-liaison-desk"),
+                          {{"timeout_seconds = 10", "timeout_seconds = 1"}}));
   const std::vector<std::string> send = {
-      CliBinary(),  "--config",      dead,     "message",
+      CliBinary(),  "--config",      slow,     "message",
       "send",       PkExchangeId(1), "--kind", "rescue-request",
       "--priority", "urgent",        "--body", "Move her"};
+  ASSERT_EQ(::kill(gateway_->pid(), SIGSTOP), 0);
   CommandResult minted = RunCommand(send);
+  std::vector<std::string> with_id = send;
+  with_id.insert(with_id.end(), {"--request-id", "urgent-7"});
+  CommandResult given = RunCommand(with_id);
+  ASSERT_EQ(::kill(gateway_->pid(), SIGCONT), 0);
   EXPECT_EQ(minted.exit_code, 1);
+  EXPECT_THAT(minted.err, HasSubstr("DEADLINE_EXCEEDED"));
   EXPECT_THAT(minted.err,
               MatchesRegex("(.|\n)*casebridge: it may have been done all the "
                            "same; to repeat it without doing it twice, run the "
                            "same command with --request-id "
-                           "cli-[0-9a-f]{24}\n"));
-  std::vector<std::string> with_id = send;
-  with_id.insert(with_id.end(), {"--request-id", "urgent-7"});
-  CommandResult given = RunCommand(with_id);
+                           "cli-[0-9a-f]{24}\n(.|\n)*"));
   EXPECT_EQ(given.exit_code, 1);
   EXPECT_THAT(given.err, HasSubstr("run the same command with --request-id "
                                    "urgent-7\n"));
+  // No gateway there: nothing was sent, so nothing to repeat; the hint
+  // says what UNAVAILABLE may mean.
+  const std::string dead =
+      WriteFile(dir_ + "/dead.toml",
+                ClientConfigToml("127.0.0.1:1", "pk/offices/fia-liaison-desk"));
+  std::vector<std::string> unsent = send;
+  unsent[2] = dead;
+  CommandResult never = RunCommand(unsent);
+  EXPECT_EQ(never.exit_code, 1);
+  EXPECT_THAT(never.err, HasSubstr("UNAVAILABLE"));
+  EXPECT_THAT(never.err, HasSubstr("the gateway is not running or not "
+                                   "reachable"));
+  EXPECT_THAT(never.err, Not(HasSubstr("--request-id")));
   // A refusal is no unknown outcome: nothing to repeat.
   CommandResult refused = Cli(
       {"message", "send", PkExchangeId(42), "--kind", "note", "--body", "x"});
