@@ -1196,9 +1196,11 @@ int Main(int argc, char** argv) {
                     << (cursor.empty() ? std::string("from the start")
                                        : "after cursor " + cursor)
                     << " in " << absl::FormatDuration(retry_in) << std::endl;
+          // Once: the first end that has a hint (a gateway going away for a
+          // restart ends the stream with words that have none).
           if (!hinted && why.code() == absl::StatusCode::kUnavailable) {
+            hinted = !cb::cli::UnavailableHint(why.message()).empty();
             PrintUnavailableHint(why);
-            hinted = true;
           }
         });
     if (output_failed) {
