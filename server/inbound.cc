@@ -158,6 +158,22 @@ absl::Status Inbound::CheckContent(const AccessPolicy& policy,
     CB_RETURN_IF_ERROR(ValidateSharedCase(c, "message.case_reference"));
     CB_RETURN_IF_ERROR(
         ValidatePeerRecordFields(c, peer_country_, "message.case_reference"));
+    // Its times are the peer's record of the case, and its updated_at sets
+    // when our retention purges it: none may lie ahead of our clock by more
+    // than an envelope may (a case dated 9999 would never be purged).
+    const absl::Time latest =
+        clock_->Now() + absl::Seconds(config_->limits.max_clock_skew_seconds);
+    for (const auto& [field, time] :
+         {std::pair<const char*, const google::protobuf::Timestamp*>{
+              "created_at", &c.created_at()},
+          {"updated_at", &c.updated_at()}}) {
+      if (FromProto(*time) > latest) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "message.case_reference.", field,
+            ": is later than this "
+            "gateway's clock allows (limits.max_clock_skew_seconds)"));
+      }
+    }
     // The case travels under its own code, which the message repeats.
     if (c.handling_code() != m.handling_code() ||
         c.handling_restriction() != m.handling_restriction()) {

@@ -438,6 +438,17 @@ TEST_F(InboundBatchTest, ThePeersRecordOfACaseIsHeldToWhatItsGatewayWrites) {
              *c.mutable_updated_at() = overflowing;
            }),
            "message.case_reference.updated_at: is not a valid timestamp"},
+          // Retention would never reach a case updated in the year 9999.
+          {share([&](v1::CaseReference& c) {
+             c.mutable_updated_at()->set_seconds(253402300799);
+           }),
+           "message.case_reference.updated_at: is later than this gateway's "
+           "clock allows (limits.max_clock_skew_seconds)"},
+          {share([&](v1::CaseReference& c) {
+             *c.mutable_created_at() = stamp(now + absl::Hours(1));
+           }),
+           "message.case_reference.created_at: is later than this gateway's "
+           "clock allows"},
           {[&](v1::CaseMessage& m) { *m.mutable_sent_at() = overflowing; },
            "message.sent_at: is not a valid timestamp"},
           {[](v1::CaseMessage& m) {
