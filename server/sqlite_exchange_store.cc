@@ -355,6 +355,21 @@ WaitingForShare(sqlite::Connection& conn, const std::string& message_id,
   return out;
 }
 
+// Sets the pending outbox row of `envelope_id` FAILED with `last_error`;
+// `what` names the step if no row changed.
+absl::Status MarkFailed(sqlite::Connection& conn,
+                        const std::string& envelope_id,
+                        const std::string& last_error, absl::string_view what) {
+  CB_ASSIGN_OR_RETURN(
+      auto update, conn.Prepare("UPDATE outbox SET state = ?, last_error = ? "
+                                "WHERE envelope_id = ? AND state IN (1, 2)"));
+  update.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_FAILED))
+      .Bind(2, last_error)
+      .Bind(3, envelope_id);
+  CB_RETURN_IF_ERROR(update.Run());
+  return ChangedOneRow(conn, what);
+}
+
 // OK unless messages wait for the share `message_id` (WaitingForShare): it
 // is not withdrawn under them.
 absl::Status NoMessageWaitsForTheShare(sqlite::Connection& conn,
@@ -766,14 +781,8 @@ absl::Status SqliteExchangeStore::RecordRefused(const std::string& envelope_id,
       return audit_->AppendInTransaction(conn, event).status();
     }
     if (!Pending(row.state)) return NotPending(row);
-    CB_ASSIGN_OR_RETURN(
-        auto update, conn.Prepare("UPDATE outbox SET state = ?, last_error = ? "
-                                  "WHERE envelope_id = ?"));
-    update.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_FAILED))
-        .Bind(2, LastError(refusal))
-        .Bind(3, envelope_id);
-    CB_RETURN_IF_ERROR(update.Run());
-    CB_RETURN_IF_ERROR(ChangedOneRow(conn, "recording a refusal"));
+    CB_RETURN_IF_ERROR(MarkFailed(conn, envelope_id, LastError(refusal),
+                                  "recording a refusal"));
     CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
     // A share refused for good leaves the messages that waited for it
     // without a case the peer can read: they fail with it, each on record,
@@ -788,14 +797,8 @@ absl::Status SqliteExchangeStore::RecordRefused(const std::string& envelope_id,
         ") was refused by the peer for good; share the case again, then "
         "send this message again"));
     for (const auto& [waiting_id, waiting_envelope] : waiting) {
-      CB_ASSIGN_OR_RETURN(
-          auto fail, conn.Prepare("UPDATE outbox SET state = ?, last_error = ? "
-                                  "WHERE envelope_id = ? AND state IN (1, 2)"));
-      fail.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_FAILED))
-          .Bind(2, LastError(why))
-          .Bind(3, waiting_envelope);
-      CB_RETURN_IF_ERROR(fail.Run());
-      CB_RETURN_IF_ERROR(ChangedOneRow(conn, "failing a message"));
+      CB_RETURN_IF_ERROR(MarkFailed(conn, waiting_envelope, LastError(why),
+                                    "failing a message"));
       AuditEvent failed;
       failed.actor = audit.actor;
       failed.action = "message.failed";

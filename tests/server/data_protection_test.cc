@@ -179,6 +179,16 @@ class DataProtectionTest : public ::testing::Test {
     return m;
   }
 
+  // A note of the FIA desk to MPS's liaison desk.
+  v1::CaseMessage OutgoingNote(const std::string& message_id,
+                               const std::string& body) {
+    v1::CaseMessage m = PeerMessage(message_id, v1::MESSAGE_KIND_NOTE, body);
+    m.set_sender_office(kFia);
+    m.set_recipient_office(kMps);
+    m.set_sender_country(v1::COUNTRY_PK);
+    return m;
+  }
+
   // Stores an envelope from the Chinese gateway the way the receiver does:
   // its envelope.received entry commits to the sender's signature.
   void Receive(const v1::CaseMessage& message) {
@@ -330,12 +340,7 @@ TEST_F(DataProtectionTest, CaseFieldsAreSealedOnDiskAndReadBackInTheClear) {
 
 TEST_F(DataProtectionTest, MessageBodiesAndEnvelopesAreSealedOnDisk) {
   Receive(PeerMessage("CN-M-1", v1::MESSAGE_KIND_RESCUE_UPDATE));
-  v1::CaseMessage outgoing = PeerMessage("PK-M-1", v1::MESSAGE_KIND_NOTE,
-                                         "outgoing: shelter in Lahore ready");
-  outgoing.set_sender_office(kFia);
-  outgoing.set_recipient_office(kMps);
-  outgoing.set_sender_country(v1::COUNTRY_PK);
-  Send(outgoing);
+  Send(OutgoingNote("PK-M-1", "outgoing: shelter in Lahore ready"));
 
   const std::vector<InboxItem> inbox = Inbox();
   ASSERT_EQ(inbox.size(), 1u);
@@ -849,12 +854,7 @@ TEST_F(DataProtectionTest, EvidenceOpensTheSealedEnvelopeOnlyWithTheKey) {
 TEST_F(DataProtectionTest, APurgedMessageKeepsWhoCancelledItNotWhy) {
   // The reason an office gives for withdrawing a message is free text
   // about it, and goes with its body.
-  v1::CaseMessage outgoing = PeerMessage("PK-M-1", v1::MESSAGE_KIND_NOTE,
-                                         "outgoing: shelter in Lahore ready");
-  outgoing.set_sender_office(kFia);
-  outgoing.set_recipient_office(kMps);
-  outgoing.set_sender_country(v1::COUNTRY_PK);
-  Send(outgoing);
+  Send(OutgoingNote("PK-M-1", "outgoing: shelter in Lahore ready"));
   ASSERT_OK(store_->exchange().CancelOutgoing(
       "PK-M-1", absl::StrCat("cancelled by ", kFia, ": Ayesha found at home"),
       Event("message.cancel")));
