@@ -355,17 +355,18 @@ WaitingForShare(sqlite::Connection& conn, const std::string& message_id,
   return out;
 }
 
-// Sets the pending outbox row of `envelope_id` FAILED with `last_error`;
+// Ends the pending outbox row whose `key` column ("envelope_id" or
+// "message_id") is `id` in `state` (FAILED, CANCELLED) with `last_error`;
 // `what` names the step if no row changed.
-absl::Status MarkFailed(sqlite::Connection& conn,
-                        const std::string& envelope_id,
+absl::Status EndPending(sqlite::Connection& conn, absl::string_view key,
+                        const std::string& id, v1::DeliveryState state,
                         const std::string& last_error, absl::string_view what) {
   CB_ASSIGN_OR_RETURN(
-      auto update, conn.Prepare("UPDATE outbox SET state = ?, last_error = ? "
-                                "WHERE envelope_id = ? AND state IN (1, 2)"));
-  update.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_FAILED))
-      .Bind(2, last_error)
-      .Bind(3, envelope_id);
+      auto update,
+      conn.Prepare(absl::StrCat("UPDATE outbox SET state = ?, last_error = ? "
+                                "WHERE ",
+                                key, " = ? AND state IN (1, 2)")));
+  update.Bind(1, static_cast<int64_t>(state)).Bind(2, last_error).Bind(3, id);
   CB_RETURN_IF_ERROR(update.Run());
   return ChangedOneRow(conn, what);
 }
@@ -754,14 +755,9 @@ absl::Status SqliteExchangeStore::CancelOutgoing(const std::string& message_id,
                        "can be cancelled"));
     }
     CB_RETURN_IF_ERROR(NoMessageWaitsForTheShare(conn, message_id));
-    CB_ASSIGN_OR_RETURN(
-        auto update, conn.Prepare("UPDATE outbox SET state = ?, last_error = ? "
-                                  "WHERE message_id = ? AND state IN (1, 2)"));
-    update.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATE_CANCELLED))
-        .Bind(2, why)
-        .Bind(3, message_id);
-    CB_RETURN_IF_ERROR(update.Run());
-    CB_RETURN_IF_ERROR(ChangedOneRow(conn, "cancelling a message"));
+    CB_RETURN_IF_ERROR(EndPending(conn, "message_id", message_id,
+                                  v1::DELIVERY_STATE_CANCELLED, why,
+                                  "cancelling a message"));
     AuditEvent event = audit;
     event.subjects.push_back(row->envelope_id);
     return audit_->AppendInTransaction(conn, event).status();
@@ -781,7 +777,8 @@ absl::Status SqliteExchangeStore::RecordRefused(const std::string& envelope_id,
       return audit_->AppendInTransaction(conn, event).status();
     }
     if (!Pending(row.state)) return NotPending(row);
-    CB_RETURN_IF_ERROR(MarkFailed(conn, envelope_id, LastError(refusal),
+    CB_RETURN_IF_ERROR(EndPending(conn, "envelope_id", envelope_id,
+                                  v1::DELIVERY_STATE_FAILED, LastError(refusal),
                                   "recording a refusal"));
     CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, event).status());
     // A share refused for good leaves the messages that waited for it
@@ -797,7 +794,8 @@ absl::Status SqliteExchangeStore::RecordRefused(const std::string& envelope_id,
         ") was refused by the peer for good; share the case again, then "
         "send this message again"));
     for (const auto& [waiting_id, waiting_envelope] : waiting) {
-      CB_RETURN_IF_ERROR(MarkFailed(conn, waiting_envelope, LastError(why),
+      CB_RETURN_IF_ERROR(EndPending(conn, "envelope_id", waiting_envelope,
+                                    v1::DELIVERY_STATE_FAILED, LastError(why),
                                     "failing a message"));
       AuditEvent failed;
       failed.actor = audit.actor;
