@@ -34,8 +34,21 @@ absl::StatusOr<bool> PolicyReloader::Reload(absl::string_view trigger) {
     // Not remembered: the next check tries again once the file is back.
     return ReloadLocked(trigger, "");
   }
-  last_seen_ = crypto::Sha256(*content);
-  return ReloadLocked(trigger, *content);
+  return ReloadRemembering(trigger, *content);
+}
+
+absl::StatusOr<bool> PolicyReloader::ReloadRemembering(
+    absl::string_view trigger, const std::string& content) {
+  last_seen_ = crypto::Sha256(content);
+  absl::StatusOr<bool> result = ReloadLocked(trigger, content);
+  // A file refused for what it says is not read again until it changes; one
+  // refused for this gateway's own trouble (its audit log could not take
+  // the entry) is, at the next check.
+  if (!result.ok() &&
+      result.status().code() != absl::StatusCode::kInvalidArgument) {
+    last_seen_.clear();
+  }
+  return result;
 }
 
 absl::StatusOr<bool> PolicyReloader::ReloadLocked(absl::string_view trigger,
@@ -123,9 +136,11 @@ void PolicyReloader::Watch() {
         return;
       }
     }
+    // Read under the lock: a file read before a Reload() took a newer one
+    // would otherwise be applied over it.
+    absl::MutexLock lock(&reload_mu_);
     auto content = crypto::ReadFile(options_.config_path);
     if (!content.ok()) continue;  // being replaced; look again next time
-    absl::MutexLock lock(&reload_mu_);
     const std::string digest = crypto::Sha256(*content);
     if (digest == last_seen_) {
       pending_.clear();
@@ -139,9 +154,8 @@ void PolicyReloader::Watch() {
       continue;
     }
     pending_.clear();
-    last_seen_ = digest;
     // The outcome is logged and audited by ReloadLocked.
-    (void)ReloadLocked("file change", *content);
+    (void)ReloadRemembering("file change", *content);
   }
 }
 

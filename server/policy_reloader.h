@@ -57,6 +57,12 @@ class PolicyReloader {
   absl::StatusOr<bool> ReloadLocked(absl::string_view trigger,
                                     const std::string& content)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(reload_mu_);
+  // ReloadLocked, with last_seen_ set to `content`'s digest unless the
+  // reload failed for this gateway's own trouble (then retried at the next
+  // check).
+  absl::StatusOr<bool> ReloadRemembering(absl::string_view trigger,
+                                         const std::string& content)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(reload_mu_);
   void Watch();
 
   const Options options_;
@@ -64,8 +70,9 @@ class PolicyReloader {
   AuditLog* const audit_;
 
   absl::Mutex reload_mu_;  // one reload at a time
-  // SHA-256 of the file content last looked at (whatever the outcome), so
-  // an unchanged file is not reloaded, nor an invalid one refused, again.
+  // SHA-256 of the file content last looked at (applied, unchanged or
+  // refused for what it says), so an unchanged file is not reloaded, nor an
+  // invalid one refused, again.
   std::string last_seen_ ABSL_GUARDED_BY(reload_mu_);
   // SHA-256 of changed content seen once by the watcher: taken when the
   // next check finds it unchanged.
