@@ -221,11 +221,17 @@ absl::Status Gateway::Init(const Clock* clock) {
                                          peer_witness_verifier_->public_key()));
   }
 
+  // Each file under its own key first: the checks that combine them name
+  // one key only.
+  CB_ASSIGN_OR_RETURN(auto certs,
+                      AtField("tls.cert", tls::ReadCertificates(c.tls_cert)));
+  CB_RETURN_IF_ERROR(
+      AtField("tls.own_ca", tls::ReadCertificates(c.own_ca).status()));
+  CB_RETURN_IF_ERROR(
+      AtField("tls.peer_ca", tls::ReadCertificates(c.peer_ca).status()));
   CB_RETURN_IF_ERROR(
       AtField("tls.key", tls::CheckKeyPair(c.tls_cert, c.tls_key)));
   {
-    CB_ASSIGN_OR_RETURN(auto certs,
-                        AtField("tls.cert", tls::ReadCertificates(c.tls_cert)));
     // Exactly one spiffe:// URI SAN, ours: what clients and the peer check.
     const auto& sans = certs.front().uri_sans;
     const auto spiffe = std::count_if(

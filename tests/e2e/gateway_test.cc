@@ -682,6 +682,23 @@ TEST_F(BadConfigTest, OwnCaTrustedOnThePeerPortExits2) {
   ExpectStartFails(toml, "tls.peer_ca: CA ");
 }
 
+TEST_F(BadConfigTest, AFileWithoutACertificateIsNamedByItsOwnKey) {
+  // A DER file, say, where a PEM certificate was expected: the refusal
+  // names the key that holds it, not another key the same check reads.
+  const std::string dir = NewTempDir("not-pem");
+  const std::string not_pem = WriteFile(dir + "/ca.der", "0\x82\x01\x0a");
+  for (const auto& [file, key] :
+       std::vector<std::pair<std::string, std::string>>{
+           {Pki("pk/ca.crt"), "tls.own_ca: "},
+           {Pki("pk/gateway-chain.crt"), "tls.cert: "}}) {
+    std::string toml = Valid();
+    const size_t at = toml.find("\"" + file + "\"");
+    ASSERT_NE(at, std::string::npos) << file;
+    toml.replace(at + 1, file.size(), not_pem);
+    ExpectStartFails(toml, key + not_pem);
+  }
+}
+
 TEST_F(BadConfigTest, WrongIdentityForCountryExits2) {
   std::string toml = Valid();
   const std::string ours = "identity = \"spiffe://pk.casebridge/gateway\"";
