@@ -537,11 +537,6 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
         l.max_envelope_bytes,
         limits.Integer("max_envelope_bytes", l.max_envelope_bytes, 4 << 10,
                        l.max_message_bytes / 2));
-    CB_ASSIGN_OR_RETURN(
-        l.port_memory_mb,
-        limits.Integer("port_memory_mb", l.port_memory_mb,
-                       std::max<int64_t>(16, 4 * (l.max_message_bytes >> 20)),
-                       65536));
     CB_ASSIGN_OR_RETURN(l.max_clock_skew_seconds,
                         limits.Integer("max_clock_skew_seconds",
                                        l.max_clock_skew_seconds, 1, 86400));

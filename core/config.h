@@ -27,10 +27,6 @@ struct Office {
 struct Limits {
   int64_t max_message_bytes = 4 << 20;
   int max_concurrent_streams = 100;
-  // Memory gRPC may hold for each listener's connections (read buffers,
-  // requests not yet taken): past it, the calls that hold the most are
-  // reset (RESOURCE_EXHAUSTED). At least four messages of the largest size.
-  int port_memory_mb = 256;
   int keepalive_time_seconds = 60;
   int keepalive_timeout_seconds = 20;
   int max_connection_age_seconds = 3600;

@@ -2,7 +2,6 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <grpcpp/resource_quota.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -138,10 +137,6 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> Gateway::StartListener(
   for (grpc::Service* service : services) builder.RegisterService(service);
   builder.SetContextAllocator(handler->MakeCallDoneHook());
   ApplyLimits(builder, c.limits);
-  // A quota of its own per listener: offices cannot crowd out the peer.
-  grpc::ResourceQuota quota{std::string(field)};
-  quota.Resize(static_cast<size_t>(c.limits.port_memory_mb) << 20);
-  builder.SetResourceQuota(quota);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || *port == 0) {
     return absl::FailedPreconditionError(

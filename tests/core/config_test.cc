@@ -594,7 +594,6 @@ TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
   EXPECT_EQ(defaults.limits.peer_refusal_audits_per_second, 50);
   EXPECT_EQ(defaults.limits.peer_refusal_audit_burst, 1000);
   EXPECT_EQ(defaults.limits.refusal_summary_seconds, 60);
-  EXPECT_EQ(defaults.limits.port_memory_mb, 256);
   EXPECT_EQ(defaults.limits.work_threads, 8);
 
   GatewayConfigOptions options;
@@ -607,12 +606,11 @@ TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
       "peer_calls_per_second = 7\npeer_burst = 70\n"
       "stranger_audits_per_second = 3\nstranger_audit_burst = 9\n"
       "peer_refusal_audits_per_second = 4\npeer_refusal_audit_burst = 40\n"
-      "refusal_summary_seconds = 5\nport_memory_mb = 64\n";
+      "refusal_summary_seconds = 5\n";
   ASSERT_OK_AND_ASSIGN(const Gateway set, Parse(Toml(options)));
   EXPECT_EQ(set.limits.peer_refusal_audits_per_second, 4);
   EXPECT_EQ(set.limits.peer_refusal_audit_burst, 40);
   EXPECT_EQ(set.limits.refusal_summary_seconds, 5);
-  EXPECT_EQ(set.limits.port_memory_mb, 64);
   EXPECT_EQ(set.limits.peer_calls_per_second, 7);
   EXPECT_EQ(set.limits.peer_burst, 70);
   EXPECT_EQ(set.limits.stranger_audits_per_second, 3);
@@ -654,8 +652,6 @@ TEST_F(GatewayConfigTest, BadLifecycleAndLimitSettingsAreRefusedNamingTheKey) {
             "limits.peer_refusal_audit_burst"},
            {"", "refusal_summary_seconds = 0",
             "limits.refusal_summary_seconds"},
-           {"", "port_memory_mb = 15", "limits.port_memory_mb"},
-           {"", "port_memory_mb = 65537", "limits.port_memory_mb"},
            {"", "refusal_summary_seconds = 86401",
             "limits.refusal_summary_seconds"},
            {"", "office_streams_per_identity = 0",
@@ -672,16 +668,6 @@ TEST_F(GatewayConfigTest, BadLifecycleAndLimitSettingsAreRefusedNamingTheKey) {
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(named)))
         << tls << limits;
   }
-  // The port's memory holds four messages of the largest size at least.
-  GatewayConfigOptions large;
-  large.max_message_bytes = 8 << 20;
-  large.extra_limits = "port_memory_mb = 31\n";
-  EXPECT_THAT(Parse(Toml(large)),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("limits.port_memory_mb: must be between 32 "
-                                 "and 65536, is 31")));
-  large.extra_limits = "port_memory_mb = 32\n";
-  EXPECT_OK(Parse(Toml(large)).status());
 }
 
 TEST_F(GatewayConfigTest, NoOfficesIsRefused) {

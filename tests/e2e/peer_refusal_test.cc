@@ -546,60 +546,6 @@ TEST_F(PeerRefusalTest, APeerThatNeverReadsItsAnswersIsHeldByFlowControl) {
   if (HasFailure()) ADD_FAILURE() << taken << " requests were taken";
 }
 
-TEST_F(PeerRefusalTest, APeerWritingPastThePortsMemoryIsResetNotBuffered) {
-  // Requests of nearly 1 MiB written without reading an answer, with the
-  // client's bandwidth probing on as a real peer's: the gateway stops
-  // reading a stream that far ahead, and gRPC would go on buffering what
-  // arrives (its flow-control window grows with the bandwidth it measures).
-  // Past limits.port_memory_mb the stream is reset instead.
-  RestartWithLimits("port_memory_mb = 32\n");
-  const auto stranger = crypto::Ed25519Signer::Generate();
-  v1::SignedEnvelope padded;
-  padded.set_envelope(std::string(1000 << 10, 'x'));
-  padded.set_signature(std::string(64, 's'));
-  padded.set_key_id(exchange::KeyId(stranger->public_key()));
-  constexpr int kRequests = 2000;  // 2 GB: far past any window
-  std::atomic<int> written{0};
-  std::atomic<bool> refused{false};
-  auto stream = std::make_unique<DeliverStream>(
-      kCnGatewayCert, pk_->peer_endpoint(), absl::Minutes(5));
-  std::thread writer([&] {
-    for (int i = 0; i < kRequests; ++i) {
-      if (!stream->Write(padded)) {
-        refused = true;
-        return;
-      }
-      written.fetch_add(1);
-    }
-  });
-  // Until the writer is refused, or no write has gone through for 5 s.
-  int seen = -1;
-  absl::Time still_since = absl::Now();
-  const absl::Time deadline = absl::Now() + absl::Minutes(2);
-  while (!refused.load() && absl::Now() < deadline &&
-         written.load() < kRequests &&
-         (written.load() != seen ||
-          absl::Now() - still_since < absl::Seconds(5))) {
-    if (written.load() != seen) {
-      seen = written.load();
-      still_since = absl::Now();
-    }
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  const int taken = written.load();
-  EXPECT_TRUE(refused.load())
-      << "the stream was not reset; " << taken << " requests were taken";
-  if (!refused.load()) stream->Cancel();
-  writer.join();
-  if (refused.load()) {
-    EXPECT_THAT(stream->Close(),
-                StatusIs(absl::StatusCode::kResourceExhausted, ::testing::_))
-        << taken << " requests were taken";
-  }
-  stream.reset();
-  ExpectValidStillAccepted("after a peer that wrote past the port's memory");
-}
-
 TEST_F(PeerRefusalTest, BadSignatureIsRefusedForGood) {
   const v1::Envelope envelope = ValidEnvelope();
   const v1::SignedEnvelope good = Sign(envelope);
