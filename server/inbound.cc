@@ -288,7 +288,7 @@ std::vector<v1::DeliverResponse> Inbound::Accept(std::vector<Checked> batch) {
             *receipt.mutable_received_at() = ToProto(received_at);
             receipt.set_receiver_audit_index(audit_index);
             receipt.set_receiver_gateway(config_->identity);
-            return exchange::SignReceipt(receipt, *signer_);
+            return receipts_.SignReceipt(receipt);
           });
 
   std::vector<v1::DeliverResponse> responses(batch.size());
