@@ -37,7 +37,6 @@ Inbound::Inbound(const config::Gateway* config, ExchangeStore* store,
       store_(store),
       audit_(audit),
       peer_keys_(peer_keys),
-      signer_(signer),
       receipts_(*signer),
       clock_(clock),
       peer_country_(config->country == v1::COUNTRY_PK ? v1::COUNTRY_CN

@@ -94,8 +94,7 @@ class Inbound {
   ExchangeStore* const store_;
   AuditLog* const audit_;
   const exchange::KeyRing* const peer_keys_;
-  const crypto::Ed25519Signer* const signer_;
-  const exchange::Signer receipts_;  // signer_, for replays' receipts
+  const exchange::Signer receipts_;  // this gateway's envelope key
   const Clock* const clock_;
   const v1::Country peer_country_;
   CallLimiter refusal_audits_;  // keyed by the peer's identity
