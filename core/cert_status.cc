@@ -130,6 +130,20 @@ std::string CrlHashOf(const std::string& name) {
   return absl::AsciiStrToLower(name.substr(0, 8));
 }
 
+// The names OpenSSL's hashed-directory lookup, which the TLS stack uses,
+// reads for `stem` ("<hash>.r"): <stem>0, <stem>1, ... up to the first
+// missing number. Returns that number.
+size_t UnbrokenRun(const std::vector<std::string>& files,
+                   const std::string& stem) {
+  std::set<std::string> names;
+  for (const std::string& path : files) {
+    names.insert(fs::path(path).filename().string());
+  }
+  size_t n = 0;
+  while (names.contains(absl::StrCat(stem, n))) ++n;
+  return n;
+}
+
 // The CRL items of one trusted CA from the files named for its hash.
 void ReadCrlsOf(X509* ca, const std::string& ca_file,
                 const std::vector<std::string>& files, const std::string& stem,
@@ -137,9 +151,15 @@ void ReadCrlsOf(X509* ca, const std::string& ca_file,
   const std::string subject = NameText(X509_get_subject_name(ca));
   const std::string ca_der = NameDer(X509_get_subject_name(ca));
   inventory->revoked.AddCa(ca_der);
+  const size_t run = UnbrokenRun(files, stem);
   Item newest;
   bool found = false;
   for (const std::string& path : files) {
+    const std::string name = fs::path(path).filename().string();
+    uint64_t number = 0;
+    const bool read_by_tls =
+        absl::SimpleAtoi(name.substr(stem.size()), &number) && number < run &&
+        name == absl::StrCat(stem, number);
     auto data = crypto::ReadFile(path);
     if (!data.ok()) {
       inventory->items.push_back(
@@ -176,6 +196,22 @@ void ReadCrlsOf(X509* ca, const std::string& ca_file,
       const X509_REVOKED* entry = sk_X509_REVOKED_value(revoked, i);
       inventory->revoked.Add(ca_der,
                              SerialHex(X509_REVOKED_get0_serialNumber(entry)));
+    }
+    if (!read_by_tls) {
+      // Its entries are enforced by the gateway's own check all the same;
+      // its nextUpdate keeps no handshake going.
+      Item unread = InvalidFile(
+          ItemKind::kCrl, "tls.crl_dir", path,
+          absl::StrCat("the TLS stack reads ", stem, "0, ", stem,
+                       "1, ... up to the first missing number (", stem, run,
+                       ") and never this file, so its nextUpdate keeps no "
+                       "handshake going; install it as ",
+                       stem, run));
+      unread.subject = subject;
+      unread.issuer = subject;
+      inventory->items.push_back(std::move(unread));
+      inventory->crls_clean = false;
+      continue;
     }
     const absl::Time next = Asn1ToTime(X509_CRL_get0_nextUpdate(crl.get()));
     if (!found || next > newest.valid_until) {

@@ -82,12 +82,14 @@ enum class ItemKind { kCertificate, kCrl };
 enum class Problem {
   kNone,
   kMissing,  // a trusted CA has no CRL in crl_dir
-  kInvalid,  // unreadable file, not a certificate / CRL, or a CRL not signed
-             // by the CA its name says
+  kInvalid,  // unreadable file, not a certificate / CRL, a CRL not signed
+             // by the CA its name says, or one the TLS stack never reads
+             // (past a gap in the numbering)
 };
 
 // One certificate of a file, or the current CRL of one trusted CA (the one
-// with the latest nextUpdate among its files), or a CRL problem.
+// with the latest nextUpdate among the files the TLS stack reads: <hash>.r0,
+// .r1, ... up to the first missing number), or a CRL problem.
 struct Item {
   ItemKind kind = ItemKind::kCertificate;
   std::string key;      // config key: tls.cert, tls.own_ca, tls.peer_ca,
@@ -112,7 +114,10 @@ struct Inventory {
 };
 
 // Reads the certificates of `files` and, for every CA in own_ca and peer_ca,
-// every file <subject hash>.r<N> of crl_dir (any N, also past a gap). Never
+// every file <subject hash>.r<N> of crl_dir. The revocations of every CRL
+// that verifies count, also past a gap in the numbering; its nextUpdate only
+// if the TLS stack reads the file (the unbroken run from .r0, as the start
+// check), and a file past the gap is an item of its own (kInvalid). Never
 // fails: what cannot be read becomes an item with a problem.
 Inventory ReadInventory(const Files& files);
 

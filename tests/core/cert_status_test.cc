@@ -112,6 +112,75 @@ TEST(CertStatusTest, NewerCrlFileAddsItsRevocations) {
       inventory.revoked.IsRevoked(IdOf(Pki("pk/offices/embassy-beijing.crt"))));
 }
 
+TEST(CertStatusTest, ACrlPastAGapInTheNumberingKeepsNoHandshakeGoing) {
+  const std::string dir = NewTempDir("crl");
+  CopyTestCrls(dir);
+  const std::string pk_hash = SubjectHash(Pki("pk/ca.crt"));
+  const absl::Time now = absl::Now();
+  CrlOptions options;
+  options.ca_cert = Pki("pk/ca.crt");
+  options.ca_key = Pki("pk/ca.key");
+  options.revoked = {Pki("bad/revoked.crt")};
+  options.next_update = now + absl::Hours(2);
+  ASSERT_OK_AND_ASSIGN(const std::string ending, IssueCrl(options));
+  InstallFile(dir, pk_hash + ".r0", ending);
+  // The next CRL, installed as .r2 with no .r1: OpenSSL's lookup stops at
+  // the missing .r1 and never reads it.
+  options.revoked.push_back(Pki("pk/offices/fia-liaison-desk.crt"));
+  options.next_update = now + 30 * kDay;
+  ASSERT_OK_AND_ASSIGN(const std::string next, IssueCrl(options));
+  InstallFile(dir, pk_hash + ".r2", next);
+
+  const Inventory gapped = ReadInventory(PkFiles(dir));
+  // Its revocations count for the gateway's own check all the same.
+  EXPECT_TRUE(
+      gapped.revoked.IsRevoked(IdOf(Pki("pk/offices/fia-liaison-desk.crt"))));
+  EXPECT_FALSE(gapped.crls_clean);
+  const std::vector<Item> unread = InvalidCrls(gapped);
+  ASSERT_EQ(unread.size(), 1u);
+  EXPECT_EQ(unread[0].file, dir + "/" + pk_hash + ".r2");
+  EXPECT_THAT(unread[0].detail,
+              AllOf(HasSubstr("never this file"),
+                    HasSubstr("install it as " + pk_hash + ".r1")));
+  EXPECT_THAT(unread[0].subject, HasSubstr("CaseBridge PK Dev Root CA"));
+  // The PK CA is judged by .r0, which the TLS stack does read: three hours
+  // on, its handshakes fail, and so the inventory says.
+  bool judged = false;
+  for (const Item& item : CrlItems(gapped)) {
+    if (item.problem != Problem::kNone ||
+        item.file.find(pk_hash) == std::string::npos) {
+      continue;
+    }
+    judged = true;
+    EXPECT_EQ(item.file, dir + "/" + pk_hash + ".r0");
+    EXPECT_EQ(StateOf(item, now + absl::Hours(3), kDay, kDay), State::kExpired);
+  }
+  EXPECT_TRUE(judged);
+
+  // Renamed to the number the lookup reaches, it is the CA's current CRL.
+  std::filesystem::rename(dir + "/" + pk_hash + ".r2",
+                          dir + "/" + pk_hash + ".r1");
+  const Inventory mended = ReadInventory(PkFiles(dir));
+  EXPECT_TRUE(mended.crls_clean);
+  EXPECT_TRUE(InvalidCrls(mended).empty());
+  judged = false;
+  for (const Item& item : CrlItems(mended)) {
+    if (item.file.find(pk_hash) == std::string::npos) continue;
+    judged = true;
+    EXPECT_EQ(item.file, dir + "/" + pk_hash + ".r1");
+    EXPECT_EQ(StateOf(item, now + absl::Hours(3), kDay, kDay), State::kOk);
+  }
+  EXPECT_TRUE(judged);
+
+  // A number the lookup never forms (a leading zero) is not read either.
+  InstallFile(dir, pk_hash + ".r02", next);
+  const std::vector<Item> misnamed = InvalidCrls(ReadInventory(PkFiles(dir)));
+  ASSERT_EQ(misnamed.size(), 1u);
+  EXPECT_EQ(misnamed[0].file, dir + "/" + pk_hash + ".r02");
+  EXPECT_THAT(misnamed[0].detail,
+              HasSubstr("install it as " + pk_hash + ".r2"));
+}
+
 TEST(CertStatusTest, CaWithoutCrlIsMissing) {
   const std::string dir = NewTempDir("crl");
   const Inventory inventory = ReadInventory(PkFiles(dir));

@@ -146,30 +146,43 @@ TEST_F(CertMonitorTest, DeletedCrlOrUnreadableCaNeverTakesBackARevocation) {
   monitor->Check();
   EXPECT_TRUE(revocations_.IsRevoked(Pem("bad/revoked")));
   EXPECT_FALSE(monitor->serving());
-  // A new CRL that no longer lists it does not take it back either.
+  // A new CRL that no longer lists it does not take it back either. As
+  // .r1 it is past a gap the TLS stack's lookup stops at (health stays
+  // NOT_SERVING); as .r0, the first unused number, it is read.
   InstallFile(crl_dir_, pk_hash_ + ".r1",
               PkCrl({}, absl::Now() + absl::Hours(24 * 30)));
+  monitor->Check();
+  EXPECT_TRUE(revocations_.IsRevoked(Pem("bad/revoked")));
+  EXPECT_FALSE(monitor->serving());
+  std::filesystem::rename(crl_dir_ + "/" + pk_hash_ + ".r1",
+                          crl_dir_ + "/" + pk_hash_ + ".r0");
   monitor->Check();
   EXPECT_TRUE(revocations_.IsRevoked(Pem("bad/revoked")));
   EXPECT_TRUE(monitor->serving());
 }
 
 TEST_F(CertMonitorTest, CrlPastNextUpdateTurnsHealthNotServingAndBack) {
-  auto monitor = Monitor();
-  monitor->Check();
-  InstallFile(crl_dir_, pk_hash_ + ".r1",
+  // The PK CA's only CRL ends in two hours (the test PKI's own lasts longer).
+  InstallFile(crl_dir_, pk_hash_ + ".r0",
               PkCrl({"bad/revoked"}, absl::Now() + absl::Hours(2)));
-  // Both CRLs of the PK CA: the newest nextUpdate counts. The test PKI's own
-  // lasts longer, so move it out of the way.
-  std::filesystem::remove(crl_dir_ + "/" + pk_hash_ + ".r0");
+  auto monitor = Monitor();
   monitor->Check();
   EXPECT_THAT(health_, ElementsAre(true));  // expiring soon is a warning
   clock_.Advance(absl::Hours(3));
   monitor->Check();
   EXPECT_THAT(health_, ElementsAre(true, false));
   EXPECT_FALSE(monitor->serving());
-  InstallFile(crl_dir_, pk_hash_ + ".r2",
-              PkCrl({"bad/revoked"}, absl::Now() + absl::Hours(24 * 30)));
+  // A new one past a gap in the numbering is never read by the TLS stack:
+  // the handshakes still fail, and health says so.
+  const std::string next =
+      PkCrl({"bad/revoked"}, clock_.Now() + absl::Hours(24 * 30));
+  InstallFile(crl_dir_, pk_hash_ + ".r2", next);
+  monitor->Check();
+  EXPECT_THAT(health_, ElementsAre(true, false));
+  // Under the next unused number: both CRLs count, the newest nextUpdate
+  // decides.
+  std::filesystem::rename(crl_dir_ + "/" + pk_hash_ + ".r2",
+                          crl_dir_ + "/" + pk_hash_ + ".r1");
   monitor->Check();
   EXPECT_THAT(health_, ElementsAre(true, false, true));
 }
