@@ -196,6 +196,18 @@ absl::Status WithFile(const absl::Status& status, const std::string& path) {
                       absl::StrCat(path, ": ", status.message()));
 }
 
+// A file of the other kind (an office's client file given where a gateway's
+// configuration belongs, or the other way round) is named as such rather
+// than by the first key it lacks.
+bool IsClientFile(const toml::table& root) {
+  return root.contains("endpoint") && !root.contains("listen") &&
+         !root.contains("tls");
+}
+bool IsGatewayFile(const toml::table& root) {
+  return (root.contains("listen") || root.contains("tls")) &&
+         !root.contains("endpoint");
+}
+
 // [policy]: how often the file is checked for a new policy, and the
 // [policy.roles] table, which replaces the built-in role table as a whole.
 absl::Status ParsePolicy(TableReader& top, const fs::path& base_dir,
@@ -675,6 +687,14 @@ absl::StatusOr<Gateway> ParseGateway(const std::string& toml_text,
                                      PrivateKeys keys) {
   auto root = ParseToml(toml_text, source_path);
   if (!root.ok()) return WithFile(root.status(), source_path);
+  if (IsClientFile(*root)) {
+    return WithFile(
+        absl::InvalidArgumentError(
+            "this is an office's client configuration (it has endpoint, and "
+            "no [listen] or [tls]), not a gateway's: give the gateway's own "
+            "configuration file"),
+        source_path);
+  }
   const fs::path base_dir = fs::absolute(source_path).parent_path();
   auto config = ParseGatewayImpl(*root, base_dir, keys);
   if (!config.ok()) return WithFile(config.status(), source_path);
@@ -691,6 +711,14 @@ absl::StatusOr<Client> LoadClient(const std::string& path) {
   CB_ASSIGN_OR_RETURN(const std::string text, ReadConfigFile(path));
   auto root = ParseToml(text, path);
   if (!root.ok()) return WithFile(root.status(), path);
+  if (IsGatewayFile(*root)) {
+    return WithFile(
+        absl::InvalidArgumentError(
+            "this is a gateway's configuration (it has [listen] or [tls]), "
+            "not an office's: give the office's client configuration "
+            "(endpoint, gateway_identity, cert, key, ca)"),
+        path);
+  }
   TableReader top(*root, "", fs::absolute(path).parent_path());
   Client client;
   client.source_path = path;

@@ -699,6 +699,18 @@ TEST_F(GatewayConfigTest, TomlSyntaxErrorFromFileNamesTheLine) {
                              HasSubstr(absl::StrCat("line ", line, ",")))));
 }
 
+TEST_F(GatewayConfigTest, AnOfficesClientFileIsNamedAsSuch) {
+  // As when CASEBRIDGE_CONFIG, set for the office commands, reaches
+  // `casebridge certs status`.
+  WriteFile(path_,
+            ClientConfigToml("127.0.0.1:7443", "pk/offices/fia-liaison-desk"));
+  EXPECT_THAT(LoadGateway(path_, PrivateKeys::kNotRead),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(StartsWith(path_ + ": this is an office's client "
+                                                "configuration"),
+                             HasSubstr("not a gateway's"))));
+}
+
 class ClientConfigTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -753,6 +765,18 @@ TEST_F(ClientConfigTest, MissingFieldsAreNamed) {
         StatusIs(absl::StatusCode::kInvalidArgument,
                  StartsWith(absl::StrCat(path_, ": ", key, ": is required"))));
   }
+}
+
+TEST_F(ClientConfigTest, AGatewaysFileIsNamedAsSuch) {
+  GatewayConfigOptions options;
+  options.data_dir = dir_ + "/data";
+  WriteFile(path_, GatewayConfigToml(options));
+  EXPECT_THAT(LoadClient(path_),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(StartsWith(path_ + ": this is a gateway's "
+                                                "configuration"),
+                             HasSubstr("give the office's client "
+                                       "configuration"))));
 }
 
 TEST_F(ClientConfigTest, RejectsOfficeAsGatewayIdentity) {

@@ -301,6 +301,17 @@ TEST_F(CertLifecycleTest, CertsStatusExitCodesSaySoonExpiredOrMissing) {
   // No configuration: exit 2.
   r = CertsStatus(dir_ + "/none.toml");
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+
+  // An office's client file (what CASEBRIDGE_CONFIG names for the office
+  // commands, and the global --config): exit 2, saying what it is.
+  const std::string client = WriteFile(
+      dir_ + "/office.toml",
+      ClientConfigToml("127.0.0.1:7443", "pk/offices/fia-liaison-desk"));
+  r = RunCommand({CliBinary(), "--config", client, "certs", "status"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr(client + ": this is an office's client "
+                                        "configuration"));
+  EXPECT_EQ(r.out, "");
 }
 
 }  // namespace
