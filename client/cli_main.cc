@@ -24,12 +24,14 @@
 // file is invalid, or `certs status` found something expired, not yet
 // valid, missing or invalid.
 #include <fcntl.h>
+#include <grpc/support/log.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -1277,9 +1279,17 @@ int Main(int argc, char** argv) {
   return Usage("no command given; see --help");
 }
 
+// gRPC's own diagnostics (a refused handshake's "Handshake failed with fatal
+// error ...") would follow the CLI's one-line error, saying the same less
+// plainly; they are shown only when GRPC_VERBOSITY asks for them.
+void DropGrpcLog(gpr_log_func_args* /*args*/) {}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (std::getenv("GRPC_VERBOSITY") == nullptr) {
+    gpr_set_log_function(&DropGrpcLog);
+  }
   // Everything printed passes through a filter of control characters
   // (TerminalFilter); the streams get their own buffers back before the
   // filters go.

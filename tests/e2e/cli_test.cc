@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/testing/process.h"
 #include "tests/testing/status_matchers.h"
@@ -21,6 +22,7 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
 using ::testing::Not;
+using ::testing::StartsWith;
 
 class CliTest : public ::testing::Test {
  protected:
@@ -329,6 +331,14 @@ TEST_F(CliTest, AuditEntriesSayWhereTheNextPageStarts) {
   EXPECT_THAT(beyond.out, HasSubstr("No entries from index 1000 on."));
 }
 
+// Every line of `err` is the CLI's own: gRPC's diagnostics of a refused
+// handshake, printed after it, say the same less plainly.
+void ExpectOnlyOwnLines(const std::string& err) {
+  for (absl::string_view line : absl::StrSplit(err, '\n', absl::SkipEmpty())) {
+    EXPECT_THAT(std::string(line), StartsWith("casebridge: "));
+  }
+}
+
 TEST_F(CliTest, UnreachableGatewayIsUnavailable) {
   const std::string dead =
       WriteFile(dir_ + "/dead.toml",
@@ -351,6 +361,20 @@ TEST_F(CliTest, AGatewayTheClientFileDoesNotAcceptPointsAtTheFile) {
   EXPECT_THAT(r.err, HasSubstr("casebridge: this office's client file does "
                                "not accept the gateway it reached"));
   EXPECT_THAT(r.err, Not(HasSubstr("ask its operator")));
+  ExpectOnlyOwnLines(r.err);
+
+  // The other way round: the gateway's certificate does not verify under
+  // the client file's CA.
+  toml = ClientConfigToml(gateway_->office_endpoint(),
+                          "pk/offices/fia-liaison-desk");
+  const std::string pk_ca = Pki("pk/ca.crt");
+  ASSERT_NE(toml.find(pk_ca), std::string::npos);
+  toml.replace(toml.find(pk_ca), pk_ca.size(), Pki("cn/ca.crt"));
+  const std::string other_ca = WriteFile(dir_ + "/other-ca.toml", toml);
+  r = RunCommand({CliBinary(), "--config", other_ca, "whoami"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("casebridge: UNAVAILABLE: "));
+  ExpectOnlyOwnLines(r.err);
 }
 
 TEST_F(CliTest, AWatchThatNeverReachesTheGatewayIsNoSuccess) {
@@ -505,6 +529,7 @@ TEST_F(CliTest, ACertificateOutOfItsValidityIsSaidBeforeConnecting) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("casebridge: UNAVAILABLE: "));
   EXPECT_THAT(r.err, HasSubstr("refused this office's certificate"));
+  ExpectOnlyOwnLines(r.err);
 }
 
 TEST_F(CliTest, HealthReportsServing) {
