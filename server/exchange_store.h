@@ -272,6 +272,13 @@ class ExchangeStore {
           uint64_t audit_index, absl::Time received_at)>& make_receipt,
       const AuditEvent& audit) = 0;
 
+  // The receipt this gateway gave for envelope `envelope_id` if it was
+  // accepted with exactly these envelope bytes (`digest`, their SHA-256),
+  // else nullopt. A read: the answer to a replay whose checks fail today
+  // (a configuration, key or rule changed since it was accepted).
+  virtual absl::StatusOr<std::optional<v1::SignedReceipt>> ReceiptFor(
+      const std::string& envelope_id, const std::string& digest) = 0;
+
   // AcceptInbound for several envelopes in one write transaction (one
   // commit), in the order given, each inside a savepoint of its own: an
   // envelope that fails is rolled back alone and gets the status

@@ -261,9 +261,60 @@ std::variant<Inbound::Checked, v1::DeliverResponse> Inbound::Check(
   }
   v1::DeliverResponse response;
   response.set_sequence(checked.sequence);
+  // Accepted before with these very bytes (its receipt lost with a stream,
+  // or at a stop): answered with its receipt whatever the checks say now.
+  // A configuration, key or rule changed since must not turn what was
+  // delivered into a refusal, which the sender would hold its case back
+  // for, or fail the messages waiting for the share with.
+  if (std::optional<v1::SignedReceipt> receipt =
+          StoredReceipt(signed_envelope)) {
+    v1::Envelope parsed;
+    (void)parsed.ParseFromString(signed_envelope.envelope());
+    response.set_envelope_id(parsed.envelope_id());
+    UnderCurrentKey(parsed.envelope_id(), &*receipt);
+    *response.mutable_receipt() = *std::move(receipt);
+    log::Info("envelope.replayed",
+              {{"envelope_id", parsed.envelope_id()},
+               {"checks_now", std::string(status.message())}});
+    return response;
+  }
   response.set_envelope_id(envelope_id);
   Refuse(status, std::move(event), &response);
   return response;
+}
+
+std::optional<v1::SignedReceipt> Inbound::StoredReceipt(
+    const v1::SignedEnvelope& signed_envelope) const {
+  v1::Envelope parsed;
+  if (!parsed.ParseFromString(signed_envelope.envelope()) ||
+      parsed.envelope_id().empty()) {
+    return std::nullopt;
+  }
+  absl::StatusOr<std::optional<v1::SignedReceipt>> receipt = store_->ReceiptFor(
+      parsed.envelope_id(), exchange::EnvelopeDigest(signed_envelope));
+  if (!receipt.ok()) {
+    log::Error("envelope.replay_unreadable",
+               {{"envelope_id", parsed.envelope_id()},
+                {"error", std::string(receipt.status().message())}});
+    return std::nullopt;
+  }
+  return *std::move(receipt);
+}
+
+void Inbound::UnderCurrentKey(const std::string& envelope_id,
+                              v1::SignedReceipt* receipt) const {
+  if (receipt->key_id() == receipts_.key_id()) return;
+  // Stored under a key rotated out since: the sender may trust it no
+  // longer (peer.previous_envelope_keys end), and would refuse it and send
+  // again for ever. The same receipt, signed again.
+  absl::StatusOr<v1::SignedReceipt> again = receipts_.SignAgain(*receipt);
+  if (again.ok()) {
+    *receipt = *std::move(again);
+    return;
+  }
+  log::Error("receipt.sign_again_failed",
+             {{"envelope_id", envelope_id},
+              {"error", std::string(again.status().message())}});
 }
 
 std::vector<v1::DeliverResponse> Inbound::Accept(std::vector<Checked> batch) {
@@ -296,20 +347,8 @@ std::vector<v1::DeliverResponse> Inbound::Accept(std::vector<Checked> batch) {
     response.set_sequence(batch[i].sequence);
     response.set_envelope_id(batch[i].envelope.envelope_id());
     absl::StatusOr<InboundResult>& result = results[i];
-    if (result.ok() && result->replay &&
-        result->receipt.key_id() != receipts_.key_id()) {
-      // Stored under a key rotated out since: the sender may trust it no
-      // longer (peer.previous_envelope_keys end), and would refuse it and
-      // send again for ever. The same receipt, signed again.
-      absl::StatusOr<v1::SignedReceipt> again =
-          receipts_.SignAgain(result->receipt);
-      if (again.ok()) {
-        result->receipt = *std::move(again);
-      } else {
-        log::Error("receipt.sign_again_failed",
-                   {{"envelope_id", batch[i].envelope.envelope_id()},
-                    {"error", std::string(again.status().message())}});
-      }
+    if (result.ok() && result->replay) {
+      UnderCurrentKey(batch[i].envelope.envelope_id(), &result->receipt);
     }
     if (result.ok()) {
       *response.mutable_receipt() = std::move(result->receipt);

@@ -3,6 +3,7 @@
 #ifndef CASEBRIDGE_SERVER_INBOUND_H_
 #define CASEBRIDGE_SERVER_INBOUND_H_
 
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -30,7 +31,8 @@ class Inbound {
 
   // Checks one envelope and, if it passes, stores it with the message and
   // its inbox entries and answers with our signed receipt (a replay gets the
-  // receipt first given). Checks, in order: size, key id and signature
+  // receipt first given, even if the checks would refuse it now). Checks, in
+  // order: size, key id and signature
   // (exchange::VerifyEnvelope), origin and destination gateways, clock skew,
   // ids, the sender office (must be in peer.offices), the recipient office
   // (ours), the message content. The message is stored held to the
@@ -88,6 +90,15 @@ class Inbound {
   // store audited it already, appends `event` with its outcome.
   void Refuse(const absl::Status& refusal, AuditEvent event,
               v1::DeliverResponse* response);
+  // The receipt stored for `signed_envelope` if it is an envelope accepted
+  // before with these very bytes, else nullopt (also when it cannot be
+  // read: the refusal stands then).
+  std::optional<v1::SignedReceipt> StoredReceipt(
+      const v1::SignedEnvelope& signed_envelope) const;
+  // A replay's stored receipt, signed again if a key rotated out since
+  // signed it.
+  void UnderCurrentKey(const std::string& envelope_id,
+                       v1::SignedReceipt* receipt) const;
 
   const config::Gateway* const config_;
   const PolicyHolder* const policies_;

@@ -1267,6 +1267,25 @@ absl::StatusOr<std::optional<v1::CaseReference>> SqliteExchangeStore::HeldCase(
   return std::optional<v1::CaseReference>(std::move(held));
 }
 
+absl::StatusOr<std::optional<v1::SignedReceipt>>
+SqliteExchangeStore::ReceiptFor(const std::string& envelope_id,
+                                const std::string& digest) {
+  std::optional<v1::SignedReceipt> receipt;
+  CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
+    CB_ASSIGN_OR_RETURN(
+        auto find, conn.Prepare("SELECT receipt FROM inbound WHERE "
+                                "envelope_id = ? AND envelope_sha256 = ?"));
+    find.Bind(1, envelope_id).BindBlob(2, digest);
+    CB_ASSIGN_OR_RETURN(const bool seen, find.Step());
+    if (!seen) return absl::OkStatus();
+    CB_ASSIGN_OR_RETURN(
+        receipt, ParseStored<v1::SignedReceipt>(find.ColumnBlob(0), "receipt",
+                                                envelope_id));
+    return absl::OkStatus();
+  }));
+  return receipt;
+}
+
 absl::StatusOr<InboundResult> SqliteExchangeStore::AcceptInTransaction(
     sqlite::Connection& conn, const InboundEnvelope& in,
     const std::string& digest, const std::string& bytes,

@@ -93,6 +93,8 @@ class SqliteExchangeStore final : public ExchangeStore {
       const std::function<absl::StatusOr<v1::SignedReceipt>(
           size_t position, uint64_t audit_index, absl::Time received_at)>&
           make_receipt) override;
+  absl::StatusOr<std::optional<v1::SignedReceipt>> ReceiptFor(
+      const std::string& envelope_id, const std::string& digest) override;
   absl::StatusOr<std::vector<InboxItem>> ReadInbox(const std::string& office,
                                                    int64_t after_cursor,
                                                    size_t max) override;

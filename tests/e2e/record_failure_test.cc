@@ -188,6 +188,10 @@ class FailingWrites final : public ExchangeStore {
           make_receipt) override {
     return real_->AcceptInboundBatch(envelopes, make_receipt);
   }
+  absl::StatusOr<std::optional<v1::SignedReceipt>> ReceiptFor(
+      const std::string& envelope_id, const std::string& digest) override {
+    return real_->ReceiptFor(envelope_id, digest);
+  }
   absl::StatusOr<std::vector<server::InboxItem>> ReadInbox(
       const std::string& office, int64_t after_cursor, size_t max) override {
     return real_->ReadInbox(office, after_cursor, max);

@@ -287,6 +287,54 @@ TEST_F(InboundBatchTest, AReplayAfterAKeyRotationIsAnsweredUnderTheNewKey) {
             first[0].receipt().SerializeAsString());
 }
 
+TEST_F(InboundBatchTest,
+       AReplayIsAnsweredWithItsReceiptWhateverTheChecksSayNow) {
+  // Accepted, its receipt lost (a stop cancels the stream before the answer
+  // is written); meanwhile the operator took MPS off peer.offices and
+  // lowered the envelope limit. The sender's copy must still be answered
+  // as delivered, or its case would be held back for ever (or a share's
+  // waiting messages failed with it).
+  const v1::DeliverRequest request =
+      Request(1, NewId(IdKind::kEnvelope), NewId(IdKind::kMessage));
+  const std::vector<v1::DeliverResponse> first = Deliver({request});
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_TRUE(first[0].has_receipt()) << first[0].DebugString();
+  const uint64_t audit_size = AuditSize();
+
+  config_.peer_offices = {"spiffe://cn.casebridge/office/mps-guangzhou"};
+  policies_->Replace(std::make_shared<const AccessPolicy>(config_));
+  config_.limits.max_envelope_bytes = 64;
+  v1::DeliverRequest again_request = request;
+  again_request.set_sequence(2);
+  const std::vector<v1::DeliverResponse> again = Deliver({again_request});
+  ASSERT_EQ(again.size(), 1u);
+  ASSERT_TRUE(again[0].has_receipt()) << again[0].DebugString();
+  EXPECT_EQ(again[0].sequence(), 2u);
+  EXPECT_EQ(again[0].envelope_id(), first[0].envelope_id());
+  EXPECT_EQ(again[0].receipt().SerializeAsString(),
+            first[0].receipt().SerializeAsString());
+  EXPECT_EQ(AuditSize(), audit_size);  // a replay: nothing audited
+  EXPECT_EQ(CountRows("inbound"), 1);
+
+  // Another envelope is held to today's rules: refused, audited.
+  config_.limits.max_envelope_bytes = 1 << 20;
+  const std::vector<v1::DeliverResponse> fresh =
+      Deliver({Request(3, NewId(IdKind::kEnvelope), NewId(IdKind::kMessage))});
+  ASSERT_EQ(fresh.size(), 1u);
+  ASSERT_TRUE(fresh[0].has_refusal()) << fresh[0].DebugString();
+  EXPECT_EQ(fresh[0].refusal().code(),
+            static_cast<int32_t>(absl::StatusCode::kPermissionDenied));
+  EXPECT_EQ(AuditSize(), audit_size + 1);
+  // And so is the same envelope id with other bytes: only these very bytes
+  // are a replay.
+  const v1::DeliverRequest changed =
+      Request(4, first[0].envelope_id(), NewId(IdKind::kMessage), "Other.");
+  const std::vector<v1::DeliverResponse> other = Deliver({changed});
+  ASSERT_EQ(other.size(), 1u);
+  EXPECT_TRUE(other[0].has_refusal()) << other[0].DebugString();
+  EXPECT_EQ(CountRows("inbound"), 1);
+}
+
 TEST_F(InboundBatchTest, RefusalsInABatchDoNotHoldBackTheOthers) {
   // Stored before: an envelope whose id and message id are reused below.
   const std::string first_envelope = NewId(IdKind::kEnvelope);
