@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -105,14 +106,31 @@ class CaseStore {
   virtual absl::StatusOr<CasePage> ListCases(const CaseFilter& filter,
                                              int64_t after, int page_size) = 0;
 
+  // What an UpdateCase appends besides its own entry, given the case as
+  // stored: the release of its personal data in the answer, which must be
+  // on record in the same commit (an entry that failed after the update
+  // would turn a done update into an error, and its retry into ABORTED).
+  using AlsoAudit =
+      std::function<std::optional<AuditEvent>(const v1::CaseReference&)>;
+
   // In one transaction: reads the case (NOT_FOUND), checks that its version
   // is `expected_version` (ABORTED otherwise), lets `apply` change it (an
   // error from `apply` aborts everything), stamps version+1, time and
-  // `actor`, stores it and appends `audit`. Returns the stored case.
+  // `actor`, stores it and appends `audit`, then what `also` (if given)
+  // returns for the stored case. Returns the stored case.
   virtual absl::StatusOr<v1::CaseReference> UpdateCase(
       const std::string& exchange_id, int64_t expected_version,
       const std::function<absl::Status(v1::CaseReference&)>& apply,
-      const std::string& actor, const AuditEvent& audit) = 0;
+      const std::string& actor, const AuditEvent& audit,
+      const AlsoAudit& also) = 0;
+  // The same, appending `audit` alone.
+  absl::StatusOr<v1::CaseReference> UpdateCase(
+      const std::string& exchange_id, int64_t expected_version,
+      const std::function<absl::Status(v1::CaseReference&)>& apply,
+      const std::string& actor, const AuditEvent& audit) {
+    return UpdateCase(exchange_id, expected_version, apply, actor, audit,
+                      nullptr);
+  }
 };
 
 }  // namespace casebridge::server

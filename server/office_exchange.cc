@@ -604,8 +604,20 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::CancelMessage(
             in.Event("message.cancel", {m.exchange_id(), r.message_id()})));
         // The case's next message need not wait for the next round.
         if (exchange_.wake_sender) exchange_.wake_sender();
-        CB_ASSIGN_OR_RETURN(*out->mutable_status(),
-                            exchange_.store->GetDeliveryStatus(r.message_id()));
+        absl::StatusOr<v1::DeliveryStatus> status =
+            exchange_.store->GetDeliveryStatus(r.message_id());
+        if (status.ok()) {
+          *out->mutable_status() = *std::move(status);
+          return absl::OkStatus();
+        }
+        // The cancel is committed: answered from what it wrote, not as an
+        // error whose retry would be refused as "is cancelled".
+        log::Error("message.status_unreadable",
+                   {{"message_id", r.message_id()},
+                    {"error", std::string(status.status().message())}});
+        out->mutable_status()->set_message_id(r.message_id());
+        out->mutable_status()->set_state(v1::DELIVERY_STATE_CANCELLED);
+        out->mutable_status()->set_last_error(why);
         return absl::OkStatus();
       });
 }

@@ -428,16 +428,26 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
           }
           return ValidateCaseConsistency(c, "case_reference");
         };
+        // The answer's personal data is on record in the update's own
+        // commit.
+        const auto released =
+            [&](const v1::CaseReference& stored) -> std::optional<AuditEvent> {
+          v1::CaseReference answer = stored;
+          std::vector<std::string> personal;
+          ReleasePersonalData(in.caller, &answer, &personal);
+          if (personal.empty()) return std::nullopt;
+          return in.Event(kCaseUpdatePersonalDataAction, personal);
+        };
         CB_ASSIGN_OR_RETURN(
             *out->mutable_case_reference(),
             cases_->UpdateCase(id, r.expected_version(), apply,
                                in.caller.identity,
-                               in.Event(kCaseUpdateAction, {id})));
+                               in.Event(kCaseUpdateAction, {id}), released));
         MarkHandling(out->mutable_case_reference());
-        std::vector<std::string> personal;
+        std::vector<std::string> released_ids;  // on record already
         ReleasePersonalData(in.caller, out->mutable_case_reference(),
-                            &personal);
-        return AuditPersonalRead(in, kCaseUpdatePersonalDataAction, personal);
+                            &released_ids);
+        return absl::OkStatus();
       });
 }
 

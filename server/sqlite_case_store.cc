@@ -376,7 +376,7 @@ absl::StatusOr<CasePage> SqliteCaseStore::ListCases(const CaseFilter& filter,
 absl::StatusOr<v1::CaseReference> SqliteCaseStore::UpdateCase(
     const std::string& exchange_id, int64_t expected_version,
     const std::function<absl::Status(v1::CaseReference&)>& apply,
-    const std::string& actor, const AuditEvent& audit) {
+    const std::string& actor, const AuditEvent& audit, const AlsoAudit& also) {
   v1::CaseReference updated;
   CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
     CB_ASSIGN_OR_RETURN(StoredCase stored,
@@ -401,6 +401,11 @@ absl::StatusOr<v1::CaseReference> SqliteCaseStore::UpdateCase(
     c.set_updated_by(actor);
     CB_RETURN_IF_ERROR(WriteRow(sealer_, conn, c));
     CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, audit).status());
+    if (also) {
+      if (std::optional<AuditEvent> more = also(c)) {
+        CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, *more).status());
+      }
+    }
     updated = std::move(c);
     return absl::OkStatus();
   }));

@@ -46,10 +46,12 @@ class SqliteCaseStore final : public CaseStore {
                                         const v1::CaseReference& shared);
 
   // Refuses (FAILED_PRECONDITION) a case whose personal data was purged.
+  using CaseStore::UpdateCase;
   absl::StatusOr<v1::CaseReference> UpdateCase(
       const std::string& exchange_id, int64_t expected_version,
       const std::function<absl::Status(v1::CaseReference&)>& apply,
-      const std::string& actor, const AuditEvent& audit) override;
+      const std::string& actor, const AuditEvent& audit,
+      const AlsoAudit& also) override;
 
   // Retention (docs/audit-log.md#retention): for each status of
   // `policy.case_status_days`, the cases with that status whose last change

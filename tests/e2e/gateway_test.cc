@@ -336,6 +336,27 @@ TEST_F(GatewayTest, ForbiddenUpdateIsDeniedAuditedAndChangesNothing) {
               ::testing::ElementsAre(opened.exchange_id()));
 }
 
+TEST_F(GatewayTest, AnUpdatesAnswerWithPersonalDataIsOnRecordBesideTheUpdate) {
+  ASSERT_OK_AND_ASSIGN(auto opened, Office(kFia)->OpenCase(ValidDraft()));
+  v1::UpdateCaseRequest request;
+  request.mutable_case_reference()->set_exchange_id(opened.exchange_id());
+  request.mutable_case_reference()->set_summary("Victim moved to Handan.");
+  request.mutable_update_mask()->add_paths("summary");
+  request.set_expected_version(1);
+  ASSERT_OK_AND_ASSIGN(auto updated, Office(kFia)->UpdateCase(request));
+  EXPECT_EQ(updated.version(), 2);
+  ASSERT_FALSE(updated.last_known_locations().empty());
+  // Written in the update's own commit (CaseStoreTest.
+  // AnUpdateAndTheReleaseOfItsAnswerCommitTogether): open, update, release.
+  const auto entries = AuditEntries();
+  ASSERT_EQ(entries.size(), 3u);
+  EXPECT_EQ(entries[1].action(), "case.update");
+  EXPECT_EQ(entries[2].action(), "case.update.personal_data");
+  EXPECT_EQ(entries[2].actor(), kFiaId);
+  EXPECT_THAT(entries[2].subjects(),
+              ::testing::ElementsAre(opened.exchange_id()));
+}
+
 TEST_F(GatewayTest, TwoOfficesCannotSilentlyOverwriteEachOther) {
   ASSERT_OK_AND_ASSIGN(auto opened, Office(kFia)->OpenCase(ValidDraft()));
   v1::UpdateCaseRequest first;

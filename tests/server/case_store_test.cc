@@ -280,6 +280,65 @@ TEST_F(CaseStoreTest, CasesWithoutRequestIdAreNeverReplays) {
   EXPECT_EQ(CaseCount(), 2u);
 }
 
+TEST_F(CaseStoreTest, AnUpdateAndTheReleaseOfItsAnswerCommitTogether) {
+  const std::string id = Open(Draft("FIR-1", "before"));
+  const uint64_t audit_size = AuditSize();
+  const auto summary = [](const char* text) {
+    return [text](v1::CaseReference& c) {
+      c.set_summary(text);
+      return absl::OkStatus();
+    };
+  };
+  int64_t seen_version = 0;
+  const CaseStore::AlsoAudit released =
+      [&](const v1::CaseReference& stored) -> std::optional<AuditEvent> {
+    seen_version = stored.version();
+    AuditEvent event;
+    event.actor = kFia;
+    event.action = kCaseUpdatePersonalDataAction;
+    event.subjects = {stored.exchange_id()};
+    return event;
+  };
+  ASSERT_OK(
+      cases()
+          .UpdateCase(id, 1, summary("after"), kFia, UpdateEvent(id), released)
+          .status());
+  EXPECT_EQ(seen_version, 2);  // given the case as stored
+  ASSERT_EQ(AuditSize(), audit_size + 2);
+  ASSERT_OK_AND_ASSIGN(auto last, audit().Read(audit_size + 1, 1));
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(last[0].entry.action, kCaseUpdatePersonalDataAction);
+
+  // The release's entry cannot be written (a full disk): the update is not
+  // made either, so its retry with the same expected_version goes through.
+  ASSERT_OK(store_->database().Write([](sqlite::Connection& c) {
+    return c.Exec(
+        "CREATE TEMP TRIGGER no_room BEFORE INSERT ON main.audit_log "
+        "WHEN NEW.action = 'case.update.personal_data' "
+        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END");
+  }));
+  EXPECT_FALSE(
+      cases()
+          .UpdateCase(id, 2, summary("again"), kFia, UpdateEvent(id), released)
+          .ok());
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference unchanged, cases().GetCase(id));
+  EXPECT_EQ(unchanged.version(), 2);
+  EXPECT_EQ(unchanged.summary(), "after");
+  EXPECT_EQ(AuditSize(), audit_size + 2);
+
+  // Nothing to release: the update's own entry alone.
+  ASSERT_OK(store_->database().Write([](sqlite::Connection& c) {
+    return c.Exec("DROP TRIGGER temp.no_room");
+  }));
+  ASSERT_OK(cases()
+                .UpdateCase(id, 2, summary("again"), kFia, UpdateEvent(id),
+                            [](const v1::CaseReference&) {
+                              return std::optional<AuditEvent>();
+                            })
+                .status());
+  EXPECT_EQ(AuditSize(), audit_size + 3);
+}
+
 TEST_F(CaseStoreTest, GetCaseOfUnknownIdIsNotFound) {
   EXPECT_THAT(
       cases().GetCase("PK-2026-000042"),
