@@ -589,6 +589,8 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
         l.office_streams_per_identity,
         limits.Integer("office_streams_per_identity",
                        l.office_streams_per_identity, 1, 10000));
+    CB_ASSIGN_OR_RETURN(l.peer_streams,
+                        limits.Integer("peer_streams", l.peer_streams, 1, 64));
     CB_ASSIGN_OR_RETURN(
         l.work_threads,
         limits.Integer("work_threads", l.work_threads, Limits::kMinWorkThreads,

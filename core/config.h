@@ -68,6 +68,11 @@ struct Limits {
   int refusal_summary_seconds = 60;
   // WatchInbox streams one identity may hold open at once.
   int office_streams_per_identity = 16;
+  // Deliver streams the peer gateway may hold open at once. Its sender uses
+  // one (two while a broken one is being ended); each may hold up to 64 MiB
+  // of envelopes unanswered, so this bounds what a faulty or compromised
+  // peer can make this gateway hold.
+  int peer_streams = 4;
   // Threads that run calls and the exchange's work (the work queue). An
   // office call holds one until its write is committed, so this bounds the
   // office calls being written at once: more admits more per commit (higher

@@ -215,7 +215,8 @@ absl::Status CallHandler::TrackStream(grpc::CallbackServerContext* context,
       stream.peer_pem.assign(pem.front().data(), pem.front().size());
     }
   }
-  if (limiter_ != nullptr && action == Action::kWatchInbox) {
+  if (limiter_ != nullptr &&
+      (action == Action::kWatchInbox || action == Action::kDeliver)) {
     const CallLimiter::Decision decision = limiter_->OpenStream(identity);
     if (!decision.status.ok()) {
       *audit = decision.audit;

@@ -65,9 +65,9 @@ CallLimiter::Decision CallLimiter::OpenStream(const std::string& identity) {
   if (bucket.streams >= options_.max_streams) {
     return RefuseLocked(
         bucket, absl::ResourceExhaustedError(absl::StrCat(
-                    identity, " already has ", bucket.streams,
-                    " WatchInbox streams open, the most allowed; close one "
-                    "first (",
+                    identity, " already has ", bucket.streams, " ",
+                    options_.stream_kind,
+                    " streams open, the most allowed; close one first (",
                     options_.streams_key, ")")));
   }
   ++bucket.streams;

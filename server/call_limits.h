@@ -35,10 +35,11 @@ class CallLimiter {
   struct Options {
     double calls_per_second = 10000;  // sustained rate per identity
     double burst = 20000;             // bucket size
-    int max_streams = 16;             // open WatchInbox streams per identity
+    int max_streams = 16;  // open WatchInbox / Deliver streams per identity
     // The configuration keys named in refusals.
     std::string rate_key = "limits.office_calls_per_second";
     std::string streams_key = "limits.office_streams_per_identity";
+    std::string stream_kind = "WatchInbox";  // the streams counted
     // How summary entries name the refusals they count, and what they were
     // refused beyond (empty, or " beyond <key>").
     std::string refused = "calls refused by the limits";
@@ -66,8 +67,8 @@ class CallLimiter {
   // One call of `identity`: takes a token from its bucket.
   Decision AdmitCall(const std::string& identity);
 
-  // A WatchInbox stream of `identity` wants to open. On OK the stream
-  // counts until StreamClosed.
+  // A WatchInbox (office port) or Deliver (peer port) stream of `identity`
+  // wants to open. On OK the stream counts until StreamClosed.
   Decision OpenStream(const std::string& identity);
   void StreamClosed(const std::string& identity);
 

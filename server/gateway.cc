@@ -282,6 +282,9 @@ absl::Status Gateway::Init(const Clock* clock) {
   peer_limits.calls_per_second = c.limits.peer_calls_per_second;
   peer_limits.burst = c.limits.peer_burst;
   peer_limits.rate_key = "limits.peer_calls_per_second";
+  peer_limits.max_streams = c.limits.peer_streams;
+  peer_limits.streams_key = "limits.peer_streams";
+  peer_limits.stream_kind = "Deliver";
   peer_limiter_ = std::make_unique<CallLimiter>(peer_limits, clock);
   CallLimiter::Options stranger_limits;
   stranger_limits.calls_per_second = c.limits.stranger_audits_per_second;

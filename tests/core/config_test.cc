@@ -587,6 +587,7 @@ TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
   EXPECT_EQ(defaults.limits.office_calls_per_second, 200);
   EXPECT_EQ(defaults.limits.office_burst, 2000);
   EXPECT_EQ(defaults.limits.office_streams_per_identity, 16);
+  EXPECT_EQ(defaults.limits.peer_streams, 4);
   EXPECT_EQ(defaults.limits.peer_calls_per_second, 200);
   EXPECT_EQ(defaults.limits.peer_burst, 2000);
   EXPECT_EQ(defaults.limits.stranger_audits_per_second, 1);
@@ -606,7 +607,7 @@ TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
       "peer_calls_per_second = 7\npeer_burst = 70\n"
       "stranger_audits_per_second = 3\nstranger_audit_burst = 9\n"
       "peer_refusal_audits_per_second = 4\npeer_refusal_audit_burst = 40\n"
-      "refusal_summary_seconds = 5\n";
+      "refusal_summary_seconds = 5\npeer_streams = 9\n";
   ASSERT_OK_AND_ASSIGN(const Gateway set, Parse(Toml(options)));
   EXPECT_EQ(set.limits.peer_refusal_audits_per_second, 4);
   EXPECT_EQ(set.limits.peer_refusal_audit_burst, 40);
@@ -621,6 +622,7 @@ TEST_F(GatewayConfigTest, CertificateLifecycleAndAbuseLimitsHaveDefaults) {
   EXPECT_EQ(set.limits.office_calls_per_second, 50);
   EXPECT_EQ(set.limits.office_burst, 200);
   EXPECT_EQ(set.limits.office_streams_per_identity, 2);
+  EXPECT_EQ(set.limits.peer_streams, 9);
   EXPECT_EQ(set.limits.work_threads, 24);
 
   for (const int edge : {4, 256}) {
@@ -656,6 +658,8 @@ TEST_F(GatewayConfigTest, BadLifecycleAndLimitSettingsAreRefusedNamingTheKey) {
             "limits.refusal_summary_seconds"},
            {"", "office_streams_per_identity = 0",
             "limits.office_streams_per_identity"},
+           {"", "peer_streams = 0", "limits.peer_streams"},
+           {"", "peer_streams = 65", "limits.peer_streams"},
            {"", "work_threads = 3",
             "limits.work_threads: must be between 4 and 256"},
            {"", "work_threads = 257",

@@ -445,6 +445,35 @@ TEST_F(PeerRefusalTest, ValidEnvelopeIsAcceptedWithAVerifiableReceipt) {
   EXPECT_THAT(InboxOf(kEmbassy, 0), IsEmpty());
 }
 
+TEST_F(PeerRefusalTest, ThePeerHoldsOnlySoManyDeliverStreamsOpen) {
+  // Each Deliver stream may hold up to 64 MiB of envelopes unanswered: a
+  // faulty or compromised peer opening stream after stream would make the
+  // gateway hold that many times over.
+  RestartWithLimits("peer_streams = 2\n");
+  auto first =
+      std::make_unique<DeliverStream>(kCnGatewayCert, pk_->peer_endpoint());
+  DeliverStream second = OpenStream();
+  ASSERT_THAT(first->Deliver(Sign(ValidEnvelope())), IsReceipt()) << pk_->Log();
+  ASSERT_THAT(second.Deliver(Sign(ValidEnvelope())), IsReceipt()) << pk_->Log();
+
+  DeliverStream third = OpenStream();
+  EXPECT_THAT(third.Close(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("already has 2 Deliver streams open"),
+                             HasSubstr("limits.peer_streams"))));
+  // One closed, a new one is admitted (once the gateway has seen it end).
+  EXPECT_OK(first->Close());
+  first.reset();
+  const v1::SignedEnvelope later = Sign(ValidEnvelope());
+  EXPECT_TRUE(WaitUntil([&] {
+    DeliverStream next = OpenStream();
+    v1::DeliverResponse response;
+    return next.Write(later) && next.Read(&response) && response.has_receipt();
+  })) << pk_->Log();
+  EXPECT_OK(second.Close());
+  EXPECT_THAT(FiaBodies(3), ElementsAre(kBody, kBody, kBody));
+}
+
 TEST_F(PeerRefusalTest, ReplayGetsTheSameReceiptAndStoresNothingMore) {
   const v1::SignedEnvelope signed_envelope = Sign(ValidEnvelope());
   auto stream = OpenStream();
