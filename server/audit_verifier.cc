@@ -19,6 +19,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "casebridge/v1/exchange.pb.h"
 #include "core/audit_entry.h"
@@ -710,6 +711,26 @@ struct CaseRow {
   int64_t version = 0;
   bool purged = false;
 };
+
+// What the database holds besides the log, as "616 cases, 3 messages"
+// (empty if nothing): every such record is written with an audit entry.
+absl::StatusOr<std::string> RecordsHeld(sqlite3* db) {
+  std::vector<std::string> held;
+  for (const auto& [table, what] :
+       std::vector<std::pair<const char*, const char*>>{
+           {"cases", "cases"},
+           {"messages", "messages"},
+           {"outbox", "outgoing envelopes"},
+           {"inbound", "received envelopes"},
+           {"witness_state", "peer checkpoints witnessed"}}) {
+    const std::string sql = absl::StrCat("SELECT COUNT(*) FROM ", table);
+    CB_ASSIGN_OR_RETURN(StmtPtr stmt, Prepare(db, sql.c_str()));
+    CB_ASSIGN_OR_RETURN(const bool row, Step(db, stmt.get()));
+    const int64_t count = row ? sqlite3_column_int64(stmt.get(), 0) : 0;
+    if (count > 0) held.push_back(absl::StrCat(count, " ", what));
+  }
+  return absl::StrJoin(held, ", ");
+}
 
 absl::StatusOr<std::vector<CaseRow>> ReadCases(sqlite3* db) {
   CB_ASSIGN_OR_RETURN(StmtPtr stmt,
@@ -1456,6 +1477,19 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
     report.notes.push_back(
         "no checkpoint has been signed: the entries are checked against "
         "each other only (accepted: --allow-unwitnessed)");
+  } else if (report.entries == 0) {
+    // Nothing a gateway stores comes without an entry: records beside an
+    // empty log mean the log was emptied.
+    absl::StatusOr<std::string> held = RecordsHeld(db.get());
+    if (!held.ok()) return held.status();
+    if (!held->empty()) {
+      report.ok = false;
+      report.problem = absl::StrCat(
+          "the audit log is empty, but the database holds ", *held,
+          ": every one of them is written with an entry, so the entries "
+          "were removed");
+      return report;
+    }
   }
   if (report.cosigned > 0 && report.witnessed_size < report.entries) {
     report.notes.push_back(absl::StrCat(

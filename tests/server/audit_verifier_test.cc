@@ -462,6 +462,30 @@ TEST_F(AuditVerifierTest, TruncatedLogWithItsCheckpointGoneLeavesLeaves) {
   EXPECT_THAT(report.problem, HasSubstr("entries were removed from the end"));
 }
 
+TEST_F(AuditVerifierTest, AnEmptiedLogBesideRecordsIsNamed) {
+  {
+    // A gateway that never served: nothing in the log, nothing else.
+    const AuditVerifyReport fresh = Verify();
+    EXPECT_TRUE(fresh.ok) << fresh.problem;
+    EXPECT_EQ(fresh.entries, 0u);
+  }
+  BuildLog();
+  // The log emptied, and the envelopes whose entries would be missed with
+  // it: only the cases are left.
+  Tamper(
+      "DELETE FROM audit_subjects; DELETE FROM audit_log; "
+      "DELETE FROM audit_nodes; DELETE FROM checkpoints; "
+      "DELETE FROM inbound; DELETE FROM messages");
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.entries, 0u);
+  EXPECT_THAT(
+      report.problem,
+      AllOf(StartsWith("the audit log is empty, but the database "
+                       "holds "),
+            HasSubstr(" cases"), HasSubstr("the entries were removed")));
+}
+
 TEST_F(AuditVerifierTest, MissingLeafHashIsNamed) {
   BuildLog();
   Tamper("DELETE FROM audit_nodes WHERE level = 0 AND idx = 5");
