@@ -16,6 +16,8 @@ namespace {
 // per level of a 2^64 tree, twice.
 constexpr size_t kMaxNoteBytes = 4096;
 constexpr int kMaxProofHashes = 128;
+// Checkpoints kept as evidence against one cosigned checkpoint.
+constexpr int kMaxForksKept = 8;
 
 struct State {
   uint64_t size = 0;
@@ -54,21 +56,28 @@ absl::Status Witness::Load() {
 absl::Status Witness::KeepFork(const std::string& caller, uint64_t size,
                                const std::string& held_note,
                                const std::string& offered_note,
-                               const std::string& offered_text) {
+                               const std::string& offered_text,
+                               const absl::Status& why) {
   CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& c) -> absl::Status {
     // The same checkpoint offered again is already on record, under
     // whatever other signature lines (keys nobody trusts here) it comes
-    // with: one row and one entry for each contradicting signed text.
+    // with: one row and one entry for each contradicting signed text, and
+    // a few of them prove the fork as well as many (a peer signing
+    // checkpoint after checkpoint of a rewritten log must not grow the
+    // evidence at will).
     CB_ASSIGN_OR_RETURN(auto known,
                         c.Prepare("SELECT offered_note FROM checkpoint_forks "
                                   "WHERE held_note = ?"));
     known.Bind(1, held_note);
+    int kept_before = 0;
     while (true) {
       CB_ASSIGN_OR_RETURN(const bool row, known.Step());
       if (!row) break;
+      ++kept_before;
       const absl::StatusOr<note::Note> kept = note::Parse(known.ColumnText(0));
       if (kept.ok() && kept->text == offered_text) return absl::OkStatus();
     }
+    if (kept_before >= kMaxForksKept) return absl::OkStatus();
     CB_ASSIGN_OR_RETURN(
         auto insert,
         c.Prepare("INSERT INTO checkpoint_forks(origin, held_note, "
@@ -84,8 +93,7 @@ absl::Status Witness::KeepFork(const std::string& caller, uint64_t size,
     event.action = "witness.fork";
     event.subjects = {options_.peer_origin, absl::StrCat(size)};
     event.payload = offered_note;
-    event.outcome = absl::AlreadyExistsError(
-        "fork: two signed checkpoints of one size with different roots");
+    event.outcome = why;
     return audit_->AppendInTransaction(c, event).status();
   }));
   absl::MutexLock lock(&fork_mu_);
@@ -174,8 +182,10 @@ absl::StatusOr<std::string> Witness::AddCheckpoint(
   }
   const bool same_as_held = !held.note.empty() && size == held.size;
   if (same_as_held && checkpoint->root != held.root) {
-    CB_RETURN_IF_ERROR(
-        KeepFork(caller, size, held.note, offered, parsed->text));
+    CB_RETURN_IF_ERROR(KeepFork(
+        caller, size, held.note, offered, parsed->text,
+        absl::AlreadyExistsError(
+            "fork: two signed checkpoints of one size with different roots")));
     log::Error(
         "witness.fork",
         {{"origin", options_.peer_origin}, {"size", size}, {"caller", caller}});
@@ -207,10 +217,21 @@ absl::StatusOr<std::string> Witness::AddCheckpoint(
     } else if (const absl::Status consistent = merkle::VerifyConsistency(
                    held.size, size, held.root, checkpoint->root, proof);
                !consistent.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("consistency_proof: does not prove size ", size,
-                       " consistent with cosigned size ", held.size, ": ",
-                       consistent.message()));
+      // The peer signed a larger log it cannot prove grew from the one it
+      // signed before: what a log restored from a backup, or rewritten,
+      // and then written on looks like. Its own gateway computes the proof
+      // from the tree it signed, so an honest one never fails it.
+      const absl::Status unproven = absl::InvalidArgumentError(absl::StrCat(
+          "consistency_proof: does not prove size ", size,
+          " consistent with cosigned size ", held.size, ": ",
+          consistent.message(), "; both checkpoints are kept as evidence"));
+      CB_RETURN_IF_ERROR(
+          KeepFork(caller, size, held.note, offered, parsed->text, unproven));
+      log::Error("witness.fork", {{"origin", options_.peer_origin},
+                                  {"size", size},
+                                  {"cosigned_size", held.size},
+                                  {"caller", caller}});
+      return unproven;
     }
   }
 

@@ -66,11 +66,14 @@ class Witness {
 
  private:
   // Keeps the pair as evidence, once per offered checkpoint text
-  // (`offered_text`, the signed part of `offered_note`).
+  // (`offered_text`, the signed part of `offered_note`) and at most
+  // kMaxForksKept offered checkpoints per held one, audited as
+  // `witness.fork` with outcome `why`, and raises the fork.
   absl::Status KeepFork(const std::string& caller, uint64_t size,
                         const std::string& held_note,
                         const std::string& offered_note,
-                        const std::string& offered_text);
+                        const std::string& offered_text,
+                        const absl::Status& why);
 
   const Options options_;
   // The current checkpoint key, then the previous ones.

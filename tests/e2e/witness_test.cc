@@ -30,6 +30,7 @@
 namespace casebridge::testing {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr char kAuditor[] = "pk/auditors/pk-auditor";
@@ -167,14 +168,8 @@ TEST_F(WitnessE2eTest, CosignsConsistentCheckpointsAndRefusesEveryAttack) {
   // Rollback: the older checkpoint again.
   EXPECT_THAT(Offer(first, 9, {}),
               StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("rollback")));
-  // Bad proof: a larger tree with one proof hash flipped.
   cn.Grow(12);
   const std::string third = Checkpoint(cn);
-  std::vector<std::string> bad = Proof(cn, 9);
-  ASSERT_FALSE(bad.empty());
-  bad[0][3] = static_cast<char>(bad[0][3] ^ 0x10);
-  EXPECT_THAT(Offer(third, 9, bad), StatusIs(absl::StatusCode::kInvalidArgument,
-                                             HasSubstr("consistency_proof")));
   // Wrong old size.
   EXPECT_THAT(Offer(third, 5, Proof(cn, 5)),
               StatusIs(absl::StatusCode::kFailedPrecondition,
@@ -190,13 +185,25 @@ TEST_F(WitnessE2eTest, CosignsConsistentCheckpointsAndRefusesEveryAttack) {
       StatusIs(absl::StatusCode::kNotFound, HasSubstr("origin")));
   EXPECT_EQ(WitnessHealth(), grpc::health::v1::HealthCheckResponse::SERVING);
 
+  // Bad proof: a larger tree with one proof hash flipped. The peer's
+  // gateway proves from the tree it signed, so a proof that fails is what
+  // a rewritten log looks like: raised as a fork.
+  std::vector<std::string> bad = Proof(cn, 9);
+  ASSERT_FALSE(bad.empty());
+  bad[0][3] = static_cast<char>(bad[0][3] ^ 0x10);
+  EXPECT_THAT(Offer(third, 9, bad),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("consistency_proof"),
+                             HasSubstr("kept as evidence"))));
+  EXPECT_EQ(WitnessHealth(),
+            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+
   // Fork: another tree of the size already cosigned, validly signed.
   FakeLog forked("rewritten entry ");
   forked.Grow(9);
   EXPECT_THAT(Offer(Checkpoint(forked), 9, {}),
               StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("fork")));
-  EXPECT_EQ(WitnessHealth(),
-            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(Entries("witness.fork").size(), 2u);
 
   // Nothing refused was witnessed; every refusal was audited with its code.
   EXPECT_EQ(Entries(audit::kWitnessAction).size(), 2u);

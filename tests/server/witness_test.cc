@@ -300,7 +300,7 @@ TEST_F(WitnessTest, ForkIsAlreadyExistsKeptAsEvidenceAndRaised) {
   EXPECT_TRUE(restarted->fork_on_record());
 }
 
-TEST_F(WitnessTest, BadConsistencyProofIsInvalidArgumentAndChangesNothing) {
+TEST_F(WitnessTest, BadConsistencyProofIsRefusedKeptAsEvidenceAndRaised) {
   CosignFirst(5);
   cn_.Append(9);
   const StoredCheckpoint next = cn_.Checkpoint();
@@ -329,19 +329,70 @@ TEST_F(WitnessTest, BadConsistencyProofIsInvalidArgumentAndChangesNothing) {
     r.mutable_consistency_proof()->SwapElements(0, 1);
     bad.push_back(r);
   }
+  int raised = 0;
+  witness_->set_on_fork([&] { ++raised; });
   {
+    // Not a proof at all: refused before it is tried.
     v1::AddCheckpointRequest r = good;
     r.set_consistency_proof(0, "short");
-    bad.push_back(r);
+    EXPECT_THAT(Offer(r), StatusIs(absl::StatusCode::kInvalidArgument,
+                                   HasSubstr("a hash is 32")));
+    EXPECT_EQ(ForkCount(), 0);
   }
   for (const v1::AddCheckpointRequest& request : bad) {
     EXPECT_THAT(Offer(request), StatusIs(absl::StatusCode::kInvalidArgument,
-                                         HasSubstr("consistency_proof")));
+                                         AllOf(HasSubstr("consistency_proof"),
+                                               HasSubstr("kept as evidence"))));
   }
   EXPECT_EQ(HeldSize(), 5u);
   EXPECT_EQ(WitnessEntries().size(), 1u);
-  EXPECT_EQ(ForkCount(), 0);
+  // The peer's own gateway proves from the tree it signed: a proof that
+  // fails is raised as a fork, the checkpoint kept once (one signed text).
+  EXPECT_EQ(ForkCount(), 1);
+  EXPECT_TRUE(witness_->fork_on_record());
+  EXPECT_EQ(raised, 1);
+  // A proof that holds is still cosigned; the fork stays on record.
   EXPECT_OK(Offer(good).status());
+  EXPECT_EQ(HeldSize(), 14u);
+  EXPECT_TRUE(witness_->fork_on_record());
+}
+
+TEST_F(WitnessTest, ALogRewrittenAndWrittenOnIsRaisedAsAFork) {
+  int raised = 0;
+  witness_->set_on_fork([&] { ++raised; });
+  CosignFirst(5);
+  const uint64_t pk_size = *pk_->audit_log().Size();
+  // The peer restored an older copy, or rewrote its log, and wrote on: a
+  // larger checkpoint under the same key, with the proof its tree gives.
+  PeerLog rewritten(cn_key_.get(), &clock_);
+  rewritten.Append(3);
+  rewritten.Append(6, "after the restore");
+  const StoredCheckpoint larger = rewritten.Checkpoint();
+  EXPECT_THAT(Offer(rewritten.Offer(larger, 5)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("does not prove size 9 consistent with "
+                                 "cosigned size 5")));
+  EXPECT_EQ(HeldSize(), 5u);
+  EXPECT_EQ(ForkCount(), 1);
+  EXPECT_EQ(raised, 1);
+  EXPECT_TRUE(witness_->fork_on_record());
+  // On record in our log, with the offered checkpoint as its payload.
+  ASSERT_EQ(*pk_->audit_log().Size(), pk_size + 1);
+  ASSERT_OK_AND_ASSIGN(auto last, pk_->audit_log().Read(pk_size, 1));
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(last[0].entry.action, "witness.fork");
+  EXPECT_EQ(last[0].entry.status_code,
+            static_cast<int>(absl::StatusCode::kInvalidArgument));
+
+  // Checkpoint after checkpoint of that log: a bounded evidence.
+  for (int i = 0; i < 12; ++i) {
+    rewritten.Append(1, absl::StrCat("more ", i));
+    const StoredCheckpoint next = rewritten.Checkpoint();
+    EXPECT_FALSE(Offer(rewritten.Offer(next, 5)).ok());
+  }
+  EXPECT_EQ(ForkCount(), 8);
+  EXPECT_EQ(*pk_->audit_log().Size(), pk_size + 8);
+  EXPECT_EQ(HeldSize(), 5u);
 }
 
 TEST_F(WitnessTest, BadSignatureIsUnauthenticated) {
