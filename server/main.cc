@@ -163,7 +163,16 @@ int Main(int argc, char** argv) {
                   {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"},
                    {"drain_seconds", absl::ToInt64Seconds(drain)}});
     (*gateway)->Shutdown(drain);
-    if (!ready_file.empty()) std::filesystem::remove(ready_file);
+    if (!ready_file.empty()) {
+      // A file that cannot be removed is said, not thrown: the stop is
+      // clean all the same.
+      std::error_code ec;
+      std::filesystem::remove(ready_file, ec);
+      if (ec) {
+        cb::log::Warning("gateway.ready_file_kept",
+                         {{"file", ready_file}, {"error", ec.message()}});
+      }
+    }
     return 0;
   }
 }
