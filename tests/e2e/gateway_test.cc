@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <future>
 #include <set>
 #include <string>
@@ -334,6 +335,16 @@ TEST_F(GatewayTest, ForbiddenUpdateIsDeniedAuditedAndChangesNothing) {
   EXPECT_EQ(entries[3].action(), "case.get.personal_data");
   EXPECT_THAT(entries[3].subjects(),
               ::testing::ElementsAre(opened.exchange_id()));
+}
+
+TEST_F(GatewayTest, AReadyFileThatCannotBeRemovedLeavesTheStopClean) {
+  // Replaced by a folder with something in it, which remove() refuses.
+  const std::string ready = gateway_->ready_path();
+  ASSERT_TRUE(std::filesystem::remove(ready));
+  std::filesystem::create_directories(ready + "/held");
+  EXPECT_EQ(gateway_->Stop(), 0) << gateway_->Log();
+  EXPECT_THAT(gateway_->Log(), HasSubstr("\"gateway.ready_file_kept\""));
+  std::filesystem::remove_all(ready);
 }
 
 TEST_F(GatewayTest, AnUpdatesAnswerWithPersonalDataIsOnRecordBesideTheUpdate) {

@@ -49,6 +49,8 @@ class GatewayProcess {
   std::string office_endpoint() const;
   std::string peer_endpoint() const;
   pid_t pid() const { return pid_; }
+  // The --ready-file the gateway was started with.
+  const std::string& ready_path() const { return ready_path_; }
 
   // SIGTERM, then waits up to `timeout`; returns the exit code (-1 if it did
   // not exit or died of a signal).
