@@ -18,6 +18,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -964,6 +965,25 @@ class Stream {
   // Checks the received envelopes recorded by entry `index`.
   bool CheckPayloads(uint64_t index, const EntryView& view, bool has_salt,
                      absl::string_view salt);
+  // Notes what retention purged, and the entries without a payload salt;
+  // once the stream is done, each of those must be one a later purge
+  // cleared (else false, the entry failed).
+  bool NotePurgesAndSalts(uint64_t index, const EntryView& view,
+                          absl::string_view bytes, bool has_salt);
+  bool EverySaltGoneWasPurged();
+
+  // An entry whose payload salt is gone.
+  struct SaltGone {
+    uint64_t index = 0;
+    bool refusal = false;
+    std::vector<std::string> subjects;
+  };
+  // retention.purge_refusals: the refusals from `lowest` to `highest`.
+  struct RefusalsPurged {
+    uint64_t lowest = 0;
+    uint64_t highest = 0;
+    uint64_t at = 0;  // the purge's own entry
+  };
 
   sqlite3* const db_;
   std::vector<CheckpointRow>& checkpoints_;
@@ -976,8 +996,72 @@ class Stream {
   size_t next_checkpoint_ = 0;
   size_t next_inbound_ = 0;
   const CheckpointRow* previous_ = nullptr;  // last checkpoint passed
+  std::vector<SaltGone> salts_gone_;
+  // The subject of each successful retention.purge: its newest entry.
+  absl::flat_hash_map<std::string, uint64_t> purged_subjects_;
+  std::vector<RefusalsPurged> refusals_purged_;
   StreamResult result_;
 };
+
+bool Stream::NotePurgesAndSalts(uint64_t index, const EntryView& view,
+                                absl::string_view bytes, bool has_salt) {
+  const bool refusals = view.action == "retention.purge_refusals";
+  if (has_salt && !(view.status_code == 0 &&
+                    (refusals || view.action == kRetentionPurgeAction))) {
+    return true;  // the common case: nothing to decode
+  }
+  absl::StatusOr<audit::Entry> entry = audit::Decode(bytes);
+  if (!entry.ok()) {  // ScanEntry took it: cannot happen
+    FailEntry(index, std::string(entry.status().message()));
+    return false;
+  }
+  if (!has_salt) {
+    salts_gone_.push_back(
+        SaltGone{index, entry->status_code != 0, std::move(entry->subjects)});
+    return true;
+  }
+  if (!refusals) {
+    if (!entry->subjects.empty()) purged_subjects_[entry->subjects[0]] = index;
+    return true;
+  }
+  RefusalsPurged range;
+  range.at = index;
+  if (entry->subjects.size() < 2 ||
+      !absl::SimpleAtoi(entry->subjects[0], &range.lowest) ||
+      !absl::SimpleAtoi(entry->subjects[1], &range.highest)) {
+    return true;  // covers nothing
+  }
+  refusals_purged_.push_back(range);
+  return true;
+}
+
+bool Stream::EverySaltGoneWasPurged() {
+  for (const SaltGone& gone : salts_gone_) {
+    bool purged = false;
+    for (const std::string& subject : gone.subjects) {
+      auto it = purged_subjects_.find(subject);
+      if (it != purged_subjects_.end() && it->second > gone.index) {
+        purged = true;
+        break;
+      }
+    }
+    for (size_t i = 0; !purged && gone.refusal && i < refusals_purged_.size();
+         ++i) {
+      const RefusalsPurged& r = refusals_purged_[i];
+      purged = r.at > gone.index && r.lowest <= gone.index &&
+               gone.index <= r.highest;
+    }
+    if (purged) continue;
+    FailEntry(gone.index,
+              absl::StrCat("entry ", gone.index,
+                           " has lost its payload salt, but no retention "
+                           "purge in the log covers it: it was removed "
+                           "outside the gateway, and what the entry's "
+                           "payload was can no longer be proven"));
+    return false;
+  }
+  return true;
+}
 
 bool Stream::CheckRoot(CheckpointRow& c) {
   const Digest root = tree_.Root(hasher_);
@@ -1147,6 +1231,7 @@ absl::StatusOr<StreamResult> Stream::Run() {
     }
     const bool has_salt = sqlite3_column_type(entries.get(), 2) != SQLITE_NULL;
     if (!has_salt) ++result_.purged;
+    if (!NotePurgesAndSalts(expected, view, bytes, has_salt)) return result_;
     if (next_inbound_ < inbound_.size() &&
         inbound_[next_inbound_].audit_index == expected &&
         !CheckPayloads(
@@ -1176,6 +1261,7 @@ absl::StatusOr<StreamResult> Stream::Run() {
     }
   }
 
+  if (!EverySaltGoneWasPurged()) return result_;
   if (unindexed > 0) {
     result_.notes.push_back(absl::StrCat(
         "the newest ", unindexed,

@@ -743,10 +743,28 @@ TEST_F(AuditVerifierTest, CheckpointOfAnUnknownOriginIsNamed) {
 }
 
 TEST_F(AuditVerifierTest, PurgedPayloadsAreCountedNotFailed) {
-  BuildLog();
+  BuildLog(/*close=*/false);
   ASSERT_GE(received_.size(), 3u);
-  // Retention: salts of some entries deleted, one inbound envelope blanked
-  // (its salt kept), another's salt deleted (its envelope kept).
+  // Retention as the gateway does it: the salts of the entries that held a
+  // purged record's payload deleted, and a retention.purge entry naming
+  // it: two of our cases (marked purged in the store) and the peer's case
+  // the envelope of entry received_[0] belongs to. One inbound envelope is
+  // blanked (its salt kept).
+  for (const char* id : {"PK-2026-1", "PK-2026-2"}) {
+    ChangeCase("UPDATE cases SET purged_us = 1 WHERE exchange_id = ?", id);
+  }
+  ASSERT_OK(pk_->database().Write([&](sqlite::Connection& c) -> absl::Status {
+    for (const char* id : {"PK-2026-1", "PK-2026-2", "CN-2026-000001"}) {
+      AuditEvent purge;
+      purge.actor = "spiffe://pk.casebridge/gateway";
+      purge.action = kRetentionPurgeAction;
+      purge.subjects = {id};
+      CB_RETURN_IF_ERROR(
+          pk_->audit_log().AppendInTransaction(c, purge).status());
+    }
+    return absl::OkStatus();
+  }));
+  pk_.reset();
   Tamper(absl::StrCat(
       "UPDATE audit_log SET salt = NULL WHERE idx IN (1, 2, ", received_[0],
       "); UPDATE inbound SET signed_envelope = X'' WHERE audit_index = ",
@@ -755,6 +773,27 @@ TEST_F(AuditVerifierTest, PurgedPayloadsAreCountedNotFailed) {
   EXPECT_TRUE(report.ok) << report.problem;
   EXPECT_EQ(report.purged_payloads, 3u);
   EXPECT_EQ(report.payloads_checked, received_.size() - 2);
+
+  // A salt deleted with no purge that covers it: the payload's proof was
+  // destroyed outside the gateway.
+  Tamper(absl::StrCat("UPDATE audit_log SET salt = NULL WHERE idx = 4"));
+  const AuditVerifyReport destroyed = Verify();
+  EXPECT_FALSE(destroyed.ok);
+  EXPECT_EQ(destroyed.first_bad_entry, 4u);
+  EXPECT_THAT(destroyed.problem,
+              AllOf(StartsWith("entry 4 has lost its payload salt"),
+                    HasSubstr("no retention purge in the log covers it")));
+}
+
+TEST_F(AuditVerifierTest, EverySaltGoneWithoutItsPurgeIsNamed) {
+  // The insider's short cut: every salt deleted, every case marked purged,
+  // no retention.purge anywhere.
+  BuildLog();
+  Tamper("UPDATE audit_log SET salt = NULL; UPDATE cases SET purged_us = 1");
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_entry, 0u);
+  EXPECT_THAT(report.problem, StartsWith("entry 0 has lost its payload salt"));
 }
 
 TEST_F(AuditVerifierTest, EditedInboundEnvelopeIsNamed) {
