@@ -135,8 +135,9 @@ class ExchangeStore {
   // Up to `max` envelopes due for delivery, in sending order. Per-case order
   // is kept: of each case only the oldest envelope not yet delivered (QUEUED
   // or SENT; FAILED ones no longer hold the case back) is a candidate, and it
-  // is returned if its next attempt is due (<= now) and its exchange id is
-  // not in `busy_cases` (cases with a delivery in flight). Candidates come
+  // is returned if its next attempt is due (<= now, or further ahead than
+  // any wait the sender sets: the clock was set back) and its exchange id
+  // is not in `busy_cases` (cases with a delivery in flight). Candidates come
   // URGENT first, then PRIORITY, then ROUTINE, and in queue order within a
   // priority. Reads only.
   virtual absl::StatusOr<std::vector<OutboxItem>> ReadyToSend(

@@ -306,6 +306,8 @@ absl::Status Gateway::Init(const Clock* clock) {
   CB_ASSIGN_OR_RETURN(
       peer_channel_,
       PeerChannel::Create(&config_, revocations_.get(), &store_->audit_log()));
+  store_->exchange().set_longest_wait(
+      absl::Seconds(c.limits.retry_max_seconds));
   peer_link_ =
       PeerLink::Start(&config_, &store_->exchange(), &peer_envelope_keys_,
                       peer_channel_.get(), clock);

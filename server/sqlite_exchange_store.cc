@@ -523,9 +523,11 @@ absl::StatusOr<std::vector<OutboxItem>> SqliteExchangeStore::ReadyToSend(
       CB_ASSIGN_OR_RETURN(
           auto due,
           conn.Prepare("SELECT seq, exchange_id FROM outbox "
-                       "WHERE state IN (1, 2) AND next_attempt_us <= ? "
+                       "WHERE state IN (1, 2) AND (next_attempt_us <= ?1 "
+                       "OR next_attempt_us > ?2) "
                        "ORDER BY priority DESC, seq"));
-      due.Bind(1, absl::ToUnixMicros(now));
+      due.Bind(1, absl::ToUnixMicros(now))
+          .Bind(2, absl::ToUnixMicros(now + longest_wait_));
       while (chosen.size() < max) {
         CB_ASSIGN_OR_RETURN(const bool row, due.Step());
         if (!row) break;

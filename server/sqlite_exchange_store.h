@@ -156,6 +156,12 @@ class SqliteExchangeStore final : public ExchangeStore {
           sink) {
     shared_case_sink_ = std::move(sink);
   }
+  // The longest wait the sender sets before an attempt
+  // (limits.retry_max_seconds; set once, before use). ReadyToSend takes an
+  // envelope due later than that from now as due: the clock was set back
+  // since its wait was set, which would otherwise hold it, and its case,
+  // back by as much.
+  void set_longest_wait(absl::Duration longest) { longest_wait_ = longest; }
 
  private:
   std::function<absl::Status(sqlite::Connection&, const v1::CaseReference&)>
@@ -203,7 +209,8 @@ class SqliteExchangeStore final : public ExchangeStore {
   sqlite::Database* const db_;
   SqliteAuditLog* const audit_;
   const Clock* const clock_;
-  const RecordSealer* const sealer_;  // may be null
+  const RecordSealer* const sealer_;              // may be null
+  absl::Duration longest_wait_ = absl::Hours(1);  // retry_max_seconds' most
   mutable absl::Mutex head_mu_;
   int64_t inbox_head_ ABSL_GUARDED_BY(head_mu_);
 };

@@ -466,6 +466,27 @@ TEST_F(ExchangeStoreTest, QueueOutgoingRefusesTakenIdsAndMissingFields) {
 
 // --- ReadyToSend -------------------------------------------------------------
 
+TEST_F(ExchangeStoreTest, AClockSetBackHoldsNoEnvelopeBeyondTheLongestWait) {
+  exchange().set_longest_wait(absl::Seconds(60));
+  Queue(Message("PK-M-1", kCaseA, v1::PRIORITY_URGENT));
+  Queue(Message("PK-M-2", kCaseB));
+  ASSERT_OK(exchange().RecordRetry("E-PK-M-2",
+                                   absl::UnavailableError("the peer is away"),
+                                   clock_.Now() + absl::Seconds(30)));
+  EXPECT_THAT(ReadyIds(), ElementsAre("PK-M-1"));
+  // The clock is set back an hour (a correction after it ran ahead): both
+  // were due, or would be within the longest wait, an hour "from now".
+  clock_.Advance(-absl::Hours(1));
+  EXPECT_THAT(ReadyIds(), ElementsAre("PK-M-1", "PK-M-2"));
+  // A wait within the longest is kept.
+  ASSERT_OK(exchange().RecordRetry("E-PK-M-2",
+                                   absl::UnavailableError("the peer is away"),
+                                   clock_.Now() + absl::Seconds(30)));
+  EXPECT_THAT(ReadyIds(), ElementsAre("PK-M-1"));
+  clock_.Advance(absl::Seconds(30));
+  EXPECT_THAT(ReadyIds(), ElementsAre("PK-M-1", "PK-M-2"));
+}
+
 TEST_F(ExchangeStoreTest, AMessageNeedingItsCaseSharedWaitsForALiveShare) {
   const auto needing_share = [&](const std::string& message_id) {
     OutgoingMessage out =
