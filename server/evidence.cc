@@ -228,9 +228,23 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
       &context, request, &response);
   if (!status.ok()) {
     const absl::Status peer = FromGrpcStatus(status);
-    return absl::Status(peer.code(),
-                        absl::StrCat("the peer gateway: ", peer.message()));
+    // The peer's CANCELLED or DEADLINE_EXCEEDED is not this call's own: as
+    // such it would go unaudited. The peer could not be heard in time.
+    const bool ours_in_name =
+        peer.code() == absl::StatusCode::kCancelled ||
+        peer.code() == absl::StatusCode::kDeadlineExceeded;
+    return absl::Status(
+        ours_in_name ? absl::StatusCode::kUnavailable : peer.code(),
+        absl::StrCat(
+            "the peer gateway: ",
+            ours_in_name
+                ? absl::StrCat(absl::StatusCodeToString(peer.code()), ": ")
+                : "",
+            peer.message()));
   }
+  // Fields the peer added that this gateway does not know go no further:
+  // the offline verifier refuses a bundle that carries them.
+  response.DiscardUnknownFields();
   const v1::EvidenceBundle& theirs = response.bundle();
   if (bundle.has_sent()) {
     if (!theirs.has_received()) {
