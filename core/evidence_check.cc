@@ -234,6 +234,14 @@ EvidenceReport VerifyEvidence(const v1::EvidenceBundle& bundle,
           return absl::StrCat("sent.entry: records a refusal (status code ",
                               e.status_code, ")");
         }
+        // The calls that queue an envelope; another entry naming the same
+        // ids (its cancel, say) is no record of the send.
+        if (e.action != "message.send" && e.action != "case.share" &&
+            e.action != "case.grant" && e.action != "case.withdraw_grant") {
+          return absl::StrCat("sent.entry: records ", Quote(e.action),
+                              ", not a send (message.send, case.share, "
+                              "case.grant or case.withdraw_grant)");
+        }
         if (!Names(e, report.envelope_id)) {
           return absl::StrCat("sent.entry: does not name envelope ",
                               report.envelope_id);

@@ -102,6 +102,7 @@ struct Scenario {
   v1::Country origin = v1::COUNTRY_PK;
   std::optional<std::string> sent_actor;
   std::optional<std::vector<std::string>> sent_subjects;
+  std::optional<std::string> sent_action;
   bool sent_refused = false;
   int origin_audit_index_offset = 0;
   std::optional<std::string> origin_gateway;
@@ -132,7 +133,7 @@ class EvidenceCheckTest : public ::testing::Test {
     from.Filler(5);
     server::AuditEvent send;
     send.actor = s.sent_actor.value_or(from.Office());
-    send.action = "message.send";
+    send.action = s.sent_action.value_or("message.send");
     send.subjects = s.sent_subjects.value_or(
         std::vector<std::string>{exchange_id, message_id, envelope_id});
     send.payload = "the SendMessage request";
@@ -453,6 +454,22 @@ TEST_F(EvidenceCheckTest, SentEntryRecordingARefusalFails) {
   Scenario s;
   s.sent_refused = true;
   EXPECT_EQ(Problem(Build(s)), "sent.entry: records a refusal (status code 7)");
+}
+
+TEST_F(EvidenceCheckTest, SentEntryOfAnotherActionFails) {
+  // The office's cancel of the message names the same ids; it is no record
+  // of the send.
+  Scenario s;
+  s.sent_action = "message.cancel";
+  EXPECT_EQ(Problem(Build(s)),
+            "sent.entry: records \"message.cancel\", not a send "
+            "(message.send, case.share, case.grant or case.withdraw_grant)");
+}
+
+TEST_F(EvidenceCheckTest, SentEntryOfAWithdrawnGrantVerifies) {
+  Scenario s;
+  s.sent_action = "case.withdraw_grant";
+  EXPECT_EQ(Problem(Build(s)), "");
 }
 
 TEST_F(EvidenceCheckTest, SentEntryNotNamingTheEnvelopeFails) {
