@@ -328,10 +328,11 @@ int CallHandler::EndStreams(
   {
     absl::MutexLock lock(&streams_mu_);
     for (auto& [context, stream] : streams_) {
-      if (stream.ending) continue;
+      if (stream.ending || stream.ended) continue;
       absl::Status reason = why(stream);
       if (reason.ok()) continue;
       stream.ending = true;
+      stream.ended = true;
       // The context is only ever used through the call it belongs to.
       ending.push_back(const_cast<grpc::CallbackServerContext*>(context));
       AuditEvent event;

@@ -159,6 +159,9 @@ class CallHandler {
     std::string audit_action;  // of the call that opened it
     bool counted = false;      // holds a slot of the stream limit
     bool ending = false;       // EndRevokedStreams is cancelling it
+    // Cancelled already: a later scan (another CRL or policy change before
+    // the call is done) neither cancels nor audits it again.
+    bool ended = false;
   };
 
   // `*audit` is set false for a refusal that must not be audited (a limit
