@@ -12,6 +12,15 @@
 namespace casebridge::server {
 namespace {
 
+// What evidence requests are told while this gateway refuses to sign its
+// own log (DATA_LOSS); OK if it does not.
+absl::Status RefusalToSign(const absl::Status& why) {
+  if (why.ok()) return why;
+  return absl::DataLossError(
+      absl::StrCat("this gateway refuses to sign a checkpoint of its own log: ",
+                   why.message()));
+}
+
 constexpr absl::Duration kPeerDeadline = absl::Seconds(10);
 
 // The size a witness says it cosigned last, from its FAILED_PRECONDITION
@@ -82,6 +91,34 @@ absl::Status Checkpointer::CheckStoredNote(
 }
 
 absl::StatusOr<std::optional<StoredCheckpoint>> Checkpointer::MakeCheckpoint() {
+  absl::StatusOr<std::optional<StoredCheckpoint>> made = SignIfDue();
+  if (made.ok()) {
+    refused_to_sign_ = absl::OkStatus();
+    return made;
+  }
+  if (made.status().code() != absl::StatusCode::kDataLoss) return made;
+  // The gateway found its own log changed behind its back: on record in
+  // the log itself (once per reason, not every second), and said to those
+  // who ask for evidence, who would otherwise be told to try again.
+  if (made.status() != refused_to_sign_) {
+    refused_to_sign_ = made.status();
+    AuditEvent event;
+    event.actor = options_.actor;
+    event.action = "checkpoint.refused";
+    event.outcome = made.status();
+    if (const auto appended = audit_->Append(event); !appended.ok()) {
+      log::Error("audit.append_failed",
+                 {{"action", event.action},
+                  {"error", std::string(appended.status().message())}});
+    }
+  }
+  if (options_.refusal != nullptr) {
+    options_.refusal->Set(RefusalToSign(refused_to_sign_));
+  }
+  return made;
+}
+
+absl::StatusOr<std::optional<StoredCheckpoint>> Checkpointer::SignIfDue() {
   // Appends store entries alone; their tree nodes are added here, in
   // batches, and the checkpoint covers the entries the tree then holds.
   CB_RETURN_IF_ERROR(audit_->CatchUpTree());
@@ -236,7 +273,10 @@ absl::Status Checkpointer::Witness() {
   if (!peer_) return absl::OkStatus();
   CB_ASSIGN_OR_RETURN(const auto latest, audit_->LatestCheckpoint());
   if (!latest.has_value() || latest->cosigned) {
-    if (options_.refusal != nullptr) options_.refusal->Set(absl::OkStatus());
+    // Nothing to offer: what stands is our own refusal to sign, if any.
+    if (options_.refusal != nullptr) {
+      options_.refusal->Set(RefusalToSign(refused_to_sign_));
+    }
     return absl::OkStatus();
   }
   CB_ASSIGN_OR_RETURN(const auto cosigned, audit_->LatestCosignedCheckpoint());

@@ -80,8 +80,11 @@ class Checkpointer {
     // Run every `maintenance_every` (retention); may be empty.
     std::function<void()> maintenance;
     absl::Duration maintenance_every = absl::Hours(1);
-    // Told the outcome of each offer to the peer; may be null.
+    // Told the outcome of each offer to the peer, or that this gateway
+    // refuses to sign its own log; may be null.
     WitnessRefusal* refusal = nullptr;
+    // This gateway's identity: the actor of its checkpoint.refused entries.
+    std::string actor;
   };
 
   // Pointers must outlive the checkpointer. `peer` may be empty (no
@@ -101,7 +104,9 @@ class Checkpointer {
   // stores a checkpoint if entries arrived since the last one (returns it),
   // or returns nullopt. Refuses (DATA_LOSS) if the stored tree contradicts
   // the newest checkpoint, or that checkpoint's size and root are not
-  // those of its signed note (CheckStoredNote).
+  // those of its signed note (CheckStoredNote). Such a refusal is audited
+  // (checkpoint.refused, once for each new reason until a checkpoint is
+  // signed again) and told to `refusal`. One caller at a time.
   absl::StatusOr<std::optional<StoredCheckpoint>> MakeCheckpoint();
   // Offers the newest checkpoint to the peer unless it is cosigned already.
   // OK if nothing was to do or the cosignature is stored.
@@ -109,6 +114,8 @@ class Checkpointer {
 
  private:
   void Run();
+  // MakeCheckpoint's work.
+  absl::StatusOr<std::optional<StoredCheckpoint>> SignIfDue();
   absl::Status Offer(const StoredCheckpoint& checkpoint, uint64_t old_size);
   // DATA_LOSS unless `latest`'s size and root are those its stored note
   // signs (and its signature by our current key, if it has one, verifies).
@@ -123,6 +130,8 @@ class Checkpointer {
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
+  // Why MakeCheckpoint last refused to sign (OK: it did not), as audited.
+  absl::Status refused_to_sign_;
 };
 
 }  // namespace casebridge::server

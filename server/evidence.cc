@@ -67,6 +67,14 @@ absl::Status Evidence::NotCoveredYet(uint64_t index,
         " is not yet covered by a checkpoint the peer cosigned; try again "
         "in a few seconds"));
   }
+  if (refusal.code() == absl::StatusCode::kDataLoss) {  // our own
+    return absl::FailedPreconditionError(absl::StrCat(
+        "audit entry ", index,
+        " is not covered by a checkpoint the peer cosigned, and ",
+        refusal.message(),
+        ": its log was changed behind its back; its operator must act "
+        "(docs/operations.md, checkpoint.failed)"));
+  }
   return absl::FailedPreconditionError(absl::StrCat(
       "audit entry ", index,
       " is not covered by a checkpoint the peer cosigned, and the peer "

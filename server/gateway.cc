@@ -430,6 +430,7 @@ absl::Status Gateway::Init(const Clock* clock) {
   checkpoints.interval = absl::Milliseconds(c.audit.checkpoint_interval_ms);
   checkpoints.retry_max = absl::Seconds(c.limits.retry_max_seconds);
   checkpoints.refusal = witness_refusal_.get();
+  checkpoints.actor = config_.identity;
   if (c.retention.enabled()) {
     checkpoints.maintenance = [this, clock] {
       auto purged = store_->PurgeExpired(config_.retention, clock->Now(),

@@ -52,6 +52,8 @@ class CheckpointerTest : public ::testing::Test {
     Checkpointer::Options options;
     options.origin = audit::LogOrigin("PK");
     options.signer = key_.get();
+    options.refusal = &refusal_;
+    options.actor = "spiffe://pk.casebridge/gateway";
     checkpointer_ = std::make_unique<Checkpointer>(options, &store_->database(),
                                                    &log(), nullptr, &clock_);
   }
@@ -96,6 +98,7 @@ class CheckpointerTest : public ::testing::Test {
   }
 
   FakeClock clock_;
+  WitnessRefusal refusal_;
   std::string dir_;
   std::unique_ptr<crypto::Ed25519Signer> key_;
   std::unique_ptr<GatewayStore> store_;
@@ -217,11 +220,27 @@ TEST_F(CheckpointerTest, RefusesToSignWhenTheStoredTreeContradictsTheLast) {
   // An entry and its leaf rewritten behind the gateway's back.
   Tamper(
       "UPDATE audit_nodes SET hash = zeroblob(32) WHERE level = 2 AND idx = 0");
+  const uint64_t size = *log().Size();
   EXPECT_THAT(checkpointer_->MakeCheckpoint(),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("not signing")));
   ASSERT_OK_AND_ASSIGN(const auto latest, log().LatestCheckpoint());
   ASSERT_TRUE(latest.has_value());
   EXPECT_EQ(latest->size, 4u);
+  // On record in the log itself, once per reason (it is tried every
+  // second), and told to whoever asks for evidence.
+  ASSERT_EQ(*log().Size(), size + 1);
+  ASSERT_OK_AND_ASSIGN(const auto entries, log().Read(size, 1));
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].entry.action, "checkpoint.refused");
+  EXPECT_EQ(entries[0].entry.actor, "spiffe://pk.casebridge/gateway");
+  EXPECT_EQ(entries[0].entry.status_code,
+            static_cast<int>(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(refusal_.Get(),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr("this gateway refuses to sign a checkpoint "
+                                 "of its own log: ")));
+  EXPECT_FALSE(checkpointer_->MakeCheckpoint().ok());
+  EXPECT_EQ(*log().Size(), size + 1);
 }
 
 TEST_F(CheckpointerTest, RefusesWhenTheStoredRootIsNotTheOneItsNoteSigns) {
