@@ -261,44 +261,42 @@ std::variant<Inbound::Checked, v1::DeliverResponse> Inbound::Check(
   }
   v1::DeliverResponse response;
   response.set_sequence(checked.sequence);
-  // Accepted before with these very bytes (its receipt lost with a stream,
-  // or at a stop): answered with its receipt whatever the checks say now.
-  // A configuration, key or rule changed since must not turn what was
-  // delivered into a refusal, which the sender would hold its case back
-  // for, or fail the messages waiting for the share with.
-  if (std::optional<v1::SignedReceipt> receipt =
-          StoredReceipt(signed_envelope)) {
-    v1::Envelope parsed;
-    (void)parsed.ParseFromString(signed_envelope.envelope());
-    response.set_envelope_id(parsed.envelope_id());
-    UnderCurrentKey(parsed.envelope_id(), &*receipt);
-    *response.mutable_receipt() = *std::move(receipt);
-    log::Info("envelope.replayed",
-              {{"envelope_id", parsed.envelope_id()},
-               {"checks_now", std::string(status.message())}});
-    return response;
-  }
+  if (AnswerAsReplay(signed_envelope, status, &response)) return response;
   response.set_envelope_id(envelope_id);
   Refuse(status, std::move(event), &response);
   return response;
 }
 
-std::optional<v1::SignedReceipt> Inbound::StoredReceipt(
-    const v1::SignedEnvelope& signed_envelope) const {
+bool Inbound::AnswerAsReplay(const v1::SignedEnvelope& signed_envelope,
+                             const absl::Status& checks_now,
+                             v1::DeliverResponse* response) const {
+  // Accepted before with these very bytes (its receipt lost with a stream,
+  // or at a stop): answered with its receipt whatever the checks say now.
+  // A configuration, key or rule changed since must not turn what was
+  // delivered into a refusal, which the sender would hold its case back
+  // for, or fail the messages waiting for the share with.
   v1::Envelope parsed;
   if (!parsed.ParseFromString(signed_envelope.envelope()) ||
       parsed.envelope_id().empty()) {
-    return std::nullopt;
+    return false;
   }
+  const std::string& envelope_id = parsed.envelope_id();
   absl::StatusOr<std::optional<v1::SignedReceipt>> receipt = store_->ReceiptFor(
-      parsed.envelope_id(), exchange::EnvelopeDigest(signed_envelope));
+      envelope_id, exchange::EnvelopeDigest(signed_envelope));
   if (!receipt.ok()) {
     log::Error("envelope.replay_unreadable",
-               {{"envelope_id", parsed.envelope_id()},
+               {{"envelope_id", envelope_id},
                 {"error", std::string(receipt.status().message())}});
-    return std::nullopt;
+    return false;  // the refusal stands
   }
-  return *std::move(receipt);
+  if (!receipt->has_value()) return false;
+  UnderCurrentKey(envelope_id, &**receipt);
+  response->set_envelope_id(envelope_id);
+  *response->mutable_receipt() = **std::move(receipt);
+  log::Info("envelope.replayed",
+            {{"envelope_id", envelope_id},
+             {"checks_now", std::string(checks_now.message())}});
+  return true;
 }
 
 void Inbound::UnderCurrentKey(const std::string& envelope_id,

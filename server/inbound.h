@@ -3,7 +3,6 @@
 #ifndef CASEBRIDGE_SERVER_INBOUND_H_
 #define CASEBRIDGE_SERVER_INBOUND_H_
 
-#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -90,11 +89,13 @@ class Inbound {
   // store audited it already, appends `event` with its outcome.
   void Refuse(const absl::Status& refusal, AuditEvent event,
               v1::DeliverResponse* response);
-  // The receipt stored for `signed_envelope` if it is an envelope accepted
-  // before with these very bytes, else nullopt (also when it cannot be
-  // read: the refusal stands then).
-  std::optional<v1::SignedReceipt> StoredReceipt(
-      const v1::SignedEnvelope& signed_envelope) const;
+  // For an envelope the checks refused (`checks_now`): if it was accepted
+  // before with these very bytes, makes `response` its stored receipt and
+  // returns true; false otherwise, also when the store cannot be read (the
+  // refusal stands then).
+  bool AnswerAsReplay(const v1::SignedEnvelope& signed_envelope,
+                      const absl::Status& checks_now,
+                      v1::DeliverResponse* response) const;
   // A replay's stored receipt, signed again if a key rotated out since
   // signed it.
   void UnderCurrentKey(const std::string& envelope_id,
