@@ -149,15 +149,17 @@ absl::StatusOr<v1::CaseReference> OfficeServiceImpl::AsGivenTo(
   return *std::move(given);
 }
 
+bool OfficeServiceImpl::HasPersonalData(const v1::CaseReference& c) {
+  return !c.last_known_locations().empty() ||
+         std::any_of(
+             c.victims().begin(), c.victims().end(),
+             [](const v1::VictimReference& v) { return !v.remarks().empty(); });
+}
+
 bool OfficeServiceImpl::ReleasePersonalData(const Caller& caller,
                                             v1::CaseReference* c,
                                             std::vector<std::string>* read) {
-  const bool has_personal =
-      !c->last_known_locations().empty() ||
-      std::any_of(
-          c->victims().begin(), c->victims().end(),
-          [](const v1::VictimReference& v) { return !v.remarks().empty(); });
-  if (!has_personal) return true;
+  if (!HasPersonalData(*c)) return true;
   if (caller.May(Action::kReadPersonalData)) {
     read->push_back(c->exchange_id());
     return true;
@@ -432,11 +434,12 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
         // commit.
         const auto released =
             [&](const v1::CaseReference& stored) -> std::optional<AuditEvent> {
-          v1::CaseReference answer = stored;
-          std::vector<std::string> personal;
-          ReleasePersonalData(in.caller, &answer, &personal);
-          if (personal.empty()) return std::nullopt;
-          return in.Event(kCaseUpdatePersonalDataAction, personal);
+          if (!in.caller.May(Action::kReadPersonalData) ||
+              !HasPersonalData(stored)) {
+            return std::nullopt;
+          }
+          return in.Event(kCaseUpdatePersonalDataAction,
+                          {stored.exchange_id()});
         };
         CB_ASSIGN_OR_RETURN(
             *out->mutable_case_reference(),
@@ -444,7 +447,8 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::UpdateCase(
                                in.caller.identity,
                                in.Event(kCaseUpdateAction, {id}), released));
         MarkHandling(out->mutable_case_reference());
-        std::vector<std::string> released_ids;  // on record already
+        // Only strips what the caller may not read: a release is on record.
+        std::vector<std::string> released_ids;
         ReleasePersonalData(in.caller, out->mutable_case_reference(),
                             &released_ids);
         return absl::OkStatus();

@@ -142,6 +142,8 @@ class OfficeServiceImpl final : public OfficeServiceBase {
   // `read` when it has any; else clears them. False if any were withheld.
   static bool ReleasePersonalData(const Caller& caller, v1::CaseReference* c,
                                   std::vector<std::string>* read);
+  // Whether `c` holds victims' remarks or last known locations.
+  static bool HasPersonalData(const v1::CaseReference& c);
   // Audits that the call read the personal data of `exchange_ids` (if any).
   template <typename Request>
   absl::Status AuditPersonalRead(const Incoming<Request>& in,
