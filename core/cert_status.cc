@@ -130,18 +130,21 @@ std::string CrlHashOf(const std::string& name) {
   return absl::AsciiStrToLower(name.substr(0, 8));
 }
 
-// The names OpenSSL's hashed-directory lookup, which the TLS stack uses,
-// reads for `stem` ("<hash>.r"): <stem>0, <stem>1, ... up to the first
-// missing number. Returns that number.
-size_t UnbrokenRun(const std::vector<std::string>& files,
-                   const std::string& stem) {
+// Of `files`, the names OpenSSL's hashed-directory lookup, which the TLS
+// stack uses, reads for `stem` ("<hash>.r"): <stem>0, <stem>1, ... up to the
+// first missing number (the set's size).
+std::set<std::string> ReadByTls(const std::vector<std::string>& files,
+                                const std::string& stem) {
   std::set<std::string> names;
   for (const std::string& path : files) {
     names.insert(fs::path(path).filename().string());
   }
-  size_t n = 0;
-  while (names.contains(absl::StrCat(stem, n))) ++n;
-  return n;
+  std::set<std::string> read;
+  for (std::string next = absl::StrCat(stem, 0); names.contains(next);
+       next = absl::StrCat(stem, read.size())) {
+    read.insert(next);
+  }
+  return read;
 }
 
 // The CRL items of one trusted CA from the files named for its hash.
@@ -151,15 +154,11 @@ void ReadCrlsOf(X509* ca, const std::string& ca_file,
   const std::string subject = NameText(X509_get_subject_name(ca));
   const std::string ca_der = NameDer(X509_get_subject_name(ca));
   inventory->revoked.AddCa(ca_der);
-  const size_t run = UnbrokenRun(files, stem);
+  const std::set<std::string> read = ReadByTls(files, stem);
   Item newest;
   bool found = false;
   for (const std::string& path : files) {
-    const std::string name = fs::path(path).filename().string();
-    uint64_t number = 0;
-    const bool read_by_tls =
-        absl::SimpleAtoi(name.substr(stem.size()), &number) && number < run &&
-        name == absl::StrCat(stem, number);
+    const bool read_by_tls = read.contains(fs::path(path).filename().string());
     auto data = crypto::ReadFile(path);
     if (!data.ok()) {
       inventory->items.push_back(
@@ -203,10 +202,11 @@ void ReadCrlsOf(X509* ca, const std::string& ca_file,
       Item unread = InvalidFile(
           ItemKind::kCrl, "tls.crl_dir", path,
           absl::StrCat("the TLS stack reads ", stem, "0, ", stem,
-                       "1, ... up to the first missing number (", stem, run,
+                       "1, ... up to the first missing number (", stem,
+                       read.size(),
                        ") and never this file, so its nextUpdate keeps no "
                        "handshake going; install it as ",
-                       stem, run));
+                       stem, read.size()));
       unread.subject = subject;
       unread.issuer = subject;
       inventory->items.push_back(std::move(unread));
