@@ -1005,11 +1005,17 @@ class Stream {
 
 bool Stream::NotePurgesAndSalts(uint64_t index, const EntryView& view,
                                 absl::string_view bytes, bool has_salt) {
-  const bool refusals = view.action == "retention.purge_refusals";
-  if (has_salt && !(view.status_code == 0 &&
-                    (refusals || view.action == kRetentionPurgeAction))) {
-    return true;  // the common case: nothing to decode
+  const bool purge = has_salt && view.status_code == 0;
+  if (purge && view.action == kRetentionPurgeAction) {
+    // One subject: the message or case purged.
+    if (!view.first_subject.empty()) {
+      purged_subjects_[std::string(view.first_subject)] = index;
+    }
+    return true;
   }
+  const bool refusals = purge && view.action == "retention.purge_refusals";
+  if (has_salt && !refusals) return true;  // the common case
+  // Decoded whole for all its subjects (the range's both ends).
   absl::StatusOr<audit::Entry> entry = audit::Decode(bytes);
   if (!entry.ok()) {  // ScanEntry took it: cannot happen
     FailEntry(index, std::string(entry.status().message()));
@@ -1018,10 +1024,6 @@ bool Stream::NotePurgesAndSalts(uint64_t index, const EntryView& view,
   if (!has_salt) {
     salts_gone_.push_back(
         SaltGone{index, entry->status_code != 0, std::move(entry->subjects)});
-    return true;
-  }
-  if (!refusals) {
-    if (!entry->subjects.empty()) purged_subjects_[entry->subjects[0]] = index;
     return true;
   }
   RefusalsPurged range;
