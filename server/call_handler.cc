@@ -328,7 +328,7 @@ int CallHandler::EndStreams(
   {
     absl::MutexLock lock(&streams_mu_);
     for (auto& [context, stream] : streams_) {
-      if (stream.ending || stream.ended) continue;
+      if (stream.ended) continue;  // also while it is ending
       absl::Status reason = why(stream);
       if (reason.ok()) continue;
       stream.ending = true;

@@ -238,17 +238,14 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
     const absl::Status peer = FromGrpcStatus(status);
     // The peer's CANCELLED or DEADLINE_EXCEEDED is not this call's own: as
     // such it would go unaudited. The peer could not be heard in time.
-    const bool ours_in_name =
-        peer.code() == absl::StatusCode::kCancelled ||
-        peer.code() == absl::StatusCode::kDeadlineExceeded;
-    return absl::Status(
-        ours_in_name ? absl::StatusCode::kUnavailable : peer.code(),
-        absl::StrCat(
-            "the peer gateway: ",
-            ours_in_name
-                ? absl::StrCat(absl::StatusCodeToString(peer.code()), ": ")
-                : "",
-            peer.message()));
+    if (peer.code() == absl::StatusCode::kCancelled ||
+        peer.code() == absl::StatusCode::kDeadlineExceeded) {
+      return absl::UnavailableError(absl::StrCat(
+          "the peer gateway: ", absl::StatusCodeToString(peer.code()), ": ",
+          peer.message()));
+    }
+    return absl::Status(peer.code(),
+                        absl::StrCat("the peer gateway: ", peer.message()));
   }
   // Fields the peer added that this gateway does not know go no further:
   // the offline verifier refuses a bundle that carries them.
