@@ -92,28 +92,34 @@ CallHandler::CallHandler(Port port, const config::Gateway* config,
       office_authorizer_(policies),
       peer_{config->peer_identity, "peer gateway", v1::ROLE_UNSPECIFIED} {}
 
-absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
-                                          Action action, std::string* identity,
-                                          bool* audit) {
+CallHandler::Screened CallHandler::Screen(grpc::CallbackServerContext* context,
+                                          Action action) {
+  Screened out;
   auto auth = context->auth_context();
-  if (auth == nullptr) return absl::UnauthenticatedError("no TLS peer");
+  if (auth == nullptr) {
+    out.status = absl::UnauthenticatedError("no TLS peer");
+    return out;
+  }
   const bool office = port_ == Port::kOffice;
   auto id = PeerSpiffeId(*auth);
   if (!id.ok()) {
-    *audit = AuditStranger(
+    out.audit = AuditStranger(
         office ? "callers without one spiffe:// identity on the office port"
-               : "callers without one spiffe:// identity on the peer port");
-    return id.status();
+               : "callers without one spiffe:// identity on the peer port",
+        &out);
+    out.status = id.status();
+    return out;
   }
-  *identity = *id;
+  out.identity = *id;
   // The peer CA is foreign: it can issue any number of identities, so its
   // certificates other than the peer's share one bucket, ahead of the
   // revocation check and the per-identity limits.
   if (!office && *id != config_->peer_identity) {
-    *audit =
-        AuditStranger("callers other than the peer gateway on the peer port");
-    return absl::PermissionDeniedError(
+    out.audit = AuditStranger(
+        "callers other than the peer gateway on the peer port", &out);
+    out.status = absl::PermissionDeniedError(
         absl::StrCat("identity ", *id, " is not the configured peer gateway"));
+    return out;
   }
   // Revocation first: a revoked certificate must not spend the allowance of
   // the identity it shares with the office's new certificate. Its refusals
@@ -121,8 +127,9 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
   if (revocations_ != nullptr) {
     const auto pem = auth->FindPropertyValues("x509_pem_cert");
     if (pem.empty()) {
-      return absl::UnauthenticatedError(
-          "no client certificate in the handshake");
+      out.status =
+          absl::UnauthenticatedError("no client certificate in the handshake");
+      return out;
     }
     if (absl::Status revoked = revocations_->Check(
             absl::string_view(pem.front().data(), pem.front().size()), *id);
@@ -130,13 +137,16 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
       if (limiter_ != nullptr) {
         const std::string bucket = absl::StrCat(*id, " (revoked certificate)");
         const CallLimiter::Decision decision = limiter_->AdmitCall(bucket);
-        *audit = decision.status.ok() || decision.audit;
+        out.audit = decision.status.ok() || decision.audit;
         // This bucket has no other limit: a call it admits ends its burst.
         if (decision.status.ok()) {
-          AuditBurst(*limiter_, bucket, limiter_->CloseBurst(bucket));
+          out.burst_limiter = limiter_;
+          out.burst_identity = bucket;
+          out.burst = limiter_->CloseBurst(bucket);
         }
       }
-      return revoked;
+      out.status = std::move(revoked);
+      return out;
     }
   }
   // Then the limits, keyed by the verified identity, so that a flood of
@@ -144,20 +154,22 @@ absl::StatusOr<Caller> CallHandler::Admit(grpc::CallbackServerContext* context,
   if (limiter_ != nullptr) {
     const CallLimiter::Decision decision = limiter_->AdmitCall(*id);
     if (!decision.status.ok()) {
-      *audit = decision.audit;
-      return decision.status;
+      out.audit = decision.audit;
+      out.status = decision.status;
+      return out;
+    }
+    // Past the rate limit, a call ends a burst of refusals whatever happens
+    // to it next (refused for its role or a missing deadline, say), or an
+    // identity that is never admitted would keep its burst open for good. A
+    // stream still has the stream limit ahead: its task closes the burst
+    // once past it, or once refused for anything else.
+    if (!IsStream(action)) {
+      out.burst_limiter = limiter_;
+      out.burst_identity = *id;
+      out.burst = limiter_->CloseBurst(*id);
     }
   }
-  absl::StatusOr<Caller> caller = Authorize(context, action, *id);
-  // Past the rate limit, a call refused for anything else (an identity not
-  // configured, a missing deadline...) ends a burst of refusals as one that
-  // passes does, or an identity that is never admitted would keep its burst
-  // open for good. A stream that passes still has the stream limit ahead:
-  // the caller closes the burst after TrackStream.
-  if (limiter_ != nullptr && (!caller.ok() || !IsStream(action))) {
-    AuditBurst(*limiter_, *id, limiter_->CloseBurst(*id));
-  }
-  return caller;
+  return out;
 }
 
 absl::StatusOr<Caller> CallHandler::Authorize(
@@ -248,11 +260,13 @@ absl::Status CallHandler::TrackStream(grpc::CallbackServerContext* context,
   return absl::OkStatus();
 }
 
-bool CallHandler::AuditStranger(const std::string& group) {
+bool CallHandler::AuditStranger(const std::string& group, Screened* screened) {
   if (strangers_ == nullptr) return true;
   const CallLimiter::Decision decision = strangers_->AdmitCall(group);
   if (!decision.status.ok()) return decision.audit;
-  AuditBurst(*strangers_, group, strangers_->CloseBurst(group));
+  screened->burst_limiter = strangers_;
+  screened->burst_identity = group;
+  screened->burst = strangers_->CloseBurst(group);
   return true;
 }
 
@@ -389,27 +403,53 @@ void CallHandler::Run(grpc::CallbackServerContext* context, Action action,
                       std::vector<std::string> subjects, Body body,
                       std::function<void(const grpc::Status&)> finish,
                       bool first) {
-  auto task = [this, context, action, audit_action = std::move(audit_action),
+  Screened screened = Screen(context, action);
+  if (!screened.status.ok() && !screened.audit &&
+      screened.burst_limiter == nullptr) {
+    // A limit refusal inside a burst: counted, not audited, so nothing is
+    // left to do but answer.
+    const grpc::Status reply = ToGrpcStatus(screened.status);
+    log::Write(log::Level::kDebug, "rpc.refused",
+               {{"port", port_ == Port::kOffice ? "office" : "peer"},
+                {"action", audit_action},
+                {"identity", screened.identity},
+                {"code", GrpcCodeName(reply.error_code())},
+                {"reason", reply.error_message()},
+                {"ms", 0.0}});
+    finish(reply);
+    return;
+  }
+  auto task = [this, context, action, screened = std::move(screened),
+               audit_action = std::move(audit_action),
                payload = std::move(payload), subjects = std::move(subjects),
                body = std::move(body), finish = std::move(finish)]() {
     const absl::Time start = clock_->Now();
-    std::string identity = "unauthenticated";
-    absl::Status status;
-    bool audit = true;
-    if (context->IsCancelled()) {
+    if (screened.burst_limiter != nullptr) {
+      AuditBurst(*screened.burst_limiter, screened.burst_identity,
+                 screened.burst);
+    }
+    const std::string& identity = screened.identity;
+    absl::Status status = screened.status;
+    bool audit = screened.audit;
+    if (!status.ok()) {
+      // Refused by the screening: audited whatever became of the call
+      // since, as the first refusal of a burst must be.
+    } else if (context->IsCancelled()) {
       status = absl::CancelledError("call cancelled before it ran");
     } else if (absl::FromChrono(context->deadline()) <= absl::Now()) {
       // gRPC deadlines are wall-clock instants: compared with real time.
       status =
           absl::DeadlineExceededError("deadline passed before the call ran");
     } else {
-      auto caller = Admit(context, action, &identity, &audit);
+      auto caller = Authorize(context, action, identity);
       status = caller.status();
       const bool stream = IsStream(action);
       if (status.ok() && stream) {
         status = TrackStream(context, action, identity, audit_action, &audit);
       }
-      if (status.ok() && stream && limiter_ != nullptr) {
+      // A stream past the stream limit, or refused before it, ends its
+      // identity's burst (Screen closed it for the other calls).
+      if (stream && limiter_ != nullptr && (!caller.ok() || status.ok())) {
         AuditBurst(*limiter_, identity, limiter_->CloseBurst(identity));
       }
       if (status.ok()) status = body(*caller);

@@ -1,7 +1,8 @@
-// The path every RPC takes: off gRPC's callback thread onto the work queue,
-// then deadline check, identification, limits, revocation, authorization,
-// the handler body, and an audit entry for every refusal. One place, so no
-// RPC can skip a step.
+// The path every RPC takes: on gRPC's callback thread, identification,
+// revocation and the rate limit (a refusal the limits count without
+// auditing is answered there); then on the work queue, deadline check,
+// authorization, the handler body, and an audit entry for every refusal.
+// One place, so no RPC can skip a step.
 #ifndef CASEBRIDGE_SERVER_CALL_HANDLER_H_
 #define CASEBRIDGE_SERVER_CALL_HANDLER_H_
 
@@ -164,12 +165,25 @@ class CallHandler {
     bool ended = false;
   };
 
-  // `*audit` is set false for a refusal that must not be audited (a limit
-  // refusal inside a burst).
-  absl::StatusOr<Caller> Admit(grpc::CallbackServerContext* context,
-                               Action action, std::string* identity,
-                               bool* audit);
-  // Admit's checks after the rate limit: the identity's role and action on
+  // What Screen decided on gRPC's thread, for the task on the work queue.
+  struct Screened {
+    absl::Status status;  // OK: passed the limits; else the refusal
+    std::string identity = "unauthenticated";
+    bool audit = true;  // false: a limit refusal inside a burst
+    // A burst of refusals this call ended, for its summary entry (written
+    // on the work queue: an audit append commits).
+    const CallLimiter* burst_limiter = nullptr;
+    std::string burst_identity;
+    CallLimiter::Decision burst;
+  };
+
+  // The checks that need no store, made on gRPC's thread before the call is
+  // queued: the verified identity, the callers a port can only refuse,
+  // revocation and the per-identity rate limit. So a flood of calls that the
+  // limits refuse is answered at once, and never waits in, or lengthens, the
+  // work queue that every office's calls share.
+  Screened Screen(grpc::CallbackServerContext* context, Action action);
+  // The checks after the rate limit: the identity's role and action on
   // the office port (and a deadline), or the pinned peer on the peer port.
   absl::StatusOr<Caller> Authorize(grpc::CallbackServerContext* context,
                                    Action action, const std::string& identity);
@@ -181,7 +195,8 @@ class CallHandler {
   // whether its refusal is audited on its own. Each group shares one
   // bucket, so callers a foreign CA can mint without end cannot grow the
   // limiter or the log.
-  bool AuditStranger(const std::string& group);
+  // A burst it ends is left in `*screened` for its summary.
+  bool AuditStranger(const std::string& group, Screened* screened);
   // Writes the summary entry of a burst of `limiter`'s refusals.
   void AuditBurst(const CallLimiter& limiter, const std::string& identity,
                   const CallLimiter::Decision& closed);

@@ -28,8 +28,9 @@ class WorkQueue {
   // The same, ahead of the tasks posted with Post() and not yet started;
   // first come, first served among these (an URGENT office call). After
   // kMaxFirstStreak of them in a row while other tasks wait, one of those
-  // runs: a flood of URGENT calls (their callers are not yet admitted when
-  // they are queued) slows the rest of the work but never stops it.
+  // runs: a flood of URGENT calls (their callers are past the rate limit
+  // but not yet authorized when they are queued) slows the rest of the work
+  // but never stops it.
   void PostFirst(std::function<void()> task);
 
   static constexpr int kMaxFirstStreak = 4;

@@ -4,6 +4,7 @@
 // stored. Also the size of the work pool (limits.work_threads).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <filesystem>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include "casebridge/v1/peer.grpc.pb.h"
 #include "client/office_client.h"
 #include "nlohmann/json.hpp"
+#include "server/sqlite_case_store.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/testing/process.h"
 #include "tests/testing/status_matchers.h"
@@ -334,6 +336,101 @@ TEST_F(LimitsTest, OfficeCallsWithoutOneIdentityAreAuditedAtALowRate) {
                             std::string(status.message()));
       },
       grpc::StatusCode::UNAUTHENTICATED, "unauthenticated", kNoIdentity);
+}
+
+TEST_F(LimitsTest, AFloodTheRateLimitRefusesWaitsForNoWorker) {
+  // Every worker is held by a call waiting for the store's writer, which
+  // the test holds. A flood of the FIA desk's calls is refused by its rate
+  // limit all the same: answered at once, without a worker, so a stolen
+  // certificate in a loop takes no place in the queue the other offices'
+  // calls wait in.
+  StartGateway(
+      "office_calls_per_second = 1\noffice_burst = 10\nwork_threads = 4\n");
+  auto fia = v1::OfficeService::NewStub(
+      ChannelFor(kFia, gateway_->office_endpoint(), "PK"));
+  auto who_am_i = [&fia](absl::Duration timeout) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    v1::WhoAmIResponse response;
+    return fia->WhoAmI(&context, v1::WhoAmIRequest(), &response);
+  };
+  // The desk spends its burst, and its first refusal is on record.
+  ASSERT_TRUE(WaitUntil([&] {
+    return who_am_i(absl::Seconds(5)).error_code() ==
+           grpc::StatusCode::RESOURCE_EXHAUSTED;
+  }));
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(
+      sqlite3_open(server::GatewayStore::DatabasePath(dir_ + "/data").c_str(),
+                   &db),
+      SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  // Twice as many writes as workers: four wait for the writer, four more
+  // for a worker.
+  auto embassy = Office("pk/offices/embassy-beijing");
+  std::vector<std::future<absl::StatusOr<v1::CaseReference>>> held;
+  for (int i = 0; i < 8; ++i) {
+    held.push_back(std::async(std::launch::async, [&embassy] {
+      return embassy->OpenCase(ValidDraft());
+    }));
+  }
+  // Every worker is busy once a call that needs nothing but a worker waits
+  // past its deadline.
+  auto auditor_stub = v1::OfficeService::NewStub(
+      ChannelFor(kAuditor, gateway_->office_endpoint(), "PK"));
+  ASSERT_TRUE(WaitUntil([&] {
+    grpc::ClientContext context;
+    context.set_deadline(
+        absl::ToChronoTime(absl::Now() + absl::Milliseconds(300)));
+    v1::WhoAmIResponse response;
+    return auditor_stub->WhoAmI(&context, v1::WhoAmIRequest(), &response)
+               .error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+  }));
+
+  std::vector<std::future<grpc::Status>> flood;
+  for (int i = 0; i < 30; ++i) {
+    flood.push_back(std::async(std::launch::async,
+                               [&] { return who_am_i(absl::Seconds(3)); }));
+  }
+  int refused = 0;
+  for (auto& call : flood) {
+    const grpc::Status status = call.get();
+    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      EXPECT_THAT(status.error_message(),
+                  HasSubstr("limits.office_calls_per_second"));
+      ++refused;
+    } else {
+      // Admitted by a token the bucket got back, or the first refusal of a
+      // new burst (audited, so it waits for a worker).
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+          << status.error_message();
+    }
+  }
+  // The bucket refills one call a second: most of the flood is refused.
+  EXPECT_GE(refused, 20);
+  // All the while, no worker was free.
+  for (auto& call : held) {
+    EXPECT_EQ(call.wait_for(std::chrono::seconds(0)),
+              std::future_status::timeout);
+  }
+
+  ASSERT_EQ(sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  int opened = 0;
+  for (auto& call : held) {
+    const auto result = call.get();
+    EXPECT_OK(result);
+    if (result.ok()) ++opened;
+  }
+  EXPECT_EQ(CaseCount(), opened);
+  // The refusals are counted on record once the desk is admitted again.
+  ASSERT_TRUE(WaitUntil([&] { return who_am_i(absl::Seconds(5)).ok(); }));
+  const Bursts bursts = CountBursts(FiaAuditEntries());
+  EXPECT_GE(bursts.audited_refusals, 1);
+  EXPECT_GE(bursts.summarized, refused);
 }
 
 TEST_F(LimitsTest, ThePeerGatewayHasARateOfItsOwn) {
