@@ -58,6 +58,7 @@ void Checkpointer::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    if (offering_ != nullptr) offering_->TryCancel();
   }
   if (thread_.joinable()) thread_.join();
 }
@@ -207,9 +208,18 @@ absl::Status Checkpointer::Offer(const StoredCheckpoint& checkpoint,
   }
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + kPeerDeadline));
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::CancelledError("the gateway is stopping");
+    offering_ = &context;
+  }
   v1::AddCheckpointResponse response;
   const grpc::Status status = v1::PeerService::NewStub(peer_())->AddCheckpoint(
       &context, request, &response);
+  {
+    absl::MutexLock lock(&mu_);
+    offering_ = nullptr;
+  }
   if (!status.ok()) return FromGrpcStatus(status);
 
   // Exactly one signature line, checked against our own text: a line that

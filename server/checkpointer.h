@@ -97,7 +97,8 @@ class Checkpointer {
 
   // Starts the thread.
   void Start();
-  // Joins it. Idempotent.
+  // Cancels an offer to the peer in flight (the peer may take its full
+  // deadline), makes the last checkpoint, and joins the thread. Idempotent.
   void Stop();
 
   // One round of each job, also used by tests. MakeCheckpoint signs and
@@ -129,6 +130,8 @@ class Checkpointer {
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // The offer to the peer in flight, for Stop to cancel.
+  grpc::ClientContext* offering_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::thread thread_;
   // Why MakeCheckpoint last refused to sign (OK: it did not), as audited.
   absl::Status refused_to_sign_;

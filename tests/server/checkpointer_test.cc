@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <atomic>
+#include <future>
 #include <memory>
 #include <string>
 #include <utility>
@@ -14,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "casebridge/v1/peer.grpc.pb.h"
 #include "core/audit_entry.h"
 #include "core/merkle.h"
@@ -409,6 +412,36 @@ TEST_F(CheckpointerWitnessTest, StoresAGenuineCosignature) {
   ASSERT_OK_AND_ASSIGN(const note::Note parsed, note::Parse(latest->note));
   EXPECT_OK(note::Verify(parsed, Key()));
   EXPECT_EQ(parsed.signatures.size(), 2u);
+}
+
+TEST_F(CheckpointerWitnessTest, StoppingCancelsAnOfferThePeerHoldsOnTo) {
+  // The peer takes the offer and does not answer. Stopping does not wait
+  // for the offer's deadline: it cancels the offer, and the entries since
+  // are signed all the same.
+  absl::Notification offered;
+  absl::Notification answer;
+  std::atomic<int> offers{0};
+  Peer([&](const v1::AddCheckpointRequest& r) {
+    if (offers.fetch_add(1) == 0) offered.Notify();
+    answer.WaitForNotification();
+    return Line(TextOf(r.checkpoint()));
+  });
+  Append(3);
+  checkpointer_->Start();
+  ASSERT_TRUE(offered.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  Append(2);
+  auto stopped = std::async(std::launch::async, [&] { checkpointer_->Stop(); });
+  // Well inside the offer's own deadline (10 s).
+  const bool in_time =
+      stopped.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
+  answer.Notify();
+  ASSERT_TRUE(in_time);
+  stopped.get();
+  ASSERT_OK_AND_ASSIGN(const auto latest, log().LatestCheckpoint());
+  ASSERT_TRUE(latest.has_value());
+  EXPECT_EQ(latest->size, 5u);
+  ASSERT_OK_AND_ASSIGN(const auto cosigned, log().LatestCosignedCheckpoint());
+  EXPECT_FALSE(cosigned.has_value());
 }
 
 TEST_F(CheckpointerWitnessTest, APeersRefusalStandsUntilItCosignsAgain) {
