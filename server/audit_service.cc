@@ -209,7 +209,8 @@ grpc::ServerUnaryReactor* AuditServiceImpl::GetEvidence(
               "an evidence bundle holds the message itself: ReadPersonalData "
               "is needed");
         }
-        CB_ASSIGN_OR_RETURN(*out->mutable_bundle(), evidence_->Bundle(id));
+        CB_ASSIGN_OR_RETURN(*out->mutable_bundle(),
+                            evidence_->Bundle(id, &in.context));
         return audit_
             ->Append(in.Event("audit.get_evidence.personal_data", {id}))
             .status();

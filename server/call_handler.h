@@ -56,6 +56,9 @@ struct Incoming {
   const Caller& caller;
   const Request& request;
   const std::string& bytes;
+  // The call itself: a call this one makes on its behalf (to the peer)
+  // can be cancelled with it (grpc::ClientContext::FromCallbackServerContext).
+  const grpc::CallbackServerContext& context;
 
   // An AuditEvent recording this call's success.
   AuditEvent Event(std::string action,
@@ -101,12 +104,13 @@ class CallHandler {
     Run(
         context, action, std::move(audit_action), *bytes,
         SafeSubjects(std::move(names)),
-        [bytes, request, parsed, raw_response,
+        [context, bytes, request, parsed, raw_response,
          body = std::move(body)](const Caller& caller) -> absl::Status {
           if (!parsed.ok()) return parsed;
           Response response;
           CB_RETURN_IF_ERROR(
-              body(Incoming<Request>{caller, *request, *bytes}, &response));
+              body(Incoming<Request>{caller, *request, *bytes, *context},
+                   &response));
           return SerializeToByteBuffer(response, raw_response);
         },
         [reactor](const grpc::Status& status) { reactor->Finish(status); },

@@ -215,7 +215,7 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::LocalPart(
 }
 
 absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
-    const std::string& envelope_id) {
+    const std::string& envelope_id, const grpc::CallbackServerContext* call) {
   CB_ASSIGN_OR_RETURN(v1::EvidenceBundle bundle, LocalPart(envelope_id));
   if (!peer_) {
     return absl::FailedPreconditionError("no peer gateway to ask");
@@ -227,14 +227,23 @@ absl::StatusOr<v1::EvidenceBundle> Evidence::Bundle(
         "in a few seconds");
   }
   const absl::Cleanup done = [this] { peer_asks_.fetch_sub(1); };
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + kPeerDeadline));
+  std::unique_ptr<grpc::ClientContext> context =
+      call != nullptr ? grpc::ClientContext::FromCallbackServerContext(*call)
+                      : std::make_unique<grpc::ClientContext>();
+  context->set_deadline(absl::ToChronoTime(absl::Now() + kPeerDeadline));
   v1::GetEvidenceRequest request;
   request.set_envelope_id(envelope_id);
   v1::GetEvidenceResponse response;
   const grpc::Status status = v1::AuditService::NewStub(peer_())->GetEvidence(
-      &context, request, &response);
+      context.get(), request, &response);
   if (!status.ok()) {
+    // The call asking ended first (cancelled, or its deadline, which is the
+    // question's too, passed): its own end, not the peer's refusal. (Seen
+    // a moment late, it is taken for the peer's silence, as below.)
+    if (call != nullptr && call->IsCancelled()) {
+      return absl::CancelledError(
+          "the call ended while the peer gateway was asked");
+    }
     const absl::Status peer = FromGrpcStatus(status);
     // The peer's CANCELLED or DEADLINE_EXCEEDED is not this call's own: as
     // such it would go unaudited. The peer could not be heard in time.

@@ -50,8 +50,13 @@ class Evidence {
   // caller's work thread waits (up to 10 s), so at most kMaxPeerAsks bundles
   // wait for it at once, whoever asks; beyond, UNAVAILABLE "try again": a
   // peer slow to answer never holds the whole work pool (office calls, the
-  // peer's deliveries).
-  absl::StatusOr<v1::EvidenceBundle> Bundle(const std::string& envelope_id);
+  // peer's deliveries). The peer is asked on behalf of `call`, if given:
+  // when it is cancelled (its client gives up, or the gateway stops and its
+  // drain period is over), so is the question to the peer, and its deadline
+  // bounds the question's.
+  absl::StatusOr<v1::EvidenceBundle> Bundle(
+      const std::string& envelope_id,
+      const grpc::CallbackServerContext* call = nullptr);
   static constexpr int kMaxPeerAsks = 2;
 
   // The envelope that carried message `message_id`, sent or received here.

@@ -4,6 +4,7 @@
 // once the gateways are stopped.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,7 +13,10 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "casebridge/v1/audit.grpc.pb.h"
 #include "core/crypto.h"
 #include "core/envelope.h"
 #include "core/evidence_check.h"
@@ -259,6 +263,49 @@ TEST_F(EvidenceTest, BundlesFromBothSidesVerifyOfflineAndLogsVerifyAfter) {
                  dir_ + "/none.toml"})
                 .exit_code,
             2);
+}
+
+TEST_F(EvidenceTest, AQuestionToAPeerThatDoesNotAnswerEndsWithTheCall) {
+  const std::string envelope_id = SendAndDeliver();
+  ASSERT_OK(AwaitEvidence(*Pk(kFia), envelope_id).status());
+  // The CN gateway is frozen: its connections stay up, it answers nothing.
+  ASSERT_EQ(::kill(cn_->pid(), SIGSTOP), 0);
+  const absl::Cleanup thaw = [this] { ::kill(cn_->pid(), SIGCONT); };
+  auto stub =
+      v1::AuditService::NewStub(ChannelFor(kFia, pk_->office_endpoint(), "PK"));
+  // Each question gives up long before the gateway's own 10 s for the peer:
+  // the question to the peer ends with it, and frees its place at once.
+  for (int i = 0; i < 2; ++i) {
+    grpc::ClientContext context;
+    context.set_deadline(
+        absl::ToChronoTime(absl::Now() + absl::Milliseconds(1500)));
+    v1::GetEvidenceRequest request;
+    request.set_envelope_id(envelope_id);
+    v1::GetEvidenceResponse response;
+    EXPECT_EQ(stub->GetEvidence(&context, request, &response).error_code(),
+              grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  // Each ended with its call, not at the gateway's own deadline for the
+  // peer: the gateway's log has how long each took.
+  std::vector<double> took;
+  ASSERT_TRUE(WaitUntil([&] {
+    took.clear();
+    for (absl::string_view line : absl::StrSplit(pk_->Log(), '\n')) {
+      const auto json = nlohmann::json::parse(line, nullptr, false);
+      if (json.is_discarded() || json.value("port", "") != "office" ||
+          json.value("action", "") != "audit.get_evidence" ||
+          json.value("code", "") == "OK" ||
+          json.value("code", "") == "FAILED_PRECONDITION") {
+        continue;
+      }
+      took.push_back(json.value("ms", 0.0));
+    }
+    return took.size() >= 2;
+  })) << Logs();
+  for (const double ms : took) EXPECT_LT(ms, 5000) << Logs();
+  ::kill(cn_->pid(), SIGCONT);
+  // The peer answers again.
+  EXPECT_OK(AwaitEvidence(*Pk(kFia), envelope_id).status()) << Logs();
 }
 
 TEST_F(EvidenceTest, AnOfficeCannotWriteItselfIntoAnotherOfficesEvidence) {
