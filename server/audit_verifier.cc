@@ -266,6 +266,13 @@ absl::Status ExplainFirstRead(const std::string& path, bool live,
 absl::StatusOr<StmtPtr> Prepare(sqlite3* db, const char* sql) {
   sqlite3_stmt* stmt = nullptr;
   const int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr);
+  if (rc == SQLITE_ERROR) {
+    // The statements are this release's, for the schema versions it reads
+    // (checked first): a table or column missing is the file's fault.
+    return absl::DataLossError(absl::StrCat(
+        "a table or column its schema version promises is missing (",
+        sqlite3_errmsg(db), ")"));
+  }
   if (rc != SQLITE_OK) {
     return SqliteError(db, rc, absl::StrCat("preparing \"", sql, "\""));
   }
@@ -1388,11 +1395,17 @@ absl::StatusOr<AuditVerifyReport> VerifyDataDir(
     // columns this verifier does not read. A backup taken before an upgrade
     // verifies as it is: it must never be opened by a gateway, which would
     // sign checkpoints of its old history (a fork to the peer).
-    CB_ASSIGN_OR_RETURN(StmtPtr version,
-                        Prepare(db.get(), "PRAGMA user_version"));
-    const absl::StatusOr<bool> row = Step(db.get(), version.get());
+    absl::StatusOr<StmtPtr> version = Prepare(db.get(), "PRAGMA user_version");
+    if (version.status().code() == absl::StatusCode::kDataLoss) {
+      return damaged(version.status());
+    }
+    CB_RETURN_IF_ERROR(version.status());
+    const absl::StatusOr<bool> row = Step(db.get(), version->get());
+    if (row.status().code() == absl::StatusCode::kDataLoss) {
+      return damaged(row.status());
+    }
     CB_RETURN_IF_ERROR(ExplainFirstRead(path, live, row.status()));
-    const int64_t have = *row ? sqlite3_column_int64(version.get(), 0) : 0;
+    const int64_t have = *row ? sqlite3_column_int64(version->get(), 0) : 0;
     const int newest = GatewayMigrations().back().version;
     if (have < kOldestReadable || have > newest) {
       return absl::FailedPreconditionError(absl::StrCat(

@@ -9,6 +9,7 @@
 #include <sqlite3.h>
 
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -484,6 +485,34 @@ TEST_F(AuditVerifierTest, AnEmptiedLogBesideRecordsIsNamed) {
       AllOf(StartsWith("the audit log is empty, but the database "
                        "holds "),
             HasSubstr(" cases"), HasSubstr("the entries were removed")));
+}
+
+TEST_F(AuditVerifierTest, ADroppedTableIsDamageNotAMisuse) {
+  // The schema version says the table is there: its absence is the file's
+  // fault (exit 3 from the CLI), not a verifier used wrongly (exit 2).
+  BuildLog();
+  Tamper("DROP TABLE checkpoints");
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_THAT(report.problem,
+              AllOf(HasSubstr("schema version promises is missing"),
+                    HasSubstr("checkpoints")));
+}
+
+TEST_F(AuditVerifierTest, AFileThatIsNoDatabaseIsDamage) {
+  BuildLog();
+  checkpointer_.reset();
+  witness_.reset();
+  pk_.reset();
+  {
+    std::fstream file(GatewayStore::DatabasePath(pk_dir_),
+                      std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(file.is_open());
+    file.write("this is no database", 19);
+  }
+  const AuditVerifyReport report = Verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_THAT(report.problem, StartsWith("the database file is corrupt"));
 }
 
 TEST_F(AuditVerifierTest, MissingLeafHashIsNamed) {
