@@ -371,12 +371,16 @@ class ExchangeStore {
   // In one transaction: appends `audit` and puts every CASE_SHARE message
   // received for `exchange_id` up to position `through` in `office`'s inbox
   // (rows already there are kept), as passed on by the audit's actor: a
-  // share received after the checks is not passed on under them. Returns
-  // how many rows were added. NOT_FOUND, nothing written, if no such
-  // CASE_SHARE was received.
+  // share received after the checks is not passed on under them. Unless
+  // `with_h2` (the originator addressed `office` or permitted it), a share
+  // marked H2 as stored here, or purged (its marking unknown), stays
+  // behind: an older version of the case may be H2 when the newest is not.
+  // Returns how many rows were added. NOT_FOUND, nothing written, if no
+  // such CASE_SHARE was received; PERMISSION_DENIED, nothing written, if
+  // every one of them stays behind.
   virtual absl::StatusOr<int> ForwardCase(const std::string& exchange_id,
                                           const std::string& office,
-                                          int64_t through,
+                                          int64_t through, bool with_h2,
                                           const AuditEvent& audit) = 0;
 
   // The case as shared in the newest version among the CASE_SHARE messages

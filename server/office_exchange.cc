@@ -788,30 +788,32 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::ForwardCase(
               " was opened on this side and is known to all its offices; only "
               "cases from the peer are forwarded"));
         }
-        if (c.handling_code() == v1::HANDLING_CODE_H2) {
-          // Offices the originator addressed have it already; anyone else
-          // needs the originator's permission. A copy passed on before
-          // (ForwardCase) is no addressing: once a permission is withdrawn,
-          // newer versions do not follow it.
-          CB_ASSIGN_OR_RETURN(const CaseAccess access,
-                              cases_->AccessOf(c.exchange_id(), r.office()));
-          const bool addressed = access == CaseAccess::kAddressed;
-          CB_ASSIGN_OR_RETURN(const bool granted,
+        // Offices the originator addressed have it already; anyone else
+        // needs the originator's permission for what is marked H2: the case
+        // as it stands, and each older version marked H2 (which stays
+        // behind when the case no longer is). A copy passed on before
+        // (ForwardCase) is no addressing: once a permission is withdrawn,
+        // newer versions do not follow it.
+        CB_ASSIGN_OR_RETURN(const CaseAccess access,
+                            cases_->AccessOf(c.exchange_id(), r.office()));
+        bool may_pass_h2 = access == CaseAccess::kAddressed;
+        if (!may_pass_h2) {
+          CB_ASSIGN_OR_RETURN(may_pass_h2,
                               exchange_.store->DisseminationGranted(
                                   c.exchange_id(), r.office()));
-          if (!addressed && !granted) {
-            return absl::PermissionDeniedError(absl::StrCat(
-                "handling code H2: case ", c.exchange_id(),
-                " may not be passed on to ", r.office(),
-                " without the originator's permission (no dissemination grant "
-                "from ",
-                c.owner_office(), ")"));
-          }
+        }
+        if (c.handling_code() == v1::HANDLING_CODE_H2 && !may_pass_h2) {
+          return absl::PermissionDeniedError(absl::StrCat(
+              "handling code H2: case ", c.exchange_id(),
+              " may not be passed on to ", r.office(),
+              " without the originator's permission (no dissemination grant "
+              "from ",
+              c.owner_office(), ")"));
         }
         CB_ASSIGN_OR_RETURN(
             const int added,
             exchange_.store->ForwardCase(
-                c.exchange_id(), r.office(), through,
+                c.exchange_id(), r.office(), through, may_pass_h2,
                 in.Event("case.forward", {c.exchange_id(), r.office()})));
         out->set_forwarded_messages(added);
         return absl::OkStatus();

@@ -1702,17 +1702,18 @@ absl::StatusOr<int64_t> SqliteExchangeStore::NewestShareReceived(
 
 absl::StatusOr<int> SqliteExchangeStore::ForwardCase(
     const std::string& exchange_id, const std::string& office, int64_t through,
-    const AuditEvent& audit) {
+    bool with_h2, const AuditEvent& audit) {
   int added = 0;
   int64_t newest = 0;
   CB_RETURN_IF_ERROR(db_->Write([&](sqlite::Connection& conn) -> absl::Status {
     std::vector<std::string> shares;
+    int held_back = 0;
     {
       CB_ASSIGN_OR_RETURN(
           auto find,
-          conn.Prepare("SELECT message_id FROM messages WHERE exchange_id = ? "
-                       "AND direction = ? AND kind = ? AND seq <= ? "
-                       "ORDER BY seq"));
+          conn.Prepare("SELECT message_id, body, sealed FROM messages "
+                       "WHERE exchange_id = ? AND direction = ? AND kind = ? "
+                       "AND seq <= ? ORDER BY seq"));
       find.Bind(1, exchange_id)
           .Bind(2, kIncoming)
           .Bind(3, static_cast<int64_t>(v1::MESSAGE_KIND_CASE_SHARE))
@@ -1720,8 +1721,31 @@ absl::StatusOr<int> SqliteExchangeStore::ForwardCase(
       while (true) {
         CB_ASSIGN_OR_RETURN(const bool row, find.Step());
         if (!row) break;
-        shares.push_back(find.ColumnText(0));
+        std::string message_id = find.ColumnText(0);
+        if (!with_h2) {
+          std::string body = find.ColumnBlob(1);
+          bool h2 = body.empty();  // purged: its marking is unknown
+          if (!h2) {
+            CB_ASSIGN_OR_RETURN(
+                const v1::CaseMessage share,
+                LoadMessage(sealer_, conn, message_id, std::move(body),
+                            find.ColumnInt(2) != 0));
+            h2 = share.handling_code() == v1::HANDLING_CODE_H2 ||
+                 share.case_reference().handling_code() == v1::HANDLING_CODE_H2;
+          }
+          if (h2) {
+            ++held_back;
+            continue;
+          }
+        }
+        shares.push_back(std::move(message_id));
       }
+    }
+    if (shares.empty() && held_back > 0) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "handling code H2: every version of case ", exchange_id,
+          " received so far is marked H2 and may not be passed on to ", office,
+          " without the originator's permission"));
     }
     if (shares.empty()) {
       return absl::NotFoundError(

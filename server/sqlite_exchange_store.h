@@ -122,6 +122,7 @@ class SqliteExchangeStore final : public ExchangeStore {
       const std::string& exchange_id) override;
   absl::StatusOr<int> ForwardCase(const std::string& exchange_id,
                                   const std::string& office, int64_t through,
+                                  bool with_h2,
                                   const AuditEvent& audit) override;
   absl::StatusOr<std::optional<v1::CaseReference>> NewestShareIn(
       const std::string& exchange_id, const std::string& office) override;

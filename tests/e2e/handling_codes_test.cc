@@ -611,6 +611,56 @@ TEST_F(HandlingCodesTest, H0CaseIsForwardedWithoutGrant) {
   EXPECT_EQ(items[0].message().exchange_id(), id);
 }
 
+TEST_F(HandlingCodesTest,
+       AnOlderVersionMarkedH2StaysBehindWhenTheCaseIsNoLonger) {
+  // Version 1 crosses under H2 with the victims' details; the desk takes
+  // them out, lowers the case to H0 and shares version 2. Passing the case
+  // on without the originator's permission gives Guangzhou version 2 only.
+  const std::string id = OpenAndShare(v1::HANDLING_CODE_H2);
+  ASSERT_FALSE(id.empty());
+  v1::UpdateCaseRequest update;
+  update.mutable_case_reference()->set_exchange_id(id);
+  update.mutable_case_reference()->set_summary(
+      "Sensitive details withdrawn; coordination only");
+  update.mutable_case_reference()->set_handling_code(v1::HANDLING_CODE_H0);
+  update.mutable_update_mask()->add_paths("summary");
+  update.mutable_update_mask()->add_paths("handling_code");
+  update.set_expected_version(1);
+  ASSERT_OK(Pk(kFia)->UpdateCase(update));
+  v1::ShareCaseRequest share;
+  share.set_exchange_id(id);
+  share.add_recipient_offices(kMpsId);
+  ASSERT_OK_AND_ASSIGN(const v1::ShareCaseResponse shared,
+                       Pk(kFia)->ShareCase(share));
+  ASSERT_TRUE(Delivered(shared.message_id())) << pk_->Log() << cn_->Log();
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference at_mps, Cn(kMps)->GetCase(id));
+  ASSERT_EQ(at_mps.version(), 2);
+  ASSERT_EQ(at_mps.handling_code(), v1::HANDLING_CODE_H0);
+
+  ASSERT_OK_AND_ASSIGN(const v1::ForwardCaseResponse forwarded,
+                       Forward(id, kGuangzhouId));
+  EXPECT_EQ(forwarded.forwarded_messages(), 1);
+  auto guangzhou = Cn(kGuangzhou);
+  std::vector<v1::CaseMessage> given;
+  EXPECT_OK(guangzhou->WatchInbox("", absl::Seconds(2),
+                                  [&](const v1::WatchInboxResponse& item) {
+                                    given.push_back(item.message());
+                                    return true;
+                                  }));
+  ASSERT_EQ(given.size(), 1u);
+  EXPECT_EQ(given[0].message_id(), shared.message_id());
+  EXPECT_EQ(given[0].case_reference().version(), 2);
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference at_guangzhou,
+                       guangzhou->GetCase(id));
+  EXPECT_EQ(at_guangzhou.version(), 2);
+
+  // With the originator's permission, version 1 follows.
+  ASSERT_NO_FATAL_FAILURE(GrantGuangzhou(id));
+  ASSERT_OK_AND_ASSIGN(const v1::ForwardCaseResponse granted,
+                       Forward(id, kGuangzhouId));
+  EXPECT_EQ(granted.forwarded_messages(), 1);
+}
+
 TEST_F(HandlingCodesTest, H1MarkingReachesTheReaderAndTheCli) {
   const std::string id = OpenAndShare(v1::HANDLING_CODE_H1);
   ASSERT_FALSE(id.empty());
