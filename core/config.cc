@@ -532,9 +532,10 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
     CB_ASSIGN_OR_RETURN(l.max_concurrent_streams,
                         limits.Integer("max_concurrent_streams",
                                        l.max_concurrent_streams, 1, 10000));
-    CB_ASSIGN_OR_RETURN(l.keepalive_time_seconds,
-                        limits.Integer("keepalive_time_seconds",
-                                       l.keepalive_time_seconds, 10, 7200));
+    CB_ASSIGN_OR_RETURN(
+        l.keepalive_time_seconds,
+        limits.Integer("keepalive_time_seconds", l.keepalive_time_seconds,
+                       Limits::kMinKeepaliveSeconds, 7200));
     CB_ASSIGN_OR_RETURN(l.keepalive_timeout_seconds,
                         limits.Integer("keepalive_timeout_seconds",
                                        l.keepalive_timeout_seconds, 1, 600));

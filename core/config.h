@@ -28,6 +28,7 @@ struct Limits {
   int64_t max_message_bytes = 4 << 20;
   int max_concurrent_streams = 100;
   int keepalive_time_seconds = 60;
+  static constexpr int kMinKeepaliveSeconds = 10;  // of keepalive_time
   int keepalive_timeout_seconds = 20;
   int max_connection_age_seconds = 3600;
   // How long SIGTERM waits for in-flight calls before cancelling them.

@@ -71,6 +71,14 @@ void ApplyLimits(grpc::ServerBuilder& builder, const config::Limits& limits) {
                              limits.keepalive_time_seconds * 1000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
                              limits.keepalive_timeout_seconds * 1000);
+  // Clients may ping this often while no data flows: half the shortest
+  // keepalive a gateway may be configured with, for timer jitter. gRPC's
+  // default (once in 5 minutes) ends an idle peer link after the peer's
+  // third keepalive with GOAWAY "too_many_pings", and the peer then pings
+  // ever more rarely.
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      config::Limits::kMinKeepaliveSeconds * 1000 / 2);
   // Connections are re-handshaken at this age, so rotated certificates and
   // new CRLs apply to long-lived clients too.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
