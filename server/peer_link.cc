@@ -15,6 +15,10 @@ namespace casebridge::server {
 namespace {
 
 constexpr absl::Duration kIdlePoll = absl::Seconds(1);
+// How long a new stream waits for the peer's admission before its first
+// round goes anyway (a peer from before kDeliverAdmittedMetadata says
+// nothing until it answers).
+constexpr absl::Duration kAdmissionWait = absl::Seconds(2);
 constexpr absl::Duration kFirstBackoff = absl::Milliseconds(200);
 // After a record the database refused, before the recorder tries again.
 constexpr absl::Duration kRecordRetryDelay = absl::Milliseconds(200);
@@ -176,6 +180,7 @@ void PeerLink::RunStream() {
     if (stopping_) return;
     context_ = &context;
     reader_done_ = false;
+    admitted_ = false;
   }
   // A stream keeps to the channel it started on: should the channel be
   // replaced (the peer's certificate revoked), the stream ends.
@@ -194,6 +199,17 @@ void PeerLink::RunStream() {
     RecordAnswers();
   });
 
+  // Nothing goes out before the peer admits the stream: on a stream that
+  // fails to connect, or is refused at admission, every write would fail,
+  // and envelopes never transmitted would be recorded as attempts (and,
+  // the first time, audited as sent).
+  {
+    absl::MutexLock lock(&mu_);
+    auto settled = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return admitted_ || stream_broken_ || stopping_;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&settled), kAdmissionWait);
+  }
   const auto window = static_cast<size_t>(config_->limits.delivery_window);
   const size_t routine_window = window - UrgentReserve(window);
   while (true) {
@@ -343,12 +359,17 @@ void PeerLink::ReadResponses(
   stream->WaitForInitialMetadata();
   bool up =
       context->GetServerInitialMetadata().count(kDeliverAdmittedMetadata) > 0;
-  if (up) MarkUp();
+  auto admitted = [this] {
+    MarkUp();
+    absl::MutexLock lock(&mu_);
+    admitted_ = true;
+  };
+  if (up) admitted();
   v1::DeliverResponse response;
   while (stream->Read(&response)) {
     // A peer from before the metadata answers all the same.
     if (!up) {
-      MarkUp();
+      admitted();
       up = true;
     }
     HandleResponse(std::move(response));

@@ -6,9 +6,11 @@
 #include <functional>
 
 #include "absl/algorithm/container.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "core/crypto.h"
 #include "core/envelope.h"
 #include "tests/e2e/e2e_util.h"
@@ -295,6 +297,48 @@ TEST_F(ExchangeTest, AMessageWaitingForAnAbsentPeerSaysTheLinkIsDown) {
   EXPECT_FALSE(back.has_peer_link_down_since());
   EXPECT_TRUE(back.peer_link_down_reason().empty());
   EXPECT_TRUE(WaitUntil(link_serving));
+}
+
+TEST_F(ExchangeTest, NothingIsRecordedAsSentWhileThePeerCannotBeReached) {
+  const std::string id = OpenCase();
+  ASSERT_EQ(cn_->Stop(), 0) << cn_->Log();
+  ASSERT_OK_AND_ASSIGN(const std::string waiting, Send(id, "while away"));
+  // The sender tries the link again and again (every second at most here).
+  auto link_downs = [&] {
+    int n = 0;
+    for (absl::string_view line : absl::StrSplit(pk_->Log(), '\n')) {
+      if (absl::StrContains(line, "\"peer.link_down\"")) ++n;
+    }
+    return n;
+  };
+  const int before = link_downs();
+  ASSERT_TRUE(WaitUntil([&] { return link_downs() >= before + 3; }))
+      << pk_->Log();
+  // Not once was the message written to a stream: no attempt, nothing
+  // audited as sent.
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus away,
+                       Pk(kFia)->GetDeliveryStatus(waiting));
+  EXPECT_EQ(away.attempts(), 0) << away.ShortDebugString();
+  auto sent_entries = [&] {
+    int n = 0;
+    for (const v1::AuditEntry& e :
+         ReadAuditEntries(*Pk(kPkAuditor), "envelope.sent")) {
+      for (const std::string& subject : e.subjects()) {
+        if (subject == waiting) ++n;
+      }
+    }
+    return n;
+  };
+  EXPECT_EQ(sent_entries(), 0);
+
+  ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config_));
+  ASSERT_TRUE(WaitUntil([&] {
+    return StateOf(waiting) == v1::DELIVERY_STATE_DELIVERED;
+  })) << pk_->Log();
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus back,
+                       Pk(kFia)->GetDeliveryStatus(waiting));
+  EXPECT_EQ(back.attempts(), 1) << back.ShortDebugString();
+  EXPECT_EQ(sent_entries(), 1);
 }
 
 TEST_F(ExchangeTest,
@@ -654,6 +698,46 @@ TEST_F(ExchangeTest, RefusedSendsStoreNothing) {
   auto inbox = Inbox("", 2, absl::Seconds(5));
   ASSERT_EQ(inbox.size(), 1u);
   EXPECT_EQ(inbox[0].message().message_id(), message_id);
+}
+
+}  // namespace
+}  // namespace casebridge::testing
+
+namespace casebridge::testing {
+namespace {
+
+TEST(PeerLinkKeepaliveTest, AnIdleLinkOutlivesItsKeepalivePings) {
+  // Both gateways ping each other at the shortest keepalive allowed (10 s)
+  // on links that carry nothing. gRPC's default on the receiving side would
+  // take each ping as abuse while no data flows, and end the link with
+  // GOAWAY "too_many_pings" after the fourth (40 s); the sender would then
+  // ping ever more rarely.
+  const std::string dir = NewTempDir("keepalive");
+  const GatewayPairConfigs configs =
+      WriteGatewayPairConfigs(dir, 1, [](GatewayConfigOptions& o) {
+        o.extra_limits = "keepalive_time_seconds = 10\n";
+      });
+  ASSERT_OK_AND_ASSIGN(auto pk, GatewayProcess::Start(configs.pk));
+  ASSERT_OK_AND_ASSIGN(auto cn, GatewayProcess::Start(configs.cn));
+  auto linked = [](GatewayProcess& gateway, const std::string& country) {
+    auto health = OfficeClientFor(country == "PK" ? "pk/auditors/pk-auditor"
+                                                  : "cn/auditors/cn-auditor",
+                                  gateway.office_endpoint(), country)
+                      ->Health("casebridge.peer_link");
+    return health.ok() &&
+           *health == grpc::health::v1::HealthCheckResponse::SERVING;
+  };
+  ASSERT_TRUE(WaitUntil([&] { return linked(*pk, "PK") && linked(*cn, "CN"); }))
+      << pk->Log() << cn->Log();
+  // Five pings each way, and no GOAWAY.
+  EXPECT_FALSE(WaitUntil(
+      [&] {
+        return absl::StrContains(pk->Log(), "too_many_pings") ||
+               absl::StrContains(cn->Log(), "too_many_pings");
+      },
+      absl::Seconds(50)))
+      << pk->Log() << cn->Log();
+  EXPECT_TRUE(linked(*pk, "PK") && linked(*cn, "CN"));
 }
 
 }  // namespace
