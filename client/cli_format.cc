@@ -1,10 +1,15 @@
 #include "client/cli_format.h"
 
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "core/grpc_status.h"
 #include "core/handling_notice.h"
@@ -569,6 +574,65 @@ std::string FormatAuditEntries(const v1::GetEntriesResponse& entries) {
   }
   return absl::StrCat(FormatTable(rows), "Next page: --start ",
                       entries.next_start(), "\n");
+}
+
+absl::StatusOr<std::string> ReadTextFile(const std::string& flag,
+                                         const std::string& path) {
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (path != "-") {
+    std::error_code error;
+    if (!std::filesystem::is_regular_file(path, error)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          flag, ": ", path,
+          error ? absl::StrCat(" cannot be read: ", error.message())
+                : std::string(" is not a regular file"),
+          " (give a file, or - for standard input)"));
+    }
+    file.open(path, std::ios::binary);
+    if (!file) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": ", path, " cannot be opened"));
+    }
+    in = &file;
+  }
+  // One byte more than allowed tells a file that is too long.
+  std::string text(kMaxTextFileBytes + 1, '\0');
+  in->read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (in->bad()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, ": reading ", path == "-" ? "standard input" : path, " failed"));
+  }
+  text.resize(static_cast<size_t>(in->gcount()));
+  if (text.size() > kMaxTextFileBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": ", path == "-" ? "standard input" : path,
+                     " holds more than ", kMaxTextFileBytes, " bytes"));
+  }
+  if (!IsValidUtf8(text)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": ", path == "-" ? "standard input" : path,
+                     " is not UTF-8 text"));
+  }
+  if (absl::EndsWith(text, "\r\n")) {
+    text.resize(text.size() - 2);
+  } else if (absl::EndsWith(text, "\n")) {
+    text.pop_back();
+  }
+  return text;
+}
+
+absl::StatusOr<std::vector<std::string>> ReadTextLines(
+    const std::string& flag, const std::string& path) {
+  auto text = ReadTextFile(flag, path);
+  if (!text.ok()) return text.status();
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+    if (absl::EndsWith(line, "\r")) line.remove_suffix(1);
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    lines.emplace_back(line);
+  }
+  return lines;
 }
 
 }  // namespace casebridge::cli

@@ -35,6 +35,20 @@ absl::StatusOr<v1::VictimReference> ParseVictim(const std::string& text);
 // "description@PK" or "description@CN".
 absl::StatusOr<v1::Location> ParseLocation(const std::string& text);
 
+// The text in `path` ("-": standard input), for the flags that take text
+// from a file (--body-file, --summary-file, ...), so that victims' details
+// need not be typed on a command line, where `ps` shows them to every local
+// user and the shell's history keeps them. INVALID_ARGUMENT naming `flag`
+// for anything but a regular file or standard input, more than
+// kMaxTextFileBytes, or text that is not UTF-8. A final newline is dropped.
+inline constexpr size_t kMaxTextFileBytes = size_t{1} << 20;
+absl::StatusOr<std::string> ReadTextFile(const std::string& flag,
+                                         const std::string& path);
+// The same, split into its lines with text (for one victim or location a
+// line); blank lines are skipped.
+absl::StatusOr<std::vector<std::string>> ReadTextLines(const std::string& flag,
+                                                       const std::string& path);
+
 // Protobuf JSON (field names as in the .proto, enums by name).
 std::string ToJson(const google::protobuf::Message& message);
 

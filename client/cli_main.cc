@@ -183,6 +183,7 @@ void Print(const Options& options, const google::protobuf::Message& message,
 struct CaseFlags {
   std::string local_ref, category, summary, handling, restriction, evaluation;
   std::vector<std::string> victims, locations;
+  std::string summary_file, victims_file, locations_file;
 
   void Add(CLI::App* cmd) {
     cmd->add_option("--local-ref", local_ref,
@@ -191,18 +192,33 @@ struct CaseFlags {
         "--category", category,
         "forced-marriage-fraud | forced-labour | sexual-exploitation | "
         "suspected-organ-trade | other");
-    cmd->add_option("--summary", summary, "what is known (UTF-8)");
+    auto* summary_flag =
+        cmd->add_option("--summary", summary, "what is known (UTF-8)");
+    cmd->add_option("--summary-file", summary_file,
+                    "the summary from FILE, or - for standard input (keeps "
+                    "it off the command line)")
+        ->excludes(summary_flag);
     cmd->add_option("--handling", handling, "handling code: H0 | H1 | H2 | H3");
     cmd->add_option("--restriction", restriction, "restriction text (with H3)");
     cmd->add_option("--evaluation", evaluation, "4x4 evaluation code, e.g. B2");
     // One value per flag, so that a case id after a repeatable flag is not
     // taken for another of its values.
-    cmd->add_option("--victim", victims,
-                    "PSEUDONYM[:REMARKS], or :REMARKS for a pseudonym the "
-                    "gateway mints (repeatable)")
-        ->allow_extra_args(false);
-    cmd->add_option("--location", locations, "DESCRIPTION@PK|CN (repeatable)")
-        ->allow_extra_args(false);
+    auto* victim_flag =
+        cmd->add_option("--victim", victims,
+                        "PSEUDONYM[:REMARKS], or :REMARKS for a pseudonym the "
+                        "gateway mints (repeatable)")
+            ->allow_extra_args(false);
+    cmd->add_option("--victims-file", victims_file,
+                    "victims from FILE (or - for standard input), one a "
+                    "line, written as for --victim")
+        ->excludes(victim_flag);
+    auto* location_flag = cmd->add_option("--location", locations,
+                                          "DESCRIPTION@PK|CN (repeatable)")
+                              ->allow_extra_args(false);
+    cmd->add_option("--locations-file", locations_file,
+                    "locations from FILE (or - for standard input), one a "
+                    "line, written as for --location")
+        ->excludes(location_flag);
   }
 
   // Copies the given flags into `c`; names of the fields set go to `paths`.
@@ -223,6 +239,12 @@ struct CaseFlags {
       c->set_summary(summary);
       paths->push_back("summary");
     }
+    if (given("--summary-file")) {
+      auto text = cb::cli::ReadTextFile("--summary-file", summary_file);
+      if (!text.ok()) return text.status();
+      c->set_summary(*std::move(text));
+      paths->push_back("summary");
+    }
     if (given("--handling")) {
       auto v = cb::cli::ParseEnum(v1::HandlingCode_descriptor(), "--handling",
                                   handling);
@@ -240,16 +262,28 @@ struct CaseFlags {
       *c->mutable_evaluation() = *v;
       paths->push_back("evaluation");
     }
-    if (given("--victim")) {
-      for (const auto& text : victims) {
+    std::vector<std::string> victim_lines = victims;
+    if (given("--victims-file")) {
+      auto lines = cb::cli::ReadTextLines("--victims-file", victims_file);
+      if (!lines.ok()) return lines.status();
+      victim_lines = *std::move(lines);
+    }
+    if (given("--victim") || given("--victims-file")) {
+      for (const auto& text : victim_lines) {
         auto v = cb::cli::ParseVictim(text);
         if (!v.ok()) return v.status();
         *c->add_victims() = *v;
       }
       paths->push_back("victims");
     }
-    if (given("--location")) {
-      for (const auto& text : locations) {
+    std::vector<std::string> location_lines = locations;
+    if (given("--locations-file")) {
+      auto lines = cb::cli::ReadTextLines("--locations-file", locations_file);
+      if (!lines.ok()) return lines.status();
+      location_lines = *std::move(lines);
+    }
+    if (given("--location") || given("--locations-file")) {
+      for (const auto& text : location_lines) {
         auto v = cb::cli::ParseLocation(text);
         if (!v.ok()) return v.status();
         *c->add_last_known_locations() = *v;
@@ -735,7 +769,14 @@ int Main(int argc, char** argv) {
       "--stage", send_stage,
       "with rescue-update: located | rescued | in-shelter | "
       "in-medical-care | repatriated | closed");
-  message_send->add_option("--body", send_body, "the text (UTF-8)")->required();
+  std::string send_body_file;
+  auto* body_flag =
+      message_send->add_option("--body", send_body, "the text (UTF-8)");
+  message_send
+      ->add_option("--body-file", send_body_file,
+                   "the text from FILE, or - for standard input (keeps it "
+                   "off the command line)")
+      ->excludes(body_flag);
   message_send->add_option("--to", send_to, "a counterpart office (SPIFFE id)");
   message_send->add_option("--reply-to", send_reply_to, "message id answered");
   message_send->add_option("--request-id", send_request_id, "idempotency key");
@@ -1133,6 +1174,13 @@ int Main(int argc, char** argv) {
         return Usage(std::string(evaluation.status().message()));
       }
       *m->mutable_evaluation() = *evaluation;
+    }
+    if (message_send->count("--body-file") > 0) {
+      auto text = cb::cli::ReadTextFile("--body-file", send_body_file);
+      if (!text.ok()) return Usage(std::string(text.status().message()));
+      send_body = *std::move(text);
+    } else if (message_send->count("--body") == 0) {
+      return Usage("message send: --body or --body-file is required");
     }
     m->set_body(send_body);
     m->set_recipient_office(send_to);

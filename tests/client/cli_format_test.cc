@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
 
 namespace casebridge::cli {
 namespace {
@@ -495,6 +496,39 @@ TEST(CliFormatTest, EvidenceMarkingRefusesEnvelopeWithoutCodeOrBytes) {
   EXPECT_THAT(EvidenceMarking(garbage),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("envelope.envelope")));
+}
+
+}  // namespace
+}  // namespace casebridge::cli
+
+namespace casebridge::cli {
+namespace {
+
+TEST(ReadTextFileTest, TakesUpToTheLimitAndNamesTheFlagBeyond) {
+  const std::string dir = testing::NewTempDir("text-file");
+  const std::string at_limit = testing::WriteFile(
+      dir + "/at-limit.txt", std::string(kMaxTextFileBytes, 'a'));
+  ASSERT_OK_AND_ASSIGN(const std::string text,
+                       ReadTextFile("--body-file", at_limit));
+  EXPECT_EQ(text.size(), kMaxTextFileBytes);
+  const std::string beyond = testing::WriteFile(
+      dir + "/beyond.txt", std::string(kMaxTextFileBytes + 1, 'a'));
+  EXPECT_THAT(ReadTextFile("--body-file", beyond),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(::testing::HasSubstr("--body-file"),
+                                        ::testing::HasSubstr("more than"))));
+  EXPECT_THAT(ReadTextFile("--summary-file", dir + "/missing.txt"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::HasSubstr("--summary-file")));
+}
+
+TEST(ReadTextFileTest, LinesSkipBlanksAndCarriageReturns) {
+  const std::string dir = testing::NewTempDir("text-lines");
+  const std::string path =
+      testing::WriteFile(dir + "/victims.txt", "V1:a\r\n\r\n  \n:b\r\n");
+  ASSERT_OK_AND_ASSIGN(const std::vector<std::string> lines,
+                       ReadTextLines("--victims-file", path));
+  EXPECT_THAT(lines, ::testing::ElementsAre("V1:a", ":b"));
 }
 
 }  // namespace

@@ -426,6 +426,62 @@ TEST_F(CliTest, AMessageMayCarryItsOwnHandlingAndEvaluation) {
   EXPECT_THAT(bad.err, HasSubstr("casebridge: "));
 }
 
+TEST_F(CliTest, PersonalDataMayComeFromFilesInsteadOfTheCommandLine) {
+  // Files keep victims' details out of `ps` and the shell's history.
+  const std::string summary = WriteFile(
+      dir_ + "/summary.txt", "دو خواتین کو گوانگژو منتقل کیا گیا / 两名女子\n");
+  const std::string victims = WriteFile(
+      dir_ + "/victims.txt", "V1:age 19, from Gujranwala\n\n:age 23\n");
+  const std::string locations =
+      WriteFile(dir_ + "/locations.txt", "Baiyun district, Guangzhou@CN\n");
+  CommandResult opened =
+      Cli({"--json", "case", "open", "--local-ref", "FIR-11", "--category",
+           "forced-marriage-fraud", "--summary-file", summary, "--victims-file",
+           victims, "--locations-file", locations, "--handling", "H2",
+           "--evaluation", "B2"});
+  ASSERT_EQ(opened.exit_code, 0) << opened.err;
+  const auto json = nlohmann::json::parse(opened.out);
+  EXPECT_EQ(json.at("summary"),
+            "دو خواتین کو گوانگژو منتقل کیا گیا / 两名女子");
+  ASSERT_EQ(json.at("victims").size(), 2u);
+  EXPECT_EQ(json.at("victims")[0].at("remarks"), "age 19, from Gujranwala");
+  EXPECT_EQ(json.at("last_known_locations")[0].at("description"),
+            "Baiyun district, Guangzhou");
+  const std::string id = json.at("exchange_id").get<std::string>();
+  ASSERT_EQ(Cli({"case", "share", id}).exit_code, 0);
+
+  // A body from a file is the same request as the same text on the command
+  // line: the retry with its request id is answered with the message sent.
+  const std::string body = WriteFile(dir_ + "/body.txt", "Move her tonight\n");
+  CommandResult sent =
+      Cli({"--json", "message", "send", id, "--kind", "note", "--body",
+           "Move her tonight", "--request-id", "req-body-1"});
+  ASSERT_EQ(sent.exit_code, 0) << sent.err;
+  CommandResult again =
+      Cli({"--json", "message", "send", id, "--kind", "note", "--body-file",
+           body, "--request-id", "req-body-1"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(nlohmann::json::parse(again.out).at("message_id"),
+            nlohmann::json::parse(sent.out).at("message_id"));
+
+  // Refused before any call: both forms, neither, a directory, not UTF-8.
+  CommandResult both = Cli({"message", "send", id, "--kind", "note", "--body",
+                            "x", "--body-file", body});
+  EXPECT_EQ(both.exit_code, 2);
+  CommandResult neither = Cli({"message", "send", id, "--kind", "note"});
+  EXPECT_EQ(neither.exit_code, 2);
+  EXPECT_THAT(neither.err, HasSubstr("--body or --body-file"));
+  CommandResult directory =
+      Cli({"message", "send", id, "--kind", "note", "--body-file", dir_});
+  EXPECT_EQ(directory.exit_code, 2);
+  EXPECT_THAT(directory.err, HasSubstr("is not a regular file"));
+  const std::string latin1 = WriteFile(dir_ + "/latin1.txt", "caf\xe9");
+  CommandResult not_utf8 =
+      Cli({"case", "open", "--category", "other", "--summary-file", latin1});
+  EXPECT_EQ(not_utf8.exit_code, 2);
+  EXPECT_THAT(not_utf8.err, HasSubstr("is not UTF-8 text"));
+}
+
 TEST_F(CliTest, AChangeWithoutAnAnswerSaysHowToRepeatItSafely) {
   // A gateway that does not answer in time: whether the call was done is
   // not known in general (the deadline may pass after the gateway acted),
