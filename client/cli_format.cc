@@ -244,7 +244,8 @@ std::string Truncate(const std::string& text, size_t max) {
 }
 
 TerminalFilter::~TerminalFilter() {
-  if (lead_held_) out_->sputc('?');  // a lone lead byte: not UTF-8
+  // A character cut short: not UTF-8.
+  for (size_t i = 0; i < held_.size(); ++i) out_->sputc('?');
   out_->pubsync();
 }
 
@@ -254,20 +255,52 @@ int TerminalFilter::overflow(int c) {
   return xsputn(&ch, 1) == 1 ? c : traits_type::eof();
 }
 
+namespace {
+
+// U+202A..U+202E and U+2066..U+2069 at `text[i]`: its code point, or 0.
+char32_t DirectionControlAt(absl::string_view text, size_t i) {
+  if (i + 2 >= text.size() || text[i] != '\xE2') return 0;
+  const auto second = static_cast<unsigned char>(text[i + 1]);
+  const auto third = static_cast<unsigned char>(text[i + 2]);
+  if ((second == 0x80 && third >= 0xAA && third <= 0xAE) ||
+      (second == 0x81 && third >= 0xA6 && third <= 0xA9)) {
+    return 0x2000 | ((second & 0x03u) << 6) | (third & 0x3Fu);
+  }
+  return 0;
+}
+
+// Whether text[i..] is the start of a character the filter may change,
+// cut short by the end of the write.
+bool CutShort(absl::string_view text, size_t i) {
+  const size_t left = text.size() - i;
+  if (text[i] == '\xC2') return left == 1;
+  if (text[i] != '\xE2') return false;
+  return left == 1 ||
+         (left == 2 && (text[i + 1] == '\x80' || text[i + 1] == '\x81'));
+}
+
+}  // namespace
+
 std::streamsize TerminalFilter::xsputn(const char* s, std::streamsize n) {
-  std::string text = lead_held_ ? "\xC2" : "";
-  lead_held_ = false;
+  std::string text = std::move(held_);
+  held_.clear();
   text.append(s, static_cast<size_t>(n));
   std::string shown;
   shown.reserve(text.size());
   for (size_t i = 0; i < text.size();) {
-    if (text[i] == '\xC2' && i + 1 == text.size()) {
-      lead_held_ = true;
+    if (CutShort(text, i)) {
+      held_ = text.substr(i);
       break;
     }
     if (const size_t control = ControlCharacterAt(text, i)) {
       shown.push_back('?');
       i += control;
+    } else if (const char32_t direction = DirectionControlAt(text, i)) {
+      absl::StrAppend(&shown, "<U+",
+                      absl::AsciiStrToUpper(absl::StrCat(
+                          absl::Hex(static_cast<uint32_t>(direction)))),
+                      ">");
+      i += 3;
     } else {
       shown.push_back(text[i++]);
     }

@@ -111,7 +111,11 @@ std::string FormatMarking(const HandlingMarking& marking, bool verified = true);
 // must not steer the terminal (clear lines, move the cursor, hide what
 // follows). The CLI puts one over stdout and one over stderr, so no output
 // path can miss it; JSON output escapes control characters itself
-// (JsonLine, and protobuf's JSON).
+// (JsonLine, and protobuf's JSON). The direction overrides, embeddings and
+// isolates (U+202A..U+202E, U+2066..U+2069) are shown as "<U+202E>":
+// quoted inside a counterpart's text they would show an address, a phone
+// number or an id reversed or moved. Marks (U+200E, U+200F, U+061C) stay,
+// as Urdu text needs them.
 // A write or flush that fails below fails the stream (badbit), as it would
 // without the filter.
 class TerminalFilter final : public std::streambuf {
@@ -128,9 +132,10 @@ class TerminalFilter final : public std::streambuf {
 
  private:
   std::streambuf* const out_;
-  // A 0xC2 that ended a write: the first byte of a C1 character if the
-  // next write starts with 0x80..0x9F.
-  bool lead_held_ = false;
+  // The start of a character a write ended in, if it may be one the
+  // filter changes: 0xC2 (a C1 control), or 0xE2 with up to one more byte
+  // (a direction control).
+  std::string held_;
 };
 
 // `json` on one line with every character beyond ASCII escaped (\uXXXX):

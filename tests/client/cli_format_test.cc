@@ -283,6 +283,28 @@ TEST(CliFormatTest, TheTerminalFilterShowsControlCharactersAsQuestionMarks) {
             "a?2J b?c\n\tفوری 邯郸 \xc2\xa9\n");
 }
 
+TEST(CliFormatTest, TheTerminalFilterShowsDirectionControlsByName) {
+  // A counterpart's text with a right-to-left override would show the
+  // number after it reversed ("+92 300 1234567" as "7654321 003 29+").
+  std::stringbuf shown;
+  {
+    TerminalFilter filter(&shown);
+    std::ostream out(&filter);
+    out << "call \u202e+92 300 1234567\u202c now";
+    // Split between writes, an isolate: held until whole.
+    out << " \xe2";
+    out << "\x81\xa7x\xe2\x81";
+    out << "\xa9";
+    // Marks, which Urdu needs, and other U+20xx text stay.
+    out << " \u200f\u061c \u2014 \u20ac";
+    // A character cut short at the end is no text.
+    out << " \xe2\x80";
+  }
+  EXPECT_EQ(shown.str(),
+            "call <U+202E>+92 300 1234567<U+202C> now <U+2067>x<U+2069> "
+            "\u200f\u061c \u2014 \u20ac ??");
+}
+
 // A file that takes `room` bytes, then refuses (a full disk); its flush
 // fails once anything was refused.
 class FullFile final : public std::streambuf {
