@@ -42,12 +42,6 @@ absl::Time Asn1ToTime(const ASN1_TIME* t) {
   return absl::FromTM(tm, absl::UTCTimeZone());
 }
 
-std::string NameText(const X509_NAME* name) {
-  char buf[512];
-  X509_NAME_oneline(name, buf, sizeof(buf));
-  return buf;
-}
-
 std::string NameDer(const X509_NAME* name) {
   unsigned char* der = nullptr;
   const int len = i2d_X509_NAME(name, &der);
@@ -422,6 +416,24 @@ State StateOf(const Item& item, absl::Time now, absl::Duration cert_window,
       item.kind == ItemKind::kCrl ? crl_window : cert_window;
   if (item.valid_until - now <= window) return State::kExpiresSoon;
   return State::kOk;
+}
+
+std::string NameText(const X509_NAME* name) {
+  std::string out;
+  for (int i = 0; i < X509_NAME_entry_count(name); ++i) {
+    const X509_NAME_ENTRY* entry = X509_NAME_get_entry(name, i);
+    const int nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(entry));
+    const char* key = nid == NID_undef ? "?" : OBJ_nid2sn(nid);
+    unsigned char* utf8 = nullptr;
+    const int length =
+        ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(entry));
+    absl::StrAppend(&out, "/", key, "=",
+                    length < 0 ? std::string("?")
+                               : std::string(reinterpret_cast<char*>(utf8),
+                                             static_cast<size_t>(length)));
+    OPENSSL_free(utf8);
+  }
+  return out;
 }
 
 }  // namespace casebridge::certs

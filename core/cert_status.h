@@ -5,6 +5,8 @@
 #ifndef CASEBRIDGE_CORE_CERT_STATUS_H_
 #define CASEBRIDGE_CORE_CERT_STATUS_H_
 
+#include <openssl/x509.h>
+
 #include <set>
 #include <string>
 #include <utility>
@@ -143,6 +145,11 @@ State StateOf(const Item& item, absl::Time now, absl::Duration cert_window,
 inline bool IsFailure(State state) {
   return state != State::kOk && state != State::kExpiresSoon;
 }
+
+// A certificate name as "/O=CaseBridge PK/CN=pk gateway", each value in
+// UTF-8 whatever its ASN.1 string type (a name written in Chinese or Urdu
+// reads as written).
+std::string NameText(const X509_NAME* name);
 
 }  // namespace casebridge::certs
 

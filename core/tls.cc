@@ -57,9 +57,7 @@ absl::Time Asn1ToTime(const ASN1_TIME* t) {
 }
 
 std::string SubjectOf(X509* cert) {
-  char buf[512];
-  X509_NAME_oneline(X509_get_subject_name(cert), buf, sizeof(buf));
-  return buf;
+  return certs::NameText(X509_get_subject_name(cert));
 }
 
 // Post-handshake check on the client: the server must present the pinned

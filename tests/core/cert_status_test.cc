@@ -63,6 +63,23 @@ std::vector<Item> InvalidCrls(const Inventory& inventory) {
   return out;
 }
 
+TEST(CertStatusTest, NamesReadAsWrittenInAnyScript) {
+  // A name in Chinese, as the MPS may write its own: UTF-8, not escapes.
+  std::unique_ptr<X509_NAME, decltype(&X509_NAME_free)> name(X509_NAME_new(),
+                                                             X509_NAME_free);
+  ASSERT_EQ(
+      X509_NAME_add_entry_by_txt(
+          name.get(), "O", MBSTRING_UTF8,
+          reinterpret_cast<const unsigned char*>("CaseBridge CN"), -1, -1, 0),
+      1);
+  ASSERT_EQ(X509_NAME_add_entry_by_txt(
+                name.get(), "CN", MBSTRING_UTF8,
+                reinterpret_cast<const unsigned char*>("公安部 联络处 网关"),
+                -1, -1, 0),
+            1);
+  EXPECT_EQ(NameText(name.get()), "/O=CaseBridge CN/CN=公安部 联络处 网关");
+}
+
 TEST(CertStatusTest, ReadsEveryCertificateAndTheCurrentCrlOfEachCa) {
   const Inventory inventory = ReadInventory(PkFiles(Pki("crl")));
   // Gateway leaf and the CA after it, the PK CA, the CN CA, two CRLs.
