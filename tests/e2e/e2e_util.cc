@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "casebridge/v1/peer.grpc.pb.h"
@@ -65,6 +67,14 @@ grpc::Status CallPeerPort(const std::string& cert_stem,
 std::string PkExchangeId(int n) {
   const auto year = absl::ToCivilYear(absl::Now(), absl::UTCTimeZone()).year();
   return absl::StrFormat("PK-%04d-%06d", year, n);
+}
+
+size_t CountLines(absl::string_view text, absl::string_view needle) {
+  size_t n = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StrContains(line, needle)) ++n;
+  }
+  return n;
 }
 
 bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "casebridge/v1/common.pb.h"
 #include "client/office_client.h"
@@ -48,6 +49,9 @@ std::string PkExchangeId(int n);
 // condition's last value.
 bool WaitUntil(const std::function<bool()>& condition,
                absl::Duration timeout = absl::Seconds(30));
+
+// How many lines of `text` (a gateway's log) contain `needle`.
+size_t CountLines(absl::string_view text, absl::string_view needle);
 
 // Configs of a PK and a CN gateway in `dir` that name each other's peer
 // ports. The peer ports are fixed, so a restarted gateway is found where its

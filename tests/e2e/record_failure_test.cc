@@ -238,8 +238,9 @@ class FailingWrites final : public ExchangeStore {
   }
   absl::StatusOr<int> ForwardCase(const std::string& exchange_id,
                                   const std::string& office, int64_t through,
+                                  bool with_h2,
                                   const server::AuditEvent& audit) override {
-    return real_->ForwardCase(exchange_id, office, through, audit);
+    return real_->ForwardCase(exchange_id, office, through, with_h2, audit);
   }
   absl::StatusOr<std::optional<v1::CaseReference>> NewestShareIn(
       const std::string& exchange_id, const std::string& office) override {

@@ -1536,14 +1536,16 @@ TEST_F(ExchangeStoreTest,
 
   const uint64_t audit_size = AuditSize();
   EXPECT_THAT(
-      exchange().ForwardCase(kCaseA, kEmbassy, none, Event("case.forward")),
+      exchange().ForwardCase(kCaseA, kEmbassy, none, /*with_h2=*/true,
+                             Event("case.forward")),
       StatusIs(absl::StatusCode::kNotFound, HasSubstr("was not shared")));
   EXPECT_EQ(AuditSize(), audit_size);
   EXPECT_THAT(Inbox(kEmbassy), IsEmpty());
 
   ASSERT_OK_AND_ASSIGN(
       const int added,
-      exchange().ForwardCase(kCaseA, kEmbassy, checked, Event("case.forward")));
+      exchange().ForwardCase(kCaseA, kEmbassy, checked, /*with_h2=*/true,
+                             Event("case.forward")));
   EXPECT_EQ(added, 1);
   EXPECT_THAT(MessageIds(Inbox(kEmbassy)), ElementsAre("CN-M-1"));
   EXPECT_EQ(AuditSize(), audit_size + 1);
