@@ -813,9 +813,22 @@ int Main(int argc, char** argv) {
   auto* inbox_watch =
       inbox_cmd->add_subcommand("watch", "print messages as they arrive");
   inbox_watch->add_option("--cursor", watch_cursor, "resume after this cursor");
-  inbox_watch->add_option("--count", watch_count,
-                          "stop after this many messages");
-  inbox_watch->add_option("--seconds", watch_seconds, "stop after this long");
+  // Zero or less would read as "for ever": refused rather than guessed.
+  const CLI::Validator more_than_zero(
+      [](std::string& text) -> std::string {
+        double value = 0;
+        if (absl::SimpleAtod(text, &value) && value > 0) return "";
+        return "must be more than 0 (leave the flag out for no limit)";
+      },
+      "> 0");
+  inbox_watch
+      ->add_option("--count", watch_count,
+                   "stop after this many messages (default: no limit)")
+      ->check(more_than_zero);
+  inbox_watch
+      ->add_option("--seconds", watch_seconds,
+                   "stop after this long (default: until interrupted)")
+      ->check(more_than_zero);
 
   std::string ack_id, ack_note;
   bool ack_acted = false;

@@ -246,6 +246,12 @@ TEST_F(CliTest, UsageErrorsExit2) {
   CommandResult bad_enum = Cli({"case", "list", "--status", "lost"});
   EXPECT_EQ(bad_enum.exit_code, 2);
   EXPECT_THAT(bad_enum.err, HasSubstr("victim-located"));
+  // Zero or less is refused, not taken for "no limit".
+  for (const char* flag : {"--seconds", "--count"}) {
+    CommandResult zero = Cli({"inbox", "watch", flag, "0"});
+    EXPECT_EQ(zero.exit_code, 2) << flag;
+    EXPECT_THAT(zero.err, HasSubstr("must be more than 0")) << flag;
+  }
   CommandResult no_config = RunCommand({CliBinary(), "whoami"});
   EXPECT_EQ(no_config.exit_code, 2);
   EXPECT_THAT(no_config.err, HasSubstr("--config"));
