@@ -174,12 +174,27 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
     return absl::NotFoundError(
         absl::StrCat("cannot read ", path, ": ", reason));
   }
-  std::ostringstream contents;
-  contents << in.rdbuf();
+  // Read in steps up to one byte past the limit: a file given by someone
+  // else (an evidence bundle from the other country, say) may be endless
+  // (/dev/zero, a pipe) or huge, and must not take the machine's memory.
+  std::string contents;
+  constexpr size_t kStep = size_t{1} << 16;
+  while (contents.size() <= kMaxFileBytes) {
+    const size_t had = contents.size();
+    contents.resize(had + kStep);
+    in.read(contents.data() + had, static_cast<std::streamsize>(kStep));
+    contents.resize(had + static_cast<size_t>(in.gcount()));
+    if (!in) break;
+  }
   if (in.bad()) {
     return absl::DataLossError(absl::StrCat("error reading ", path));
   }
-  return contents.str();
+  if (contents.size() > kMaxFileBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot read ", path, ": larger than ", kMaxFileBytes >> 20,
+        " MiB, the most any file given to CaseBridge may hold"));
+  }
+  return contents;
 }
 
 // --- Ed25519Signer -----------------------------------------------------------

@@ -127,7 +127,11 @@ class Ed25519Verifier {
   std::string public_key_;
 };
 
-// Reads a whole file. NOT_FOUND / PERMISSION_DENIED name the path.
+// Reads a whole file. NOT_FOUND / PERMISSION_DENIED name the path;
+// INVALID_ARGUMENT for more than kMaxFileBytes (a pipe or a device that
+// never ends among them). Every file CaseBridge reads (configuration, keys,
+// certificates, CRLs, evidence bundles) is far smaller.
+inline constexpr size_t kMaxFileBytes = size_t{64} << 20;
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 
 }  // namespace casebridge::crypto

@@ -71,6 +71,20 @@ constexpr RfcVector kTest2 = {
     "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
     "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"};
 
+TEST(ReadFileTest, AnEndlessOrHugeInputIsRefusedNotReadToTheEnd) {
+  // An evidence bundle handed over from outside may be /dev/zero or a pipe.
+  EXPECT_THAT(ReadFile("/dev/zero"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("/dev/zero"), HasSubstr("64 MiB"))));
+  const std::string dir = NewTempDir("read-file");
+  const std::string exact =
+      WriteFile(dir + "/exact.bin", std::string(kMaxFileBytes, 'x'));
+  ASSERT_OK_AND_ASSIGN(const std::string read, ReadFile(exact));
+  EXPECT_EQ(read.size(), kMaxFileBytes);
+  EXPECT_THAT(ReadFile(dir + "/missing"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("missing")));
+}
+
 TEST(Sha256Test, MatchesKnownVectors) {
   EXPECT_EQ(HexEncode(Sha256("abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
