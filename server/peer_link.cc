@@ -332,23 +332,23 @@ void PeerLink::RunStream() {
     absl::MutexLock lock(&mu_);
     stopping = stopping_;
   }
-  if (!stopping) {
-    // Our refusal of the peer's certificate is why, whatever the stream's
-    // end says (UNAVAILABLE for a refused handshake).
-    absl::Status refused = channel_->refusal();
-    MarkDown(
-        !refused.ok() ? std::move(refused)
-        : finished.ok()
-            ? absl::UnavailableError("the peer ended the stream")
-            : absl::Status(static_cast<absl::StatusCode>(finished.error_code()),
-                           finished.error_message()));
-  }
-  if (!finished.ok() && finished.error_code() != grpc::StatusCode::CANCELLED) {
-    log::Warning("peer.link_down",
-                 {{"peer", config_->peer_endpoint},
-                  {"code", GrpcCodeName(finished.error_code())},
-                  {"reason", finished.error_message()}});
-  }
+  if (stopping) return;  // the gateway's own stop: no link failure
+  // Our refusal of the peer's certificate is why, whatever the stream's end
+  // says (UNAVAILABLE for a refused handshake, CANCELLED for a channel
+  // replaced under it).
+  absl::Status refused = channel_->refusal();
+  const absl::Status down =
+      !refused.ok() ? std::move(refused)
+      : finished.ok()
+          ? absl::UnavailableError("the peer ended the stream")
+          : absl::Status(static_cast<absl::StatusCode>(finished.error_code()),
+                         finished.error_message());
+  log::Warning(
+      "peer.link_down",
+      {{"peer", config_->peer_endpoint},
+       {"code", GrpcCodeName(static_cast<grpc::StatusCode>(down.code()))},
+       {"reason", std::string(down.message())}});
+  MarkDown(down);
 }
 
 void PeerLink::ReadResponses(

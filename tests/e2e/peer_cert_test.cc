@@ -141,6 +141,15 @@ TEST_F(PeerCertTest, ARevokedPeerCertificateCutsTheLinkAndNothingMoreIsSent) {
   EXPECT_NE(waiting.state(), v1::DELIVERY_STATE_DELIVERED);
   EXPECT_TRUE(waiting.has_peer_link_down_since()) << waiting.ShortDebugString();
   EXPECT_EQ(waiting.peer_link_down_reason(), kRefusedReason);
+  // The operator reads why in the log, also for the stream that was up
+  // (cancelled under the channel replaced, no handshake refused).
+  bool said_why = false;
+  for (absl::string_view line : absl::StrSplit(pk_->Log(), '\n')) {
+    said_why |=
+        absl::StrContains(line, "\"peer.link_down\"") &&
+        absl::StrContains(line, "refuses the peer gateway's certificate");
+  }
+  EXPECT_TRUE(said_why) << pk_->Log();
   // The CN gateway received the case's share and the first message only.
   auto cn_auditor = Cn(kCnAuditor);
   EXPECT_EQ(Entries(*cn_auditor, "envelope.received").size(), 2u);
