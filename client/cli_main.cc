@@ -33,6 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -221,6 +222,28 @@ struct CaseFlags {
         ->excludes(location_flag);
   }
 
+  // Passes each value of a repeatable `flag` (`values`), or each line of
+  // its `file_flag`'s file, to `add`. Returns whether either flag was given.
+  static absl::StatusOr<bool> EachEntry(
+      CLI::App* cmd, const char* flag, const std::vector<std::string>& values,
+      const char* file_flag, const std::string& file,
+      const std::function<absl::Status(const std::string&)>& add) {
+    std::vector<std::string> lines;
+    if (cmd->count(file_flag) > 0) {
+      auto read = cb::cli::ReadTextLines(file_flag, file);
+      if (!read.ok()) return read.status();
+      lines = *std::move(read);
+    } else if (cmd->count(flag) > 0) {
+      lines = values;
+    } else {
+      return false;
+    }
+    for (const std::string& line : lines) {
+      if (absl::Status added = add(line); !added.ok()) return added;
+    }
+    return true;
+  }
+
   // Copies the given flags into `c`; names of the fields set go to `paths`.
   absl::Status Fill(CLI::App* cmd, v1::CaseReference* c,
                     std::vector<std::string>* paths) const {
@@ -262,34 +285,26 @@ struct CaseFlags {
       *c->mutable_evaluation() = *v;
       paths->push_back("evaluation");
     }
-    std::vector<std::string> victim_lines = victims;
-    if (given("--victims-file")) {
-      auto lines = cb::cli::ReadTextLines("--victims-file", victims_file);
-      if (!lines.ok()) return lines.status();
-      victim_lines = *std::move(lines);
-    }
-    if (given("--victim") || given("--victims-file")) {
-      for (const auto& text : victim_lines) {
-        auto v = cb::cli::ParseVictim(text);
-        if (!v.ok()) return v.status();
-        *c->add_victims() = *v;
-      }
-      paths->push_back("victims");
-    }
-    std::vector<std::string> location_lines = locations;
-    if (given("--locations-file")) {
-      auto lines = cb::cli::ReadTextLines("--locations-file", locations_file);
-      if (!lines.ok()) return lines.status();
-      location_lines = *std::move(lines);
-    }
-    if (given("--location") || given("--locations-file")) {
-      for (const auto& text : location_lines) {
-        auto v = cb::cli::ParseLocation(text);
-        if (!v.ok()) return v.status();
-        *c->add_last_known_locations() = *v;
-      }
-      paths->push_back("last_known_locations");
-    }
+    const absl::StatusOr<bool> victims_given =
+        EachEntry(cmd, "--victim", victims, "--victims-file", victims_file,
+                  [&](const std::string& text) -> absl::Status {
+                    auto v = cb::cli::ParseVictim(text);
+                    if (!v.ok()) return v.status();
+                    *c->add_victims() = *v;
+                    return absl::OkStatus();
+                  });
+    if (!victims_given.ok()) return victims_given.status();
+    if (*victims_given) paths->push_back("victims");
+    const absl::StatusOr<bool> locations_given =
+        EachEntry(cmd, "--location", locations, "--locations-file",
+                  locations_file, [&](const std::string& text) -> absl::Status {
+                    auto v = cb::cli::ParseLocation(text);
+                    if (!v.ok()) return v.status();
+                    *c->add_last_known_locations() = *v;
+                    return absl::OkStatus();
+                  });
+    if (!locations_given.ok()) return locations_given.status();
+    if (*locations_given) paths->push_back("last_known_locations");
     return absl::OkStatus();
   }
 };
