@@ -94,6 +94,29 @@ role = "auditor"
     return opened->exchange_id();
   }
 
+  // The desk applies `update` (version 1 to 2) to case `id` and shares the
+  // new version with the MPS liaison; returns the share's message id once
+  // CN holds it, and MPS sees version 2.
+  std::string UpdateAndShareAgain(const std::string& id,
+                                  v1::UpdateCaseRequest update) {
+    update.mutable_case_reference()->set_exchange_id(id);
+    update.set_expected_version(1);
+    EXPECT_OK(Pk(kFia)->UpdateCase(update));
+    v1::ShareCaseRequest share;
+    share.set_exchange_id(id);
+    share.add_recipient_offices(kMpsId);
+    auto shared = Pk(kFia)->ShareCase(share);
+    EXPECT_OK(shared);
+    if (!shared.ok()) return "";
+    EXPECT_TRUE(Delivered(shared->message_id())) << pk_->Log() << cn_->Log();
+    auto at_mps = Cn(kMps)->GetCase(id);
+    EXPECT_OK(at_mps);
+    if (at_mps.ok()) {
+      EXPECT_EQ(at_mps->version(), 2);
+    }
+    return shared->message_id();
+  }
+
   // Waits until PK holds CN's receipt for `message_id`.
   bool Delivered(const std::string& message_id) {
     auto fia = Pk(kFia);
@@ -362,20 +385,10 @@ TEST_F(HandlingCodesTest, AForwardedCopyGetsNoNewerVersionOnceWithdrawn) {
   // new version with the MPS liaison alone.
   ASSERT_NO_FATAL_FAILURE(WithdrawGuangzhou(id));
   v1::UpdateCaseRequest update;
-  update.mutable_case_reference()->set_exchange_id(id);
   update.mutable_case_reference()->set_summary(
       "Second address found: flat 501, building 3");
   update.mutable_update_mask()->add_paths("summary");
-  update.set_expected_version(1);
-  ASSERT_OK(Pk(kFia)->UpdateCase(update));
-  v1::ShareCaseRequest share;
-  share.set_exchange_id(id);
-  share.add_recipient_offices(kMpsId);
-  ASSERT_OK_AND_ASSIGN(const v1::ShareCaseResponse shared,
-                       Pk(kFia)->ShareCase(share));
-  ASSERT_TRUE(Delivered(shared.message_id())) << pk_->Log() << cn_->Log();
-  ASSERT_OK_AND_ASSIGN(const v1::CaseReference at_mps, Cn(kMps)->GetCase(id));
-  EXPECT_EQ(at_mps.version(), 2);
+  ASSERT_FALSE(UpdateAndShareAgain(id, update).empty());
 
   // Guangzhou keeps what it was given, and nothing newer: its copy is
   // version 1, under the case's handling.
@@ -619,22 +632,14 @@ TEST_F(HandlingCodesTest,
   const std::string id = OpenAndShare(v1::HANDLING_CODE_H2);
   ASSERT_FALSE(id.empty());
   v1::UpdateCaseRequest update;
-  update.mutable_case_reference()->set_exchange_id(id);
   update.mutable_case_reference()->set_summary(
       "Sensitive details withdrawn; coordination only");
   update.mutable_case_reference()->set_handling_code(v1::HANDLING_CODE_H0);
   update.mutable_update_mask()->add_paths("summary");
   update.mutable_update_mask()->add_paths("handling_code");
-  update.set_expected_version(1);
-  ASSERT_OK(Pk(kFia)->UpdateCase(update));
-  v1::ShareCaseRequest share;
-  share.set_exchange_id(id);
-  share.add_recipient_offices(kMpsId);
-  ASSERT_OK_AND_ASSIGN(const v1::ShareCaseResponse shared,
-                       Pk(kFia)->ShareCase(share));
-  ASSERT_TRUE(Delivered(shared.message_id())) << pk_->Log() << cn_->Log();
+  const std::string shared = UpdateAndShareAgain(id, update);
+  ASSERT_FALSE(shared.empty());
   ASSERT_OK_AND_ASSIGN(const v1::CaseReference at_mps, Cn(kMps)->GetCase(id));
-  ASSERT_EQ(at_mps.version(), 2);
   ASSERT_EQ(at_mps.handling_code(), v1::HANDLING_CODE_H0);
 
   ASSERT_OK_AND_ASSIGN(const v1::ForwardCaseResponse forwarded,
@@ -648,7 +653,7 @@ TEST_F(HandlingCodesTest,
                                     return true;
                                   }));
   ASSERT_EQ(given.size(), 1u);
-  EXPECT_EQ(given[0].message_id(), shared.message_id());
+  EXPECT_EQ(given[0].message_id(), shared);
   EXPECT_EQ(given[0].case_reference().version(), 2);
   ASSERT_OK_AND_ASSIGN(const v1::CaseReference at_guangzhou,
                        guangzhou->GetCase(id));
