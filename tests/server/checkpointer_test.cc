@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -418,23 +419,29 @@ TEST_F(CheckpointerWitnessTest, StoppingCancelsAnOfferThePeerHoldsOnTo) {
   // The peer takes the offer and does not answer. Stopping does not wait
   // for the offer's deadline: it cancels the offer, and the entries since
   // are signed all the same.
-  absl::Notification offered;
-  absl::Notification answer;
-  std::atomic<int> offers{0};
-  Peer([&](const v1::AddCheckpointRequest& r) {
-    if (offers.fetch_add(1) == 0) offered.Notify();
-    answer.WaitForNotification();
+  // Shared with the peer's handler, which may still be waking from its wait
+  // when the test body ends: they live as long as the service.
+  auto offered = std::make_shared<absl::Notification>();
+  auto answer = std::make_shared<absl::Notification>();
+  auto offers = std::make_shared<std::atomic<int>>(0);
+  Peer([=, this](const v1::AddCheckpointRequest& r) {
+    if (offers->fetch_add(1) == 0) offered->Notify();
+    answer->WaitForNotification();
     return Line(TextOf(r.checkpoint()));
   });
+  // However the test ends, the handler is let go before the server stops.
+  const absl::Cleanup let_go = [answer] {
+    if (!answer->HasBeenNotified()) answer->Notify();
+  };
   Append(3);
   checkpointer_->Start();
-  ASSERT_TRUE(offered.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  ASSERT_TRUE(offered->WaitForNotificationWithTimeout(absl::Seconds(30)));
   Append(2);
   auto stopped = std::async(std::launch::async, [&] { checkpointer_->Stop(); });
   // Well inside the offer's own deadline (10 s).
   const bool in_time =
       stopped.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
-  answer.Notify();
+  answer->Notify();
   ASSERT_TRUE(in_time);
   stopped.get();
   ASSERT_OK_AND_ASSIGN(const auto latest, log().LatestCheckpoint());
