@@ -227,9 +227,12 @@ class ExchangeStore {
   // again; later messages of its case no longer wait for it), keeps `why`
   // as last_error and appends `audit` (envelope id added as a subject).
   // NOT_FOUND for an unknown message; FAILED_PRECONDITION naming its state
-  // if it is no longer QUEUED or SENT.
+  // if it is no longer QUEUED or SENT, or if it is a share that messages
+  // queued after it wait for. That refusal names the waiting messages
+  // `viewer` (an office) sent and counts the others; unset, it names all.
   virtual absl::Status CancelOutgoing(const std::string& message_id,
                                       const std::string& why,
+                                      const std::optional<std::string>& viewer,
                                       const AuditEvent& audit) = 0;
 
   // Where an outgoing message is. NOT_FOUND if no outgoing message has this

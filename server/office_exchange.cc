@@ -599,8 +599,13 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::CancelMessage(
                 ? absl::StrCat("cancelled by ", in.caller.identity)
                 : absl::StrCat("cancelled by ", in.caller.identity, ": ",
                                r.reason());
+        // A refusal names other offices' messages to a supervisor only.
+        const std::optional<std::string> viewer =
+            in.caller.May(Action::kCancelAnyMessage)
+                ? std::nullopt
+                : std::optional<std::string>(in.caller.identity);
         CB_RETURN_IF_ERROR(exchange_.store->CancelOutgoing(
-            r.message_id(), why,
+            r.message_id(), why, viewer,
             in.Event("message.cancel", {m.exchange_id(), r.message_id()})));
         // The case's next message need not wait for the next round.
         if (exchange_.wake_sender) exchange_.wake_sender();

@@ -313,17 +313,24 @@ absl::StatusOr<bool> CaseSharedWithPeer(sqlite::Connection& conn,
   return find.Step();
 }
 
-// The messages (id, envelope id), at most `max`, that wait for the share
-// `message_id` of their case: queued after it, not yet delivered, with no
-// other share not given up (FAILED, CANCELLED) ahead of them. Without it
-// they would reach a peer that cannot read the case they concern (the
-// receiver does not check; SendMessage's share check is made once, when
-// the message is queued). None if `message_id` is no share; else sets
-// `*exchange_id` to its case. Literal constants as in CaseSharedWithPeer.
-absl::StatusOr<std::vector<std::pair<std::string, std::string>>>
-WaitingForShare(sqlite::Connection& conn, const std::string& message_id,
-                int64_t max, std::string* exchange_id) {
-  std::vector<std::pair<std::string, std::string>> out;
+// A queued message that waits for a share (WaitingForShare).
+struct WaitingMessage {
+  std::string message_id;
+  std::string envelope_id;
+  std::string sender_office;
+};
+
+// The messages, at most `max`, that wait for the share `message_id` of
+// their case: queued after it, not yet delivered, with no other share not
+// given up (FAILED, CANCELLED) ahead of them. Without it they would reach a
+// peer that cannot read the case they concern (the receiver does not check;
+// SendMessage's share check is made once, when the message is queued).
+// None if `message_id` is no share; else sets `*exchange_id` to its case.
+// Literal constants as in CaseSharedWithPeer.
+absl::StatusOr<std::vector<WaitingMessage>> WaitingForShare(
+    sqlite::Connection& conn, const std::string& message_id, int64_t max,
+    std::string* exchange_id) {
+  std::vector<WaitingMessage> out;
   CB_ASSIGN_OR_RETURN(
       auto share,
       conn.Prepare("SELECT exchange_id, seq FROM messages WHERE "
@@ -335,7 +342,8 @@ WaitingForShare(sqlite::Connection& conn, const std::string& message_id,
   CB_ASSIGN_OR_RETURN(
       auto waiting,
       conn.Prepare(
-          "SELECT m.message_id, o.envelope_id FROM messages m JOIN outbox o "
+          "SELECT m.message_id, o.envelope_id, m.sender_office FROM messages "
+          "m JOIN outbox o "
           "USING (message_id) WHERE m.exchange_id = ?1 AND m.direction = 1 "
           "AND m.kind != 6 AND o.state IN (1, 2) AND m.seq > ?2 "
           "AND NOT EXISTS (SELECT 1 FROM messages s JOIN outbox so "
@@ -350,7 +358,8 @@ WaitingForShare(sqlite::Connection& conn, const std::string& message_id,
   while (true) {
     CB_ASSIGN_OR_RETURN(const bool row, waiting.Step());
     if (!row) break;
-    out.emplace_back(waiting.ColumnText(0), waiting.ColumnText(1));
+    out.push_back(
+        {waiting.ColumnText(0), waiting.ColumnText(1), waiting.ColumnText(2)});
   }
   return out;
 }
@@ -372,22 +381,47 @@ absl::Status EndPending(sqlite::Connection& conn, absl::string_view key,
 }
 
 // OK unless messages wait for the share `message_id` (WaitingForShare): it
-// is not withdrawn under them.
-absl::Status NoMessageWaitsForTheShare(sqlite::Connection& conn,
-                                       const std::string& message_id) {
+// is not withdrawn under them. The refusal names the waiting messages
+// `viewer` sent, all of them if `viewer` is unset (a supervisor's cancel),
+// and only counts the others: their ids are not the caller's to learn.
+absl::Status NoMessageWaitsForTheShare(
+    sqlite::Connection& conn, const std::string& message_id,
+    const std::optional<std::string>& viewer) {
+  constexpr int64_t kLookedAt = 1000;  // counts stop there ("or more")
+  constexpr size_t kNamed = 3;
   std::string exchange_id;
-  CB_ASSIGN_OR_RETURN(const auto waiting,
-                      WaitingForShare(conn, message_id, 4, &exchange_id));
+  CB_ASSIGN_OR_RETURN(
+      const auto waiting,
+      WaitingForShare(conn, message_id, kLookedAt, &exchange_id));
   if (waiting.empty()) return absl::OkStatus();
-  std::vector<std::string> ids;
-  for (const auto& [id, envelope_id] : waiting) ids.push_back(id);
-  if (ids.size() == 4) ids.back() = "...";
+  std::vector<std::string> parts;
+  size_t more = 0;
+  size_t others = 0;
+  for (const WaitingMessage& w : waiting) {
+    if (viewer.has_value() && w.sender_office != *viewer) {
+      ++others;
+    } else if (parts.size() < kNamed) {
+      parts.push_back(w.message_id);
+    } else {
+      ++more;
+    }
+  }
+  const char* const or_more =
+      static_cast<int64_t>(waiting.size()) == kLookedAt ? " or more" : "";
+  if (more > 0) {
+    parts.push_back(absl::StrCat(more, others > 0 ? "" : or_more, " more"));
+  }
+  if (others > 0) {
+    parts.push_back(absl::StrCat(others, or_more,
+                                 others == 1 ? " message" : " messages",
+                                 " of other offices"));
+  }
   return absl::FailedPreconditionError(absl::StrCat(
       "message ", message_id, " shares case ", exchange_id,
       " with the peer, and messages queued on the case wait for it (",
-      absl::StrJoin(ids, ", "),
-      "); cancel those first: without the share the peer could not read "
-      "the case they concern"));
+      absl::StrJoin(parts, ", "), "); cancel those first",
+      others > 0 ? " (another office's: that office or a supervisor)" : "",
+      ": without the share the peer could not read the case they concern"));
 }
 
 }  // namespace
@@ -740,9 +774,9 @@ SqliteExchangeStore::RecordSending(const Sending& sending) {
   return results;
 }
 
-absl::Status SqliteExchangeStore::CancelOutgoing(const std::string& message_id,
-                                                 const std::string& why,
-                                                 const AuditEvent& audit) {
+absl::Status SqliteExchangeStore::CancelOutgoing(
+    const std::string& message_id, const std::string& why,
+    const std::optional<std::string>& viewer, const AuditEvent& audit) {
   return db_->Write([&](sqlite::Connection& conn) -> absl::Status {
     CB_ASSIGN_OR_RETURN(std::optional<OutboxRow> row,
                         FindOutbox(conn, "message_id", message_id));
@@ -756,7 +790,7 @@ absl::Status SqliteExchangeStore::CancelOutgoing(const std::string& message_id,
                        "; only a message not yet delivered (queued or sent) "
                        "can be cancelled"));
     }
-    CB_RETURN_IF_ERROR(NoMessageWaitsForTheShare(conn, message_id));
+    CB_RETURN_IF_ERROR(NoMessageWaitsForTheShare(conn, message_id, viewer));
     CB_RETURN_IF_ERROR(EndPending(conn, "message_id", message_id,
                                   v1::DELIVERY_STATE_CANCELLED, why,
                                   "cancelling a message"));
@@ -795,14 +829,14 @@ absl::Status SqliteExchangeStore::RecordRefused(const std::string& envelope_id,
         "the share of case ", exchange_id, " (", row.message_id,
         ") was refused by the peer for good; share the case again, then "
         "send this message again"));
-    for (const auto& [waiting_id, waiting_envelope] : waiting) {
-      CB_RETURN_IF_ERROR(EndPending(conn, "envelope_id", waiting_envelope,
+    for (const WaitingMessage& w : waiting) {
+      CB_RETURN_IF_ERROR(EndPending(conn, "envelope_id", w.envelope_id,
                                     v1::DELIVERY_STATE_FAILED, LastError(why),
                                     "failing a message"));
       AuditEvent failed;
       failed.actor = audit.actor;
       failed.action = "message.failed";
-      failed.subjects = {exchange_id, waiting_id, waiting_envelope};
+      failed.subjects = {exchange_id, w.message_id, w.envelope_id};
       failed.outcome = why;
       CB_RETURN_IF_ERROR(audit_->AppendInTransaction(conn, failed).status());
     }

@@ -52,6 +52,7 @@ class SqliteExchangeStore final : public ExchangeStore {
       const Sending& sending) override;
   absl::Status CancelOutgoing(const std::string& message_id,
                               const std::string& why,
+                              const std::optional<std::string>& viewer,
                               const AuditEvent& audit) override;
   absl::Status RecordRefused(const std::string& envelope_id,
                              const absl::Status& refusal,

@@ -21,8 +21,10 @@
 namespace casebridge::testing {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kFia[] = "pk/offices/fia-liaison-desk";
 constexpr char kEmbassy[] = "pk/offices/embassy-beijing";
@@ -438,6 +440,29 @@ TEST_F(ExchangeTest, ASupervisorCancelsAnotherOfficesMessageSentInError) {
   EXPECT_EQ(cancelled.last_error(), absl::StrCat("cancelled by ", kEmbassyId,
                                                  ": wrong victim's details"));
 
+  // A share on its way that the supervisor's own message waits for: the
+  // desk, refused its cancel, learns that another office's message waits,
+  // not its id; the supervisor is told the id. Both withdrawn in turn.
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference second,
+                       Pk(kFia)->OpenCase(ValidDraft()));
+  v1::ShareCaseRequest share_request;
+  share_request.set_exchange_id(second.exchange_id());
+  ASSERT_OK_AND_ASSIGN(const v1::ShareCaseResponse share,
+                       Pk(kFia)->ShareCase(share_request));
+  ASSERT_OK_AND_ASSIGN(const std::string theirs,
+                       Send(second.exchange_id(), "behind the share",
+                            v1::PRIORITY_ROUTINE, kEmbassy));
+  EXPECT_THAT(
+      Pk(kFia)->CancelMessage(share.message_id(), ""),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               AllOf(HasSubstr("wait for it (1 message of other offices)"),
+                     Not(HasSubstr(theirs)))));
+  EXPECT_THAT(Pk(kEmbassy)->CancelMessage(share.message_id(), ""),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr(absl::StrCat("wait for it (", theirs, ")"))));
+  ASSERT_OK(Pk(kEmbassy)->CancelMessage(theirs, "").status());
+  ASSERT_OK(Pk(kFia)->CancelMessage(share.message_id(), "").status());
+
   // The peer back: the desk's next message goes, the cancelled one never.
   ASSERT_OK_AND_ASSIGN(const std::string right, Send(id, "the right one"));
   ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config_));
@@ -454,10 +479,10 @@ TEST_F(ExchangeTest, ASupervisorCancelsAnotherOfficesMessageSentInError) {
   int cancels = 0;
   for (const v1::AuditEntry& e :
        ReadAuditEntries(*Pk(kPkAuditor), "message.cancel")) {
+    if (!absl::c_linear_search(e.subjects(), wrong)) continue;
     ++cancels;
     EXPECT_EQ(e.actor(), kEmbassyId);
     EXPECT_EQ(e.status_code(), 0) << e.status_message();
-    EXPECT_THAT(e.subjects(), ::testing::Contains(wrong));
   }
   EXPECT_EQ(cancels, 1);
 }

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -165,8 +166,9 @@ class FailingWrites final : public ExchangeStore {
   }
   absl::Status CancelOutgoing(const std::string& message_id,
                               const std::string& why,
+                              const std::optional<std::string>& viewer,
                               const server::AuditEvent& audit) override {
-    return real_->CancelOutgoing(message_id, why, audit);
+    return real_->CancelOutgoing(message_id, why, viewer, audit);
   }
   absl::StatusOr<v1::CaseMessage> GetOutgoingMessage(
       const std::string& message_id) override {

@@ -857,7 +857,7 @@ TEST_F(DataProtectionTest, APurgedMessageKeepsWhoCancelledItNotWhy) {
   Send(OutgoingNote("PK-M-1", "outgoing: shelter in Lahore ready"));
   ASSERT_OK(store_->exchange().CancelOutgoing(
       "PK-M-1", absl::StrCat("cancelled by ", kFia, ": Ayesha found at home"),
-      Event("message.cancel")));
+      std::nullopt, Event("message.cancel")));
   ASSERT_OK_AND_ASSIGN(v1::DeliveryStatus status,
                        store_->exchange().GetDeliveryStatus("PK-M-1"));
   EXPECT_THAT(status.last_error(), HasSubstr("Ayesha"));

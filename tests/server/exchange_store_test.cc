@@ -516,8 +516,8 @@ TEST_F(ExchangeStoreTest, AMessageNeedingItsCaseSharedWaitsForALiveShare) {
       "E-PK-M-4", absl::InvalidArgumentError("message.case_reference: bad"),
       Event("envelope.refused", kCnGateway)));
   share("PK-M-5");
-  ASSERT_OK(
-      exchange().CancelOutgoing("PK-M-5", "not yet", Event("message.cancel")));
+  ASSERT_OK(exchange().CancelOutgoing("PK-M-5", "not yet", std::nullopt,
+                                      Event("message.cancel")));
   EXPECT_THAT(needing_share("PK-M-3"), not_shared);
   // Of the refused calls, nothing: the two shares, the refusal, the cancel.
   EXPECT_EQ(CountRows("messages"), messages + 2);
@@ -545,7 +545,7 @@ TEST_F(ExchangeStoreTest, TheShareMessagesWaitForIsNotCancelledUnderThem) {
   Queue(Message("PK-M-4", kCaseB));  // another case: no bearing
   const uint64_t audit_size = AuditSize();
   // PK-M-1 still goes ahead of PK-M-3.
-  ASSERT_OK(exchange().CancelOutgoing("PK-M-2", "sent twice",
+  ASSERT_OK(exchange().CancelOutgoing("PK-M-2", "sent twice", std::nullopt,
                                       Event("message.cancel")));
   const auto refused = StatusIs(
       absl::StatusCode::kFailedPrecondition,
@@ -553,23 +553,68 @@ TEST_F(ExchangeStoreTest, TheShareMessagesWaitForIsNotCancelledUnderThem) {
                    " with the peer, and messages queued on the case wait for "
                    "it (PK-M-3); cancel those first: without the share the "
                    "peer could not read the case they concern"));
-  EXPECT_THAT(exchange().CancelOutgoing("PK-M-1", "sent in error",
+  EXPECT_THAT(exchange().CancelOutgoing("PK-M-1", "sent in error", std::nullopt,
                                         Event("message.cancel")),
               refused);
   // A share queued after the message comes too late for it.
   share("PK-M-5");
-  EXPECT_THAT(exchange().CancelOutgoing("PK-M-1", "sent in error",
+  EXPECT_THAT(exchange().CancelOutgoing("PK-M-1", "sent in error", std::nullopt,
                                         Event("message.cancel")),
               refused);
   // The cancel and the new share; the refusals wrote nothing.
   EXPECT_EQ(AuditSize(), audit_size + 2);
   EXPECT_THAT(ReadyIds(), ElementsAre("PK-M-1", "PK-M-4"));
   // Once nothing waits for it, it may go.
-  ASSERT_OK(exchange().CancelOutgoing("PK-M-3", "not needed",
+  ASSERT_OK(exchange().CancelOutgoing("PK-M-3", "not needed", std::nullopt,
                                       Event("message.cancel")));
-  ASSERT_OK(exchange().CancelOutgoing("PK-M-1", "not needed",
+  ASSERT_OK(exchange().CancelOutgoing("PK-M-1", "not needed", std::nullopt,
                                       Event("message.cancel")));
   EXPECT_EQ(AuditSize(), audit_size + 4);
+}
+
+TEST_F(ExchangeStoreTest, AShareRefusalNamesOnlyTheCallersOwnWaitingMessages) {
+  // Another office's message ids are not the sender's to learn: they are
+  // counted. A supervisor (no viewer) is told them all.
+  v1::CaseMessage share = Message("PK-M-1", kCaseA, v1::PRIORITY_PRIORITY);
+  share.set_kind(v1::MESSAGE_KIND_CASE_SHARE);
+  Queue(share);
+  Queue(Message("PK-M-2", kCaseA, v1::PRIORITY_ROUTINE, "mine", kFia));
+  for (const char* id : {"PK-M-3", "PK-M-4"}) {
+    Queue(Message(id, kCaseA, v1::PRIORITY_ROUTINE, "theirs", kEmbassy));
+  }
+  for (const char* id : {"PK-M-5", "PK-M-6", "PK-M-7"}) {
+    Queue(Message(id, kCaseA, v1::PRIORITY_ROUTINE, "mine", kFia));
+  }
+  const uint64_t audit_size = AuditSize();
+  const std::string head = absl::StrCat(
+      "message PK-M-1 shares case ", kCaseA,
+      " with the peer, and messages queued on the case wait for it (");
+  const std::string tail =
+      ": without the share the peer could not read the case they concern";
+  EXPECT_THAT(
+      exchange().CancelOutgoing("PK-M-1", "x", std::string(kFia),
+                                Event("message.cancel")),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               absl::StrCat(head,
+                            "PK-M-2, PK-M-5, PK-M-6, 1 more, 2 messages of "
+                            "other offices); cancel those first (another "
+                            "office's: that office or a supervisor)",
+                            tail)));
+  EXPECT_THAT(exchange().CancelOutgoing("PK-M-1", "x", std::string(kEmbassy),
+                                        Event("message.cancel")),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("(PK-M-3, PK-M-4, 4 messages of other "
+                                 "offices)")));
+  EXPECT_THAT(exchange().CancelOutgoing("PK-M-1", "x", std::nullopt,
+                                        Event("message.cancel")),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat(head,
+                                    "PK-M-2, PK-M-3, PK-M-4, 3 more); cancel "
+                                    "those first",
+                                    tail)));
+  // Refusals change nothing.
+  EXPECT_EQ(AuditSize(), audit_size);
+  EXPECT_THAT(ReadyIds(), ElementsAre("PK-M-1"));
 }
 
 TEST_F(ExchangeStoreTest, MessagesWaitingForAShareRefusedForGoodFailWithIt) {
@@ -892,7 +937,7 @@ TEST_F(ExchangeStoreTest, ACancelledMessageIsNeverSentAgainAndFreesItsCase) {
   EXPECT_THAT(ReadyIds(), ElementsAre("A-1"));  // A-2 waits behind it
   const uint64_t audit_size = AuditSize();
   ASSERT_OK(exchange().CancelOutgoing("A-1", "cancelled by the desk: wrong",
-                                      Event("message.cancel")));
+                                      std::nullopt, Event("message.cancel")));
   ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus status,
                        exchange().GetDeliveryStatus("A-1"));
   EXPECT_EQ(status.state(), v1::DELIVERY_STATE_CANCELLED);
@@ -907,16 +952,18 @@ TEST_F(ExchangeStoreTest, ACancelledMessageIsNeverSentAgainAndFreesItsCase) {
   EXPECT_EQ(next.waiting_behind(), "");
 
   // Once; and not a message unknown or already delivered.
-  EXPECT_THAT(exchange().CancelOutgoing("A-1", "again", Event("x")),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("message A-1 is cancelled")));
-  EXPECT_THAT(exchange().CancelOutgoing("A-404", "x", Event("x")),
+  EXPECT_THAT(
+      exchange().CancelOutgoing("A-1", "again", std::nullopt, Event("x")),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               HasSubstr("message A-1 is cancelled")));
+  EXPECT_THAT(exchange().CancelOutgoing("A-404", "x", std::nullopt, Event("x")),
               StatusIs(absl::StatusCode::kNotFound, ::testing::_));
   ASSERT_OK(exchange().RecordDelivered("E-A-2", PeerReceipt("E-A-2"),
                                        clock_.Now(), Event("receipt.store")));
-  EXPECT_THAT(exchange().CancelOutgoing("A-2", "late", Event("x")),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("message A-2 is delivered")));
+  EXPECT_THAT(
+      exchange().CancelOutgoing("A-2", "late", std::nullopt, Event("x")),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               HasSubstr("message A-2 is delivered")));
   EXPECT_EQ(AuditSize(), audit_size + 2);
 }
 
@@ -926,7 +973,7 @@ TEST_F(ExchangeStoreTest, AMessageCancelledOnItsWayIsToldAsWhatHappened) {
   // record; a receipt proves delivery.
   Queue(Message("A-1", kCaseA));
   ASSERT_OK(exchange().CancelOutgoing("A-1", "cancelled by the desk",
-                                      Event("message.cancel")));
+                                      std::nullopt, Event("message.cancel")));
   const uint64_t audit_size = AuditSize();
   ExchangeStore::Sending round;
   round.attempts.resize(1);
