@@ -52,6 +52,10 @@ Inbound::Inbound(const config::Gateway* config, ExchangeStore* store,
               .beyond = " beyond limits.peer_refusal_audits_per_second"},
           clock) {}
 
+size_t Inbound::max_envelope_bytes() const {
+  return static_cast<size_t>(config_->limits.max_envelope_bytes);
+}
+
 bool Inbound::IsPermanent(const absl::Status& refusal) {
   // Malformed bytes never change. Otherwise marked where the check is made:
   // too large, a signature that does not verify, an envelope or message id

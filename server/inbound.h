@@ -39,6 +39,9 @@ class Inbound {
   // (HoldToHeldCase), never refused for it. Any refusal is answered as a
   // DeliveryRefusal, audited, and stores nothing (an envelope id reused with
   // other bytes is kept as evidence).
+  // The largest envelope accepted (limits.max_envelope_bytes).
+  size_t max_envelope_bytes() const;
+
   v1::DeliverResponse Receive(const std::string& peer_identity,
                               const v1::DeliverRequest& request);
 

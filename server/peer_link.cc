@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/grpc_status.h"
 #include "core/log.h"
@@ -181,6 +182,7 @@ void PeerLink::RunStream() {
     context_ = &context;
     reader_done_ = false;
     admitted_ = false;
+    peer_max_envelope_ = 0;
   }
   // A stream keeps to the channel it started on: should the channel be
   // replaced (the peer's certificate revoked), the stream ends.
@@ -216,10 +218,12 @@ void PeerLink::RunStream() {
     if (channel_->Get() != channel) break;
     std::set<std::string> busy;
     size_t in_flight = 0;
+    size_t peer_max = 0;
     {
       absl::MutexLock lock(&mu_);
       if (stopping_ || stream_broken_) break;
       busy = busy_cases_;
+      peer_max = peer_max_envelope_;
       // Attempts not yet recorded hold room too, those a record is writing
       // among them: should the records fail, the sender stops at a window's
       // worth instead of sending on.
@@ -237,6 +241,16 @@ void PeerLink::RunStream() {
       } else {
         ready = *std::move(items);
       }
+    }
+    // An envelope larger than the peer accepts would be refused for good
+    // or, over the peer port's message size, end the stream each time it
+    // went out, and with it the link for every case: it never goes.
+    if (peer_max > 0) {
+      std::erase_if(ready, [&](const OutboxItem& item) {
+        if (item.signed_envelope.envelope().size() <= peer_max) return false;
+        Withhold(item, peer_max);
+        return true;
+      });
     }
     // URGENT comes first; the others stop at the routine part of the window.
     size_t taken = 0;
@@ -357,12 +371,20 @@ void PeerLink::ReadResponses(
   // A refusal at admission ends the stream with its status and no such
   // metadata.
   stream->WaitForInitialMetadata();
-  bool up =
-      context->GetServerInitialMetadata().count(kDeliverAdmittedMetadata) > 0;
-  auto admitted = [this] {
+  const auto& metadata = context->GetServerInitialMetadata();
+  bool up = metadata.count(kDeliverAdmittedMetadata) > 0;
+  size_t peer_max = 0;
+  if (auto it = metadata.find(kDeliverMaxEnvelopeMetadata);
+      it != metadata.end() &&
+      !absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()),
+                        &peer_max)) {
+    peer_max = 0;
+  }
+  auto admitted = [this, peer_max] {
     MarkUp();
     absl::MutexLock lock(&mu_);
     admitted_ = true;
+    peer_max_envelope_ = peer_max;
   };
   if (up) admitted();
   v1::DeliverResponse response;
@@ -377,6 +399,25 @@ void PeerLink::ReadResponses(
   absl::MutexLock lock(&mu_);
   stream_broken_ = true;
   reader_done_ = true;
+}
+
+void PeerLink::Withhold(const OutboxItem& item, size_t peer_max) {
+  const absl::Status status =
+      exchange::Permanently(absl::ResourceExhaustedError(absl::StrCat(
+          "not sent: the envelope is ", item.signed_envelope.envelope().size(),
+          " bytes, more than the ", peer_max,
+          " the peer gateway accepts (its limits.max_envelope_bytes)")));
+  AuditEvent withheld =
+      Event("envelope.withheld", item, item.signed_envelope.signature(),
+            Ids::kStoreAddsThem);
+  withheld.outcome = status;
+  const absl::Status recorded =
+      store_->RecordRefused(item.envelope_id, status, withheld);
+  log::Warning("peer.envelope_too_large",
+               {{"envelope_id", item.envelope_id},
+                {"bytes", item.signed_envelope.envelope().size()},
+                {"peer_max_envelope_bytes", peer_max}});
+  if (!recorded.ok()) Retry(item, status);
 }
 
 void PeerLink::Retry(const OutboxItem& item, const absl::Status& error) {

@@ -140,6 +140,9 @@ class PeerLink {
   // reader is done and everything is recorded.
   void RecordAnswers();
   void RecordRefusal(const Answer& answer);
+  // Marks `item`, larger than the `peer_max` bytes the peer accepts, FAILED
+  // without sending it (envelope.withheld).
+  void Withhold(const OutboxItem& item, size_t peer_max);
   // Puts an envelope back for a later attempt.
   void Retry(const OutboxItem& item, const absl::Status& error);
   absl::Duration NextBackoff(int attempts);
@@ -162,6 +165,9 @@ class PeerLink {
   bool stream_broken_ ABSL_GUARDED_BY(mu_) = false;
   // The peer admitted the current stream (its metadata came).
   bool admitted_ ABSL_GUARDED_BY(mu_) = false;
+  // The largest envelope the peer stated it accepts when it admitted the
+  // current stream (kDeliverMaxEnvelopeMetadata); 0 if it did not say.
+  size_t peer_max_envelope_ ABSL_GUARDED_BY(mu_) = 0;
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;  // current
   std::map<uint64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> busy_cases_ ABSL_GUARDED_BY(mu_);

@@ -313,8 +313,11 @@ PeerServiceImpl::Deliver(grpc::CallbackServerContext* context) {
   auto* reactor = new DeliverReactor(inbound_, work_);
   handler_->Run(
       context, Action::kDeliver, "peer.deliver", "", {},
-      [context, reactor](const Caller& caller) {
+      [context, reactor,
+       max_envelope = inbound_->max_envelope_bytes()](const Caller& caller) {
         context->AddInitialMetadata(kDeliverAdmittedMetadata, "1");
+        context->AddInitialMetadata(kDeliverMaxEnvelopeMetadata,
+                                    absl::StrCat(max_envelope));
         reactor->Begin(caller.identity);
         return absl::OkStatus();
       },

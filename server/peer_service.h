@@ -13,6 +13,12 @@ namespace casebridge::server {
 // (the sender's PeerLink takes the link as up on it).
 inline constexpr char kDeliverAdmittedMetadata[] =
     "casebridge-deliver-admitted";
+// With it, the largest envelope the peer port accepts (its
+// limits.max_envelope_bytes, in decimal): the sender withholds a larger
+// one, which would be refused for good or, over the port's message size,
+// end the stream each time it is sent.
+inline constexpr char kDeliverMaxEnvelopeMetadata[] =
+    "casebridge-max-envelope-bytes";
 
 using PeerServiceBase = v1::PeerService::WithRawCallbackMethod_Deliver<
     v1::PeerService::WithRawCallbackMethod_AddCheckpoint<

@@ -487,6 +487,78 @@ TEST_F(ExchangeTest, ASupervisorCancelsAnotherOfficesMessageSentInError) {
   EXPECT_EQ(cancels, 1);
 }
 
+TEST_F(ExchangeTest, AnEnvelopeLargerThanThePeerTakesIsWithheldNotSent) {
+  // CN's ports take messages of 64 KiB, envelopes of 32 KiB; PK's own
+  // limits let a case share of about 80 KB through. Sent, it would end the
+  // stream each time (over CN's message size), and with it every case's
+  // delivery, until someone cancelled it.
+  ASSERT_EQ(pk_->Stop(), 0) << pk_->Log();
+  ASSERT_EQ(cn_->Stop(), 0) << cn_->Log();
+  const GatewayPairConfigs configs = WriteGatewayPairConfigs(
+      dir_ + "/small", 1, [](GatewayConfigOptions& options) {
+        if (options.country == "CN") options.max_message_bytes = 64 << 10;
+      });
+  pk_config_ = configs.pk;
+  cn_config_ = configs.cn;
+  ASSERT_OK_AND_ASSIGN(pk_, GatewayProcess::Start(pk_config_));
+  ASSERT_OK_AND_ASSIGN(cn_, GatewayProcess::Start(cn_config_));
+  // The link is up once a case crossed; what the log says from here on.
+  const std::string other = OpenCase();
+  const size_t log_from = pk_->Log().size();
+
+  v1::CaseReference large = ValidDraft();
+  large.clear_victims();
+  large.clear_last_known_locations();
+  for (int i = 1; i <= 50; ++i) {
+    v1::VictimReference* v = large.add_victims();
+    v->set_pseudonym(absl::StrCat("V", i));
+    v->set_remarks(std::string(1000, 'r'));
+    v1::Location* l = large.add_last_known_locations();
+    l->set_description(std::string(500, 'l'));
+    l->set_country(v1::COUNTRY_CN);
+  }
+  ASSERT_OK_AND_ASSIGN(const v1::CaseReference opened,
+                       Pk(kFia)->OpenCase(large));
+  v1::ShareCaseRequest share_request;
+  share_request.set_exchange_id(opened.exchange_id());
+  ASSERT_OK_AND_ASSIGN(const v1::ShareCaseResponse share,
+                       Pk(kFia)->ShareCase(share_request));
+  ASSERT_TRUE(WaitUntil([&] {
+    return StateOf(share.message_id()) == v1::DELIVERY_STATE_FAILED;
+  })) << pk_->Log();
+  ASSERT_OK_AND_ASSIGN(const v1::DeliveryStatus status,
+                       Pk(kFia)->GetDeliveryStatus(share.message_id()));
+  EXPECT_THAT(status.last_error(),
+              AllOf(HasSubstr("RESOURCE_EXHAUSTED"),
+                    HasSubstr("not sent: the envelope is "),
+                    HasSubstr("more than the 32768 the peer gateway accepts "
+                              "(its limits.max_envelope_bytes)")));
+  EXPECT_EQ(status.attempts(), 0);
+
+  // The link stayed up: the other case goes on, the large one never came.
+  ASSERT_OK_AND_ASSIGN(const std::string after, Send(other, "after it"));
+  ASSERT_TRUE(WaitUntil([&] {
+    return StateOf(after) == v1::DELIVERY_STATE_DELIVERED;
+  })) << pk_->Log();
+  EXPECT_THAT(Cn(kMps)->GetCase(opened.exchange_id()),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  const std::string log = pk_->Log().substr(log_from);
+  EXPECT_EQ(CountLines(log, "\"peer.link_down\""), 0u) << log;
+  EXPECT_EQ(CountLines(log, "\"peer.envelope_too_large\""), 1u) << log;
+
+  // On record as withheld, never as sent.
+  int withheld = 0;
+  for (const v1::AuditEntry& e : ReadAuditEntries(*Pk(kPkAuditor))) {
+    if (!absl::c_linear_search(e.subjects(), share.message_id())) continue;
+    EXPECT_NE(e.action(), "envelope.sent");
+    if (e.action() != "envelope.withheld") continue;
+    ++withheld;
+    EXPECT_EQ(e.status_code(),
+              static_cast<int>(absl::StatusCode::kResourceExhausted));
+  }
+  EXPECT_EQ(withheld, 1);
+}
+
 TEST_F(ExchangeTest, EverythingQueuedDuringAnOutageIsDeliveredExactlyOnce) {
   const std::string id = OpenCase();
   ASSERT_EQ(cn_->Stop(), 0) << cn_->Log();
