@@ -481,6 +481,17 @@ bool MayHaveReachedTheGateway(const absl::Status& status) {
   return true;
 }
 
+bool NoAnswer(const absl::Status& status) {
+  if (status.code() == absl::StatusCode::kDeadlineExceeded) return true;
+  if (status.code() != absl::StatusCode::kUnavailable) return false;
+  for (absl::string_view refused_here :
+       {"Custom verification check failed", "certificate verify failed",
+        "CERTIFICATE_VERIFY_FAILED"}) {
+    if (absl::StrContains(status.message(), refused_here)) return false;
+  }
+  return true;
+}
+
 std::string FormatInboxLine(const v1::WatchInboxResponse& item) {
   const v1::CaseMessage& m = item.message();
   std::string kind = Spell(v1::MessageKind_descriptor(), m.kind());

@@ -70,6 +70,14 @@ std::string UnavailableHint(absl::string_view message);
 // when no connection was made, so nothing was sent.
 bool MayHaveReachedTheGateway(const absl::Status& status);
 
+// Whether a call that failed with `status` got no answer worth taking as
+// final: the gateway could not be reached (or refused the handshake, which
+// looks the same), did not answer in time, or said it cannot serve now
+// (UNAVAILABLE, DEADLINE_EXCEEDED). Trying again later may work. Not when
+// this client refused the gateway's certificate: its client file or the
+// gateway's certificate must change first.
+bool NoAnswer(const absl::Status& status);
+
 // One line for an inbox message: time, case, kind[/stage], priority,
 // sender, then the whole body, each of its lines indented.
 std::string FormatInboxLine(const v1::WatchInboxResponse& item);

@@ -67,12 +67,17 @@ namespace {
 namespace cb = casebridge;
 namespace v1 = casebridge::v1;
 
+// Exit codes (docs/api.md#the-cli). A script tells a refusal (1) from no
+// answer (4), which is worth trying again, and both from a lost output (5),
+// after which what was asked is done.
 constexpr int kExitOk = 0;
 constexpr int kExitRpc = 1;
 constexpr int kExitUsage = 2;
+constexpr int kExitDamaged = 3;
+constexpr int kExitNoAnswer = 4;
+constexpr int kExitOutput = 5;
 // ListCases' page size when none is given (the gateway's default too).
 constexpr int kDefaultListPageSize = 50;
-constexpr int kExitDamaged = 3;
 
 struct Options {
   std::string config_path;
@@ -94,6 +99,8 @@ absl::StatusOr<cb::config::Gateway> LoadGatewayForTools(
 }
 
 // One line: "casebridge: INVALID_ARGUMENT: case_reference.summary: is required"
+// A call's failure (`exit_code` kExitRpc) that is no answer (cli::NoAnswer)
+// exits kExitNoAnswer instead: trying again later may work.
 int ReportStatus(const absl::Status& status, int exit_code) {
   std::cerr << "casebridge: "
             << cb::GrpcCodeName(static_cast<grpc::StatusCode>(status.code()))
@@ -101,6 +108,7 @@ int ReportStatus(const absl::Status& status, int exit_code) {
   if (status.code() == absl::StatusCode::kUnavailable) {
     PrintUnavailableHint(status);
   }
+  if (exit_code == kExitRpc && cb::cli::NoAnswer(status)) return kExitNoAnswer;
   return exit_code;
 }
 
@@ -1290,7 +1298,7 @@ int Main(int argc, char** argv) {
                 << (shown_cursor.empty() ? std::string("without --cursor")
                                          : "with --cursor " + shown_cursor)
                 << std::endl;
-      return kExitRpc;
+      return kExitOutput;
     }
     if (!status.ok()) return ReportStatus(status, kExitRpc);
     return kExitOk;
@@ -1380,7 +1388,7 @@ int main(int argc, char** argv) {
     std::cerr << "casebridge: the output could not be written (a full disk, "
                  "or a closed file?); the gateway did what was asked"
               << std::endl;
-    rc = kExitRpc;
+    rc = kExitOutput;
   }
   std::cerr.flush();
   std::cout.rdbuf(stdout_buffer);

@@ -434,6 +434,34 @@ TEST(CliFormatTest, ACallNeverSentIsNotSaidToHaveMaybeBeenDone) {
       absl::InvalidArgumentError("summary: is required")));
 }
 
+TEST(CliFormatTest, NoAnswerIsWorthTryingAgainARefusalIsNot) {
+  // No answer: the gateway not there, gone mid-call, slow, or saying it
+  // cannot serve now (a stop's drain).
+  for (const absl::Status& status :
+       {absl::UnavailableError(
+            "failed to connect to all addresses; last error: UNKNOWN: "
+            "ipv4:127.0.0.1:1: Failed to connect to remote host: Connection "
+            "refused"),
+        absl::UnavailableError("Socket closed"),
+        absl::UnavailableError("the gateway is stopping"),
+        absl::DeadlineExceededError("Deadline Exceeded")}) {
+    EXPECT_TRUE(NoAnswer(status)) << status;
+  }
+  // This client refused the gateway's certificate, or the gateway answered.
+  for (const absl::Status& status :
+       {absl::UnavailableError(
+            "failed to connect to all addresses; last error: UNKNOWN: "
+            "ipv4:127.0.0.1:7000: Tls handshake failed (TSI_PROTOCOL_FAILURE): "
+            "SSL_ERROR_SSL: error:0A000086:SSL routines::certificate verify "
+            "failed"),
+        absl::UnavailableError("Custom verification check failed"),
+        absl::PermissionDeniedError("not allowed"),
+        absl::ResourceExhaustedError("rate limit"),
+        absl::InvalidArgumentError("summary: is required")}) {
+    EXPECT_FALSE(NoAnswer(status)) << status;
+  }
+}
+
 TEST(CliFormatTest, APurgeOfPersonalDataIsSaidNotLeftBlank) {
   v1::CaseReference c;
   c.set_exchange_id("PK-2026-000004");

@@ -201,7 +201,7 @@ TEST_F(CliTest, ListFillsThePageAskedForFromTheGatewaysShortPages) {
   EXPECT_EQ(last.value("next_page_token", ""), "");
 }
 
-TEST_F(CliTest, OutputThatCannotBeWrittenExits1AndSaysTheCallWasMade) {
+TEST_F(CliTest, OutputThatCannotBeWrittenExits5AndSaysTheCallWasMade) {
   // A full disk under the file the output goes to.
   const auto to_full = [&](const std::string& args) {
     return RunCommand({"/bin/sh", "-c",
@@ -211,7 +211,7 @@ TEST_F(CliTest, OutputThatCannotBeWrittenExits1AndSaysTheCallWasMade) {
   CommandResult opened = to_full(
       "--json case open --local-ref FIR-9 --category forced-labour "
       "--summary 'Output lost' --handling H0 --evaluation C3");
-  EXPECT_EQ(opened.exit_code, 1);
+  EXPECT_EQ(opened.exit_code, 5);
   EXPECT_EQ(opened.err,
             "casebridge: the output could not be written (a full disk, or a "
             "closed file?); the gateway did what was asked\n");
@@ -221,7 +221,7 @@ TEST_F(CliTest, OutputThatCannotBeWrittenExits1AndSaysTheCallWasMade) {
   EXPECT_EQ(nlohmann::json::parse(listed.out).at("cases").size(), 1u);
 
   CommandResult listing = to_full("case list");
-  EXPECT_EQ(listing.exit_code, 1);
+  EXPECT_EQ(listing.exit_code, 5);
   EXPECT_THAT(listing.err, HasSubstr("the output could not be written"));
 }
 
@@ -350,7 +350,7 @@ TEST_F(CliTest, UnreachableGatewayIsUnavailable) {
       WriteFile(dir_ + "/dead.toml",
                 ClientConfigToml("127.0.0.1:1", "pk/offices/fia-liaison-desk"));
   CommandResult r = RunCommand({CliBinary(), "--config", dead, "whoami"});
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 4) << "no answer: worth trying again";
   EXPECT_THAT(r.err, HasSubstr("casebridge: UNAVAILABLE: "));
 }
 
@@ -384,14 +384,14 @@ TEST_F(CliTest, AGatewayTheClientFileDoesNotAcceptPointsAtTheFile) {
 }
 
 TEST_F(CliTest, AWatchThatNeverReachesTheGatewayIsNoSuccess) {
-  // Messages may be waiting that the watch never saw: exit 1, not 0, once
-  // its time is up, with what to look at.
+  // Messages may be waiting that the watch never saw: no success (exit 4, no
+  // answer), once its time is up, with what to look at.
   const std::string dead =
       WriteFile(dir_ + "/dead.toml",
                 ClientConfigToml("127.0.0.1:1", "pk/offices/fia-liaison-desk"));
   CommandResult r = RunCommand(
       {CliBinary(), "--config", dead, "inbox", "watch", "--seconds", "1"});
-  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.exit_code, 4) << r.err;
   EXPECT_TRUE(r.out.empty()) << r.out;
   EXPECT_THAT(r.err, HasSubstr("casebridge: inbox watch: the stream ended "
                                "(UNAVAILABLE: "));
@@ -508,14 +508,14 @@ TEST_F(CliTest, AChangeWithoutAnAnswerSaysHowToRepeatItSafely) {
   with_id.insert(with_id.end(), {"--request-id", "urgent-7"});
   CommandResult given = RunCommand(with_id);
   ASSERT_EQ(::kill(gateway_->pid(), SIGCONT), 0);
-  EXPECT_EQ(minted.exit_code, 1);
+  EXPECT_EQ(minted.exit_code, 4);
   EXPECT_THAT(minted.err, HasSubstr("DEADLINE_EXCEEDED"));
   EXPECT_THAT(minted.err,
               MatchesRegex("(.|\n)*casebridge: it may have been done all the "
                            "same; to repeat it without doing it twice, run the "
                            "same command with --request-id "
                            "cli-[0-9a-f]{24}\n(.|\n)*"));
-  EXPECT_EQ(given.exit_code, 1);
+  EXPECT_EQ(given.exit_code, 4);
   EXPECT_THAT(given.err, HasSubstr("run the same command with --request-id "
                                    "urgent-7\n"));
   // No gateway there: nothing was sent, so nothing to repeat; the hint
@@ -526,7 +526,7 @@ TEST_F(CliTest, AChangeWithoutAnAnswerSaysHowToRepeatItSafely) {
   std::vector<std::string> unsent = send;
   unsent[2] = dead;
   CommandResult never = RunCommand(unsent);
-  EXPECT_EQ(never.exit_code, 1);
+  EXPECT_EQ(never.exit_code, 4);
   EXPECT_THAT(never.err, HasSubstr("UNAVAILABLE"));
   EXPECT_THAT(never.err, HasSubstr("the gateway is not running or not "
                                    "reachable"));
@@ -583,12 +583,13 @@ TEST_F(CliTest, ACertificateOutOfItsValidityIsSaidBeforeConnecting) {
                                      : "this office's certificate is not "
                                        "valid before "));
   }
-  // A refusal at the handshake (another CA) says what it may be.
+  // A refusal at the handshake (another CA) says what it may be. To the
+  // client it looks like a gateway that went away: no answer (4).
   const std::string other_ca = WriteFile(
       dir_ + "/other-ca.toml",
       ClientConfigToml(gateway_->office_endpoint(), "bad/unknown-ca"));
   CommandResult r = RunCommand({CliBinary(), "--config", other_ca, "whoami"});
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 4);
   EXPECT_THAT(r.err, HasSubstr("casebridge: UNAVAILABLE: "));
   EXPECT_THAT(r.err, HasSubstr("refused this office's certificate"));
   ExpectOnlyOwnLines(r.err);

@@ -122,7 +122,7 @@ TEST_F(ExchangeTest, AnInboxWatchWhoseOutputFailsStopsAndSaysWhereToResume) {
       {"/bin/sh", "-c",
        absl::StrCat("exec '", CliBinary(), "' --config '", mps,
                     "' inbox watch --count 5 --seconds 20 > /dev/full")});
-  EXPECT_EQ(lost.exit_code, 1) << lost.err;
+  EXPECT_EQ(lost.exit_code, 5) << lost.err;
   EXPECT_THAT(lost.err,
               HasSubstr("inbox watch: the output could not be written"));
   EXPECT_THAT(lost.err, HasSubstr("run it again without --cursor"));
