@@ -1,17 +1,21 @@
 #include "core/config.h"
 
+#include <sys/stat.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
 #include <set>
+#include <system_error>
 #include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/crypto.h"
 #include "core/identity.h"
@@ -70,6 +74,24 @@ class TableReader {
     if (path.empty()) return path;
     auto contents = crypto::ReadFile(path);
     if (!contents.ok()) return Error(key, contents.status().message());
+    return path;
+  }
+
+  // A private key's file (File), which only its owner may read or write:
+  // anyone else who can read it can act as this gateway or office.
+  absl::StatusOr<std::string> PrivateKeyFile(absl::string_view key) {
+    CB_ASSIGN_OR_RETURN(std::string path, File(key, true));
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) {
+      return Error(key, absl::StrCat("cannot read ", path, ": ",
+                                     std::generic_category().message(errno)));
+    }
+    if ((st.st_mode & 077) != 0) {
+      return Error(key,
+                   absl::StrFormat("private key %s has mode %04o: it must be "
+                                   "readable by its owner only (chmod 0600)",
+                                   path, st.st_mode & 07777));
+    }
     return path;
   }
 
@@ -363,7 +385,7 @@ absl::StatusOr<Gateway> ParseGatewayImpl(const toml::table& root,
   Gateway config;
   TableReader top(root, "", base_dir);
   auto private_key = [keys](TableReader& table, absl::string_view key) {
-    return keys == PrivateKeys::kRead ? table.File(key, true)
+    return keys == PrivateKeys::kRead ? table.PrivateKeyFile(key)
                                       : table.FilePath(key, true);
   };
 
@@ -735,7 +757,7 @@ absl::StatusOr<Client> LoadClient(const std::string& path) {
       return top.Error("gateway_identity", "must be a gateway SPIFFE id");
     }
     CB_ASSIGN_OR_RETURN(client.cert, top.File("cert", true));
-    CB_ASSIGN_OR_RETURN(client.key, top.File("key", true));
+    CB_ASSIGN_OR_RETURN(client.key, top.PrivateKeyFile("key"));
     CB_ASSIGN_OR_RETURN(client.ca, top.File("ca", true));
     CB_ASSIGN_OR_RETURN(client.timeout_seconds,
                         top.Integer("timeout_seconds", 10, 1, 3600));

@@ -2,6 +2,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -12,6 +13,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/civil_time.h"
@@ -422,6 +424,31 @@ INSTANTIATE_TEST_SUITE_P(
       return param.param.name;
     });
 
+TEST_F(GatewayConfigTest, APrivateKeyOthersMayReadIsRefusedNamingItsMode) {
+  // A copy of the witness key, as an operator might leave it.
+  ASSERT_OK_AND_ASSIGN(const std::string pem,
+                       crypto::ReadFile(Pki("pk/signing/witness.key")));
+  const std::string copy = WriteFile(dir_ + "/witness.key", pem);
+  const std::string text =
+      ReplaceOnce(Toml(), Pki("pk/signing/witness.key"), copy);
+  for (const mode_t mode : {0644, 0640, 0604, 0620}) {
+    ASSERT_EQ(::chmod(copy.c_str(), mode), 0);
+    EXPECT_THAT(
+        Parse(text),
+        StatusIs(absl::StatusCode::kInvalidArgument,
+                 AllOf(HasSubstr(": signing.witness_key: private key " + copy),
+                       HasSubstr(absl::StrFormat("has mode %04o", mode)),
+                       HasSubstr("readable by its owner only (chmod 0600)"))))
+        << std::oct << mode;
+  }
+  ASSERT_EQ(::chmod(copy.c_str(), 0600), 0);
+  ASSERT_OK_AND_ASSIGN(const Gateway config, Parse(text));
+  EXPECT_EQ(config.witness_signing_key, copy);
+  // The offline tools open no private key, so they do not look at it.
+  ASSERT_EQ(::chmod(copy.c_str(), 0644), 0);
+  EXPECT_OK(ParseGateway(text, path_, PrivateKeys::kNotRead).status());
+}
+
 TEST_F(GatewayConfigTest, PreviousPeerKeysOfEachPurposeAreRead) {
   GatewayConfigOptions options;
   // Relative paths resolve against the config's folder, as every path does.
@@ -806,6 +833,23 @@ TEST_F(ClientConfigTest, RejectsMissingKeyFileNamingIt) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr(": cert: "),
                              HasSubstr(Pki("pk/offices/nobody.crt")))));
+}
+
+TEST_F(ClientConfigTest, RejectsAKeyOthersMayRead) {
+  ASSERT_OK_AND_ASSIGN(
+      const std::string pem,
+      crypto::ReadFile(Pki("pk/offices/fia-liaison-desk.key")));
+  const std::string copy = WriteFile(dir_ + "/fia.key", pem);
+  ASSERT_EQ(::chmod(copy.c_str(), 0644), 0);
+  WriteFile(path_, ReplaceOnce(ClientConfigToml("127.0.0.1:7443",
+                                                "pk/offices/fia-liaison-desk"),
+                               Pki("pk/offices/fia-liaison-desk.key"), copy));
+  EXPECT_THAT(LoadClient(path_),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr(": key: private key " + copy),
+                             HasSubstr("has mode 0644"))));
+  ASSERT_EQ(::chmod(copy.c_str(), 0600), 0);
+  EXPECT_OK(LoadClient(path_).status());
 }
 
 TEST_F(ClientConfigTest, RejectsUnknownKey) {
