@@ -382,12 +382,12 @@ int AuditVerify(const Options& options, const std::string& data_dir,
   return r.ok ? kExitOk : kExitDamaged;
 }
 
-// Writes `bytes` to a new file `path`, readable by the owner only: a bundle
-// names envelopes and offices. Never over an existing file, nor through a
-// symbolic link (one planted in a shared folder would have the bundle
-// overwrite whatever it points at); a file left half written is removed.
-absl::Status WritePrivateFile(const std::string& path,
-                              const std::string& bytes) {
+// Creates the new file `path`, readable by the owner only (a bundle names
+// envelopes and offices), before the call that fills it, so that a file
+// that cannot be written is said before anything is asked of the gateway.
+// Never over an existing file, nor through a symbolic link (one planted in
+// a shared folder would have the bundle overwrite whatever it points at).
+absl::StatusOr<int> CreatePrivateFile(const std::string& path) {
   const int fd = ::open(
       path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0 && errno == EEXIST) {
@@ -398,6 +398,13 @@ absl::Status WritePrivateFile(const std::string& path,
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": ", std::strerror(errno)));
   }
+  return fd;
+}
+
+// Writes `bytes` to `fd`, made for `path` by CreatePrivateFile, and closes
+// it; a file left half written is removed.
+absl::Status WritePrivateFile(int fd, const std::string& path,
+                              const std::string& bytes) {
   bool ok = true;
   size_t written = 0;
   while (ok && written < bytes.size()) {
@@ -1325,11 +1332,18 @@ int Main(int argc, char** argv) {
     return kExitOk;
   }
   if (evidence_get->parsed()) {
+    const absl::StatusOr<int> file = CreatePrivateFile(evidence_out);
+    if (!file.ok()) return ReportStatus(file.status(), kExitUsage);
     auto bundle = c.GetEvidence(evidence_id);
-    if (!bundle.ok()) return ReportStatus(bundle.status(), kExitRpc);
+    if (!bundle.ok()) {
+      ::close(*file);
+      ::unlink(evidence_out.c_str());  // empty, and ours (O_EXCL)
+      return ReportStatus(bundle.status(), kExitRpc);
+    }
     const std::string bytes = bundle->SerializeAsString();
-    if (auto written = WritePrivateFile(evidence_out, bytes); !written.ok()) {
-      return ReportStatus(written, kExitUsage);
+    if (auto written = WritePrivateFile(*file, evidence_out, bytes);
+        !written.ok()) {
+      return ReportStatus(written, kExitOutput);
     }
     // The envelope id, also when the message id was given.
     v1::Envelope envelope;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
@@ -11,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "core/crypto.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/testing/process.h"
 #include "tests/testing/status_matchers.h"
@@ -352,6 +354,34 @@ TEST_F(CliTest, UnreachableGatewayIsUnavailable) {
   CommandResult r = RunCommand({CliBinary(), "--config", dead, "whoami"});
   EXPECT_EQ(r.exit_code, 4) << "no answer: worth trying again";
   EXPECT_THAT(r.err, HasSubstr("casebridge: UNAVAILABLE: "));
+}
+
+TEST_F(CliTest, AnEvidenceFileThatCannotBeMadeIsSaidBeforeAnyCall) {
+  // No gateway there at all: the --out check comes first, so nothing is
+  // asked of the gateway for a bundle that could not be kept.
+  const std::string dead =
+      WriteFile(dir_ + "/dead.toml",
+                ClientConfigToml("127.0.0.1:1", "pk/offices/fia-liaison-desk"));
+  const std::string taken = WriteFile(dir_ + "/taken.pb", "kept");
+  const std::string nowhere = dir_ + "/no-such-folder/evidence.pb";
+  const auto get = [&](const std::string& out) {
+    return RunCommand({CliBinary(), "--config", dead, "audit", "evidence",
+                       "get", "PK-E-01M8XGVS56FBCQJ7AW5JSZMXQ8", "--out", out});
+  };
+  for (const std::string& out : {taken, nowhere}) {
+    CommandResult r = get(out);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_THAT(r.err, HasSubstr(out));
+    EXPECT_THAT(r.err, Not(HasSubstr("UNAVAILABLE")));
+  }
+  ASSERT_OK_AND_ASSIGN(const std::string kept, crypto::ReadFile(taken));
+  EXPECT_EQ(kept, "kept");
+  // A file made for a call that then fails is not left behind, empty.
+  const std::string fresh = dir_ + "/fresh.pb";
+  CommandResult r = get(fresh);
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE"));
+  EXPECT_FALSE(std::filesystem::exists(fresh));
 }
 
 TEST_F(CliTest, AGatewayTheClientFileDoesNotAcceptPointsAtTheFile) {
