@@ -244,6 +244,11 @@ class ExchangeStore {
   // NOT_FOUND if no outgoing message has this id.
   virtual absl::StatusOr<v1::CaseMessage> GetOutgoingMessage(
       const std::string& message_id) = 0;
+  // The same without its body, which is not read (nor unsealed): the
+  // columns kept in the clear (ids, kind, priority, sender and recipient
+  // offices), enough to decide who may see the message.
+  virtual absl::StatusOr<v1::CaseMessage> GetOutgoingHead(
+      const std::string& message_id) = 0;
 
   // --- Incoming ------------------------------------------------------------
 

@@ -630,8 +630,10 @@ grpc::ServerUnaryReactor* OfficeServiceImpl::CancelMessage(
 absl::StatusOr<v1::CaseMessage> OfficeServiceImpl::OutgoingMessageOf(
     const Caller& caller, const std::string& message_id,
     std::optional<Action> any_office) const {
+  // Its head only: the body is neither needed nor unsealed to decide, so
+  // another office's message whose body cannot be read is still NOT_FOUND.
   absl::StatusOr<v1::CaseMessage> m =
-      exchange_.store->GetOutgoingMessage(message_id);
+      exchange_.store->GetOutgoingHead(message_id);
   // Another office's message is answered as a missing one, so that message
   // ids cannot be probed; the audit entry of the refusal names the caller
   // and the id.

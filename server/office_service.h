@@ -150,8 +150,9 @@ class OfficeServiceImpl final : public OfficeServiceBase {
                                  const std::string& action,
                                  const std::vector<std::string>& exchange_ids);
 
-  // The outgoing message `message_id` if `caller` sent it, or may read any
-  // office's under `any_office`; NOT_FOUND otherwise, as for no message.
+  // The head (ExchangeStore::GetOutgoingHead: no body) of the outgoing
+  // message `message_id` if `caller` sent it, or may read any office's
+  // under `any_office`; NOT_FOUND otherwise, as for no message.
   absl::StatusOr<v1::CaseMessage> OutgoingMessageOf(
       const Caller& caller, const std::string& message_id,
       std::optional<Action> any_office) const;

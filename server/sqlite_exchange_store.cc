@@ -886,6 +886,16 @@ absl::StatusOr<v1::DeliveryStatus> SqliteExchangeStore::GetDeliveryStatus(
 
 absl::StatusOr<v1::CaseMessage> SqliteExchangeStore::GetOutgoingMessage(
     const std::string& message_id) {
+  return ReadOutgoing(message_id, /*with_body=*/true);
+}
+
+absl::StatusOr<v1::CaseMessage> SqliteExchangeStore::GetOutgoingHead(
+    const std::string& message_id) {
+  return ReadOutgoing(message_id, /*with_body=*/false);
+}
+
+absl::StatusOr<v1::CaseMessage> SqliteExchangeStore::ReadOutgoing(
+    const std::string& message_id, bool with_body) {
   v1::CaseMessage message;
   CB_RETURN_IF_ERROR(db_->Read([&](sqlite::Connection& conn) -> absl::Status {
     CB_ASSIGN_OR_RETURN(
@@ -899,9 +909,9 @@ absl::StatusOr<v1::CaseMessage> SqliteExchangeStore::GetOutgoingMessage(
       return absl::NotFoundError(
           absl::StrCat("outgoing message ", message_id, " not found"));
     }
-    if (!stmt.ColumnIsNull(2)) {
-      // Purged: what the row keeps in the clear, so that its sender can
-      // still follow its delivery.
+    if (!with_body || !stmt.ColumnIsNull(2)) {
+      // Purged, or the head only: what the row keeps in the clear, so that
+      // its sender can still follow its delivery.
       message.set_message_id(message_id);
       message.set_exchange_id(stmt.ColumnText(3));
       message.set_kind(static_cast<v1::MessageKind>(stmt.ColumnInt(4)));

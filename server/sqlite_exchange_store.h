@@ -59,6 +59,8 @@ class SqliteExchangeStore final : public ExchangeStore {
                              const AuditEvent& audit) override;
   absl::StatusOr<v1::DeliveryStatus> GetDeliveryStatus(
       const std::string& message_id) override;
+  absl::StatusOr<v1::CaseMessage> GetOutgoingHead(
+      const std::string& message_id) override;
   absl::StatusOr<v1::CaseMessage> GetOutgoingMessage(
       const std::string& message_id) override;
 
@@ -148,6 +150,9 @@ class SqliteExchangeStore final : public ExchangeStore {
   absl::StatusOr<int> Purge(const std::vector<PurgeGroup>& groups,
                             std::optional<int64_t> conflicts_cutoff_us,
                             const std::string& actor);
+  // GetOutgoingMessage, or with `with_body` false GetOutgoingHead.
+  absl::StatusOr<v1::CaseMessage> ReadOutgoing(const std::string& message_id,
+                                               bool with_body);
 
  public:
   // Where case references carried by CASE_SHARE messages are kept, in the

@@ -174,6 +174,10 @@ class FailingWrites final : public ExchangeStore {
       const std::string& message_id) override {
     return real_->GetOutgoingMessage(message_id);
   }
+  absl::StatusOr<v1::CaseMessage> GetOutgoingHead(
+      const std::string& message_id) override {
+    return real_->GetOutgoingHead(message_id);
+  }
   absl::StatusOr<server::InboundResult> AcceptInbound(
       const v1::SignedEnvelope& signed_envelope, const v1::Envelope& parsed,
       const std::vector<std::string>& inbox_offices,

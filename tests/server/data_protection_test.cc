@@ -519,6 +519,30 @@ TEST_F(DataProtectionTest, APayloadPutInTheClearReadsAsDataLoss) {
                              HasSubstr("changed outside the gateway"))));
 }
 
+TEST_F(DataProtectionTest, AnOutgoingMessagesHeadIsReadWithoutItsBody) {
+  // Who sent a message is decided from the columns kept in the clear: a
+  // body that no longer opens does not make the answer differ.
+  Send(OutgoingNote("PK-M-1", "outgoing: shelter in Lahore ready"));
+  ASSERT_OK(store_->database().Write([&](sqlite::Connection& c) {
+    CB_ASSIGN_OR_RETURN(
+        auto stmt,
+        c.Prepare("UPDATE messages SET body = zeroblob(length(body)) "
+                  "WHERE message_id = 'PK-M-1'"));
+    return stmt.Run();
+  }));
+  EXPECT_THAT(store_->exchange().GetOutgoingMessage("PK-M-1"),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("PK-M-1")));
+  ASSERT_OK_AND_ASSIGN(const v1::CaseMessage head,
+                       store_->exchange().GetOutgoingHead("PK-M-1"));
+  EXPECT_EQ(head.message_id(), "PK-M-1");
+  EXPECT_EQ(head.sender_office(), kFia);
+  EXPECT_FALSE(head.exchange_id().empty());
+  EXPECT_TRUE(head.body().empty());
+  EXPECT_THAT(store_->exchange().GetOutgoingHead("PK-M-404"),
+              StatusIs(absl::StatusCode::kNotFound,
+                       "outgoing message PK-M-404 not found"));
+}
+
 TEST_F(DataProtectionTest, ACaseBodyPutBackFromAnEarlierVersionIsCaught) {
   // Someone with write access to the file (and an old WAL frame or backup)
   // puts back the sealed body of version 1 after the case was closed: it
