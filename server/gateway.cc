@@ -147,7 +147,8 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> Gateway::StartListener(
   ApplyLimits(builder, c.limits);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || *port == 0) {
-    return absl::FailedPreconditionError(
+    // UNAVAILABLE: the port may be freed, or the address come up, later.
+    return absl::UnavailableError(
         absl::StrCat(field, ": cannot listen on ", address,
                      " (address in use or not local?)"));
   }

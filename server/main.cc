@@ -141,7 +141,11 @@ int Main(int argc, char** argv) {
   auto gateway =
       cb::server::Gateway::Start(*std::move(config), &cb::RealClock::Get());
   if (!gateway.ok()) {
-    return Fail(2, absl::StrCat(config_path, ": ", gateway.status().message()));
+    // What may pass by itself (a port still held, an address not up yet,
+    // the data dir locked by a gateway still stopping) exits 1, which the
+    // service manager restarts; the rest needs the operator (2).
+    return Fail(absl::IsUnavailable(gateway.status()) ? 1 : 2,
+                absl::StrCat(config_path, ": ", gateway.status().message()));
   }
   if (!ready_file.empty() &&
       !WriteReadyFile(ready_file, (*gateway)->office_port(),

@@ -740,7 +740,8 @@ absl::StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(
         absl::StrCat("cannot create ", lock_path));
   }
   if (::flock(store->lock_.fd, LOCK_EX | LOCK_NB) != 0) {
-    return absl::FailedPreconditionError(
+    // UNAVAILABLE: it passes once that gateway has stopped (a restart).
+    return absl::UnavailableError(
         absl::StrCat(data_dir, " is in use by another running gateway (",
                      lock_path, " is locked)"));
   }

@@ -626,7 +626,8 @@ TEST_F(GatewayTest, SecondGatewayOnTheSameDataDirRefusesToStart) {
   const std::string second =
       WriteFile(dir_ + "/second.toml", GatewayConfigToml(options));
   CommandResult r = RunCommand({GatewayBinary(), "--config", second});
-  EXPECT_EQ(r.exit_code, 2);
+  // 1, not 2: it may pass (the first one stopping), so it is restarted.
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("in use by another running gateway"));
   EXPECT_OK(Office(kFia)->WhoAmI());  // the first one is unharmed
 }
@@ -638,7 +639,7 @@ TEST_F(GatewayTest, SecondGatewayOnATakenPortRefusesToStart) {
   const std::string second =
       WriteFile(dir_ + "/second.toml", GatewayConfigToml(options));
   CommandResult r = RunCommand({GatewayBinary(), "--config", second});
-  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.exit_code, 1);  // the port may be freed
   EXPECT_THAT(r.err, HasSubstr("listen.office: cannot listen on " +
                                gateway_->office_endpoint()));
 }
